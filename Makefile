@@ -1,0 +1,49 @@
+# gremlinlb: two commands matter, `make demo` and `make test`. Both install what they need into
+# git-ignored caches (.venv/, .cache/, build/) on first use and reuse them afterwards.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+GREMLINLB := $(VENV)/bin/gremlinlb
+CACHE := $(CURDIR)/.cache
+export GREMLINLB_CACHE := $(CACHE)
+
+# mypy must see the package as installed (the link tree of the strict editable install), because
+# gremlinlb.sidecar and gremlinlb.operator live outside src/.
+LINK_TREE = $(firstword $(wildcard build/__editable__.gremlinlb-*))
+
+.PHONY: setup demo test lint typecheck unit integration clean
+
+setup: $(VENV)/.deps-stamp package jars
+
+$(VENV)/.deps-stamp: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools
+	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=strict
+	touch $@
+
+# Re-link on every run: the strict editable install links files, so a new module needs a relink.
+package: $(VENV)/.deps-stamp
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
+
+jars: package
+	$(GREMLINLB) dev-servers fetch
+
+demo: setup
+	$(GREMLINLB) demo
+
+lint: package
+	$(VENV)/bin/ruff check src sidecar operator tests bench
+	$(VENV)/bin/ruff format --check src sidecar operator tests bench
+
+typecheck: package
+	cd $(LINK_TREE) && $(CURDIR)/$(VENV)/bin/mypy -p gremlinlb
+
+unit: package
+	$(PY) -m pytest tests/unit
+
+test: setup lint typecheck
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,39 @@
+"""The `gremlinlb` command: one entry point, one sub-command per component."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from gremlinlb.devservers import cli as devservers_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gremlinlb",
+        description="Per-request load balancing for Apache TinkerPop Gremlin Servers.",
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ERROR)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    devservers_cli.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler = args.handler
+    result: int = handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""`RoundRobinClientRemoteConnection`: a gremlinpython RemoteConnection that balances every
+traversal over many Gremlin Servers.
+
+A thin adapter: the core decides (which host, whether to retry, whether to wait); this module
+runs the traversal on gremlinpython's own DriverRemoteConnection for the chosen host and
+reports how it went.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
+from gremlin_python.driver.protocol import GremlinServerError
+from gremlin_python.driver.remote_connection import RemoteConnection, RemoteTraversal
+from gremlin_python.driver.request import RequestMessage
+from gremlin_python.driver.serializer import GraphBinarySerializersV1
+
+from gremlinlb.client.backends import ConnectionOptions, HostConnections
+from gremlinlb.client.health_loop import HealthLoop
+from gremlinlb.client.transport import TransportError
+from gremlinlb.core import (
+    OVERLOAD_STATUS_CODES,
+    Balancer,
+    BalancerClosedError,
+    BalancerSettings,
+    BufferTimeoutError,
+    Endpoint,
+    EventKind,
+    HostEvent,
+    HostState,
+    HostStatus,
+    NoHealthyEndpointError,
+    Outcome,
+    RequestMayHaveBeenAppliedError,
+    SessionLostError,
+    Waiter,
+    bytecode_may_write,
+    may_retry,
+    parse_endpoint,
+)
+
+log = logging.getLogger(__name__)
+
+
+class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
+    """Use it wherever a DriverRemoteConnection goes: `traversal().with_(rr)`.
+
+    `endpoints` are `host:port` or `ws://` / `wss://` URLs. Settings of the core (policy,
+    health checks, retries, buffer) come in `settings`; `health_check_interval` is kept as a
+    shortcut because it is what most callers tune.
+    """
+
+    def __init__(
+        self,
+        endpoints: Iterable[str],
+        traversal_source: str = "g",
+        health_check_interval: float | None = None,
+        *,
+        settings: BalancerSettings | None = None,
+        username: str = "",
+        password: str = "",
+        ssl_context: ssl.SSLContext | None = None,
+        message_serializer: Any = None,
+        pool_size: int = 8,
+        max_workers: int = 32,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if isinstance(endpoints, str):
+            raise TypeError(
+                "endpoints must be a list of addresses, e.g. ['localhost:8182'], not one string"
+            )
+        parsed = [parse_endpoint(e) for e in endpoints]
+        if not parsed:
+            raise ValueError("give at least one endpoint, e.g. ['localhost:8182']")
+        settings = settings or BalancerSettings()
+        if health_check_interval is not None:
+            settings = _with_interval(settings, health_check_interval)
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be >= 1, got {pool_size}")
+        super().__init__("roundrobin[" + ",".join(e.url for e in parsed) + "]", traversal_source)
+        self._options = ConnectionOptions(
+            traversal_source=traversal_source,
+            username=username,
+            password=password,
+            ssl_context=ssl_context,
+            message_serializer=message_serializer,
+            pool_size=pool_size,
+            connect_timeout=settings.connect_timeout,
+            request_timeout=settings.request_timeout,
+            headers=headers,
+        )
+        self._serializer = message_serializer or GraphBinarySerializersV1()
+        self._balancer = Balancer(settings=settings)
+        self._hosts: dict[Endpoint, HostConnections] = {}
+        self._hosts_lock = threading.Lock()
+        self._sessions: list[PinnedSession] = []
+        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="gremlinlb-submit")
+        self._health = HealthLoop(self._balancer, self._options)
+        self._balancer.subscribe(self._on_host_event)
+        for endpoint in parsed:
+            self.add_host(endpoint.url)
+        self._health.start()
+
+    # -- RemoteConnection ----------------------------------------------------------------
+
+    def submit(self, bytecode: Any) -> RemoteTraversal:
+        results = self._execute(bytecode)
+        return RemoteTraversal(iter(results))
+
+    def submit_async(self, bytecode: Any) -> Future[RemoteTraversal]:
+        self._check_open()
+        return self._executor.submit(self.submit, bytecode)
+
+    def is_closed(self) -> bool:
+        return self._balancer.closed
+
+    def close(self) -> None:
+        if self._balancer.closed:
+            return
+        log.info("closing %s", self.url)
+        self._balancer.close()
+        self._health.stop()
+        for session in list(self._sessions):
+            session.close()
+        with self._hosts_lock:
+            hosts = list(self._hosts.values())
+            self._hosts.clear()
+        for host in hosts:
+            host.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def is_session_bound(self) -> bool:
+        return False
+
+    def create_session(self) -> PinnedSession:
+        """Open a session (for `g.tx()`) pinned to one healthy host for its whole life."""
+        self._check_open()
+        acquired = self._balancer.acquire(0)
+        endpoint = acquired if isinstance(acquired, Endpoint) else self._wait(acquired)
+        try:
+            connection = self._options.connection(endpoint).create_session()
+        except Exception:
+            self._balancer.finish(endpoint, Outcome.NOT_SENT)
+            raise
+        session = PinnedSession(self._balancer, endpoint, connection, self.traversal_source)
+        self._sessions.append(session)
+        log.info("session pinned to %s", endpoint.address)
+        return session
+
+    def remove_session(self, session: PinnedSession) -> None:
+        session.close()
+        if session in self._sessions:
+            self._sessions.remove(session)
+
+    def commit(self) -> Any:
+        raise RuntimeError("commit() belongs to a transaction: use tx = g.tx(); gtx = tx.begin()")
+
+    def rollback(self) -> Any:
+        raise RuntimeError("rollback() belongs to a transaction: use tx = g.tx(); gtx = tx.begin()")
+
+    # -- host management (seed API) ------------------------------------------------------
+
+    def add_host(self, endpoint: str) -> bool:
+        """Add a server at runtime; it gets traffic on its next turn. False if already present."""
+        parsed = parse_endpoint(endpoint)
+        with self._hosts_lock:
+            if parsed not in self._hosts:
+                self._hosts[parsed] = HostConnections(parsed, self._options)
+        return self._balancer.add(parsed)
+
+    def remove_host(self, endpoint: str) -> None:
+        """Remove a server; requests in flight there finish, then its connections close.
+
+        Raises UnknownEndpointError (a LookupError) for a host that is not in the list.
+        """
+        self._balancer.remove(parse_endpoint(endpoint), drain=True)
+
+    def get_clients(self) -> dict[str, DriverRemoteConnection | None]:
+        """The underlying connection per host URL (None until first use or after a failure)."""
+        with self._hosts_lock:
+            return {e.url: h.current() for e, h in self._hosts.items()}
+
+    def get_available(self) -> dict[str, bool]:
+        """True for each host that takes new requests now."""
+        return {s.endpoint.url: s.state is HostState.HEALTHY for s in self._balancer.hosts()}
+
+    def hosts(self) -> list[HostStatus]:
+        """State, in-flight count, outcome totals and last error of every host."""
+        return self._balancer.hosts()
+
+    @property
+    def balancer(self) -> Balancer:
+        return self._balancer
+
+    def check_health_now(self) -> None:
+        """Run one probe round immediately (also what the background loop does)."""
+        self._health.probe_once()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _execute(self, bytecode: Any) -> list[Any]:
+        self._check_open()
+        read_only = not bytecode_may_write(bytecode)
+        settings = self._balancer.settings
+        tried: list[Endpoint] = []
+        last_error: BaseException | None = None
+        for _attempt in range(settings.max_attempts):
+            try:
+                acquired = self._balancer.acquire(lambda: self._size(bytecode), tried)
+            except NoHealthyEndpointError:
+                if last_error is not None:
+                    raise last_error from None
+                raise
+            endpoint = acquired if isinstance(acquired, Endpoint) else self._wait(acquired)
+            outcome, result = self._attempt(endpoint, bytecode)
+            if outcome is Outcome.SUCCESS:
+                return list(result)
+            error: BaseException = result
+            if not may_retry(outcome, read_only):
+                if outcome.may_have_executed:
+                    raise RequestMayHaveBeenAppliedError(endpoint.address, error) from error
+                raise error
+            log.info(
+                "retrying on another host after %s on %s: %s",
+                outcome.value,
+                endpoint.address,
+                error,
+            )
+            tried.append(endpoint)
+            last_error = error
+        assert last_error is not None
+        raise last_error
+
+    def _attempt(self, endpoint: Endpoint, bytecode: Any) -> tuple[Outcome, Any]:
+        with self._hosts_lock:
+            host = self._hosts.get(endpoint)
+        if host is None:  # removed between pick and use: nothing was sent
+            error = ConnectionError(f"{endpoint.address} was removed")
+            self._balancer.finish(endpoint, Outcome.NOT_SENT)
+            return Outcome.NOT_SENT, error
+        tracked = host.lease()
+        try:
+            traversal = tracked.connection.submit(bytecode)
+            results = list(traversal.traversers)
+        except TransportError as error:
+            outcome = error.outcome
+            self._balancer.finish(endpoint, outcome, error)
+            host.retire()
+            return outcome, error
+        except GremlinServerError as error:
+            outcome = (
+                Outcome.OVERLOADED
+                if error.status_code in OVERLOAD_STATUS_CODES
+                else Outcome.SERVER_ERROR
+            )
+            self._balancer.finish(endpoint, outcome, error)
+            return outcome, error
+        except Exception as error:  # anything else from the driver: treat as a lost connection
+            self._balancer.finish(endpoint, Outcome.CONNECTION_LOST, error)
+            host.retire()
+            return Outcome.CONNECTION_LOST, error
+        finally:
+            host.give_back(tracked)
+        self._balancer.finish(endpoint, Outcome.SUCCESS)
+        return Outcome.SUCCESS, results
+
+    def _wait(self, waiter: Waiter) -> Endpoint:
+        """Block until the buffer releases this request, or its max_wait passes."""
+        released = threading.Event()
+        waiter.notify = released.set
+        if waiter.released:  # released before notify was set
+            released.set()
+        timeout = max(0.0, waiter.deadline - time.monotonic())
+        if not released.wait(timeout) and self._balancer.withdraw(waiter):
+            max_wait = self._balancer.settings.buffer.max_wait
+            raise BufferTimeoutError(
+                f"no Gremlin Server became healthy within max_wait={max_wait}s; the request "
+                "was not sent. Restore a backend or raise max_wait."
+            )
+        released.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.endpoint is not None
+        return waiter.endpoint
+
+    def _size(self, bytecode: Any) -> int:
+        message = RequestMessage(
+            "traversal", "bytecode", {"gremlin": bytecode, "aliases": {"g": self.traversal_source}}
+        )
+        return len(self._serializer.serialize_message(str(uuid.uuid4()), message))
+
+    def _on_host_event(self, event: HostEvent) -> None:
+        if event.kind is EventKind.REMOVED:
+            with self._hosts_lock:
+                host = self._hosts.pop(event.endpoint, None)
+            if host is not None:
+                host.close()
+            self._health.forget(event.endpoint)
+        elif event.kind is EventKind.STATE_CHANGED and event.state is HostState.DOWN:
+            with self._hosts_lock:
+                host = self._hosts.get(event.endpoint)
+            if host is not None:
+                host.retire()
+
+    def _check_open(self) -> None:
+        if self._balancer.closed:
+            raise BalancerClosedError(f"{self.url} is closed; create a new connection")
+
+
+class PinnedSession(RemoteConnection):  # type: ignore[misc]
+    """A session (transaction) bound to one host for its whole life, as sessions must be.
+
+    Never retried elsewhere: the session's state lives on that one server.
+    """
+
+    def __init__(
+        self,
+        balancer: Balancer,
+        endpoint: Endpoint,
+        connection: DriverRemoteConnection,
+        traversal_source: str,
+    ) -> None:
+        super().__init__(endpoint.url, traversal_source)
+        self._balancer = balancer
+        self.endpoint = endpoint
+        self._connection = connection
+        self._closed = False
+
+    def submit(self, bytecode: Any) -> RemoteTraversal:
+        traversal: RemoteTraversal = self._guard(lambda: self._connection.submit(bytecode))
+        return traversal
+
+    def submit_async(self, bytecode: Any) -> Future[RemoteTraversal]:
+        future: Future[RemoteTraversal] = self._connection.submit_async(bytecode)
+        return future
+
+    def commit(self) -> Any:
+        return self._guard(self._connection.commit, ending=True)
+
+    def rollback(self) -> Any:
+        return self._guard(self._connection.rollback, ending=True)
+
+    def is_closed(self) -> bool:
+        return self._closed or bool(self._connection.is_closed())
+
+    def is_session_bound(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._connection.close()
+        finally:
+            self._balancer.finish(self.endpoint, Outcome.SUCCESS)
+
+    def _guard(self, call: Callable[[], Any], *, ending: bool = False) -> Any:
+        try:
+            return call()
+        except TransportError as error:
+            self._balancer.observe(self.endpoint, error.outcome, error)
+            if ending and error.outcome.may_have_executed:
+                raise RequestMayHaveBeenAppliedError(self.endpoint.address, error) from error
+            raise SessionLostError(self.endpoint.address, error) from error
+
+
+def _with_interval(settings: BalancerSettings, interval: float) -> BalancerSettings:
+    return replace(settings, health=replace(settings.health, interval=interval))

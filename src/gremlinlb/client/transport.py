@@ -1,0 +1,153 @@
+"""A gremlinpython transport that says *when* it failed.
+
+gremlinpython's own transport cannot tell "never sent" from "sent, then lost", has no connect
+timeout (a stopped server hangs the WebSocket handshake for minutes) and leaves dead sockets in
+its pool. Plugged in through gremlinpython's `transport_factory` hook, this one bounds every
+phase and raises errors that carry the core's `Outcome`, which is what safe retries need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Coroutine, Mapping
+from typing import Any, TypeVar
+
+import aiohttp
+from gremlin_python.driver.transport import AbstractBaseTransport
+
+from gremlinlb.core.outcomes import Outcome
+
+T = TypeVar("T")
+
+DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # Gremlin Server's maxContentLength
+
+
+class TransportError(ConnectionError):
+    """A connection-level failure, tagged with what it means for a retry."""
+
+    outcome: Outcome = Outcome.CONNECTION_LOST
+
+
+class NotSentError(TransportError):
+    outcome = Outcome.NOT_SENT
+
+
+class ConnectionLostError(TransportError):
+    outcome = Outcome.CONNECTION_LOST
+
+
+class ResponseTimeoutError(TransportError):
+    outcome = Outcome.TIMEOUT
+
+
+class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
+    def __init__(
+        self,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        write_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._write_timeout = write_timeout
+        self._ssl = ssl_context
+        self._max_message_bytes = max_message_bytes
+        self._loop = asyncio.new_event_loop()
+        self._session: aiohttp.ClientSession | None = None
+        self._websocket: aiohttp.ClientWebSocketResponse | None = None
+        self._url = ""
+
+    def connect(self, url: str, headers: Mapping[str, str] | None = None) -> None:
+        self._url = url
+
+        async def open_socket() -> None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._connect_timeout)
+            )
+            self._websocket = await self._session.ws_connect(
+                url,
+                headers=headers,
+                max_msg_size=self._max_message_bytes,
+                ssl=self._ssl if self._ssl is not None else True,
+            )
+
+        try:
+            self._run(open_socket(), self._connect_timeout)
+        except Exception as error:
+            self.close()
+            raise NotSentError(f"cannot connect to {url}: {_describe(error)}") from error
+
+    def write(self, message: bytes) -> None:
+        websocket = self._websocket
+        if websocket is None or websocket.closed:
+            raise NotSentError(f"connection to {self._url} is not open")
+        try:
+            self._run(websocket.send_bytes(message), self._write_timeout)
+        except Exception as error:
+            raise ConnectionLostError(
+                f"sending to {self._url} failed: {_describe(error)}"
+            ) from error
+
+    def read(self) -> bytes:
+        websocket = self._websocket
+        if websocket is None:
+            raise ConnectionLostError(f"connection to {self._url} is not open")
+        try:
+            message = self._run(websocket.receive(), self._read_timeout)
+        except TimeoutError as error:
+            raise ResponseTimeoutError(
+                f"no answer from {self._url} within {self._read_timeout}s"
+            ) from error
+        except Exception as error:
+            raise ConnectionLostError(
+                f"reading from {self._url} failed: {_describe(error)}"
+            ) from error
+        if message.type == aiohttp.WSMsgType.BINARY:
+            data: bytes = message.data
+            return data
+        if message.type == aiohttp.WSMsgType.TEXT:
+            return str(message.data).strip().encode("utf-8")
+        detail = f": {message.extra}" if message.extra else ""
+        raise ConnectionLostError(
+            f"connection to {self._url} was closed by the server ({message.type.name}{detail})"
+        )
+
+    def close(self) -> None:
+        async def close_socket() -> None:
+            if self._websocket is not None and not self._websocket.closed:
+                await self._websocket.close()
+            if self._session is not None and not self._session.closed:
+                await self._session.close()
+
+        if self._loop.is_closed():
+            return
+        try:
+            self._run(close_socket(), self._connect_timeout)
+        except Exception:
+            pass
+        finally:
+            self._websocket = None
+            self._session = None
+            self._loop.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._websocket is None or self._websocket.closed
+
+    def __del__(self) -> None:
+        if not self._loop.is_closed() and not self._loop.is_running():
+            self.close()
+
+    def _run(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
+        return self._loop.run_until_complete(asyncio.wait_for(coroutine, timeout))
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,56 @@
+"""The balancing core: endpoint set, health, picking, safe retries, bounded wait buffer.
+
+No networking and no I/O framework here (no aiohttp, kopf or kubernetes): the in-process
+client, the sidecar and the operator are adapters that report to it and act on its decisions.
+"""
+
+from gremlinlb.core.balancer import Acquired, Balancer, EventKind, HostEvent, HostStatus
+from gremlinlb.core.buffer import PendingBuffer, Waiter
+from gremlinlb.core.endpoints import Endpoint, HostState, parse_endpoint
+from gremlinlb.core.errors import (
+    BalancerClosedError,
+    BufferFullError,
+    BufferTimeoutError,
+    GremlinLBError,
+    InvalidEndpointError,
+    InvalidSettingError,
+    NoHealthyEndpointError,
+    RequestMayHaveBeenAppliedError,
+    SessionLostError,
+    UnknownEndpointError,
+)
+from gremlinlb.core.outcomes import OVERLOAD_STATUS_CODES, Outcome, may_retry
+from gremlinlb.core.readonly import MUTATING_STEPS, bytecode_may_write
+from gremlinlb.core.settings import BalancerSettings, BufferSettings, HealthCheckSettings, Policy
+
+__all__ = [
+    "MUTATING_STEPS",
+    "OVERLOAD_STATUS_CODES",
+    "Acquired",
+    "Balancer",
+    "BalancerClosedError",
+    "BalancerSettings",
+    "BufferFullError",
+    "BufferSettings",
+    "BufferTimeoutError",
+    "Endpoint",
+    "EventKind",
+    "GremlinLBError",
+    "HealthCheckSettings",
+    "HostEvent",
+    "HostState",
+    "HostStatus",
+    "InvalidEndpointError",
+    "InvalidSettingError",
+    "NoHealthyEndpointError",
+    "Outcome",
+    "PendingBuffer",
+    "Policy",
+    "RequestMayHaveBeenAppliedError",
+    "SessionLostError",
+    "UnknownEndpointError",
+    "Waiter",
+    "bytecode_may_write",
+    "may_retry",
+    "parse_endpoint",
+]

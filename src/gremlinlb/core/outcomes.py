@@ -1,0 +1,44 @@
+"""What happened to one attempt, and what that means for the host and for a retry.
+
+The rule that keeps retries safe: only a request that certainly did not run, or that cannot
+write, may run again.
+"""
+
+from __future__ import annotations
+
+import enum
+
+# Gremlin Server status codes that mean "I did not (fully) do it, try elsewhere".
+TOO_MANY_REQUESTS = 429  # work queue full: rejected before execution
+SERVER_ERROR_TEMPORARY = 596  # the protocol allows the request to be retried as-is
+OVERLOAD_STATUS_CODES = frozenset({TOO_MANY_REQUESTS, SERVER_ERROR_TEMPORARY})
+
+
+class Outcome(enum.Enum):
+    SUCCESS = "success"
+    # The request never left this process: refused, handshake failed, connect timed out.
+    NOT_SENT = "not_sent"
+    # Sent, then the connection broke or went silent: it may have run, in part or whole.
+    CONNECTION_LOST = "connection_lost"
+    TIMEOUT = "timeout"
+    # The server said it is overloaded (429/596): not applied, safe anywhere else.
+    OVERLOADED = "overloaded"
+    # The server answered with an error of the request itself (597, 499, ...): the host is fine.
+    SERVER_ERROR = "server_error"
+
+    @property
+    def marks_host_down(self) -> bool:
+        return self in (Outcome.NOT_SENT, Outcome.CONNECTION_LOST, Outcome.TIMEOUT)
+
+    @property
+    def may_have_executed(self) -> bool:
+        return self in (Outcome.CONNECTION_LOST, Outcome.TIMEOUT)
+
+
+def may_retry(outcome: Outcome, read_only: bool) -> bool:
+    """Whether another host may be tried after this outcome."""
+    if outcome in (Outcome.SUCCESS, Outcome.SERVER_ERROR):
+        return False
+    if outcome.may_have_executed:
+        return read_only
+    return True

@@ -1,0 +1,56 @@
+"""Choosing the next backend among the healthy ones.
+
+Round-robin keeps a cursor on the *sequence number* of the last host picked, not on a list
+index, so hosts joining or leaving never shift the ring under it: no host takes two turns in a
+row while another healthy host waits.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
+
+
+class Candidate(Protocol):
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+
+C = TypeVar("C", bound=Candidate)
+
+
+class RoundRobin:
+    def __init__(self) -> None:
+        self._last_seq = -1
+
+    def pick(self, ring: Sequence[C], eligible: Callable[[C], bool]) -> C | None:
+        """`ring` is sorted by seq; return the first eligible host after the last one picked."""
+        if not ring:
+            return None
+        start = bisect.bisect_right([host.seq for host in ring], self._last_seq)
+        count = len(ring)
+        for offset in range(count):
+            host = ring[(start + offset) % count]
+            if eligible(host):
+                self._last_seq = host.seq
+                return host
+        return None
+
+
+class LeastInFlight:
+    """Power of two choices: sample two eligible hosts, take the one with fewer in flight."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random()
+
+    def pick(self, ring: Sequence[C], eligible: Callable[[C], bool]) -> C | None:
+        hosts = [host for host in ring if eligible(host)]
+        if len(hosts) <= 1:
+            return hosts[0] if hosts else None
+        first, second = self._rng.sample(hosts, 2)
+        return first if first.in_flight <= second.in_flight else second

@@ -1,0 +1,159 @@
+"""The wait buffer: its three bounds, FIFO release, and that nothing admitted is lost."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gremlinlb.core import (
+    Balancer,
+    BalancerSettings,
+    BufferFullError,
+    BufferSettings,
+    BufferTimeoutError,
+    Endpoint,
+    Outcome,
+    Waiter,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def all_down(bounds: BufferSettings, clock: Clock | None = None) -> Balancer:
+    balancer = Balancer(["a:1", "b:1"], BalancerSettings(buffer=bounds), clock=clock or Clock())
+    for _ in range(2):
+        endpoint = balancer.acquire(0)
+        assert isinstance(endpoint, Endpoint)
+        balancer.finish(endpoint, Outcome.NOT_SENT)
+    return balancer
+
+
+def wait(balancer: Balancer, size: int = 10) -> Waiter:
+    waiter = balancer.acquire(size)
+    assert isinstance(waiter, Waiter)
+    return waiter
+
+
+def test_request_waits_when_no_host_is_healthy() -> None:
+    balancer = all_down(BufferSettings())
+    waiter = wait(balancer)
+    assert not waiter.released
+    assert balancer.buffered == 1
+
+
+def test_count_bound_refuses_the_next_request_and_names_max_elements() -> None:
+    balancer = all_down(BufferSettings(max_elements=2))
+    wait(balancer)
+    wait(balancer)
+    with pytest.raises(BufferFullError, match="max_elements=2") as refused:
+        balancer.acquire(10)
+    assert refused.value.bound == "max_elements"
+    assert balancer.buffered == 2
+
+
+def test_byte_bound_refuses_the_request_that_would_overflow_and_names_max_bytes() -> None:
+    balancer = all_down(BufferSettings(max_bytes=100))
+    wait(balancer, size=60)
+    with pytest.raises(BufferFullError, match="max_bytes=100") as refused:
+        balancer.acquire(41)
+    assert refused.value.bound == "max_bytes"
+    wait(balancer, size=40)  # exactly at the bound still fits
+    assert balancer.buffered_bytes == 100
+
+
+def test_disabled_buffer_refuses_at_once() -> None:
+    balancer = all_down(BufferSettings(max_wait=0))
+    with pytest.raises(BufferFullError, match="disabled"):
+        balancer.acquire(1)
+
+
+def test_waiters_are_released_oldest_first_round_robin_when_a_host_recovers() -> None:
+    balancer = all_down(BufferSettings())
+    waiters = [wait(balancer) for _ in range(4)]
+    released: list[int] = []
+    for index, waiter in enumerate(waiters):
+        waiter.notify = lambda i=index: released.append(i)
+    balancer.record_probe(Endpoint("ws", "a", 1), ok=True)
+    balancer.record_probe(Endpoint("ws", "b", 1), ok=True)
+    assert released == [0, 1, 2, 3]
+    assert all(w.endpoint == Endpoint("ws", "a", 1) for w in waiters)
+    assert balancer.buffered == 0
+
+
+def test_release_spreads_over_every_host_healthy_at_that_moment() -> None:
+    balancer = all_down(BufferSettings())
+    waiters = [wait(balancer) for _ in range(4)]
+    balancer.add("c:1")  # a new host is healthy at once and drains the buffer
+    assert {w.endpoint for w in waiters} == {Endpoint("ws", "c", 1)}
+
+
+def test_request_older_than_max_wait_fails_with_the_bound_named() -> None:
+    clock = Clock()
+    balancer = all_down(BufferSettings(max_wait=5), clock)
+    stale = wait(balancer)
+    clock.now += 6
+    balancer.record_probe(Endpoint("ws", "a", 1), ok=True)
+    assert isinstance(stale.error, BufferTimeoutError)
+    assert "max_wait=5" in str(stale.error)
+
+
+def test_withdrawn_waiter_frees_its_place_and_bytes() -> None:
+    balancer = all_down(BufferSettings(max_elements=1))
+    waiter = wait(balancer, size=7)
+    assert balancer.withdraw(waiter)
+    assert (balancer.buffered, balancer.buffered_bytes) == (0, 0)
+    wait(balancer)
+
+
+def test_closing_fails_every_waiter() -> None:
+    balancer = all_down(BufferSettings())
+    waiters = [wait(balancer) for _ in range(3)]
+    balancer.close()
+    assert all(w.error is not None for w in waiters)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.integers(1, 300), st.just("recover"), st.just("fail")),
+        max_size=60,
+    ),
+    st.integers(1, 8),
+    st.integers(50, 1500),
+)
+def test_nothing_admitted_is_lost_or_reordered(
+    ops: list[int | str], max_elements: int, max_bytes: int
+) -> None:
+    balancer = all_down(BufferSettings(max_elements=max_elements, max_bytes=max_bytes))
+    host = Endpoint("ws", "a", 1)
+    admitted: list[Waiter] = []
+    release_order: list[int] = []
+    for op in ops:
+        if op == "recover":
+            balancer.record_probe(host, ok=True)
+        elif op == "fail":
+            balancer.observe(host, Outcome.CONNECTION_LOST)
+        else:
+            assert isinstance(op, int)
+            depth, used = balancer.buffered, balancer.buffered_bytes
+            try:
+                acquired = balancer.acquire(op)
+            except BufferFullError as refused:
+                bound = refused.bound
+                assert bound == "max_elements" if depth >= max_elements else used + op > max_bytes
+                continue
+            if isinstance(acquired, Waiter):
+                acquired.notify = lambda w=acquired: release_order.append(w.seq)
+                admitted.append(acquired)
+            else:
+                balancer.finish(acquired, Outcome.SUCCESS)
+        assert balancer.buffered <= max_elements
+        assert balancer.buffered_bytes <= max_bytes
+    balancer.record_probe(host, ok=True)
+    assert release_order == [w.seq for w in admitted]
+    assert all(w.endpoint == host for w in admitted)

@@ -1,0 +1,147 @@
+"""Passive and active health: what takes a host down, and what brings it back."""
+
+import pytest
+
+from gremlinlb.core import (
+    Balancer,
+    BalancerSettings,
+    Endpoint,
+    HealthCheckSettings,
+    HostState,
+    InvalidSettingError,
+    NoHealthyEndpointError,
+    Outcome,
+    UnknownEndpointError,
+    may_retry,
+)
+
+A = Endpoint("ws", "a", 1)
+B = Endpoint("ws", "b", 1)
+
+
+def balancer(rise: int = 1, fall: int = 2) -> Balancer:
+    return Balancer([A, B], BalancerSettings(health=HealthCheckSettings(rise=rise, fall=fall)))
+
+
+def attempt_on(lb: Balancer, endpoint: Endpoint, outcome: Outcome) -> None:
+    others = [e for e in lb.endpoints() if e != endpoint]
+    taken = lb.acquire(0, exclude=others)
+    assert taken == endpoint
+    lb.finish(endpoint, outcome)
+
+
+@pytest.mark.parametrize("outcome", [Outcome.NOT_SENT, Outcome.CONNECTION_LOST, Outcome.TIMEOUT])
+def test_connection_level_failure_takes_the_host_down_at_once(outcome: Outcome) -> None:
+    lb = balancer()
+    attempt_on(lb, A, outcome)
+    assert lb.state_of(A) is HostState.DOWN
+
+
+@pytest.mark.parametrize("outcome", [Outcome.SERVER_ERROR, Outcome.OVERLOADED, Outcome.SUCCESS])
+def test_an_answer_from_the_server_keeps_the_host_up(outcome: Outcome) -> None:
+    lb = balancer()
+    attempt_on(lb, A, outcome)
+    assert lb.state_of(A) is HostState.HEALTHY
+
+
+def test_down_host_needs_rise_passing_probes_to_come_back() -> None:
+    lb = balancer(rise=2)
+    attempt_on(lb, A, Outcome.NOT_SENT)
+    lb.record_probe(A, ok=True)
+    assert lb.state_of(A) is HostState.DOWN
+    lb.record_probe(A, ok=True)
+    assert lb.state_of(A) is HostState.HEALTHY
+
+
+def test_a_failed_probe_resets_the_rise_count() -> None:
+    lb = balancer(rise=2)
+    attempt_on(lb, A, Outcome.NOT_SENT)
+    lb.record_probe(A, ok=True)
+    lb.record_probe(A, ok=False, error="refused")
+    lb.record_probe(A, ok=True)
+    assert lb.state_of(A) is HostState.DOWN
+
+
+def test_healthy_host_goes_down_after_fall_failed_probes_not_before() -> None:
+    lb = balancer(fall=2)
+    lb.record_probe(A, ok=False, error="timeout")
+    assert lb.state_of(A) is HostState.HEALTHY
+    lb.record_probe(A, ok=False, error="timeout")
+    assert lb.state_of(A) is HostState.DOWN
+
+
+def test_probe_targets_are_down_hosts_and_healthy_ones_when_configured() -> None:
+    lb = Balancer([A, B], BalancerSettings(health=HealthCheckSettings(probe_healthy=False)))
+    attempt_on(lb, A, Outcome.NOT_SENT)
+    assert lb.probe_targets() == [A]
+
+
+def test_draining_host_takes_no_new_requests_and_leaves_when_idle() -> None:
+    lb = balancer()
+    attempt = lb.acquire(0)
+    assert attempt == A
+    lb.remove(A, drain=True)
+    assert lb.state_of(A) is HostState.DRAINING
+    assert lb.acquire(0) == B
+    lb.finish(B, Outcome.SUCCESS)
+    lb.finish(A, Outcome.SUCCESS)
+    assert lb.endpoints() == [B]
+
+
+def test_removing_an_unknown_host_names_it_and_lists_the_known_ones() -> None:
+    lb = balancer()
+    with pytest.raises(UnknownEndpointError, match=r"cannot remove c:1.*a:1, b:1"):
+        lb.remove("c:1")
+
+
+def test_adding_a_present_host_changes_nothing() -> None:
+    lb = balancer()
+    assert not lb.add("a:1")
+    assert lb.endpoints() == [A, B]
+
+
+def test_retry_is_refused_once_every_healthy_host_failed_the_request() -> None:
+    lb = balancer()
+    with pytest.raises(NoHealthyEndpointError, match="already failed"):
+        lb.acquire(0, exclude=[A, B])
+
+
+def test_replace_adds_new_hosts_and_drains_missing_ones() -> None:
+    lb = balancer()
+    busy = lb.acquire(0)
+    assert busy == A
+    added, removed = lb.replace(["b:1", "c:1"])
+    assert added == [Endpoint("ws", "c", 1)]
+    assert removed == [A]
+    assert lb.state_of(A) is HostState.DRAINING
+
+
+@pytest.mark.parametrize(
+    ("outcome", "read_only", "expected"),
+    [
+        (Outcome.NOT_SENT, False, True),
+        (Outcome.OVERLOADED, False, True),
+        (Outcome.CONNECTION_LOST, True, True),
+        (Outcome.CONNECTION_LOST, False, False),
+        (Outcome.TIMEOUT, True, True),
+        (Outcome.TIMEOUT, False, False),
+        (Outcome.SERVER_ERROR, True, False),
+        (Outcome.SUCCESS, True, False),
+    ],
+)
+def test_retry_rule(outcome: Outcome, read_only: bool, expected: bool) -> None:
+    assert may_retry(outcome, read_only) is expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"interval": 0}, "interval must be > 0"),
+        ({"rise": 0}, "rise must be >= 1"),
+        ({"fall": 0}, "fall must be >= 1"),
+        ({"timeout": -1}, "timeout must be > 0"),
+    ],
+)
+def test_nonsense_health_settings_are_refused(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(InvalidSettingError, match=message):
+        HealthCheckSettings(**kwargs)  # type: ignore[arg-type]
