@@ -7,14 +7,15 @@ PY := $(VENV)/bin/python
 GREMLINLB := $(VENV)/bin/gremlinlb
 CACHE := $(CURDIR)/.cache
 export GREMLINLB_CACHE := $(CACHE)
+include hack/k8s/k8s.mk
 
 # mypy must see the package as installed (the link tree of the strict editable install), because
 # gremlinlb.sidecar and gremlinlb.operator live outside src/.
 LINK_TREE = $(firstword $(wildcard build/__editable__.gremlinlb-*))
 
-.PHONY: setup demo test lint typecheck unit integration clean
+.PHONY: setup demo test lint typecheck unit integration clean js-driver
 
-setup: $(VENV)/.deps-stamp package jars
+setup: $(VENV)/.deps-stamp package jars js-driver
 
 $(VENV)/.deps-stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +30,14 @@ package: $(VENV)/.deps-stamp
 jars: package
 	$(GREMLINLB) dev-servers fetch
 
+# The JavaScript Gremlin driver (a client that multiplexes many requests on one connection),
+# for the sidecar's integration tests; installed once into .cache/js with npm.
+JS_DRIVER := $(CACHE)/js/node_modules/gremlin/package.json
+js-driver: $(JS_DRIVER)
+$(JS_DRIVER):
+	mkdir -p $(CACHE)/js
+	cd $(CACHE)/js && npm install --no-audit --no-fund --loglevel=error gremlin@3.8.2
+
 demo: setup
 	$(GREMLINLB) demo
 
@@ -37,12 +46,13 @@ lint: package
 	$(VENV)/bin/ruff format --check src sidecar operator tests bench
 
 typecheck: package
-	cd $(LINK_TREE) && $(CURDIR)/$(VENV)/bin/mypy -p gremlinlb
+	cd $(LINK_TREE) && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p gremlinlb
+	$(VENV)/bin/mypy tests $(wildcard bench/*.py)
 
 unit: package
 	$(PY) -m pytest tests/unit
 
-test: setup lint typecheck
+test: setup k8s-bins lint typecheck
 	$(PY) -m pytest
 
 clean:

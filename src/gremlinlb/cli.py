@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from gremlinlb import demo
 from gremlinlb.devservers import cli as devservers_cli
 
 
@@ -16,10 +17,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Per-request load balancing for Apache TinkerPop Gremlin Servers.",
     )
     parser.add_argument(
-        "--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING, ERROR)"
+        "--log-level",
+        default="INFO",
+        help="level of gremlinlb's own log lines (DEBUG, INFO, WARNING, ERROR); "
+        "libraries log at WARNING and above",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     devservers_cli.register(commands)
+    demo.register(commands)
     return parser
 
 
@@ -27,9 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("gremlinlb").setLevel(args.log_level.upper())
     handler = args.handler
     result: int = handler(args)
     return result

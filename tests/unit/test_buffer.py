@@ -1,5 +1,7 @@
 """The wait buffer: its three bounds, FIFO release, and that nothing admitted is lost."""
 
+import functools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -77,7 +79,7 @@ def test_waiters_are_released_oldest_first_round_robin_when_a_host_recovers() ->
     waiters = [wait(balancer) for _ in range(4)]
     released: list[int] = []
     for index, waiter in enumerate(waiters):
-        waiter.notify = lambda i=index: released.append(i)
+        waiter.notify = functools.partial(released.append, index)
     balancer.record_probe(Endpoint("ws", "a", 1), ok=True)
     balancer.record_probe(Endpoint("ws", "b", 1), ok=True)
     assert released == [0, 1, 2, 3]
@@ -148,7 +150,7 @@ def test_nothing_admitted_is_lost_or_reordered(
                 assert bound == "max_elements" if depth >= max_elements else used + op > max_bytes
                 continue
             if isinstance(acquired, Waiter):
-                acquired.notify = lambda w=acquired: release_order.append(w.seq)
+                acquired.notify = functools.partial(release_order.append, acquired.seq)
                 admitted.append(acquired)
             else:
                 balancer.finish(acquired, Outcome.SUCCESS)

@@ -3,13 +3,13 @@
 import pytest
 
 from gremlinlb.core import (
+    AllHostsTriedError,
     Balancer,
     BalancerSettings,
     Endpoint,
     HealthCheckSettings,
     HostState,
     InvalidSettingError,
-    NoHealthyEndpointError,
     Outcome,
     UnknownEndpointError,
     may_retry,
@@ -102,7 +102,7 @@ def test_adding_a_present_host_changes_nothing() -> None:
 
 def test_retry_is_refused_once_every_healthy_host_failed_the_request() -> None:
     lb = balancer()
-    with pytest.raises(NoHealthyEndpointError, match="already failed"):
+    with pytest.raises(AllHostsTriedError, match="already failed"):
         lb.acquire(0, exclude=[A, B])
 
 
@@ -145,3 +145,12 @@ def test_retry_rule(outcome: Outcome, read_only: bool, expected: bool) -> None:
 def test_nonsense_health_settings_are_refused(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(InvalidSettingError, match=message):
         HealthCheckSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_releasing_an_unused_slot_counts_no_outcome_and_lets_a_draining_host_leave() -> None:
+    lb = balancer()
+    taken = lb.acquire(0)
+    assert taken == A
+    lb.remove(A, drain=True)
+    lb.release(A)
+    assert lb.endpoints() == [B]

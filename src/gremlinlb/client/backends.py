@@ -1,8 +1,7 @@
-"""Per-host gremlinpython connections, replaced when they break.
+"""How the in-process client reaches each backend: one gremlinpython connection per host.
 
-gremlinpython never reconnects a socket the server dropped: the dead connection goes back into
-its pool. So a host that fails gets a fresh DriverRemoteConnection on its next use, and the old
-one is retired: it takes no new requests and closes once its in-flight requests are done.
+Its pooled sockets heal themselves (see transport.py), so a host that failed and recovered is
+used again without rebuilding anything.
 """
 
 from __future__ import annotations
@@ -10,6 +9,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +37,41 @@ class ConnectionOptions:
     request_timeout: float = 30.0
     headers: dict[str, str] | None = None
 
-    def transport_factory(self, read_timeout: float) -> Callable[[], PhaseTaggedTransport]:
+    def connection(self, endpoint: Endpoint) -> DriverRemoteConnection:
+        return self._remote(endpoint, pool_size=self.pool_size, session=None)
+
+    def session(self, endpoint: Endpoint) -> DriverRemoteConnection:
+        """A connection bound to a new server-side session (one socket, as sessions require)."""
+        return self._remote(endpoint, pool_size=1, session=uuid.uuid4())
+
+    def probe_client(self, endpoint: Endpoint, timeout: float) -> Client:
+        return Client(
+            endpoint.url,
+            self.traversal_source,
+            transport_factory=self._transport_factory(timeout),
+            pool_size=1,
+            username=self.username,
+            password=self.password,
+            message_serializer=self.message_serializer,
+            headers=self.headers,
+        )
+
+    def _remote(
+        self, endpoint: Endpoint, *, pool_size: int, session: uuid.UUID | None
+    ) -> DriverRemoteConnection:
+        return DriverRemoteConnection(
+            endpoint.url,
+            self.traversal_source,
+            transport_factory=self._transport_factory(self.request_timeout),
+            pool_size=pool_size,
+            username=self.username,
+            password=self.password,
+            message_serializer=self.message_serializer,
+            headers=self.headers,
+            session=session,
+        )
+
+    def _transport_factory(self, read_timeout: float) -> Callable[[], PhaseTaggedTransport]:
         def make() -> PhaseTaggedTransport:
             return PhaseTaggedTransport(
                 connect_timeout=self.connect_timeout,
@@ -48,88 +82,34 @@ class ConnectionOptions:
 
         return make
 
-    def connection(self, endpoint: Endpoint) -> DriverRemoteConnection:
-        return DriverRemoteConnection(
-            endpoint.url,
-            self.traversal_source,
-            transport_factory=self.transport_factory(self.request_timeout),
-            pool_size=self.pool_size,
-            username=self.username,
-            password=self.password,
-            message_serializer=self.message_serializer,
-            headers=self.headers,
-        )
 
-    def probe_client(self, endpoint: Endpoint, timeout: float) -> Client:
-        return Client(
-            endpoint.url,
-            self.traversal_source,
-            transport_factory=self.transport_factory(timeout),
-            pool_size=1,
-            username=self.username,
-            password=self.password,
-            message_serializer=self.message_serializer,
-            headers=self.headers,
-        )
-
-
-class _Tracked:
-    """A DriverRemoteConnection with a count of the requests using it."""
-
-    def __init__(self, connection: DriverRemoteConnection) -> None:
-        self.connection = connection
-        self.in_flight = 0
-        self.retired = False
-
-
-class HostConnections:
-    """The live connection to one host, created lazily, swapped out after a failure."""
+class HostConnection:
+    """The connection to one host, opened on first use and closed when the host is removed."""
 
     def __init__(self, endpoint: Endpoint, options: ConnectionOptions) -> None:
         self.endpoint = endpoint
         self._options = options
         self._lock = threading.Lock()
-        self._current: _Tracked | None = None
-        self._closed = False
+        self._connection: DriverRemoteConnection | None = None
 
-    def lease(self) -> _Tracked:
+    def get(self) -> DriverRemoteConnection:
         with self._lock:
-            if self._closed:
-                raise RuntimeError(f"connections to {self.endpoint.address} are closed")
-            if self._current is None:
-                self._current = _Tracked(self._options.connection(self.endpoint))
-            self._current.in_flight += 1
-            return self._current
-
-    def give_back(self, tracked: _Tracked) -> None:
-        with self._lock:
-            tracked.in_flight -= 1
-            close_now = tracked.retired and tracked.in_flight == 0
-        if close_now:
-            _close_in_background(tracked.connection, self.endpoint)
-
-    def retire(self) -> None:
-        """Stop using the current connection; it closes when its requests are done."""
-        with self._lock:
-            tracked, self._current = self._current, None
-            if tracked is None:
-                return
-            tracked.retired = True
-            close_now = tracked.in_flight == 0
-        if close_now:
-            _close_in_background(tracked.connection, self.endpoint)
+            if self._connection is None:
+                self._connection = self._options.connection(self.endpoint)
+            return self._connection
 
     def current(self) -> DriverRemoteConnection | None:
         with self._lock:
-            return self._current.connection if self._current else None
+            return self._connection
 
     def close(self) -> None:
         with self._lock:
-            self._closed = True
-        self.retire()
+            connection, self._connection = self._connection, None
+        if connection is not None:
+            close_in_background(connection, self.endpoint)
 
 
-def _close_in_background(connection: DriverRemoteConnection | Client, endpoint: Endpoint) -> None:
+def close_in_background(connection: DriverRemoteConnection | Client, endpoint: Endpoint) -> None:
     """Closing waits for gremlinpython's executor; never make a request thread wait for it."""
 
     def close() -> None:

@@ -2,23 +2,25 @@
 
 A host only counts as healthy when it *answers a traversal*: an open port is not enough (a
 server can accept sockets with a broken graph, or be stopped mid-flight).
+
+Each probe uses a fresh one-socket client, closed afterwards: nothing is shared between probes,
+so a probe stuck on a hung server can never starve the next one of gremlinpython's pooled
+connection. Probes run on daemon threads and every phase is bounded by the probe timeout, so
+the loop never keeps the interpreter from exiting.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+import time
 
-from gremlin_python.driver.client import Client
 from gremlin_python.process.graph_traversal import __
 
-from gremlinlb.client.backends import ConnectionOptions
+from gremlinlb.client.backends import ConnectionOptions, close_in_background
 from gremlinlb.core import Balancer, Endpoint
 
 log = logging.getLogger(__name__)
-
-_PROBE_WORKERS = 8
 
 
 class HealthLoop:
@@ -26,8 +28,8 @@ class HealthLoop:
         self._balancer = balancer
         self._options = options
         self._stop = threading.Event()
-        self._probes: dict[Endpoint, Client] = {}
-        self._executor = ThreadPoolExecutor(_PROBE_WORKERS, thread_name_prefix="gremlinlb-probe")
+        self._probing: set[Endpoint] = set()
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="gremlinlb-health", daemon=True)
 
     def start(self) -> None:
@@ -35,25 +37,27 @@ class HealthLoop:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=self._balancer.settings.health.timeout + 1)
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        for client in self._probes.values():
-            _close_quietly(client)
-        self._probes.clear()
-
-    def forget(self, endpoint: Endpoint) -> None:
-        client = self._probes.pop(endpoint, None)
-        if client is not None:
-            _close_quietly(client)
 
     def probe_once(self) -> None:
-        """One round: probe every target in parallel, wait at most timeout + 1 s for all."""
-        targets = self._balancer.probe_targets()
-        if not targets:
-            return
-        futures = [self._executor.submit(self._probe, endpoint) for endpoint in targets]
-        wait(futures, timeout=self._balancer.settings.health.timeout + 1)
+        """One round: probe every target in parallel; return when all answered or timed out."""
+        timeout = self._balancer.settings.health.timeout
+        threads = []
+        for endpoint in self._balancer.probe_targets():
+            with self._lock:
+                if endpoint in self._probing:  # the last probe of this host is still running
+                    continue
+                self._probing.add(endpoint)
+            thread = threading.Thread(
+                target=self._probe,
+                args=(endpoint,),
+                name=f"gremlinlb-probe-{endpoint.address}",
+                daemon=True,
+            )
+            thread.start()
+            threads.append(thread)
+        deadline = time.monotonic() + timeout + self._options.connect_timeout + 1
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _run(self) -> None:
         while not self._stop.wait(self._balancer.settings.health.interval):
@@ -64,18 +68,20 @@ class HealthLoop:
 
     def _probe(self, endpoint: Endpoint) -> None:
         settings = self._balancer.settings.health
-        client = self._probes.get(endpoint)
-        if client is None:
-            client = self._options.probe_client(endpoint, settings.timeout)
-            self._probes[endpoint] = client
+        client = self._options.probe_client(endpoint, settings.timeout)
         message: object = settings.probe_script or _probe_traversal()
         try:
             client.submit(message).all().result(timeout=settings.timeout)
         except Exception as error:
-            self.forget(endpoint)  # its socket may be dead or out of step: start clean
-            self._balancer.record_probe(endpoint, ok=False, error=_text(error))
-            return
-        self._balancer.record_probe(endpoint, ok=True)
+            if not self._stop.is_set():
+                self._balancer.record_probe(endpoint, ok=False, error=_text(error))
+        else:
+            if not self._stop.is_set():
+                self._balancer.record_probe(endpoint, ok=True)
+        finally:
+            close_in_background(client, endpoint)
+            with self._lock:
+                self._probing.discard(endpoint)
 
 
 def _probe_traversal() -> object:
@@ -85,10 +91,3 @@ def _probe_traversal() -> object:
 
 def _text(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-
-
-def _close_quietly(client: Client) -> None:
-    try:
-        client.close()
-    except Exception as error:
-        log.debug("closing probe client failed: %s", error)

@@ -24,11 +24,12 @@ from gremlin_python.driver.remote_connection import RemoteConnection, RemoteTrav
 from gremlin_python.driver.request import RequestMessage
 from gremlin_python.driver.serializer import GraphBinarySerializersV1
 
-from gremlinlb.client.backends import ConnectionOptions, HostConnections
+from gremlinlb.client.backends import ConnectionOptions, HostConnection
 from gremlinlb.client.health_loop import HealthLoop
 from gremlinlb.client.transport import TransportError
 from gremlinlb.core import (
     OVERLOAD_STATUS_CODES,
+    AllHostsTriedError,
     Balancer,
     BalancerClosedError,
     BalancerSettings,
@@ -38,7 +39,6 @@ from gremlinlb.core import (
     HostEvent,
     HostState,
     HostStatus,
-    NoHealthyEndpointError,
     Outcome,
     RequestMayHaveBeenAppliedError,
     SessionLostError,
@@ -100,7 +100,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         )
         self._serializer = message_serializer or GraphBinarySerializersV1()
         self._balancer = Balancer(settings=settings)
-        self._hosts: dict[Endpoint, HostConnections] = {}
+        self._hosts: dict[Endpoint, HostConnection] = {}
         self._hosts_lock = threading.Lock()
         self._sessions: list[PinnedSession] = []
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="gremlinlb-submit")
@@ -147,9 +147,9 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         acquired = self._balancer.acquire(0)
         endpoint = acquired if isinstance(acquired, Endpoint) else self._wait(acquired)
         try:
-            connection = self._options.connection(endpoint).create_session()
+            connection = self._options.session(endpoint)
         except Exception:
-            self._balancer.finish(endpoint, Outcome.NOT_SENT)
+            self._balancer.release(endpoint)
             raise
         session = PinnedSession(self._balancer, endpoint, connection, self.traversal_source)
         self._sessions.append(session)
@@ -174,7 +174,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         parsed = parse_endpoint(endpoint)
         with self._hosts_lock:
             if parsed not in self._hosts:
-                self._hosts[parsed] = HostConnections(parsed, self._options)
+                self._hosts[parsed] = HostConnection(parsed, self._options)
         return self._balancer.add(parsed)
 
     def remove_host(self, endpoint: str) -> None:
@@ -216,10 +216,9 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         for _attempt in range(settings.max_attempts):
             try:
                 acquired = self._balancer.acquire(lambda: self._size(bytecode), tried)
-            except NoHealthyEndpointError:
-                if last_error is not None:
-                    raise last_error from None
-                raise
+            except AllHostsTriedError:
+                assert last_error is not None  # only raised when something was tried
+                raise last_error from None
             endpoint = acquired if isinstance(acquired, Endpoint) else self._wait(acquired)
             outcome, result = self._attempt(endpoint, bytecode)
             if outcome is Outcome.SUCCESS:
@@ -244,32 +243,22 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         with self._hosts_lock:
             host = self._hosts.get(endpoint)
         if host is None:  # removed between pick and use: nothing was sent
-            error = ConnectionError(f"{endpoint.address} was removed")
-            self._balancer.finish(endpoint, Outcome.NOT_SENT)
-            return Outcome.NOT_SENT, error
-        tracked = host.lease()
+            self._balancer.release(endpoint)
+            return Outcome.NOT_SENT, ConnectionError(f"{endpoint.address} was removed")
         try:
-            traversal = tracked.connection.submit(bytecode)
+            traversal = host.get().submit(bytecode)
             results = list(traversal.traversers)
         except TransportError as error:
-            outcome = error.outcome
-            self._balancer.finish(endpoint, outcome, error)
-            host.retire()
-            return outcome, error
+            self._balancer.finish(endpoint, error.outcome, error)
+            return error.outcome, error
         except GremlinServerError as error:
-            outcome = (
-                Outcome.OVERLOADED
-                if error.status_code in OVERLOAD_STATUS_CODES
-                else Outcome.SERVER_ERROR
-            )
+            overloaded = error.status_code in OVERLOAD_STATUS_CODES
+            outcome = Outcome.OVERLOADED if overloaded else Outcome.SERVER_ERROR
             self._balancer.finish(endpoint, outcome, error)
             return outcome, error
         except Exception as error:  # anything else from the driver: treat as a lost connection
             self._balancer.finish(endpoint, Outcome.CONNECTION_LOST, error)
-            host.retire()
             return Outcome.CONNECTION_LOST, error
-        finally:
-            host.give_back(tracked)
         self._balancer.finish(endpoint, Outcome.SUCCESS)
         return Outcome.SUCCESS, results
 
@@ -304,12 +293,6 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
                 host = self._hosts.pop(event.endpoint, None)
             if host is not None:
                 host.close()
-            self._health.forget(event.endpoint)
-        elif event.kind is EventKind.STATE_CHANGED and event.state is HostState.DOWN:
-            with self._hosts_lock:
-                host = self._hosts.get(event.endpoint)
-            if host is not None:
-                host.retire()
 
     def _check_open(self) -> None:
         if self._balancer.closed:

@@ -1,9 +1,17 @@
-"""A gremlinpython transport that says *when* it failed.
+"""A gremlinpython transport that says *when* it failed, and heals itself.
 
 gremlinpython's own transport cannot tell "never sent" from "sent, then lost", has no connect
-timeout (a stopped server hangs the WebSocket handshake for minutes) and leaves dead sockets in
-its pool. Plugged in through gremlinpython's `transport_factory` hook, this one bounds every
-phase and raises errors that carry the core's `Outcome`, which is what safe retries need.
+timeout (a stopped server hangs the WebSocket handshake for minutes), and a connection whose
+server went away stays dead in its pool forever. Worse, when `connect()` raises, gremlinpython
+never returns that connection to its pool, so later callers can block on the pool for good.
+
+Plugged in through gremlinpython's `transport_factory` hook, this transport:
+- connects lazily inside `write()` (where gremlinpython does return the connection to its pool
+  on failure), so a failed connect costs nothing but an error;
+- drops the socket after any read failure or timeout, so the next request reconnects and a late
+  answer to an abandoned request can never be mistaken for the next one's;
+- bounds every phase and raises errors tagged with the core's `Outcome`, which is what safe
+  retries need.
 """
 
 from __future__ import annotations
@@ -60,34 +68,26 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         self._session: aiohttp.ClientSession | None = None
         self._websocket: aiohttp.ClientWebSocketResponse | None = None
         self._url = ""
+        self._headers: dict[str, str] | None = None
 
     def connect(self, url: str, headers: Mapping[str, str] | None = None) -> None:
+        """Remember where to connect; the socket opens on the first write."""
         self._url = url
-
-        async def open_socket() -> None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._connect_timeout)
-            )
-            self._websocket = await self._session.ws_connect(
-                url,
-                headers=headers,
-                max_msg_size=self._max_message_bytes,
-                ssl=self._ssl if self._ssl is not None else True,
-            )
-
-        try:
-            self._run(open_socket(), self._connect_timeout)
-        except Exception as error:
-            self.close()
-            raise NotSentError(f"cannot connect to {url}: {_describe(error)}") from error
+        self._headers = dict(headers) if headers else None
 
     def write(self, message: bytes) -> None:
+        if self._websocket is None or self._websocket.closed:
+            self._open()
         websocket = self._websocket
-        if websocket is None or websocket.closed:
-            raise NotSentError(f"connection to {self._url} is not open")
+        assert websocket is not None
         try:
             self._run(websocket.send_bytes(message), self._write_timeout)
         except Exception as error:
+            self._drop_socket()
+            if _refused_before_writing(error):  # the peer was already gone: nothing left us
+                raise NotSentError(
+                    f"connection to {self._url} had closed: {_describe(error)}"
+                ) from error
             raise ConnectionLostError(
                 f"sending to {self._url} failed: {_describe(error)}"
             ) from error
@@ -99,10 +99,12 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         try:
             message = self._run(websocket.receive(), self._read_timeout)
         except TimeoutError as error:
+            self._drop_socket()
             raise ResponseTimeoutError(
                 f"no answer from {self._url} within {self._read_timeout}s"
             ) from error
         except Exception as error:
+            self._drop_socket()
             raise ConnectionLostError(
                 f"reading from {self._url} failed: {_describe(error)}"
             ) from error
@@ -111,32 +113,57 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
             return data
         if message.type == aiohttp.WSMsgType.TEXT:
             return str(message.data).strip().encode("utf-8")
+        self._drop_socket()
         detail = f": {message.extra}" if message.extra else ""
         raise ConnectionLostError(
             f"connection to {self._url} was closed by the server ({message.type.name}{detail})"
         )
 
-    def close(self) -> None:
+    def _open(self) -> None:
+        async def open_socket() -> None:
+            # Not ClientTimeout(total=...): aiohttp applies it to the WebSocket's whole life and
+            # would cut a healthy connection after `connect_timeout`. `_run` bounds the handshake.
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout)
+            )
+            self._websocket = await self._session.ws_connect(
+                self._url,
+                headers=self._headers,
+                max_msg_size=self._max_message_bytes,
+                ssl=self._ssl if self._ssl is not None else True,
+            )
+
+        try:
+            self._run(open_socket(), self._connect_timeout)
+        except Exception as error:
+            self._drop_socket()
+            raise NotSentError(f"cannot connect to {self._url}: {_describe(error)}") from error
+
+    def _drop_socket(self) -> None:
         async def close_socket() -> None:
             if self._websocket is not None and not self._websocket.closed:
                 await self._websocket.close()
             if self._session is not None and not self._session.closed:
                 await self._session.close()
 
-        if self._loop.is_closed():
-            return
         try:
-            self._run(close_socket(), self._connect_timeout)
-        except Exception:
+            if not self._loop.is_closed():
+                self._run(close_socket(), self._connect_timeout)
+        except Exception:  # closing a broken socket may fail; nothing to do then
             pass
         finally:
             self._websocket = None
             self._session = None
-            self._loop.close()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._drop_socket()
+        self._loop.close()
 
     @property
     def closed(self) -> bool:
-        return self._websocket is None or self._websocket.closed
+        return self._loop.is_closed()
 
     def __del__(self) -> None:
         if not self._loop.is_closed() and not self._loop.is_running():
@@ -144,6 +171,13 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
 
     def _run(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
         return self._loop.run_until_complete(asyncio.wait_for(coroutine, timeout))
+
+
+def _refused_before_writing(error: BaseException) -> bool:
+    """aiohttp checks the transport before handing bytes to the kernel and raises this then."""
+    return isinstance(error, aiohttp.ClientConnectionResetError) and "closing transport" in str(
+        error
+    )
 
 
 def _describe(error: BaseException) -> str:

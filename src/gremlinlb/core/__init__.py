@@ -8,6 +8,7 @@ from gremlinlb.core.balancer import Acquired, Balancer, EventKind, HostEvent, Ho
 from gremlinlb.core.buffer import PendingBuffer, Waiter
 from gremlinlb.core.endpoints import Endpoint, HostState, parse_endpoint
 from gremlinlb.core.errors import (
+    AllHostsTriedError,
     BalancerClosedError,
     BufferFullError,
     BufferTimeoutError,
@@ -20,13 +21,14 @@ from gremlinlb.core.errors import (
     UnknownEndpointError,
 )
 from gremlinlb.core.outcomes import OVERLOAD_STATUS_CODES, Outcome, may_retry
-from gremlinlb.core.readonly import MUTATING_STEPS, bytecode_may_write
+from gremlinlb.core.readonly import MUTATING_STEPS, bytecode_may_write, frame_may_write
 from gremlinlb.core.settings import BalancerSettings, BufferSettings, HealthCheckSettings, Policy
 
 __all__ = [
     "MUTATING_STEPS",
     "OVERLOAD_STATUS_CODES",
     "Acquired",
+    "AllHostsTriedError",
     "Balancer",
     "BalancerClosedError",
     "BalancerSettings",
@@ -51,6 +53,7 @@ __all__ = [
     "UnknownEndpointError",
     "Waiter",
     "bytecode_may_write",
+    "frame_may_write",
     "may_retry",
     "parse_endpoint",
 ]

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from gremlinlb.core.buffer import PendingBuffer, Waiter
 from gremlinlb.core.endpoints import Endpoint, HostState, parse_endpoint
 from gremlinlb.core.errors import (
+    AllHostsTriedError,
     BalancerClosedError,
     BufferTimeoutError,
-    NoHealthyEndpointError,
     UnknownEndpointError,
 )
 from gremlinlb.core.health import HealthCounter
@@ -224,7 +224,7 @@ class Balancer:
 
         Returns the endpoint (the request now counts as in flight there), or a `Waiter` to be
         woken when a host recovers. Raises `BufferFullError` when a bound is hit, and
-        `NoHealthyEndpointError` when healthy hosts exist but all are in `exclude`.
+        `AllHostsTriedError` when healthy hosts exist but all are in `exclude`.
         """
         with self._lock:
             self._check_open()
@@ -233,7 +233,7 @@ class Balancer:
                 host.in_flight += 1
                 return host.endpoint
             if exclude and any(h.state is HostState.HEALTHY for h in self._ring):
-                raise NoHealthyEndpointError(
+                raise AllHostsTriedError(
                     "every healthy host already failed this request; not retrying further"
                 )
             for waiter in self._buffer.expired(self._clock()):
@@ -251,6 +251,18 @@ class Balancer:
     ) -> None:
         """Report how a request acquired on `endpoint` ended; it no longer counts in flight."""
         self._report(endpoint, outcome, error, done=True)
+
+    def release(self, endpoint: Endpoint) -> None:
+        """Give back an acquired slot on which nothing was attempted (e.g. the caller gave up)."""
+        events: list[HostEvent] = []
+        with self._lock:
+            host = self._hosts.get(endpoint)
+            if host is None:
+                return
+            host.in_flight = max(0, host.in_flight - 1)
+            if host.state is HostState.DRAINING and host.in_flight == 0:
+                events.append(self._drop(host))
+        self._emit(events)
 
     def observe(
         self, endpoint: Endpoint, outcome: Outcome, error: BaseException | None = None

@@ -27,6 +27,10 @@ class NoHealthyEndpointError(GremlinLBError):
     """No backend could take the request and it could not wait for one."""
 
 
+class AllHostsTriedError(NoHealthyEndpointError):
+    """Every healthy host already failed this request: the retry budget has nowhere to go."""
+
+
 class BufferFullError(NoHealthyEndpointError):
     """The wait buffer hit one of its bounds; `bound` names which one."""
 

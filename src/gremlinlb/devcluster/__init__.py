@@ -1,0 +1,81 @@
+"""A real Kubernetes control plane (etcd + kube-apiserver) and pod networks for tests.
+
+* :class:`ControlPlane` starts etcd and kube-apiserver (built by ``make k8s-bins``) on loopback,
+  with RBAC, an admin token and a least-privilege operator token, and writes kubeconfigs.
+* :mod:`gremlinlb.devcluster.objects` stands in for the missing kubelet and controllers: running
+  pods with IPs, EndpointSlices, fresh namespaces.
+* :class:`NetnsNetwork` gives "pods" real addresses in 10.213.0.0/24 through network namespaces
+  on a private bridge, so the apiserver accepts them in EndpointSlices and the host reaches them.
+"""
+
+from __future__ import annotations
+
+from gremlinlb.devcluster.binaries import Binaries, find_binaries, pinned_versions
+from gremlinlb.devcluster.controlplane import ControlPlane, free_port, write_kubeconfig
+from gremlinlb.devcluster.errors import (
+    BinariesMissingError,
+    ControlPlaneStartError,
+    DevClusterError,
+    NetnsError,
+)
+from gremlinlb.devcluster.netns import (
+    BRIDGE,
+    GATEWAY,
+    SUBNET,
+    NetnsHost,
+    NetnsNetwork,
+    subnet_conflicts,
+    sweep_stale,
+)
+from gremlinlb.devcluster.objects import (
+    EndpointSpec,
+    RawApi,
+    apply_endpoint_slice,
+    begin_pod_termination,
+    can_i,
+    create_namespace,
+    create_running_pod,
+    create_service,
+    delete_endpoint_slice,
+    delete_pod,
+    endpoint_slice,
+    purge_namespace,
+    service_account_token,
+    set_pod_ready,
+)
+from gremlinlb.devcluster.pki import TokenUser
+
+__all__ = [
+    "BRIDGE",
+    "GATEWAY",
+    "SUBNET",
+    "Binaries",
+    "BinariesMissingError",
+    "ControlPlane",
+    "ControlPlaneStartError",
+    "DevClusterError",
+    "EndpointSpec",
+    "NetnsError",
+    "NetnsHost",
+    "NetnsNetwork",
+    "RawApi",
+    "TokenUser",
+    "apply_endpoint_slice",
+    "begin_pod_termination",
+    "can_i",
+    "create_namespace",
+    "create_running_pod",
+    "create_service",
+    "delete_endpoint_slice",
+    "delete_pod",
+    "endpoint_slice",
+    "find_binaries",
+    "free_port",
+    "pinned_versions",
+    "purge_namespace",
+    "service_account_token",
+    "set_pod_ready",
+    "subnet_conflicts",
+    "sweep_stale",
+    "write_kubeconfig",
+]

@@ -1,0 +1,360 @@
+"""RoundRobinClientRemoteConnection against real Gremlin Servers and the real gremlinpython driver.
+
+Each server holds one `server` vertex naming it, so a traversal's answer says which server ran it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+
+import pytest
+from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
+from gremlin_python.driver.remote_connection import RemoteTraversal
+from gremlin_python.process.anonymous_traversal import traversal
+from gremlin_python.process.graph_traversal import GraphTraversalSource
+
+from gremlinlb import (
+    BalancerSettings,
+    BufferFullError,
+    BufferSettings,
+    BufferTimeoutError,
+    HealthCheckSettings,
+    RequestMayHaveBeenAppliedError,
+    RoundRobinClientRemoteConnection,
+    UnknownEndpointError,
+)
+from gremlinlb.core import HostState
+from gremlinlb.devservers import GremlinServerProcess
+
+pytestmark = pytest.mark.integration
+
+
+def name_servers(servers: Sequence[GremlinServerProcess]) -> None:
+    """Give each server a vertex carrying its address, written directly, not through gremlinlb."""
+    for server in servers:
+        direct = DriverRemoteConnection(server.url, "g")
+        try:
+            traversal().with_(direct).add_v("server").property("name", server.address).iterate()
+        finally:
+            direct.close()
+
+
+def answered_by(g: GraphTraversalSource) -> str:
+    names: list[str] = g.V().has_label("server").values("name").to_list()
+    assert len(names) == 1, f"expected one server vertex, got {names}"
+    return names[0]
+
+
+def values(remote: RemoteTraversal) -> list[object]:
+    """The objects of a RemoteTraversal's traversers (what `to_list()` would return)."""
+    return [t.object for t in remote.traversers]
+
+
+def fast_settings(**overrides: object) -> BalancerSettings:
+    health = HealthCheckSettings(interval=0.5, timeout=2.0, rise=1, fall=1)
+    base: dict[str, object] = {"health": health, "request_timeout": 3.0, "connect_timeout": 2.0}
+    base.update(overrides)
+    return BalancerSettings(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def servers(fleet: Sequence[GremlinServerProcess]) -> Sequence[GremlinServerProcess]:
+    name_servers(fleet)
+    return fleet
+
+
+@pytest.fixture
+def rr(servers: Sequence[GremlinServerProcess]) -> Iterator[RoundRobinClientRemoteConnection]:
+    connection = RoundRobinClientRemoteConnection(
+        [s.address for s in servers], settings=fast_settings()
+    )
+    yield connection
+    connection.close()
+
+
+def wait_until(condition: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_traversals_rotate_over_three_servers_in_exact_order(
+    rr: RoundRobinClientRemoteConnection, servers: Sequence[GremlinServerProcess]
+) -> None:
+    g = traversal().with_(rr)
+    order = [answered_by(g) for _ in range(6)]
+    names = [s.address for s in servers]
+    assert order == names + names
+
+
+def test_with_remote_still_works_for_older_code(rr: RoundRobinClientRemoteConnection) -> None:
+    with pytest.warns(DeprecationWarning, match="with_remote"):
+        g = traversal().with_remote(rr)
+    assert g.inject(7).to_list() == [7]
+
+
+def test_sixteen_threads_get_every_result_exactly_once(
+    rr: RoundRobinClientRemoteConnection, servers: Sequence[GremlinServerProcess]
+) -> None:
+    g = traversal().with_(rr)
+    results: dict[int, list[int]] = {}
+    errors: list[BaseException] = []
+
+    def worker(thread: int) -> None:
+        try:
+            for i in range(25):
+                value = thread * 1000 + i
+                results.setdefault(thread, []).extend(g.inject(value).to_list())
+        except BaseException as error:  # surfaced by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    for thread in range(16):
+        assert results[thread] == [thread * 1000 + i for i in range(25)]
+    served = {s.endpoint.address: s.requests for s in rr.hosts()}
+    assert sum(served.values()) == 16 * 25
+    assert all(count > 0 for count in served.values()), served
+
+
+def test_killed_server_is_skipped_with_zero_failed_reads(
+    rr: RoundRobinClientRemoteConnection, servers: Sequence[GremlinServerProcess]
+) -> None:
+    g = traversal().with_(rr)
+    for _ in range(6):
+        answered_by(g)
+    servers[1].kill()
+    answers = Counter(answered_by(g) for _ in range(30))
+    assert servers[1].address not in answers
+    assert set(answers) == {servers[0].address, servers[2].address}
+    assert rr.get_available()[servers[1].url] is False
+
+
+def test_write_in_flight_when_its_server_dies_is_not_run_again(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    victim, bystander = servers[0], servers[1]
+    rr = RoundRobinClientRemoteConnection(
+        [victim.address, bystander.address], settings=fast_settings(), pool_size=1
+    )
+    try:
+        g = traversal().with_(rr)
+        assert answered_by(g) == victim.address  # opens the socket to the victim
+        assert answered_by(g) == bystander.address  # the next write goes to the victim again
+        victim.pause()  # the write will be sent and never answered...
+        pending = rr.submit_async(g.add_v("order").property("id", 1).bytecode)
+        time.sleep(0.5)
+        victim.kill()  # ...then the connection dies under it
+        with pytest.raises(
+            RequestMayHaveBeenAppliedError, match="may or may not have been applied"
+        ):
+            pending.result(timeout=30)
+        direct = DriverRemoteConnection(bystander.url, "g")
+        try:
+            assert traversal().with_(direct).V().has_label("order").count().next() == 0
+        finally:
+            direct.close()
+    finally:
+        rr.close()
+
+
+def test_read_in_flight_when_its_server_dies_is_answered_by_another(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    victim, bystander = servers[0], servers[1]
+    rr = RoundRobinClientRemoteConnection(
+        [victim.address, bystander.address], settings=fast_settings(), pool_size=1
+    )
+    try:
+        g = traversal().with_(rr)
+        assert answered_by(g) == victim.address
+        assert answered_by(g) == bystander.address
+        victim.pause()
+        pending = rr.submit_async(g.V().has_label("server").values("name").bytecode)
+        time.sleep(0.5)
+        victim.kill()
+        assert values(pending.result(timeout=30)) == [bystander.address]
+    finally:
+        rr.close()
+
+
+def test_hung_server_is_detected_by_timeout_and_reads_still_succeed(
+    rr: RoundRobinClientRemoteConnection, servers: Sequence[GremlinServerProcess]
+) -> None:
+    g = traversal().with_(rr)
+    for _ in range(3):
+        answered_by(g)  # warm every connection
+    servers[2].pause()
+    answers = [answered_by(g) for _ in range(6)]
+    assert servers[2].address not in answers
+    assert rr.balancer.state_of(servers[2].address) is HostState.DOWN
+    last_error = {h.endpoint.address: h.last_error for h in rr.hosts()}[servers[2].address]
+    assert last_error is not None
+    assert "timed out" in last_error or "no answer within" in last_error
+
+
+def test_restarted_server_is_back_in_rotation_within_one_health_interval(
+    rr: RoundRobinClientRemoteConnection, servers: Sequence[GremlinServerProcess]
+) -> None:
+    g = traversal().with_(rr)
+    servers[1].kill()
+    for _ in range(3):
+        answered_by(g)
+    assert rr.get_available()[servers[1].url] is False
+    servers[1].restart()
+    name_servers([servers[1]])
+    recovered_at = time.monotonic()
+    wait_until(lambda: rr.get_available()[servers[1].url], 0.5 + 2.0 + 1.0, "health check")
+    assert time.monotonic() - recovered_at <= 0.5 + 2.0 + 1.0
+    assert servers[1].address in {answered_by(g) for _ in range(3)}
+
+
+def test_host_added_at_runtime_receives_traffic(
+    rr: RoundRobinClientRemoteConnection, extra_server: GremlinServerProcess
+) -> None:
+    name_servers([extra_server])
+    rr.add_host(extra_server.address)
+    g = traversal().with_(rr)
+    assert extra_server.address in {answered_by(g) for _ in range(4)}
+
+
+def test_removed_host_receives_no_more_traffic(
+    rr: RoundRobinClientRemoteConnection, servers: Sequence[GremlinServerProcess]
+) -> None:
+    rr.remove_host(servers[0].address)
+    g = traversal().with_(rr)
+    assert servers[0].address not in {answered_by(g) for _ in range(6)}
+    assert servers[0].url not in rr.get_available()
+
+
+def test_removing_an_unknown_host_is_a_clear_error(rr: RoundRobinClientRemoteConnection) -> None:
+    with pytest.raises(UnknownEndpointError, match="not one of the hosts"):
+        rr.remove_host("127.0.0.1:1")
+
+
+def test_host_that_accepts_sockets_but_never_answers_is_not_healthy(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel accepts connections; nothing ever answers
+        port = silent.getsockname()[1]
+        rr = RoundRobinClientRemoteConnection(
+            [servers[0].address, f"127.0.0.1:{port}"], settings=fast_settings()
+        )
+        try:
+            g = traversal().with_(rr)
+            assert [answered_by(g) for _ in range(4)] == [servers[0].address] * 4
+            rr.check_health_now()
+            assert rr.get_available()[f"ws://127.0.0.1:{port}/gremlin"] is False
+        finally:
+            rr.close()
+
+
+def test_requests_wait_while_no_server_is_up_and_all_complete_after_recovery(
+    extra_server: GremlinServerProcess,
+) -> None:
+    rr = RoundRobinClientRemoteConnection([extra_server.address], settings=fast_settings())
+    try:
+        g = traversal().with_(rr)
+        g.inject(0).to_list()
+        extra_server.kill()
+        pending = [rr.submit_async(g.add_v("queued").property("seq", i).bytecode) for i in range(5)]
+        wait_until(lambda: rr.balancer.buffered == 5, 15, "five buffered requests")
+        extra_server.restart()
+        for future in pending:
+            future.result(timeout=30)
+        seqs = g.V().has_label("queued").values("seq").to_list()
+        assert sorted(seqs) == [0, 1, 2, 3, 4]
+    finally:
+        rr.close()
+
+
+def test_buffer_refuses_beyond_max_elements_naming_the_bound(
+    extra_server: GremlinServerProcess,
+) -> None:
+    settings = fast_settings(buffer=BufferSettings(max_elements=2, max_wait=30))
+    rr = RoundRobinClientRemoteConnection([extra_server.address], settings=settings)
+    try:
+        g = traversal().with_(rr)
+        extra_server.kill()
+        waiting = [rr.submit_async(g.inject(i).bytecode) for i in range(2)]
+        wait_until(lambda: rr.balancer.buffered == 2, 15, "two buffered requests")
+        with pytest.raises(BufferFullError, match="max_elements=2"):
+            g.inject(99).to_list()
+        extra_server.restart()
+        assert [values(f.result(timeout=30)) for f in waiting] == [[0], [1]]
+    finally:
+        rr.close()
+
+
+def test_buffer_refuses_a_request_larger_than_max_bytes(extra_server: GremlinServerProcess) -> None:
+    settings = fast_settings(buffer=BufferSettings(max_bytes=200, max_wait=30))
+    rr = RoundRobinClientRemoteConnection([extra_server.address], settings=settings)
+    try:
+        g = traversal().with_(rr)
+        extra_server.kill()
+        with pytest.raises(BufferFullError, match="max_bytes=200"):
+            g.inject("x" * 500).to_list()
+    finally:
+        rr.close()
+
+
+def test_buffered_request_fails_after_max_wait(extra_server: GremlinServerProcess) -> None:
+    settings = fast_settings(buffer=BufferSettings(max_wait=1.0))
+    rr = RoundRobinClientRemoteConnection([extra_server.address], settings=settings)
+    try:
+        g = traversal().with_(rr)
+        extra_server.kill()
+        started = time.monotonic()
+        with pytest.raises(BufferTimeoutError, match=r"max_wait=1\.0"):
+            g.inject(1).to_list()
+        assert time.monotonic() - started >= 1.0
+    finally:
+        rr.close()
+
+
+def test_transaction_commit_lands_on_one_server_only(
+    rr: RoundRobinClientRemoteConnection, servers: Sequence[GremlinServerProcess]
+) -> None:
+    g = traversal().with_(rr)
+    tx = g.tx()
+    gtx = tx.begin()
+    for i in range(4):
+        gtx.add_v("txv").property("i", i).iterate()
+    tx.commit()
+    counts = [count_label(s, "txv") for s in servers]
+    assert sorted(counts) == [0, 0, 4]
+
+
+def test_transaction_rollback_leaves_no_trace(
+    rr: RoundRobinClientRemoteConnection, servers: Sequence[GremlinServerProcess]
+) -> None:
+    g = traversal().with_(rr)
+    tx = g.tx()
+    gtx = tx.begin()
+    for i in range(3):
+        gtx.add_v("gone").property("i", i).iterate()
+    assert gtx.V().has_label("gone").count().next() == 3  # visible inside the transaction
+    tx.rollback()
+    assert [count_label(s, "gone") for s in servers] == [0, 0, 0]
+
+
+def count_label(server: GremlinServerProcess, label: str) -> int:
+    direct = DriverRemoteConnection(server.url, "g")
+    try:
+        count: int = traversal().with_(direct).V().has_label(label).count().next()
+        return count
+    finally:
+        direct.close()

@@ -1,0 +1,33 @@
+"""The in-process client refuses bad configuration before it opens any connection."""
+
+import pytest
+from gremlin_python.driver.remote_connection import RemoteConnection
+
+from gremlinlb import InvalidEndpointError, RoundRobinClientRemoteConnection
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "error", "reason"),
+    [
+        (["localhost"], InvalidEndpointError, "no port"),
+        (["localhost:8182", "http://x:1"], InvalidEndpointError, "use ws:// or wss://"),
+        ([], ValueError, "at least one endpoint"),
+        ("localhost:8182", TypeError, "list of addresses"),
+    ],
+)
+def test_bad_endpoints_are_refused_at_construction(
+    endpoints: object, error: type[Exception], reason: str
+) -> None:
+    with pytest.raises(error, match=reason):
+        RoundRobinClientRemoteConnection(endpoints)  # type: ignore[arg-type]
+
+
+def test_it_is_a_gremlinpython_remote_connection() -> None:
+    rr = RoundRobinClientRemoteConnection(["127.0.0.1:1"], health_check_interval=60)
+    try:
+        assert isinstance(rr, RemoteConnection)
+        assert rr.traversal_source == "g"
+        assert rr.get_available() == {"ws://127.0.0.1:1/gremlin": True}
+    finally:
+        rr.close()
+    assert rr.is_closed()
