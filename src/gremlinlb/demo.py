@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
             _failover(say, g, rr, fleet[1])
             _scale_out(say, g, rr, fleet)
             _transaction(say, g, fleet)
+            _outage(say, g, rr, fleet)
         finally:
             rr.close()
         say.step("Stopping the servers.")
@@ -110,6 +111,24 @@ def _transaction(say: _Narrator, g: GraphTraversalSource, fleet: Fleet) -> None:
     for server in fleet:
         count = _direct(server, lambda s: s.V().has_label("order").count().next())
         say.line(f"{server.address} holds {count} committed order vertices")
+
+
+def _outage(
+    say: _Narrator, g: GraphTraversalSource, rr: RoundRobinClientRemoteConnection, fleet: Fleet
+) -> None:
+    say.step("6. Every server down at once: requests wait in the bounded buffer, nothing is lost.")
+    for server in fleet:
+        server.kill()
+    pending = [rr.submit_async(g.inject(i).bytecode) for i in range(5)]
+    _wait_for(lambda: rr.balancer.buffered == len(pending), 30)
+    say.line(f"{rr.balancer.buffered} requests waiting (bounds: max_elements, max_bytes, max_wait)")
+    down_since = time.monotonic()
+    fleet[0].restart()
+    results = [[t.object for t in future.result(timeout=60).traversers] for future in pending]
+    say.line(
+        f"{fleet[0].address} restarted; all {len(results)} answered, in order: {results} "
+        f"({time.monotonic() - down_since:.1f} s after the restart began)"
+    )
 
 
 def _name(server: GremlinServerProcess) -> None:

@@ -358,3 +358,21 @@ def count_label(server: GremlinServerProcess, label: str) -> int:
         return count
     finally:
         direct.close()
+
+
+def test_request_waits_rather_than_fails_when_more_hosts_are_dead_than_max_attempts(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    rr = RoundRobinClientRemoteConnection(
+        [servers[0].address, servers[1].address], settings=fast_settings(max_attempts=1)
+    )
+    try:
+        g = traversal().with_(rr)
+        servers[0].kill()
+        servers[1].kill()
+        pending = rr.submit_async(g.inject(42).bytecode)
+        wait_until(lambda: rr.balancer.buffered == 1, 15, "the request to wait in the buffer")
+        servers[1].restart()
+        assert values(pending.result(timeout=30)) == [42]
+    finally:
+        rr.close()

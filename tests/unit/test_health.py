@@ -11,6 +11,7 @@ from gremlinlb.core import (
     HostState,
     InvalidSettingError,
     Outcome,
+    RetryBudget,
     UnknownEndpointError,
     may_retry,
 )
@@ -154,3 +155,18 @@ def test_releasing_an_unused_slot_counts_no_outcome_and_lets_a_draining_host_lea
     lb.remove(A, drain=True)
     lb.release(A)
     assert lb.endpoints() == [B]
+
+
+def test_attempts_that_reached_a_server_use_up_max_attempts() -> None:
+    budget = RetryBudget(max_attempts=3, host_count=5)
+    assert budget.allows_another(Outcome.CONNECTION_LOST)
+    assert budget.allows_another(Outcome.OVERLOADED)
+    assert not budget.allows_another(Outcome.TIMEOUT)
+
+
+def test_attempts_never_sent_do_not_use_up_max_attempts_but_are_bounded() -> None:
+    budget = RetryBudget(max_attempts=1, host_count=4)
+    allowed = 0
+    while budget.allows_another(Outcome.NOT_SENT):
+        allowed += 1
+    assert allowed == 2 * 4 + 1 - 1

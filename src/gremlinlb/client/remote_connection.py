@@ -41,6 +41,7 @@ from gremlinlb.core import (
     HostStatus,
     Outcome,
     RequestMayHaveBeenAppliedError,
+    RetryBudget,
     SessionLostError,
     Waiter,
     bytecode_may_write,
@@ -210,10 +211,10 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
     def _execute(self, bytecode: Any) -> list[Any]:
         self._check_open()
         read_only = not bytecode_may_write(bytecode)
-        settings = self._balancer.settings
+        budget = RetryBudget(self._balancer.settings.max_attempts, len(self._hosts))
         tried: list[Endpoint] = []
         last_error: BaseException | None = None
-        for _attempt in range(settings.max_attempts):
+        while True:
             try:
                 acquired = self._balancer.acquire(lambda: self._size(bytecode), tried)
             except AllHostsTriedError:
@@ -224,8 +225,8 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
             if outcome is Outcome.SUCCESS:
                 return list(result)
             error: BaseException = result
-            if not may_retry(outcome, read_only):
-                if outcome.may_have_executed:
+            if not may_retry(outcome, read_only) or not budget.allows_another(outcome):
+                if outcome.may_have_executed and not read_only:
                     raise RequestMayHaveBeenAppliedError(endpoint.address, error) from error
                 raise error
             log.info(
@@ -236,8 +237,6 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
             )
             tried.append(endpoint)
             last_error = error
-        assert last_error is not None
-        raise last_error
 
     def _attempt(self, endpoint: Endpoint, bytecode: Any) -> tuple[Outcome, Any]:
         with self._hosts_lock:

@@ -20,7 +20,7 @@ from gremlinlb.core.errors import (
     SessionLostError,
     UnknownEndpointError,
 )
-from gremlinlb.core.outcomes import OVERLOAD_STATUS_CODES, Outcome, may_retry
+from gremlinlb.core.outcomes import OVERLOAD_STATUS_CODES, Outcome, RetryBudget, may_retry
 from gremlinlb.core.readonly import MUTATING_STEPS, bytecode_may_write, frame_may_write
 from gremlinlb.core.settings import BalancerSettings, BufferSettings, HealthCheckSettings, Policy
 
@@ -49,6 +49,7 @@ __all__ = [
     "PendingBuffer",
     "Policy",
     "RequestMayHaveBeenAppliedError",
+    "RetryBudget",
     "SessionLostError",
     "UnknownEndpointError",
     "Waiter",
