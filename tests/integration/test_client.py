@@ -25,6 +25,7 @@ from gremlinlb import (
     HealthCheckSettings,
     RequestMayHaveBeenAppliedError,
     RoundRobinClientRemoteConnection,
+    SessionLostError,
     UnknownEndpointError,
 )
 from gremlinlb.core import HostState
@@ -374,5 +375,20 @@ def test_request_waits_rather_than_fails_when_more_hosts_are_dead_than_max_attem
         wait_until(lambda: rr.balancer.buffered == 1, 15, "the request to wait in the buffer")
         servers[1].restart()
         assert values(pending.result(timeout=30)) == [42]
+    finally:
+        rr.close()
+
+
+def test_transaction_whose_server_dies_fails_with_session_lost(
+    extra_server: GremlinServerProcess,
+) -> None:
+    rr = RoundRobinClientRemoteConnection([extra_server.address], settings=fast_settings())
+    try:
+        tx = traversal().with_(rr).tx()
+        gtx = tx.begin()
+        gtx.add_v("doomed").iterate()
+        extra_server.kill()
+        with pytest.raises(SessionLostError, match="rolls back uncommitted work"):
+            gtx.add_v("doomed").iterate()
     finally:
         rr.close()

@@ -41,7 +41,7 @@ class ConnectionOptions:
         return self._remote(endpoint, pool_size=self.pool_size, session=None)
 
     def session(self, endpoint: Endpoint) -> DriverRemoteConnection:
-        """A connection bound to a new server-side session (one socket, as sessions require)."""
+        """A connection bound to a new server-side session: one socket, never reopened."""
         return self._remote(endpoint, pool_size=1, session=uuid.uuid4())
 
     def probe_client(self, endpoint: Endpoint, timeout: float) -> Client:
@@ -62,7 +62,9 @@ class ConnectionOptions:
         return DriverRemoteConnection(
             endpoint.url,
             self.traversal_source,
-            transport_factory=self._transport_factory(self.request_timeout),
+            transport_factory=self._transport_factory(
+                self.request_timeout, reconnect=session is None
+            ),
             pool_size=pool_size,
             username=self.username,
             password=self.password,
@@ -71,13 +73,16 @@ class ConnectionOptions:
             session=session,
         )
 
-    def _transport_factory(self, read_timeout: float) -> Callable[[], PhaseTaggedTransport]:
+    def _transport_factory(
+        self, read_timeout: float, *, reconnect: bool = True
+    ) -> Callable[[], PhaseTaggedTransport]:
         def make() -> PhaseTaggedTransport:
             return PhaseTaggedTransport(
                 connect_timeout=self.connect_timeout,
                 read_timeout=read_timeout,
                 write_timeout=self.connect_timeout,
                 ssl_context=self.ssl_context,
+                reconnect=reconnect,
             )
 
         return make

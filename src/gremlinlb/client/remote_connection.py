@@ -322,14 +322,23 @@ class PinnedSession(RemoteConnection):  # type: ignore[misc]
         return traversal
 
     def submit_async(self, bytecode: Any) -> Future[RemoteTraversal]:
-        future: Future[RemoteTraversal] = self._connection.submit_async(bytecode)
-        return future
+        outer: Future[RemoteTraversal] = Future()
+
+        def settle(inner: Future[RemoteTraversal]) -> None:
+            try:
+                outer.set_result(self._guard(inner.result))
+            except BaseException as error:
+                outer.set_exception(error)
+
+        self._connection.submit_async(bytecode).add_done_callback(settle)
+        return outer
 
     def commit(self) -> Any:
-        return self._guard(self._connection.commit, ending=True)
+        """Returns once the server confirmed the commit (gremlinpython alone does not wait)."""
+        return self._guard(lambda: self._connection.commit().all().result(), ending=True)
 
     def rollback(self) -> Any:
-        return self._guard(self._connection.rollback, ending=True)
+        return self._guard(lambda: self._connection.rollback().all().result(), ending=True)
 
     def is_closed(self) -> bool:
         return self._closed or bool(self._connection.is_closed())
@@ -338,11 +347,14 @@ class PinnedSession(RemoteConnection):  # type: ignore[misc]
         return True
 
     def close(self) -> None:
+        """Ends the session on the server; a session whose server is gone just closes."""
         if self._closed:
             return
         self._closed = True
         try:
             self._connection.close()
+        except TransportError as error:
+            log.info("session on %s closed without the server: %s", self.endpoint.address, error)
         finally:
             self._balancer.finish(self.endpoint, Outcome.SUCCESS)
 

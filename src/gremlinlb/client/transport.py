@@ -58,7 +58,10 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         write_timeout: float,
         ssl_context: ssl.SSLContext | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        reconnect: bool = True,
     ) -> None:
+        """`reconnect=False` is for sessions: their state lives on the first socket, and a new
+        one would silently start an empty session on the server."""
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._write_timeout = write_timeout
@@ -69,6 +72,8 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         self._websocket: aiohttp.ClientWebSocketResponse | None = None
         self._url = ""
         self._headers: dict[str, str] | None = None
+        self._reconnect = reconnect
+        self._opened_once = False
 
     def connect(self, url: str, headers: Mapping[str, str] | None = None) -> None:
         """Remember where to connect; the socket opens on the first write."""
@@ -77,7 +82,10 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
 
     def write(self, message: bytes) -> None:
         if self._websocket is None or self._websocket.closed:
+            if self._opened_once and not self._reconnect:
+                raise ConnectionLostError(f"the session's connection to {self._url} is gone")
             self._open()
+            self._opened_once = True
         websocket = self._websocket
         assert websocket is not None
         try:
