@@ -13,7 +13,7 @@ include hack/k8s/k8s.mk
 # gremlinlb.sidecar and gremlinlb.operator live outside src/.
 LINK_TREE = $(firstword $(wildcard build/__editable__.gremlinlb-*))
 
-.PHONY: setup demo test lint typecheck unit integration clean js-driver
+.PHONY: setup demo test lint typecheck unit integration clean js-driver bench bench-deps haproxy
 
 setup: $(VENV)/.deps-stamp package jars js-driver
 
@@ -41,13 +41,35 @@ $(JS_DRIVER):
 demo: setup
 	$(GREMLINLB) demo
 
+LINT_PATHS = src tests $(wildcard sidecar operator bench)
+
 lint: package
-	$(VENV)/bin/ruff check src sidecar operator tests bench
-	$(VENV)/bin/ruff format --check src sidecar operator tests bench
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 typecheck: package
 	cd $(LINK_TREE) && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p gremlinlb
-	$(VENV)/bin/mypy tests $(wildcard bench/*.py)
+	$(VENV)/bin/mypy tests $(wildcard bench/*.py) $(wildcard bench/compare/*.py)
+
+# `make bench`: connection-level balancers (HAProxy, a kube-proxy-like TCP round-robin) against
+# gremlinlb (in-process client, sidecar) on the same real Gremlin Servers, in one run; writes
+# bench/results/<date>.md and PNG plots. BENCH_QUICK=1 for a ~2 minute smoke run; BENCH_ARGS
+# passes anything else to bench/compare/run.py (see its --help).
+bench: setup bench-deps haproxy
+	$(PY) bench/compare/run.py $(if $(filter 1 yes true,$(BENCH_QUICK)),--quick) $(BENCH_ARGS)
+
+bench-deps: $(VENV)/.bench-stamp
+$(VENV)/.bench-stamp: pyproject.toml $(VENV)/.deps-stamp
+	$(PY) -m pip install --quiet -e '.[dev,bench]' --config-settings editable_mode=strict
+	touch $@
+
+# HAProxy from Debian's packages (a contender in `make bench`), installed once.
+HAPROXY := /usr/sbin/haproxy
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+haproxy: $(HAPROXY)
+$(HAPROXY):
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy
 
 unit: package
 	$(PY) -m pytest tests/unit

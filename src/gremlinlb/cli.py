@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from gremlinlb import demo
 from gremlinlb.devservers import cli as devservers_cli
+from gremlinlb.sidecar import cli as sidecar_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     devservers_cli.register(commands)
     demo.register(commands)
+    sidecar_cli.register(commands)
     return parser
 
 

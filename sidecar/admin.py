@@ -1,0 +1,177 @@
+"""The admin API on its own port: host list, health endpoints, Prometheus metrics.
+
+`PUT /v1/hosts` replaces the whole host list (what an operator or a script pushes); removed
+hosts drain through the core (in-flight requests finish, new ones go elsewhere). With a token
+configured the PUT needs `Authorization: Bearer <token>`, compared in constant time; reads stay
+open so probes and scrapers need no secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from gremlinlb.sidecar.hostlist import BadUpdateError, HostList, parse_update, save_state
+from gremlinlb.sidecar.metrics import CONTENT_TYPE, SidecarMetrics
+from gremlinlb.sidecar.settings_json import settings_to_json
+
+from gremlinlb.core import Balancer, HostState, HostStatus
+
+log = logging.getLogger(__name__)
+
+
+class AdminApi:
+    def __init__(
+        self,
+        balancer: Balancer,
+        metrics: SidecarMetrics,
+        initial: HostList,
+        *,
+        token: str | None = None,
+        state_dir: Path | None = None,
+        accepting: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._balancer = balancer
+        self._metrics = metrics
+        self._token = token.encode("utf-8") if token else None
+        self._state_dir = state_dir
+        self._accepting = accepting
+        self._lock = asyncio.Lock()
+        self.current = initial
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/v1/hosts", self.get_hosts)
+        app.router.add_put("/v1/hosts", self.put_hosts)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics)
+        return app
+
+    # -- hosts ---------------------------------------------------------------------------
+
+    async def get_hosts(self, _request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "generation": self.current.generation,
+                "hosts": [_host_json(h) for h in self._balancer.hosts()],
+                "buffered": self._balancer.buffered,
+                "settings": settings_to_json(self._balancer.settings),
+            }
+        )
+
+    async def put_hosts(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(
+                401,
+                "missing or wrong bearer token: send 'Authorization: Bearer <token>' with the "
+                "token the sidecar was started with (--token-file)",
+                headers={"WWW-Authenticate": 'Bearer realm="gremlinlb-sidecar"'},
+            )
+        if not self._accepting():
+            return _error(503, "the sidecar is shutting down; nothing was changed")
+        try:
+            body = json.loads(await request.text())
+        except ValueError as error:
+            return _error(400, f"the body is not JSON: {error}; nothing was changed")
+        async with self._lock:
+            current = self.current
+            try:
+                update = parse_update(body, current.settings)
+            except BadUpdateError as error:
+                return _error(400, f"{error}; nothing was changed")
+            if update.generation <= current.generation:
+                if update == current:
+                    return web.json_response(
+                        {"generation": current.generation, "added": [], "removed": []}
+                    )
+                return _error(
+                    409,
+                    f"generation {update.generation} is not newer than the current generation "
+                    f"{current.generation}; nothing was changed. Read GET /v1/hosts and send a "
+                    "higher generation.",
+                    generation=current.generation,
+                )
+            if self._state_dir is not None:
+                try:
+                    await asyncio.to_thread(save_state, self._state_dir, update)
+                except OSError as error:
+                    return _error(
+                        500,
+                        f"cannot save the host list in {self._state_dir}: {error}; "
+                        "nothing was changed",
+                    )
+            added, removed = self._balancer.replace(update.hosts)
+            if update.settings != current.settings:
+                self._balancer.update_settings(update.settings)
+            self.current = update
+        log.info(
+            "host list generation %d: %s (added %s, removed %s)",
+            update.generation,
+            ", ".join(e.address for e in update.hosts) or "empty",
+            ", ".join(e.address for e in added) or "none",
+            ", ".join(e.address for e in removed) or "none",
+        )
+        return web.json_response(
+            {
+                "generation": update.generation,
+                "added": [e.url for e in added],
+                "removed": [e.url for e in removed],
+            }
+        )
+
+    def _authorized(self, request: web.Request) -> bool:
+        if self._token is None:
+            return True
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(presented.strip().encode("utf-8"), self._token)
+
+    # -- probes and metrics --------------------------------------------------------------
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        hosts = self._balancer.hosts()
+        healthy = [h.endpoint.address for h in hosts if h.state is HostState.HEALTHY]
+        ready = bool(healthy) and self._accepting()
+        return web.json_response(
+            {
+                "ready": ready,
+                "healthy": healthy,
+                "accepting": self._accepting(),
+                "hosts": {h.endpoint.address: h.state.value for h in hosts},
+            },
+            status=200 if ready else 503,
+        )
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+def _host_json(host: HostStatus) -> dict[str, Any]:
+    return {
+        "address": host.endpoint.address,
+        "url": host.endpoint.url,
+        "state": host.state.value,
+        "state_since": host.state_since,
+        "in_flight": host.in_flight,
+        "requests": host.requests,
+        "outcomes": {outcome.value: count for outcome, count in host.outcomes.items()},
+        "last_error": host.last_error,
+    }
+
+
+def _error(
+    status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status, headers=headers)

@@ -1,0 +1,637 @@
+"""Multiplexed WebSocket connections to Gremlin Servers, routing answers by request id.
+
+One connection carries many requests at once (as the Java, .NET, JS and Go drivers do); a
+reader task per connection always reads, so a slow client or a long stream never stalls the
+others sharing it, and every frame is handed to its request as it arrives. A connection is
+dedicated to one `Channel` (mime type and frame type) because Gremlin Server picks the
+serializer per connection when it writes.
+
+When a connection fails, every request on it fails with the outcome the core needs for a safe
+retry: NOT_SENT if its frame was never written, CONNECTION_LOST once it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+from gremlinlb.sidecar import frames
+from gremlinlb.sidecar.frames import Channel, FrameType, ResponseHeader
+from gremlinlb.sidecar.ids import IdSource
+
+from gremlinlb.core import Endpoint, EventKind, HostEvent, HostState, Outcome
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # Gremlin Server's maxContentLength
+
+
+class BackendError(ConnectionError):
+    """A connection-level failure, tagged with what it means for a retry."""
+
+    outcome: Outcome = Outcome.CONNECTION_LOST
+
+
+class NotSentError(BackendError):
+    outcome = Outcome.NOT_SENT
+
+
+class ConnectionLostError(BackendError):
+    outcome = Outcome.CONNECTION_LOST
+
+
+class ResponseTimeoutError(BackendError):
+    outcome = Outcome.TIMEOUT
+
+
+class PoolBusyError(BackendError):
+    """Every connection to the host is at its in-flight cap: nothing was sent, try elsewhere."""
+
+    outcome = Outcome.OVERLOADED
+
+
+@dataclass(frozen=True, slots=True)
+class BackendOptions:
+    """How the sidecar reaches every backend (timeouts come from the core's settings)."""
+
+    username: str = ""
+    password: str = ""
+    ssl_context: ssl.SSLContext | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    connections_per_host: int = 2
+    max_in_flight_per_connection: int = 128
+
+    def __post_init__(self) -> None:
+        if self.max_message_bytes < 1024:
+            raise ValueError(f"max_message_bytes must be >= 1024, got {self.max_message_bytes}")
+        if self.connections_per_host < 1:
+            raise ValueError(f"connections_per_host must be >= 1, got {self.connections_per_host}")
+        if self.max_in_flight_per_connection < 1:
+            raise ValueError(
+                "max_in_flight_per_connection must be >= 1, got "
+                f"{self.max_in_flight_per_connection}"
+            )
+        if bool(self.username) != bool(self.password):
+            raise ValueError("give both a backend username and a password, or neither")
+
+    @property
+    def credentials(self) -> bool:
+        return bool(self.username)
+
+    def sasl_plain(self) -> str:
+        token = b"\0" + self.username.encode("utf-8") + b"\0" + self.password.encode("utf-8")
+        return base64.b64encode(token).decode("ascii")
+
+    def __repr__(self) -> str:  # never print the password
+        return (
+            f"BackendOptions(username={self.username!r}, tls={self.ssl_context is not None}, "
+            f"max_message_bytes={self.max_message_bytes}, "
+            f"connections_per_host={self.connections_per_host}, "
+            f"max_in_flight_per_connection={self.max_in_flight_per_connection})"
+        )
+
+
+class ResponseSink(Protocol):
+    """Where a connection delivers the frames of one request (called on the event loop)."""
+
+    written: bool
+    last_activity: float
+
+    def on_frame(self, frame: bytes | str, header: ResponseHeader) -> None: ...
+
+    def on_failure(self, error: BackendError) -> None: ...
+
+
+class BackendConnection:
+    """One multiplexed WebSocket to one server for one channel."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        channel: Channel,
+        options: BackendOptions,
+        http: aiohttp.ClientSession,
+        ids: IdSource,
+        *,
+        on_route_done: Callable[[BackendConnection], None] | None = None,
+        on_closed: Callable[[BackendConnection], None] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.channel = channel
+        self._options = options
+        self._http = http
+        self._ids = ids
+        self._on_route_done = on_route_done
+        self._on_closed = on_closed
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._routes: dict[bytes, ResponseSink] = {}
+        self.retired = False
+        self.closed = False
+        self.opened_at = 0.0
+
+    def __repr__(self) -> str:
+        return f"<BackendConnection {self.endpoint.address} {self.channel.mime} {self.in_flight}>"
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._routes)
+
+    @property
+    def usable(self) -> bool:
+        return not self.closed and not self.retired and self._ws is not None
+
+    def has_room(self) -> bool:
+        return self.in_flight < self._options.max_in_flight_per_connection
+
+    def routes(self) -> list[tuple[bytes, ResponseSink]]:
+        return list(self._routes.items())
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def open(self, connect_timeout: float) -> None:
+        """Connect (and authenticate) within `connect_timeout` seconds, or raise NotSentError."""
+        try:
+            async with asyncio.timeout(connect_timeout):
+                self._ws = await self._http.ws_connect(
+                    self.endpoint.url,
+                    max_msg_size=self._options.max_message_bytes,
+                    ssl=self._ssl(),
+                    autoping=True,
+                    compress=0,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
+                )
+                if self._options.credentials:
+                    await self._authenticate()
+        except Exception as error:
+            await self._abort()
+            if isinstance(error, BackendError):
+                raise
+            raise NotSentError(
+                f"cannot connect to {self.endpoint.url}: {_describe(error)}"
+            ) from error
+        self.opened_at = time.monotonic()
+        self._reader = asyncio.create_task(
+            self._read_loop(), name=f"gremlinlb-backend-{self.endpoint.address}"
+        )
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        if self.endpoint.scheme != "wss":
+            return True  # ignored for ws://
+        return self._options.ssl_context if self._options.ssl_context is not None else True
+
+    async def _authenticate(self) -> None:
+        """SASL PLAIN before any traffic: Gremlin Server answers a second request sent while it
+        negotiates with 401, so a multiplexed connection must be authenticated up front.
+
+        The first message of a connection is held by the server and answered with 407; the
+        answer to our credentials is the held message's result (ignored: it is our own no-op).
+        """
+        assert self._ws is not None
+        request_id = self._ids.next()
+        sasl = {"sasl": self._options.sasl_plain()}
+        await self._send_raw(
+            frames.build_request(self.channel, request_id, "authentication", "", sasl)
+        )
+        header = await self._receive_header()
+        if header.code == frames.AUTHENTICATE:
+            await self._send_raw(
+                frames.build_request(self.channel, request_id, "authentication", "", sasl)
+            )
+            header = await self._receive_header()
+        if header.code in (frames.UNAUTHORIZED, 403, frames.AUTHENTICATE):
+            raise NotSentError(
+                f"{self.endpoint.address} refused the configured credentials for user "
+                f"{self._options.username!r} (status {header.code}); check the username and "
+                "password given to the sidecar"
+            )
+
+    async def _receive_header(self) -> ResponseHeader:
+        assert self._ws is not None
+        message = await self._ws.receive()
+        if message.type not in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+            raise NotSentError(
+                f"{self.endpoint.address} closed the connection during authentication "
+                f"({message.type.name})"
+            )
+        return frames.parse_response(message.data, self.channel)
+
+    async def _send_raw(self, frame: bytes | str) -> None:
+        assert self._ws is not None
+        if isinstance(frame, str):
+            await self._ws.send_str(frame)
+        else:
+            await self._ws.send_bytes(frame)
+
+    def close(self, reason: str = "closed") -> None:
+        """Fail what is still in flight and close the socket (in the background)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._fail_all(ConnectionLostError(f"connection to {self.endpoint.address} {reason}"))
+        if self._on_closed is not None:
+            self._on_closed(self)
+        task = asyncio.get_running_loop().create_task(self._abort())
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+
+    def retire(self) -> None:
+        """Take no new requests; close once the ones in flight are done."""
+        self.retired = True
+        if not self._routes:
+            self.close("retired")
+
+    async def _abort(self) -> None:
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            self._reader.cancel()
+        ws, self._ws = self._ws, None
+        if ws is not None and not ws.closed:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0):
+                    await ws.close()
+
+    # -- requests ------------------------------------------------------------------------
+
+    async def send(self, frame: bytes | str, request_id: bytes, sink: ResponseSink) -> None:
+        """Register `sink` for `request_id` and write `frame`; raise BackendError if that fails.
+
+        On failure the sink is already unregistered and has NOT been told: the caller decides.
+        """
+        ws = self._ws
+        if self.closed or ws is None or ws.closed:
+            raise NotSentError(f"connection to {self.endpoint.address} is not open")
+        self._routes[request_id] = sink
+        sink.written = True  # from here on, assume the server may have it
+        try:
+            if self.channel.frame_type is FrameType.TEXT:
+                assert isinstance(frame, str)
+                await ws.send_str(frame)
+            else:
+                assert isinstance(frame, bytes)
+                await ws.send_bytes(frame)
+        except Exception as error:
+            self._routes.pop(request_id, None)
+            failure = ConnectionLostError(
+                f"sending to {self.endpoint.address} failed: {_describe(error)}"
+            )
+            self.close("failed while sending")
+            raise failure from error
+
+    def expire(self, request_id: bytes, error: BackendError) -> None:
+        """Give up on one request (its answer, should it come, is dropped)."""
+        sink = self._routes.pop(request_id, None)
+        if sink is not None:
+            sink.on_failure(error)
+            self._route_done()
+
+    def _route_done(self) -> None:
+        if self.retired and not self._routes:
+            self.close("retired")
+        elif self._on_route_done is not None:
+            self._on_route_done(self)
+
+    async def _read_loop(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        reason = "closed by the server"
+        try:
+            while True:
+                message = await ws.receive()
+                if message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+                    self._dispatch(message.data)
+                    continue
+                if message.type is aiohttp.WSMsgType.ERROR:
+                    reason = f"failed: {_describe(message.data)}"
+                elif message.extra:
+                    reason = f"closed by the server ({message.extra})"
+                break
+        except asyncio.CancelledError:
+            reason = "cancelled"
+            raise
+        except Exception as error:
+            reason = f"failed: {_describe(error)}"
+            log.exception("reading from %s failed", self.endpoint.address)
+        finally:
+            self.close(reason)
+
+    def _dispatch(self, frame: bytes | str) -> None:
+        try:
+            header = frames.parse_response(frame, self.channel)
+        except ValueError as error:
+            log.warning("unreadable frame from %s dropped: %s", self.endpoint.address, error)
+            return
+        if header.request_id is None:
+            log.warning(
+                "%s answered status %d without a request id; dropped",
+                self.endpoint.address,
+                header.code,
+            )
+            return
+        if header.code == frames.AUTHENTICATE:
+            self._answer_challenge(header.request_id)
+            return
+        if header.final:
+            sink = self._routes.pop(header.request_id, None)
+            if sink is None:
+                return  # the answer to a request that already timed out
+            sink.on_frame(frame, header)
+            self._route_done()
+            return
+        sink = self._routes.get(header.request_id)
+        if sink is not None:
+            sink.on_frame(frame, header)
+
+    def _answer_challenge(self, request_id: bytes) -> None:
+        """A 407 after the handshake (a server that re-authenticates): answer it in place."""
+        sink = self._routes.get(request_id)
+        if sink is None:
+            return
+        if not self._options.credentials:
+            self._routes.pop(request_id, None)
+            sink.on_frame(
+                frames.error_response(
+                    self.channel,
+                    request_id,
+                    frames.UNAUTHORIZED,
+                    f"gremlinlb sidecar: {self.endpoint.address} requires authentication; give "
+                    "the sidecar --backend-username and a password",
+                ),
+                ResponseHeader(request_id, frames.UNAUTHORIZED),
+            )
+            self._route_done()
+            return
+        frame = frames.build_request(
+            self.channel, request_id, "authentication", "", {"sasl": self._options.sasl_plain()}
+        )
+        task = asyncio.get_running_loop().create_task(self._send_raw(frame))
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+
+    def _fail_all(self, error: ConnectionLostError) -> None:
+        routes, self._routes = self._routes, {}
+        for sink in routes.values():
+            if sink.written:
+                sink.on_failure(error)
+            else:
+                sink.on_failure(NotSentError(str(error)))
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def _consume_error(task: asyncio.Task[BackendConnection]) -> None:
+    """A connection opened ahead of need may fail with nobody awaiting it; the request that
+    next needs the host finds out itself."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("opening a connection failed: %s", task.exception())
+
+
+class BackendPool:
+    """The connections to one host for one channel: least loaded first, opened on demand."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        channel: Channel,
+        options: BackendOptions,
+        http: aiohttp.ClientSession,
+        ids: IdSource,
+    ) -> None:
+        self.endpoint = endpoint
+        self.channel = channel
+        self._options = options
+        self._http = http
+        self._ids = ids
+        self._connections: list[BackendConnection] = []
+        self._opening: asyncio.Task[BackendConnection] | None = None
+        self._room: list[asyncio.Future[None]] = []
+        self.closed = False
+
+    @property
+    def connections(self) -> list[BackendConnection]:
+        return list(self._connections)
+
+    async def lease(self, connect_timeout: float, wait_timeout: float) -> BackendConnection:
+        """A connection with room for one more request.
+
+        Opens connections up to connections_per_host (one at a time), spreading load across
+        them; when all are full, waits up to `wait_timeout` for room, then raises PoolBusyError.
+        """
+        deadline = time.monotonic() + wait_timeout
+        while True:
+            if self.closed:
+                raise NotSentError(f"connections to {self.endpoint.address} are closed")
+            best = self._least_loaded()
+            can_grow = len(self._connections) < self._options.connections_per_host
+            if best is not None and (best.in_flight == 0 or not can_grow):
+                return best
+            if can_grow and self._opening is None:
+                self._opening = asyncio.create_task(self._open(connect_timeout))
+                self._opening.add_done_callback(_consume_error)
+            if best is not None:
+                return best  # a busy but usable one now beats waiting for the new one
+            if self._opening is not None:
+                await asyncio.shield(self._opening)
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PoolBusyError(
+                    f"all {len(self._connections)} connections to {self.endpoint.address} carry "
+                    f"{self._options.max_in_flight_per_connection} requests; nothing was sent"
+                )
+            room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._room.append(room)
+            try:
+                async with asyncio.timeout(remaining):
+                    await room
+            except TimeoutError:
+                pass
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._room.remove(room)
+
+    def ready(self, connect_timeout: float) -> BackendConnection | None:
+        """A connection that can take a request right now, without waiting; None if there is
+        none (the caller then waits in `lease`). Grows the pool in the background when every
+        connection is busy, so load spreads over connections_per_host sockets."""
+        best = self._least_loaded()
+        can_grow = len(self._connections) < self._options.connections_per_host
+        if can_grow and self._opening is None and (best is None or best.in_flight > 0):
+            self._opening = asyncio.create_task(self._open(connect_timeout))
+            self._opening.add_done_callback(_consume_error)
+        return best
+
+    def _least_loaded(self) -> BackendConnection | None:
+        best: BackendConnection | None = None
+        for connection in self._connections:
+            if (
+                connection.usable
+                and connection.has_room()
+                and (best is None or connection.in_flight < best.in_flight)
+            ):
+                best = connection
+        return best
+
+    async def _open(self, connect_timeout: float) -> BackendConnection:
+        connection = BackendConnection(
+            self.endpoint,
+            self.channel,
+            self._options,
+            self._http,
+            self._ids,
+            on_route_done=self._wake_one,
+            on_closed=self._forget,
+        )
+        try:
+            await connection.open(connect_timeout)
+        finally:
+            self._opening = None
+        if self.closed:
+            connection.close("pool closed")
+            raise NotSentError(f"connections to {self.endpoint.address} are closed")
+        self._connections.append(connection)
+        log.debug("opened %r", connection)
+        self._wake_all()
+        return connection
+
+    def _wake_one(self, _connection: BackendConnection) -> None:
+        while self._room:
+            room = self._room.pop(0)
+            if not room.done():
+                room.set_result(None)
+                return
+
+    def _wake_all(self) -> None:
+        rooms, self._room = self._room, []
+        for room in rooms:
+            if not room.done():
+                room.set_result(None)
+
+    def _forget(self, connection: BackendConnection) -> None:
+        with contextlib.suppress(ValueError):
+            self._connections.remove(connection)
+        self._wake_all()
+
+    def retire(self) -> None:
+        """New requests get new connections; the current ones finish what they carry."""
+        for connection in list(self._connections):
+            connection.retire()
+            with contextlib.suppress(ValueError):
+                self._connections.remove(connection)
+
+    def close(self) -> None:
+        self.closed = True
+        if self._opening is not None:
+            self._opening.cancel()
+        for connection in list(self._connections):
+            connection.close("pool closed")
+        self._connections.clear()
+        self._wake_all()
+
+
+class Backends:
+    """Every pool and dedicated connection of the sidecar, kept in step with host events."""
+
+    def __init__(self, options: BackendOptions, http: aiohttp.ClientSession) -> None:
+        self.options = options
+        self._http = http
+        self.ids = IdSource()
+        self._pools: dict[tuple[Endpoint, Channel], BackendPool] = {}
+        self._dedicated: set[BackendConnection] = set()
+        self._retired: set[BackendConnection] = set()
+
+    def pool(self, endpoint: Endpoint, channel: Channel) -> BackendPool:
+        key = (endpoint, channel)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = BackendPool(
+                endpoint, channel, self.options, self._http, self.ids
+            )
+        return pool
+
+    async def dedicated(
+        self, endpoint: Endpoint, channel: Channel, connect_timeout: float
+    ) -> BackendConnection:
+        """A connection of its own (a session, a probe), closed by its owner."""
+        connection = BackendConnection(
+            endpoint,
+            channel,
+            self.options,
+            self._http,
+            self.ids,
+            on_closed=self._dedicated.discard,
+        )
+        await connection.open(connect_timeout)
+        self._dedicated.add(connection)
+        return connection
+
+    def connections(self) -> list[BackendConnection]:
+        every = [c for pool in self._pools.values() for c in pool.connections]
+        return every + list(self._dedicated) + [c for c in self._retired if not c.closed]
+
+    def connection_counts(self) -> dict[Endpoint, int]:
+        counts: dict[Endpoint, int] = {}
+        for connection in self.connections():
+            counts[connection.endpoint] = counts.get(connection.endpoint, 0) + 1
+        return counts
+
+    def on_host_event(self, event: HostEvent) -> None:
+        """A host that went down or was removed gets fresh connections next time."""
+        if event.kind is EventKind.REMOVED:
+            for key in [k for k in self._pools if k[0] == event.endpoint]:
+                self._pools.pop(key).close()
+        elif event.kind is EventKind.STATE_CHANGED and event.state is HostState.DOWN:
+            for (endpoint, _), pool in self._pools.items():
+                if endpoint == event.endpoint:
+                    self._retired.update(pool.connections)
+                    pool.retire()
+        self._retired = {c for c in self._retired if not c.closed}
+
+    def expire_overdue(self, timeout: float, now: float | None = None) -> int:
+        """Fail requests with no frame for `timeout` seconds (TIMEOUT); returns how many."""
+        now = time.monotonic() if now is None else now
+        expired = 0
+        for connection in self.connections():
+            for request_id, sink in connection.routes():
+                if now - sink.last_activity > timeout:
+                    connection.expire(
+                        request_id,
+                        ResponseTimeoutError(
+                            f"no answer from {connection.endpoint.address} within {timeout}s"
+                        ),
+                    )
+                    expired += 1
+        return expired
+
+    async def sweep_forever(self, request_timeout: Callable[[], float]) -> None:
+        while True:
+            limit = request_timeout()
+            await asyncio.sleep(min(0.5, max(0.05, limit / 10)))
+            try:
+                self.expire_overdue(limit)
+            except Exception:
+                log.exception("expiring overdue requests failed")
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        for connection in list(self._dedicated) + list(self._retired):
+            connection.close("sidecar stopping")
+        self._dedicated.clear()
+        self._retired.clear()
+
+
+def _describe(error: object) -> str:
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,129 @@
+"""Prometheus metrics of one sidecar: counters updated as requests end, gauges read at scrape.
+
+Host states, in-flight counts and the buffer depth are read from the core when scraped rather
+than mirrored on every change, so they can never drift from what the balancer believes.
+Each sidecar has its own registry (tests run several in one process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from gremlinlb.core import Balancer, Endpoint, HostState
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# From a fast local read (sub-millisecond) to the default 30 s request timeout.
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+
+class SidecarMetrics:
+    def __init__(
+        self,
+        balancer: Balancer,
+        backend_connections: Callable[[], dict[Endpoint, int]],
+    ) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "gremlinlb_sidecar_backend_requests",
+            "Attempts sent to a backend, by host and how they ended",
+            ["host", "outcome"],
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "gremlinlb_sidecar_retries",
+            "Requests tried again on another host, by the outcome that caused it",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "gremlinlb_sidecar_request_duration_seconds",
+            "From a client request's arrival to its final response frame, retries included",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.local_errors = Counter(
+            "gremlinlb_sidecar_local_errors",
+            "Final error responses written by the sidecar itself, by status code",
+            ["code"],
+            registry=self.registry,
+        )
+        self.malformed = Counter(
+            "gremlinlb_sidecar_malformed_frames",
+            "Client frames that could not be routed",
+            registry=self.registry,
+        )
+        self.client_connections = Gauge(
+            "gremlinlb_sidecar_client_connections",
+            "Open client WebSocket connections",
+            registry=self.registry,
+        )
+        self.registry.register(_CoreCollector(balancer, backend_connections))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _CoreCollector(Collector):
+    def __init__(
+        self, balancer: Balancer, backend_connections: Callable[[], dict[Endpoint, int]]
+    ) -> None:
+        self._balancer = balancer
+        self._connections = backend_connections
+
+    def collect(self) -> Iterator[Metric]:
+        hosts = self._balancer.hosts()
+        in_flight = GaugeMetricFamily(
+            "gremlinlb_sidecar_in_flight", "Requests in flight per host", labels=["host"]
+        )
+        states = GaugeMetricFamily(
+            "gremlinlb_sidecar_host_state",
+            "1 for the state each host is in (healthy, down, draining)",
+            labels=["host", "state"],
+        )
+        for host in hosts:
+            address = host.endpoint.address
+            in_flight.add_metric([address], host.in_flight)
+            for state in HostState:
+                states.add_metric([address, state.value], 1.0 if host.state is state else 0.0)
+        yield in_flight
+        yield states
+        yield GaugeMetricFamily(
+            "gremlinlb_sidecar_buffer_depth",
+            "Requests waiting for a healthy host",
+            value=self._balancer.buffered,
+        )
+        yield GaugeMetricFamily(
+            "gremlinlb_sidecar_buffer_bytes",
+            "Bytes of requests waiting for a healthy host",
+            value=self._balancer.buffered_bytes,
+        )
+        connections = GaugeMetricFamily(
+            "gremlinlb_sidecar_backend_connections",
+            "Open WebSocket connections per backend host",
+            labels=["host"],
+        )
+        for endpoint, count in sorted(self._connections().items(), key=lambda e: e[0].address):
+            connections.add_metric([endpoint.address], count)
+        yield connections

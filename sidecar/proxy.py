@@ -1,0 +1,753 @@
+"""The client-facing Gremlin endpoint: every request is balanced on its own.
+
+A thin adapter around the core. Per request it reads the header (frames), asks the core for a
+host (waiting in the core's buffer when none is healthy), sends the request with a backend id
+of its own, streams every answer frame back with the client's id restored, and retries per the
+core's rules, but never once a frame was forwarded: the client would see results twice.
+
+A backend failure never closes the client's socket (gremlinpython never reconnects one): the
+request is retried or answered with a final error frame carrying the client's request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from gremlinlb.sidecar import frames
+from gremlinlb.sidecar.backend import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    BackendConnection,
+    BackendError,
+    Backends,
+)
+from gremlinlb.sidecar.frames import Channel, MalformedFrameError, Request, ResponseHeader
+from gremlinlb.sidecar.metrics import SidecarMetrics
+
+from gremlinlb.core import (
+    OVERLOAD_STATUS_CODES,
+    AllHostsTriedError,
+    Balancer,
+    BalancerClosedError,
+    BufferTimeoutError,
+    Endpoint,
+    NoHealthyEndpointError,
+    Outcome,
+    RetryBudget,
+    Waiter,
+    frame_may_write,
+    may_retry,
+)
+
+log = logging.getLogger(__name__)
+
+PREFIX = "gremlinlb sidecar: "
+_CLOSE_REASON_BYTES = 120  # a WebSocket close reason must fit a 125-byte control frame
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyOptions:
+    """Client-side limits."""
+
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    # Answers queued for one client that does not read; beyond it the client is cut off rather
+    # than letting it grow the sidecar's memory (the backend connections keep reading).
+    client_buffer_bytes: int = 64 * 1024 * 1024
+    max_requests_per_client: int = 1024
+
+    @property
+    def hard_message_bytes(self) -> int:
+        """Frames up to this size are read and answered with an error; larger ones close."""
+        return max(2 * self.max_message_bytes, self.max_message_bytes + 1024 * 1024)
+
+
+class StatusError(Exception):
+    """A backend's own answer (429/596) recorded as the error of an attempt."""
+
+    def __init__(self, endpoint: Endpoint, code: int) -> None:
+        super().__init__(f"{endpoint.address} answered status {code}")
+        self.code = code
+
+
+class Exchange:
+    """One client request, across its attempts."""
+
+    __slots__ = (
+        "client",
+        "done",
+        "finished",
+        "forwarded",
+        "read_only",
+        "request",
+        "sent",
+        "started",
+    )
+
+    def __init__(self, client: ClientConnection, request: Request, read_only: bool) -> None:
+        self.client = client
+        self.request = request
+        self.read_only = read_only
+        self.started = time.monotonic()
+        self.forwarded = False  # a frame reached the client: no more retries
+        self.sent = False  # some attempt was written to a backend
+        self.done = False  # the client got its final frame
+        self.finished = False  # the sidecar is done with it (counted, slot given back)
+
+    def forward(self, frame: bytes | str, header: ResponseHeader) -> None:
+        if self.done:
+            return
+        self.forwarded = True
+        if header.final:
+            self.done = True
+        self.client.send(frames.with_response_id(frame, header, self.request.request_id))
+
+    def answer_error(self, code: int, message: str) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.client.send_error(self.request.channel, self.request.request_id, code, message)
+
+
+class Attempt:
+    """One try of an exchange on one host: the sink its backend connection delivers to."""
+
+    __slots__ = (
+        "ended",
+        "endpoint",
+        "error",
+        "exchange",
+        "held",
+        "last_activity",
+        "on_end",
+        "outcome",
+        "report",
+        "result",
+        "written",
+    )
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        endpoint: Endpoint,
+        report: Callable[[Endpoint, Outcome, BaseException | None], None],
+        on_end: Callable[[Attempt], None] | None = None,
+    ) -> None:
+        self.exchange = exchange
+        self.endpoint = endpoint
+        self.report = report
+        # Either someone awaits `result` (the task path) or `on_end` is called in place (the
+        # fast path, which spends no task on a request that succeeds at once).
+        self.on_end = on_end
+        self.result: asyncio.Future[Outcome] | None = (
+            None if on_end is not None else asyncio.get_running_loop().create_future()
+        )
+        self.outcome: Outcome | None = None
+        self.written = False
+        self.last_activity = time.monotonic()
+        self.ended = False
+        self.error: BaseException | None = None
+        self.held: tuple[bytes | str, ResponseHeader] | None = None
+
+    def on_frame(self, frame: bytes | str, header: ResponseHeader) -> None:
+        self.last_activity = time.monotonic()
+        if not header.final:
+            self.exchange.forward(frame, header)
+            return
+        code = header.code
+        if code in OVERLOAD_STATUS_CODES:
+            error = StatusError(self.endpoint, code)
+            if not self.exchange.forwarded:
+                self.held = (frame, header)  # the retry decides whether the client sees it
+            else:
+                self.exchange.forward(frame, header)
+            self._end(Outcome.OVERLOADED, error)
+            return
+        self.exchange.forward(frame, header)
+        ok = code in (frames.SUCCESS, frames.NO_CONTENT)
+        self._end(Outcome.SUCCESS if ok else Outcome.SERVER_ERROR, None)
+
+    def on_failure(self, error: BackendError) -> None:
+        self._end(error.outcome, error)
+
+    def _end(self, outcome: Outcome, error: BaseException | None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.error = error
+        self.outcome = outcome
+        self.report(self.endpoint, outcome, error)
+        self.exchange.client.proxy.metrics.requests.labels(
+            self.endpoint.address, outcome.value
+        ).inc()
+        if self.on_end is not None:
+            self.on_end(self)
+        elif self.result is not None and not self.result.done():
+            self.result.set_result(outcome)
+
+
+class SessionPin:
+    """The backend connection one client connection's sessions live on, for its whole life."""
+
+    def __init__(self, balancer: Balancer, endpoint: Endpoint, connection: BackendConnection):
+        self.endpoint = endpoint
+        self.connection = connection
+        self.broken: BaseException | None = None
+        self._balancer = balancer
+        self._closed = False
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.connection.close("closed: its client left")  # Gremlin Server ends the session
+        self._balancer.finish(self.endpoint, Outcome.SUCCESS)
+
+
+class ClientConnection:
+    """One client WebSocket: reads requests, writes answers through a queue of its own."""
+
+    def __init__(self, proxy: Proxy, ws: web.WebSocketResponse, peer: str) -> None:
+        self.proxy = proxy
+        self.ws = ws
+        self.peer = peer
+        self.closed = False
+        self.pin: SessionPin | None = None
+        self._pin_lock = asyncio.Lock()
+        self._outbound: deque[bytes | str] = deque()
+        self._outbound_bytes = 0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # set while nothing is queued or being written
+        self._idle.set()
+        self._slots = asyncio.Semaphore(proxy.options.max_requests_per_client)
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        writer = asyncio.create_task(self._write_loop(), name=f"gremlinlb-client-{self.peer}")
+        try:
+            async for message in self.ws:
+                if message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+                    if not await self._on_frame(message.data):
+                        break
+                elif message.type is aiohttp.WSMsgType.ERROR:
+                    log.info("client %s: %s", self.peer, message.data)
+                    break
+        finally:
+            self.closed = True
+            if self.pin is not None:
+                self.pin.close()
+            await self._flush(within=1.0)
+            writer.cancel()
+
+    async def _on_frame(self, data: bytes | str) -> bool:
+        """Handle one frame; False when the connection must close."""
+        proxy = self.proxy
+        size = len(data)
+        if size > proxy.options.max_message_bytes:
+            return await self._refuse(
+                data,
+                frames.MALFORMED_REQUEST,
+                f"the frame has {size} bytes, more than the limit of "
+                f"{proxy.options.max_message_bytes} (max_message_bytes)",
+            )
+        try:
+            request = frames.parse_request(data)
+        except MalformedFrameError as error:
+            proxy.metrics.malformed.inc()
+            if error.target is not None:
+                self.send_error(*error.target, error.code, str(error))
+                return True
+            await self.close(aiohttp.WSCloseCode.PROTOCOL_ERROR, f"malformed frame: {error}")
+            return False
+        if request.op == "authentication":
+            self.send_error(
+                request.channel,
+                request.request_id,
+                frames.INVALID_REQUEST_ARGUMENTS,
+                "clients need no credentials here; the sidecar authenticates to the backends "
+                "itself",
+            )
+            return True
+        if request.op == "close" and not request.session:
+            self.send_error(
+                request.channel,
+                request.request_id,
+                frames.INVALID_REQUEST_ARGUMENTS,
+                "op 'close' belongs to the 'session' processor",
+            )
+            return True
+        if not proxy.accepting:
+            self.send_error(
+                request.channel,
+                request.request_id,
+                frames.SERVER_ERROR_TEMPORARY,
+                "the sidecar is shutting down; nothing was sent, retry against a new connection",
+            )
+            return True
+        await self._slots.acquire()
+        try:
+            await proxy.dispatch(self, request)
+        except Exception as error:  # a bug must cost one request, not the client's socket
+            log.exception("dispatching a request from %s failed", self.peer)
+            proxy.abandon(request.request_id, self, error)
+        return True
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def release_slot(self) -> None:
+        self._slots.release()
+
+    async def _refuse(self, data: bytes | str, code: int, message: str) -> bool:
+        self.proxy.metrics.malformed.inc()
+        try:
+            request = frames.parse_request(data)
+        except MalformedFrameError as error:
+            if error.target is not None:
+                self.send_error(*error.target, code, message)
+                return True
+            await self.close(aiohttp.WSCloseCode.MESSAGE_TOO_BIG, message)
+            return False
+        self.send_error(request.channel, request.request_id, code, message)
+        return True
+
+    # -- writing -------------------------------------------------------------------------
+
+    def send(self, frame: bytes | str) -> None:
+        """Queue a frame for the client; never blocks (backend readers call this)."""
+        if self.ws.closed:
+            return
+        self._outbound.append(frame)
+        self._outbound_bytes += len(frame)
+        self._idle.clear()
+        if self._outbound_bytes > self.proxy.options.client_buffer_bytes:
+            log.warning(
+                "client %s does not read its answers (%d bytes queued); closing it",
+                self.peer,
+                self._outbound_bytes,
+            )
+            self._outbound.clear()
+            self._outbound_bytes = 0
+            task = asyncio.get_running_loop().create_task(
+                self.close(aiohttp.WSCloseCode.POLICY_VIOLATION, "client too slow to read answers")
+            )
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return
+        self._wake.set()
+
+    def send_error(
+        self, channel: Channel, request_id: bytes | None, code: int, message: str
+    ) -> None:
+        self.proxy.metrics.local_errors.labels(str(code)).inc()
+        self.send(frames.error_response(channel, request_id, code, PREFIX + message))
+
+    async def _write_loop(self) -> None:
+        ws = self.ws
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._outbound:
+                    frame = self._outbound.popleft()
+                    self._outbound_bytes -= len(frame)
+                    if isinstance(frame, str):
+                        await ws.send_str(frame)
+                    else:
+                        await ws.send_bytes(frame)
+                self._idle.set()
+        except (ConnectionError, RuntimeError) as error:
+            log.debug("client %s gone while writing: %s", self.peer, error)
+            self.closed = True
+            self._outbound.clear()
+            self._idle.set()
+
+    async def _flush(self, within: float) -> None:
+        """Wait (at most `within` seconds) until every queued frame was written."""
+        if self.ws.closed:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await self._idle.wait()
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._flush(within=1.0)
+        encoded = reason.encode("utf-8")[:_CLOSE_REASON_BYTES]
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, message=encoded)
+
+    # -- sessions ------------------------------------------------------------------------
+
+    async def session_pin(self, channel: Channel) -> SessionPin:
+        async with self._pin_lock:
+            if self.pin is None:
+                proxy = self.proxy
+                endpoint = await proxy.acquire(0, ())
+                settings = proxy.balancer.settings
+                try:
+                    connection = await proxy.backends.dedicated(
+                        endpoint, channel, settings.connect_timeout
+                    )
+                except BackendError as error:
+                    proxy.balancer.finish(endpoint, error.outcome, error)
+                    raise
+                if self.closed:
+                    connection.close("its client left")
+                    proxy.balancer.release(endpoint)
+                    raise BackendError("the client left while its session connection opened")
+                self.pin = SessionPin(proxy.balancer, endpoint, connection)
+                log.info("client %s: sessions pinned to %s", self.peer, endpoint.address)
+            return self.pin
+
+
+class Proxy:
+    def __init__(
+        self,
+        balancer: Balancer,
+        backends: Backends,
+        metrics: SidecarMetrics,
+        options: ProxyOptions | None = None,
+    ) -> None:
+        self.balancer = balancer
+        self.backends = backends
+        self.metrics = metrics
+        self.options = options or ProxyOptions()
+        self.clients: set[ClientConnection] = set()
+        self.exchanges: set[Exchange] = set()
+        self._quiet = asyncio.Event()  # set while no request is in flight
+        self._quiet.set()
+        self.accepting = True
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """aiohttp handler of GET /gremlin (the WebSocket upgrade)."""
+        if not self.accepting:
+            raise web.HTTPServiceUnavailable(text="the sidecar is shutting down")
+        ws = web.WebSocketResponse(
+            max_msg_size=self.options.hard_message_bytes, autoping=True, compress=False
+        )
+        await ws.prepare(request)
+        client = ClientConnection(self, ws, str(request.remote))
+        self.clients.add(client)
+        self.metrics.client_connections.inc()
+        try:
+            await client.run()
+        finally:
+            self.clients.discard(client)
+            self.metrics.client_connections.dec()
+        return ws
+
+    # -- one request ---------------------------------------------------------------------
+
+    async def dispatch(self, client: ClientConnection, request: Request) -> None:
+        """Start serving one request. The common case (a healthy host with an open connection
+        that has room) is sent right here, with no task of its own; anything else (waiting,
+        opening a connection, retrying, sessions) continues in a task."""
+        read_only = request.op == "bytecode" and not frame_may_write(
+            request.body, request.channel.mime
+        )
+        exchange = Exchange(client, request, read_only)
+        self.exchanges.add(exchange)
+        self._quiet.clear()
+        if request.session:
+            client.spawn(self._serve(exchange, self._serve_session(exchange)))
+            return
+        try:
+            acquired: Endpoint | Waiter = self.balancer.acquire(len(request.frame), ())
+        except (NoHealthyEndpointError, BalancerClosedError):
+            client.spawn(self._serve(exchange, self._serve_balanced(exchange)))
+            return
+        connection = None
+        if isinstance(acquired, Endpoint):
+            settings = self.balancer.settings
+            pool = self.backends.pool(acquired, request.channel)
+            connection = pool.ready(settings.connect_timeout)
+        if connection is None or not isinstance(acquired, Endpoint):
+            client.spawn(self._serve(exchange, self._serve_balanced(exchange, acquired)))
+            return
+        attempt = Attempt(exchange, acquired, self.balancer.finish, self._fast_attempt_ended)
+        backend_id = self.backends.ids.next()
+        exchange.sent = True
+        try:
+            await connection.send(request.with_request_id(backend_id), backend_id, attempt)
+        except BackendError as error:
+            attempt.on_failure(error)
+
+    def abandon(self, request_id: bytes, client: ClientConnection, error: Exception) -> None:
+        """Answer and forget the exchange of `request_id` that dispatch failed to start."""
+        for exchange in list(self.exchanges):
+            if exchange.client is client and exchange.request.request_id == request_id:
+                exchange.answer_error(frames.SERVER_ERROR, f"internal error: {error}")
+                self._finish(exchange)
+                return
+        client.release_slot()
+
+    def _fast_attempt_ended(self, attempt: Attempt) -> None:
+        exchange = attempt.exchange
+        assert attempt.outcome is not None
+        if self._settled(exchange, attempt, attempt.outcome):
+            self._finish(exchange)
+            return
+        exchange.client.spawn(self._serve(exchange, self._serve_balanced(exchange, None, attempt)))
+
+    async def _serve(self, exchange: Exchange, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except Exception as error:
+            log.exception("request from %s failed inside the sidecar", exchange.client.peer)
+            exchange.answer_error(frames.SERVER_ERROR, f"internal error: {error}")
+        finally:
+            self._finish(exchange)
+
+    def _finish(self, exchange: Exchange) -> None:
+        if exchange.finished:
+            return
+        exchange.finished = True
+        self.exchanges.discard(exchange)
+        if not self.exchanges:
+            self._quiet.set()
+        exchange.client.release_slot()
+        self.metrics.latency.observe(time.monotonic() - exchange.started)
+
+    def _settled(self, exchange: Exchange, attempt: Attempt, outcome: Outcome) -> bool:
+        """After an attempt: True if the exchange is answered for good (success, the server's
+        own error, or a failure that must not be retried, answered here)."""
+        if outcome in (Outcome.SUCCESS, Outcome.SERVER_ERROR) or exchange.done:
+            return True
+        error = attempt.error or RuntimeError(outcome.value)
+        if exchange.forwarded:
+            exchange.answer_error(
+                frames.SERVER_ERROR,
+                f"{attempt.endpoint.address} failed after part of the results was sent "
+                f"({error}); the results are incomplete",
+            )
+            return True
+        if not may_retry(outcome, exchange.read_only):
+            self._answer_unsafe(exchange, attempt.endpoint, outcome, error)
+            return True
+        log.info(
+            "retrying elsewhere after %s on %s: %s", outcome.value, attempt.endpoint.address, error
+        )
+        self.metrics.retries.labels(outcome.value).inc()
+        return False
+
+    async def _serve_balanced(
+        self,
+        exchange: Exchange,
+        acquired: Endpoint | Waiter | None = None,
+        previous: Attempt | None = None,
+    ) -> None:
+        """The retry loop. `acquired` is a host (or a place in the wait buffer) the fast path
+        already took; `previous` is a first attempt that failed in a retryable way."""
+        request = exchange.request
+        budget = RetryBudget(self.balancer.settings.max_attempts, len(self.balancer.endpoints()))
+        tried: list[Endpoint] = []
+        held: tuple[bytes | str, ResponseHeader] | None = None
+        last_error: BaseException | None = None
+        if previous is not None:
+            assert previous.outcome is not None
+            tried.append(previous.endpoint)
+            held = previous.held
+            last_error = previous.error
+            if not budget.allows_another(previous.outcome):
+                self._give_up(exchange, held, last_error)
+                return
+        while True:
+            try:
+                if acquired is None:
+                    endpoint = await self.acquire(len(request.frame), tried)
+                elif isinstance(acquired, Endpoint):
+                    endpoint = acquired
+                else:
+                    endpoint = await self._wait(acquired)
+                acquired = None
+            except BalancerClosedError:
+                exchange.answer_error(
+                    frames.SERVER_ERROR_TEMPORARY, "the sidecar is shutting down; nothing was sent"
+                )
+                return
+            except AllHostsTriedError as refused:
+                self._give_up(exchange, held, last_error or refused)
+                return
+            except NoHealthyEndpointError as refused:  # buffer full or waited too long: say which
+                self._give_up(exchange, held, refused)
+                return
+            attempt = Attempt(exchange, endpoint, self.balancer.finish)
+            outcome = await self._run(attempt, endpoint)
+            if self._settled(exchange, attempt, outcome):
+                return
+            if attempt.held is not None:
+                held = attempt.held
+            tried.append(endpoint)
+            last_error = attempt.error
+            if not budget.allows_another(outcome):
+                break
+        self._give_up(exchange, held, last_error)
+
+    async def _run(self, attempt: Attempt, endpoint: Endpoint) -> Outcome:
+        request = attempt.exchange.request
+        settings = self.balancer.settings
+        pool = self.backends.pool(endpoint, request.channel)
+        try:
+            connection = await pool.lease(settings.connect_timeout, settings.request_timeout)
+            backend_id = self.backends.ids.next()
+            attempt.last_activity = time.monotonic()
+            attempt.exchange.sent = True
+            await connection.send(request.with_request_id(backend_id), backend_id, attempt)
+        except BackendError as error:
+            attempt.on_failure(error)
+        assert attempt.result is not None
+        return await attempt.result
+
+    def _give_up(
+        self,
+        exchange: Exchange,
+        held: tuple[bytes | str, ResponseHeader] | None,
+        error: BaseException | None,
+    ) -> None:
+        if held is not None:  # the last overloaded backend's own answer says it best
+            exchange.forward(*held)
+            return
+        exchange.answer_error(
+            frames.SERVER_ERROR_TEMPORARY,
+            f"no Gremlin Server could take the request ({error}); nothing was applied, it may "
+            "be retried",
+        )
+
+    def _answer_unsafe(
+        self, exchange: Exchange, endpoint: Endpoint, outcome: Outcome, error: BaseException
+    ) -> None:
+        what = "got no answer in time" if outcome is Outcome.TIMEOUT else "lost the connection"
+        exchange.answer_error(
+            frames.SERVER_TIMEOUT if outcome is Outcome.TIMEOUT else frames.SERVER_ERROR,
+            f"the request was sent to {endpoint.address}, which {what} ({error}). It may write, "
+            "so it was not retried: it may or may not have been applied. Check the graph "
+            "before re-running it, or make it idempotent (mergeV/mergeE).",
+        )
+
+    async def _serve_session(self, exchange: Exchange) -> None:
+        request = exchange.request
+        client = exchange.client
+        try:
+            pin = await client.session_pin(request.channel)
+        except (NoHealthyEndpointError, BackendError, BalancerClosedError) as error:
+            exchange.answer_error(
+                frames.SERVER_ERROR_TEMPORARY,
+                f"could not open a session connection ({error}); nothing was sent",
+            )
+            return
+        if pin.broken is not None:
+            exchange.answer_error(
+                frames.SERVER_ERROR,
+                f"the session connection to {pin.endpoint.address} was lost ({pin.broken}); "
+                "Gremlin Server rolled back uncommitted work. Start a new transaction on a new "
+                "connection.",
+            )
+            return
+        attempt = Attempt(exchange, pin.endpoint, self.balancer.observe)
+        backend_id = self.backends.ids.next()
+        try:
+            exchange.sent = True
+            await pin.connection.send(request.with_request_id(backend_id), backend_id, attempt)
+        except BackendError as error:
+            attempt.on_failure(error)
+        assert attempt.result is not None
+        outcome = await attempt.result
+        if attempt.held is not None:  # 429/596 inside a session: no other host can take it
+            exchange.forward(*attempt.held)
+            return
+        if outcome in (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.OVERLOADED):
+            return
+        pin.broken = attempt.error or RuntimeError(outcome.value)
+        pin.connection.close("lost its session")
+        exchange.answer_error(
+            frames.SERVER_ERROR,
+            f"the session connection to {pin.endpoint.address} failed ({pin.broken}); Gremlin "
+            "Server rolls back uncommitted work when it loses the connection, and this request "
+            "may or may not have been applied. Start a new transaction on a new connection.",
+        )
+
+    # -- waiting for a host --------------------------------------------------------------
+
+    async def acquire(self, size: int, tried: list[Endpoint] | tuple[()]) -> Endpoint:
+        """A host from the core, waiting in its buffer (FIFO, bounded) when none is healthy."""
+        acquired = self.balancer.acquire(size, tried)
+        if isinstance(acquired, Endpoint):
+            return acquired
+        return await self._wait(acquired)
+
+    async def _wait(self, waiter: Waiter) -> Endpoint:
+        loop = asyncio.get_running_loop()
+        released: asyncio.Future[None] = loop.create_future()
+
+        def resolve() -> None:
+            if not released.done():
+                released.set_result(None)
+
+        def notify() -> None:
+            loop.call_soon_threadsafe(resolve)
+
+        waiter.notify = notify
+        if waiter.released:
+            resolve()
+        try:
+            async with asyncio.timeout(max(0.0, waiter.deadline - time.monotonic())):
+                await released
+        except TimeoutError:
+            if self.balancer.withdraw(waiter):
+                max_wait = self.balancer.settings.buffer.max_wait
+                raise BufferTimeoutError(
+                    f"no Gremlin Server became healthy within max_wait={max_wait}s; the request "
+                    "was not sent"
+                ) from None
+        except asyncio.CancelledError:
+            if not self.balancer.withdraw(waiter) and waiter.endpoint is not None:
+                self.balancer.release(waiter.endpoint)  # released to us but never used
+            raise
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.endpoint is not None
+        return waiter.endpoint
+
+    # -- shutdown ------------------------------------------------------------------------
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking requests, let in-flight ones finish for `grace` seconds, then answer what
+        is left with a final error and close every client."""
+        self.accepting = False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._quiet.wait()
+        left = list(self.exchanges)
+        if left:
+            log.warning("%d requests still in flight after %.1fs; answering them", len(left), grace)
+        for exchange in left:
+            if exchange.sent:
+                exchange.answer_error(
+                    frames.SERVER_ERROR,
+                    "the sidecar stopped before the backend answered; the request may or may "
+                    "not have been applied",
+                )
+            else:
+                exchange.answer_error(
+                    frames.SERVER_ERROR_TEMPORARY,
+                    "the sidecar stopped before the request was sent; it may be retried",
+                )
+        clients = list(self.clients)
+        for client in clients:
+            for task in list(client.tasks):
+                task.cancel()
+        await asyncio.gather(
+            *(c.close(aiohttp.WSCloseCode.GOING_AWAY, "sidecar shutting down") for c in clients),
+            return_exceptions=True,
+        )

@@ -1,0 +1,169 @@
+"""The sidecar process: wires core, backends, proxy, health loop and admin API together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import aiohttp
+from aiohttp import web
+from gremlinlb.sidecar.admin import AdminApi
+from gremlinlb.sidecar.backend import Backends
+from gremlinlb.sidecar.config import Address, SidecarConfig
+from gremlinlb.sidecar.health import HealthLoop
+from gremlinlb.sidecar.hostlist import HostList, load_state
+from gremlinlb.sidecar.metrics import SidecarMetrics
+from gremlinlb.sidecar.proxy import Proxy
+
+from gremlinlb.core import Balancer, HostEvent
+from gremlinlb.core.balancer import Listener
+
+log = logging.getLogger(__name__)
+
+
+class Sidecar:
+    """`await start()`, serve, `await stop()`; or `run_until_signalled()` for the command."""
+
+    def __init__(self, config: SidecarConfig) -> None:
+        self.config = config
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runners: list[web.AppRunner] = []
+        self._gremlin_site: web.TCPSite | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        config = self.config
+        initial = self._initial_hosts()
+        self.balancer = Balancer(initial.hosts, initial.settings)
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
+            trust_env=False,  # backends are reached directly, never through an HTTP proxy
+        )
+        self.backends = Backends(config.backend, self.http)
+        self.balancer.subscribe(_on_loop(self.backends.on_host_event))
+        self.metrics = SidecarMetrics(self.balancer, self.backends.connection_counts)
+        self.proxy = Proxy(self.balancer, self.backends, self.metrics, config.proxy)
+        self.health = HealthLoop(self.balancer, self.backends, config.traversal_source)
+        self.balancer.subscribe(_on_loop(self.health.on_host_event))
+        self.admin = AdminApi(
+            self.balancer,
+            self.metrics,
+            initial,
+            token=config.token,
+            state_dir=config.state_dir,
+            accepting=lambda: self.proxy.accepting,
+        )
+        self._tasks = [
+            asyncio.create_task(self.health.run(), name="gremlinlb-health"),
+            asyncio.create_task(
+                self.backends.sweep_forever(lambda: self.balancer.settings.request_timeout),
+                name="gremlinlb-timeouts",
+            ),
+        ]
+        gremlin = web.Application()
+        gremlin.router.add_get("/gremlin", self.proxy.handle)
+        self._gremlin_site = await self._serve(gremlin, config.listen)
+        await self._serve(self.admin.app(), config.admin)
+        if not config.admin.loopback and config.token is None:
+            log.warning(
+                "the admin API listens on %s without a token: anyone who reaches it can change "
+                "the host list; give --token-file",
+                config.admin,
+            )
+        log.info(
+            "sidecar serving ws://%s/gremlin for %s; admin on http://%s",
+            self.address,
+            ", ".join(e.address for e in initial.hosts) or "no hosts yet",
+            self.admin_address,
+        )
+
+    def _initial_hosts(self) -> HostList:
+        config = self.config
+        if config.state_dir is not None:
+            saved = load_state(config.state_dir, config.settings)
+            if saved is not None:
+                log.info(
+                    "restored host list generation %d from %s", saved.generation, config.state_dir
+                )
+                return saved
+        return HostList(0, config.endpoints, config.settings)
+
+    async def _serve(self, app: web.Application, address: Address) -> web.TCPSite:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, address.host, address.port, reuse_address=True)
+        await site.start()
+        return site
+
+    @property
+    def address(self) -> str:
+        """host:port the Gremlin endpoint listens on (the real port when configured as 0)."""
+        return _bound(self._runners[0])
+
+    @property
+    def admin_address(self) -> str:
+        return _bound(self._runners[1])
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.address}/gremlin"
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, give in-flight requests `grace` seconds, answer the rest, close."""
+        if self._stopping:
+            return
+        self._stopping = True
+        grace = self.config.grace_period if grace is None else grace
+        log.info("stopping: no new connections, %.1fs for requests in flight", grace)
+        self.proxy.accepting = False
+        if self._gremlin_site is not None:
+            with contextlib.suppress(RuntimeError):
+                await self._gremlin_site.stop()
+        await self.proxy.drain(grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.health.close()
+        self.backends.close()
+        self.balancer.close()
+        for runner in self._runners:
+            await runner.cleanup()
+        await self.http.close()
+        log.info("stopped")
+
+    async def run_until_signalled(self) -> int:
+        """The command's main: serve until SIGTERM or SIGINT, then stop gracefully."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await self.start()
+        await stop.wait()
+        await self.stop()
+        return 0
+
+
+def _on_loop(listener: Listener) -> Listener:
+    """Host events come from whichever thread called the core (an embedding test, say); the
+    sidecar's own objects are loop-bound, so events from elsewhere are handed to the loop."""
+    loop = asyncio.get_running_loop()
+
+    def deliver(event: HostEvent) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            listener(event)
+        else:
+            loop.call_soon_threadsafe(listener, event)
+
+    return deliver
+
+
+def _bound(runner: web.AppRunner) -> str:
+    host, port = runner.addresses[0][:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,284 @@
+"""The admin API of a running sidecar, with real Gremlin Servers behind it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from gremlin_python.driver.client import Client
+from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
+from gremlin_python.process.anonymous_traversal import traversal
+from gremlinlb.sidecar.config import SidecarConfig
+from gremlinlb.sidecar.testing import SidecarThread
+
+from gremlinlb.core import BalancerSettings, HealthCheckSettings, HostState, parse_endpoint
+from gremlinlb.devservers import Fleet, GremlinServerProcess
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "s3cret-token"
+
+
+def config_for(servers: Sequence[GremlinServerProcess], token: str | None = TOKEN) -> SidecarConfig:
+    return SidecarConfig(
+        endpoints=tuple(parse_endpoint(s.address) for s in servers),
+        settings=BalancerSettings(
+            health=HealthCheckSettings(interval=0.5, timeout=1.5, rise=1, fall=1),
+            request_timeout=5.0,
+            connect_timeout=1.0,
+        ),
+        token=token,
+    )
+
+
+@pytest.fixture
+def servers(fleet: Fleet) -> Sequence[GremlinServerProcess]:
+    return list(fleet)
+
+
+@pytest.fixture
+def sidecar(servers: Sequence[GremlinServerProcess]) -> Iterator[SidecarThread]:
+    with SidecarThread(config_for(servers[:2])) as running:
+        yield running
+
+
+def call(
+    method: str, url: str, body: Any = None, token: str | None = None, raw: bytes | None = None
+) -> tuple[int, Any]:
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, method=method)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            payload = response.read()
+            status = response.status
+    except urllib.error.HTTPError as error:
+        payload, status = error.read(), error.code
+    try:
+        return status, json.loads(payload)
+    except ValueError:
+        return status, payload.decode()
+
+
+def hosts_of(sidecar: SidecarThread) -> tuple[int, list[str]]:
+    _, body = call("GET", f"{sidecar.admin_url}/v1/hosts")
+    return body["generation"], [h["address"] for h in body["hosts"]]
+
+
+def put(sidecar: SidecarThread, body: Any, token: str | None = TOKEN) -> tuple[int, Any]:
+    return call("PUT", f"{sidecar.admin_url}/v1/hosts", body, token)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_get_hosts_reports_state_in_flight_totals_and_last_error(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
+) -> None:
+    gremlin = Client(sidecar.url, "g")
+    try:
+        for _ in range(4):
+            gremlin.submit("1").all().result(10)
+    finally:
+        gremlin.close()
+    status, body = call("GET", f"{sidecar.admin_url}/v1/hosts")
+    assert status == 200
+    assert body["generation"] == 0
+    assert [h["address"] for h in body["hosts"]] == [s.address for s in servers[:2]]
+    for host in body["hosts"]:
+        assert (host["state"], host["in_flight"], host["requests"]) == ("healthy", 0, 2)
+        assert host["outcomes"] == {"success": 2}
+        assert host["last_error"] is None
+
+
+def test_put_without_the_token_is_401_and_changes_nothing(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
+) -> None:
+    body = {"generation": 1, "hosts": [servers[2].address]}
+    for token in (None, "wrong-token"):
+        status, answer = put(sidecar, body, token)
+        assert status == 401
+        assert "Bearer" in answer["error"]
+    assert hosts_of(sidecar) == (0, [s.address for s in servers[:2]])
+
+
+BAD_BODIES: dict[str, tuple[Any, str]] = {
+    "not_an_object": ([1, 2], "JSON object"),
+    "no_generation": ({"hosts": []}, "generation"),
+    "negative_generation": ({"generation": -1, "hosts": []}, "generation"),
+    "hosts_not_a_list": ({"generation": 1, "hosts": "a:1"}, "hosts must be a list"),
+    "host_without_port": ({"generation": 1, "hosts": ["gremlin-0"]}, "hosts[0]"),
+    "duplicate_host": ({"generation": 1, "hosts": ["h:1", "h:1"]}, "listed twice"),
+    "unknown_field": ({"generation": 1, "hosts": [], "extra": 1}, "extra"),
+    "unknown_setting": (
+        {"generation": 1, "hosts": [], "settings": {"colour": "red"}},
+        "settings.colour",
+    ),
+    "setting_out_of_range": (
+        {"generation": 1, "hosts": [], "settings": {"health": {"rise": 0}}},
+        "rise",
+    ),
+    "setting_of_wrong_type": (
+        {"generation": 1, "hosts": [], "settings": {"max_attempts": "3"}},
+        "settings.max_attempts",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BODIES))
+def test_bad_body_is_400_saying_what_is_wrong_and_changes_nothing(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess], case: str
+) -> None:
+    body, complaint = BAD_BODIES[case]
+    before = call("GET", f"{sidecar.admin_url}/v1/hosts")[1]
+    status, answer = put(sidecar, body)
+    assert status == 400
+    assert complaint in answer["error"]
+    assert "nothing was changed" in answer["error"]
+    assert call("GET", f"{sidecar.admin_url}/v1/hosts")[1]["settings"] == before["settings"]
+    assert hosts_of(sidecar) == (0, [s.address for s in servers[:2]])
+
+
+def test_body_that_is_not_json_is_400(sidecar: SidecarThread) -> None:
+    status, answer = call("PUT", f"{sidecar.admin_url}/v1/hosts", raw=b"{not json", token=TOKEN)
+    assert status == 400
+    assert "not JSON" in answer["error"]
+
+
+def test_stale_generation_is_409_with_the_current_one(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
+) -> None:
+    assert put(sidecar, {"generation": 5, "hosts": [servers[0].address]})[0] == 200
+    status, answer = put(sidecar, {"generation": 4, "hosts": [servers[2].address]})
+    assert status == 409
+    assert answer["generation"] == 5
+    assert hosts_of(sidecar) == (5, [servers[0].address])
+
+
+def test_repeating_the_current_generation_unchanged_is_accepted(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
+) -> None:
+    body = {"generation": 3, "hosts": [servers[0].address]}
+    assert put(sidecar, body)[0] == 200
+    status, answer = put(sidecar, body)
+    assert (status, answer["added"], answer["removed"]) == (200, [], [])
+
+
+def test_put_replaces_the_hosts_and_new_ones_get_traffic(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
+) -> None:
+    status, answer = put(
+        sidecar,
+        {"generation": 1, "hosts": [servers[2].address], "settings": {"max_attempts": 2}},
+    )
+    assert status == 200
+    assert answer["added"] == [servers[2].url]
+    assert sorted(answer["removed"]) == sorted(s.url for s in servers[:2])
+    gremlin = Client(sidecar.url, "g")
+    try:
+        for _ in range(3):
+            gremlin.submit("1").all().result(10)
+    finally:
+        gremlin.close()
+    hosts = {h.endpoint.address: h.requests for h in sidecar.balancer.hosts()}
+    assert hosts == {servers[2].address: 3}
+    assert sidecar.balancer.settings.max_attempts == 2
+
+
+def test_removed_host_finishes_its_in_flight_request_and_takes_no_new_ones(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
+) -> None:
+    gremlin = Client(sidecar.url, "g", pool_size=2)
+    try:
+        slow = gremlin.submit("Thread.sleep(1500); 'finished'")  # round-robin: servers[0]
+        wait_until(
+            lambda: sidecar.balancer.hosts()[0].in_flight == 1, 5, "the slow request in flight"
+        )
+        assert put(sidecar, {"generation": 1, "hosts": [servers[1].address]})[0] == 200
+        assert sidecar.balancer.state_of(servers[0].address) is HostState.DRAINING
+        quick = [gremlin.submit("1").all().result(10) for _ in range(4)]
+        assert slow.all().result(10) == ["finished"]
+    finally:
+        gremlin.close()
+    assert quick == [[1]] * 4
+    wait_until(lambda: hosts_of(sidecar)[1] == [servers[1].address], 5, "the drain to end")
+
+
+def test_readyz_follows_backend_health_and_healthz_only_liveness(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    with SidecarThread(config_for(servers[:1])) as sidecar:
+        assert call("GET", f"{sidecar.admin_url}/readyz")[0] == 200
+        servers[0].pause()
+        wait_until(lambda: call("GET", f"{sidecar.admin_url}/readyz")[0] == 503, 10, "not ready")
+        assert call("GET", f"{sidecar.admin_url}/healthz")[0] == 200
+        servers[0].resume()
+        wait_until(lambda: call("GET", f"{sidecar.admin_url}/readyz")[0] == 200, 10, "ready")
+
+
+def test_metrics_cover_requests_latency_in_flight_buffer_states_and_retries(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
+) -> None:
+    gremlin = Client(sidecar.url, "g")
+    try:
+        for _ in range(2):
+            gremlin.submit("1").all().result(10)
+    finally:
+        gremlin.close()
+    status, text = call("GET", f"{sidecar.admin_url}/metrics")
+    assert status == 200
+    first = servers[0].address
+    expected = [
+        f'gremlinlb_sidecar_backend_requests_total{{host="{first}",outcome="success"}} 1.0',
+        "gremlinlb_sidecar_request_duration_seconds_count 2.0",
+        f'gremlinlb_sidecar_in_flight{{host="{first}"}} 0.0',
+        "gremlinlb_sidecar_buffer_depth 0.0",
+        f'gremlinlb_sidecar_host_state{{host="{first}",state="healthy"}} 1.0',
+        "# TYPE gremlinlb_sidecar_retries_total counter",
+    ]
+    for line in expected:
+        assert line in text
+
+
+def test_retries_are_counted_by_their_cause(servers: Sequence[GremlinServerProcess]) -> None:
+    config = replace(config_for(servers[:2]), settings=BalancerSettings(request_timeout=5.0))
+    with SidecarThread(config) as sidecar:
+        servers[0].kill()  # not noticed yet: the first request finds out and retries
+        connection = DriverRemoteConnection(sidecar.url, "g", pool_size=1)
+        try:
+            assert traversal().with_(connection).inject(1).to_list() == [1]
+        finally:
+            connection.close()
+        text = call("GET", f"{sidecar.admin_url}/metrics")[1]
+    assert 'gremlinlb_sidecar_retries_total{reason="not_sent"} 1.0' in text
+
+
+def test_concurrent_puts_apply_exactly_one_winner_per_generation(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
+) -> None:
+    statuses: list[int] = []
+
+    def writer(index: int) -> None:
+        statuses.append(put(sidecar, {"generation": 7, "hosts": [servers[index].address]})[0])
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert sorted(statuses) == [200, 409, 409]
+    generation, hosts = hosts_of(sidecar)
+    assert generation == 7
+    assert len(hosts) == 1

@@ -1,0 +1,129 @@
+"""The JavaScript driver through the sidecar: it sends many requests at once on one connection.
+
+gremlin (npm) 3.8.2 is installed into .cache/js by `make js-driver` (part of `make setup`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
+from gremlin_python.process.anonymous_traversal import traversal
+from gremlinlb.sidecar.config import SidecarConfig
+from gremlinlb.sidecar.testing import SidecarThread
+
+from gremlinlb.core import BalancerSettings, HealthCheckSettings, parse_endpoint
+from gremlinlb.devservers import Fleet, GremlinServerProcess
+
+pytestmark = pytest.mark.integration
+
+NODE_MODULES = Path(__file__).resolve().parents[2] / ".cache" / "js" / "node_modules"
+
+SCRIPT = r"""
+const gremlin = require('gremlin');
+const traversal = gremlin.process.AnonymousTraversalSource.traversal;
+const { DriverRemoteConnection } = gremlin.driver;
+const [url, mimeType, count] = process.argv.slice(2);
+
+(async () => {
+  const connection = new DriverRemoteConnection(url, { mimeType });
+  const g = traversal().withRemote(connection);
+  const indexes = [...Array(Number(count)).keys()];
+  // All at once on the driver's single connection: the sidecar must route each answer.
+  const values = await Promise.all(indexes.map((i) => g.inject(i).toList()));
+  const names = await Promise.all(
+    [...Array(30).keys()].map(() => g.V().hasLabel('server').values('name').toList()));
+  const tx = g.tx();
+  const gtx = tx.begin();
+  await gtx.addV('js').property('mime', mimeType).iterate();
+  const inside = await gtx.V().hasLabel('js').count().next();
+  await tx.commit();
+  await connection.close();
+  console.log(JSON.stringify({
+    values: values.map((r) => r[0]),
+    names: names.map((r) => r[0]),
+    inside: Number(inside.value),
+  }));
+})().catch((error) => { console.error(error); process.exit(1); });
+"""
+
+
+@pytest.fixture
+def node_script(tmp_path: Path) -> Path:
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    if not (NODE_MODULES / "gremlin").is_dir():
+        pytest.skip("the JavaScript driver is missing: run `make js-driver`")
+    script = tmp_path / "multiplex.js"
+    script.write_text(SCRIPT)
+    return script
+
+
+@pytest.fixture
+def servers(fleet: Fleet) -> Sequence[GremlinServerProcess]:
+    for server in fleet:
+        connection = DriverRemoteConnection(server.url, "g")
+        try:
+            traversal().with_(connection).add_v("server").property("name", server.address).iterate()
+        finally:
+            connection.close()
+    return list(fleet)
+
+
+@pytest.fixture
+def sidecar(servers: Sequence[GremlinServerProcess]) -> Iterator[SidecarThread]:
+    config = SidecarConfig(
+        endpoints=tuple(parse_endpoint(s.address) for s in servers),
+        settings=BalancerSettings(health=HealthCheckSettings(interval=0.5), request_timeout=10.0),
+    )
+    with SidecarThread(config) as running:
+        yield running
+
+
+def run_node(script: Path, url: str, mime: str, count: int) -> dict[str, Any]:
+    completed = subprocess.run(
+        ["node", str(script), url, mime, str(count)],
+        env={**os.environ, "NODE_PATH": str(NODE_MODULES)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    result: dict[str, Any] = json.loads(completed.stdout)
+    return result
+
+
+def count_everywhere(servers: Sequence[GremlinServerProcess], label: str) -> int:
+    total = 0
+    for server in servers:
+        connection = DriverRemoteConnection(server.url, "g")
+        try:
+            total += traversal().with_(connection).V().has_label(label).count().next()
+        finally:
+            connection.close()
+    return total
+
+
+@pytest.mark.parametrize(
+    "mime", ["application/vnd.graphbinary-v1.0", "application/vnd.gremlin-v3.0+json"]
+)
+def test_javascript_driver_multiplexing_on_one_connection_gets_every_answer(
+    node_script: Path,
+    sidecar: SidecarThread,
+    servers: Sequence[GremlinServerProcess],
+    mime: str,
+) -> None:
+    result = run_node(node_script, sidecar.url, mime, 300)
+    assert result["values"] == list(range(300))
+    assert Counter(result["names"]) == {s.address: 10 for s in servers}
+    assert result["inside"] == 1
+    assert count_everywhere(servers, "js") == 1

@@ -1,0 +1,255 @@
+"""`gremlinlb sidecar` as a real process: signals, the state directory, flags and environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gremlin_python.driver.client import Client
+from gremlin_python.driver.protocol import GremlinServerError
+
+from gremlinlb.devservers import Fleet, GremlinServerProcess
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class SidecarProcess:
+    """`python -m gremlinlb.cli sidecar ...` on free loopback ports, waited for until alive."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, flags: bool = True):
+        self.port, self.admin_port = free_port(), free_port()
+        command = [sys.executable, "-m", "gremlinlb.cli", "sidecar"]
+        if flags:  # first, so that a test's own --listen/--admin win
+            command += ["--listen", f"127.0.0.1:{self.port}"]
+            command += ["--admin", f"127.0.0.1:{self.admin_port}"]
+        command += args
+        self.process = subprocess.Popen(
+            command,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gremlin"
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def wait_alive(self, timeout: float = 30.0) -> SidecarProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"sidecar exited {self.process.returncode}: {self.stderr()}")
+            try:
+                if get(f"{self.admin}/healthz")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("sidecar did not come up")
+
+    def terminate(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        return self.process.wait(timeout)
+
+    def stderr(self) -> str:
+        if self.process.poll() is None:
+            return ""
+        assert self.process.stderr is not None
+        return self.process.stderr.read()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def get(url: str) -> tuple[int, Any]:
+    return request("GET", url)
+
+
+def request(method: str, url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    message = urllib.request.Request(url, data=data, method=method)
+    if token:
+        message.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(message, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture
+def servers(fleet: Fleet) -> Sequence[GremlinServerProcess]:
+    return list(fleet)
+
+
+@pytest.fixture
+def spawn() -> Iterator[Any]:
+    started: list[SidecarProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, flags: bool = True) -> SidecarProcess:
+        process = SidecarProcess(*args, env=env, flags=flags)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def endpoints(servers: Sequence[GremlinServerProcess]) -> str:
+    return ",".join(s.address for s in servers)
+
+
+def wait_in_flight(sidecar: SidecarProcess, count: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(h["in_flight"] for h in get(f"{sidecar.admin}/v1/hosts")[1]["hosts"]) < count:
+        assert time.monotonic() < deadline, "the request never got in flight"
+        time.sleep(0.05)
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_sigterm_stops_accepting_and_lets_in_flight_requests_finish(
+    spawn: Any, servers: Sequence[GremlinServerProcess]
+) -> None:
+    sidecar = spawn("--endpoints", endpoints(servers), "--grace-period", "20").wait_alive()
+    gremlin = Client(sidecar.url, "g", pool_size=1)
+    try:
+        slow = gremlin.submit("Thread.sleep(2000); 'finished'")
+        wait_in_flight(sidecar, 1)
+        sidecar.terminate()
+        time.sleep(0.3)
+        assert refused(sidecar.port)
+        assert slow.all().result(15) == ["finished"]
+    finally:
+        gremlin.close()
+    assert sidecar.wait() == 0
+
+
+def test_sigterm_answers_what_is_left_after_the_grace_period_with_a_final_error(
+    spawn: Any, servers: Sequence[GremlinServerProcess]
+) -> None:
+    sidecar = spawn("--endpoints", endpoints(servers), "--grace-period", "0.5").wait_alive()
+    gremlin = Client(sidecar.url, "g", pool_size=1)
+    try:
+        slow = gremlin.submit("Thread.sleep(5000); 'too late'")
+        wait_in_flight(sidecar, 1)
+        sidecar.terminate()
+        with pytest.raises(GremlinServerError) as raised:
+            slow.all().result(15)
+    finally:
+        gremlin.close()
+    assert raised.value.status_code == 500
+    assert "stopped before the backend answered" in raised.value.status_message
+    assert sidecar.wait() == 0
+
+
+def test_state_dir_keeps_the_last_accepted_host_list_across_a_restart(
+    spawn: Any, servers: Sequence[GremlinServerProcess], tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("t0ken\n")
+    state = tmp_path / "state"
+    args = (
+        "--endpoints",
+        servers[0].address,
+        "--state-dir",
+        str(state),
+        "--token-file",
+        str(token),
+    )
+    first = spawn(*args).wait_alive()
+    pushed = {"generation": 4, "hosts": [s.address for s in servers[1:]]}
+    assert request("PUT", f"{first.admin}/v1/hosts", pushed, token="t0ken")[0] == 200
+    first.terminate()
+    assert first.wait() == 0
+
+    second = spawn(*args).wait_alive()
+    body = get(f"{second.admin}/v1/hosts")[1]
+    assert body["generation"] == 4
+    assert [h["address"] for h in body["hosts"]] == pushed["hosts"]
+    gremlin = Client(second.url, "g")
+    try:
+        assert gremlin.submit("[1]").all().result(10) == [1]
+    finally:
+        gremlin.close()
+
+
+def test_settings_come_from_environment_variables_and_logs_can_be_json(
+    spawn: Any, servers: Sequence[GremlinServerProcess]
+) -> None:
+    listen, admin = free_port(), free_port()
+    env = {
+        "GREMLINLB_LISTEN": f"127.0.0.1:{listen}",
+        "GREMLINLB_ADMIN": f"127.0.0.1:{admin}",
+        "GREMLINLB_ENDPOINTS": endpoints(servers[:1]),
+        "GREMLINLB_MAX_ATTEMPTS": "2",
+        "GREMLINLB_LOG_FORMAT": "json",
+    }
+    sidecar = spawn(env=env, flags=False)
+    sidecar.port, sidecar.admin_port = listen, admin
+    sidecar.wait_alive()
+    body = get(f"{sidecar.admin}/v1/hosts")[1]
+    assert [h["address"] for h in body["hosts"]] == [servers[0].address]
+    assert body["settings"]["max_attempts"] == 2
+    sidecar.terminate()
+    assert sidecar.wait() == 0
+    lines = [line for line in sidecar.stderr().splitlines() if line.strip()]
+    assert lines
+    records = [json.loads(line) for line in lines]
+    assert any("sidecar serving" in r["message"] for r in records)
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (("--endpoints", "h:1", "--rise", "often"), "--rise: must be an integer"),
+        (("--endpoints", "h:1", "--listen", "8182"), "--listen: expected host:port"),
+        (("--endpoints", "h"), "has no port"),
+        (("--endpoints", "h:1", "--policy", "random"), "must be one of round_robin"),
+        (("--endpoints", "h:1", "--token-file", "/nonexistent/token"), "cannot read"),
+        ((), "give --endpoints"),
+    ],
+)
+def test_bad_configuration_exits_2_saying_what_is_wrong(
+    spawn: Any, args: tuple[str, ...], complaint: str
+) -> None:
+    sidecar = spawn(*args)
+    assert sidecar.wait() == 2
+    assert complaint in sidecar.stderr()

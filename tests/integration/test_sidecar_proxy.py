@@ -1,0 +1,431 @@
+"""The sidecar as a Gremlin endpoint: real Gremlin Servers behind it, real drivers in front.
+
+Each server holds the same small graph (explicit ids) plus one `server` vertex naming it, so
+an answer can be compared with a direct connection and can tell which server ran it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+import pytest
+from gremlin_python.driver.client import Client
+from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
+from gremlin_python.driver.protocol import GremlinServerError
+from gremlin_python.driver.request import RequestMessage
+from gremlin_python.driver.serializer import (
+    GraphBinarySerializersV1,
+    GraphSONSerializersV2d0,
+    GraphSONSerializersV3d0,
+)
+from gremlin_python.process.anonymous_traversal import traversal
+from gremlin_python.process.graph_traversal import GraphTraversalSource, __
+from gremlin_python.process.traversal import T
+from gremlinlb.sidecar.backend import BackendOptions
+from gremlinlb.sidecar.config import SidecarConfig
+from gremlinlb.sidecar.proxy import ProxyOptions
+from gremlinlb.sidecar.testing import SidecarThread
+
+from gremlinlb.core import BalancerSettings, HealthCheckSettings, parse_endpoint
+from gremlinlb.devservers import Fleet, GremlinServerProcess
+
+pytestmark = pytest.mark.integration
+
+SERIALIZERS: dict[str, Any] = {
+    "graphbinary": GraphBinarySerializersV1,
+    "graphson3": GraphSONSerializersV3d0,
+    "graphson2": GraphSONSerializersV2d0,
+}
+
+
+def fast_config(servers: Sequence[GremlinServerProcess], **backend: Any) -> SidecarConfig:
+    settings = BalancerSettings(
+        health=HealthCheckSettings(interval=0.5, timeout=2.0, rise=1, fall=1),
+        request_timeout=5.0,
+        connect_timeout=2.0,
+    )
+    return SidecarConfig(
+        endpoints=tuple(parse_endpoint(s.address) for s in servers),
+        settings=settings,
+        backend=BackendOptions(**backend),
+    )
+
+
+def load_graph(server: GremlinServerProcess) -> None:
+    """The same little graph on every server, with explicit ids, written directly."""
+    connection = DriverRemoteConnection(server.url, "g")
+    try:
+        g = traversal().with_(connection)
+        for vid, name, age in [(1, "marko", 29), (2, "vadas", 27), (3, "josh", 32), (4, "lop", 0)]:
+            g.add_v("person").property(T.id, vid).property("name", name).property(
+                "age", age
+            ).iterate()
+        for eid, out_v, in_v, weight in [(7, 1, 2, 0.5), (8, 1, 3, 1.0), (9, 3, 4, 0.4)]:
+            g.V(out_v).add_e("knows").to(__.V(in_v)).property(T.id, eid).property(
+                "weight", weight
+            ).iterate()
+        g.add_v("server").property(T.id, 100).property("name", server.address).iterate()
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def servers(fleet: Fleet) -> Sequence[GremlinServerProcess]:
+    for server in fleet:
+        load_graph(server)
+    return list(fleet)
+
+
+@pytest.fixture
+def sidecar(servers: Sequence[GremlinServerProcess]) -> Iterator[SidecarThread]:
+    with SidecarThread(fast_config(servers)) as running:
+        yield running
+
+
+def remote(
+    url: str, serializer: str = "graphbinary", pool_size: int | None = None
+) -> DriverRemoteConnection:
+    """gremlinpython's connection; pool_size None keeps the driver's default (which g.tx()
+    needs: a session connection must have a pool of exactly one)."""
+    return DriverRemoteConnection(
+        url, "g", message_serializer=SERIALIZERS[serializer](), pool_size=pool_size
+    )
+
+
+def answered_by(g: GraphTraversalSource) -> str:
+    names: list[str] = g.V().has_label("server").values("name").to_list()
+    assert len(names) == 1
+    return names[0]
+
+
+QUERIES: dict[str, Any] = {
+    "vertices": lambda g: g.V().has_label("person").order().by(T.id).to_list(),
+    "edges": lambda g: g.E().order().by(T.id).to_list(),
+    "element_maps": lambda g: g.V().has_label("person").order().by(T.id).element_map().to_list(),
+    "edge_maps": lambda g: g.E().order().by(T.id).element_map().to_list(),
+    "paths": lambda g: g.V(1).out().out().path().by("name").to_list(),
+    "value_maps": lambda g: g.V().has_label("person").order().by(T.id).value_map(True).to_list(),
+    "groups": lambda g: g.V().has_label("person").group().by("name").by(__.out().count()).to_list(),
+    "projections": lambda g: (
+        g.V(1).project("name", "friends").by("name").by(__.out().values("name").fold()).to_list()
+    ),
+}
+
+
+@pytest.mark.parametrize("serializer", sorted(SERIALIZERS))
+def test_results_equal_a_direct_connection_for_every_shape_and_serializer(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess], serializer: str
+) -> None:
+    via, direct = remote(sidecar.url, serializer), remote(servers[0].url, serializer)
+    try:
+        g_via, g_direct = traversal().with_(via), traversal().with_(direct)
+        for name, query in QUERIES.items():
+            assert query(g_via) == query(g_direct), name
+    finally:
+        via.close()
+        direct.close()
+
+
+def test_streamed_result_of_many_batches_arrives_complete_and_in_order(
+    sidecar: SidecarThread,
+) -> None:
+    connection = remote(sidecar.url)
+    try:
+        values = traversal().with_(connection).inject(*range(1500)).to_list()
+    finally:
+        connection.close()
+    assert values == list(range(1500))
+
+
+def test_each_partial_batch_is_forwarded_with_the_clients_request_id(
+    sidecar: SidecarThread,
+) -> None:
+    request_id = uuid.uuid4()
+    serializer = GraphBinarySerializersV1()
+    message = RequestMessage(
+        "traversal", "bytecode", {"gremlin": __.inject(*range(300)).bytecode, "aliases": {"g": "g"}}
+    )
+
+    async def exchange() -> list[dict[str, Any]]:
+        async with aiohttp.ClientSession() as http, http.ws_connect(sidecar.url) as ws:
+            await ws.send_bytes(serializer.serialize_message(str(request_id), message))
+            answers: list[dict[str, Any]] = []
+            while not answers or answers[-1]["status"]["code"] == 206:
+                answers.append(serializer.deserialize_message((await ws.receive()).data))
+            return answers
+
+    answers = asyncio.run(exchange())
+    assert [a["status"]["code"] for a in answers] == [206] * 4 + [200]
+    assert {a["requestId"] for a in answers} == {str(request_id)}
+    assert [t.object for a in answers for t in a["result"]["data"]] == list(range(300))
+
+
+def test_requests_on_one_client_connection_rotate_over_every_server(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
+) -> None:
+    connection = remote(sidecar.url, pool_size=1)
+    try:
+        g = traversal().with_(connection)
+        served = Counter(answered_by(g) for _ in range(30))
+    finally:
+        connection.close()
+    assert served == {s.address: 10 for s in servers}
+
+
+def test_graphbinary_and_graphson_clients_are_served_at_the_same_time(
+    sidecar: SidecarThread,
+) -> None:
+    errors: list[BaseException] = []
+    results: dict[str, list[Any]] = {}
+    start = threading.Barrier(len(SERIALIZERS))
+
+    def client(name: str) -> None:
+        connection = remote(sidecar.url, name)
+        try:
+            g = traversal().with_(connection)
+            start.wait(10)
+            results[name] = [g.inject(name, i).to_list() for i in range(40)]
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client, args=(name,)) for name in SERIALIZERS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    for name in SERIALIZERS:
+        assert results[name] == [[name, i] for i in range(40)]
+
+
+def test_two_clients_using_the_same_request_id_get_their_own_answers(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    # One server and one backend connection: without id rewriting both requests would share
+    # an id on the same socket and their answers would cross.
+    config = fast_config(servers[:1], connections_per_host=1)
+    shared_id = str(uuid.uuid4())
+    errors: list[BaseException] = []
+    answers: dict[str, list[Any]] = {"A": [], "B": []}
+    start = threading.Barrier(2)
+
+    def client(url: str, tag: str) -> None:
+        gremlin = Client(url, "g", pool_size=1)
+        try:
+            start.wait(10)
+            for i in range(10):
+                result = gremlin.submit(
+                    "Thread.sleep(30); [tag, i]",
+                    {"tag": tag, "i": i},
+                    request_options={"requestId": shared_id},
+                ).all()
+                answers[tag].append(result.result(10))
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+        finally:
+            gremlin.close()
+
+    with SidecarThread(config) as sidecar:
+        threads = [threading.Thread(target=client, args=(sidecar.url, t)) for t in answers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert errors == []
+    assert answers == {tag: [[tag, i] for i in range(10)] for tag in answers}
+
+
+# -- malformed input -----------------------------------------------------------------------
+
+
+async def send_and_receive(url: str, frame: bytes) -> aiohttp.WSMessage:
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        await ws.send_bytes(frame)
+        return await ws.receive(timeout=10)
+
+
+def inject_request(request_id: uuid.UUID, *values: Any) -> bytes:
+    message = RequestMessage(
+        "traversal", "bytecode", {"gremlin": __.inject(*values).bytecode, "aliases": {"g": "g"}}
+    )
+    frame: bytes = GraphBinarySerializersV1().serialize_message(str(request_id), message)
+    return frame
+
+
+def decoded(message: aiohttp.WSMessage) -> dict[str, Any]:
+    assert message.type is aiohttp.WSMsgType.BINARY, message
+    answer: dict[str, Any] = GraphBinarySerializersV1().deserialize_message(message.data)
+    return answer
+
+
+def test_unknown_op_is_answered_498_with_its_request_id(sidecar: SidecarThread) -> None:
+    request_id = uuid.uuid4()
+    frame = bytearray(inject_request(request_id, 1))
+    frame[54:62] = b"bytecodX"  # the op string, after mime (33), version, id and length
+    answer = decoded(asyncio.run(send_and_receive(sidecar.url, bytes(frame))))
+    assert answer["requestId"] == str(request_id)
+    assert answer["status"]["code"] == 498
+    assert "bytecodX" in answer["status"]["message"]
+
+
+def test_truncated_frame_is_answered_498_and_the_socket_keeps_serving(
+    sidecar: SidecarThread,
+) -> None:
+    broken, good = uuid.uuid4(), uuid.uuid4()
+
+    async def exchange() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with aiohttp.ClientSession() as http, http.ws_connect(sidecar.url) as ws:
+            await ws.send_bytes(inject_request(broken, 1)[:56])
+            first = decoded(await ws.receive(timeout=10))
+            await ws.send_bytes(inject_request(good, 7))
+            return first, decoded(await ws.receive(timeout=10))
+
+    first, second = asyncio.run(exchange())
+    assert (first["requestId"], first["status"]["code"]) == (str(broken), 498)
+    assert (second["requestId"], second["status"]["code"]) == (str(good), 200)
+    assert [t.object for t in second["result"]["data"]] == [7]
+
+
+def test_frame_over_the_size_limit_is_answered_498_with_its_id(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    config = fast_config(servers)
+    config = replace(config, proxy=ProxyOptions(max_message_bytes=64 * 1024))
+    request_id = uuid.uuid4()
+    with SidecarThread(config) as sidecar:
+        message = asyncio.run(
+            send_and_receive(sidecar.url, inject_request(request_id, "x" * 100_000))
+        )
+    answer = decoded(message)
+    assert (answer["requestId"], answer["status"]["code"]) == (str(request_id), 498)
+    assert "65536" in answer["status"]["message"]
+
+
+def test_frame_over_twice_the_size_limit_closes_that_socket_with_1009(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    config = replace(fast_config(servers), proxy=ProxyOptions(max_message_bytes=64 * 1024))
+    with SidecarThread(config) as sidecar:
+        huge = inject_request(uuid.uuid4(), "x" * (2 * 1024 * 1024))
+        message = asyncio.run(send_and_receive(sidecar.url, huge))
+    assert message.type is aiohttp.WSMsgType.CLOSE
+    assert message.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+
+
+def test_bad_mime_length_closes_only_that_socket_with_a_reason(sidecar: SidecarThread) -> None:
+    bystander = remote(sidecar.url, pool_size=1)
+    try:
+        g = traversal().with_(bystander)
+        assert g.inject(1).to_list() == [1]
+        message = asyncio.run(send_and_receive(sidecar.url, b"\x00\x81garbage"))
+        assert message.type is aiohttp.WSMsgType.CLOSE
+        assert message.data == aiohttp.WSCloseCode.PROTOCOL_ERROR
+        assert "mime type length" in (message.extra or "")
+        assert g.inject(2).to_list() == [2]
+    finally:
+        bystander.close()
+
+
+def test_client_authentication_is_refused_with_499_and_its_id(sidecar: SidecarThread) -> None:
+    request_id = uuid.uuid4()
+    message = RequestMessage("traversal", "authentication", {"sasl": "AHUAcA=="})
+    frame = GraphBinarySerializersV1().serialize_message(str(request_id), message)
+    answer = decoded(asyncio.run(send_and_receive(sidecar.url, frame)))
+    assert (answer["requestId"], answer["status"]["code"]) == (str(request_id), 499)
+
+
+def test_script_errors_come_back_as_the_servers_own_answer(sidecar: SidecarThread) -> None:
+    gremlin = Client(sidecar.url, "g", pool_size=1)
+    try:
+        with pytest.raises(GremlinServerError) as raised:
+            gremlin.submit("1/0").all().result(10)
+        assert raised.value.status_code == 597
+        assert gremlin.submit("[3]").all().result(10) == [3]
+    finally:
+        gremlin.close()
+
+
+# -- sessions and transactions -------------------------------------------------------------
+
+
+def count_everywhere(servers: Sequence[GremlinServerProcess], label: str) -> int:
+    total = 0
+    for server in servers:
+        connection = DriverRemoteConnection(server.url, "g")
+        try:
+            total += traversal().with_(connection).V().has_label(label).count().next()
+        finally:
+            connection.close()
+    return total
+
+
+def test_committed_transaction_is_applied_once(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
+) -> None:
+    connection = remote(sidecar.url)
+    try:
+        tx = traversal().with_(connection).tx()
+        gtx = tx.begin()
+        gtx.add_v("tx").property("name", "kept").iterate()
+        gtx.add_v("tx").property("name", "also kept").iterate()
+        assert gtx.V().has_label("tx").count().next() == 2
+        tx.commit()
+    finally:
+        connection.close()
+    assert count_everywhere(servers, "tx") == 2
+
+
+def test_rolled_back_transaction_leaves_nothing(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
+) -> None:
+    connection = remote(sidecar.url)
+    try:
+        tx = traversal().with_(connection).tx()
+        gtx = tx.begin()
+        gtx.add_v("tx").property("name", "gone").iterate()
+        assert gtx.V().has_label("tx").count().next() == 1
+        tx.rollback()
+    finally:
+        connection.close()
+    assert count_everywhere(servers, "tx") == 0
+
+
+def test_session_lease_ends_when_its_client_leaves(sidecar: SidecarThread) -> None:
+    gremlin = Client(sidecar.url, "g", session=str(uuid.uuid4()))
+    assert gremlin.submit("x = 41; x + 1").all().result(10) == [42]
+    assert gremlin.submit("x").all().result(10) == [41]  # same session, same server
+    assert sum(h.in_flight for h in sidecar.balancer.hosts()) == 1
+    gremlin.close()
+    deadline = time.monotonic() + 5
+    while sum(h.in_flight for h in sidecar.balancer.hosts()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sum(h.in_flight for h in sidecar.balancer.hosts()) == 0
+
+
+def test_text_frames_are_answered_with_text_frames_carrying_the_clients_id(
+    sidecar: SidecarThread,
+) -> None:
+    request_id = str(uuid.uuid4())
+    body = {"requestId": request_id, "op": "eval", "processor": "", "args": {"gremlin": "[1, 2]"}}
+
+    async def exchange() -> aiohttp.WSMessage:
+        async with aiohttp.ClientSession() as http, http.ws_connect(sidecar.url) as ws:
+            await ws.send_str(json.dumps(body))
+            return await ws.receive(timeout=10)
+
+    message = asyncio.run(exchange())
+    assert message.type is aiohttp.WSMsgType.TEXT
+    answer = GraphSONSerializersV3d0().deserialize_message(message.data)
+    assert (answer["requestId"], answer["status"]["code"]) == (request_id, 200)
+    assert answer["result"]["data"] == [1, 2]

@@ -1,0 +1,174 @@
+"""Sidecar configuration: flags over environment over config file, checked with clear errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gremlinlb.sidecar.config import Address, ConfigError, load_config, parse_address
+from gremlinlb.sidecar.ids import IdSource
+from gremlinlb.sidecar.logs import JsonFormatter
+
+from gremlinlb.core import Policy
+
+
+def load(flags: dict[str, Any] | None = None, env: dict[str, str] | None = None, **kw: Any) -> Any:
+    return load_config(flags or {}, env or {}, **kw)
+
+
+def test_defaults_bind_the_gremlin_port_to_loopback() -> None:
+    config = load()
+    assert config.listen == Address("127.0.0.1", 8182)
+    assert config.listen.loopback
+    assert config.backend.max_message_bytes == 10 * 1024 * 1024
+
+
+def test_endpoints_are_parsed_deduplicated_and_in_order() -> None:
+    config = load({"endpoints": "b:8182, a:8182,b:8182"})
+    assert [e.address for e in config.endpoints] == ["b:8182", "a:8182"]
+
+
+def test_flag_wins_over_environment_which_wins_over_the_file(tmp_path: Path) -> None:
+    file = tmp_path / "sidecar.json"
+    file.write_text(json.dumps({"max_attempts": 5, "rise": 4, "fall": 6}))
+    config = load(
+        {"max_attempts": "2"},
+        {"GREMLINLB_MAX_ATTEMPTS": "3", "GREMLINLB_RISE": "3"},
+        config_file=str(file),
+    )
+    assert config.settings.max_attempts == 2
+    assert config.settings.health.rise == 3
+    assert config.settings.health.fall == 6
+
+
+def test_config_file_may_list_endpoints_and_use_dashes(tmp_path: Path) -> None:
+    file = tmp_path / "sidecar.json"
+    file.write_text(json.dumps({"endpoints": ["h1:8182", "h2:8182"], "health-interval": 2}))
+    config = load(config_file=str(file))
+    assert [e.address for e in config.endpoints] == ["h1:8182", "h2:8182"]
+    assert config.settings.health.interval == 2.0
+
+
+def test_config_file_named_by_environment_is_read(tmp_path: Path) -> None:
+    file = tmp_path / "sidecar.json"
+    file.write_text(json.dumps({"policy": "least_in_flight"}))
+    assert load(env={"GREMLINLB_CONFIG": str(file)}).settings.policy is Policy.LEAST_IN_FLIGHT
+
+
+def test_unknown_key_in_the_config_file_is_refused(tmp_path: Path) -> None:
+    file = tmp_path / "sidecar.json"
+    file.write_text(json.dumps({"endpoint": "h:1"}))
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load(config_file=str(file))
+
+
+def test_config_file_that_is_not_json_is_refused(tmp_path: Path) -> None:
+    file = tmp_path / "sidecar.json"
+    file.write_text("listen: 1")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load(config_file=str(file))
+
+
+def test_error_names_the_environment_variable_it_came_from() -> None:
+    with pytest.raises(ConfigError, match="GREMLINLB_CONNECTIONS_PER_HOST: must be >= 1"):
+        load(env={"GREMLINLB_CONNECTIONS_PER_HOST": "0"})
+
+
+def test_number_of_seconds_must_be_a_number() -> None:
+    with pytest.raises(ConfigError, match="--request-timeout: must be a number"):
+        load({"request_timeout": "soon"})
+
+
+def test_core_range_checks_still_apply() -> None:
+    with pytest.raises(ConfigError, match="fall must be >= 1"):
+        load({"fall": "0"})
+
+
+def test_boolean_accepts_the_usual_spellings() -> None:
+    assert load({"probe_healthy": "false"}).settings.health.probe_healthy is False
+    assert load({"probe_healthy": "on"}).settings.health.probe_healthy is True
+    with pytest.raises(ConfigError, match="true or false"):
+        load({"probe_healthy": "maybe"})
+
+
+def test_token_and_password_are_read_from_files(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("abc\n")
+    (tmp_path / "password").write_text("pw\n")
+    config = load(
+        {
+            "token_file": str(tmp_path / "token"),
+            "backend_username": "app",
+            "backend_password_file": str(tmp_path / "password"),
+        }
+    )
+    assert config.token == "abc"
+    assert (config.backend.username, config.backend.password) == ("app", "pw")
+    assert "pw" not in repr(config.backend)
+
+
+def test_password_may_come_from_the_environment() -> None:
+    config = load({"backend_username": "app"}, {"GREMLINLB_BACKEND_PASSWORD": "pw"})
+    assert config.backend.sasl_plain() == "AGFwcABwdw=="  # base64 of \0app\0pw
+
+
+def test_username_without_password_is_refused() -> None:
+    with pytest.raises(ConfigError, match="both a backend username and a password"):
+        load({"backend_username": "app"})
+
+
+def test_empty_token_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        load({"token_file": str(tmp_path / "token")})
+
+
+def test_unreadable_ca_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("not a certificate")
+    with pytest.raises(ConfigError, match="cannot load CA bundle"):
+        load({"backend_ca_file": str(tmp_path / "ca.pem")})
+
+
+def test_message_size_limit_applies_to_both_sides() -> None:
+    config = load({"max_message_bytes": "20971520"})
+    assert config.backend.max_message_bytes == config.proxy.max_message_bytes == 20971520
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:8182", Address("127.0.0.1", 8182)),
+        ("0.0.0.0:9901", Address("0.0.0.0", 9901)),
+        ("[::1]:0", Address("::1", 0)),
+        ("localhost:1", Address("localhost", 1)),
+    ],
+)
+def test_addresses_are_host_and_port(text: str, expected: Address) -> None:
+    assert parse_address(text, "--listen") == expected
+
+
+@pytest.mark.parametrize("text", ["8182", ":8182", "host:port", "h:70000"])
+def test_bad_addresses_are_refused(text: str) -> None:
+    with pytest.raises(ConfigError, match="--listen"):
+        parse_address(text, "--listen")
+
+
+def test_backend_ids_are_unique_version_4_uuids() -> None:
+    source = IdSource()
+    ids = [source.next() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 16 and i[6] >> 4 == 4 and i[8] >> 6 == 0b10 for i in ids)
+
+
+def test_json_log_lines_carry_level_logger_message_and_extras() -> None:
+    record = logging.LogRecord("gremlinlb.x", logging.WARNING, __file__, 1, "a %s", ("b",), None)
+    record.host = "h:1"
+    line = json.loads(JsonFormatter().format(record))
+    assert (line["level"], line["logger"], line["message"], line["host"]) == (
+        "warning",
+        "gremlinlb.x",
+        "a b",
+        "h:1",
+    )

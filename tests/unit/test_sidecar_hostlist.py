@@ -1,0 +1,137 @@
+"""PUT /v1/hosts bodies, the settings they carry, and the state file that keeps them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gremlinlb.sidecar.hostlist import (
+    STATE_FILE,
+    BadUpdateError,
+    HostList,
+    load_state,
+    parse_update,
+    save_state,
+)
+from gremlinlb.sidecar.settings_json import SettingsError, settings_from_json, settings_to_json
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gremlinlb.core import BalancerSettings, HealthCheckSettings, Policy, parse_endpoint
+
+DEFAULTS = BalancerSettings()
+
+
+def test_valid_body_gives_the_generation_hosts_and_merged_settings() -> None:
+    update = parse_update(
+        {"generation": 3, "hosts": ["a:1", "wss://b:2/gremlin"], "settings": {"max_attempts": 5}},
+        DEFAULTS,
+    )
+    assert update.generation == 3
+    assert [e.url for e in update.hosts] == ["ws://a:1/gremlin", "wss://b:2/gremlin"]
+    assert update.settings.max_attempts == 5
+    assert update.settings.health == DEFAULTS.health
+
+
+def test_settings_absent_keep_the_current_ones() -> None:
+    current = BalancerSettings(max_attempts=7)
+    assert parse_update({"generation": 1, "hosts": []}, current).settings is current
+
+
+def test_boolean_is_not_a_generation() -> None:
+    with pytest.raises(BadUpdateError, match="generation"):
+        parse_update({"generation": True, "hosts": []}, DEFAULTS)
+
+
+def test_bad_host_names_its_position() -> None:
+    with pytest.raises(BadUpdateError, match=r"hosts\[1\]: .*scheme 'http'"):
+        parse_update({"generation": 1, "hosts": ["a:1", "http://b:2"]}, DEFAULTS)
+
+
+def test_nested_setting_error_names_the_full_path() -> None:
+    with pytest.raises(SettingsError, match=r"settings\.health\.timeout: must be a number"):
+        settings_from_json({"health": {"timeout": "5s"}}, DEFAULTS)
+
+
+def test_policy_must_be_a_known_name() -> None:
+    with pytest.raises(SettingsError, match="round_robin, least_in_flight"):
+        settings_from_json({"policy": "fastest"}, DEFAULTS)
+
+
+def test_nested_object_must_be_an_object() -> None:
+    with pytest.raises(SettingsError, match=r"settings\.buffer: must be a JSON object"):
+        settings_from_json({"buffer": 5}, DEFAULTS)
+
+
+def test_probe_script_may_be_reset_to_null() -> None:
+    current = BalancerSettings(health=HealthCheckSettings(probe_script="1"))
+    assert (
+        settings_from_json({"health": {"probe_script": None}}, current).health.probe_script is None
+    )
+
+
+settings_strategy = st.builds(
+    BalancerSettings,
+    policy=st.sampled_from(Policy),
+    health=st.builds(
+        HealthCheckSettings,
+        interval=st.floats(0.1, 100),
+        timeout=st.floats(0.1, 100),
+        rise=st.integers(1, 10),
+        fall=st.integers(1, 10),
+        probe_healthy=st.booleans(),
+        probe_script=st.one_of(st.none(), st.text(min_size=1).filter(str.strip)),
+    ),
+    max_attempts=st.integers(1, 10),
+    request_timeout=st.floats(0.1, 100),
+)
+
+
+@given(settings_strategy)
+def test_settings_survive_a_json_round_trip(settings: BalancerSettings) -> None:
+    text = json.dumps(settings_to_json(settings))
+    assert settings_from_json(json.loads(text), DEFAULTS) == settings
+
+
+def test_saved_host_list_is_loaded_back(tmp_path: Path) -> None:
+    hosts = HostList(
+        9, (parse_endpoint("a:1"), parse_endpoint("b:2")), BalancerSettings(max_attempts=4)
+    )
+    save_state(tmp_path / "state", hosts)
+    assert load_state(tmp_path / "state", DEFAULTS) == hosts
+
+
+def test_saving_replaces_the_file_and_leaves_no_temporary_files(tmp_path: Path) -> None:
+    for generation in range(3):
+        save_state(tmp_path, HostList(generation, (parse_endpoint("a:1"),), DEFAULTS))
+    assert [p.name for p in tmp_path.iterdir()] == [STATE_FILE]
+    loaded = load_state(tmp_path, DEFAULTS)
+    assert loaded is not None
+    assert loaded.generation == 2
+
+
+def test_missing_state_file_means_no_saved_list(tmp_path: Path) -> None:
+    assert load_state(tmp_path, DEFAULTS) is None
+
+
+def test_corrupt_state_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / STATE_FILE).write_text('{"generation": 1, "hosts": [')
+    with pytest.raises(BadUpdateError, match="fix or delete it"):
+        load_state(tmp_path, DEFAULTS)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,
+        "text",
+        {"generation": 1},
+        {"generation": 1, "hosts": [1]},
+        {"generation": 1.5, "hosts": []},
+    ],
+)
+def test_malformed_bodies_are_refused(body: Any) -> None:
+    with pytest.raises(BadUpdateError):
+        parse_update(body, DEFAULTS)
