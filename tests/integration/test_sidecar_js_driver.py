@@ -59,9 +59,9 @@ const [url, mimeType, count] = process.argv.slice(2);
 @pytest.fixture
 def node_script(tmp_path: Path) -> Path:
     if shutil.which("node") is None:
-        pytest.skip("node is not installed")
+        pytest.fail("node is not installed")
     if not (NODE_MODULES / "gremlin").is_dir():
-        pytest.skip("the JavaScript driver is missing: run `make js-driver`")
+        pytest.fail("the JavaScript driver is missing: run `make js-driver`")
     script = tmp_path / "multiplex.js"
     script.write_text(SCRIPT)
     return script

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Fetch the official Java Gremlin driver with Maven and compile SidecarClient.java, into the
+# git-ignored cache (used by tests/integration/test_sidecar_java_driver.py):
+#
+#   $CACHE/java-driver/lib/*.jar       gremlin-driver and its runtime jars (+ a .complete marker)
+#   $CACHE/java-driver/classes/        SidecarClient.class and logback.xml (+ a .built marker)
+#
+# Maven uses the same private local repository as `gremlinlb dev-servers fetch` ($CACHE/m2), so
+# the jars the servers already brought are not fetched again. Idempotent: each marker holds the
+# hash of its inputs, so a warm run only hashes three files; an edited input redoes its step.
+# Environment: GREMLINLB_CACHE (default <repo>/.cache).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../../.." && pwd)"
+cache="${GREMLINLB_CACHE:-$root/.cache}"
+mkdir -p "$cache"
+cache="$(cd "$cache" && pwd)"
+out="$cache/java-driver"
+lib="$out/lib"
+classes="$out/classes"
+
+log() { printf 'java driver: %s\n' "$*" >&2; }
+digest() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+lib_hash="$(digest "$here/pom.xml")"
+classes_hash="$(digest "$here/SidecarClient.java" "$here/logback.xml" "$here/pom.xml")"
+lib_ok() { [[ -f "$lib/.complete" && "$(cat "$lib/.complete")" == "$lib_hash" ]]; }
+classes_ok() { [[ -f "$classes/.built" && "$(cat "$classes/.built")" == "$classes_hash" ]]; }
+
+if lib_ok && classes_ok; then exit 0; fi
+
+for tool in mvn javac; do
+    command -v "$tool" >/dev/null || { log "$tool not found on PATH (a JDK 11+ and Maven are needed)"; exit 1; }
+done
+
+mkdir -p "$out"
+exec 9>"$out/.build.lock"
+flock 9
+start=$SECONDS
+
+if ! lib_ok; then
+    staging="$out/lib.partial-$$"
+    rm -rf "$staging"
+    log "fetching gremlin-driver with Maven into $lib"
+    if ! mvn --batch-mode --no-transfer-progress -Dstyle.color=never -f "$here/pom.xml" \
+        "-Dmaven.repo.local=$cache/m2" "-Ddriver.lib=$staging" dependency:copy-dependencies \
+        >"$out/maven.log" 2>&1; then
+        rm -rf "$staging"
+        tail -n 30 "$out/maven.log" >&2
+        log "Maven failed (full log: $out/maven.log)"
+        exit 1
+    fi
+    ls "$staging"/gremlin-driver-*.jar >/dev/null || { log "no gremlin-driver jar in $staging"; exit 1; }
+    rm -rf "$lib"
+    mv "$staging" "$lib"
+    echo "$lib_hash" >"$lib/.complete"
+fi
+
+if ! classes_ok; then
+    log "compiling SidecarClient.java into $classes"
+    rm -rf "$classes"
+    mkdir -p "$classes"
+    javac -encoding UTF-8 --release 17 -nowarn -cp "$lib/*" -d "$classes" "$here/SidecarClient.java"
+    cp "$here/logback.xml" "$classes/"
+    echo "$classes_hash" >"$classes/.built"
+fi
+
+log "ready in $out ($((SECONDS - start)) s)"
