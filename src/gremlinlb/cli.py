@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from gremlinlb import demo
 from gremlinlb.devservers import cli as devservers_cli
+from gremlinlb.operator import cli as operator_cli
 from gremlinlb.sidecar import cli as sidecar_cli
 
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     devservers_cli.register(commands)
     demo.register(commands)
     sidecar_cli.register(commands)
+    operator_cli.register(commands)
     return parser
 
 

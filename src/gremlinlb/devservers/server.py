@@ -144,8 +144,15 @@ class GremlinServerProcess:
         jvm_options: Sequence[str] = DEFAULT_JVM_OPTIONS,
         extra_jvm_options: Sequence[str] = (),
         use_class_archive: bool = True,
+        host: str = HOST,
+        launcher: Sequence[str] = (),
     ) -> None:
-        self.host = HOST
+        """``host`` is the address to bind; ``launcher`` prefixes the JVM's command line, e.g.
+        ``["ip", "netns", "exec", "ns1"]`` to run it in a network namespace that owns ``host``
+        (``NetnsHost.argv([])`` gives that prefix). The launcher must exec the JVM, so the pid
+        held is the JVM's."""
+        self.host = host
+        self._launcher = tuple(launcher)
         self.port = port
         self._owns_work_dir = work_dir is None
         self.work_dir = (
@@ -246,6 +253,7 @@ class GremlinServerProcess:
             if archive.is_file():
                 options.append(f"-XX:SharedArchiveFile={archive}")
         return [
+            *self._launcher,
             java,
             *options,
             f"-Dlogback.configurationFile={self.work_dir / 'logback.xml'}",
@@ -261,6 +269,7 @@ class GremlinServerProcess:
         bundle = resources.files("gremlinlb.devservers").joinpath("resources")
         yaml = bundle.joinpath("gremlin-server.yaml").read_text(encoding="utf-8")
         yaml = yaml.replace("@PORT@", str(self.port)).replace("@WORK_DIR@", str(self.work_dir))
+        yaml = yaml.replace("@HOST@", self.host)
         (self.work_dir / "gremlin-server.yaml").write_text(yaml, encoding="utf-8")
         for name in _CONFIG_FILES:
             text = bundle.joinpath(name).read_text(encoding="utf-8")
@@ -274,7 +283,8 @@ class GremlinServerProcess:
             )
         if self._attached_pid is not None:
             raise DevServerError(f"{self.address} was attached by pid; start a new handle instead")
-        ensure_port_free(self.port)
+        if not self._launcher:  # a launcher's namespace is not visible from here
+            ensure_port_free(self.port, self.host)
         command = self.command()  # resolves java and the runtime first: clear errors early
         self._write_config()
         with self.log_path.open("ab") as log_file:

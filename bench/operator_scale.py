@@ -1,0 +1,366 @@
+"""How fast the operator gets a host list change to many sidecars, and what it costs.
+
+Starts the real test control plane (etcd + kube-apiserver, from `make k8s-bins`), applies the
+CRD and manifests, runs `gremlinlb operator` as its own process with its real RBAC, and
+simulates N sidecar admin APIs: one separate asyncio process listening on N loopback ports,
+each answering `PUT /v1/hosts` like the sidecar does (bearer token, generations, 409) and
+recording when each generation arrived. N client pods (created through the injection webhook)
+point at those ports.
+
+Each round rewrites the Service's EndpointSlice (one endpoint more, then one less) and measures
+the time from just before that API call to the arrival of the new generation at 50%, 99% and
+100% of the simulated sidecars. The operator's CPU time and RSS are read from /proc.
+
+    .venv/bin/python bench/operator_scale.py                      # 500 sidecars, 10 rounds
+    .venv/bin/python bench/operator_scale.py --sidecars 1000 --rounds 5
+    .venv/bin/python bench/operator_scale.py --write-readme       # and update bench/README.md
+
+All traffic is on loopback; the endpoint addresses in the slice are never contacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+BEGIN = "<!-- operator-scale:begin -->"
+END = "<!-- operator-scale:end -->"
+
+
+# -- the simulated sidecars (a child process) ----------------------------------------------------
+
+
+def serve_fake_sidecars(count: int, token: str, ready_file: Path) -> None:
+    from aiohttp import web
+
+    arrivals: dict[int, dict[int, float]] = {}  # generation -> port -> monotonic arrival
+    current: dict[int, int] = {}
+
+    def make_app(me: dict[str, int]) -> web.Application:
+        """One sidecar's admin API; ``me["port"]`` is filled in once its socket is bound."""
+
+        async def put(request: web.Request) -> web.Response:
+            port = me["port"]
+            if request.headers.get("Authorization") != f"Bearer {token}":
+                return web.json_response({"error": "token"}, status=401)
+            body = json.loads(await request.text())
+            generation = int(body["generation"])
+            now = time.monotonic()
+            held = current.get(port, 0)
+            if generation < held:
+                return web.json_response({"error": "stale", "generation": held}, status=409)
+            current[port] = generation
+            arrivals.setdefault(generation, {}).setdefault(port, now)
+            return web.json_response({"generation": generation, "added": [], "removed": []})
+
+        async def get(_request: web.Request) -> web.Response:
+            return web.json_response({"generation": current.get(me["port"], 0), "hosts": []})
+
+        app = web.Application()
+        app.router.add_put("/v1/hosts", put)
+        app.router.add_get("/v1/hosts", get)
+        return app
+
+    async def stats(request: web.Request) -> web.Response:
+        generation = int(request.query["generation"])
+        return web.json_response(list((arrivals.get(generation) or {}).values()))
+
+    async def main() -> None:
+        ports: list[int] = []
+        runners = []
+        for _ in range(count):
+            me = {"port": 0}
+            runner = web.AppRunner(make_app(me), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            me["port"] = _bound_port(site)
+            ports.append(me["port"])
+            runners.append(runner)
+        control = web.Application()
+        control.router.add_get("/stats", stats)
+        control_runner = web.AppRunner(control, access_log=None)
+        await control_runner.setup()
+        control_site = web.TCPSite(control_runner, "127.0.0.1", 0)
+        await control_site.start()
+        ready = json.dumps({"ports": ports, "control": _bound_port(control_site)})
+        await asyncio.to_thread(ready_file.write_text, ready)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def _bound_port(site: Any) -> int:
+    port: int = site._server.sockets[0].getsockname()[1]
+    return port
+
+
+# -- measuring -----------------------------------------------------------------------------------
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def proc_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def fetch(url: str) -> Any:
+    from tests.operator_support import http
+
+    status, body = http("GET", url, timeout=10)
+    assert status == 200, body
+    return body
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))  # nearest rank
+    return ordered[index]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from kubernetes import client as k8s
+
+    from gremlinlb.devcluster import (
+        ControlPlane,
+        EndpointSpec,
+        apply_endpoint_slice,
+        create_namespace,
+        create_service,
+    )
+    from tests.operator_support import OperatorProcess, create_client_pod, wait_for
+
+    work = Path(tempfile.mkdtemp(prefix="gremlinlb-operator-bench-"))
+    plane = ControlPlane(work / "cp")
+    plane.start()
+    fake: subprocess.Popen[bytes] | None = None
+    operator: OperatorProcess | None = None
+    try:
+        plane.kubectl("apply", "-f", str(REPO / "crds"))
+        plane.kubectl("wait", "--for=condition=Established", "crd/gremlinclusters.gremlinlb.io")
+        plane.kubectl("apply", "-f", str(REPO / "manifests"))
+        api = plane.api_client("admin")
+        namespace = create_namespace(api, prefix="bench-")
+        service = create_service(api, namespace, "gremlin", 8182)
+        base = [EndpointSpec(f"10.213.0.{i}") for i in range(10, 13)]
+        apply_endpoint_slice(api, namespace, "gremlin", base, port=8182, owner=service)
+
+        operator = OperatorProcess(plane, work / "operator.log", "--resync-interval", "3600")
+        operator.start()
+        plane.kubectl(
+            "apply", "-n", namespace, "-f", str(REPO / "manifests/examples/gremlincluster.yaml")
+        )
+        core = k8s.CoreV1Api(api)
+
+        def token() -> str | None:
+            try:
+                secret = core.read_namespaced_secret("graph-gremlinlb-token", namespace)
+            except k8s.exceptions.ApiException:
+                return None
+            return base64.b64decode((secret.data or {})["token"]).decode()
+
+        secret = wait_for(token, 30, "the token Secret")
+        ready_file = work / "fake.json"
+        fake = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--serve-fake",
+                str(args.sidecars),
+                "--token",
+                secret,
+                "--ready-file",
+                str(ready_file),
+            ],
+            stdin=subprocess.DEVNULL,
+        )
+        info = wait_for(
+            lambda: ready_file.exists() and json.loads(ready_file.read_text()),
+            120,
+            "the simulated sidecars",
+        )
+        ports: list[int] = info["ports"]
+        stats_url = f"http://127.0.0.1:{info['control']}/stats"
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            list(
+                pool.map(
+                    lambda item: create_client_pod(api, namespace, f"app-{item[0]}", item[1]),
+                    enumerate(ports),
+                )
+            )
+        print(f"created {len(ports)} client pods in {time.monotonic() - started:.1f} s", flush=True)
+
+        def status() -> dict[str, Any]:
+            obj = k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+                "gremlinlb.io", "v1alpha1", namespace, "gremlinclusters", "graph"
+            )
+            assert isinstance(obj, dict)
+            return obj.get("status") or {}
+
+        def generation() -> int:
+            return int(status().get("hostsGeneration") or 0)
+
+        initial = wait_for(generation, 60, "an initial host list")
+        wait_for(
+            lambda: len(fetch(f"{stats_url}?generation={initial}")) == len(ports),
+            120,
+            "every simulated sidecar to hold the initial list",
+            interval=0.2,
+        )
+        cpu_before = proc_cpu_seconds(operator.pid)
+        wall_before = time.monotonic()
+        rss_peak = proc_rss_mib(operator.pid)
+        rounds: list[dict[str, float]] = []
+        expected = initial
+        for round_index in range(args.rounds):
+            endpoints = list(base)
+            if round_index % 2 == 0:
+                endpoints.append(EndpointSpec("10.213.0.13"))
+            t0 = time.monotonic()
+            apply_endpoint_slice(api, namespace, "gremlin", endpoints, port=8182, owner=service)
+            expected += 1
+            deadline = t0 + 60
+            arrivals: list[float] = []
+            while time.monotonic() < deadline:
+                arrivals = fetch(f"{stats_url}?generation={expected}")
+                rss_peak = max(rss_peak, proc_rss_mib(operator.pid))
+                if len(arrivals) == len(ports):
+                    break
+                time.sleep(0.05)
+            if len(arrivals) < len(ports):
+                raise RuntimeError(
+                    f"round {round_index}: only {len(arrivals)} of {len(ports)} sidecars got "
+                    f"generation {expected} within 60 s"
+                )
+            delays = [a - t0 for a in arrivals]
+            rounds.append(
+                {
+                    "p50": percentile(delays, 0.50),
+                    "p99": percentile(delays, 0.99),
+                    "max": max(delays),
+                }
+            )
+            print(
+                f"round {round_index + 1}: 50% {rounds[-1]['p50']:.3f} s, "
+                f"99% {rounds[-1]['p99']:.3f} s, 100% {rounds[-1]['max']:.3f} s",
+                flush=True,
+            )
+            time.sleep(args.pause)
+        wall = time.monotonic() - wall_before
+        cpu = proc_cpu_seconds(operator.pid) - cpu_before
+        in_sync = (status().get("sidecars") or {}).get("inSync")
+        return {
+            "sidecars": len(ports),
+            "rounds": rounds,
+            "cpu_seconds": cpu,
+            "wall_seconds": wall,
+            "cpu_per_round": cpu / max(1, len(rounds)),
+            "rss_mib": proc_rss_mib(operator.pid),
+            "rss_peak_mib": rss_peak,
+            "in_sync_reported": in_sync,
+        }
+    finally:
+        if operator is not None:
+            operator.stop()
+        if fake is not None:
+            fake.kill()
+            fake.wait(10)
+        plane.stop()
+
+
+def report(result: dict[str, Any], command: str) -> str:
+    rounds = result["rounds"]
+    p99 = [r["p99"] for r in rounds]
+    lines = [
+        BEGIN,
+        "```",
+        command,
+        "```",
+        "",
+        f"Measured on {datetime.date.today().isoformat()} ({platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}); kube-apiserver, etcd, "
+        f"the operator, the {result['sidecars']} simulated sidecars and this script share the "
+        "machine.",
+        "",
+        "| rounds | sidecars | 50% hold it (median) | 99% hold it (median) | 99% (worst round) "
+        "| 100% (worst round) |",
+        "|---|---|---|---|---|---|",
+        f"| {len(rounds)} | {result['sidecars']} | "
+        f"{statistics.median(r['p50'] for r in rounds):.3f} s | {statistics.median(p99):.3f} s "
+        f"| {max(p99):.3f} s | {max(r['max'] for r in rounds):.3f} s |",
+        "",
+        f"Operator during the rounds: {result['cpu_seconds']:.2f} s of CPU in "
+        f"{result['wall_seconds']:.1f} s ({result['cpu_per_round'] * 1000:.0f} ms of CPU per "
+        f"change pushed to {result['sidecars']} sidecars); RSS {result['rss_mib']:.0f} MiB "
+        f"(peak {result['rss_peak_mib']:.0f} MiB). Status after the last round: "
+        f"{result['in_sync_reported']} of {result['sidecars']} sidecars in sync.",
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def write_readme(section: str) -> None:
+    readme = REPO / "bench" / "README.md"
+    text = readme.read_text()
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n## Operator scale\n\n" + section + "\n"
+    readme.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sidecars", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--pause", type=float, default=1.0, help="seconds between rounds")
+    parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument("--serve-fake", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--token", help=argparse.SUPPRESS)
+    parser.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_fake:
+        serve_fake_sidecars(args.serve_fake, args.token, args.ready_file)
+        return 0
+    result = run(args)
+    command = (
+        "python bench/operator_scale.py"
+        + (f" --sidecars {args.sidecars}" if args.sidecars != 500 else "")
+        + (f" --rounds {args.rounds}" if args.rounds != 10 else "")
+    )
+    section = report(result, command)
+    print(section)
+    if args.write_readme:
+        write_readme(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""`gremlinlb operator`: run the Kubernetes operator (or print the manifests it generates)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import kopf
+import yaml
+from gremlinlb.operator.app import OperatorApp, OperatorOptions, WebhookOptions
+from gremlinlb.operator.controller import ControllerOptions
+from gremlinlb.operator.crd import crd_yaml
+from gremlinlb.operator.handlers import build_registry
+from gremlinlb.operator.webhook import webhook_configuration
+
+log = logging.getLogger(__name__)
+
+
+def register(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "operator",
+        help="run the Kubernetes operator (GremlinCluster CRD, host list pushes, injection)",
+        description=(
+            "Watches GremlinClusters, turns their Service's EndpointSlices into host lists, "
+            "pushes them to every selected sidecar, and injects sidecars into labelled pods."
+        ),
+    )
+    where = parser.add_argument_group("cluster access")
+    where.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: KUBECONFIG, then in-cluster)"
+    )
+    where.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch only this namespace (repeatable; globs allowed); default: all namespaces",
+    )
+    run = parser.add_argument_group("behaviour")
+    run.add_argument(
+        "--push-timeout",
+        type=float,
+        default=5.0,
+        metavar="SEC",
+        help="longest a PUT /v1/hosts to one sidecar may take (default 5)",
+    )
+    run.add_argument(
+        "--push-concurrency",
+        type=int,
+        default=64,
+        metavar="N",
+        help="pushes in flight at once, over all sidecars (default 64)",
+    )
+    run.add_argument(
+        "--resync-interval",
+        type=float,
+        default=60.0,
+        metavar="SEC",
+        help="push the current list to every sidecar again this often (default 60)",
+    )
+    run.add_argument(
+        "--debounce",
+        type=float,
+        default=0.05,
+        metavar="SEC",
+        help="coalesce EndpointSlice changes within this window (default 0.05)",
+    )
+    run.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8080/healthz",
+        metavar="URL",
+        help="liveness endpoint served by kopf ('' to disable)",
+    )
+    run.add_argument("--log-format", choices=("text", "json"), default="text")
+    hook = parser.add_argument_group("sidecar injection webhook")
+    hook.add_argument("--no-webhook", action="store_true", help="do not serve the webhook")
+    hook.add_argument("--webhook-listen", default="0.0.0.0:9443", metavar="HOST:PORT")
+    hook.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        help="how the apiserver reaches the webhook when not through the Service "
+        "(e.g. https://127.0.0.1:9443 for an operator outside the cluster)",
+    )
+    hook.add_argument(
+        "--webhook-service",
+        default="gremlinlb-system/gremlinlb-operator:443",
+        metavar="NS/NAME:PORT",
+        help="the Service in front of the operator",
+    )
+    hook.add_argument(
+        "--webhook-configuration",
+        default="gremlinlb-sidecar-injector",
+        metavar="NAME",
+        help="MutatingWebhookConfiguration to keep pointed at us",
+    )
+    hook.add_argument(
+        "--webhook-secret",
+        default="gremlinlb-system/gremlinlb-webhook-tls",
+        metavar="NS/NAME",
+        help="Secret keeping the generated serving certificate",
+    )
+    hook.add_argument(
+        "--webhook-cert-dir",
+        type=Path,
+        metavar="DIR",
+        help="use tls.crt, tls.key, ca.crt from here (e.g. cert-manager) instead",
+    )
+    parser.add_argument(
+        "--print",
+        choices=("crd", "webhook"),
+        dest="print_manifest",
+        help="print a generated manifest and exit",
+    )
+    parser.set_defaults(handler=run_operator)
+
+
+def _split_host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def options_from_args(args: argparse.Namespace) -> OperatorOptions:
+    webhook = None
+    if not args.no_webhook:
+        listen_host, listen_port = _split_host_port(args.webhook_listen)
+        service, _, port = args.webhook_service.rpartition(":")
+        service_ns, _, service_name = service.partition("/")
+        secret_ns, _, secret_name = args.webhook_secret.partition("/")
+        webhook = WebhookOptions(
+            listen_host=listen_host,
+            listen_port=listen_port,
+            url=args.webhook_url,
+            service_namespace=service_ns,
+            service_name=service_name,
+            service_port=int(port),
+            configuration=args.webhook_configuration,
+            secret_namespace=secret_ns,
+            secret_name=secret_name,
+            cert_dir=args.webhook_cert_dir,
+        )
+    return OperatorOptions(
+        namespaces=tuple(args.namespace),
+        controller=ControllerOptions(
+            push_timeout=args.push_timeout,
+            resync_interval=args.resync_interval,
+            debounce=args.debounce,
+        ),
+        push_concurrency=args.push_concurrency,
+        webhook=webhook,
+        liveness=args.liveness or None,
+    )
+
+
+def settings_for(webhook: kopf.WebhookServer | None) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    # kopf's bookkeeping goes into annotations and a finalizer under our own prefix; the status
+    # belongs to the operator's own status writer alone.
+    settings.persistence.finalizer = "gremlinlb.io/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="gremlinlb.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="gremlinlb.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # events: our own, plus kopf's warnings
+    settings.networking.error_backoffs = [1, 2, 5, 10]
+    settings.watching.server_timeout = 300
+    settings.admission.server = webhook
+    settings.admission.managed = None  # manifests/webhook.yaml owns the selectors and policy
+    return settings
+
+
+def configure_logging(log_format: str, level: str) -> None:
+    root = logging.getLogger()
+    root.handlers[:] = []
+    kopf.configure(log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL)
+    logging.getLogger("gremlinlb").setLevel(level)
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+async def _main(options: OperatorOptions) -> None:
+    app = OperatorApp(options)
+    try:
+        webhook = await app.webhook_server()
+    except BaseException:
+        await app.close()
+        raise
+    await kopf.operator(
+        registry=build_registry(app),
+        settings=settings_for(webhook),
+        standalone=True,
+        clusterwide=not options.namespaces,
+        namespaces=options.namespaces,
+        liveness_endpoint=options.liveness,
+    )
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    if args.print_manifest == "crd":
+        sys.stdout.write(crd_yaml())
+        return 0
+    if args.print_manifest == "webhook":
+        config = webhook_configuration(
+            args.webhook_configuration,
+            {
+                "service": {
+                    "namespace": "gremlinlb-system",
+                    "name": "gremlinlb-operator",
+                    "port": 443,
+                }
+            },
+        )
+        sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
+        return 0
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = str(Path(args.kubeconfig).resolve())
+    configure_logging(args.log_format, args.log_level.upper())
+    try:
+        options = options_from_args(args)
+    except ValueError as error:
+        print(f"gremlinlb operator: {error}", file=sys.stderr)
+        return 2
+    asyncio.run(_main(options))
+    return 0

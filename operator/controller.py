@@ -1,0 +1,482 @@
+"""One GremlinCluster at run time: its watches, its host list, its pushes, its status.
+
+kopf calls :meth:`ClusterController.update` whenever the GremlinCluster changes; everything
+else is driven by two server-side-filtered watches (the Service's EndpointSlices and the
+selected client pods) and by the push group's results. Host list changes within
+``options.debounce`` are coalesced into one generation; status writes are coalesced too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import kopf
+from gremlinlb.operator.discovery import (
+    DiscoveredEndpoint,
+    PortChoice,
+    endpoints_from_slices,
+    live,
+)
+from gremlinlb.operator.kube import KubeApi, KubeError, Reflector, label_selector, namespaced
+from gremlinlb.operator.push import Payload, PushGroup, Sender, TargetStatus
+from gremlinlb.operator.spec import (
+    ADMIN_PORT_NAME,
+    GROUP,
+    PLURAL,
+    SIDECAR_CONTAINER,
+    TOKEN_KEY,
+    VERSION,
+    ClusterSpec,
+    SpecError,
+    parse_spec,
+)
+from gremlinlb.operator.status import Observed, build_status, now_text, same_status
+from gremlinlb.operator.webhook import token_secret_name
+from gremlinlb.sidecar.settings_json import settings_to_json
+
+log = logging.getLogger(__name__)
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "gremlinlb-operator"}
+
+
+@dataclass(frozen=True)
+class ControllerOptions:
+    push_timeout: float = 5.0
+    resync_interval: float = 60.0
+    debounce: float = 0.05
+    status_interval: float = 0.5
+
+
+@dataclass(frozen=True)
+class _PodKey:
+    """What, in a pod's status, means "its sidecar may have (re)started"."""
+
+    ip: str
+    ready: bool
+    restarts: int
+    container_id: str
+
+
+class ClusterController:
+    def __init__(
+        self,
+        api: KubeApi,
+        sender: Sender,
+        semaphore: asyncio.Semaphore,
+        options: ControllerOptions,
+        body: Mapping[str, Any],
+    ) -> None:
+        meta = body.get("metadata") or {}
+        self.namespace = str(meta["namespace"])
+        self.name = str(meta["name"])
+        self._api = api
+        self._options = options
+        self._body: dict[str, Any] = dict(body)
+        self.spec: ClusterSpec | None = None
+        self.spec_error: str | None = None
+        status = body.get("status") or {}
+        self._generation = int(status.get("hostsGeneration") or 0)
+        self._restored_hosts = tuple(status.get("hosts") or ())
+        self._conditions: list[Mapping[str, Any]] = list(status.get("conditions") or [])
+        self._written_status: dict[str, Any] = dict(status)
+        self.endpoints: list[DiscoveredEndpoint] = []
+        self._service_found = True
+        self._port_choice: PortChoice | None = None
+        self._pod_keys: dict[str, _PodKey] = {}
+        self.group = PushGroup(
+            f"{self.namespace}/{self.name}",
+            sender,
+            semaphore,
+            timeout=options.push_timeout,
+            on_result=self._on_push_result,
+            on_conflict=self._on_conflict,
+        )
+        self._slices: Reflector | None = None
+        self._pods: Reflector | None = None
+        self._watch_tasks: list[asyncio.Task[None]] = []
+        self._watching: tuple[str, str] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._recompute_pending = False
+        self._status_pending = False
+        self._status_dirty = asyncio.Event()
+        self._main: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        payload = self.group.payload
+        return payload.hosts if payload is not None else ()
+
+    def start(self) -> None:
+        self._parse()
+        self._main = asyncio.create_task(self._run(), name=f"cluster {self.namespace}/{self.name}")
+
+    async def stop(self) -> None:
+        self._stopped = True
+        tasks = [*self._watch_tasks, *self._tasks]
+        if self._main is not None:
+            tasks.append(self._main)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.group.close()
+
+    def update(self, body: Mapping[str, Any]) -> None:
+        """The GremlinCluster changed (kopf saw a new version of it)."""
+        self._body = dict(body)
+        self._parse()
+        self._rewatch()
+        self._schedule_recompute()
+
+    def _parse(self) -> None:
+        try:
+            self.spec = parse_spec(self.name, self._body.get("spec") or {})
+            self.spec_error = None
+        except SpecError as error:
+            self.spec_error = str(error)
+            log.warning("GremlinCluster %s/%s: %s", self.namespace, self.name, error)
+
+    async def _run(self) -> None:
+        token = await self._retry("token Secret", self.ensure_token)
+        self.group.set_token(token)
+        self._rewatch()
+        self._spawn(self._status_writer())
+        while not self._stopped:
+            await asyncio.sleep(self._options.resync_interval)
+            self.group.refresh()
+            self._schedule_recompute()
+
+    async def _retry(self, what: str, action: Any) -> Any:
+        failures = 0
+        while True:
+            try:
+                return await action()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                failures += 1
+                delay = min(30.0, 0.5 * 2**failures)
+                log.warning("%s/%s: %s: %s", self.namespace, self.name, what, error)
+                await asyncio.sleep(delay)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the token Secret ----------------------------------------------------------------------
+
+    async def ensure_token(self) -> str:
+        """The cluster's admin token, from its Secret (created, owned by the cluster, if absent)."""
+        name = token_secret_name(self.name)
+        path = namespaced("", "v1", self.namespace, "secrets", name)
+        found = await self._api.get(path)
+        if found is not None:
+            data = (found.get("data") or {}).get(TOKEN_KEY)
+            if data:
+                return base64.b64decode(data).decode().strip()
+        token = secrets.token_urlsafe(32)
+        meta = self._body.get("metadata") or {}
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": {**MANAGED_BY, f"{GROUP}/cluster": self.name},
+                "ownerReferences": [
+                    {
+                        "apiVersion": f"{GROUP}/{VERSION}",
+                        "kind": "GremlinCluster",
+                        "name": self.name,
+                        "uid": meta.get("uid"),
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "type": "Opaque",
+            "data": {TOKEN_KEY: base64.b64encode(token.encode()).decode()},
+        }
+        try:
+            await self._api.request(
+                "POST", namespaced("", "v1", self.namespace, "secrets"), body=secret
+            )
+        except KubeError as error:
+            if error.status != 409:
+                raise
+            return str(await self.ensure_token())
+        kopf.event(
+            self._event_body(),
+            type="Normal",
+            reason="TokenCreated",
+            message=f"created Secret {name} with the sidecars' admin token",
+        )
+        return token
+
+    def _event_body(self) -> kopf.Body:
+        return kopf.Body(cast(kopf.RawBody, self._body))
+
+    # -- watches -----------------------------------------------------------------------------
+
+    def _rewatch(self) -> None:
+        if self.spec is None or self._main is None or self._stopped:
+            return
+        wanted = (self.spec.service.name, label_selector(self.spec.clients))
+        if wanted == self._watching:
+            return
+        for task in self._watch_tasks:
+            task.cancel()
+        self._watching = wanted
+        service, selector = wanted
+        self._slices = Reflector(
+            self._api,
+            namespaced("discovery.k8s.io", "v1", self.namespace, "endpointslices"),
+            f"kubernetes.io/service-name={service}",
+            self._schedule_recompute,
+            name=f"{self.namespace}/{self.name} EndpointSlices of {service}",
+        )
+        self._pods = Reflector(
+            self._api,
+            namespaced("", "v1", self.namespace, "pods"),
+            selector,
+            self._on_pods,
+            name=f"{self.namespace}/{self.name} client pods",
+        )
+        self._watch_tasks = [
+            asyncio.create_task(self._slices.run()),
+            asyncio.create_task(self._pods.run()),
+        ]
+
+    # -- host list -----------------------------------------------------------------------------
+
+    def _schedule_recompute(self) -> None:
+        if self._recompute_pending or self._stopped:
+            return
+        self._recompute_pending = True
+        self._spawn(self._recompute_later())
+
+    async def _recompute_later(self) -> None:
+        await asyncio.sleep(self._options.debounce)
+        self._recompute_pending = False
+        try:
+            await self._recompute()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s/%s: recomputing the host list failed", self.namespace, self.name)
+            self._schedule_status()
+
+    async def _resolve_port(self, spec: ClusterSpec) -> PortChoice:
+        path = namespaced("", "v1", self.namespace, "services", spec.service.name)
+        fallback = PortChoice(spec.service.port_name, spec.service.port)
+        try:
+            service = await self._api.get(path)
+        except (KubeError, OSError, TimeoutError) as error:
+            log.info("%s/%s: reading the Service: %s", self.namespace, self.name, error)
+            return self._port_choice or fallback
+        self._service_found = service is not None
+        if service is None:
+            return fallback
+        ports = (service.get("spec") or {}).get("ports") or []
+        for port in ports:
+            wanted = spec.service.port_name
+            if (wanted and port.get("name") == wanted) or (
+                not wanted and port.get("port") == spec.service.port
+            ):
+                return PortChoice(port.get("name") or "", spec.service.port)
+        if len(ports) == 1:
+            return PortChoice(ports[0].get("name") or "", spec.service.port)
+        return fallback
+
+    async def _recompute(self) -> None:
+        spec = self.spec
+        if spec is None or self._slices is None or not self._slices.synced.is_set():
+            self._schedule_status()
+            return
+        self._port_choice = await self._resolve_port(spec)
+        endpoints = endpoints_from_slices(self._slices.objects.values(), self._port_choice)
+        hosts = tuple(spec.host_address(e.ip, e.port) for e in live(endpoints))
+        settings = settings_to_json(spec.settings)
+        previous = self.group.payload
+        changed_endpoints = endpoints != self.endpoints
+        self.endpoints = endpoints
+        if previous is None:
+            # First list after a (re)start: keep the stored generation when nothing changed, so
+            # an operator restart pushes nothing new to the sidecars.
+            same = hosts == self._restored_hosts and self._generation > 0
+            self._set_payload(
+                Payload.build(self._generation if same else self._generation + 1, hosts, settings)
+            )
+            if not same:
+                self._hosts_event(previous_hosts=self._restored_hosts, hosts=hosts)
+        elif previous.hosts != hosts or previous.settings != settings:
+            self._set_payload(Payload.build(self._generation + 1, hosts, settings))
+            self._hosts_event(previous_hosts=previous.hosts, hosts=hosts)
+        elif changed_endpoints:
+            self._schedule_status()
+
+    def _set_payload(self, payload: Payload) -> None:
+        self._generation = payload.generation
+        self.group.set_payload(payload)
+        log.info(
+            "%s/%s: host list generation %d: %s",
+            self.namespace,
+            self.name,
+            payload.generation,
+            ", ".join(payload.hosts) or "empty",
+        )
+        self._schedule_status()
+
+    def _on_conflict(self, sidecar_generation: int) -> None:
+        payload = self.group.payload
+        if payload is None or sidecar_generation < payload.generation:
+            return
+        self._set_payload(Payload.build(sidecar_generation + 1, payload.hosts, payload.settings))
+
+    def _hosts_event(self, previous_hosts: tuple[str, ...], hosts: tuple[str, ...]) -> None:
+        added = [h for h in hosts if h not in previous_hosts]
+        removed = [h for h in previous_hosts if h not in hosts]
+        draining = [e.address for e in self.endpoints if e.state.value == "draining"]
+        parts = [f"generation {self._generation}: {len(hosts)} live"]
+        if added:
+            parts.append(f"added {', '.join(added)}")
+        if removed:
+            parts.append(f"removed {', '.join(removed)}")
+        if draining:
+            parts.append(f"draining {', '.join(draining)}")
+        kopf.event(
+            self._event_body(), type="Normal", reason="HostsChanged", message="; ".join(parts)
+        )
+
+    # -- client pods ---------------------------------------------------------------------------
+
+    def _on_pods(self) -> None:
+        if self._pods is None:
+            return
+        targets: dict[str, str] = {}
+        keys: dict[str, _PodKey] = {}
+        for pod in self._pods.objects.values():
+            found = self._target(pod)
+            if found is None:
+                continue
+            key, url, pod_key = found
+            targets[key] = url
+            keys[key] = pod_key
+        self.group.set_targets(targets)
+        for key, pod_key in keys.items():
+            before = self._pod_keys.get(key)
+            if before is not None and before != pod_key:
+                self.group.poke(key)
+        self._pod_keys = keys
+        self._schedule_status()
+
+    def _target(self, pod: Mapping[str, Any]) -> tuple[str, str, _PodKey] | None:
+        meta = pod.get("metadata") or {}
+        status = pod.get("status") or {}
+        ip = status.get("podIP")
+        if (
+            not ip
+            or meta.get("deletionTimestamp")
+            or status.get("phase")
+            in (
+                "Succeeded",
+                "Failed",
+            )
+        ):
+            return None
+        spec = pod.get("spec") or {}
+        port = None
+        for group in ("initContainers", "containers"):
+            for container in spec.get(group) or ():
+                for p in container.get("ports") or ():
+                    if p.get("name") == ADMIN_PORT_NAME:
+                        port = p.get("containerPort")
+        if port is None:
+            port = self.spec.sidecar.admin_port if self.spec else 9901
+        host = f"[{ip}]" if ":" in str(ip) else str(ip)
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or ()
+        )
+        restarts, container_id = 0, ""
+        for group in ("initContainerStatuses", "containerStatuses"):
+            for cs in status.get(group) or ():
+                if cs.get("name") == SIDECAR_CONTAINER:
+                    restarts = int(cs.get("restartCount") or 0)
+                    container_id = str(cs.get("containerID") or "")
+        key = f"{self.namespace}/{meta.get('name')}"
+        return key, f"http://{host}:{port}", _PodKey(str(ip), ready, restarts, container_id)
+
+    # -- results and status --------------------------------------------------------------------
+
+    def _on_push_result(self, result: TargetStatus) -> None:
+        if not result.in_sync and result.failures == 1:
+            kopf.event(
+                self._event_body(),
+                type="Warning",
+                reason="PushFailed",
+                message=f"sidecar of pod {result.key.rsplit('/', 1)[-1]} "
+                f"({result.url.removeprefix('http://')}): {result.error}; retrying",
+            )
+        self._schedule_status()
+
+    def _schedule_status(self) -> None:
+        self._status_dirty.set()
+
+    async def _status_writer(self) -> None:
+        while True:
+            await self._status_dirty.wait()
+            self._status_dirty.clear()
+            try:
+                await self._write_status()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.info("%s/%s: status not written: %s", self.namespace, self.name, error)
+                self._status_dirty.set()
+                await asyncio.sleep(1.0)
+            await asyncio.sleep(self._options.status_interval)
+
+    def observed(self) -> Observed:
+        meta = self._body.get("metadata") or {}
+        return Observed(
+            generation=meta.get("generation"),
+            hosts_generation=self._generation,
+            hosts=self.hosts,
+            endpoints=self.endpoints,
+            sidecars=self.group.statuses(),
+            service_found=self._service_found,
+            spec_error=self.spec_error,
+        )
+
+    async def _write_status(self) -> None:
+        if self.group.payload is None and self.spec_error is None:
+            return  # nothing known yet: keep the stored status (and its generation)
+        status = build_status(self.observed(), self._conditions, now_text())
+        if same_status(status, self._written_status):
+            return
+        path = namespaced(GROUP, VERSION, self.namespace, PLURAL, self.name) + "/status"
+        await self._api.request(
+            "PATCH",
+            path,
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+        self._written_status = status
+        self._conditions = list(status["conditions"])

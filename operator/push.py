@@ -1,0 +1,231 @@
+"""Delivering host lists to sidecars: concurrent, bounded, coalescing, retrying, never stuck.
+
+Each sidecar (a *target*) has its own small task that converges on the group's latest payload:
+
+* **bounded**: every PUT holds a slot of one semaphore shared by all groups, so a burst to
+  thousands of sidecars never opens thousands of sockets at once;
+* **coalescing**: a target pushes only the newest payload; generations that came and went
+  while a push was in flight are never sent;
+* **retrying**: a failed push is retried after an exponential, jittered backoff; a poke (the
+  sidecar restarted, its pod turned ready) retries at once;
+* **isolated**: a target waiting on a dead or hung sidecar holds nothing the others need (its
+  semaphore slot is bounded by the request timeout and released while it backs off).
+
+The HTTP call itself is injected (:class:`Sender`), so this module is tested without sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """One host list, serialized once and shared by every push."""
+
+    generation: int
+    hosts: tuple[str, ...]
+    settings: Mapping[str, Any]
+    body: bytes = field(repr=False, compare=False)
+
+    @classmethod
+    def build(cls, generation: int, hosts: tuple[str, ...], settings: Mapping[str, Any]) -> Payload:
+        document = {"generation": generation, "hosts": list(hosts), "settings": settings}
+        body = json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        return cls(generation, hosts, settings, body)
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    ok: bool
+    status: int | None = None
+    #: From a 409: the generation the sidecar holds (newer than or equal to ours).
+    current_generation: int | None = None
+    error: str | None = None
+
+
+class Sender(Protocol):
+    async def __call__(
+        self, url: str, token: str | None, body: bytes, time_limit: float
+    ) -> SendOutcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    first: float = 0.2
+    factor: float = 2.0
+    maximum: float = 10.0
+    jitter: float = 0.2
+
+    def delay(self, failures: int, rng: random.Random | None = None) -> float:
+        base = min(self.maximum, self.first * self.factor ** max(0, failures - 1))
+        spread = (rng or random).uniform(-self.jitter, self.jitter)
+        return max(0.0, base * (1.0 + spread))
+
+
+@dataclass(frozen=True, slots=True)
+class TargetStatus:
+    key: str
+    url: str
+    acked_generation: int | None
+    in_sync: bool
+    failures: int
+    error: str | None
+
+
+class _Target:
+    def __init__(self, key: str, url: str) -> None:
+        self.key = key
+        self.url = url
+        self.acked: int | None = None
+        self.failures = 0
+        self.error: str | None = None
+        self.wake = asyncio.Event()
+        self.poked = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class PushGroup:
+    """The sidecars of one GremlinCluster; each converges on :meth:`set_payload`'s latest."""
+
+    def __init__(
+        self,
+        name: str,
+        sender: Sender,
+        semaphore: asyncio.Semaphore,
+        *,
+        timeout: float = 5.0,
+        backoff: Backoff | None = None,
+        on_result: Callable[[TargetStatus], None] = lambda _status: None,
+        on_conflict: Callable[[int], None] = lambda _generation: None,
+    ) -> None:
+        self.name = name
+        self._send = sender
+        self._semaphore = semaphore
+        self._timeout = timeout
+        self._backoff = backoff or Backoff()
+        self._on_result = on_result
+        self._on_conflict = on_conflict
+        self._payload: Payload | None = None
+        self._token: str | None = None
+        self._targets: dict[str, _Target] = {}
+        self._closed = False
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    @property
+    def payload(self) -> Payload | None:
+        return self._payload
+
+    def set_token(self, token: str | None) -> None:
+        if token != self._token:
+            self._token = token
+            self.refresh()
+
+    def set_payload(self, payload: Payload) -> None:
+        """Make ``payload`` the one every target converges on (a no-op when unchanged)."""
+        if self._payload == payload:
+            return
+        self._payload = payload
+        for target in self._targets.values():
+            target.wake.set()
+
+    def set_targets(self, targets: Mapping[str, str]) -> None:
+        """The current sidecars, ``key -> admin base URL``; others stop being pushed to."""
+        for key in list(self._targets):
+            if key not in targets or self._targets[key].url != targets[key]:
+                self._drop(key)
+        for key, url in targets.items():
+            if key not in self._targets and not self._closed:
+                target = _Target(key, url)
+                self._targets[key] = target
+                target.task = asyncio.create_task(self._run(target), name=f"push {key}")
+
+    def poke(self, key: str) -> None:
+        """The sidecar may have restarted: push again now, even if it had the list."""
+        target = self._targets.get(key)
+        if target is not None:
+            target.acked = None
+            target.failures = 0
+            target.wake.set()
+            target.poked.set()
+
+    def refresh(self) -> None:
+        """Push the current payload to every target again (a periodic safety net)."""
+        for key in list(self._targets):
+            self.poke(key)
+
+    # -- outputs -----------------------------------------------------------------------------
+
+    def statuses(self) -> list[TargetStatus]:
+        return [self._status(t) for t in sorted(self._targets.values(), key=lambda t: t.key)]
+
+    def _status(self, target: _Target) -> TargetStatus:
+        payload = self._payload
+        in_sync = payload is not None and target.acked == payload.generation
+        return TargetStatus(
+            target.key, target.url, target.acked, in_sync, target.failures, target.error
+        )
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = [t.task for t in self._targets.values() if t.task is not None]
+        for key in list(self._targets):
+            self._drop(key)
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- the per-target loop -------------------------------------------------------------------
+
+    def _drop(self, key: str) -> None:
+        target = self._targets.pop(key)
+        if target.task is not None:
+            target.task.cancel()
+
+    async def _run(self, target: _Target) -> None:
+        while True:
+            target.wake.clear()
+            payload = self._payload
+            if payload is None or target.acked == payload.generation:
+                await target.wake.wait()
+                continue
+            target.poked.clear()
+            outcome = await self._attempt(target, payload)
+            if outcome.ok:
+                target.acked = payload.generation
+                target.failures = 0
+                target.error = None
+                self._on_result(self._status(target))
+                continue
+            if outcome.current_generation is not None:
+                # The sidecar holds a newer generation (another operator instance, or a status
+                # write that was lost): the group moves past it and pushes again at once.
+                self._on_conflict(outcome.current_generation)
+                if self._payload is not payload:
+                    continue
+            target.failures += 1
+            target.error = outcome.error or f"HTTP {outcome.status}"
+            self._on_result(self._status(target))
+            delay = self._backoff.delay(target.failures)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(target.poked.wait(), delay)
+
+    async def _attempt(self, target: _Target, payload: Payload) -> SendOutcome:
+        async with self._semaphore:
+            try:
+                return await self._send(target.url, self._token, payload.body, self._timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the sender should not raise; never let a target die
+                log.exception("push to %s failed unexpectedly", target.key)
+                return SendOutcome(False, error=f"{type(error).__name__}: {error}")

@@ -1,0 +1,80 @@
+"""The real :class:`~gremlinlb.operator.push.Sender`: ``PUT /v1/hosts`` over aiohttp."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+from gremlinlb.operator.push import SendOutcome
+
+
+class HttpSender:
+    """One connection pool for every sidecar; keep-alive makes repeated pushes cheap."""
+
+    def __init__(self, limit: int = 128) -> None:
+        self._limit = limit
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, ttl_dns_cache=60)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        return self._session
+
+    async def __call__(
+        self, url: str, token: str | None, body: bytes, time_limit: float
+    ) -> SendOutcome:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        client_timeout = aiohttp.ClientTimeout(total=time_limit, connect=min(time_limit, 3.0))
+        try:
+            async with self._client().put(
+                f"{url}/v1/hosts", data=body, headers=headers, timeout=client_timeout
+            ) as response:
+                text = await response.text()
+                status = response.status
+        except TimeoutError:
+            return SendOutcome(False, error=f"no answer within {time_limit:g} s")
+        except aiohttp.ClientError as error:
+            return SendOutcome(False, error=f"{type(error).__name__}: {error}".rstrip(": "))
+        except OSError as error:
+            return SendOutcome(False, error=f"{type(error).__name__}: {error}")
+        if status == 200:
+            return SendOutcome(True, status)
+        detail = _error_text(text)
+        if status == 409:
+            return SendOutcome(
+                False, status, current_generation=_generation(text), error=f"409: {detail}"
+            )
+        if status == 401:
+            return SendOutcome(
+                False,
+                status,
+                error="401: the sidecar refused the token (is its token file the cluster's "
+                "token Secret?)",
+            )
+        return SendOutcome(False, status, error=f"{status}: {detail}")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def _error_text(text: str) -> str:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:200]
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return str(data["error"])[:300]
+    return text[:200]
+
+
+def _generation(text: str) -> int | None:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    value = data.get("generation") if isinstance(data, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -1,0 +1,275 @@
+"""Sidecar injection: what the mutating admission webhook adds to a pod (pure, no I/O).
+
+A pod labelled ``gremlinlb.io/inject: <cluster>`` gets the sidecar as a *native sidecar*: an
+init container with ``restartPolicy: Always``, so it starts (and passes its startup probe)
+before the application's containers and stops after them. It is placed first among the init
+containers, so other init containers can use Gremlin too. The pod also gets the cluster's
+token Secret as a volume (the admin API's bearer token), an emptyDir for the last host list
+(a restarted sidecar serves at once), and, when configured, the servers' CA and credentials.
+
+The sidecar is also told the live hosts known at admission time (``GREMLINLB_ENDPOINTS``) and
+the cluster's settings, so it is useful before the operator's first push reaches it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gremlinlb.operator.spec import (
+    ADMIN_PORT_NAME,
+    GROUP,
+    INJECT_LABEL,
+    SIDECAR_CONTAINER,
+    TOKEN_KEY,
+    ClusterSpec,
+)
+
+from gremlinlb.core import BalancerSettings
+
+INJECTED_ANNOTATION = f"{GROUP}/injected"
+TOKEN_VOLUME = "gremlinlb-token"
+STATE_VOLUME = "gremlinlb-state"
+CA_VOLUME = "gremlinlb-ca"
+TOKEN_DIR = "/var/run/gremlinlb/token"
+STATE_DIR = "/var/run/gremlinlb/state"
+CA_DIR = "/var/run/gremlinlb/ca"
+#: The image's entrypoint is `gremlinlb`; this is the sub-command.
+SIDECAR_ARGS = ("sidecar",)
+DEFAULT_RESOURCES: Mapping[str, Any] = {
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"memory": "256Mi"},
+}
+
+#: core setting (section, field) -> the sidecar's environment variable (see sidecar/config.py).
+SETTINGS_ENV: tuple[tuple[str, str, str], ...] = (
+    ("health", "interval", "GREMLINLB_HEALTH_INTERVAL"),
+    ("health", "timeout", "GREMLINLB_HEALTH_TIMEOUT"),
+    ("health", "rise", "GREMLINLB_RISE"),
+    ("health", "fall", "GREMLINLB_FALL"),
+    ("health", "probe_healthy", "GREMLINLB_PROBE_HEALTHY"),
+    ("health", "probe_script", "GREMLINLB_PROBE_SCRIPT"),
+    ("buffer", "max_elements", "GREMLINLB_BUFFER_MAX_ELEMENTS"),
+    ("buffer", "max_bytes", "GREMLINLB_BUFFER_MAX_BYTES"),
+    ("buffer", "max_wait", "GREMLINLB_BUFFER_MAX_WAIT"),
+    ("", "max_attempts", "GREMLINLB_MAX_ATTEMPTS"),
+    ("", "request_timeout", "GREMLINLB_REQUEST_TIMEOUT"),
+    ("", "connect_timeout", "GREMLINLB_CONNECT_TIMEOUT"),
+)
+
+
+def token_secret_name(cluster: str) -> str:
+    """The Secret holding the admin API token of ``cluster``'s sidecars (created by the
+    operator, deleted with the cluster)."""
+    return f"{cluster}-gremlinlb-token"
+
+
+def unknown_cluster_message(namespace: str, name: str, known: Sequence[str]) -> str:
+    listing = ", ".join(sorted(known)) if known else "none"
+    return (
+        f"label {INJECT_LABEL}={name!r}: there is no GremlinCluster named {name!r} in namespace "
+        f"{namespace!r} (GremlinClusters there: {listing}). Create it first "
+        f"(kubectl apply -f gremlincluster.yaml -n {namespace}) or fix the label."
+    )
+
+
+def settings_env(settings: BalancerSettings) -> list[dict[str, str]]:
+    env = [{"name": "GREMLINLB_POLICY", "value": settings.policy.value}]
+    for section, name, variable in SETTINGS_ENV:
+        holder = getattr(settings, section) if section else settings
+        value = getattr(holder, name)
+        if value is None:
+            continue
+        text = ("true" if value else "false") if isinstance(value, bool) else f"{value}"
+        env.append({"name": variable, "value": text})
+    return env
+
+
+def sidecar_container(cluster: str, spec: ClusterSpec, hosts: Sequence[str]) -> dict[str, Any]:
+    sidecar = spec.sidecar
+    env: list[dict[str, Any]] = [
+        {"name": "GREMLINLB_LISTEN", "value": f"127.0.0.1:{sidecar.gremlin_port}"},
+        {"name": "GREMLINLB_ADMIN", "value": f"0.0.0.0:{sidecar.admin_port}"},
+        {"name": "GREMLINLB_TOKEN_FILE", "value": f"{TOKEN_DIR}/{TOKEN_KEY}"},
+        {"name": "GREMLINLB_STATE_DIR", "value": STATE_DIR},
+        {"name": "GREMLINLB_LOG_FORMAT", "value": sidecar.log_format},
+        {"name": "GREMLINLB_TRAVERSAL_SOURCE", "value": spec.traversal_source},
+    ]
+    if hosts:
+        env.append({"name": "GREMLINLB_ENDPOINTS", "value": ",".join(hosts)})
+    env += settings_env(spec.settings)
+    mounts: list[dict[str, Any]] = [
+        {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
+        {"name": STATE_VOLUME, "mountPath": STATE_DIR},
+    ]
+    if spec.credentials is not None:
+        creds = spec.credentials
+        for variable, key in (
+            ("GREMLINLB_BACKEND_USERNAME", creds.username_key),
+            ("GREMLINLB_BACKEND_PASSWORD", creds.password_key),
+        ):
+            env.append(
+                {
+                    "name": variable,
+                    "valueFrom": {"secretKeyRef": {"name": creds.secret, "key": key}},
+                }
+            )
+    if spec.ca is not None:
+        mounts.append({"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": True})
+        env.append({"name": "GREMLINLB_BACKEND_CA_FILE", "value": f"{CA_DIR}/ca.crt"})
+
+    def probe(path: str, period: int, failures: int) -> dict[str, Any]:
+        return {
+            "httpGet": {"path": path, "port": ADMIN_PORT_NAME},
+            "periodSeconds": period,
+            "failureThreshold": failures,
+            "timeoutSeconds": 2,
+        }
+
+    return {
+        "name": SIDECAR_CONTAINER,
+        "image": sidecar.image,
+        "imagePullPolicy": sidecar.image_pull_policy,
+        "args": list(SIDECAR_ARGS),
+        # A native sidecar: starts before the app's containers, restarted whenever it exits.
+        "restartPolicy": "Always",
+        "env": env,
+        "ports": [
+            {"name": ADMIN_PORT_NAME, "containerPort": sidecar.admin_port, "protocol": "TCP"}
+        ],
+        "startupProbe": probe("/healthz", 1, 30),
+        "livenessProbe": probe("/healthz", 10, 3),
+        "readinessProbe": probe("/readyz", 5, 2),
+        "resources": dict(sidecar.resources) if sidecar.resources else dict(DEFAULT_RESOURCES),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": mounts,
+    }
+
+
+def sidecar_volumes(cluster: str, spec: ClusterSpec) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": TOKEN_VOLUME,
+            "secret": {"secretName": token_secret_name(cluster), "defaultMode": 0o444},
+        },
+        {"name": STATE_VOLUME, "emptyDir": {"sizeLimit": "1Mi"}},
+    ]
+    if spec.ca is not None:
+        volumes.append(
+            {
+                "name": CA_VOLUME,
+                "secret": {
+                    "secretName": spec.ca.name,
+                    "items": [{"key": spec.ca.key, "path": "ca.crt"}],
+                },
+            }
+        )
+    return volumes
+
+
+def already_injected(pod: Mapping[str, Any]) -> bool:
+    pod_spec = pod.get("spec") or {}
+    names = {
+        c.get("name") for key in ("initContainers", "containers") for c in pod_spec.get(key) or ()
+    }
+    return SIDECAR_CONTAINER in names
+
+
+def injection(
+    pod: Mapping[str, Any], cluster: str, spec: ClusterSpec, hosts: Sequence[str]
+) -> dict[str, Any] | None:
+    """The pod fields to set (a merge patch of ``spec`` and ``metadata``), or None when the
+    pod already has the sidecar (injection is idempotent)."""
+    if already_injected(pod):
+        return None
+    pod_spec = pod.get("spec") or {}
+    taken = {v.get("name") for v in pod_spec.get("volumes") or ()}
+    volumes = [v for v in sidecar_volumes(cluster, spec) if v["name"] not in taken]
+    annotations = dict((pod.get("metadata") or {}).get("annotations") or {})
+    annotations[INJECTED_ANNOTATION] = cluster
+    return {
+        "metadata": {"annotations": annotations},
+        "spec": {
+            "initContainers": [
+                sidecar_container(cluster, spec, hosts),
+                *(pod_spec.get("initContainers") or ()),
+            ],
+            "volumes": [*(pod_spec.get("volumes") or ()), *volumes],
+        },
+    }
+
+
+def pod_cluster(pod: Mapping[str, Any]) -> str | None:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    value = labels.get(INJECT_LABEL)
+    return str(value) if value else None
+
+
+def webhook_configuration(
+    name: str,
+    client_config: Mapping[str, Any],
+    *,
+    exclude_namespaces: Sequence[str] = ("kube-system", "kube-public", "gremlinlb-system"),
+    path: str = "/inject-sidecar",
+) -> dict[str, Any]:
+    """The MutatingWebhookConfiguration (also in manifests/webhook.yaml; a test compares).
+
+    * ``objectSelector``: only pods carrying the inject label are ever sent, so a broken or
+      absent webhook cannot block any other pod;
+    * ``namespaceSelector``: never the control plane's or the operator's own namespaces;
+    * ``failurePolicy: Fail`` for the labelled pods: such a pod without its sidecar would start
+      and fail to reach Gremlin, so it is better refused (its ReplicaSet retries) until the
+      operator answers again.
+    """
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "gremlinlb-operator"}},
+        "webhooks": [
+            {
+                "name": f"inject.{GROUP}",
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": "Fail",
+                "matchPolicy": "Equivalent",
+                "reinvocationPolicy": "Never",
+                "timeoutSeconds": 5,
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "resources": ["pods"],
+                        "operations": ["CREATE"],
+                        "scope": "Namespaced",
+                    }
+                ],
+                "objectSelector": {
+                    "matchExpressions": [{"key": INJECT_LABEL, "operator": "Exists"}]
+                },
+                "namespaceSelector": {
+                    "matchExpressions": [
+                        {
+                            "key": "kubernetes.io/metadata.name",
+                            "operator": "NotIn",
+                            "values": list(exclude_namespaces),
+                        }
+                    ]
+                },
+                "clientConfig": {**client_config, **_path(client_config, path)},
+            }
+        ],
+    }
+
+
+def _path(client_config: Mapping[str, Any], path: str) -> dict[str, Any]:
+    if "service" in client_config:
+        return {"service": {**client_config["service"], "path": path}}
+    return {}

@@ -1,0 +1,307 @@
+"""Helpers for the operator's tests and benchmark: the operator and sidecars as real processes.
+
+* :class:`OperatorProcess`: ``gremlinlb operator`` with the operator's own kubeconfig (the
+  ServiceAccount identity: only what manifests/10-rbac.yaml grants), its webhook on loopback.
+* :class:`SidecarProcess`: ``gremlinlb sidecar`` on free loopback ports with a token file.
+* :func:`create_client_pod`: the pod object of a client whose sidecar is such a process (no
+  kubelet here: the pod's IP is 127.0.0.1 and its admin port is declared by name, exactly as the
+  injected sidecar declares it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kubernetes import client as k8s
+
+from gremlinlb.devcluster import ControlPlane, create_running_pod
+
+REPO = Path(__file__).resolve().parent.parent
+GREMLINLB = [sys.executable, "-m", "gremlinlb.cli"]
+GROUP, VERSION, PLURAL = "gremlinlb.io", "v1alpha1", "gremlinclusters"
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http(
+    method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 5.0
+) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            text = response.read().decode()
+            return response.status, json.loads(text) if text else None
+    except urllib.error.HTTPError as error:
+        text = error.read().decode()
+        try:
+            return error.code, json.loads(text)
+        except ValueError:
+            return error.code, text
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll ``probe`` until it returns something truthy; bounded in time."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except Exception as error:  # a probe may fail while things settle
+            last = error
+        else:
+            if last:
+                found: T = last
+                return found
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+
+
+class OperatorProcess:
+    """``gremlinlb operator`` as its own process, restartable, logging into ``log_path``."""
+
+    def __init__(
+        self, control_plane: ControlPlane, log_path: Path, *extra: str, env: Mapping[str, str] = {}
+    ) -> None:
+        self.control_plane = control_plane
+        self.log_path = log_path
+        self.webhook_port = free_port()
+        self.health_port = free_port()
+        self.extra = extra
+        self.env = dict(env)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [
+            *GREMLINLB,
+            "operator",
+            "--kubeconfig",
+            str(self.control_plane.operator_kubeconfig),
+            "--webhook-listen",
+            f"127.0.0.1:{self.webhook_port}",
+            "--webhook-url",
+            f"https://127.0.0.1:{self.webhook_port}",
+            "--liveness",
+            f"http://127.0.0.1:{self.health_port}/healthz",
+            *self.extra,
+        ]
+
+    def start(self, timeout: float = 60.0) -> None:
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n--- starting operator at {time.ctime()}\n".encode())
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env},
+                start_new_session=True,
+            )
+        wait_for(self._alive, timeout, f"the operator's liveness endpoint\n{self.log_tail()}")
+
+    def _alive(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"operator exited {self.process.returncode}:\n{self.log_tail()}")
+        try:
+            return http("GET", f"http://127.0.0.1:{self.health_port}/healthz", timeout=1)[0] == 200
+        except OSError:
+            return False
+
+    def stop(self, timeout: float = 30.0) -> None:
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class SidecarProcess:
+    """``gremlinlb sidecar`` on loopback with the cluster's token; restartable on its ports."""
+
+    def __init__(self, token: str, work_dir: Path, *extra: str) -> None:
+        self.port, self.admin_port = free_port(), free_port()
+        self.work_dir = work_dir
+        self.extra = extra
+        self.token_file = work_dir / "token"
+        self.token_file.parent.mkdir(parents=True, exist_ok=True)
+        self.token_file.write_text(token)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self, timeout: float = 30.0) -> SidecarProcess:
+        self.starts += 1
+        state = self.work_dir / f"state-{self.starts}"  # a fresh container: no saved list
+        with open(self.work_dir / "sidecar.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    *GREMLINLB,
+                    "sidecar",
+                    "--listen",
+                    f"127.0.0.1:{self.port}",
+                    "--admin",
+                    f"127.0.0.1:{self.admin_port}",
+                    "--token-file",
+                    str(self.token_file),
+                    "--state-dir",
+                    str(state),
+                    *self.extra,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        wait_for(self._alive, timeout, "the sidecar's /healthz")
+        return self
+
+    def _alive(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            log = (self.work_dir / "sidecar.log").read_text(errors="replace")[-2000:]
+            raise AssertionError(f"sidecar exited {self.process.returncode}: {log}")
+        try:
+            return http("GET", f"{self.admin}/healthz", timeout=1)[0] == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def host_list(self) -> tuple[int, list[str]]:
+        """(generation, addresses of the hosts it will send new requests to)."""
+        status, body = http("GET", f"{self.admin}/v1/hosts")
+        assert status == 200, body
+        hosts = [h["address"] for h in body["hosts"] if h["state"] != "draining"]
+        return int(body["generation"]), sorted(hosts)
+
+
+def sidecar_container(admin_port: int) -> k8s.V1Container:
+    """The container a client pod declares for its sidecar (the admin port is found by name)."""
+    return k8s.V1Container(
+        name="gremlinlb-sidecar",
+        image="gremlinlb:test",
+        ports=[k8s.V1ContainerPort(name="gremlinlb-admin", container_port=admin_port)],
+    )
+
+
+def create_client_pod(
+    api: k8s.ApiClient,
+    namespace: str,
+    name: str,
+    admin_port: int,
+    *,
+    cluster: str = "graph",
+    ip: str = "127.0.0.1",
+) -> k8s.V1Pod:
+    return create_running_pod(
+        api,
+        namespace,
+        name,
+        ip,
+        labels={"gremlinlb.io/inject": cluster},
+        containers=[
+            k8s.V1Container(name="app", image="app:test"),
+            sidecar_container(admin_port),
+        ],
+    )
+
+
+def restart_sidecar_container(api: k8s.ApiClient, namespace: str, name: str) -> None:
+    """What a kubelet reports when a container restarted: restartCount + 1, a new containerID."""
+    core = k8s.CoreV1Api(api)
+    pod = core.read_namespaced_pod(name, namespace)
+    statuses = []
+    for status in (pod.status.container_statuses or []) if pod.status else []:
+        item: dict[str, Any] = api.sanitize_for_serialization(status)  # type: ignore[no-untyped-call]
+        if status.name == "gremlinlb-sidecar":
+            item["restartCount"] = (status.restart_count or 0) + 1
+            item["containerID"] = f"fake://{name}/gremlinlb-sidecar/{item['restartCount']}"
+        statuses.append(item)
+    core.patch_namespaced_pod_status(
+        name,
+        namespace,
+        {"status": {"containerStatuses": statuses}},
+    )
+
+
+def cluster_object(api: k8s.ApiClient, namespace: str, name: str = "graph") -> dict[str, Any]:
+    found = k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name
+    )
+    assert isinstance(found, dict)
+    return found
+
+
+def condition(obj: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    for item in (obj.get("status") or {}).get("conditions") or ():
+        if item.get("type") == kind:
+            return dict(item)
+    return {}
+
+
+def served_by(address: str, count: int, timeout: float = 60.0) -> list[str]:
+    """Run ``count`` reads through ``address`` (one client connection); the servers' names."""
+    from gremlinlb.devservers import with_traversal_source
+
+    def work(g: Any) -> list[str]:
+        return [str(g.V().has_label("server").values("name").next()) for _ in range(count)]
+
+    return with_traversal_source(address, work, timeout)
+
+
+def kill_quietly(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()

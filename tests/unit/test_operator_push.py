@@ -1,0 +1,209 @@
+"""Pushing host lists: bounded, coalescing, retrying, never held up by one sidecar."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+
+from gremlinlb.operator.push import Backoff, Payload, PushGroup, SendOutcome, TargetStatus
+
+FAST = Backoff(first=0.01, maximum=0.05, jitter=0.0)
+
+
+def payload(generation: int, *hosts: str) -> Payload:
+    return Payload.build(generation, hosts or ("10.0.0.1:8182",), {"max_attempts": 3})
+
+
+class FakeSidecars:
+    """Records every PUT; ``behaviour[url]`` decides the answer (default: 200)."""
+
+    def __init__(self) -> None:
+        self.received: dict[str, list[int]] = defaultdict(list)
+        self.behaviour: dict[str, Callable[[int], Awaitable[SendOutcome]]] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def __call__(
+        self, url: str, token: str | None, body: bytes, time_limit: float
+    ) -> SendOutcome:
+        generation = int(json.loads(body)["generation"])
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            behaviour = self.behaviour.get(url)
+            if behaviour is not None:
+                return await behaviour(generation)
+            await asyncio.sleep(0.001)
+            self.received[url].append(generation)
+            return SendOutcome(True, 200)
+        finally:
+            self.in_flight -= 1
+
+
+async def settle(group: PushGroup, generation: int, keys: list[str], limit: float = 5.0) -> None:
+    async def synced() -> None:
+        while True:
+            statuses = {s.key: s for s in group.statuses()}
+            if all(statuses[k].acked_generation == generation for k in keys):
+                return
+            await asyncio.sleep(0.002)
+
+    await asyncio.wait_for(synced(), limit)
+
+
+def test_every_target_converges_and_pushes_are_bounded() -> None:
+    async def scenario() -> None:
+        sidecars = FakeSidecars()
+        group = PushGroup("ns/c", sidecars, asyncio.Semaphore(5), backoff=FAST)
+        targets = {f"ns/p{i}": f"http://s{i}" for i in range(50)}
+        group.set_targets(targets)
+        group.set_payload(payload(1))
+        await settle(group, 1, list(targets))
+        assert sidecars.max_in_flight <= 5
+        assert all(group.statuses()[i].in_sync for i in range(50))
+        await group.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_burst_of_changes_is_coalesced_into_the_latest_list() -> None:
+    async def scenario() -> None:
+        gate = asyncio.Event()
+        sidecars = FakeSidecars()
+        seen: list[int] = []
+
+        async def slow(generation: int) -> SendOutcome:
+            seen.append(generation)
+            await gate.wait()
+            return SendOutcome(True, 200)
+
+        sidecars.behaviour["http://s"] = slow
+        group = PushGroup("ns/c", sidecars, asyncio.Semaphore(4), backoff=FAST)
+        group.set_targets({"ns/p": "http://s"})
+        group.set_payload(payload(1))
+        await asyncio.sleep(0.01)  # generation 1 is in flight
+        for generation in range(2, 10):
+            group.set_payload(payload(generation, f"10.0.0.{generation}:8182"))
+        gate.set()
+        await settle(group, 9, ["ns/p"])
+        assert seen == [1, 9]  # 2..8 were never sent
+        await group.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_hung_sidecar_does_not_delay_the_others() -> None:
+    async def scenario() -> None:
+        sidecars = FakeSidecars()
+        never = asyncio.Event()
+
+        async def hang(_generation: int) -> SendOutcome:
+            await never.wait()
+            return SendOutcome(True, 200)
+
+        sidecars.behaviour["http://hung"] = hang
+        # The hung push holds one of the two slots; every other push goes through the other.
+        group = PushGroup("ns/c", sidecars, asyncio.Semaphore(2), backoff=FAST)
+        targets = {"ns/hung": "http://hung", **{f"ns/p{i}": f"http://s{i}" for i in range(20)}}
+        group.set_targets(targets)
+        group.set_payload(payload(1))
+        await settle(group, 1, [k for k in targets if k != "ns/hung"], limit=2.0)
+        hung = next(s for s in group.statuses() if s.key == "ns/hung")
+        assert not hung.in_sync
+        await group.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_sidecar_is_retried_with_backoff_until_it_answers() -> None:
+    async def scenario() -> None:
+        sidecars = FakeSidecars()
+        attempts: list[float] = []
+        loop = asyncio.get_running_loop()
+
+        async def flaky(_generation: int) -> SendOutcome:
+            attempts.append(loop.time())
+            if len(attempts) < 4:
+                return SendOutcome(False, error="connection refused")
+            return SendOutcome(True, 200)
+
+        sidecars.behaviour["http://s"] = flaky
+        results: list[TargetStatus] = []
+        group = PushGroup(
+            "ns/c", sidecars, asyncio.Semaphore(1), backoff=FAST, on_result=results.append
+        )
+        group.set_targets({"ns/p": "http://s"})
+        group.set_payload(payload(1))
+        await settle(group, 1, ["ns/p"])
+        assert len(attempts) == 4
+        assert [r.failures for r in results] == [1, 2, 3, 0]
+        assert results[0].error == "connection refused"
+        await group.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_poke_pushes_again_to_a_sidecar_that_had_the_list() -> None:
+    async def scenario() -> None:
+        sidecars = FakeSidecars()
+        group = PushGroup("ns/c", sidecars, asyncio.Semaphore(1), backoff=FAST)
+        group.set_targets({"ns/p": "http://s"})
+        group.set_payload(payload(1))
+        await settle(group, 1, ["ns/p"])
+        group.poke("ns/p")  # e.g. its sidecar container restarted
+        await asyncio.sleep(0.05)
+        assert sidecars.received["http://s"] == [1, 1]
+        await group.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_conflict_moves_the_generation_past_the_sidecars() -> None:
+    async def scenario() -> None:
+        sidecars = FakeSidecars()
+        group: PushGroup
+
+        async def newer(generation: int) -> SendOutcome:
+            if generation <= 40:
+                return SendOutcome(False, 409, current_generation=40, error="409: stale")
+            sidecars.received["http://s"].append(generation)
+            return SendOutcome(True, 200)
+
+        def bump(current: int) -> None:
+            old = group.payload
+            assert old is not None
+            group.set_payload(Payload.build(current + 1, old.hosts, old.settings))
+
+        sidecars.behaviour["http://s"] = newer
+        group = PushGroup("ns/c", sidecars, asyncio.Semaphore(1), backoff=FAST, on_conflict=bump)
+        group.set_targets({"ns/p": "http://s"})
+        group.set_payload(payload(3))
+        await settle(group, 41, ["ns/p"])
+        assert sidecars.received["http://s"] == [41]
+        await group.close()
+
+    asyncio.run(scenario())
+
+
+def test_removed_targets_stop_being_pushed_to() -> None:
+    async def scenario() -> None:
+        sidecars = FakeSidecars()
+        group = PushGroup("ns/c", sidecars, asyncio.Semaphore(2), backoff=FAST)
+        group.set_targets({"ns/a": "http://a", "ns/b": "http://b"})
+        group.set_payload(payload(1))
+        await settle(group, 1, ["ns/a", "ns/b"])
+        group.set_targets({"ns/a": "http://a"})
+        group.set_payload(payload(2))
+        await settle(group, 2, ["ns/a"])
+        assert sidecars.received["http://b"] == [1]
+        assert [s.key for s in group.statuses()] == ["ns/a"]
+        await group.close()
+
+    asyncio.run(scenario())
+
+
+def test_backoff_grows_to_its_cap() -> None:
+    backoff = Backoff(first=0.2, factor=2, maximum=10, jitter=0)
+    assert [backoff.delay(n) for n in (1, 2, 3, 10)] == [0.2, 0.4, 0.8, 10]

@@ -1,0 +1,135 @@
+"""GremlinCluster spec -> the core's settings; the CRD is generated from the same source."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from gremlinlb.operator.crd import build_crd, crd_yaml
+from gremlinlb.operator.spec import (
+    BALANCER_FIELDS,
+    BUFFER_FIELDS,
+    HEALTH_FIELDS,
+    SpecError,
+    parse_spec,
+    settings_from_spec,
+    settings_to_spec,
+)
+
+from gremlinlb.core import BalancerSettings, BufferSettings, HealthCheckSettings, Policy
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICE = {"service": {"name": "gremlin"}}
+
+
+def test_an_empty_spec_gives_the_core_defaults() -> None:
+    assert settings_from_spec({}) == BalancerSettings()
+
+
+def test_every_field_maps_onto_its_core_setting() -> None:
+    spec: dict[str, Any] = {
+        "policy": "least_in_flight",
+        "healthCheck": {
+            "interval": 3,
+            "timeout": 1.5,
+            "rise": 2,
+            "fall": 4,
+            "probeHealthy": False,
+            "probe": "g.inject(1)",
+        },
+        "buffer": {"maxElements": 7, "maxBytes": 2048, "maxWait": 0},
+        "maxAttempts": 5,
+        "requestTimeout": 12,
+        "connectTimeout": 2,
+    }
+    assert settings_from_spec(spec) == BalancerSettings(
+        policy=Policy.LEAST_IN_FLIGHT,
+        health=HealthCheckSettings(3.0, 1.5, 2, 4, False, "g.inject(1)"),
+        buffer=BufferSettings(7, 2048, 0.0),
+        max_attempts=5,
+        request_timeout=12.0,
+        connect_timeout=2.0,
+    )
+    assert settings_from_spec(settings_to_spec(settings_from_spec(spec))) == settings_from_spec(
+        spec
+    )
+
+
+def test_every_core_setting_has_a_cr_field() -> None:
+    def names(fields: Any) -> set[str]:
+        return {f.core_name for f in fields}
+
+    assert names(HEALTH_FIELDS) == {f.name for f in dataclasses.fields(HealthCheckSettings)}
+    assert names(BUFFER_FIELDS) == {f.name for f in dataclasses.fields(BufferSettings)}
+    top = {f.name for f in dataclasses.fields(BalancerSettings)} - {"policy", "health", "buffer"}
+    assert names(BALANCER_FIELDS) == top
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"healthCheck": {"rise": 0}}, "rise must be >= 1"),
+        ({"healthCheck": {"interval": "5s"}}, "spec.healthCheck.interval: must be a number"),
+        ({"policy": "random"}, "spec.policy: must be one of round_robin, least_in_flight"),
+        ({"buffer": {"maxElements": 1.5}}, "spec.buffer.maxElements: must be an integer"),
+    ],
+)
+def test_bad_settings_name_the_field(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        settings_from_spec(spec)
+
+
+def test_the_client_selector_defaults_to_the_inject_label() -> None:
+    parsed = parse_spec("graph", SERVICE)
+    assert parsed.clients == {"matchLabels": {"gremlinlb.io/inject": "graph"}}
+    custom = parse_spec("graph", {**SERVICE, "clients": {"selector": {"matchLabels": {"a": "b"}}}})
+    assert custom.clients == {"matchLabels": {"a": "b"}}
+
+
+def test_the_service_is_required() -> None:
+    with pytest.raises(SpecError, match=r"spec.service: required"):
+        parse_spec("graph", {})
+
+
+@pytest.mark.parametrize(
+    ("extra", "host"),
+    [
+        ({}, "10.0.0.1:8182"),
+        ({"path": "/g"}, "ws://10.0.0.1:8182/g"),
+        ({"tls": {"enabled": True}}, "wss://10.0.0.1:8182/gremlin"),
+    ],
+)
+def test_hosts_are_plain_addresses_unless_path_or_tls_need_a_url(
+    extra: dict[str, Any], host: str
+) -> None:
+    assert parse_spec("graph", {**SERVICE, **extra}).host_address("10.0.0.1", 8182) == host
+
+
+def test_the_checked_in_crd_is_the_generated_one() -> None:
+    assert (REPO / "crds" / "gremlincluster.yaml").read_text() == crd_yaml()
+
+
+def test_the_crd_defaults_are_the_core_defaults() -> None:
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    props = schema["properties"]
+    core = BalancerSettings()
+    defaults = {
+        "policy": props["policy"]["default"],
+        "healthCheck": {
+            k: v["default"] for k, v in props["healthCheck"]["properties"].items() if "default" in v
+        },
+        "buffer": {k: v["default"] for k, v in props["buffer"]["properties"].items()},
+        **{f.cr_name: props[f.cr_name]["default"] for f in BALANCER_FIELDS},
+    }
+    assert settings_from_spec(defaults) == core
+    assert defaults == settings_to_spec(core)
+
+
+def test_the_example_cluster_is_valid() -> None:
+    example = yaml.safe_load((REPO / "manifests/examples/gremlincluster.yaml").read_text())
+    parsed = parse_spec(example["metadata"]["name"], example["spec"])
+    assert parsed.settings.health.interval == 5.0
+    assert parsed.service.name == "gremlin"

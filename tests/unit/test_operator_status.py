@@ -1,0 +1,84 @@
+"""The GremlinCluster status: counts, conditions and their transition times."""
+
+from __future__ import annotations
+
+from gremlinlb.operator.discovery import DiscoveredEndpoint, EndpointState
+from gremlinlb.operator.push import TargetStatus
+from gremlinlb.operator.status import Observed, build_status, same_status
+
+LIVE = [DiscoveredEndpoint(f"10.0.0.{i}", 8182, EndpointState.LIVE) for i in range(3)]
+
+
+def sidecar(name: str, in_sync: bool = True, error: str | None = None) -> TargetStatus:
+    return TargetStatus(
+        f"ns/{name}",
+        f"http://127.0.0.1:{len(name)}",
+        4 if in_sync else None,
+        in_sync,
+        0 if in_sync else 2,
+        error,
+    )
+
+
+def observed(**changes: object) -> Observed:
+    base = dict(
+        generation=2,
+        hosts_generation=4,
+        hosts=("10.0.0.0:8182",),
+        endpoints=LIVE,
+        sidecars=[sidecar("a"), sidecar("b")],
+    )
+    base.update(changes)
+    return Observed(**base)  # type: ignore[arg-type]
+
+
+def conditions(status: dict[str, object]) -> dict[str, tuple[str, str]]:
+    items = status["conditions"]
+    assert isinstance(items, list)
+    return {c["type"]: (c["status"], c["reason"]) for c in items}
+
+
+def test_all_live_and_in_sync_is_ready_and_not_degraded() -> None:
+    status = build_status(observed(), [], "T1")
+    assert conditions(status) == {
+        "Ready": ("True", "EndpointsAvailable"),
+        "Degraded": ("False", "AsExpected"),
+    }
+    assert status["readyEndpoints"] == 3
+    assert status["sidecars"] == {"total": 2, "inSync": 2, "outOfSync": []}
+    assert status["observedGeneration"] == 2
+
+
+def test_an_out_of_sync_sidecar_is_listed_with_its_error() -> None:
+    status = build_status(
+        observed(sidecars=[sidecar("a"), sidecar("b", False, "connection refused")]), [], "T1"
+    )
+    assert conditions(status)["Degraded"] == ("True", "SidecarsOutOfSync")
+    assert conditions(status)["Ready"] == ("True", "EndpointsAvailable")
+    assert status["sidecars"]["outOfSync"] == [
+        {"pod": "b", "address": "127.0.0.1:1", "error": "connection refused"}
+    ]
+
+
+def test_draining_endpoints_are_counted_but_not_ready() -> None:
+    endpoints = [*LIVE[:2], DiscoveredEndpoint("10.0.0.9", 8182, EndpointState.DRAINING, "g-9")]
+    status = build_status(observed(endpoints=endpoints), [], "T1")
+    assert (status["readyEndpoints"], status["totalEndpoints"]) == (2, 3)
+    assert status["endpoints"][2] == {"address": "10.0.0.9:8182", "state": "draining", "pod": "g-9"}
+    assert conditions(status)["Degraded"] == ("True", "EndpointsNotLive")
+
+
+def test_no_live_endpoint_and_a_missing_service_are_not_ready() -> None:
+    none_live = build_status(observed(endpoints=[]), [], "T1")
+    assert conditions(none_live)["Ready"] == ("False", "NoLiveEndpoints")
+    missing = build_status(observed(service_found=False), [], "T1")
+    assert conditions(missing)["Ready"] == ("False", "ServiceNotFound")
+
+
+def test_transition_times_change_only_with_the_condition_status() -> None:
+    first = build_status(observed(), [], "T1")
+    second = build_status(observed(sidecars=[sidecar("a", False, "x")]), first["conditions"], "T2")
+    times = {c["type"]: c["lastTransitionTime"] for c in second["conditions"]}
+    assert times == {"Ready": "T1", "Degraded": "T2"}
+    assert same_status(first, build_status(observed(), [], "T9"))
+    assert not same_status(first, second)

@@ -1,0 +1,137 @@
+"""What the injection webhook adds to a pod."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from gremlinlb.operator.spec import parse_spec
+from gremlinlb.operator.webhook import (
+    SETTINGS_ENV,
+    already_injected,
+    injection,
+    unknown_cluster_message,
+    webhook_configuration,
+)
+from gremlinlb.sidecar.config import OPTIONS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pod(**spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "web", "labels": {"gremlinlb.io/inject": "graph"}},
+        "spec": {"containers": [{"name": "web", "image": "web:1"}], **spec},
+    }
+
+
+def cluster(**extra: Any) -> Any:
+    return parse_spec("graph", {"service": {"name": "gremlin"}, **extra})
+
+
+def test_the_sidecar_is_a_native_sidecar_placed_first() -> None:
+    changes = injection(
+        pod(initContainers=[{"name": "migrate", "image": "m:1"}]),
+        "graph",
+        cluster(),
+        ["10.0.0.1:8182"],
+    )
+    assert changes is not None
+    init = changes["spec"]["initContainers"]
+    assert [c["name"] for c in init] == ["gremlinlb-sidecar", "migrate"]
+    sidecar = init[0]
+    assert sidecar["restartPolicy"] == "Always"
+    assert sidecar["args"] == ["sidecar"]
+    assert sidecar["ports"] == [
+        {"name": "gremlinlb-admin", "containerPort": 9901, "protocol": "TCP"}
+    ]
+    assert sidecar["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "gremlinlb-admin"}
+    assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert env["GREMLINLB_ENDPOINTS"] == "10.0.0.1:8182"
+    assert env["GREMLINLB_LISTEN"] == "127.0.0.1:8182"
+    assert env["GREMLINLB_ADMIN"] == "0.0.0.0:9901"
+    assert changes["metadata"]["annotations"]["gremlinlb.io/injected"] == "graph"
+
+
+def test_the_token_and_state_volumes_are_added_next_to_the_pods_own() -> None:
+    changes = injection(pod(volumes=[{"name": "data", "emptyDir": {}}]), "graph", cluster(), [])
+    assert changes is not None
+    volumes = {v["name"]: v for v in changes["spec"]["volumes"]}
+    assert list(volumes) == ["data", "gremlinlb-token", "gremlinlb-state"]
+    assert volumes["gremlinlb-token"]["secret"]["secretName"] == "graph-gremlinlb-token"
+    mounts = changes["spec"]["initContainers"][0]["volumeMounts"]
+    assert {m["name"]: m["mountPath"] for m in mounts} == {
+        "gremlinlb-token": "/var/run/gremlinlb/token",
+        "gremlinlb-state": "/var/run/gremlinlb/state",
+    }
+
+
+def test_no_endpoints_are_passed_when_none_is_known() -> None:
+    changes = injection(pod(), "graph", cluster(), [])
+    assert changes is not None
+    names = [e["name"] for e in changes["spec"]["initContainers"][0]["env"]]
+    assert "GREMLINLB_ENDPOINTS" not in names
+
+
+def test_credentials_and_ca_come_from_their_secrets() -> None:
+    spec = cluster(
+        tls={"enabled": True, "caSecretRef": {"name": "ca", "key": "bundle.pem"}},
+        credentialsSecretRef={"name": "creds"},
+    )
+    changes = injection(pod(), "graph", spec, [])
+    assert changes is not None
+    sidecar = changes["spec"]["initContainers"][0]
+    env = {e["name"]: e for e in sidecar["env"]}
+    assert env["GREMLINLB_BACKEND_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "creds", "key": "password"}
+    }
+    assert env["GREMLINLB_BACKEND_CA_FILE"]["value"] == "/var/run/gremlinlb/ca/ca.crt"
+    ca = next(v for v in changes["spec"]["volumes"] if v["name"] == "gremlinlb-ca")
+    assert ca["secret"] == {"secretName": "ca", "items": [{"key": "bundle.pem", "path": "ca.crt"}]}
+
+
+def test_injection_is_idempotent() -> None:
+    first = injection(pod(), "graph", cluster(), [])
+    assert first is not None
+    injected = pod(**first["spec"])
+    assert already_injected(injected)
+    assert injection(injected, "graph", cluster(), []) is None
+
+
+def test_settings_reach_the_sidecar_through_its_own_environment_variables() -> None:
+    known = {option.env for option in OPTIONS}
+    assert {variable for _section, _field, variable in SETTINGS_ENV} <= known
+    changes = injection(pod(), "graph", cluster(healthCheck={"interval": 3}), [])
+    assert changes is not None
+    env = {e["name"]: e.get("value") for e in changes["spec"]["initContainers"][0]["env"]}
+    assert env["GREMLINLB_HEALTH_INTERVAL"] == "3.0"
+    assert env["GREMLINLB_POLICY"] == "round_robin"
+    assert {name for name in env if name.startswith("GREMLINLB_")} <= known
+
+
+def test_an_unknown_cluster_is_named_with_the_existing_ones() -> None:
+    message = unknown_cluster_message("shop", "grpah", ["graph", "analytics"])
+    assert "no GremlinCluster named 'grpah' in namespace 'shop'" in message
+    assert "analytics, graph" in message
+
+
+def test_the_webhook_only_sees_labelled_pods_outside_system_namespaces() -> None:
+    config = webhook_configuration("x", {"service": {"namespace": "n", "name": "s", "port": 443}})
+    (hook,) = config["webhooks"]
+    assert hook["objectSelector"] == {
+        "matchExpressions": [{"key": "gremlinlb.io/inject", "operator": "Exists"}]
+    }
+    assert "kube-system" in hook["namespaceSelector"]["matchExpressions"][0]["values"]
+    assert hook["rules"][0]["operations"] == ["CREATE"]
+    assert hook["clientConfig"]["service"]["path"] == "/inject-sidecar"
+
+
+def test_the_webhook_manifest_is_the_generated_one() -> None:
+    documents = list(yaml.safe_load_all((REPO / "manifests" / "30-webhook.yaml").read_text()))
+    generated = webhook_configuration(
+        "gremlinlb-sidecar-injector",
+        {"service": {"namespace": "gremlinlb-system", "name": "gremlinlb-operator", "port": 443}},
+    )
+    assert documents == [generated]
