@@ -39,7 +39,11 @@ fi
 log() { printf 'k8s build: %s\n' "$*" >&2; }
 
 etcd_ok() {
-    [[ -x "$bin/etcd" ]] && "$bin/etcd" --version 2>/dev/null | grep -q "etcd Version: ${ETCD_VERSION#v}\$"
+    # Capture first: `etcd --version | grep -q` races under pipefail (grep exits at the first
+    # match and etcd dies of SIGPIPE writing the rest, failing the pipeline).
+    local out
+    [[ -x "$bin/etcd" ]] && out=$("$bin/etcd" --version 2>/dev/null) \
+        && grep -q "^etcd Version: ${ETCD_VERSION#v}\$" <<<"$out"
 }
 all_ok() { [[ -x "$bin/kube-apiserver" && -x "$bin/kubectl" ]] && etcd_ok; }
 
