@@ -27,32 +27,24 @@ from gremlinlb.sidecar import frames
 from gremlinlb.sidecar.frames import Channel, FrameType, ResponseHeader
 from gremlinlb.sidecar.ids import IdSource
 
-from gremlinlb.core import Endpoint, EventKind, HostEvent, HostState, Outcome
+from gremlinlb.core import (
+    ConnectionFailure,
+    ConnectionLostError,
+    Endpoint,
+    EventKind,
+    HostEvent,
+    HostState,
+    NotSentError,
+    Outcome,
+    ResponseTimeoutError,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # Gremlin Server's maxContentLength
 
 
-class BackendError(ConnectionError):
-    """A connection-level failure, tagged with what it means for a retry."""
-
-    outcome: Outcome = Outcome.CONNECTION_LOST
-
-
-class NotSentError(BackendError):
-    outcome = Outcome.NOT_SENT
-
-
-class ConnectionLostError(BackendError):
-    outcome = Outcome.CONNECTION_LOST
-
-
-class ResponseTimeoutError(BackendError):
-    outcome = Outcome.TIMEOUT
-
-
-class PoolBusyError(BackendError):
+class PoolBusyError(ConnectionFailure):
     """Every connection to the host is at its in-flight cap: nothing was sent, try elsewhere."""
 
     outcome = Outcome.OVERLOADED
@@ -107,7 +99,7 @@ class ResponseSink(Protocol):
 
     def on_frame(self, frame: bytes | str, header: ResponseHeader) -> None: ...
 
-    def on_failure(self, error: BackendError) -> None: ...
+    def on_failure(self, error: ConnectionFailure) -> None: ...
 
 
 class BackendConnection:
@@ -173,7 +165,7 @@ class BackendConnection:
                     await self._authenticate()
         except Exception as error:
             await self._abort()
-            if isinstance(error, BackendError):
+            if isinstance(error, ConnectionFailure):
                 raise
             raise NotSentError(
                 f"cannot connect to {self.endpoint.url}: {_describe(error)}"
@@ -261,7 +253,7 @@ class BackendConnection:
     # -- requests ------------------------------------------------------------------------
 
     async def send(self, frame: bytes | str, request_id: bytes, sink: ResponseSink) -> None:
-        """Register `sink` for `request_id` and write `frame`; raise BackendError if that fails.
+        """Register `sink` for `request_id` and write `frame`; raise ConnectionFailure on failure.
 
         On failure the sink is already unregistered and has NOT been told: the caller decides.
         """
@@ -285,7 +277,7 @@ class BackendConnection:
             self.close("failed while sending")
             raise failure from error
 
-    def expire(self, request_id: bytes, error: BackendError) -> None:
+    def expire(self, request_id: bytes, error: ConnectionFailure) -> None:
         """Give up on one request (its answer, should it come, is dropped)."""
         sink = self._routes.pop(request_id, None)
         if sink is not None:

@@ -17,10 +17,10 @@ from gremlin_python.driver.request import RequestMessage
 from gremlin_python.driver.serializer import GraphBinarySerializersV1
 from gremlin_python.process.graph_traversal import __
 from gremlinlb.sidecar import frames
-from gremlinlb.sidecar.backend import BackendConnection, BackendError, Backends
+from gremlinlb.sidecar.backend import BackendConnection, Backends
 from gremlinlb.sidecar.frames import GRAPHBINARY_CHANNEL, ResponseHeader
 
-from gremlinlb.core import Balancer, Endpoint, EventKind, HostEvent
+from gremlinlb.core import Balancer, ConnectionFailure, Endpoint, EventKind, HostEvent
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class _ProbeSink:
         if header.final and not self.done.done():
             self.done.set_result(header.code)
 
-    def on_failure(self, error: BackendError) -> None:
+    def on_failure(self, error: ConnectionFailure) -> None:
         if not self.done.done():
             self.done.set_exception(error)
 

@@ -26,7 +26,6 @@ from gremlinlb.sidecar import frames
 from gremlinlb.sidecar.backend import (
     DEFAULT_MAX_MESSAGE_BYTES,
     BackendConnection,
-    BackendError,
     Backends,
 )
 from gremlinlb.sidecar.frames import Channel, MalformedFrameError, Request, ResponseHeader
@@ -38,6 +37,7 @@ from gremlinlb.core import (
     Balancer,
     BalancerClosedError,
     BufferTimeoutError,
+    ConnectionFailure,
     Endpoint,
     NoHealthyEndpointError,
     Outcome,
@@ -174,7 +174,7 @@ class Attempt:
         ok = code in (frames.SUCCESS, frames.NO_CONTENT)
         self._end(Outcome.SUCCESS if ok else Outcome.SERVER_ERROR, None)
 
-    def on_failure(self, error: BackendError) -> None:
+    def on_failure(self, error: ConnectionFailure) -> None:
         self._end(error.outcome, error)
 
     def _end(self, outcome: Outcome, error: BaseException | None) -> None:
@@ -399,13 +399,13 @@ class ClientConnection:
                     connection = await proxy.backends.dedicated(
                         endpoint, channel, settings.connect_timeout
                     )
-                except BackendError as error:
+                except ConnectionFailure as error:
                     proxy.balancer.finish(endpoint, error.outcome, error)
                     raise
                 if self.closed:
                     connection.close("its client left")
                     proxy.balancer.release(endpoint)
-                    raise BackendError("the client left while its session connection opened")
+                    raise ConnectionFailure("the client left while its session connection opened")
                 self.pin = SessionPin(proxy.balancer, endpoint, connection)
                 log.info("client %s: sessions pinned to %s", self.peer, endpoint.address)
             return self.pin
@@ -480,7 +480,7 @@ class Proxy:
         exchange.sent = True
         try:
             await connection.send(request.with_request_id(backend_id), backend_id, attempt)
-        except BackendError as error:
+        except ConnectionFailure as error:
             attempt.on_failure(error)
 
     def abandon(self, request_id: bytes, client: ClientConnection, error: Exception) -> None:
@@ -604,7 +604,7 @@ class Proxy:
             attempt.last_activity = time.monotonic()
             attempt.exchange.sent = True
             await connection.send(request.with_request_id(backend_id), backend_id, attempt)
-        except BackendError as error:
+        except ConnectionFailure as error:
             attempt.on_failure(error)
         assert attempt.result is not None
         return await attempt.result
@@ -640,7 +640,7 @@ class Proxy:
         client = exchange.client
         try:
             pin = await client.session_pin(request.channel)
-        except (NoHealthyEndpointError, BackendError, BalancerClosedError) as error:
+        except (NoHealthyEndpointError, ConnectionFailure, BalancerClosedError) as error:
             exchange.answer_error(
                 frames.SERVER_ERROR_TEMPORARY,
                 f"could not open a session connection ({error}); nothing was sent",
@@ -659,7 +659,7 @@ class Proxy:
         try:
             exchange.sent = True
             await pin.connection.send(request.with_request_id(backend_id), backend_id, attempt)
-        except BackendError as error:
+        except ConnectionFailure as error:
             attempt.on_failure(error)
         assert attempt.result is not None
         outcome = await attempt.result

@@ -271,6 +271,9 @@ def test_requests_wait_while_no_server_is_up_and_all_complete_after_recovery(
         g = traversal().with_(rr)
         g.inject(0).to_list()
         extra_server.kill()
+        # Until the kill is noticed, a write may still go out on the old socket and then fail
+        # as "may have been applied"; this test is about requests that arrive after that.
+        wait_until(lambda: not rr.get_available()[extra_server.url], 10, "the kill noticed")
         pending = [rr.submit_async(g.add_v("queued").property("seq", i).bytecode) for i in range(5)]
         wait_until(lambda: rr.balancer.buffered == 5, 15, "five buffered requests")
         extra_server.restart()

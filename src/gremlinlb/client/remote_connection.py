@@ -26,7 +26,6 @@ from gremlin_python.driver.serializer import GraphBinarySerializersV1
 
 from gremlinlb.client.backends import ConnectionOptions, HostConnection
 from gremlinlb.client.health_loop import HealthLoop
-from gremlinlb.client.transport import TransportError
 from gremlinlb.core import (
     OVERLOAD_STATUS_CODES,
     AllHostsTriedError,
@@ -34,6 +33,7 @@ from gremlinlb.core import (
     BalancerClosedError,
     BalancerSettings,
     BufferTimeoutError,
+    ConnectionFailure,
     Endpoint,
     EventKind,
     HostEvent,
@@ -247,7 +247,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         try:
             traversal = host.get().submit(bytecode)
             results = list(traversal.traversers)
-        except TransportError as error:
+        except ConnectionFailure as error:
             self._balancer.finish(endpoint, error.outcome, error)
             return error.outcome, error
         except GremlinServerError as error:
@@ -353,7 +353,7 @@ class PinnedSession(RemoteConnection):  # type: ignore[misc]
         self._closed = True
         try:
             self._connection.close()
-        except TransportError as error:
+        except ConnectionFailure as error:
             log.info("session on %s closed without the server: %s", self.endpoint.address, error)
         finally:
             self._balancer.finish(self.endpoint, Outcome.SUCCESS)
@@ -361,7 +361,7 @@ class PinnedSession(RemoteConnection):  # type: ignore[misc]
     def _guard(self, call: Callable[[], Any], *, ending: bool = False) -> Any:
         try:
             return call()
-        except TransportError as error:
+        except ConnectionFailure as error:
             self._balancer.observe(self.endpoint, error.outcome, error)
             if ending and error.outcome.may_have_executed:
                 raise RequestMayHaveBeenAppliedError(self.endpoint.address, error) from error

@@ -24,29 +24,11 @@ from typing import Any, TypeVar
 import aiohttp
 from gremlin_python.driver.transport import AbstractBaseTransport
 
-from gremlinlb.core.outcomes import Outcome
+from gremlinlb.core import ConnectionLostError, NotSentError, ResponseTimeoutError
 
 T = TypeVar("T")
 
 DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # Gremlin Server's maxContentLength
-
-
-class TransportError(ConnectionError):
-    """A connection-level failure, tagged with what it means for a retry."""
-
-    outcome: Outcome = Outcome.CONNECTION_LOST
-
-
-class NotSentError(TransportError):
-    outcome = Outcome.NOT_SENT
-
-
-class ConnectionLostError(TransportError):
-    outcome = Outcome.CONNECTION_LOST
-
-
-class ResponseTimeoutError(TransportError):
-    outcome = Outcome.TIMEOUT
 
 
 class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]

@@ -20,7 +20,16 @@ from gremlinlb.core.errors import (
     SessionLostError,
     UnknownEndpointError,
 )
-from gremlinlb.core.outcomes import OVERLOAD_STATUS_CODES, Outcome, RetryBudget, may_retry
+from gremlinlb.core.outcomes import (
+    OVERLOAD_STATUS_CODES,
+    ConnectionFailure,
+    ConnectionLostError,
+    NotSentError,
+    Outcome,
+    ResponseTimeoutError,
+    RetryBudget,
+    may_retry,
+)
 from gremlinlb.core.readonly import MUTATING_STEPS, bytecode_may_write, frame_may_write
 from gremlinlb.core.settings import BalancerSettings, BufferSettings, HealthCheckSettings, Policy
 
@@ -35,6 +44,8 @@ __all__ = [
     "BufferFullError",
     "BufferSettings",
     "BufferTimeoutError",
+    "ConnectionFailure",
+    "ConnectionLostError",
     "Endpoint",
     "EventKind",
     "GremlinLBError",
@@ -45,10 +56,12 @@ __all__ = [
     "InvalidEndpointError",
     "InvalidSettingError",
     "NoHealthyEndpointError",
+    "NotSentError",
     "Outcome",
     "PendingBuffer",
     "Policy",
     "RequestMayHaveBeenAppliedError",
+    "ResponseTimeoutError",
     "RetryBudget",
     "SessionLostError",
     "UnknownEndpointError",

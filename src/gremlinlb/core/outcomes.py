@@ -35,6 +35,34 @@ class Outcome(enum.Enum):
         return self in (Outcome.CONNECTION_LOST, Outcome.TIMEOUT)
 
 
+class ConnectionFailure(ConnectionError):
+    """A connection-level failure of one attempt, tagged with what it means for a retry.
+
+    Adapters raise the subclass that says how far the request got; the core's rules then decide
+    whether the host goes down and whether another host may be tried.
+    """
+
+    outcome: Outcome = Outcome.CONNECTION_LOST
+
+
+class NotSentError(ConnectionFailure):
+    """Nothing of the request left this process (refused, handshake failed, socket closed)."""
+
+    outcome = Outcome.NOT_SENT
+
+
+class ConnectionLostError(ConnectionFailure):
+    """The request was (maybe partly) sent, then the connection broke."""
+
+    outcome = Outcome.CONNECTION_LOST
+
+
+class ResponseTimeoutError(ConnectionFailure):
+    """The request was sent and no answer came within the request timeout."""
+
+    outcome = Outcome.TIMEOUT
+
+
 def may_retry(outcome: Outcome, read_only: bool) -> bool:
     """Whether another host may be tried after this outcome."""
     if outcome in (Outcome.SUCCESS, Outcome.SERVER_ERROR):
