@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import kopf
-from gremlinlb.operator import certs
 from gremlinlb.operator.controller import ClusterController, ControllerOptions
 from gremlinlb.operator.kube import KubeApi, KubeError, namespaced
 from gremlinlb.operator.sender import HttpSender
 from gremlinlb.operator.spec import GROUP, PLURAL, VERSION, ClusterSpec, SpecError, parse_spec
 from gremlinlb.operator.webhook import token_secret_name, unknown_cluster_message
+
+from gremlinlb import certificates as certs
 
 log = logging.getLogger(__name__)
 

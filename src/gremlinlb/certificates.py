@@ -1,7 +1,7 @@
-"""The webhook's serving certificate: a private CA and a leaf for the names the apiserver uses.
+"""Serving certificates from a private CA: the operator's webhook and the test apiserver.
 
 Generated with ``cryptography`` (kopf's own self-signed path needs oscrypto, which cannot find
-libcrypto on some distributions). The operator keeps the pair in a Secret, so a restart reuses
+libcrypto on some distributions). The operator keeps its pair in a Secret, so a restart reuses
 it and the apiserver's caBundle stays valid; it is renewed when names change or expiry nears.
 """
 
@@ -38,10 +38,20 @@ def _general_names(names: Sequence[str]) -> list[x509.GeneralName]:
     return out
 
 
-def generate(names: Sequence[str], now: datetime.datetime | None = None) -> CertBundle:
+def generate(
+    names: Sequence[str],
+    now: datetime.datetime | None = None,
+    *,
+    ca_common_name: str = "gremlinlb-webhook-ca",
+    validity: datetime.timedelta = VALIDITY,
+) -> CertBundle:
+    """A fresh CA and a server certificate for `names` (DNS names or IP addresses).
+
+    The leaf's common name is `names[0]`; every name is a subject alternative name.
+    """
     now = now or datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gremlinlb-webhook-ca")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_common_name)])
     ca = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -49,7 +59,7 @@ def generate(names: Sequence[str], now: datetime.datetime | None = None) -> Cert
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + VALIDITY)
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -75,7 +85,7 @@ def generate(names: Sequence[str], now: datetime.datetime | None = None) -> Cert
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + VALIDITY)
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(_general_names(names)), critical=False)
