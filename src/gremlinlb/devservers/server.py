@@ -166,6 +166,7 @@ class GremlinServerProcess:
         self._use_class_archive = use_class_archive
         self._popen: subprocess.Popen[bytes] | None = None
         self._attached_pid: int | None = None
+        self._log_start = 0  # where this start's part of the (appended) log begins
 
     @classmethod
     def attach(cls, port: int, pid: int, work_dir: Path) -> GremlinServerProcess:
@@ -290,6 +291,7 @@ class GremlinServerProcess:
         with self.log_path.open("ab") as log_file:
             log_file.write(f"\n--- gremlinlb: starting {self.address} at {time.ctime()}\n".encode())
             log_file.flush()
+            self._log_start = log_file.tell()
             self._popen = subprocess.Popen(
                 command,
                 cwd=self.work_dir,
@@ -314,7 +316,9 @@ class GremlinServerProcess:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            if probe.port_open(self.host, self.port, timeout=min(0.5, remaining)):
+            # Our own log must say the port is ours: otherwise a server of another process that
+            # holds the port (a race between two test runs) would pass for this one.
+            if self._bound() and probe.port_open(self.host, self.port, timeout=min(0.5, remaining)):
                 try:
                     if probe.inject_one(self.address, timeout=max(0.1, min(10.0, remaining))) == [
                         1
@@ -328,6 +332,16 @@ class GremlinServerProcess:
             f"Gremlin Server {self.address} did not answer a traversal within {timeout:.0f} s "
             f"({last_error}); last lines of {self.log_path}:\n{self.log_tail()}"
         )
+
+    def _bound(self) -> bool:
+        """Gremlin Server logs this line once it has bound its port (read since this start)."""
+        try:
+            with self.log_path.open("rb") as log_file:
+                log_file.seek(self._log_start)
+                text = log_file.read().decode("utf-8", errors="replace")
+        except OSError:
+            return False
+        return f"Channel started at port {self.port}." in text
 
     def _signal(self, signum: signal.Signals) -> None:
         pid = self.pid
