@@ -395,3 +395,28 @@ def test_transaction_whose_server_dies_fails_with_session_lost(
             gtx.add_v("doomed").iterate()
     finally:
         rr.close()
+
+
+def test_reads_in_flight_when_every_server_dies_wait_and_complete_after_recovery(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    rr = RoundRobinClientRemoteConnection(
+        [servers[0].address, servers[1].address],
+        settings=fast_settings(max_attempts=2, request_timeout=20.0),
+    )
+    try:
+        g = traversal().with_(rr)
+        for _ in range(4):
+            g.inject(0).to_list()  # open sockets to both servers
+        servers[0].pause()
+        servers[1].pause()
+        pending = [rr.submit_async(g.inject(i).bytecode) for i in range(4)]
+        time.sleep(0.5)  # the reads are now sent and unanswered
+        servers[0].kill()  # its reads fail over to the other server, still hung...
+        time.sleep(0.5)
+        servers[1].kill()  # ...which dies too: every read has now failed on every server
+        wait_until(lambda: rr.balancer.buffered == 4, 15, "the four reads to wait")
+        servers[1].restart()
+        assert sorted(values(f.result(timeout=30))[0] for f in pending) == [0, 1, 2, 3]
+    finally:
+        rr.close()

@@ -157,16 +157,17 @@ def test_releasing_an_unused_slot_counts_no_outcome_and_lets_a_draining_host_lea
     assert lb.endpoints() == [B]
 
 
-def test_attempts_that_reached_a_server_use_up_max_attempts() -> None:
+def test_overload_answers_and_timeouts_use_up_max_attempts() -> None:
     budget = RetryBudget(max_attempts=3, host_count=5)
-    assert budget.allows_another(Outcome.CONNECTION_LOST)
+    assert budget.allows_another(Outcome.TIMEOUT)
     assert budget.allows_another(Outcome.OVERLOADED)
     assert not budget.allows_another(Outcome.TIMEOUT)
 
 
-def test_attempts_never_sent_do_not_use_up_max_attempts_but_are_bounded() -> None:
+@pytest.mark.parametrize("outcome", [Outcome.NOT_SENT, Outcome.CONNECTION_LOST])
+def test_host_failures_do_not_use_up_max_attempts_but_are_bounded(outcome: Outcome) -> None:
     budget = RetryBudget(max_attempts=1, host_count=4)
     allowed = 0
-    while budget.allows_another(Outcome.NOT_SENT):
+    while budget.allows_another(outcome):
         allowed += 1
     assert allowed == 2 * 4 + 1 - 1

@@ -75,20 +75,22 @@ def may_retry(outcome: Outcome, read_only: bool) -> bool:
 class RetryBudget:
     """How many more attempts a request may make.
 
-    `max_attempts` bounds attempts that reached a server (they cost the server work). Attempts
-    that never left this process are nearly free: each one takes its host out of rotation, and
-    once no host is left the request waits in the buffer instead of failing. They are bounded
-    separately so a host that flaps between up and refused cannot loop a request forever.
+    `max_attempts` bounds attempts that cost a server work or may be the request's own fault:
+    overload answers and timeouts (a slow query must not walk through every host and take each
+    one down). Attempts that failed because the host itself failed at the connection level
+    (refused, or the connection broke) take that host out of rotation; once no host is left the
+    request waits in the buffer instead of failing, so a total outage loses nothing that may be
+    retried. Those are bounded separately, so a host that flaps cannot loop a request forever.
     """
 
     def __init__(self, max_attempts: int, host_count: int) -> None:
-        self._reached_left = max_attempts - 1
-        self._not_sent_left = 2 * max(host_count, 1) + max_attempts
+        self._answered_left = max_attempts - 1
+        self._host_failures_left = 2 * max(host_count, 1) + max_attempts
 
     def allows_another(self, outcome: Outcome) -> bool:
         """Record a failed attempt; True if one more may be made."""
-        if outcome is Outcome.NOT_SENT:
-            self._not_sent_left -= 1
-            return self._not_sent_left > 0
-        self._reached_left -= 1
-        return self._reached_left >= 0
+        if outcome in (Outcome.NOT_SENT, Outcome.CONNECTION_LOST):
+            self._host_failures_left -= 1
+            return self._host_failures_left > 0
+        self._answered_left -= 1
+        return self._answered_left >= 0
