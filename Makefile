@@ -64,9 +64,9 @@ typecheck: package
 
 # `make bench`: connection-level balancers (HAProxy, a kube-proxy-like TCP round-robin) against
 # gremlinlb (in-process client, sidecar) on the same real Gremlin Servers, in one run; writes
-# bench/results/<date>.md and PNG plots. BENCH_QUICK=1 for a ~2 minute smoke run; BENCH_ARGS
+# bench/results/<date>.md and PNG plots. BENCH_QUICK=1 for a 2-3 minute smoke run; BENCH_ARGS
 # passes anything else to bench/compare/run.py (see its --help).
-bench: setup bench-deps haproxy
+bench: package jars js-driver bench-deps haproxy
 	$(PY) bench/compare/run.py $(if $(filter 1 yes true,$(BENCH_QUICK)),--quick) $(BENCH_ARGS)
 
 bench-deps: $(VENV)/.bench-stamp
