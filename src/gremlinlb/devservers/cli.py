@@ -185,17 +185,25 @@ def _serve_until_signalled(fleet: Fleet) -> None:
             signal.signal(sig, handler)
 
 
-def run_down(args: argparse.Namespace) -> int:
+def _recorded_servers(args: argparse.Namespace) -> tuple[Path, list[RecordedServer], int | None]:
+    """The detached servers on record, or the exit code when there is nothing to act on."""
     _quiet_driver_logs()
     state_file = _state_file(args)
     try:
         recorded = read_state(state_file)
     except ValueError as exc:
         log.error("%s", exc)
-        return 1
+        return state_file, [], 1
     if not recorded:
         log.info("no detached dev servers recorded in %s", state_file)
-        return 0
+        return state_file, [], 0
+    return state_file, recorded, None
+
+
+def run_down(args: argparse.Namespace) -> int:
+    state_file, recorded, code = _recorded_servers(args)
+    if code is not None:
+        return code
     handles = [(entry, entry.handle()) for entry in recorded]
     running = [(entry, server) for entry, server in handles if server.is_running()]
     for _, server in running:  # SIGTERM all first: they shut down in parallel
@@ -211,16 +219,9 @@ def run_down(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    _quiet_driver_logs()
-    state_file = _state_file(args)
-    try:
-        recorded = read_state(state_file)
-    except ValueError as exc:
-        log.error("%s", exc)
-        return 1
-    if not recorded:
-        log.info("no detached dev servers recorded in %s", state_file)
-        return 0
+    _, recorded, code = _recorded_servers(args)
+    if code is not None:
+        return code
     healthy = True
     for entry in recorded:
         server = entry.handle()
