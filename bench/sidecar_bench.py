@@ -89,11 +89,7 @@ def free_base_port(start: int = 28181, count: int = 3) -> int:
 
 def name_servers(fleet: Fleet) -> None:
     for server in fleet:
-        connection = DriverRemoteConnection(server.url, "g")
-        try:
-            traversal().with_(connection).add_v("server").property("name", server.address).iterate()
-        finally:
-            connection.close()
+        server.add_name_vertex()
 
 
 @contextlib.contextmanager

@@ -14,9 +14,8 @@ import queue
 import re
 import subprocess
 import threading
-import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,6 +28,7 @@ from gremlinlb.sidecar.testing import SidecarThread
 
 from gremlinlb.core import BalancerSettings, HealthCheckSettings, HostState, parse_endpoint
 from gremlinlb.devservers import Fleet, GremlinServerProcess
+from tests.helpers import name_servers, wait_until
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache"
 
@@ -111,16 +111,6 @@ class DriverProcess:
         self._stderr.close()
 
 
-def name_servers(servers: Sequence[GremlinServerProcess]) -> None:
-    """One `server` vertex per server holding its address, so an answer tells who ran it."""
-    for server in servers:
-        connection = DriverRemoteConnection(server.url, "g")
-        try:
-            traversal().with_(connection).add_v("server").property("name", server.address).iterate()
-        finally:
-            connection.close()
-
-
 def count_on_each(servers: Sequence[GremlinServerProcess], label: str) -> dict[str, int]:
     """Vertices labelled `label` on each server, asked directly (not through the sidecar)."""
     counts: dict[str, int] = {}
@@ -146,13 +136,6 @@ def client_connections(sidecar: SidecarThread) -> float:
 
 def requests_per_host(sidecar: SidecarThread) -> dict[str, int]:
     return {h.endpoint.address: h.requests for h in sidecar.balancer.hosts()}
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.05)
 
 
 def named_servers(fleet: Fleet) -> list[GremlinServerProcess]:

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     say.step("Starting 3 Apache TinkerPop Gremlin Servers on 127.0.0.1 (real JVMs)...")
     with Fleet(3, base_port=args.base_port) as fleet:
         for server in fleet:
-            _name(server)
+            server.add_name_vertex()
         say.line("ready: " + ", ".join(fleet.addresses))
 
         settings = BalancerSettings(
@@ -82,7 +82,7 @@ def _failover(
         f"3. Restarting {victim.address}; the health check runs every {HEALTH_INTERVAL:.0f} s."
     )
     victim.restart()
-    _name(victim)
+    victim.add_name_vertex()
     back = time.monotonic()
     _wait_for(lambda: rr.get_available()[victim.url], 30)
     say.line(f"back in rotation {time.monotonic() - back:.1f} s after it could answer")
@@ -94,7 +94,7 @@ def _scale_out(
 ) -> None:
     say.step("4. Starting a 4th server and adding it at runtime with add_host():")
     fourth = fleet.add()
-    _name(fourth)
+    fourth.add_name_vertex()
     rr.add_host(fourth.address)
     answers = Counter(_who(g) for _ in range(8))
     say.line(f"8 traversals: {dict(answers)}")
@@ -129,10 +129,6 @@ def _outage(
         f"{fleet[0].address} restarted; all {len(results)} answered, in order: {results} "
         f"({time.monotonic() - down_since:.1f} s after the restart began)"
     )
-
-
-def _name(server: GremlinServerProcess) -> None:
-    _direct(server, lambda g: g.add_v("server").property("name", server.address).iterate())
 
 
 def _who(g: GraphTraversalSource) -> str:

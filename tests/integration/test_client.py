@@ -30,18 +30,9 @@ from gremlinlb import (
 )
 from gremlinlb.core import HostState
 from gremlinlb.devservers import GremlinServerProcess
+from tests.helpers import name_servers, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def name_servers(servers: Sequence[GremlinServerProcess]) -> None:
-    """Give each server a vertex carrying its address, written directly, not through gremlinlb."""
-    for server in servers:
-        direct = DriverRemoteConnection(server.url, "g")
-        try:
-            traversal().with_(direct).add_v("server").property("name", server.address).iterate()
-        finally:
-            direct.close()
 
 
 def answered_by(g: GraphTraversalSource) -> str:
@@ -75,15 +66,6 @@ def rr(servers: Sequence[GremlinServerProcess]) -> Iterator[RoundRobinClientRemo
     )
     yield connection
     connection.close()
-
-
-def wait_until(condition: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_traversals_rotate_over_three_servers_in_exact_order(

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +19,7 @@ from gremlinlb.sidecar.testing import SidecarThread
 
 from gremlinlb.core import BalancerSettings, HealthCheckSettings, HostState, parse_endpoint
 from gremlinlb.devservers import Fleet, GremlinServerProcess
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -75,13 +75,6 @@ def hosts_of(sidecar: SidecarThread) -> tuple[int, list[str]]:
 
 def put(sidecar: SidecarThread, body: Any, token: str | None = TOKEN) -> tuple[int, Any]:
     return call("PUT", f"{sidecar.admin_url}/v1/hosts", body, token)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_get_hosts_reports_state_in_flight_totals_and_last_error(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +31,7 @@ from gremlinlb.core import (
     parse_endpoint,
 )
 from gremlinlb.devservers import Fleet, GremlinServerProcess, ServerRuntime, find_free_port
+from tests.helpers import name_servers, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -46,15 +47,6 @@ def config_for(servers: Sequence[GremlinServerProcess], **settings: object) -> S
         endpoints=tuple(parse_endpoint(s.address) for s in servers),
         settings=BalancerSettings(**base),  # type: ignore[arg-type]
     )
-
-
-def name_servers(servers: Sequence[GremlinServerProcess]) -> None:
-    for server in servers:
-        connection = DriverRemoteConnection(server.url, "g")
-        try:
-            traversal().with_(connection).add_v("server").property("name", server.address).iterate()
-        finally:
-            connection.close()
 
 
 @pytest.fixture
@@ -126,13 +118,6 @@ class Load:
         self._stop.set()
         for thread in self._threads:
             thread.join(30)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.05)
 
 
 def state(sidecar: SidecarThread, server: GremlinServerProcess) -> HostState:

@@ -22,6 +22,7 @@ from gremlinlb.sidecar.testing import SidecarThread
 
 from gremlinlb.core import BalancerSettings, HealthCheckSettings, parse_endpoint
 from gremlinlb.devservers import Fleet, GremlinServerProcess
+from tests.helpers import name_servers
 
 pytestmark = pytest.mark.integration
 
@@ -69,12 +70,7 @@ def node_script(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def servers(fleet: Fleet) -> Sequence[GremlinServerProcess]:
-    for server in fleet:
-        connection = DriverRemoteConnection(server.url, "g")
-        try:
-            traversal().with_(connection).add_v("server").property("name", server.address).iterate()
-        finally:
-            connection.close()
+    name_servers(fleet)
     return list(fleet)
 
 

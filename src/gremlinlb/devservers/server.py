@@ -411,6 +411,19 @@ class GremlinServerProcess:
         """Drop every vertex and edge."""
         probe.drop_all(self.address, timeout)
 
+    def add_name_vertex(self, timeout: float = 10.0) -> None:
+        """Add a `server` vertex holding this server's address.
+
+        A traversal through a balancer that reads it (`g.V().hasLabel('server').values('name')`)
+        then says which server ran it: the server's own answer, not the balancer's bookkeeping.
+        """
+        address = self.address
+        probe.with_traversal_source(
+            address,
+            lambda g: g.add_v("server").property("name", address).iterate(),
+            timeout,
+        )
+
     def remove_work_dir(self) -> None:
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
