@@ -36,7 +36,6 @@ from gremlinlb.core import (
     AllHostsTriedError,
     Balancer,
     BalancerClosedError,
-    BufferTimeoutError,
     ConnectionFailure,
     Endpoint,
     NoHealthyEndpointError,
@@ -704,12 +703,7 @@ class Proxy:
             async with asyncio.timeout(max(0.0, waiter.deadline - time.monotonic())):
                 await released
         except TimeoutError:
-            if self.balancer.withdraw(waiter):
-                max_wait = self.balancer.settings.buffer.max_wait
-                raise BufferTimeoutError(
-                    f"no Gremlin Server became healthy within max_wait={max_wait}s; the request "
-                    "was not sent"
-                ) from None
+            self.balancer.time_out(waiter)
         except asyncio.CancelledError:
             if not self.balancer.withdraw(waiter) and waiter.endpoint is not None:
                 self.balancer.release(waiter.endpoint)  # released to us but never used

@@ -159,3 +159,19 @@ def test_nothing_admitted_is_lost_or_reordered(
     balancer.record_probe(host, ok=True)
     assert release_order == [w.seq for w in admitted]
     assert all(w.endpoint == host for w in admitted)
+
+
+def test_timing_out_a_waiter_still_queued_fails_it_naming_max_wait() -> None:
+    balancer = all_down(BufferSettings(max_wait=5))
+    waiter = wait(balancer)
+    with pytest.raises(BufferTimeoutError, match="max_wait=5"):
+        balancer.time_out(waiter)
+    assert balancer.buffered == 0
+
+
+def test_timing_out_a_waiter_released_meanwhile_keeps_its_host() -> None:
+    balancer = all_down(BufferSettings())
+    waiter = wait(balancer)
+    balancer.record_probe(Endpoint("ws", "a", 1), ok=True)
+    balancer.time_out(waiter)
+    assert waiter.endpoint == Endpoint("ws", "a", 1)

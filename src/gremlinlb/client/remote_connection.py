@@ -32,7 +32,6 @@ from gremlinlb.core import (
     Balancer,
     BalancerClosedError,
     BalancerSettings,
-    BufferTimeoutError,
     ConnectionFailure,
     Endpoint,
     EventKind,
@@ -268,12 +267,8 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         if waiter.released:  # released before notify was set
             released.set()
         timeout = max(0.0, waiter.deadline - time.monotonic())
-        if not released.wait(timeout) and self._balancer.withdraw(waiter):
-            max_wait = self._balancer.settings.buffer.max_wait
-            raise BufferTimeoutError(
-                f"no Gremlin Server became healthy within max_wait={max_wait}s; the request "
-                "was not sent. Restore a backend or raise max_wait."
-            )
+        if not released.wait(timeout):
+            self._balancer.time_out(waiter)
         released.wait()
         if waiter.error is not None:
             raise waiter.error

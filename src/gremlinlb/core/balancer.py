@@ -241,6 +241,14 @@ class Balancer:
                 waiter.notify()
             return self._buffer.admit(size() if callable(size) else size, self._clock())
 
+    def time_out(self, waiter: Waiter) -> None:
+        """A waiter's deadline passed: raise BufferTimeoutError if it is still waiting.
+
+        Returns quietly if it was released meanwhile: its endpoint (or error) is then set.
+        """
+        if self.withdraw(waiter):
+            raise _timeout_error(self.settings.buffer.max_wait)
+
     def withdraw(self, waiter: Waiter) -> bool:
         """A waiter gave up (deadline or cancel). False if it was released meanwhile."""
         with self._lock:
