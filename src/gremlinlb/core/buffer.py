@@ -12,8 +12,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from gremlinlb.core.endpoints import Endpoint
 from gremlinlb.core.errors import BufferFullError
+from gremlinlb.core.lease import Lease
 from gremlinlb.core.settings import BufferSettings
 
 _sequence = itertools.count()
@@ -25,12 +25,12 @@ def _no_op() -> None:
 
 @dataclass(eq=False)
 class Waiter:
-    """One buffered request. Exactly one of `endpoint` / `error` is set when it is released."""
+    """One buffered request. Exactly one of `lease` / `error` is set when it is released."""
 
     size: int
     deadline: float
     seq: int = field(default_factory=lambda: next(_sequence))
-    endpoint: Endpoint | None = None
+    lease: Lease | None = None
     error: BaseException | None = None
     # Called (from any thread, under the balancer's lock) when the waiter is released; must not
     # block. A thread adapter sets an Event, an asyncio adapter schedules a future result.
@@ -38,7 +38,7 @@ class Waiter:
 
     @property
     def released(self) -> bool:
-        return self.endpoint is not None or self.error is not None
+        return self.lease is not None or self.error is not None
 
 
 class PendingBuffer:
