@@ -178,3 +178,72 @@ def test_timing_out_a_waiter_released_meanwhile_keeps_its_host() -> None:
     balancer.time_out(waiter)
     assert waiter.lease is not None
     assert waiter.lease.endpoint == A
+
+
+def test_a_returning_host_gets_release_per_host_buffered_requests_then_one_per_finish() -> None:
+    balancer = all_down(BufferSettings(release_per_host=2))
+    waiters = [wait(balancer) for _ in range(5)]
+    balancer.record_probe(A, ok=True)
+    assert [w.released for w in waiters] == [True, True, False, False, False]
+    assert waiters[0].lease is not None
+    balancer.finish(waiters[0].lease, Outcome.SUCCESS)
+    assert [w.released for w in waiters] == [True, True, True, False, False]
+
+
+def test_buffered_requests_spread_over_every_host_that_returns() -> None:
+    balancer = all_down(BufferSettings(release_per_host=2))
+    waiters = [wait(balancer) for _ in range(4)]
+    balancer.record_probe(A, ok=True)
+    balancer.record_probe(B, ok=True)
+    assert [w.lease.endpoint for w in waiters if w.lease] == [A, A, B, B]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.lists(
+        st.sampled_from(["request", "finish", "recover a", "recover b", "fail a", "fail b"]),
+        max_size=80,
+    ),
+)
+def test_release_in_bounded_batches_loses_and_reorders_nothing(
+    per_host: int, ops: list[str]
+) -> None:
+    balancer = all_down(BufferSettings(release_per_host=per_host, max_elements=1000))
+    hosts = {"a": A, "b": B}
+    admitted: list[Waiter] = []
+    release_order: list[int] = []
+    finished: set[int] = set()
+
+    def running() -> list[Waiter]:
+        """Buffered requests released to a host and not finished yet, oldest first."""
+        return [w for w in admitted if w.lease is not None and w.seq not in finished]
+
+    def finish_oldest() -> None:
+        waiter = running()[0]
+        assert waiter.lease is not None
+        balancer.finish(waiter.lease, Outcome.SUCCESS)
+        finished.add(waiter.seq)
+
+    for op in ops:
+        if op == "request":
+            acquired = balancer.acquire(1)
+            if isinstance(acquired, Waiter):
+                acquired.notify = functools.partial(release_order.append, acquired.seq)
+                admitted.append(acquired)
+            else:
+                balancer.finish(acquired, Outcome.SUCCESS)
+        elif op == "finish" and running():
+            finish_oldest()
+        elif op.startswith("recover"):
+            balancer.record_probe(hosts[op[-1]], ok=True)
+        elif op.startswith("fail") and balancer.state_of(hosts[op[-1]]) is HostState.HEALTHY:
+            attempt_on(balancer, hosts[op[-1]], Outcome.NOT_SENT)
+        for endpoint in (A, B):
+            assert sum(1 for w in running() if w.lease and w.lease.endpoint == endpoint) <= per_host
+    balancer.record_probe(A, ok=True)
+    for _ in range(len(admitted)):  # each finish lets the next one go
+        if running():
+            finish_oldest()
+    assert release_order == [w.seq for w in admitted]
+    assert all(w.lease is not None for w in admitted)
