@@ -370,11 +370,13 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         attempt.generation.give_back()
         with self._watch_lock:
             self._watching.pop(attempt.lease, None)
+        # Done before the core hears of it: a host event it raises (down, ejected) wakes the
+        # request, which must see this attempt as ended rather than re-dispatch it.
+        attempt.outcome, attempt.error, attempt.results = outcome, error, results or []
+        attempt.done = True
         try:
             self._balancer.finish(attempt.lease, outcome, error)
         finally:
-            attempt.outcome, attempt.error, attempt.results = outcome, error, results or []
-            attempt.done = True
             attempt.request.wake.set()
 
     def _may_try_again(self, outcome: Outcome, read_only: bool, budget: RetryBudget) -> bool:
