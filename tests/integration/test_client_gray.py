@@ -14,7 +14,11 @@ from gremlin_python.driver.protocol import GremlinServerError
 from gremlin_python.process.anonymous_traversal import traversal
 from gremlin_python.process.graph_traversal import GraphTraversalSource, __
 
-from gremlinlb import RequestMayHaveBeenAppliedError, RoundRobinClientRemoteConnection
+from gremlinlb import (
+    HealthCheckSettings,
+    RequestMayHaveBeenAppliedError,
+    RoundRobinClientRemoteConnection,
+)
 from gremlinlb.client.errors import AnswerNotReadableError
 from gremlinlb.core import EventKind, HostEvent, HostState, Outcome, ResponseTimeoutError
 from gremlinlb.devservers import GremlinServerProcess
@@ -156,7 +160,8 @@ def test_a_hung_server_under_load_is_ejected_while_every_read_is_answered(
 def test_a_slow_server_under_load_is_ejected_while_every_read_is_answered(
     servers: Sequence[GremlinServerProcess],
 ) -> None:
-    with FaultProxy(servers[2].address, answer_delay=0.15) as slow:
+    # 0.4 s: many times its peers' latency even when a busy machine slows them down
+    with FaultProxy(servers[2].address, answer_delay=0.4) as slow:
         rr = RoundRobinClientRemoteConnection(
             [servers[0].address, servers[1].address, slow.address],
             settings=fast_settings(request_timeout=10.0),
@@ -249,9 +254,11 @@ def test_a_restarted_server_is_not_marked_down_again_after_its_probe_passed(
 def test_a_statement_answered_after_request_timeout_keeps_its_transaction_and_its_host(
     extra_server: GremlinServerProcess,
 ) -> None:
+    # every answer comes 1.5 s late; probes (handshake and answer: 3 s) still pass
+    health = HealthCheckSettings(interval=0.5, timeout=6.0, rise=1, fall=1)
     with FaultProxy(extra_server.address, answer_delay=1.5) as slow:
         rr = RoundRobinClientRemoteConnection(
-            [slow.address], settings=fast_settings(request_timeout=1.0)
+            [slow.address], settings=fast_settings(request_timeout=1.0, health=health)
         )
         try:
             tx = traversal().with_(serving(rr)).tx()
