@@ -222,7 +222,7 @@ class BalancerSettings:
     outlier: OutlierSettings = field(default_factory=OutlierSettings)
     hedge: HedgeSettings = field(default_factory=HedgeSettings)
     budget: BudgetSettings = field(default_factory=BudgetSettings)
-    # Tries per request, the first included. Retries only ever go to other hosts.
+    # Tries per request, the first included. Retries go to other hosts (see Balancer.acquire).
     max_attempts: int = 3
     # A request with no answer after this long ends as a timeout (evidence against its host).
     request_timeout: float = 30.0
