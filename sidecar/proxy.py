@@ -631,6 +631,14 @@ class Proxy:
         self, exchange: Exchange, endpoint: Endpoint, outcome: Outcome, error: BaseException
     ) -> None:
         what = "got no answer in time" if outcome is Outcome.TIMEOUT else "lost the connection"
+        if exchange.read_only:  # only a timeout stops a read: it may just be a slow query
+            exchange.answer_error(
+                frames.SERVER_TIMEOUT,
+                f"the read was sent to {endpoint.address}, which {what} ({error}). A timed-out "
+                "read is not run again elsewhere (a slow query would run once per server); "
+                "retry it if it is not slow by nature, or raise request_timeout.",
+            )
+            return
         exchange.answer_error(
             frames.SERVER_TIMEOUT if outcome is Outcome.TIMEOUT else frames.SERVER_ERROR,
             f"the request was sent to {endpoint.address}, which {what} ({error}). It may write, "

@@ -102,10 +102,11 @@ def _scale_out(
     fourth = fleet.add()
     fourth.add_name_vertex()
     rr.add_host(fourth.address)
+    _wait_for(lambda: rr.get_available()[fourth.url], 30)  # its first probe
     answers = Counter(_who(g) for _ in range(8))
     say.line(f"8 traversals: {dict(answers)}")
     say.line(
-        f"{fourth.address} received {answers[fourth.address]} of them: it took requests once "
+        f"{fourth.address} received {answers[fourth.address]} of them: it takes requests once "
         f"its first probe passed, and ramps up to a full share over slow_start="
         f"{rr.balancer.settings.slow_start:g} s"
     )
