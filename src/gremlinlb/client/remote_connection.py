@@ -334,11 +334,14 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         try:
             client = generation.connection._client  # gremlinpython's Client behind the DRC
             written = client.submit_async(request.bytecode, request_options=request.options)
-        except Exception as error:  # refused before anything was written (e.g. closed client)
-            log.debug("not sent to %s: %s", lease.endpoint.address, error)
+        except Exception as error:  # refused before anything was written
             with self._watch_lock:
                 self._watching.pop(lease, None)
             generation.give_back()
+            if not generation.retired:  # the request's own (e.g. a requestId that is no UUID)
+                self._balancer.finish(lease, Outcome.CLIENT_ERROR, error)
+                raise
+            log.debug("not sent to %s, its connection was retired: %s", lease.endpoint, error)
             self._balancer.release(lease)
             return None
         written.add_done_callback(lambda future: self._written(attempt, future))
