@@ -156,7 +156,6 @@ class ReadGuardProtocol(GremlinServerWSProtocol):  # type: ignore[misc]
                 "tree(), or a serializer that knows the type).",
             ) from error
 
-
     def _status_without_request_id(self, message: Any) -> dict[str, Any] | None:
         """The error status of an answer that names no request (the server could not read
         the request's id), which gremlinpython fails on with a KeyError."""
