@@ -243,13 +243,18 @@ def _gb_value(data: bytes, position: int, depth: int) -> int:
     code = data[position]
     flag = data[position + 1]
     position += 2
+    if code == _STRING_CODE and flag == 0x00:  # the most common argument, read inline
+        size: int = _unpack_int(data, position)[0]
+        if size < 0:
+            raise _MayWrite(f"negative length {size}")
+        return position + 4 + size
     if flag == 0x01:
         return position  # null: no value bytes
     if flag != 0x00 or code == _NULL_CODE:
         raise _MayWrite(f"value flag {flag:#x} for type code {code:#x}")
-    size = _FIXED_SIZE.get(code)
-    if size is not None:
-        return position + size
+    fixed = _FIXED_SIZE.get(code)
+    if fixed is not None:
+        return position + fixed
     if code in _SIZED:
         size, position = _gb_count(data, position)
         return position + size
@@ -264,7 +269,10 @@ def _gb_value(data: bytes, position: int, depth: int) -> int:
 
 
 def _gb_items(data: bytes, position: int, depth: int) -> int:
-    count, position = _gb_count(data, position)
+    count: int = _unpack_int(data, position)[0]
+    if count < 0:
+        raise _MayWrite(f"negative length {count}")
+    position += 4
     for _ in range(count):
         position = _gb_value(data, position, depth)
     return position
@@ -484,7 +492,6 @@ _DATA_TYPES = frozenset(
         "gx:ZoneOffset",
     }
 )
-_ATOMS = (str, int, float, bool, type(None))
 
 
 def _check_graphson_request(payload: bytes | str) -> None:
@@ -530,54 +537,54 @@ def _typed(value: tuple[tuple[str, Any], ...]) -> tuple[Any, Any] | None:
     return None
 
 
-def _walk_json(root: Any) -> None:
+def _walk_json(value: Any, depth: int = 0) -> None:
     """Raise _MayWrite if a decoded GraphSON value holds a mutating step, a lambda or anything
     not understood; nested bytecode is walked wherever it sits."""
-    pending: list[tuple[Any, int]] = [(root, 0)]
-    while pending:
-        value, depth = pending.pop()
+    if type(value) is list:
         if depth > MAX_NESTING:
             raise _MayWrite("nested too deep")
-        depth += 1
-        if type(value) is list:
-            pending.extend((item, depth) for item in value if type(item) in _CONTAINERS)
-            continue
-        if type(value) is not tuple:
-            continue
-        typed = _typed(value)
-        if typed is None:  # a plain object: a map (GraphSON 2, or untyped)
-            pending.extend((item, depth) for _, item in value if type(item) in _CONTAINERS)
-            continue
-        type_name, content = typed
-        if type_name == "g:Bytecode":
-            pending.extend((argument, depth) for argument in _bytecode_arguments(content))
-        elif type_name in _DATA_TYPES:
-            pending.append((content, depth))
-        elif type_name in _STRATEGIES:
-            _check_strategy(type_name, content)
-            pending.append((content, depth))
-        else:  # g:Lambda, a provider's custom type, or anything unknown
-            raise _MayWrite(f"type {type_name!r}")
+        for item in value:
+            if type(item) is list or type(item) is tuple:
+                _walk_json(item, depth + 1)
+        return
+    if type(value) is not tuple:
+        return
+    if depth > MAX_NESTING:
+        raise _MayWrite("nested too deep")
+    typed = _typed(value)
+    if typed is None:  # a plain object: a map (GraphSON 2, or untyped)
+        for _, item in value:
+            if type(item) is list or type(item) is tuple:
+                _walk_json(item, depth + 1)
+        return
+    type_name, content = typed
+    if type_name == "g:Bytecode":
+        _walk_bytecode(content, depth + 1)
+    elif type_name in _DATA_TYPES:
+        _walk_json(content, depth + 1)
+    elif type_name in _STRATEGIES:
+        _check_strategy(type_name, content)
+        _walk_json(content, depth + 1)
+    else:  # g:Lambda, a provider's custom type, or anything unknown
+        raise _MayWrite(f"type {type_name!r}")
 
 
-_CONTAINERS = frozenset({list, tuple})
-
-
-def _bytecode_arguments(content: Any) -> Iterator[Any]:
-    """The arguments of every instruction; _MayWrite for a mutating step or an odd shape."""
+def _walk_bytecode(content: Any, depth: int) -> None:
     # Gremlin Server's reader takes every "step" and "source" key it meets, even inside another
     # key's value; only those two keys, each a list of [name, *arguments], are understood.
     if type(content) is not tuple:
         raise _MayWrite("bytecode that is not an object")
     for key, instructions in content:
-        if key not in ("step", "source") or type(instructions) is not list:
+        if (key != "step" and key != "source") or type(instructions) is not list:
             raise _MayWrite(f"bytecode key {key!r}")
         for instruction in instructions:
             if type(instruction) is not list or not instruction or type(instruction[0]) is not str:
                 raise _MayWrite("an instruction that is not [name, *arguments]")
             if instruction[0] in MUTATING_STEPS:
                 raise _MayWrite("mutating step")
-            yield from instruction[1:]
+            for argument in instruction[1:]:
+                if type(argument) is list or type(argument) is tuple:
+                    _walk_json(argument, depth)
 
 
 def _check_strategy(type_name: str, content: Any) -> None:
