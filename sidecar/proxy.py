@@ -269,7 +269,9 @@ class ClientConnection:
             if error.target is not None:
                 self.send_error(*error.target, error.code, str(error))
                 return True
-            await self.close(aiohttp.WSCloseCode.PROTOCOL_ERROR, f"malformed frame: {error}")
+            await self._close_after_in_flight(
+                aiohttp.WSCloseCode.PROTOCOL_ERROR, f"malformed frame: {error}"
+            )
             return False
         if request.op == "authentication":
             self.send_error(
@@ -320,10 +322,22 @@ class ClientConnection:
             if error.target is not None:
                 self.send_error(*error.target, code, message)
                 return True
-            await self.close(aiohttp.WSCloseCode.MESSAGE_TOO_BIG, message)
+            await self._close_after_in_flight(aiohttp.WSCloseCode.MESSAGE_TOO_BIG, message)
             return False
         self.send_error(request.channel, request.request_id, code, message)
         return True
+
+    async def _close_after_in_flight(self, code: int, reason: str) -> None:
+        """Close for a frame that cannot be answered, but only once the requests already in
+        flight on this connection were answered: a bad frame costs no other request its
+        answer. Nothing more is read meanwhile; each request ends within its buffer wait and
+        request timeout, so the wait is bounded by those."""
+        settings = self.proxy.balancer.settings
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settings.buffer.max_wait + settings.request_timeout):
+                for _ in range(self.proxy.options.max_requests_per_client):
+                    await self._slots.acquire()  # every slot free: nothing in flight
+        await self.close(code, reason)
 
     # -- writing -------------------------------------------------------------------------
 
