@@ -209,16 +209,39 @@ def test_removed_host_finishes_its_in_flight_request_and_takes_no_new_ones(
     wait_until(lambda: hosts_of(sidecar)[1] == [servers[1].address], 5, "the drain to end")
 
 
-def test_readyz_follows_backend_health_and_healthz_only_liveness(
+def test_readyz_stays_ready_while_backends_are_down_and_readyz_backends_follows_them(
     servers: Sequence[GremlinServerProcess],
 ) -> None:
     with SidecarThread(config_for(servers[:1])) as sidecar:
-        assert call("GET", f"{sidecar.admin_url}/readyz")[0] == 200
+        assert call("GET", f"{sidecar.admin_url}/readyz/backends")[0] == 200
         servers[0].pause()
-        wait_until(lambda: call("GET", f"{sidecar.admin_url}/readyz")[0] == 503, 10, "not ready")
-        assert call("GET", f"{sidecar.admin_url}/healthz")[0] == 200
-        servers[0].resume()
-        wait_until(lambda: call("GET", f"{sidecar.admin_url}/readyz")[0] == 200, 10, "ready")
+        try:
+            wait_until(
+                lambda: call("GET", f"{sidecar.admin_url}/readyz/backends")[0] == 503,
+                10,
+                "backends not ready",
+            )
+            status, body = call("GET", f"{sidecar.admin_url}/readyz")
+            assert (status, body["ready"], body["reason"]) == (200, True, "serving")
+            assert call("GET", f"{sidecar.admin_url}/healthz")[0] == 200
+        finally:
+            servers[0].resume()
+        wait_until(
+            lambda: call("GET", f"{sidecar.admin_url}/readyz/backends")[0] == 200,
+            10,
+            "backends ready again",
+        )
+
+
+def test_readyz_is_503_until_the_sidecar_holds_a_host_list(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    with SidecarThread(config_for([])) as sidecar:
+        status, body = call("GET", f"{sidecar.admin_url}/readyz")
+        assert (status, body["ready"]) == (503, False)
+        assert "PUT /v1/hosts" in body["reason"]
+        assert put(sidecar, {"generation": 1, "hosts": [servers[0].address]})[0] == 200
+        assert call("GET", f"{sidecar.admin_url}/readyz")[0] == 200
 
 
 def test_metrics_cover_requests_latency_in_flight_buffer_states_and_retries(

@@ -8,6 +8,7 @@ lock, so it is safe from many threads and from an asyncio loop alike.
 from __future__ import annotations
 
 import enum
+import bisect
 import itertools
 import logging
 import threading
@@ -168,9 +169,10 @@ class Balancer:
     def replace(self, endpoints: Iterable[Endpoint | str]) -> tuple[list[Endpoint], list[Endpoint]]:
         """Make the host list exactly `endpoints`; removed hosts drain. Returns (added, removed)."""
         wanted = [_as_endpoint(e) for e in endpoints]
+        keep = set(wanted)  # a set: applying a list stays linear in its size
         with self._lock:
             current = [h.endpoint for h in self._ring if h.state is not HostState.DRAINING]
-        removed = [e for e in current if e not in wanted]
+        removed = [e for e in current if e not in keep]
         added = [e for e in wanted if self.add(e)]
         for endpoint in removed:
             self.remove(endpoint, drain=True)
@@ -383,7 +385,8 @@ class Balancer:
 
     def _drop(self, host: _Host) -> HostEvent:
         del self._hosts[host.endpoint]
-        self._ring.remove(host)
+        # The ring is sorted by seq: find the host by bisection, not by comparing every host.
+        del self._ring[bisect.bisect_left(self._ring, host.seq, key=_seq_of)]
         log.info("host %s removed", host.endpoint.address)
         return HostEvent(EventKind.REMOVED, host.endpoint, host.state)
 
@@ -402,6 +405,10 @@ class Balancer:
     @staticmethod
     def _make_picker(policy: Policy) -> RoundRobin | LeastInFlight:
         return RoundRobin() if policy is Policy.ROUND_ROBIN else LeastInFlight()
+
+
+def _seq_of(host: _Host) -> int:
+    return host.seq
 
 
 def _as_endpoint(endpoint: Endpoint | str) -> Endpoint:
