@@ -115,6 +115,12 @@ BAD_BODIES: dict[str, tuple[Any, str]] = {
     "host_without_port": ({"generation": 1, "hosts": ["gremlin-0"]}, "hosts[0]"),
     "duplicate_host": ({"generation": 1, "hosts": ["h:1", "h:1"]}, "listed twice"),
     "unknown_field": ({"generation": 1, "hosts": [], "extra": 1}, "extra"),
+    "nul_in_host_name": ({"generation": 1, "hosts": ["gremlin\u0000x:8182"]}, "'\\x00'"),
+    "quote_in_host_name": ({"generation": 1, "hosts": ['gre"mlin:8182']}, "'\"'"),
+    "dot_segments_in_path": (
+        {"generation": 1, "hosts": ["ws://gremlin:8182/../v1/hosts"]},
+        "not a plain path",
+    ),
     "unknown_setting": (
         {"generation": 1, "hosts": [], "settings": {"colour": "red"}},
         "settings.colour",
@@ -298,3 +304,76 @@ def test_concurrent_puts_apply_exactly_one_winner_per_generation(
     generation, hosts = hosts_of(sidecar)
     assert generation == 7
     assert len(hosts) == 1
+
+
+def test_json_nested_too_deeply_is_400_and_changes_nothing(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
+) -> None:
+    deep = b"[" * 50_000 + b"]" * 50_000
+    status, answer = call("PUT", f"{sidecar.admin_url}/v1/hosts", raw=deep, token=TOKEN)
+    assert status == 400
+    assert "nested too deeply" in answer["error"]
+    assert hosts_of(sidecar) == (0, [s.address for s in servers[:2]])
+
+
+def test_the_sidecars_own_ports_are_refused_as_backends(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
+) -> None:
+    for own in (sidecar.sidecar.admin_address, sidecar.sidecar.address):
+        port = own.rpartition(":")[2]
+        for host in (own, f"localhost:{port}"):
+            status, answer = put(sidecar, {"generation": 1, "hosts": [host]})
+            assert status == 400
+            assert "this sidecar's own port" in answer["error"]
+    assert hosts_of(sidecar) == (0, [s.address for s in servers[:2]])
+
+
+def test_a_list_longer_than_max_hosts_is_400_naming_the_limit(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    with SidecarThread(replace(config_for(servers[:1]), max_hosts=3)) as sidecar:
+        hosts = [f"gremlin-{i}:8182" for i in range(4)]
+        status, answer = put(sidecar, {"generation": 1, "hosts": hosts})
+        assert status == 400
+        assert "4 entries, more than the limit of 3" in answer["error"]
+        assert "--max-hosts" in answer["error"]
+        assert hosts_of(sidecar) == (0, [servers[0].address])
+
+
+def loop_stalls(sidecar: SidecarThread, longer_than: str = "1.0") -> float:
+    """Event-loop timer ticks that fired more than `longer_than` seconds late (the metric)."""
+    text = call("GET", f"{sidecar.admin_url}/metrics")[1]
+    prefix = "gremlinlb_sidecar_event_loop_lag_seconds_bucket"
+    every = float(text.split(f'{prefix}{{le="+Inf"}} ')[1].split()[0])
+    within = float(text.split(f'{prefix}{{le="{longer_than}"}} ')[1].split()[0])
+    return every - within
+
+
+def test_a_put_of_20000_hosts_never_stalls_the_requests_served_meanwhile(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    quiet = BalancerSettings(health=HealthCheckSettings(interval=3600, probe_healthy=False))
+    config = replace(config_for(servers[:1]), settings=quiet, max_hosts=20_001)
+    many = [servers[0].address] + [
+        f"127.{1 + i // 65536}.{i // 256 % 256}.{i % 256}:9" for i in range(20_000)
+    ]
+    with SidecarThread(config) as sidecar:
+        # A session keeps every request on servers[0] whatever the host list says.
+        gremlin = Client(sidecar.url, "g", session="big-put")
+        try:
+            assert gremlin.submit("1").all().result(10) == [1]
+            result: list[tuple[int, Any]] = []
+            pusher = threading.Thread(
+                target=lambda: result.append(put(sidecar, {"generation": 1, "hosts": many}))
+            )
+            pusher.start()
+            answers = []
+            while pusher.is_alive() and len(answers) < 2000:
+                answers.append(gremlin.submit("1").all().result(10))
+            pusher.join(120)
+        finally:
+            gremlin.close()
+        assert result[0][0] == 200
+        assert len(hosts_of(sidecar)[1]) == 20_001
+        assert set(map(tuple, answers)) <= {(1,)}
+        assert loop_stalls(sidecar) == 0
