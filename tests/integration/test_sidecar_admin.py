@@ -377,3 +377,21 @@ def test_a_put_of_20000_hosts_never_stalls_the_requests_served_meanwhile(
         assert len(hosts_of(sidecar)[1]) == 20_001
         assert set(map(tuple, answers)) <= {(1,)}
         assert loop_stalls(sidecar) == 0
+
+
+def test_a_host_that_leaves_the_list_takes_its_metric_series_with_it(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
+) -> None:
+    gremlin = Client(sidecar.url, "g")
+    try:
+        for _ in range(4):
+            gremlin.submit("1").all().result(10)
+    finally:
+        gremlin.close()
+    gone = servers[0].address
+    assert f'host="{gone}"' in call("GET", f"{sidecar.admin_url}/metrics")[1]
+    assert put(sidecar, {"generation": 1, "hosts": [servers[1].address]})[0] == 200
+    wait_until(lambda: hosts_of(sidecar)[1] == [servers[1].address], 5, "the host to leave")
+    text = call("GET", f"{sidecar.admin_url}/metrics")[1]
+    assert f'host="{gone}"' not in text
+    assert f'host="{servers[1].address}"' in text
