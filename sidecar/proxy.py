@@ -237,6 +237,7 @@ class ClientConnection:
         self.in_flight = 0
         self.last_active = time.monotonic()
         self._cut_off = False
+        self._gone = False
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # set while nothing is queued or being written
         self._idle.set()
@@ -268,6 +269,7 @@ class ClientConnection:
                 self.pin.close()
             await self._flush(within=1.0)
             writer.cancel()
+            self._gone = True  # from here on nothing is queued for it
             self._forget_queue()
             self._give_back(self._request_bytes)
             self._request_bytes = 0
@@ -284,7 +286,7 @@ class ClientConnection:
         sidecar as a whole is back under its budget). Its requests wait in socket buffers."""
         self.proxy.paused.add(self)
         try:
-            while not self._reading_allowed() and not self.ws.closed:
+            while not (self._reading_allowed() or self.closed or self._cut_off or self.ws.closed):
                 self._may_read.clear()
                 await self._may_read.wait()
         finally:
@@ -422,7 +424,7 @@ class ClientConnection:
 
     def send(self, frame: bytes | str) -> None:
         """Queue a frame for the client; never blocks (backend readers call this)."""
-        if self.ws.closed or self._cut_off:
+        if self.ws.closed or self._cut_off or self._gone:
             return
         size = len(frame)
         limit = self.proxy.options.memory.client_max_queued_bytes
@@ -467,6 +469,7 @@ class ClientConnection:
             self.closed = True
             self._forget_queue()
             self._idle.set()
+            self._may_read.set()  # a reader paused for this client's sake finds out it left
 
     async def _flush(self, within: float) -> None:
         """Wait (at most `within` seconds) until every queued frame was written."""
