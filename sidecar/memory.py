@@ -17,11 +17,8 @@ Large buffers are returned to the system after a burst (glibc keeps freed heap o
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import logging
+import functools
 from dataclasses import dataclass
-
-log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 # glibc's mallopt parameter: allocations above it get their own mapping, returned on free.
@@ -86,30 +83,28 @@ class MemoryBudget:
         return release_free_memory()
 
 
-def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """glibc, whose allocator these calls tune; None elsewhere (musl, macOS)."""
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return None
     return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
 
 
-_LIBC = _libc()
-
-
 def tune_allocator() -> None:
     """On glibc, serve large buffers (answer frames) from their own mappings, which go back to
     the system when freed, instead of a heap that only grows."""
-    if _LIBC is not None:
-        _LIBC.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
 
 
 def release_free_memory() -> bool:
     """glibc's malloc_trim: return free heap pages to the system (a no-op elsewhere)."""
-    if _LIBC is None:
+    libc = _glibc()
+    if libc is None:
         return False
-    _LIBC.malloc_trim(0)
+    libc.malloc_trim(0)
     return True
