@@ -394,12 +394,14 @@ class ClientConnection:
 
     def cut_off(self, reason: str) -> None:
         """Drop what is queued for this client and close it: it does not read its answers."""
-        if self._cut_off or self.closed:
+        if self._cut_off:
             return
         self._cut_off = True
+        self._forget_queue()
+        if self.closed:
+            return  # already leaving: dropping its queue was all there was to do
         self.proxy.metrics.clients_cut_off.inc()
         log.warning("client %s cut off: %s", self.peer, reason)
-        self._forget_queue()
         task = asyncio.get_running_loop().create_task(self._close_unread(reason))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -561,7 +563,7 @@ class Proxy:
         least) until the sidecar is back under it."""
         while self.memory.over:
             worst = max(self.clients, key=lambda c: c.queued_bytes, default=None)
-            if worst is None or worst.queued_bytes == 0:
+            if worst is None or worst.queued_bytes == 0:  # cut_off empties a queue for good
                 return  # what is held is requests in flight: reading pauses until they end
             worst.cut_off(
                 f"the sidecar holds {self.memory.used} bytes, over its memory budget of "
