@@ -370,7 +370,7 @@ def test_a_put_of_20000_hosts_never_stalls_the_requests_served_meanwhile(
                 target=lambda: result.append(put(sidecar, {"generation": 1, "hosts": many}))
             )
             pusher.start()
-            answers = []
+            answers: list[list[Any]] = []
             while pusher.is_alive() and len(answers) < 2000:
                 answers.append(gremlin.submit("1").all().result(10))
             pusher.join(120)

@@ -7,8 +7,8 @@ lock, so it is safe from many threads and from an asyncio loop alike.
 
 from __future__ import annotations
 
-import enum
 import bisect
+import enum
 import itertools
 import logging
 import threading
