@@ -47,8 +47,6 @@ def default_resources(memory_budget_bytes: int = MemoryLimits().budget_bytes) ->
     return {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": f"{limit}Mi"}}
 
 
-DEFAULT_RESOURCES: Mapping[str, Any] = default_resources()
-
 #: core setting (section, field) -> the sidecar's environment variable (see sidecar/config.py).
 SETTINGS_ENV: tuple[tuple[str, str, str], ...] = (
     ("health", "interval", "GREMLINLB_HEALTH_INTERVAL"),

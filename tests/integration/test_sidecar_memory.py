@@ -18,7 +18,7 @@ import pytest
 from gremlin_python.driver.client import Client
 from gremlin_python.driver.request import RequestMessage
 from gremlin_python.driver.serializer import GraphBinarySerializersV1
-from gremlinlb.operator.webhook import DEFAULT_RESOURCES
+from gremlinlb.operator.webhook import default_resources
 from gremlinlb.sidecar.frames import GRAPHBINARY_CHANNEL, parse_response
 
 from gremlinlb.devservers import Fleet, GremlinServerProcess
@@ -34,7 +34,7 @@ NEVER_READ_REQUESTS = 40
 
 def injected_memory_limit() -> int:
     """The memory limit the webhook gives the sidecar container, in bytes."""
-    text = DEFAULT_RESOURCES["limits"]["memory"]
+    text = default_resources()["limits"]["memory"]
     assert text.endswith("Mi")
     return int(text[:-2]) * MiB
 
