@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 ONE_MB = "'x' * 1000000"  # a Groovy string of 1,000,000 characters: a ~1 MB answer frame
 MiB = 1024 * 1024
 # Each never-reading client asks for more than the sidecar lets one client queue (32 MiB).
-NEVER_READ_REQUESTS = 40
+NEVER_READ_REQUESTS = 48
 
 
 def injected_memory_limit() -> int:
