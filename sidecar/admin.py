@@ -91,7 +91,7 @@ class AdminApi:
             try:
                 # Reading and checking thousands of hosts runs off the event loop, so a big
                 # list never holds up the Gremlin traffic this process carries.
-                update = await asyncio.to_thread(self._parse, text, current)
+                update = await asyncio.to_thread(_parse, text, current, self._rules())
             except BadUpdateError as error:
                 return _error(400, f"{error}; nothing was changed")
             if update.generation <= current.generation:
@@ -133,9 +133,6 @@ class AdminApi:
                 "removed": [e.url for e in removed],
             }
         )
-
-    def _parse(self, text: str, current: HostList) -> HostList:
-        return parse_update(parse_body(text), current.settings, self._rules())
 
     def _authorized(self, request: web.Request) -> bool:
         if self._token is None:
@@ -200,6 +197,10 @@ def _host_json(host: HostStatus) -> dict[str, Any]:
         "outcomes": {outcome.value: count for outcome, count in host.outcomes.items()},
         "last_error": host.last_error,
     }
+
+
+def _parse(text: str, current: HostList, rules: HostRules) -> HostList:
+    return parse_update(parse_body(text), current.settings, rules)
 
 
 def _listing(endpoints: Sequence[Endpoint], shown: int = 10) -> str:
