@@ -22,6 +22,7 @@ from gremlinlb.operator.webhook import default_resources
 from gremlinlb.sidecar.frames import GRAPHBINARY_CHANNEL, parse_response
 
 from gremlinlb.devservers import Fleet, GremlinServerProcess
+from tests.helpers import wait_until
 from tests.integration.test_sidecar_process import SidecarProcess
 
 pytestmark = pytest.mark.integration
@@ -174,7 +175,9 @@ def test_slow_and_never_reading_clients_keep_rss_under_the_injected_limit_while_
             client.close()
         sampling.set()
         sampler.join(10)
-    time.sleep(2.0)  # the burst is over: what it took goes back to the system
+    # Every byte counted for a client is given back once its requests are over.
+    wait_until(lambda: held_bytes(sidecar) == 0, 60, "the held bytes to return to 0")
+    time.sleep(1.0)  # the burst is over: what it took goes back to the system
     after = rss(pid)
     sidecar.terminate()
     assert sidecar.wait() == 0
@@ -189,6 +192,13 @@ def test_slow_and_never_reading_clients_keep_rss_under_the_injected_limit_while_
     assert max(peak) < limit
     assert "gremlinlb_sidecar_clients_cut_off_total 8.0" in metrics
     assert after - peak[0] < (max(peak) - peak[0]) / 2  # most of the burst was given back
+
+
+def held_bytes(sidecar: SidecarProcess) -> float:
+    for line in get_text(f"{sidecar.admin}/metrics").splitlines():
+        if line.startswith("gremlinlb_sidecar_held_bytes "):
+            return float(line.split()[1])
+    raise AssertionError("no gremlinlb_sidecar_held_bytes in /metrics")
 
 
 def get_text(url: str) -> str:
