@@ -386,7 +386,9 @@ class Balancer:
     def _drop(self, host: _Host) -> HostEvent:
         del self._hosts[host.endpoint]
         # The ring is sorted by seq: find the host by bisection, not by comparing every host.
-        del self._ring[bisect.bisect_left(self._ring, host.seq, key=_seq_of)]
+        index = bisect.bisect_left(self._ring, host.seq, key=_seq_of)
+        assert self._ring[index] is host, "the ring must stay sorted by seq"
+        del self._ring[index]
         log.info("host %s removed", host.endpoint.address)
         return HostEvent(EventKind.REMOVED, host.endpoint, host.state)
 
