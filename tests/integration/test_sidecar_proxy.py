@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 import uuid
@@ -502,3 +503,37 @@ def test_text_frames_are_answered_with_text_frames_carrying_the_clients_id(
     answer = GraphSONSerializersV3d0().deserialize_message(message.data)
     assert (answer["requestId"], answer["status"]["code"]) == (request_id, 200)
     assert answer["result"]["data"] == [1, 2]
+
+
+def test_connections_that_never_finish_the_upgrade_are_closed_after_the_handshake_timeout(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    options = ProxyOptions(handshake_timeout=1.0)
+    with SidecarThread(replace(fast_config(servers), proxy=options)) as sidecar:
+        host, port = sidecar.sidecar.address.rsplit(":", 1)
+        stalled = []
+        for index in range(200):
+            sock = socket.create_connection((host, int(port)), timeout=30)
+            if index % 2:  # half send part of an upgrade, half send nothing at all
+                sock.sendall(b"GET /gremlin HTTP/1.1\r\nHost: sidecar\r\nUpgrade: websocket\r\n")
+            stalled.append(sock)
+        try:
+            closed = [sock.recv(1024) == b"" for sock in stalled]
+        finally:
+            for sock in stalled:
+                sock.close()
+        assert closed == [True] * 200
+
+
+def test_an_upgraded_connection_idle_longer_than_the_handshake_timeout_stays_open(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    options = ProxyOptions(handshake_timeout=0.5)
+    with SidecarThread(replace(fast_config(servers), proxy=options)) as sidecar:
+        gremlin = Client(sidecar.url, "g", pool_size=1)
+        try:
+            assert gremlin.submit("1").all().result(10) == [1]
+            time.sleep(2.0)
+            assert gremlin.submit("2").all().result(10) == [2]
+        finally:
+            gremlin.close()
