@@ -194,6 +194,10 @@ class FaultProxy:
                 await self._relay(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, OSError) as error:
             log.debug("fault proxy connection ended: %s", error)
+        except asyncio.CancelledError:
+            # only close() cancels a connection; ending quietly keeps asyncio's server from
+            # logging every connection dropped at shutdown as an error
+            pass
         finally:
             self._connections.discard(task)
             writer.close()
