@@ -972,7 +972,8 @@ def gray_summary(data: dict[str, Any]) -> list[str]:
     settings = data["settings"]
     slow_ms = 1000 * settings.get("slow_delay", 0.0)
     lines = [
-        f"Gray failures (16 workers, read mix; throughput against the same cell before the fault): "
+        f"Gray failures ({data['options']['scenario_workers']} workers, read mix; throughput "
+        "against the same cell before the fault): "
         f"server 2 hung (SIGSTOP) for {settings['hang']:g} s; server 2's answers "
         f"{slow_ms:g} ms late for {settings.get('slow', 0.0):g} s (probes still pass).",
         "",

@@ -78,6 +78,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
     parser.add_argument(
         "--scenarios", help="comma-separated subset of add,kill,hang,slow,outage, or none"
     )
+    parser.add_argument(
+        "--scenario-workers",
+        type=int,
+        default=16,
+        help="closed-loop workers in the fault scenarios (default 16; fewer leave the machine "
+        "less CPU-bound, so a slow server's delay shows more)",
+    )
     parser.add_argument("--seed", type=int, default=7, help="seed of the request mix")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
     parser.add_argument(
@@ -104,6 +111,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
         parser.error(f"unknown scenario(s) {sorted(wrong)}; known: {known} (or none)")
     if args.label is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.label):
         parser.error(f"--label {args.label!r}: use letters, digits, '.', '_' or '-' (a file name)")
+    if args.scenario_workers < 1:
+        parser.error(f"--scenario-workers must be at least 1, got {args.scenario_workers}")
     quick = bool(args.quick)
     options = Options(
         quick=quick,
@@ -116,7 +125,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
         reps=args.reps or (1 if quick else 3),
         warmup=args.warmup if args.warmup is not None else 0.5,
         steady_duration=args.duration or _steady_default(quick),
-        scenario_workers=16,
+        scenario_workers=args.scenario_workers,
         contenders=chosen,
         scenario_contenders=[
             n
