@@ -67,7 +67,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run (~2-3 minutes)")
     parser.add_argument("--workers", help="steady read-mix worker counts (default 1,16,64)")
-    parser.add_argument("--write-workers", help="steady write-mix worker counts (default 16)")
+    parser.add_argument(
+        "--write-workers", help="steady write-mix worker counts (default 16; 0: none)"
+    )
     parser.add_argument(
         "--js-workers", help="concurrent requests of the JavaScript client (default 16; 0: none)"
     )
@@ -117,9 +119,15 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
     options = Options(
         quick=quick,
         workers=_ints(args.workers) or ([16] if quick else [1, 16, 64]),
-        write_workers=(
-            _ints(args.write_workers) if args.write_workers is not None else ([] if quick else [16])
-        ),
+        write_workers=[
+            w
+            for w in (
+                _ints(args.write_workers)
+                if args.write_workers is not None
+                else ([] if quick else [16])
+            )
+            if w > 0
+        ],
         label=args.label,
         js_workers=[w for w in (_ints(args.js_workers) or [16]) if w > 0],
         reps=args.reps or (1 if quick else 3),
@@ -613,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "make bench" + (" BENCH_QUICK=1" if options.quick else "")
     extra = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--quick"]
     if extra:
-        command += " BENCH_ARGS=" + shlex.quote(" ".join(extra))
+        command += " BENCH_ARGS=" + shlex.quote(shlex.join(extra))
     info = bench.run()
     data = {
         "info": info,
