@@ -153,7 +153,11 @@ class FaultProxy:
         )
         thread.start()
         self._thread = (loop, thread)
-        asyncio.run_coroutine_threadsafe(self.start(), loop).result(10)
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(10)
+        except BaseException:  # e.g. the port is taken: leave no loop thread behind
+            self.stop_thread()
+            raise
         return self
 
     def stop_thread(self) -> None:
