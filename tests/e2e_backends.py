@@ -34,6 +34,8 @@ from gremlinlb.devservers.server import ensure_runtime
 
 REPO = Path(__file__).resolve().parent.parent
 BACKEND_ENV = "GREMLINLB_E2E_BACKEND"
+#: Keep the cluster's directory (logs of every component, each container's output): a path.
+KEEP_ENV = "GREMLINLB_CLUSTER_DIR"
 GREMLIN_CONTAINER = "gremlin-server"
 #: The Gremlin Server request counter the checks read (bytecode requests, the app's and the
 #: sidecars' health checks alike), written once a second by the servers themselves.
@@ -61,7 +63,7 @@ class Backend(ABC):
         """Environment in which ``kubectl`` on PATH talks to this cluster as its admin."""
 
     def run_readme_line(
-        self, line: str, timeout: float = 180.0
+        self, line: str, timeout: float = 330.0
     ) -> subprocess.CompletedProcess[str]:
         """One command line of the README, run by bash from the repository root."""
         return subprocess.run(
@@ -118,7 +120,8 @@ class DevClusterBackend(Backend):
             gremlin_runtime=ensure_runtime(),
             gremlin_server_config=GREMLIN_SERVER_METRICS,
         )
-        self.cluster = Cluster(network, images).start()
+        keep = os.environ.get(KEEP_ENV)
+        self.cluster = Cluster(network, images, workdir=Path(keep) if keep else None).start()
         self.kubeconfig = self.cluster.plane.admin_kubeconfig
 
     @property

@@ -31,14 +31,15 @@ import ctypes
 import datetime
 import http.client
 import ipaddress
+import json
 import logging
 import os
 import re
-import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -64,6 +65,32 @@ _CLONE_NEWNET = 0x40000000
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _TICK_S = 0.2
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+#: Runs first in a container's fresh mount namespace: opens every volume's directory, then
+#: bind-mounts each (through its descriptor, so a mount over /tmp cannot hide a source that
+#: lives under /tmp), then executes the container's command.
+_MOUNT_HELPER = r"""
+import ctypes, json, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC = 1, 32, 4096, 16384
+def mount(source, target, flags):
+    if libc.mount(source, target.encode(), None, flags, None) != 0:
+        error = ctypes.get_errno()
+        sys.exit(f"mount {target}: {os.strerror(error)}")
+mounts = json.loads(sys.argv[1])
+fds = [os.open(source, os.O_PATH) for source, _, _ in mounts]
+for fd, (source, target, read_only) in zip(fds, mounts):
+    if os.path.isdir(source):
+        os.makedirs(target, exist_ok=True)
+    elif not os.path.exists(target):
+        sys.exit(f"mount {target}: no such file to mount {source} on")
+    mount(f"/proc/self/fd/{fd}".encode(), target, MS_BIND | MS_REC)
+    if read_only:
+        mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    os.close(fd)
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
 
 
 class PodFailure(DevClusterError):
@@ -450,6 +477,7 @@ class PodWorker:
                 self.host, service_ip, service_port, self.agent.plane.apiserver_port
             )
             self._forwarder.start()
+        self._write_hosts_file()
         if self._wait(self._prepare_volumes) and self._start_init_containers():
             for container in [c for c in self.containers if c.role == "main"]:
                 self._start_container(container)
@@ -707,26 +735,42 @@ class PodWorker:
             )
         return [found, *argv[1:]]
 
-    def _mount_script(self, container: Container) -> str:
-        lines = ["set -e"]
+    def _mounts_of(self, container: Container) -> list[list[Any]]:
+        """[source, target, read-only] of each volume mount, parents before children."""
+        mounts: list[list[Any]] = []
         for mount in container.spec.get("volumeMounts") or ():
             source = self._mounts.get(mount["name"])
             if source is None:
                 raise PodFailure(f"container {container.name}: no volume named {mount['name']!r}")
             if mount.get("subPath"):
                 source = source / mount["subPath"]
-            target = mount["mountPath"]
-            Path(target).mkdir(parents=True, exist_ok=True)  # the mount point, as in an image
-            lines.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(target)}")
-            if mount.get("readOnly"):
-                lines.append(f"mount -o remount,bind,ro {shlex.quote(target)}")
-        lines.append('exec "$@"')
-        return "\n".join(lines)
+            mounts.append([str(source), str(mount["mountPath"]), bool(mount.get("readOnly"))])
+        # The pod's /etc/hosts, as a kubelet mounts it into every container.
+        mounts.append([str(self.directory / "etc-hosts"), "/etc/hosts", True])
+        return sorted(mounts, key=lambda m: len(Path(m[1]).parts))
+
+    def _write_hosts_file(self) -> None:
+        """The pod's own name at its IP and, standing in for cluster DNS, the ``kubernetes``
+        Service's names at its cluster IP (in-cluster clients such as kopf use the name)."""
+        assert self.host is not None
+        lines = [
+            "127.0.0.1\tlocalhost",
+            f"{self.host.address}\t{self.name}",
+        ]
+        if self.agent.service is not None:
+            names = " ".join(
+                ["kubernetes", "kubernetes.default", "kubernetes.default.svc"]
+                + ["kubernetes.default.svc.cluster.local"]
+            )
+            lines.append(f"{self.agent.service[0]}\t{names}")
+        (self.directory / "etc-hosts").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def container_command(self, container: Container, argv: Sequence[str]) -> list[str]:
-        """``argv`` as it runs in ``container``: the pod's network namespace, its mounts."""
+        """``argv`` as it runs in ``container``: the pod's network namespace and its volumes
+        bind-mounted at their mount paths (in the mount namespace ``ip netns exec`` makes)."""
         assert self.host is not None
-        return self.host.argv(["/bin/sh", "-c", self._mount_script(container), "sh", *argv])
+        mounts = json.dumps(self._mounts_of(container))
+        return self.host.argv([sys.executable, "-S", "-c", _MOUNT_HELPER, mounts, *argv])
 
     def _start_container(self, container: Container) -> bool:
         try:

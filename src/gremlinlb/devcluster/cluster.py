@@ -79,6 +79,7 @@ class ClusterControlPlane(ControlPlane):
             *argv,
             "--enable-aggregator-routing=true",
             f"--requestheader-client-ca-file={self.certs.ca_cert}",
+            "--requestheader-allowed-names=front-proxy-client",
         ]
 
 
