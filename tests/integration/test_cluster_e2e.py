@@ -185,6 +185,15 @@ class Install:
 
         return wait_for(settled, timeout, f"{replicas} Gremlin Servers, ready and listed")
 
+    def wait_apps(self, replicas: int = 2) -> list[str]:
+        """The example app's pods, once all of them are ready."""
+
+        def ready() -> list[str] | None:
+            pods = self.ready_pods(APP_SELECTOR)
+            return pods if len(pods) == replicas else None
+
+        return wait_for(ready, 120, f"{replicas} ready app pods")
+
     def app_pod(self) -> str:
         return self.ready_pods(APP_SELECTOR)[0]
 
@@ -276,7 +285,7 @@ def test_readme_quick_start_brings_the_cluster_ready_with_3_endpoints(install: I
 
 
 def test_app_pods_get_the_sidecar_injected_as_a_native_sidecar(install: Install) -> None:
-    pods = wait_for(lambda: install.ready_pods(APP_SELECTOR), 120, "ready app pods")
+    pods = install.wait_apps()
     assert len(pods) == 2
     for pod in install.pods(APP_SELECTOR):
         sidecars = [c for c in pod.spec.init_containers or () if c.name == SIDECAR]
@@ -286,7 +295,7 @@ def test_app_pods_get_the_sidecar_injected_as_a_native_sidecar(install: Install)
 
 
 def test_app_requests_are_answered_and_spread_over_all_3_servers(install: Install) -> None:
-    pods = wait_for(lambda: install.ready_pods(APP_SELECTOR), 120, "ready app pods")
+    pods = install.wait_apps()
     wait_for(
         lambda: all("count 1" in install.backend.logs(NS, p, "app") for p in pods),
         60,

@@ -758,10 +758,8 @@ class PodWorker:
             f"{self.host.address}\t{self.name}",
         ]
         if self.agent.service is not None:
-            names = " ".join(
-                ["kubernetes", "kubernetes.default", "kubernetes.default.svc"]
-                + ["kubernetes.default.svc.cluster.local"]
-            )
+            names = "kubernetes kubernetes.default kubernetes.default.svc"
+            names += " kubernetes.default.svc.cluster.local"
             lines.append(f"{self.agent.service[0]}\t{names}")
         (self.directory / "etc-hosts").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
