@@ -335,7 +335,9 @@ def test_scaling_down_to_2_drains_the_removed_servers_with_no_failed_request(
     install: Install,
 ) -> None:
     install.wait_servers(4)
+    ips = {p.status.pod_ip: p.metadata.name for p in install.pods(SERVER_SELECTOR)}
     seen_terminating: set[str] = set()
+    reported_draining: set[str] = set()
     stop = threading.Event()
 
     def watch_endpoints() -> None:
@@ -343,6 +345,11 @@ def test_scaling_down_to_2_drains_the_removed_servers_with_no_failed_request(
             for endpoint in install.endpoints():
                 if endpoint["terminating"] and endpoint["serving"]:
                     seen_terminating.add(str(endpoint["pod"]))
+            status = install.cluster().get("status") or {}
+            for endpoint in status.get("endpoints") or ():
+                if endpoint.get("state") == "draining":
+                    ip = str(endpoint["address"]).rsplit(":", 1)[0]
+                    reported_draining.add(ips.get(ip, ip))
             time.sleep(0.1)
 
     watcher = threading.Thread(target=watch_endpoints, daemon=True)
@@ -357,6 +364,7 @@ def test_scaling_down_to_2_drains_the_removed_servers_with_no_failed_request(
     assert result["failed"] == 0, result
     assert result["ok"] > 0
     assert seen_terminating >= {"gremlin-2", "gremlin-3"}
+    assert reported_draining >= {"gremlin-2", "gremlin-3"}  # in the GremlinCluster's status
     install.scale_servers(3)
     install.wait_servers(3)
 
@@ -415,6 +423,10 @@ def test_deleting_the_gremlincluster_removes_its_token_secret(install: Install) 
         return False
 
     wait_for(secret_gone, 60, "the token Secret to be deleted")
+    # The sidecars keep their last list: deleting the cluster never cuts traffic.
+    result = install.load(seconds=4).result()
+    assert result["failed"] == 0, result
+    assert result["ok"] > 0
 
 
 def test_deleting_the_namespace_completes(install: Install) -> None:
