@@ -349,7 +349,7 @@ def test_scaling_down_to_2_drains_the_removed_servers_with_no_failed_request(
             for endpoint in status.get("endpoints") or ():
                 if endpoint.get("state") == "draining":
                     ip = str(endpoint["address"]).rsplit(":", 1)[0]
-                    reported_draining.add(ips.get(ip, ip))
+                    reported_draining.add(endpoint.get("pod") or ips.get(ip, ip))
             time.sleep(0.1)
 
     watcher = threading.Thread(target=watch_endpoints, daemon=True)

@@ -51,6 +51,7 @@ from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
+from gremlinlb.devcluster.controlplane import _die_with_parent
 from gremlinlb.devcluster.errors import DevClusterError, NetnsError
 from gremlinlb.devcluster.netns import NetnsHost, NetnsNetwork, find_ip_tool
 from gremlinlb.devservers.server import GremlinServerProcess
@@ -794,6 +795,7 @@ class PodWorker:
                         stdout=log_file,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
+                        preexec_fn=_die_with_parent,  # gone with the test process, whatever happens
                     )
                 container.process = _Popen(popen)
         except (PodFailure, ApiException, OSError) as exc:
