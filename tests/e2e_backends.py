@@ -27,9 +27,7 @@ from pathlib import Path
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from gremlinlb.devcluster.agent import ImageCatalog, NodeAgent
-from gremlinlb.devcluster.cluster import Cluster
-from gremlinlb.devcluster.netns import NetnsNetwork
+from gremlinlb.devcluster import Cluster, ImageCatalog, NetnsNetwork, NodeAgent
 from gremlinlb.devservers.server import ensure_runtime
 
 REPO = Path(__file__).resolve().parent.parent

@@ -21,11 +21,14 @@ kwok keeps the node Ready and gives each pod on it an IP from the node's pod CID
 What it does not do: pull images (only known images run, mapped to this checkout's
 executables), cgroups and resource limits, users (every process runs as the test's user),
 read-only root filesystems, ``kubectl logs``/``exec`` (see :meth:`NodeAgent.logs` and
-:meth:`NodeAgent.exec`).
+:meth:`NodeAgent.exec_command`). Mount points missing on this machine (such as
+``/var/run/secrets/kubernetes.io/serviceaccount``) are created as empty directories, as an image
+would have them; what is mounted there is seen only inside the container's mount namespace.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import datetime
@@ -568,8 +571,6 @@ class PodWorker:
         )
 
     def _secret_data(self, name: str, optional: bool = False) -> dict[str, bytes]:
-        import base64
-
         try:
             secret = self.core.read_namespaced_secret(name, self.namespace)
         except ApiException as exc:
