@@ -429,6 +429,42 @@ def test_deleting_the_gremlincluster_removes_its_token_secret(install: Install) 
     assert result["ok"] > 0
 
 
+def test_a_pod_the_node_cannot_run_says_why_and_its_deletion_completes(install: Install) -> None:
+    namespace = "unrunnable"
+    install.backend.kubectl("create", "namespace", namespace)
+    install.backend.kubectl(
+        "run",
+        "nowhere",
+        "-n",
+        namespace,
+        "--image=gremlinlb.invalid/no-such-image:1",
+        "--restart=Never",
+    )
+
+    def waiting_reason() -> str | None:
+        pod = install.core.read_namespaced_pod("nowhere", namespace)
+        statuses = (pod.status.container_statuses or []) if pod.status else []
+        waiting = statuses[0].state.waiting if statuses and statuses[0].state else None
+        return (
+            waiting.reason
+            if waiting is not None and waiting.reason != "ContainerCreating"
+            else None
+        )
+
+    reason = wait_for(waiting_reason, 120, "the pod's container to say why it is not running")
+    assert reason
+    install.backend.kubectl("delete", "namespace", namespace, "--wait=false")
+
+    def gone() -> bool:
+        try:
+            install.core.read_namespace(namespace)
+        except k8s.ApiException as error:
+            return bool(error.status == 404)
+        return False
+
+    wait_for(gone, 180, f"namespace {namespace} to finish terminating", interval=1)
+
+
 def test_deleting_the_namespace_completes(install: Install) -> None:
     install.backend.kubectl("delete", "namespace", NS, "--wait=false")
 

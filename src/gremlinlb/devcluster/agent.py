@@ -441,12 +441,29 @@ class PodWorker:
 
     def _main(self) -> None:
         try:
-            self._run()
-        except Exception:
+            try:
+                self._run()
+            except PodFailure as failure:
+                self._fail(str(failure))
+        except Exception as error:
             log.exception("pod %s/%s: node agent failure", self.namespace, self.name)
+            with contextlib.suppress(Exception):
+                self._fail(f"node agent failure: {error!r}")
         finally:
             self._teardown(kill=True)
             self.finished.set()
+
+    def _fail(self, message: str) -> None:
+        """A pod this node cannot run as specified: say why (an event, each container's waiting
+        reason), as a kubelet does for a bad volume or image, and stay so until deleted."""
+        self._event("Failed", message)
+        for container in self.containers:
+            if container.process is not None and container.running():
+                container.process.send(signal.SIGKILL)
+            container.waiting = ("CreateContainerConfigError", message)
+        self._patch_status()
+        self._wait(self._deleting)
+        self._finish()
 
     def _wait(self, predicate: Callable[[], bool]) -> bool:
         """Tick until ``predicate`` holds (True) or the pod is going away (False)."""
@@ -482,10 +499,10 @@ class PodWorker:
             )
             self._forwarder.start()
         self._write_hosts_file()
-        if self._wait(self._prepare_volumes) and self._start_init_containers():
+        volumes_ready = self._wait(lambda: self._prepare_volumes() or self._deleting())
+        if volumes_ready and not self._deleting() and self._start_init_containers():
             for container in [c for c in self.containers if c.role == "main"]:
                 self._start_container(container)
-            self._wait(lambda: self._tick() or self._deleting())
         self._finish()
 
     def _start_init_containers(self) -> bool:
@@ -505,12 +522,13 @@ class PodWorker:
         return True
 
     def _finish(self) -> None:
-        if self.gone.is_set() or self.agent.stopping.is_set():
+        """Keep the pod going (probes, restarts, status) until it is deleted; then terminate
+        it and delete the pod object. Also after a failure: a deleted pod must always go."""
+        if not self._wait(lambda: self._tick() or self._deleting()):
             return
-        if self._deleting():
-            self._terminate()
-            self._teardown(kill=True)
-            self._delete_pod_object()
+        self._terminate()
+        self._teardown(kill=True)
+        self._delete_pod_object()
 
     # -- volumes --
 
