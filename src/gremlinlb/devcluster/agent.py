@@ -709,24 +709,23 @@ class PodWorker:
             value_from = item.get("valueFrom") or {}
             if "fieldRef" in value_from:
                 env[name] = self._field_ref(value_from["fieldRef"])
-            elif "secretKeyRef" in value_from:
-                ref = value_from["secretKeyRef"]
-                env[name] = (
-                    self._secret_data(ref["name"], bool(ref.get("optional")))
-                    .get(ref["key"], b"")
-                    .decode()
-                )
-            elif "configMapKeyRef" in value_from:
-                ref = value_from["configMapKeyRef"]
-                env[name] = (
-                    self._config_map_data(ref["name"], bool(ref.get("optional")))
-                    .get(ref["key"], b"")
-                    .decode()
-                )
-            elif "resourceFieldRef" in value_from:
-                env[name] = "0"
+            elif "secretKeyRef" in value_from or "configMapKeyRef" in value_from:
+                secret = "secretKeyRef" in value_from
+                ref = value_from["secretKeyRef" if secret else "configMapKeyRef"]
+                optional = bool(ref.get("optional"))
+                read = self._secret_data if secret else self._config_map_data
+                data = read(ref["name"], optional)
+                if ref["key"] not in data and not optional:
+                    kind = "Secret" if secret else "ConfigMap"
+                    raise PodFailure(
+                        f"env {name}: {kind} {ref['name']!r} has no key {ref['key']!r}"
+                    )
+                env[name] = data.get(ref["key"], b"").decode()
             else:
-                env[name] = ""
+                raise PodFailure(
+                    f"env {name}: unsupported valueFrom {sorted(value_from)} (the node agent "
+                    "knows fieldRef, secretKeyRef and configMapKeyRef)"
+                )
         return env
 
     def _argv(self, container: Container, env: Mapping[str, str]) -> list[str]:
