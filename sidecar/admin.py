@@ -168,6 +168,9 @@ def _host_json(host: HostStatus) -> dict[str, Any]:
         "requests": host.requests,
         "outcomes": {outcome.value: count for outcome, count in host.outcomes.items()},
         "last_error": host.last_error,
+        "ewma_latency": host.ewma_latency,
+        "ejections": host.ejections,
+        "ejected_until": host.ejected_until,
     }
 
 

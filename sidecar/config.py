@@ -96,7 +96,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_message_bytes", "largest frame accepted either way (default 10 MiB)", "BYTES"),
     Option("connections_per_host", "multiplexed connections per backend (default 2)", "N"),
     Option("max_in_flight_per_connection", "requests at once on one connection (default 128)", "N"),
-    Option("policy", "round_robin (default) or least_in_flight", "NAME"),
+    Option("policy", "round_robin (default), least_in_flight or peak_ewma", "NAME"),
     Option("max_attempts", "tries per request, the first included (default 3)", "N"),
     Option("request_timeout", "seconds without an answer frame before a request fails", "SEC"),
     Option("connect_timeout", "seconds to open a backend connection (default 5)", "SEC"),

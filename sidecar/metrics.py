@@ -99,7 +99,7 @@ class _CoreCollector(Collector):
         )
         states = GaugeMetricFamily(
             "gremlinlb_sidecar_host_state",
-            "1 for the state each host is in (healthy, down, draining)",
+            "1 for the state each host is in (healthy, down, draining, ejected, joining)",
             labels=["host", "state"],
         )
         for host in hosts:

@@ -38,6 +38,7 @@ from gremlinlb.core import (
     BalancerClosedError,
     ConnectionFailure,
     Endpoint,
+    Lease,
     NoHealthyEndpointError,
     Outcome,
     RetryBudget,
@@ -125,6 +126,7 @@ class Attempt:
         "exchange",
         "held",
         "last_activity",
+        "lease",
         "on_end",
         "outcome",
         "report",
@@ -135,12 +137,13 @@ class Attempt:
     def __init__(
         self,
         exchange: Exchange,
-        endpoint: Endpoint,
-        report: Callable[[Endpoint, Outcome, BaseException | None], None],
+        lease: Lease,
+        report: Callable[[Lease, Outcome, BaseException | None], None],
         on_end: Callable[[Attempt], None] | None = None,
     ) -> None:
         self.exchange = exchange
-        self.endpoint = endpoint
+        self.lease = lease
+        self.endpoint = lease.endpoint
         self.report = report
         # Either someone awaits `result` (the task path) or `on_end` is called in place (the
         # fast path, which spends no task on a request that succeeds at once).
@@ -182,7 +185,7 @@ class Attempt:
         self.ended = True
         self.error = error
         self.outcome = outcome
-        self.report(self.endpoint, outcome, error)
+        self.report(self.lease, outcome, error)
         self.exchange.client.proxy.metrics.requests.labels(
             self.endpoint.address, outcome.value
         ).inc()
@@ -195,8 +198,9 @@ class Attempt:
 class SessionPin:
     """The backend connection one client connection's sessions live on, for its whole life."""
 
-    def __init__(self, balancer: Balancer, endpoint: Endpoint, connection: BackendConnection):
-        self.endpoint = endpoint
+    def __init__(self, balancer: Balancer, lease: Lease, connection: BackendConnection):
+        self.lease = lease
+        self.endpoint = lease.endpoint
         self.connection = connection
         self.broken: BaseException | None = None
         self._balancer = balancer
@@ -207,7 +211,7 @@ class SessionPin:
             return
         self._closed = True
         self.connection.close("closed: its client left")  # Gremlin Server ends the session
-        self._balancer.finish(self.endpoint, Outcome.SUCCESS)
+        self._balancer.finish(self.lease, Outcome.SUCCESS)
 
 
 class ClientConnection:
@@ -265,7 +269,9 @@ class ClientConnection:
             if error.target is not None:
                 self.send_error(*error.target, error.code, str(error))
                 return True
-            await self.close(aiohttp.WSCloseCode.PROTOCOL_ERROR, f"malformed frame: {error}")
+            await self._close_after_in_flight(
+                aiohttp.WSCloseCode.PROTOCOL_ERROR, f"malformed frame: {error}"
+            )
             return False
         if request.op == "authentication":
             self.send_error(
@@ -316,10 +322,22 @@ class ClientConnection:
             if error.target is not None:
                 self.send_error(*error.target, code, message)
                 return True
-            await self.close(aiohttp.WSCloseCode.MESSAGE_TOO_BIG, message)
+            await self._close_after_in_flight(aiohttp.WSCloseCode.MESSAGE_TOO_BIG, message)
             return False
         self.send_error(request.channel, request.request_id, code, message)
         return True
+
+    async def _close_after_in_flight(self, code: int, reason: str) -> None:
+        """Close for a frame that cannot be answered, but only once the requests already in
+        flight on this connection were answered: a bad frame costs no other request its
+        answer. Nothing more is read meanwhile; each request ends within its buffer wait and
+        request timeout, so the wait is bounded by those."""
+        settings = self.proxy.balancer.settings
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settings.buffer.max_wait + settings.request_timeout):
+                for _ in range(self.proxy.options.max_requests_per_client):
+                    await self._slots.acquire()  # every slot free: nothing in flight
+        await self.close(code, reason)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -392,21 +410,21 @@ class ClientConnection:
         async with self._pin_lock:
             if self.pin is None:
                 proxy = self.proxy
-                endpoint = await proxy.acquire(0, ())
+                lease = await proxy.acquire(0, (), session=True)
                 settings = proxy.balancer.settings
                 try:
                     connection = await proxy.backends.dedicated(
-                        endpoint, channel, settings.connect_timeout
+                        lease.endpoint, channel, settings.connect_timeout
                     )
                 except ConnectionFailure as error:
-                    proxy.balancer.finish(endpoint, error.outcome, error)
+                    proxy.balancer.finish(lease, error.outcome, error)
                     raise
                 if self.closed:
                     connection.close("its client left")
-                    proxy.balancer.release(endpoint)
+                    proxy.balancer.release(lease)
                     raise ConnectionFailure("the client left while its session connection opened")
-                self.pin = SessionPin(proxy.balancer, endpoint, connection)
-                log.info("client %s: sessions pinned to %s", self.peer, endpoint.address)
+                self.pin = SessionPin(proxy.balancer, lease, connection)
+                log.info("client %s: sessions pinned to %s", self.peer, lease.endpoint.address)
             return self.pin
 
 
@@ -462,16 +480,16 @@ class Proxy:
             client.spawn(self._serve(exchange, self._serve_session(exchange)))
             return
         try:
-            acquired: Endpoint | Waiter = self.balancer.acquire(len(request.frame), ())
+            acquired: Lease | Waiter = self.balancer.acquire(len(request.frame), ())
         except (NoHealthyEndpointError, BalancerClosedError):
             client.spawn(self._serve(exchange, self._serve_balanced(exchange)))
             return
         connection = None
-        if isinstance(acquired, Endpoint):
+        if isinstance(acquired, Lease):
             settings = self.balancer.settings
-            pool = self.backends.pool(acquired, request.channel)
+            pool = self.backends.pool(acquired.endpoint, request.channel)
             connection = pool.ready(settings.connect_timeout)
-        if connection is None or not isinstance(acquired, Endpoint):
+        if connection is None or not isinstance(acquired, Lease):
             client.spawn(self._serve(exchange, self._serve_balanced(exchange, acquired)))
             return
         attempt = Attempt(exchange, acquired, self.balancer.finish, self._fast_attempt_ended)
@@ -543,13 +561,13 @@ class Proxy:
     async def _serve_balanced(
         self,
         exchange: Exchange,
-        acquired: Endpoint | Waiter | None = None,
+        acquired: Lease | Waiter | None = None,
         previous: Attempt | None = None,
     ) -> None:
         """The retry loop. `acquired` is a host (or a place in the wait buffer) the fast path
         already took; `previous` is a first attempt that failed in a retryable way."""
         request = exchange.request
-        budget = RetryBudget(self.balancer.settings.max_attempts, len(self.balancer.endpoints()))
+        budget = RetryBudget(self.balancer.settings.max_attempts)
         tried: list[Endpoint] = []
         held: tuple[bytes | str, ResponseHeader] | None = None
         last_error: BaseException | None = None
@@ -564,11 +582,11 @@ class Proxy:
         while True:
             try:
                 if acquired is None:
-                    endpoint = await self.acquire(len(request.frame), tried)
-                elif isinstance(acquired, Endpoint):
-                    endpoint = acquired
+                    lease = await self.acquire(len(request.frame), tried)
+                elif isinstance(acquired, Lease):
+                    lease = acquired
                 else:
-                    endpoint = await self._wait(acquired)
+                    lease = await self._wait(acquired)
                 acquired = None
             except BalancerClosedError:
                 exchange.answer_error(
@@ -581,22 +599,22 @@ class Proxy:
             except NoHealthyEndpointError as refused:  # buffer full or waited too long: say which
                 self._give_up(exchange, held, refused)
                 return
-            attempt = Attempt(exchange, endpoint, self.balancer.finish)
-            outcome = await self._run(attempt, endpoint)
+            attempt = Attempt(exchange, lease, self.balancer.finish)
+            outcome = await self._run(attempt)
             if self._settled(exchange, attempt, outcome):
                 return
             if attempt.held is not None:
                 held = attempt.held
-            tried.append(endpoint)
+            tried.append(lease.endpoint)
             last_error = attempt.error
             if not budget.allows_another(outcome):
                 break
         self._give_up(exchange, held, last_error)
 
-    async def _run(self, attempt: Attempt, endpoint: Endpoint) -> Outcome:
+    async def _run(self, attempt: Attempt) -> Outcome:
         request = attempt.exchange.request
         settings = self.balancer.settings
-        pool = self.backends.pool(endpoint, request.channel)
+        pool = self.backends.pool(attempt.endpoint, request.channel)
         try:
             connection = await pool.lease(settings.connect_timeout, settings.request_timeout)
             backend_id = self.backends.ids.next()
@@ -627,6 +645,14 @@ class Proxy:
         self, exchange: Exchange, endpoint: Endpoint, outcome: Outcome, error: BaseException
     ) -> None:
         what = "got no answer in time" if outcome is Outcome.TIMEOUT else "lost the connection"
+        if exchange.read_only:  # only a timeout stops a read: it may just be a slow query
+            exchange.answer_error(
+                frames.SERVER_TIMEOUT,
+                f"the read was sent to {endpoint.address}, which {what} ({error}). A timed-out "
+                "read is not run again elsewhere (a slow query would run once per server); "
+                "retry it if it is not slow by nature, or raise request_timeout.",
+            )
+            return
         exchange.answer_error(
             frames.SERVER_TIMEOUT if outcome is Outcome.TIMEOUT else frames.SERVER_ERROR,
             f"the request was sent to {endpoint.address}, which {what} ({error}). It may write, "
@@ -653,7 +679,7 @@ class Proxy:
                 "connection.",
             )
             return
-        attempt = Attempt(exchange, pin.endpoint, self.balancer.observe)
+        attempt = Attempt(exchange, pin.lease, self.balancer.observe)
         backend_id = self.backends.ids.next()
         try:
             exchange.sent = True
@@ -678,14 +704,16 @@ class Proxy:
 
     # -- waiting for a host --------------------------------------------------------------
 
-    async def acquire(self, size: int, tried: list[Endpoint] | tuple[()]) -> Endpoint:
+    async def acquire(
+        self, size: int, tried: list[Endpoint] | tuple[()], *, session: bool = False
+    ) -> Lease:
         """A host from the core, waiting in its buffer (FIFO, bounded) when none is healthy."""
-        acquired = self.balancer.acquire(size, tried)
-        if isinstance(acquired, Endpoint):
+        acquired = self.balancer.acquire(size, tried, session=session)
+        if isinstance(acquired, Lease):
             return acquired
         return await self._wait(acquired)
 
-    async def _wait(self, waiter: Waiter) -> Endpoint:
+    async def _wait(self, waiter: Waiter) -> Lease:
         loop = asyncio.get_running_loop()
         released: asyncio.Future[None] = loop.create_future()
 
@@ -705,13 +733,13 @@ class Proxy:
         except TimeoutError:
             self.balancer.time_out(waiter)
         except asyncio.CancelledError:
-            if not self.balancer.withdraw(waiter) and waiter.endpoint is not None:
-                self.balancer.release(waiter.endpoint)  # released to us but never used
+            if not self.balancer.withdraw(waiter) and waiter.lease is not None:
+                self.balancer.release(waiter.lease)  # released to us but never used
             raise
         if waiter.error is not None:
             raise waiter.error
-        assert waiter.endpoint is not None
-        return waiter.endpoint
+        assert waiter.lease is not None
+        return waiter.lease
 
     # -- shutdown ------------------------------------------------------------------------
 

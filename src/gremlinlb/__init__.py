@@ -3,12 +3,15 @@
 from gremlinlb.client import RoundRobinClientRemoteConnection
 from gremlinlb.core import (
     BalancerSettings,
+    BudgetSettings,
     BufferFullError,
     BufferSettings,
     BufferTimeoutError,
     GremlinLBError,
     HealthCheckSettings,
+    HedgeSettings,
     InvalidEndpointError,
+    OutlierSettings,
     Policy,
     RequestMayHaveBeenAppliedError,
     SessionLostError,
@@ -19,12 +22,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BalancerSettings",
+    "BudgetSettings",
     "BufferFullError",
     "BufferSettings",
     "BufferTimeoutError",
     "GremlinLBError",
     "HealthCheckSettings",
+    "HedgeSettings",
     "InvalidEndpointError",
+    "OutlierSettings",
     "Policy",
     "RequestMayHaveBeenAppliedError",
     "RoundRobinClientRemoteConnection",

@@ -46,6 +46,13 @@ def values(remote: RemoteTraversal) -> list[object]:
     return [t.object for t in remote.traversers]
 
 
+def serving(rr: RoundRobinClientRemoteConnection) -> RoundRobinClientRemoteConnection:
+    """Wait until every host passed its first probe (hosts join unprobed and take no
+    request before), so a test's first request meets the whole rotation."""
+    wait_until(lambda: all(rr.get_available().values()), 15, "every host's first probe")
+    return rr
+
+
 def fast_settings(**overrides: object) -> BalancerSettings:
     health = HealthCheckSettings(interval=0.5, timeout=2.0, rise=1, fall=1)
     base: dict[str, object] = {"health": health, "request_timeout": 3.0, "connect_timeout": 2.0}
@@ -64,7 +71,7 @@ def rr(servers: Sequence[GremlinServerProcess]) -> Iterator[RoundRobinClientRemo
     connection = RoundRobinClientRemoteConnection(
         [s.address for s in servers], settings=fast_settings()
     )
-    yield connection
+    yield serving(connection)
     connection.close()
 
 
@@ -135,7 +142,7 @@ def doomed_pair(servers: Sequence[GremlinServerProcess]) -> Iterator[Doomed]:
         [victim.address, bystander.address], settings=fast_settings(), pool_size=1
     )
     try:
-        g = traversal().with_(rr)
+        g = traversal().with_(serving(rr))
         assert answered_by(g) == victim.address  # opens the socket to the victim
         assert answered_by(g) == bystander.address  # the next request goes to the victim again
         victim.pause()  # it will be sent and never answered...
@@ -204,6 +211,7 @@ def test_host_added_at_runtime_receives_traffic(
 ) -> None:
     name_servers([extra_server])
     rr.add_host(extra_server.address)
+    serving(rr)  # it takes requests once its first probe passed
     g = traversal().with_(rr)
     assert extra_server.address in {answered_by(g) for _ in range(4)}
 

@@ -38,6 +38,7 @@ from gremlinlb.core import (
     HostEvent,
     HostState,
     HostStatus,
+    Lease,
     Outcome,
     RequestMayHaveBeenAppliedError,
     RetryBudget,
@@ -144,16 +145,16 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
     def create_session(self) -> PinnedSession:
         """Open a session (for `g.tx()`) pinned to one healthy host for its whole life."""
         self._check_open()
-        acquired = self._balancer.acquire(0)
-        endpoint = acquired if isinstance(acquired, Endpoint) else self._wait(acquired)
+        acquired = self._balancer.acquire(0, session=True)
+        lease = acquired if isinstance(acquired, Lease) else self._wait(acquired)
         try:
-            connection = self._options.session(endpoint)
+            connection = self._options.session(lease.endpoint)
         except Exception:
-            self._balancer.release(endpoint)
+            self._balancer.release(lease)
             raise
-        session = PinnedSession(self._balancer, endpoint, connection, self.traversal_source)
+        session = PinnedSession(self._balancer, lease, connection, self.traversal_source)
         self._sessions.append(session)
-        log.info("session pinned to %s", endpoint.address)
+        log.info("session pinned to %s", lease.endpoint.address)
         return session
 
     def remove_session(self, session: PinnedSession) -> None:
@@ -210,7 +211,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
     def _execute(self, bytecode: Any) -> list[Any]:
         self._check_open()
         read_only = not bytecode_may_write(bytecode)
-        budget = RetryBudget(self._balancer.settings.max_attempts, len(self._hosts))
+        budget = RetryBudget(self._balancer.settings.max_attempts)
         tried: list[Endpoint] = []
         last_error: BaseException | None = None
         while True:
@@ -219,8 +220,9 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
             except AllHostsTriedError:
                 assert last_error is not None  # only raised when something was tried
                 raise last_error from None
-            endpoint = acquired if isinstance(acquired, Endpoint) else self._wait(acquired)
-            outcome, result = self._attempt(endpoint, bytecode)
+            lease = acquired if isinstance(acquired, Lease) else self._wait(acquired)
+            endpoint = lease.endpoint
+            outcome, result = self._attempt(lease, bytecode)
             if outcome is Outcome.SUCCESS:
                 return list(result)
             error: BaseException = result
@@ -237,30 +239,31 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
             tried.append(endpoint)
             last_error = error
 
-    def _attempt(self, endpoint: Endpoint, bytecode: Any) -> tuple[Outcome, Any]:
+    def _attempt(self, lease: Lease, bytecode: Any) -> tuple[Outcome, Any]:
+        endpoint = lease.endpoint
         with self._hosts_lock:
             host = self._hosts.get(endpoint)
         if host is None:  # removed between pick and use: nothing was sent
-            self._balancer.release(endpoint)
+            self._balancer.release(lease)
             return Outcome.NOT_SENT, ConnectionError(f"{endpoint.address} was removed")
         try:
             traversal = host.get().submit(bytecode)
             results = list(traversal.traversers)
         except ConnectionFailure as error:
-            self._balancer.finish(endpoint, error.outcome, error)
+            self._balancer.finish(lease, error.outcome, error)
             return error.outcome, error
         except GremlinServerError as error:
             overloaded = error.status_code in OVERLOAD_STATUS_CODES
             outcome = Outcome.OVERLOADED if overloaded else Outcome.SERVER_ERROR
-            self._balancer.finish(endpoint, outcome, error)
+            self._balancer.finish(lease, outcome, error)
             return outcome, error
         except Exception as error:  # anything else from the driver: treat as a lost connection
-            self._balancer.finish(endpoint, Outcome.CONNECTION_LOST, error)
+            self._balancer.finish(lease, Outcome.CONNECTION_LOST, error)
             return Outcome.CONNECTION_LOST, error
-        self._balancer.finish(endpoint, Outcome.SUCCESS)
+        self._balancer.finish(lease, Outcome.SUCCESS)
         return Outcome.SUCCESS, results
 
-    def _wait(self, waiter: Waiter) -> Endpoint:
+    def _wait(self, waiter: Waiter) -> Lease:
         """Block until the buffer releases this request, or its max_wait passes."""
         released = threading.Event()
         waiter.notify = released.set
@@ -272,8 +275,8 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         released.wait()
         if waiter.error is not None:
             raise waiter.error
-        assert waiter.endpoint is not None
-        return waiter.endpoint
+        assert waiter.lease is not None
+        return waiter.lease
 
     def _size(self, bytecode: Any) -> int:
         message = RequestMessage(
@@ -302,13 +305,14 @@ class PinnedSession(RemoteConnection):  # type: ignore[misc]
     def __init__(
         self,
         balancer: Balancer,
-        endpoint: Endpoint,
+        lease: Lease,
         connection: DriverRemoteConnection,
         traversal_source: str,
     ) -> None:
-        super().__init__(endpoint.url, traversal_source)
+        super().__init__(lease.endpoint.url, traversal_source)
         self._balancer = balancer
-        self.endpoint = endpoint
+        self.lease = lease
+        self.endpoint = lease.endpoint
         self._connection = connection
         self._closed = False
 
@@ -351,13 +355,13 @@ class PinnedSession(RemoteConnection):  # type: ignore[misc]
         except ConnectionFailure as error:
             log.info("session on %s closed without the server: %s", self.endpoint.address, error)
         finally:
-            self._balancer.finish(self.endpoint, Outcome.SUCCESS)
+            self._balancer.finish(self.lease, Outcome.SUCCESS)
 
     def _guard(self, call: Callable[[], Any], *, ending: bool = False) -> Any:
         try:
             return call()
         except ConnectionFailure as error:
-            self._balancer.observe(self.endpoint, error.outcome, error)
+            self._balancer.observe(self.lease, error.outcome, error)
             if ending and error.outcome.may_have_executed:
                 raise RequestMayHaveBeenAppliedError(self.endpoint.address, error) from error
             raise SessionLostError(self.endpoint.address, error) from error
