@@ -183,6 +183,7 @@ class Balancer:
         self._latencies = Samples(_HEDGE_WINDOW)
         self._hedge_delay: tuple[float, float] | None = None  # (computed at, value)
         self._next_expiry = math.inf
+        self._ramps_end = -math.inf  # no host is in slow start from then on
         self._pick_now = 0.0
         self._pick_default_rtt: float | None = None
         self._ejections: Counter[str] = Counter()
@@ -219,6 +220,8 @@ class Balancer:
             self._budget.settings = settings.budget
             self._hedge_delay = None
             self._next_expiry = -math.inf  # recompute passive returns under the new rules
+            starts = [h.ramp_start for h in self._ring if h.ramp_start is not None]
+            self._ramps_end = max(starts, default=-math.inf) + settings.slow_start
             if not settings.health.enabled:  # nobody will probe joining hosts any more
                 now = self._clock()
                 for host in self._ring:
@@ -383,7 +386,8 @@ class Balancer:
             with self._lock:
                 self._check_open()
                 now = self._clock()
-                events += self._expire(now)
+                if now >= self._next_expiry:
+                    events += self._expire(now)
                 host = self._pick(exclude, now)
                 if host is None and hedge:
                     raise NoHealthyEndpointError(
@@ -700,6 +704,16 @@ class Balancer:
     ) -> list[HostEvent]:
         """Count one outcome; feed latency and outlier state; return state changes."""
         host.outcomes[outcome] += 1
+        if outcome is Outcome.SUCCESS and error is None:  # the hot path: an answer, no news
+            host.last_answer = now
+            host.suspect = False
+            host.failures_in_row = 0
+            if sample:
+                latency = now - lease.started
+                host.ewma.update(latency, now)
+                host.recent.append(latency)
+                self._latencies.append(latency)
+            return []
         if error is not None:
             host.last_error = f"{type(error).__name__}: {error}"
         if outcome in _ANSWERS:
@@ -710,9 +724,9 @@ class Balancer:
         if sample and outcome in _SAMPLES:
             latency = max(0.0, now - lease.started)
             host.ewma.update(latency, now)
-            host.recent.add(latency)
+            host.recent.append(latency)
             if outcome is Outcome.SUCCESS:
-                self._latencies.add(latency)
+                self._latencies.append(latency)
         if host.state is not HostState.HEALTHY:
             return []
         if outcome.marks_host_down:
@@ -734,14 +748,28 @@ class Balancer:
         credit: each time one is considered it earns its current weight, and it is taken when
         it has a whole request's worth."""
         cap = self._buffer.settings.release_per_host
+        fits: Callable[[_Host], bool]
+        if buffered:
 
-        def fits(host: _Host) -> bool:
-            if host.state is not HostState.HEALTHY or host.endpoint in exclude:
-                return False
-            return not buffered or (not host.suspect and len(host.from_buffer) < cap)
+            def fits(host: _Host) -> bool:
+                return (
+                    host.state is HostState.HEALTHY
+                    and not host.suspect
+                    and len(host.from_buffer) < cap
+                )
+
+        elif exclude:
+
+            def fits(host: _Host) -> bool:
+                return host.state is HostState.HEALTHY and host.endpoint not in exclude
+
+        else:
+            fits = _healthy
 
         self._pick_now = now
         self._pick_default_rtt = None
+        if now >= self._ramps_end:  # the common case: nobody in slow start
+            return self._picker.pick(self._ring, fits)
         window = self._settings.slow_start
         ramping = False
         full = False
@@ -778,7 +806,8 @@ class Balancer:
                     if h.state is HostState.HEALTHY
                     and (v := h.ewma.value(self._pick_now)) is not None
                 ]
-                self._pick_default_rtt = median(known) or _DEFAULT_RTT
+                peers = median(known)
+                self._pick_default_rtt = _DEFAULT_RTT if peers is None else peers
             estimate = self._pick_default_rtt
         return estimate * (host.in_flight + 1)
 
@@ -895,6 +924,7 @@ class Balancer:
     def _start_ramp(self, host: _Host, now: float) -> None:
         if self._settings.slow_start > 0:
             host.ramp_start = now
+            self._ramps_end = max(self._ramps_end, now + self._settings.slow_start)
             host.credit = 1.0  # its first turn is taken: one request tells at once how it is
 
     def _expire(self, now: float) -> list[HostEvent]:
@@ -982,6 +1012,10 @@ class Balancer:
         if policy is Policy.LEAST_IN_FLIGHT:
             return LeastInFlight()
         return LeastCost(self._cost)
+
+
+def _healthy(host: _Host) -> bool:
+    return host.state is HostState.HEALTHY
 
 
 def _as_endpoint(endpoint: Endpoint | str) -> Endpoint:
