@@ -508,10 +508,10 @@ class Balancer:
 
         Stuck: it has requests in flight (two or more: a single slow query is not evidence),
         answered nothing for max(stuck_floor, stuck_factor x its peers' typical latency), and
-        its peers answered meanwhile. Slow: its typical latency (median of recent answers) is
-        over slow_factor x its peers' and over slow_floor. Adapters call this about every
-        CHECK_INTERVAL seconds; it also returns hosts whose ejection time is up when health
-        checks are disabled.
+        its peers answered meanwhile; not while in slow start (warming up). Slow: its typical
+        latency (median of recent answers) is over slow_factor x its peers' and over
+        slow_floor. Adapters call this about every CHECK_INTERVAL seconds; with health checks
+        disabled it also lets hosts whose time out of rotation is over back in.
         """
         events: list[HostEvent] = []
         ejected: list[Endpoint] = []
@@ -525,8 +525,9 @@ class Balancer:
                 typical = {h.endpoint: h.typical() for h in healthy}
                 for host in healthy:
                     peers = [p for p in healthy if p is not host and p.state is HostState.HEALTHY]
-                    found = self._stuck(host, peers, typical, now) or self._slow(
-                        host, peers, typical
+                    warming = self._warming(host, now)  # a cold JVM's first answers are late
+                    found = (None if warming else self._stuck(host, peers, typical, now)) or (
+                        self._slow(host, peers, typical)
                     )
                     if found is not None and self._may_eject(host):
                         events.append(self._eject(host, found[0], found[1], now))
@@ -866,6 +867,12 @@ class Balancer:
             f"slow: typical latency {mine * 1000:.0f} ms against its peers' "
             f"{reference * 1000:.0f} ms"
         )
+
+    def _warming(self, host: _Host, now: float) -> bool:
+        """In slow start: just joined or back, maybe a cold JVM whose first answers take a
+        second; it gets a small share meanwhile, so it is not judged stuck."""
+        start = host.ramp_start
+        return start is not None and now - start < self._settings.slow_start
 
     def _may_eject(self, host: _Host) -> bool:
         """Within the share cap (at least one of 2+ hosts), and never the last healthy one."""
