@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 # How often adapters should call `check_outliers()` (their health loop's tick, seconds).
 CHECK_INTERVAL = 0.1
+# Probes an adapter runs at once (its `probe_due(limit=...)`): a pushed list of thousands of
+# new hosts is probed in waves instead of opening thousands of sockets in one tick.
+MAX_CONCURRENT_PROBES = 64
 
 # A host's typical latency is the median of its last _RECENT answers, and counts only with at
 # least _MIN_SAMPLES of them: one slow query can never make a host look slow.
@@ -539,9 +542,13 @@ class Balancer:
 
     # -- active health checks ------------------------------------------------------------
 
-    def probe_due(self, now: float | None = None) -> list[Endpoint]:
+    def probe_due(self, now: float | None = None, limit: int | None = None) -> list[Endpoint]:
         """Hosts whose next probe is due now; each is then counted as being probed until its
         `record_probe` (or until a probe could not still be running: timeouts + 1 s).
+
+        `limit` caps how many are named at once (an adapter's free probe slots), so a pushed
+        list of thousands of joining hosts never opens thousands of connections in one tick;
+        the rest are named on later ticks as probes finish.
 
         Healthy hosts every `interval` (with probe_healthy); down and joining ones every
         `unhealthy_interval`, `outage_interval` while no host is healthy; joining and suspect
@@ -554,6 +561,8 @@ class Balancer:
             any_healthy = any(h.state is HostState.HEALTHY for h in self._ring)
             due: list[Endpoint] = []
             for host in self._ring:
+                if limit is not None and len(due) >= limit:
+                    break
                 if self._probing(host, now):
                     continue
                 if self._probe_due_at(host, any_healthy) <= now:
