@@ -31,6 +31,9 @@ from gremlinlb.core import (
 
 log = logging.getLogger(__name__)
 
+# Probes in flight at once: a push of thousands of new hosts is probed in waves, not at once.
+MAX_PROBES = 64
+
 
 def probe_frame(request_id: bytes, script: str | None, traversal_source: str) -> bytes:
     """g.V().limit(1) as bytecode (or `script` as an eval), written by gremlinpython itself."""
@@ -82,7 +85,8 @@ class HealthLoop:
         while True:
             try:
                 self._balancer.check_outliers()
-                for endpoint in self._balancer.probe_due():
+                room = MAX_PROBES - len(self._probes)
+                for endpoint in self._balancer.probe_due(limit=room) if room > 0 else ():
                     task = asyncio.create_task(self.probe(endpoint))
                     self._probes.add(task)
                     task.add_done_callback(self._probes.discard)

@@ -161,3 +161,14 @@ def test_without_health_checks_a_refused_host_returns_after_the_unhealthy_interv
     clock.advance(0.1)
     lb.check_outliers()
     assert lb.state_of(A) is HostState.HEALTHY
+
+
+def test_a_long_list_of_new_hosts_is_probed_in_waves_of_the_callers_limit() -> None:
+    hosts = [Endpoint("ws", f"h{i}", 1) for i in range(10)]
+    lb = Balancer(hosts, clock=Clock())
+    first = lb.probe_due(limit=4)
+    assert first == hosts[:4]
+    assert lb.probe_due(limit=4) == hosts[4:8]  # the first wave is still under way
+    for endpoint in first:
+        lb.record_probe(endpoint, ok=True)
+    assert lb.probe_due(limit=4) == hosts[8:]

@@ -22,6 +22,9 @@ from gremlinlb.core import CHECK_INTERVAL, Balancer, Endpoint
 
 log = logging.getLogger(__name__)
 
+# Probe threads at once: a long host list is probed in waves, not with a thread per host.
+MAX_PROBES = 16
+
 
 class HealthLoop:
     def __init__(self, balancer: Balancer, options: ConnectionOptions) -> None:
@@ -52,7 +55,9 @@ class HealthLoop:
         while not self._stop.wait(min(self._balancer.next_probe_in(), CHECK_INTERVAL)):
             try:
                 self._balancer.check_outliers()
-                for endpoint in self._balancer.probe_due():
+                with self._lock:
+                    room = MAX_PROBES - len(self._probing)
+                for endpoint in self._balancer.probe_due(limit=room) if room > 0 else ():
                     self._start(endpoint)
             except Exception:
                 log.exception("health round failed")

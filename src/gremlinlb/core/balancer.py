@@ -539,9 +539,11 @@ class Balancer:
 
     # -- active health checks ------------------------------------------------------------
 
-    def probe_due(self, now: float | None = None) -> list[Endpoint]:
-        """Hosts whose next probe is due now; each is then counted as being probed until its
-        `record_probe` (or until a probe could not still be running: timeouts + 1 s).
+    def probe_due(self, now: float | None = None, limit: int | None = None) -> list[Endpoint]:
+        """Hosts whose next probe is due now, at most `limit` (what the caller can run at
+        once: a push of thousands of new hosts must not open thousands of sockets at once);
+        each is then counted as being probed until its `record_probe` (or until a probe could
+        not still be running: timeouts + 1 s). Hosts left out are due on the next call.
 
         Healthy hosts every `interval` (with probe_healthy); down and joining ones every
         `unhealthy_interval`, `outage_interval` while no host is healthy; joining and suspect
@@ -554,6 +556,8 @@ class Balancer:
             any_healthy = any(h.state is HostState.HEALTHY for h in self._ring)
             due: list[Endpoint] = []
             for host in self._ring:
+                if limit is not None and len(due) >= limit:
+                    break
                 if self._probing(host, now):
                     continue
                 if self._probe_due_at(host, any_healthy) <= now:
@@ -986,7 +990,9 @@ class Balancer:
         previous = host.state
         host.state = state
         host.state_since = time.time()
-        loud = state in (HostState.DOWN, HostState.EJECTED)
+        # A joining host that fails its first probe is news only at INFO: a pushed list may
+        # name thousands that are not up yet.
+        loud = state in (HostState.DOWN, HostState.EJECTED) and previous is not HostState.JOINING
         log.log(
             logging.WARNING if loud else logging.INFO,
             "host %s: %s -> %s (%s)",
