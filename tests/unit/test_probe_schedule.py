@@ -172,3 +172,19 @@ def test_a_long_list_of_new_hosts_is_probed_in_waves_of_the_callers_limit() -> N
     for endpoint in first:
         lb.record_probe(endpoint, ok=True)
     assert lb.probe_due(limit=4) == hosts[8:]
+
+
+def test_probe_waves_go_round_the_list_so_no_due_host_starves() -> None:
+    clock = Clock()
+    hosts = [Endpoint("ws", f"h{i}", 1) for i in range(6)]
+    lb = Balancer(hosts, BalancerSettings(connect_timeout=1.0), clock=clock)
+    for endpoint in hosts:
+        lb.record_probe(endpoint, ok=False, error="refused")  # all down: due every 0.25 s
+    probed: list[Endpoint] = []
+    for _ in range(3):
+        clock.advance(0.25)
+        wave = lb.probe_due(limit=4)
+        probed += wave
+        for endpoint in wave:
+            lb.record_probe(endpoint, ok=False, error="refused")
+    assert set(probed) == set(hosts)

@@ -185,6 +185,7 @@ class Balancer:
         self._hedge_delay: tuple[float, float] | None = None  # (computed at, value)
         self._next_expiry = math.inf
         self._ramps_end = -math.inf  # no host is in slow start from then on
+        self._probe_cursor = 0  # where the next probe_due scan starts in the ring
         self._pick_now = 0.0
         self._pick_default_rtt: float | None = None
         self._ejections: Counter[str] = Counter()
@@ -555,14 +556,18 @@ class Balancer:
             now = self._clock() if now is None else now
             any_healthy = any(h.state is HostState.HEALTHY for h in self._ring)
             due: list[Endpoint] = []
-            for host in self._ring:
+            count = len(self._ring)
+            start = self._probe_cursor % count if count else 0
+            for offset in range(count):  # from where the last call stopped: nobody starves
                 if limit is not None and len(due) >= limit:
                     break
+                host = self._ring[(start + offset) % count]
                 if self._probing(host, now):
                     continue
                 if self._probe_due_at(host, any_healthy) <= now:
                     host.probing_since = now
                     due.append(host.endpoint)
+                    self._probe_cursor = start + offset + 1
             return due
 
     def next_probe_in(self) -> float:
