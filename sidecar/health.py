@@ -22,7 +22,6 @@ from gremlinlb.sidecar.frames import GRAPHBINARY_CHANNEL, ResponseHeader
 
 from gremlinlb.core import (
     CHECK_INTERVAL,
-    MAX_CONCURRENT_PROBES,
     Balancer,
     ConnectionFailure,
     Endpoint,
@@ -31,6 +30,9 @@ from gremlinlb.core import (
 )
 
 log = logging.getLogger(__name__)
+
+# Probes in flight at once: a push of thousands of new hosts is probed in waves, not at once.
+MAX_PROBES = 64
 
 
 def probe_frame(request_id: bytes, script: str | None, traversal_source: str) -> bytes:
@@ -83,14 +85,14 @@ class HealthLoop:
         while True:
             try:
                 self._balancer.check_outliers()
-                free = MAX_CONCURRENT_PROBES - len(self._probes)
+                free = MAX_PROBES - len(self._probes)
                 for endpoint in self._balancer.probe_due(limit=max(0, free)):
                     task = asyncio.create_task(self.probe(endpoint))
                     self._probes.add(task)
                     task.add_done_callback(self._probes.discard)
             except Exception:
                 log.exception("health round failed")
-            full = len(self._probes) >= MAX_CONCURRENT_PROBES
+            full = len(self._probes) >= MAX_PROBES
             await asyncio.sleep(
                 CHECK_INTERVAL if full else min(self._balancer.next_probe_in(), CHECK_INTERVAL)
             )

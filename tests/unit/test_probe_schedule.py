@@ -163,13 +163,28 @@ def test_without_health_checks_a_refused_host_returns_after_the_unhealthy_interv
     assert lb.state_of(A) is HostState.HEALTHY
 
 
-def test_a_probe_limit_names_hosts_in_waves_until_every_new_host_was_probed() -> None:
+def test_a_long_list_of_new_hosts_is_probed_in_waves_of_the_callers_limit() -> None:
     hosts = [Endpoint("ws", f"h{i}", 1) for i in range(10)]
     lb = Balancer(hosts, clock=Clock())
     first = lb.probe_due(limit=4)
     assert first == hosts[:4]
-    assert lb.probe_due(limit=4) == hosts[4:8]  # the first wave still counts as probing
+    assert lb.probe_due(limit=4) == hosts[4:8]  # the first wave is still under way
     for endpoint in first:
         lb.record_probe(endpoint, ok=True)
     assert lb.probe_due(limit=4) == hosts[8:]
-    assert lb.probe_due(limit=0) == []
+
+
+def test_probe_waves_go_round_the_list_so_no_due_host_starves() -> None:
+    clock = Clock()
+    hosts = [Endpoint("ws", f"h{i}", 1) for i in range(6)]
+    lb = Balancer(hosts, BalancerSettings(connect_timeout=1.0), clock=clock)
+    for endpoint in hosts:
+        lb.record_probe(endpoint, ok=False, error="refused")  # all down: due every 0.25 s
+    probed: list[Endpoint] = []
+    for _ in range(3):
+        clock.advance(0.25)
+        wave = lb.probe_due(limit=4)
+        probed += wave
+        for endpoint in wave:
+            lb.record_probe(endpoint, ok=False, error="refused")
+    assert set(probed) == set(hosts)

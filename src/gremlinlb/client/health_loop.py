@@ -18,9 +18,12 @@ import time
 from gremlin_python.process.graph_traversal import __
 
 from gremlinlb.client.backends import ConnectionOptions, close_in_background
-from gremlinlb.core import CHECK_INTERVAL, MAX_CONCURRENT_PROBES, Balancer, Endpoint
+from gremlinlb.core import CHECK_INTERVAL, Balancer, Endpoint
 
 log = logging.getLogger(__name__)
+
+# Probe threads at once: a long host list is probed in waves, not with a thread per host.
+MAX_PROBES = 16
 
 
 class HealthLoop:
@@ -57,7 +60,7 @@ class HealthLoop:
         """Each tick: let the core eject outliers, then probe the hosts it says are due."""
         while not self._stop.is_set():
             with self._lock:
-                full = len(self._probing) >= MAX_CONCURRENT_PROBES
+                full = len(self._probing) >= MAX_PROBES
             self._kick.wait(
                 CHECK_INTERVAL if full else min(self._balancer.next_probe_in(), CHECK_INTERVAL)
             )
@@ -67,7 +70,7 @@ class HealthLoop:
             try:
                 self._balancer.check_outliers()
                 with self._lock:
-                    free = MAX_CONCURRENT_PROBES - len(self._probing)
+                    free = MAX_PROBES - len(self._probing)
                 for endpoint in self._balancer.probe_due(limit=max(0, free)):
                     self._start(endpoint)
             except Exception:

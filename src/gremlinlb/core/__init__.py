@@ -7,7 +7,6 @@ client, the sidecar and the operator are adapters that report to it and act on i
 
 from gremlinlb.core.balancer import (
     CHECK_INTERVAL,
-    MAX_CONCURRENT_PROBES,
     Acquired,
     Balancer,
     BalancerStats,
@@ -54,7 +53,6 @@ from gremlinlb.core.settings import (
 
 __all__ = [
     "CHECK_INTERVAL",
-    "MAX_CONCURRENT_PROBES",
     "MUTATING_STEPS",
     "OVERLOAD_STATUS_CODES",
     "Acquired",

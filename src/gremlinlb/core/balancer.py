@@ -46,9 +46,6 @@ log = logging.getLogger(__name__)
 
 # How often adapters should call `check_outliers()` (their health loop's tick, seconds).
 CHECK_INTERVAL = 0.1
-# Probes an adapter runs at once (its `probe_due(limit=...)`): a pushed list of thousands of
-# new hosts is probed in waves instead of opening thousands of sockets in one tick.
-MAX_CONCURRENT_PROBES = 64
 
 # A host's typical latency is the median of its last _RECENT answers, and counts only with at
 # least _MIN_SAMPLES of them: one slow query can never make a host look slow.
@@ -188,6 +185,7 @@ class Balancer:
         self._hedge_delay: tuple[float, float] | None = None  # (computed at, value)
         self._next_expiry = math.inf
         self._ramps_end = -math.inf  # no host is in slow start from then on
+        self._probe_cursor = 0  # where the next probe_due scan starts in the ring
         self._pick_now = 0.0
         self._pick_default_rtt: float | None = None
         self._ejections: Counter[str] = Counter()
@@ -543,12 +541,10 @@ class Balancer:
     # -- active health checks ------------------------------------------------------------
 
     def probe_due(self, now: float | None = None, limit: int | None = None) -> list[Endpoint]:
-        """Hosts whose next probe is due now; each is then counted as being probed until its
-        `record_probe` (or until a probe could not still be running: timeouts + 1 s).
-
-        `limit` caps how many are named at once (an adapter's free probe slots), so a pushed
-        list of thousands of joining hosts never opens thousands of connections in one tick;
-        the rest are named on later ticks as probes finish.
+        """Hosts whose next probe is due now, at most `limit` (what the caller can run at
+        once: a push of thousands of new hosts must not open thousands of sockets at once);
+        each is then counted as being probed until its `record_probe` (or until a probe could
+        not still be running: timeouts + 1 s). Hosts left out are due on the next call.
 
         Healthy hosts every `interval` (with probe_healthy); down and joining ones every
         `unhealthy_interval`, `outage_interval` while no host is healthy; joining and suspect
@@ -560,14 +556,18 @@ class Balancer:
             now = self._clock() if now is None else now
             any_healthy = any(h.state is HostState.HEALTHY for h in self._ring)
             due: list[Endpoint] = []
-            for host in self._ring:
+            count = len(self._ring)
+            start = self._probe_cursor % count if count else 0
+            for offset in range(count):  # from where the last call stopped: nobody starves
                 if limit is not None and len(due) >= limit:
                     break
+                host = self._ring[(start + offset) % count]
                 if self._probing(host, now):
                     continue
                 if self._probe_due_at(host, any_healthy) <= now:
                     host.probing_since = now
                     due.append(host.endpoint)
+                    self._probe_cursor = start + offset + 1
             return due
 
     def next_probe_in(self) -> float:
@@ -995,7 +995,9 @@ class Balancer:
         previous = host.state
         host.state = state
         host.state_since = time.time()
-        loud = state in (HostState.DOWN, HostState.EJECTED)
+        # A joining host that fails its first probe is news only at INFO: a pushed list may
+        # name thousands that are not up yet.
+        loud = state in (HostState.DOWN, HostState.EJECTED) and previous is not HostState.JOINING
         log.log(
             logging.WARNING if loud else logging.INFO,
             "host %s: %s -> %s (%s)",
