@@ -45,6 +45,7 @@ class Sidecar:
         self.balancer.subscribe(_on_loop(self.backends.on_host_event))
         self.metrics = SidecarMetrics(self.balancer, self.backends.connection_counts)
         self.proxy = Proxy(self.balancer, self.backends, self.metrics, config.proxy)
+        self.balancer.subscribe(_on_loop(self.proxy.on_host_event))
         self.health = HealthLoop(self.balancer, self.backends, config.traversal_source)
         self.balancer.subscribe(_on_loop(self.health.on_host_event))
         self.admin = AdminApi(
