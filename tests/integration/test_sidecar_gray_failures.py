@@ -353,7 +353,8 @@ def test_long_statement_in_a_session_answers_that_request_and_keeps_the_session(
         try:
             session.submit("x = 41").all().result(10)
             with pytest.raises(GremlinServerError) as raised:
-                session.submit("Thread.sleep(6000); 'late'").all().result(15)
+                session.submit("Thread.sleep(4000); 'late'").all().result(15)
+            time.sleep(1.5)  # the statement ends on the server; the session runs one at a time
             after = session.submit("x + 1").all().result(15)
         finally:
             session.close()
