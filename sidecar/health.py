@@ -94,11 +94,6 @@ class HealthLoop:
                 log.exception("health round failed")
             await asyncio.sleep(min(self._balancer.next_probe_in(), CHECK_INTERVAL))
 
-    async def probe_once(self) -> None:
-        targets = self._balancer.probe_targets()
-        if targets:
-            await asyncio.gather(*(self.probe(endpoint) for endpoint in targets))
-
     async def probe(self, endpoint: Endpoint) -> bool:
         """One probe of `endpoint`, reported to the core; True if it passed."""
         settings = self._balancer.settings.health

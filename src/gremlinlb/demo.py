@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         )
         rr = RoundRobinClientRemoteConnection(fleet.addresses, settings=settings)
         try:
+            # every server takes requests once its first probe passed (a few milliseconds)
+            _wait_for(lambda: all(rr.get_available().values()), 30)
             g = traversal().with_(rr)
             _round_robin(say, g)
             _failover(say, g, rr, fleet[1])
@@ -96,6 +98,8 @@ def _scale_out(
     fourth = fleet.add()
     fourth.add_name_vertex()
     rr.add_host(fourth.address)
+    _wait_for(lambda: rr.get_available()[fourth.url], 30)  # its first probe
+    say.line(f"{fourth.address} passed its first probe; it ramps up over slow_start")
     answers = Counter(_who(g) for _ in range(8))
     say.line(f"8 traversals: {dict(answers)}")
     say.line(f"{fourth.address} received {answers[fourth.address]} of them")

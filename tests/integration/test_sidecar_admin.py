@@ -46,7 +46,13 @@ def servers(fleet: Fleet) -> Sequence[GremlinServerProcess]:
 @pytest.fixture
 def sidecar(servers: Sequence[GremlinServerProcess]) -> Iterator[SidecarThread]:
     with SidecarThread(config_for(servers[:2])) as running:
+        wait_until(lambda: all_healthy(running), 10, "both servers' first probes")
         yield running
+
+
+def all_healthy(sidecar: SidecarThread) -> bool:
+    """Hosts join unprobed; a test that counts where requests went waits for this first."""
+    return {h.state for h in sidecar.balancer.hosts()} == {HostState.HEALTHY}
 
 
 def call(
@@ -213,7 +219,8 @@ def test_readyz_follows_backend_health_and_healthz_only_liveness(
     servers: Sequence[GremlinServerProcess],
 ) -> None:
     with SidecarThread(config_for(servers[:1])) as sidecar:
-        assert call("GET", f"{sidecar.admin_url}/readyz")[0] == 200
+        # ready once the host passed its first probe (hosts join unprobed)
+        wait_until(lambda: call("GET", f"{sidecar.admin_url}/readyz")[0] == 200, 10, "ready")
         servers[0].pause()
         wait_until(lambda: call("GET", f"{sidecar.admin_url}/readyz")[0] == 503, 10, "not ready")
         assert call("GET", f"{sidecar.admin_url}/healthz")[0] == 200
@@ -246,8 +253,10 @@ def test_metrics_cover_requests_latency_in_flight_buffer_states_and_retries(
 
 
 def test_retries_are_counted_by_their_cause(servers: Sequence[GremlinServerProcess]) -> None:
-    config = replace(config_for(servers[:2]), settings=BalancerSettings(request_timeout=5.0))
+    settings = BalancerSettings(request_timeout=5.0, health=HealthCheckSettings(interval=60.0))
+    config = replace(config_for(servers[:2]), settings=settings)
     with SidecarThread(config) as sidecar:
+        wait_until(lambda: all_healthy(sidecar), 10, "both servers' first probes")
         servers[0].kill()  # not noticed yet: the first request finds out and retries
         connection = DriverRemoteConnection(sidecar.url, "g", pool_size=1)
         try:

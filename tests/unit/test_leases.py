@@ -1,6 +1,6 @@
 """Leases: the core knows every attempt in flight, measures it, and counts it once."""
 
-from gremlinlb.core import BalancerSettings, Endpoint, Lease, Outcome
+from gremlinlb.core import Balancer, BalancerSettings, Endpoint, Lease, Outcome, Waiter
 from tests.unit.core_support import Clock, lease_on, serving
 
 A = Endpoint("ws", "a", 1)
@@ -84,3 +84,12 @@ def test_a_sessions_lifetime_is_not_a_latency_sample() -> None:
     clock.advance(600)
     lb.finish(session, Outcome.SUCCESS)
     assert lb.hosts()[0].ewma_latency is None
+
+
+def test_a_session_that_had_to_wait_gets_a_session_lease() -> None:
+    lb = Balancer([A], clock=Clock())  # joining: the session waits for the first probe
+    waiter = lb.acquire(0, session=True)
+    assert isinstance(waiter, Waiter)
+    lb.record_probe(A, ok=True)
+    assert waiter.lease is not None
+    assert waiter.lease.session

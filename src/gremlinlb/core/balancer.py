@@ -390,7 +390,7 @@ class Balancer:
                         "no other healthy host can take a hedged request; the first attempt goes on"
                     )
                 if host is None:
-                    return self._admit(size, exclude, now)
+                    return self._admit(size, exclude, now, session=session)
                 if hedge:
                     self._hedges_sent += 1
                 elif not exclude:
@@ -643,7 +643,12 @@ class Balancer:
     # -- internals (lock held) -----------------------------------------------------------
 
     def _admit(
-        self, size: int | Callable[[], int], exclude: Collection[Endpoint], now: float
+        self,
+        size: int | Callable[[], int],
+        exclude: Collection[Endpoint],
+        now: float,
+        *,
+        session: bool,
     ) -> Waiter:
         healthy = [h for h in self._ring if h.state is HostState.HEALTHY]
         if exclude and healthy:
@@ -655,7 +660,7 @@ class Balancer:
         for waiter in self._buffer.expired(now):
             waiter.error = _timeout_error(self._buffer.settings.max_wait)
             waiter.notify()
-        waiter = self._buffer.admit(size() if callable(size) else size, now)
+        waiter = self._buffer.admit(size() if callable(size) else size, now, session=session)
         if not exclude:
             self._budget.deposit(now)
         return waiter
@@ -793,7 +798,7 @@ class Balancer:
             if host is None:
                 return
             self._buffer.pop()
-            lease = self._lease(host, now)
+            lease = self._lease(host, now, session=waiter.session)
             host.from_buffer.add(lease)
             waiter.lease = lease
             waiter.notify()

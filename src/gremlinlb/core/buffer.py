@@ -31,6 +31,7 @@ class Waiter:
     deadline: float
     seq: int = field(default_factory=lambda: next(_sequence))
     lease: Lease | None = None
+    session: bool = False  # the lease it gets is a session's (see Balancer.acquire)
     error: BaseException | None = None
     # Called (from any thread, under the balancer's lock) when the waiter is released; must not
     # block. A thread adapter sets an Event, an asyncio adapter schedules a future result.
@@ -69,7 +70,7 @@ class PendingBuffer:
     def bytes(self) -> int:
         return self._bytes
 
-    def admit(self, size: int, now: float) -> Waiter:
+    def admit(self, size: int, now: float, *, session: bool = False) -> Waiter:
         """Queue a request of `size` bytes or say which bound stops it."""
         limits = self._settings
         if not limits.enabled:
@@ -96,7 +97,7 @@ class PendingBuffer:
                 "request was refused (nothing was sent). Retry later, restore a backend, or "
                 "raise max_bytes.",
             )
-        waiter = Waiter(size=size, deadline=now + limits.max_wait)
+        waiter = Waiter(size=size, deadline=now + limits.max_wait, session=session)
         self._waiters.append(waiter)
         self._bytes += size
         return waiter

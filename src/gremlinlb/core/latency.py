@@ -42,9 +42,6 @@ class PeakEwma:
             return None
         return self._value * math.exp(-max(0.0, now - self._stamp) / self._tau)
 
-    def reset(self) -> None:
-        self._value = None
-
 
 class Samples:
     """The last `size` latencies; order statistics over them."""

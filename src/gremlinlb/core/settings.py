@@ -128,8 +128,10 @@ class OutlierSettings:
     stuck_factor: float = 10.0
     stuck_floor: float = 0.5
     # Slow: the host's typical latency is over slow_factor x its peers' and over slow_floor.
+    # 10x: a server answering 150 ms late next to peers at a few ms is 30-50x; a cold JVM on a
+    # busy machine was measured at 5x its warm peers and should not be ejected for it.
     # 100 ms floor: below it, least-loaded picking and hedging absorb the difference.
-    slow_factor: float = 5.0
+    slow_factor: float = 10.0
     slow_floor: float = 0.1
 
     def __post_init__(self) -> None:
@@ -222,7 +224,7 @@ class BalancerSettings:
     outlier: OutlierSettings = field(default_factory=OutlierSettings)
     hedge: HedgeSettings = field(default_factory=HedgeSettings)
     budget: BudgetSettings = field(default_factory=BudgetSettings)
-    # Tries per request, the first included. Retries only ever go to other hosts.
+    # Tries per request, the first included. Retries go to other hosts (see Balancer.acquire).
     max_attempts: int = 3
     # A request with no answer after this long ends as a timeout (evidence against its host).
     request_timeout: float = 30.0
