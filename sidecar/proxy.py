@@ -733,10 +733,13 @@ class Proxy:
         if event.kind is not EventKind.STATE_CHANGED or event.state not in _OUT_OF_ROTATION:
             return
         for exchange in list(self.exchanges):
-            if not exchange.read_only or exchange.forwarded or exchange.done or not exchange.live:
+            if not exchange.read_only or exchange.forwarded or exchange.done:
                 continue
-            if any(a.endpoint != event.endpoint for a in exchange.live):
-                continue  # a hedge elsewhere carries it already
+            # An attempt that just ended (its failure is what changed the host's state) is
+            # retried by its own end, under the retry rules.
+            going = [a for a in exchange.live if not a.ended]
+            if not going or any(a.endpoint != event.endpoint for a in going):
+                continue  # nothing stranded there, or a hedge elsewhere carries it already
             exclude = [event.endpoint, *exchange.tried]
             try:
                 acquired = self.balancer.acquire(len(exchange.request.frame), exclude)
