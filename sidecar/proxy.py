@@ -5,6 +5,12 @@ host (waiting in the core's buffer when none is healthy), sends the request with
 of its own, streams every answer frame back with the client's id restored, and retries per the
 core's rules, but never once a frame was forwarded: the client would see results twice.
 
+Reads may have more than one attempt in flight: a hedge (no answer after the core's hedge
+delay) or a re-dispatch (their host was ejected). The first attempt to answer owns the
+request; the others become orphans whose answers are read and dropped, so their leases still
+end with a real latency. Requests are driven by callbacks; a task is spent only where one must
+wait (the buffer, a connection being opened, a retry, a hedge, a session).
+
 A backend failure never closes the client's socket (gremlinpython never reconnects one): the
 request is retried or answered with a final error frame carrying the client's request id.
 """
