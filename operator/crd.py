@@ -201,6 +201,24 @@ def spec_schema() -> dict[str, Any]:
                     "description": "Port of the sidecar's admin API (the operator pushes to it).",
                 },
                 "logFormat": {"type": "string", "enum": ["json", "text"], "default": "json"},
+                "memoryBudgetBytes": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Bytes the sidecar holds for all its clients (default 96 "
+                    "MiB); the injected memory limit grows with it.",
+                },
+                "clientPauseBytes": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Bytes held for one client above which its requests are "
+                    "not read (default 4 MiB).",
+                },
+                "clientMaxQueuedBytes": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Unread answer bytes after which a client is cut off "
+                    "(default 32 MiB).",
+                },
                 "resources": {
                     "type": "object",
                     "description": "Container resources (requests/limits) of the sidecar.",

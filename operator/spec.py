@@ -207,6 +207,10 @@ class SidecarSpec:
     admin_port: int = DEFAULT_ADMIN_PORT
     resources: Mapping[str, Any] = field(default_factory=dict)
     log_format: str = "json"
+    # The sidecar's memory bounds (None: its defaults); see sidecar/memory.py.
+    memory_budget_bytes: int | None = None
+    client_pause_bytes: int | None = None
+    client_max_queued_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +302,14 @@ def parse_spec(cluster_name: str, spec: Mapping[str, Any]) -> ClusterSpec:
             ),
             resources=dict(resources),
             log_format=_text(sidecar, "logFormat", "spec.sidecar", default=defaults.log_format),
+            **{
+                name: _optional_bytes(sidecar, key)
+                for name, key in (
+                    ("memory_budget_bytes", "memoryBudgetBytes"),
+                    ("client_pause_bytes", "clientPauseBytes"),
+                    ("client_max_queued_bytes", "clientMaxQueuedBytes"),
+                )
+            },
         ),
     )
 
@@ -390,6 +402,12 @@ def _text(
     if not isinstance(value, str):
         raise SpecError(f"{where}.{key}: must be a string, got {value!r}")
     return value
+
+
+def _optional_bytes(data: Mapping[str, Any], key: str) -> int | None:
+    if data.get(key) is None:
+        return None
+    return _integer(data, key, "spec.sidecar", 0, 1, 2**40)
 
 
 def _integer(

@@ -23,7 +23,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -35,6 +35,7 @@ from gremlinlb.sidecar.backend import (
     Backends,
 )
 from gremlinlb.sidecar.frames import Channel, MalformedFrameError, Request, ResponseHeader
+from gremlinlb.sidecar.memory import MemoryBudget, MemoryLimits
 from gremlinlb.sidecar.metrics import SidecarMetrics
 
 from gremlinlb.core import (
@@ -63,6 +64,7 @@ _CLOSE_REASON_BYTES = 120  # a WebSocket close reason must fit a 125-byte contro
 _OUT_OF_ROTATION = (HostState.EJECTED, HostState.DOWN)
 # Outcomes whose answer (or error frame) the client already has.
 _ANSWERED = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.OVERLOADED, Outcome.CLIENT_ERROR)
+_CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +72,9 @@ class ProxyOptions:
     """Client-side limits."""
 
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    # Answers queued for one client that does not read; beyond it the client is cut off rather
-    # than letting it grow the sidecar's memory (the backend connections keep reading).
-    client_buffer_bytes: int = 64 * 1024 * 1024
-    max_requests_per_client: int = 1024
+    memory: MemoryLimits = field(default_factory=MemoryLimits)
+    # Seconds a new connection may take to complete its WebSocket upgrade.
+    handshake_timeout: float = 10.0
 
     @property
     def hard_message_bytes(self) -> int:
@@ -293,21 +294,38 @@ class SessionPin:
 
 
 class ClientConnection:
-    """One client WebSocket: reads requests, writes answers through a queue of its own."""
+    """One client WebSocket: reads requests, writes answers through a queue of its own.
 
-    def __init__(self, proxy: Proxy, ws: web.WebSocketResponse, peer: str) -> None:
+    Every byte held for the client (answers queued, request frames in flight) is counted here
+    and in the proxy's memory budget; see gremlinlb.sidecar.memory for the bounds."""
+
+    def __init__(
+        self,
+        proxy: Proxy,
+        ws: web.WebSocketResponse,
+        peer: str,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
         self.proxy = proxy
         self.ws = ws
         self.peer = peer
         self.closed = False
         self.pin: SessionPin | None = None
+        self._transport = transport
         self._pin_lock = asyncio.Lock()
         self._outbound: deque[bytes | str] = deque()
-        self._outbound_bytes = 0
+        self.queued_bytes = 0  # answers queued or being written
+        self._request_bytes = 0  # request frames in flight
+        self.in_flight = 0
+        self.last_active = time.monotonic()
+        self._cut_off = False
+        self._gone = False
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # set while nothing is queued or being written
         self._idle.set()
-        self._slots = asyncio.Semaphore(proxy.options.max_requests_per_client)
+        self._may_read = asyncio.Event()  # cleared while the client holds too much
+        self._may_read.set()
+        self._slots = asyncio.Semaphore(proxy.options.memory.max_requests_per_client)
         self.tasks: set[asyncio.Task[None]] = set()
 
     # -- reading -------------------------------------------------------------------------
@@ -315,12 +333,17 @@ class ClientConnection:
     async def run(self) -> None:
         writer = asyncio.create_task(self._write_loop(), name=f"gremlinlb-client-{self.peer}")
         try:
-            async for message in self.ws:
+            while True:
+                if not self._reading_allowed():
+                    await self._wait_for_room()
+                message = await self.ws.receive()
                 if message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
                     if not await self._on_frame(message.data):
                         break
                 elif message.type is aiohttp.WSMsgType.ERROR:
                     log.info("client %s: %s", self.peer, message.data)
+                    break
+                elif message.type in _CLOSED:
                     break
         finally:
             self.closed = True
@@ -328,10 +351,33 @@ class ClientConnection:
                 self.pin.close()
             await self._flush(within=1.0)
             writer.cancel()
+            self._gone = True  # from here on nothing is queued for it
+            self._forget_queue()
+            self._give_back(self._request_bytes)
+            self._request_bytes = 0
+
+    def _reading_allowed(self) -> bool:
+        limits = self.proxy.options.memory
+        return (
+            self.queued_bytes + self._request_bytes < limits.client_pause_bytes
+            and not self.proxy.memory.over
+        )
+
+    async def _wait_for_room(self) -> None:
+        """Backpressure: read no more requests until this client reads its answers (and the
+        sidecar as a whole is back under its budget). Its requests wait in socket buffers."""
+        self.proxy.paused.add(self)
+        try:
+            while not (self._reading_allowed() or self.closed or self._cut_off or self.ws.closed):
+                self._may_read.clear()
+                await self._may_read.wait()
+        finally:
+            self.proxy.paused.discard(self)
 
     async def _on_frame(self, data: bytes | str) -> bool:
         """Handle one frame; False when the connection must close."""
         proxy = self.proxy
+        self.last_active = time.monotonic()
         size = len(data)
         if size > proxy.options.max_message_bytes:
             return await self._refuse(
@@ -347,7 +393,9 @@ class ClientConnection:
             if error.target is not None:
                 self.send_error(*error.target, error.code, str(error))
                 return True
-            await self.close(aiohttp.WSCloseCode.PROTOCOL_ERROR, f"malformed frame: {error}")
+            await self._close_after_in_flight(
+                aiohttp.WSCloseCode.PROTOCOL_ERROR, f"malformed frame: {error}"
+            )
             return False
         if request.op == "authentication":
             self.send_error(
@@ -366,20 +414,15 @@ class ClientConnection:
                 "op 'close' belongs to the 'session' processor",
             )
             return True
-        if not proxy.accepting:
-            self.send_error(
-                request.channel,
-                request.request_id,
-                frames.SERVER_ERROR_TEMPORARY,
-                "the sidecar is shutting down; nothing was sent, retry against a new connection",
-            )
-            return True
         await self._slots.acquire()
+        self.in_flight += 1
+        self._request_bytes += size
+        self._hold(size)
         try:
             await proxy.dispatch(self, request)
         except Exception as error:  # a bug must cost one request, not the client's socket
             log.exception("dispatching a request from %s failed", self.peer)
-            proxy.abandon(request.request_id, self, error)
+            proxy.abandon(request, self, error)
         return True
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -387,8 +430,14 @@ class ClientConnection:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def release_slot(self) -> None:
+    def release_slot(self, size: int) -> None:
+        """A request of `size` bytes is over: its slot and its bytes are free again."""
         self._slots.release()
+        self.in_flight -= 1
+        self.last_active = time.monotonic()
+        if not self.closed:
+            self._request_bytes -= size
+            self._give_back(size)
 
     async def _refuse(self, data: bytes | str, code: int, message: str) -> bool:
         self.proxy.metrics.malformed.inc()
@@ -398,34 +447,95 @@ class ClientConnection:
             if error.target is not None:
                 self.send_error(*error.target, code, message)
                 return True
-            await self.close(aiohttp.WSCloseCode.MESSAGE_TOO_BIG, message)
+            await self._close_after_in_flight(aiohttp.WSCloseCode.MESSAGE_TOO_BIG, message)
             return False
         self.send_error(request.channel, request.request_id, code, message)
         return True
+
+    async def _close_after_in_flight(self, code: int, reason: str) -> None:
+        """Close for a frame that cannot be answered, but only once the requests already in
+        flight on this connection were answered: a bad frame costs no other request its
+        answer. Nothing more is read meanwhile; each request ends within its buffer wait and
+        request timeout, so the wait is bounded by those."""
+        settings = self.proxy.balancer.settings
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settings.buffer.max_wait + settings.request_timeout):
+                for _ in range(self.proxy.options.memory.max_requests_per_client):
+                    await self._slots.acquire()  # every slot free: nothing in flight
+        await self.close(code, reason)
+
+    # -- memory --------------------------------------------------------------------------
+
+    def _hold(self, size: int) -> None:
+        memory = self.proxy.memory
+        memory.charge(size)
+        if memory.over:
+            self.proxy.shed()
+
+    def _give_back(self, size: int) -> None:
+        if size <= 0:
+            return
+        proxy = self.proxy
+        was_over = proxy.memory.over
+        proxy.memory.discharge(size)
+        if was_over and not proxy.memory.over:
+            proxy.resume_paused()
+        elif not self._may_read.is_set() and self._reading_allowed():
+            self._may_read.set()
+
+    def _forget_queue(self) -> None:
+        self._outbound.clear()
+        queued, self.queued_bytes = self.queued_bytes, 0
+        self._give_back(queued)
+
+    def cut_off(self, reason: str) -> None:
+        """Drop what is queued for this client and close it: it does not read its answers."""
+        if self._cut_off:
+            return
+        self._cut_off = True
+        self._forget_queue()
+        if self.closed:
+            return  # already leaving: dropping its queue was all there was to do
+        self.proxy.metrics.clients_cut_off.inc()
+        log.warning("client %s cut off: %s", self.peer, reason)
+        task = asyncio.get_running_loop().create_task(self._close_unread(reason))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _close_unread(self, reason: str) -> None:
+        """Close a client that does not read: its socket buffers are full, so the close frame
+        may never be written; then the connection is dropped."""
+        encoded = reason.encode("utf-8")[:_CLOSE_REASON_BYTES]
+        try:
+            async with asyncio.timeout(1.0):
+                await self.ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=encoded)
+        except Exception:
+            if self._transport is not None:
+                self._transport.abort()
+        self._may_read.set()
+
+    def resume(self) -> None:
+        if self._reading_allowed():
+            self._may_read.set()
 
     # -- writing -------------------------------------------------------------------------
 
     def send(self, frame: bytes | str) -> None:
         """Queue a frame for the client; never blocks (backend readers call this)."""
-        if self.ws.closed:
+        if self.ws.closed or self._cut_off or self._gone:
+            return
+        size = len(frame)
+        limit = self.proxy.options.memory.client_max_queued_bytes
+        if self.queued_bytes and self.queued_bytes + size > limit:
+            self.cut_off(
+                f"it does not read its answers ({self.queued_bytes} bytes queued, limit "
+                f"{limit}: client_max_queued_bytes)"
+            )
             return
         self._outbound.append(frame)
-        self._outbound_bytes += len(frame)
+        self.queued_bytes += size
         self._idle.clear()
-        if self._outbound_bytes > self.proxy.options.client_buffer_bytes:
-            log.warning(
-                "client %s does not read its answers (%d bytes queued); closing it",
-                self.peer,
-                self._outbound_bytes,
-            )
-            self._outbound.clear()
-            self._outbound_bytes = 0
-            task = asyncio.get_running_loop().create_task(
-                self.close(aiohttp.WSCloseCode.POLICY_VIOLATION, "client too slow to read answers")
-            )
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-            return
+        self._hold(size)
         self._wake.set()
 
     def send_error(
@@ -441,18 +551,23 @@ class ClientConnection:
                 await self._wake.wait()
                 self._wake.clear()
                 while self._outbound:
-                    frame = self._outbound.popleft()
-                    self._outbound_bytes -= len(frame)
+                    frame = self._outbound[0]
                     if isinstance(frame, str):
                         await ws.send_str(frame)
                     else:
                         await ws.send_bytes(frame)
+                    # Counted until written: a client that does not read holds the frame.
+                    if self._outbound and self._outbound[0] is frame:
+                        self._outbound.popleft()
+                        self.queued_bytes -= len(frame)
+                        self._give_back(len(frame))
                 self._idle.set()
         except (ConnectionError, RuntimeError) as error:
             log.debug("client %s gone while writing: %s", self.peer, error)
             self.closed = True
-            self._outbound.clear()
+            self._forget_queue()
             self._idle.set()
+            self._may_read.set()  # a reader paused for this client's sake finds out it left
 
     async def _flush(self, within: float) -> None:
         """Wait (at most `within` seconds) until every queued frame was written."""
@@ -461,6 +576,12 @@ class ClientConnection:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within):
                 await self._idle.wait()
+
+    def idle_for(self, now: float) -> float:
+        """Seconds since this client last had a request in flight or an answer to read."""
+        if self.in_flight or self.queued_bytes or self.pin is not None:
+            return 0.0
+        return now - self.last_active
 
     async def close(self, code: int, reason: str) -> None:
         await self._flush(within=1.0)
@@ -506,9 +627,11 @@ class Proxy:
         self.options = options or ProxyOptions()
         self.clients: set[ClientConnection] = set()
         self.exchanges: set[Exchange] = set()
-        self._quiet = asyncio.Event()  # set while no request is in flight
-        self._quiet.set()
+        self._no_clients = asyncio.Event()
+        self._no_clients.set()
         self.accepting = True
+        self.memory = MemoryBudget(self.options.memory.budget_bytes)
+        self.paused: set[ClientConnection] = set()  # not read until they read their answers
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """aiohttp handler of GET /gremlin (the WebSocket upgrade)."""
@@ -518,15 +641,35 @@ class Proxy:
             max_msg_size=self.options.hard_message_bytes, autoping=True, compress=False
         )
         await ws.prepare(request)
-        client = ClientConnection(self, ws, str(request.remote))
+        client = ClientConnection(self, ws, str(request.remote), request.transport)
         self.clients.add(client)
+        self._no_clients.clear()
         self.metrics.client_connections.inc()
         try:
             await client.run()
         finally:
             self.clients.discard(client)
+            if not self.clients:
+                self._no_clients.set()
             self.metrics.client_connections.dec()
         return ws
+
+    def shed(self) -> None:
+        """Over the memory budget: cut off the clients with the longest queues (those that read
+        least) until the sidecar is back under it."""
+        while self.memory.over:
+            worst = max(self.clients, key=lambda c: c.queued_bytes, default=None)
+            if worst is None or worst.queued_bytes == 0:  # cut_off empties a queue for good
+                return  # what is held is requests in flight: reading pauses until they end
+            worst.cut_off(
+                f"the sidecar holds {self.memory.used} bytes, over its memory budget of "
+                f"{self.memory.limit}, and this client has the most unread answers "
+                f"({worst.queued_bytes} bytes)"
+            )
+
+    def resume_paused(self) -> None:
+        for client in list(self.paused):
+            client.resume()
 
     # -- one request ---------------------------------------------------------------------
 
@@ -540,7 +683,6 @@ class Proxy:
         )
         exchange = Exchange(client, request, read_only)
         self.exchanges.add(exchange)
-        self._quiet.clear()
         if request.session:
             client.spawn(self._serve(exchange, self._serve_session(exchange)))
             return
@@ -558,13 +700,13 @@ class Proxy:
                 return
         self._continue(exchange, acquired)
 
-    def abandon(self, request_id: bytes, client: ClientConnection, error: Exception) -> None:
-        """Answer and forget the exchange of `request_id` that dispatch failed to start."""
+    def abandon(self, request: Request, client: ClientConnection, error: Exception) -> None:
+        """Answer and forget the exchange of `request` that dispatch failed to start."""
         for exchange in list(self.exchanges):
-            if exchange.client is client and exchange.request.request_id == request_id:
+            if exchange.client is client and exchange.request is request:
                 self._conclude(exchange, frames.SERVER_ERROR, f"internal error: {error}")
                 return
-        client.release_slot()
+        client.release_slot(len(request.frame))
 
     def _new_attempt(self, exchange: Exchange, lease: Lease) -> Attempt:
         attempt = Attempt(exchange, lease, self.balancer.finish, self._attempt_ended)
@@ -699,9 +841,7 @@ class Proxy:
         if exchange.hedge_timer is not None:
             exchange.hedge_timer.cancel()
         self.exchanges.discard(exchange)
-        if not self.exchanges:
-            self._quiet.set()
-        exchange.client.release_slot()
+        exchange.client.release_slot(len(exchange.request.frame))
         self.metrics.latency.observe(time.monotonic() - exchange.started)
 
     # -- hedging and re-dispatch ---------------------------------------------------------
@@ -918,13 +1058,27 @@ class Proxy:
 
     # -- shutdown ------------------------------------------------------------------------
 
-    async def drain(self, grace: float) -> None:
-        """Stop taking requests, let in-flight ones finish for `grace` seconds, then answer what
-        is left with a final error and close every client."""
+    async def drain(self, grace: float, idle_after: float = 1.0) -> None:
+        """Shut down without breaking the application: for `grace` seconds requests on open
+        connections are still served (new connections are refused by the caller); a
+        connection idle for `idle_after` seconds is closed (1001), one with sessions only at
+        the end. Then what is still in flight is answered with a final error and every client
+        is closed."""
         self.accepting = False
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(grace):
-                await self._quiet.wait()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        closing: set[ClientConnection] = set()
+        while self.clients and loop.time() < deadline:
+            now = time.monotonic()
+            for client in list(self.clients):
+                if client not in closing and client.idle_for(now) >= idle_after:
+                    closing.add(client)
+                    client.spawn(
+                        client.close(aiohttp.WSCloseCode.GOING_AWAY, "sidecar shutting down")
+                    )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(0.1, max(0.0, deadline - loop.time()))):
+                    await self._no_clients.wait()
         left = list(self.exchanges)
         if left:
             log.warning("%d requests still in flight after %.1fs; answering them", len(left), grace)

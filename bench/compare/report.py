@@ -545,9 +545,9 @@ def fault_table(cells: list[dict[str, Any]], name: str) -> list[str]:
             during = _f(a["throughput_during"], 0)
             lines.append(
                 f"{first}| {a['failed']} | {a['stalled']} | {before} / {during} / {last} "
-                f"| {_percent(a['throughput_ratio'])} | {_f(a.get('p99_before'), 1)} "
-                f"| {_f(a['p50_during'], 1)} / "
-                f"{_f(a['p99_during'], 1)} / {_f(a['max_during'], 0)} "
+                f"| {_percent(a.get('throughput_ratio'))} | {_f(a.get('p99_before'), 1)} "
+                f"| {_f(a.get('p50_during'), 1)} / "
+                f"{_f(a.get('p99_during'), 1)} / {_f(a.get('max_during'), 0)} "
                 f"| {_longest_read(a)} | {recovered} |"
             )
         else:
@@ -565,7 +565,7 @@ def _percent(ratio: float | None) -> str:
 
 def _longest_read(analysis: dict[str, Any]) -> str:
     """The longest read-only request, failed ones included; unanswered ones are longer still."""
-    text = _f(analysis["max_read_latency"], 0)
+    text = _f(analysis.get("max_read_latency"), 0)
     unfinished = analysis.get("reads_unfinished", 0)
     return f"{text} (+{unfinished} never answered)" if unfinished else text
 
@@ -591,8 +591,8 @@ GRAY_AIMS: dict[str, tuple[float, float, str, str]] = {
 def gray_verdict(name: str, analysis: dict[str, Any]) -> tuple[str, bool]:
     """(what was measured, whether the aim was met) for a hang or slow cell."""
     share, limit, key, _ = GRAY_AIMS[name]
-    ratio = analysis["throughput_ratio"]
-    latency = analysis[key]
+    ratio = analysis.get("throughput_ratio")
+    latency = analysis.get(key)  # absent in runs from before issue 8
     unanswered = name == "hang" and analysis.get("reads_unfinished", 0) > 0
     met = (
         ratio is not None
@@ -606,8 +606,8 @@ def gray_verdict(name: str, analysis: dict[str, Any]) -> tuple[str, bool]:
     else:
         measured = (
             f"{_percent(ratio)} of before; p99 {_f(latency, 1)} ms (before the fault "
-            f"{_f(analysis.get('p99_before'), 1)}; p50 {_f(analysis['p50_during'], 1)}, max "
-            f"{_f(analysis['max_during'], 0)})"
+            f"{_f(analysis.get('p99_before'), 1)}; p50 {_f(analysis.get('p50_during'), 1)}, max "
+            f"{_f(analysis.get('max_during'), 0)})"
         )
     return measured, met
 
@@ -972,7 +972,8 @@ def gray_summary(data: dict[str, Any]) -> list[str]:
     settings = data["settings"]
     slow_ms = 1000 * settings.get("slow_delay", 0.0)
     lines = [
-        f"Gray failures (16 workers, read mix; throughput against the same cell before the fault): "
+        f"Gray failures ({data['options']['scenario_workers']} workers, read mix; throughput "
+        "against the same cell before the fault): "
         f"server 2 hung (SIGSTOP) for {settings['hang']:g} s; server 2's answers "
         f"{slow_ms:g} ms late for {settings.get('slow', 0.0):g} s (probes still pass).",
         "",
@@ -987,15 +988,15 @@ def gray_summary(data: dict[str, Any]) -> list[str]:
             continue
         lines.append(
             f"| {contender} "
-            f"| {'-' if hang is None else _percent(hang['throughput_ratio'])} "
+            f"| {'-' if hang is None else _percent(hang.get('throughput_ratio'))} "
             f"| {'-' if hang is None else _longest_read(hang)} "
-            f"| {'-' if slow is None else _percent(slow['throughput_ratio'])} "
+            f"| {'-' if slow is None else _percent(slow.get('throughput_ratio'))} "
             + (
                 "| - | - | - |"
                 if slow is None
                 else f"| {_f(slow.get('p99_before'), 1)} "
-                f"| {_f(slow['p50_during'], 1)} / {_f(slow['p99_during'], 1)} / "
-                f"{_f(slow['max_during'], 0)} | {_longest_read(slow)} |"
+                f"| {_f(slow.get('p50_during'), 1)} / {_f(slow.get('p99_during'), 1)} / "
+                f"{_f(slow.get('max_during'), 0)} | {_longest_read(slow)} |"
             )
         )
     return [*lines, ""]

@@ -67,7 +67,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run (~2-3 minutes)")
     parser.add_argument("--workers", help="steady read-mix worker counts (default 1,16,64)")
-    parser.add_argument("--write-workers", help="steady write-mix worker counts (default 16)")
+    parser.add_argument(
+        "--write-workers", help="steady write-mix worker counts (default 16; 0: none)"
+    )
     parser.add_argument(
         "--js-workers", help="concurrent requests of the JavaScript client (default 16; 0: none)"
     )
@@ -77,6 +79,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
     parser.add_argument("--contenders", help="comma-separated subset of the contenders")
     parser.add_argument(
         "--scenarios", help="comma-separated subset of add,kill,hang,slow,outage, or none"
+    )
+    parser.add_argument(
+        "--scenario-workers",
+        type=int,
+        default=16,
+        help="closed-loop workers in the fault scenarios (default 16; fewer leave the machine "
+        "less CPU-bound, so a slow server's delay shows more)",
     )
     parser.add_argument("--seed", type=int, default=7, help="seed of the request mix")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
@@ -104,19 +113,27 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
         parser.error(f"unknown scenario(s) {sorted(wrong)}; known: {known} (or none)")
     if args.label is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.label):
         parser.error(f"--label {args.label!r}: use letters, digits, '.', '_' or '-' (a file name)")
+    if args.scenario_workers < 1:
+        parser.error(f"--scenario-workers must be at least 1, got {args.scenario_workers}")
     quick = bool(args.quick)
     options = Options(
         quick=quick,
         workers=_ints(args.workers) or ([16] if quick else [1, 16, 64]),
-        write_workers=(
-            _ints(args.write_workers) if args.write_workers is not None else ([] if quick else [16])
-        ),
+        write_workers=[
+            w
+            for w in (
+                _ints(args.write_workers)
+                if args.write_workers is not None
+                else ([] if quick else [16])
+            )
+            if w > 0
+        ],
         label=args.label,
         js_workers=[w for w in (_ints(args.js_workers) or [16]) if w > 0],
         reps=args.reps or (1 if quick else 3),
         warmup=args.warmup if args.warmup is not None else 0.5,
         steady_duration=args.duration or _steady_default(quick),
-        scenario_workers=16,
+        scenario_workers=args.scenario_workers,
         contenders=chosen,
         scenario_contenders=[
             n
@@ -604,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "make bench" + (" BENCH_QUICK=1" if options.quick else "")
     extra = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--quick"]
     if extra:
-        command += " BENCH_ARGS=" + shlex.quote(" ".join(extra))
+        command += " BENCH_ARGS=" + shlex.quote(shlex.join(extra))
     info = bench.run()
     data = {
         "info": info,

@@ -7,6 +7,7 @@ import socket
 import string
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -163,3 +164,14 @@ def test_cli_refuses_an_upstream_off_this_machine() -> None:
     )
     assert done.returncode == 1
     assert "not a loopback address" in done.stderr
+
+
+def test_a_port_already_taken_is_reported_and_leaves_no_thread_behind() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        before = {t.name for t in threading.enumerate()}
+        with pytest.raises(OSError, match="address already in use"):
+            FaultProxy("127.0.0.1:8182", port=port).start_in_thread()
+    assert {t.name for t in threading.enumerate()} <= before

@@ -174,3 +174,15 @@ def test_host_failures_do_not_use_up_max_attempts_but_are_bounded(outcome: Outco
     while budget.allows_another(outcome):
         failed += 1
     assert failed == 1 + 2  # max_attempts + 2 tries in all, however many hosts there are
+
+
+def test_replace_that_removes_every_other_host_keeps_the_rest_in_order() -> None:
+    hosts = [f"h{i}:1" for i in range(2000)]
+    lb = Balancer(hosts, BalancerSettings(health=HealthCheckSettings(enabled=False)))
+    kept = hosts[::2]
+    added, removed = lb.replace(kept)
+    assert added == []
+    assert [e.address for e in removed] == hosts[1::2]
+    assert [e.address for e in lb.endpoints()] == kept
+    picked = [lb.acquire(0) for _ in range(len(kept))]
+    assert sorted(p.endpoint.address for p in picked if isinstance(p, Lease)) == sorted(kept)

@@ -138,3 +138,13 @@ def test_the_example_cluster_is_valid() -> None:
     parsed = parse_spec(example["metadata"]["name"], example["spec"])
     assert parsed.settings.health.interval == 5.0
     assert parsed.service.name == "gremlin"
+
+
+def test_the_sidecars_memory_bounds_are_positive_integers() -> None:
+    parsed = parse_spec("graph", {**SERVICE, "sidecar": {"clientMaxQueuedBytes": 1024}})
+    assert (parsed.sidecar.client_max_queued_bytes, parsed.sidecar.memory_budget_bytes) == (
+        1024,
+        None,
+    )
+    with pytest.raises(SpecError, match=r"spec.sidecar.memoryBudgetBytes: must be an integer"):
+        parse_spec("graph", {**SERVICE, "sidecar": {"memoryBudgetBytes": "96Mi"}})

@@ -14,6 +14,7 @@ seconds and probe what `probe_due()` names.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import itertools
 import logging
@@ -281,9 +282,10 @@ class Balancer:
     def replace(self, endpoints: Iterable[Endpoint | str]) -> tuple[list[Endpoint], list[Endpoint]]:
         """Make the host list exactly `endpoints`; removed hosts drain. Returns (added, removed)."""
         wanted = [_as_endpoint(e) for e in endpoints]
+        keep = set(wanted)  # a set: applying a list stays linear in its size
         with self._lock:
             current = [h.endpoint for h in self._ring if h.state is not HostState.DRAINING]
-        removed = [e for e in current if e not in wanted]
+        removed = [e for e in current if e not in keep]
         added = [e for e in wanted if self.add(e)]
         for endpoint in removed:
             self.remove(endpoint, drain=True)
@@ -960,7 +962,10 @@ class Balancer:
 
     def _drop(self, host: _Host) -> HostEvent:
         del self._hosts[host.endpoint]
-        self._ring.remove(host)
+        # The ring is sorted by seq: find the host by bisection, not by comparing every host.
+        index = bisect.bisect_left(self._ring, host.seq, key=_seq_of)
+        assert self._ring[index] is host, "the ring must stay sorted by seq"
+        del self._ring[index]
         log.info("host %s removed", host.endpoint.address)
         return HostEvent(EventKind.REMOVED, host.endpoint, host.state)
 
@@ -982,6 +987,10 @@ class Balancer:
         if policy is Policy.LEAST_IN_FLIGHT:
             return LeastInFlight()
         return LeastCost(self._cost)
+
+
+def _seq_of(host: _Host) -> int:
+    return host.seq
 
 
 def _as_endpoint(endpoint: Endpoint | str) -> Endpoint:

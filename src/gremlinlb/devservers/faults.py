@@ -153,7 +153,11 @@ class FaultProxy:
         )
         thread.start()
         self._thread = (loop, thread)
-        asyncio.run_coroutine_threadsafe(self.start(), loop).result(10)
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(10)
+        except BaseException:  # e.g. the port is taken: leave no loop thread behind
+            self.stop_thread()
+            raise
         return self
 
     def stop_thread(self) -> None:
@@ -194,6 +198,10 @@ class FaultProxy:
                 await self._relay(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, OSError) as error:
             log.debug("fault proxy connection ended: %s", error)
+        except asyncio.CancelledError:
+            # only close() cancels a connection; ending quietly keeps asyncio's server from
+            # logging every connection dropped at shutdown as an error
+            pass
         finally:
             self._connections.discard(task)
             writer.close()
