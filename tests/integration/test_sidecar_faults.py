@@ -174,13 +174,22 @@ def test_restarted_server_mid_load_serves_again_with_no_failed_traversal(
 def test_write_in_flight_when_its_server_dies_is_answered_not_retried(
     servers: Sequence[GremlinServerProcess],
 ) -> None:
-    first, second = servers[0], servers[1]
-    with SidecarThread(config_for([first, second], request_timeout=10.0)) as sidecar:
+    pair = servers[:2]
+    with SidecarThread(config_for(pair, request_timeout=10.0)) as sidecar:
+        wait_until(
+            lambda: all(h.state is HostState.HEALTHY for h in sidecar.balancer.hosts()),
+            10,
+            "both hosts to pass their first probe",
+        )
         gremlin = Client(sidecar.url, "g", pool_size=1)
         try:
             pending = gremlin.submit("Thread.sleep(1500); g.addV('written').iterate(); 'done'")
-            time.sleep(0.5)  # round-robin sent it to `first`, which now dies under it
-            first.kill()
+            wait_until(
+                lambda: any(h.in_flight for h in sidecar.balancer.hosts()), 5, "the write sent"
+            )
+            busy = next(h.endpoint.address for h in sidecar.balancer.hosts() if h.in_flight)
+            first, second = sorted(pair, key=lambda s: s.address != busy)
+            first.kill()  # the server running the write dies under it
             with pytest.raises(GremlinServerError) as raised:
                 pending.all().result(15)
             assert raised.value.status_code == 500
