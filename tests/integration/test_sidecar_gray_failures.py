@@ -290,7 +290,8 @@ def test_slow_server_is_taken_out_and_reads_go_to_the_others(
                 f'gremlinlb_sidecar_host_ewma_latency_seconds{{host="{delayed.address}"}}',
             )
     assert load.errors == []
-    assert set(load.since(mark)) <= {servers[0].address, servers[2].address}
+    # Each of the 8 client threads may have had one answer forwarded just before the ejection.
+    assert set(load.since(mark + 8)) <= {servers[0].address, servers[2].address}
     assert slow_ejections >= 1
     assert ewma_series > 0.1
 
