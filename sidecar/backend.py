@@ -48,7 +48,7 @@ _OUT_OF_ROTATION = (HostState.DOWN, HostState.EJECTED)
 
 
 class PoolBusyError(ConnectionFailure):
-    """Every connection to the host is at its in-flight cap: nothing was sent, try elsewhere."""
+    """Every connection to the host is at its in-flight cap: not sent there, try elsewhere."""
 
     outcome = Outcome.OVERLOADED
 
@@ -473,7 +473,7 @@ class BackendPool:
             if remaining <= 0:
                 raise PoolBusyError(
                     f"all {len(self._connections)} connections to {self.endpoint.address} carry "
-                    f"{self._options.max_in_flight_per_connection} requests; nothing was sent"
+                    f"{self._options.max_in_flight_per_connection} requests; not sent there"
                 )
             room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._room.append(room)

@@ -42,6 +42,7 @@ from gremlinlb.core import (
     OVERLOAD_STATUS_CODES,
     Balancer,
     BalancerClosedError,
+    BufferFullError,
     BufferTimeoutError,
     ConnectionFailure,
     Endpoint,
@@ -920,9 +921,11 @@ class Proxy:
             exchange.forward(*exchange.held)
             self._finish(exchange)
             return
-        if isinstance(error, BufferTimeoutError) and exchange.sent:
+        if exchange.sent and isinstance(error, BufferTimeoutError):  # its text says "not sent"
             max_wait = self.balancer.settings.buffer.max_wait
             error = RuntimeError(f"no Gremlin Server became healthy within max_wait={max_wait}s")
+        elif exchange.sent and isinstance(error, BufferFullError):
+            error = RuntimeError("no Gremlin Server is healthy and the wait buffer is full")
         retry = exchange.read_only or not exchange.sent
         self._conclude(
             exchange,
