@@ -1,4 +1,5 @@
-"""The balancing core: endpoint set, health, picking, safe retries, bounded wait buffer.
+"""The balancing core: endpoint set, health, picking, safe retries, bounded wait buffer,
+leases for every attempt in flight, outlier ejection, slow start, and the hedging budget.
 
 No networking and no I/O framework here (no aiohttp, kopf or kubernetes): the in-process
 client, the sidecar and the operator are adapters that report to it and act on its decisions.
