@@ -1,6 +1,6 @@
 """gremlinlb: per-request load balancing for Apache TinkerPop Gremlin Servers."""
 
-from gremlinlb.client import RoundRobinClientRemoteConnection
+from gremlinlb.client import AnswerNotReadableError, RoundRobinClientRemoteConnection
 from gremlinlb.core import (
     BalancerSettings,
     BudgetSettings,
@@ -21,6 +21,7 @@ from gremlinlb.core import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnswerNotReadableError",
     "BalancerSettings",
     "BudgetSettings",
     "BufferFullError",

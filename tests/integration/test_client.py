@@ -12,17 +12,12 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 
 import pytest
-from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
-from gremlin_python.driver.remote_connection import RemoteTraversal
 from gremlin_python.process.anonymous_traversal import traversal
-from gremlin_python.process.graph_traversal import GraphTraversalSource
 
 from gremlinlb import (
-    BalancerSettings,
     BufferFullError,
     BufferSettings,
     BufferTimeoutError,
-    HealthCheckSettings,
     RequestMayHaveBeenAppliedError,
     RoundRobinClientRemoteConnection,
     SessionLostError,
@@ -30,34 +25,10 @@ from gremlinlb import (
 )
 from gremlinlb.core import HostState
 from gremlinlb.devservers import GremlinServerProcess
+from tests.client_support import answered_by, count_label, fast_settings, serving, values
 from tests.helpers import name_servers, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def answered_by(g: GraphTraversalSource) -> str:
-    names: list[str] = g.V().has_label("server").values("name").to_list()
-    assert len(names) == 1, f"expected one server vertex, got {names}"
-    return names[0]
-
-
-def values(remote: RemoteTraversal) -> list[object]:
-    """The objects of a RemoteTraversal's traversers (what `to_list()` would return)."""
-    return [t.object for t in remote.traversers]
-
-
-def serving(rr: RoundRobinClientRemoteConnection) -> RoundRobinClientRemoteConnection:
-    """Wait until every host passed its first probe (hosts join unprobed and take no
-    request before), so a test's first request meets the whole rotation."""
-    wait_until(lambda: all(rr.get_available().values()), 15, "every host's first probe")
-    return rr
-
-
-def fast_settings(**overrides: object) -> BalancerSettings:
-    health = HealthCheckSettings(interval=0.5, timeout=2.0, rise=1, fall=1)
-    base: dict[str, object] = {"health": health, "request_timeout": 3.0, "connect_timeout": 2.0}
-    base.update(overrides)
-    return BalancerSettings(**base)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -114,7 +85,7 @@ def test_sixteen_threads_get_every_result_exactly_once(
     for thread in range(16):
         assert results[thread] == [thread * 1000 + i for i in range(25)]
     served = {s.endpoint.address: s.requests for s in rr.hosts()}
-    assert sum(served.values()) == 16 * 25
+    assert sum(served.values()) >= 16 * 25  # a hedged read is an attempt on two hosts
     assert all(count > 0 for count in served.values()), served
 
 
@@ -339,15 +310,6 @@ def test_transaction_rollback_leaves_no_trace(
     assert gtx.V().has_label("gone").count().next() == 3  # visible inside the transaction
     tx.rollback()
     assert [count_label(s, "gone") for s in servers] == [0, 0, 0]
-
-
-def count_label(server: GremlinServerProcess, label: str) -> int:
-    direct = DriverRemoteConnection(server.url, "g")
-    try:
-        count: int = traversal().with_(direct).V().has_label(label).count().next()
-        return count
-    finally:
-        direct.close()
 
 
 def test_request_waits_rather_than_fails_when_more_hosts_are_dead_than_max_attempts(

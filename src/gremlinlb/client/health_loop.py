@@ -28,6 +28,7 @@ class HealthLoop:
         self._balancer = balancer
         self._options = options
         self._stop = threading.Event()
+        self._kick = threading.Event()
         self._probing: set[Endpoint] = set()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="gremlinlb-health", daemon=True)
@@ -37,6 +38,11 @@ class HealthLoop:
 
     def stop(self) -> None:
         self._stop.set()
+        self._kick.set()
+
+    def kick(self) -> None:
+        """Look at the probe schedule now (a host joined: it is probed at once)."""
+        self._kick.set()
 
     def probe_once(self) -> None:
         """One round: probe every target in parallel; return when all answered or timed out."""
@@ -49,7 +55,11 @@ class HealthLoop:
 
     def _run(self) -> None:
         """Each tick: let the core eject outliers, then probe the hosts it says are due."""
-        while not self._stop.wait(min(self._balancer.next_probe_in(), CHECK_INTERVAL)):
+        while not self._stop.is_set():
+            self._kick.wait(min(self._balancer.next_probe_in(), CHECK_INTERVAL))
+            self._kick.clear()
+            if self._stop.is_set():
+                return
             try:
                 self._balancer.check_outliers()
                 for endpoint in self._balancer.probe_due():
