@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # Gremlin Server's maxContentLength
 
 
-_OUT_OF_ROTATION = (HostState.DOWN, HostState.EJECTED)
+# States that take a host out of rotation: its pooled connections are retired, and the
+# proxy moves reads stranded there elsewhere.
+OUT_OF_ROTATION = (HostState.DOWN, HostState.EJECTED)
 
 
 class PoolBusyError(ConnectionFailure):
@@ -617,7 +619,7 @@ class Backends:
         if event.kind is EventKind.REMOVED:
             for key in [k for k in self._pools if k[0] == event.endpoint]:
                 self._pools.pop(key).close()
-        elif event.kind is EventKind.STATE_CHANGED and event.state in _OUT_OF_ROTATION:
+        elif event.kind is EventKind.STATE_CHANGED and event.state in OUT_OF_ROTATION:
             for (endpoint, _), pool in self._pools.items():
                 if endpoint == event.endpoint:
                     self._retired.update(pool.connections)

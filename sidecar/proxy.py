@@ -31,6 +31,7 @@ from aiohttp import web
 from gremlinlb.sidecar import frames
 from gremlinlb.sidecar.backend import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    OUT_OF_ROTATION,
     BackendConnection,
     Backends,
 )
@@ -48,7 +49,6 @@ from gremlinlb.core import (
     Endpoint,
     EventKind,
     HostEvent,
-    HostState,
     Lease,
     NoHealthyEndpointError,
     Outcome,
@@ -62,7 +62,6 @@ log = logging.getLogger(__name__)
 
 PREFIX = "gremlinlb sidecar: "
 _CLOSE_REASON_BYTES = 120  # a WebSocket close reason must fit a 125-byte control frame
-_OUT_OF_ROTATION = (HostState.EJECTED, HostState.DOWN)
 # Outcomes whose answer (or error frame) the client already has.
 _ANSWERED = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.OVERLOADED, Outcome.CLIENT_ERROR)
 _CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
@@ -877,7 +876,7 @@ class Proxy:
     def on_host_event(self, event: HostEvent) -> None:
         """A host left rotation (ejected or down): reads stranded there that forwarded nothing
         go to another host at once; the old attempt's answer is dropped when it arrives."""
-        if event.kind is not EventKind.STATE_CHANGED or event.state not in _OUT_OF_ROTATION:
+        if event.kind is not EventKind.STATE_CHANGED or event.state not in OUT_OF_ROTATION:
             return
         for exchange in list(self.exchanges):
             if not exchange.read_only or exchange.forwarded or exchange.done:
