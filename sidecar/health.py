@@ -31,6 +31,8 @@ from gremlinlb.core import (
 
 log = logging.getLogger(__name__)
 
+_PROBES_AT_ONCE = 64
+
 
 def probe_frame(request_id: bytes, script: str | None, traversal_source: str) -> bytes:
     """g.V().limit(1) as bytecode (or `script` as an eval), written by gremlinpython itself."""
@@ -79,6 +81,10 @@ class HealthLoop:
         self._traversal_source = traversal_source
         self._connections: dict[Endpoint, BackendConnection] = {}
         self._probes: set[asyncio.Task[bool]] = set()
+        self._probing: set[Endpoint] = set()
+        # A push of thousands of new hosts makes them all due at once: connect to a bounded
+        # number at a time so the probes never starve the requests sharing this event loop.
+        self._gate = asyncio.Semaphore(_PROBES_AT_ONCE)
 
     async def run(self) -> None:
         """Each tick: let the core eject outliers, then start the probes it says are due
@@ -87,12 +93,22 @@ class HealthLoop:
             try:
                 self._balancer.check_outliers()
                 for endpoint in self._balancer.probe_due():
-                    task = asyncio.create_task(self.probe(endpoint))
+                    if endpoint in self._probing:
+                        continue  # still waiting for its turn at the gate
+                    self._probing.add(endpoint)
+                    task = asyncio.create_task(self._gated_probe(endpoint))
                     self._probes.add(task)
                     task.add_done_callback(self._probes.discard)
             except Exception:
                 log.exception("health round failed")
             await asyncio.sleep(min(self._balancer.next_probe_in(), CHECK_INTERVAL))
+
+    async def _gated_probe(self, endpoint: Endpoint) -> bool:
+        try:
+            async with self._gate:
+                return await self.probe(endpoint)
+        finally:
+            self._probing.discard(endpoint)
 
     async def probe(self, endpoint: Endpoint) -> bool:
         """One probe of `endpoint`, reported to the core; True if it passed."""

@@ -183,6 +183,8 @@ def test_write_in_flight_when_its_server_dies_is_answered_not_retried(
         )
         gremlin = Client(sidecar.url, "g", pool_size=1)
         try:
+            for _ in range(4):  # both hosts get an open pooled connection: the write goes out
+                gremlin.submit("1").all().result(10)
             pending = gremlin.submit("Thread.sleep(1500); g.addV('written').iterate(); 'done'")
             wait_until(
                 lambda: any(h.in_flight for h in sidecar.balancer.hosts()), 5, "the write sent"
