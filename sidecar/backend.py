@@ -44,8 +44,13 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # Gremlin Server's maxContentLength
 
 
+# States that take a host out of rotation: its pooled connections are retired, and the
+# proxy moves reads stranded there elsewhere.
+OUT_OF_ROTATION = (HostState.DOWN, HostState.EJECTED)
+
+
 class PoolBusyError(ConnectionFailure):
-    """Every connection to the host is at its in-flight cap: nothing was sent, try elsewhere."""
+    """Every connection to the host is at its in-flight cap: not sent there, try elsewhere."""
 
     outcome = Outcome.OVERLOADED
 
@@ -75,6 +80,14 @@ class BackendOptions:
             raise ValueError("give both a backend username and a password, or neither")
 
     @property
+    def hard_answer_bytes(self) -> int:
+        """Answer frames up to this size are read off and discarded when over the limit (that
+        request alone fails); a larger one closes its connection, as nothing else can be read
+        past it. The gap is what keeps one oversized answer from failing everything else on a
+        multiplexed connection."""
+        return max(4 * self.max_message_bytes, self.max_message_bytes + 16 * 1024 * 1024)
+
+    @property
     def credentials(self) -> bool:
         return bool(self.username)
 
@@ -100,6 +113,10 @@ class ResponseSink(Protocol):
     def on_frame(self, frame: bytes | str, header: ResponseHeader) -> None: ...
 
     def on_failure(self, error: ConnectionFailure) -> None: ...
+
+    def on_oversize(self, size: int, limit: int) -> None:
+        """An answer frame of `size` bytes, over `limit`, was read and dropped; no further
+        frame of this request will be delivered."""
 
 
 class BackendConnection:
@@ -155,7 +172,7 @@ class BackendConnection:
             async with asyncio.timeout(connect_timeout):
                 self._ws = await self._http.ws_connect(
                     self.endpoint.url,
-                    max_msg_size=self._options.max_message_bytes,
+                    max_msg_size=self._options.hard_answer_bytes,
                     ssl=self._ssl(),
                     autoping=True,
                     compress=0,
@@ -317,8 +334,11 @@ class BackendConnection:
     def _dispatch(self, frame: bytes | str) -> None:
         try:
             header = frames.parse_response(frame, self.channel)
-        except ValueError as error:
+        except ValueError as error:  # its request times out: evidence, not a verdict
             log.warning("unreadable frame from %s dropped: %s", self.endpoint.address, error)
+            return
+        if len(frame) > self._options.max_message_bytes:
+            self._drop_oversized(header, len(frame))
             return
         if header.request_id is None:
             log.warning(
@@ -340,6 +360,24 @@ class BackendConnection:
         sink = self._routes.get(header.request_id)
         if sink is not None:
             sink.on_frame(frame, header)
+
+    def _drop_oversized(self, header: ResponseHeader, size: int) -> None:
+        """An answer over max_message_bytes fails its own request only; the connection and
+        everything else on it carry on (the rest of that request's frames are dropped)."""
+        limit = self._options.max_message_bytes
+        log.warning(
+            "%s sent a %d-byte answer frame, over the %d-byte limit; dropped, its request fails",
+            self.endpoint.address,
+            size,
+            limit,
+        )
+        if header.request_id is None:
+            return
+        sink = self._routes.pop(header.request_id, None)
+        if sink is None:
+            return
+        sink.on_oversize(size, limit)
+        self._route_done()
 
     def _answer_challenge(self, request_id: bytes) -> None:
         """A 407 after the handshake (a server that re-authenticates): answer it in place."""
@@ -437,7 +475,7 @@ class BackendPool:
             if remaining <= 0:
                 raise PoolBusyError(
                     f"all {len(self._connections)} connections to {self.endpoint.address} carry "
-                    f"{self._options.max_in_flight_per_connection} requests; nothing was sent"
+                    f"{self._options.max_in_flight_per_connection} requests; not sent there"
                 )
             room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._room.append(room)
@@ -576,11 +614,12 @@ class Backends:
         return counts
 
     def on_host_event(self, event: HostEvent) -> None:
-        """A host that went down or was removed gets fresh connections next time."""
+        """A host that went down, was ejected or removed gets fresh connections next time: a
+        recovered host is never failed by a socket that died with its old process."""
         if event.kind is EventKind.REMOVED:
             for key in [k for k in self._pools if k[0] == event.endpoint]:
                 self._pools.pop(key).close()
-        elif event.kind is EventKind.STATE_CHANGED and event.state is HostState.DOWN:
+        elif event.kind is EventKind.STATE_CHANGED and event.state in OUT_OF_ROTATION:
             for (endpoint, _), pool in self._pools.items():
                 if endpoint == event.endpoint:
                     self._retired.update(pool.connections)

@@ -11,7 +11,7 @@ import argparse
 import json
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,24 @@ OPTIONS: tuple[Option, ...] = (
     Option("fall", "failing probes before a healthy host is taken out (default 2)", "N"),
     Option("probe_script", "a script to probe with instead of g.V().limit(1) bytecode", "TEXT"),
     Option("probe_healthy", "also probe healthy hosts: true (default) or false", "BOOL"),
+    Option(
+        "unhealthy_interval",
+        "seconds between probes of down, ejected and joining hosts (default 1)",
+        "SEC",
+    ),
+    Option(
+        "consecutive_failures",
+        "lost connections or timeouts in a row that eject a host (default 5)",
+        "N",
+    ),
+    Option("slow_start", "seconds a returning host takes to reach a full share (default 5)", "SEC"),
+    Option("hedge", "send slow reads to a second host too: true (default) or false", "BOOL"),
+    Option("hedge_max_delay", "latest a slow read is hedged, in seconds (default 0.5)", "SEC"),
+    Option(
+        "extra_budget_ratio",
+        "hedges and costly retries allowed per request, over 10 s (default 0.2)",
+        "RATIO",
+    ),
     Option("buffer_max_elements", "requests that may wait while no host is healthy", "N"),
     Option("buffer_max_bytes", "bytes of requests that may wait", "BYTES"),
     Option("buffer_max_wait", "seconds a request may wait for a healthy host", "SEC"),
@@ -388,7 +406,28 @@ def _settings(values: _Values) -> BalancerSettings:
                 fall=values.integer("fall", health.fall),
                 probe_healthy=values.boolean("probe_healthy", health.probe_healthy),
                 probe_script=values.optional_text("probe_script"),
+                unhealthy_interval=values.number("unhealthy_interval", health.unhealthy_interval),
+                outage_interval=min(
+                    health.outage_interval,
+                    values.number("unhealthy_interval", health.unhealthy_interval),
+                ),
             ),
+            outlier=replace(
+                defaults.outlier,
+                consecutive_failures=values.integer(
+                    "consecutive_failures", defaults.outlier.consecutive_failures, 1
+                ),
+            ),
+            hedge=replace(
+                defaults.hedge,
+                enabled=values.boolean("hedge", defaults.hedge.enabled),
+                max_delay=values.number("hedge_max_delay", defaults.hedge.max_delay),
+            ),
+            budget=replace(
+                defaults.budget,
+                ratio=values.number("extra_budget_ratio", defaults.budget.ratio),
+            ),
+            slow_start=values.number("slow_start", defaults.slow_start),
             buffer=BufferSettings(
                 max_elements=values.integer("buffer_max_elements", buffer.max_elements),
                 max_bytes=values.integer("buffer_max_bytes", buffer.max_bytes),

@@ -70,6 +70,10 @@ class _ProbeSink:
         if not self.done.done():
             self.done.set_exception(error)
 
+    def on_oversize(self, size: int, limit: int) -> None:
+        if not self.done.done():
+            self.done.set_exception(ValueError(f"a {size}-byte answer, over {limit} bytes"))
+
 
 class HealthLoop:
     def __init__(self, balancer: Balancer, backends: Backends, traversal_source: str = "g"):

@@ -12,11 +12,13 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from gremlinlb.core import Balancer, Endpoint, EventKind, HostEvent, HostState, Outcome
+
+_EJECTION_REASONS = ("consecutive_failures", "stuck", "slow")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -66,6 +68,11 @@ class SidecarMetrics:
             "gremlinlb_sidecar_request_duration_seconds",
             "From a client request's arrival to its final response frame, retries included",
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.redispatched = Counter(
+            "gremlinlb_sidecar_redispatched",
+            "Reads moved to another host at once because theirs was ejected or went down",
             registry=self.registry,
         )
         self.local_errors = Counter(
@@ -137,13 +144,49 @@ class _CoreCollector(Collector):
             "1 for the state each host is in (healthy, down, draining, ejected, joining)",
             labels=["host", "state"],
         )
+        ewma = GaugeMetricFamily(
+            "gremlinlb_sidecar_host_ewma_latency_seconds",
+            "Peak-EWMA latency per host, as latency-aware picking sees it (no series before a "
+            "host's first answer)",
+            labels=["host"],
+        )
         for host in hosts:
             address = host.endpoint.address
             in_flight.add_metric([address], host.in_flight)
             for state in HostState:
                 states.add_metric([address, state.value], 1.0 if host.state is state else 0.0)
+            if host.ewma_latency is not None:
+                ewma.add_metric([address], host.ewma_latency)
         yield in_flight
         yield states
+        yield ewma
+        stats = self._balancer.stats()
+        ejections = CounterMetricFamily(
+            "gremlinlb_sidecar_ejections",
+            "Hosts ejected as outliers, by reason (consecutive_failures, stuck, slow)",
+            labels=["reason"],
+        )
+        for reason in _EJECTION_REASONS:
+            ejections.add_metric([reason], stats.ejections.get(reason, 0))
+        for reason, count in sorted(stats.ejections.items()):
+            if reason not in _EJECTION_REASONS:
+                ejections.add_metric([reason], count)
+        yield ejections
+        yield CounterMetricFamily(
+            "gremlinlb_sidecar_hedges_sent",
+            "Reads sent to a second host because the first gave no answer in the hedge delay",
+            value=stats.hedges_sent,
+        )
+        yield CounterMetricFamily(
+            "gremlinlb_sidecar_hedges_won",
+            "Hedged reads whose second attempt answered first",
+            value=stats.hedges_won,
+        )
+        yield CounterMetricFamily(
+            "gremlinlb_sidecar_extra_budget_exhausted",
+            "Hedges and costly retries refused because the extra-request budget was spent",
+            value=stats.budget_exhausted,
+        )
         yield GaugeMetricFamily(
             "gremlinlb_sidecar_buffer_depth",
             "Requests waiting for a healthy host",

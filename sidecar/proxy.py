@@ -5,6 +5,12 @@ host (waiting in the core's buffer when none is healthy), sends the request with
 of its own, streams every answer frame back with the client's id restored, and retries per the
 core's rules, but never once a frame was forwarded: the client would see results twice.
 
+Reads may have more than one attempt in flight: a hedge (no answer after the core's hedge
+delay) or a re-dispatch (their host was ejected). The first attempt to answer owns the
+request; the others become orphans whose answers are read and dropped, so their leases still
+end with a real latency. Requests are driven by callbacks; a task is spent only where one must
+wait (the buffer, a connection being opened, a retry, a hedge, a session).
+
 A backend failure never closes the client's socket (gremlinpython never reconnects one): the
 request is retried or answered with a final error frame carrying the client's request id.
 """
@@ -25,6 +31,7 @@ from aiohttp import web
 from gremlinlb.sidecar import frames
 from gremlinlb.sidecar.backend import (
     DEFAULT_MAX_MESSAGE_BYTES,
+    OUT_OF_ROTATION,
     BackendConnection,
     Backends,
 )
@@ -34,11 +41,14 @@ from gremlinlb.sidecar.metrics import SidecarMetrics
 
 from gremlinlb.core import (
     OVERLOAD_STATUS_CODES,
-    AllHostsTriedError,
     Balancer,
     BalancerClosedError,
+    BufferFullError,
+    BufferTimeoutError,
     ConnectionFailure,
     Endpoint,
+    EventKind,
+    HostEvent,
     Lease,
     NoHealthyEndpointError,
     Outcome,
@@ -52,6 +62,8 @@ log = logging.getLogger(__name__)
 
 PREFIX = "gremlinlb sidecar: "
 _CLOSE_REASON_BYTES = 120  # a WebSocket close reason must fit a 125-byte control frame
+# Outcomes whose answer (or error frame) the client already has.
+_ANSWERED = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.OVERLOADED, Outcome.CLIENT_ERROR)
 _CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
 
 
@@ -78,18 +90,29 @@ class StatusError(Exception):
         self.code = code
 
 
+class AnswerTooLargeError(Exception):
+    """An answer frame over max_message_bytes: the request's own failure, not its host's."""
+
+
 class Exchange:
-    """One client request, across its attempts."""
+    """One client request, across its attempts (a retry, a hedge, a re-dispatch)."""
 
     __slots__ = (
+        "budget",
         "client",
         "done",
         "finished",
         "forwarded",
+        "hedge_timer",
+        "held",
+        "last_error",
+        "live",
+        "owner",
         "read_only",
         "request",
         "sent",
         "started",
+        "tried",
     )
 
     def __init__(self, client: ClientConnection, request: Request, read_only: bool) -> None:
@@ -97,10 +120,17 @@ class Exchange:
         self.request = request
         self.read_only = read_only
         self.started = time.monotonic()
-        self.forwarded = False  # a frame reached the client: no more retries
+        self.forwarded = False  # a frame reached the client: committed to `owner`
         self.sent = False  # some attempt was written to a backend
         self.done = False  # the client got its final frame
         self.finished = False  # the sidecar is done with it (counted, slot given back)
+        self.live: list[Attempt] = []  # attempts whose answer would still reach the client
+        self.owner: Attempt | None = None  # the attempt whose answer the client gets
+        self.tried: list[Endpoint] = []
+        self.budget: RetryBudget | None = None
+        self.held: tuple[bytes | str, ResponseHeader] | None = None  # a 429/596 to give back
+        self.last_error: BaseException | None = None
+        self.hedge_timer: asyncio.TimerHandle | None = None
 
     def forward(self, frame: bytes | str, header: ResponseHeader) -> None:
         if self.done:
@@ -117,8 +147,19 @@ class Exchange:
         self.client.send_error(self.request.channel, self.request.request_id, code, message)
 
 
+def _answer_outcome(code: int) -> Outcome:
+    if code in OVERLOAD_STATUS_CODES:
+        return Outcome.OVERLOADED
+    return Outcome.SUCCESS if code in (frames.SUCCESS, frames.NO_CONTENT) else Outcome.SERVER_ERROR
+
+
 class Attempt:
-    """One try of an exchange on one host: the sink its backend connection delivers to."""
+    """One try of an exchange on one host: the sink its backend connection delivers to.
+
+    Only the exchange's owner (the first attempt to answer) reaches the client. Any other
+    attempt (a hedge that lost, one re-dispatched away from an ejected host) is an orphan: its
+    answer is read and dropped, and its lease ends then, so the core still learns its latency.
+    """
 
     __slots__ = (
         "ended",
@@ -129,6 +170,7 @@ class Attempt:
         "last_activity",
         "lease",
         "on_end",
+        "orphaned",
         "outcome",
         "report",
         "result",
@@ -146,8 +188,8 @@ class Attempt:
         self.lease = lease
         self.endpoint = lease.endpoint
         self.report = report
-        # Either someone awaits `result` (the task path) or `on_end` is called in place (the
-        # fast path, which spends no task on a request that succeeds at once).
+        # Either someone awaits `result` (sessions) or `on_end` is called in place (every
+        # other request: no task is spent on a request that succeeds at once).
         self.on_end = on_end
         self.result: asyncio.Future[Outcome] | None = (
             None if on_end is not None else asyncio.get_running_loop().create_future()
@@ -156,29 +198,65 @@ class Attempt:
         self.written = False
         self.last_activity = time.monotonic()
         self.ended = False
+        self.orphaned = False
         self.error: BaseException | None = None
         self.held: tuple[bytes | str, ResponseHeader] | None = None
 
+    def _lost_the_race(self) -> bool:
+        exchange = self.exchange
+        return self.orphaned or exchange.done or exchange.owner not in (None, self)
+
+    def _own(self) -> None:
+        exchange = self.exchange
+        if exchange.owner is None:
+            exchange.owner = self
+            if self.lease.hedge:
+                exchange.client.proxy.balancer.hedge_won(self.lease)
+
     def on_frame(self, frame: bytes | str, header: ResponseHeader) -> None:
         self.last_activity = time.monotonic()
+        if self._lost_the_race():
+            if header.final:
+                self._end(_answer_outcome(header.code), None)
+            return
         if not header.final:
+            self._own()  # a 206 went out: the request is committed to this attempt
             self.exchange.forward(frame, header)
             return
-        code = header.code
-        if code in OVERLOAD_STATUS_CODES:
-            error = StatusError(self.endpoint, code)
+        outcome = _answer_outcome(header.code)
+        if outcome is Outcome.OVERLOADED:
+            error = StatusError(self.endpoint, header.code)
             if not self.exchange.forwarded:
                 self.held = (frame, header)  # the retry decides whether the client sees it
             else:
                 self.exchange.forward(frame, header)
-            self._end(Outcome.OVERLOADED, error)
+            self._end(outcome, error)
             return
+        self._own()
         self.exchange.forward(frame, header)
-        ok = code in (frames.SUCCESS, frames.NO_CONTENT)
-        self._end(Outcome.SUCCESS if ok else Outcome.SERVER_ERROR, None)
+        self._end(outcome, None)
 
     def on_failure(self, error: ConnectionFailure) -> None:
         self._end(error.outcome, error)
+
+    def on_oversize(self, size: int, limit: int) -> None:
+        exchange = self.exchange
+        incomplete = exchange.forwarded
+        error = AnswerTooLargeError(
+            f"{self.endpoint.address} answered with a {size}-byte frame, over the sidecar's "
+            f"limit of {limit} bytes (max_message_bytes)"
+        )
+        if not self._lost_the_race():
+            self._own()
+            dropped = "; the answer was dropped"
+            if incomplete:
+                dropped += " after part of the results was sent, so they are incomplete"
+            exchange.answer_error(
+                frames.SERVER_ERROR,
+                f"{error}{dropped}. Ask for less per request (limit(), range() paging, fewer "
+                "properties), or raise --max-message-bytes here and in the client.",
+            )
+        self._end(Outcome.CLIENT_ERROR, error)
 
     def _end(self, outcome: Outcome, error: BaseException | None) -> None:
         if self.ended:
@@ -597,8 +675,9 @@ class Proxy:
 
     async def dispatch(self, client: ClientConnection, request: Request) -> None:
         """Start serving one request. The common case (a healthy host with an open connection
-        that has room) is sent right here, with no task of its own; anything else (waiting,
-        opening a connection, retrying, sessions) continues in a task."""
+        that has room) is sent right here, with no task of its own and one loop timer (the
+        hedge, for reads); waiting, opening a connection, retrying, hedging and sessions
+        continue in a task."""
         read_only = request.op == "bytecode" and not frame_may_write(
             request.body, request.channel.mime
         )
@@ -610,47 +689,148 @@ class Proxy:
         try:
             acquired: Lease | Waiter = self.balancer.acquire(len(request.frame), ())
         except (NoHealthyEndpointError, BalancerClosedError):
-            client.spawn(self._serve(exchange, self._serve_balanced(exchange)))
+            self._continue(exchange)
             return
-        connection = None
         if isinstance(acquired, Lease):
             settings = self.balancer.settings
             pool = self.backends.pool(acquired.endpoint, request.channel)
             connection = pool.ready(settings.connect_timeout)
-        if connection is None or not isinstance(acquired, Lease):
-            client.spawn(self._serve(exchange, self._serve_balanced(exchange, acquired)))
-            return
-        attempt = Attempt(exchange, acquired, self.balancer.finish, self._fast_attempt_ended)
-        backend_id = self.backends.ids.next()
-        exchange.sent = True
-        try:
-            await connection.send(request.with_request_id(backend_id), backend_id, attempt)
-        except ConnectionFailure as error:
-            attempt.on_failure(error)
+            if connection is not None:
+                await self._send(self._new_attempt(exchange, acquired), connection)
+                return
+        self._continue(exchange, acquired)
 
     def abandon(self, request: Request, client: ClientConnection, error: Exception) -> None:
         """Answer and forget the exchange of `request` that dispatch failed to start."""
         for exchange in list(self.exchanges):
             if exchange.client is client and exchange.request is request:
-                exchange.answer_error(frames.SERVER_ERROR, f"internal error: {error}")
-                self._finish(exchange)
+                self._conclude(exchange, frames.SERVER_ERROR, f"internal error: {error}")
                 return
         client.release_slot(len(request.frame))
 
-    def _fast_attempt_ended(self, attempt: Attempt) -> None:
+    def _new_attempt(self, exchange: Exchange, lease: Lease) -> Attempt:
+        attempt = Attempt(exchange, lease, self.balancer.finish, self._attempt_ended)
+        exchange.live.append(attempt)
+        return attempt
+
+    async def _send(self, attempt: Attempt, connection: BackendConnection) -> None:
         exchange = attempt.exchange
-        assert attempt.outcome is not None
-        if self._settled(exchange, attempt, attempt.outcome):
+        request = exchange.request
+        backend_id = self.backends.ids.next()
+        was_sent, exchange.sent = exchange.sent, True  # say "may have run" if in doubt
+        try:
+            await connection.send(request.with_request_id(backend_id), backend_id, attempt)
+        except ConnectionFailure as error:
+            if not attempt.written:
+                exchange.sent = was_sent
+            attempt.on_failure(error)
+            return
+        self._arm_hedge(exchange)
+
+    def _continue(self, exchange: Exchange, acquired: Lease | Waiter | None = None) -> None:
+        """The next attempt, in a task: it may wait for a host or a connection."""
+        exchange.client.spawn(self._guard(exchange, self._next_attempt(exchange, acquired)))
+
+    async def _guard(self, exchange: Exchange, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except Exception as error:  # a bug must cost one request, not the client's socket
+            log.exception("request from %s failed inside the sidecar", exchange.client.peer)
+            self._conclude(exchange, frames.SERVER_ERROR, f"internal error: {error}")
+
+    async def _next_attempt(self, exchange: Exchange, acquired: Lease | Waiter | None) -> None:
+        request = exchange.request
+        try:
+            if acquired is None:
+                lease = await self.acquire(len(request.frame), exchange.tried)
+            elif isinstance(acquired, Lease):
+                lease = acquired
+            else:
+                lease = await self._wait(acquired)
+        except BalancerClosedError:
+            self._conclude(
+                exchange,
+                frames.SERVER_ERROR_TEMPORARY,
+                "the sidecar is shutting down; " + self._retry_advice(exchange),
+            )
+            return
+        except NoHealthyEndpointError as refused:  # all tried, buffer full or waited too long
+            self._give_up(exchange, refused)
+            return
+        await self._attempt(exchange, lease)
+
+    async def _attempt(self, exchange: Exchange, lease: Lease) -> None:
+        """Send `exchange` on `lease`, opening or waiting for a pooled connection if needed."""
+        settings = self.balancer.settings
+        pool = self.backends.pool(lease.endpoint, exchange.request.channel)
+        attempt = self._new_attempt(exchange, lease)
+        try:
+            connection = await pool.lease(settings.connect_timeout, settings.request_timeout)
+        except ConnectionFailure as error:
+            attempt.on_failure(error)
+            return
+        if attempt.orphaned or exchange.done:  # answered or re-dispatched while we waited
+            attempt.ended = True
+            with contextlib.suppress(ValueError):
+                exchange.live.remove(attempt)
+            self.balancer.release(lease)
+            return
+        await self._send(attempt, connection)
+
+    def _attempt_ended(self, attempt: Attempt) -> None:
+        """Every attempt ends here: finish the exchange, wait for another attempt, or retry."""
+        exchange = attempt.exchange
+        with contextlib.suppress(ValueError):
+            exchange.live.remove(attempt)
+        if attempt.orphaned or exchange.finished:
+            return  # a hedge that lost or an attempt re-dispatched away: its lease is done
+        if exchange.done:
             self._finish(exchange)
             return
-        exchange.client.spawn(self._serve(exchange, self._serve_balanced(exchange, None, attempt)))
+        outcome = attempt.outcome
+        assert outcome is not None
+        exchange.last_error = attempt.error or RuntimeError(outcome.value)
+        if attempt.held is not None:
+            exchange.held = attempt.held
+        if exchange.owner is not None and exchange.owner is not attempt:
+            return  # another attempt streams the answer
+        if exchange.forwarded:
+            self._conclude(
+                exchange,
+                frames.SERVER_ERROR,
+                f"{attempt.endpoint.address} failed after part of the results was sent "
+                f"({exchange.last_error}); the results are incomplete",
+            )
+            return
+        if exchange.live:
+            return  # a hedge (or the first attempt) still carries the request
+        if not may_retry(outcome, exchange.read_only):
+            self._answer_unsafe(exchange, attempt.endpoint, outcome, exchange.last_error)
+            return
+        exchange.tried.append(attempt.endpoint)
+        if exchange.budget is None:
+            exchange.budget = RetryBudget(self.balancer.settings.max_attempts)
+        if not exchange.budget.allows_another(outcome) or (
+            outcome.retry_costs_extra and not self.balancer.try_spend_extra()
+        ):
+            self._give_up(exchange, exchange.last_error)
+            return
+        log.info(
+            "retrying elsewhere after %s on %s: %s",
+            outcome.value,
+            attempt.endpoint.address,
+            attempt.error,
+        )
+        self.metrics.retries.labels(outcome.value).inc()
+        self._continue(exchange)
+
+    def _conclude(self, exchange: Exchange, code: int, message: str) -> None:
+        exchange.answer_error(code, message)
+        self._finish(exchange)
 
     async def _serve(self, exchange: Exchange, work: Coroutine[Any, Any, None]) -> None:
         try:
-            await work
-        except Exception as error:
-            log.exception("request from %s failed inside the sidecar", exchange.client.peer)
-            exchange.answer_error(frames.SERVER_ERROR, f"internal error: {error}")
+            await self._guard(exchange, work)
         finally:
             self._finish(exchange)
 
@@ -658,132 +838,125 @@ class Proxy:
         if exchange.finished:
             return
         exchange.finished = True
+        if exchange.hedge_timer is not None:
+            exchange.hedge_timer.cancel()
         self.exchanges.discard(exchange)
         exchange.client.release_slot(len(exchange.request.frame))
         self.metrics.latency.observe(time.monotonic() - exchange.started)
 
-    def _settled(self, exchange: Exchange, attempt: Attempt, outcome: Outcome) -> bool:
-        """After an attempt: True if the exchange is answered for good (success, the server's
-        own error, or a failure that must not be retried, answered here)."""
-        if outcome in (Outcome.SUCCESS, Outcome.SERVER_ERROR) or exchange.done:
-            return True
-        error = attempt.error or RuntimeError(outcome.value)
-        if exchange.forwarded:
-            exchange.answer_error(
-                frames.SERVER_ERROR,
-                f"{attempt.endpoint.address} failed after part of the results was sent "
-                f"({error}); the results are incomplete",
-            )
-            return True
-        if not may_retry(outcome, exchange.read_only):
-            self._answer_unsafe(exchange, attempt.endpoint, outcome, error)
-            return True
-        log.info(
-            "retrying elsewhere after %s on %s: %s", outcome.value, attempt.endpoint.address, error
-        )
-        self.metrics.retries.labels(outcome.value).inc()
-        return False
+    # -- hedging and re-dispatch ---------------------------------------------------------
 
-    async def _serve_balanced(
-        self,
-        exchange: Exchange,
-        acquired: Lease | Waiter | None = None,
-        previous: Attempt | None = None,
-    ) -> None:
-        """The retry loop. `acquired` is a host (or a place in the wait buffer) the fast path
-        already took; `previous` is a first attempt that failed in a retryable way."""
-        request = exchange.request
-        budget = RetryBudget(self.balancer.settings.max_attempts)
-        tried: list[Endpoint] = []
-        held: tuple[bytes | str, ResponseHeader] | None = None
-        last_error: BaseException | None = None
-        if previous is not None:
-            assert previous.outcome is not None
-            tried.append(previous.endpoint)
-            held = previous.held
-            last_error = previous.error
-            if not budget.allows_another(previous.outcome):
-                self._give_up(exchange, held, last_error)
-                return
-        while True:
-            try:
-                if acquired is None:
-                    lease = await self.acquire(len(request.frame), tried)
-                elif isinstance(acquired, Lease):
-                    lease = acquired
-                else:
-                    lease = await self._wait(acquired)
-                acquired = None
-            except BalancerClosedError:
-                exchange.answer_error(
-                    frames.SERVER_ERROR_TEMPORARY, "the sidecar is shutting down; nothing was sent"
-                )
-                return
-            except AllHostsTriedError as refused:
-                self._give_up(exchange, held, last_error or refused)
-                return
-            except NoHealthyEndpointError as refused:  # buffer full or waited too long: say which
-                self._give_up(exchange, held, refused)
-                return
-            attempt = Attempt(exchange, lease, self.balancer.finish)
-            outcome = await self._run(attempt)
-            if self._settled(exchange, attempt, outcome):
-                return
-            if attempt.held is not None:
-                held = attempt.held
-            tried.append(lease.endpoint)
-            last_error = attempt.error
-            if not budget.allows_another(outcome):
-                break
-        self._give_up(exchange, held, last_error)
-
-    async def _run(self, attempt: Attempt) -> Outcome:
-        request = attempt.exchange.request
-        settings = self.balancer.settings
-        pool = self.backends.pool(attempt.endpoint, request.channel)
-        try:
-            connection = await pool.lease(settings.connect_timeout, settings.request_timeout)
-            backend_id = self.backends.ids.next()
-            attempt.last_activity = time.monotonic()
-            attempt.exchange.sent = True
-            await connection.send(request.with_request_id(backend_id), backend_id, attempt)
-        except ConnectionFailure as error:
-            attempt.on_failure(error)
-        assert attempt.result is not None
-        return await attempt.result
-
-    def _give_up(
-        self,
-        exchange: Exchange,
-        held: tuple[bytes | str, ResponseHeader] | None,
-        error: BaseException | None,
-    ) -> None:
-        if held is not None:  # the last overloaded backend's own answer says it best
-            exchange.forward(*held)
+    def _arm_hedge(self, exchange: Exchange) -> None:
+        """One loop timer per read: after the hedge delay, maybe a second attempt."""
+        if not exchange.read_only or exchange.hedge_timer is not None or exchange.done:
             return
-        exchange.answer_error(
-            frames.SERVER_ERROR_TEMPORARY,
-            f"no Gremlin Server could take the request ({error}); nothing was applied, it may "
-            "be retried",
+        if not self.balancer.settings.hedge.enabled:
+            return
+        exchange.hedge_timer = asyncio.get_running_loop().call_later(
+            self.balancer.hedge_delay(), self._hedge_due, exchange
+        )
+
+    def _hedge_due(self, exchange: Exchange) -> None:
+        """The read has no answer frame after the hedge delay: send it to a second host if
+        the core says its host is not serving and the extra-request budget allows."""
+        if exchange.finished or exchange.forwarded or len(exchange.live) != 1:
+            return
+        first = exchange.live[0]
+        if not self.balancer.should_hedge(first.lease) or not self.balancer.try_spend_extra():
+            return
+        exclude = [first.endpoint, *exchange.tried]
+        try:
+            lease = self.balancer.acquire(len(exchange.request.frame), exclude, hedge=True)
+        except (NoHealthyEndpointError, BalancerClosedError):
+            return
+        assert isinstance(lease, Lease)  # a hedge never waits
+        log.debug("hedging a read of %s away from %s", exchange.client.peer, first.endpoint)
+        exchange.client.spawn(self._guard(exchange, self._attempt(exchange, lease)))
+
+    def on_host_event(self, event: HostEvent) -> None:
+        """A host left rotation (ejected or down): reads stranded there that forwarded nothing
+        go to another host at once; the old attempt's answer is dropped when it arrives."""
+        if event.kind is not EventKind.STATE_CHANGED or event.state not in OUT_OF_ROTATION:
+            return
+        for exchange in list(self.exchanges):
+            if not exchange.read_only or exchange.forwarded or exchange.done:
+                continue
+            # An attempt that just ended (its failure is what changed the host's state) is
+            # retried by its own end, under the retry rules.
+            going = [a for a in exchange.live if not a.ended]
+            if not going or any(a.endpoint != event.endpoint for a in going):
+                continue  # nothing stranded there, or a hedge elsewhere carries it already
+            exclude = [event.endpoint, *exchange.tried]
+            try:
+                acquired = self.balancer.acquire(len(exchange.request.frame), exclude)
+            except (NoHealthyEndpointError, BalancerClosedError):
+                continue
+            if not isinstance(acquired, Lease):  # no other host now: the old attempt goes on
+                if not self.balancer.withdraw(acquired) and acquired.lease is not None:
+                    self.balancer.release(acquired.lease)
+                continue
+            if not self.balancer.try_spend_extra():
+                self.balancer.release(acquired)
+                continue
+            for stranded in exchange.live:
+                stranded.orphaned = True
+            exchange.live.clear()
+            exchange.tried.append(event.endpoint)
+            self.metrics.redispatched.inc()
+            exchange.client.spawn(self._guard(exchange, self._attempt(exchange, acquired)))
+
+    # -- answering failures ----------------------------------------------------------------
+
+    @staticmethod
+    def _retry_advice(exchange: Exchange) -> str:
+        if not exchange.sent:
+            return "it was not sent to any server and may be retried"
+        if exchange.read_only:
+            return "it was sent, but it is read-only and may be retried"
+        return "it may or may not have been applied; check before re-running it"
+
+    def _give_up(self, exchange: Exchange, error: BaseException | None) -> None:
+        if exchange.held is not None:  # the last overloaded backend's own answer says it best
+            exchange.forward(*exchange.held)
+            self._finish(exchange)
+            return
+        if exchange.sent and isinstance(error, BufferTimeoutError):  # its text says "not sent"
+            max_wait = self.balancer.settings.buffer.max_wait
+            error = RuntimeError(f"no Gremlin Server became healthy within max_wait={max_wait}s")
+        elif exchange.sent and isinstance(error, BufferFullError):
+            error = RuntimeError("no Gremlin Server is healthy and the wait buffer is full")
+        retry = exchange.read_only or not exchange.sent
+        self._conclude(
+            exchange,
+            frames.SERVER_ERROR_TEMPORARY if retry else frames.SERVER_ERROR,
+            f"no Gremlin Server could take the request ({error}); " + self._retry_advice(exchange),
         )
 
     def _answer_unsafe(
         self, exchange: Exchange, endpoint: Endpoint, outcome: Outcome, error: BaseException
     ) -> None:
-        what = "got no answer in time" if outcome is Outcome.TIMEOUT else "lost the connection"
-        if exchange.read_only:  # only a timeout stops a read: it may just be a slow query
-            exchange.answer_error(
-                frames.SERVER_TIMEOUT,
-                f"the read was sent to {endpoint.address}, which {what} ({error}). A timed-out "
-                "read is not run again elsewhere (a slow query would run once per server); "
-                "retry it if it is not slow by nature, or raise request_timeout.",
+        if outcome is Outcome.TIMEOUT:
+            timeout = self.balancer.settings.request_timeout
+            message = (
+                f"the request was sent to {endpoint.address}, which gave no answer within "
+                f"request_timeout={timeout:g}s ({error}). It was not re-sent elsewhere: a slow "
+                "query would run once per server (Gremlin Server cannot cancel it), and it may "
+                "still be running there. "
+                + (
+                    "Raise request_timeout for slow queries, or make the query cheaper."
+                    if exchange.read_only
+                    else "It may or may not have been applied: check the graph before "
+                    "re-running it, or make it idempotent (mergeV/mergeE)."
+                )
             )
+            self._conclude(exchange, frames.SERVER_TIMEOUT, message)
             return
-        exchange.answer_error(
-            frames.SERVER_TIMEOUT if outcome is Outcome.TIMEOUT else frames.SERVER_ERROR,
-            f"the request was sent to {endpoint.address}, which {what} ({error}). It may write, "
-            "so it was not retried: it may or may not have been applied. Check the graph "
-            "before re-running it, or make it idempotent (mergeV/mergeE).",
+        self._conclude(
+            exchange,
+            frames.SERVER_ERROR,
+            f"the request was sent to {endpoint.address}, which lost the connection ({error}). "
+            "It may write, so it was not retried: it may or may not have been applied. Check "
+            "the graph before re-running it, or make it idempotent (mergeV/mergeE).",
         )
 
     async def _serve_session(self, exchange: Exchange) -> None:
@@ -805,7 +978,7 @@ class Proxy:
                 "connection.",
             )
             return
-        attempt = Attempt(exchange, pin.lease, self.balancer.observe)
+        attempt = Attempt(exchange, pin.lease, self._observe_in_session)
         backend_id = self.backends.ids.next()
         try:
             exchange.sent = True
@@ -817,7 +990,17 @@ class Proxy:
         if attempt.held is not None:  # 429/596 inside a session: no other host can take it
             exchange.forward(*attempt.held)
             return
-        if outcome in (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.OVERLOADED):
+        if outcome in _ANSWERED:
+            return
+        if outcome is Outcome.TIMEOUT:  # a long statement: this request's problem only
+            timeout = self.balancer.settings.request_timeout
+            exchange.answer_error(
+                frames.SERVER_TIMEOUT,
+                f"no answer from {pin.endpoint.address} within request_timeout={timeout:g}s "
+                f"({attempt.error}). The statement may still be running in the session, and "
+                "may or may not have been applied; the session stays open (its next request "
+                "runs once this one ends). Raise request_timeout for long statements.",
+            )
             return
         pin.broken = attempt.error or RuntimeError(outcome.value)
         pin.connection.close("lost its session")
@@ -827,6 +1010,14 @@ class Proxy:
             "Server rolls back uncommitted work when it loses the connection, and this request "
             "may or may not have been applied. Start a new transaction on a new connection.",
         )
+
+    def _observe_in_session(
+        self, lease: Lease, outcome: Outcome, error: BaseException | None
+    ) -> None:
+        """A statement that outlives request_timeout says nothing about its host: it is not
+        reported (a long transaction must not eject the host its session lives on)."""
+        if outcome is not Outcome.TIMEOUT:
+            self.balancer.observe(lease, outcome, error)
 
     # -- waiting for a host --------------------------------------------------------------
 

@@ -48,6 +48,7 @@ class Sidecar:
         self.metrics = SidecarMetrics(self.balancer, self.backends.connection_counts)
         self.balancer.subscribe(_on_loop(self.metrics.on_host_event))
         self.proxy = Proxy(self.balancer, self.backends, self.metrics, config.proxy)
+        self.balancer.subscribe(_on_loop(self.proxy.on_host_event))
         self.metrics.held_bytes.set_function(lambda: self.proxy.memory.used)
         self.metrics.paused_clients.set_function(lambda: len(self.proxy.paused))
         self.health = HealthLoop(self.balancer, self.backends, config.traversal_source)

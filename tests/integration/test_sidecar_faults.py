@@ -120,6 +120,10 @@ class Load:
             thread.join(30)
 
 
+# Taken out by a failed probe (down) or by outlier detection (ejected), whichever came first.
+OUT_OF_ROTATION = (HostState.DOWN, HostState.EJECTED)
+
+
 def state(sidecar: SidecarThread, server: GremlinServerProcess) -> HostState:
     return sidecar.balancer.state_of(server.address)
 
@@ -134,7 +138,7 @@ def test_killed_server_mid_load_fails_no_read_only_traversal(
         mark = len(load.served)
         load.wait_for(150)
     assert load.errors == []
-    assert state(sidecar, victim) in (HostState.DOWN, HostState.EJECTED)
+    assert state(sidecar, victim) in OUT_OF_ROTATION
     assert set(load.since(mark + 12)) == {servers[0].address, servers[2].address}
 
 
@@ -147,7 +151,7 @@ def test_hung_server_mid_load_fails_no_read_only_traversal(
         victim.pause()
         load.wait_for(150)
     assert load.errors == []
-    assert state(sidecar, victim) in (HostState.DOWN, HostState.EJECTED)
+    assert state(sidecar, victim) in OUT_OF_ROTATION
 
 
 def test_restarted_server_mid_load_serves_again_with_no_failed_traversal(
@@ -157,7 +161,7 @@ def test_restarted_server_mid_load_serves_again_with_no_failed_traversal(
     with Load(sidecar.url) as load:
         load.wait_for(60)
         victim.kill()
-        wait_until(lambda: state(sidecar, victim) is HostState.DOWN, 10, "the kill noticed")
+        wait_until(lambda: state(sidecar, victim) in OUT_OF_ROTATION, 10, "the kill noticed")
         victim.restart()
         name_servers([victim])
         wait_until(lambda: state(sidecar, victim) is HostState.HEALTHY, 10, "the recovery")
@@ -170,13 +174,24 @@ def test_restarted_server_mid_load_serves_again_with_no_failed_traversal(
 def test_write_in_flight_when_its_server_dies_is_answered_not_retried(
     servers: Sequence[GremlinServerProcess],
 ) -> None:
-    first, second = servers[0], servers[1]
-    with SidecarThread(config_for([first, second], request_timeout=10.0)) as sidecar:
+    pair = servers[:2]
+    with SidecarThread(config_for(pair, request_timeout=10.0)) as sidecar:
+        wait_until(
+            lambda: all(h.state is HostState.HEALTHY for h in sidecar.balancer.hosts()),
+            10,
+            "both hosts to pass their first probe",
+        )
         gremlin = Client(sidecar.url, "g", pool_size=1)
         try:
+            for _ in range(4):  # both hosts get an open pooled connection: the write goes out
+                gremlin.submit("1").all().result(10)
             pending = gremlin.submit("Thread.sleep(1500); g.addV('written').iterate(); 'done'")
-            time.sleep(0.5)  # round-robin sent it to `first`, which now dies under it
-            first.kill()
+            wait_until(
+                lambda: any(h.in_flight for h in sidecar.balancer.hosts()), 5, "the write sent"
+            )
+            busy = next(h.endpoint.address for h in sidecar.balancer.hosts() if h.in_flight)
+            first, second = sorted(pair, key=lambda s: s.address != busy)
+            first.kill()  # the server running the write dies under it
             with pytest.raises(GremlinServerError) as raised:
                 pending.all().result(15)
             assert raised.value.status_code == 500

@@ -174,6 +174,31 @@ def test_json_log_lines_carry_level_logger_message_and_extras() -> None:
     )
 
 
+def test_gray_failure_flags_reach_the_core_settings() -> None:
+    config = load(
+        {
+            "unhealthy_interval": "0.5",
+            "consecutive_failures": "7",
+            "slow_start": "0",
+            "hedge": "false",
+            "hedge_max_delay": "0.2",
+            "extra_budget_ratio": "0.1",
+        }
+    )
+    settings = config.settings
+    assert settings.health.unhealthy_interval == 0.5
+    assert settings.outlier.consecutive_failures == 7
+    assert settings.slow_start == 0.0
+    assert settings.hedge.enabled is False
+    assert settings.hedge.max_delay == 0.2
+    assert settings.budget.ratio == 0.1
+
+
+def test_hedge_delay_below_its_floor_is_refused_naming_the_settings() -> None:
+    with pytest.raises(ConfigError, match="delay_floor"):
+        load({"hedge_max_delay": "0.001"})
+
+
 def test_memory_bounds_handshake_timeout_and_max_hosts_come_from_flags() -> None:
     config = load(
         {
