@@ -139,7 +139,7 @@ def test_a_request_the_server_cannot_read_gets_the_servers_error_and_marks_no_ho
     assert set(states(rr).values()) == {HostState.HEALTHY}
 
 
-def test_a_hung_server_under_load_is_ejected_while_every_read_is_answered(
+def test_a_hung_server_under_load_is_taken_out_while_every_read_is_answered(
     rr: RoundRobinClientRemoteConnection, servers: Sequence[GremlinServerProcess]
 ) -> None:
     g = traversal().with_(rr)
@@ -149,10 +149,10 @@ def test_a_hung_server_under_load_is_ejected_while_every_read_is_answered(
     errors = run_threads(read_load(g, 40))
     assert errors == []
     status = {h.endpoint.address: h for h in rr.hosts()}[hung.address]
-    assert status.ejections >= 1
+    # Out of rotation: ejected as stuck, or taken down by its failing probe, whichever came
+    # first on a busy machine; either way no later read waited on it.
     assert status.state in (HostState.EJECTED, HostState.DOWN)
     stats = rr.balancer.stats()
-    assert stats.ejections.get("stuck", 0) + stats.ejections.get("consecutive_failures", 0) >= 1
     assert stats.hedges_sent >= 1
     assert stats.hedges_won >= 1
 
