@@ -17,6 +17,7 @@ from typing import Any
 
 from gremlinlb.sidecar.backend import DEFAULT_MAX_MESSAGE_BYTES, BackendOptions
 from gremlinlb.sidecar.proxy import ProxyOptions
+from gremlinlb.sidecar.trust import HostPolicy, parse_allowed_hosts
 
 from gremlinlb.core import (
     BalancerSettings,
@@ -55,6 +56,9 @@ class SidecarConfig:
     endpoints: tuple[Endpoint, ...] = ()
     admin: Address = Address("127.0.0.1", 9901)
     token: str | None = None
+    #: Where the token came from: re-read when it changes (a mounted Secret updated in place).
+    token_file: Path | None = None
+    host_policy: HostPolicy = field(default_factory=HostPolicy)
     state_dir: Path | None = None
     settings: BalancerSettings = field(default_factory=BalancerSettings)
     backend: BackendOptions = field(default_factory=BackendOptions)
@@ -93,6 +97,16 @@ OPTIONS: tuple[Option, ...] = (
         "FILE",
     ),
     Option("backend_ca_file", "CA bundle (PEM) to verify wss:// backends with", "FILE"),
+    Option(
+        "backend_tls",
+        "backends only over wss://: refuse ws:// hosts (default: true with --backend-ca-file)",
+        "BOOL",
+    ),
+    Option(
+        "allowed_hosts",
+        "comma-separated CIDRs and host name globs the host list may name (default: any)",
+        "LIST",
+    ),
     Option("max_message_bytes", "largest frame accepted either way (default 10 MiB)", "BYTES"),
     Option("connections_per_host", "multiplexed connections per backend (default 2)", "N"),
     Option("max_in_flight_per_connection", "requests at once on one connection (default 128)", "N"),
@@ -215,6 +229,10 @@ def load_config(
     listen = parse_address(values.text("listen", "127.0.0.1:8182"), values.source("listen"))
     admin = parse_address(values.text("admin", "127.0.0.1:9901"), values.source("admin"))
     endpoints = _endpoints(values)
+    host_policy = _host_policy(values)
+    refusal = host_policy.refusal(endpoints, "endpoints")
+    if refusal is not None:
+        raise ConfigError(f"{values.source('endpoints')}: {refusal}")
     settings = _settings(values)
     max_message_bytes = values.integer("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES, 1024)
     try:
@@ -242,11 +260,14 @@ def load_config(
             f"{values.source('event_loop')}: must be auto, uvloop or asyncio, got {event_loop!r}"
         )
     state_dir = values.optional_text("state_dir")
+    token_file = values.optional_text("token_file")
     return SidecarConfig(
         listen=listen,
         endpoints=endpoints,
         admin=admin,
         token=_read_secret(values, "token_file"),
+        token_file=Path(token_file) if token_file else None,
+        host_policy=host_policy,
         state_dir=Path(state_dir) if state_dir else None,
         settings=settings,
         backend=backend,
@@ -313,6 +334,16 @@ def _endpoints(values: _Values) -> tuple[Endpoint, ...]:
         if endpoint not in endpoints:
             endpoints.append(endpoint)
     return tuple(endpoints)
+
+
+def _host_policy(values: _Values) -> HostPolicy:
+    allowed = values.text("allowed_hosts", "")
+    try:
+        patterns = parse_allowed_hosts(allowed)
+    except ValueError as error:
+        raise ConfigError(f"{values.source('allowed_hosts')}: {error}") from None
+    tls = values.boolean("backend_tls", values.optional_text("backend_ca_file") is not None)
+    return HostPolicy(require_tls=tls, allowed=patterns)
 
 
 def _settings(values: _Values) -> BalancerSettings:

@@ -16,6 +16,7 @@ from gremlinlb.sidecar.health import HealthLoop
 from gremlinlb.sidecar.hostlist import HostList, load_state
 from gremlinlb.sidecar.metrics import SidecarMetrics
 from gremlinlb.sidecar.proxy import Proxy
+from gremlinlb.sidecar.trust import TokenFile
 
 from gremlinlb.core import Balancer, HostEvent
 from gremlinlb.core.balancer import Listener
@@ -51,9 +52,14 @@ class Sidecar:
             self.balancer,
             self.metrics,
             initial,
-            token=config.token,
+            token=(
+                TokenFile(config.token_file, config.token)
+                if config.token_file is not None and config.token is not None
+                else config.token
+            ),
             state_dir=config.state_dir,
             accepting=lambda: self.proxy.accepting,
+            host_policy=config.host_policy,
         )
         self._tasks = [
             asyncio.create_task(self.health.run(), name="gremlinlb-health"),
@@ -83,7 +89,10 @@ class Sidecar:
         config = self.config
         if config.state_dir is not None:
             saved = load_state(config.state_dir, config.settings)
-            if saved is not None:
+            refusal = None if saved is None else config.host_policy.refusal(saved.hosts)
+            if refusal is not None:
+                log.warning("ignoring the saved host list in %s: %s", config.state_dir, refusal)
+            elif saved is not None:
                 log.info(
                     "restored host list generation %d from %s", saved.generation, config.state_dir
                 )

@@ -157,18 +157,50 @@ class OperatorProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
+def project_secret(volume: Path, files: Mapping[str, str]) -> None:
+    """Write ``files`` into ``volume`` as the kubelet updates a mounted Secret: a new timestamped
+    directory, a ``..data`` symlink swapped to it atomically, and per key a symlink through
+    ``..data`` (so a file's path never changes while its content does)."""
+    volume.mkdir(parents=True, exist_ok=True)
+    version = volume / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.monotonic_ns()}"
+    version.mkdir()
+    for key, text in files.items():
+        (version / key).write_text(text)
+    temporary = volume / "..data_tmp"
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(version.name)
+    data = volume / "..data"
+    previous = data.resolve() if data.is_symlink() else None
+    temporary.rename(data)  # the atomic swap
+    for key in files:
+        link = volume / key
+        if not link.is_symlink():
+            link.symlink_to(f"..data/{key}")
+    if previous is not None and previous != version:
+        for old in previous.iterdir():
+            old.unlink()
+        previous.rmdir()
+
+
 class SidecarProcess:
-    """``gremlinlb sidecar`` on loopback with the cluster's token; restartable on its ports."""
+    """``gremlinlb sidecar`` on loopback with the cluster's token; restartable on its ports.
+
+    The token is read from a volume laid out as the kubelet mounts a Secret, so
+    :meth:`project_token` is exactly what a Secret update looks like to the sidecar."""
 
     def __init__(self, token: str, work_dir: Path, *extra: str) -> None:
         self.port, self.admin_port = free_port(), free_port()
         self.work_dir = work_dir
         self.extra = extra
-        self.token_file = work_dir / "token"
-        self.token_file.parent.mkdir(parents=True, exist_ok=True)
-        self.token_file.write_text(token)
+        self.token_volume = work_dir / "token-volume"
+        self.token_file = self.token_volume / "token"
+        self.project_token(token)
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+
+    def project_token(self, token: str) -> None:
+        """What the kubelet does when the token Secret changes."""
+        project_secret(self.token_volume, {"token": token})
 
     def start(self, timeout: float = 30.0) -> SidecarProcess:
         self.starts += 1
