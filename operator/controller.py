@@ -9,7 +9,6 @@ selected client pods) and by the push group's results. Host list changes within
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import secrets
@@ -31,19 +30,17 @@ from gremlinlb.operator.spec import (
     GROUP,
     PLURAL,
     SIDECAR_CONTAINER,
-    TOKEN_KEY,
     VERSION,
     ClusterSpec,
     SpecError,
     parse_spec,
 )
 from gremlinlb.operator.status import Observed, build_status, now_text, same_status
+from gremlinlb.operator.tokens import Write, plan_token, token_secret
 from gremlinlb.operator.webhook import token_secret_name
 from gremlinlb.sidecar.settings_json import settings_to_json
 
 log = logging.getLogger(__name__)
-
-MANAGED_BY = {"app.kubernetes.io/managed-by": "gremlinlb-operator"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +49,8 @@ class ControllerOptions:
     resync_interval: float = 60.0
     debounce: float = 0.05
     status_interval: float = 0.5
+    #: How often the token Secret is read again (a 401 from a sidecar reads it at once).
+    token_check_interval: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +61,18 @@ class _PodKey:
     ready: bool
     restarts: int
     container_id: str
+
+
+#: The ClusterRole a namespace's RoleBinding grants the operator (manifests/10-rbac.yaml).
+WORKLOAD_ROLE = "gremlinlb-operator-workload"
+
+
+def forbidden_message(namespace: str, detail: str) -> str:
+    return (
+        f"the operator may not work in namespace {namespace} ({detail}): bind the ClusterRole "
+        f"{WORKLOAD_ROLE} there: kubectl create rolebinding gremlinlb-operator -n {namespace} "
+        f"--clusterrole={WORKLOAD_ROLE} --serviceaccount=gremlinlb-system:gremlinlb-operator"
+    )
 
 
 class ClusterController:
@@ -81,6 +92,7 @@ class ClusterController:
         self._body: dict[str, Any] = dict(body)
         self.spec: ClusterSpec | None = None
         self.spec_error: str | None = None
+        self.access_error: str | None = None
         status = body.get("status") or {}
         self._generation = int(status.get("hostsGeneration") or 0)
         self._restored_hosts = tuple(status.get("hosts") or ())
@@ -106,6 +118,7 @@ class ClusterController:
         self._recompute_pending = False
         self._status_pending = False
         self._status_dirty = asyncio.Event()
+        self._token_suspect = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
         self._stopped = False
 
@@ -114,6 +127,11 @@ class ClusterController:
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
+
+    @property
+    def uid(self) -> str | None:
+        uid = (self._body.get("metadata") or {}).get("uid")
+        return str(uid) if uid else None
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -152,10 +170,11 @@ class ClusterController:
             log.warning("GremlinCluster %s/%s: %s", self.namespace, self.name, error)
 
     async def _run(self) -> None:
+        self._spawn(self._status_writer())
         token = await self._retry("token Secret", self.ensure_token)
         self.group.set_token(token)
         self._rewatch()
-        self._spawn(self._status_writer())
+        self._spawn(self._keep_token())
         while not self._stopped:
             await asyncio.sleep(self._options.resync_interval)
             self.group.refresh()
@@ -165,14 +184,22 @@ class ClusterController:
         failures = 0
         while True:
             try:
-                return await action()
+                result = await action()
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                if isinstance(error, KubeError) and error.status == 403:
+                    self.access_error = forbidden_message(self.namespace, error.message)
+                    self._schedule_status()
                 failures += 1
                 delay = min(30.0, 0.5 * 2**failures)
                 log.warning("%s/%s: %s: %s", self.namespace, self.name, what, error)
                 await asyncio.sleep(delay)
+            else:
+                if self.access_error is not None:
+                    self.access_error = None
+                    self._schedule_status()
+                return result
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coroutine)
@@ -182,52 +209,55 @@ class ClusterController:
     # -- the token Secret ----------------------------------------------------------------------
 
     async def ensure_token(self) -> str:
-        """The cluster's admin token, from its Secret (created, owned by the cluster, if absent)."""
+        """The cluster's admin token, from its Secret: created when missing, repaired when it
+        holds no usable token, adopted from an earlier cluster of this name. Bounded: a Secret
+        that keeps changing under it is an error for the caller to retry later."""
         name = token_secret_name(self.name)
         path = namespaced("", "v1", self.namespace, "secrets", name)
-        found = await self._api.get(path)
-        if found is not None:
-            data = (found.get("data") or {}).get(TOKEN_KEY)
-            if data:
-                return base64.b64decode(data).decode().strip()
-        token = secrets.token_urlsafe(32)
-        meta = self._body.get("metadata") or {}
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": name,
-                "namespace": self.namespace,
-                "labels": {**MANAGED_BY, f"{GROUP}/cluster": self.name},
-                "ownerReferences": [
-                    {
-                        "apiVersion": f"{GROUP}/{VERSION}",
-                        "kind": "GremlinCluster",
-                        "name": self.name,
-                        "uid": meta.get("uid"),
-                        "controller": True,
-                        "blockOwnerDeletion": True,
-                    }
-                ],
-            },
-            "type": "Opaque",
-            "data": {TOKEN_KEY: base64.b64encode(token.encode()).decode()},
-        }
-        try:
-            await self._api.request(
-                "POST", namespaced("", "v1", self.namespace, "secrets"), body=secret
-            )
-        except KubeError as error:
-            if error.status != 409:
+        uid = self.uid
+        for _ in range(5):
+            found = await self._api.get(path)
+            plan = plan_token(found, uid, secrets.token_urlsafe(32))
+            if plan.write is Write.NONE:
+                return plan.token
+            version = None if found is None else found["metadata"].get("resourceVersion")
+            body = token_secret(self.namespace, self.name, uid, plan.token, version)
+            try:
+                if plan.write is Write.CREATE:
+                    collection = namespaced("", "v1", self.namespace, "secrets")
+                    await self._api.request("POST", collection, body=body)
+                else:
+                    await self._api.request("PUT", path, body=body)
+            except KubeError as error:
+                if error.status in (404, 409):  # changed or deleted meanwhile: look again
+                    continue
                 raise
-            return str(await self.ensure_token())
-        kopf.event(
-            self._event_body(),
-            type="Normal",
-            reason="TokenCreated",
-            message=f"created Secret {name} with the sidecars' admin token",
-        )
-        return token
+            log.info("%s/%s: Secret %s: %s", self.namespace, self.name, name, plan.reason)
+            kopf.event(
+                self._event_body(),
+                type="Normal",
+                reason="TokenCreated" if plan.write is Write.CREATE else "TokenRepaired",
+                message=f"Secret {name} (the sidecars' admin token): {plan.reason}",
+            )
+            return plan.token
+        raise RuntimeError(f"Secret {name} kept changing while being written; trying again later")
+
+    async def _keep_token(self) -> None:
+        """Re-read the token Secret now and then, and at once when a sidecar refuses the token:
+        a Secret deleted or broken out of band is recreated, and a new token is pushed with."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._token_suspect.wait(), self._options.token_check_interval
+                )
+            self._token_suspect.clear()
+            try:
+                self.group.set_token(await self.ensure_token())
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("%s/%s: token Secret: %s", self.namespace, self.name, error)
+            await asyncio.sleep(1.0)  # at most one check a second, however many 401s arrive
 
     def _event_body(self) -> kopf.Body:
         return kopf.Body(cast(kopf.RawBody, self._body))
@@ -426,6 +456,8 @@ class ClusterController:
     # -- results and status --------------------------------------------------------------------
 
     def _on_push_result(self, result: TargetStatus) -> None:
+        if result.status == 401:
+            self._token_suspect.set()
         if not result.in_sync and result.failures == 1:
             kopf.event(
                 self._event_body(),
@@ -463,10 +495,11 @@ class ClusterController:
             sidecars=self.group.statuses(),
             service_found=self._service_found,
             spec_error=self.spec_error,
+            access_error=self.access_error,
         )
 
     async def _write_status(self) -> None:
-        if self.group.payload is None and self.spec_error is None:
+        if self.group.payload is None and self.spec_error is None and self.access_error is None:
             return  # nothing known yet: keep the stored status (and its generation)
         status = build_status(self.observed(), self._conditions, now_text())
         if same_status(status, self._written_status):

@@ -308,6 +308,44 @@ def restart_sidecar_container(api: k8s.ApiClient, namespace: str, name: str) -> 
     )
 
 
+OPERATOR_USER = "system:serviceaccount:gremlinlb-system:gremlinlb-operator"
+
+
+def operator_may(
+    api: k8s.ApiClient,
+    verb: str,
+    resource: str,
+    *,
+    namespace: str | None = None,
+    group: str = "",
+    name: str | None = None,
+    subresource: str | None = None,
+) -> bool:
+    """Whether RBAC lets the operator's ServiceAccount do this: a SubjectAccessReview asked by
+    ``api`` (an admin), what ``kubectl auth can-i --as=<the ServiceAccount>`` asks."""
+    review = k8s.AuthorizationV1Api(api).create_subject_access_review(
+        k8s.V1SubjectAccessReview(
+            spec=k8s.V1SubjectAccessReviewSpec(
+                user=OPERATOR_USER,
+                groups=[
+                    "system:serviceaccounts",
+                    "system:serviceaccounts:gremlinlb-system",
+                    "system:authenticated",
+                ],
+                resource_attributes=k8s.V1ResourceAttributes(
+                    verb=verb,
+                    resource=resource,
+                    group=group,
+                    namespace=namespace,
+                    name=name,
+                    subresource=subresource,
+                ),
+            )
+        )
+    )
+    return bool(review.status is not None and review.status.allowed)
+
+
 def cluster_object(api: k8s.ApiClient, namespace: str, name: str = "graph") -> dict[str, Any]:
     found = k8s.CustomObjectsApi(api).get_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, name

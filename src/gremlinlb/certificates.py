@@ -2,7 +2,9 @@
 
 Generated with ``cryptography`` (kopf's own self-signed path needs oscrypto, which cannot find
 libcrypto on some distributions). The operator keeps its pair in a Secret, so a restart reuses
-it and the apiserver's caBundle stays valid; it is renewed when names change or expiry nears.
+it and the apiserver's caBundle stays valid; it is renewed when names change or expiry nears,
+while running. A renewed bundle's CA PEM also holds the previous CA while that is valid, so
+the caBundle trusts replicas still serving the old certificate until they load the new one.
 """
 
 from __future__ import annotations
@@ -102,6 +104,25 @@ def generate(
     )
 
 
+def renewed(
+    old: CertBundle | None, names: Sequence[str], now: datetime.datetime | None = None
+) -> CertBundle:
+    """A fresh bundle for `names`; its CA PEM is the new CA followed by `old`'s first CA while
+    that one is still valid (at most two CAs: a bundle never grows)."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    fresh = generate(names, now)
+    if old is None:
+        return fresh
+    try:
+        previous = x509.load_pem_x509_certificates(old.ca_pem)[0]
+    except (ValueError, IndexError):
+        return fresh
+    if previous.not_valid_after_utc <= now:
+        return fresh
+    kept = previous.public_bytes(serialization.Encoding.PEM)
+    return CertBundle(fresh.ca_pem + kept, fresh.cert_pem, fresh.key_pem)
+
+
 def still_good(
     bundle: CertBundle, names: Sequence[str], now: datetime.datetime | None = None
 ) -> bool:
@@ -109,7 +130,7 @@ def still_good(
     now = now or datetime.datetime.now(datetime.UTC)
     try:
         cert = x509.load_pem_x509_certificate(bundle.cert_pem)
-        x509.load_pem_x509_certificate(bundle.ca_pem)
+        x509.load_pem_x509_certificates(bundle.ca_pem)
         serialization.load_pem_private_key(bundle.key_pem, password=None)
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (ValueError, x509.ExtensionNotFound):
