@@ -9,8 +9,10 @@ import yaml
 from gremlinlb.operator.spec import parse_spec
 from gremlinlb.operator.webhook import (
     SETTINGS_ENV,
+    Injection,
     already_injected,
     injection,
+    native_sidecars,
     unknown_cluster_message,
     webhook_configuration,
 )
@@ -135,3 +137,31 @@ def test_the_webhook_manifest_is_the_generated_one() -> None:
         {"service": {"namespace": "gremlinlb-system", "name": "gremlinlb-operator", "port": 443}},
     )
     assert documents == [generated]
+
+
+def test_native_sidecars_are_used_from_kubernetes_1_29() -> None:
+    assert native_sidecars({"major": "1", "minor": "29", "gitVersion": "v1.29.0"})
+    assert native_sidecars({"major": "1", "minor": "31+", "gitVersion": "v1.31.2-eks-7f9249a"})
+    assert not native_sidecars({"major": "1", "minor": "28+", "gitVersion": "v1.28.9-gke.1"})
+    assert not native_sidecars({"major": "1", "minor": "27"})
+
+
+def test_before_1_29_the_sidecar_is_the_first_regular_container() -> None:
+    changes = injection(pod(), "graph", cluster(), [], Injection(native=False))
+    assert changes is not None
+    assert "initContainers" not in changes["spec"]
+    sidecar, app = changes["spec"]["containers"]
+    assert (sidecar["name"], app["name"]) == ("gremlinlb-sidecar", "web")
+    assert "restartPolicy" not in sidecar
+
+
+def test_the_sidecar_is_told_which_hosts_it_may_be_pushed() -> None:
+    changes = injection(pod(), "graph", cluster(tls={"enabled": True}), [])
+    assert changes is not None
+    env = {e["name"]: e.get("value") for e in changes["spec"]["initContainers"][0]["env"]}
+    assert env["GREMLINLB_BACKEND_TLS"] == "true"
+    assert env["GREMLINLB_ALLOWED_HOSTS"].split(",")[0] == "10.0.0.0/8"
+    plain = injection(pod(), "graph", cluster(), [], Injection(allowed_hosts=()))
+    assert plain is not None
+    names = {e["name"] for e in plain["spec"]["initContainers"][0]["env"]}
+    assert not {"GREMLINLB_BACKEND_TLS", "GREMLINLB_ALLOWED_HOSTS"} & names
