@@ -10,6 +10,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import datetime
 import logging
 import os
 import socket
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 WEBHOOK_CONFIGS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 WEBHOOK_PATH = "/inject-sidecar"
+#: The push CA outlives many leaf renewals; replacing it (delete its Secret) re-issues every
+#: cluster's admin certificate, and pushes fail until the kubelets deliver the new ones.
+PUSH_CA_VALIDITY = datetime.timedelta(days=5 * 365)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,9 @@ class OperatorOptions:
     lease: LeaseOptions | None = field(default_factory=LeaseOptions)
     #: How often the webhook certificate is checked (renewed near expiry, reloaded if changed).
     cert_check_interval: float = 3600.0
+    #: The CA that issues the sidecars' admin certificates (pushes go over TLS); None: plain
+    #: HTTP pushes and no admin TLS for injected sidecars.
+    push_ca_secret: tuple[str, str] | None = ("gremlinlb-system", "gremlinlb-push-ca")
 
 
 def _stored_bundle(secret: Mapping[str, Any] | None) -> certs.CertBundle | None:
@@ -160,6 +167,7 @@ class OperatorApp:
         self._background: list[asyncio.Task[None]] = []
         self._tls: ssl.SSLContext | None = None
         self._serving: certs.CertBundle | None = None
+        self.authority: certs.Authority | None = None
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         self.injection = Injection(allowed_hosts=options.sidecar_allowed_hosts)
 
@@ -191,7 +199,12 @@ class OperatorApp:
         controller = self.controllers.get(key)
         if controller is None:
             controller = ClusterController(
-                self.api, self.sender, self.semaphore, self.options.controller, body
+                self.api,
+                self.sender,
+                self.semaphore,
+                self.options.controller,
+                body,
+                self.authority,
             )
             self.controllers[key] = controller
             controller.start()
@@ -301,6 +314,55 @@ class OperatorApp:
                 raise
             except Exception as error:
                 log.warning("webhook certificate check failed (trying again later): %s", error)
+
+    async def push_authority(self) -> None:
+        """The push CA, kept in a Secret shared by the replicas (created by the first one)."""
+        where = self.options.push_ca_secret
+        if where is None:
+            return
+        path = namespaced("", "v1", where[0], "secrets", where[1])
+        for _ in range(3):
+            found = await self.api.get(path)
+            data = (found or {}).get("data") or {}
+            if "ca.crt" in data and "ca.key" in data:
+                self.authority = certs.Authority(
+                    base64.b64decode(data["ca.crt"]), base64.b64decode(data["ca.key"])
+                )
+                break
+            fresh = certs.new_authority("gremlinlb-push-ca", validity=PUSH_CA_VALIDITY)
+            secret: dict[str, Any] = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {
+                    "name": where[1],
+                    "namespace": where[0],
+                    "labels": {"app.kubernetes.io/managed-by": "gremlinlb-operator"},
+                },
+                "data": {
+                    "ca.crt": base64.b64encode(fresh.ca_pem).decode(),
+                    "ca.key": base64.b64encode(fresh.key_pem).decode(),
+                },
+            }
+            try:
+                if found is None:
+                    await self.api.request(
+                        "POST", namespaced("", "v1", where[0], "secrets"), body=secret
+                    )
+                else:
+                    secret["metadata"]["resourceVersion"] = found["metadata"]["resourceVersion"]
+                    await self.api.request("PUT", path, body=secret)
+            except KubeError as error:
+                if error.status in (404, 409):  # another replica wrote it first: use theirs
+                    continue
+                raise
+            self.authority = fresh
+            log.info("push CA created in Secret %s/%s", *where)
+            break
+        else:
+            raise RuntimeError(f"Secret {path} kept changing while the push CA was written")
+        self.sender.trust(self.authority.ca_pem)
+        self.injection = dataclasses.replace(self.injection, admin_tls=True)
 
     async def _check_version(self) -> None:
         """Native sidecars need Kubernetes 1.29: before that, inject a regular container."""

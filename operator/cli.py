@@ -143,6 +143,11 @@ def register(commands: Any) -> None:
         "reloaded when another replica or cert-manager replaced it (default 3600)",
     )
     hook.add_argument(
+        "--no-push-tls",
+        action="store_true",
+        help="push over plain HTTP and inject sidecars without admin TLS (no push CA)",
+    )
+    hook.add_argument(
         "--sidecar-allowed-hosts",
         default=",".join(PRIVATE_NETWORKS),
         metavar="LIST",
@@ -218,6 +223,7 @@ def options_from_args(args: argparse.Namespace) -> OperatorOptions:
         liveness=args.liveness or None,
         sidecar_allowed_hosts=_allowed_hosts(args.sidecar_allowed_hosts),
         lease=lease,
+        push_ca_secret=None if args.no_push_tls else ("gremlinlb-system", "gremlinlb-push-ca"),
         cert_check_interval=args.webhook_cert_check_interval,
     )
 
@@ -250,6 +256,7 @@ def configure_logging(log_format: str, level: str) -> None:
 async def _main(options: OperatorOptions) -> None:
     app = OperatorApp(options)
     try:
+        await app.push_authority()
         webhook = await app.webhook_server()
     except BaseException:
         await app.close()

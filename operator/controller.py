@@ -14,7 +14,7 @@ import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import kopf
 from gremlinlb.operator.discovery import (
@@ -24,7 +24,7 @@ from gremlinlb.operator.discovery import (
     live,
 )
 from gremlinlb.operator.kube import KubeApi, KubeError, Reflector, label_selector, namespaced
-from gremlinlb.operator.push import Payload, PushGroup, Sender, TargetStatus
+from gremlinlb.operator.push import Payload, PushGroup, Sender, SendOutcome, TargetStatus
 from gremlinlb.operator.spec import (
     ADMIN_PORT_NAME,
     GROUP,
@@ -36,9 +36,17 @@ from gremlinlb.operator.spec import (
     parse_spec,
 )
 from gremlinlb.operator.status import Observed, build_status, now_text, same_status
-from gremlinlb.operator.tokens import Write, plan_token, token_secret
-from gremlinlb.operator.webhook import token_secret_name
+from gremlinlb.operator.tokens import (
+    Write,
+    certificate_of,
+    plan_token,
+    sidecar_server_name,
+    token_secret,
+)
+from gremlinlb.operator.webhook import ADMIN_TLS_ANNOTATION, token_secret_name
 from gremlinlb.sidecar.settings_json import settings_to_json
+
+from gremlinlb import certificates as certs
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +83,45 @@ def forbidden_message(namespace: str, detail: str) -> str:
     )
 
 
+class NamingSender(Protocol):
+    """A sender that checks an https sidecar's certificate for ``server_name``."""
+
+    async def __call__(
+        self,
+        url: str,
+        token: str | None,
+        body: bytes,
+        time_limit: float,
+        *,
+        server_name: str | None = None,
+    ) -> SendOutcome: ...
+
+
+def _verifying(sender: NamingSender, server_name: str) -> Sender:
+    """The sender, told which name an https sidecar's certificate must carry."""
+
+    async def send(url: str, token: str | None, body: bytes, time_limit: float) -> SendOutcome:
+        return await sender(url, token, body, time_limit, server_name=server_name)
+
+    return send
+
+
 class ClusterController:
     def __init__(
         self,
         api: KubeApi,
-        sender: Sender,
+        sender: NamingSender,
         semaphore: asyncio.Semaphore,
         options: ControllerOptions,
         body: Mapping[str, Any],
+        authority: certs.Authority | None = None,
     ) -> None:
         meta = body.get("metadata") or {}
         self.namespace = str(meta["namespace"])
         self.name = str(meta["name"])
+        #: Issues the sidecars' admin certificates; pushes to https sidecars verify against it.
+        self._authority = authority
+        self.server_name = sidecar_server_name(self.namespace, self.name)
         self._api = api
         self._options = options
         self._body: dict[str, Any] = dict(body)
@@ -104,7 +139,7 @@ class ClusterController:
         self._pod_keys: dict[str, _PodKey] = {}
         self.group = PushGroup(
             f"{self.namespace}/{self.name}",
-            sender,
+            _verifying(sender, self.server_name),
             semaphore,
             timeout=options.push_timeout,
             on_result=self._on_push_result,
@@ -192,7 +227,7 @@ class ClusterController:
                     self.access_error = forbidden_message(self.namespace, error.message)
                     self._schedule_status()
                 failures += 1
-                delay = min(30.0, 0.5 * 2**failures)
+                delay = min(10.0, 0.5 * 2**failures)
                 log.warning("%s/%s: %s: %s", self.namespace, self.name, what, error)
                 await asyncio.sleep(delay)
             else:
@@ -217,11 +252,18 @@ class ClusterController:
         uid = self.uid
         for _ in range(5):
             found = await self._api.get(path)
-            plan = plan_token(found, uid, secrets.token_urlsafe(32))
+            existing = None if found is None else certificate_of(found)
+            plan = plan_token(
+                found, uid, secrets.token_urlsafe(32), self._certificate_good(existing)
+            )
             if plan.write is Write.NONE:
                 return plan.token
             version = None if found is None else found["metadata"].get("resourceVersion")
-            body = token_secret(self.namespace, self.name, uid, plan.token, version)
+            certificate = existing
+            if self._authority is not None and (plan.new_certificate or existing is None):
+                issued = certs.issue(self._authority, [self.server_name])
+                certificate = (issued.cert_pem, issued.key_pem)
+            body = token_secret(self.namespace, self.name, uid, plan.token, version, certificate)
             try:
                 if plan.write is Write.CREATE:
                     collection = namespaced("", "v1", self.namespace, "secrets")
@@ -241,6 +283,17 @@ class ClusterController:
             )
             return plan.token
         raise RuntimeError(f"Secret {name} kept changing while being written; trying again later")
+
+    def _certificate_good(self, certificate: tuple[bytes, bytes] | None) -> bool:
+        """Whether the admin certificate in the Secret can stay (no push CA: nothing to check)."""
+        if self._authority is None:
+            return True
+        if certificate is None:
+            return False
+        bundle = certs.CertBundle(self._authority.ca_pem, *certificate)
+        return certs.issued_by(certificate[0], self._authority.ca_pem) and certs.still_good(
+            bundle, [self.server_name]
+        )
 
     async def _keep_token(self) -> None:
         """Re-read the token Secret now and then, and at once when a sidecar refuses the token:
@@ -451,7 +504,9 @@ class ClusterController:
                     restarts = int(cs.get("restartCount") or 0)
                     container_id = str(cs.get("containerID") or "")
         key = f"{self.namespace}/{meta.get('name')}"
-        return key, f"http://{host}:{port}", _PodKey(str(ip), ready, restarts, container_id)
+        scheme = "https" if (meta.get("annotations") or {}).get(ADMIN_TLS_ANNOTATION) else "http"
+        url = f"{scheme}://{host}:{port}"
+        return key, url, _PodKey(str(ip), ready, restarts, container_id)
 
     # -- results and status --------------------------------------------------------------------
 
@@ -464,7 +519,7 @@ class ClusterController:
                 type="Warning",
                 reason="PushFailed",
                 message=f"sidecar of pod {result.key.rsplit('/', 1)[-1]} "
-                f"({result.url.removeprefix('http://')}): {result.error}; retrying",
+                f"({result.url.split('://', 1)[-1]}): {result.error}; retrying",
             )
         self._schedule_status()
 

@@ -128,7 +128,7 @@ def build_status(
             "outOfSync": [
                 {
                     "pod": s.key.rsplit("/", 1)[-1],
-                    "address": s.url.removeprefix("http://"),
+                    "address": s.url.split("://", 1)[-1],
                     **({"generation": s.acked_generation} if s.acked_generation else {}),
                     "error": s.error or "push in progress",
                 }

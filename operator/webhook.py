@@ -34,6 +34,8 @@ from gremlinlb.operator.spec import (
 from gremlinlb.core import BalancerSettings
 
 INJECTED_ANNOTATION = f"{GROUP}/injected"
+#: Set on injected pods: their sidecar's admin API serves HTTPS (the operator pushes over TLS).
+ADMIN_TLS_ANNOTATION = f"{GROUP}/admin-tls"
 TOKEN_VOLUME = "gremlinlb-token"
 STATE_VOLUME = "gremlinlb-state"
 CA_VOLUME = "gremlinlb-ca"
@@ -84,6 +86,9 @@ class Injection:
     native: bool = True
     #: GREMLINLB_ALLOWED_HOSTS of every sidecar (empty: any host).
     allowed_hosts: tuple[str, ...] = PRIVATE_NETWORKS
+    #: The admin API serves HTTPS with the certificate in the token Secret (the operator has a
+    #: push CA); the pod is annotated so that the operator pushes over TLS.
+    admin_tls: bool = False
 
 
 def native_sidecars(version: Mapping[str, Any]) -> bool:
@@ -147,6 +152,9 @@ def sidecar_container(
         env.append({"name": "GREMLINLB_BACKEND_TLS", "value": "true"})
     if how.allowed_hosts:
         env.append({"name": "GREMLINLB_ALLOWED_HOSTS", "value": ",".join(how.allowed_hosts)})
+    if how.admin_tls:
+        env.append({"name": "GREMLINLB_ADMIN_TLS_CERT_FILE", "value": f"{TOKEN_DIR}/tls.crt"})
+        env.append({"name": "GREMLINLB_ADMIN_TLS_KEY_FILE", "value": f"{TOKEN_DIR}/tls.key"})
     env += settings_env(spec.settings)
     mounts: list[dict[str, Any]] = [
         {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
@@ -168,9 +176,11 @@ def sidecar_container(
         mounts.append({"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": True})
         env.append({"name": "GREMLINLB_BACKEND_CA_FILE", "value": f"{CA_DIR}/ca.crt"})
 
+    scheme = "HTTPS" if how.admin_tls else "HTTP"
+
     def probe(path: str, period: int, failures: int) -> dict[str, Any]:
         return {
-            "httpGet": {"path": path, "port": ADMIN_PORT_NAME},
+            "httpGet": {"path": path, "port": ADMIN_PORT_NAME, "scheme": scheme},
             "periodSeconds": period,
             "failureThreshold": failures,
             "timeoutSeconds": 2,
@@ -251,6 +261,8 @@ def injection(
     volumes = [v for v in sidecar_volumes(cluster, spec) if v["name"] not in taken]
     annotations = dict((pod.get("metadata") or {}).get("annotations") or {})
     annotations[INJECTED_ANNOTATION] = cluster
+    if how.admin_tls:
+        annotations[ADMIN_TLS_ANNOTATION] = "true"
     container = sidecar_container(cluster, spec, hosts, how)
     # Native: first init container (it serves the other init containers too). Otherwise the
     # first container: the kubelet starts containers in order, so it starts before the app.

@@ -59,6 +59,8 @@ class SidecarConfig:
     #: Where the token came from: re-read when it changes (a mounted Secret updated in place).
     token_file: Path | None = None
     host_policy: HostPolicy = field(default_factory=HostPolicy)
+    #: (certificate, key): the admin API serves HTTPS.
+    admin_tls: tuple[Path, Path] | None = None
     state_dir: Path | None = None
     settings: BalancerSettings = field(default_factory=BalancerSettings)
     backend: BackendOptions = field(default_factory=BackendOptions)
@@ -102,6 +104,12 @@ OPTIONS: tuple[Option, ...] = (
         "backends only over wss://: refuse ws:// hosts (default: true with --backend-ca-file)",
         "BOOL",
     ),
+    Option(
+        "admin_tls_cert_file",
+        "serve the admin API over HTTPS with this certificate (PEM; re-read when it changes)",
+        "FILE",
+    ),
+    Option("admin_tls_key_file", "the private key of --admin-tls-cert-file (PEM)", "FILE"),
     Option(
         "allowed_hosts",
         "comma-separated CIDRs and host name globs the host list may name (default: any)",
@@ -267,6 +275,7 @@ def load_config(
         admin=admin,
         token=_read_secret(values, "token_file"),
         token_file=Path(token_file) if token_file else None,
+        admin_tls=_admin_tls(values),
         host_policy=host_policy,
         state_dir=Path(state_dir) if state_dir else None,
         settings=settings,
@@ -334,6 +343,24 @@ def _endpoints(values: _Values) -> tuple[Endpoint, ...]:
         if endpoint not in endpoints:
             endpoints.append(endpoint)
     return tuple(endpoints)
+
+
+def _admin_tls(values: _Values) -> tuple[Path, Path] | None:
+    cert = values.optional_text("admin_tls_cert_file")
+    key = values.optional_text("admin_tls_key_file")
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        raise ConfigError(
+            "--admin-tls-cert-file and --admin-tls-key-file go together: give both or neither"
+        )
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(
+            f"{values.source('admin_tls_cert_file')}: cannot load {cert} with {key}: {error}"
+        ) from None
+    return Path(cert), Path(key)
 
 
 def _host_policy(values: _Values) -> HostPolicy:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 
 import aiohttp
 from aiohttp import web
@@ -16,7 +17,7 @@ from gremlinlb.sidecar.health import HealthLoop
 from gremlinlb.sidecar.hostlist import HostList, load_state
 from gremlinlb.sidecar.metrics import SidecarMetrics
 from gremlinlb.sidecar.proxy import Proxy
-from gremlinlb.sidecar.trust import TokenFile
+from gremlinlb.sidecar.trust import ServingCertificate, TokenFile
 
 from gremlinlb.core import Balancer, HostEvent
 from gremlinlb.core.balancer import Listener
@@ -71,7 +72,11 @@ class Sidecar:
         gremlin = web.Application()
         gremlin.router.add_get("/gremlin", self.proxy.handle)
         self._gremlin_site = await self._serve(gremlin, config.listen)
-        await self._serve(self.admin.app(), config.admin)
+        admin_tls = None if config.admin_tls is None else ServingCertificate(*config.admin_tls)
+        await self._serve(
+            self.admin.app(), config.admin, None if admin_tls is None else admin_tls.context
+        )
+        self._admin_scheme = "http" if admin_tls is None else "https"
         if not config.admin.loopback and config.token is None:
             log.warning(
                 "the admin API listens on %s without a token: anyone who reaches it can change "
@@ -79,9 +84,10 @@ class Sidecar:
                 config.admin,
             )
         log.info(
-            "sidecar serving ws://%s/gremlin for %s; admin on http://%s",
+            "sidecar serving ws://%s/gremlin for %s; admin on %s://%s",
             self.address,
             ", ".join(e.address for e in initial.hosts) or "no hosts yet",
+            self._admin_scheme,
             self.admin_address,
         )
 
@@ -99,11 +105,13 @@ class Sidecar:
                 return saved
         return HostList(0, config.endpoints, config.settings)
 
-    async def _serve(self, app: web.Application, address: Address) -> web.TCPSite:
+    async def _serve(
+        self, app: web.Application, address: Address, tls: ssl.SSLContext | None = None
+    ) -> web.TCPSite:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         self._runners.append(runner)
-        site = web.TCPSite(runner, address.host, address.port, reuse_address=True)
+        site = web.TCPSite(runner, address.host, address.port, reuse_address=True, ssl_context=tls)
         await site.start()
         return site
 

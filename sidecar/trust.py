@@ -17,6 +17,7 @@ import fnmatch
 import ipaddress
 import logging
 import os
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,42 @@ class TokenFile:
             log.info("token file %s changed: the new token is in force", self.path)
             self._token = token
         return self._token
+
+
+class ServingCertificate:
+    """The admin API's TLS certificate, re-read when its files change (the operator renews it
+    in the same mounted Secret as the token). Checked at each TLS handshake: the server's
+    context hands the connection the current one."""
+
+    def __init__(self, cert_file: Path, key_file: Path) -> None:
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(cert_file, key_file)
+        self.context.sni_callback = self._handshake
+        self._current = self.context
+        self._seen = self._identity()
+
+    def _identity(self) -> tuple[int, int, int] | None:
+        try:
+            found = os.stat(self.cert_file)
+        except OSError:
+            return None
+        return (found.st_ino, found.st_mtime_ns, found.st_size)
+
+    def _handshake(self, connection: ssl.SSLObject, _name: str | None, _ctx: object) -> None:
+        identity = self._identity()
+        if identity is not None and identity != self._seen:
+            fresh = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            try:
+                fresh.load_cert_chain(self.cert_file, self.key_file)
+            except (OSError, ssl.SSLError) as error:  # mid-update: keep serving the last one
+                log.warning("admin certificate %s not loaded: %s", self.cert_file, error)
+            else:
+                self._seen, self._current = identity, fresh
+                log.info("admin certificate %s changed: serving the new one", self.cert_file)
+        if self._current is not self.context:
+            connection.context = self._current
 
 
 @dataclass(frozen=True, slots=True)

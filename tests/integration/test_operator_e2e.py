@@ -202,21 +202,25 @@ class Scenario:
         self.token = wait_for(self.stored_token, SETTLE, "the cluster's token Secret")
 
     def stored_token(self) -> str | None:
-        import base64
+        return self.secret_files().get("token")
 
+    def secret_files(self) -> dict[str, str]:
+        """The token Secret's keys as its mounted volume shows them ({} while it is absent)."""
         try:
             secret = k8s.CoreV1Api(self.api).read_namespaced_secret(
                 "graph-gremlinlb-token", self.namespace
             )
         except ApiException:
-            return None
-        data = secret.data or {}
-        return base64.b64decode(data["token"]).decode() if "token" in data else None
+            return {}
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
-    def add_client(self, name: str) -> SidecarProcess:
-        sidecar = SidecarProcess(self.token, self.work_dir / name).start()
+    def add_client(self, name: str, files: dict[str, str] | None = None) -> SidecarProcess:
+        """A client pod as injected: its sidecar serves the admin API over TLS with the
+        certificate of the token Secret (or ``files``), and the pod says so."""
+        files = self.secret_files() if files is None else files
+        sidecar = SidecarProcess(self.token, self.work_dir / name, files=files).start()
         self.sidecars[name] = sidecar
-        create_client_pod(self.api, self.namespace, name, sidecar.admin_port)
+        create_client_pod(self.api, self.namespace, name, sidecar.admin_port, admin_tls=True)
         return sidecar
 
     def status(self) -> dict[str, Any]:
@@ -295,6 +299,7 @@ ALLOWED: list[Access] = [
     ("update", "secrets", "", "bound", "graph-gremlinlb-token"),
     ("create", "events", "", "bound", None),
     ("update", "secrets", "", "system", "gremlinlb-webhook-tls"),
+    ("get", "secrets", "", "system", "gremlinlb-push-ca"),
     ("update", "leases", "coordination.k8s.io", "system", "gremlinlb-operator"),
 ]  # fmt: skip
 
@@ -719,6 +724,34 @@ def test_the_webhook_refuses_a_pod_naming_an_unknown_cluster(ready: Scenario) ->
     assert "GremlinClusters there: graph" in body
 
 
+def test_pushes_travel_over_tls_to_sidecars_with_the_push_cas_certificate(
+    ready: Scenario,
+) -> None:
+    files = ready.secret_files()
+    certificate = x509.load_pem_x509_certificate(files["tls.crt"].encode())
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == [f"graph.{ready.namespace}.gremlinlb-sidecar"]
+    sidecar = ready.sidecars["app-0"]
+    assert sidecar.admin.startswith("https://")
+    assert sidecar.host_list()[1] == sorted(ready.servers.address(i) for i in range(3))
+
+
+def test_a_sidecar_with_a_certificate_from_another_ca_is_never_sent_the_token(
+    ready: Scenario,
+) -> None:
+    impostor = certs.generate([f"graph.{ready.namespace}.gremlinlb-sidecar"])
+    files = {"tls.crt": impostor.cert_pem.decode(), "tls.key": impostor.key_pem.decode()}
+    sidecar = ready.add_client("impostor", files=files)
+
+    def refused() -> dict[str, Any] | None:
+        out = {s["pod"]: s for s in ready.status()["status"]["sidecars"]["outOfSync"]}
+        return out.get("impostor")
+
+    entry = wait_for(refused, SETTLE, "the impostor reported out of sync")
+    assert "certificate" in entry["error"].lower(), entry
+    assert sidecar.host_list() == (0, [])
+
+
 def test_the_token_secret_is_owned_by_its_cluster_which_carries_no_finalizer(
     ready: Scenario,
 ) -> None:
@@ -794,7 +827,8 @@ def test_a_deleted_token_secret_is_recreated_and_every_sidecar_follows_the_new_t
     )
     assert refused
     for sidecar in ready.sidecars.values():
-        sidecar.project_token(str(new))  # the kubelet's update of the Secret volume
+        sidecar.project(ready.secret_files())  # the kubelet's update of the Secret volume
+    assert ready.stored_token() == new
     for sidecar in ready.sidecars.values():
         ready.wait_hosts(sidecar, [0, 1])
     status = wait_for(lambda: _in_sync(ready, 2), SETTLE, "every sidecar in sync")
@@ -823,7 +857,7 @@ def test_a_cluster_deleted_and_applied_again_ends_with_every_sidecar_in_sync(
     ready.apply_example()
     assert ready.token != old
     for sidecar in ready.sidecars.values():
-        sidecar.project_token(ready.token)
+        sidecar.project(ready.secret_files())
     status = wait_for(lambda: _in_sync(ready, 2), SETTLE, "every sidecar in sync")
     for sidecar in ready.sidecars.values():
         assert sidecar.host_list() == (

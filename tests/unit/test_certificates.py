@@ -37,3 +37,9 @@ def test_renewing_again_keeps_at_most_two_cas_and_drops_expired_ones() -> None:
     assert len(x509.load_pem_x509_certificates(third.ca_pem)) == 2
     late = certs.renewed(first, NAMES, NOW + datetime.timedelta(days=400))  # first CA expired
     assert len(x509.load_pem_x509_certificates(late.ca_pem)) == 1
+
+
+def test_a_name_longer_than_a_common_name_may_be_is_still_certified() -> None:
+    name = "a-rather-long-cluster-name.t-a-rather-long-namespace-name.gremlinlb-sidecar"
+    bundle = certs.issue(certs.new_authority("ca"), [name])
+    assert certs.still_good(bundle, [name])

@@ -48,7 +48,11 @@ def test_the_sidecar_is_a_native_sidecar_placed_first() -> None:
     assert sidecar["ports"] == [
         {"name": "gremlinlb-admin", "containerPort": 9901, "protocol": "TCP"}
     ]
-    assert sidecar["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "gremlinlb-admin"}
+    assert sidecar["startupProbe"]["httpGet"] == {
+        "path": "/healthz",
+        "port": "gremlinlb-admin",
+        "scheme": "HTTP",
+    }
     assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
     env = {e["name"]: e.get("value") for e in sidecar["env"]}
     assert env["GREMLINLB_ENDPOINTS"] == "10.0.0.1:8182"
@@ -165,3 +169,14 @@ def test_the_sidecar_is_told_which_hosts_it_may_be_pushed() -> None:
     assert plain is not None
     names = {e["name"] for e in plain["spec"]["initContainers"][0]["env"]}
     assert not {"GREMLINLB_BACKEND_TLS", "GREMLINLB_ALLOWED_HOSTS"} & names
+
+
+def test_with_a_push_ca_the_admin_api_serves_https_from_the_token_secret() -> None:
+    changes = injection(pod(), "graph", cluster(), [], Injection(admin_tls=True))
+    assert changes is not None
+    sidecar = changes["spec"]["initContainers"][0]
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert env["GREMLINLB_ADMIN_TLS_CERT_FILE"] == "/var/run/gremlinlb/token/tls.crt"
+    assert env["GREMLINLB_ADMIN_TLS_KEY_FILE"] == "/var/run/gremlinlb/token/tls.key"
+    assert sidecar["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert changes["metadata"]["annotations"]["gremlinlb.io/admin-tls"] == "true"
