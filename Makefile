@@ -13,7 +13,7 @@ include hack/k8s/k8s.mk
 # gremlinlb.sidecar and gremlinlb.operator live outside src/.
 LINK_TREE = $(firstword $(wildcard build/__editable__.gremlinlb-*))
 
-.PHONY: setup demo test lint typecheck unit integration clean js-driver java-driver go-driver kind-e2e generate bench bench-deps haproxy
+.PHONY: setup demo test lint typecheck unit integration clean js-driver java-driver go-driver kind-e2e cluster-e2e generate bench bench-deps haproxy
 
 setup: $(VENV)/.deps-stamp package jars js-driver java-driver go-driver
 
@@ -98,6 +98,13 @@ generate: package
 	    "# Only pods labelled gremlinlb.io/inject are ever sent here (objectSelector), so a broken" \
 	    "# webhook cannot block any other pod."; $(GREMLINLB) operator --print webhook; } > manifests/30-webhook.yaml
 
-# End-to-end on a kind cluster (needs Docker, kind and kubectl; cannot run on the CI machine).
-kind-e2e:
+# The README's Kubernetes quick start, applied as written, then checked end to end with real
+# traffic (tests/integration/test_cluster_e2e.py), on a cluster without containers: etcd,
+# kube-apiserver, kube-controller-manager, kube-scheduler, kwok for the node and a node agent
+# running every pod as real processes in a network namespace at its IP. Part of `make test` too.
+cluster-e2e: setup k8s-bins
+	$(PY) -m pytest tests/integration/test_cluster_e2e.py
+
+# The same checks on a kind cluster (needs Docker, kind and kubectl; cannot run on the CI machine).
+kind-e2e: package
 	hack/kind-e2e.sh

@@ -13,17 +13,16 @@ from typing import Any
 import yaml
 from gremlinlb.operator.spec import (
     BALANCER_FIELDS,
-    BUFFER_FIELDS,
     DEFAULT_ADMIN_PORT,
     DEFAULT_GREMLIN_PORT,
     DEFAULT_IMAGE,
     DEFAULT_PATH,
     DEFAULT_SERVICE_PORT,
     GROUP,
-    HEALTH_FIELDS,
     INJECT_LABEL,
     KIND,
     PLURAL,
+    SECTIONS,
     VERSION,
     SettingField,
 )
@@ -169,18 +168,12 @@ def spec_schema() -> dict[str, Any]:
                 "passwordKey": {"type": "string", "default": "password"},
             },
         },
-        "healthCheck": _section(
-            HEALTH_FIELDS, defaults.health, "Active health checks run by every sidecar."
-        ),
         "policy": {
             "type": "string",
             "enum": [p.value for p in Policy],
             "default": defaults.policy.value,
             "description": "How the next server is chosen among the healthy ones.",
         },
-        "buffer": _section(
-            BUFFER_FIELDS, defaults.buffer, "The bounded wait room used while no server is up."
-        ),
         "clients": {
             "type": "object",
             "description": "Which client pods receive the host list.",
@@ -208,6 +201,24 @@ def spec_schema() -> dict[str, Any]:
                     "description": "Port of the sidecar's admin API (the operator pushes to it).",
                 },
                 "logFormat": {"type": "string", "enum": ["json", "text"], "default": "json"},
+                "memoryBudgetBytes": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Bytes the sidecar holds for all its clients (default 96 "
+                    "MiB); the injected memory limit grows with it.",
+                },
+                "clientPauseBytes": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Bytes held for one client above which its requests are "
+                    "not read (default 4 MiB).",
+                },
+                "clientMaxQueuedBytes": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Unread answer bytes after which a client is cut off "
+                    "(default 32 MiB).",
+                },
                 "resources": {
                     "type": "object",
                     "description": "Container resources (requests/limits) of the sidecar.",
@@ -223,6 +234,8 @@ def spec_schema() -> dict[str, Any]:
             ],
         },
     }
+    for cr, core, fields, description in SECTIONS:
+        properties[cr] = _section(fields, getattr(defaults, core), description)
     for f in BALANCER_FIELDS:
         properties[f.cr_name] = _setting_schema(f, top[f.core_name])
     return {

@@ -66,14 +66,106 @@ HEALTH_FIELDS: tuple[SettingField, ...] = (
         "probe_script",
         "A Gremlin script to probe with; when absent, g.V().limit(1) is sent as bytecode.",
     ),
+    SettingField(
+        "enabled", "enabled", "Probe at all (false: hosts serve unprobed, return passively)."
+    ),
+    SettingField(
+        "unhealthyInterval",
+        "unhealthy_interval",
+        "Seconds between probes of down, ejected and joining hosts.",
+        0,
+        True,
+    ),
+    SettingField(
+        "outageInterval",
+        "outage_interval",
+        "Seconds between probes of down hosts while no host is healthy.",
+        0,
+        True,
+    ),
 )
 BUFFER_FIELDS: tuple[SettingField, ...] = (
     SettingField("maxElements", "max_elements", "Requests that may wait while no host is up.", 0),
     SettingField("maxBytes", "max_bytes", "Total bytes of requests that may wait.", 0),
     SettingField("maxWait", "max_wait", "Seconds a request may wait (0 disables the buffer).", 0),
+    SettingField(
+        "releasePerHost",
+        "release_per_host",
+        "Waiting requests handed to one returning host before some of them finish.",
+        1,
+    ),
+)
+OUTLIER_FIELDS: tuple[SettingField, ...] = (
+    SettingField(
+        "consecutiveFailures",
+        "consecutive_failures",
+        "Lost connections or timeouts in a row that eject a host.",
+        1,
+    ),
+    SettingField(
+        "baseEjection", "base_ejection", "Seconds out, times the ejection count.", 0, True
+    ),
+    SettingField("maxEjection", "max_ejection", "Most seconds one ejection lasts.", 0, True),
+    SettingField(
+        "maxEjectedShare", "max_ejected_share", "Largest share of hosts ejected at once.", 0
+    ),
+    SettingField(
+        "stuckFactor",
+        "stuck_factor",
+        "A host answering nothing for this many times its peers' latency is stuck.",
+        1,
+    ),
+    SettingField("stuckFloor", "stuck_floor", "... and for at least this many seconds.", 0, True),
+    SettingField(
+        "slowFactor",
+        "slow_factor",
+        "A host this many times slower than its peers is slow.",
+        1,
+        True,
+    ),
+    SettingField("slowFloor", "slow_floor", "... and slower than this many seconds.", 0),
+)
+HEDGE_FIELDS: tuple[SettingField, ...] = (
+    SettingField("enabled", "enabled", "Send a slow read to a second host too."),
+    SettingField(
+        "percentile", "percentile", "Hedge after this percentile of recent latencies.", 0.5
+    ),
+    SettingField("delayFloor", "delay_floor", "Never hedge sooner (seconds).", 0, True),
+    SettingField("maxDelay", "max_delay", "Never hedge later (seconds).", 0, True),
+)
+BUDGET_FIELDS: tuple[SettingField, ...] = (
+    SettingField("ratio", "ratio", "Extra requests (hedges, costly retries) per request.", 0),
+    SettingField(
+        "minPerSecond", "min_per_second", "Extra requests a second allowed in any case.", 0
+    ),
+    SettingField("window", "window", "Seconds the budget is counted over.", 0, True),
+)
+#: CR section -> core section: (CR name, core attribute, fields, description).
+SECTIONS: tuple[tuple[str, str, tuple[SettingField, ...], str], ...] = (
+    ("healthCheck", "health", HEALTH_FIELDS, "Active health checks run by every sidecar."),
+    ("buffer", "buffer", BUFFER_FIELDS, "The bounded wait room used while no server is up."),
+    (
+        "outlierDetection",
+        "outlier",
+        OUTLIER_FIELDS,
+        "When a server that passes probes is taken out for a while anyway.",
+    ),
+    ("hedging", "hedge", HEDGE_FIELDS, "Slow reads also sent to a second server."),
+    (
+        "extraRequestBudget",
+        "budget",
+        BUDGET_FIELDS,
+        "How many hedges and costly retries may be sent on top of the requests.",
+    ),
 )
 BALANCER_FIELDS: tuple[SettingField, ...] = (
     SettingField("maxAttempts", "max_attempts", "Tries per request, the first included.", 1),
+    SettingField(
+        "slowStart",
+        "slow_start",
+        "Seconds over which a returning server ramps up to a full share.",
+        0,
+    ),
     SettingField(
         "requestTimeout",
         "request_timeout",
@@ -115,6 +207,10 @@ class SidecarSpec:
     admin_port: int = DEFAULT_ADMIN_PORT
     resources: Mapping[str, Any] = field(default_factory=dict)
     log_format: str = "json"
+    # The sidecar's memory bounds (None: its defaults); see sidecar/memory.py.
+    memory_budget_bytes: int | None = None
+    client_pause_bytes: int | None = None
+    client_max_queued_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +302,14 @@ def parse_spec(cluster_name: str, spec: Mapping[str, Any]) -> ClusterSpec:
             ),
             resources=dict(resources),
             log_format=_text(sidecar, "logFormat", "spec.sidecar", default=defaults.log_format),
+            **{
+                name: _optional_bytes(sidecar, key)
+                for name, key in (
+                    ("memory_budget_bytes", "memoryBudgetBytes"),
+                    ("client_pause_bytes", "clientPauseBytes"),
+                    ("client_max_queued_bytes", "clientMaxQueuedBytes"),
+                )
+            },
         ),
     )
 
@@ -214,8 +318,10 @@ def settings_from_spec(spec: Mapping[str, Any]) -> BalancerSettings:
     """The core settings a GremlinCluster asks for; absent fields keep the core's defaults."""
     base = BalancerSettings()
     try:
-        health = _section(base.health, _mapping(spec, "healthCheck"), HEALTH_FIELDS, "healthCheck")
-        buffer = _section(base.buffer, _mapping(spec, "buffer"), BUFFER_FIELDS, "buffer")
+        sections = {
+            core: _section(getattr(base, core), _mapping(spec, cr), fields, cr)
+            for cr, core, fields, _ in SECTIONS
+        }
         policy_text = spec.get("policy", base.policy.value)
         try:
             policy = Policy(policy_text)
@@ -223,7 +329,7 @@ def settings_from_spec(spec: Mapping[str, Any]) -> BalancerSettings:
             choices = ", ".join(p.value for p in Policy)
             raise SpecError(f"spec.policy: must be one of {choices}, got {policy_text!r}") from None
         top = _changes(spec, BALANCER_FIELDS, base, "spec")
-        return dataclasses.replace(base, policy=policy, health=health, buffer=buffer, **top)
+        return dataclasses.replace(base, policy=policy, **sections, **top)
     except InvalidSettingError as error:
         raise SpecError(f"spec: {error}") from None
 
@@ -231,10 +337,8 @@ def settings_from_spec(spec: Mapping[str, Any]) -> BalancerSettings:
 def settings_to_spec(settings: BalancerSettings) -> dict[str, Any]:
     """The CR fields for ``settings`` (the inverse of :func:`settings_from_spec`)."""
     out: dict[str, Any] = {"policy": settings.policy.value}
-    for section, fields, key in (
-        (settings.health, HEALTH_FIELDS, "healthCheck"),
-        (settings.buffer, BUFFER_FIELDS, "buffer"),
-    ):
+    for key, core, fields, _ in SECTIONS:
+        section = getattr(settings, core)
         values = {f.cr_name: getattr(section, f.core_name) for f in fields}
         out[key] = {k: v for k, v in values.items() if v is not None}
     for f in BALANCER_FIELDS:
@@ -298,6 +402,12 @@ def _text(
     if not isinstance(value, str):
         raise SpecError(f"{where}.{key}: must be a string, got {value!r}")
     return value
+
+
+def _optional_bytes(data: Mapping[str, Any], key: str) -> int | None:
+    if data.get(key) is None:
+        return None
+    return _integer(data, key, "spec.sidecar", 0, 1, 2**40)
 
 
 def _integer(

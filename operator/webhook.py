@@ -30,6 +30,7 @@ from gremlinlb.operator.spec import (
     TOKEN_KEY,
     ClusterSpec,
 )
+from gremlinlb.sidecar.memory import MemoryLimits, MiB
 
 from gremlinlb.core import BalancerSettings
 
@@ -44,10 +45,15 @@ STATE_DIR = "/var/run/gremlinlb/state"
 CA_DIR = "/var/run/gremlinlb/ca"
 #: The image's entrypoint is `gremlinlb`; this is the sub-command.
 SIDECAR_ARGS = ("sidecar",)
-DEFAULT_RESOURCES: Mapping[str, Any] = {
-    "requests": {"cpu": "50m", "memory": "64Mi"},
-    "limits": {"memory": "256Mi"},
-}
+#: The sidecar at rest plus room for frames in transit; its memory budget comes on top.
+SIDECAR_BASE_MEMORY_MI = 160
+
+
+def default_resources(memory_budget_bytes: int = MemoryLimits().budget_bytes) -> dict[str, Any]:
+    """Resources sized from the sidecar's memory bounds (256Mi with the default budget)."""
+    limit = SIDECAR_BASE_MEMORY_MI + -(-memory_budget_bytes // MiB)
+    return {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": f"{limit}Mi"}}
+
 
 #: core setting (section, field) -> the sidecar's environment variable (see sidecar/config.py).
 SETTINGS_ENV: tuple[tuple[str, str, str], ...] = (
@@ -156,6 +162,13 @@ def sidecar_container(
         env.append({"name": "GREMLINLB_ADMIN_TLS_CERT_FILE", "value": f"{TOKEN_DIR}/tls.crt"})
         env.append({"name": "GREMLINLB_ADMIN_TLS_KEY_FILE", "value": f"{TOKEN_DIR}/tls.key"})
     env += settings_env(spec.settings)
+    for variable, value in (
+        ("GREMLINLB_MEMORY_BUDGET_BYTES", sidecar.memory_budget_bytes),
+        ("GREMLINLB_CLIENT_PAUSE_BYTES", sidecar.client_pause_bytes),
+        ("GREMLINLB_CLIENT_MAX_QUEUED_BYTES", sidecar.client_max_queued_bytes),
+    ):
+        if value is not None:
+            env.append({"name": variable, "value": str(value)})
     mounts: list[dict[str, Any]] = [
         {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
         {"name": STATE_VOLUME, "mountPath": STATE_DIR},
@@ -198,7 +211,9 @@ def sidecar_container(
         "startupProbe": probe("/healthz", 1, 30),
         "livenessProbe": probe("/healthz", 10, 3),
         "readinessProbe": probe("/readyz", 5, 2),
-        "resources": dict(sidecar.resources) if sidecar.resources else dict(DEFAULT_RESOURCES),
+        "resources": dict(sidecar.resources)
+        if sidecar.resources
+        else default_resources(sidecar.memory_budget_bytes or MemoryLimits().budget_bytes),
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": 65532,

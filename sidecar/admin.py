@@ -12,19 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from gremlinlb.sidecar.hostlist import BadUpdateError, HostList, parse_update, save_state
+from gremlinlb.sidecar.hostlist import (
+    BadUpdateError,
+    HostList,
+    HostRules,
+    parse_body,
+    parse_update,
+    save_state,
+)
 from gremlinlb.sidecar.metrics import CONTENT_TYPE, SidecarMetrics
 from gremlinlb.sidecar.settings_json import settings_to_json
 from gremlinlb.sidecar.trust import HostPolicy
 
-from gremlinlb.core import Balancer, HostState, HostStatus
+from gremlinlb.core import Balancer, Endpoint, HostState, HostStatus
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,7 @@ class AdminApi:
         state_dir: Path | None = None,
         accepting: Callable[[], bool] = lambda: True,
         host_policy: HostPolicy | None = None,
+        rules: Callable[[], HostRules] = HostRules,
     ) -> None:
         self._balancer = balancer
         self._metrics = metrics
@@ -47,6 +54,7 @@ class AdminApi:
         self._host_policy = host_policy or HostPolicy()
         self._state_dir = state_dir
         self._accepting = accepting
+        self._rules = rules
         self._lock = asyncio.Lock()
         self.current = initial
 
@@ -56,6 +64,7 @@ class AdminApi:
         app.router.add_put("/v1/hosts", self.put_hosts)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/readyz/backends", self.backends_ready)
         app.router.add_get("/metrics", self.metrics)
         return app
 
@@ -81,14 +90,13 @@ class AdminApi:
             )
         if not self._accepting():
             return _error(503, "the sidecar is shutting down; nothing was changed")
-        try:
-            body = json.loads(await request.text())
-        except ValueError as error:
-            return _error(400, f"the body is not JSON: {error}; nothing was changed")
+        text = await request.text()
         async with self._lock:
             current = self.current
             try:
-                update = parse_update(body, current.settings)
+                # Reading and checking thousands of hosts runs off the event loop, so a big
+                # list never holds up the Gremlin traffic this process carries.
+                update = await asyncio.to_thread(_parse, text, current, self._rules())
             except BadUpdateError as error:
                 return _error(400, f"{error}; nothing was changed")
             refusal = self._host_policy.refusal(update.hosts)
@@ -115,16 +123,16 @@ class AdminApi:
                         f"cannot save the host list in {self._state_dir}: {error}; "
                         "nothing was changed",
                     )
-            added, removed = self._balancer.replace(update.hosts)
+            added, removed = await asyncio.to_thread(self._balancer.replace, update.hosts)
             if update.settings != current.settings:
                 self._balancer.update_settings(update.settings)
             self.current = update
         log.info(
             "host list generation %d: %s (added %s, removed %s)",
             update.generation,
-            ", ".join(e.address for e in update.hosts) or "empty",
-            ", ".join(e.address for e in added) or "none",
-            ", ".join(e.address for e in removed) or "none",
+            _listing(update.hosts) or "empty",
+            _listing(added) or "none",
+            _listing(removed) or "none",
         )
         return web.json_response(
             {
@@ -150,17 +158,37 @@ class AdminApi:
         return web.json_response({"status": "alive"})
 
     async def readyz(self, _request: web.Request) -> web.Response:
+        """Ready = this proxy can serve: it listens and holds a host list. Backend health is
+        deliberately not part of it: a native sidecar's readiness counts toward the pod's, and a
+        Gremlin outage must not take the application's other endpoints out of its Service.
+        While no backend is healthy, requests wait in the buffer, then get a clear 596."""
+        hosts = self._balancer.hosts()
+        accepting = self._accepting()
+        ready = accepting and bool(hosts)
+        if not accepting:
+            reason = "shutting down"
+        elif not hosts:
+            reason = "no host list yet: push one with PUT /v1/hosts or give --endpoints"
+        else:
+            reason = "serving"
+        return web.json_response(
+            {"ready": ready, "reason": reason, "accepting": accepting, "hosts": len(hosts)},
+            status=200 if ready else 503,
+        )
+
+    async def backends_ready(self, _request: web.Request) -> web.Response:
+        """200 while at least one backend is healthy: for dashboards and alerts, not for the
+        pod's readiness probe."""
         hosts = self._balancer.hosts()
         healthy = [h.endpoint.address for h in hosts if h.state is HostState.HEALTHY]
-        ready = bool(healthy) and self._accepting()
         return web.json_response(
             {
-                "ready": ready,
+                "ready": bool(healthy),
                 "healthy": healthy,
-                "accepting": self._accepting(),
                 "hosts": {h.endpoint.address: h.state.value for h in hosts},
+                "buffered": self._balancer.buffered,
             },
-            status=200 if ready else 503,
+            status=200 if healthy else 503,
         )
 
     async def metrics(self, _request: web.Request) -> web.Response:
@@ -177,7 +205,21 @@ def _host_json(host: HostStatus) -> dict[str, Any]:
         "requests": host.requests,
         "outcomes": {outcome.value: count for outcome, count in host.outcomes.items()},
         "last_error": host.last_error,
+        "ewma_latency": host.ewma_latency,
+        "ejections": host.ejections,
+        "ejected_until": host.ejected_until,
     }
+
+
+def _parse(text: str, current: HostList, rules: HostRules) -> HostList:
+    return parse_update(parse_body(text), current.settings, rules)
+
+
+def _listing(endpoints: Sequence[Endpoint], shown: int = 10) -> str:
+    """A log-sized list: the first few addresses and how many more."""
+    text = ", ".join(e.address for e in endpoints[:shown])
+    more = len(endpoints) - shown
+    return f"{text} and {more} more" if more > 0 else text
 
 
 def _error(

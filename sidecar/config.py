@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from gremlinlb.sidecar.backend import DEFAULT_MAX_MESSAGE_BYTES, BackendOptions
+from gremlinlb.sidecar.hostlist import DEFAULT_MAX_HOSTS
+from gremlinlb.sidecar.memory import MemoryLimits
 from gremlinlb.sidecar.proxy import ProxyOptions
 from gremlinlb.sidecar.trust import HostPolicy, parse_allowed_hosts
 
@@ -69,6 +71,7 @@ class SidecarConfig:
     log_format: str = "text"
     traversal_source: str = "g"
     event_loop: str = "auto"
+    max_hosts: int = DEFAULT_MAX_HOSTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +121,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_message_bytes", "largest frame accepted either way (default 10 MiB)", "BYTES"),
     Option("connections_per_host", "multiplexed connections per backend (default 2)", "N"),
     Option("max_in_flight_per_connection", "requests at once on one connection (default 128)", "N"),
-    Option("policy", "round_robin (default) or least_in_flight", "NAME"),
+    Option("policy", "round_robin (default), least_in_flight or peak_ewma", "NAME"),
     Option("max_attempts", "tries per request, the first included (default 3)", "N"),
     Option("request_timeout", "seconds without an answer frame before a request fails", "SEC"),
     Option("connect_timeout", "seconds to open a backend connection (default 5)", "SEC"),
@@ -131,7 +134,33 @@ OPTIONS: tuple[Option, ...] = (
     Option("buffer_max_elements", "requests that may wait while no host is healthy", "N"),
     Option("buffer_max_bytes", "bytes of requests that may wait", "BYTES"),
     Option("buffer_max_wait", "seconds a request may wait for a healthy host", "SEC"),
-    Option("grace_period", "seconds in-flight requests get on SIGTERM (default 15)", "SEC"),
+    Option(
+        "grace_period",
+        "seconds open connections keep being served after SIGTERM (default 15)",
+        "SEC",
+    ),
+    Option("max_hosts", "most hosts a host list may hold (default 1000)", "N"),
+    Option(
+        "memory_budget_bytes",
+        "bytes held for all clients (queued answers, requests in flight) (default 96 MiB)",
+        "BYTES",
+    ),
+    Option(
+        "client_pause_bytes",
+        "bytes held for one client above which its requests are not read (default 4 MiB)",
+        "BYTES",
+    ),
+    Option(
+        "client_max_queued_bytes",
+        "unread answer bytes after which a client is cut off (default 32 MiB)",
+        "BYTES",
+    ),
+    Option("max_requests_per_client", "requests in flight per connection (default 1024)", "N"),
+    Option(
+        "handshake_timeout",
+        "seconds a new connection may take to finish its WebSocket upgrade (default 10)",
+        "SEC",
+    ),
     Option("log_format", "text (default) or json", "FORMAT"),
     Option("traversal_source", "traversal source the health probe uses (default g)", "NAME"),
     Option("event_loop", "auto (uvloop when installed, default), uvloop or asyncio", "NAME"),
@@ -269,6 +298,11 @@ def load_config(
         )
     state_dir = values.optional_text("state_dir")
     token_file = values.optional_text("token_file")
+    handshake_timeout = values.number("handshake_timeout", 10.0)
+    if handshake_timeout <= 0:
+        raise ConfigError(
+            f"{values.source('handshake_timeout')}: must be > 0 seconds, got {handshake_timeout}"
+        )
     return SidecarConfig(
         listen=listen,
         endpoints=endpoints,
@@ -280,12 +314,29 @@ def load_config(
         state_dir=Path(state_dir) if state_dir else None,
         settings=settings,
         backend=backend,
-        proxy=ProxyOptions(max_message_bytes=max_message_bytes),
+        proxy=ProxyOptions(
+            max_message_bytes=max_message_bytes,
+            memory=_memory_limits(values),
+            handshake_timeout=handshake_timeout,
+        ),
         grace_period=grace,
         log_format=log_format,
         traversal_source=values.text("traversal_source", "g"),
         event_loop=event_loop,
+        max_hosts=values.integer("max_hosts", DEFAULT_MAX_HOSTS, 1),
     )
+
+
+def _memory_limits(values: _Values) -> MemoryLimits:
+    defaults = MemoryLimits()
+    budget = values.integer("memory_budget_bytes", defaults.budget_bytes, 1)
+    pause = values.integer("client_pause_bytes", defaults.client_pause_bytes, 1)
+    cap = values.integer("client_max_queued_bytes", defaults.client_max_queued_bytes, 1)
+    requests = values.integer("max_requests_per_client", defaults.max_requests_per_client, 1)
+    try:
+        return MemoryLimits(budget, pause, cap, requests)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def parse_address(text: str, source: str) -> Address:

@@ -268,12 +268,20 @@ def _parse_graphson_request(frame: bytes | str, channel: Channel, start: int) ->
         found = _scan_top_level(text, ("requestId", "op", "processor"))
     except ValueError as error:
         raise MalformedFrameError(f"the GraphSON request is not a JSON object: {error}") from None
+    except RecursionError:
+        raise MalformedFrameError(_TOO_DEEP) from None
     if "requestId" not in found:
         raise MalformedFrameError("the GraphSON request has no requestId")
-    raw_id, id_start, id_end = _id_literal(text, *found["requestId"])
+    try:
+        raw_id, id_start, id_end = _id_literal(text, *found["requestId"])
+    except ValueError:
+        raise MalformedFrameError(
+            f"requestId {_clip(found['requestId'][0])} is not a UUID: send it as a string "
+            '("3f2504e0-4f89-11d3-9a0c-0305e82c3301") or as a g:UUID typed value'
+        ) from None
     request_id = _uuid_bytes(raw_id)
     if request_id is None:
-        raise MalformedFrameError(f"requestId {raw_id!r} is not a UUID")
+        raise MalformedFrameError(f"requestId {_clip(raw_id)} is not a UUID")
     op = found.get("op", (None, 0, 0))[0]
     processor = found.get("processor", ("", 0, 0))[0]
     if not isinstance(op, str) or not isinstance(processor, str):
@@ -284,6 +292,8 @@ def _parse_graphson_request(frame: bytes | str, channel: Channel, start: int) ->
             channel=channel,
         )
     _check_op(op, processor, request_id, channel)
+    if _nested_too_deep(text):
+        raise MalformedFrameError(_TOO_DEEP, request_id=request_id, channel=channel)
     if isinstance(frame, bytes):
         # Offsets into the frame's bytes: the prefix is ASCII in practice, but measure to be
         # exact when it is not. The literal itself is ASCII (a UUID, quotes, maybe escapes).
@@ -292,6 +302,35 @@ def _parse_graphson_request(frame: bytes | str, channel: Channel, start: int) ->
             start + len(text[:id_start].encode("utf-8")) + (id_end - id_start),
         )
     return Request(channel, request_id, op, processor, frame, id_start, id_end, start)
+
+
+# Gremlin Server drops a JSON request nested deeper than its reader allows (1000 levels) without
+# any answer, which would look like a hung host, so the sidecar refuses deep requests itself.
+# Python's decoder stops at its recursion limit (about 950 levels from here); a request with no
+# more than this many brackets cannot come near it, and is never decoded in full to check.
+_SHALLOW_BRACKETS = 500
+_TOO_DEEP = (
+    "the GraphSON request nests JSON arrays and objects too deeply (the sidecar decodes about "
+    "950 levels; Gremlin Server drops requests nested deeper than 1000 without an answer)"
+)
+
+
+def _nested_too_deep(text: str) -> bool:
+    if text.count("[") + text.count("{") <= _SHALLOW_BRACKETS:
+        return False
+    try:
+        json.loads(text)
+    except RecursionError:
+        return True
+    except ValueError:
+        return False  # not about depth: Gremlin Server answers bad JSON itself
+    return False
+
+
+def _clip(value: Any) -> str:
+    """A client's JSON value for an error message, shortened."""
+    shown = json.dumps(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
 
 
 def _check_op(op: str, processor: str, request_id: bytes, channel: Channel) -> None:

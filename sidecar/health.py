@@ -20,7 +20,14 @@ from gremlinlb.sidecar import frames
 from gremlinlb.sidecar.backend import BackendConnection, Backends
 from gremlinlb.sidecar.frames import GRAPHBINARY_CHANNEL, ResponseHeader
 
-from gremlinlb.core import Balancer, ConnectionFailure, Endpoint, EventKind, HostEvent
+from gremlinlb.core import (
+    CHECK_INTERVAL,
+    Balancer,
+    ConnectionFailure,
+    Endpoint,
+    EventKind,
+    HostEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +74,21 @@ class HealthLoop:
         self._backends = backends
         self._traversal_source = traversal_source
         self._connections: dict[Endpoint, BackendConnection] = {}
+        self._probes: set[asyncio.Task[bool]] = set()
 
     async def run(self) -> None:
-        """Probe at once (a dead host is found before traffic hits it), then every interval."""
+        """Each tick: let the core eject outliers, then start the probes it says are due
+        (joining hosts at once: none takes traffic before its first probe passed)."""
         while True:
             try:
-                await self.probe_once()
+                self._balancer.check_outliers()
+                for endpoint in self._balancer.probe_due():
+                    task = asyncio.create_task(self.probe(endpoint))
+                    self._probes.add(task)
+                    task.add_done_callback(self._probes.discard)
             except Exception:
                 log.exception("health round failed")
-            await asyncio.sleep(self._balancer.settings.health.interval)
-
-    async def probe_once(self) -> None:
-        targets = self._balancer.probe_targets()
-        if targets:
-            await asyncio.gather(*(self.probe(endpoint) for endpoint in targets))
+            await asyncio.sleep(min(self._balancer.next_probe_in(), CHECK_INTERVAL))
 
     async def probe(self, endpoint: Endpoint) -> bool:
         """One probe of `endpoint`, reported to the core; True if it passed."""
@@ -126,5 +134,7 @@ class HealthLoop:
             self.forget(event.endpoint)
 
     def close(self) -> None:
+        for task in list(self._probes):
+            task.cancel()
         for endpoint in list(self._connections):
             self.forget(endpoint)

@@ -3,13 +3,22 @@
 Validation is all-or-nothing and happens before anything changes, so a bad body leaves the
 sidecar exactly as it was. Generations make concurrent writers safe: an operator that lost a
 race (or replays an old list) gets 409 and the current generation instead of undoing newer work.
+
+Whoever holds the token decides where traffic goes, so a host must be a plain DNS name or IP
+address with a clean path: no NUL bytes, quotes or dot segments (they end up in logs, metrics
+and the state file), and never the sidecar's own ports on a local address (a loop, or the
+admin API answering Gremlin requests). The list is bounded (`HostRules.max_hosts`) so one PUT
+cannot hold the sidecar busy for long.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +28,11 @@ from gremlinlb.sidecar.settings_json import SettingsError, settings_from_json, s
 from gremlinlb.core import BalancerSettings, Endpoint, InvalidEndpointError, parse_endpoint
 
 STATE_FILE = "hosts.json"
+DEFAULT_MAX_HOSTS = 1000
+
+_DNS_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
+_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)*/?")
+_LOCAL_HOSTS = ("localhost", "0.0.0.0", "::")
 
 
 class BadUpdateError(ValueError):
@@ -39,8 +53,72 @@ class HostList:
         }
 
 
-def parse_update(body: Any, current: BalancerSettings) -> HostList:
+@dataclass(frozen=True, slots=True)
+class HostRules:
+    """What a host list may hold: how many hosts, and which ports on a local address are the
+    sidecar's own (its Gremlin endpoint and its admin API)."""
+
+    max_hosts: int = DEFAULT_MAX_HOSTS
+    own_ports: Collection[int] = ()
+
+
+def parse_body(text: str) -> Any:
+    """The JSON of a request body, or BadUpdateError (also for JSON nested too deeply to read)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise BadUpdateError(
+            "the body is JSON nested too deeply to read; send {generation, hosts, settings?}"
+        ) from None
+    except ValueError as error:
+        raise BadUpdateError(f"the body is not JSON: {error}") from None
+
+
+def check_endpoint(endpoint: Endpoint, rules: HostRules) -> None:
+    """Refuse a host name or path that is not plain, and the sidecar's own ports."""
+    host = endpoint.host
+    literal = _ip_literal(host)
+    if literal is None:
+        bad = sorted(
+            {repr(ch) for ch in host if not (ch.isascii() and (ch.isalnum() or ch in "-._"))}
+        )
+        if bad:
+            raise BadUpdateError(
+                f"host name {host!r} contains {', '.join(bad)}, which cannot be part of a host "
+                "name; give a DNS name (letters, digits, '-', '.') or an IP address"
+            )
+        labels = host.rstrip(".").split(".")
+        if len(host) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+            raise BadUpdateError(
+                f"host name {host!r} is not a valid DNS name (labels of 1-63 letters, digits or "
+                "'-', not starting or ending with '-')"
+            )
+    segments = endpoint.path.split("/")
+    if not _PATH.fullmatch(endpoint.path) or "." in segments or ".." in segments:
+        raise BadUpdateError(
+            f"path {endpoint.path!r} of {endpoint.address} is not a plain path (letters, digits, "
+            "'-', '_', '.', '~' between slashes, no '.' or '..' segments); Gremlin Server "
+            "listens on /gremlin"
+        )
+    local = host in _LOCAL_HOSTS or (
+        literal is not None and (literal.is_loopback or literal.is_unspecified)
+    )
+    if local and endpoint.port in rules.own_ports:
+        raise BadUpdateError(
+            f"{endpoint.address} is this sidecar's own port; a backend must be a Gremlin Server"
+        )
+
+
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def parse_update(body: Any, current: BalancerSettings, rules: HostRules | None = None) -> HostList:
     """Validate `{generation, hosts, settings?}` fully; raise BadUpdateError naming the field."""
+    rules = rules or HostRules()
     if not isinstance(body, dict):
         raise BadUpdateError("the body must be a JSON object {generation, hosts, settings?}")
     unknown = sorted(set(body) - {"generation", "hosts", "settings"})
@@ -54,14 +132,22 @@ def parse_update(body: Any, current: BalancerSettings) -> HostList:
     hosts = body.get("hosts")
     if not isinstance(hosts, list):
         raise BadUpdateError(f"hosts must be a list of 'host:port' strings, got {hosts!r}")
+    if len(hosts) > rules.max_hosts:
+        raise BadUpdateError(
+            f"hosts has {len(hosts)} entries, more than the limit of {rules.max_hosts}; split "
+            "the fleet over several GremlinClusters or raise --max-hosts"
+        )
     endpoints: list[Endpoint] = []
+    seen: set[Endpoint] = set()
     for index, text in enumerate(hosts):
         try:
             endpoint = parse_endpoint(text)
-        except InvalidEndpointError as error:
+            check_endpoint(endpoint, rules)
+        except (InvalidEndpointError, BadUpdateError) as error:
             raise BadUpdateError(f"hosts[{index}]: {error}") from None
-        if endpoint in endpoints:
+        if endpoint in seen:
             raise BadUpdateError(f"hosts[{index}]: {endpoint.address} is listed twice")
+        seen.add(endpoint)
         endpoints.append(endpoint)
     settings = current
     if body.get("settings") is not None:
@@ -72,7 +158,9 @@ def parse_update(body: Any, current: BalancerSettings) -> HostList:
     return HostList(generation, tuple(endpoints), settings)
 
 
-def load_state(state_dir: Path, defaults: BalancerSettings) -> HostList | None:
+def load_state(
+    state_dir: Path, defaults: BalancerSettings, rules: HostRules | None = None
+) -> HostList | None:
     """The last accepted host list, or None if none was saved yet."""
     path = state_dir / STATE_FILE
     try:
@@ -80,8 +168,8 @@ def load_state(state_dir: Path, defaults: BalancerSettings) -> HostList | None:
     except FileNotFoundError:
         return None
     try:
-        return parse_update(json.loads(text), defaults)
-    except (ValueError, BadUpdateError) as error:
+        return parse_update(parse_body(text), defaults, rules)
+    except BadUpdateError as error:
         raise BadUpdateError(
             f"the saved host list {path} cannot be read ({error}); fix or delete it"
         ) from None

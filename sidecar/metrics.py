@@ -2,11 +2,13 @@
 
 Host states, in-flight counts and the buffer depth are read from the core when scraped rather
 than mirrored on every change, so they can never drift from what the balancer believes.
-Each sidecar has its own registry (tests run several in one process).
+Each sidecar has its own registry (tests run several in one process). A host that leaves the
+list takes its series with it, so pod-IP churn does not grow memory or scrapes.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -14,9 +16,12 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from gremlinlb.core import Balancer, Endpoint, HostState
+from gremlinlb.core import Balancer, Endpoint, EventKind, HostEvent, HostState, Outcome
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# How late the event loop's own timer fires: above a second, every request waits that long.
+LOOP_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # From a fast local read (sub-millisecond) to the default 30 s request timeout.
 LATENCY_BUCKETS = (
@@ -79,7 +84,37 @@ class SidecarMetrics:
             "Open client WebSocket connections",
             registry=self.registry,
         )
+        self.clients_cut_off = Counter(
+            "gremlinlb_sidecar_clients_cut_off",
+            "Client connections closed because they did not read their answers",
+            registry=self.registry,
+        )
+        self.held_bytes = Gauge(
+            "gremlinlb_sidecar_held_bytes",
+            "Bytes held for clients: answers not yet written and requests in flight",
+            registry=self.registry,
+        )
+        self.paused_clients = Gauge(
+            "gremlinlb_sidecar_paused_clients",
+            "Client connections not read until they read their answers (backpressure)",
+            registry=self.registry,
+        )
+        self.loop_lag = Histogram(
+            "gremlinlb_sidecar_event_loop_lag_seconds",
+            "How late a periodic timer of the event loop fired (the loop was busy)",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(_CoreCollector(balancer, backend_connections))
+
+    def on_host_event(self, event: HostEvent) -> None:
+        """Subscribe this to the core: a removed host's series are dropped."""
+        if event.kind is not EventKind.REMOVED:
+            return
+        address = event.endpoint.address
+        for outcome in Outcome:
+            with contextlib.suppress(KeyError):
+                self.requests.remove(address, outcome.value)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -99,7 +134,7 @@ class _CoreCollector(Collector):
         )
         states = GaugeMetricFamily(
             "gremlinlb_sidecar_host_state",
-            "1 for the state each host is in (healthy, down, draining)",
+            "1 for the state each host is in (healthy, down, draining, ejected, joining)",
             labels=["host", "state"],
         )
         for host in hosts:

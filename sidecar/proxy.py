@@ -17,7 +17,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -29,6 +29,7 @@ from gremlinlb.sidecar.backend import (
     Backends,
 )
 from gremlinlb.sidecar.frames import Channel, MalformedFrameError, Request, ResponseHeader
+from gremlinlb.sidecar.memory import MemoryBudget, MemoryLimits
 from gremlinlb.sidecar.metrics import SidecarMetrics
 
 from gremlinlb.core import (
@@ -38,6 +39,7 @@ from gremlinlb.core import (
     BalancerClosedError,
     ConnectionFailure,
     Endpoint,
+    Lease,
     NoHealthyEndpointError,
     Outcome,
     RetryBudget,
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "gremlinlb sidecar: "
 _CLOSE_REASON_BYTES = 120  # a WebSocket close reason must fit a 125-byte control frame
+_CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +60,9 @@ class ProxyOptions:
     """Client-side limits."""
 
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    # Answers queued for one client that does not read; beyond it the client is cut off rather
-    # than letting it grow the sidecar's memory (the backend connections keep reading).
-    client_buffer_bytes: int = 64 * 1024 * 1024
-    max_requests_per_client: int = 1024
+    memory: MemoryLimits = field(default_factory=MemoryLimits)
+    # Seconds a new connection may take to complete its WebSocket upgrade.
+    handshake_timeout: float = 10.0
 
     @property
     def hard_message_bytes(self) -> int:
@@ -125,6 +127,7 @@ class Attempt:
         "exchange",
         "held",
         "last_activity",
+        "lease",
         "on_end",
         "outcome",
         "report",
@@ -135,12 +138,13 @@ class Attempt:
     def __init__(
         self,
         exchange: Exchange,
-        endpoint: Endpoint,
-        report: Callable[[Endpoint, Outcome, BaseException | None], None],
+        lease: Lease,
+        report: Callable[[Lease, Outcome, BaseException | None], None],
         on_end: Callable[[Attempt], None] | None = None,
     ) -> None:
         self.exchange = exchange
-        self.endpoint = endpoint
+        self.lease = lease
+        self.endpoint = lease.endpoint
         self.report = report
         # Either someone awaits `result` (the task path) or `on_end` is called in place (the
         # fast path, which spends no task on a request that succeeds at once).
@@ -182,7 +186,7 @@ class Attempt:
         self.ended = True
         self.error = error
         self.outcome = outcome
-        self.report(self.endpoint, outcome, error)
+        self.report(self.lease, outcome, error)
         self.exchange.client.proxy.metrics.requests.labels(
             self.endpoint.address, outcome.value
         ).inc()
@@ -195,8 +199,9 @@ class Attempt:
 class SessionPin:
     """The backend connection one client connection's sessions live on, for its whole life."""
 
-    def __init__(self, balancer: Balancer, endpoint: Endpoint, connection: BackendConnection):
-        self.endpoint = endpoint
+    def __init__(self, balancer: Balancer, lease: Lease, connection: BackendConnection):
+        self.lease = lease
+        self.endpoint = lease.endpoint
         self.connection = connection
         self.broken: BaseException | None = None
         self._balancer = balancer
@@ -207,25 +212,42 @@ class SessionPin:
             return
         self._closed = True
         self.connection.close("closed: its client left")  # Gremlin Server ends the session
-        self._balancer.finish(self.endpoint, Outcome.SUCCESS)
+        self._balancer.finish(self.lease, Outcome.SUCCESS)
 
 
 class ClientConnection:
-    """One client WebSocket: reads requests, writes answers through a queue of its own."""
+    """One client WebSocket: reads requests, writes answers through a queue of its own.
 
-    def __init__(self, proxy: Proxy, ws: web.WebSocketResponse, peer: str) -> None:
+    Every byte held for the client (answers queued, request frames in flight) is counted here
+    and in the proxy's memory budget; see gremlinlb.sidecar.memory for the bounds."""
+
+    def __init__(
+        self,
+        proxy: Proxy,
+        ws: web.WebSocketResponse,
+        peer: str,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
         self.proxy = proxy
         self.ws = ws
         self.peer = peer
         self.closed = False
         self.pin: SessionPin | None = None
+        self._transport = transport
         self._pin_lock = asyncio.Lock()
         self._outbound: deque[bytes | str] = deque()
-        self._outbound_bytes = 0
+        self.queued_bytes = 0  # answers queued or being written
+        self._request_bytes = 0  # request frames in flight
+        self.in_flight = 0
+        self.last_active = time.monotonic()
+        self._cut_off = False
+        self._gone = False
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()  # set while nothing is queued or being written
         self._idle.set()
-        self._slots = asyncio.Semaphore(proxy.options.max_requests_per_client)
+        self._may_read = asyncio.Event()  # cleared while the client holds too much
+        self._may_read.set()
+        self._slots = asyncio.Semaphore(proxy.options.memory.max_requests_per_client)
         self.tasks: set[asyncio.Task[None]] = set()
 
     # -- reading -------------------------------------------------------------------------
@@ -233,12 +255,17 @@ class ClientConnection:
     async def run(self) -> None:
         writer = asyncio.create_task(self._write_loop(), name=f"gremlinlb-client-{self.peer}")
         try:
-            async for message in self.ws:
+            while True:
+                if not self._reading_allowed():
+                    await self._wait_for_room()
+                message = await self.ws.receive()
                 if message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
                     if not await self._on_frame(message.data):
                         break
                 elif message.type is aiohttp.WSMsgType.ERROR:
                     log.info("client %s: %s", self.peer, message.data)
+                    break
+                elif message.type in _CLOSED:
                     break
         finally:
             self.closed = True
@@ -246,10 +273,33 @@ class ClientConnection:
                 self.pin.close()
             await self._flush(within=1.0)
             writer.cancel()
+            self._gone = True  # from here on nothing is queued for it
+            self._forget_queue()
+            self._give_back(self._request_bytes)
+            self._request_bytes = 0
+
+    def _reading_allowed(self) -> bool:
+        limits = self.proxy.options.memory
+        return (
+            self.queued_bytes + self._request_bytes < limits.client_pause_bytes
+            and not self.proxy.memory.over
+        )
+
+    async def _wait_for_room(self) -> None:
+        """Backpressure: read no more requests until this client reads its answers (and the
+        sidecar as a whole is back under its budget). Its requests wait in socket buffers."""
+        self.proxy.paused.add(self)
+        try:
+            while not (self._reading_allowed() or self.closed or self._cut_off or self.ws.closed):
+                self._may_read.clear()
+                await self._may_read.wait()
+        finally:
+            self.proxy.paused.discard(self)
 
     async def _on_frame(self, data: bytes | str) -> bool:
         """Handle one frame; False when the connection must close."""
         proxy = self.proxy
+        self.last_active = time.monotonic()
         size = len(data)
         if size > proxy.options.max_message_bytes:
             return await self._refuse(
@@ -265,7 +315,9 @@ class ClientConnection:
             if error.target is not None:
                 self.send_error(*error.target, error.code, str(error))
                 return True
-            await self.close(aiohttp.WSCloseCode.PROTOCOL_ERROR, f"malformed frame: {error}")
+            await self._close_after_in_flight(
+                aiohttp.WSCloseCode.PROTOCOL_ERROR, f"malformed frame: {error}"
+            )
             return False
         if request.op == "authentication":
             self.send_error(
@@ -284,20 +336,15 @@ class ClientConnection:
                 "op 'close' belongs to the 'session' processor",
             )
             return True
-        if not proxy.accepting:
-            self.send_error(
-                request.channel,
-                request.request_id,
-                frames.SERVER_ERROR_TEMPORARY,
-                "the sidecar is shutting down; nothing was sent, retry against a new connection",
-            )
-            return True
         await self._slots.acquire()
+        self.in_flight += 1
+        self._request_bytes += size
+        self._hold(size)
         try:
             await proxy.dispatch(self, request)
         except Exception as error:  # a bug must cost one request, not the client's socket
             log.exception("dispatching a request from %s failed", self.peer)
-            proxy.abandon(request.request_id, self, error)
+            proxy.abandon(request, self, error)
         return True
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -305,8 +352,14 @@ class ClientConnection:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def release_slot(self) -> None:
+    def release_slot(self, size: int) -> None:
+        """A request of `size` bytes is over: its slot and its bytes are free again."""
         self._slots.release()
+        self.in_flight -= 1
+        self.last_active = time.monotonic()
+        if not self.closed:
+            self._request_bytes -= size
+            self._give_back(size)
 
     async def _refuse(self, data: bytes | str, code: int, message: str) -> bool:
         self.proxy.metrics.malformed.inc()
@@ -316,34 +369,95 @@ class ClientConnection:
             if error.target is not None:
                 self.send_error(*error.target, code, message)
                 return True
-            await self.close(aiohttp.WSCloseCode.MESSAGE_TOO_BIG, message)
+            await self._close_after_in_flight(aiohttp.WSCloseCode.MESSAGE_TOO_BIG, message)
             return False
         self.send_error(request.channel, request.request_id, code, message)
         return True
+
+    async def _close_after_in_flight(self, code: int, reason: str) -> None:
+        """Close for a frame that cannot be answered, but only once the requests already in
+        flight on this connection were answered: a bad frame costs no other request its
+        answer. Nothing more is read meanwhile; each request ends within its buffer wait and
+        request timeout, so the wait is bounded by those."""
+        settings = self.proxy.balancer.settings
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(settings.buffer.max_wait + settings.request_timeout):
+                for _ in range(self.proxy.options.memory.max_requests_per_client):
+                    await self._slots.acquire()  # every slot free: nothing in flight
+        await self.close(code, reason)
+
+    # -- memory --------------------------------------------------------------------------
+
+    def _hold(self, size: int) -> None:
+        memory = self.proxy.memory
+        memory.charge(size)
+        if memory.over:
+            self.proxy.shed()
+
+    def _give_back(self, size: int) -> None:
+        if size <= 0:
+            return
+        proxy = self.proxy
+        was_over = proxy.memory.over
+        proxy.memory.discharge(size)
+        if was_over and not proxy.memory.over:
+            proxy.resume_paused()
+        elif not self._may_read.is_set() and self._reading_allowed():
+            self._may_read.set()
+
+    def _forget_queue(self) -> None:
+        self._outbound.clear()
+        queued, self.queued_bytes = self.queued_bytes, 0
+        self._give_back(queued)
+
+    def cut_off(self, reason: str) -> None:
+        """Drop what is queued for this client and close it: it does not read its answers."""
+        if self._cut_off:
+            return
+        self._cut_off = True
+        self._forget_queue()
+        if self.closed:
+            return  # already leaving: dropping its queue was all there was to do
+        self.proxy.metrics.clients_cut_off.inc()
+        log.warning("client %s cut off: %s", self.peer, reason)
+        task = asyncio.get_running_loop().create_task(self._close_unread(reason))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _close_unread(self, reason: str) -> None:
+        """Close a client that does not read: its socket buffers are full, so the close frame
+        may never be written; then the connection is dropped."""
+        encoded = reason.encode("utf-8")[:_CLOSE_REASON_BYTES]
+        try:
+            async with asyncio.timeout(1.0):
+                await self.ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=encoded)
+        except Exception:
+            if self._transport is not None:
+                self._transport.abort()
+        self._may_read.set()
+
+    def resume(self) -> None:
+        if self._reading_allowed():
+            self._may_read.set()
 
     # -- writing -------------------------------------------------------------------------
 
     def send(self, frame: bytes | str) -> None:
         """Queue a frame for the client; never blocks (backend readers call this)."""
-        if self.ws.closed:
+        if self.ws.closed or self._cut_off or self._gone:
+            return
+        size = len(frame)
+        limit = self.proxy.options.memory.client_max_queued_bytes
+        if self.queued_bytes and self.queued_bytes + size > limit:
+            self.cut_off(
+                f"it does not read its answers ({self.queued_bytes} bytes queued, limit "
+                f"{limit}: client_max_queued_bytes)"
+            )
             return
         self._outbound.append(frame)
-        self._outbound_bytes += len(frame)
+        self.queued_bytes += size
         self._idle.clear()
-        if self._outbound_bytes > self.proxy.options.client_buffer_bytes:
-            log.warning(
-                "client %s does not read its answers (%d bytes queued); closing it",
-                self.peer,
-                self._outbound_bytes,
-            )
-            self._outbound.clear()
-            self._outbound_bytes = 0
-            task = asyncio.get_running_loop().create_task(
-                self.close(aiohttp.WSCloseCode.POLICY_VIOLATION, "client too slow to read answers")
-            )
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-            return
+        self._hold(size)
         self._wake.set()
 
     def send_error(
@@ -359,18 +473,23 @@ class ClientConnection:
                 await self._wake.wait()
                 self._wake.clear()
                 while self._outbound:
-                    frame = self._outbound.popleft()
-                    self._outbound_bytes -= len(frame)
+                    frame = self._outbound[0]
                     if isinstance(frame, str):
                         await ws.send_str(frame)
                     else:
                         await ws.send_bytes(frame)
+                    # Counted until written: a client that does not read holds the frame.
+                    if self._outbound and self._outbound[0] is frame:
+                        self._outbound.popleft()
+                        self.queued_bytes -= len(frame)
+                        self._give_back(len(frame))
                 self._idle.set()
         except (ConnectionError, RuntimeError) as error:
             log.debug("client %s gone while writing: %s", self.peer, error)
             self.closed = True
-            self._outbound.clear()
+            self._forget_queue()
             self._idle.set()
+            self._may_read.set()  # a reader paused for this client's sake finds out it left
 
     async def _flush(self, within: float) -> None:
         """Wait (at most `within` seconds) until every queued frame was written."""
@@ -379,6 +498,12 @@ class ClientConnection:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within):
                 await self._idle.wait()
+
+    def idle_for(self, now: float) -> float:
+        """Seconds since this client last had a request in flight or an answer to read."""
+        if self.in_flight or self.queued_bytes or self.pin is not None:
+            return 0.0
+        return now - self.last_active
 
     async def close(self, code: int, reason: str) -> None:
         await self._flush(within=1.0)
@@ -392,21 +517,21 @@ class ClientConnection:
         async with self._pin_lock:
             if self.pin is None:
                 proxy = self.proxy
-                endpoint = await proxy.acquire(0, ())
+                lease = await proxy.acquire(0, (), session=True)
                 settings = proxy.balancer.settings
                 try:
                     connection = await proxy.backends.dedicated(
-                        endpoint, channel, settings.connect_timeout
+                        lease.endpoint, channel, settings.connect_timeout
                     )
                 except ConnectionFailure as error:
-                    proxy.balancer.finish(endpoint, error.outcome, error)
+                    proxy.balancer.finish(lease, error.outcome, error)
                     raise
                 if self.closed:
                     connection.close("its client left")
-                    proxy.balancer.release(endpoint)
+                    proxy.balancer.release(lease)
                     raise ConnectionFailure("the client left while its session connection opened")
-                self.pin = SessionPin(proxy.balancer, endpoint, connection)
-                log.info("client %s: sessions pinned to %s", self.peer, endpoint.address)
+                self.pin = SessionPin(proxy.balancer, lease, connection)
+                log.info("client %s: sessions pinned to %s", self.peer, lease.endpoint.address)
             return self.pin
 
 
@@ -424,9 +549,11 @@ class Proxy:
         self.options = options or ProxyOptions()
         self.clients: set[ClientConnection] = set()
         self.exchanges: set[Exchange] = set()
-        self._quiet = asyncio.Event()  # set while no request is in flight
-        self._quiet.set()
+        self._no_clients = asyncio.Event()
+        self._no_clients.set()
         self.accepting = True
+        self.memory = MemoryBudget(self.options.memory.budget_bytes)
+        self.paused: set[ClientConnection] = set()  # not read until they read their answers
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """aiohttp handler of GET /gremlin (the WebSocket upgrade)."""
@@ -436,15 +563,35 @@ class Proxy:
             max_msg_size=self.options.hard_message_bytes, autoping=True, compress=False
         )
         await ws.prepare(request)
-        client = ClientConnection(self, ws, str(request.remote))
+        client = ClientConnection(self, ws, str(request.remote), request.transport)
         self.clients.add(client)
+        self._no_clients.clear()
         self.metrics.client_connections.inc()
         try:
             await client.run()
         finally:
             self.clients.discard(client)
+            if not self.clients:
+                self._no_clients.set()
             self.metrics.client_connections.dec()
         return ws
+
+    def shed(self) -> None:
+        """Over the memory budget: cut off the clients with the longest queues (those that read
+        least) until the sidecar is back under it."""
+        while self.memory.over:
+            worst = max(self.clients, key=lambda c: c.queued_bytes, default=None)
+            if worst is None or worst.queued_bytes == 0:  # cut_off empties a queue for good
+                return  # what is held is requests in flight: reading pauses until they end
+            worst.cut_off(
+                f"the sidecar holds {self.memory.used} bytes, over its memory budget of "
+                f"{self.memory.limit}, and this client has the most unread answers "
+                f"({worst.queued_bytes} bytes)"
+            )
+
+    def resume_paused(self) -> None:
+        for client in list(self.paused):
+            client.resume()
 
     # -- one request ---------------------------------------------------------------------
 
@@ -457,21 +604,20 @@ class Proxy:
         )
         exchange = Exchange(client, request, read_only)
         self.exchanges.add(exchange)
-        self._quiet.clear()
         if request.session:
             client.spawn(self._serve(exchange, self._serve_session(exchange)))
             return
         try:
-            acquired: Endpoint | Waiter = self.balancer.acquire(len(request.frame), ())
+            acquired: Lease | Waiter = self.balancer.acquire(len(request.frame), ())
         except (NoHealthyEndpointError, BalancerClosedError):
             client.spawn(self._serve(exchange, self._serve_balanced(exchange)))
             return
         connection = None
-        if isinstance(acquired, Endpoint):
+        if isinstance(acquired, Lease):
             settings = self.balancer.settings
-            pool = self.backends.pool(acquired, request.channel)
+            pool = self.backends.pool(acquired.endpoint, request.channel)
             connection = pool.ready(settings.connect_timeout)
-        if connection is None or not isinstance(acquired, Endpoint):
+        if connection is None or not isinstance(acquired, Lease):
             client.spawn(self._serve(exchange, self._serve_balanced(exchange, acquired)))
             return
         attempt = Attempt(exchange, acquired, self.balancer.finish, self._fast_attempt_ended)
@@ -482,14 +628,14 @@ class Proxy:
         except ConnectionFailure as error:
             attempt.on_failure(error)
 
-    def abandon(self, request_id: bytes, client: ClientConnection, error: Exception) -> None:
-        """Answer and forget the exchange of `request_id` that dispatch failed to start."""
+    def abandon(self, request: Request, client: ClientConnection, error: Exception) -> None:
+        """Answer and forget the exchange of `request` that dispatch failed to start."""
         for exchange in list(self.exchanges):
-            if exchange.client is client and exchange.request.request_id == request_id:
+            if exchange.client is client and exchange.request is request:
                 exchange.answer_error(frames.SERVER_ERROR, f"internal error: {error}")
                 self._finish(exchange)
                 return
-        client.release_slot()
+        client.release_slot(len(request.frame))
 
     def _fast_attempt_ended(self, attempt: Attempt) -> None:
         exchange = attempt.exchange
@@ -513,9 +659,7 @@ class Proxy:
             return
         exchange.finished = True
         self.exchanges.discard(exchange)
-        if not self.exchanges:
-            self._quiet.set()
-        exchange.client.release_slot()
+        exchange.client.release_slot(len(exchange.request.frame))
         self.metrics.latency.observe(time.monotonic() - exchange.started)
 
     def _settled(self, exchange: Exchange, attempt: Attempt, outcome: Outcome) -> bool:
@@ -543,13 +687,13 @@ class Proxy:
     async def _serve_balanced(
         self,
         exchange: Exchange,
-        acquired: Endpoint | Waiter | None = None,
+        acquired: Lease | Waiter | None = None,
         previous: Attempt | None = None,
     ) -> None:
         """The retry loop. `acquired` is a host (or a place in the wait buffer) the fast path
         already took; `previous` is a first attempt that failed in a retryable way."""
         request = exchange.request
-        budget = RetryBudget(self.balancer.settings.max_attempts, len(self.balancer.endpoints()))
+        budget = RetryBudget(self.balancer.settings.max_attempts)
         tried: list[Endpoint] = []
         held: tuple[bytes | str, ResponseHeader] | None = None
         last_error: BaseException | None = None
@@ -564,11 +708,11 @@ class Proxy:
         while True:
             try:
                 if acquired is None:
-                    endpoint = await self.acquire(len(request.frame), tried)
-                elif isinstance(acquired, Endpoint):
-                    endpoint = acquired
+                    lease = await self.acquire(len(request.frame), tried)
+                elif isinstance(acquired, Lease):
+                    lease = acquired
                 else:
-                    endpoint = await self._wait(acquired)
+                    lease = await self._wait(acquired)
                 acquired = None
             except BalancerClosedError:
                 exchange.answer_error(
@@ -581,22 +725,22 @@ class Proxy:
             except NoHealthyEndpointError as refused:  # buffer full or waited too long: say which
                 self._give_up(exchange, held, refused)
                 return
-            attempt = Attempt(exchange, endpoint, self.balancer.finish)
-            outcome = await self._run(attempt, endpoint)
+            attempt = Attempt(exchange, lease, self.balancer.finish)
+            outcome = await self._run(attempt)
             if self._settled(exchange, attempt, outcome):
                 return
             if attempt.held is not None:
                 held = attempt.held
-            tried.append(endpoint)
+            tried.append(lease.endpoint)
             last_error = attempt.error
             if not budget.allows_another(outcome):
                 break
         self._give_up(exchange, held, last_error)
 
-    async def _run(self, attempt: Attempt, endpoint: Endpoint) -> Outcome:
+    async def _run(self, attempt: Attempt) -> Outcome:
         request = attempt.exchange.request
         settings = self.balancer.settings
-        pool = self.backends.pool(endpoint, request.channel)
+        pool = self.backends.pool(attempt.endpoint, request.channel)
         try:
             connection = await pool.lease(settings.connect_timeout, settings.request_timeout)
             backend_id = self.backends.ids.next()
@@ -627,6 +771,14 @@ class Proxy:
         self, exchange: Exchange, endpoint: Endpoint, outcome: Outcome, error: BaseException
     ) -> None:
         what = "got no answer in time" if outcome is Outcome.TIMEOUT else "lost the connection"
+        if exchange.read_only:  # only a timeout stops a read: it may just be a slow query
+            exchange.answer_error(
+                frames.SERVER_TIMEOUT,
+                f"the read was sent to {endpoint.address}, which {what} ({error}). A timed-out "
+                "read is not run again elsewhere (a slow query would run once per server); "
+                "retry it if it is not slow by nature, or raise request_timeout.",
+            )
+            return
         exchange.answer_error(
             frames.SERVER_TIMEOUT if outcome is Outcome.TIMEOUT else frames.SERVER_ERROR,
             f"the request was sent to {endpoint.address}, which {what} ({error}). It may write, "
@@ -653,7 +805,7 @@ class Proxy:
                 "connection.",
             )
             return
-        attempt = Attempt(exchange, pin.endpoint, self.balancer.observe)
+        attempt = Attempt(exchange, pin.lease, self.balancer.observe)
         backend_id = self.backends.ids.next()
         try:
             exchange.sent = True
@@ -678,14 +830,16 @@ class Proxy:
 
     # -- waiting for a host --------------------------------------------------------------
 
-    async def acquire(self, size: int, tried: list[Endpoint] | tuple[()]) -> Endpoint:
+    async def acquire(
+        self, size: int, tried: list[Endpoint] | tuple[()], *, session: bool = False
+    ) -> Lease:
         """A host from the core, waiting in its buffer (FIFO, bounded) when none is healthy."""
-        acquired = self.balancer.acquire(size, tried)
-        if isinstance(acquired, Endpoint):
+        acquired = self.balancer.acquire(size, tried, session=session)
+        if isinstance(acquired, Lease):
             return acquired
         return await self._wait(acquired)
 
-    async def _wait(self, waiter: Waiter) -> Endpoint:
+    async def _wait(self, waiter: Waiter) -> Lease:
         loop = asyncio.get_running_loop()
         released: asyncio.Future[None] = loop.create_future()
 
@@ -705,23 +859,37 @@ class Proxy:
         except TimeoutError:
             self.balancer.time_out(waiter)
         except asyncio.CancelledError:
-            if not self.balancer.withdraw(waiter) and waiter.endpoint is not None:
-                self.balancer.release(waiter.endpoint)  # released to us but never used
+            if not self.balancer.withdraw(waiter) and waiter.lease is not None:
+                self.balancer.release(waiter.lease)  # released to us but never used
             raise
         if waiter.error is not None:
             raise waiter.error
-        assert waiter.endpoint is not None
-        return waiter.endpoint
+        assert waiter.lease is not None
+        return waiter.lease
 
     # -- shutdown ------------------------------------------------------------------------
 
-    async def drain(self, grace: float) -> None:
-        """Stop taking requests, let in-flight ones finish for `grace` seconds, then answer what
-        is left with a final error and close every client."""
+    async def drain(self, grace: float, idle_after: float = 1.0) -> None:
+        """Shut down without breaking the application: for `grace` seconds requests on open
+        connections are still served (new connections are refused by the caller); a
+        connection idle for `idle_after` seconds is closed (1001), one with sessions only at
+        the end. Then what is still in flight is answered with a final error and every client
+        is closed."""
         self.accepting = False
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(grace):
-                await self._quiet.wait()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        closing: set[ClientConnection] = set()
+        while self.clients and loop.time() < deadline:
+            now = time.monotonic()
+            for client in list(self.clients):
+                if client not in closing and client.idle_for(now) >= idle_after:
+                    closing.add(client)
+                    client.spawn(
+                        client.close(aiohttp.WSCloseCode.GOING_AWAY, "sidecar shutting down")
+                    )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(0.1, max(0.0, deadline - loop.time()))):
+                    await self._no_clients.wait()
         left = list(self.exchanges)
         if left:
             log.warning("%d requests still in flight after %.1fs; answering them", len(left), grace)

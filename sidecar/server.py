@@ -14,7 +14,8 @@ from gremlinlb.sidecar.admin import AdminApi
 from gremlinlb.sidecar.backend import Backends
 from gremlinlb.sidecar.config import Address, SidecarConfig
 from gremlinlb.sidecar.health import HealthLoop
-from gremlinlb.sidecar.hostlist import HostList, load_state
+from gremlinlb.sidecar.hostlist import HostList, HostRules, load_state
+from gremlinlb.sidecar.memory import tune_allocator
 from gremlinlb.sidecar.metrics import SidecarMetrics
 from gremlinlb.sidecar.proxy import Proxy
 from gremlinlb.sidecar.trust import ServingCertificate, TokenFile
@@ -37,6 +38,7 @@ class Sidecar:
 
     async def start(self) -> None:
         config = self.config
+        tune_allocator()
         initial = self._initial_hosts()
         self.balancer = Balancer(initial.hosts, initial.settings)
         self.http = aiohttp.ClientSession(
@@ -46,7 +48,10 @@ class Sidecar:
         self.backends = Backends(config.backend, self.http)
         self.balancer.subscribe(_on_loop(self.backends.on_host_event))
         self.metrics = SidecarMetrics(self.balancer, self.backends.connection_counts)
+        self.balancer.subscribe(_on_loop(self.metrics.on_host_event))
         self.proxy = Proxy(self.balancer, self.backends, self.metrics, config.proxy)
+        self.metrics.held_bytes.set_function(lambda: self.proxy.memory.used)
+        self.metrics.paused_clients.set_function(lambda: len(self.proxy.paused))
         self.health = HealthLoop(self.balancer, self.backends, config.traversal_source)
         self.balancer.subscribe(_on_loop(self.health.on_host_event))
         self.admin = AdminApi(
@@ -61,6 +66,7 @@ class Sidecar:
             state_dir=config.state_dir,
             accepting=lambda: self.proxy.accepting,
             host_policy=config.host_policy,
+            rules=self._host_rules,
         )
         self._tasks = [
             asyncio.create_task(self.health.run(), name="gremlinlb-health"),
@@ -68,13 +74,18 @@ class Sidecar:
                 self.backends.sweep_forever(lambda: self.balancer.settings.request_timeout),
                 name="gremlinlb-timeouts",
             ),
+            asyncio.create_task(self._housekeeping(), name="gremlinlb-housekeeping"),
         ]
         gremlin = web.Application()
         gremlin.router.add_get("/gremlin", self.proxy.handle)
-        self._gremlin_site = await self._serve(gremlin, config.listen)
+        # A connection that has not completed its upgrade by then is closed (aiohttp's
+        # keep-alive timer runs from the connection's start until a request arrives).
+        self._gremlin_site = await self._serve(
+            gremlin, config.listen, keepalive_timeout=config.proxy.handshake_timeout
+        )
         admin_tls = None if config.admin_tls is None else ServingCertificate(*config.admin_tls)
         await self._serve(
-            self.admin.app(), config.admin, None if admin_tls is None else admin_tls.context
+            self.admin.app(), config.admin, tls=None if admin_tls is None else admin_tls.context
         )
         self._admin_scheme = "http" if admin_tls is None else "https"
         if not config.admin.loopback and config.token is None:
@@ -94,7 +105,7 @@ class Sidecar:
     def _initial_hosts(self) -> HostList:
         config = self.config
         if config.state_dir is not None:
-            saved = load_state(config.state_dir, config.settings)
+            saved = load_state(config.state_dir, config.settings, self._host_rules())
             refusal = None if saved is None else config.host_policy.refusal(saved.hosts)
             if refusal is not None:
                 log.warning("ignoring the saved host list in %s: %s", config.state_dir, refusal)
@@ -105,10 +116,39 @@ class Sidecar:
                 return saved
         return HostList(0, config.endpoints, config.settings)
 
+    def _host_rules(self) -> HostRules:
+        """The ports this sidecar listens on are never a backend (bound ports once started)."""
+        ports = {self.config.listen.port, self.config.admin.port}
+        for runner in self._runners:
+            ports.update(int(address[1]) for address in runner.addresses)
+        ports.discard(0)
+        return HostRules(max_hosts=self.config.max_hosts, own_ports=frozenset(ports))
+
+    async def _housekeeping(self, tick: float = 0.25) -> None:
+        """Measure how late the event loop runs a timer (a busy loop delays every request), and
+        give memory back to the system after a burst of queued answers."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(tick)
+            self.metrics.loop_lag.observe(max(0.0, loop.time() - started - tick))
+            if self.proxy.memory.trim_after_burst():
+                log.debug("returned free memory to the system after a burst")
+
     async def _serve(
-        self, app: web.Application, address: Address, tls: ssl.SSLContext | None = None
+        self,
+        app: web.Application,
+        address: Address,
+        keepalive_timeout: float = 75.0,
+        tls: ssl.SSLContext | None = None,
     ) -> web.TCPSite:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=2.0,
+            keepalive_timeout=keepalive_timeout,
+        )
         await runner.setup()
         self._runners.append(runner)
         site = web.TCPSite(runner, address.host, address.port, reuse_address=True, ssl_context=tls)
@@ -129,13 +169,14 @@ class Sidecar:
         return f"ws://{self.address}/gremlin"
 
     async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting, give in-flight requests `grace` seconds, answer the rest, close."""
+        """Fail readiness, stop accepting connections, keep serving the open ones for `grace`
+        seconds (closing each once idle), answer what is left, close."""
         if self._stopping:
             return
         self._stopping = True
         grace = self.config.grace_period if grace is None else grace
-        log.info("stopping: no new connections, %.1fs for requests in flight", grace)
-        self.proxy.accepting = False
+        log.info("stopping: not ready, no new connections, open ones served for up to %.1fs", grace)
+        self.proxy.accepting = False  # /readyz fails from here on
         if self._gremlin_site is not None:
             with contextlib.suppress(RuntimeError):
                 await self._gremlin_site.stop()

@@ -11,15 +11,21 @@ from typing import Any
 
 from gremlinlb.core import (
     BalancerSettings,
+    BudgetSettings,
     BufferSettings,
     HealthCheckSettings,
+    HedgeSettings,
     InvalidSettingError,
+    OutlierSettings,
     Policy,
 )
 
 _NESTED: dict[str, type[Any]] = {
     "HealthCheckSettings": HealthCheckSettings,
     "BufferSettings": BufferSettings,
+    "OutlierSettings": OutlierSettings,
+    "HedgeSettings": HedgeSettings,
+    "BudgetSettings": BudgetSettings,
 }
 
 

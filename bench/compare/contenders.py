@@ -105,6 +105,11 @@ class Contender:
     def remove_spare(self) -> None:
         pass
 
+    def reroute(self, index: int, address: str) -> None:
+        """Send server `index`'s share to `address` from now on (the slow scenario puts a fault
+        proxy there, and the server back afterwards); new client connections follow."""
+        self.servers[index] = address
+
     def healthy(self) -> bool:
         return True
 
@@ -241,6 +246,13 @@ class HAProxy(Contender):
     def add_server(self) -> None:
         self.command("enable server be/spare")
 
+    def reroute(self, index: int, address: str) -> None:
+        super().reroute(index, address)
+        host, port = address.rsplit(":", 1)
+        answer = self.command(f"set server be/s{index + 1} addr {host} port {port}")
+        if "changed" not in answer and "no need to change" not in answer:
+            raise RuntimeError(f"{self.name}: could not point s{index + 1} at {address}: {answer}")
+
     def remove_spare(self) -> None:
         self.command("disable server be/spare")
 
@@ -364,6 +376,10 @@ class Sidecar(Contender):
 
     def add_server(self) -> None:
         self._put([*self.servers, self.spare])
+
+    def reroute(self, index: int, address: str) -> None:
+        super().reroute(index, address)
+        self._put(self.endpoints())
 
     def remove_spare(self) -> None:
         self._put(list(self.servers))

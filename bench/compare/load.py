@@ -55,6 +55,7 @@ STREAM_LENGTH = 300  # > 4 batches of 64: one 200 after four 206 frames
 # kinds of request
 POINT, SHORT, STREAM, UPDATE, UPSERT = range(5)
 KIND_NAMES = ("point", "short", "stream", "update", "upsert")
+READ_KINDS = frozenset((POINT, SHORT, STREAM))
 MIXES: dict[str, tuple[tuple[int, float], ...]] = {
     # read-only: point lookups, 2-hop traversals, and one streamed result over several batches
     "read": ((POINT, 0.70), (SHORT, 0.25), (STREAM, 0.05)),

@@ -340,7 +340,7 @@ def plots(data: dict[str, Any], out_dir: Path, name: str) -> list[tuple[str, str
         written.append((file, "latency distributions (CDF) per contender"))
 
     # 4. faults: successful and failed requests per second over time
-    faults = [s for s in ("kill", "hang", "outage") if scenario_cells(cells, s)]
+    faults = [s for s in ("kill", "hang", "slow", "outage") if scenario_cells(cells, s)]
     columns = [
         c
         for c in contenders
@@ -391,6 +391,43 @@ def plots(data: dict[str, Any], out_dir: Path, name: str) -> list[tuple[str, str
         fig.savefig(out_dir / file, dpi=90)
         plt.close(fig)
         written.append((file, "successful and failed requests per second around each fault"))
+
+    # 5. gray failures: p50 and p99 latency over time while a server is hung or slow
+    gray = [s for s in ("hang", "slow") if scenario_cells(cells, s)]
+    if gray:
+        palette = plt.get_cmap("tab10")
+        fig, axes = plt.subplots(
+            1, len(gray), figsize=(6.5 * len(gray), 3.8), squeeze=False, sharey=True
+        )
+        for ax, scenario in zip(axes[0], gray, strict=True):
+            for cell in scenario_cells(cells, scenario):
+                tint = palette(ORDER.index(cell["contender"]))
+                bucket = cell["series"]["bucket"]
+                for key, style in (("p99", "-"), ("p50", ":")):
+                    values = cell["series"].get(key, [])
+                    xs = [i * bucket for i, v in enumerate(values) if v is not None]
+                    ys = [v for v in values if v is not None]
+                    label = cell["contender"] if key == "p99" else None
+                    ax.step(xs, ys, where="post", ls=style, color=tint, lw=1.1, label=label)
+            first = scenario_cells(cells, scenario)[0]
+            for offset, _label in first["events"]:
+                ax.axvline(offset, color="black", lw=0.8, ls="--")
+            ax.axhline(1000 if scenario == "hang" else 150, color="grey", lw=0.6, ls="-.")
+            ax.set_yscale("log")
+            ax.set_title(f"server 2 {'hung' if scenario == 'hang' else 'slow'}", fontsize=9)
+            ax.set_xlabel("seconds (dashed: fault starts / ends; dash-dot: the aim's limit)")
+            ax.grid(alpha=0.3)
+        axes[0, 0].set_ylabel("latency ms (solid p99, dotted p50)")
+        axes[0, 0].legend(fontsize=7)
+        fig.suptitle(
+            "Latency of successful requests per 0.5 s (by start time), hung and slow server",
+            fontsize=10,
+        )
+        fig.tight_layout()
+        file = f"{name}-gray.png"
+        fig.savefig(out_dir / file, dpi=90)
+        plt.close(fig)
+        written.append((file, "p50 and p99 latency over time with a hung and a slow server"))
     return written
 
 
@@ -477,10 +514,13 @@ def fault_table(cells: list[dict[str, Any]], name: str) -> list[str]:
             "| first server answers again | failed ≥ 2 s after that | recovered after "
             "| max latency ms | req/s before / last 2 s |"
         )
-    elif name == "hang":
+    elif name in ("hang", "slow"):
+        state = "hung" if name == "hang" else "slow"
         head = (
-            "| contender | balances | failed | stalled (> 1 s) | req/s before / while hung / "
-            "last 2 s | recovered after | max latency ms |"
+            f"| contender | balances | failed | stalled (> 1 s) | req/s before / while {state} / "
+            f"last 2 s | while {state} ÷ before | p99 ms before | p50 / p99 / max ms of requests "
+            f"started while {state} | longest read-only request ms (failed too) "
+            "| recovered after |"
         )
     else:
         head = (
@@ -501,11 +541,14 @@ def fault_table(cells: list[dict[str, Any]], name: str) -> list[str]:
                 f"| {a.get('failed_after_back', '-')} | {recovered} "
                 f"| {_f(a['max_latency'], 0)} | {before} / {last} |"
             )
-        elif name == "hang":
+        elif name in ("hang", "slow"):
             during = _f(a["throughput_during"], 0)
             lines.append(
                 f"{first}| {a['failed']} | {a['stalled']} | {before} / {during} / {last} "
-                f"| {recovered} | {_f(a['max_latency'], 0)} |"
+                f"| {_percent(a.get('throughput_ratio'))} | {_f(a.get('p99_before'), 1)} "
+                f"| {_f(a.get('p50_during'), 1)} / "
+                f"{_f(a.get('p99_during'), 1)} / {_f(a.get('max_during'), 0)} "
+                f"| {_longest_read(a)} | {recovered} |"
             )
         else:
             during = _f(a["throughput_during"], 0)
@@ -514,6 +557,59 @@ def fault_table(cells: list[dict[str, Any]], name: str) -> list[str]:
                 f"| {unaffected} | {recovered} |"
             )
     return lines
+
+
+def _percent(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{100 * ratio:.0f}%"
+
+
+def _longest_read(analysis: dict[str, Any]) -> str:
+    """The longest read-only request, failed ones included; unanswered ones are longer still."""
+    text = _f(analysis.get("max_read_latency"), 0)
+    unfinished = analysis.get("reads_unfinished", 0)
+    return f"{text} (+{unfinished} never answered)" if unfinished else text
+
+
+#: Issue 8's aims for a hung and a slow server: (throughput share of before, latency limit ms,
+#: which latency, wording).
+GRAY_AIMS: dict[str, tuple[float, float, str, str]] = {
+    "hang": (
+        0.70,
+        1000.0,
+        "max_read_latency",
+        "server hung {hang:g} s: throughput ≥ 70% of before, no read-only request over 1 s",
+    ),
+    "slow": (
+        0.80,
+        150.0,
+        "p99_during",
+        "server slow (+{slow_ms:g} ms for {slow:g} s): throughput ≥ 80% of before, p99 < 150 ms",
+    ),
+}
+
+
+def gray_verdict(name: str, analysis: dict[str, Any]) -> tuple[str, bool]:
+    """(what was measured, whether the aim was met) for a hang or slow cell."""
+    share, limit, key, _ = GRAY_AIMS[name]
+    ratio = analysis.get("throughput_ratio")
+    latency = analysis.get(key)  # absent in runs from before issue 8
+    unanswered = name == "hang" and analysis.get("reads_unfinished", 0) > 0
+    met = (
+        ratio is not None
+        and ratio >= share
+        and latency is not None
+        and (latency <= limit if name == "hang" else latency < limit)
+        and not unanswered
+    )
+    if name == "hang":
+        measured = f"{_percent(ratio)} of before; longest read {_longest_read(analysis)} ms"
+    else:
+        measured = (
+            f"{_percent(ratio)} of before; p99 {_f(latency, 1)} ms (before the fault "
+            f"{_f(analysis.get('p99_before'), 1)}; p50 {_f(analysis.get('p50_during'), 1)}, max "
+            f"{_f(analysis.get('max_during'), 0)})"
+        )
+    return measured, met
 
 
 def aims(data: dict[str, Any]) -> list[str]:
@@ -573,7 +669,20 @@ def aims(data: dict[str, Any]) -> list[str]:
             f"| {cell['contender']} | {failed} lost, {cell['analysis']['served_after_waiting']} "
             f"served after waiting | {verdict} |"
         )
-    # 4. sidecar latency and throughput
+    # 4. gray failures: a hung and a slow server (issue 8)
+    words = {
+        "hang": data["settings"]["hang"],
+        "slow": data["settings"].get("slow", 0.0),
+        "slow_ms": 1000 * data["settings"].get("slow_delay", 0.0),
+    }
+    for name in ("hang", "slow"):
+        for cell in scenario_cells(cells, name):
+            measured, met = gray_verdict(name, cell["analysis"])
+            request_level = LEVEL[cell["contender"]] == "request"
+            verdict = ("met" if met else "not met") if request_level else "(comparison)"
+            aim = GRAY_AIMS[name][3].format(**words)
+            lines.append(f"| {aim} | {cell['contender']} | {measured} | {verdict} |")
+    # 5. sidecar latency and throughput
     for workers in sorted({k[1] for k in groups}):
         found = sidecar_aims(cells, workers)
         if found is None:
@@ -732,18 +841,31 @@ def build(data: dict[str, Any], out_dir: Path, name: str) -> tuple[str, str]:
     titles = {
         "kill": "One server killed (SIGKILL) mid-run",
         "hang": "One server hung (SIGSTOP for {hang:g} s, then SIGCONT)",
+        "slow": "One server slow (answers {slow_ms:g} ms late for {slow:g} s; probes still pass)",
         "outage": "All servers down (killed, started again {outage:g} s later)",
     }
-    for scenario in ("kill", "hang", "outage"):
+    slow_ms = 1000 * data["settings"].get("slow_delay", 0.0)
+    for scenario in ("kill", "hang", "slow", "outage"):
         if scenario_cells(cells, scenario):
-            title = titles[scenario].format(**data["settings"])
+            title = titles[scenario].format(slow_ms=slow_ms, **data["settings"])
             md += [f"## {title}", "", *fault_table(cells, scenario), ""]
+            if scenario == "slow":
+                md += [
+                    "Server 2 sits behind a TCP proxy (`gremlinlb.devservers.faults.FaultProxy`, "
+                    "in the benchmark's own process) for the whole cell, so the cell's before and "
+                    "after pass through it too; while slow, the proxy passes every byte the "
+                    "server sends on late, probes included, and the server stays healthy.",
+                    "",
+                ]
     md += [
         "A request is disrupted when it failed or took more than 1 s and was still running at "
         'the fault or started after it. "new requests unaffected after": seconds from the fault '
         'to the start of the last disrupted request; "recovered after": to the end of the last '
         'one; "not by the end": requests still failed or stalled in the last 2 s of the window. '
-        '"req/s": successful requests per second by start time.',
+        '"req/s": successful requests per second by start time. "while hung ÷ before" and '
+        '"while slow ÷ before": throughput of the requests started during the fault against '
+        "those started in the same cell before it (the same client connections); every request "
+        "of these cells is read-only.",
         "",
         "## Against the aims",
         "",
@@ -821,7 +943,9 @@ def readme_summary(data: dict[str, Any], name: str, figures: list[tuple[str, str
             f"| {hung} "
             f"| {'-' if outage is None else outage['failed']} |"
         )
-    lines += ["", "¹ one server by design.", "", "Against the aims (request-level contenders):", ""]
+    lines += ["", "¹ one server by design.", ""]
+    lines += gray_summary(data)
+    lines += ["Against the aims (request-level contenders):", ""]
     aim_rows = [
         row for row in aims(data)[2:] if "(comparison)" not in row and "(reference)" not in row
     ]
@@ -834,6 +958,48 @@ def readme_summary(data: dict[str, Any], name: str, figures: list[tuple[str, str
     for file, caption in figures:
         lines.append(f"- [{caption}](results/{file})")
     return "\n".join(lines)
+
+
+def gray_summary(data: dict[str, Any]) -> list[str]:
+    """Issue 8's table: a hung and a slow server, every contender that ran them."""
+    cells: list[dict[str, Any]] = data["cells"]
+    by = {
+        name: {c["contender"]: c["analysis"] for c in scenario_cells(cells, name)}
+        for name in ("hang", "slow")
+    }
+    if not by["hang"] and not by["slow"]:
+        return []
+    settings = data["settings"]
+    slow_ms = 1000 * settings.get("slow_delay", 0.0)
+    lines = [
+        f"Gray failures ({data['options']['scenario_workers']} workers, read mix; throughput "
+        "against the same cell before the fault): "
+        f"server 2 hung (SIGSTOP) for {settings['hang']:g} s; server 2's answers "
+        f"{slow_ms:g} ms late for {settings.get('slow', 0.0):g} s (probes still pass).",
+        "",
+        "| contender | hung: req/s while ÷ before | hung: longest read-only request ms "
+        "| slow: req/s while ÷ before | slow: p99 ms before | slow: p50 / p99 / max ms while "
+        "| slow: longest read-only request ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for contender in ORDER:
+        hang, slow = by["hang"].get(contender), by["slow"].get(contender)
+        if hang is None and slow is None:
+            continue
+        lines.append(
+            f"| {contender} "
+            f"| {'-' if hang is None else _percent(hang.get('throughput_ratio'))} "
+            f"| {'-' if hang is None else _longest_read(hang)} "
+            f"| {'-' if slow is None else _percent(slow.get('throughput_ratio'))} "
+            + (
+                "| - | - | - |"
+                if slow is None
+                else f"| {_f(slow.get('p99_before'), 1)} "
+                f"| {_f(slow.get('p50_during'), 1)} / {_f(slow.get('p99_during'), 1)} / "
+                f"{_f(slow.get('max_during'), 0)} | {_longest_read(slow)} |"
+            )
+        )
+    return [*lines, ""]
 
 
 def update_readme(path: Path, summary: str) -> None:

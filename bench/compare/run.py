@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -47,6 +48,7 @@ class Options:
     quick: bool
     workers: list[int]
     write_workers: list[int]
+    label: str | None
     js_workers: list[int]
     reps: int
     warmup: float
@@ -65,7 +67,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run (~2-3 minutes)")
     parser.add_argument("--workers", help="steady read-mix worker counts (default 1,16,64)")
-    parser.add_argument("--write-workers", help="steady write-mix worker counts (default 16)")
+    parser.add_argument(
+        "--write-workers", help="steady write-mix worker counts (default 16; 0: none)"
+    )
     parser.add_argument(
         "--js-workers", help="concurrent requests of the JavaScript client (default 16; 0: none)"
     )
@@ -74,7 +78,14 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
     parser.add_argument("--warmup", type=float, help="unmeasured seconds before each window")
     parser.add_argument("--contenders", help="comma-separated subset of the contenders")
     parser.add_argument(
-        "--scenarios", help="comma-separated subset of add,kill,hang,outage, or none"
+        "--scenarios", help="comma-separated subset of add,kill,hang,slow,outage, or none"
+    )
+    parser.add_argument(
+        "--scenario-workers",
+        type=int,
+        default=16,
+        help="closed-loop workers in the fault scenarios (default 16; fewer leave the machine "
+        "less CPU-bound, so a slow server's delay shows more)",
     )
     parser.add_argument("--seed", type=int, default=7, help="seed of the request mix")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
@@ -86,24 +97,43 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
     parser.add_argument(
         "--no-readme", action="store_true", help="do not rewrite the section in bench/README.md"
     )
+    parser.add_argument(
+        "--label",
+        help="name the results bench/results/<date>-<label>.md (and its plots), e.g. before-gray",
+    )
     args = parser.parse_args(argv)
     names = [c.name for c in all_contenders()]
     chosen = args.contenders.split(",") if args.contenders else names
     unknown = set(chosen) - set(names)
     if unknown:
         parser.error(f"unknown contender(s) {sorted(unknown)}; known: {names}")
+    known = list(scenarios.FAULT_SCENARIOS)
+    wrong = {x for x in (args.scenarios or "").split(",") if x and x != "none"} - set(known)
+    if wrong:
+        parser.error(f"unknown scenario(s) {sorted(wrong)}; known: {known} (or none)")
+    if args.label is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.label):
+        parser.error(f"--label {args.label!r}: use letters, digits, '.', '_' or '-' (a file name)")
+    if args.scenario_workers < 1:
+        parser.error(f"--scenario-workers must be at least 1, got {args.scenario_workers}")
     quick = bool(args.quick)
     options = Options(
         quick=quick,
         workers=_ints(args.workers) or ([16] if quick else [1, 16, 64]),
-        write_workers=(
-            _ints(args.write_workers) if args.write_workers is not None else ([] if quick else [16])
-        ),
+        write_workers=[
+            w
+            for w in (
+                _ints(args.write_workers)
+                if args.write_workers is not None
+                else ([] if quick else [16])
+            )
+            if w > 0
+        ],
+        label=args.label,
         js_workers=[w for w in (_ints(args.js_workers) or [16]) if w > 0],
         reps=args.reps or (1 if quick else 3),
         warmup=args.warmup if args.warmup is not None else 0.5,
         steady_duration=args.duration or _steady_default(quick),
-        scenario_workers=16,
+        scenario_workers=args.scenario_workers,
         contenders=chosen,
         scenario_contenders=[
             n
@@ -315,10 +345,26 @@ class Bench:
         duration: float,
     ) -> None:
         assert self.fleet is not None
+        plan = scenarios.plan(scenario, self.fleet, contender)
+        try:
+            self._measure(contender, scenario, workers, mix, rep, duration, plan)
+        finally:
+            plan.undo_all()
+
+    def _measure(
+        self,
+        contender: Contender,
+        scenario: str,
+        workers: int,
+        mix: str,
+        rep: int,
+        duration: float,
+        plan: scenarios.Plan,
+    ) -> None:
+        assert self.fleet is not None
         if not scenarios_wait_healthy(contender, self.say):
             self.say(f"  {contender.name}: not every server healthy; measuring anyway")
         self.cell_number += 1
-        plan = scenarios.plan(scenario, self.fleet, contender)
         idle = [p for c in self.contenders if c is not contender for p in c.pids()]
         meter = Meter(contender.pids(), [*self.server_pids(), *idle])
         events: list[tuple[float, str]] = []
@@ -575,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "make bench" + (" BENCH_QUICK=1" if options.quick else "")
     extra = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--quick"]
     if extra:
-        command += " BENCH_ARGS=" + shlex.quote(" ".join(extra))
+        command += " BENCH_ARGS=" + shlex.quote(shlex.join(extra))
     info = bench.run()
     data = {
         "info": info,
@@ -588,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
             "people": PEOPLE,
             "fault_at": scenarios.FAULT_AT,
             "hang": scenarios.HANG,
+            "slow": scenarios.SLOW,
+            "slow_delay": scenarios.SLOW_DELAY,
             "outage": scenarios.OUTAGE,
             "stall_ms": scenarios.STALL_MS,
         },
@@ -603,7 +651,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_outputs(data: dict[str, Any], write_readme: bool) -> None:
     date = data["info"]["started"].split()[0]
-    name = date + ("-quick" if data["options"]["quick"] else "")
+    label = data["options"].get("label")
+    name = date + ("-quick" if data["options"]["quick"] else "") + (f"-{label}" if label else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     markdown, summary = report.build(data, RESULTS, name)
     path = RESULTS / f"{name}.md"

@@ -6,6 +6,8 @@
 | add | a 4th server (running and loaded before the window) is put into rotation at FAULT_AT |
 | kill | server 2 is SIGKILLed at FAULT_AT (it is restarted after the window) |
 | hang | server 2 is SIGSTOPped at FAULT_AT and SIGCONTinued HANG seconds later |
+| slow | server 2 sits behind a fault proxy (gremlinlb.devservers.faults) for the whole cell; from
+  FAULT_AT for SLOW seconds the proxy passes its answers on SLOW_DELAY late (probes still pass) |
 | outage | all 3 servers are SIGKILLed at FAULT_AT and started again OUTAGE seconds later |
 
 Every metric comes from the recorded requests (start time, latency, outcome, the server that
@@ -17,18 +19,22 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from contenders import Contender
-from load import Action, CellResult
+from load import READ_KINDS, Action, CellResult
 
 from gremlinlb.devservers import Fleet
+from gremlinlb.devservers.faults import FaultProxy
 
 FAULT_AT = 3.0
 HANG = 5.0
 OUTAGE = 5.0
+SLOW = 5.0
+#: How late the slow server's answers arrive (issue 8: "one server's answers delayed by 150 ms").
+SLOW_DELAY = 0.15
 #: A request slower than this counts as stalled (disrupted) in the fault scenarios.
 STALL_MS = 1000.0
 #: The new server "has its share" once it serves this fraction of an even share in 1 s.
@@ -57,6 +63,13 @@ SCENARIOS: dict[str, Scenario] = {
             f"server 2 is paused (SIGSTOP) at +{FAULT_AT:g} s for {HANG:g} s, then resumed",
         ),
         Scenario(
+            "slow",
+            10.0,
+            10.0,
+            f"server 2's answers are delayed by {1000 * SLOW_DELAY:g} ms (a proxy in front of it; "
+            f"probes still pass) from +{FAULT_AT:g} s for {SLOW:g} s",
+        ),
+        Scenario(
             "outage",
             17.0,
             16.0,
@@ -64,7 +77,7 @@ SCENARIOS: dict[str, Scenario] = {
         ),
     )
 }
-FAULT_SCENARIOS = ("add", "kill", "hang", "outage")
+FAULT_SCENARIOS = ("add", "kill", "hang", "slow", "outage")
 
 
 @dataclass
@@ -72,10 +85,17 @@ class Plan:
     actions: list[Action]
     add_host: dict[str, Any] | None
     back: list[float]  # filled with monotonic times servers answered again (outage)
+    #: run after the cell, whatever happened (in reverse order): what the set-up changed
+    undo: list[Callable[[], None]] = field(default_factory=list)
+
+    def undo_all(self) -> None:
+        while self.undo:
+            self.undo.pop()()
 
 
 def plan(name: str, fleet: Fleet, contender: Contender) -> Plan:
-    """The actions of scenario `name` for one cell."""
+    """The actions of scenario `name` for one cell, after any set-up it needs (the slow server's
+    proxy, put in place of server 2 before the cell; `Plan.undo_all` takes it out again)."""
     back: list[float] = []
     if name == "steady":
         return Plan([], None, back)
@@ -88,6 +108,27 @@ def plan(name: str, fleet: Fleet, contender: Contender) -> Plan:
             actions.append((FAULT_AT, "4th server added", lambda: None))
         return Plan(actions, spec, back)
     victim = fleet[1]
+    if name == "slow":
+        proxy = FaultProxy(victim.address).start_in_thread()
+        result = Plan([], None, back, undo=[proxy.stop_thread])
+        try:
+            contender.reroute(1, proxy.address)
+        except Exception:
+            result.undo_all()
+            raise
+        result.undo.append(lambda: contender.reroute(1, victim.address))
+
+        def slow_down() -> None:
+            proxy.answer_delay = SLOW_DELAY
+
+        def speed_up() -> None:
+            proxy.answer_delay = 0.0
+
+        result.actions = [
+            (FAULT_AT, f"server 2 slowed (+{1000 * SLOW_DELAY:g} ms)", slow_down),
+            (FAULT_AT + SLOW, "server 2 fast again", speed_up),
+        ]
+        return result
     if name == "kill":
         return Plan([(FAULT_AT, "server 2 killed", victim.kill)], None, back)
     if name == "hang":
@@ -185,17 +226,27 @@ def basic(result: CellResult, servers: int = 3) -> dict[str, Any]:
 
 
 def series(result: CellResult, servers: int) -> dict[str, Any]:
-    """Per BUCKET: successful requests per server and failed requests (by start time)."""
+    """Per BUCKET: successful requests per server, failed requests, and the p50 and p99 latency
+    of the successful ones (by start time)."""
     buckets = max(1, int(result.duration / BUCKET + 0.5))
     per_server = [[0] * buckets for _ in range(servers)]
     failed = [0] * buckets
-    for t, ok, tag in zip(result.t, result.ok, result.srv, strict=True):
+    latencies: list[list[float]] = [[] for _ in range(buckets)]
+    for t, lat, ok, tag in zip(result.t, result.lat, result.ok, result.srv, strict=True):
         b = min(buckets - 1, max(0, int(t / BUCKET)))
         if not ok:
             failed[b] += 1
-        elif 0 <= tag < servers:
+            continue
+        latencies[b].append(lat)
+        if 0 <= tag < servers:
             per_server[tag][b] += 1
-    return {"bucket": BUCKET, "per_server": per_server, "failed": failed}
+    return {
+        "bucket": BUCKET,
+        "per_server": per_server,
+        "failed": failed,
+        "p50": [percentile(x, 0.50) for x in latencies],
+        "p99": [percentile(x, 0.99) for x in latencies],
+    }
 
 
 def _event(events: Sequence[tuple[float, str]], label_start: str) -> float | None:
@@ -226,7 +277,7 @@ def analyse(
         counts = [tagged.count(i) for i in range(4)]
         out["max_over_mean_last_2s"] = (max(counts) / (sum(counts) / 4)) if sum(counts) else None
         return out
-    fault = _event(events, "server 2" if name in ("kill", "hang") else "all servers killed")
+    fault = _event(events, "all servers killed" if name == "outage" else "server 2")
     fault = FAULT_AT if fault is None else fault
     # disrupted: failed, or slower than STALL_MS, and still running at (or after) the fault
     disrupted = [
@@ -251,11 +302,8 @@ def analyse(
     out["failing_at_end"] = still
     out["throughput_before"] = sum(1 for t, _, ok, _ in rows if ok and t < fault) / fault
     out["throughput_last_2s"] = sum(1 for t, _, ok, _ in rows if ok and t >= end - 2.0) / 2.0
-    if name == "hang":
-        resumed = _event(events, "server 2 resumed") or (fault + HANG)
-        out["throughput_during"] = sum(
-            1 for t, _, ok, _ in rows if ok and fault <= t < resumed
-        ) / max(1e-9, resumed - fault)
+    if name in ("hang", "slow"):
+        out.update(_gray(name, result, rows, fault, events))
     if name == "kill":
         out["throughput_during"] = sum(1 for t, _, ok, _ in rows if ok and fault <= t < end) / max(
             1e-9, end - fault
@@ -272,6 +320,38 @@ def analyse(
         )
         if back is not None:
             out["failed_after_back"] = sum(1 for t, _, ok, _ in rows if not ok and t >= back + 2.0)
+    return out
+
+
+def _gray(
+    name: str,
+    result: CellResult,
+    rows: Sequence[tuple[float, float, int, int]],
+    fault: float,
+    events: Sequence[tuple[float, str]],
+) -> dict[str, Any]:
+    """Issue 8's figures for a hung or slow server: throughput while it lasts against before it
+    (the same cell, the same connections), latency of the requests started while it lasts, and
+    the longest any read-only request took (failed ones too) over the whole window."""
+    if name == "hang":
+        ended = _event(events, "server 2 resumed") or (fault + HANG)
+    else:
+        ended = _event(events, "server 2 fast again") or (fault + SLOW)
+    during = [lat for t, lat, ok, _ in rows if ok and fault <= t < ended]
+    out: dict[str, Any] = {
+        "throughput_during": len(during) / max(1e-9, ended - fault),
+        "p50_during": percentile(during, 0.50),
+        "p99_during": percentile(during, 0.99),
+        "max_during": max(during, default=None),
+    }
+    earlier = [lat for t, lat, ok, _ in rows if ok and t < fault]
+    before = len(earlier) / fault
+    out["throughput_ratio"] = out["throughput_during"] / before if before else None
+    out["p99_before"] = percentile(earlier, 0.99)
+    reads = [lat for lat, kind in zip(result.lat, result.kind, strict=True) if kind in READ_KINDS]
+    out["max_read_latency"] = max(reads, default=None)
+    # a read still unanswered when the load stopped waiting took longer than anything recorded
+    out["reads_unfinished"] = result.unfinished
     return out
 
 

@@ -2,6 +2,10 @@
 # Build the control plane the integration tests run on, from Go modules, into the git-ignored cache:
 #
 #   $CACHE/k8s/<KUBERNETES_VERSION>/bin/{kube-apiserver,kubectl,etcd}
+#   $CACHE/k8s/<KUBERNETES_VERSION>/bin/{kube-controller-manager,kube-scheduler,kwok}
+#
+# The last three make the cluster of the end-to-end test (gremlinlb.devcluster.cluster): the
+# real controllers and scheduler, and kwok ("Kubernetes WithOut Kubelet") for nodes and pod IPs.
 #
 # Idempotent: a binary that is already there (and, for etcd, reports the pinned version) is kept,
 # so a warm run returns in well under a second. All Go state (GOPATH, GOMODCACHE, GOCACHE) lives
@@ -45,7 +49,13 @@ etcd_ok() {
     [[ -x "$bin/etcd" ]] && out=$("$bin/etcd" --version 2>/dev/null) \
         && grep -q "^etcd Version: ${ETCD_VERSION#v}\$" <<<"$out"
 }
-all_ok() { [[ -x "$bin/kube-apiserver" && -x "$bin/kubectl" ]] && etcd_ok; }
+k8s_cmds=(kube-apiserver kubectl kube-controller-manager kube-scheduler)
+k8s_missing() {
+    local c
+    for c in "${k8s_cmds[@]}"; do [[ -x "$bin/$c" ]] || echo "$c"; done
+}
+kwok_ok() { [[ -x "$bin/kwok" && "$(cat "$bin/.kwok-version" 2>/dev/null)" == "$KWOK_VERSION" ]]; }
+all_ok() { [[ -z "$(k8s_missing)" ]] && etcd_ok && kwok_ok; }
 
 if all_ok; then exit 0; fi
 
@@ -79,7 +89,8 @@ ensure_toolchain() {
 }
 start=$SECONDS
 
-if [[ ! -x "$bin/kube-apiserver" || ! -x "$bin/kubectl" ]]; then
+mapfile -t missing < <(k8s_missing)
+if (( ${#missing[@]} )); then
     kv="$KUBERNETES_VERSION"            # v1.36.3
     staging_version="v0.${kv#v1.}"      # v0.36.3
     mod_dir="$work/kubernetes"
@@ -108,7 +119,7 @@ if [[ ! -x "$bin/kube-apiserver" || ! -x "$bin/kubectl" ]]; then
         for m in "${staging[@]}"; do echo "	$m => $m $staging_version"; done
         echo ")"
     } >"$mod_dir/go.mod"
-    log "wrapper module with ${#staging[@]} staging replaces ($staging_version); building kube-apiserver and kubectl"
+    log "wrapper module with ${#staging[@]} staging replaces ($staging_version); building ${missing[*]}"
     pkg_version=k8s.io/component-base/version
     client_version=k8s.io/client-go/pkg/version
     minor="${kv#v1.}"; minor="${minor%%.*}"
@@ -120,9 +131,9 @@ if [[ ! -x "$bin/kube-apiserver" || ! -x "$bin/kubectl" ]]; then
     out="$mod_dir/out"
     mkdir -p "$out"
     (cd "$mod_dir" && "$go_bin" build -ldflags "$ldflags" -o "$out/" \
-        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
-    mv -f "$out/kube-apiserver" "$out/kubectl" "$bin/"
-    log "kube-apiserver and kubectl $kv built ($((SECONDS - start)) s so far)"
+        "${missing[@]/#/k8s.io/kubernetes/cmd/}")
+    for c in "${missing[@]}"; do mv -f "$out/$c" "$bin/"; done
+    log "${missing[*]} $kv built ($((SECONDS - start)) s so far)"
 fi
 
 if ! etcd_ok; then
@@ -141,6 +152,18 @@ GOMOD
     (cd "$mod_dir" && "$go_bin" build -ldflags "-s -w" -o "$mod_dir/etcd" go.etcd.io/etcd/server/v3)
     mv -f "$mod_dir/etcd" "$bin/etcd"
     etcd_ok || { log "built etcd does not report version $ETCD_VERSION"; exit 1; }
+fi
+
+if ! kwok_ok; then
+    # kwok's own go.mod, exactly as `go install sigs.k8s.io/kwok/cmd/kwok@<version>` uses it.
+    go_line=1.26.0
+    ensure_toolchain "$go_line"
+    log "building kwok $KWOK_VERSION"
+    gobin="$work/kwok-bin"
+    rm -rf "$gobin" && mkdir -p "$gobin"
+    (cd "$work" && GOBIN="$gobin" GOFLAGS="-modcacherw -buildvcs=false -trimpath" "$go_bin" install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION")
+    mv -f "$gobin/kwok" "$bin/kwok"
+    echo "$KWOK_VERSION" >"$bin/.kwok-version"
 fi
 
 log "done in $((SECONDS - start)) s: $(ls "$bin" | tr '\n' ' ')"

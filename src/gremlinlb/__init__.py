@@ -1,14 +1,17 @@
 """gremlinlb: per-request load balancing for Apache TinkerPop Gremlin Servers."""
 
-from gremlinlb.client import RoundRobinClientRemoteConnection
+from gremlinlb.client import AnswerNotReadableError, RoundRobinClientRemoteConnection
 from gremlinlb.core import (
     BalancerSettings,
+    BudgetSettings,
     BufferFullError,
     BufferSettings,
     BufferTimeoutError,
     GremlinLBError,
     HealthCheckSettings,
+    HedgeSettings,
     InvalidEndpointError,
+    OutlierSettings,
     Policy,
     RequestMayHaveBeenAppliedError,
     SessionLostError,
@@ -18,13 +21,17 @@ from gremlinlb.core import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnswerNotReadableError",
     "BalancerSettings",
+    "BudgetSettings",
     "BufferFullError",
     "BufferSettings",
     "BufferTimeoutError",
     "GremlinLBError",
     "HealthCheckSettings",
+    "HedgeSettings",
     "InvalidEndpointError",
+    "OutlierSettings",
     "Policy",
     "RequestMayHaveBeenAppliedError",
     "RoundRobinClientRemoteConnection",

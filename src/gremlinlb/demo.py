@@ -7,6 +7,8 @@ own address, so "answered by" is what the server said, not what the balancer bel
 from __future__ import annotations
 
 import argparse
+import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,7 +27,7 @@ HEALTH_INTERVAL = 2.0
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "demo",
-        help="show per-request balancing, failover, recovery and scale-out on local servers",
+        help="show balancing, failover, recovery, scale-out and a hung server on local servers",
         description=__doc__,
     )
     parser.add_argument("--base-port", type=int, default=8181, help="first server port")
@@ -33,6 +35,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run(args: argparse.Namespace) -> int:
+    # gremlinpython logs every error answer with its whole results table; the late answers of
+    # abandoned attempts (step 7) are expected and handled, not news for the person watching.
+    logging.getLogger("gremlinpython").setLevel(logging.CRITICAL)
     say = _Narrator()
     say.step("Starting 3 Apache TinkerPop Gremlin Servers on 127.0.0.1 (real JVMs)...")
     with Fleet(3, base_port=args.base_port) as fleet:
@@ -47,12 +52,15 @@ def run(args: argparse.Namespace) -> int:
         )
         rr = RoundRobinClientRemoteConnection(fleet.addresses, settings=settings)
         try:
+            _wait_for(lambda: all(rr.get_available().values()), 30)
+            say.line("each host joined once its first probe passed (joining -> healthy)")
             g = traversal().with_(rr)
             _round_robin(say, g)
             _failover(say, g, rr, fleet[1])
             _scale_out(say, g, rr, fleet)
             _transaction(say, g, fleet)
             _outage(say, g, rr, fleet)
+            _hung(say, g, rr, fleet)
         finally:
             rr.close()
         say.step("Stopping the servers.")
@@ -78,8 +86,10 @@ def _failover(
     say.line(f"answers: {dict(answers)}; failed reads: 0 (the balancer retried and skipped it)")
     say.line(f"{victim.address} available: {rr.get_available()[victim.url]}")
 
+    health = rr.balancer.settings.health
     say.step(
-        f"3. Restarting {victim.address}; the health check runs every {HEALTH_INTERVAL:.0f} s."
+        f"3. Restarting {victim.address}; a down host is probed every "
+        f"{health.unhealthy_interval:g} s (healthy ones every {health.interval:g} s)."
     )
     victim.restart()
     victim.add_name_vertex()
@@ -96,9 +106,14 @@ def _scale_out(
     fourth = fleet.add()
     fourth.add_name_vertex()
     rr.add_host(fourth.address)
+    _wait_for(lambda: rr.get_available()[fourth.url], 30)  # its first probe
     answers = Counter(_who(g) for _ in range(8))
     say.line(f"8 traversals: {dict(answers)}")
-    say.line(f"{fourth.address} received {answers[fourth.address]} of them")
+    say.line(
+        f"{fourth.address} received {answers[fourth.address]} of them: it takes requests once "
+        f"its first probe passed, and ramps up to a full share over slow_start="
+        f"{rr.balancer.settings.slow_start:g} s"
+    )
 
 
 def _transaction(say: _Narrator, g: GraphTraversalSource, fleet: Fleet) -> None:
@@ -129,6 +144,52 @@ def _outage(
         f"{fleet[0].address} restarted; all {len(results)} answered, in order: {results} "
         f"({time.monotonic() - down_since:.1f} s after the restart began)"
     )
+
+
+def _hung(
+    say: _Narrator, g: GraphTraversalSource, rr: RoundRobinClientRemoteConnection, fleet: Fleet
+) -> None:
+    say.step("7. A hung server (SIGSTOP) while 4 threads read: it still accepts connections.")
+    rr.remove_host(fleet[3].address)
+    for server in fleet[1:3]:
+        server.start()
+    for server in fleet[1:3]:
+        server.wait_ready()
+        server.add_name_vertex()
+    _wait_for(lambda: all(rr.get_available().values()), 30)
+    for i in range(30):
+        g.inject(i).to_list()  # recent latencies: the hedge delay adapts to them
+    hung = fleet[2]
+    hung.pause()
+    slowest = [0.0]
+    failed: list[BaseException] = []
+
+    def reads() -> None:
+        for i in range(50):
+            started = time.monotonic()
+            try:
+                g.inject(i).to_list()
+            except Exception as error:
+                failed.append(error)
+            slowest[0] = max(slowest[0], time.monotonic() - started)
+
+    threads = [threading.Thread(target=reads) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    status = {h.endpoint.address: h for h in rr.hosts()}[hung.address]
+    stats = rr.balancer.stats()
+    say.line(
+        f"200 reads: {200 - len(failed)} answered, {len(failed)} failed; the slowest took "
+        f"{slowest[0]:.2f} s"
+    )
+    say.line(
+        f"{hung.address} is {status.state.value} (ejected {status.ejections}x, by reason: "
+        f"{stats.ejections}); hedged reads: {stats.hedges_sent} sent, {stats.hedges_won} won"
+    )
+    hung.resume()
+    say.line("resumed: its late answers to the abandoned attempts are read and discarded")
 
 
 def _who(g: GraphTraversalSource) -> str:

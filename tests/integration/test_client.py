@@ -12,17 +12,12 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 
 import pytest
-from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
-from gremlin_python.driver.remote_connection import RemoteTraversal
 from gremlin_python.process.anonymous_traversal import traversal
-from gremlin_python.process.graph_traversal import GraphTraversalSource
 
 from gremlinlb import (
-    BalancerSettings,
     BufferFullError,
     BufferSettings,
     BufferTimeoutError,
-    HealthCheckSettings,
     RequestMayHaveBeenAppliedError,
     RoundRobinClientRemoteConnection,
     SessionLostError,
@@ -30,27 +25,10 @@ from gremlinlb import (
 )
 from gremlinlb.core import HostState
 from gremlinlb.devservers import GremlinServerProcess
+from tests.client_support import answered_by, count_label, fast_settings, serving, values
 from tests.helpers import name_servers, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def answered_by(g: GraphTraversalSource) -> str:
-    names: list[str] = g.V().has_label("server").values("name").to_list()
-    assert len(names) == 1, f"expected one server vertex, got {names}"
-    return names[0]
-
-
-def values(remote: RemoteTraversal) -> list[object]:
-    """The objects of a RemoteTraversal's traversers (what `to_list()` would return)."""
-    return [t.object for t in remote.traversers]
-
-
-def fast_settings(**overrides: object) -> BalancerSettings:
-    health = HealthCheckSettings(interval=0.5, timeout=2.0, rise=1, fall=1)
-    base: dict[str, object] = {"health": health, "request_timeout": 3.0, "connect_timeout": 2.0}
-    base.update(overrides)
-    return BalancerSettings(**base)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -64,7 +42,7 @@ def rr(servers: Sequence[GremlinServerProcess]) -> Iterator[RoundRobinClientRemo
     connection = RoundRobinClientRemoteConnection(
         [s.address for s in servers], settings=fast_settings()
     )
-    yield connection
+    yield serving(connection)
     connection.close()
 
 
@@ -107,7 +85,7 @@ def test_sixteen_threads_get_every_result_exactly_once(
     for thread in range(16):
         assert results[thread] == [thread * 1000 + i for i in range(25)]
     served = {s.endpoint.address: s.requests for s in rr.hosts()}
-    assert sum(served.values()) == 16 * 25
+    assert sum(served.values()) >= 16 * 25  # a hedged read is an attempt on two hosts
     assert all(count > 0 for count in served.values()), served
 
 
@@ -135,7 +113,7 @@ def doomed_pair(servers: Sequence[GremlinServerProcess]) -> Iterator[Doomed]:
         [victim.address, bystander.address], settings=fast_settings(), pool_size=1
     )
     try:
-        g = traversal().with_(rr)
+        g = traversal().with_(serving(rr))
         assert answered_by(g) == victim.address  # opens the socket to the victim
         assert answered_by(g) == bystander.address  # the next request goes to the victim again
         victim.pause()  # it will be sent and never answered...
@@ -204,6 +182,7 @@ def test_host_added_at_runtime_receives_traffic(
 ) -> None:
     name_servers([extra_server])
     rr.add_host(extra_server.address)
+    serving(rr)  # it takes requests once its first probe passed
     g = traversal().with_(rr)
     assert extra_server.address in {answered_by(g) for _ in range(4)}
 
@@ -331,15 +310,6 @@ def test_transaction_rollback_leaves_no_trace(
     assert gtx.V().has_label("gone").count().next() == 3  # visible inside the transaction
     tx.rollback()
     assert [count_label(s, "gone") for s in servers] == [0, 0, 0]
-
-
-def count_label(server: GremlinServerProcess, label: str) -> int:
-    direct = DriverRemoteConnection(server.url, "g")
-    try:
-        count: int = traversal().with_(direct).V().has_label(label).count().next()
-        return count
-    finally:
-        direct.close()
 
 
 def test_request_waits_rather_than_fails_when_more_hosts_are_dead_than_max_attempts(

@@ -22,7 +22,9 @@ from gremlinlb.devcluster import (
     SUBNET,
     ControlPlane,
     EndpointSpec,
+    NetnsError,
     NetnsHost,
+    NetnsNetwork,
     apply_endpoint_slice,
     begin_pod_termination,
     can_i,
@@ -341,6 +343,25 @@ def test_netns_hosts_use_only_addresses_of_the_test_subnet(
     route = host.run(["ip", "-4", "route", "show"]).stdout
     assert "default" not in route
     assert str(GATEWAY) != host.ip
+
+
+def test_pod_cidr_blocks_of_two_runs_never_overlap_and_keep_their_addresses(
+    netns_network: NetnsNetwork,
+) -> None:
+    other = NetnsNetwork().open()  # another run on the same machine
+    try:
+        ours = netns_network.lease_block(28)
+        theirs = other.lease_block(28)
+        assert not ours.overlaps(theirs)
+        assert ours.subnet_of(SUBNET)
+        address = next(ours.hosts())
+        # A namespace at an address of our block, then gone: the address stays ours.
+        netns_network.remove_host(netns_network.add_host(address))
+        with pytest.raises(NetnsError, match="already leased"):
+            other.add_host(address)
+    finally:
+        netns_network.release_block(ours)
+        other.close()
 
 
 def test_a_disconnected_netns_host_times_out_and_comes_back(

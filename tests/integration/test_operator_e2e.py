@@ -5,7 +5,10 @@
   gremlinlb-system/gremlinlb-operator (no system:masters: only what manifests/10-rbac.yaml
   grants), its admission webhook on loopback;
 * four Gremlin Servers, each in its own network namespace at a 10.213.0.x address that appears
-  in the Service's EndpointSlice (written by the tests: there is no EndpointSlice controller);
+  in the Service's EndpointSlice, written by the tests: for the moments a real controller does
+  not produce on demand (an endpoint turning ready at a known instant, an apiserver restart,
+  an unreachable sidecar). What the real controllers do with the manifests as written is
+  checked in test_cluster_e2e.py;
 * sidecars as real ``gremlinlb sidecar`` processes on loopback, one per client "pod".
 
 Each answer through a sidecar names the server that ran it (every server holds one vertex
@@ -110,9 +113,6 @@ class Servers:
 
     def endpoint(self, index: int, **conditions: Any) -> EndpointSpec:
         return EndpointSpec(self.hosts[index].ip, pod_name=f"gremlin-{index}", **conditions)
-
-    def draining(self, index: int) -> EndpointSpec:
-        return EndpointSpec.draining(self.hosts[index].ip, pod_name=f"gremlin-{index}")
 
     def address(self, index: int) -> str:
         return f"{self.hosts[index].ip}:{GREMLIN_PORT}"
@@ -431,11 +431,6 @@ def test_applying_the_example_cluster_makes_it_ready_with_every_sidecar_holding_
     ]
 
 
-def test_traffic_through_a_sidecar_reaches_all_three_servers(ready: Scenario) -> None:
-    answers = served_by(ready.sidecars["app-0"].address, 30)
-    assert set(answers) == {"0", "1", "2"}
-
-
 def test_a_fourth_server_gets_traffic_soon_after_its_endpoint_turns_ready(
     ready: Scenario,
 ) -> None:
@@ -455,40 +450,6 @@ def test_a_fourth_server_gets_traffic_soon_after_its_endpoint_turns_ready(
     print(f"\nendpoint ready -> first request served by the new server: {elapsed:.3f} s")
     assert elapsed < 10.0  # the requirement is 2 s; this bound only catches a broken push path
     assert set(served_by(sidecar.address, 40)) == {"0", "1", "2", "3"}
-
-
-def test_a_terminating_endpoint_is_drained(ready: Scenario) -> None:
-    sidecar = ready.sidecars["app-0"]
-    ready.set_endpoints(
-        ready.servers.endpoint(0), ready.servers.endpoint(1), ready.servers.draining(2)
-    )
-    ready.wait_hosts(sidecar, [0, 1])
-    assert "2" not in served_by(sidecar.address, 30)
-
-    def draining_reported() -> dict[str, Any] | None:
-        status = ready.status().get("status") or {}
-        states = {e["address"]: e["state"] for e in status.get("endpoints") or ()}
-        return status if states.get(ready.servers.address(2)) == "draining" else None
-
-    status = wait_for(draining_reported, SETTLE, "the endpoint reported as draining")
-    assert status["readyEndpoints"] == 2
-    assert status["totalEndpoints"] == 3
-    assert ready.servers.address(2) not in status["hosts"]
-
-
-def test_a_removed_endpoint_disappears(ready: Scenario) -> None:
-    sidecar = ready.sidecars["app-0"]
-    ready.set_endpoints(ready.servers.endpoint(0), ready.servers.endpoint(1))
-    ready.wait_hosts(sidecar, [0, 1])
-    assert set(served_by(sidecar.address, 30)) == {"0", "1"}
-
-    def gone() -> dict[str, Any] | None:
-        status = ready.status().get("status") or {}
-        listed = [e["address"] for e in status.get("endpoints") or ()]
-        return status if listed and ready.servers.address(2) not in listed else None
-
-    status = wait_for(gone, SETTLE, "the endpoint gone from the status")
-    assert status["totalEndpoints"] == 2
 
 
 @pytest.mark.parametrize(
@@ -992,19 +953,3 @@ def test_the_webhook_certificate_is_renewed_while_the_operator_runs(
     )
     assert pod.spec is not None
     assert [c.name for c in pod.spec.init_containers or []] == ["gremlinlb-sidecar"]
-
-
-def test_the_manifests_and_examples_apply_cleanly(
-    cluster_manifests: ControlPlane, namespace: str
-) -> None:
-    manifests = sorted((REPO / "manifests").glob("*.yaml"))
-    for path in [REPO / "crds" / "gremlincluster.yaml", *manifests]:
-        # The webhook configuration's clientConfig was switched to a URL by the operator under
-        # test (it runs outside the cluster), so that one is checked as a whole replacement.
-        verb = "replace" if path.name == "30-webhook.yaml" else "apply"
-        done = cluster_manifests.kubectl(verb, "--dry-run=server", "-f", str(path))
-        assert "(server dry run)" in done.stdout
-    done = cluster_manifests.kubectl(
-        "apply", "--dry-run=server", "-n", namespace, "-f", str(REPO / "manifests/examples")
-    )
-    assert "gremlincluster.gremlinlb.io/graph created (server dry run)" in done.stdout

@@ -46,7 +46,13 @@ def servers(fleet: Fleet) -> Sequence[GremlinServerProcess]:
 @pytest.fixture
 def sidecar(servers: Sequence[GremlinServerProcess]) -> Iterator[SidecarThread]:
     with SidecarThread(config_for(servers[:2])) as running:
+        wait_until(lambda: all_healthy(running), 10, "both servers' first probes")
         yield running
+
+
+def all_healthy(sidecar: SidecarThread) -> bool:
+    """Hosts join unprobed; a test that counts where requests went waits for this first."""
+    return {h.state for h in sidecar.balancer.hosts()} == {HostState.HEALTHY}
 
 
 def call(
@@ -115,6 +121,12 @@ BAD_BODIES: dict[str, tuple[Any, str]] = {
     "host_without_port": ({"generation": 1, "hosts": ["gremlin-0"]}, "hosts[0]"),
     "duplicate_host": ({"generation": 1, "hosts": ["h:1", "h:1"]}, "listed twice"),
     "unknown_field": ({"generation": 1, "hosts": [], "extra": 1}, "extra"),
+    "nul_in_host_name": ({"generation": 1, "hosts": ["gremlin\u0000x:8182"]}, "'\\x00'"),
+    "quote_in_host_name": ({"generation": 1, "hosts": ['gre"mlin:8182']}, "'\"'"),
+    "dot_segments_in_path": (
+        {"generation": 1, "hosts": ["ws://gremlin:8182/../v1/hosts"]},
+        "not a plain path",
+    ),
     "unknown_setting": (
         {"generation": 1, "hosts": [], "settings": {"colour": "red"}},
         "settings.colour",
@@ -209,16 +221,42 @@ def test_removed_host_finishes_its_in_flight_request_and_takes_no_new_ones(
     wait_until(lambda: hosts_of(sidecar)[1] == [servers[1].address], 5, "the drain to end")
 
 
-def test_readyz_follows_backend_health_and_healthz_only_liveness(
+def test_readyz_stays_ready_while_backends_are_down_and_readyz_backends_follows_them(
     servers: Sequence[GremlinServerProcess],
 ) -> None:
     with SidecarThread(config_for(servers[:1])) as sidecar:
-        assert call("GET", f"{sidecar.admin_url}/readyz")[0] == 200
+        # hosts join unprobed: the backends are ready once the host passed its first probe
+        wait_until(
+            lambda: call("GET", f"{sidecar.admin_url}/readyz/backends")[0] == 200, 10, "ready"
+        )
         servers[0].pause()
-        wait_until(lambda: call("GET", f"{sidecar.admin_url}/readyz")[0] == 503, 10, "not ready")
-        assert call("GET", f"{sidecar.admin_url}/healthz")[0] == 200
-        servers[0].resume()
-        wait_until(lambda: call("GET", f"{sidecar.admin_url}/readyz")[0] == 200, 10, "ready")
+        try:
+            wait_until(
+                lambda: call("GET", f"{sidecar.admin_url}/readyz/backends")[0] == 503,
+                10,
+                "backends not ready",
+            )
+            status, body = call("GET", f"{sidecar.admin_url}/readyz")
+            assert (status, body["ready"], body["reason"]) == (200, True, "serving")
+            assert call("GET", f"{sidecar.admin_url}/healthz")[0] == 200
+        finally:
+            servers[0].resume()
+        wait_until(
+            lambda: call("GET", f"{sidecar.admin_url}/readyz/backends")[0] == 200,
+            10,
+            "backends ready again",
+        )
+
+
+def test_readyz_is_503_until_the_sidecar_holds_a_host_list(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    with SidecarThread(config_for([])) as sidecar:
+        status, body = call("GET", f"{sidecar.admin_url}/readyz")
+        assert (status, body["ready"]) == (503, False)
+        assert "PUT /v1/hosts" in body["reason"]
+        assert put(sidecar, {"generation": 1, "hosts": [servers[0].address]})[0] == 200
+        assert call("GET", f"{sidecar.admin_url}/readyz")[0] == 200
 
 
 def test_metrics_cover_requests_latency_in_flight_buffer_states_and_retries(
@@ -246,8 +284,10 @@ def test_metrics_cover_requests_latency_in_flight_buffer_states_and_retries(
 
 
 def test_retries_are_counted_by_their_cause(servers: Sequence[GremlinServerProcess]) -> None:
-    config = replace(config_for(servers[:2]), settings=BalancerSettings(request_timeout=5.0))
+    settings = BalancerSettings(request_timeout=5.0, health=HealthCheckSettings(interval=60.0))
+    config = replace(config_for(servers[:2]), settings=settings)
     with SidecarThread(config) as sidecar:
+        wait_until(lambda: all_healthy(sidecar), 10, "both servers' first probes")
         servers[0].kill()  # not noticed yet: the first request finds out and retries
         connection = DriverRemoteConnection(sidecar.url, "g", pool_size=1)
         try:
@@ -275,3 +315,98 @@ def test_concurrent_puts_apply_exactly_one_winner_per_generation(
     generation, hosts = hosts_of(sidecar)
     assert generation == 7
     assert len(hosts) == 1
+
+
+def test_json_nested_too_deeply_is_400_and_changes_nothing(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
+) -> None:
+    deep = b"[" * 50_000 + b"]" * 50_000
+    status, answer = call("PUT", f"{sidecar.admin_url}/v1/hosts", raw=deep, token=TOKEN)
+    assert status == 400
+    assert "nested too deeply" in answer["error"]
+    assert hosts_of(sidecar) == (0, [s.address for s in servers[:2]])
+
+
+def test_the_sidecars_own_ports_are_refused_as_backends(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
+) -> None:
+    for own in (sidecar.sidecar.admin_address, sidecar.sidecar.address):
+        port = own.rpartition(":")[2]
+        for host in (own, f"localhost:{port}"):
+            status, answer = put(sidecar, {"generation": 1, "hosts": [host]})
+            assert status == 400
+            assert "this sidecar's own port" in answer["error"]
+    assert hosts_of(sidecar) == (0, [s.address for s in servers[:2]])
+
+
+def test_a_list_longer_than_max_hosts_is_400_naming_the_limit(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    with SidecarThread(replace(config_for(servers[:1]), max_hosts=3)) as sidecar:
+        hosts = [f"gremlin-{i}:8182" for i in range(4)]
+        status, answer = put(sidecar, {"generation": 1, "hosts": hosts})
+        assert status == 400
+        assert "4 entries, more than the limit of 3" in answer["error"]
+        assert "--max-hosts" in answer["error"]
+        assert hosts_of(sidecar) == (0, [servers[0].address])
+
+
+def loop_stalls(sidecar: SidecarThread, longer_than: str = "1.0") -> float:
+    """Event-loop timer ticks that fired more than `longer_than` seconds late (the sidecar's
+    own metric, read in process: scraping 20,000 hosts' series is itself work for the loop)."""
+    registry = sidecar.sidecar.metrics.registry
+    name = "gremlinlb_sidecar_event_loop_lag_seconds_bucket"
+    every = registry.get_sample_value(name, {"le": "+Inf"})
+    within = registry.get_sample_value(name, {"le": longer_than})
+    assert every is not None
+    assert within is not None
+    return every - within
+
+
+def test_a_put_of_20000_hosts_never_stalls_the_requests_served_meanwhile(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    quiet = BalancerSettings(health=HealthCheckSettings(interval=3600, probe_healthy=False))
+    config = replace(config_for(servers[:1]), settings=quiet, max_hosts=20_001)
+    many = [servers[0].address] + [
+        f"127.{1 + i // 65536}.{i // 256 % 256}.{i % 256}:9" for i in range(20_000)
+    ]
+    with SidecarThread(config) as sidecar:
+        # A session keeps every request on servers[0] whatever the host list says.
+        gremlin = Client(sidecar.url, "g", session="big-put")
+        try:
+            assert gremlin.submit("1").all().result(10) == [1]
+            result: list[tuple[int, Any]] = []
+            pusher = threading.Thread(
+                target=lambda: result.append(put(sidecar, {"generation": 1, "hosts": many}))
+            )
+            pusher.start()
+            answers: list[list[Any]] = []
+            while pusher.is_alive() and len(answers) < 2000:
+                answers.append(gremlin.submit("1").all().result(10))
+            pusher.join(120)
+            stalls = loop_stalls(sidecar)
+        finally:
+            gremlin.close()
+        assert result[0][0] == 200
+        assert set(map(tuple, answers)) <= {(1,)}
+        assert stalls == 0
+        assert len(hosts_of(sidecar)[1]) == 20_001
+
+
+def test_a_host_that_leaves_the_list_takes_its_metric_series_with_it(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
+) -> None:
+    gremlin = Client(sidecar.url, "g")
+    try:
+        for _ in range(4):
+            gremlin.submit("1").all().result(10)
+    finally:
+        gremlin.close()
+    gone = servers[0].address
+    assert f'host="{gone}"' in call("GET", f"{sidecar.admin_url}/metrics")[1]
+    assert put(sidecar, {"generation": 1, "hosts": [servers[1].address]})[0] == 200
+    wait_until(lambda: hosts_of(sidecar)[1] == [servers[1].address], 5, "the host to leave")
+    text = call("GET", f"{sidecar.admin_url}/metrics")[1]
+    assert f'host="{gone}"' not in text
+    assert f'host="{servers[1].address}"' in text

@@ -162,6 +162,39 @@ def test_sigterm_stops_accepting_and_lets_in_flight_requests_finish(
     assert sidecar.wait() == 0
 
 
+def test_after_sigterm_readiness_fails_and_requests_on_open_connections_are_still_served(
+    spawn: Any, servers: Sequence[GremlinServerProcess]
+) -> None:
+    sidecar = spawn("--endpoints", endpoints(servers), "--grace-period", "60").wait_alive()
+    gremlin = Client(sidecar.url, "g", pool_size=1)
+    try:
+        slow = gremlin.submit("Thread.sleep(1500); 'finished'")
+        wait_in_flight(sidecar, 1)
+        sidecar.terminate()
+        status, body = get(f"{sidecar.admin}/readyz")
+        assert (status, body["reason"]) == (503, "shutting down")
+        assert refused(sidecar.port)
+        assert slow.all().result(15) == ["finished"]
+        answers = [gremlin.submit("[1]").all().result(10) for _ in range(20)]
+    finally:
+        gremlin.close()
+    assert answers == [[1]] * 20
+    assert sidecar.wait() == 0
+
+
+def test_after_sigterm_an_idle_connection_is_closed_and_the_sidecar_exits_before_the_grace_period(
+    spawn: Any, servers: Sequence[GremlinServerProcess]
+) -> None:
+    sidecar = spawn("--endpoints", endpoints(servers), "--grace-period", "120").wait_alive()
+    gremlin = Client(sidecar.url, "g", pool_size=1)
+    try:
+        assert gremlin.submit("[1]").all().result(10) == [1]
+        sidecar.terminate()
+        assert sidecar.wait(timeout=60) == 0  # the connection stays open on the client's side
+    finally:
+        gremlin.close()
+
+
 def test_sigterm_answers_what_is_left_after_the_grace_period_with_a_final_error(
     spawn: Any, servers: Sequence[GremlinServerProcess]
 ) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 import uuid
@@ -35,7 +36,7 @@ from gremlinlb.sidecar.config import SidecarConfig
 from gremlinlb.sidecar.proxy import ProxyOptions
 from gremlinlb.sidecar.testing import SidecarThread
 
-from gremlinlb.core import BalancerSettings, HealthCheckSettings, parse_endpoint
+from gremlinlb.core import BalancerSettings, HealthCheckSettings, HostState, parse_endpoint
 from gremlinlb.devservers import Fleet, GremlinServerProcess
 
 pytestmark = pytest.mark.integration
@@ -337,6 +338,79 @@ def test_bad_mime_length_closes_only_that_socket_with_a_reason(sidecar: SidecarT
         bystander.close()
 
 
+def eval_text(request_id: str, script: str, **args: Any) -> str:
+    """A GraphSON text frame running `script`; `args` are added as raw JSON text."""
+    extra = "".join(f',"{key}":{value}' for key, value in args.items())
+    return (
+        '{"requestId":'
+        + request_id
+        + ',"op":"eval","processor":"","args":{"gremlin":'
+        + json.dumps(script)
+        + extra
+        + "}}"
+    )
+
+
+async def answers_until_closed(
+    ws: aiohttp.ClientWebSocketResponse, count: int
+) -> tuple[dict[str, dict[str, Any]], aiohttp.WSMessage | None]:
+    """Text answers by request id, until `count` came or the socket closed (and how)."""
+    answers: dict[str, dict[str, Any]] = {}
+    while len(answers) < count:
+        message = await ws.receive(timeout=20)
+        if message.type is not aiohttp.WSMsgType.TEXT:
+            return answers, message
+        answer = GraphSONSerializersV3d0().deserialize_message(message.data)
+        answers[answer["requestId"]] = answer
+    return answers, None
+
+
+SLOW_SCRIPT = "Thread.sleep(1500); 7"  # still running when the bad frame arrives
+
+
+@pytest.mark.parametrize("bad_id", ["5", "null", '{"a":1}'], ids=["number", "null", "object"])
+def test_graphson_id_that_is_no_uuid_closes_with_1002_once_requests_in_flight_are_answered(
+    sidecar: SidecarThread, bad_id: str
+) -> None:
+    slow = str(uuid.uuid4())
+
+    async def exchange() -> tuple[dict[str, dict[str, Any]], aiohttp.WSMessage]:
+        async with aiohttp.ClientSession() as http, http.ws_connect(sidecar.url) as ws:
+            await ws.send_str(eval_text(json.dumps(slow), SLOW_SCRIPT))
+            await ws.send_str(eval_text(bad_id, "1"))
+            answers, ending = await answers_until_closed(ws, 2)
+            return answers, ending or await ws.receive(timeout=20)
+
+    answers, ending = asyncio.run(exchange())
+    assert list(answers) == [slow]
+    assert (answers[slow]["status"]["code"], answers[slow]["result"]["data"]) == (200, [7])
+    assert ending.type is aiohttp.WSMsgType.CLOSE
+    assert ending.data == aiohttp.WSCloseCode.PROTOCOL_ERROR
+    assert "is not a UUID" in (ending.extra or "")
+
+
+def test_graphson_nested_100000_deep_is_answered_498_and_others_on_the_socket_are_served(
+    sidecar: SidecarThread,
+) -> None:
+    slow, deep, after = (str(uuid.uuid4()) for _ in range(3))
+    nested = "[" * 100_000 + "]" * 100_000
+
+    async def exchange() -> tuple[dict[str, dict[str, Any]], aiohttp.WSMessage | None]:
+        async with aiohttp.ClientSession() as http, http.ws_connect(sidecar.url) as ws:
+            await ws.send_str(eval_text(json.dumps(slow), SLOW_SCRIPT))
+            await ws.send_str(eval_text(json.dumps(deep), "1", nested=nested))
+            await ws.send_str(eval_text(json.dumps(after), "8"))
+            return await answers_until_closed(ws, 3)
+
+    answers, ending = asyncio.run(exchange())
+    assert ending is None
+    assert answers[deep]["status"]["code"] == 498
+    assert "too deeply" in answers[deep]["status"]["message"]
+    assert (answers[slow]["status"]["code"], answers[slow]["result"]["data"]) == (200, [7])
+    assert (answers[after]["status"]["code"], answers[after]["result"]["data"]) == (200, [8])
+    assert all(host.state is HostState.HEALTHY for host in sidecar.balancer.hosts())
+
+
 def test_client_authentication_is_refused_with_499_and_its_id(sidecar: SidecarThread) -> None:
     request_id = uuid.uuid4()
     message = RequestMessage("traversal", "authentication", {"sasl": "AHUAcA=="})
@@ -429,3 +503,37 @@ def test_text_frames_are_answered_with_text_frames_carrying_the_clients_id(
     answer = GraphSONSerializersV3d0().deserialize_message(message.data)
     assert (answer["requestId"], answer["status"]["code"]) == (request_id, 200)
     assert answer["result"]["data"] == [1, 2]
+
+
+def test_connections_that_never_finish_the_upgrade_are_closed_after_the_handshake_timeout(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    options = ProxyOptions(handshake_timeout=1.0)
+    with SidecarThread(replace(fast_config(servers), proxy=options)) as sidecar:
+        host, port = sidecar.sidecar.address.rsplit(":", 1)
+        stalled = []
+        for index in range(200):
+            sock = socket.create_connection((host, int(port)), timeout=30)
+            if index % 2:  # half send part of an upgrade, half send nothing at all
+                sock.sendall(b"GET /gremlin HTTP/1.1\r\nHost: sidecar\r\nUpgrade: websocket\r\n")
+            stalled.append(sock)
+        try:
+            closed = [sock.recv(1024) == b"" for sock in stalled]
+        finally:
+            for sock in stalled:
+                sock.close()
+        assert closed == [True] * 200
+
+
+def test_an_upgraded_connection_idle_longer_than_the_handshake_timeout_stays_open(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    options = ProxyOptions(handshake_timeout=0.5)
+    with SidecarThread(replace(fast_config(servers), proxy=options)) as sidecar:
+        gremlin = Client(sidecar.url, "g", pool_size=1)
+        try:
+            assert gremlin.submit("1").all().result(10) == [1]
+            time.sleep(2.0)
+            assert gremlin.submit("2").all().result(10) == [2]
+        finally:
+            gremlin.close()

@@ -10,35 +10,38 @@ from gremlinlb.core import (
     HealthCheckSettings,
     HostState,
     InvalidSettingError,
+    Lease,
     Outcome,
     RetryBudget,
     UnknownEndpointError,
     may_retry,
 )
+from tests.unit.core_support import attempt_on, lease_on, serving
 
 A = Endpoint("ws", "a", 1)
 B = Endpoint("ws", "b", 1)
 
 
 def balancer(rise: int = 1, fall: int = 2) -> Balancer:
-    return Balancer([A, B], BalancerSettings(health=HealthCheckSettings(rise=rise, fall=fall)))
+    return serving([A, B], BalancerSettings(health=HealthCheckSettings(rise=rise, fall=fall)))
 
 
-def attempt_on(lb: Balancer, endpoint: Endpoint, outcome: Outcome) -> None:
-    others = [e for e in lb.endpoints() if e != endpoint]
-    taken = lb.acquire(0, exclude=others)
-    assert taken == endpoint
-    lb.finish(endpoint, outcome)
-
-
-@pytest.mark.parametrize("outcome", [Outcome.NOT_SENT, Outcome.CONNECTION_LOST, Outcome.TIMEOUT])
-def test_connection_level_failure_takes_the_host_down_at_once(outcome: Outcome) -> None:
+def test_a_refused_connection_takes_the_host_down_at_once() -> None:
     lb = balancer()
-    attempt_on(lb, A, outcome)
+    attempt_on(lb, A, Outcome.NOT_SENT)
     assert lb.state_of(A) is HostState.DOWN
 
 
-@pytest.mark.parametrize("outcome", [Outcome.SERVER_ERROR, Outcome.OVERLOADED, Outcome.SUCCESS])
+@pytest.mark.parametrize("outcome", [Outcome.CONNECTION_LOST, Outcome.TIMEOUT])
+def test_one_lost_connection_or_timeout_is_evidence_not_a_verdict(outcome: Outcome) -> None:
+    lb = balancer()
+    attempt_on(lb, A, outcome)
+    assert lb.state_of(A) is HostState.HEALTHY
+
+
+@pytest.mark.parametrize(
+    "outcome", [Outcome.SERVER_ERROR, Outcome.OVERLOADED, Outcome.SUCCESS, Outcome.CLIENT_ERROR]
+)
 def test_an_answer_from_the_server_keeps_the_host_up(outcome: Outcome) -> None:
     lb = balancer()
     attempt_on(lb, A, outcome)
@@ -72,20 +75,21 @@ def test_healthy_host_goes_down_after_fall_failed_probes_not_before() -> None:
 
 
 def test_probe_targets_are_down_hosts_and_healthy_ones_when_configured() -> None:
-    lb = Balancer([A, B], BalancerSettings(health=HealthCheckSettings(probe_healthy=False)))
+    lb = serving([A, B], BalancerSettings(health=HealthCheckSettings(probe_healthy=False)))
     attempt_on(lb, A, Outcome.NOT_SENT)
     assert lb.probe_targets() == [A]
 
 
 def test_draining_host_takes_no_new_requests_and_leaves_when_idle() -> None:
     lb = balancer()
-    attempt = lb.acquire(0)
-    assert attempt == A
+    on_a = lease_on(lb, A)
     lb.remove(A, drain=True)
     assert lb.state_of(A) is HostState.DRAINING
-    assert lb.acquire(0) == B
-    lb.finish(B, Outcome.SUCCESS)
-    lb.finish(A, Outcome.SUCCESS)
+    on_b = lb.acquire(0)
+    assert isinstance(on_b, Lease)
+    assert on_b.endpoint == B
+    lb.finish(on_b, Outcome.SUCCESS)
+    lb.finish(on_a, Outcome.SUCCESS)
     assert lb.endpoints() == [B]
 
 
@@ -109,8 +113,7 @@ def test_retry_is_refused_once_every_healthy_host_failed_the_request() -> None:
 
 def test_replace_adds_new_hosts_and_drains_missing_ones() -> None:
     lb = balancer()
-    busy = lb.acquire(0)
-    assert busy == A
+    lease_on(lb, A)
     added, removed = lb.replace(["b:1", "c:1"])
     assert added == [Endpoint("ws", "c", 1)]
     assert removed == [A]
@@ -124,9 +127,10 @@ def test_replace_adds_new_hosts_and_drains_missing_ones() -> None:
         (Outcome.OVERLOADED, False, True),
         (Outcome.CONNECTION_LOST, True, True),
         (Outcome.CONNECTION_LOST, False, False),
-        (Outcome.TIMEOUT, True, True),
+        (Outcome.TIMEOUT, True, False),
         (Outcome.TIMEOUT, False, False),
         (Outcome.SERVER_ERROR, True, False),
+        (Outcome.CLIENT_ERROR, True, False),
         (Outcome.SUCCESS, True, False),
     ],
 )
@@ -150,24 +154,35 @@ def test_nonsense_health_settings_are_refused(kwargs: dict[str, float], message:
 
 def test_releasing_an_unused_slot_counts_no_outcome_and_lets_a_draining_host_leave() -> None:
     lb = balancer()
-    taken = lb.acquire(0)
-    assert taken == A
+    taken = lease_on(lb, A)
     lb.remove(A, drain=True)
-    lb.release(A)
+    lb.release(taken)
     assert lb.endpoints() == [B]
 
 
-def test_overload_answers_and_timeouts_use_up_max_attempts() -> None:
-    budget = RetryBudget(max_attempts=3, host_count=5)
-    assert budget.allows_another(Outcome.TIMEOUT)
+def test_overload_answers_use_up_max_attempts() -> None:
+    budget = RetryBudget(max_attempts=3)
     assert budget.allows_another(Outcome.OVERLOADED)
-    assert not budget.allows_another(Outcome.TIMEOUT)
+    assert budget.allows_another(Outcome.OVERLOADED)
+    assert not budget.allows_another(Outcome.OVERLOADED)
 
 
 @pytest.mark.parametrize("outcome", [Outcome.NOT_SENT, Outcome.CONNECTION_LOST])
 def test_host_failures_do_not_use_up_max_attempts_but_are_bounded(outcome: Outcome) -> None:
-    budget = RetryBudget(max_attempts=1, host_count=4)
-    allowed = 0
+    budget = RetryBudget(max_attempts=1)
+    failed = 1  # the first attempt
     while budget.allows_another(outcome):
-        allowed += 1
-    assert allowed == 2 * 4 + 1 - 1
+        failed += 1
+    assert failed == 1 + 2  # max_attempts + 2 tries in all, however many hosts there are
+
+
+def test_replace_that_removes_every_other_host_keeps_the_rest_in_order() -> None:
+    hosts = [f"h{i}:1" for i in range(2000)]
+    lb = Balancer(hosts, BalancerSettings(health=HealthCheckSettings(enabled=False)))
+    kept = hosts[::2]
+    added, removed = lb.replace(kept)
+    assert added == []
+    assert [e.address for e in removed] == hosts[1::2]
+    assert [e.address for e in lb.endpoints()] == kept
+    picked = [lb.acquire(0) for _ in range(len(kept))]
+    assert sorted(p.endpoint.address for p in picked if isinstance(p, Lease)) == sorted(kept)

@@ -13,6 +13,7 @@ from gremlinlb.operator.spec import (
     BALANCER_FIELDS,
     BUFFER_FIELDS,
     HEALTH_FIELDS,
+    SECTIONS,
     SpecError,
     parse_spec,
     settings_from_spec,
@@ -64,7 +65,11 @@ def test_every_core_setting_has_a_cr_field() -> None:
 
     assert names(HEALTH_FIELDS) == {f.name for f in dataclasses.fields(HealthCheckSettings)}
     assert names(BUFFER_FIELDS) == {f.name for f in dataclasses.fields(BufferSettings)}
-    top = {f.name for f in dataclasses.fields(BalancerSettings)} - {"policy", "health", "buffer"}
+    for _, core, fields, _ in SECTIONS:
+        section = type(getattr(BalancerSettings(), core))
+        assert names(fields) == {f.name for f in dataclasses.fields(section)}, core
+    sections = {core for _, core, _, _ in SECTIONS}
+    top = {f.name for f in dataclasses.fields(BalancerSettings)} - {"policy"} - sections
     assert names(BALANCER_FIELDS) == top
 
 
@@ -118,10 +123,10 @@ def test_the_crd_defaults_are_the_core_defaults() -> None:
     core = BalancerSettings()
     defaults = {
         "policy": props["policy"]["default"],
-        "healthCheck": {
-            k: v["default"] for k, v in props["healthCheck"]["properties"].items() if "default" in v
+        **{
+            cr: {k: v["default"] for k, v in props[cr]["properties"].items() if "default" in v}
+            for cr, _, _, _ in SECTIONS
         },
-        "buffer": {k: v["default"] for k, v in props["buffer"]["properties"].items()},
         **{f.cr_name: props[f.cr_name]["default"] for f in BALANCER_FIELDS},
     }
     assert settings_from_spec(defaults) == core
@@ -134,3 +139,13 @@ def test_the_example_cluster_is_valid() -> None:
     parsed = parse_spec(example["metadata"]["name"], example["spec"])
     assert parsed.settings.health.interval == 5.0
     assert parsed.service.name == "gremlin"
+
+
+def test_the_sidecars_memory_bounds_are_positive_integers() -> None:
+    parsed = parse_spec("graph", {**SERVICE, "sidecar": {"clientMaxQueuedBytes": 1024}})
+    assert (parsed.sidecar.client_max_queued_bytes, parsed.sidecar.memory_budget_bytes) == (
+        1024,
+        None,
+    )
+    with pytest.raises(SpecError, match=r"spec.sidecar.memoryBudgetBytes: must be an integer"):
+        parse_spec("graph", {**SERVICE, "sidecar": {"memoryBudgetBytes": "96Mi"}})

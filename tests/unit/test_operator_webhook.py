@@ -180,3 +180,24 @@ def test_with_a_push_ca_the_admin_api_serves_https_from_the_token_secret() -> No
     assert env["GREMLINLB_ADMIN_TLS_KEY_FILE"] == "/var/run/gremlinlb/token/tls.key"
     assert sidecar["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
     assert changes["metadata"]["annotations"]["gremlinlb.io/admin-tls"] == "true"
+
+
+def test_the_injected_memory_limit_is_sized_from_the_sidecars_memory_budget() -> None:
+    default = injection(pod(), "graph", cluster(), [])
+    bigger = injection(
+        pod(),
+        "graph",
+        cluster(sidecar={"memoryBudgetBytes": 200 * 1024 * 1024, "clientPauseBytes": 1048576}),
+        [],
+    )
+    assert default is not None
+    assert bigger is not None
+    plain = default["spec"]["initContainers"][0]
+    sized = bigger["spec"]["initContainers"][0]
+    assert plain["resources"]["limits"]["memory"] == "256Mi"
+    assert sized["resources"]["limits"]["memory"] == "360Mi"
+    env = {e["name"]: e.get("value") for e in sized["env"]}
+    assert env["GREMLINLB_MEMORY_BUDGET_BYTES"] == str(200 * 1024 * 1024)
+    assert env["GREMLINLB_CLIENT_PAUSE_BYTES"] == "1048576"
+    assert "GREMLINLB_CLIENT_MAX_QUEUED_BYTES" not in env
+    assert "GREMLINLB_MEMORY_BUDGET_BYTES" not in {e["name"] for e in plain["env"]}

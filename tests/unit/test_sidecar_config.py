@@ -172,3 +172,30 @@ def test_json_log_lines_carry_level_logger_message_and_extras() -> None:
         "a b",
         "h:1",
     )
+
+
+def test_memory_bounds_handshake_timeout_and_max_hosts_come_from_flags() -> None:
+    config = load(
+        {
+            "memory_budget_bytes": "100000000",
+            "client_pause_bytes": "1000000",
+            "client_max_queued_bytes": "8000000",
+            "max_requests_per_client": "64",
+            "handshake_timeout": "2.5",
+            "max_hosts": "50",
+        }
+    )
+    memory = config.proxy.memory
+    assert (memory.budget_bytes, memory.client_pause_bytes) == (100_000_000, 1_000_000)
+    assert (memory.client_max_queued_bytes, memory.max_requests_per_client) == (8_000_000, 64)
+    assert (config.proxy.handshake_timeout, config.max_hosts) == (2.5, 50)
+
+
+def test_a_client_cap_above_the_memory_budget_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"memory_budget_bytes \(1000000\) must be >="):
+        load({"memory_budget_bytes": "1000000"})
+
+
+def test_handshake_timeout_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="GREMLINLB_HANDSHAKE_TIMEOUT: must be > 0"):
+        load(env={"GREMLINLB_HANDSHAKE_TIMEOUT": "0"})

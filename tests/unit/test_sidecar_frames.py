@@ -215,6 +215,68 @@ def test_graphson_without_a_uuid_id_is_malformed() -> None:
         frames.parse_request(json.dumps({"requestId": "abc", "op": "eval", "processor": ""}))
 
 
+@pytest.mark.parametrize(
+    "request_id", [5, None, {"a": 1}, {"@type": "g:Int32", "@value": 5}, [1]], ids=repr
+)
+def test_graphson_id_that_is_not_a_string_is_malformed_without_an_id(request_id: Any) -> None:
+    text = json.dumps({"requestId": request_id, "op": "eval", "processor": "", "args": {}})
+    with pytest.raises(MalformedFrameError, match="is not a UUID: send it as a string") as raised:
+        frames.parse_request(text)
+    assert raised.value.target is None
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def test_graphson_nested_100000_deep_after_its_id_is_malformed_with_the_id() -> None:
+    request_id = uuid.uuid4()
+    text = json.dumps({"requestId": str(request_id), "op": "eval", "processor": "", "args": {}})
+    with pytest.raises(MalformedFrameError, match="too deeply") as raised:
+        frames.parse_request(text.replace("{}", '{"x": ' + DEEP + "}"))
+    assert raised.value.target == (frames.TEXT_CHANNEL, request_id.bytes)
+
+
+def test_graphson_nested_100000_deep_before_its_id_is_malformed_without_an_id() -> None:
+    text = '{"x": ' + DEEP + ', "requestId": "' + str(uuid.uuid4()) + '", "op": "eval"}'
+    with pytest.raises(MalformedFrameError, match="too deeply") as raised:
+        frames.parse_request(text)
+    assert raised.value.target is None
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["requestId", "op", "processor", "args"]) | st.text(max_size=5),
+        JSON_VALUES,
+    ),
+    st.booleans(),
+)
+def test_any_json_object_is_read_or_refused_as_malformed(body: dict[str, Any], text: bool) -> None:
+    """Any other exception would escape the proxy's handling and drop the client's socket."""
+    frame = json.dumps(body)
+    mime = frames.GRAPHSON_V3_MIME.encode()
+    outcome: Any
+    try:
+        outcome = frames.parse_request(
+            frame if text else bytes([len(mime)]) + mime + frame.encode()
+        )
+    except MalformedFrameError as error:
+        outcome = error
+    assert isinstance(outcome, (frames.Request, MalformedFrameError))
+
+
+def test_graphson_with_many_brackets_but_shallow_nesting_is_read() -> None:
+    args = {"gremlin": "g.inject(x)", "bindings": {"x": [[i] for i in range(5000)]}}
+    text = json.dumps({"requestId": str(uuid.uuid4()), "op": "eval", "processor": "", "args": args})
+    assert frames.parse_request(text).op == "eval"
+
+
 # -- responses -----------------------------------------------------------------------------
 
 # Frames captured from Gremlin Server 3.8.1 (WsAndHttpChannelizer, default serializers).

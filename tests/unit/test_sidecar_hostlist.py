@@ -11,7 +11,9 @@ from gremlinlb.sidecar.hostlist import (
     STATE_FILE,
     BadUpdateError,
     HostList,
+    HostRules,
     load_state,
+    parse_body,
     parse_update,
     save_state,
 )
@@ -135,3 +137,51 @@ def test_corrupt_state_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_malformed_bodies_are_refused(body: Any) -> None:
     with pytest.raises(BadUpdateError):
         parse_update(body, DEFAULTS)
+
+
+OWN = HostRules(own_ports=frozenset({9901, 8182}))
+
+REFUSED_HOSTS: dict[str, tuple[str, str]] = {
+    "nul_byte": ("gremlin\x00evil:8182", "'\\x00'"),
+    "quote": ('grem"lin:8182', "'\"'"),
+    "percent": ("ws://gremlin%2e:8182", "'%'"),
+    "label_starting_with_dash": ("-gremlin:8182", "not a valid DNS name"),
+    "dot_dot_segment": ("ws://gremlin:8182/../v1/hosts", "not a plain path"),
+    "encoded_path": ("ws://gremlin:8182/%2e%2e/v1", "not a plain path"),
+    "admin_port_on_loopback": ("127.0.0.1:9901", "this sidecar's own port"),
+    "gremlin_port_on_localhost": ("localhost:8182", "this sidecar's own port"),
+    "admin_port_on_v6_loopback": ("[::1]:9901", "this sidecar's own port"),
+    "admin_port_on_the_wildcard": ("0.0.0.0:9901", "this sidecar's own port"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_HOSTS))
+def test_hosts_that_are_not_plain_or_are_the_sidecar_itself_are_refused(case: str) -> None:
+    host, complaint = REFUSED_HOSTS[case]
+    with pytest.raises(BadUpdateError, match=r"hosts\[1\]: ") as raised:
+        parse_update({"generation": 1, "hosts": ["a:1", host]}, DEFAULTS, OWN)
+    assert complaint in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["gremlin-0.gremlin.ns.svc.cluster.local:8182", "10.1.2.3:9901", "[fd00::1]:8182", "h:1/a/b"],
+)
+def test_dns_names_ip_addresses_and_plain_paths_are_accepted(host: str) -> None:
+    assert len(parse_update({"generation": 1, "hosts": [host]}, DEFAULTS, OWN).hosts) == 1
+
+
+def test_a_list_longer_than_max_hosts_is_refused_before_any_host_is_read() -> None:
+    with pytest.raises(BadUpdateError, match="3 entries, more than the limit of 2"):
+        parse_update({"generation": 1, "hosts": ["a:1", "b:1", 7]}, DEFAULTS, HostRules(2))
+
+
+def test_json_nested_too_deeply_is_a_bad_update() -> None:
+    with pytest.raises(BadUpdateError, match="nested too deeply"):
+        parse_body("[" * 100_000 + "]" * 100_000)
+
+
+def test_a_saved_list_with_a_bad_host_is_refused_at_start(tmp_path: Path) -> None:
+    (tmp_path / STATE_FILE).write_text(json.dumps({"generation": 1, "hosts": ["a\u0000b:1"]}))
+    with pytest.raises(BadUpdateError, match="fix or delete it"):
+        load_state(tmp_path, DEFAULTS)

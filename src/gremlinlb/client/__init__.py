@@ -1,5 +1,6 @@
 """The in-process client: gremlinpython adapters around the core."""
 
+from gremlinlb.client.errors import AnswerNotReadableError
 from gremlinlb.client.remote_connection import PinnedSession, RoundRobinClientRemoteConnection
 
-__all__ = ["PinnedSession", "RoundRobinClientRemoteConnection"]
+__all__ = ["AnswerNotReadableError", "PinnedSession", "RoundRobinClientRemoteConnection"]

@@ -18,7 +18,7 @@ import time
 from gremlin_python.process.graph_traversal import __
 
 from gremlinlb.client.backends import ConnectionOptions, close_in_background
-from gremlinlb.core import Balancer, Endpoint
+from gremlinlb.core import CHECK_INTERVAL, Balancer, Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ class HealthLoop:
         self._balancer = balancer
         self._options = options
         self._stop = threading.Event()
+        self._kick = threading.Event()
         self._probing: set[Endpoint] = set()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="gremlinlb-health", daemon=True)
@@ -37,34 +38,49 @@ class HealthLoop:
 
     def stop(self) -> None:
         self._stop.set()
+        self._kick.set()
+
+    def kick(self) -> None:
+        """Look at the probe schedule now (a host joined: it is probed at once)."""
+        self._kick.set()
 
     def probe_once(self) -> None:
         """One round: probe every target in parallel; return when all answered or timed out."""
         timeout = self._balancer.settings.health.timeout
-        threads = []
-        for endpoint in self._balancer.probe_targets():
-            with self._lock:
-                if endpoint in self._probing:  # the last probe of this host is still running
-                    continue
-                self._probing.add(endpoint)
-            thread = threading.Thread(
-                target=self._probe,
-                args=(endpoint,),
-                name=f"gremlinlb-probe-{endpoint.address}",
-                daemon=True,
-            )
-            thread.start()
-            threads.append(thread)
+        threads = [self._start(e) for e in self._balancer.probe_targets()]
         deadline = time.monotonic() + timeout + self._options.connect_timeout + 1
         for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _run(self) -> None:
-        while not self._stop.wait(self._balancer.settings.health.interval):
+        """Each tick: let the core eject outliers, then probe the hosts it says are due."""
+        while not self._stop.is_set():
+            self._kick.wait(min(self._balancer.next_probe_in(), CHECK_INTERVAL))
+            self._kick.clear()
+            if self._stop.is_set():
+                return
             try:
-                self.probe_once()
+                self._balancer.check_outliers()
+                for endpoint in self._balancer.probe_due():
+                    self._start(endpoint)
             except Exception:
                 log.exception("health round failed")
+
+    def _start(self, endpoint: Endpoint) -> threading.Thread | None:
+        """Probe `endpoint` on a thread of its own, unless its last probe is still running."""
+        with self._lock:
+            if endpoint in self._probing:
+                return None
+            self._probing.add(endpoint)
+        thread = threading.Thread(
+            target=self._probe,
+            args=(endpoint,),
+            name=f"gremlinlb-probe-{endpoint.address}",
+            daemon=True,
+        )
+        thread.start()
+        return thread
 
     def _probe(self, endpoint: Endpoint) -> None:
         settings = self._balancer.settings.health

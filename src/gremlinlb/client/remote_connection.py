@@ -1,14 +1,27 @@
 """`RoundRobinClientRemoteConnection`: a gremlinpython RemoteConnection that balances every
 traversal over many Gremlin Servers.
 
-A thin adapter: the core decides (which host, whether to retry, whether to wait); this module
-runs the traversal on gremlinpython's own DriverRemoteConnection for the chosen host and
-reports how it went.
+A thin adapter: the core decides (which host, whether to retry, hedge or wait, which host is
+an outlier); this module sends the traversal on gremlinpython's own pooled connection to the
+chosen host and reports how each attempt went.
+
+Threads. A request is sent from the caller's thread; its answer is collected by gremlinpython's
+executor of that host (one thread per pooled socket, as without gremlinlb), and the caller
+waits on an event. A hedge or a re-dispatch is a second send from the same caller thread: no
+thread per request is added. The cost of a hedge is one more request on another host and, for
+its loser, one pooled socket busy until its answer arrives (or `request_timeout`). A retired
+connection (host down or ejected) keeps its executor threads until its last request ended.
+
+Hedging is for whole answers: gremlinpython's `submit` collects every frame of a bytecode
+request before returning, so nothing reaches the caller before the winner is known and the
+rule "committed to a host once a frame was forwarded" (the sidecar's, which streams) never
+applies here.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import ssl
 import threading
 import time
@@ -24,7 +37,8 @@ from gremlin_python.driver.remote_connection import RemoteConnection, RemoteTrav
 from gremlin_python.driver.request import RequestMessage
 from gremlin_python.driver.serializer import GraphBinarySerializersV1
 
-from gremlinlb.client.backends import ConnectionOptions, HostConnection
+from gremlinlb.client.backends import ConnectionOptions, Generation, HostConnection
+from gremlinlb.client.errors import AnswerNotReadableError
 from gremlinlb.client.health_loop import HealthLoop
 from gremlinlb.core import (
     OVERLOAD_STATUS_CODES,
@@ -38,10 +52,13 @@ from gremlinlb.core import (
     HostEvent,
     HostState,
     HostStatus,
+    Lease,
+    NoHealthyEndpointError,
     Outcome,
     RequestMayHaveBeenAppliedError,
     RetryBudget,
     SessionLostError,
+    UnknownEndpointError,
     Waiter,
     bytecode_may_write,
     may_retry,
@@ -103,6 +120,8 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         self._hosts: dict[Endpoint, HostConnection] = {}
         self._hosts_lock = threading.Lock()
         self._sessions: list[PinnedSession] = []
+        self._watching: dict[Lease, _Request] = {}  # attempts in flight -> their request
+        self._watch_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="gremlinlb-submit")
         self._health = HealthLoop(self._balancer, self._options)
         self._balancer.subscribe(self._on_host_event)
@@ -144,16 +163,17 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
     def create_session(self) -> PinnedSession:
         """Open a session (for `g.tx()`) pinned to one healthy host for its whole life."""
         self._check_open()
-        acquired = self._balancer.acquire(0)
-        endpoint = acquired if isinstance(acquired, Endpoint) else self._wait(acquired)
+        acquired = self._balancer.acquire(0, session=True)
+        lease = acquired if isinstance(acquired, Lease) else self._wait(acquired)
         try:
-            connection = self._options.session(endpoint)
+            endpoint = lease.endpoint
+            connection = self._options.session(endpoint, lambda: self._serves(endpoint))
         except Exception:
-            self._balancer.release(endpoint)
+            self._balancer.release(lease)
             raise
-        session = PinnedSession(self._balancer, endpoint, connection, self.traversal_source)
+        session = PinnedSession(self._balancer, lease, connection, self.traversal_source)
         self._sessions.append(session)
-        log.info("session pinned to %s", endpoint.address)
+        log.info("session pinned to %s", lease.endpoint.address)
         return session
 
     def remove_session(self, session: PinnedSession) -> None:
@@ -175,7 +195,9 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         with self._hosts_lock:
             if parsed not in self._hosts:
                 self._hosts[parsed] = HostConnection(parsed, self._options)
-        return self._balancer.add(parsed)
+        added = self._balancer.add(parsed)
+        self._health.kick()  # a joining host takes no request before its first probe passed
+        return added
 
     def remove_host(self, endpoint: str) -> None:
         """Remove a server; requests in flight there finish, then its connections close.
@@ -208,59 +230,209 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
     # -- internals -----------------------------------------------------------------------
 
     def _execute(self, bytecode: Any) -> list[Any]:
+        """Run one traversal to its answer: the first attempt, and for reads a hedge or a
+        re-dispatch when the core says so; retries only where `may_retry` allows."""
         self._check_open()
-        read_only = not bytecode_may_write(bytecode)
-        budget = RetryBudget(self._balancer.settings.max_attempts, len(self._hosts))
+        request = _Request(bytecode, read_only=not bytecode_may_write(bytecode))
+        budget = RetryBudget(self._balancer.settings.max_attempts)
         tried: list[Endpoint] = []
         last_error: BaseException | None = None
+        live: list[_Attempt] = []
+        hedged = False
+        hedge_at = math.inf
+        while True:
+            if not live:
+                live.append(self._start(request, tried, last_error, budget))
+                hedge_at = self._hedge_time(request)
+            request.wake.wait(None if hedge_at == math.inf else max(0.0, hedge_at - _now()))
+            request.wake.clear()
+            for attempt in [a for a in live if a.done]:
+                live.remove(attempt)
+                if attempt.outcome is Outcome.SUCCESS:
+                    if attempt.lease.hedge:
+                        self._balancer.hedge_won(attempt.lease)
+                    return attempt.results  # any other attempt finishes on its own, unread
+                tried.append(attempt.lease.endpoint)
+                last_error = attempt.error
+                if live:
+                    continue  # another attempt of this read is still running: wait for it
+                outcome = attempt.outcome
+                assert outcome is not None
+                assert last_error is not None
+                if not self._may_try_again(outcome, request.read_only, budget):
+                    if outcome.may_have_executed and not request.read_only:
+                        raise RequestMayHaveBeenAppliedError(
+                            attempt.lease.endpoint.address, last_error
+                        ) from last_error
+                    raise last_error
+                log.info(
+                    "retrying on another host after %s on %s: %s",
+                    outcome.value,
+                    attempt.lease.endpoint.address,
+                    last_error,
+                )
+            if not live or not request.read_only:
+                continue
+            if self._redispatch(request, live, tried, budget):
+                continue
+            if not hedged and len(live) == 1 and _now() >= hedge_at:
+                hedge = self._hedge(request, live[0], tried)
+                if hedge is not None:
+                    live.append(hedge)
+                    hedged = True
+                    hedge_at = math.inf
+                else:  # not now (the host still answers others): look again a delay later
+                    hedge_at = self._hedge_time(request)
+
+    def _start(
+        self,
+        request: _Request,
+        tried: list[Endpoint],
+        last_error: BaseException | None,
+        budget: RetryBudget,
+    ) -> _Attempt:
+        """Acquire a host (waiting in the buffer if none is healthy) and send there."""
         while True:
             try:
-                acquired = self._balancer.acquire(lambda: self._size(bytecode), tried)
+                acquired = self._balancer.acquire(lambda: self._size(request.bytecode), tried)
             except AllHostsTriedError:
-                assert last_error is not None  # only raised when something was tried
+                if last_error is None:
+                    raise
                 raise last_error from None
-            endpoint = acquired if isinstance(acquired, Endpoint) else self._wait(acquired)
-            outcome, result = self._attempt(endpoint, bytecode)
-            if outcome is Outcome.SUCCESS:
-                return list(result)
-            error: BaseException = result
-            if not may_retry(outcome, read_only) or not budget.allows_another(outcome):
-                if outcome.may_have_executed and not read_only:
-                    raise RequestMayHaveBeenAppliedError(endpoint.address, error) from error
-                raise error
-            log.info(
-                "retrying on another host after %s on %s: %s",
-                outcome.value,
-                endpoint.address,
-                error,
-            )
-            tried.append(endpoint)
-            last_error = error
+            lease = acquired if isinstance(acquired, Lease) else self._wait(acquired)
+            attempt = self._send(request, lease, wait_for_slot=True)
+            if attempt is not None:
+                return attempt
+            # Nothing was sent (the host left rotation while the request waited for one of its
+            # sockets): free to go anywhere, writes included; bounded like connection failures.
+            if not budget.allows_another(Outcome.NOT_SENT):
+                raise NoHealthyEndpointError(
+                    f"the request was not sent: its hosts left rotation before a connection to "
+                    f"them was free ({lease.endpoint.address} last); check the servers' health"
+                )
 
-    def _attempt(self, endpoint: Endpoint, bytecode: Any) -> tuple[Outcome, Any]:
+    def _send(self, request: _Request, lease: Lease, *, wait_for_slot: bool) -> _Attempt | None:
+        """Send on one of the host's pooled sockets; None (lease released) if nothing was sent:
+        the host is gone or left rotation while we waited for a socket, or (a hedge, which
+        never waits) no socket is free."""
         with self._hosts_lock:
-            host = self._hosts.get(endpoint)
-        if host is None:  # removed between pick and use: nothing was sent
-            self._balancer.release(endpoint)
-            return Outcome.NOT_SENT, ConnectionError(f"{endpoint.address} was removed")
-        try:
-            traversal = host.get().submit(bytecode)
-            results = list(traversal.traversers)
-        except ConnectionFailure as error:
-            self._balancer.finish(endpoint, error.outcome, error)
-            return error.outcome, error
-        except GremlinServerError as error:
-            overloaded = error.status_code in OVERLOAD_STATUS_CODES
-            outcome = Outcome.OVERLOADED if overloaded else Outcome.SERVER_ERROR
-            self._balancer.finish(endpoint, outcome, error)
-            return outcome, error
-        except Exception as error:  # anything else from the driver: treat as a lost connection
-            self._balancer.finish(endpoint, Outcome.CONNECTION_LOST, error)
-            return Outcome.CONNECTION_LOST, error
-        self._balancer.finish(endpoint, Outcome.SUCCESS)
-        return Outcome.SUCCESS, results
+            host = self._hosts.get(lease.endpoint)
+        while host is not None:
+            generation = host.generation()
+            if generation.take(self._options.request_timeout if wait_for_slot else 0):
+                return self._submit(request, lease, generation)
+            if not (wait_for_slot and generation.retired and self._in_rotation(lease.endpoint)):
+                break
+            # retired under us, yet the host serves (it came back already): use its new sockets
+        self._balancer.release(lease)
+        return None
 
-    def _wait(self, waiter: Waiter) -> Endpoint:
+    def _submit(self, request: _Request, lease: Lease, generation: Generation) -> _Attempt | None:
+        attempt = _Attempt(request, lease, generation)
+        with self._watch_lock:
+            self._watching[lease] = request
+        try:
+            client = generation.connection._client  # gremlinpython's Client behind the DRC
+            written = client.submit_async(request.bytecode, request_options=request.options)
+        except Exception as error:  # refused before anything was written
+            with self._watch_lock:
+                self._watching.pop(lease, None)
+            generation.give_back()
+            if not generation.retired:  # the request's own (e.g. a requestId that is no UUID)
+                self._balancer.finish(lease, Outcome.CLIENT_ERROR, error)
+                raise
+            log.debug("not sent to %s, its connection was retired: %s", lease.endpoint, error)
+            self._balancer.release(lease)
+            return None
+        written.add_done_callback(lambda future: self._written(attempt, future))
+        return attempt
+
+    def _written(self, attempt: _Attempt, future: Future[Any]) -> None:
+        """On gremlinpython's executor thread: the request is out; collect its answer."""
+        try:
+            answer = future.result().all()
+        except BaseException as error:
+            self._settle(attempt, error)
+            return
+        answer.add_done_callback(lambda done: self._answered(attempt, done))
+
+    def _answered(self, attempt: _Attempt, future: Future[list[Any]]) -> None:
+        try:
+            results = future.result()
+        except BaseException as error:
+            self._settle(attempt, error)
+        else:
+            self._settle(attempt, None, results)
+
+    def _settle(
+        self, attempt: _Attempt, error: BaseException | None, results: list[Any] | None = None
+    ) -> None:
+        """The attempt ended: free its socket, tell the core (it measures the latency, also for
+        a hedge's loser), and wake the request if it still waits."""
+        outcome = _classify(error)
+        attempt.generation.give_back()
+        with self._watch_lock:
+            self._watching.pop(attempt.lease, None)
+        # Done before the core hears of it: a host event it raises (down, ejected) wakes the
+        # request, which must see this attempt as ended rather than re-dispatch it.
+        attempt.outcome, attempt.error, attempt.results = outcome, error, results or []
+        attempt.done = True
+        try:
+            self._balancer.finish(attempt.lease, outcome, error)
+        finally:
+            attempt.request.wake.set()
+
+    def _may_try_again(self, outcome: Outcome, read_only: bool, budget: RetryBudget) -> bool:
+        if not may_retry(outcome, read_only) or not budget.allows_another(outcome):
+            return False
+        return not outcome.retry_costs_extra or self._balancer.try_spend_extra()
+
+    def _hedge_time(self, request: _Request) -> float:
+        if not request.read_only or not self._balancer.settings.hedge.enabled:
+            return math.inf
+        return _now() + self._balancer.hedge_delay()
+
+    def _hedge(self, request: _Request, first: _Attempt, tried: list[Endpoint]) -> _Attempt | None:
+        """A second attempt of a slow read, when the core says its host is not serving it
+        and the extra-request budget allows; None otherwise."""
+        if not self._balancer.should_hedge(first.lease) or not self._balancer.try_spend_extra():
+            return None
+        try:
+            acquired = self._balancer.acquire(0, [*tried, first.lease.endpoint], hedge=True)
+        except NoHealthyEndpointError:
+            return None
+        assert isinstance(acquired, Lease)  # a hedge never waits
+        log.debug("hedging a read on %s to %s", first.lease.endpoint.address, acquired.endpoint)
+        return self._send(request, acquired, wait_for_slot=False)
+
+    def _redispatch(
+        self,
+        request: _Request,
+        live: list[_Attempt],
+        tried: list[Endpoint],
+        budget: RetryBudget,
+    ) -> bool:
+        """A read whose host was ejected or went down meanwhile goes to another host now; the
+        old attempt stays (orphaned: the first answer still wins) and ends on its own."""
+        if any(self._in_rotation(a.lease.endpoint) for a in live):
+            return False
+        if not budget.allows_another(Outcome.CONNECTION_LOST):
+            return False
+        exclude = [*tried, *(a.lease.endpoint for a in live)]
+        log.info("re-dispatching a read away from %s", live[0].lease.endpoint.address)
+        try:
+            live.append(self._start(request, exclude, None, budget))
+        except NoHealthyEndpointError:
+            return False  # nowhere else to go: keep waiting for the orphan
+        return True
+
+    def _in_rotation(self, endpoint: Endpoint) -> bool:
+        try:
+            return self._balancer.state_of(endpoint) in (HostState.HEALTHY, HostState.DRAINING)
+        except UnknownEndpointError:
+            return False
+
+    def _wait(self, waiter: Waiter) -> Lease:
         """Block until the buffer releases this request, or its max_wait passes."""
         released = threading.Event()
         waiter.notify = released.set
@@ -272,8 +444,8 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         released.wait()
         if waiter.error is not None:
             raise waiter.error
-        assert waiter.endpoint is not None
-        return waiter.endpoint
+        assert waiter.lease is not None
+        return waiter.lease
 
     def _size(self, bytecode: Any) -> int:
         message = RequestMessage(
@@ -287,6 +459,27 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
                 host = self._hosts.pop(event.endpoint, None)
             if host is not None:
                 host.close()
+        elif event.state in (HostState.DOWN, HostState.EJECTED):
+            # Its pooled sockets may belong to a dead process: none is used again. Requests
+            # waiting on it wake up: reads go elsewhere, unsent requests take another host.
+            with self._hosts_lock:
+                host = self._hosts.get(event.endpoint)
+            if host is not None:
+                host.retire()
+            with self._watch_lock:
+                waiting = [
+                    self._watching.get(lease) for lease in self._balancer.in_flight(event.endpoint)
+                ]
+            for request in waiting:
+                if request is not None:
+                    request.wake.set()
+
+    def _serves(self, endpoint: Endpoint) -> bool:
+        """A session's statement is waited for while its host is not down (nor removed)."""
+        try:
+            return self._balancer.state_of(endpoint) is not HostState.DOWN
+        except UnknownEndpointError:
+            return False
 
     def _check_open(self) -> None:
         if self._balancer.closed:
@@ -302,13 +495,14 @@ class PinnedSession(RemoteConnection):  # type: ignore[misc]
     def __init__(
         self,
         balancer: Balancer,
-        endpoint: Endpoint,
+        lease: Lease,
         connection: DriverRemoteConnection,
         traversal_source: str,
     ) -> None:
-        super().__init__(endpoint.url, traversal_source)
+        super().__init__(lease.endpoint.url, traversal_source)
         self._balancer = balancer
-        self.endpoint = endpoint
+        self.lease = lease
+        self.endpoint = lease.endpoint
         self._connection = connection
         self._closed = False
 
@@ -351,16 +545,65 @@ class PinnedSession(RemoteConnection):  # type: ignore[misc]
         except ConnectionFailure as error:
             log.info("session on %s closed without the server: %s", self.endpoint.address, error)
         finally:
-            self._balancer.finish(self.endpoint, Outcome.SUCCESS)
+            self._balancer.finish(self.lease, Outcome.SUCCESS)
 
     def _guard(self, call: Callable[[], Any], *, ending: bool = False) -> Any:
         try:
             return call()
         except ConnectionFailure as error:
-            self._balancer.observe(self.endpoint, error.outcome, error)
+            self._balancer.observe(self.lease, error.outcome, error)
             if ending and error.outcome.may_have_executed:
                 raise RequestMayHaveBeenAppliedError(self.endpoint.address, error) from error
             raise SessionLostError(self.endpoint.address, error) from error
+
+
+class _Request:
+    """One traversal as the caller sees it, across its attempts."""
+
+    __slots__ = ("bytecode", "options", "read_only", "wake")
+
+    def __init__(self, bytecode: Any, *, read_only: bool) -> None:
+        self.bytecode = bytecode
+        # OptionsStrategy values (evaluationTimeout, requestId, ...), as DriverRemoteConnection
+        # sends them
+        self.options = DriverRemoteConnection._extract_request_options(bytecode)
+        self.read_only = read_only
+        self.wake = threading.Event()  # an attempt ended, or a host it waits on left rotation
+
+
+class _Attempt:
+    """One send of a request to one host; settled from gremlinpython's executor thread."""
+
+    __slots__ = ("done", "error", "generation", "lease", "outcome", "request", "results")
+
+    def __init__(self, request: _Request, lease: Lease, generation: Generation) -> None:
+        self.request = request
+        self.lease = lease
+        self.generation = generation
+        self.done = False
+        self.outcome: Outcome | None = None
+        self.error: BaseException | None = None
+        self.results: list[Any] = []
+
+
+def _classify(error: BaseException | None) -> Outcome:
+    """What an attempt's ending says. Network failures come tagged from the transport; an
+    answer the server gave is its own verdict; anything else (an answer gremlinpython cannot
+    decode, a request it cannot serialize) is the request's own problem, never the host's."""
+    if error is None:
+        return Outcome.SUCCESS
+    if isinstance(error, ConnectionFailure):
+        return error.outcome
+    if isinstance(error, GremlinServerError):
+        overloaded = error.status_code in OVERLOAD_STATUS_CODES
+        return Outcome.OVERLOADED if overloaded else Outcome.SERVER_ERROR
+    if isinstance(error, AnswerNotReadableError):
+        return error.outcome
+    return Outcome.CLIENT_ERROR
+
+
+def _now() -> float:
+    return time.monotonic()
 
 
 def _with_interval(settings: BalancerSettings, interval: float) -> BalancerSettings:

@@ -10,20 +10,30 @@ Plugged in through gremlinpython's `transport_factory` hook, this transport:
   on failure), so a failed connect costs nothing but an error;
 - drops the socket after any read failure or timeout, so the next request reconnects and a late
   answer to an abandoned request can never be mistaken for the next one's;
+- reopens a pooled socket found dead before anything was written on it (the server restarted
+  while it sat idle): nothing left this process, so sending on a fresh socket is safe, and a
+  server that is back is not marked down again for a socket of its previous life;
 - bounds every phase and raises errors tagged with the core's `Outcome`, which is what safe
-  retries need.
+  retries need. An answer over the size limit is the request's own problem
+  (`AnswerNotReadableError`, Outcome.CLIENT_ERROR), not a lost connection.
+
+Sessions (`keep_waiting`): a statement without an answer after `read_timeout` is waited for
+again as long as `keep_waiting()` says its host is still in service: a long statement inside a
+transaction must not close the session (closing the socket would roll the transaction back).
+The server's own evaluationTimeout ends such a statement with an answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
 from gremlin_python.driver.transport import AbstractBaseTransport
 
+from gremlinlb.client.errors import AnswerNotReadableError
 from gremlinlb.core import ConnectionLostError, NotSentError, ResponseTimeoutError
 
 T = TypeVar("T")
@@ -41,6 +51,7 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         ssl_context: ssl.SSLContext | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         reconnect: bool = True,
+        keep_waiting: Callable[[], bool] | None = None,
     ) -> None:
         """`reconnect=False` is for sessions: their state lives on the first socket, and a new
         one would silently start an empty session on the server."""
@@ -56,6 +67,7 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         self._headers: dict[str, str] | None = None
         self._reconnect = reconnect
         self._opened_once = False
+        self._keep_waiting = keep_waiting
 
     def connect(self, url: str, headers: Mapping[str, str] | None = None) -> None:
         """Remember where to connect; the socket opens on the first write."""
@@ -63,11 +75,25 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         self._headers = dict(headers) if headers else None
 
     def write(self, message: bytes) -> None:
-        if self._websocket is None or self._websocket.closed:
-            if self._opened_once and not self._reconnect:
-                raise ConnectionLostError(f"the session's connection to {self._url} is gone")
-            self._open()
-            self._opened_once = True
+        reused = self._websocket is not None and not self._websocket.closed
+        if not reused:
+            self._ensure_open()
+        try:
+            self._send(message)
+        except NotSentError:
+            if not (reused and self._reconnect):
+                raise
+            # A pooled socket of a server that went away while it sat idle: open a fresh one.
+            self._ensure_open()
+            self._send(message)
+
+    def _ensure_open(self) -> None:
+        if self._opened_once and not self._reconnect:
+            raise ConnectionLostError(f"the session's connection to {self._url} is gone")
+        self._open()
+        self._opened_once = True
+
+    def _send(self, message: bytes) -> None:
         websocket = self._websocket
         assert websocket is not None
         try:
@@ -86,24 +112,36 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         websocket = self._websocket
         if websocket is None:
             raise ConnectionLostError(f"connection to {self._url} is not open")
-        try:
-            message = self._run(websocket.receive(), self._read_timeout)
-        except TimeoutError as error:
-            self._drop_socket()
-            raise ResponseTimeoutError(
-                f"no answer from {self._url} within {self._read_timeout}s"
-            ) from error
-        except Exception as error:
-            self._drop_socket()
-            raise ConnectionLostError(
-                f"reading from {self._url} failed: {_describe(error)}"
-            ) from error
+        waited = 0.0
+        while True:
+            try:
+                message = self._run(websocket.receive(), self._read_timeout)
+                break
+            except TimeoutError as error:
+                waited += self._read_timeout
+                if self._keep_waiting is not None and self._keep_waiting():
+                    continue  # a long statement in a session; its host still serves
+                self._drop_socket()
+                raise ResponseTimeoutError(
+                    f"the request was sent to {self._url} and no answer came within {waited:g}s"
+                ) from error
+            except Exception as error:
+                self._drop_socket()
+                raise ConnectionLostError(
+                    f"reading from {self._url} failed: {_describe(error)}"
+                ) from error
         if message.type == aiohttp.WSMsgType.BINARY:
             data: bytes = message.data
             return data
         if message.type == aiohttp.WSMsgType.TEXT:
             return str(message.data).strip().encode("utf-8")
         self._drop_socket()
+        if _too_big(message):
+            raise AnswerNotReadableError(
+                self._url,
+                f"it is larger than this client's limit of {self._max_message_bytes} bytes",
+                "ask for less at once (limit(), range(), or fewer properties per element).",
+            )
         detail = f": {message.extra}" if message.extra else ""
         raise ConnectionLostError(
             f"connection to {self._url} was closed by the server ({message.type.name}{detail})"
@@ -128,6 +166,11 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         except Exception as error:
             self._drop_socket()
             raise NotSentError(f"cannot connect to {self._url}: {_describe(error)}") from error
+
+    def discard_socket(self) -> None:
+        """Close the socket now (its stream is out of step, e.g. an answer was half read)."""
+        if not self._loop.is_closed():
+            self._drop_socket()
 
     def _drop_socket(self) -> None:
         async def close_socket() -> None:
@@ -167,6 +210,15 @@ def _refused_before_writing(error: BaseException) -> bool:
     """aiohttp checks the transport before handing bytes to the kernel and raises this then."""
     return isinstance(error, aiohttp.ClientConnectionResetError) and "closing transport" in str(
         error
+    )
+
+
+def _too_big(message: aiohttp.WSMessage) -> bool:
+    error = message.data
+    return (
+        message.type is aiohttp.WSMsgType.ERROR
+        and isinstance(error, aiohttp.WebSocketError)
+        and error.code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
     )
 
 

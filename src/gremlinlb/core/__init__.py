@@ -4,7 +4,15 @@ No networking and no I/O framework here (no aiohttp, kopf or kubernetes): the in
 client, the sidecar and the operator are adapters that report to it and act on its decisions.
 """
 
-from gremlinlb.core.balancer import Acquired, Balancer, EventKind, HostEvent, HostStatus
+from gremlinlb.core.balancer import (
+    CHECK_INTERVAL,
+    Acquired,
+    Balancer,
+    BalancerStats,
+    EventKind,
+    HostEvent,
+    HostStatus,
+)
 from gremlinlb.core.buffer import PendingBuffer, Waiter
 from gremlinlb.core.endpoints import Endpoint, HostState, parse_endpoint
 from gremlinlb.core.errors import (
@@ -20,6 +28,7 @@ from gremlinlb.core.errors import (
     SessionLostError,
     UnknownEndpointError,
 )
+from gremlinlb.core.lease import Lease
 from gremlinlb.core.outcomes import (
     OVERLOAD_STATUS_CODES,
     ConnectionFailure,
@@ -31,9 +40,18 @@ from gremlinlb.core.outcomes import (
     may_retry,
 )
 from gremlinlb.core.readonly import MUTATING_STEPS, bytecode_may_write, frame_may_write
-from gremlinlb.core.settings import BalancerSettings, BufferSettings, HealthCheckSettings, Policy
+from gremlinlb.core.settings import (
+    BalancerSettings,
+    BudgetSettings,
+    BufferSettings,
+    HealthCheckSettings,
+    HedgeSettings,
+    OutlierSettings,
+    Policy,
+)
 
 __all__ = [
+    "CHECK_INTERVAL",
     "MUTATING_STEPS",
     "OVERLOAD_STATUS_CODES",
     "Acquired",
@@ -41,6 +59,8 @@ __all__ = [
     "Balancer",
     "BalancerClosedError",
     "BalancerSettings",
+    "BalancerStats",
+    "BudgetSettings",
     "BufferFullError",
     "BufferSettings",
     "BufferTimeoutError",
@@ -50,14 +70,17 @@ __all__ = [
     "EventKind",
     "GremlinLBError",
     "HealthCheckSettings",
+    "HedgeSettings",
     "HostEvent",
     "HostState",
     "HostStatus",
     "InvalidEndpointError",
     "InvalidSettingError",
+    "Lease",
     "NoHealthyEndpointError",
     "NotSentError",
     "Outcome",
+    "OutlierSettings",
     "PendingBuffer",
     "Policy",
     "RequestMayHaveBeenAppliedError",

@@ -3,33 +3,69 @@
 Free of I/O on purpose: adapters (the in-process client, the sidecar) do the networking and
 report what happened; this class decides. Every method is quick and non-blocking under one
 lock, so it is safe from many threads and from an asyncio loop alike.
+
+Every attempt is a `Lease` from `acquire` until the adapter ends it (`finish`, `release`), so
+the core measures latency itself and knows what is in flight where. From that it ejects
+outliers (a host that keeps failing, answers nothing while its peers answer, or is many times
+slower than its peers), ramps returning hosts up slowly, sizes the hedge delay and keeps the
+budget of extra requests. Adapters call `check_outliers()` about every `CHECK_INTERVAL`
+seconds and probe what `probe_due()` names.
 """
 
 from __future__ import annotations
 
+import bisect
 import enum
 import itertools
 import logging
+import math
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
+from gremlinlb.core.budget import ExtraBudget
 from gremlinlb.core.buffer import PendingBuffer, Waiter
 from gremlinlb.core.endpoints import Endpoint, HostState, parse_endpoint
 from gremlinlb.core.errors import (
     AllHostsTriedError,
     BalancerClosedError,
     BufferTimeoutError,
+    NoHealthyEndpointError,
     UnknownEndpointError,
 )
 from gremlinlb.core.health import HealthCounter
+from gremlinlb.core.latency import PeakEwma, Samples, median
+from gremlinlb.core.lease import Lease
 from gremlinlb.core.outcomes import Outcome
-from gremlinlb.core.picking import LeastInFlight, RoundRobin
+from gremlinlb.core.picking import LeastCost, LeastInFlight, Picker, RoundRobin
 from gremlinlb.core.settings import BalancerSettings, Policy
 
 log = logging.getLogger(__name__)
+
+# How often adapters should call `check_outliers()` (their health loop's tick, seconds).
+CHECK_INTERVAL = 0.1
+
+# A host's typical latency is the median of its last _RECENT answers, and counts only with at
+# least _MIN_SAMPLES of them: one slow query can never make a host look slow.
+_RECENT = 16
+_MIN_SAMPLES = 8
+# The hedge delay comes from the last _HEDGE_WINDOW answers of all hosts, once there are
+# _MIN_HEDGE_SAMPLES; it is recomputed at most every _HEDGE_REFRESH seconds.
+_HEDGE_WINDOW = 1000
+_MIN_HEDGE_SAMPLES = 20
+_HEDGE_REFRESH = 0.1
+# Slow start begins at this share of a full host (Envoy's min_weight_percent default).
+_SLOW_START_MIN_WEIGHT = 0.1
+# Peak-EWMA cost of a host with no data while no other host has any either.
+_DEFAULT_RTT = 0.01
+# Outcomes that are an answer from the host: it is alive and serving.
+_ANSWERS = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.OVERLOADED, Outcome.CLIENT_ERROR)
+# Outcomes whose elapsed time is a latency sample of the host.
+_SAMPLES = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.TIMEOUT)
+# States a host comes back from through slow start.
+_RAMPED = (HostState.DOWN, HostState.EJECTED, HostState.JOINING)
 
 
 class EventKind(enum.Enum):
@@ -50,16 +86,49 @@ class HostEvent:
 Listener = Callable[[HostEvent], None]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Host:
     endpoint: Endpoint
     seq: int
     health: HealthCounter
-    state: HostState = HostState.HEALTHY
+    state: HostState
     state_since: float = field(default_factory=time.time)
-    in_flight: int = 0
+    leases: dict[Lease, None] = field(default_factory=dict)  # in flight, oldest first
+    from_buffer: set[Lease] = field(default_factory=set)  # handed out by the buffer, unfinished
     outcomes: Counter[Outcome] = field(default_factory=Counter)
     last_error: str | None = None
+    ewma: PeakEwma = field(default_factory=PeakEwma)
+    recent: Samples = field(default_factory=lambda: Samples(_RECENT))
+    last_answer: float = -math.inf
+    failures_in_row: int = 0
+    # A connection loss or timeout made us doubt it: probe it now, hand it no buffered request.
+    suspect: bool = False
+    ejections: int = 0
+    ejection_level: int = 0  # the multiplier of base_ejection; decays while healthy
+    ejected_until: float | None = None
+    returned_at: float | None = None
+    down_until: float | None = None  # passive recovery, only while health checks are off
+    probed_at: float = -math.inf
+    probing_since: float | None = None
+    ramp_start: float | None = None
+    credit: float = 0.0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.leases)
+
+    def typical(self) -> float | None:
+        return self.recent.quantile(0.5) if len(self.recent) >= _MIN_SAMPLES else None
+
+    def oldest_requests(self, count: int) -> list[Lease]:
+        """The `count` oldest request leases (sessions left out), O(count + sessions)."""
+        found: list[Lease] = []
+        for lease in self.leases:
+            if not lease.session:
+                found.append(lease)
+                if len(found) == count:
+                    break
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,17 +137,31 @@ class HostStatus:
 
     endpoint: Endpoint
     state: HostState
-    state_since: float
+    state_since: float  # wall clock
     in_flight: int
     outcomes: dict[Outcome, int]
     last_error: str | None
+    ewma_latency: float | None = None  # peak-EWMA seconds, as picking sees it now
+    ejections: int = 0  # times ejected since it was added
+    ejected_until: float | None = None  # wall clock, while ejected
 
     @property
     def requests(self) -> int:
         return sum(self.outcomes.values())
 
 
-Acquired = Endpoint | Waiter
+@dataclass(frozen=True, slots=True)
+class BalancerStats:
+    """Counters for metrics, since the balancer was created."""
+
+    ejections: dict[str, int]  # by reason: consecutive_failures, stuck, slow
+    hedges_sent: int
+    hedges_won: int
+    extra_spent: int  # hedges and costly retries the budget allowed
+    budget_exhausted: int  # ... and refused
+
+
+Acquired = Lease | Waiter
 
 
 class Balancer:
@@ -97,6 +180,17 @@ class Balancer:
         self._ring: list[_Host] = []  # sorted by seq
         self._picker = self._make_picker(self._settings.policy)
         self._buffer = PendingBuffer(self._settings.buffer)
+        self._budget = ExtraBudget(self._settings.budget)
+        self._latencies = Samples(_HEDGE_WINDOW)
+        self._hedge_delay: tuple[float, float] | None = None  # (computed at, value)
+        self._next_expiry = math.inf
+        self._pick_now = 0.0
+        self._pick_default_rtt: float | None = None
+        self._ejections: Counter[str] = Counter()
+        self._hedges_sent = 0
+        self._hedges_won = 0
+        self._extra_spent = 0
+        self._budget_exhausted = 0
         self._listeners: list[Listener] = []
         self._closed = False
         for endpoint in endpoints:
@@ -114,6 +208,7 @@ class Balancer:
 
     def update_settings(self, settings: BalancerSettings) -> None:
         """Apply new settings; requests already waiting keep their deadline."""
+        events: list[HostEvent] = []
         with self._lock:
             if settings.policy is not self._settings.policy:
                 self._picker = self._make_picker(settings.policy)
@@ -122,11 +217,26 @@ class Balancer:
                 host.health.rise = settings.health.rise
                 host.health.fall = settings.health.fall
             self._buffer.settings = settings.buffer
+            self._budget.settings = settings.budget
+            self._hedge_delay = None
+            self._next_expiry = -math.inf  # recompute passive returns under the new rules
+            if not settings.health.enabled:  # nobody will probe joining hosts any more
+                now = self._clock()
+                for host in self._ring:
+                    if host.state is HostState.JOINING:
+                        events.append(self._enter_healthy(host, "health checks disabled", now))
+            self._release_waiters()
+        self._emit(events)
 
     # -- membership ----------------------------------------------------------------------
 
     def add(self, endpoint: Endpoint | str) -> bool:
-        """Add a host (healthy until proven otherwise); False if it was already present."""
+        """Add a host; False if it was already present.
+
+        It joins as JOINING and takes requests once its first probe passes (a listed host that
+        accepts TCP and never answers gets no client request), or HEALTHY at once when health
+        checks are disabled.
+        """
         parsed = _as_endpoint(endpoint)
         with self._lock:
             self._check_open()
@@ -136,11 +246,15 @@ class Balancer:
             if existing is not None:  # re-added while draining: it stays, and serves again
                 events = [self._set_state(existing, HostState.HEALTHY, "re-added")]
             else:
+                enabled = self._settings.health.enabled
                 host = _Host(
                     endpoint=parsed,
                     seq=next(self._seq),
                     health=HealthCounter(self._settings.health.rise, self._settings.health.fall),
+                    state=HostState.JOINING if enabled else HostState.HEALTHY,
                 )
+                if not enabled:
+                    self._start_ramp(host, self._clock())
                 self._hosts[parsed] = host
                 self._ring.append(host)
                 events = [HostEvent(EventKind.ADDED, parsed, host.state)]
@@ -168,9 +282,10 @@ class Balancer:
     def replace(self, endpoints: Iterable[Endpoint | str]) -> tuple[list[Endpoint], list[Endpoint]]:
         """Make the host list exactly `endpoints`; removed hosts drain. Returns (added, removed)."""
         wanted = [_as_endpoint(e) for e in endpoints]
+        keep = set(wanted)  # a set: applying a list stays linear in its size
         with self._lock:
             current = [h.endpoint for h in self._ring if h.state is not HostState.DRAINING]
-        removed = [e for e in current if e not in wanted]
+        removed = [e for e in current if e not in keep]
         added = [e for e in wanted if self.add(e)]
         for endpoint in removed:
             self.remove(endpoint, drain=True)
@@ -178,6 +293,8 @@ class Balancer:
 
     def hosts(self) -> list[HostStatus]:
         with self._lock:
+            now = self._clock()
+            wall = time.time()
             return [
                 HostStatus(
                     endpoint=h.endpoint,
@@ -186,6 +303,13 @@ class Balancer:
                     in_flight=h.in_flight,
                     outcomes=dict(h.outcomes),
                     last_error=h.last_error,
+                    ewma_latency=h.ewma.value(now),
+                    ejections=h.ejections,
+                    ejected_until=(
+                        wall + (h.ejected_until - now)
+                        if h.state is HostState.EJECTED and h.ejected_until is not None
+                        else None
+                    ),
                 )
                 for h in self._ring
             ]
@@ -202,6 +326,24 @@ class Balancer:
                 raise UnknownEndpointError(f"{parsed.address} is not one of the hosts")
             return host.state
 
+    def in_flight(self, endpoint: Endpoint | str) -> list[Lease]:
+        """The leases in flight on a host, oldest first (sessions included, flagged);
+        empty for a host that is gone. An adapter re-dispatches reads from here on ejection."""
+        parsed = _as_endpoint(endpoint)
+        with self._lock:
+            host = self._hosts.get(parsed)
+            return list(host.leases) if host is not None else []
+
+    def stats(self) -> BalancerStats:
+        with self._lock:
+            return BalancerStats(
+                ejections=dict(self._ejections),
+                hedges_sent=self._hedges_sent,
+                hedges_won=self._hedges_won,
+                extra_spent=self._extra_spent,
+                budget_exhausted=self._budget_exhausted,
+            )
+
     @property
     def buffered(self) -> int:
         with self._lock:
@@ -215,113 +357,272 @@ class Balancer:
     # -- requests ------------------------------------------------------------------------
 
     def acquire(
-        self, size: int | Callable[[], int], exclude: Collection[Endpoint] = ()
+        self,
+        size: int | Callable[[], int],
+        exclude: Collection[Endpoint] = (),
+        *,
+        hedge: bool = False,
+        session: bool = False,
     ) -> Acquired:
         """Pick a healthy host for a request of `size` bytes, or queue it.
 
         `size` may be a callable: it is only called when the request has to wait, so adapters
-        measure a request only on that rare path.
+        measure a request only on that rare path. `exclude` holds the hosts this request
+        already failed on (a retry). `hedge` asks for a second attempt of a slow read: it never
+        waits (NoHealthyEndpointError when no other host can take it). `session` marks a lease
+        that stays in flight for a session's life.
 
-        Returns the endpoint (the request now counts as in flight there), or a `Waiter` to be
-        woken when a host recovers. Raises `BufferFullError` when a bound is hit, and
-        `AllHostsTriedError` when healthy hosts exist but all are in `exclude`.
+        Returns a `Lease` (the attempt is in flight on `lease.endpoint` until `finish` or
+        `release`), or a `Waiter` woken with `waiter.lease` when a host can take it. Raises
+        `BufferFullError` when a bound is hit, and `AllHostsTriedError` when the healthy hosts
+        all failed this request already. If one of those is only suspect (its connection just
+        broke, a probe is on its way), the request waits for the verdict instead: in a total
+        outage a retried read waits for a server rather than failing. Every first attempt
+        (no `exclude`, no `hedge`) adds to the extra-request budget.
         """
-        with self._lock:
-            self._check_open()
-            host = self._pick(exclude)
-            if host is not None:
-                host.in_flight += 1
-                return host.endpoint
-            if exclude and any(h.state is HostState.HEALTHY for h in self._ring):
-                raise AllHostsTriedError(
-                    "every healthy host already failed this request; not retrying further"
-                )
-            for waiter in self._buffer.expired(self._clock()):
-                waiter.error = _timeout_error(self._buffer.settings.max_wait)
-                waiter.notify()
-            return self._buffer.admit(size() if callable(size) else size, self._clock())
+        events: list[HostEvent] = []
+        try:
+            with self._lock:
+                self._check_open()
+                now = self._clock()
+                events += self._expire(now)
+                host = self._pick(exclude, now)
+                if host is None and hedge:
+                    raise NoHealthyEndpointError(
+                        "no other healthy host can take a hedged request; the first attempt goes on"
+                    )
+                if host is None:
+                    return self._admit(size, exclude, now, session=session)
+                if hedge:
+                    self._hedges_sent += 1
+                elif not exclude:
+                    self._budget.deposit(now)
+                return self._lease(host, now, hedge=hedge, session=session)
+        finally:
+            self._emit(events)
 
     def time_out(self, waiter: Waiter) -> None:
         """A waiter's deadline passed: raise BufferTimeoutError if it is still waiting.
 
-        Returns quietly if it was released meanwhile: its endpoint (or error) is then set.
+        Returns quietly if it was released meanwhile: its lease (or error) is then set.
         """
         if self.withdraw(waiter):
             raise _timeout_error(self.settings.buffer.max_wait)
 
     def withdraw(self, waiter: Waiter) -> bool:
-        """A waiter gave up (deadline or cancel). False if it was released meanwhile."""
+        """A waiter gave up (deadline or cancel). False if it was released meanwhile; the
+        caller then owns `waiter.lease` and must `release` it if it will not use it."""
         with self._lock:
             return self._buffer.remove(waiter)
 
-    def finish(
-        self, endpoint: Endpoint, outcome: Outcome, error: BaseException | None = None
-    ) -> None:
-        """Report how a request acquired on `endpoint` ended; it no longer counts in flight."""
-        self._report(endpoint, outcome, error, done=True)
+    def finish(self, lease: Lease, outcome: Outcome, error: BaseException | None = None) -> None:
+        """How an attempt ended; the core measures its latency (clock - lease.started).
 
-    def release(self, endpoint: Endpoint) -> None:
-        """Give back an acquired slot on which nothing was attempted (e.g. the caller gave up)."""
-        events: list[HostEvent] = []
-        with self._lock:
-            host = self._hosts.get(endpoint)
-            if host is None:
-                return
-            host.in_flight = max(0, host.in_flight - 1)
-            if host.state is HostState.DRAINING and host.in_flight == 0:
-                events.append(self._drop(host))
-        self._emit(events)
+        Finishing a lease twice, or one of a host removed meanwhile, changes nothing.
+        """
+        self._end(lease, outcome, error)
 
-    def observe(
-        self, endpoint: Endpoint, outcome: Outcome, error: BaseException | None = None
-    ) -> None:
+    def release(self, lease: Lease) -> None:
+        """Give back a lease on which nothing was attempted (e.g. the caller gave up)."""
+        self._end(lease, None, None)
+
+    def observe(self, lease: Lease, outcome: Outcome, error: BaseException | None = None) -> None:
         """Report an outcome on a long-lived lease (a session) that stays in flight."""
-        self._report(endpoint, outcome, error, done=False)
-
-    def _report(
-        self, endpoint: Endpoint, outcome: Outcome, error: BaseException | None, *, done: bool
-    ) -> None:
         events: list[HostEvent] = []
         with self._lock:
-            host = self._hosts.get(endpoint)
-            if host is None:
+            host = self._hosts.get(lease.endpoint)
+            if host is None or lease not in host.leases:
                 return
-            if done:
-                host.in_flight = max(0, host.in_flight - 1)
-            host.outcomes[outcome] += 1
-            if error is not None:
-                host.last_error = f"{type(error).__name__}: {error}"
-            if outcome.marks_host_down and host.state is HostState.HEALTHY:
-                host.health.reset()
-                events.append(self._set_state(host, HostState.DOWN, f"passive: {outcome.value}"))
-            if host.state is HostState.DRAINING and host.in_flight == 0:
-                events.append(self._drop(host))
+            now = self._clock()
+            events += self._learn(host, lease, outcome, error, now, sample=False)
+            self._release_waiters()
         self._emit(events)
+
+    def hedge_won(self, lease: Lease) -> None:
+        """The adapter's report that a hedge answered first (for the hedges-won counter)."""
+        if lease.hedge:
+            with self._lock:
+                self._hedges_won += 1
+
+    # -- hedging and the extra-request budget ----------------------------------------------
+
+    def hedge_delay(self) -> float:
+        """How long a read waits for its first answer before a hedge is considered.
+
+        The configured percentile of recent latencies, within [delay_floor, max_delay];
+        max_delay until enough answers were seen.
+        """
+        with self._lock:
+            now = self._clock()
+            cached = self._hedge_delay
+            if cached is not None and now - cached[0] < _HEDGE_REFRESH:
+                return cached[1]
+            settings = self._settings.hedge
+            value = settings.max_delay
+            if len(self._latencies) >= _MIN_HEDGE_SAMPLES:
+                recent = self._latencies.quantile(settings.percentile)
+                assert recent is not None
+                value = min(max(recent, settings.delay_floor), settings.max_delay)
+            self._hedge_delay = (now, value)
+            return value
+
+    def should_hedge(self, lease: Lease) -> bool:
+        """Whether an unanswered read on `lease` (its hedge delay passed) deserves a hedge.
+
+        Yes when its host is out of rotation, or when the host answered nothing since this
+        request started although it has been given newer requests: it is not serving. No when
+        the host answers other requests meanwhile: this request is just a slow query, and a
+        hedge would run it twice (Gremlin 3.x cannot cancel it). Also no once the lease ended,
+        for hedges themselves, sessions, or with hedging disabled. The caller still spends the
+        budget (`try_spend_extra`) before sending one.
+        """
+        with self._lock:
+            if not self._settings.hedge.enabled or lease.hedge or lease.session:
+                return False
+            host = self._hosts.get(lease.endpoint)
+            if host is None or lease not in host.leases:
+                return False
+            if host.state in (HostState.DOWN, HostState.EJECTED):
+                return True
+            if host.last_answer >= lease.started:
+                return False
+            newest = next((e for e in reversed(host.leases) if not e.session), lease)
+            return newest.started > lease.started
+
+    def try_spend_extra(self) -> bool:
+        """Spend one extra request (a hedge, or a retry after CONNECTION_LOST, TIMEOUT or
+        OVERLOADED: see `Outcome.retry_costs_extra`); False when the budget is exhausted."""
+        with self._lock:
+            if self._budget.try_spend(self._clock()):
+                self._extra_spent += 1
+                return True
+            self._budget_exhausted += 1
+            return False
+
+    # -- outlier detection -----------------------------------------------------------------
+
+    def check_outliers(self) -> list[Endpoint]:
+        """Eject hosts that are stuck or slow; returns those ejected by this call.
+
+        Stuck: it has requests in flight (two or more: a single slow query is not evidence),
+        answered nothing for max(stuck_floor, stuck_factor x its peers' typical latency), and
+        its peers answered meanwhile. Slow: its typical latency (median of recent answers) is
+        over slow_factor x its peers' and over slow_floor. Adapters call this about every
+        CHECK_INTERVAL seconds; it also returns hosts whose ejection time is up when health
+        checks are disabled.
+        """
+        events: list[HostEvent] = []
+        ejected: list[Endpoint] = []
+        with self._lock:
+            if self._closed:
+                return []
+            now = self._clock()
+            events += self._expire(now)
+            healthy = [h for h in self._ring if h.state is HostState.HEALTHY]
+            if len(healthy) >= 2:
+                typical = {h.endpoint: h.typical() for h in healthy}
+                for host in healthy:
+                    peers = [p for p in healthy if p is not host and p.state is HostState.HEALTHY]
+                    found = self._stuck(host, peers, typical, now) or self._slow(
+                        host, peers, typical
+                    )
+                    if found is not None and self._may_eject(host):
+                        events.append(self._eject(host, found[0], found[1], now))
+                        ejected.append(host.endpoint)
+        self._emit(events)
+        return ejected
 
     # -- active health checks ------------------------------------------------------------
 
-    def probe_targets(self) -> list[Endpoint]:
-        """Hosts the health loop should probe now: down ones, and healthy ones if configured."""
+    def probe_due(self, now: float | None = None) -> list[Endpoint]:
+        """Hosts whose next probe is due now; each is then counted as being probed until its
+        `record_probe` (or until a probe could not still be running: timeouts + 1 s).
+
+        Healthy hosts every `interval` (with probe_healthy); down and joining ones every
+        `unhealthy_interval`, `outage_interval` while no host is healthy; joining and suspect
+        hosts at once; ejected ones when their ejection time is up.
+        """
         with self._lock:
-            wanted = {HostState.DOWN}
+            if not self._settings.health.enabled or self._closed:
+                return []
+            now = self._clock() if now is None else now
+            any_healthy = any(h.state is HostState.HEALTHY for h in self._ring)
+            due: list[Endpoint] = []
+            for host in self._ring:
+                if self._probing(host, now):
+                    continue
+                if self._probe_due_at(host, any_healthy) <= now:
+                    host.probing_since = now
+                    due.append(host.endpoint)
+            return due
+
+    def next_probe_in(self) -> float:
+        """Seconds until `probe_due` names a host (0 if one is due now); a health loop sleeps
+        on it, capped at CHECK_INTERVAL so `check_outliers` runs too."""
+        with self._lock:
+            health = self._settings.health
+            if not health.enabled:
+                return health.interval
+            now = self._clock()
+            any_healthy = any(h.state is HostState.HEALTHY for h in self._ring)
+            soonest = math.inf
+            for host in self._ring:
+                if self._probing(host, now):
+                    assert host.probing_since is not None
+                    soonest = min(soonest, host.probing_since + self._probe_lost_after())
+                else:
+                    soonest = min(soonest, self._probe_due_at(host, any_healthy))
+            return health.interval if soonest == math.inf else max(0.0, soonest - now)
+
+    def probe_targets(self) -> list[Endpoint]:
+        """Every host a full probe round covers now (an on-demand round, e.g. an operator's
+        "check now"): joining, down, ejected ones whose time is up, healthy ones if
+        configured. The health loop itself follows `probe_due`."""
+        with self._lock:
+            if not self._settings.health.enabled:
+                return []
+            now = self._clock()
+            wanted = {HostState.DOWN, HostState.JOINING}
             if self._settings.health.probe_healthy:
                 wanted.add(HostState.HEALTHY)
-            return [h.endpoint for h in self._ring if h.state in wanted]
+            return [
+                h.endpoint
+                for h in self._ring
+                if h.state in wanted
+                or (h.state is HostState.EJECTED and (h.ejected_until or 0.0) <= now)
+            ]
 
     def record_probe(self, endpoint: Endpoint, ok: bool, error: str | None = None) -> None:
+        """A probe's result. Joining hosts serve after one pass; down ones after `rise`
+        passes; ejected ones after their time is up and one pass (a failure then means down);
+        healthy ones go down after `fall` failures, or after one if a connection loss or
+        timeout made them suspect already."""
         events: list[HostEvent] = []
         with self._lock:
             host = self._hosts.get(endpoint)
             if host is None or host.state is HostState.DRAINING:
                 return
+            now = self._clock()
+            host.probing_since = None
+            host.probed_at = now
+            suspect, host.suspect = host.suspect, False
             if not ok and error:
                 host.last_error = f"probe: {error}"
-            new_state = host.health.record(host.state, ok)
-            if new_state is not host.state:
-                reason = "probe passed" if ok else f"probe failed: {error or 'no answer'}"
-                events.append(self._set_state(host, new_state, reason))
-                if new_state is HostState.HEALTHY:
-                    self._release_waiters()
+            state = host.state
+            if state is HostState.JOINING:
+                new_state = HostState.HEALTHY if ok else HostState.DOWN
+            elif state is HostState.EJECTED:
+                over = host.ejected_until is None or host.ejected_until <= now
+                new_state = state if not over else HostState.HEALTHY if ok else HostState.DOWN
+            elif state is HostState.HEALTHY and suspect and not ok:
+                new_state = HostState.DOWN
+            else:
+                new_state = host.health.record(state, ok)
+            if new_state is HostState.HEALTHY and state is not HostState.HEALTHY:
+                events.append(self._enter_healthy(host, "probe passed", now))
+            elif new_state is HostState.DOWN and state is not HostState.DOWN:
+                events.append(self._go_down(host, f"probe failed: {error or 'no answer'}", now))
+            self._release_waiters()
         self._emit(events)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -343,14 +644,151 @@ class Balancer:
 
     # -- internals (lock held) -----------------------------------------------------------
 
-    def _pick(self, exclude: Collection[Endpoint]) -> _Host | None:
-        return self._picker.pick(
-            self._ring,
-            lambda h: h.state is HostState.HEALTHY and h.endpoint not in exclude,
-        )
+    def _admit(
+        self,
+        size: int | Callable[[], int],
+        exclude: Collection[Endpoint],
+        now: float,
+        *,
+        session: bool,
+    ) -> Waiter:
+        healthy = [h for h in self._ring if h.state is HostState.HEALTHY]
+        if exclude and healthy:
+            verdict_pending = self._settings.health.enabled and any(h.suspect for h in healthy)
+            if not verdict_pending:
+                raise AllHostsTriedError(
+                    "every healthy host already failed this request; not retrying further"
+                )
+        for waiter in self._buffer.expired(now):
+            waiter.error = _timeout_error(self._buffer.settings.max_wait)
+            waiter.notify()
+        waiter = self._buffer.admit(size() if callable(size) else size, now, session=session)
+        if not exclude:
+            self._budget.deposit(now)
+        return waiter
+
+    def _lease(
+        self, host: _Host, now: float, *, hedge: bool = False, session: bool = False
+    ) -> Lease:
+        lease = Lease(host.endpoint, now, hedge=hedge, session=session)
+        host.leases[lease] = None
+        return lease
+
+    def _end(self, lease: Lease, outcome: Outcome | None, error: BaseException | None) -> None:
+        events: list[HostEvent] = []
+        with self._lock:
+            host = self._hosts.get(lease.endpoint)
+            if host is None or lease not in host.leases:
+                return
+            del host.leases[lease]
+            host.from_buffer.discard(lease)
+            if outcome is not None:
+                now = self._clock()
+                events += self._learn(host, lease, outcome, error, now, sample=not lease.session)
+            if host.state is HostState.DRAINING and host.in_flight == 0:
+                events.append(self._drop(host))
+            self._release_waiters()
+        self._emit(events)
+
+    def _learn(
+        self,
+        host: _Host,
+        lease: Lease,
+        outcome: Outcome,
+        error: BaseException | None,
+        now: float,
+        *,
+        sample: bool,
+    ) -> list[HostEvent]:
+        """Count one outcome; feed latency and outlier state; return state changes."""
+        host.outcomes[outcome] += 1
+        if error is not None:
+            host.last_error = f"{type(error).__name__}: {error}"
+        if outcome in _ANSWERS:
+            host.last_answer = now
+            host.suspect = False
+            if outcome is not Outcome.CLIENT_ERROR:
+                host.failures_in_row = 0
+        if sample and outcome in _SAMPLES:
+            latency = max(0.0, now - lease.started)
+            host.ewma.update(latency, now)
+            host.recent.add(latency)
+            if outcome is Outcome.SUCCESS:
+                self._latencies.add(latency)
+        if host.state is not HostState.HEALTHY:
+            return []
+        if outcome.marks_host_down:
+            return [self._go_down(host, f"passive: {outcome.value}", now)]
+        if outcome.counts_against_host:
+            host.failures_in_row += 1
+            host.suspect = self._settings.health.enabled
+            limit = self._settings.outlier.consecutive_failures
+            if host.failures_in_row >= limit and self._may_eject(host):
+                detail = f"{host.failures_in_row} failures in a row, the last {outcome.value}"
+                return [self._eject(host, "consecutive_failures", detail, now)]
+        return []
+
+    def _pick(
+        self, exclude: Collection[Endpoint], now: float, *, buffered: bool = False
+    ) -> _Host | None:
+        """The next host by policy among healthy ones; `buffered` also skips suspect hosts and
+        hosts holding release_per_host buffered requests. Hosts in slow start are gated by
+        credit: each time one is considered it earns its current weight, and it is taken when
+        it has a whole request's worth."""
+        cap = self._buffer.settings.release_per_host
+
+        def fits(host: _Host) -> bool:
+            if host.state is not HostState.HEALTHY or host.endpoint in exclude:
+                return False
+            return not buffered or (not host.suspect and len(host.from_buffer) < cap)
+
+        self._pick_now = now
+        self._pick_default_rtt = None
+        window = self._settings.slow_start
+        ramping = False
+        full = False
+        for host in self._ring:
+            if host.ramp_start is not None and (window <= 0 or now - host.ramp_start >= window):
+                host.ramp_start = None
+            if fits(host):
+                ramping = ramping or host.ramp_start is not None
+                full = full or host.ramp_start is None
+        if not (ramping and full):  # all at full weight, or all ramping alike: no gating
+            return self._picker.pick(self._ring, fits)
+
+        def gated(host: _Host) -> bool:
+            if not fits(host):
+                return False
+            if host.ramp_start is None:
+                return True
+            host.credit += max(_SLOW_START_MIN_WEIGHT, (now - host.ramp_start) / window)
+            if host.credit >= 1.0:
+                host.credit -= 1.0
+                return True
+            return False
+
+        return self._picker.pick(self._ring, gated)
+
+    def _cost(self, host: _Host) -> float:
+        """Peak-EWMA x (in flight + 1); a host with no data costs its peers' median."""
+        estimate = host.ewma.value(self._pick_now)
+        if estimate is None:
+            if self._pick_default_rtt is None:
+                known = [
+                    v
+                    for h in self._ring
+                    if h.state is HostState.HEALTHY
+                    and (v := h.ewma.value(self._pick_now)) is not None
+                ]
+                self._pick_default_rtt = median(known) or _DEFAULT_RTT
+            estimate = self._pick_default_rtt
+        return estimate * (host.in_flight + 1)
 
     def _release_waiters(self) -> None:
-        """Hand buffered requests, oldest first, to healthy hosts in turn."""
+        """Hand buffered requests, oldest first, to healthy hosts in turn, at most
+        release_per_host unfinished ones per host (the rest follow as those finish)."""
+        if not len(self._buffer):
+            return
         now = self._clock()
         while (waiter := self._buffer.peek()) is not None:
             if waiter.deadline <= now:
@@ -358,21 +796,162 @@ class Balancer:
                 waiter.error = _timeout_error(self._buffer.settings.max_wait)
                 waiter.notify()
                 continue
-            host = self._pick(())
+            host = self._pick((), now, buffered=True)
             if host is None:
                 return
             self._buffer.pop()
-            host.in_flight += 1
-            waiter.endpoint = host.endpoint
+            lease = self._lease(host, now, session=waiter.session)
+            host.from_buffer.add(lease)
+            waiter.lease = lease
             waiter.notify()
+
+    def _stuck(
+        self,
+        host: _Host,
+        peers: list[_Host],
+        typical: dict[Endpoint, float | None],
+        now: float,
+    ) -> tuple[str, str] | None:
+        oldest = host.oldest_requests(2)
+        if len(oldest) < 2:
+            return None
+        quiet_since = max(host.last_answer, oldest[1].started)
+        quiet = now - quiet_since
+        outlier = self._settings.outlier
+        reference = median(t for p in peers if (t := typical[p.endpoint]) is not None)
+        limit = max(outlier.stuck_floor, outlier.stuck_factor * (reference or 0.0))
+        if quiet <= limit or not any(p.last_answer > quiet_since for p in peers):
+            return None
+        waiting = len(host.oldest_requests(host.in_flight))
+        return "stuck", f"stuck: {waiting} requests in flight, no answer for {quiet:.2f}s"
+
+    def _slow(
+        self, host: _Host, peers: list[_Host], typical: dict[Endpoint, float | None]
+    ) -> tuple[str, str] | None:
+        mine = typical[host.endpoint]
+        reference = median(t for p in peers if (t := typical[p.endpoint]) is not None)
+        if mine is None or reference is None:
+            return None
+        outlier = self._settings.outlier
+        if mine <= outlier.slow_factor * reference or mine <= outlier.slow_floor:
+            return None
+        return "slow", (
+            f"slow: typical latency {mine * 1000:.0f} ms against its peers' "
+            f"{reference * 1000:.0f} ms"
+        )
+
+    def _may_eject(self, host: _Host) -> bool:
+        """Within the share cap (at least one of 2+ hosts), and never the last healthy one."""
+        active = [h for h in self._ring if h.state is not HostState.DRAINING]
+        if len(active) < 2:
+            return False
+        ejected = sum(1 for h in active if h.state is HostState.EJECTED)
+        cap = max(1, math.floor(self._settings.outlier.max_ejected_share * len(active)))
+        if ejected + 1 > cap:
+            return False
+        return any(h is not host and h.state is HostState.HEALTHY for h in active)
+
+    def _eject(self, host: _Host, reason: str, detail: str, now: float) -> HostEvent:
+        outlier = self._settings.outlier
+        if host.returned_at is not None:  # every max_ejection healthy seconds forgive one
+            healthy_for = now - host.returned_at
+            host.ejection_level = max(
+                0, host.ejection_level - int(healthy_for // outlier.max_ejection)
+            )
+        host.ejection_level += 1
+        duration = min(outlier.base_ejection * host.ejection_level, outlier.max_ejection)
+        host.ejected_until = now + duration
+        host.ejections += 1
+        host.failures_in_row = 0
+        host.suspect = False
+        host.ramp_start = None
+        if not self._settings.health.enabled:
+            self._next_expiry = min(self._next_expiry, host.ejected_until)
+        self._ejections[reason] += 1
+        return self._set_state(
+            host, HostState.EJECTED, f"outlier: {detail}; ejected for {duration:g}s"
+        )
+
+    def _go_down(self, host: _Host, reason: str, now: float) -> HostEvent:
+        host.health.reset()
+        host.suspect = False
+        host.ramp_start = None
+        host.ejected_until = None
+        if not self._settings.health.enabled:
+            host.down_until = now + self._settings.health.unhealthy_interval
+            self._next_expiry = min(self._next_expiry, host.down_until)
+        return self._set_state(host, HostState.DOWN, reason)
+
+    def _enter_healthy(self, host: _Host, reason: str, now: float) -> HostEvent:
+        """Back in rotation: fresh outlier state, and slow start if it comes back."""
+        if host.state in _RAMPED:
+            self._start_ramp(host, now)
+        host.failures_in_row = 0
+        host.suspect = False
+        host.recent.clear()  # judge it by what it does from now on
+        host.ejected_until = None
+        host.down_until = None
+        host.returned_at = now
+        return self._set_state(host, HostState.HEALTHY, reason)
+
+    def _start_ramp(self, host: _Host, now: float) -> None:
+        if self._settings.slow_start > 0:
+            host.ramp_start = now
+            host.credit = 1.0  # its first turn is taken: one request tells at once how it is
+
+    def _expire(self, now: float) -> list[HostEvent]:
+        """Without health checks, ejected and down hosts return when their time is up."""
+        if now < self._next_expiry:
+            return []
+        self._next_expiry = math.inf
+        if self._settings.health.enabled:
+            return []
+        events: list[HostEvent] = []
+        for host in self._ring:
+            if host.state is HostState.DOWN and host.down_until is None:
+                host.down_until = now + self._settings.health.unhealthy_interval
+            until = {HostState.EJECTED: host.ejected_until, HostState.DOWN: host.down_until}.get(
+                host.state
+            )
+            if until is None:
+                continue
+            if until <= now:
+                events.append(self._enter_healthy(host, "its time out of rotation is over", now))
+            else:
+                self._next_expiry = min(self._next_expiry, until)
+        if events:
+            self._release_waiters()
+        return events
+
+    def _probing(self, host: _Host, now: float) -> bool:
+        return (
+            host.probing_since is not None and now - host.probing_since < self._probe_lost_after()
+        )
+
+    def _probe_lost_after(self) -> float:
+        return self._settings.health.timeout + self._settings.connect_timeout + 1.0
+
+    def _probe_due_at(self, host: _Host, any_healthy: bool) -> float:
+        health = self._settings.health
+        state = host.state
+        if state is HostState.DRAINING:
+            return math.inf
+        if host.suspect:
+            return -math.inf
+        if state is HostState.HEALTHY:
+            return host.probed_at + health.interval if health.probe_healthy else math.inf
+        if state is HostState.EJECTED:
+            return host.ejected_until if host.ejected_until is not None else -math.inf
+        interval = health.unhealthy_interval if any_healthy else health.outage_interval
+        return host.probed_at + interval
 
     def _set_state(self, host: _Host, state: HostState, reason: str) -> HostEvent:
         previous = host.state
         host.state = state
         host.state_since = time.time()
-        level = logging.WARNING if state is HostState.DOWN else logging.INFO
+        loud = state in (HostState.DOWN, HostState.EJECTED)
         log.log(
-            level,
+            logging.WARNING if loud else logging.INFO,
             "host %s: %s -> %s (%s)",
             host.endpoint.address,
             previous.value,
@@ -383,7 +962,10 @@ class Balancer:
 
     def _drop(self, host: _Host) -> HostEvent:
         del self._hosts[host.endpoint]
-        self._ring.remove(host)
+        # The ring is sorted by seq: find the host by bisection, not by comparing every host.
+        index = bisect.bisect_left(self._ring, host.seq, key=_seq_of)
+        assert self._ring[index] is host, "the ring must stay sorted by seq"
+        del self._ring[index]
         log.info("host %s removed", host.endpoint.address)
         return HostEvent(EventKind.REMOVED, host.endpoint, host.state)
 
@@ -399,9 +981,16 @@ class Balancer:
                 except Exception:
                     log.exception("host event listener failed for %s", event)
 
-    @staticmethod
-    def _make_picker(policy: Policy) -> RoundRobin | LeastInFlight:
-        return RoundRobin() if policy is Policy.ROUND_ROBIN else LeastInFlight()
+    def _make_picker(self, policy: Policy) -> Picker:
+        if policy is Policy.ROUND_ROBIN:
+            return RoundRobin()
+        if policy is Policy.LEAST_IN_FLIGHT:
+            return LeastInFlight()
+        return LeastCost(self._cost)
+
+
+def _seq_of(host: _Host) -> int:
+    return host.seq
 
 
 def _as_endpoint(endpoint: Endpoint | str) -> Endpoint:

@@ -12,8 +12,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from gremlinlb.core.endpoints import Endpoint
 from gremlinlb.core.errors import BufferFullError
+from gremlinlb.core.lease import Lease
 from gremlinlb.core.settings import BufferSettings
 
 _sequence = itertools.count()
@@ -25,12 +25,13 @@ def _no_op() -> None:
 
 @dataclass(eq=False)
 class Waiter:
-    """One buffered request. Exactly one of `endpoint` / `error` is set when it is released."""
+    """One buffered request. Exactly one of `lease` / `error` is set when it is released."""
 
     size: int
     deadline: float
     seq: int = field(default_factory=lambda: next(_sequence))
-    endpoint: Endpoint | None = None
+    lease: Lease | None = None
+    session: bool = False  # the lease it gets is a session's (see Balancer.acquire)
     error: BaseException | None = None
     # Called (from any thread, under the balancer's lock) when the waiter is released; must not
     # block. A thread adapter sets an Event, an asyncio adapter schedules a future result.
@@ -38,7 +39,7 @@ class Waiter:
 
     @property
     def released(self) -> bool:
-        return self.endpoint is not None or self.error is not None
+        return self.lease is not None or self.error is not None
 
 
 class PendingBuffer:
@@ -69,7 +70,7 @@ class PendingBuffer:
     def bytes(self) -> int:
         return self._bytes
 
-    def admit(self, size: int, now: float) -> Waiter:
+    def admit(self, size: int, now: float, *, session: bool = False) -> Waiter:
         """Queue a request of `size` bytes or say which bound stops it."""
         limits = self._settings
         if not limits.enabled:
@@ -96,7 +97,7 @@ class PendingBuffer:
                 "request was refused (nothing was sent). Retry later, restore a backend, or "
                 "raise max_bytes.",
             )
-        waiter = Waiter(size=size, deadline=now + limits.max_wait)
+        waiter = Waiter(size=size, deadline=now + limits.max_wait, session=session)
         self._waiters.append(waiter)
         self._bytes += size
         return waiter

@@ -18,6 +18,10 @@ class HostState(enum.Enum):
     HEALTHY = "healthy"  # picked for new requests
     DOWN = "down"  # skipped; probed until it passes `rise` checks
     DRAINING = "draining"  # skipped; in-flight requests finish, then it is removed
+    # Skipped for a while by outlier detection (failing, stuck or slow while its peers serve);
+    # back once its ejection time is up and a probe passes.
+    EJECTED = "ejected"
+    JOINING = "joining"  # just added: skipped until its first probe passes
 
 
 @dataclass(frozen=True, slots=True)

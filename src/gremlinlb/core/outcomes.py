@@ -25,14 +25,34 @@ class Outcome(enum.Enum):
     OVERLOADED = "overloaded"
     # The server answered with an error of the request itself (597, 499, ...): the host is fine.
     SERVER_ERROR = "server_error"
+    # The request's or the client's own fault (an answer it cannot decode, a serializer error,
+    # an answer over the size limit): says nothing about the host.
+    CLIENT_ERROR = "client_error"
 
     @property
     def marks_host_down(self) -> bool:
-        return self in (Outcome.NOT_SENT, Outcome.CONNECTION_LOST, Outcome.TIMEOUT)
+        """Certain host failure: nothing could even be sent there. The host goes down at once."""
+        return self is Outcome.NOT_SENT
+
+    @property
+    def counts_against_host(self) -> bool:
+        """Evidence, not a verdict: counts toward outlier ejection (consecutive failures).
+
+        A timeout is first evidence about the *request* (a slow query times out on a fine
+        host), so one alone never takes a host out (Envoy, Linkerd).
+        """
+        return self in (Outcome.CONNECTION_LOST, Outcome.TIMEOUT)
 
     @property
     def may_have_executed(self) -> bool:
         return self in (Outcome.CONNECTION_LOST, Outcome.TIMEOUT)
+
+    @property
+    def retry_costs_extra(self) -> bool:
+        """A retry after this outcome spends the extra-request budget (`try_spend_extra`):
+        the server may have done the work already, or said it is overloaded. A retry after
+        NOT_SENT costs no server anything and is free."""
+        return self in (Outcome.CONNECTION_LOST, Outcome.TIMEOUT, Outcome.OVERLOADED)
 
 
 class ConnectionFailure(ConnectionError):
@@ -64,28 +84,32 @@ class ResponseTimeoutError(ConnectionFailure):
 
 
 def may_retry(outcome: Outcome, read_only: bool) -> bool:
-    """Whether another host may be tried after this outcome."""
-    if outcome in (Outcome.SUCCESS, Outcome.SERVER_ERROR):
-        return False
-    if outcome.may_have_executed:
+    """Whether another host may be tried after this outcome.
+
+    A timeout is not retried: the query may just be slow, and Gremlin 3.x cannot cancel it,
+    so a retry would run it once per host. Hedging is how a read gets a fast answer.
+    """
+    if outcome in (Outcome.NOT_SENT, Outcome.OVERLOADED):
+        return True
+    if outcome is Outcome.CONNECTION_LOST:
         return read_only
-    return True
+    return False  # SUCCESS, SERVER_ERROR, CLIENT_ERROR, TIMEOUT
 
 
 class RetryBudget:
-    """How many more attempts a request may make.
+    """How many more attempts one request may make; bounded whatever the number of hosts.
 
-    `max_attempts` bounds attempts that cost a server work or may be the request's own fault:
-    overload answers and timeouts (a slow query must not walk through every host and take each
-    one down). Attempts that failed because the host itself failed at the connection level
-    (refused, or the connection broke) take that host out of rotation; once no host is left the
-    request waits in the buffer instead of failing, so a total outage loses nothing that may be
-    retried. Those are bounded separately, so a host that flaps cannot loop a request forever.
+    `max_attempts` bounds attempts that cost a server work: overload answers. Attempts that
+    failed at the connection level (nothing sent, or the connection broke) are bounded
+    separately by `max_attempts + 2`: a refused connection takes its host out of rotation, so
+    the next try goes elsewhere, and once no host is left the request waits in the buffer
+    instead of failing (a total outage loses nothing). The bound keeps a long list of dead
+    hosts from costing one request a connect timeout each (it was 2N+3).
     """
 
-    def __init__(self, max_attempts: int, host_count: int) -> None:
+    def __init__(self, max_attempts: int) -> None:
         self._answered_left = max_attempts - 1
-        self._host_failures_left = 2 * max(host_count, 1) + max_attempts
+        self._host_failures_left = max_attempts + 2
 
     def allows_another(self, outcome: Outcome) -> bool:
         """Record a failed attempt; True if one more may be made."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import random
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 
 class Candidate(Protocol):
@@ -54,3 +54,25 @@ class LeastInFlight:
             return hosts[0] if hosts else None
         first, second = self._rng.sample(hosts, 2)
         return first if first.in_flight <= second.in_flight else second
+
+
+class LeastCost:
+    """Power of two choices by a cost the balancer computes (peak-EWMA x (in flight + 1)).
+
+    Linkerd's balancer: two random candidates keep the choice cheap and avoid herding onto
+    the single best host, the cost steers away from the slow and the busy.
+    """
+
+    def __init__(self, cost: Callable[[Any], float], rng: random.Random | None = None) -> None:
+        self._cost = cost
+        self._rng = rng or random.Random()
+
+    def pick(self, ring: Sequence[C], eligible: Callable[[C], bool]) -> C | None:
+        hosts = [host for host in ring if eligible(host)]
+        if len(hosts) <= 1:
+            return hosts[0] if hosts else None
+        first, second = self._rng.sample(hosts, 2)
+        return first if self._cost(first) <= self._cost(second) else second
+
+
+Picker = RoundRobin | LeastInFlight | LeastCost

@@ -6,11 +6,16 @@
   pods with IPs, EndpointSlices, fresh namespaces.
 * :class:`NetnsNetwork` gives "pods" real addresses in 10.213.0.0/24 through network namespaces
   on a private bridge, so the apiserver accepts them in EndpointSlices and the host reaches them.
+* :class:`Cluster` is the whole cluster without containers: the control plane plus
+  kube-controller-manager, kube-scheduler, a kwok node, and :class:`NodeAgent` (a kubelet
+  stand-in) running each pod's containers as real processes in a namespace at the pod's IP.
 """
 
 from __future__ import annotations
 
+from gremlinlb.devcluster.agent import ImageCatalog, NodeAgent
 from gremlinlb.devcluster.binaries import Binaries, find_binaries, pinned_versions
+from gremlinlb.devcluster.cluster import Cluster
 from gremlinlb.devcluster.controlplane import ControlPlane, free_port, write_kubeconfig
 from gremlinlb.devcluster.errors import (
     BinariesMissingError,
@@ -51,13 +56,16 @@ __all__ = [
     "SUBNET",
     "Binaries",
     "BinariesMissingError",
+    "Cluster",
     "ControlPlane",
     "ControlPlaneStartError",
     "DevClusterError",
     "EndpointSpec",
+    "ImageCatalog",
     "NetnsError",
     "NetnsHost",
     "NetnsNetwork",
+    "NodeAgent",
     "RawApi",
     "TokenUser",
     "apply_endpoint_slice",

@@ -21,6 +21,10 @@ class Binaries:
     etcd: Path
     kube_apiserver: Path
     kubectl: Path
+    #: Only the full cluster (:mod:`gremlinlb.devcluster.cluster`) needs these three.
+    kube_controller_manager: Path
+    kube_scheduler: Path
+    kwok: Path
 
     @classmethod
     def in_dir(cls, directory: Path) -> Binaries:
@@ -28,12 +32,21 @@ class Binaries:
             etcd=directory / "etcd",
             kube_apiserver=directory / "kube-apiserver",
             kubectl=directory / "kubectl",
+            kube_controller_manager=directory / "kube-controller-manager",
+            kube_scheduler=directory / "kube-scheduler",
+            kwok=directory / "kwok",
         )
 
     def missing(self) -> list[Path]:
+        """The missing ones of etcd, kube-apiserver and kubectl."""
         return [
             p for p in (self.etcd, self.kube_apiserver, self.kubectl) if not os.access(p, os.X_OK)
         ]
+
+    def missing_for_cluster(self) -> list[Path]:
+        """The missing ones of all six (the full cluster needs every one)."""
+        extra = (self.kube_controller_manager, self.kube_scheduler, self.kwok)
+        return [*self.missing(), *(p for p in extra if not os.access(p, os.X_OK))]
 
 
 def pinned_versions(repo_root: Path | None = None) -> dict[str, str]:

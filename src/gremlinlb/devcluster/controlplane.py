@@ -223,7 +223,7 @@ class ControlPlane:
             self.workdir = Path(tempfile.mkdtemp(prefix=f"{_WORKDIR_PREFIX}{os.getpid()}-"))
         self._started = True
         try:
-            self.certs = generate_certs(self.workdir / "pki")
+            self.certs = self._generate_certs()
             (self.workdir / "tokens.csv").write_text(
                 token_file_text([self.admin, self.operator, *self.extra_users]), encoding="utf-8"
             )
@@ -436,6 +436,9 @@ class ControlPlane:
             "--v=1",
             *self._extra_flags,
         ]
+
+    def _generate_certs(self) -> ControlPlaneCerts:
+        return generate_certs(self.workdir / "pki")
 
     def _wait_ready(self, proc: _Process, probe: Callable[[], tuple[bool, str]]) -> None:
         deadline = time.monotonic() + self._start_timeout_s

@@ -285,10 +285,20 @@ class NetnsHost:
     including the host at :data:`GATEWAY`, and nothing else.
     """
 
-    def __init__(self, name: str, address: ipaddress.IPv4Address, host_veth: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        address: ipaddress.IPv4Address,
+        host_veth: str,
+        *,
+        owns_lease: bool = True,
+    ) -> None:
         self.name = name
         self.address = address
         self.host_veth = host_veth
+        #: False when the address belongs to a block leased by the network (see
+        #: :meth:`NetnsNetwork.lease_block`): closing the host must not give it away.
+        self.owns_lease = owns_lease
         self._processes: list[subprocess.Popen[bytes]] = []
         self._closed = False
 
@@ -373,7 +383,8 @@ class NetnsHost:
         with _state_lock():
             _remove_netns(self.name)
             _remove_link(self.host_veth)
-            _lease_path(self.address).unlink(missing_ok=True)
+            if self.owns_lease:
+                _lease_path(self.address).unlink(missing_ok=True)
 
 
 def _terminate(process: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
@@ -399,6 +410,7 @@ class NetnsNetwork:
 
     def __init__(self) -> None:
         self._hosts: list[NetnsHost] = []
+        self._blocks: list[ipaddress.IPv4Network] = []
         self._opened = False
 
     def open(self) -> NetnsNetwork:
@@ -437,10 +449,13 @@ class NetnsNetwork:
         name = f"{NETNS_PREFIX}{pid}-{index}"
         host_veth = f"{VETH_PREFIX}{pid}x{index}"
         peer = f"{PEER_PREFIX}{pid}x{index}"
+        in_block = wanted is not None and any(wanted in block for block in self._blocks)
         with _state_lock():
             _ensure_bridge_locked()
-            chosen = self._lease_locked(wanted, pid)
-            host = NetnsHost(name, chosen, host_veth)
+            chosen = wanted if in_block and wanted is not None else self._lease_locked(wanted, pid)
+            if in_block and any(h.address == chosen and not h._closed for h in self._hosts):
+                raise NetnsError(f"{chosen} is already in use by another namespace of this run")
+            host = NetnsHost(name, chosen, host_veth, owns_lease=not in_block)
             try:
                 _ip("netns", "add", name)
                 _ip("link", "add", host_veth, "type", "veth", "peer", "name", peer)
@@ -456,11 +471,47 @@ class NetnsNetwork:
             except BaseException:
                 _remove_netns(name)
                 _remove_link(host_veth)
-                _lease_path(chosen).unlink(missing_ok=True)
+                if not in_block:
+                    _lease_path(chosen).unlink(missing_ok=True)
                 raise
         self._hosts.append(host)
         log.info("netns %s has %s", name, chosen)
         return host
+
+    def lease_block(self, prefixlen: int) -> ipaddress.IPv4Network:
+        """Lease a whole aligned block of :data:`SUBNET` (every address in it) for this run.
+
+        For a node's pod CIDR: kwok hands out its addresses, and :meth:`add_host` then brings
+        up a namespace at each one. Two runs on one machine get disjoint blocks. The leases go
+        with :meth:`close` (or with the process: :func:`sweep_stale`).
+        """
+        if not self._opened:
+            raise NetnsError("NetnsNetwork is not open")
+        pid = os.getpid()
+        with _state_lock():
+            for block in SUBNET.subnets(new_prefix=prefixlen):
+                if block.network_address < FIRST_HOST or SUBNET.broadcast_address in block:
+                    continue
+                paths = [_lease_path(a) for a in block]
+                if any(p.exists() and _pid_alive(_read_lease(p)) for p in paths):
+                    continue
+                for path in paths:
+                    path.write_text(f"{pid} {time.time():.0f} {block}\n", encoding="ascii")
+                self._blocks.append(block)
+                log.info("leased block %s", block)
+                return block
+        raise NetnsError(f"no free /{prefixlen} block left in {SUBNET} (other test runs hold it)")
+
+    def release_block(self, block: ipaddress.IPv4Network) -> None:
+        """Give back a block taken with :meth:`lease_block`."""
+        if block not in self._blocks:
+            return
+        self._blocks.remove(block)
+        with _state_lock():
+            for address in block:
+                path = _lease_path(address)
+                if _read_lease(path) == os.getpid():
+                    path.unlink(missing_ok=True)
 
     def add_hosts(self, count: int) -> list[NetnsHost]:
         return [self.add_host() for _ in range(count)]
@@ -479,6 +530,8 @@ class NetnsNetwork:
                 host.close()
             except NetnsError as exc:  # keep going: the rest must still be removed
                 errors.append(str(exc))
+        for block in list(self._blocks):
+            self.release_block(block)
         if self._opened:
             self._opened = False
             with _state_lock():

@@ -17,6 +17,7 @@ from types import FrameType
 from typing import Any
 
 from gremlinlb.devservers.errors import DevServerError
+from gremlinlb.devservers.faults import FaultProxy, FaultProxyError
 from gremlinlb.devservers.fetch import DEFAULT_TINKERPOP_VERSION, fetch_runtime
 from gremlinlb.devservers.fleet import DEFAULT_BASE_PORT, DEFAULT_START_TIMEOUT, Fleet
 from gremlinlb.devservers.server import build_class_archive, ensure_runtime
@@ -80,6 +81,36 @@ def register(subparsers: Any) -> None:
     status = commands.add_parser("status", help="show the detached servers and whether they answer")
     _add_state_file(status)
     status.set_defaults(handler=run_status)
+
+    proxy = commands.add_parser(
+        "fault-proxy",
+        help="a TCP proxy in front of one local server that makes it slow or a black hole",
+        description="Relay 127.0.0.1:PORT to UPSTREAM (a loopback host:port) with a gray failure: "
+        "answers delayed, connections swallowed, or idle connections closed. Prints its "
+        "address, runs until Ctrl-C.",
+    )
+    proxy.add_argument("upstream", help="the Gremlin Server's host:port (loopback only)")
+    proxy.add_argument("--port", type=int, default=0, help="port to listen on (default: any)")
+    proxy.add_argument(
+        "--answer-delay",
+        type=float,
+        default=0.0,
+        metavar="SEC",
+        help="pass the server's bytes on this many seconds late (probes pass, just slowly)",
+    )
+    proxy.add_argument(
+        "--black-hole",
+        action="store_true",
+        help="accept connections and never answer (the WebSocket upgrade never completes)",
+    )
+    proxy.add_argument(
+        "--idle-close",
+        type=float,
+        default=None,
+        metavar="SEC",
+        help="close connections with no traffic either way for this many seconds",
+    )
+    proxy.set_defaults(handler=run_fault_proxy)
 
 
 def _add_state_file(parser: argparse.ArgumentParser) -> None:
@@ -236,3 +267,33 @@ def run_status(args: argparse.Namespace) -> int:
         healthy = healthy and condition == "answering"
         _emit(f"{entry.address} pid={entry.pid} {condition} log={entry.log}")
     return 0 if healthy else 1
+
+
+def run_fault_proxy(args: argparse.Namespace) -> int:
+    try:
+        proxy = FaultProxy(
+            args.upstream,
+            port=args.port,
+            answer_delay=args.answer_delay,
+            black_hole=args.black_hole,
+            idle_close=args.idle_close,
+        )
+        proxy.start_in_thread()
+    except (FaultProxyError, OSError) as exc:
+        log.error("%s", exc)
+        return 1
+    _emit(proxy.address)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        log.info("relaying %s -> %s; Ctrl-C stops it", proxy.address, args.upstream)
+        stop.wait()
+    finally:
+        proxy.stop_thread()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

@@ -146,12 +146,15 @@ class GremlinServerProcess:
         use_class_archive: bool = True,
         host: str = HOST,
         launcher: Sequence[str] = (),
+        extra_config: str = "",
     ) -> None:
         """``host`` is the address to bind; ``launcher`` prefixes the JVM's command line, e.g.
         ``["ip", "netns", "exec", "ns1"]`` to run it in a network namespace that owns ``host``
         (``NetnsHost.argv([])`` gives that prefix). The launcher must exec the JVM, so the pid
-        held is the JVM's."""
+        held is the JVM's. ``extra_config`` is appended to the server's YAML (``@WORK_DIR@`` is
+        replaced), e.g. a ``metrics:`` section."""
         self.host = host
+        self._extra_config = extra_config
         self._launcher = tuple(launcher)
         self.port = port
         self._owns_work_dir = work_dir is None
@@ -219,6 +222,11 @@ class GremlinServerProcess:
             return False
         return self._is_our_jvm(pid)
 
+    @property
+    def returncode(self) -> int | None:
+        """The JVM's exit code once it has exited (None while running or when attached)."""
+        return self._popen.poll() if self._popen is not None else None
+
     def is_paused(self) -> bool:
         pid = self.pid
         return pid is not None and self.is_running() and _proc_state(pid) in ("T", "t")
@@ -271,6 +279,7 @@ class GremlinServerProcess:
         yaml = bundle.joinpath("gremlin-server.yaml").read_text(encoding="utf-8")
         yaml = yaml.replace("@PORT@", str(self.port)).replace("@WORK_DIR@", str(self.work_dir))
         yaml = yaml.replace("@HOST@", self.host)
+        yaml += self._extra_config.replace("@WORK_DIR@", str(self.work_dir))
         (self.work_dir / "gremlin-server.yaml").write_text(yaml, encoding="utf-8")
         for name in _CONFIG_FILES:
             text = bundle.joinpath(name).read_text(encoding="utf-8")

@@ -1,0 +1,110 @@
+"""Memory bounds of the sidecar: one budget for every byte it holds on behalf of clients.
+
+The bytes that grow with load are the answers queued for a client that reads slower than its
+backend answers, and the request frames in flight. Backend connections are shared by many
+clients, so they always read; bounds apply on the client side instead:
+
+- a client holding more than `client_pause_bytes` is not read: its next requests wait in the
+  kernel's socket buffers (TCP backpressure) until it reads what it was sent;
+- an answer frame that would take one client's queue over `client_max_queued_bytes` cuts that
+  client off (close 1008): it does not read, and only it pays;
+- when everything held passes `budget_bytes`, every client pauses, and the clients with the
+  longest queues are cut off until the total is back under the budget.
+
+Large buffers are returned to the system after a burst (glibc keeps freed heap otherwise).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from dataclasses import dataclass
+
+MiB = 1024 * 1024
+# glibc's mallopt parameter: allocations above it get their own mapping, returned on free.
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryLimits:
+    """The bounds above; the defaults fit the injected 256 MiB limit with room to spare."""
+
+    budget_bytes: int = 96 * MiB
+    client_pause_bytes: int = 4 * MiB
+    client_max_queued_bytes: int = 32 * MiB
+    max_requests_per_client: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.client_pause_bytes < 1:
+            raise ValueError(f"client_pause_bytes must be >= 1, got {self.client_pause_bytes}")
+        if self.client_max_queued_bytes < self.client_pause_bytes:
+            raise ValueError(
+                f"client_max_queued_bytes ({self.client_max_queued_bytes}) must be >= "
+                f"client_pause_bytes ({self.client_pause_bytes})"
+            )
+        if self.budget_bytes < self.client_max_queued_bytes:
+            raise ValueError(
+                f"memory_budget_bytes ({self.budget_bytes}) must be >= "
+                f"client_max_queued_bytes ({self.client_max_queued_bytes})"
+            )
+        if self.max_requests_per_client < 1:
+            raise ValueError(
+                f"max_requests_per_client must be >= 1, got {self.max_requests_per_client}"
+            )
+
+
+class MemoryBudget:
+    """The running total of held bytes, and the high-water mark since memory was last trimmed."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.peak = 0
+
+    @property
+    def over(self) -> bool:
+        return self.used > self.limit
+
+    def charge(self, size: int) -> None:
+        self.used += size
+        if self.used > self.peak:
+            self.peak = self.used
+
+    def discharge(self, size: int) -> None:
+        self.used -= size
+
+    def trim_after_burst(self, threshold: int = 8 * MiB) -> bool:
+        """After a burst of at least `threshold` bytes that has passed, give freed memory back
+        to the system; True if it did."""
+        if self.peak < threshold or self.used > self.peak // 4:
+            return False
+        self.peak = self.used
+        return release_free_memory()
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """glibc, whose allocator these calls tune; None elsewhere (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+
+
+def tune_allocator() -> None:
+    """On glibc, serve large buffers (answer frames) from their own mappings, which go back to
+    the system when freed, instead of a heap that only grows."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
+
+
+def release_free_memory() -> bool:
+    """glibc's malloc_trim: return free heap pages to the system (a no-op elsewhere)."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True

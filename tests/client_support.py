@@ -1,0 +1,46 @@
+"""Helpers shared by the in-process client's integration tests (tests/integration/test_client*)."""
+
+from __future__ import annotations
+
+from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
+from gremlin_python.driver.remote_connection import RemoteTraversal
+from gremlin_python.process.anonymous_traversal import traversal
+from gremlin_python.process.graph_traversal import GraphTraversalSource
+
+from gremlinlb import BalancerSettings, HealthCheckSettings, RoundRobinClientRemoteConnection
+from gremlinlb.devservers import GremlinServerProcess
+from tests.helpers import wait_until
+
+
+def answered_by(g: GraphTraversalSource) -> str:
+    names: list[str] = g.V().has_label("server").values("name").to_list()
+    assert len(names) == 1, f"expected one server vertex, got {names}"
+    return names[0]
+
+
+def values(remote: RemoteTraversal) -> list[object]:
+    """The objects of a RemoteTraversal's traversers (what `to_list()` would return)."""
+    return [t.object for t in remote.traversers]
+
+
+def serving(rr: RoundRobinClientRemoteConnection) -> RoundRobinClientRemoteConnection:
+    """Wait until every host passed its first probe (hosts join unprobed and take no
+    request before), so a test's first request meets the whole rotation."""
+    wait_until(lambda: all(rr.get_available().values()), 15, "every host's first probe")
+    return rr
+
+
+def fast_settings(**overrides: object) -> BalancerSettings:
+    health = HealthCheckSettings(interval=0.5, timeout=2.0, rise=1, fall=1)
+    base: dict[str, object] = {"health": health, "request_timeout": 3.0, "connect_timeout": 2.0}
+    base.update(overrides)
+    return BalancerSettings(**base)  # type: ignore[arg-type]
+
+
+def count_label(server: GremlinServerProcess, label: str) -> int:
+    direct = DriverRemoteConnection(server.url, "g")
+    try:
+        count: int = traversal().with_(direct).V().has_label(label).count().next()
+        return count
+    finally:
+        direct.close()

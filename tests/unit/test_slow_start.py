@@ -1,0 +1,63 @@
+"""Slow start: a host back in rotation earns its share over `slow_start` seconds."""
+
+import pytest
+
+from gremlinlb.core import Balancer, BalancerSettings, Endpoint, Lease, Outcome, Policy
+from tests.unit.core_support import Clock, attempt_on, serving
+
+A, B, C = (Endpoint("ws", name, 1) for name in "abc")
+
+
+def share_of(lb: Balancer, endpoint: Endpoint, count: int) -> float:
+    hits = 0
+    for _ in range(count):
+        lease = lb.acquire(0)
+        assert isinstance(lease, Lease)
+        hits += lease.endpoint == endpoint
+        lb.finish(lease, Outcome.SUCCESS)
+    return hits / count
+
+
+def returned(policy: Policy, clock: Clock) -> Balancer:
+    """Three hosts at full weight; A just came back from down."""
+    lb = serving([A, B, C], BalancerSettings(policy=policy, slow_start=5.0), clock)
+    clock.advance(10)
+    attempt_on(lb, A, Outcome.NOT_SENT)
+    lb.record_probe(A, ok=True)
+    return lb
+
+
+def test_a_returning_host_ramps_from_a_small_share_to_an_exact_one_in_round_robin() -> None:
+    clock = Clock()
+    lb = returned(Policy.ROUND_ROBIN, clock)
+    clock.advance(0.5)
+    early = share_of(lb, A, 300)
+    clock.advance(2.0)
+    middle = share_of(lb, A, 300)
+    clock.advance(2.5)
+    full = share_of(lb, A, 300)
+    assert early < 0.1 < middle < 0.3
+    assert full == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("policy", [Policy.LEAST_IN_FLIGHT, Policy.PEAK_EWMA])
+def test_every_policy_ramps_a_returning_host(policy: Policy) -> None:
+    clock = Clock()
+    lb = returned(policy, clock)
+    clock.advance(0.5)
+    assert share_of(lb, A, 300) < 0.15
+    clock.advance(5.0)
+    assert share_of(lb, A, 300) > 0.2
+
+
+def test_hosts_that_join_together_rotate_exactly_from_the_first_request() -> None:
+    lb = serving([A, B, C], BalancerSettings(slow_start=5.0))
+    assert [share_of(lb, e, 1) for e in (A, B, C, A, B, C)] == [1.0] * 6
+
+
+def test_without_slow_start_a_returning_host_gets_its_turn_every_round() -> None:
+    clock = Clock()
+    lb = serving([A, B, C], BalancerSettings(slow_start=0), clock)
+    attempt_on(lb, A, Outcome.NOT_SENT)
+    lb.record_probe(A, ok=True)
+    assert share_of(lb, A, 300) == pytest.approx(1 / 3)
