@@ -22,6 +22,7 @@ from gremlinlb.sidecar.frames import GRAPHBINARY_CHANNEL, ResponseHeader
 
 from gremlinlb.core import (
     CHECK_INTERVAL,
+    MAX_CONCURRENT_PROBES,
     Balancer,
     ConnectionFailure,
     Endpoint,
@@ -82,13 +83,17 @@ class HealthLoop:
         while True:
             try:
                 self._balancer.check_outliers()
-                for endpoint in self._balancer.probe_due():
+                free = MAX_CONCURRENT_PROBES - len(self._probes)
+                for endpoint in self._balancer.probe_due(limit=max(0, free)):
                     task = asyncio.create_task(self.probe(endpoint))
                     self._probes.add(task)
                     task.add_done_callback(self._probes.discard)
             except Exception:
                 log.exception("health round failed")
-            await asyncio.sleep(min(self._balancer.next_probe_in(), CHECK_INTERVAL))
+            full = len(self._probes) >= MAX_CONCURRENT_PROBES
+            await asyncio.sleep(
+                CHECK_INTERVAL if full else min(self._balancer.next_probe_in(), CHECK_INTERVAL)
+            )
 
     async def probe(self, endpoint: Endpoint) -> bool:
         """One probe of `endpoint`, reported to the core; True if it passed."""

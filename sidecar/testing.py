@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Coroutine
 from dataclasses import replace
 from types import TracebackType
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 from gremlinlb.sidecar.config import Address, SidecarConfig
 from gremlinlb.sidecar.server import Sidecar
 
-from gremlinlb.core import Balancer
+from gremlinlb.core import Balancer, HostState
 
 T = TypeVar("T")
 
@@ -33,8 +34,15 @@ class SidecarThread:
         self._stopped = False
 
     def start(self, timeout: float = 30.0) -> SidecarThread:
+        """Serve, and return once every configured host had its first probe (hosts join
+        unprobed and take no request before), so tests meet a settled rotation."""
         self._thread.start()
         self.call(self.sidecar.start(), timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(
+            h.state is HostState.JOINING for h in self.balancer.hosts()
+        ):
+            time.sleep(0.01)
         return self
 
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:

@@ -27,8 +27,11 @@ A, B, C = (Endpoint("ws", name, 1) for name in "abc")
 
 
 def fleet(clock: Clock, outlier: OutlierSettings | None = None, **extra: object) -> Balancer:
+    """Three serving hosts, past their slow start (warm)."""
     options: dict[str, object] = {"outlier": outlier or OutlierSettings(), **extra}
-    return serving([A, B, C], BalancerSettings(**options), clock)  # type: ignore[arg-type]
+    lb = serving([A, B, C], BalancerSettings(**options), clock)  # type: ignore[arg-type]
+    clock.advance(lb.settings.slow_start)
+    return lb
 
 
 def answer(lb: Balancer, clock: Clock, endpoint: Endpoint, latency: float) -> None:
@@ -97,9 +100,20 @@ def test_a_host_answering_nothing_while_its_peers_answer_is_ejected_as_stuck() -
     lb = fleet(clock)
     lease_on(lb, A)
     lease_on(lb, A)
-    answer(lb, clock, B, 0.6)
+    answer(lb, clock, B, 0.9)
+    assert lb.check_outliers() == []  # within stuck_floor (1 s)
+    answer(lb, clock, B, 0.2)
     assert lb.check_outliers() == [A]
     assert lb.stats().ejections == {"stuck": 1}
+
+
+def test_a_host_in_slow_start_is_not_judged_stuck() -> None:
+    clock = Clock()
+    lb = serving([A, B, C], BalancerSettings(slow_start=5.0), clock)  # all just joined
+    lease_on(lb, A)
+    lease_on(lb, A)
+    answer(lb, clock, B, 3.0)  # a cold JVM's first answers can take seconds
+    assert lb.check_outliers() == []
 
 
 def test_one_slow_query_on_a_host_that_answers_others_is_not_stuck() -> None:

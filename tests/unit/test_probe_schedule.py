@@ -161,3 +161,15 @@ def test_without_health_checks_a_refused_host_returns_after_the_unhealthy_interv
     clock.advance(0.1)
     lb.check_outliers()
     assert lb.state_of(A) is HostState.HEALTHY
+
+
+def test_a_probe_limit_names_hosts_in_waves_until_every_new_host_was_probed() -> None:
+    hosts = [Endpoint("ws", f"h{i}", 1) for i in range(10)]
+    lb = Balancer(hosts, clock=Clock())
+    first = lb.probe_due(limit=4)
+    assert first == hosts[:4]
+    assert lb.probe_due(limit=4) == hosts[4:8]  # the first wave still counts as probing
+    for endpoint in first:
+        lb.record_probe(endpoint, ok=True)
+    assert lb.probe_due(limit=4) == hosts[8:]
+    assert lb.probe_due(limit=0) == []

@@ -18,7 +18,7 @@ import time
 from gremlin_python.process.graph_traversal import __
 
 from gremlinlb.client.backends import ConnectionOptions, close_in_background
-from gremlinlb.core import CHECK_INTERVAL, Balancer, Endpoint
+from gremlinlb.core import CHECK_INTERVAL, MAX_CONCURRENT_PROBES, Balancer, Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,19 @@ class HealthLoop:
     def _run(self) -> None:
         """Each tick: let the core eject outliers, then probe the hosts it says are due."""
         while not self._stop.is_set():
-            self._kick.wait(min(self._balancer.next_probe_in(), CHECK_INTERVAL))
+            with self._lock:
+                full = len(self._probing) >= MAX_CONCURRENT_PROBES
+            self._kick.wait(
+                CHECK_INTERVAL if full else min(self._balancer.next_probe_in(), CHECK_INTERVAL)
+            )
             self._kick.clear()
             if self._stop.is_set():
                 return
             try:
                 self._balancer.check_outliers()
-                for endpoint in self._balancer.probe_due():
+                with self._lock:
+                    free = MAX_CONCURRENT_PROBES - len(self._probing)
+                for endpoint in self._balancer.probe_due(limit=max(0, free)):
                     self._start(endpoint)
             except Exception:
                 log.exception("health round failed")

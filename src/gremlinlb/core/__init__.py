@@ -1,4 +1,5 @@
-"""The balancing core: endpoint set, health, picking, safe retries, bounded wait buffer.
+"""The balancing core: endpoint set, health, picking, safe retries, bounded wait buffer,
+leases for every attempt in flight, outlier ejection, slow start, and the hedging budget.
 
 No networking and no I/O framework here (no aiohttp, kopf or kubernetes): the in-process
 client, the sidecar and the operator are adapters that report to it and act on its decisions.
@@ -6,6 +7,7 @@ client, the sidecar and the operator are adapters that report to it and act on i
 
 from gremlinlb.core.balancer import (
     CHECK_INTERVAL,
+    MAX_CONCURRENT_PROBES,
     Acquired,
     Balancer,
     BalancerStats,
@@ -52,6 +54,7 @@ from gremlinlb.core.settings import (
 
 __all__ = [
     "CHECK_INTERVAL",
+    "MAX_CONCURRENT_PROBES",
     "MUTATING_STEPS",
     "OVERLOAD_STATUS_CODES",
     "Acquired",

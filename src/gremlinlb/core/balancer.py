@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 # How often adapters should call `check_outliers()` (their health loop's tick, seconds).
 CHECK_INTERVAL = 0.1
+# Probes an adapter runs at once (its `probe_due(limit=...)`): a pushed list of thousands of
+# new hosts is probed in waves instead of opening thousands of sockets in one tick.
+MAX_CONCURRENT_PROBES = 64
 
 # A host's typical latency is the median of its last _RECENT answers, and counts only with at
 # least _MIN_SAMPLES of them: one slow query can never make a host look slow.
@@ -184,6 +187,7 @@ class Balancer:
         self._latencies = Samples(_HEDGE_WINDOW)
         self._hedge_delay: tuple[float, float] | None = None  # (computed at, value)
         self._next_expiry = math.inf
+        self._ramps_end = -math.inf  # no host is in slow start from then on
         self._pick_now = 0.0
         self._pick_default_rtt: float | None = None
         self._ejections: Counter[str] = Counter()
@@ -220,6 +224,8 @@ class Balancer:
             self._budget.settings = settings.budget
             self._hedge_delay = None
             self._next_expiry = -math.inf  # recompute passive returns under the new rules
+            starts = [h.ramp_start for h in self._ring if h.ramp_start is not None]
+            self._ramps_end = max(starts, default=-math.inf) + settings.slow_start
             if not settings.health.enabled:  # nobody will probe joining hosts any more
                 now = self._clock()
                 for host in self._ring:
@@ -385,7 +391,8 @@ class Balancer:
             with self._lock:
                 self._check_open()
                 now = self._clock()
-                events += self._expire(now)
+                if now >= self._next_expiry:
+                    events += self._expire(now)
                 host = self._pick(exclude, now)
                 if host is None and hedge:
                     raise NoHealthyEndpointError(
@@ -506,10 +513,10 @@ class Balancer:
 
         Stuck: it has requests in flight (two or more: a single slow query is not evidence),
         answered nothing for max(stuck_floor, stuck_factor x its peers' typical latency), and
-        its peers answered meanwhile. Slow: its typical latency (median of recent answers) is
-        over slow_factor x its peers' and over slow_floor. Adapters call this about every
-        CHECK_INTERVAL seconds; it also returns hosts whose ejection time is up when health
-        checks are disabled.
+        its peers answered meanwhile; not while in slow start (warming up). Slow: its typical
+        latency (median of recent answers) is over slow_factor x its peers' and over
+        slow_floor. Adapters call this about every CHECK_INTERVAL seconds; with health checks
+        disabled it also lets hosts whose time out of rotation is over back in.
         """
         events: list[HostEvent] = []
         ejected: list[Endpoint] = []
@@ -523,8 +530,9 @@ class Balancer:
                 typical = {h.endpoint: h.typical() for h in healthy}
                 for host in healthy:
                     peers = [p for p in healthy if p is not host and p.state is HostState.HEALTHY]
-                    found = self._stuck(host, peers, typical, now) or self._slow(
-                        host, peers, typical
+                    warming = self._warming(host, now)  # a cold JVM's first answers are late
+                    found = (None if warming else self._stuck(host, peers, typical, now)) or (
+                        self._slow(host, peers, typical)
                     )
                     if found is not None and self._may_eject(host):
                         events.append(self._eject(host, found[0], found[1], now))
@@ -534,9 +542,13 @@ class Balancer:
 
     # -- active health checks ------------------------------------------------------------
 
-    def probe_due(self, now: float | None = None) -> list[Endpoint]:
+    def probe_due(self, now: float | None = None, limit: int | None = None) -> list[Endpoint]:
         """Hosts whose next probe is due now; each is then counted as being probed until its
         `record_probe` (or until a probe could not still be running: timeouts + 1 s).
+
+        `limit` caps how many are named at once (an adapter's free probe slots), so a pushed
+        list of thousands of joining hosts never opens thousands of connections in one tick;
+        the rest are named on later ticks as probes finish.
 
         Healthy hosts every `interval` (with probe_healthy); down and joining ones every
         `unhealthy_interval`, `outage_interval` while no host is healthy; joining and suspect
@@ -549,6 +561,8 @@ class Balancer:
             any_healthy = any(h.state is HostState.HEALTHY for h in self._ring)
             due: list[Endpoint] = []
             for host in self._ring:
+                if limit is not None and len(due) >= limit:
+                    break
                 if self._probing(host, now):
                     continue
                 if self._probe_due_at(host, any_healthy) <= now:
@@ -702,6 +716,16 @@ class Balancer:
     ) -> list[HostEvent]:
         """Count one outcome; feed latency and outlier state; return state changes."""
         host.outcomes[outcome] += 1
+        if outcome is Outcome.SUCCESS and error is None:  # the hot path: an answer, no news
+            host.last_answer = now
+            host.suspect = False
+            host.failures_in_row = 0
+            if sample:
+                latency = now - lease.started
+                host.ewma.update(latency, now)
+                host.recent.append(latency)
+                self._latencies.append(latency)
+            return []
         if error is not None:
             host.last_error = f"{type(error).__name__}: {error}"
         if outcome in _ANSWERS:
@@ -712,9 +736,9 @@ class Balancer:
         if sample and outcome in _SAMPLES:
             latency = max(0.0, now - lease.started)
             host.ewma.update(latency, now)
-            host.recent.add(latency)
+            host.recent.append(latency)
             if outcome is Outcome.SUCCESS:
-                self._latencies.add(latency)
+                self._latencies.append(latency)
         if host.state is not HostState.HEALTHY:
             return []
         if outcome.marks_host_down:
@@ -736,14 +760,28 @@ class Balancer:
         credit: each time one is considered it earns its current weight, and it is taken when
         it has a whole request's worth."""
         cap = self._buffer.settings.release_per_host
+        fits: Callable[[_Host], bool]
+        if buffered:
 
-        def fits(host: _Host) -> bool:
-            if host.state is not HostState.HEALTHY or host.endpoint in exclude:
-                return False
-            return not buffered or (not host.suspect and len(host.from_buffer) < cap)
+            def fits(host: _Host) -> bool:
+                return (
+                    host.state is HostState.HEALTHY
+                    and not host.suspect
+                    and len(host.from_buffer) < cap
+                )
+
+        elif exclude:
+
+            def fits(host: _Host) -> bool:
+                return host.state is HostState.HEALTHY and host.endpoint not in exclude
+
+        else:
+            fits = _healthy
 
         self._pick_now = now
         self._pick_default_rtt = None
+        if now >= self._ramps_end:  # the common case: nobody in slow start
+            return self._picker.pick(self._ring, fits)
         window = self._settings.slow_start
         ramping = False
         full = False
@@ -780,7 +818,8 @@ class Balancer:
                     if h.state is HostState.HEALTHY
                     and (v := h.ewma.value(self._pick_now)) is not None
                 ]
-                self._pick_default_rtt = median(known) or _DEFAULT_RTT
+                peers = median(known)
+                self._pick_default_rtt = _DEFAULT_RTT if peers is None else peers
             estimate = self._pick_default_rtt
         return estimate * (host.in_flight + 1)
 
@@ -840,6 +879,12 @@ class Balancer:
             f"{reference * 1000:.0f} ms"
         )
 
+    def _warming(self, host: _Host, now: float) -> bool:
+        """In slow start: just joined or back, maybe a cold JVM whose first answers take a
+        second; it gets a small share meanwhile, so it is not judged stuck."""
+        start = host.ramp_start
+        return start is not None and now - start < self._settings.slow_start
+
     def _may_eject(self, host: _Host) -> bool:
         """Within the share cap (at least one of 2+ hosts), and never the last healthy one."""
         active = [h for h in self._ring if h.state is not HostState.DRAINING]
@@ -897,6 +942,7 @@ class Balancer:
     def _start_ramp(self, host: _Host, now: float) -> None:
         if self._settings.slow_start > 0:
             host.ramp_start = now
+            self._ramps_end = max(self._ramps_end, now + self._settings.slow_start)
             host.credit = 1.0  # its first turn is taken: one request tells at once how it is
 
     def _expire(self, now: float) -> list[HostEvent]:
@@ -987,6 +1033,10 @@ class Balancer:
         if policy is Policy.LEAST_IN_FLIGHT:
             return LeastInFlight()
         return LeastCost(self._cost)
+
+
+def _healthy(host: _Host) -> bool:
+    return host.state is HostState.HEALTHY
 
 
 def _seq_of(host: _Host) -> int:

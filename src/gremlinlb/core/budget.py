@@ -35,12 +35,12 @@ class ExtraBudget:
         self._settings = settings
 
     def deposit(self, now: float) -> None:
+        last = self._deposits[-1] if self._deposits else None
+        if last is not None and now - last[0] < self._settings.window / _SLOTS:
+            last[1] += 1  # the hot path: same slot as the last request
+            return
         slot = self._settings.window / _SLOTS
-        start = now - now % slot
-        if self._deposits and self._deposits[-1][0] == start:
-            self._deposits[-1][1] += 1
-        else:
-            self._deposits.append([start, 1.0])
+        self._deposits.append([now - now % slot, 1.0])
         self._forget(now)
 
     def try_spend(self, now: float) -> bool:

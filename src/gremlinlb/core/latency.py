@@ -43,25 +43,14 @@ class PeakEwma:
         return self._value * math.exp(-max(0.0, now - self._stamp) / self._tau)
 
 
-class Samples:
-    """The last `size` latencies; order statistics over them."""
-
-    __slots__ = ("_samples",)
+class Samples(deque[float]):
+    """The last `size` latencies (a bounded deque: `append` is the C one); order statistics."""
 
     def __init__(self, size: int) -> None:
-        self._samples: deque[float] = deque(maxlen=size)
-
-    def add(self, sample: float) -> None:
-        self._samples.append(sample)
-
-    def __len__(self) -> int:
-        return len(self._samples)
-
-    def clear(self) -> None:
-        self._samples.clear()
+        super().__init__(maxlen=size)
 
     def quantile(self, q: float) -> float | None:
-        return quantile(self._samples, q)
+        return quantile(self, q)
 
 
 def quantile(values: Iterable[float], q: float) -> float | None:

@@ -123,10 +123,10 @@ class OutlierSettings:
     # always be), and never the last healthy one: 1 of 2 or 3 hosts, 2 of 4 or 5.
     max_ejected_share: float = 0.5
     # Stuck: requests in flight and nothing answered for max(stuck_floor, stuck_factor x the
-    # peers' typical latency) while the peers answered. 0.5 s is far above a healthy server's
-    # answer to a small read, and early enough to move reads away within the 1 s users notice.
+    # peers' typical latency) while the peers answered. 1 s: a cold JVM hit by a burst was
+    # measured answering nothing for 0.54 s; hedges answer the reads on a hung host sooner.
     stuck_factor: float = 10.0
-    stuck_floor: float = 0.5
+    stuck_floor: float = 1.0
     # Slow: the host's typical latency is over slow_factor x its peers' and over slow_floor.
     # 10x: a server answering 150 ms late next to peers at a few ms is 30-50x; a cold JVM on a
     # busy machine was measured at 5x its warm peers and should not be ejected for it.
