@@ -9,8 +9,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
+import datetime
 import logging
 import os
+import socket
+import ssl
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,9 +24,15 @@ from typing import Any
 import kopf
 from gremlinlb.operator.controller import ClusterController, ControllerOptions
 from gremlinlb.operator.kube import KubeApi, KubeError, namespaced
+from gremlinlb.operator.leader import LeaderElection
 from gremlinlb.operator.sender import HttpSender
 from gremlinlb.operator.spec import GROUP, PLURAL, VERSION, ClusterSpec, SpecError, parse_spec
-from gremlinlb.operator.webhook import token_secret_name, unknown_cluster_message
+from gremlinlb.operator.webhook import (
+    PRIVATE_NETWORKS,
+    Injection,
+    native_sidecars,
+    unknown_cluster_message,
+)
 
 from gremlinlb import certificates as certs
 
@@ -30,6 +40,9 @@ log = logging.getLogger(__name__)
 
 WEBHOOK_CONFIGS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 WEBHOOK_PATH = "/inject-sidecar"
+#: The push CA outlives many leaf renewals; replacing it (delete its Secret) re-issues every
+#: cluster's admin certificate, and pushes fail until the kubelets deliver the new ones.
+PUSH_CA_VALIDITY = datetime.timedelta(days=5 * 365)
 
 
 @dataclass(frozen=True)
@@ -71,12 +84,45 @@ class WebhookOptions:
 
 
 @dataclass(frozen=True)
+class LeaseOptions:
+    """The Lease the replicas elect a leader with (only the leader follows the clusters)."""
+
+    namespace: str = "gremlinlb-system"
+    name: str = "gremlinlb-operator"
+    duration: float = 15.0
+    renew: float = 2.0
+
+
+@dataclass(frozen=True)
 class OperatorOptions:
     namespaces: tuple[str, ...] = ()
     controller: ControllerOptions = field(default_factory=ControllerOptions)
     push_concurrency: int = 64
     webhook: WebhookOptions | None = field(default_factory=WebhookOptions)
     liveness: str | None = "http://0.0.0.0:8080/healthz"
+    #: What injected sidecars may be pushed (GREMLINLB_ALLOWED_HOSTS); empty: any host.
+    sidecar_allowed_hosts: tuple[str, ...] = PRIVATE_NETWORKS
+    #: None: this replica always leads (a single replica, or a test).
+    lease: LeaseOptions | None = field(default_factory=LeaseOptions)
+    #: How often the webhook certificate is checked (renewed near expiry, reloaded if changed).
+    cert_check_interval: float = 3600.0
+    #: The CA that issues the sidecars' admin certificates (pushes go over TLS); None: plain
+    #: HTTP pushes and no admin TLS for injected sidecars.
+    push_ca_secret: tuple[str, str] | None = ("gremlinlb-system", "gremlinlb-push-ca")
+
+
+def _stored_bundle(secret: Mapping[str, Any] | None) -> certs.CertBundle | None:
+    if secret is None:
+        return None
+    data = secret.get("data") or {}
+    try:
+        return certs.CertBundle(
+            base64.b64decode(data["ca.crt"]),
+            base64.b64decode(data["tls.crt"]),
+            base64.b64decode(data["tls.key"]),
+        )
+    except (KeyError, ValueError):
+        return None
 
 
 def login() -> kopf.ConnectionInfo:
@@ -103,7 +149,27 @@ class OperatorApp:
         self.sender = HttpSender(limit=options.push_concurrency)
         self._semaphore: asyncio.Semaphore | None = None
         self.controllers: dict[tuple[str, str], ClusterController] = {}
+        #: Every GremlinCluster kopf reported, followed or not (a standby follows none).
+        self.bodies: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self.election: LeaderElection | None = None
+        if options.lease is not None:
+            lease = options.lease
+            self.election = LeaderElection(
+                self.api,
+                lease.namespace,
+                lease.name,
+                os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+                duration=lease.duration,
+                renew=lease.renew,
+                on_started=self._lead,
+                on_stopped=self._stand_by,
+            )
+        self._background: list[asyncio.Task[None]] = []
+        self._tls: ssl.SSLContext | None = None
+        self._serving: certs.CertBundle | None = None
+        self.authority: certs.Authority | None = None
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
+        self.injection = Injection(allowed_hosts=options.sidecar_allowed_hosts)
 
     @property
     def semaphore(self) -> asyncio.Semaphore:
@@ -113,30 +179,57 @@ class OperatorApp:
 
     # -- clusters ------------------------------------------------------------------------------
 
-    def ensure(self, body: Mapping[str, Any]) -> ClusterController:
+    @property
+    def leading(self) -> bool:
+        return self.election is None or self.election.leading
+
+    def start_background(self) -> None:
+        """The leader election and the certificate's renewal (kopf's startup handler)."""
+        if self.election is not None:
+            self._background.append(asyncio.create_task(self.election.run(), name="lease"))
+        if self.options.webhook is not None:
+            self._background.append(asyncio.create_task(self._keep_certificate(), name="cert"))
+
+    def ensure(self, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
         key = (str(meta["namespace"]), str(meta["name"]))
+        self.bodies[key] = body
+        if not self.leading:
+            return
         controller = self.controllers.get(key)
         if controller is None:
             controller = ClusterController(
-                self.api, self.sender, self.semaphore, self.options.controller, body
+                self.api,
+                self.sender,
+                self.semaphore,
+                self.options.controller,
+                body,
+                self.authority,
             )
             self.controllers[key] = controller
             controller.start()
         else:
             controller.update(body)
-        return controller
 
-    async def remove(self, namespace: str, name: str) -> None:
-        controller = self.controllers.pop((namespace, name), None)
-        if controller is not None:
+    async def _lead(self) -> None:
+        for body in list(self.bodies.values()):
+            self.ensure(body)
+
+    async def _stand_by(self) -> None:
+        for key in list(self.controllers):
+            await self.controllers.pop(key).stop()
+
+    async def remove(self, namespace: str, name: str, uid: str | None) -> None:
+        """Stop following a deleted cluster (its token Secret goes with it: owner reference).
+        A cluster of the same name applied again since (another uid) is left running."""
+        key = (namespace, name)
+        body = self.bodies.get(key)
+        if body is not None and uid in (None, (body.get("metadata") or {}).get("uid")):
+            del self.bodies[key]
+        controller = self.controllers.get(key)
+        if controller is not None and uid in (None, controller.uid):
+            del self.controllers[key]
             await controller.stop()
-        path = namespaced("", "v1", namespace, "secrets", token_secret_name(name))
-        try:
-            await self.api.request("DELETE", path)
-        except KubeError as error:
-            if error.status != 404:
-                raise
 
     async def cluster_for_pod(self, namespace: str, name: str) -> tuple[ClusterSpec, list[str]]:
         """The cluster a pod asks for and its live hosts; kopf.AdmissionError if unusable."""
@@ -156,6 +249,11 @@ class OperatorApp:
             ) from None
 
     async def close(self) -> None:
+        for task in self._background:
+            task.cancel()
+        for task in self._background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         for key in list(self.controllers):
             controller = self.controllers.pop(key)
             await controller.stop()
@@ -171,22 +269,119 @@ class OperatorApp:
         options = self.options.webhook
         if options is None:
             return None
+        await self._check_version()
         bundle = await self._certificate(options)
         self._tempdir = tempfile.TemporaryDirectory(prefix="gremlinlb-webhook-")
-        directory = Path(self._tempdir.name)
-        (directory / "tls.crt").write_bytes(bundle.cert_pem)
-        key_path = directory / "tls.key"
-        key_path.touch(mode=0o600)
-        key_path.write_bytes(bundle.key_pem)
+        cert_path, key_path = self._write_certificate(bundle)
+        # Kept, so that a renewed certificate is loaded into it while the server runs.
+        self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._serving = bundle
         await self._configure_webhook(options, bundle.ca_pem)
         return kopf.WebhookServer(
             addr=options.listen_host,
             port=options.listen_port,
-            certfile=str(directory / "tls.crt"),
+            certfile=str(cert_path),
             pkeyfile=str(key_path),
+            context=self._tls,
         )
 
+    def _write_certificate(self, bundle: certs.CertBundle) -> tuple[Path, Path]:
+        assert self._tempdir is not None
+        directory = Path(self._tempdir.name)
+        cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+        cert_path.write_bytes(bundle.cert_pem)
+        key_path.touch(mode=0o600)
+        key_path.write_bytes(bundle.key_pem)
+        return cert_path, key_path
+
+    async def _keep_certificate(self) -> None:
+        """Check the certificate every ``cert_check_interval``: renew it before it expires (or
+        load the one another replica renewed, or cert-manager replaced) without a restart."""
+        options = self.options.webhook
+        assert options is not None
+        while True:
+            await asyncio.sleep(self.options.cert_check_interval)
+            try:
+                bundle = await self._certificate(options)
+                if bundle == self._serving or self._tls is None:
+                    continue
+                # The caBundle first: it trusts the old and the new CA during the change.
+                await self._configure_webhook(options, bundle.ca_pem)
+                self._tls.load_cert_chain(*self._write_certificate(bundle))
+                self._serving = bundle
+                log.info("webhook certificate renewed: now serving the new one")
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("webhook certificate check failed (trying again later): %s", error)
+
+    async def push_authority(self) -> None:
+        """The push CA, kept in a Secret shared by the replicas (created by the first one)."""
+        where = self.options.push_ca_secret
+        if where is None:
+            return
+        path = namespaced("", "v1", where[0], "secrets", where[1])
+        for _ in range(3):
+            found = await self.api.get(path)
+            data = (found or {}).get("data") or {}
+            if "ca.crt" in data and "ca.key" in data:
+                self.authority = certs.Authority(
+                    base64.b64decode(data["ca.crt"]), base64.b64decode(data["ca.key"])
+                )
+                break
+            fresh = certs.new_authority("gremlinlb-push-ca", validity=PUSH_CA_VALIDITY)
+            secret: dict[str, Any] = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {
+                    "name": where[1],
+                    "namespace": where[0],
+                    "labels": {"app.kubernetes.io/managed-by": "gremlinlb-operator"},
+                },
+                "data": {
+                    "ca.crt": base64.b64encode(fresh.ca_pem).decode(),
+                    "ca.key": base64.b64encode(fresh.key_pem).decode(),
+                },
+            }
+            try:
+                if found is None:
+                    await self.api.request(
+                        "POST", namespaced("", "v1", where[0], "secrets"), body=secret
+                    )
+                else:
+                    secret["metadata"]["resourceVersion"] = found["metadata"]["resourceVersion"]
+                    await self.api.request("PUT", path, body=secret)
+            except KubeError as error:
+                if error.status in (404, 409):  # another replica wrote it first: use theirs
+                    continue
+                raise
+            self.authority = fresh
+            log.info("push CA created in Secret %s/%s", *where)
+            break
+        else:
+            raise RuntimeError(f"Secret {path} kept changing while the push CA was written")
+        self.sender.trust(self.authority.ca_pem)
+        self.injection = dataclasses.replace(self.injection, admin_tls=True)
+
+    async def _check_version(self) -> None:
+        """Native sidecars need Kubernetes 1.29: before that, inject a regular container."""
+        version = await self.api.request("GET", "/version")
+        native = native_sidecars(version)
+        self.injection = dataclasses.replace(self.injection, native=native)
+        if not native:
+            log.warning(
+                "Kubernetes %s has no native sidecars (they need 1.29 or later): the sidecar is "
+                "injected as the first regular container instead. It then starts before the "
+                "application but is not awaited, and a Job's pod does not end while it runs. "
+                "Upgrade the cluster to 1.29+ for native sidecars.",
+                version.get("gitVersion", "?"),
+            )
+
     async def _certificate(self, options: WebhookOptions) -> certs.CertBundle:
+        """The serving certificate: provided (cert-manager), or kept in a Secret shared by the
+        replicas, generated when absent and renewed when near expiry. Bounded: replicas that
+        race each other settle on whichever wrote first."""
         if options.cert_dir is not None:
             d = options.cert_dir
             ca = d / "ca.crt" if (d / "ca.crt").exists() else d / "tls.crt"
@@ -195,42 +390,41 @@ class OperatorApp:
             )
         names = options.names()
         path = namespaced("", "v1", options.secret_namespace, "secrets", options.secret_name)
-        found = await self.api.get(path)
-        if found is not None:
-            data = found.get("data") or {}
-            with contextlib.suppress(KeyError, ValueError):
-                bundle = certs.CertBundle(
-                    base64.b64decode(data["ca.crt"]),
-                    base64.b64decode(data["tls.crt"]),
-                    base64.b64decode(data["tls.key"]),
-                )
-                if certs.still_good(bundle, names):
-                    return bundle
-        bundle = certs.generate(names)
-        secret: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "kubernetes.io/tls",
-            "metadata": {
-                "name": options.secret_name,
-                "namespace": options.secret_namespace,
-                "labels": {"app.kubernetes.io/managed-by": "gremlinlb-operator"},
-            },
-            "data": {
-                "ca.crt": base64.b64encode(bundle.ca_pem).decode(),
-                "tls.crt": base64.b64encode(bundle.cert_pem).decode(),
-                "tls.key": base64.b64encode(bundle.key_pem).decode(),
-            },
-        }
-        if found is None:
-            await self.api.request(
-                "POST", namespaced("", "v1", options.secret_namespace, "secrets"), body=secret
-            )
-        else:
-            secret["metadata"]["resourceVersion"] = found["metadata"]["resourceVersion"]
-            await self.api.request("PUT", path, body=secret)
-        log.info("webhook certificate for %s stored in Secret %s", ", ".join(names), path)
-        return bundle
+        for _ in range(3):
+            found = await self.api.get(path)
+            stored = _stored_bundle(found)
+            if stored is not None and certs.still_good(stored, names):
+                return stored
+            bundle = certs.renewed(stored, names)
+            secret: dict[str, Any] = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "kubernetes.io/tls",
+                "metadata": {
+                    "name": options.secret_name,
+                    "namespace": options.secret_namespace,
+                    "labels": {"app.kubernetes.io/managed-by": "gremlinlb-operator"},
+                },
+                "data": {
+                    "ca.crt": base64.b64encode(bundle.ca_pem).decode(),
+                    "tls.crt": base64.b64encode(bundle.cert_pem).decode(),
+                    "tls.key": base64.b64encode(bundle.key_pem).decode(),
+                },
+            }
+            try:
+                if found is None:
+                    collection = namespaced("", "v1", options.secret_namespace, "secrets")
+                    await self.api.request("POST", collection, body=secret)
+                else:
+                    secret["metadata"]["resourceVersion"] = found["metadata"]["resourceVersion"]
+                    await self.api.request("PUT", path, body=secret)
+            except KubeError as error:
+                if error.status in (404, 409):  # another replica wrote it first: use theirs
+                    continue
+                raise
+            log.info("webhook certificate for %s stored in Secret %s", ", ".join(names), path)
+            return bundle
+        raise RuntimeError(f"Secret {path} kept changing while the certificate was written")
 
     async def _configure_webhook(self, options: WebhookOptions, ca_pem: bytes) -> None:
         path = f"{WEBHOOK_CONFIGS}/{options.configuration}"

@@ -12,11 +12,12 @@ from typing import Any
 
 import kopf
 import yaml
-from gremlinlb.operator.app import OperatorApp, OperatorOptions, WebhookOptions
+from gremlinlb.operator.app import LeaseOptions, OperatorApp, OperatorOptions, WebhookOptions
 from gremlinlb.operator.controller import ControllerOptions
 from gremlinlb.operator.crd import crd_yaml
 from gremlinlb.operator.handlers import build_registry
-from gremlinlb.operator.webhook import webhook_configuration
+from gremlinlb.operator.webhook import PRIVATE_NETWORKS, webhook_configuration
+from gremlinlb.sidecar.trust import parse_allowed_hosts
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +73,40 @@ def register(commands: Any) -> None:
         help="coalesce EndpointSlice changes within this window (default 0.05)",
     )
     run.add_argument(
+        "--token-check-interval",
+        type=float,
+        default=30.0,
+        metavar="SEC",
+        help="read each cluster's token Secret again this often, recreating a missing or "
+        "broken one (a sidecar refusing the token triggers it at once; default 30)",
+    )
+    run.add_argument(
         "--liveness",
         default="http://0.0.0.0:8080/healthz",
         metavar="URL",
         help="liveness endpoint served by kopf ('' to disable)",
     )
     run.add_argument("--log-format", choices=("text", "json"), default="text")
+    ha = parser.add_argument_group("several replicas")
+    ha.add_argument(
+        "--lease",
+        default="gremlinlb-system/gremlinlb-operator",
+        metavar="NS/NAME",
+        help="the Lease replicas elect a leader with; only the leader follows the clusters, "
+        "every replica serves the webhook",
+    )
+    ha.add_argument(
+        "--lease-duration",
+        type=float,
+        default=15.0,
+        metavar="SEC",
+        help="a leader not renewing for this long is replaced (default 15)",
+    )
+    ha.add_argument(
+        "--no-leader-election",
+        action="store_true",
+        help="lead without a Lease (one replica only)",
+    )
     hook = parser.add_argument_group("sidecar injection webhook")
     hook.add_argument("--no-webhook", action="store_true", help="do not serve the webhook")
     hook.add_argument("--webhook-listen", default="0.0.0.0:9443", metavar="HOST:PORT")
@@ -106,6 +135,26 @@ def register(commands: Any) -> None:
         help="Secret keeping the generated serving certificate",
     )
     hook.add_argument(
+        "--webhook-cert-check-interval",
+        type=float,
+        default=3600.0,
+        metavar="SEC",
+        help="check the serving certificate this often: renewed 30 days before it expires, "
+        "reloaded when another replica or cert-manager replaced it (default 3600)",
+    )
+    hook.add_argument(
+        "--no-push-tls",
+        action="store_true",
+        help="push over plain HTTP and inject sidecars without admin TLS (no push CA)",
+    )
+    hook.add_argument(
+        "--sidecar-allowed-hosts",
+        default=",".join(PRIVATE_NETWORKS),
+        metavar="LIST",
+        help="CIDRs and host name globs injected sidecars may be pushed (their "
+        "--allowed-hosts); default: the private networks; '' allows any host",
+    )
+    hook.add_argument(
         "--webhook-cert-dir",
         type=Path,
         metavar="DIR",
@@ -123,6 +172,13 @@ def register(commands: Any) -> None:
 def _split_host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _allowed_hosts(text: str) -> tuple[str, ...]:
+    try:
+        return parse_allowed_hosts(text)
+    except ValueError as error:
+        raise ValueError(f"--sidecar-allowed-hosts: {error}") from None
 
 
 def options_from_args(args: argparse.Namespace) -> OperatorOptions:
@@ -144,16 +200,31 @@ def options_from_args(args: argparse.Namespace) -> OperatorOptions:
             secret_name=secret_name,
             cert_dir=args.webhook_cert_dir,
         )
+    lease = None
+    if not args.no_leader_election:
+        lease_ns, _, lease_name = args.lease.partition("/")
+        if not lease_ns or not lease_name:
+            raise ValueError(f"--lease: expected NAMESPACE/NAME, got {args.lease!r}")
+        if args.lease_duration < 3:
+            raise ValueError(f"--lease-duration: must be >= 3 seconds, got {args.lease_duration}")
+        lease = LeaseOptions(
+            lease_ns, lease_name, args.lease_duration, min(2.0, args.lease_duration / 3)
+        )
     return OperatorOptions(
         namespaces=tuple(args.namespace),
         controller=ControllerOptions(
             push_timeout=args.push_timeout,
             resync_interval=args.resync_interval,
             debounce=args.debounce,
+            token_check_interval=args.token_check_interval,
         ),
         push_concurrency=args.push_concurrency,
         webhook=webhook,
         liveness=args.liveness or None,
+        sidecar_allowed_hosts=_allowed_hosts(args.sidecar_allowed_hosts),
+        lease=lease,
+        push_ca_secret=None if args.no_push_tls else ("gremlinlb-system", "gremlinlb-push-ca"),
+        cert_check_interval=args.webhook_cert_check_interval,
     )
 
 
@@ -185,6 +256,7 @@ def configure_logging(log_format: str, level: str) -> None:
 async def _main(options: OperatorOptions) -> None:
     app = OperatorApp(options)
     try:
+        await app.push_authority()
         webhook = await app.webhook_server()
     except BaseException:
         await app.close()

@@ -9,13 +9,12 @@ selected client pods) and by the push group's results. Host list changes within
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import kopf
 from gremlinlb.operator.discovery import (
@@ -25,25 +24,31 @@ from gremlinlb.operator.discovery import (
     live,
 )
 from gremlinlb.operator.kube import KubeApi, KubeError, Reflector, label_selector, namespaced
-from gremlinlb.operator.push import Payload, PushGroup, Sender, TargetStatus
+from gremlinlb.operator.push import Payload, PushGroup, Sender, SendOutcome, TargetStatus
 from gremlinlb.operator.spec import (
     ADMIN_PORT_NAME,
     GROUP,
     PLURAL,
     SIDECAR_CONTAINER,
-    TOKEN_KEY,
     VERSION,
     ClusterSpec,
     SpecError,
     parse_spec,
 )
 from gremlinlb.operator.status import Observed, build_status, now_text, same_status
-from gremlinlb.operator.webhook import token_secret_name
+from gremlinlb.operator.tokens import (
+    Write,
+    certificate_of,
+    plan_token,
+    sidecar_server_name,
+    token_secret,
+)
+from gremlinlb.operator.webhook import ADMIN_TLS_ANNOTATION, token_secret_name
 from gremlinlb.sidecar.settings_json import settings_to_json
 
-log = logging.getLogger(__name__)
+from gremlinlb import certificates as certs
 
-MANAGED_BY = {"app.kubernetes.io/managed-by": "gremlinlb-operator"}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,8 @@ class ControllerOptions:
     resync_interval: float = 60.0
     debounce: float = 0.05
     status_interval: float = 0.5
+    #: How often the token Secret is read again (a 401 from a sidecar reads it at once).
+    token_check_interval: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -64,23 +71,63 @@ class _PodKey:
     container_id: str
 
 
+#: The ClusterRole a namespace's RoleBinding grants the operator (manifests/10-rbac.yaml).
+WORKLOAD_ROLE = "gremlinlb-operator-workload"
+
+
+def forbidden_message(namespace: str, detail: str) -> str:
+    return (
+        f"the operator may not work in namespace {namespace} ({detail}): bind the ClusterRole "
+        f"{WORKLOAD_ROLE} there: kubectl create rolebinding gremlinlb-operator -n {namespace} "
+        f"--clusterrole={WORKLOAD_ROLE} --serviceaccount=gremlinlb-system:gremlinlb-operator"
+    )
+
+
+class NamingSender(Protocol):
+    """A sender that checks an https sidecar's certificate for ``server_name``."""
+
+    async def __call__(
+        self,
+        url: str,
+        token: str | None,
+        body: bytes,
+        time_limit: float,
+        *,
+        server_name: str | None = None,
+    ) -> SendOutcome: ...
+
+
+def _verifying(sender: NamingSender, server_name: str) -> Sender:
+    """The sender, told which name an https sidecar's certificate must carry."""
+
+    async def send(url: str, token: str | None, body: bytes, time_limit: float) -> SendOutcome:
+        return await sender(url, token, body, time_limit, server_name=server_name)
+
+    return send
+
+
 class ClusterController:
     def __init__(
         self,
         api: KubeApi,
-        sender: Sender,
+        sender: NamingSender,
         semaphore: asyncio.Semaphore,
         options: ControllerOptions,
         body: Mapping[str, Any],
+        authority: certs.Authority | None = None,
     ) -> None:
         meta = body.get("metadata") or {}
         self.namespace = str(meta["namespace"])
         self.name = str(meta["name"])
+        #: Issues the sidecars' admin certificates; pushes to https sidecars verify against it.
+        self._authority = authority
+        self.server_name = sidecar_server_name(self.namespace, self.name)
         self._api = api
         self._options = options
         self._body: dict[str, Any] = dict(body)
         self.spec: ClusterSpec | None = None
         self.spec_error: str | None = None
+        self.access_error: str | None = None
         status = body.get("status") or {}
         self._generation = int(status.get("hostsGeneration") or 0)
         self._restored_hosts = tuple(status.get("hosts") or ())
@@ -92,7 +139,7 @@ class ClusterController:
         self._pod_keys: dict[str, _PodKey] = {}
         self.group = PushGroup(
             f"{self.namespace}/{self.name}",
-            sender,
+            _verifying(sender, self.server_name),
             semaphore,
             timeout=options.push_timeout,
             on_result=self._on_push_result,
@@ -106,6 +153,7 @@ class ClusterController:
         self._recompute_pending = False
         self._status_pending = False
         self._status_dirty = asyncio.Event()
+        self._token_suspect = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
         self._stopped = False
 
@@ -114,6 +162,11 @@ class ClusterController:
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
+
+    @property
+    def uid(self) -> str | None:
+        uid = (self._body.get("metadata") or {}).get("uid")
+        return str(uid) if uid else None
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -152,10 +205,11 @@ class ClusterController:
             log.warning("GremlinCluster %s/%s: %s", self.namespace, self.name, error)
 
     async def _run(self) -> None:
+        self._spawn(self._status_writer())
         token = await self._retry("token Secret", self.ensure_token)
         self.group.set_token(token)
         self._rewatch()
-        self._spawn(self._status_writer())
+        self._spawn(self._keep_token())
         while not self._stopped:
             await asyncio.sleep(self._options.resync_interval)
             self.group.refresh()
@@ -165,14 +219,22 @@ class ClusterController:
         failures = 0
         while True:
             try:
-                return await action()
+                result = await action()
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                if isinstance(error, KubeError) and error.status == 403:
+                    self.access_error = forbidden_message(self.namespace, error.message)
+                    self._schedule_status()
                 failures += 1
-                delay = min(30.0, 0.5 * 2**failures)
+                delay = min(10.0, 0.5 * 2**failures)
                 log.warning("%s/%s: %s: %s", self.namespace, self.name, what, error)
                 await asyncio.sleep(delay)
+            else:
+                if self.access_error is not None:
+                    self.access_error = None
+                    self._schedule_status()
+                return result
 
     def _spawn(self, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coroutine)
@@ -182,52 +244,73 @@ class ClusterController:
     # -- the token Secret ----------------------------------------------------------------------
 
     async def ensure_token(self) -> str:
-        """The cluster's admin token, from its Secret (created, owned by the cluster, if absent)."""
+        """The cluster's admin token, from its Secret: created when missing, repaired when it
+        holds no usable token, adopted from an earlier cluster of this name. Bounded: a Secret
+        that keeps changing under it is an error for the caller to retry later."""
         name = token_secret_name(self.name)
         path = namespaced("", "v1", self.namespace, "secrets", name)
-        found = await self._api.get(path)
-        if found is not None:
-            data = (found.get("data") or {}).get(TOKEN_KEY)
-            if data:
-                return base64.b64decode(data).decode().strip()
-        token = secrets.token_urlsafe(32)
-        meta = self._body.get("metadata") or {}
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": name,
-                "namespace": self.namespace,
-                "labels": {**MANAGED_BY, f"{GROUP}/cluster": self.name},
-                "ownerReferences": [
-                    {
-                        "apiVersion": f"{GROUP}/{VERSION}",
-                        "kind": "GremlinCluster",
-                        "name": self.name,
-                        "uid": meta.get("uid"),
-                        "controller": True,
-                        "blockOwnerDeletion": True,
-                    }
-                ],
-            },
-            "type": "Opaque",
-            "data": {TOKEN_KEY: base64.b64encode(token.encode()).decode()},
-        }
-        try:
-            await self._api.request(
-                "POST", namespaced("", "v1", self.namespace, "secrets"), body=secret
+        uid = self.uid
+        for _ in range(5):
+            found = await self._api.get(path)
+            existing = None if found is None else certificate_of(found)
+            plan = plan_token(
+                found, uid, secrets.token_urlsafe(32), self._certificate_good(existing)
             )
-        except KubeError as error:
-            if error.status != 409:
+            if plan.write is Write.NONE:
+                return plan.token
+            version = None if found is None else found["metadata"].get("resourceVersion")
+            certificate = existing
+            if self._authority is not None and (plan.new_certificate or existing is None):
+                issued = certs.issue(self._authority, [self.server_name])
+                certificate = (issued.cert_pem, issued.key_pem)
+            body = token_secret(self.namespace, self.name, uid, plan.token, version, certificate)
+            try:
+                if plan.write is Write.CREATE:
+                    collection = namespaced("", "v1", self.namespace, "secrets")
+                    await self._api.request("POST", collection, body=body)
+                else:
+                    await self._api.request("PUT", path, body=body)
+            except KubeError as error:
+                if error.status in (404, 409):  # changed or deleted meanwhile: look again
+                    continue
                 raise
-            return str(await self.ensure_token())
-        kopf.event(
-            self._event_body(),
-            type="Normal",
-            reason="TokenCreated",
-            message=f"created Secret {name} with the sidecars' admin token",
+            log.info("%s/%s: Secret %s: %s", self.namespace, self.name, name, plan.reason)
+            kopf.event(
+                self._event_body(),
+                type="Normal",
+                reason="TokenCreated" if plan.write is Write.CREATE else "TokenRepaired",
+                message=f"Secret {name} (the sidecars' admin token): {plan.reason}",
+            )
+            return plan.token
+        raise RuntimeError(f"Secret {name} kept changing while being written; trying again later")
+
+    def _certificate_good(self, certificate: tuple[bytes, bytes] | None) -> bool:
+        """Whether the admin certificate in the Secret can stay (no push CA: nothing to check)."""
+        if self._authority is None:
+            return True
+        if certificate is None:
+            return False
+        bundle = certs.CertBundle(self._authority.ca_pem, *certificate)
+        return certs.issued_by(certificate[0], self._authority.ca_pem) and certs.still_good(
+            bundle, [self.server_name]
         )
-        return token
+
+    async def _keep_token(self) -> None:
+        """Re-read the token Secret now and then, and at once when a sidecar refuses the token:
+        a Secret deleted or broken out of band is recreated, and a new token is pushed with."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._token_suspect.wait(), self._options.token_check_interval
+                )
+            self._token_suspect.clear()
+            try:
+                self.group.set_token(await self.ensure_token())
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("%s/%s: token Secret: %s", self.namespace, self.name, error)
+            await asyncio.sleep(1.0)  # at most one check a second, however many 401s arrive
 
     def _event_body(self) -> kopf.Body:
         return kopf.Body(cast(kopf.RawBody, self._body))
@@ -421,18 +504,22 @@ class ClusterController:
                     restarts = int(cs.get("restartCount") or 0)
                     container_id = str(cs.get("containerID") or "")
         key = f"{self.namespace}/{meta.get('name')}"
-        return key, f"http://{host}:{port}", _PodKey(str(ip), ready, restarts, container_id)
+        scheme = "https" if (meta.get("annotations") or {}).get(ADMIN_TLS_ANNOTATION) else "http"
+        url = f"{scheme}://{host}:{port}"
+        return key, url, _PodKey(str(ip), ready, restarts, container_id)
 
     # -- results and status --------------------------------------------------------------------
 
     def _on_push_result(self, result: TargetStatus) -> None:
+        if result.status == 401:
+            self._token_suspect.set()
         if not result.in_sync and result.failures == 1:
             kopf.event(
                 self._event_body(),
                 type="Warning",
                 reason="PushFailed",
                 message=f"sidecar of pod {result.key.rsplit('/', 1)[-1]} "
-                f"({result.url.removeprefix('http://')}): {result.error}; retrying",
+                f"({result.url.split('://', 1)[-1]}): {result.error}; retrying",
             )
         self._schedule_status()
 
@@ -463,10 +550,11 @@ class ClusterController:
             sidecars=self.group.statuses(),
             service_found=self._service_found,
             spec_error=self.spec_error,
+            access_error=self.access_error,
         )
 
     async def _write_status(self) -> None:
-        if self.group.payload is None and self.spec_error is None:
+        if self.group.payload is None and self.spec_error is None and self.access_error is None:
             return  # nothing known yet: keep the stored status (and its generation)
         status = build_status(self.observed(), self._conditions, now_text())
         if same_status(status, self._written_status):

@@ -28,12 +28,18 @@ def build_registry(app: OperatorApp) -> kopf.OperatorRegistry:
     async def reconcile(body: kopf.Body, **_: Any) -> None:
         app.ensure(dict(body))
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
-    async def delete(name: str, namespace: str | None, **_: Any) -> None:
-        if namespace is None:
+    # No on.delete handler: it would put a finalizer on every GremlinCluster that only a running
+    # operator removes, hanging the cluster's (and its namespace's) deletion while the operator
+    # is down. The token Secret is owned by the cluster, so the garbage collector removes it;
+    # the operator only stops its watches when it sees the cluster go.
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def gone(
+        event: kopf.RawEvent, name: str, namespace: str | None, uid: str | None, **_: Any
+    ) -> None:
+        if event.get("type") != "DELETED" or namespace is None:
             return
-        await app.remove(namespace, name)
-        log.info("GremlinCluster %s/%s deleted: its token Secret is gone", namespace, name)
+        await app.remove(namespace, name, uid)
+        log.info("GremlinCluster %s/%s deleted: stopped following it", namespace, name)
 
     @kopf.on.mutate(
         "pods",
@@ -48,13 +54,17 @@ def build_registry(app: OperatorApp) -> kopf.OperatorRegistry:
         if cluster is None or namespace is None:
             return
         spec, hosts = await app.cluster_for_pod(namespace, cluster)
-        changes = injection(pod, cluster, spec, hosts)
+        changes = injection(pod, cluster, spec, hosts, app.injection)
         if changes is not None:
             patch.update(changes)
 
     @kopf.on.probe(id="clusters", registry=registry)
     def clusters(**_: Any) -> int:
         return len(app.controllers)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(**_: Any) -> None:
+        app.start_background()
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:

@@ -80,6 +80,8 @@ class TargetStatus:
     in_sync: bool
     failures: int
     error: str | None
+    #: The HTTP status of the last answer (None: no answer, or none yet).
+    status: int | None = None
 
 
 class _Target:
@@ -89,6 +91,7 @@ class _Target:
         self.acked: int | None = None
         self.failures = 0
         self.error: str | None = None
+        self.status: int | None = None
         self.wake = asyncio.Event()
         self.poked = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -173,7 +176,13 @@ class PushGroup:
         payload = self._payload
         in_sync = payload is not None and target.acked == payload.generation
         return TargetStatus(
-            target.key, target.url, target.acked, in_sync, target.failures, target.error
+            target.key,
+            target.url,
+            target.acked,
+            in_sync,
+            target.failures,
+            target.error,
+            target.status,
         )
 
     async def close(self) -> None:
@@ -201,6 +210,7 @@ class PushGroup:
                 continue
             target.poked.clear()
             outcome = await self._attempt(target, payload)
+            target.status = outcome.status
             if outcome.ok:
                 target.acked = payload.generation
                 target.failures = 0

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import json
+import ssl
+from typing import Any
 
 import aiohttp
 from gremlinlb.operator.push import SendOutcome
 
 
 class HttpSender:
-    """One connection pool for every sidecar; keep-alive makes repeated pushes cheap."""
+    """One connection pool for every sidecar; keep-alive makes repeated pushes cheap.
+
+    An ``https://`` sidecar must present a certificate issued by the operator's push CA for
+    the ``server_name`` given (never its IP address: pod IPs are reused); otherwise nothing,
+    not even the token, is sent."""
 
     def __init__(self, limit: int = 128) -> None:
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        self._tls: ssl.SSLContext | None = None
+
+    def trust(self, ca_pem: bytes) -> None:
+        """Verify https sidecars against these CAs (PEM)."""
+        context = ssl.create_default_context(cadata=ca_pem.decode())
+        self._tls = context
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -22,15 +34,26 @@ class HttpSender:
         return self._session
 
     async def __call__(
-        self, url: str, token: str | None, body: bytes, time_limit: float
+        self,
+        url: str,
+        token: str | None,
+        body: bytes,
+        time_limit: float,
+        *,
+        server_name: str | None = None,
     ) -> SendOutcome:
+        tls: dict[str, Any] = {}
+        if url.startswith("https://"):
+            if self._tls is None or server_name is None:
+                return SendOutcome(False, error="no push CA to verify an https sidecar with")
+            tls = {"ssl": self._tls, "server_hostname": server_name}
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         client_timeout = aiohttp.ClientTimeout(total=time_limit, connect=min(time_limit, 3.0))
         try:
             async with self._client().put(
-                f"{url}/v1/hosts", data=body, headers=headers, timeout=client_timeout
+                f"{url}/v1/hosts", data=body, headers=headers, timeout=client_timeout, **tls
             ) as response:
                 text = await response.text()
                 status = response.status

@@ -4,9 +4,9 @@ Conditions follow the Kubernetes conventions: ``lastTransitionTime`` changes onl
 condition's status does, and each carries the ``observedGeneration`` it was computed for.
 
 * ``Ready``: at least one live endpoint (reasons ``EndpointsAvailable``, ``NoLiveEndpoints``,
-  ``ServiceNotFound``, ``InvalidSpec``).
+  ``ServiceNotFound``, ``InvalidSpec``, ``Forbidden``).
 * ``Degraded``: something needs attention (``SidecarsOutOfSync``, ``EndpointsNotLive``,
-  ``ServiceNotFound``, ``InvalidSpec``; ``AsExpected`` when False).
+  ``ServiceNotFound``, ``InvalidSpec``, ``Forbidden``; ``AsExpected`` when False).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ class Observed:
     sidecars: Sequence[TargetStatus]
     service_found: bool = True
     spec_error: str | None = None
+    #: The operator lacks a permission it needs in the cluster's namespace (what to grant).
+    access_error: str | None = None
 
 
 def now_text() -> str:
@@ -76,6 +78,8 @@ def build_status(
 
     if observed.spec_error is not None:
         ready = (False, "InvalidSpec", observed.spec_error)
+    elif observed.access_error is not None:
+        ready = (False, "Forbidden", observed.access_error)
     elif not observed.service_found:
         ready = (False, "ServiceNotFound", "the Service named in spec.service does not exist")
     elif live == 0:
@@ -83,7 +87,11 @@ def build_status(
     else:
         ready = (True, "EndpointsAvailable", f"{live} of {len(endpoints)} endpoints live")
 
-    if observed.spec_error is not None or not observed.service_found:
+    if (
+        observed.spec_error is not None
+        or observed.access_error is not None
+        or not observed.service_found
+    ):
         degraded = (True, ready[1], ready[2])
     elif out_of_sync:
         names = ", ".join(s.key.rsplit("/", 1)[-1] for s in out_of_sync[:5])
@@ -120,7 +128,7 @@ def build_status(
             "outOfSync": [
                 {
                     "pod": s.key.rsplit("/", 1)[-1],
-                    "address": s.url.removeprefix("http://"),
+                    "address": s.url.split("://", 1)[-1],
                     **({"generation": s.acked_generation} if s.acked_generation else {}),
                     "error": s.error or "push in progress",
                 }

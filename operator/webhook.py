@@ -8,12 +8,18 @@ token Secret as a volume (the admin API's bearer token), an emptyDir for the las
 (a restarted sidecar serves at once), and, when configured, the servers' CA and credentials.
 
 The sidecar is also told the live hosts known at admission time (``GREMLINLB_ENDPOINTS``) and
-the cluster's settings, so it is useful before the operator's first push reaches it.
+the cluster's settings, so it is useful before the operator's first push reaches it, and what it
+may be pushed: only ``wss://`` hosts for a TLS cluster, only hosts within the allowed patterns.
+
+Before Kubernetes 1.29 an init container with ``restartPolicy: Always`` is not a sidecar (1.28
+needs a feature gate, older versions refuse it), so there the sidecar is injected as the first
+regular container instead (see :class:`Injection`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from gremlinlb.operator.spec import (
@@ -29,6 +35,8 @@ from gremlinlb.sidecar.memory import MemoryLimits, MiB
 from gremlinlb.core import BalancerSettings
 
 INJECTED_ANNOTATION = f"{GROUP}/injected"
+#: Set on injected pods: their sidecar's admin API serves HTTPS (the operator pushes over TLS).
+ADMIN_TLS_ANNOTATION = f"{GROUP}/admin-tls"
 TOKEN_VOLUME = "gremlinlb-token"
 STATE_VOLUME = "gremlinlb-state"
 CA_VOLUME = "gremlinlb-ca"
@@ -64,6 +72,47 @@ SETTINGS_ENV: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: Pod addresses in nearly every cluster: what a host list may name unless told otherwise.
+PRIVATE_NETWORKS = (
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+)
+#: The first Kubernetes version with native sidecars on by default.
+NATIVE_SIDECARS_SINCE = (1, 29)
+
+
+@dataclass(frozen=True, slots=True)
+class Injection:
+    """How the operator injects, the same for every cluster."""
+
+    #: An init container with restartPolicy Always (Kubernetes >= 1.29); else a plain container.
+    native: bool = True
+    #: GREMLINLB_ALLOWED_HOSTS of every sidecar (empty: any host).
+    allowed_hosts: tuple[str, ...] = PRIVATE_NETWORKS
+    #: The admin API serves HTTPS with the certificate in the token Secret (the operator has a
+    #: push CA); the pod is annotated so that the operator pushes over TLS.
+    admin_tls: bool = False
+
+
+def native_sidecars(version: Mapping[str, Any]) -> bool:
+    """Whether the apiserver's ``/version`` answer is 1.29 or later (``gitVersion`` wins:
+    ``minor`` carries suffixes such as ``28+`` on some distributions)."""
+    text = str(version.get("gitVersion") or "").lstrip("v")
+    parts = text.split(".")
+    try:
+        found = (int(parts[0]), int("".join(c for c in parts[1] if c.isdigit())))
+    except (IndexError, ValueError):
+        try:
+            minor = "".join(c for c in str(version.get("minor", "")) if c.isdigit())
+            found = (int(str(version.get("major"))), int(minor))
+        except ValueError:
+            return True  # unknown: assume a current cluster, the apiserver will say otherwise
+    return found >= NATIVE_SIDECARS_SINCE
+
+
 def token_secret_name(cluster: str) -> str:
     """The Secret holding the admin API token of ``cluster``'s sidecars (created by the
     operator, deleted with the cluster)."""
@@ -91,7 +140,9 @@ def settings_env(settings: BalancerSettings) -> list[dict[str, str]]:
     return env
 
 
-def sidecar_container(cluster: str, spec: ClusterSpec, hosts: Sequence[str]) -> dict[str, Any]:
+def sidecar_container(
+    cluster: str, spec: ClusterSpec, hosts: Sequence[str], how: Injection = Injection()
+) -> dict[str, Any]:
     sidecar = spec.sidecar
     env: list[dict[str, Any]] = [
         {"name": "GREMLINLB_LISTEN", "value": f"127.0.0.1:{sidecar.gremlin_port}"},
@@ -103,6 +154,13 @@ def sidecar_container(cluster: str, spec: ClusterSpec, hosts: Sequence[str]) -> 
     ]
     if hosts:
         env.append({"name": "GREMLINLB_ENDPOINTS", "value": ",".join(hosts)})
+    if spec.tls:
+        env.append({"name": "GREMLINLB_BACKEND_TLS", "value": "true"})
+    if how.allowed_hosts:
+        env.append({"name": "GREMLINLB_ALLOWED_HOSTS", "value": ",".join(how.allowed_hosts)})
+    if how.admin_tls:
+        env.append({"name": "GREMLINLB_ADMIN_TLS_CERT_FILE", "value": f"{TOKEN_DIR}/tls.crt"})
+        env.append({"name": "GREMLINLB_ADMIN_TLS_KEY_FILE", "value": f"{TOKEN_DIR}/tls.key"})
     env += settings_env(spec.settings)
     for variable, value in (
         ("GREMLINLB_MEMORY_BUDGET_BYTES", sidecar.memory_budget_bytes),
@@ -131,21 +189,21 @@ def sidecar_container(cluster: str, spec: ClusterSpec, hosts: Sequence[str]) -> 
         mounts.append({"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": True})
         env.append({"name": "GREMLINLB_BACKEND_CA_FILE", "value": f"{CA_DIR}/ca.crt"})
 
+    scheme = "HTTPS" if how.admin_tls else "HTTP"
+
     def probe(path: str, period: int, failures: int) -> dict[str, Any]:
         return {
-            "httpGet": {"path": path, "port": ADMIN_PORT_NAME},
+            "httpGet": {"path": path, "port": ADMIN_PORT_NAME, "scheme": scheme},
             "periodSeconds": period,
             "failureThreshold": failures,
             "timeoutSeconds": 2,
         }
 
-    return {
+    container: dict[str, Any] = {
         "name": SIDECAR_CONTAINER,
         "image": sidecar.image,
         "imagePullPolicy": sidecar.image_pull_policy,
         "args": list(SIDECAR_ARGS),
-        # A native sidecar: starts before the app's containers, restarted whenever it exits.
-        "restartPolicy": "Always",
         "env": env,
         "ports": [
             {"name": ADMIN_PORT_NAME, "containerPort": sidecar.admin_port, "protocol": "TCP"}
@@ -167,6 +225,10 @@ def sidecar_container(cluster: str, spec: ClusterSpec, hosts: Sequence[str]) -> 
         },
         "volumeMounts": mounts,
     }
+    if how.native:
+        # A native sidecar: starts before the app's containers, restarted whenever it exits.
+        container["restartPolicy"] = "Always"
+    return container
 
 
 def sidecar_volumes(cluster: str, spec: ClusterSpec) -> list[dict[str, Any]]:
@@ -199,7 +261,11 @@ def already_injected(pod: Mapping[str, Any]) -> bool:
 
 
 def injection(
-    pod: Mapping[str, Any], cluster: str, spec: ClusterSpec, hosts: Sequence[str]
+    pod: Mapping[str, Any],
+    cluster: str,
+    spec: ClusterSpec,
+    hosts: Sequence[str],
+    how: Injection = Injection(),
 ) -> dict[str, Any] | None:
     """The pod fields to set (a merge patch of ``spec`` and ``metadata``), or None when the
     pod already has the sidecar (injection is idempotent)."""
@@ -210,13 +276,16 @@ def injection(
     volumes = [v for v in sidecar_volumes(cluster, spec) if v["name"] not in taken]
     annotations = dict((pod.get("metadata") or {}).get("annotations") or {})
     annotations[INJECTED_ANNOTATION] = cluster
+    if how.admin_tls:
+        annotations[ADMIN_TLS_ANNOTATION] = "true"
+    container = sidecar_container(cluster, spec, hosts, how)
+    # Native: first init container (it serves the other init containers too). Otherwise the
+    # first container: the kubelet starts containers in order, so it starts before the app.
+    group = "initContainers" if how.native else "containers"
     return {
         "metadata": {"annotations": annotations},
         "spec": {
-            "initContainers": [
-                sidecar_container(cluster, spec, hosts),
-                *(pod_spec.get("initContainers") or ()),
-            ],
+            group: [container, *(pod_spec.get(group) or ())],
             "volumes": [*(pod_spec.get("volumes") or ()), *volumes],
         },
     }

@@ -2,8 +2,10 @@
 
 `PUT /v1/hosts` replaces the whole host list (what an operator or a script pushes); removed
 hosts drain through the core (in-flight requests finish, new ones go elsewhere). With a token
-configured the PUT needs `Authorization: Bearer <token>`, compared in constant time; reads stay
-open so probes and scrapers need no secret.
+configured the PUT needs `Authorization: Bearer <token>`, compared in constant time (the token
+file is re-read when it changes); reads stay open so probes and scrapers need no secret. A list
+naming hosts the sidecar may not use (see :class:`~gremlinlb.sidecar.trust.HostPolicy`) is
+refused with 403.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gremlinlb.sidecar.hostlist import (
 )
 from gremlinlb.sidecar.metrics import CONTENT_TYPE, SidecarMetrics
 from gremlinlb.sidecar.settings_json import settings_to_json
+from gremlinlb.sidecar.trust import HostPolicy
 
 from gremlinlb.core import Balancer, Endpoint, HostState, HostStatus
 
@@ -39,14 +42,16 @@ class AdminApi:
         metrics: SidecarMetrics,
         initial: HostList,
         *,
-        token: str | None = None,
+        token: str | Callable[[], str] | None = None,
         state_dir: Path | None = None,
         accepting: Callable[[], bool] = lambda: True,
+        host_policy: HostPolicy | None = None,
         rules: Callable[[], HostRules] = HostRules,
     ) -> None:
         self._balancer = balancer
         self._metrics = metrics
-        self._token = token.encode("utf-8") if token else None
+        self._token = (lambda: token) if isinstance(token, str) else token
+        self._host_policy = host_policy or HostPolicy()
         self._state_dir = state_dir
         self._accepting = accepting
         self._rules = rules
@@ -94,6 +99,9 @@ class AdminApi:
                 update = await asyncio.to_thread(_parse, text, current, self._rules())
             except BadUpdateError as error:
                 return _error(400, f"{error}; nothing was changed")
+            refusal = self._host_policy.refusal(update.hosts)
+            if refusal is not None:
+                return _error(403, f"{refusal}; nothing was changed")
             if update.generation <= current.generation:
                 if update == current:
                     return web.json_response(
@@ -141,7 +149,8 @@ class AdminApi:
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer":
             return False
-        return hmac.compare_digest(presented.strip().encode("utf-8"), self._token)
+        expected = self._token().encode("utf-8")
+        return hmac.compare_digest(presented.strip().encode("utf-8"), expected)
 
     # -- probes and metrics --------------------------------------------------------------
 

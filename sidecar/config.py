@@ -19,6 +19,7 @@ from gremlinlb.sidecar.backend import DEFAULT_MAX_MESSAGE_BYTES, BackendOptions
 from gremlinlb.sidecar.hostlist import DEFAULT_MAX_HOSTS
 from gremlinlb.sidecar.memory import MemoryLimits
 from gremlinlb.sidecar.proxy import ProxyOptions
+from gremlinlb.sidecar.trust import HostPolicy, parse_allowed_hosts
 
 from gremlinlb.core import (
     BalancerSettings,
@@ -57,6 +58,11 @@ class SidecarConfig:
     endpoints: tuple[Endpoint, ...] = ()
     admin: Address = Address("127.0.0.1", 9901)
     token: str | None = None
+    #: Where the token came from: re-read when it changes (a mounted Secret updated in place).
+    token_file: Path | None = None
+    host_policy: HostPolicy = field(default_factory=HostPolicy)
+    #: (certificate, key): the admin API serves HTTPS.
+    admin_tls: tuple[Path, Path] | None = None
     state_dir: Path | None = None
     settings: BalancerSettings = field(default_factory=BalancerSettings)
     backend: BackendOptions = field(default_factory=BackendOptions)
@@ -96,6 +102,22 @@ OPTIONS: tuple[Option, ...] = (
         "FILE",
     ),
     Option("backend_ca_file", "CA bundle (PEM) to verify wss:// backends with", "FILE"),
+    Option(
+        "backend_tls",
+        "backends only over wss://: refuse ws:// hosts (default: true with --backend-ca-file)",
+        "BOOL",
+    ),
+    Option(
+        "admin_tls_cert_file",
+        "serve the admin API over HTTPS with this certificate (PEM; re-read when it changes)",
+        "FILE",
+    ),
+    Option("admin_tls_key_file", "the private key of --admin-tls-cert-file (PEM)", "FILE"),
+    Option(
+        "allowed_hosts",
+        "comma-separated CIDRs and host name globs the host list may name (default: any)",
+        "LIST",
+    ),
     Option("max_message_bytes", "largest frame accepted either way (default 10 MiB)", "BYTES"),
     Option("connections_per_host", "multiplexed connections per backend (default 2)", "N"),
     Option("max_in_flight_per_connection", "requests at once on one connection (default 128)", "N"),
@@ -262,6 +284,10 @@ def load_config(
     listen = parse_address(values.text("listen", "127.0.0.1:8182"), values.source("listen"))
     admin = parse_address(values.text("admin", "127.0.0.1:9901"), values.source("admin"))
     endpoints = _endpoints(values)
+    host_policy = _host_policy(values)
+    refusal = host_policy.refusal(endpoints, "endpoints")
+    if refusal is not None:
+        raise ConfigError(f"{values.source('endpoints')}: {refusal}")
     settings = _settings(values)
     max_message_bytes = values.integer("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES, 1024)
     try:
@@ -289,6 +315,7 @@ def load_config(
             f"{values.source('event_loop')}: must be auto, uvloop or asyncio, got {event_loop!r}"
         )
     state_dir = values.optional_text("state_dir")
+    token_file = values.optional_text("token_file")
     handshake_timeout = values.number("handshake_timeout", 10.0)
     if handshake_timeout <= 0:
         raise ConfigError(
@@ -299,6 +326,9 @@ def load_config(
         endpoints=endpoints,
         admin=admin,
         token=_read_secret(values, "token_file"),
+        token_file=Path(token_file) if token_file else None,
+        admin_tls=_admin_tls(values),
+        host_policy=host_policy,
         state_dir=Path(state_dir) if state_dir else None,
         settings=settings,
         backend=backend,
@@ -382,6 +412,34 @@ def _endpoints(values: _Values) -> tuple[Endpoint, ...]:
         if endpoint not in endpoints:
             endpoints.append(endpoint)
     return tuple(endpoints)
+
+
+def _admin_tls(values: _Values) -> tuple[Path, Path] | None:
+    cert = values.optional_text("admin_tls_cert_file")
+    key = values.optional_text("admin_tls_key_file")
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        raise ConfigError(
+            "--admin-tls-cert-file and --admin-tls-key-file go together: give both or neither"
+        )
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(
+            f"{values.source('admin_tls_cert_file')}: cannot load {cert} with {key}: {error}"
+        ) from None
+    return Path(cert), Path(key)
+
+
+def _host_policy(values: _Values) -> HostPolicy:
+    allowed = values.text("allowed_hosts", "")
+    try:
+        patterns = parse_allowed_hosts(allowed)
+    except ValueError as error:
+        raise ConfigError(f"{values.source('allowed_hosts')}: {error}") from None
+    tls = values.boolean("backend_tls", values.optional_text("backend_ca_file") is not None)
+    return HostPolicy(require_tls=tls, allowed=patterns)
 
 
 def _settings(values: _Values) -> BalancerSettings:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 
 import aiohttp
 from aiohttp import web
@@ -17,6 +18,7 @@ from gremlinlb.sidecar.hostlist import HostList, HostRules, load_state
 from gremlinlb.sidecar.memory import tune_allocator
 from gremlinlb.sidecar.metrics import SidecarMetrics
 from gremlinlb.sidecar.proxy import Proxy
+from gremlinlb.sidecar.trust import ServingCertificate, TokenFile
 
 from gremlinlb.core import Balancer, HostEvent
 from gremlinlb.core.balancer import Listener
@@ -57,9 +59,14 @@ class Sidecar:
             self.balancer,
             self.metrics,
             initial,
-            token=config.token,
+            token=(
+                TokenFile(config.token_file, config.token)
+                if config.token_file is not None and config.token is not None
+                else config.token
+            ),
             state_dir=config.state_dir,
             accepting=lambda: self.proxy.accepting,
+            host_policy=config.host_policy,
             rules=self._host_rules,
         )
         self._tasks = [
@@ -77,7 +84,11 @@ class Sidecar:
         self._gremlin_site = await self._serve(
             gremlin, config.listen, keepalive_timeout=config.proxy.handshake_timeout
         )
-        await self._serve(self.admin.app(), config.admin)
+        admin_tls = None if config.admin_tls is None else ServingCertificate(*config.admin_tls)
+        await self._serve(
+            self.admin.app(), config.admin, tls=None if admin_tls is None else admin_tls.context
+        )
+        self._admin_scheme = "http" if admin_tls is None else "https"
         if not config.admin.loopback and config.token is None:
             log.warning(
                 "the admin API listens on %s without a token: anyone who reaches it can change "
@@ -85,9 +96,10 @@ class Sidecar:
                 config.admin,
             )
         log.info(
-            "sidecar serving ws://%s/gremlin for %s; admin on http://%s",
+            "sidecar serving ws://%s/gremlin for %s; admin on %s://%s",
             self.address,
             ", ".join(e.address for e in initial.hosts) or "no hosts yet",
+            self._admin_scheme,
             self.admin_address,
         )
 
@@ -95,7 +107,10 @@ class Sidecar:
         config = self.config
         if config.state_dir is not None:
             saved = load_state(config.state_dir, config.settings, self._host_rules())
-            if saved is not None:
+            refusal = None if saved is None else config.host_policy.refusal(saved.hosts)
+            if refusal is not None:
+                log.warning("ignoring the saved host list in %s: %s", config.state_dir, refusal)
+            elif saved is not None:
                 log.info(
                     "restored host list generation %d from %s", saved.generation, config.state_dir
                 )
@@ -122,7 +137,11 @@ class Sidecar:
                 log.debug("returned free memory to the system after a burst")
 
     async def _serve(
-        self, app: web.Application, address: Address, keepalive_timeout: float = 75.0
+        self,
+        app: web.Application,
+        address: Address,
+        keepalive_timeout: float = 75.0,
+        tls: ssl.SSLContext | None = None,
     ) -> web.TCPSite:
         runner = web.AppRunner(
             app,
@@ -133,7 +152,7 @@ class Sidecar:
         )
         await runner.setup()
         self._runners.append(runner)
-        site = web.TCPSite(runner, address.host, address.port, reuse_address=True)
+        site = web.TCPSite(runner, address.host, address.port, reuse_address=True, ssl_context=tls)
         await site.start()
         return site
 

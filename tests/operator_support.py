@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -48,7 +49,13 @@ def http(
     request = urllib.request.Request(url, data=data, method=method)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    # https: the tests read what a sidecar serves; who may trust it is the operator's concern.
+    unverified = ssl.create_default_context()
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=unverified)
+    )
     try:
         with opener.open(request, timeout=timeout) as response:
             text = response.read().decode()
@@ -157,18 +164,59 @@ class OperatorProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
-class SidecarProcess:
-    """``gremlinlb sidecar`` on loopback with the cluster's token; restartable on its ports."""
+def project_secret(volume: Path, files: Mapping[str, str]) -> None:
+    """Write ``files`` into ``volume`` as the kubelet updates a mounted Secret: a new timestamped
+    directory, a ``..data`` symlink swapped to it atomically, and per key a symlink through
+    ``..data`` (so a file's path never changes while its content does)."""
+    volume.mkdir(parents=True, exist_ok=True)
+    version = volume / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.monotonic_ns()}"
+    version.mkdir()
+    for key, text in files.items():
+        (version / key).write_text(text)
+    temporary = volume / "..data_tmp"
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(version.name)
+    data = volume / "..data"
+    previous = data.resolve() if data.is_symlink() else None
+    temporary.rename(data)  # the atomic swap
+    for key in files:
+        link = volume / key
+        if not link.is_symlink():
+            link.symlink_to(f"..data/{key}")
+    if previous is not None and previous != version:
+        for old in previous.iterdir():
+            old.unlink()
+        previous.rmdir()
 
-    def __init__(self, token: str, work_dir: Path, *extra: str) -> None:
+
+class SidecarProcess:
+    """``gremlinlb sidecar`` on loopback with the cluster's token; restartable on its ports.
+
+    The token is read from a volume laid out as the kubelet mounts a Secret, so
+    :meth:`project_token` is exactly what a Secret update looks like to the sidecar."""
+
+    def __init__(
+        self, token: str, work_dir: Path, *extra: str, files: Mapping[str, str] = {}
+    ) -> None:
         self.port, self.admin_port = free_port(), free_port()
         self.work_dir = work_dir
         self.extra = extra
-        self.token_file = work_dir / "token"
-        self.token_file.parent.mkdir(parents=True, exist_ok=True)
-        self.token_file.write_text(token)
+        self.token_volume = work_dir / "token-volume"
+        self.token_file = self.token_volume / "token"
+        #: The Secret's other keys; with tls.crt and tls.key the admin API serves HTTPS.
+        self.files = {**files, "token": token}
+        self.project(self.files)
+        self.tls = "tls.crt" in files
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+
+    def project(self, files: Mapping[str, str]) -> None:
+        """What the kubelet does when the token Secret changes: every key, at once."""
+        self.files = dict(files)
+        project_secret(self.token_volume, self.files)
+
+    def project_token(self, token: str) -> None:
+        self.project({**self.files, "token": token})
 
     def start(self, timeout: float = 30.0) -> SidecarProcess:
         self.starts += 1
@@ -186,6 +234,7 @@ class SidecarProcess:
                     str(self.token_file),
                     "--state-dir",
                     str(state),
+                    *self.tls_flags(),
                     *self.extra,
                 ],
                 stdout=log,
@@ -195,6 +244,14 @@ class SidecarProcess:
             )
         wait_for(self._alive, timeout, "the sidecar's /healthz")
         return self
+
+    def tls_flags(self) -> list[str]:
+        if not self.tls:
+            return []
+        return [
+            *("--admin-tls-cert-file", str(self.token_volume / "tls.crt")),
+            *("--admin-tls-key-file", str(self.token_volume / "tls.key")),
+        ]
 
     def _alive(self) -> bool:
         assert self.process is not None
@@ -213,7 +270,7 @@ class SidecarProcess:
 
     @property
     def admin(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.admin_port}"
 
     @property
     def address(self) -> str:
@@ -244,6 +301,7 @@ def create_client_pod(
     *,
     cluster: str = "graph",
     ip: str = "127.0.0.1",
+    admin_tls: bool = False,
 ) -> k8s.V1Pod:
     return create_running_pod(
         api,
@@ -251,6 +309,7 @@ def create_client_pod(
         name,
         ip,
         labels={"gremlinlb.io/inject": cluster},
+        annotations={"gremlinlb.io/admin-tls": "true"} if admin_tls else None,
         containers=[
             k8s.V1Container(name="app", image="app:test"),
             sidecar_container(admin_port),
@@ -274,6 +333,44 @@ def restart_sidecar_container(api: k8s.ApiClient, namespace: str, name: str) -> 
         namespace,
         {"status": {"containerStatuses": statuses}},
     )
+
+
+OPERATOR_USER = "system:serviceaccount:gremlinlb-system:gremlinlb-operator"
+
+
+def operator_may(
+    api: k8s.ApiClient,
+    verb: str,
+    resource: str,
+    *,
+    namespace: str | None = None,
+    group: str = "",
+    name: str | None = None,
+    subresource: str | None = None,
+) -> bool:
+    """Whether RBAC lets the operator's ServiceAccount do this: a SubjectAccessReview asked by
+    ``api`` (an admin), what ``kubectl auth can-i --as=<the ServiceAccount>`` asks."""
+    review = k8s.AuthorizationV1Api(api).create_subject_access_review(
+        k8s.V1SubjectAccessReview(
+            spec=k8s.V1SubjectAccessReviewSpec(
+                user=OPERATOR_USER,
+                groups=[
+                    "system:serviceaccounts",
+                    "system:serviceaccounts:gremlinlb-system",
+                    "system:authenticated",
+                ],
+                resource_attributes=k8s.V1ResourceAttributes(
+                    verb=verb,
+                    resource=resource,
+                    group=group,
+                    namespace=namespace,
+                    name=name,
+                    subresource=subresource,
+                ),
+            )
+        )
+    )
+    return bool(review.status is not None and review.status.allowed)
 
 
 def cluster_object(api: k8s.ApiClient, namespace: str, name: str = "graph") -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 Generated with ``cryptography`` (kopf's own self-signed path needs oscrypto, which cannot find
 libcrypto on some distributions). The operator keeps its pair in a Secret, so a restart reuses
-it and the apiserver's caBundle stays valid; it is renewed when names change or expiry nears.
+it and the apiserver's caBundle stays valid; it is renewed when names change or expiry nears,
+while running. A renewed bundle's CA PEM also holds the previous CA while that is valid, so
+the caBundle trusts replicas still serving the old certificate until they load the new one.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -38,25 +41,27 @@ def _general_names(names: Sequence[str]) -> list[x509.GeneralName]:
     return out
 
 
-def generate(
-    names: Sequence[str],
-    now: datetime.datetime | None = None,
-    *,
-    ca_common_name: str = "gremlinlb-webhook-ca",
-    validity: datetime.timedelta = VALIDITY,
-) -> CertBundle:
-    """A fresh CA and a server certificate for `names` (DNS names or IP addresses).
+@dataclass(frozen=True)
+class Authority:
+    """A CA that can issue (the push CA: the operator signs each cluster's sidecar certificate)."""
 
-    The leaf's common name is `names[0]`; every name is a subject alternative name.
-    """
+    ca_pem: bytes
+    key_pem: bytes
+
+
+def new_authority(
+    common_name: str,
+    now: datetime.datetime | None = None,
+    validity: datetime.timedelta = VALIDITY,
+) -> Authority:
     now = now or datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_common_name)])
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     ca = (
         x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + validity)
@@ -75,31 +80,94 @@ def generate(
             ),
             critical=True,
         )
-        .sign(ca_key, hashes.SHA256())
+        .sign(key, hashes.SHA256())
     )
+    return Authority(ca.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def issue(
+    authority: Authority,
+    names: Sequence[str],
+    now: datetime.datetime | None = None,
+    validity: datetime.timedelta = VALIDITY,
+) -> CertBundle:
+    """A server certificate for `names` (DNS names or IP addresses) signed by `authority`.
+
+    Every name is a subject alternative name (what clients check); the common name is
+    `names[0]` when it fits the 64 characters X.509 allows.
+    """
+    now = now or datetime.datetime.now(datetime.UTC)
+    common_name = names[0] if len(names[0]) <= 64 else "gremlinlb"
+    ca = x509.load_pem_x509_certificate(authority.ca_pem)
+    ca_key = serialization.load_pem_private_key(authority.key_pem, password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-        .issuer_name(ca_name)
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + validity)
+        .not_valid_after(min(now + validity, ca.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(_general_names(names)), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     return CertBundle(
-        ca_pem=ca.public_bytes(serialization.Encoding.PEM),
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-        key_pem=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
+        authority.ca_pem, cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
     )
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def generate(
+    names: Sequence[str],
+    now: datetime.datetime | None = None,
+    *,
+    ca_common_name: str = "gremlinlb-webhook-ca",
+    validity: datetime.timedelta = VALIDITY,
+) -> CertBundle:
+    """A fresh CA and a server certificate for `names` (DNS names or IP addresses)."""
+    authority = new_authority(ca_common_name, now, validity)
+    return issue(authority, names, now, validity)
+
+
+def renewed(
+    old: CertBundle | None, names: Sequence[str], now: datetime.datetime | None = None
+) -> CertBundle:
+    """A fresh bundle for `names`; its CA PEM is the new CA followed by `old`'s first CA while
+    that one is still valid (at most two CAs: a bundle never grows)."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    fresh = generate(names, now)
+    if old is None:
+        return fresh
+    try:
+        previous = x509.load_pem_x509_certificates(old.ca_pem)[0]
+    except (ValueError, IndexError):
+        return fresh
+    if previous.not_valid_after_utc <= now:
+        return fresh
+    kept = previous.public_bytes(serialization.Encoding.PEM)
+    return CertBundle(fresh.ca_pem + kept, fresh.cert_pem, fresh.key_pem)
+
+
+def issued_by(cert_pem: bytes, ca_pem: bytes) -> bool:
+    """Whether the certificate is signed by (the first CA of) `ca_pem`."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        ca = x509.load_pem_x509_certificates(ca_pem)[0]
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, IndexError, InvalidSignature):
+        return False
+    return True
 
 
 def still_good(
@@ -109,7 +177,7 @@ def still_good(
     now = now or datetime.datetime.now(datetime.UTC)
     try:
         cert = x509.load_pem_x509_certificate(bundle.cert_pem)
-        x509.load_pem_x509_certificate(bundle.ca_pem)
+        x509.load_pem_x509_certificates(bundle.ca_pem)
         serialization.load_pem_private_key(bundle.key_pem, password=None)
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (ValueError, x509.ExtensionNotFound):

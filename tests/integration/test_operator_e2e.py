@@ -17,6 +17,10 @@ Each answer through a sidecar names the server that ran it (every server holds o
 
 from __future__ import annotations
 
+import base64
+import datetime
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,9 +30,11 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from gremlinlb import certificates as certs
 from gremlinlb.devcluster import (
     ControlPlane,
     EndpointSpec,
@@ -36,8 +42,10 @@ from gremlinlb.devcluster import (
     NetnsNetwork,
     apply_endpoint_slice,
     can_i,
+    create_namespace,
     create_running_pod,
     create_service,
+    purge_namespace,
 )
 from gremlinlb.devservers import GremlinServerProcess, ServerRuntime, with_traversal_source
 from tests.operator_support import (
@@ -48,6 +56,8 @@ from tests.operator_support import (
     condition,
     create_client_pod,
     free_port,
+    http,
+    operator_may,
     restart_sidecar_container,
     served_by,
     wait_for,
@@ -60,9 +70,20 @@ SERVERS = 4
 #: Generous bounds: the assertions are about behaviour; measured times are printed.
 SETTLE = 30.0
 PUSH_TIMEOUT = 20.0  # long on purpose: a hung sidecar must not hold the others back meanwhile
+OPERATOR_FLAGS = (
+    *("--push-timeout", str(PUSH_TIMEOUT), "--resync-interval", "600"),
+    *("--token-check-interval", "1", "--lease-duration", "3"),
+    *("--webhook-cert-check-interval", "1"),
+)
 
 
 # -- module fixtures ----------------------------------------------------------------------------
+
+
+def example_documents() -> list[dict[str, Any]]:
+    """manifests/examples/gremlincluster.yaml: the GremlinCluster and its RoleBinding."""
+    text = (REPO / "manifests/examples/gremlincluster.yaml").read_text()
+    return [d for d in yaml.safe_load_all(text) if d]
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +163,7 @@ def operator(
     cluster_manifests: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = OperatorProcess(
-        cluster_manifests, log, "--push-timeout", str(PUSH_TIMEOUT), "--resync-interval", "600"
-    )
+    process = OperatorProcess(cluster_manifests, log, *OPERATOR_FLAGS)
     process.start()
     try:
         yield process
@@ -180,24 +199,28 @@ class Scenario:
     def apply_example(self) -> None:
         path = REPO / "manifests" / "examples" / "gremlincluster.yaml"
         self.control_plane.kubectl("apply", "-n", self.namespace, "-f", str(path))
-        self.token = wait_for(self._token, SETTLE, "the cluster's token Secret")
+        self.token = wait_for(self.stored_token, SETTLE, "the cluster's token Secret")
 
-    def _token(self) -> str | None:
-        import base64
+    def stored_token(self) -> str | None:
+        return self.secret_files().get("token")
 
+    def secret_files(self) -> dict[str, str]:
+        """The token Secret's keys as its mounted volume shows them ({} while it is absent)."""
         try:
             secret = k8s.CoreV1Api(self.api).read_namespaced_secret(
                 "graph-gremlinlb-token", self.namespace
             )
         except ApiException:
-            return None
-        data = secret.data or {}
-        return base64.b64decode(data["token"]).decode() if "token" in data else None
+            return {}
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
-    def add_client(self, name: str) -> SidecarProcess:
-        sidecar = SidecarProcess(self.token, self.work_dir / name).start()
+    def add_client(self, name: str, files: dict[str, str] | None = None) -> SidecarProcess:
+        """A client pod as injected: its sidecar serves the admin API over TLS with the
+        certificate of the token Secret (or ``files``), and the pod says so."""
+        files = self.secret_files() if files is None else files
+        sidecar = SidecarProcess(self.token, self.work_dir / name, files=files).start()
         self.sidecars[name] = sidecar
-        create_client_pod(self.api, self.namespace, name, sidecar.admin_port)
+        create_client_pod(self.api, self.namespace, name, sidecar.admin_port, admin_tls=True)
         return sidecar
 
     def status(self) -> dict[str, Any]:
@@ -247,19 +270,129 @@ def ready(scenario: Scenario) -> Scenario:
 # -- the tests ---------------------------------------------------------------------------------
 
 
-def test_operator_runs_as_its_service_account_with_least_privilege(
+@pytest.fixture(scope="module")
+def bound_namespace(cluster_manifests: ControlPlane, kube_admin: k8s.ApiClient) -> Iterator[str]:
+    """A namespace where the example's RoleBinding grants the operator its workload role."""
+    name = create_namespace(kube_admin, prefix="t-rbac-bound-")
+    binding = next(d for d in example_documents() if d["kind"] == "RoleBinding")
+    cluster_manifests.kubectl("apply", "-n", name, "-f", "-", input_text=yaml.safe_dump(binding))
+    try:
+        yield name
+    finally:
+        purge_namespace(kube_admin, name)
+
+
+#: (verb, resource, API group, namespace: "bound" / "unbound" / "system" / cluster-wide, name)
+Access = tuple[str, str, str, str | None, str | None]
+
+ALLOWED: list[Access] = [
+    ("watch", "gremlinclusters", "gremlinlb.io", None, None),
+    ("patch", "gremlinclusters/status", "gremlinlb.io", "unbound", "graph"),
+    ("list", "customresourcedefinitions", "apiextensions.k8s.io", None, None),
+    ("update", "mutatingwebhookconfigurations", "admissionregistration.k8s.io", None,
+     "gremlinlb-sidecar-injector"),
+    ("watch", "endpointslices", "discovery.k8s.io", "bound", None),
+    ("watch", "pods", "", "bound", None),
+    ("get", "services", "", "bound", "gremlin"),
+    ("get", "secrets", "", "bound", "graph-gremlinlb-token"),
+    ("create", "secrets", "", "bound", None),
+    ("update", "secrets", "", "bound", "graph-gremlinlb-token"),
+    ("create", "events", "", "bound", None),
+    ("update", "secrets", "", "system", "gremlinlb-webhook-tls"),
+    ("get", "secrets", "", "system", "gremlinlb-push-ca"),
+    ("update", "leases", "coordination.k8s.io", "system", "gremlinlb-operator"),
+]  # fmt: skip
+
+REFUSED: list[Access] = [
+    ("list", "secrets", "", "bound", None),
+    ("watch", "secrets", "", "bound", None),
+    ("delete", "secrets", "", "bound", "graph-gremlinlb-token"),
+    ("get", "secrets", "", "unbound", "graph-gremlinlb-token"),
+    ("create", "secrets", "", "unbound", None),
+    ("get", "secrets", "", "kube-system", "anything"),
+    ("list", "secrets", "", None, None),
+    ("get", "secrets", "", "system", "some-other-secret"),
+    ("list", "secrets", "", "system", None),
+    ("list", "pods", "", None, None),
+    ("watch", "pods", "", "unbound", None),
+    ("list", "endpointslices", "discovery.k8s.io", None, None),
+    ("create", "pods", "", "bound", None),
+    ("patch", "pods", "", "bound", "app-0"),
+    ("delete", "pods", "", "bound", "app-0"),
+    ("delete", "gremlinclusters", "gremlinlb.io", "bound", "graph"),
+    ("update", "gremlinclusters", "gremlinlb.io", "bound", "graph"),
+    ("update", "mutatingwebhookconfigurations", "admissionregistration.k8s.io", None,
+     "someone-elses"),
+    ("update", "leases", "coordination.k8s.io", "system", "someone-elses"),
+    ("create", "rolebindings", "rbac.authorization.k8s.io", "bound", None),
+]  # fmt: skip
+
+
+def _ask(api: k8s.ApiClient, bound: str, access: Access) -> bool:
+    verb, resource, group, where, name = access
+    namespace = {"bound": bound, "unbound": "default", "system": "gremlinlb-system"}.get(
+        where or "", where
+    )
+    resource, _, subresource = resource.partition("/")
+    return operator_may(
+        api,
+        verb,
+        resource,
+        group=group,
+        namespace=namespace,
+        name=name,
+        subresource=subresource or None,
+    )
+
+
+@pytest.mark.parametrize("access", ALLOWED, ids=lambda a: "-".join(p for p in a if p))
+def test_the_operator_is_granted_what_it_needs(
+    kube_admin: k8s.ApiClient, bound_namespace: str, access: Access
+) -> None:
+    assert _ask(kube_admin, bound_namespace, access)
+
+
+@pytest.mark.parametrize("access", REFUSED, ids=lambda a: "-".join(p for p in a if p))
+def test_the_operator_is_refused_everything_else(
+    kube_admin: k8s.ApiClient, bound_namespace: str, access: Access
+) -> None:
+    assert not _ask(kube_admin, bound_namespace, access)
+
+
+def test_the_operator_process_itself_holds_no_more_than_its_role(
     operator: OperatorProcess, kube_operator: k8s.ApiClient
 ) -> None:
     assert can_i(kube_operator, "watch", "gremlinclusters", group="gremlinlb.io")
-    assert can_i(kube_operator, "list", "endpointslices", group="discovery.k8s.io")
-    assert not can_i(kube_operator, "list", "secrets")  # only get/create/delete by name
-    assert not can_i(kube_operator, "create", "pods")
-    assert not can_i(
-        kube_operator,
-        "update",
-        "mutatingwebhookconfigurations",
-        group="admissionregistration.k8s.io",
-        name="someone-elses",
+    assert not can_i(kube_operator, "list", "secrets")
+    assert not can_i(kube_operator, "get", "secrets", namespace="kube-system", name="x")
+
+
+def test_a_cluster_in_a_namespace_without_the_binding_says_what_to_grant(
+    scenario: Scenario,
+) -> None:
+    cluster = next(d for d in example_documents() if d["kind"] == "GremlinCluster")
+    scenario.control_plane.kubectl(
+        "apply", "-n", scenario.namespace, "-f", "-", input_text=yaml.safe_dump(cluster)
+    )
+
+    def forbidden() -> dict[str, Any] | None:
+        ready = condition(scenario.status(), "Ready")
+        return ready if ready.get("reason") == "Forbidden" else None
+
+    ready = wait_for(forbidden, SETTLE, "the Forbidden condition")
+    assert ready["status"] == "False"
+    assert (
+        f"kubectl create rolebinding gremlinlb-operator -n {scenario.namespace}"
+        in (ready["message"])
+    )
+    assert "--clusterrole=gremlinlb-operator-workload" in ready["message"]
+    scenario.apply_example()  # now with the RoleBinding: the operator gets to work
+    sidecar = scenario.add_client("app-0")
+    scenario.wait_hosts(sidecar, [0, 1, 2])
+    wait_for(
+        lambda: condition(scenario.status(), "Ready").get("reason") == "EndpointsAvailable",
+        SETTLE * 2,
+        "Ready once the RoleBinding exists",
     )
 
 
@@ -341,7 +474,7 @@ def test_a_fourth_server_gets_traffic_soon_after_its_endpoint_turns_ready(
 def test_an_invalid_cluster_is_refused_by_the_apiserver_with_a_useful_message(
     cluster_manifests: ControlPlane, namespace: str, change: dict[str, Any], message: str
 ) -> None:
-    example = yaml.safe_load((REPO / "manifests/examples/gremlincluster.yaml").read_text())
+    example = next(d for d in example_documents() if d["kind"] == "GremlinCluster")
     for key, value in change.items():
         if isinstance(value, dict) and isinstance(example["spec"].get(key), dict):
             if key == "service":
@@ -550,3 +683,273 @@ def test_the_webhook_refuses_a_pod_naming_an_unknown_cluster(ready: Scenario) ->
     body = str(refused.value.body)
     assert "no GremlinCluster named 'grpah'" in body
     assert "GremlinClusters there: graph" in body
+
+
+def test_pushes_travel_over_tls_to_sidecars_with_the_push_cas_certificate(
+    ready: Scenario,
+) -> None:
+    files = ready.secret_files()
+    certificate = x509.load_pem_x509_certificate(files["tls.crt"].encode())
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == [f"graph.{ready.namespace}.gremlinlb-sidecar"]
+    sidecar = ready.sidecars["app-0"]
+    assert sidecar.admin.startswith("https://")
+    assert sidecar.host_list()[1] == sorted(ready.servers.address(i) for i in range(3))
+
+
+def test_a_sidecar_with_a_certificate_from_another_ca_is_never_sent_the_token(
+    ready: Scenario,
+) -> None:
+    impostor = certs.generate([f"graph.{ready.namespace}.gremlinlb-sidecar"])
+    files = {"tls.crt": impostor.cert_pem.decode(), "tls.key": impostor.key_pem.decode()}
+    sidecar = ready.add_client("impostor", files=files)
+
+    def refused() -> dict[str, Any] | None:
+        out = {s["pod"]: s for s in ready.status()["status"]["sidecars"]["outOfSync"]}
+        return out.get("impostor")
+
+    entry = wait_for(refused, SETTLE, "the impostor reported out of sync")
+    assert "certificate" in entry["error"].lower(), entry
+    assert sidecar.host_list() == (0, [])
+
+
+def test_the_token_secret_is_owned_by_its_cluster_which_carries_no_finalizer(
+    ready: Scenario,
+) -> None:
+    obj = ready.status()
+    assert not obj["metadata"].get("finalizers")
+    secret = k8s.CoreV1Api(ready.api).read_namespaced_secret(
+        "graph-gremlinlb-token", ready.namespace
+    )
+    assert secret.metadata is not None
+    owners = [(o.kind, o.name, o.uid, o.controller) for o in secret.metadata.owner_references or []]
+    assert owners == [("GremlinCluster", "graph", obj["metadata"]["uid"], True)]
+
+
+def test_a_cluster_is_deleted_at_once_while_the_operator_is_down(
+    ready: Scenario, operator: OperatorProcess
+) -> None:
+    operator.stop()
+    try:
+        ready.control_plane.kubectl(
+            "delete", "gremlincluster", "graph", "-n", ready.namespace, "--timeout=15s"
+        )
+        listed = ready.control_plane.kubectl(
+            "get", "gremlinclusters", "-n", ready.namespace, "-o", "name"
+        )
+        assert listed.stdout.strip() == ""
+    finally:
+        operator.start()
+    # The sidecars keep their last list: deleting the cluster never cuts traffic.
+    assert set(served_by(ready.sidecars["app-0"].address, 12)) == {"0", "1", "2"}
+
+
+def test_a_token_secret_without_a_token_is_replaced_not_recursed_on(scenario: Scenario) -> None:
+    core = k8s.CoreV1Api(scenario.api)
+    core.create_namespaced_secret(
+        scenario.namespace,
+        k8s.V1Secret(
+            metadata=k8s.V1ObjectMeta(name="graph-gremlinlb-token"),
+            string_data={"not-the-token": "x"},
+        ),
+    )
+    scenario.apply_example()  # waits until the Secret holds a token
+    scenario.wait_hosts(scenario.add_client("app-0"), [0, 1, 2])
+    events = k8s.CoreV1Api(scenario.api).list_namespaced_event(scenario.namespace).items
+    repaired = [e for e in events if e.reason == "TokenRepaired"]
+    assert repaired, [e.reason for e in events]
+    assert "no usable 'token' key" in (repaired[0].message or "")
+
+
+def _in_sync(scenario: Scenario, count: int) -> dict[str, Any] | None:
+    status = scenario.status().get("status") or {}
+    sidecars = status.get("sidecars") or {}
+    return status if sidecars.get("inSync") == count and sidecars.get("total") == count else None
+
+
+def test_a_deleted_token_secret_is_recreated_and_every_sidecar_follows_the_new_token(
+    ready: Scenario,
+) -> None:
+    second = ready.add_client("app-1")
+    ready.wait_hosts(second, [0, 1, 2])
+    old = ready.token
+    k8s.CoreV1Api(ready.api).delete_namespaced_secret("graph-gremlinlb-token", ready.namespace)
+    new = wait_for(lambda: (t := ready.stored_token()) != old and t, SETTLE, "a new token Secret")
+    # Pushes with the new token are refused until the kubelet updates the mounted files.
+    ready.set_endpoints(ready.servers.endpoint(0), ready.servers.endpoint(1))
+    refused = wait_for(
+        lambda: [
+            s
+            for s in (ready.status().get("status") or {}).get("sidecars", {}).get("outOfSync", [])
+            if s["error"].startswith("401")
+        ],
+        SETTLE,
+        "pushes refused with the old token in place",
+    )
+    assert refused
+    for sidecar in ready.sidecars.values():
+        sidecar.project(ready.secret_files())  # the kubelet's update of the Secret volume
+    assert ready.stored_token() == new
+    for sidecar in ready.sidecars.values():
+        ready.wait_hosts(sidecar, [0, 1])
+    status = wait_for(lambda: _in_sync(ready, 2), SETTLE, "every sidecar in sync")
+    for sidecar in ready.sidecars.values():
+        assert sidecar.host_list()[0] == status["hostsGeneration"]
+        assert http_put_status(sidecar, old) == 401
+
+
+def http_put_status(sidecar: SidecarProcess, token: str) -> int:
+    body = {"generation": 0, "hosts": []}  # refused either way: 401 or else 409
+    return http("PUT", f"{sidecar.admin}/v1/hosts", body, token=token)[0]
+
+
+def test_a_cluster_deleted_and_applied_again_ends_with_every_sidecar_in_sync(
+    ready: Scenario,
+) -> None:
+    """What GitOps does: delete the cluster (the garbage collector takes its Secret; there is
+    none here, so the test deletes it), apply it again: a new token reaches every sidecar."""
+    second = ready.add_client("app-1")
+    ready.wait_hosts(second, [0, 1, 2])
+    old = ready.token
+    ready.control_plane.kubectl(
+        "delete", "gremlincluster", "graph", "-n", ready.namespace, "--timeout=15s"
+    )
+    k8s.CoreV1Api(ready.api).delete_namespaced_secret("graph-gremlinlb-token", ready.namespace)
+    ready.apply_example()
+    assert ready.token != old
+    for sidecar in ready.sidecars.values():
+        sidecar.project(ready.secret_files())
+    status = wait_for(lambda: _in_sync(ready, 2), SETTLE, "every sidecar in sync")
+    for sidecar in ready.sidecars.values():
+        assert sidecar.host_list() == (
+            status["hostsGeneration"],
+            sorted(ready.servers.address(i) for i in range(3)),
+        )
+
+
+def test_a_cluster_applied_again_adopts_the_token_secret_left_behind(ready: Scenario) -> None:
+    old_uid = ready.status()["metadata"]["uid"]
+    ready.control_plane.kubectl(
+        "delete", "gremlincluster", "graph", "-n", ready.namespace, "--timeout=15s"
+    )
+    ready.apply_example()  # the Secret is still there (no garbage collection yet)
+    new_uid = ready.status()["metadata"]["uid"]
+    assert new_uid != old_uid
+
+    def adopted() -> bool:
+        secret = k8s.CoreV1Api(ready.api).read_namespaced_secret(
+            "graph-gremlinlb-token", ready.namespace
+        )
+        owners = (secret.metadata.owner_references or []) if secret.metadata else []
+        return [o.uid for o in owners] == [new_uid]
+
+    wait_for(adopted, SETTLE, "the Secret owned by the new cluster")
+    assert ready.stored_token() == ready.token  # same token: the sidecars never noticed
+    wait_for(lambda: _in_sync(ready, 1), SETTLE, "the sidecar in sync")
+
+
+def _lease_holder(api: k8s.ApiClient) -> str:
+    lease = k8s.CoordinationV1Api(api).read_namespaced_lease(
+        "gremlinlb-operator", "gremlinlb-system"
+    )
+    return str(lease.spec.holder_identity or "") if lease.spec else ""
+
+
+def test_a_standby_replica_serves_the_webhook_and_takes_over_when_the_leader_dies(
+    ready: Scenario, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    standby = OperatorProcess(ready.control_plane, tmp_path / "standby.log", *OPERATOR_FLAGS)
+    try:
+        standby.start()  # it points the webhook at itself: it serves it while standing by
+        leader = f"{socket.gethostname()}-{operator.pid}"
+        assert _lease_holder(ready.api) == leader
+        pod = k8s.CoreV1Api(ready.api).create_namespaced_pod(
+            ready.namespace,
+            k8s.V1Pod(
+                metadata=k8s.V1ObjectMeta(name="web", labels={"gremlinlb.io/inject": "graph"}),
+                spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="web", image="web:1")]),
+            ),
+        )
+        assert pod.spec is not None
+        assert [c.name for c in pod.spec.init_containers or []] == ["gremlinlb-sidecar"]
+        assert operator.process is not None
+        operator.process.kill()  # no clean stop: the lease is not released, it expires
+        operator.process.wait(10)
+        wait_for(
+            lambda: _lease_holder(ready.api) == f"{socket.gethostname()}-{standby.pid}",
+            SETTLE,
+            "the standby holding the lease",
+        )
+        ready.set_endpoints(ready.servers.endpoint(1), ready.servers.endpoint(3))
+        ready.wait_hosts(ready.sidecars["app-0"], [1, 3])
+    finally:
+        standby.stop()  # a clean stop releases the lease at once
+        operator.start()
+    wait_for(
+        lambda: _lease_holder(ready.api) == f"{socket.gethostname()}-{operator.pid}",
+        SETTLE,
+        "the restarted operator leading again",
+    )
+
+
+def _served_certificate(port: int) -> x509.Certificate:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def test_the_webhook_certificate_is_renewed_while_the_operator_runs(
+    ready: Scenario, operator: OperatorProcess
+) -> None:
+    core = k8s.CoreV1Api(ready.api)
+    before = _served_certificate(operator.webhook_port)
+    # As if eleven months had passed: the stored certificate expires in ten days.
+    aging = certs.generate(["127.0.0.1"], validity=datetime.timedelta(days=10))
+    core.patch_namespaced_secret(
+        "gremlinlb-webhook-tls",
+        "gremlinlb-system",
+        {
+            "data": {
+                key: base64.b64encode(value).decode()
+                for key, value in (
+                    ("ca.crt", aging.ca_pem),
+                    ("tls.crt", aging.cert_pem),
+                    ("tls.key", aging.key_pem),
+                )
+            }
+        },
+    )
+    year = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=300)
+
+    def renewed() -> x509.Certificate | None:
+        served = _served_certificate(operator.webhook_port)
+        return served if served.not_valid_after_utc > year and served != before else None
+
+    served = wait_for(renewed, SETTLE, "a renewed certificate being served")
+    secret = core.read_namespaced_secret("gremlinlb-webhook-tls", "gremlinlb-system")
+    assert secret.data is not None
+    stored = x509.load_pem_x509_certificate(base64.b64decode(secret.data["tls.crt"]))
+    assert stored == served
+    config = k8s.AdmissionregistrationV1Api(ready.api).read_mutating_webhook_configuration(
+        "gremlinlb-sidecar-injector"
+    )
+    (hook,) = config.webhooks or []
+    bundle = base64.b64decode(str(hook.client_config.ca_bundle))
+    assert len(x509.load_pem_x509_certificates(bundle)) == 2  # the new CA and the previous one
+    # The apiserver trusts it: a labelled pod still gets its sidecar.
+    pod = core.create_namespaced_pod(
+        ready.namespace,
+        k8s.V1Pod(
+            metadata=k8s.V1ObjectMeta(name="after", labels={"gremlinlb.io/inject": "graph"}),
+            spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="web", image="web:1")]),
+        ),
+    )
+    assert pod.spec is not None
+    assert [c.name for c in pod.spec.init_containers or []] == ["gremlinlb-sidecar"]

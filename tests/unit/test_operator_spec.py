@@ -134,7 +134,8 @@ def test_the_crd_defaults_are_the_core_defaults() -> None:
 
 
 def test_the_example_cluster_is_valid() -> None:
-    example = yaml.safe_load((REPO / "manifests/examples/gremlincluster.yaml").read_text())
+    documents = yaml.safe_load_all((REPO / "manifests/examples/gremlincluster.yaml").read_text())
+    example = next(d for d in documents if d["kind"] == "GremlinCluster")
     parsed = parse_spec(example["metadata"]["name"], example["spec"])
     assert parsed.settings.health.interval == 5.0
     assert parsed.service.name == "gremlin"

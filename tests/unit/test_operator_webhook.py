@@ -9,8 +9,10 @@ import yaml
 from gremlinlb.operator.spec import parse_spec
 from gremlinlb.operator.webhook import (
     SETTINGS_ENV,
+    Injection,
     already_injected,
     injection,
+    native_sidecars,
     unknown_cluster_message,
     webhook_configuration,
 )
@@ -46,7 +48,11 @@ def test_the_sidecar_is_a_native_sidecar_placed_first() -> None:
     assert sidecar["ports"] == [
         {"name": "gremlinlb-admin", "containerPort": 9901, "protocol": "TCP"}
     ]
-    assert sidecar["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "gremlinlb-admin"}
+    assert sidecar["startupProbe"]["httpGet"] == {
+        "path": "/healthz",
+        "port": "gremlinlb-admin",
+        "scheme": "HTTP",
+    }
     assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
     env = {e["name"]: e.get("value") for e in sidecar["env"]}
     assert env["GREMLINLB_ENDPOINTS"] == "10.0.0.1:8182"
@@ -135,6 +141,45 @@ def test_the_webhook_manifest_is_the_generated_one() -> None:
         {"service": {"namespace": "gremlinlb-system", "name": "gremlinlb-operator", "port": 443}},
     )
     assert documents == [generated]
+
+
+def test_native_sidecars_are_used_from_kubernetes_1_29() -> None:
+    assert native_sidecars({"major": "1", "minor": "29", "gitVersion": "v1.29.0"})
+    assert native_sidecars({"major": "1", "minor": "31+", "gitVersion": "v1.31.2-eks-7f9249a"})
+    assert not native_sidecars({"major": "1", "minor": "28+", "gitVersion": "v1.28.9-gke.1"})
+    assert not native_sidecars({"major": "1", "minor": "27"})
+
+
+def test_before_1_29_the_sidecar_is_the_first_regular_container() -> None:
+    changes = injection(pod(), "graph", cluster(), [], Injection(native=False))
+    assert changes is not None
+    assert "initContainers" not in changes["spec"]
+    sidecar, app = changes["spec"]["containers"]
+    assert (sidecar["name"], app["name"]) == ("gremlinlb-sidecar", "web")
+    assert "restartPolicy" not in sidecar
+
+
+def test_the_sidecar_is_told_which_hosts_it_may_be_pushed() -> None:
+    changes = injection(pod(), "graph", cluster(tls={"enabled": True}), [])
+    assert changes is not None
+    env = {e["name"]: e.get("value") for e in changes["spec"]["initContainers"][0]["env"]}
+    assert env["GREMLINLB_BACKEND_TLS"] == "true"
+    assert env["GREMLINLB_ALLOWED_HOSTS"].split(",")[0] == "10.0.0.0/8"
+    plain = injection(pod(), "graph", cluster(), [], Injection(allowed_hosts=()))
+    assert plain is not None
+    names = {e["name"] for e in plain["spec"]["initContainers"][0]["env"]}
+    assert not {"GREMLINLB_BACKEND_TLS", "GREMLINLB_ALLOWED_HOSTS"} & names
+
+
+def test_with_a_push_ca_the_admin_api_serves_https_from_the_token_secret() -> None:
+    changes = injection(pod(), "graph", cluster(), [], Injection(admin_tls=True))
+    assert changes is not None
+    sidecar = changes["spec"]["initContainers"][0]
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert env["GREMLINLB_ADMIN_TLS_CERT_FILE"] == "/var/run/gremlinlb/token/tls.crt"
+    assert env["GREMLINLB_ADMIN_TLS_KEY_FILE"] == "/var/run/gremlinlb/token/tls.key"
+    assert sidecar["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert changes["metadata"]["annotations"]["gremlinlb.io/admin-tls"] == "true"
 
 
 def test_the_injected_memory_limit_is_sized_from_the_sidecars_memory_budget() -> None:
