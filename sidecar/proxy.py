@@ -775,6 +775,7 @@ class Proxy:
                 exchange.live.remove(attempt)
             self.balancer.release(lease)
             return
+        self.balancer.sent(lease)
         await self._send(attempt, connection)
 
     def _attempt_ended(self, attempt: Attempt) -> None:

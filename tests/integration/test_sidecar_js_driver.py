@@ -22,6 +22,7 @@ from gremlinlb.sidecar.testing import SidecarThread
 
 from gremlinlb.core import BalancerSettings, HealthCheckSettings, parse_endpoint
 from gremlinlb.devservers import Fleet, GremlinServerProcess
+from tests.driver_support import SPREAD_SPECS_OUTLIERS
 from tests.helpers import name_servers
 
 pytestmark = pytest.mark.integration
@@ -78,7 +79,11 @@ def servers(fleet: Fleet) -> Sequence[GremlinServerProcess]:
 def sidecar(servers: Sequence[GremlinServerProcess]) -> Iterator[SidecarThread]:
     config = SidecarConfig(
         endpoints=tuple(parse_endpoint(s.address) for s in servers),
-        settings=BalancerSettings(health=HealthCheckSettings(interval=0.5), request_timeout=10.0),
+        settings=BalancerSettings(
+            health=HealthCheckSettings(interval=0.5),
+            request_timeout=10.0,
+            outlier=SPREAD_SPECS_OUTLIERS,
+        ),
     )
     with SidecarThread(config) as running:
         yield running

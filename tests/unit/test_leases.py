@@ -93,3 +93,16 @@ def test_a_session_that_had_to_wait_gets_a_session_lease() -> None:
     lb.record_probe(A, ok=True)
     assert waiter.lease is not None
     assert waiter.lease.session
+
+
+def test_a_wait_for_a_connection_before_sending_is_not_counted_as_the_hosts_latency() -> None:
+    clock = Clock()
+    lb = serving([A], clock=clock)
+    lease = lease_on(lb, A)
+    clock.advance(0.9)  # opening a connection to a cold host
+    lb.sent(lease)
+    clock.advance(0.01)
+    lb.finish(lease, Outcome.SUCCESS)
+    (status,) = lb.hosts()
+    assert status.ewma_latency is not None
+    assert status.ewma_latency < 0.05

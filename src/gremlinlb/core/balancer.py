@@ -420,6 +420,13 @@ class Balancer:
         with self._lock:
             return self._buffer.remove(waiter)
 
+    def sent(self, lease: Lease) -> None:
+        """The adapter wrote the request only now, after waiting for a connection (opening one
+        to a cold host, or room on a busy one): that wait is not the server's latency, and
+        counting it would make a host warming up in a burst look slow."""
+        with self._lock:
+            lease.started = max(lease.started, self._clock())
+
     def finish(self, lease: Lease, outcome: Outcome, error: BaseException | None = None) -> None:
         """How an attempt ended; the core measures its latency (clock - lease.started).
 

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from gremlinlb.core.endpoints import Endpoint
 
 
-@dataclass(frozen=True, eq=False, slots=True)
+@dataclass(eq=False, slots=True)
 class Lease:
     """Identity matters (eq=False): two leases on one host at one instant are two attempts."""
 
     endpoint: Endpoint
-    started: float  # on the balancer's clock
+    # On the balancer's clock; moved to the moment of sending by `Balancer.sent` when the
+    # adapter first had to wait for a connection (not the server's latency).
+    started: float
     hedge: bool = False  # a second attempt of a read, sent because the first was slow
     # A session's connection: in flight for the session's whole life, so it is neither a
     # latency sample nor evidence that its host is stuck.
