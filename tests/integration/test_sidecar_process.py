@@ -20,6 +20,7 @@ from gremlin_python.driver.client import Client
 from gremlin_python.driver.protocol import GremlinServerError
 
 from gremlinlb.devservers import Fleet, GremlinServerProcess
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -170,7 +171,8 @@ def test_after_sigterm_readiness_fails_and_requests_on_open_connections_are_stil
     try:
         slow = gremlin.submit("Thread.sleep(1500); 'finished'")
         wait_in_flight(sidecar, 1)
-        sidecar.terminate()
+        sidecar.terminate()  # the signal is handled asynchronously: poll, bounded
+        wait_until(lambda: get(f"{sidecar.admin}/readyz")[0] == 503, 10, "readiness to fail")
         status, body = get(f"{sidecar.admin}/readyz")
         assert (status, body["reason"]) == (503, "shutting down")
         assert refused(sidecar.port)
