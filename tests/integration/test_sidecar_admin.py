@@ -77,15 +77,20 @@ def put(sidecar: SidecarThread, body: Any, token: str | None = TOKEN) -> tuple[i
     return call("PUT", f"{sidecar.admin_url}/v1/hosts", body, token)
 
 
-def test_get_hosts_reports_state_in_flight_totals_and_last_error(
-    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
-) -> None:
+def send_requests(sidecar: SidecarThread, count: int) -> None:
+    """`count` answered requests through the sidecar, so the hosts have totals to report."""
     gremlin = Client(sidecar.url, "g")
     try:
-        for _ in range(4):
+        for _ in range(count):
             gremlin.submit("1").all().result(10)
     finally:
         gremlin.close()
+
+
+def test_get_hosts_reports_state_in_flight_totals_and_last_error(
+    sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
+) -> None:
+    send_requests(sidecar, 4)
     status, body = call("GET", f"{sidecar.admin_url}/v1/hosts")
     assert status == 200
     assert body["generation"] == 0
@@ -390,12 +395,7 @@ def test_a_put_of_20000_hosts_never_stalls_the_requests_served_meanwhile(
 def test_a_host_that_leaves_the_list_takes_its_metric_series_with_it(
     sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]
 ) -> None:
-    gremlin = Client(sidecar.url, "g")
-    try:
-        for _ in range(4):
-            gremlin.submit("1").all().result(10)
-    finally:
-        gremlin.close()
+    send_requests(sidecar, 4)
     gone = servers[0].address
     assert f'host="{gone}"' in call("GET", f"{sidecar.admin_url}/metrics")[1]
     assert put(sidecar, {"generation": 1, "hosts": [servers[1].address]})[0] == 200
