@@ -13,7 +13,7 @@ include hack/k8s/k8s.mk
 # gremlinlb.sidecar and gremlinlb.operator live outside src/.
 LINK_TREE = $(firstword $(wildcard build/__editable__.gremlinlb-*))
 
-.PHONY: setup demo test lint typecheck unit integration clean js-driver java-driver go-driver kind-e2e cluster-e2e generate bench bench-deps haproxy
+.PHONY: setup demo test lint typecheck unit integration clean js-driver java-driver go-driver kind-e2e cluster-e2e generate bench bench-deps haproxy bench-micro
 
 setup: $(VENV)/.deps-stamp package jars js-driver java-driver go-driver
 
@@ -108,3 +108,16 @@ cluster-e2e: setup k8s-bins
 # The same checks on a kind cluster (needs Docker, kind and kubectl; cannot run on the CI machine).
 kind-e2e: package
 	hack/kind-e2e.sh
+
+# `make bench-micro`: the data plane's own cost (issue 10). A Go load generator replays
+# g.inject(1) against direct, HAProxy (mode tcp) and the sidecar (1 and 3 servers) at three
+# shapes, in one run; writes bench/results/<date>-micro.md. BENCH_MICRO_ARGS passes anything
+# else to bench/micro_bench.py (e.g. --label micro-after --profile --baseline main=PATH).
+MICRO_LOADGEN := $(CACHE)/bench/micro-loadgen
+bench-micro: package jars bench-deps haproxy $(MICRO_LOADGEN)
+	$(PY) bench/micro_bench.py $(BENCH_MICRO_ARGS)
+
+$(MICRO_LOADGEN): bench/micro/loadgen/main.go bench/micro/loadgen/go.mod bench/micro/loadgen/go.sum
+	cd bench/micro/loadgen && GOPATH=$(CACHE)/go GOMODCACHE=$(CACHE)/go/mod GOCACHE=$(CACHE)/go/build \
+	    GOENV=off CGO_ENABLED=0 GOFLAGS="-mod=readonly -modcacherw -buildvcs=false -trimpath" \
+	    go build -o $(MICRO_LOADGEN) .

@@ -1,0 +1,541 @@
+"""The data plane's own cost: direct vs HAProxy (TCP) vs the sidecar, with minimal requests.
+
+`make bench-micro` runs it. A Go load generator (bench/micro/loadgen, built into .cache/bench)
+replays one GraphBinary `g.inject(1)` request (so the server does almost nothing and the proxy's
+own cost shows) in a closed loop at three shapes (connections x requests in flight per
+connection), against each contender in turn, in one run, on loopback:
+
+| contender | what the load generator connects to |
+|---|---|
+| direct | server 1 (the ceiling) |
+| haproxy | HAProxy, mode tcp, in front of server 1 |
+| sidecar-1 | `gremlinlb sidecar --endpoints <server 1>` |
+| sidecar-3 | `gremlinlb sidecar --endpoints <servers 1, 2, 3>` |
+| NAME-1, NAME-3 | the same from another `gremlinlb` (`--baseline NAME=PATH`, `--baseline-rev`) |
+
+For each cell: req/s and p50/p99 in the measured window (from the load generator), and CPU
+microseconds per request of the proxy process (utime + stime from /proc/<pid>/stat over the
+whole cell, divided by every request answered in it). The load generator's own CPU and the
+machine's load are reported too, so a bottleneck in the generator would show. Every cell is
+bounded by --warmup + --duration seconds and --max-requests.
+
+With --profile, the sidecar over 3 servers is sampled with py-spy at the last shape for
+--duration seconds (a cell of its own, not counted), and the functions with the most samples
+are written into the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gremlin_python.driver.request import RequestMessage
+from gremlin_python.driver.serializer import GraphBinarySerializersV1
+from gremlin_python.process.traversal import Bytecode
+
+from gremlinlb.devservers import Fleet, port_is_free
+
+ROOT = Path(__file__).resolve().parent.parent
+LOADGEN = ROOT / ".cache" / "bench" / "micro-loadgen"
+HAPROXY = "/usr/sbin/haproxy"
+SHAPES = ((8, 1), (1, 16), (8, 8))
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+TEMPLATE_ID = b"\x00" * 16
+
+
+def request_template() -> tuple[bytes, int]:
+    """A GraphBinary `g.inject(1)` request frame and the offset of its 16-byte request id."""
+    bytecode = Bytecode()
+    bytecode.add_step("inject", 1)
+    message = RequestMessage("traversal", "bytecode", {"gremlin": bytecode, "aliases": {"g": "g"}})
+    frame = GraphBinarySerializersV1().serialize_message(
+        "00000000-0000-0000-0000-000000000000", message
+    )
+    offset = 1 + frame[0] + 1  # [mime length][mime][0x81][id]
+    if frame[offset : offset + 16] != TEMPLATE_ID:
+        raise RuntimeError("unexpected GraphBinary request layout")
+    return bytes(frame), offset
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def free_base_port(count: int, start: int = 39181) -> int:
+    for base in range(start, start + 2000, 10):
+        if all(port_is_free(port) for port in range(base, base + count)):
+            return base
+    raise RuntimeError("no free loopback ports for the Gremlin Servers")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def uptime_load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text(encoding="utf-8").split()[:3])
+
+
+def _listens(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), 1):
+        return True
+
+
+def wait_until(check: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return True
+        time.sleep(0.1)
+    return False
+
+
+class Contender:
+    name = ""
+    url = ""
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+
+class Direct(Contender):
+    def __init__(self, server: str) -> None:
+        self.name = "direct"
+        self.url = f"ws://{server}/gremlin"
+
+
+class HAProxyTcp(Contender):
+    def __init__(self, server: str, run_dir: Path) -> None:
+        self.name = "haproxy"
+        self.server = server
+        self.run_dir = run_dir
+
+    def start(self) -> None:
+        port = free_port()
+        config = self.run_dir / "haproxy.cfg"
+        config.write_text(
+            "\n".join(
+                [
+                    "global",
+                    "    maxconn 4096",
+                    "defaults",
+                    "    mode tcp",
+                    "    timeout connect 2s",
+                    "    timeout client 60s",
+                    "    timeout server 60s",
+                    "frontend fe",
+                    f"    bind 127.0.0.1:{port}",
+                    "    default_backend be",
+                    "backend be",
+                    f"    server s1 {self.server}",
+                ]
+            )
+            + "\n",
+            encoding="utf-8",
+        )
+        with (self.run_dir / "haproxy.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [HAPROXY, "-db", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT
+            )
+        self.url = f"ws://127.0.0.1:{port}/gremlin"
+        if not wait_until(lambda: _listens(port), 10):
+            raise RuntimeError("haproxy did not listen within 10 s")
+
+
+class Sidecar(Contender):
+    def __init__(self, name: str, executable: str, servers: list[str], run_dir: Path) -> None:
+        self.name = name
+        self.executable = executable
+        self.servers = servers
+        self.run_dir = run_dir
+        self.admin = 0
+        self.rss_at_rest = 0.0
+
+    def start(self) -> None:
+        port, self.admin = free_port(), free_port()
+        command = [
+            self.executable,
+            "--log-level",
+            "WARNING",
+            "sidecar",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--admin",
+            f"127.0.0.1:{self.admin}",
+            "--endpoints",
+            ",".join(self.servers),
+        ]
+        with (self.run_dir / f"{self.name}.log").open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        self.url = f"ws://127.0.0.1:{port}/gremlin"
+        if not wait_until(self.healthy, 30):
+            raise RuntimeError(f"{self.name}: backends not healthy within 30 s")
+        time.sleep(0.5)
+        assert self.pid is not None
+        self.rss_at_rest = rss_mib(self.pid)
+
+    def healthy(self) -> bool:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.admin}/readyz/backends", timeout=2
+        ) as r:
+            body = json.load(r)
+        return len(body["healthy"]) == len(self.servers)
+
+
+@dataclass
+class Cell:
+    contender: str
+    shape: tuple[int, int]
+    req_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    proxy_cpu_us: float | None
+    loadgen_cpu_us: float
+
+
+def run_cell(contender: Contender, shape: tuple[int, int], args: argparse.Namespace) -> Cell:
+    frame, offset = request_template()
+    conns, inflight = shape
+    command = [
+        str(LOADGEN),
+        "-url",
+        contender.url,
+        "-conns",
+        str(conns),
+        "-inflight",
+        str(inflight),
+        "-warmup",
+        f"{args.warmup}s",
+        "-duration",
+        f"{args.duration}s",
+        "-max",
+        str(args.max_requests),
+        "-template",
+        frame.hex(),
+        "-idoffset",
+        str(offset),
+    ]
+    pid = contender.pid
+    cpu0 = cpu_seconds(pid) if pid is not None else 0.0
+    loadgen = subprocess.Popen(command, stdout=subprocess.PIPE)
+    try:
+        out, _ = loadgen.communicate(timeout=args.warmup + args.duration + 30)
+    except subprocess.TimeoutExpired:
+        loadgen.kill()
+        raise
+    # The load generator has exited: its CPU is in our children's times.
+    children = os.times()
+    cpu1 = cpu_seconds(pid) if pid is not None else 0.0
+    result = json.loads(out)
+    total = max(1, int(result["total"]))
+    loadgen_cpu = children.children_user + children.children_system - args.children_cpu
+    args.children_cpu = children.children_user + children.children_system
+    return Cell(
+        contender.name,
+        shape,
+        float(result["req_per_s"]),
+        float(result["p50_ms"]),
+        float(result["p99_ms"]),
+        int(result["errors"]),
+        (cpu1 - cpu0) / total * 1e6 if pid is not None else None,
+        loadgen_cpu / total * 1e6,
+    )
+
+
+def profile(contender: Sidecar, args: argparse.Namespace, out: Path) -> str:
+    """Sample the sidecar with py-spy while the load generator drives it; the top functions."""
+    assert contender.pid is not None
+    spy = Path(sys.executable).with_name("py-spy")
+    record = subprocess.Popen(
+        [
+            str(spy),
+            "record",
+            "--pid",
+            str(contender.pid),
+            "--duration",
+            str(int(args.duration)),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    run_cell(contender, SHAPES[-1], args)
+    record.wait(60)
+    return summarize_profile(out)
+
+
+def summarize_profile(path: Path, top: int = 25) -> str:
+    """Self and total samples per function from py-spy's collapsed stacks."""
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        samples += count
+        frames = [_short(f) for f in stack.split(";")]
+        own[frames[-1]] += count
+        for name in set(frames):
+            total[name] += count
+    lines = [f"{samples} samples (py-spy, 200 Hz, sidecar over 3 servers, shape 8x8)", ""]
+    lines.append("| self % | total % | function |")
+    lines.append("|---:|---:|---|")
+    for name, count in own.most_common(top):
+        lines.append(
+            f"| {100 * count / samples:.1f} | {100 * total[name] / samples:.1f} | `{name}` |"
+        )
+    lines += ["", "Largest inclusive (total) shares:", ""]
+    lines.append("| total % | function |")
+    lines.append("|---:|---|")
+    for name, count in total.most_common(top):
+        lines.append(f"| {100 * count / samples:.1f} | `{name}` |")
+    return "\n".join(lines)
+
+
+def _short(frame: str) -> str:
+    """`func (path/to/module.py:123)` -> `func (module.py:123)`."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({where.rsplit('/', 1)[-1]}" if where else name
+
+
+def table(cells: list[Cell], contenders: list[str]) -> str:
+    by = {(c.contender, c.shape): c for c in cells}
+    lines = [
+        "| shape (conns x in flight) | contender | req/s | vs direct | vs HAProxy | p50 ms | "
+        "p99 ms | proxy CPU µs/req | vs HAProxy CPU | loadgen CPU µs/req | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for shape in SHAPES:
+        direct = by.get(("direct", shape))
+        haproxy = by.get(("haproxy", shape))
+        for name in contenders:
+            cell = by.get((name, shape))
+            if cell is None:
+                continue
+            vs_direct = f"{cell.req_per_s / direct.req_per_s:.2f}" if direct else "-"
+            vs_haproxy = f"{cell.req_per_s / haproxy.req_per_s:.2f}" if haproxy else "-"
+            cpu = f"{cell.proxy_cpu_us:.1f}" if cell.proxy_cpu_us is not None else "-"
+            cpu_ratio = (
+                f"{cell.proxy_cpu_us / haproxy.proxy_cpu_us:.2f}"
+                if haproxy and haproxy.proxy_cpu_us and cell.proxy_cpu_us is not None
+                else "-"
+            )
+            lines.append(
+                f"| {shape[0]}x{shape[1]} | {name} | {cell.req_per_s:,.0f} | {vs_direct} | "
+                f"{vs_haproxy} | {cell.p50_ms:.2f} | {cell.p99_ms:.2f} | {cpu} | {cpu_ratio} | "
+                f"{cell.loadgen_cpu_us:.1f} | {cell.errors} |"
+            )
+    return "\n".join(lines)
+
+
+def spread_table(cells: list[Cell], pairs: list[tuple[str, str]]) -> str:
+    by = {(c.contender, c.shape): c for c in cells}
+    lines = ["| shape | 3 servers ÷ 1 server (req/s) |", "|---|---|"]
+    for shape in SHAPES:
+        parts = []
+        for one, three in pairs:
+            a, b = by.get((one, shape)), by.get((three, shape))
+            if a and b:
+                parts.append(f"{three}: {b.req_per_s / a.req_per_s:.2f}")
+        lines.append(f"| {shape[0]}x{shape[1]} | {', '.join(parts)} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per cell")
+    parser.add_argument("--max-requests", type=int, default=2_000_000, help="cap per cell")
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="NAME=GREMLINLB",
+        help="also run another gremlinlb executable's sidecar (e.g. main=/work/main/.venv/bin/"
+        "gremlinlb), as NAME-1 and NAME-3",
+    )
+    parser.add_argument(
+        "--baseline-rev",
+        action="append",
+        default=[],
+        metavar="NAME=REV",
+        help="also run the sidecar of git revision REV of this repository (its package, run "
+        "with this venv's Python), as NAME-1 and NAME-3",
+    )
+    parser.add_argument("--profile", action="store_true", help="py-spy the sidecar (3 servers)")
+    parser.add_argument("--label", default="micro", help="results/<date>-<label>.md")
+    parser.add_argument("--output", type=Path, help="write the results here instead")
+    args = parser.parse_args()
+    args.children_cpu = 0.0
+    if not LOADGEN.exists():
+        print(f"build the load generator first ({LOADGEN}): make bench-micro", file=sys.stderr)
+        return 2
+    gremlinlb = str(Path(sys.executable).with_name("gremlinlb"))
+    run_dir = Path(tempfile.mkdtemp(prefix="gremlinlb-micro-"))
+    load_before = uptime_load()
+    cells: list[Cell] = []
+    profile_text = ""
+    rss: dict[str, float] = {}
+    with Fleet(3, base_port=free_base_port(3), run_dir=run_dir / "servers") as fleet:
+        servers = fleet.addresses
+        contenders: list[Contender] = [
+            Direct(servers[0]),
+            HAProxyTcp(servers[0], run_dir),
+            Sidecar("sidecar-1", gremlinlb, servers[:1], run_dir),
+            Sidecar("sidecar-3", gremlinlb, servers, run_dir),
+        ]
+        baselines = [spec.partition("=")[::2] for spec in args.baseline]
+        for spec in args.baseline_rev:
+            name, _, rev = spec.partition("=")
+            baselines.append((name, checkout(rev, run_dir / f"rev-{name}")))
+        for name, path in baselines:
+            contenders.append(Sidecar(f"{name}-1", path, servers[:1], run_dir))
+            contenders.append(Sidecar(f"{name}-3", path, servers, run_dir))
+        # Warm the servers' JIT once, so the first contender is not measured on a cold JVM.
+        for server in servers:
+            warm = Direct(server)
+            run_cell(warm, (8, 8), argparse.Namespace(**{**vars(args), "duration": 3.0}))
+        args.children_cpu = sum(os.times()[2:4])
+        for contender in contenders:
+            contender.start()
+            try:
+                if isinstance(contender, Sidecar):
+                    rss[contender.name] = contender.rss_at_rest
+                for shape in SHAPES:
+                    cell = run_cell(contender, shape, args)
+                    cells.append(cell)
+                    print(json.dumps(cell.__dict__), flush=True)
+                if (
+                    args.profile
+                    and isinstance(contender, Sidecar)
+                    and contender.name == "sidecar-3"
+                ):
+                    profile_text = profile(contender, args, run_dir / "profile.txt")
+            finally:
+                contender.stop()
+    load_after = uptime_load()
+    names = [c.name for c in contenders]
+    pairs = [(n, n[:-1] + "3") for n in names if n.endswith("-1")]
+    today = datetime.date.today().isoformat()
+    output = args.output or ROOT / "bench" / "results" / f"{today}-{args.label}.md"
+    command = "make bench-micro" + (
+        f" BENCH_MICRO_ARGS={shlex.quote(' '.join(sys.argv[1:]))}" if sys.argv[1:] else ""
+    )
+    text = [
+        f"# Data-plane micro-benchmark ({args.label})",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"Measured on {today} ({platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}), commit {_commit()}. Load average (1/5/15 min) before: "
+        f"{load_before}; after: {load_after} (the machine is shared with other jobs).",
+        f"Each cell: {args.warmup:g} s warm-up, {args.duration:g} s measured; `g.inject(1)` in "
+        "GraphBinary from the Go load generator (bench/micro/loadgen); HAProxy in mode tcp in "
+        "front of server 1.",
+        "",
+        table(cells, names),
+        "",
+        "Spreading (the same sidecar over 3 servers against 1):",
+        "",
+        spread_table(cells, pairs),
+        "",
+        "Sidecar RSS at rest (after start, before load): "
+        + ", ".join(f"{k} {v:.1f} MiB" for k, v in rss.items()),
+    ]
+    if profile_text:
+        text += ["", "## Profile", "", profile_text]
+    output.write_text("\n".join(text) + "\n", encoding="utf-8")
+    print(f"wrote {output}")
+    return 0
+
+
+def checkout(rev: str, into: Path) -> str:
+    """The package as it was at `rev`, laid out as installed (sidecar/ and operator/ inside
+    gremlinlb/), and an executable that runs its CLI with this venv's Python."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "src/gremlinlb", "sidecar", "operator"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    package = into / "src" / "gremlinlb"
+    (into / "sidecar").rename(package / "sidecar")
+    (into / "operator").rename(package / "operator")
+    executable = into / "gremlinlb"
+    executable.write_text(
+        f'#!/bin/sh\nPYTHONPATH={into / "src"} exec {sys.executable} -m gremlinlb.cli "$@"\n',
+        encoding="utf-8",
+    )
+    executable.chmod(0o755)
+    return str(executable)
+
+
+def _commit() -> str:
+    with contextlib.suppress(Exception):
+        return subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    return "?"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
