@@ -415,6 +415,11 @@ def main() -> int:
         help="also run the sidecar of git revision REV of this repository (its package, run "
         "with this venv's Python), as NAME-1 and NAME-3",
     )
+    parser.add_argument(
+        "--no-current",
+        action="store_true",
+        help="skip this checkout's sidecar (e.g. to measure only a --baseline-rev)",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the sidecar (3 servers)")
     parser.add_argument("--label", default="micro", help="results/<date>-<label>.md")
     parser.add_argument("--output", type=Path, help="write the results here instead")
@@ -431,12 +436,10 @@ def main() -> int:
     rss: dict[str, float] = {}
     with Fleet(3, base_port=free_base_port(3), run_dir=run_dir / "servers") as fleet:
         servers = fleet.addresses
-        contenders: list[Contender] = [
-            Direct(servers[0]),
-            HAProxyTcp(servers[0], run_dir),
-            Sidecar("sidecar-1", gremlinlb, servers[:1], run_dir),
-            Sidecar("sidecar-3", gremlinlb, servers, run_dir),
-        ]
+        contenders: list[Contender] = [Direct(servers[0]), HAProxyTcp(servers[0], run_dir)]
+        if not args.no_current:
+            contenders.append(Sidecar("sidecar-1", gremlinlb, servers[:1], run_dir))
+            contenders.append(Sidecar("sidecar-3", gremlinlb, servers, run_dir))
         baselines = [spec.partition("=")[::2] for spec in args.baseline]
         for spec in args.baseline_rev:
             name, _, rev = spec.partition("=")
