@@ -262,18 +262,17 @@ def run_cell(contender: Contender, shape: tuple[int, int], args: argparse.Namesp
     pid = contender.pid
     cpu0 = cpu_seconds(pid) if pid is not None else 0.0
     loadgen = subprocess.Popen(command, stdout=subprocess.PIPE)
-    try:
-        out, _ = loadgen.communicate(timeout=args.warmup + args.duration + 30)
-    except subprocess.TimeoutExpired:
-        loadgen.kill()
-        raise
-    # The load generator has exited: its CPU is in our children's times.
-    children = os.times()
+    assert loadgen.stdout is not None
+    out = loadgen.stdout.read()  # it exits by itself after warm-up + duration (or -max)
+    # wait4: the CPU of this child alone (os.times() would add every reaped child's).
+    _, status, usage = os.wait4(loadgen.pid, 0)
+    loadgen.returncode = os.waitstatus_to_exitcode(status)
+    if loadgen.returncode != 0:
+        raise RuntimeError(f"the load generator failed (exit {loadgen.returncode})")
     cpu1 = cpu_seconds(pid) if pid is not None else 0.0
     result = json.loads(out)
     total = max(1, int(result["total"]))
-    loadgen_cpu = children.children_user + children.children_system - args.children_cpu
-    args.children_cpu = children.children_user + children.children_system
+    loadgen_cpu = usage.ru_utime + usage.ru_stime
     return Cell(
         contender.name,
         shape,
@@ -424,7 +423,6 @@ def main() -> int:
     parser.add_argument("--label", default="micro", help="results/<date>-<label>.md")
     parser.add_argument("--output", type=Path, help="write the results here instead")
     args = parser.parse_args()
-    args.children_cpu = 0.0
     if not LOADGEN.exists():
         print(f"build the load generator first ({LOADGEN}): make bench-micro", file=sys.stderr)
         return 2
@@ -451,7 +449,6 @@ def main() -> int:
         for server in servers:
             warm = Direct(server)
             run_cell(warm, (8, 8), argparse.Namespace(**{**vars(args), "duration": 3.0}))
-        args.children_cpu = sum(os.times()[2:4])
         for contender in contenders:
             contender.start()
             try:
