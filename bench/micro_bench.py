@@ -186,8 +186,11 @@ class HAProxyTcp(Contender):
 
 
 class Sidecar(Contender):
-    def __init__(self, name: str, executable: str, servers: list[str], run_dir: Path) -> None:
+    def __init__(
+        self, name: str, executable: str, servers: list[str], run_dir: Path, extra: list[str]
+    ) -> None:
         self.name = name
+        self.extra = extra
         self.executable = executable
         self.servers = servers
         self.run_dir = run_dir
@@ -207,6 +210,7 @@ class Sidecar(Contender):
             f"127.0.0.1:{self.admin}",
             "--endpoints",
             ",".join(self.servers),
+            *self.extra,
         ]
         with (self.run_dir / f"{self.name}.log").open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -314,6 +318,31 @@ def profile(contender: Sidecar, args: argparse.Namespace, out: Path) -> str:
     return summarize_profile(out)
 
 
+def count_syscalls(contender: Sidecar, args: argparse.Namespace, out: Path) -> str:
+    """System calls per request of the sidecar in one 8x8 cell, from `strace -c -f`.
+
+    strace slows every call down, so the proxy batches differently than without it: read the
+    counts as a comparison between sidecars measured the same way, not as absolute figures."""
+    assert contender.pid is not None
+    trace = subprocess.Popen(
+        ["strace", "-c", "-f", "-o", str(out), "-p", str(contender.pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    cell = run_cell(contender, SHAPES[-1], args)
+    trace.send_signal(signal.SIGINT)
+    trace.wait(30)
+    answered = max(1.0, cell.req_per_s * args.duration)
+    calls: dict[str, int] = {}
+    for line in out.read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+            calls[parts[-1]] = int(parts[3])
+    top = sorted(calls.items(), key=lambda item: -item[1])[:6]
+    return f"{contender.name}: " + ", ".join(f"{name} {n / answered:.2f}" for name, n in top)
+
+
 def summarize_profile(path: Path, top: int = 25) -> str:
     """Self and total samples per function from py-spy's collapsed stacks."""
     own: collections.Counter[str] = collections.Counter()
@@ -419,6 +448,17 @@ def main() -> int:
         action="store_true",
         help="skip this checkout's sidecar (e.g. to measure only a --baseline-rev)",
     )
+    parser.add_argument(
+        "--sidecar-args",
+        default="",
+        help="extra flags for every sidecar, e.g. '--connections-per-host 1'",
+    )
+    parser.add_argument(
+        "--syscalls",
+        action="store_true",
+        help="per sidecar, one more 8x8 cell under `strace -c` (not counted): system calls "
+        "per request",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the sidecar (3 servers)")
     parser.add_argument("--label", default="micro", help="results/<date>-<label>.md")
     parser.add_argument("--output", type=Path, help="write the results here instead")
@@ -432,19 +472,21 @@ def main() -> int:
     cells: list[Cell] = []
     profile_text = ""
     rss: dict[str, float] = {}
+    syscalls: list[str] = []
     with Fleet(3, base_port=free_base_port(3), run_dir=run_dir / "servers") as fleet:
         servers = fleet.addresses
+        extra = shlex.split(args.sidecar_args)
         contenders: list[Contender] = [Direct(servers[0]), HAProxyTcp(servers[0], run_dir)]
         if not args.no_current:
-            contenders.append(Sidecar("sidecar-1", gremlinlb, servers[:1], run_dir))
-            contenders.append(Sidecar("sidecar-3", gremlinlb, servers, run_dir))
+            contenders.append(Sidecar("sidecar-1", gremlinlb, servers[:1], run_dir, extra))
+            contenders.append(Sidecar("sidecar-3", gremlinlb, servers, run_dir, extra))
         baselines = [spec.partition("=")[::2] for spec in args.baseline]
         for spec in args.baseline_rev:
             name, _, rev = spec.partition("=")
             baselines.append((name, checkout(rev, run_dir / f"rev-{name}")))
         for name, path in baselines:
-            contenders.append(Sidecar(f"{name}-1", path, servers[:1], run_dir))
-            contenders.append(Sidecar(f"{name}-3", path, servers, run_dir))
+            contenders.append(Sidecar(f"{name}-1", path, servers[:1], run_dir, extra))
+            contenders.append(Sidecar(f"{name}-3", path, servers, run_dir, extra))
         # Warm the servers' JIT once, so the first contender is not measured on a cold JVM.
         for server in servers:
             warm = Direct(server)
@@ -458,6 +500,10 @@ def main() -> int:
                     cell = run_cell(contender, shape, args)
                     cells.append(cell)
                     print(json.dumps(cell.__dict__), flush=True)
+                if args.syscalls and isinstance(contender, Sidecar):
+                    syscalls.append(
+                        count_syscalls(contender, args, run_dir / f"{contender.name}.strace")
+                    )
                 if (
                     args.profile
                     and isinstance(contender, Sidecar)
@@ -497,6 +543,14 @@ def main() -> int:
         "Sidecar RSS at rest (after start, before load): "
         + ", ".join(f"{k} {v:.1f} MiB" for k, v in rss.items()),
     ]
+    if syscalls:
+        text += [
+            "",
+            "System calls per request at 8x8 under `strace -c -f` (a cell of its own; strace "
+            "slows each call, so compare sidecars with each other only):",
+            "",
+            *(f"- {line}" for line in syscalls),
+        ]
     if profile_text:
         text += ["", "## Profile", "", profile_text]
     output.write_text("\n".join(text) + "\n", encoding="utf-8")
