@@ -26,6 +26,7 @@ import aiohttp
 from gremlinlb.sidecar import frames
 from gremlinlb.sidecar.frames import Channel, FrameType, ResponseHeader
 from gremlinlb.sidecar.ids import IdSource
+from gremlinlb.sidecar.wsout import FrameOutput
 
 from gremlinlb.core import (
     ConnectionFailure,
@@ -143,6 +144,8 @@ class BackendConnection:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
         self._routes: dict[bytes, ResponseSink] = {}
+        self._output: FrameOutput | None = None
+        self._pending: list[bytes | str] = []  # frames of this loop turn, written together
         self.retired = False
         self.closed = False
         self.opened_at = 0.0
@@ -188,6 +191,7 @@ class BackendConnection:
                 f"cannot connect to {self.endpoint.url}: {_describe(error)}"
             ) from error
         self.opened_at = time.monotonic()
+        self._output = FrameOutput(self._ws, mask=True)
         self._reader = asyncio.create_task(
             self._read_loop(), name=f"gremlinlb-backend-{self.endpoint.address}"
         )
@@ -269,30 +273,34 @@ class BackendConnection:
 
     # -- requests ------------------------------------------------------------------------
 
-    async def send(self, frame: bytes | str, request_id: bytes, sink: ResponseSink) -> None:
-        """Register `sink` for `request_id` and write `frame`; raise ConnectionFailure on failure.
+    def send(self, frame: bytes | str, request_id: bytes, sink: ResponseSink) -> None:
+        """Register `sink` for `request_id` and queue `frame`; raise NotSentError if the
+        connection is not open (the sink is then not registered and has NOT been told).
 
-        On failure the sink is already unregistered and has NOT been told: the caller decides.
-        """
+        The frames queued in one event-loop turn are written together at its end (one system
+        call); if that write fails, the connection closes and every sink on it fails as
+        CONNECTION_LOST, since its frame may have reached the server."""
         ws = self._ws
-        if self.closed or ws is None or ws.closed:
+        if self.closed or ws is None or ws.closed or self._output is None:
             raise NotSentError(f"connection to {self.endpoint.address} is not open")
+        assert isinstance(frame, str) is (self.channel.frame_type is FrameType.TEXT)
         self._routes[request_id] = sink
         sink.written = True  # from here on, assume the server may have it
+        self._queue(frame)
+
+    def _queue(self, frame: bytes | str) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(frame)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if self.closed or self._output is None or not pending:
+            return
         try:
-            if self.channel.frame_type is FrameType.TEXT:
-                assert isinstance(frame, str)
-                await ws.send_str(frame)
-            else:
-                assert isinstance(frame, bytes)
-                await ws.send_bytes(frame)
+            self._output.write(pending)
         except Exception as error:
-            self._routes.pop(request_id, None)
-            failure = ConnectionLostError(
-                f"sending to {self.endpoint.address} failed: {_describe(error)}"
-            )
-            self.close("failed while sending")
-            raise failure from error
+            self.close(f"failed while sending: {_describe(error)}")
 
     def expire(self, request_id: bytes, error: ConnectionFailure) -> None:
         """Give up on one request (its answer, should it come, is dropped)."""
@@ -398,12 +406,11 @@ class BackendConnection:
             )
             self._route_done()
             return
-        frame = frames.build_request(
-            self.channel, request_id, "authentication", "", {"sasl": self._options.sasl_plain()}
+        self._queue(
+            frames.build_request(
+                self.channel, request_id, "authentication", "", {"sasl": self._options.sasl_plain()}
+            )
         )
-        task = asyncio.get_running_loop().create_task(self._send_raw(frame))
-        _BACKGROUND.add(task)
-        task.add_done_callback(_BACKGROUND.discard)
 
     def _fail_all(self, error: ConnectionLostError) -> None:
         routes, self._routes = self._routes, {}

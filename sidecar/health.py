@@ -128,9 +128,7 @@ class HealthLoop:
             self._connections[endpoint] = connection
         request_id = self._backends.ids.next()
         sink = _ProbeSink()
-        await connection.send(
-            probe_frame(request_id, script, self._traversal_source), request_id, sink
-        )
+        connection.send(probe_frame(request_id, script, self._traversal_source), request_id, sink)
         return await sink.done
 
     def forget(self, endpoint: Endpoint) -> None:

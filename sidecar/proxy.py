@@ -38,6 +38,7 @@ from gremlinlb.sidecar.backend import (
 from gremlinlb.sidecar.frames import Channel, MalformedFrameError, Request, ResponseHeader
 from gremlinlb.sidecar.memory import MemoryBudget, MemoryLimits
 from gremlinlb.sidecar.metrics import SidecarMetrics
+from gremlinlb.sidecar.wsout import FrameOutput
 
 from gremlinlb.core import (
     OVERLOAD_STATUS_CODES,
@@ -64,6 +65,10 @@ PREFIX = "gremlinlb sidecar: "
 _CLOSE_REASON_BYTES = 120  # a WebSocket close reason must fit a 125-byte control frame
 # Outcomes whose answer (or error frame) the client already has.
 _ANSWERED = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.OVERLOADED, Outcome.CLIENT_ERROR)
+# Bytes handed to a client's socket per system call when much is queued: large enough that
+# small answers of a loop turn leave together, small enough that a client that stops reading
+# leaves little beyond its socket's high-water mark uncounted.
+_WRITE_SLICE = 64 * 1024
 _CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
 
 
@@ -320,7 +325,9 @@ class ClientConnection:
         self.last_active = time.monotonic()
         self._cut_off = False
         self._gone = False
-        self._wake = asyncio.Event()
+        self._output = FrameOutput(ws, mask=False)
+        self._write_scheduled = False
+        self._drainer: asyncio.Task[None] | None = None  # waits while the client lags behind
         self._idle = asyncio.Event()  # set while nothing is queued or being written
         self._idle.set()
         self._may_read = asyncio.Event()  # cleared while the client holds too much
@@ -331,7 +338,6 @@ class ClientConnection:
     # -- reading -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        writer = asyncio.create_task(self._write_loop(), name=f"gremlinlb-client-{self.peer}")
         try:
             while True:
                 if not self._reading_allowed():
@@ -350,7 +356,8 @@ class ClientConnection:
             if self.pin is not None:
                 self.pin.close()
             await self._flush(within=1.0)
-            writer.cancel()
+            if self._drainer is not None:
+                self._drainer.cancel()
             self._gone = True  # from here on nothing is queued for it
             self._forget_queue()
             self._give_back(self._request_bytes)
@@ -419,7 +426,7 @@ class ClientConnection:
         self._request_bytes += size
         self._hold(size)
         try:
-            await proxy.dispatch(self, request)
+            proxy.dispatch(self, request)
         except Exception as error:  # a bug must cost one request, not the client's socket
             log.exception("dispatching a request from %s failed", self.peer)
             proxy.abandon(request, self, error)
@@ -536,7 +543,9 @@ class ClientConnection:
         self.queued_bytes += size
         self._idle.clear()
         self._hold(size)
-        self._wake.set()
+        if not self._write_scheduled and self._drainer is None:
+            self._write_scheduled = True
+            asyncio.get_running_loop().call_soon(self._write_out)
 
     def send_error(
         self, channel: Channel, request_id: bytes | None, code: int, message: str
@@ -544,30 +553,52 @@ class ClientConnection:
         self.proxy.metrics.local_errors.labels(str(code)).inc()
         self.send(frames.error_response(channel, request_id, code, PREFIX + message))
 
-    async def _write_loop(self) -> None:
-        ws = self.ws
+    def _write_out(self) -> None:
+        """Write what the loop turn queued, a few frames per system call.
+
+        Frames stay queued (and counted) until handed to the socket, in slices of about
+        _WRITE_SLICE bytes; while the client does not read, its socket buffer passes the
+        high-water mark and a task waits for it to drain before the next slice, as aiohttp's
+        own send would. So at most one slice sits in the socket buffer uncounted."""
+        self._write_scheduled = False
+        outbound = self._outbound
+        output = self._output
         try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._outbound:
-                    frame = self._outbound[0]
-                    if isinstance(frame, str):
-                        await ws.send_str(frame)
-                    else:
-                        await ws.send_bytes(frame)
-                    # Counted until written: a client that does not read holds the frame.
-                    if self._outbound and self._outbound[0] is frame:
-                        self._outbound.popleft()
-                        self.queued_bytes -= len(frame)
-                        self._give_back(len(frame))
-                self._idle.set()
+            while outbound:
+                if output.paused:
+                    if self._drainer is None:
+                        self._drainer = asyncio.get_running_loop().create_task(self._drain())
+                    return
+                batch: list[bytes | str] = []
+                size = 0
+                while outbound and (not batch or size < _WRITE_SLICE):
+                    frame = outbound.popleft()
+                    batch.append(frame)
+                    size += len(frame)
+                self.queued_bytes -= size
+                self._give_back(size)
+                output.write(batch)
         except (ConnectionError, RuntimeError) as error:
-            log.debug("client %s gone while writing: %s", self.peer, error)
-            self.closed = True
-            self._forget_queue()
-            self._idle.set()
-            self._may_read.set()  # a reader paused for this client's sake finds out it left
+            self._lost(error)
+            return
+        self._idle.set()
+
+    async def _drain(self) -> None:
+        try:
+            await self._output.drained()
+        except (ConnectionError, RuntimeError) as error:
+            self._lost(error)
+            return
+        finally:
+            self._drainer = None
+        self._write_out()
+
+    def _lost(self, error: BaseException) -> None:
+        log.debug("client %s gone while writing: %s", self.peer, error)
+        self.closed = True
+        self._forget_queue()
+        self._idle.set()
+        self._may_read.set()  # a reader paused for this client's sake finds out it left
 
     async def _flush(self, within: float) -> None:
         """Wait (at most `within` seconds) until every queued frame was written."""
@@ -673,7 +704,7 @@ class Proxy:
 
     # -- one request ---------------------------------------------------------------------
 
-    async def dispatch(self, client: ClientConnection, request: Request) -> None:
+    def dispatch(self, client: ClientConnection, request: Request) -> None:
         """Start serving one request. The common case (a healthy host with an open connection
         that has room) is sent right here, with no task of its own and one loop timer (the
         hedge, for reads); waiting, opening a connection, retrying, hedging and sessions
@@ -696,7 +727,7 @@ class Proxy:
             pool = self.backends.pool(acquired.endpoint, request.channel)
             connection = pool.ready(settings.connect_timeout)
             if connection is not None:
-                await self._send(self._new_attempt(exchange, acquired), connection)
+                self._send(self._new_attempt(exchange, acquired), connection)
                 return
         self._continue(exchange, acquired)
 
@@ -713,13 +744,13 @@ class Proxy:
         exchange.live.append(attempt)
         return attempt
 
-    async def _send(self, attempt: Attempt, connection: BackendConnection) -> None:
+    def _send(self, attempt: Attempt, connection: BackendConnection) -> None:
         exchange = attempt.exchange
         request = exchange.request
         backend_id = self.backends.ids.next()
         was_sent, exchange.sent = exchange.sent, True  # say "may have run" if in doubt
         try:
-            await connection.send(request.with_request_id(backend_id), backend_id, attempt)
+            connection.send(request.with_request_id(backend_id), backend_id, attempt)
         except ConnectionFailure as error:
             if not attempt.written:
                 exchange.sent = was_sent
@@ -776,7 +807,7 @@ class Proxy:
             self.balancer.release(lease)
             return
         self.balancer.sent(lease)
-        await self._send(attempt, connection)
+        self._send(attempt, connection)
 
     def _attempt_ended(self, attempt: Attempt) -> None:
         """Every attempt ends here: finish the exchange, wait for another attempt, or retry."""
@@ -983,7 +1014,7 @@ class Proxy:
         backend_id = self.backends.ids.next()
         try:
             exchange.sent = True
-            await pin.connection.send(request.with_request_id(backend_id), backend_id, attempt)
+            pin.connection.send(request.with_request_id(backend_id), backend_id, attempt)
         except ConnectionFailure as error:
             attempt.on_failure(error)
         assert attempt.result is not None

@@ -1,0 +1,95 @@
+"""Coalesced WebSocket output: the frames queued for one socket leave in one write.
+
+aiohttp writes each frame with its own `transport.write`, which is a system call per frame;
+under load most of the sidecar's time went there (bench/results/2026-11-28-micro-before.md).
+The owners of a socket (a client connection, a backend connection) queue frames during an
+event-loop turn and hand them here once, from a `loop.call_soon` callback: one `writelines`,
+one system call for however many frames the turn produced.
+
+Frames are encoded exactly as aiohttp encodes them (RFC 6455, no compression, FIN set; a
+random 32-bit mask per frame on the client side). Control frames (ping, pong, close) are still
+written by aiohttp itself: they may come between two data frames, which the protocol allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp._websocket.helpers import websocket_mask
+
+_OP_TEXT = 0x1
+_OP_BINARY = 0x2
+_FIN = 0x80
+_MASK_BIT = 0x80
+_LEN1 = struct.Struct("!BB").pack
+_LEN2 = struct.Struct("!BBH").pack
+_LEN3 = struct.Struct("!BBQ").pack
+_MASK = struct.Struct("!I").pack
+_random_bits = random.getrandbits
+
+
+class FrameOutput:
+    """Writes whole WebSocket data frames to the socket under an aiohttp WebSocket."""
+
+    __slots__ = ("_mask", "_protocol", "_transport")
+
+    def __init__(self, ws: Any, *, mask: bool) -> None:
+        # aiohttp's WebSocketWriter (server and client side alike) holds the transport and the
+        # protocol whose writing_paused says the socket buffer is over its high-water mark.
+        writer = ws._writer
+        self._transport: asyncio.WriteTransport = writer.transport
+        self._protocol: Any = writer.protocol
+        self._mask = mask
+
+    @property
+    def paused(self) -> bool:
+        """The transport's buffer is over its high-water mark: the peer does not keep up."""
+        return bool(self._protocol.writing_paused)
+
+    async def drained(self) -> None:
+        """Wait until the transport's buffer is back under its low-water mark."""
+        await self._protocol._drain_helper()
+
+    def write(self, frames: Iterable[bytes | str]) -> int:
+        """Encode `frames` and write them with one call; returns the bytes written.
+
+        Raises ConnectionResetError when the socket is closing (nothing is written)."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("cannot write to a closing transport")
+        chunks: list[bytes | bytearray] = []
+        append = chunks.append
+        mask = self._mask
+        mask_bit = _MASK_BIT if mask else 0
+        size = 0
+        for frame in frames:
+            if isinstance(frame, str):
+                payload: bytes = frame.encode("utf-8")
+                first = _FIN | _OP_TEXT
+            else:
+                payload = frame
+                first = _FIN | _OP_BINARY
+            length = len(payload)
+            if length < 126:
+                header = _LEN1(first, length | mask_bit)
+            elif length < 65536:
+                header = _LEN2(first, 126 | mask_bit, length)
+            else:
+                header = _LEN3(first, 127 | mask_bit, length)
+            if mask:
+                key = _MASK(_random_bits(32))
+                masked = bytearray(payload)
+                websocket_mask(key, masked)
+                append(header + key)
+                append(masked)
+                size += len(header) + 4 + length
+            else:
+                append(header)
+                append(payload)
+                size += len(header) + length
+        transport.writelines(chunks)
+        return size
