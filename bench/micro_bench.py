@@ -237,6 +237,7 @@ class Cell:
     p50_ms: float
     p99_ms: float
     errors: int
+    total: int
     proxy_cpu_us: float | None
     loadgen_cpu_us: float
 
@@ -284,6 +285,7 @@ def run_cell(contender: Contender, shape: tuple[int, int], args: argparse.Namesp
         float(result["p50_ms"]),
         float(result["p99_ms"]),
         int(result["errors"]),
+        total,
         (cpu1 - cpu0) / total * 1e6 if pid is not None else None,
         loadgen_cpu / total * 1e6,
     )
@@ -333,7 +335,7 @@ def count_syscalls(contender: Sidecar, args: argparse.Namespace, out: Path) -> s
     cell = run_cell(contender, SHAPES[-1], args)
     trace.send_signal(signal.SIGINT)
     trace.wait(30)
-    answered = max(1.0, cell.req_per_s * args.duration)
+    answered = max(1, cell.total)
     calls: dict[str, int] = {}
     for line in out.read_text(encoding="utf-8").splitlines():
         parts = line.split()

@@ -145,6 +145,7 @@ class BackendConnection:
         self._reader: asyncio.Task[None] | None = None
         self._routes: dict[bytes, ResponseSink] = {}
         self._output: FrameOutput | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # kept: see _queue
         self._pending: list[bytes | str] = []  # frames of this loop turn, written together
         self.retired = False
         self.closed = False
@@ -192,6 +193,7 @@ class BackendConnection:
             ) from error
         self.opened_at = time.monotonic()
         self._output = FrameOutput(self._ws, mask=True)
+        self._loop = asyncio.get_running_loop()
         self._reader = asyncio.create_task(
             self._read_loop(), name=f"gremlinlb-backend-{self.endpoint.address}"
         )
@@ -289,8 +291,11 @@ class BackendConnection:
         self._queue(frame)
 
     def _queue(self, frame: bytes | str) -> None:
+        # The loop is kept rather than asked for: on Python 3.11 every get_running_loop() is a
+        # getpid() system call.
         if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
         self._pending.append(frame)
 
     def _flush(self) -> None:

@@ -325,6 +325,8 @@ class ClientConnection:
         self.last_active = time.monotonic()
         self._cut_off = False
         self._gone = False
+        # Kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() system call.
+        self.loop = asyncio.get_running_loop()
         self._output = FrameOutput(ws, mask=False)
         self._write_scheduled = False
         self._drainer: asyncio.Task[None] | None = None  # waits while the client lags behind
@@ -545,7 +547,7 @@ class ClientConnection:
         self._hold(size)
         if not self._write_scheduled and self._drainer is None:
             self._write_scheduled = True
-            asyncio.get_running_loop().call_soon(self._write_out)
+            self.loop.call_soon(self._write_out)
 
     def send_error(
         self, channel: Channel, request_id: bytes | None, code: int, message: str
@@ -567,7 +569,7 @@ class ClientConnection:
             while outbound:
                 if output.paused:
                     if self._drainer is None:
-                        self._drainer = asyncio.get_running_loop().create_task(self._drain())
+                        self._drainer = self.loop.create_task(self._drain())
                     return
                 batch: list[bytes | str] = []
                 size = 0
@@ -884,7 +886,7 @@ class Proxy:
             return
         if not self.balancer.settings.hedge.enabled:
             return
-        exchange.hedge_timer = asyncio.get_running_loop().call_later(
+        exchange.hedge_timer = exchange.client.loop.call_later(
             self.balancer.hedge_delay(), self._hedge_due, exchange
         )
 
