@@ -203,7 +203,14 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
             self.close()
 
     def _run(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
-        return self._loop.run_until_complete(asyncio.wait_for(coroutine, timeout))
+        # One task per call: asyncio.wait_for would wrap the coroutine in a second one.
+        return self._loop.run_until_complete(_bounded(coroutine, timeout))
+
+
+async def _bounded(coroutine: Coroutine[Any, Any, T], seconds: float) -> T:
+    """`coroutine` within `seconds`, else TimeoutError (as asyncio.wait_for)."""
+    async with asyncio.timeout(seconds):
+        return await coroutine
 
 
 def _refused_before_writing(error: BaseException) -> bool:
