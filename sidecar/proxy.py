@@ -334,7 +334,13 @@ class ClientConnection:
         self._idle.set()
         self._may_read = asyncio.Event()  # cleared while the client holds too much
         self._may_read.set()
-        self._slots = asyncio.Semaphore(proxy.options.memory.max_requests_per_client)
+        # Set while fewer than max_requests_per_client requests are in flight (a counter and
+        # an event: asyncio.Semaphore.acquire costs a generator per call on Python 3.11).
+        self._max_in_flight = proxy.options.memory.max_requests_per_client
+        self._room_for_request = asyncio.Event()
+        self._room_for_request.set()
+        self._nothing_in_flight = asyncio.Event()
+        self._nothing_in_flight.set()
         self.tasks: set[asyncio.Task[None]] = set()
 
     # -- reading -------------------------------------------------------------------------
@@ -423,8 +429,11 @@ class ClientConnection:
                 "op 'close' belongs to the 'session' processor",
             )
             return True
-        await self._slots.acquire()
+        while self.in_flight >= self._max_in_flight:
+            self._room_for_request.clear()
+            await self._room_for_request.wait()
         self.in_flight += 1
+        self._nothing_in_flight.clear()
         self._request_bytes += size
         self._hold(size)
         try:
@@ -441,8 +450,10 @@ class ClientConnection:
 
     def release_slot(self, size: int) -> None:
         """A request of `size` bytes is over: its slot and its bytes are free again."""
-        self._slots.release()
         self.in_flight -= 1
+        self._room_for_request.set()
+        if not self.in_flight:
+            self._nothing_in_flight.set()
         self.last_active = time.monotonic()
         if not self.closed:
             self._request_bytes -= size
@@ -469,8 +480,7 @@ class ClientConnection:
         settings = self.proxy.balancer.settings
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(settings.buffer.max_wait + settings.request_timeout):
-                for _ in range(self.proxy.options.memory.max_requests_per_client):
-                    await self._slots.acquire()  # every slot free: nothing in flight
+                await self._nothing_in_flight.wait()
         await self.close(code, reason)
 
     # -- memory --------------------------------------------------------------------------
