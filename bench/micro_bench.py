@@ -494,8 +494,8 @@ def main() -> int:
             warm = Direct(server)
             run_cell(warm, (8, 8), argparse.Namespace(**{**vars(args), "duration": 3.0}))
         for contender in contenders:
-            contender.start()
             try:
+                contender.start()  # inside: a sidecar that fails its start is stopped too
                 if isinstance(contender, Sidecar):
                     rss[contender.name] = contender.rss_at_rest
                 for shape in SHAPES:
