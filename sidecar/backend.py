@@ -147,6 +147,7 @@ class BackendConnection:
         self._output: FrameOutput | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # kept: see _queue
         self._pending: list[bytes | str] = []  # frames of this loop turn, written together
+        self._pending_sinks: list[ResponseSink] = []  # whose frames are among them
         self.retired = False
         self.closed = False
         self.opened_at = 0.0
@@ -251,6 +252,9 @@ class BackendConnection:
         if self.closed:
             return
         self.closed = True
+        for sink in self._pending_sinks:  # queued, never written: safe to send elsewhere
+            sink.written = False
+        self._pending, self._pending_sinks = [], []
         self._fail_all(ConnectionLostError(f"connection to {self.endpoint.address} {reason}"))
         if self._on_closed is not None:
             self._on_closed(self)
@@ -288,6 +292,7 @@ class BackendConnection:
         assert isinstance(frame, str) is (self.channel.frame_type is FrameType.TEXT)
         self._routes[request_id] = sink
         sink.written = True  # from here on, assume the server may have it
+        self._pending_sinks.append(sink)
         self._queue(frame)
 
     def _queue(self, frame: bytes | str) -> None:
@@ -300,6 +305,7 @@ class BackendConnection:
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
+        self._pending_sinks = []
         if self.closed or self._output is None or not pending:
             return
         try:
