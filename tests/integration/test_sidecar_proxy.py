@@ -33,6 +33,7 @@ from gremlin_python.process.graph_traversal import GraphTraversalSource, __
 from gremlin_python.process.traversal import T
 from gremlinlb.sidecar.backend import BackendOptions
 from gremlinlb.sidecar.config import SidecarConfig
+from gremlinlb.sidecar.memory import MemoryLimits
 from gremlinlb.sidecar.proxy import ProxyOptions
 from gremlinlb.sidecar.testing import SidecarThread
 
@@ -537,3 +538,41 @@ def test_an_upgraded_connection_idle_longer_than_the_handshake_timeout_stays_ope
             assert gremlin.submit("2").all().result(10) == [2]
         finally:
             gremlin.close()
+
+
+def test_one_client_has_at_most_max_requests_per_client_in_flight_and_the_rest_wait(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    config = replace(
+        fast_config(servers), proxy=ProxyOptions(memory=MemoryLimits(max_requests_per_client=2))
+    )
+    ids = [str(uuid.uuid4()) for _ in range(6)]
+    most = 0
+    done = threading.Event()
+
+    with SidecarThread(config) as sidecar:
+
+        def watch() -> None:
+            nonlocal most
+            while not done.wait(0.01):
+                most = max(most, sum(h.in_flight for h in sidecar.balancer.hosts()))
+
+        async def exchange() -> dict[str, dict[str, Any]]:
+            async with aiohttp.ClientSession() as http, http.ws_connect(sidecar.url) as ws:
+                for n, request_id in enumerate(ids):
+                    await ws.send_str(eval_text(json.dumps(request_id), f"Thread.sleep(300); {n}"))
+                answers, ending = await answers_until_closed(ws, len(ids))
+                assert ending is None, ending
+                return answers
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            answers = asyncio.run(exchange())
+        finally:
+            done.set()
+            watcher.join()
+    assert {request_id: answers[request_id]["result"]["data"] for request_id in ids} == {
+        request_id: [n] for n, request_id in enumerate(ids)
+    }
+    assert most == 2
