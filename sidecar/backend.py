@@ -26,7 +26,7 @@ import aiohttp
 from gremlinlb.sidecar import frames
 from gremlinlb.sidecar.frames import Channel, FrameType, ResponseHeader
 from gremlinlb.sidecar.ids import IdSource
-from gremlinlb.sidecar.wsout import FrameOutput
+from gremlinlb.sidecar.wsout import BATCH_FRAMES, FrameOutput
 
 from gremlinlb.core import (
     ConnectionFailure,
@@ -302,6 +302,8 @@ class BackendConnection:
             assert self._loop is not None
             self._loop.call_soon(self._flush)
         self._pending.append(frame)
+        if len(self._pending) >= BATCH_FRAMES:
+            self._flush()  # the scheduled call then finds nothing to do
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -461,8 +463,6 @@ class BackendPool:
         self._connections: list[BackendConnection] = []
         self._opening: asyncio.Task[BackendConnection] | None = None
         self._room: list[asyncio.Future[None]] = []
-        # In flight on a connection before the next one is opened and used (see _pick).
-        self._spread_at = max(1, options.max_in_flight_per_connection // 2)
         self.closed = False
 
     @property
@@ -479,9 +479,9 @@ class BackendPool:
         while True:
             if self.closed:
                 raise NotSentError(f"connections to {self.endpoint.address} are closed")
-            best = self._pick()
+            best = self._least_loaded()
             can_grow = len(self._connections) < self._options.connections_per_host
-            if best is not None and (best.in_flight < self._spread_at or not can_grow):
+            if best is not None and (best.in_flight == 0 or not can_grow):
                 return best
             if can_grow and self._opening is None:
                 self._opening = asyncio.create_task(self._open(connect_timeout))
@@ -510,33 +510,23 @@ class BackendPool:
 
     def ready(self, connect_timeout: float) -> BackendConnection | None:
         """A connection that can take a request right now, without waiting; None if there is
-        none (the caller then waits in `lease`). Grows the pool in the background once every
-        connection carries half its cap, up to connections_per_host sockets."""
-        best = self._pick()
+        none (the caller then waits in `lease`). Grows the pool in the background when every
+        connection is busy, so load spreads over connections_per_host sockets."""
+        best = self._least_loaded()
         can_grow = len(self._connections) < self._options.connections_per_host
-        if (
-            can_grow
-            and self._opening is None
-            and (best is None or best.in_flight >= self._spread_at)
-        ):
+        if can_grow and self._opening is None and (best is None or best.in_flight > 0):
             self._opening = asyncio.create_task(self._open(connect_timeout))
             self._opening.add_done_callback(_consume_error)
         return best
 
-    def _pick(self) -> BackendConnection | None:
-        """The oldest connection under half its cap, else the least loaded one with room.
-
-        Filling one socket before the next keeps the frames of one loop turn together: each
-        socket costs its own write and read system calls per turn, the largest part of the
-        sidecar's CPU per request (bench/README.md, issue 10). The price: a long answer stream
-        shares its socket with up to half a cap of other requests before a second one opens."""
+    def _least_loaded(self) -> BackendConnection | None:
         best: BackendConnection | None = None
         for connection in self._connections:
-            if not (connection.usable and connection.has_room()):
-                continue
-            if connection.in_flight < self._spread_at:
-                return connection
-            if best is None or connection.in_flight < best.in_flight:
+            if (
+                connection.usable
+                and connection.has_room()
+                and (best is None or connection.in_flight < best.in_flight)
+            ):
                 best = connection
         return best
 

@@ -38,7 +38,7 @@ from gremlinlb.sidecar.backend import (
 from gremlinlb.sidecar.frames import Channel, MalformedFrameError, Request, ResponseHeader
 from gremlinlb.sidecar.memory import MemoryBudget, MemoryLimits
 from gremlinlb.sidecar.metrics import SidecarMetrics
-from gremlinlb.sidecar.wsout import FrameOutput
+from gremlinlb.sidecar.wsout import BATCH_FRAMES, FrameOutput
 
 from gremlinlb.core import (
     OVERLOAD_STATUS_CODES,
@@ -555,7 +555,11 @@ class ClientConnection:
         self.queued_bytes += size
         self._idle.clear()
         self._hold(size)
-        if not self._write_scheduled and self._drainer is None:
+        if self._drainer is not None:
+            return  # written once the client's socket has drained
+        if len(self._outbound) >= BATCH_FRAMES:
+            self._write_out()
+        elif not self._write_scheduled:
             self._write_scheduled = True
             self.loop.call_soon(self._write_out)
 

@@ -3,8 +3,8 @@
 aiohttp writes each frame with its own `transport.write`, which is a system call per frame;
 under load most of the sidecar's time went there (bench/results/2026-11-28-micro-before.md).
 The owners of a socket (a client connection, a backend connection) queue frames during an
-event-loop turn and hand them here once, from a `loop.call_soon` callback: one `writelines`,
-one system call for however many frames the turn produced.
+event-loop turn and hand them here once, from a `loop.call_soon` callback (or as soon as
+BATCH_FRAMES are queued): one `writelines`, one system call for several frames.
 
 Frames are encoded exactly as aiohttp encodes them (RFC 6455, no compression, FIN set; a
 random 32-bit mask per frame on the client side). Control frames (ping, pong, close) are still
@@ -30,6 +30,12 @@ _LEN2 = struct.Struct("!BBH").pack
 _LEN3 = struct.Struct("!BBQ").pack
 _MASK = struct.Struct("!I").pack
 _random_bits = random.getrandbits
+
+# Frames queued for one socket that are written at once rather than at the end of the loop
+# turn: a turn that reads hundreds of requests (a driver multiplexing many on one socket) must
+# not hold the first ones back until it ends, or the backend starts late and its first answers
+# look slow (late enough to be hedged).
+BATCH_FRAMES = 16
 
 
 class FrameOutput:

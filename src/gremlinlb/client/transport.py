@@ -26,6 +26,7 @@ The server's own evaluationTimeout ends such a statement with an answer.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import ssl
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
@@ -204,7 +205,14 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
 
     def _run(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
         # One task per call: asyncio.wait_for would wrap the coroutine in a second one.
-        return self._loop.run_until_complete(_bounded(coroutine, timeout))
+        bounded = _bounded(coroutine, timeout)
+        try:
+            return self._loop.run_until_complete(bounded)
+        except BaseException:
+            if inspect.getcoroutinestate(bounded) == inspect.CORO_CREATED:
+                bounded.close()  # the loop refused it (closed, or busy): never started
+                coroutine.close()
+            raise
 
 
 async def _bounded(coroutine: Coroutine[Any, Any, T], seconds: float) -> T:
