@@ -936,7 +936,12 @@ def test_a_standby_replica_serves_the_webhook_and_takes_over_when_the_leader_die
             ),
         )
         assert pod.spec is not None
-        assert [c.name for c in pod.spec.init_containers or []] == ["gremlinlb-sidecar"]
+        injected = pod.spec.init_containers or []
+        assert [c.name for c in injected] == ["gremlinlb-sidecar"]
+        # The standby follows no cluster, yet the sidecar starts with the leader's host list.
+        env = {e.name: e.value or "" for e in injected[0].env or []}
+        wanted = sorted(ready.servers.address(i) for i in range(3))
+        assert sorted(env["GREMLINLB_ENDPOINTS"].split(",")) == wanted
         assert operator.process is not None
         operator.process.kill()  # no clean stop: the lease is not released, it expires
         operator.process.wait(10)
