@@ -108,35 +108,34 @@ class HttpSender:
             await self._session.close()
 
 
-def _error_text(text: str) -> str:
+def _json_object(text: str) -> dict[str, Any]:
+    """The answer's JSON object ({} when it is not one)."""
     try:
         data = json.loads(text)
     except ValueError:
-        return text[:200]
-    if isinstance(data, dict) and isinstance(data.get("error"), str):
-        return str(data["error"])[:300]
-    return text[:200]
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _error_text(text: str) -> str:
+    error = _json_object(text).get("error")
+    return error[:300] if isinstance(error, str) else text[:200]
 
 
 def _generation(text: str) -> int | None:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    value = data.get("generation") if isinstance(data, dict) else None
+    return _integer(_json_object(text).get("generation"))
+
+
+def _integer(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _backend_health(text: str) -> BackendHealth | None:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    hosts = data.get("hosts") if isinstance(data, dict) else None
+    data = _json_object(text)
+    hosts = data.get("hosts")
     if not isinstance(hosts, dict):
         return None
-    generation = data.get("generation")
     return BackendHealth(
-        generation if isinstance(generation, int) and not isinstance(generation, bool) else None,
+        _integer(data.get("generation")),
         {str(address): str(state) for address, state in hosts.items()},
     )

@@ -49,15 +49,22 @@ class FakeSidecars:
             self.in_flight -= 1
 
 
-async def settle(group: PushGroup, generation: int, keys: list[str], limit: float = 5.0) -> None:
-    async def synced() -> None:
+async def wait_until(check: Callable[[], bool], limit: float = 5.0) -> None:
+    async def poll() -> None:
         while True:
-            statuses = {s.key: s for s in group.statuses()}
-            if all(statuses[k].acked_generation == generation for k in keys):
+            if check():
                 return
             await asyncio.sleep(0.002)
 
-    await asyncio.wait_for(synced(), limit)
+    await asyncio.wait_for(poll(), limit)
+
+
+async def settle(group: PushGroup, generation: int, keys: list[str], limit: float = 5.0) -> None:
+    def synced() -> bool:
+        statuses = {s.key: s for s in group.statuses()}
+        return all(statuses[k].acked_generation == generation for k in keys)
+
+    await wait_until(synced, limit)
 
 
 def test_every_target_converges_and_pushes_are_bounded() -> None:
@@ -226,16 +233,6 @@ class FakeHealth:
     async def __call__(self, url: str, time_limit: float) -> BackendHealth | None:
         self.reads.append(url)
         return self.views.get(url)
-
-
-async def wait_until(check: Callable[[], bool], limit: float = 5.0) -> None:
-    async def poll() -> None:
-        while True:
-            if check():
-                return
-            await asyncio.sleep(0.002)
-
-    await asyncio.wait_for(poll(), limit)
 
 
 def test_a_sidecar_in_sync_has_its_backend_health_read_and_reported() -> None:
