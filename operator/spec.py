@@ -176,6 +176,18 @@ BALANCER_FIELDS: tuple[SettingField, ...] = (
     SettingField(
         "connectTimeout", "connect_timeout", "Seconds to open a backend connection.", 0, True
     ),
+    SettingField(
+        "keepaliveInterval",
+        "keepalive_interval",
+        "Seconds without traffic before a backend connection is pinged (0: never).",
+        0,
+    ),
+    SettingField(
+        "maxConnectionAge",
+        "max_connection_age",
+        "Seconds after which a pooled backend connection is drained and replaced (0: never).",
+        0,
+    ),
 )
 
 

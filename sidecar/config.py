@@ -142,6 +142,16 @@ OPTIONS: tuple[Option, ...] = (
         "N",
     ),
     Option("slow_start", "seconds a returning host takes to reach a full share (default 5)", "SEC"),
+    Option(
+        "keepalive_interval",
+        "seconds without traffic before a backend connection is pinged; 0: never (default 30)",
+        "SEC",
+    ),
+    Option(
+        "max_connection_age",
+        "seconds after which a pooled backend connection is replaced; 0: never (default 0)",
+        "SEC",
+    ),
     Option("hedge", "send slow reads to a second host too: true (default) or false", "BOOL"),
     Option("hedge_max_delay", "latest a slow read is hedged, in seconds (default 0.5)", "SEC"),
     Option(
@@ -486,6 +496,8 @@ def _settings(values: _Values) -> BalancerSettings:
                 ratio=values.number("extra_budget_ratio", defaults.budget.ratio),
             ),
             slow_start=values.number("slow_start", defaults.slow_start),
+            keepalive_interval=values.number("keepalive_interval", defaults.keepalive_interval),
+            max_connection_age=values.number("max_connection_age", defaults.max_connection_age),
             buffer=BufferSettings(
                 max_elements=values.integer("buffer_max_elements", buffer.max_elements),
                 max_bytes=values.integer("buffer_max_bytes", buffer.max_bytes),

@@ -28,6 +28,7 @@ from gremlinlb.core import (
     EventKind,
     HostEvent,
 )
+from gremlinlb.core.recycling import past_max_age
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,11 @@ class HealthLoop:
 
     async def _ask(self, endpoint: Endpoint, script: str | None) -> int:
         connection = self._connections.get(endpoint)
+        if connection is not None and past_max_age(
+            self._balancer.settings, connection.opened_at, time.monotonic()
+        ):
+            self.forget(endpoint)  # between probes nothing is in flight on it
+            connection = None
         if connection is None or connection.closed:
             connection = await self._backends.dedicated(
                 endpoint, GRAPHBINARY_CHANNEL, self._balancer.settings.connect_timeout

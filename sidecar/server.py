@@ -45,7 +45,7 @@ class Sidecar:
             connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
             trust_env=False,  # backends are reached directly, never through an HTTP proxy
         )
-        self.backends = Backends(config.backend, self.http)
+        self.backends = Backends(config.backend, self.http, lambda: self.balancer.settings)
         self.balancer.subscribe(_on_loop(self.backends.on_host_event))
         self.metrics = SidecarMetrics(self.balancer, self.backends.connection_counts)
         self.balancer.subscribe(_on_loop(self.metrics.on_host_event))

@@ -40,6 +40,7 @@ from gremlin_python.driver.serializer import GraphBinarySerializersV1
 from gremlinlb.client.backends import ConnectionOptions, Generation, HostConnection
 from gremlinlb.client.errors import AnswerNotReadableError
 from gremlinlb.client.health_loop import HealthLoop
+from gremlinlb.client.keepalive import Keepalive
 from gremlinlb.core import (
     OVERLOAD_STATUS_CODES,
     AllHostsTriedError,
@@ -104,6 +105,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         if pool_size < 1:
             raise ValueError(f"pool_size must be >= 1, got {pool_size}")
         super().__init__("roundrobin[" + ",".join(e.url for e in parsed) + "]", traversal_source)
+        self._keepalive = Keepalive(lambda: self._balancer.settings)
         self._options = ConnectionOptions(
             traversal_source=traversal_source,
             username=username,
@@ -114,6 +116,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
             connect_timeout=settings.connect_timeout,
             request_timeout=settings.request_timeout,
             headers=headers,
+            keepalive=self._keepalive,
         )
         self._serializer = message_serializer or GraphBinarySerializersV1()
         self._balancer = Balancer(settings=settings)
@@ -128,6 +131,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         for endpoint in parsed:
             self.add_host(endpoint.url)
         self._health.start()
+        self._keepalive.start()
 
     # -- RemoteConnection ----------------------------------------------------------------
 
@@ -148,6 +152,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         log.info("closing %s", self.url)
         self._balancer.close()
         self._health.stop()
+        self._keepalive.stop()
         for session in list(self._sessions):
             session.close()
         with self._hosts_lock:

@@ -17,6 +17,12 @@ Plugged in through gremlinpython's `transport_factory` hook, this transport:
   retries need. An answer over the size limit is the request's own problem
   (`AnswerNotReadableError`, Outcome.CLIENT_ERROR), not a lost connection.
 
+Keepalive (`keepalive`): the transport registers with the client's keepalive thread, which
+pings it while it sits idle (see keepalive.py); a pooled socket older than
+`max_connection_age` is closed and reopened when the next request is about to be written on it,
+so it is replaced between requests and never fails one. A session's socket is never recycled
+(its session lives on it), only pinged.
+
 Sessions (`keep_waiting`): a statement without an answer after `read_timeout` is waited for
 again as long as `keep_waiting()` says its host is still in service: a long statement inside a
 transaction must not close the session (closing the socket would roll the transaction back).
@@ -27,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
@@ -34,7 +42,14 @@ import aiohttp
 from gremlin_python.driver.transport import AbstractBaseTransport
 
 from gremlinlb.client.errors import AnswerNotReadableError
-from gremlinlb.core import ConnectionLostError, NotSentError, ResponseTimeoutError
+from gremlinlb.client.keepalive import Keepalive
+from gremlinlb.core import (
+    BalancerSettings,
+    ConnectionLostError,
+    NotSentError,
+    ResponseTimeoutError,
+)
+from gremlinlb.core.recycling import keepalive_due, past_max_age
 
 T = TypeVar("T")
 
@@ -52,6 +67,7 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         reconnect: bool = True,
         keep_waiting: Callable[[], bool] | None = None,
+        keepalive: Keepalive | None = None,
     ) -> None:
         """`reconnect=False` is for sessions: their state lives on the first socket, and a new
         one would silently start an empty session on the server."""
@@ -68,6 +84,14 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         self._reconnect = reconnect
         self._opened_once = False
         self._keep_waiting = keep_waiting
+        self._keepalive = keepalive
+        # Held while the socket's loop runs (write, read, ping): the keepalive thread pings
+        # only a socket nobody else is using.
+        self._guard = threading.Lock()
+        self._opened_at = 0.0
+        self._last_activity = 0.0
+        if keepalive is not None:
+            keepalive.register(self)
 
     def connect(self, url: str, headers: Mapping[str, str] | None = None) -> None:
         """Remember where to connect; the socket opens on the first write."""
@@ -75,7 +99,14 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         self._headers = dict(headers) if headers else None
 
     def write(self, message: bytes) -> None:
+        with self._guard:
+            self._write(message)
+
+    def _write(self, message: bytes) -> None:
         reused = self._websocket is not None and not self._websocket.closed
+        if reused and self._too_old():
+            self._drop_socket()  # between requests: nothing is in flight on it
+            reused = False
         if not reused:
             self._ensure_open()
         try:
@@ -86,6 +117,32 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
             # A pooled socket of a server that went away while it sat idle: open a fresh one.
             self._ensure_open()
             self._send(message)
+
+    def _too_old(self) -> bool:
+        if self._keepalive is None or not self._reconnect:
+            return False  # a session's socket holds the session: never recycled
+        return past_max_age(self._keepalive.settings(), self._opened_at, time.monotonic())
+
+    def ping_if_idle(self, settings: BalancerSettings, now: float) -> bool:
+        """A WebSocket ping if the socket sat idle for the keepalive interval and no request
+        is using it; a socket whose ping fails is dropped (the next write reopens it)."""
+        if not self._guard.acquire(blocking=False):
+            return False  # a request is being written or read on it: that is traffic
+        try:
+            websocket = self._websocket
+            if websocket is None or websocket.closed or self._loop.is_closed():
+                return False
+            if not keepalive_due(settings, self._last_activity, now):
+                return False
+            try:
+                self._run(websocket.ping(), self._write_timeout)
+            except Exception:
+                self._drop_socket()
+                return False
+            self._last_activity = time.monotonic()
+            return True
+        finally:
+            self._guard.release()
 
     def _ensure_open(self) -> None:
         if self._opened_once and not self._reconnect:
@@ -98,6 +155,7 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         assert websocket is not None
         try:
             self._run(websocket.send_bytes(message), self._write_timeout)
+            self._last_activity = time.monotonic()
         except Exception as error:
             self._drop_socket()
             if _refused_before_writing(error):  # the peer was already gone: nothing left us
@@ -109,6 +167,12 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
             ) from error
 
     def read(self) -> bytes:
+        with self._guard:
+            data = self._read()
+            self._last_activity = time.monotonic()
+            return data
+
+    def _read(self) -> bytes:
         websocket = self._websocket
         if websocket is None:
             raise ConnectionLostError(f"connection to {self._url} is not open")
@@ -166,6 +230,7 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         except Exception as error:
             self._drop_socket()
             raise NotSentError(f"cannot connect to {self._url}: {_describe(error)}") from error
+        self._opened_at = self._last_activity = time.monotonic()
 
     def discard_socket(self) -> None:
         """Close the socket now (its stream is out of step, e.g. an answer was half read)."""
@@ -189,10 +254,16 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
             self._session = None
 
     def close(self) -> None:
-        if self._loop.is_closed():
-            return
-        self._drop_socket()
-        self._loop.close()
+        # wait (bounded) for a keepalive ping in progress: the loop must not be running
+        locked = self._guard.acquire(timeout=self._write_timeout + 1)
+        try:
+            if self._loop.is_closed():
+                return
+            self._drop_socket()
+            self._loop.close()
+        finally:
+            if locked:
+                self._guard.release()
 
     @property
     def closed(self) -> bool:

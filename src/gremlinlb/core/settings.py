@@ -232,6 +232,17 @@ class BalancerSettings:
     # A host back from down, ejected or joining gets a share ramping from 10% to a full one
     # over this many seconds (0: at once). 5 s warms a restarted JVM without starving it.
     slow_start: float = 5.0
+    # A WebSocket ping on every backend connection with nothing received for this long (0: no
+    # pings). 30 s is under the idle limits that cut connections silently: AWS ALB 60 s, NLB
+    # 350 s, Neptune 20-25 min, Cosmos DB 1 h; a connection whose pong does not come within
+    # half the interval is closed (and replaced) before a request is lost on it.
+    keepalive_interval: float = 30.0
+    # A pooled backend connection older than this is drained (no new request; those in flight
+    # finish) and replaced (0: never). Off by default: keepalive already covers idle limits, and
+    # each replacement costs a handshake. Set it below a hard connection lifetime (Neptune ends
+    # IAM-authenticated connections after 10 days) or to pick up DNS changes. Session and
+    # transaction connections are never recycled: they end with their session.
+    max_connection_age: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.max_attempts >= 1, f"max_attempts must be >= 1, got {self.max_attempts}")
@@ -246,4 +257,13 @@ class BalancerSettings:
         _require(
             self.slow_start >= 0 and _finite(self.slow_start),
             f"slow_start must be >= 0 seconds, got {self.slow_start}",
+        )
+        _require(
+            self.keepalive_interval >= 0 and _finite(self.keepalive_interval),
+            f"keepalive_interval must be >= 0 seconds (0: no pings), got {self.keepalive_interval}",
+        )
+        _require(
+            self.max_connection_age >= 0 and _finite(self.max_connection_age),
+            f"max_connection_age must be >= 0 seconds (0: connections are never recycled), "
+            f"got {self.max_connection_age}",
         )
