@@ -90,7 +90,7 @@ def test_backend_connections_behind_an_idle_closing_proxy_are_kept_open_through_
     assert idle_closing_proxy.counters.idle_closed == 0  # the pings kept every connection open
 
 
-def test_pooled_connections_past_max_connection_age_are_replaced_under_load_without_a_failed_request(
+def test_pooled_connections_past_max_age_are_replaced_under_load_without_a_failed_request(
     counting_proxy: FaultProxy, fleet: Sequence[GremlinServerProcess]
 ) -> None:
     config = config_at(counting_proxy.address, max_connection_age=1.0)
