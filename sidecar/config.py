@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -70,6 +71,8 @@ class SidecarConfig:
     grace_period: float = 15.0
     log_format: str = "text"
     traversal_source: str = "g"
+    # more traversal sources to probe on every host (others are learned from requests)
+    traversal_sources: tuple[str, ...] = ()
     event_loop: str = "auto"
     max_hosts: int = DEFAULT_MAX_HOSTS
 
@@ -191,9 +194,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("log_format", "text (default) or json", "FORMAT"),
     Option("traversal_source", "traversal source the health probe uses (default g)", "NAME"),
+    Option(
+        "traversal_sources",
+        "more traversal sources to probe on every host, comma-separated, e.g. g2,g3",
+        "NAMES",
+    ),
     Option("event_loop", "auto (uvloop when installed, default), uvloop or asyncio", "NAME"),
 )
 _NAMES = {option.name for option in OPTIONS}
+_SOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -350,6 +359,7 @@ def load_config(
         grace_period=grace,
         log_format=log_format,
         traversal_source=values.text("traversal_source", "g"),
+        traversal_sources=_traversal_sources(values),
         event_loop=event_loop,
         max_hosts=values.integer("max_hosts", DEFAULT_MAX_HOSTS, 1),
     )
@@ -401,6 +411,26 @@ def _read_config_file(path: str | None) -> dict[str, Any]:
             f"known: {', '.join(sorted(_NAMES))}"
         )
     return normalized
+
+
+def _traversal_sources(values: _Values) -> tuple[str, ...]:
+    found = values.raw("traversal_sources")
+    if found is None:
+        return ()
+    value, source = found
+    items = value if isinstance(value, list) else str(value).split(",")
+    names: list[str] = []
+    for item in items:
+        name = item.strip() if isinstance(item, str) else item
+        if name == "":
+            continue
+        if not isinstance(name, str) or not _SOURCE_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{source}: {name!r} is not a traversal source name (letters, digits and _, "
+                "not starting with a digit, as bound on the Gremlin Server, e.g. g2)"
+            )
+        names.append(name)
+    return tuple(dict.fromkeys(names))
 
 
 def _endpoints(values: _Values) -> tuple[Endpoint, ...]:

@@ -38,6 +38,7 @@ from gremlinlb.sidecar.backend import (
 from gremlinlb.sidecar.frames import Channel, MalformedFrameError, Request, ResponseHeader
 from gremlinlb.sidecar.memory import MemoryBudget, MemoryLimits
 from gremlinlb.sidecar.metrics import SidecarMetrics
+from gremlinlb.sidecar.sources import request_source
 
 from gremlinlb.core import (
     OVERLOAD_STATUS_CODES,
@@ -111,6 +112,7 @@ class Exchange:
         "read_only",
         "request",
         "sent",
+        "source",
         "started",
         "tried",
     )
@@ -119,6 +121,7 @@ class Exchange:
         self.client = client
         self.request = request
         self.read_only = read_only
+        self.source = request_source(request)  # the traversal source it names (None: default)
         self.started = time.monotonic()
         self.forwarded = False  # a frame reached the client: committed to `owner`
         self.sent = False  # some attempt was written to a backend
@@ -591,11 +594,11 @@ class ClientConnection:
 
     # -- sessions ------------------------------------------------------------------------
 
-    async def session_pin(self, channel: Channel) -> SessionPin:
+    async def session_pin(self, channel: Channel, source: str | None = None) -> SessionPin:
         async with self._pin_lock:
             if self.pin is None:
                 proxy = self.proxy
-                lease = await proxy.acquire(0, (), session=True)
+                lease = await proxy.acquire(0, (), session=True, source=source)
                 settings = proxy.balancer.settings
                 try:
                     connection = await proxy.backends.dedicated(
@@ -683,11 +686,14 @@ class Proxy:
         )
         exchange = Exchange(client, request, read_only)
         self.exchanges.add(exchange)
+        self.balancer.sources.seen(exchange.source)
         if request.session:
             client.spawn(self._serve(exchange, self._serve_session(exchange)))
             return
         try:
-            acquired: Lease | Waiter = self.balancer.acquire(len(request.frame), ())
+            acquired: Lease | Waiter = self.balancer.acquire(
+                len(request.frame), (), source=exchange.source
+            )
         except (NoHealthyEndpointError, BalancerClosedError):
             self._continue(exchange)
             return
@@ -742,7 +748,9 @@ class Proxy:
         request = exchange.request
         try:
             if acquired is None:
-                lease = await self.acquire(len(request.frame), exchange.tried)
+                lease = await self.acquire(
+                    len(request.frame), exchange.tried, source=exchange.source
+                )
             elif isinstance(acquired, Lease):
                 lease = acquired
             else:
@@ -867,7 +875,9 @@ class Proxy:
             return
         exclude = [first.endpoint, *exchange.tried]
         try:
-            lease = self.balancer.acquire(len(exchange.request.frame), exclude, hedge=True)
+            lease = self.balancer.acquire(
+                len(exchange.request.frame), exclude, hedge=True, source=exchange.source
+            )
         except (NoHealthyEndpointError, BalancerClosedError):
             return
         assert isinstance(lease, Lease)  # a hedge never waits
@@ -889,7 +899,9 @@ class Proxy:
                 continue  # nothing stranded there, or a hedge elsewhere carries it already
             exclude = [event.endpoint, *exchange.tried]
             try:
-                acquired = self.balancer.acquire(len(exchange.request.frame), exclude)
+                acquired = self.balancer.acquire(
+                    len(exchange.request.frame), exclude, source=exchange.source
+                )
             except (NoHealthyEndpointError, BalancerClosedError):
                 continue
             if not isinstance(acquired, Lease):  # no other host now: the old attempt goes on
@@ -964,7 +976,7 @@ class Proxy:
         request = exchange.request
         client = exchange.client
         try:
-            pin = await client.session_pin(request.channel)
+            pin = await client.session_pin(request.channel, exchange.source)
         except (NoHealthyEndpointError, ConnectionFailure, BalancerClosedError) as error:
             exchange.answer_error(
                 frames.SERVER_ERROR_TEMPORARY,
@@ -1023,10 +1035,15 @@ class Proxy:
     # -- waiting for a host --------------------------------------------------------------
 
     async def acquire(
-        self, size: int, tried: list[Endpoint] | tuple[()], *, session: bool = False
+        self,
+        size: int,
+        tried: list[Endpoint] | tuple[()],
+        *,
+        session: bool = False,
+        source: str | None = None,
     ) -> Lease:
         """A host from the core, waiting in its buffer (FIFO, bounded) when none is healthy."""
-        acquired = self.balancer.acquire(size, tried, session=session)
+        acquired = self.balancer.acquire(size, tried, session=session, source=source)
         if isinstance(acquired, Lease):
             return acquired
         return await self._wait(acquired)

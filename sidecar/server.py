@@ -53,7 +53,9 @@ class Sidecar:
         self.balancer.subscribe(_on_loop(self.proxy.on_host_event))
         self.metrics.held_bytes.set_function(lambda: self.proxy.memory.used)
         self.metrics.paused_clients.set_function(lambda: len(self.proxy.paused))
-        self.health = HealthLoop(self.balancer, self.backends, config.traversal_source)
+        self.health = HealthLoop(
+            self.balancer, self.backends, config.traversal_source, config.traversal_sources
+        )
         self.balancer.subscribe(_on_loop(self.health.on_host_event))
         self.admin = AdminApi(
             self.balancer,

@@ -224,3 +224,24 @@ def test_a_client_cap_above_the_memory_budget_is_refused() -> None:
 def test_handshake_timeout_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="GREMLINLB_HANDSHAKE_TIMEOUT: must be > 0"):
         load(env={"GREMLINLB_HANDSHAKE_TIMEOUT": "0"})
+
+
+def test_traversal_sources_to_probe_are_a_comma_separated_list() -> None:
+    config = load({"traversal_sources": "g2, g3,g2"})
+    assert config.traversal_sources == ("g2", "g3")
+
+
+def test_a_traversal_source_that_is_no_name_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"--traversal-sources: 'g-2' is not a traversal source"):
+        load({"traversal_sources": "g2,g-2"})
+
+
+def test_keepalive_and_max_connection_age_are_core_settings() -> None:
+    config = load({"keepalive_interval": "10", "max_connection_age": "3600"})
+    assert config.settings.keepalive_interval == 10.0
+    assert config.settings.max_connection_age == 3600.0
+
+
+def test_a_negative_max_connection_age_is_refused() -> None:
+    with pytest.raises(ConfigError, match="max_connection_age must be >= 0"):
+        load({"max_connection_age": "-1"})

@@ -41,6 +41,7 @@ from gremlinlb.core.lease import Lease
 from gremlinlb.core.outcomes import Outcome
 from gremlinlb.core.picking import LeastCost, LeastInFlight, Picker, RoundRobin
 from gremlinlb.core.settings import BalancerSettings, Policy
+from gremlinlb.core.sources import TraversalSources, skip_for_source
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,8 @@ class Balancer:
         self._budget_exhausted = 0
         self._listeners: list[Listener] = []
         self._closed = False
+        # which hosts lack which traversal source (fed by the adapters' health loops)
+        self.sources = TraversalSources()
         for endpoint in endpoints:
             self.add(endpoint)
 
@@ -367,6 +370,7 @@ class Balancer:
         *,
         hedge: bool = False,
         session: bool = False,
+        source: str | None = None,
     ) -> Acquired:
         """Pick a healthy host for a request of `size` bytes, or queue it.
 
@@ -383,6 +387,9 @@ class Balancer:
         broke, a probe is on its way), the request waits for the verdict instead: in a total
         outage a retried read waits for a server rather than failing. Every first attempt
         (no `exclude`, no `hedge`) adds to the extra-request budget.
+
+        `source` (the traversal source the request names; None: the default one) skips the
+        hosts `self.sources` knows do not serve it, as long as a healthy host that does is left.
         """
         events: list[HostEvent] = []
         try:
@@ -391,7 +398,7 @@ class Balancer:
                 now = self._clock()
                 if now >= self._next_expiry:
                     events += self._expire(now)
-                host = self._pick(exclude, now)
+                host = self._pick(self._skip_for_source(source, exclude), now)
                 if host is None and hedge:
                     raise NoHealthyEndpointError(
                         "no other healthy host can take a hedged request; the first attempt goes on"
@@ -687,6 +694,15 @@ class Balancer:
         if not exclude:
             self._budget.deposit(now)
         return waiter
+
+    def _skip_for_source(
+        self, source: str | None, exclude: Collection[Endpoint]
+    ) -> Collection[Endpoint]:
+        missing = self.sources.missing_on(source)
+        if not missing:
+            return exclude
+        healthy = [h.endpoint for h in self._ring if h.state is HostState.HEALTHY]
+        return skip_for_source(missing, healthy, exclude)
 
     def _lease(
         self, host: _Host, now: float, *, hedge: bool = False, session: bool = False
@@ -1021,6 +1037,7 @@ class Balancer:
         index = bisect.bisect_left(self._ring, host.seq, key=_seq_of)
         assert self._ring[index] is host, "the ring must stay sorted by seq"
         del self._ring[index]
+        self.sources.forget_host(host.endpoint)
         log.info("host %s removed", host.endpoint.address)
         return HostEvent(EventKind.REMOVED, host.endpoint, host.state)
 
