@@ -11,28 +11,18 @@ import argparse
 import json
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gremlinlb.sidecar.backend import DEFAULT_MAX_MESSAGE_BYTES, BackendOptions
+from gremlinlb.sidecar.backend import BackendOptions
 from gremlinlb.sidecar.hostlist import DEFAULT_MAX_HOSTS
 from gremlinlb.sidecar.memory import MemoryLimits
 from gremlinlb.sidecar.proxy import ProxyOptions
 from gremlinlb.sidecar.trust import HostPolicy, parse_allowed_hosts
 
-from gremlinlb.core import (
-    BalancerSettings,
-    BufferSettings,
-    Endpoint,
-    HealthCheckSettings,
-    InvalidEndpointError,
-    InvalidSettingError,
-    Policy,
-    parse_endpoint,
-)
-
-ENV_PREFIX = "GREMLINLB_"
+from gremlinlb.core import BalancerSettings, Endpoint, InvalidEndpointError, parse_endpoint
+from gremlinlb.schema import ENV_PREFIX, SETTINGS, SettingsError, from_flat
 
 
 class ConfigError(ValueError):
@@ -74,11 +64,21 @@ class SidecarConfig:
     max_hosts: int = DEFAULT_MAX_HOSTS
 
 
+_DEFAULT = SidecarConfig()
+#: The backend password, when it is not in a file (a pod's env from a Secret).
+PASSWORD_ENV = ENV_PREFIX + "BACKEND_PASSWORD"
+_MEMORY = MemoryLimits()
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
+    """One flag, with its environment variable and config-file key (``name``)."""
+
     name: str  # flag without dashes, underscores: "health_interval"
     help: str
     metavar: str = "VALUE"
+    #: What an unset option amounts to, as shown by --help (None: nothing shown).
+    default: object = None
 
     @property
     def flag(self) -> str:
@@ -89,16 +89,17 @@ class Option:
         return ENV_PREFIX + self.name.upper()
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option("listen", "host:port of the Gremlin endpoint (default 127.0.0.1:8182)", "HOST:PORT"),
+#: The sidecar's own options; the core's settings follow (generated from their dataclasses).
+SIDECAR_OPTIONS: tuple[Option, ...] = (
+    Option("listen", "host:port of the Gremlin endpoint", "HOST:PORT", _DEFAULT.listen),
     Option("endpoints", "comma-separated Gremlin Servers, host:port or ws(s):// URLs", "LIST"),
-    Option("admin", "host:port of the admin API (default 127.0.0.1:9901)", "HOST:PORT"),
+    Option("admin", "host:port of the admin API", "HOST:PORT", _DEFAULT.admin),
     Option("token_file", "file holding the bearer token PUT /v1/hosts requires", "FILE"),
     Option("state_dir", "directory where the last accepted host list is kept", "DIR"),
     Option("backend_username", "SASL PLAIN user for the backends", "USER"),
     Option(
         "backend_password_file",
-        "file holding the backend password (or set GREMLINLB_BACKEND_PASSWORD)",
+        f"file holding the backend password (or set {PASSWORD_ENV})",
         "FILE",
     ),
     Option("backend_ca_file", "CA bundle (PEM) to verify wss:// backends with", "FILE"),
@@ -118,83 +119,98 @@ OPTIONS: tuple[Option, ...] = (
         "comma-separated CIDRs and host name globs the host list may name (default: any)",
         "LIST",
     ),
-    Option("max_message_bytes", "largest frame accepted either way (default 10 MiB)", "BYTES"),
-    Option("connections_per_host", "multiplexed connections per backend (default 2)", "N"),
-    Option("max_in_flight_per_connection", "requests at once on one connection (default 128)", "N"),
-    Option("policy", "round_robin (default), least_in_flight or peak_ewma", "NAME"),
-    Option("max_attempts", "tries per request, the first included (default 3)", "N"),
-    Option("request_timeout", "seconds without an answer frame before a request fails", "SEC"),
-    Option("connect_timeout", "seconds to open a backend connection (default 5)", "SEC"),
-    Option("health_interval", "seconds between health probes (default 10)", "SEC"),
-    Option("health_timeout", "seconds a probe may take (default 5)", "SEC"),
-    Option("rise", "passing probes before a down host serves again (default 1)", "N"),
-    Option("fall", "failing probes before a healthy host is taken out (default 2)", "N"),
-    Option("probe_script", "a script to probe with instead of g.V().limit(1) bytecode", "TEXT"),
-    Option("probe_healthy", "also probe healthy hosts: true (default) or false", "BOOL"),
     Option(
-        "unhealthy_interval",
-        "seconds between probes of down, ejected and joining hosts (default 1)",
-        "SEC",
+        "max_message_bytes",
+        "largest frame accepted either way",
+        "BYTES",
+        _DEFAULT.backend.max_message_bytes,
     ),
     Option(
-        "consecutive_failures",
-        "lost connections or timeouts in a row that eject a host (default 5)",
+        "connections_per_host",
+        "multiplexed connections per backend",
         "N",
+        _DEFAULT.backend.connections_per_host,
     ),
-    Option("slow_start", "seconds a returning host takes to reach a full share (default 5)", "SEC"),
-    Option("hedge", "send slow reads to a second host too: true (default) or false", "BOOL"),
-    Option("hedge_max_delay", "latest a slow read is hedged, in seconds (default 0.5)", "SEC"),
     Option(
-        "extra_budget_ratio",
-        "hedges and costly retries allowed per request, over 10 s (default 0.2)",
-        "RATIO",
+        "max_in_flight_per_connection",
+        "requests at once on one connection",
+        "N",
+        _DEFAULT.backend.max_in_flight_per_connection,
     ),
-    Option("buffer_max_elements", "requests that may wait while no host is healthy", "N"),
-    Option("buffer_max_bytes", "bytes of requests that may wait", "BYTES"),
-    Option("buffer_max_wait", "seconds a request may wait for a healthy host", "SEC"),
     Option(
         "grace_period",
-        "seconds open connections keep being served after SIGTERM (default 15)",
+        "seconds open connections keep being served after SIGTERM",
         "SEC",
+        _DEFAULT.grace_period,
     ),
-    Option("max_hosts", "most hosts a host list may hold (default 1000)", "N"),
+    Option("max_hosts", "most hosts a host list may hold", "N", _DEFAULT.max_hosts),
     Option(
         "memory_budget_bytes",
-        "bytes held for all clients (queued answers, requests in flight) (default 96 MiB)",
+        "bytes held for all clients (queued answers, requests in flight)",
         "BYTES",
+        _MEMORY.budget_bytes,
     ),
     Option(
         "client_pause_bytes",
-        "bytes held for one client above which its requests are not read (default 4 MiB)",
+        "bytes held for one client above which its requests are not read",
         "BYTES",
+        _MEMORY.client_pause_bytes,
     ),
     Option(
         "client_max_queued_bytes",
-        "unread answer bytes after which a client is cut off (default 32 MiB)",
+        "unread answer bytes after which a client is cut off",
         "BYTES",
+        _MEMORY.client_max_queued_bytes,
     ),
-    Option("max_requests_per_client", "requests in flight per connection (default 1024)", "N"),
+    Option(
+        "max_requests_per_client",
+        "requests in flight per connection",
+        "N",
+        _MEMORY.max_requests_per_client,
+    ),
     Option(
         "handshake_timeout",
-        "seconds a new connection may take to finish its WebSocket upgrade (default 10)",
+        "seconds a new connection may take to finish its WebSocket upgrade",
         "SEC",
+        _DEFAULT.proxy.handshake_timeout,
     ),
-    Option("log_format", "text (default) or json", "FORMAT"),
-    Option("traversal_source", "traversal source the health probe uses (default g)", "NAME"),
-    Option("event_loop", "auto (uvloop when installed, default), uvloop or asyncio", "NAME"),
+    Option("log_format", "text or json", "FORMAT", _DEFAULT.log_format),
+    Option(
+        "traversal_source",
+        "traversal source the health probe uses",
+        "NAME",
+        _DEFAULT.traversal_source,
+    ),
+    Option(
+        "event_loop",
+        "auto (uvloop when installed), uvloop or asyncio",
+        "NAME",
+        _DEFAULT.event_loop,
+    ),
 )
-_NAMES = {option.name for option in OPTIONS}
+OPTIONS: tuple[Option, ...] = SIDECAR_OPTIONS + tuple(
+    Option(s.flat, s.doc.help, s.metavar, None if s.default is None else s.text(s.default))
+    for s in SETTINGS
+)
+_BY_NAME = {option.name: option for option in OPTIONS}
+assert len(_BY_NAME) == len(OPTIONS), "two options share a name"
+
+
+def env_name(name: str) -> str:
+    """The environment variable of option ``name`` (KeyError for an unknown one)."""
+    return _BY_NAME[name].env
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="JSON file with any of these settings")
     for option in OPTIONS:
+        default = "" if option.default is None else f" (default {option.default})"
         parser.add_argument(
             option.flag,
             dest=option.name,
             metavar=option.metavar,
             default=None,
-            help=f"{option.help} [env {option.env}]",
+            help=f"{option.help}{default} [env {option.env}]",
         )
 
 
@@ -209,7 +225,7 @@ class _Values:
         self._file = file
 
     def raw(self, name: str) -> tuple[Any, str] | None:
-        option = next(o for o in OPTIONS if o.name == name)
+        option = _BY_NAME[name]
         if self._flags.get(name) is not None:
             return self._flags[name], option.flag
         if self._env.get(option.env) not in (None, ""):
@@ -281,42 +297,48 @@ def load_config(
     """Build and check the whole configuration; raise ConfigError saying what is wrong."""
     file_data = _read_config_file(config_file or env.get(ENV_PREFIX + "CONFIG") or None)
     values = _Values(flags, env, file_data)
-    listen = parse_address(values.text("listen", "127.0.0.1:8182"), values.source("listen"))
-    admin = parse_address(values.text("admin", "127.0.0.1:9901"), values.source("admin"))
+    listen = parse_address(values.text("listen", str(_DEFAULT.listen)), values.source("listen"))
+    admin = parse_address(values.text("admin", str(_DEFAULT.admin)), values.source("admin"))
     endpoints = _endpoints(values)
     host_policy = _host_policy(values)
     refusal = host_policy.refusal(endpoints, "endpoints")
     if refusal is not None:
         raise ConfigError(f"{values.source('endpoints')}: {refusal}")
     settings = _settings(values)
-    max_message_bytes = values.integer("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES, 1024)
+    max_message_bytes = values.integer(
+        "max_message_bytes", _DEFAULT.backend.max_message_bytes, 1024
+    )
     try:
         backend = BackendOptions(
             username=values.text("backend_username", ""),
             password=_password(values, env),
             ssl_context=_ssl_context(values),
             max_message_bytes=max_message_bytes,
-            connections_per_host=values.integer("connections_per_host", 2, 1),
-            max_in_flight_per_connection=values.integer("max_in_flight_per_connection", 128, 1),
+            connections_per_host=values.integer(
+                "connections_per_host", _DEFAULT.backend.connections_per_host, 1
+            ),
+            max_in_flight_per_connection=values.integer(
+                "max_in_flight_per_connection", _DEFAULT.backend.max_in_flight_per_connection, 1
+            ),
         )
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    log_format = values.text("log_format", "text")
+    log_format = values.text("log_format", _DEFAULT.log_format)
     if log_format not in ("text", "json"):
         raise ConfigError(
             f"{values.source('log_format')}: must be text or json, got {log_format!r}"
         )
-    grace = values.number("grace_period", 15.0)
+    grace = values.number("grace_period", _DEFAULT.grace_period)
     if grace < 0:
         raise ConfigError(f"{values.source('grace_period')}: must be >= 0 seconds, got {grace}")
-    event_loop = values.text("event_loop", "auto")
+    event_loop = values.text("event_loop", _DEFAULT.event_loop)
     if event_loop not in ("auto", "uvloop", "asyncio"):
         raise ConfigError(
             f"{values.source('event_loop')}: must be auto, uvloop or asyncio, got {event_loop!r}"
         )
     state_dir = values.optional_text("state_dir")
     token_file = values.optional_text("token_file")
-    handshake_timeout = values.number("handshake_timeout", 10.0)
+    handshake_timeout = values.number("handshake_timeout", _DEFAULT.proxy.handshake_timeout)
     if handshake_timeout <= 0:
         raise ConfigError(
             f"{values.source('handshake_timeout')}: must be > 0 seconds, got {handshake_timeout}"
@@ -339,18 +361,17 @@ def load_config(
         ),
         grace_period=grace,
         log_format=log_format,
-        traversal_source=values.text("traversal_source", "g"),
+        traversal_source=values.text("traversal_source", _DEFAULT.traversal_source),
         event_loop=event_loop,
-        max_hosts=values.integer("max_hosts", DEFAULT_MAX_HOSTS, 1),
+        max_hosts=values.integer("max_hosts", _DEFAULT.max_hosts, 1),
     )
 
 
 def _memory_limits(values: _Values) -> MemoryLimits:
-    defaults = MemoryLimits()
-    budget = values.integer("memory_budget_bytes", defaults.budget_bytes, 1)
-    pause = values.integer("client_pause_bytes", defaults.client_pause_bytes, 1)
-    cap = values.integer("client_max_queued_bytes", defaults.client_max_queued_bytes, 1)
-    requests = values.integer("max_requests_per_client", defaults.max_requests_per_client, 1)
+    budget = values.integer("memory_budget_bytes", _MEMORY.budget_bytes, 1)
+    pause = values.integer("client_pause_bytes", _MEMORY.client_pause_bytes, 1)
+    cap = values.integer("client_max_queued_bytes", _MEMORY.client_max_queued_bytes, 1)
+    requests = values.integer("max_requests_per_client", _MEMORY.max_requests_per_client, 1)
     try:
         return MemoryLimits(budget, pause, cap, requests)
     except ValueError as error:
@@ -384,11 +405,11 @@ def _read_config_file(path: str | None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: must hold a JSON object of settings")
     normalized = {str(key).replace("-", "_"): value for key, value in data.items()}
-    unknown = sorted(set(normalized) - _NAMES)
+    unknown = sorted(set(normalized) - set(_BY_NAME))
     if unknown:
         raise ConfigError(
             f"--config {path}: unknown setting(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(_NAMES))}"
+            f"known: {', '.join(sorted(_BY_NAME))}"
         )
     return normalized
 
@@ -443,59 +464,9 @@ def _host_policy(values: _Values) -> HostPolicy:
 
 
 def _settings(values: _Values) -> BalancerSettings:
-    defaults = BalancerSettings()
-    policy_text = values.text("policy", defaults.policy.value)
     try:
-        policy = Policy(policy_text)
-    except ValueError:
-        choices = ", ".join(p.value for p in Policy)
-        raise ConfigError(
-            f"{values.source('policy')}: must be one of {choices}, got {policy_text!r}"
-        ) from None
-    health = defaults.health
-    buffer = defaults.buffer
-    try:
-        return BalancerSettings(
-            policy=policy,
-            health=HealthCheckSettings(
-                interval=values.number("health_interval", health.interval),
-                timeout=values.number("health_timeout", health.timeout),
-                rise=values.integer("rise", health.rise),
-                fall=values.integer("fall", health.fall),
-                probe_healthy=values.boolean("probe_healthy", health.probe_healthy),
-                probe_script=values.optional_text("probe_script"),
-                unhealthy_interval=values.number("unhealthy_interval", health.unhealthy_interval),
-                outage_interval=min(
-                    health.outage_interval,
-                    values.number("unhealthy_interval", health.unhealthy_interval),
-                ),
-            ),
-            outlier=replace(
-                defaults.outlier,
-                consecutive_failures=values.integer(
-                    "consecutive_failures", defaults.outlier.consecutive_failures, 1
-                ),
-            ),
-            hedge=replace(
-                defaults.hedge,
-                enabled=values.boolean("hedge", defaults.hedge.enabled),
-                max_delay=values.number("hedge_max_delay", defaults.hedge.max_delay),
-            ),
-            budget=replace(
-                defaults.budget,
-                ratio=values.number("extra_budget_ratio", defaults.budget.ratio),
-            ),
-            slow_start=values.number("slow_start", defaults.slow_start),
-            buffer=BufferSettings(
-                max_elements=values.integer("buffer_max_elements", buffer.max_elements),
-                max_bytes=values.integer("buffer_max_bytes", buffer.max_bytes),
-                max_wait=values.number("buffer_max_wait", buffer.max_wait),
-            ),
-            max_attempts=values.integer("max_attempts", defaults.max_attempts),
-            request_timeout=values.number("request_timeout", defaults.request_timeout),
-            connect_timeout=values.number("connect_timeout", defaults.connect_timeout),
-        )
-    except InvalidSettingError as error:
+        return from_flat(values.raw, BalancerSettings())
+    except SettingsError as error:
         raise ConfigError(str(error)) from None
 
 
@@ -517,7 +488,7 @@ def _password(values: _Values, env: Mapping[str, str]) -> str:
     from_file = _read_secret(values, "backend_password_file")
     if from_file is not None:
         return from_file
-    return env.get(ENV_PREFIX + "BACKEND_PASSWORD", "")
+    return env.get(PASSWORD_ENV, "")
 
 
 def _ssl_context(values: _Values) -> ssl.SSLContext | None:

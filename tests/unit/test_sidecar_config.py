@@ -83,7 +83,7 @@ def test_number_of_seconds_must_be_a_number() -> None:
 
 
 def test_core_range_checks_still_apply() -> None:
-    with pytest.raises(ConfigError, match="fall must be >= 1"):
+    with pytest.raises(ConfigError, match="--fall: must be an integer >= 1"):
         load({"fall": "0"})
 
 
