@@ -309,7 +309,7 @@ def crd_properties() -> dict[str, Any]:
     """The OpenAPI schema of the settings in a GremlinCluster spec: types, bounds, defaults
     and descriptions from the dataclasses."""
     out: dict[str, Any] = {}
-    sections = {
+    sections: dict[tuple[str, ...], Doc] = {
         (doc.cr,): doc
         for field in dataclasses.fields(BalancerSettings)
         if (doc := field.metadata[DOC]).cr is not None
