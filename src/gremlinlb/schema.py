@@ -98,10 +98,6 @@ class Setting:
             return "true" if value else "false"
         return str(value.value if isinstance(value, enum.Enum) else value)
 
-    def help(self) -> str:
-        default = "" if self.default is None else f" (default {self.text(self.default)})"
-        return self.doc.help + default
-
 
 def _walk(
     kind: type[Any], path: tuple[str, ...], flat: str, cr: tuple[str, ...]

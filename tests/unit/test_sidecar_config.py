@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gremlinlb.sidecar.config import Address, ConfigError, load_config, parse_address
+from gremlinlb.sidecar.config import OPTIONS, Address, ConfigError, load_config, parse_address
 from gremlinlb.sidecar.ids import IdSource
 from gremlinlb.sidecar.logs import JsonFormatter
 
@@ -224,3 +224,8 @@ def test_a_client_cap_above_the_memory_budget_is_refused() -> None:
 def test_handshake_timeout_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="GREMLINLB_HANDSHAKE_TIMEOUT: must be > 0"):
         load(env={"GREMLINLB_HANDSHAKE_TIMEOUT": "0"})
+
+
+def test_the_sidecar_readme_documents_every_flag() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "sidecar" / "README.md").read_text()
+    assert [option.flag for option in OPTIONS if f"`{option.flag}`" not in readme] == []
