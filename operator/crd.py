@@ -22,6 +22,7 @@ from gremlinlb.operator.spec import (
     PLURAL,
     VERSION,
 )
+from gremlinlb.operator.status import BACKEND_STATES
 
 from gremlinlb.schema import crd_properties
 
@@ -255,6 +256,30 @@ def status_schema() -> dict[str, Any]:
                     },
                 },
             },
+            "backends": {
+                "type": "object",
+                "description": "The Gremlin Servers as the sidecars see them (each sidecar's "
+                "/readyz/backends, read every --health-interval seconds).",
+                "properties": {
+                    "sidecarsReporting": {"type": "integer"},
+                    "sidecarsServing": {
+                        "type": "integer",
+                        "description": "Sidecars that see at least one healthy backend.",
+                    },
+                    "withoutHealthyBackend": {"type": "array", "items": {"type": "string"}},
+                    "hosts": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "description": "How many sidecars see this backend in each state.",
+                            "properties": {
+                                "address": {"type": "string"},
+                                **{state: {"type": "integer"} for state in BACKEND_STATES},
+                            },
+                        },
+                    },
+                },
+            },
             "conditions": {
                 "type": "array",
                 "items": condition,
@@ -310,6 +335,12 @@ def build_crd() -> dict[str, Any]:
                             "name": "Status",
                             "type": "string",
                             "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+                        },
+                        {
+                            "name": "Serving",
+                            "type": "integer",
+                            "jsonPath": ".status.backends.sidecarsServing",
+                            "description": "Sidecars that see at least one healthy backend",
                         },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
