@@ -3,17 +3,20 @@
 Every flag `--some-name` also reads `GREMLINLB_SOME_NAME` (for a pod spec) and the key
 `some_name` of the `--config` file. Values are checked once, here, with messages that name the
 flag and where its value came from, so a typo fails at start-up rather than at the first request.
+The core's settings and the sidecar's own numbers (:class:`Tunables`) are declared as dataclass
+fields and converted by :mod:`gremlinlb.schema`; only addresses, lists and files are read here.
 """
 
 from __future__ import annotations
 
 import argparse
+import enum
 import json
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gremlinlb.sidecar.backend import BackendOptions
 from gremlinlb.sidecar.hostlist import DEFAULT_MAX_HOSTS
@@ -22,11 +25,86 @@ from gremlinlb.sidecar.proxy import ProxyOptions
 from gremlinlb.sidecar.trust import HostPolicy, parse_allowed_hosts
 
 from gremlinlb.core import BalancerSettings, Endpoint, InvalidEndpointError, parse_endpoint
-from gremlinlb.schema import ENV_PREFIX, SETTINGS, SettingsError, from_flat
+from gremlinlb.core.settings import setting
+from gremlinlb.schema import ENV_PREFIX, SETTINGS, Setting, SettingsError, from_flat, settings_of
+
+#: The backend password, when it is not in a file (a pod's env from a Secret).
+PASSWORD_ENV = ENV_PREFIX + "BACKEND_PASSWORD"
+_BACKEND, _PROXY, _MEMORY = BackendOptions(), ProxyOptions(), MemoryLimits()
+_T = TypeVar("_T")
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the flag and the source."""
+
+
+class LogFormat(enum.Enum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class EventLoop(enum.Enum):
+    #: uvloop when installed, else asyncio.
+    AUTO = "auto"
+    UVLOOP = "uvloop"
+    ASYNCIO = "asyncio"
+
+
+@dataclass(frozen=True, slots=True)
+class Tunables:
+    """The sidecar's own numbers and choices: converted and bounded like the core's settings."""
+
+    max_message_bytes: int = setting(
+        _BACKEND.max_message_bytes, "largest frame accepted either way", unit="bytes", ge=1024
+    )
+    connections_per_host: int = setting(
+        _BACKEND.connections_per_host, "multiplexed connections per backend", ge=1
+    )
+    max_in_flight_per_connection: int = setting(
+        _BACKEND.max_in_flight_per_connection, "requests at once on one connection", ge=1
+    )
+    backend_tls: bool | None = setting(
+        None, "backends only over wss://: refuse ws:// hosts (default: true with --backend-ca-file)"
+    )
+    grace_period: float = setting(
+        15.0, "seconds open connections keep being served after SIGTERM", unit="seconds", ge=0
+    )
+    max_hosts: int = setting(DEFAULT_MAX_HOSTS, "most hosts a host list may hold", ge=1)
+    memory_budget_bytes: int = setting(
+        _MEMORY.budget_bytes,
+        "bytes held for all clients (queued answers, requests in flight)",
+        unit="bytes",
+        ge=1,
+    )
+    client_pause_bytes: int = setting(
+        _MEMORY.client_pause_bytes,
+        "bytes held for one client above which its requests are not read",
+        unit="bytes",
+        ge=1,
+    )
+    client_max_queued_bytes: int = setting(
+        _MEMORY.client_max_queued_bytes,
+        "unread answer bytes after which a client is cut off",
+        unit="bytes",
+        ge=1,
+    )
+    max_requests_per_client: int = setting(
+        _MEMORY.max_requests_per_client, "requests in flight per connection", ge=1
+    )
+    handshake_timeout: float = setting(
+        _PROXY.handshake_timeout,
+        "seconds a new connection may take to finish its WebSocket upgrade",
+        unit="seconds",
+        gt=0,
+    )
+    log_format: LogFormat = setting(LogFormat.TEXT, "log lines as text or json")
+    event_loop: EventLoop = setting(
+        EventLoop.AUTO, "auto (uvloop when installed), uvloop or asyncio"
+    )
+
+
+TUNABLES: tuple[Setting, ...] = settings_of(Tunables)
+_TUNED = Tunables()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +135,14 @@ class SidecarConfig:
     settings: BalancerSettings = field(default_factory=BalancerSettings)
     backend: BackendOptions = field(default_factory=BackendOptions)
     proxy: ProxyOptions = field(default_factory=ProxyOptions)
-    grace_period: float = 15.0
-    log_format: str = "text"
+    grace_period: float = _TUNED.grace_period
+    log_format: str = _TUNED.log_format.value
     traversal_source: str = "g"
-    event_loop: str = "auto"
-    max_hosts: int = DEFAULT_MAX_HOSTS
+    event_loop: str = _TUNED.event_loop.value
+    max_hosts: int = _TUNED.max_hosts
 
 
 _DEFAULT = SidecarConfig()
-#: The backend password, when it is not in a file (a pod's env from a Secret).
-PASSWORD_ENV = ENV_PREFIX + "BACKEND_PASSWORD"
-_MEMORY = MemoryLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +164,8 @@ class Option:
         return ENV_PREFIX + self.name.upper()
 
 
-#: The sidecar's own options; the core's settings follow (generated from their dataclasses).
-SIDECAR_OPTIONS: tuple[Option, ...] = (
+#: The sidecar's own options read as text (addresses, lists, files, names).
+TEXT_OPTIONS: tuple[Option, ...] = (
     Option("listen", "host:port of the Gremlin endpoint", "HOST:PORT", _DEFAULT.listen),
     Option("endpoints", "comma-separated Gremlin Servers, host:port or ws(s):// URLs", "LIST"),
     Option("admin", "host:port of the admin API", "HOST:PORT", _DEFAULT.admin),
@@ -104,11 +179,6 @@ SIDECAR_OPTIONS: tuple[Option, ...] = (
     ),
     Option("backend_ca_file", "CA bundle (PEM) to verify wss:// backends with", "FILE"),
     Option(
-        "backend_tls",
-        "backends only over wss://: refuse ws:// hosts (default: true with --backend-ca-file)",
-        "BOOL",
-    ),
-    Option(
         "admin_tls_cert_file",
         "serve the admin API over HTTPS with this certificate (PEM; re-read when it changes)",
         "FILE",
@@ -120,77 +190,16 @@ SIDECAR_OPTIONS: tuple[Option, ...] = (
         "LIST",
     ),
     Option(
-        "max_message_bytes",
-        "largest frame accepted either way",
-        "BYTES",
-        _DEFAULT.backend.max_message_bytes,
-    ),
-    Option(
-        "connections_per_host",
-        "multiplexed connections per backend",
-        "N",
-        _DEFAULT.backend.connections_per_host,
-    ),
-    Option(
-        "max_in_flight_per_connection",
-        "requests at once on one connection",
-        "N",
-        _DEFAULT.backend.max_in_flight_per_connection,
-    ),
-    Option(
-        "grace_period",
-        "seconds open connections keep being served after SIGTERM",
-        "SEC",
-        _DEFAULT.grace_period,
-    ),
-    Option("max_hosts", "most hosts a host list may hold", "N", _DEFAULT.max_hosts),
-    Option(
-        "memory_budget_bytes",
-        "bytes held for all clients (queued answers, requests in flight)",
-        "BYTES",
-        _MEMORY.budget_bytes,
-    ),
-    Option(
-        "client_pause_bytes",
-        "bytes held for one client above which its requests are not read",
-        "BYTES",
-        _MEMORY.client_pause_bytes,
-    ),
-    Option(
-        "client_max_queued_bytes",
-        "unread answer bytes after which a client is cut off",
-        "BYTES",
-        _MEMORY.client_max_queued_bytes,
-    ),
-    Option(
-        "max_requests_per_client",
-        "requests in flight per connection",
-        "N",
-        _MEMORY.max_requests_per_client,
-    ),
-    Option(
-        "handshake_timeout",
-        "seconds a new connection may take to finish its WebSocket upgrade",
-        "SEC",
-        _DEFAULT.proxy.handshake_timeout,
-    ),
-    Option("log_format", "text or json", "FORMAT", _DEFAULT.log_format),
-    Option(
         "traversal_source",
         "traversal source the health probe uses",
         "NAME",
         _DEFAULT.traversal_source,
     ),
-    Option(
-        "event_loop",
-        "auto (uvloop when installed), uvloop or asyncio",
-        "NAME",
-        _DEFAULT.event_loop,
-    ),
 )
-OPTIONS: tuple[Option, ...] = SIDECAR_OPTIONS + tuple(
+#: Every option: the text ones, the sidecar's tunables, then the core's settings.
+OPTIONS: tuple[Option, ...] = TEXT_OPTIONS + tuple(
     Option(s.flat, s.doc.help, s.metavar, None if s.default is None else s.text(s.default))
-    for s in SETTINGS
+    for s in TUNABLES + SETTINGS
 )
 _BY_NAME = {option.name: option for option in OPTIONS}
 assert len(_BY_NAME) == len(OPTIONS), "two options share a name"
@@ -215,7 +224,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class _Values:
-    """Looks a setting up in flags, then the environment, then the config file."""
+    """Looks an option up in flags, then the environment, then the config file."""
 
     def __init__(
         self, flags: Mapping[str, Any], env: Mapping[str, str], file: Mapping[str, Any]
@@ -225,6 +234,7 @@ class _Values:
         self._file = file
 
     def raw(self, name: str) -> tuple[Any, str] | None:
+        """(value, where it came from), or None when no source sets it."""
         option = _BY_NAME[name]
         if self._flags.get(name) is not None:
             return self._flags[name], option.flag
@@ -247,48 +257,16 @@ class _Values:
         found = self.raw(name)
         return None if found is None else self.text(name, "")
 
-    def integer(self, name: str, default: int, minimum: int = 0) -> int:
-        found = self.raw(name)
-        if found is None:
-            return default
-        value, source = found
-        try:
-            number = value if isinstance(value, int) and not isinstance(value, bool) else int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{source}: must be an integer, got {value!r}") from None
-        if number < minimum:
-            raise ConfigError(f"{source}: must be >= {minimum}, got {number}")
-        return number
-
-    def number(self, name: str, default: float) -> float:
-        found = self.raw(name)
-        if found is None:
-            return default
-        value, source = found
-        try:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{source}: must be a number of seconds, got {value!r}") from None
-
-    def boolean(self, name: str, default: bool) -> bool:
-        found = self.raw(name)
-        if found is None:
-            return default
-        value, source = found
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("true", "1", "yes", "on"):
-            return True
-        if text in ("false", "0", "no", "off"):
-            return False
-        raise ConfigError(f"{source}: must be true or false, got {value!r}")
-
     def source(self, name: str) -> str:
         found = self.raw(name)
         return found[1] if found else name
+
+    def converted(self, base: _T, settings: tuple[Setting, ...]) -> _T:
+        """``base`` with every setting some source gives, checked by the one converter."""
+        try:
+            return from_flat(self.raw, base, settings)
+        except SettingsError as error:
+            raise ConfigError(str(error)) from None
 
 
 def load_config(
@@ -300,49 +278,31 @@ def load_config(
     listen = parse_address(values.text("listen", str(_DEFAULT.listen)), values.source("listen"))
     admin = parse_address(values.text("admin", str(_DEFAULT.admin)), values.source("admin"))
     endpoints = _endpoints(values)
-    host_policy = _host_policy(values)
+    tuned = values.converted(_TUNED, TUNABLES)
+    host_policy = _host_policy(values, tuned)
     refusal = host_policy.refusal(endpoints, "endpoints")
     if refusal is not None:
         raise ConfigError(f"{values.source('endpoints')}: {refusal}")
-    settings = _settings(values)
-    max_message_bytes = values.integer(
-        "max_message_bytes", _DEFAULT.backend.max_message_bytes, 1024
-    )
+    settings = values.converted(BalancerSettings(), SETTINGS)
     try:
         backend = BackendOptions(
             username=values.text("backend_username", ""),
             password=_password(values, env),
             ssl_context=_ssl_context(values),
-            max_message_bytes=max_message_bytes,
-            connections_per_host=values.integer(
-                "connections_per_host", _DEFAULT.backend.connections_per_host, 1
-            ),
-            max_in_flight_per_connection=values.integer(
-                "max_in_flight_per_connection", _DEFAULT.backend.max_in_flight_per_connection, 1
-            ),
+            max_message_bytes=tuned.max_message_bytes,
+            connections_per_host=tuned.connections_per_host,
+            max_in_flight_per_connection=tuned.max_in_flight_per_connection,
+        )
+        memory = MemoryLimits(
+            tuned.memory_budget_bytes,
+            tuned.client_pause_bytes,
+            tuned.client_max_queued_bytes,
+            tuned.max_requests_per_client,
         )
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    log_format = values.text("log_format", _DEFAULT.log_format)
-    if log_format not in ("text", "json"):
-        raise ConfigError(
-            f"{values.source('log_format')}: must be text or json, got {log_format!r}"
-        )
-    grace = values.number("grace_period", _DEFAULT.grace_period)
-    if grace < 0:
-        raise ConfigError(f"{values.source('grace_period')}: must be >= 0 seconds, got {grace}")
-    event_loop = values.text("event_loop", _DEFAULT.event_loop)
-    if event_loop not in ("auto", "uvloop", "asyncio"):
-        raise ConfigError(
-            f"{values.source('event_loop')}: must be auto, uvloop or asyncio, got {event_loop!r}"
-        )
     state_dir = values.optional_text("state_dir")
     token_file = values.optional_text("token_file")
-    handshake_timeout = values.number("handshake_timeout", _DEFAULT.proxy.handshake_timeout)
-    if handshake_timeout <= 0:
-        raise ConfigError(
-            f"{values.source('handshake_timeout')}: must be > 0 seconds, got {handshake_timeout}"
-        )
     return SidecarConfig(
         listen=listen,
         endpoints=endpoints,
@@ -355,27 +315,16 @@ def load_config(
         settings=settings,
         backend=backend,
         proxy=ProxyOptions(
-            max_message_bytes=max_message_bytes,
-            memory=_memory_limits(values),
-            handshake_timeout=handshake_timeout,
+            max_message_bytes=tuned.max_message_bytes,
+            memory=memory,
+            handshake_timeout=tuned.handshake_timeout,
         ),
-        grace_period=grace,
-        log_format=log_format,
+        grace_period=tuned.grace_period,
+        log_format=tuned.log_format.value,
         traversal_source=values.text("traversal_source", _DEFAULT.traversal_source),
-        event_loop=event_loop,
-        max_hosts=values.integer("max_hosts", _DEFAULT.max_hosts, 1),
+        event_loop=tuned.event_loop.value,
+        max_hosts=tuned.max_hosts,
     )
-
-
-def _memory_limits(values: _Values) -> MemoryLimits:
-    budget = values.integer("memory_budget_bytes", _MEMORY.budget_bytes, 1)
-    pause = values.integer("client_pause_bytes", _MEMORY.client_pause_bytes, 1)
-    cap = values.integer("client_max_queued_bytes", _MEMORY.client_max_queued_bytes, 1)
-    requests = values.integer("max_requests_per_client", _MEMORY.max_requests_per_client, 1)
-    try:
-        return MemoryLimits(budget, pause, cap, requests)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
 
 
 def parse_address(text: str, source: str) -> Address:
@@ -453,21 +402,16 @@ def _admin_tls(values: _Values) -> tuple[Path, Path] | None:
     return Path(cert), Path(key)
 
 
-def _host_policy(values: _Values) -> HostPolicy:
+def _host_policy(values: _Values, tuned: Tunables) -> HostPolicy:
     allowed = values.text("allowed_hosts", "")
     try:
         patterns = parse_allowed_hosts(allowed)
     except ValueError as error:
         raise ConfigError(f"{values.source('allowed_hosts')}: {error}") from None
-    tls = values.boolean("backend_tls", values.optional_text("backend_ca_file") is not None)
+    tls = tuned.backend_tls
+    if tls is None:
+        tls = values.optional_text("backend_ca_file") is not None
     return HostPolicy(require_tls=tls, allowed=patterns)
-
-
-def _settings(values: _Values) -> BalancerSettings:
-    try:
-        return from_flat(values.raw, BalancerSettings())
-    except SettingsError as error:
-        raise ConfigError(str(error)) from None
 
 
 def _read_secret(values: _Values, name: str) -> str | None:

@@ -29,13 +29,14 @@ import enum
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from gremlinlb.core import BalancerSettings, InvalidSettingError
 from gremlinlb.core.settings import DOC, Doc
 
 ENV_PREFIX = "GREMLINLB_"
 _TRUE = ("true", "1", "yes", "on")
+_T = TypeVar("_T")
 _FALSE = ("false", "0", "no", "off")
 
 
@@ -131,8 +132,13 @@ def _camel(name: str) -> str:
     return first + "".join(word.title() for word in rest)
 
 
-#: Every setting, in the dataclasses' order.
-SETTINGS: tuple[Setting, ...] = tuple(_walk(BalancerSettings, (), "", ()))
+def settings_of(kind: type[Any]) -> tuple[Setting, ...]:
+    """The leaves of a dataclass declared with :func:`gremlinlb.core.settings.setting`."""
+    return tuple(_walk(kind, (), "", ()))
+
+
+#: Every setting of the core, in the dataclasses' order.
+SETTINGS: tuple[Setting, ...] = settings_of(BalancerSettings)
 #: Sections in the admin API's JSON and in a GremlinCluster spec (nested names -> Setting).
 _Tree = dict[str, "Setting | _Tree"]
 
@@ -228,13 +234,16 @@ def _collect(data: Any, tree: _Tree, where: str, changes: dict[Setting, Any], cr
 
 
 def from_flat(
-    lookup: Callable[[str], tuple[Any, str] | None], base: BalancerSettings
-) -> BalancerSettings:
-    """``base`` with every setting ``lookup(flat_name)`` finds, as ``(value, source)`` (flags,
-    then environment, then config file); errors name the source (``--fall``, ``GREMLINLB_FALL``)."""
+    lookup: Callable[[str], tuple[Any, str] | None],
+    base: _T,
+    settings: tuple[Setting, ...] = SETTINGS,
+) -> _T:
+    """``base`` with every one of ``settings`` that ``lookup(flat_name)`` finds, as ``(value,
+    source)`` (flags, then environment, then config file); errors name the source (``--fall``,
+    ``GREMLINLB_FALL``)."""
     changes: dict[Setting, Any] = {}
     sources: dict[Setting, str] = {}
-    for setting in SETTINGS:
+    for setting in settings:
         found = lookup(setting.flat)
         if found is not None:
             value, sources[setting] = found
@@ -242,14 +251,16 @@ def from_flat(
     return _apply(base, changes, sources)
 
 
-def _apply(
-    base: BalancerSettings, changes: Mapping[Setting, Any], sources: Mapping[Setting, str]
-) -> BalancerSettings:
+def _apply(base: _T, changes: Mapping[Setting, Any], sources: Mapping[Setting, str]) -> _T:
     """Rebuild the dataclasses that have changes; a check across fields (``outage_interval``
     <= ``unhealthy_interval``, ...) that fails names the values given for that section."""
     values = {setting.path: value for setting, value in changes.items()}
     health = ("health", "unhealthy_interval")
-    if health in values and ("health", "outage_interval") not in values:
+    if (
+        isinstance(base, BalancerSettings)
+        and health in values
+        and (("health", "outage_interval") not in values)
+    ):
         # Only the slower interval was given: the outage interval follows it down.
         values["health", "outage_interval"] = min(base.health.outage_interval, values[health])
 
@@ -272,7 +283,7 @@ def _apply(
             given = [where for s, where in sources.items() if s.path[: len(path)] == path]
             raise SettingsError(f"{', '.join(given) or 'settings'}: {error}") from None
 
-    rebuilt: BalancerSettings = build(base, ())
+    rebuilt: _T = build(base, ())
     return rebuilt
 
 
