@@ -36,8 +36,8 @@ from gremlinlb.core.settings import DOC, Doc
 
 ENV_PREFIX = "GREMLINLB_"
 _TRUE = ("true", "1", "yes", "on")
-_T = TypeVar("_T")
 _FALSE = ("false", "0", "no", "off")
+_T = TypeVar("_T")
 
 
 class SettingsError(ValueError):
