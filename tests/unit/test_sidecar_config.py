@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -227,9 +228,33 @@ def test_handshake_timeout_must_be_positive() -> None:
         load(env={"GREMLINLB_HANDSHAKE_TIMEOUT": "0"})
 
 
+README = Path(__file__).resolve().parents[2] / "sidecar" / "README.md"
+
+
 def test_the_sidecar_readme_documents_every_flag() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "sidecar" / "README.md").read_text()
+    readme = README.read_text()
     assert [option.flag for option in OPTIONS if f"`{option.flag}`" not in readme] == []
+
+
+def test_the_sidecar_readme_gives_the_defaults_the_flags_have() -> None:
+    """Rows such as | `--rise` / `--fall` | 1 / 2 | ... | against the options' own defaults."""
+    by_flag = {option.flag: option for option in OPTIONS}
+
+    def same(documented: str, default: object) -> bool:
+        text = re.sub(r" \(.*\)$", "", documented.strip(" `"))
+        try:
+            return float(text) == float(str(default))
+        except ValueError:
+            return text == str(default)
+
+    wrong = []
+    for row in re.finditer(r"^\| (`--[^|]*) \| ([^|]+) \|", README.read_text(), re.MULTILINE):
+        flags = [flag.strip(" `") for flag in row.group(1).split(" / ")]
+        for flag, documented in zip(flags, row.group(2).split(" / "), strict=True):
+            default = by_flag[flag].default
+            if default is not None and not same(documented, default):
+                wrong.append((flag, documented, default))
+    assert wrong == []
 
 
 def test_log_format_and_event_loop_are_one_of_their_names() -> None:
