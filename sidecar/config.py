@@ -5,6 +5,10 @@ Every flag `--some-name` also reads `GREMLINLB_SOME_NAME` (for a pod spec) and t
 flag and where its value came from, so a typo fails at start-up rather than at the first request.
 The core's settings and the sidecar's own numbers (:class:`Tunables`) are declared as dataclass
 fields and converted by :mod:`gremlinlb.schema`; only addresses, lists and files are read here.
+
+The layering stays argparse plus :class:`_Values` (a dozen lines): click's ``auto_envvar_prefix``
+would name a sub-command's variables ``GREMLINLB_SIDECAR_*`` (breaking every pod spec), so each
+option would need its variable spelled out anyway, and click has no config-file layer.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Setting:
-    """One leaf of :class:`BalancerSettings` and its name on every surface."""
+    """One leaf of a settings dataclass (:class:`BalancerSettings`, the sidecar's tunables)
+    and its name on every surface."""
 
     path: tuple[str, ...]  # attributes from BalancerSettings: ("health", "interval")
     kind: type[Any]  # bool, int, float, str or an Enum
@@ -139,7 +140,7 @@ def settings_of(kind: type[Any]) -> tuple[Setting, ...]:
 
 #: Every setting of the core, in the dataclasses' order.
 SETTINGS: tuple[Setting, ...] = settings_of(BalancerSettings)
-#: Sections in the admin API's JSON and in a GremlinCluster spec (nested names -> Setting).
+#: Nested names -> Setting, as the admin API's JSON or a GremlinCluster spec spells them.
 _Tree = dict[str, "Setting | _Tree"]
 
 
