@@ -13,10 +13,10 @@ option would need its variable spelled out anyway, and click has no config-file 
 
 from __future__ import annotations
 
-import re
 import argparse
 import enum
 import json
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
