@@ -106,6 +106,14 @@ def spec_schema() -> dict[str, Any]:
             "minLength": 1,
             "description": "Traversal source the sidecar's health probe uses.",
         },
+        "traversalSources": {
+            "type": "array",
+            "maxItems": 16,
+            "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+            "description": "More traversal sources the sidecars probe on every server from the "
+            "start (others are learned from requests); a server without one is skipped for "
+            "requests naming it only.",
+        },
         "tls": {
             "type": "object",
             "description": "wss:// to the Gremlin Servers.",

@@ -78,6 +78,7 @@ class ClusterSpec:
     service: ServiceRef
     path: str = DEFAULT_PATH
     traversal_source: str = "g"
+    traversal_sources: tuple[str, ...] = ()
     tls: bool = False
     ca: SecretKeyRef | None = None
     credentials: Credentials | None = None
@@ -144,6 +145,7 @@ def parse_spec(cluster_name: str, spec: Mapping[str, Any]) -> ClusterSpec:
         ),
         path=path,
         traversal_source=_text(spec, "traversalSource", "spec", default="g"),
+        traversal_sources=_names(spec, "traversalSources", "spec"),
         tls=bool(tls.get("enabled", False)),
         ca=ca,
         credentials=credentials,
@@ -198,6 +200,13 @@ def _mapping(
     if not isinstance(value, Mapping):
         raise SpecError(f"{where}.{key}: must be an object, got {value!r}")
     return value
+
+
+def _names(data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = data.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SpecError(f"{where}.{key}: must be a list of names, got {value!r}")
+    return tuple(value)
 
 
 def _text(

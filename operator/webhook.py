@@ -128,6 +128,8 @@ def sidecar_container(
     put("state_dir", STATE_DIR)
     put("log_format", sidecar.log_format)
     put("traversal_source", spec.traversal_source)
+    if spec.traversal_sources:
+        put("traversal_sources", ",".join(spec.traversal_sources))
     if hosts:
         put("endpoints", ",".join(hosts))
     if spec.tls:

@@ -206,3 +206,10 @@ def test_the_injected_memory_limit_is_sized_from_the_sidecars_memory_budget() ->
     assert env["GREMLINLB_CLIENT_PAUSE_BYTES"] == "1048576"
     assert "GREMLINLB_CLIENT_MAX_QUEUED_BYTES" not in env
     assert "GREMLINLB_MEMORY_BUDGET_BYTES" not in {e["name"] for e in plain["env"]}
+
+
+def test_the_traversal_sources_to_probe_reach_the_sidecar() -> None:
+    changes = injection(pod(), "graph", cluster(traversalSources=["g2", "tenant_a"]), [])
+    assert changes is not None
+    env = {e["name"]: e.get("value") for e in changes["spec"]["initContainers"][0]["env"]}
+    assert env["GREMLINLB_TRAVERSAL_SOURCES"] == "g2,tenant_a"
