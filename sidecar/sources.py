@@ -23,6 +23,7 @@ _GRAPHSON_ALIASES = re.compile(
     r'"aliases"\s*[:,]\s*'
     r'(\{[^{}\[\]]*\}|\{\s*"@type"\s*:\s*"g:Map"\s*,\s*"@value"\s*:\s*\[[^\[\]]*\]\s*\})'
 )
+_GRAPHSON_ALIASES_BYTES = re.compile(_GRAPHSON_ALIASES.pattern.encode("ascii"))
 _MAX_NAME = 256
 
 
@@ -63,11 +64,15 @@ def _string(frame: bytes, position: int) -> tuple[str, int]:
 
 
 def _graphson_source(frame: bytes | str, start: int) -> str | None:
-    text = frame[start:] if isinstance(frame, str) else frame[start:].decode("utf-8")
-    match = _GRAPHSON_ALIASES.search(text)
-    if match is None:
+    if isinstance(frame, str):
+        found = _GRAPHSON_ALIASES.search(frame, start)
+        text = None if found is None else found.group(1)
+    else:  # searched as bytes: only the match is decoded, not the whole frame
+        found_bytes = _GRAPHSON_ALIASES_BYTES.search(frame, start)
+        text = None if found_bytes is None else found_bytes.group(1).decode("utf-8")
+    if text is None:
         return None
-    aliases = json.loads(match.group(1))
+    aliases = json.loads(text)
     if "@value" in aliases:
         items = aliases["@value"]
         aliases = dict(zip(items[::2], items[1::2], strict=True))

@@ -234,8 +234,9 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
 
     def discard_socket(self) -> None:
         """Close the socket now (its stream is out of step, e.g. an answer was half read)."""
-        if not self._loop.is_closed():
-            self._drop_socket()
+        with self._guard:
+            if not self._loop.is_closed():
+                self._drop_socket()
 
     def _drop_socket(self) -> None:
         async def close_socket() -> None:

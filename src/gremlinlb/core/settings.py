@@ -340,8 +340,7 @@ class BalancerSettings:
     # pong does not come within half the interval.
     keepalive_interval: float = setting(
         30.0,
-        "Seconds without traffic before a backend connection is sent a WebSocket ping "
-        "(0: never).",
+        "Seconds without traffic before a backend connection is sent a WebSocket ping (0: never).",
         unit="seconds",
         ge=0,
     )
