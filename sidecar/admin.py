@@ -77,6 +77,7 @@ class AdminApi:
                 "hosts": [_host_json(h) for h in self._balancer.hosts()],
                 "buffered": self._balancer.buffered,
                 "settings": to_document(self._balancer.settings),
+                "traversal_sources": self._balancer.sources.snapshot(),
             }
         )
 

@@ -8,6 +8,8 @@ with Gremlin Server's own 499 "not configured"); real gremlinpython through the 
 from __future__ import annotations
 
 import contextlib
+import json
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -95,6 +97,9 @@ def test_a_configured_source_goes_only_to_hosts_that_serve_it_and_g_to_every_hos
         assert answers == [1] * 20  # every g2 request answered, by the server that has it
         assert served_g == Counter({with_g2.address: 10, only_g.address: 10})
         assert states(sidecar) == {HostState.HEALTHY}
+        with urllib.request.urlopen(f"{sidecar.admin_url}/v1/hosts", timeout=5) as answer:
+            shown = json.load(answer)["traversal_sources"]
+        assert shown["missing"] == {"g2": [only_g.address]}
 
 
 def test_a_source_learned_from_requests_is_probed_and_routed_around_after(

@@ -112,3 +112,15 @@ def test_a_removed_host_takes_its_marks_with_it() -> None:
     balancer.sources.record(B, "g2", served=False)
     balancer.remove(B)
     assert balancer.sources.missing_on("g2") == frozenset()
+
+
+def test_a_snapshot_says_what_is_watched_and_where_each_source_is_missing() -> None:
+    sources = TraversalSources("g", ["g2"])
+    sources.seen("tenant_a")
+    sources.record(B, "g2", served=False)
+    assert sources.snapshot() == {
+        "default": "g",
+        "configured": ["g2"],
+        "learned": ["tenant_a"],
+        "missing": {"g2": [B.address]},
+    }

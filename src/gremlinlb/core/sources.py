@@ -114,6 +114,18 @@ class TraversalSources:
             hosts = self._missing.get(self.default if source is None else source)
             return frozenset(hosts) if hosts else frozenset()
 
+    def snapshot(self) -> dict[str, object]:
+        """What is watched and where each source is missing, for an admin API."""
+        with self._lock:
+            return {
+                "default": self.default,
+                "configured": list(self._configured),
+                "learned": list(self._learned),
+                "missing": {
+                    s: sorted(e.address for e in hosts) for s, hosts in self._missing.items()
+                },
+            }
+
     def forget_host(self, endpoint: Endpoint) -> None:
         """A host left the list: its marks go with it."""
         with self._lock:
