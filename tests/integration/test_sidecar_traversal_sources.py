@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import urllib.request
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
+from gremlin_python.driver.client import Client
 from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
 from gremlin_python.driver.protocol import GremlinServerError
 from gremlin_python.process.anonymous_traversal import traversal
@@ -147,3 +149,17 @@ def test_a_source_no_host_serves_gets_the_servers_error_and_takes_no_host_out(
             {with_g2.address: 5, only_g.address: 5}
         )
         assert states(sidecar) == {HostState.HEALTHY}
+
+
+def test_sessions_naming_a_source_are_pinned_to_a_host_that_serves_it(
+    with_g2: GremlinServerProcess, only_g: GremlinServerProcess
+) -> None:
+    with sidecar_for(with_g2, only_g, sources=("g2",)) as sidecar:
+        counts = []
+        for _ in range(6):  # round-robin alone would pin every other session to only_g
+            session = Client(sidecar.url, "g2", session=str(uuid.uuid4()))
+            try:
+                counts.append(session.submit("g.V().hasLabel('in_g2').count()").all().result())
+            finally:
+                session.close()
+        assert counts == [[1]] * 6
