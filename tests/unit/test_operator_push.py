@@ -7,7 +7,8 @@ import json
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
-from gremlinlb.operator.push import Backoff, Payload, PushGroup, SendOutcome, TargetStatus
+from gremlinlb.operator.backoff import Backoff
+from gremlinlb.operator.push import Payload, PushGroup, SendOutcome, TargetStatus
 
 FAST = Backoff(first=0.01, maximum=0.05, jitter=0.0)
 
