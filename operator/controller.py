@@ -25,7 +25,15 @@ from gremlinlb.operator.discovery import (
     live,
 )
 from gremlinlb.operator.kube import KubeApi, KubeError, Reflector, label_selector, namespaced
-from gremlinlb.operator.push import Payload, PushGroup, Sender, SendOutcome, TargetStatus
+from gremlinlb.operator.push import (
+    BackendHealth,
+    HealthReader,
+    Payload,
+    PushGroup,
+    Sender,
+    SendOutcome,
+    TargetStatus,
+)
 from gremlinlb.operator.spec import (
     ADMIN_PORT_NAME,
     GROUP,
@@ -60,6 +68,8 @@ class ControllerOptions:
     status_interval: float = 0.5
     #: How often the token Secret is read again (a 401 from a sidecar reads it at once).
     token_check_interval: float = 30.0
+    #: How often each sidecar's view of its backends is read for the status.
+    health_interval: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,7 @@ def forbidden_message(namespace: str, detail: str) -> str:
 
 
 class NamingSender(Protocol):
-    """A sender that checks an https sidecar's certificate for ``server_name``."""
+    """Pushes and health reads that check an https sidecar's certificate for ``server_name``."""
 
     async def __call__(
         self,
@@ -100,14 +110,22 @@ class NamingSender(Protocol):
         server_name: str | None = None,
     ) -> SendOutcome: ...
 
+    async def read_health(
+        self, url: str, time_limit: float, *, server_name: str | None = None
+    ) -> BackendHealth | None: ...
 
-def _verifying(sender: NamingSender, server_name: str) -> Sender:
-    """The sender, told which name an https sidecar's certificate must carry."""
+
+def _verifying(sender: NamingSender, server_name: str) -> tuple[Sender, HealthReader]:
+    """The sender and the health reader, told which name an https sidecar's certificate must
+    carry."""
 
     async def send(url: str, token: str | None, body: bytes, time_limit: float) -> SendOutcome:
         return await sender(url, token, body, time_limit, server_name=server_name)
 
-    return send
+    async def read(url: str, time_limit: float) -> BackendHealth | None:
+        return await sender.read_health(url, time_limit, server_name=server_name)
+
+    return send, read
 
 
 class ClusterController:
@@ -141,13 +159,16 @@ class ClusterController:
         self._service_found = True
         self._port_choice: PortChoice | None = None
         self._pod_keys: dict[str, _PodKey] = {}
+        send, read_health = _verifying(sender, self.server_name)
         self.group = PushGroup(
             f"{self.namespace}/{self.name}",
-            _verifying(sender, self.server_name),
+            send,
             semaphore,
             timeout=options.push_timeout,
             on_result=self._on_push_result,
             on_conflict=self._on_conflict,
+            health_reader=read_health,
+            health_interval=options.health_interval,
         )
         self._slices: Reflector | None = None
         self._pods: Reflector | None = None

@@ -26,6 +26,7 @@ from gremlinlb.operator.spec import (
     VERSION,
     SettingField,
 )
+from gremlinlb.operator.status import BACKEND_STATES
 
 from gremlinlb.core import BalancerSettings, Policy
 
@@ -300,6 +301,30 @@ def status_schema() -> dict[str, Any]:
                     },
                 },
             },
+            "backends": {
+                "type": "object",
+                "description": "The Gremlin Servers as the sidecars see them (each sidecar's "
+                "/readyz/backends, read every --health-interval seconds).",
+                "properties": {
+                    "sidecarsReporting": {"type": "integer"},
+                    "sidecarsServing": {
+                        "type": "integer",
+                        "description": "Sidecars that see at least one healthy backend.",
+                    },
+                    "withoutHealthyBackend": {"type": "array", "items": {"type": "string"}},
+                    "hosts": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "description": "How many sidecars see this backend in each state.",
+                            "properties": {
+                                "address": {"type": "string"},
+                                **{state: {"type": "integer"} for state in BACKEND_STATES},
+                            },
+                        },
+                    },
+                },
+            },
             "conditions": {
                 "type": "array",
                 "items": condition,
@@ -355,6 +380,12 @@ def build_crd() -> dict[str, Any]:
                             "name": "Status",
                             "type": "string",
                             "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+                        },
+                        {
+                            "name": "Serving",
+                            "type": "integer",
+                            "jsonPath": ".status.backends.sidecarsServing",
+                            "description": "Sidecars that see at least one healthy backend",
                         },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],

@@ -184,6 +184,7 @@ class AdminApi:
         return web.json_response(
             {
                 "ready": bool(healthy),
+                "generation": self.current.generation,
                 "healthy": healthy,
                 "hosts": {h.endpoint.address: h.state.value for h in hosts},
                 "buffered": self._balancer.buffered,

@@ -73,7 +73,7 @@ PUSH_TIMEOUT = 20.0  # long on purpose: a hung sidecar must not hold the others 
 OPERATOR_FLAGS = (
     *("--push-timeout", str(PUSH_TIMEOUT), "--resync-interval", "600"),
     *("--token-check-interval", "1", "--lease-duration", "3"),
-    *("--webhook-cert-check-interval", "1"),
+    *("--webhook-cert-check-interval", "1", "--health-interval", "1"),
 )
 
 
@@ -616,6 +616,71 @@ def test_an_unreachable_sidecar_is_reported_and_does_not_delay_the_others(
         hung.close()
 
 
+def _backends_seen(scenario: Scenario, address: str, **counts: int) -> dict[str, Any] | None:
+    """The cluster object once its status shows ``address`` with these sidecar counts."""
+    obj = scenario.status()
+    backends = (obj.get("status") or {}).get("backends") or {}
+    hosts = {h["address"]: h for h in backends.get("hosts") or ()}
+    found = hosts.get(address) or {}
+    return obj if all(found.get(state) == n for state, n in counts.items()) else None
+
+
+def test_the_status_shows_a_ready_endpoint_that_no_sidecar_can_reach(
+    ready: Scenario, netns_network: NetnsNetwork
+) -> None:
+    silent = netns_network.add_host()  # ready to Kubernetes, but no Gremlin Server listens
+    try:
+        ready.set_endpoints(
+            *(ready.servers.endpoint(i) for i in range(3)),
+            EndpointSpec(silent.ip, pod_name="gremlin-silent"),
+        )
+        address = f"{silent.ip}:{GREMLIN_PORT}"
+        obj = wait_for(
+            lambda: _backends_seen(ready, address, down=1, healthy=0),
+            SETTLE,
+            "the unreachable server as the sidecar sees it",
+        )
+        assert obj["status"]["readyEndpoints"] == 4  # Kubernetes still calls it ready
+        backends = obj["status"]["backends"]
+        assert (backends["sidecarsReporting"], backends["sidecarsServing"]) == (1, 1)
+        for index in range(3):
+            seen = {h["address"]: h for h in backends["hosts"]}[ready.servers.address(index)]
+            assert seen["healthy"] == 1
+        degraded = condition(obj, "Degraded")
+        assert (degraded["status"], degraded["reason"]) == ("True", "BackendsUnhealthy")
+        assert f"{address}: 1 down of 1 sidecars" in degraded["message"]
+        assert condition(obj, "Ready")["status"] == "True"
+    finally:
+        netns_network.remove_host(silent)
+
+
+def test_a_sidecar_that_sees_no_healthy_backend_is_named_in_the_status(
+    ready: Scenario, netns_network: NetnsNetwork
+) -> None:
+    silent = netns_network.add_host()
+    try:
+        ready.set_endpoints(EndpointSpec(silent.ip, pod_name="gremlin-silent"))
+        address = f"{silent.ip}:{GREMLIN_PORT}"
+        obj = wait_for(
+            lambda: _backends_seen(ready, address, down=1),
+            SETTLE,
+            "the only server down as the sidecar sees it",
+        )
+        backends = obj["status"]["backends"]
+        assert backends["sidecarsServing"] == 0
+        assert backends["withoutHealthyBackend"] == ["app-0"]
+        degraded = condition(obj, "Degraded")
+        assert degraded["reason"] == "SidecarsWithoutHealthyBackend"
+        assert "app-0" in degraded["message"]
+        printed = ready.control_plane.kubectl("get", "gremlinclusters", "-n", ready.namespace)
+        header, row = printed.stdout.split("\n")[:2]
+        assert dict(zip(header.split(), row.split(), strict=False))["SERVING"] == "0"
+        # The application's pod stays ready: its sidecar can still serve (and buffer).
+        assert http("GET", f"{ready.sidecars['app-0'].admin}/readyz")[0] == 200
+    finally:
+        netns_network.remove_host(silent)
+
+
 def test_the_webhook_injects_a_native_sidecar_into_a_labelled_pod(ready: Scenario) -> None:
     pod = k8s.CoreV1Api(ready.api).create_namespaced_pod(
         ready.namespace,
@@ -871,7 +936,12 @@ def test_a_standby_replica_serves_the_webhook_and_takes_over_when_the_leader_die
             ),
         )
         assert pod.spec is not None
-        assert [c.name for c in pod.spec.init_containers or []] == ["gremlinlb-sidecar"]
+        injected = pod.spec.init_containers or []
+        assert [c.name for c in injected] == ["gremlinlb-sidecar"]
+        # The standby follows no cluster, yet the sidecar starts with the leader's host list.
+        env = {e.name: e.value or "" for e in injected[0].env or []}
+        wanted = sorted(ready.servers.address(i) for i in range(3))
+        assert sorted(env["GREMLINLB_ENDPOINTS"].split(",")) == wanted
         assert operator.process is not None
         operator.process.kill()  # no clean stop: the lease is not released, it expires
         operator.process.wait(10)
