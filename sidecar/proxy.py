@@ -38,7 +38,7 @@ from gremlinlb.sidecar.backend import (
 from gremlinlb.sidecar.frames import Channel, MalformedFrameError, Request, ResponseHeader
 from gremlinlb.sidecar.memory import MemoryBudget, MemoryLimits
 from gremlinlb.sidecar.metrics import SidecarMetrics
-from gremlinlb.sidecar.sources import request_source
+from gremlinlb.sidecar.sources import answer_says_source_unknown, request_source
 
 from gremlinlb.core import (
     OVERLOAD_STATUS_CODES,
@@ -58,6 +58,7 @@ from gremlinlb.core import (
     frame_may_write,
     may_retry,
 )
+from gremlinlb.core.sources import INVALID_REQUEST_ARGUMENTS
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +228,8 @@ class Attempt:
             self.exchange.forward(frame, header)
             return
         outcome = _answer_outcome(header.code)
+        if header.code == INVALID_REQUEST_ARGUMENTS and self._source_elsewhere(frame):
+            outcome = Outcome.OVERLOADED  # refused before it ran: retried like a 429
         if outcome is Outcome.OVERLOADED:
             error = StatusError(self.endpoint, header.code)
             if not self.exchange.forwarded:
@@ -241,6 +244,18 @@ class Attempt:
 
     def on_failure(self, error: ConnectionFailure) -> None:
         self._end(error.outcome, error)
+
+    def _source_elsewhere(self, frame: bytes | str) -> bool:
+        """This host refused the request for lacking its traversal source (nothing ran): note
+        that, and say whether a healthy host that may serve the source can take it instead.
+        When none can, the client gets this server's own error."""
+        exchange = self.exchange
+        if exchange.forwarded or not answer_says_source_unknown(frame):
+            return False
+        balancer = exchange.client.proxy.balancer
+        source = exchange.source or balancer.sources.default
+        balancer.sources.record(self.endpoint, source, served=False)
+        return balancer.serves_elsewhere(source, [*exchange.tried, self.endpoint])
 
     def on_oversize(self, size: int, limit: int) -> None:
         exchange = self.exchange

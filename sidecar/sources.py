@@ -14,6 +14,8 @@ import struct
 
 from gremlinlb.sidecar.frames import Format, Request
 
+from gremlinlb.core.sources import UNKNOWN_SOURCE_MESSAGES
+
 # GraphBinary: the string "aliases" (type 0x03, not null, length 7) then a map (0x0a, not null)
 _GRAPHBINARY_ALIASES = b"\x03\x00\x00\x00\x00\x07aliases\x0a\x00"
 _INT = struct.Struct(">i")
@@ -36,6 +38,17 @@ def request_source(request: Request) -> str | None:
         return _graphson_source(request.frame, request.body_start)
     except (ValueError, UnicodeDecodeError, struct.error, IndexError, TypeError):
         return None
+
+
+_UNKNOWN_SOURCE_BYTES = tuple(m.encode("utf-8") for m in UNKNOWN_SOURCE_MESSAGES)
+
+
+def answer_says_source_unknown(frame: bytes | str) -> bool:
+    """Whether an error answer's frame carries Gremlin Server's "traversal source not
+    configured" message (the status code is checked by the caller); no decoding."""
+    if isinstance(frame, str):
+        return any(m in frame for m in UNKNOWN_SOURCE_MESSAGES)
+    return any(m in frame for m in _UNKNOWN_SOURCE_BYTES)
 
 
 def _graphbinary_source(frame: bytes, start: int) -> str | None:

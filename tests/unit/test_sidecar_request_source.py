@@ -13,7 +13,7 @@ from gremlin_python.driver.serializer import (
 )
 from gremlin_python.process.graph_traversal import __
 from gremlinlb.sidecar.frames import parse_request
-from gremlinlb.sidecar.sources import request_source
+from gremlinlb.sidecar.sources import answer_says_source_unknown, request_source
 
 SERIALIZERS = [GraphBinarySerializersV1, GraphSONSerializersV3d0, GraphSONSerializersV2d0]
 
@@ -57,3 +57,10 @@ def test_a_data_string_named_aliases_is_not_mistaken_for_the_argument() -> None:
     bytecode = __.V().has("aliases", "x").bytecode
     data = frame(GraphBinarySerializersV1, {"gremlin": bytecode, "aliases": {"g": "g"}})
     assert request_source(parse_request(data)) == "g"
+
+
+def test_gremlin_servers_unknown_source_answer_is_recognised_in_the_raw_frame() -> None:
+    message = "The traversal source [g2] for alias [g] is not configured on the server."
+    assert answer_says_source_unknown(b"\x81\x00..." + message.encode())
+    assert answer_says_source_unknown('{"status":{"message":"' + message + '","code":499}}')
+    assert not answer_says_source_unknown(b"\x81\x00...Could not locate method: V()")

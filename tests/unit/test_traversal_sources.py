@@ -124,3 +124,15 @@ def test_a_snapshot_says_what_is_watched_and_where_each_source_is_missing() -> N
         "learned": ["tenant_a"],
         "missing": {"g2": [B.address]},
     }
+
+
+def test_a_request_refused_for_its_source_may_go_to_a_healthy_host_not_known_to_lack_it() -> None:
+    balancer = serving([A, B, C])
+    balancer.sources.seen("g2")
+    balancer.sources.record(A, "g2", served=False)
+    assert balancer.serves_elsewhere("g2", [A])
+    balancer.sources.record(B, "g2", served=False)
+    assert balancer.serves_elsewhere("g2", [A])  # C may have it
+    assert not balancer.serves_elsewhere("g2", [A, C])  # tried there already
+    balancer.sources.record(C, "g2", served=False)
+    assert not balancer.serves_elsewhere("g2", [A])  # nobody has it: the server's error it is

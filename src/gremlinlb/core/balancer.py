@@ -413,6 +413,18 @@ class Balancer:
         finally:
             self._emit(events)
 
+    def serves_elsewhere(self, source: str | None, exclude: Collection[Endpoint]) -> bool:
+        """Whether a healthy host outside `exclude` is not known to lack `source`: a request a
+        host refused for lacking its source (nothing ran) may then go there instead."""
+        missing = self.sources.missing_on(source)
+        with self._lock:
+            return any(
+                h.state is HostState.HEALTHY
+                and h.endpoint not in exclude
+                and h.endpoint not in missing
+                for h in self._ring
+            )
+
     def time_out(self, waiter: Waiter) -> None:
         """A waiter's deadline passed: raise BufferTimeoutError if it is still waiting.
 

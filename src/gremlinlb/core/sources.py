@@ -29,7 +29,7 @@ FORGET_AFTER = 600.0  # seconds without a request naming a learned source
 # (REQUEST_ERROR_INVALID_REQUEST_ARGUMENTS) and one of these messages: TraversalOpProcessor
 # and SessionOpProcessor (bytecode), StandardOpProcessor and SessionOpProcessor (eval aliases).
 INVALID_REQUEST_ARGUMENTS = 499
-_UNKNOWN_SOURCE_MESSAGES = (
+UNKNOWN_SOURCE_MESSAGES = (
     "for alias [g] is not configured on the server",
     "not in the Graph or TraversalSource global bindings",
 )
@@ -37,7 +37,7 @@ _UNKNOWN_SOURCE_MESSAGES = (
 
 def says_source_unknown(code: int, message: str) -> bool:
     """Whether a server's answer means "I do not have this traversal source"."""
-    return code == INVALID_REQUEST_ARGUMENTS and any(m in message for m in _UNKNOWN_SOURCE_MESSAGES)
+    return code == INVALID_REQUEST_ARGUMENTS and any(m in message for m in UNKNOWN_SOURCE_MESSAGES)
 
 
 class TraversalSources:
