@@ -73,6 +73,7 @@ def test_sockets_behind_an_idle_closing_proxy_are_kept_open_and_serve_after_5_s_
         g = traversal().with_(serving(rr))
         for i in range(8):  # every pooled socket opened and used
             g.add_v("before").property("i", i).iterate()
+        opened = idle_closing_proxy.counters.accepted
         time.sleep(5.0)
         errors: list[BaseException] = []
         for i in range(8):
@@ -83,6 +84,7 @@ def test_sockets_behind_an_idle_closing_proxy_are_kept_open_and_serve_after_5_s_
         assert errors == []
         assert outcomes(rr) == Counter({Outcome.SUCCESS: 16})
         assert idle_closing_proxy.counters.idle_closed == 0  # the pings kept every socket open
+        assert idle_closing_proxy.counters.accepted == opened  # none had to be reopened
     finally:
         rr.close()
 

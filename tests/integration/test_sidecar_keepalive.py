@@ -76,6 +76,7 @@ def test_backend_connections_behind_an_idle_closing_proxy_are_kept_open_through_
             g = traversal().with_(connection)
             for i in range(8):
                 g.add_v("before").property("i", i).iterate()
+            opened = idle_closing_proxy.counters.accepted
             time.sleep(5.0)
             errors: list[BaseException] = []
             for i in range(8):
@@ -88,6 +89,8 @@ def test_backend_connections_behind_an_idle_closing_proxy_are_kept_open_through_
     assert errors == []
     assert count_label(fleet[0], "after") == 8
     assert idle_closing_proxy.counters.idle_closed == 0  # the pings kept every connection open
+    # ... and the server answered them: a missing pong would have closed and reopened one
+    assert idle_closing_proxy.counters.accepted == opened
 
 
 def test_pooled_connections_past_max_age_are_replaced_under_load_without_a_failed_request(
