@@ -36,7 +36,7 @@ import contextlib
 import ssl
 import threading
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
@@ -93,8 +93,8 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         self._last_activity = 0.0
         if keepalive is not None:
             keepalive.register(self)
-        #: close() came while another thread ran the loop: that thread closes it.
-        self._close_when_idle = False
+        #: close() was called; done by whichever thread holds the guard last (see close()).
+        self._close_asked = False
 
     def connect(self, url: str, headers: Mapping[str, str] | None = None) -> None:
         """Remember where to connect; the socket opens on the first write."""
@@ -102,7 +102,7 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         self._headers = dict(headers) if headers else None
 
     def write(self, message: bytes) -> None:
-        with self._guard:
+        with self._in_use():
             self._write(message)
 
     def _write(self, message: bytes) -> None:
@@ -146,6 +146,7 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
             return True
         finally:
             self._guard.release()
+            self._close_if_asked()
 
     def _ensure_open(self) -> None:
         if self._opened_once and not self._reconnect:
@@ -170,7 +171,7 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
             ) from error
 
     def read(self) -> bytes:
-        with self._guard:
+        with self._in_use():
             data = self._read()
             self._last_activity = time.monotonic()
             return data
@@ -237,11 +238,20 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
 
     def discard_socket(self) -> None:
         """Close the socket now (its stream is out of step, e.g. an answer was half read)."""
-        with self._guard:
-            if not self._loop.is_closed():
-                self._drop_socket()
+        with self._in_use():
+            self._drop_socket()
+
+    @contextlib.contextmanager
+    def _in_use(self) -> Iterator[None]:
+        """Held while this thread runs the loop; a close() that came meanwhile is done after."""
+        try:
+            with self._guard:
+                yield
+        finally:
+            self._close_if_asked()
 
     def _drop_socket(self) -> None:
+        """Close the socket; the caller holds the guard, so no other thread runs the loop."""
         websocket, session = self._websocket, self._session
         self._websocket = None
         self._session = None
@@ -252,50 +262,40 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
             if session is not None and not session.closed:
                 await session.close()
 
-        if self._loop.is_closed():
-            return
-        if self._loop.is_running():
-            # Another thread is still reading on this socket (a connection closed after the
-            # client gave up on its request): close it on that loop, which ends the read.
-            asyncio.run_coroutine_threadsafe(close_socket(), self._loop)
-            return
         with contextlib.suppress(Exception):  # closing a broken socket may fail: nothing to do
             self._run(close_socket(), self._connect_timeout)
 
     def close(self) -> None:
-        # Holding the guard keeps a keepalive ping from starting meanwhile. Not waiting for it:
-        # a read may hold it long; a read or ping in progress runs the loop on its thread, and
-        # the socket is then closed on that loop.
-        locked = self._guard.acquire(blocking=False)
+        """Close now if no thread uses the transport, else as soon as the one using it is done
+        (a retired connection's last read must not be cut, nor its loop closed under it)."""
+        self._close_asked = True
+        self._close_if_asked()
+
+    def _close_if_asked(self) -> None:
+        # Asked first, then the guard tried: either this thread gets the guard, or the thread
+        # holding it sees the request after it lets go (see _in_use). Nobody waits.
+        if not self._close_asked or not self._guard.acquire(blocking=False):
+            return
         try:
-            if self._loop.is_closed():
-                return
-            self._drop_socket()
-            if self._loop.is_running():
-                self._close_when_idle = True  # the thread running it closes it when its run ends
-            else:
+            if not self._loop.is_closed():
+                self._drop_socket()
                 self._loop.close()
         finally:
-            if locked:
-                self._guard.release()
+            self._guard.release()
 
     @property
     def closed(self) -> bool:
         return self._loop.is_closed()
 
     def __del__(self) -> None:
-        if not self._loop.is_closed() and not self._loop.is_running():
+        if hasattr(self, "_close_asked"):  # not when __init__ failed half way
             self.close()
 
     def _run(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
         if self._loop.is_closed():
             coroutine.close()
             raise ConnectionLostError(f"the connection to {self._url} was closed")
-        try:
-            return self._loop.run_until_complete(asyncio.wait_for(coroutine, timeout))
-        finally:
-            if self._close_when_idle and not self._loop.is_running():
-                self._loop.close()
+        return self._loop.run_until_complete(asyncio.wait_for(coroutine, timeout))
 
 
 def _refused_before_writing(error: BaseException) -> bool:
