@@ -8,6 +8,7 @@ the core's defaults and the schema's bounds are the core's checks.
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Any
 
 import yaml
@@ -39,7 +40,10 @@ HEADER = (
 
 def _setting_schema(f: SettingField, default: Any) -> dict[str, Any]:
     schema: dict[str, Any]
-    if isinstance(default, bool):
+    if isinstance(default, enum.Enum):
+        schema = {"type": "string", "enum": [c.value for c in type(default)]}
+        default = default.value
+    elif isinstance(default, bool):
         schema = {"type": "boolean"}
     elif isinstance(default, int):
         schema = {"type": "integer", "format": "int64"}

@@ -9,6 +9,7 @@ change, or a combination the schema cannot express); :class:`SpecError` then nam
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,6 +177,18 @@ BALANCER_FIELDS: tuple[SettingField, ...] = (
     SettingField(
         "connectTimeout", "connect_timeout", "Seconds to open a backend connection.", 0, True
     ),
+    SettingField(
+        "readRouting",
+        "read_routing",
+        "Where reads go when servers have roles: prefer_readers (writers only while no reader "
+        "is healthy), readers_only, or any.",
+    ),
+    SettingField(
+        "zoneAware",
+        "zone_aware",
+        "Prefer servers in the sidecar's own zone, spilling over to keep the load per server "
+        "even (Envoy's zone-aware routing).",
+    ),
 )
 
 
@@ -342,7 +355,8 @@ def settings_to_spec(settings: BalancerSettings) -> dict[str, Any]:
         values = {f.cr_name: getattr(section, f.core_name) for f in fields}
         out[key] = {k: v for k, v in values.items() if v is not None}
     for f in BALANCER_FIELDS:
-        out[f.cr_name] = getattr(settings, f.core_name)
+        value = getattr(settings, f.core_name)
+        out[f.cr_name] = value.value if isinstance(value, enum.Enum) else value
     return out
 
 
@@ -362,7 +376,12 @@ def _changes(
         value = data[f.cr_name]
         current = getattr(base, f.core_name)
         path = f"{where}.{f.cr_name}"
-        if isinstance(current, bool):
+        if isinstance(current, enum.Enum):
+            choices = [c.value for c in type(current)]
+            if value not in choices:
+                raise SpecError(f"{path}: must be one of {', '.join(choices)}, got {value!r}")
+            value = type(current)(value)
+        elif isinstance(current, bool):
             if not isinstance(value, bool):
                 raise SpecError(f"{path}: must be true or false, got {value!r}")
         elif isinstance(current, int):

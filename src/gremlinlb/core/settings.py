@@ -25,6 +25,17 @@ class Policy(enum.Enum):
     PEAK_EWMA = "peak_ewma"
 
 
+class ReadRouting(enum.Enum):
+    """Where read-only requests go when hosts have roles (writes always go to writers)."""
+
+    # Readers (role reader or any); the writers only while no reader is healthy.
+    PREFER_READERS = "prefer_readers"
+    # Readers only: with every reader down a read waits (the buffer) rather than load a writer.
+    READERS_ONLY = "readers_only"
+    # Every host, writers included.
+    ANY = "any"
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise InvalidSettingError(message)
@@ -232,6 +243,11 @@ class BalancerSettings:
     # A host back from down, ejected or joining gets a share ramping from 10% to a full one
     # over this many seconds (0: at once). 5 s warms a restarted JVM without starving it.
     slow_start: float = 5.0
+    read_routing: ReadRouting = ReadRouting.PREFER_READERS
+    # Prefer hosts in the client's own zone (the balancer's `zone`), spilling over as Envoy's
+    # zone-aware routing does; takes effect only when the client's zone is known and hosts
+    # carry zones.
+    zone_aware: bool = True
 
     def __post_init__(self) -> None:
         _require(self.max_attempts >= 1, f"max_attempts must be >= 1, got {self.max_attempts}")
