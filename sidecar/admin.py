@@ -200,6 +200,10 @@ def _host_json(host: HostStatus) -> dict[str, Any]:
     return {
         "address": host.endpoint.address,
         "url": host.endpoint.url,
+        # The text form PUT /v1/hosts takes back (the url with ?role=&zone= when set).
+        "endpoint": host.endpoint.text,
+        "role": host.endpoint.role.value,
+        "zone": host.endpoint.zone,
         "state": host.state.value,
         "state_since": host.state_since,
         "in_flight": host.in_flight,

@@ -29,6 +29,7 @@ from gremlinlb.core import (
     InvalidEndpointError,
     InvalidSettingError,
     Policy,
+    ReadRouting,
     parse_endpoint,
 )
 
@@ -72,6 +73,8 @@ class SidecarConfig:
     traversal_source: str = "g"
     event_loop: str = "auto"
     max_hosts: int = DEFAULT_MAX_HOSTS
+    #: This sidecar's own zone (its node's), which zone-aware routing prefers; None: unknown.
+    zone: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +125,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("connections_per_host", "multiplexed connections per backend (default 2)", "N"),
     Option("max_in_flight_per_connection", "requests at once on one connection (default 128)", "N"),
     Option("policy", "round_robin (default), least_in_flight or peak_ewma", "NAME"),
+    Option(
+        "read_routing",
+        "where reads go when hosts have roles: prefer_readers (default), readers_only or any",
+        "NAME",
+    ),
+    Option("zone", "this sidecar's zone; hosts listed with ?zone= in it are preferred", "ZONE"),
+    Option("zone_aware", "prefer hosts in --zone: true (default) or false", "BOOL"),
     Option("max_attempts", "tries per request, the first included (default 3)", "N"),
     Option("request_timeout", "seconds without an answer frame before a request fails", "SEC"),
     Option("connect_timeout", "seconds to open a backend connection (default 5)", "SEC"),
@@ -338,6 +348,7 @@ def load_config(
             handshake_timeout=handshake_timeout,
         ),
         grace_period=grace,
+        zone=(values.optional_text("zone") or "").strip() or None,
         log_format=log_format,
         traversal_source=values.text("traversal_source", "g"),
         event_loop=event_loop,
@@ -452,11 +463,21 @@ def _settings(values: _Values) -> BalancerSettings:
         raise ConfigError(
             f"{values.source('policy')}: must be one of {choices}, got {policy_text!r}"
         ) from None
+    read_text = values.text("read_routing", defaults.read_routing.value)
+    try:
+        read_routing = ReadRouting(read_text)
+    except ValueError:
+        choices = ", ".join(r.value for r in ReadRouting)
+        raise ConfigError(
+            f"{values.source('read_routing')}: must be one of {choices}, got {read_text!r}"
+        ) from None
     health = defaults.health
     buffer = defaults.buffer
     try:
         return BalancerSettings(
             policy=policy,
+            read_routing=read_routing,
+            zone_aware=values.boolean("zone_aware", defaults.zone_aware),
             health=HealthCheckSettings(
                 interval=values.number("health_interval", health.interval),
                 timeout=values.number("health_timeout", health.timeout),

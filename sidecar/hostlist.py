@@ -48,7 +48,7 @@ class HostList:
     def to_json(self) -> dict[str, Any]:
         return {
             "generation": self.generation,
-            "hosts": [e.url for e in self.hosts],
+            "hosts": [e.text for e in self.hosts],
             "settings": settings_to_json(self.settings),
         }
 

@@ -687,7 +687,9 @@ class Proxy:
             client.spawn(self._serve(exchange, self._serve_session(exchange)))
             return
         try:
-            acquired: Lease | Waiter = self.balancer.acquire(len(request.frame), ())
+            acquired: Lease | Waiter = self.balancer.acquire(
+                len(request.frame), (), write=not read_only
+            )
         except (NoHealthyEndpointError, BalancerClosedError):
             self._continue(exchange)
             return
@@ -742,7 +744,9 @@ class Proxy:
         request = exchange.request
         try:
             if acquired is None:
-                lease = await self.acquire(len(request.frame), exchange.tried)
+                lease = await self.acquire(
+                    len(request.frame), exchange.tried, write=not exchange.read_only
+                )
             elif isinstance(acquired, Lease):
                 lease = acquired
             else:
@@ -867,7 +871,9 @@ class Proxy:
             return
         exclude = [first.endpoint, *exchange.tried]
         try:
-            lease = self.balancer.acquire(len(exchange.request.frame), exclude, hedge=True)
+            lease = self.balancer.acquire(
+                len(exchange.request.frame), exclude, hedge=True, write=False
+            )
         except (NoHealthyEndpointError, BalancerClosedError):
             return
         assert isinstance(lease, Lease)  # a hedge never waits
@@ -889,7 +895,7 @@ class Proxy:
                 continue  # nothing stranded there, or a hedge elsewhere carries it already
             exclude = [event.endpoint, *exchange.tried]
             try:
-                acquired = self.balancer.acquire(len(exchange.request.frame), exclude)
+                acquired = self.balancer.acquire(len(exchange.request.frame), exclude, write=False)
             except (NoHealthyEndpointError, BalancerClosedError):
                 continue
             if not isinstance(acquired, Lease):  # no other host now: the old attempt goes on
@@ -1023,10 +1029,16 @@ class Proxy:
     # -- waiting for a host --------------------------------------------------------------
 
     async def acquire(
-        self, size: int, tried: list[Endpoint] | tuple[()], *, session: bool = False
+        self,
+        size: int,
+        tried: list[Endpoint] | tuple[()],
+        *,
+        session: bool = False,
+        write: bool = True,
     ) -> Lease:
-        """A host from the core, waiting in its buffer (FIFO, bounded) when none is healthy."""
-        acquired = self.balancer.acquire(size, tried, session=session)
+        """A host of the request's kind (a writer unless `write` is False) from the core,
+        waiting in its buffer (FIFO, bounded) while none is healthy."""
+        acquired = self.balancer.acquire(size, tried, session=session, write=write)
         if isinstance(acquired, Lease):
             return acquired
         return await self._wait(acquired)

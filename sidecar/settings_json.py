@@ -7,6 +7,7 @@ a partial object is merged over the current settings, so a caller changes only w
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Any
 
 from gremlinlb.core import (
@@ -18,6 +19,7 @@ from gremlinlb.core import (
     InvalidSettingError,
     OutlierSettings,
     Policy,
+    ReadRouting,
 )
 
 _NESTED: dict[str, type[Any]] = {
@@ -39,7 +41,7 @@ def settings_to_json(settings: Any) -> dict[str, Any]:
         value = getattr(settings, field.name)
         if dataclasses.is_dataclass(value):
             out[field.name] = settings_to_json(value)
-        elif isinstance(value, Policy):
+        elif isinstance(value, enum.Enum):
             out[field.name] = value.value
         else:
             out[field.name] = value
@@ -75,11 +77,12 @@ def _merge(data: Any, base: Any, path: str) -> Any:
 def _convert(value: Any, kind: str, current: Any, where: str) -> Any:
     if kind in _NESTED:
         return _merge(value, current, where)
-    if kind == "Policy":
+    if kind in ("Policy", "ReadRouting"):
+        choice = Policy if kind == "Policy" else ReadRouting
         try:
-            return Policy(value)
+            return choice(value)
         except ValueError:
-            choices = ", ".join(p.value for p in Policy)
+            choices = ", ".join(p.value for p in choice)
             raise SettingsError(f"{where}: must be one of {choices}, got {value!r}") from None
     if kind == "bool":
         if not isinstance(value, bool):

@@ -1222,7 +1222,10 @@ def _reads(host: _Host) -> bool:
     return host.endpoint.role.reads
 
 
-def _and(first: Callable[[_Host], bool], second: Callable[[_Host], bool]) -> Callable[[_Host], bool]:
+_Filter = Callable[[_Host], bool]
+
+
+def _and(first: _Filter, second: _Filter) -> _Filter:
     return lambda host: first(host) and second(host)
 
 

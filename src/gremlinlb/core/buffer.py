@@ -71,9 +71,7 @@ class PendingBuffer:
     def bytes(self) -> int:
         return self._bytes
 
-    def admit(
-        self, size: int, now: float, *, session: bool = False, write: bool = True
-    ) -> Waiter:
+    def admit(self, size: int, now: float, *, session: bool = False, write: bool = True) -> Waiter:
         """Queue a request of `size` bytes or say which bound stops it."""
         limits = self._settings
         if not limits.enabled:
