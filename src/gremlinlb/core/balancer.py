@@ -198,6 +198,9 @@ class Balancer:
         self._hosts: dict[Endpoint, _Host] = {}
         self._ring: list[_Host] = []  # sorted by seq
         self._picker = self._make_picker(self._settings.policy)
+        # Round-robin keeps one cursor per candidate group (kind, zone): with one shared cursor
+        # a read after each write would always start from the same reader.
+        self._cursors: dict[tuple[str, str | None], Picker] = {}
         self._buffer = PendingBuffer(self._settings.buffer)
         self._budget = ExtraBudget(self._settings.budget)
         self._latencies = Samples(_HEDGE_WINDOW)
@@ -238,6 +241,7 @@ class Balancer:
         with self._lock:
             if settings.policy is not self._settings.policy:
                 self._picker = self._make_picker(settings.policy)
+                self._cursors.clear()
             self._settings = settings
             for host in self._ring:
                 host.health.rise = settings.health.rise
@@ -871,10 +875,11 @@ class Balancer:
             if plan.local or plan.spill:
                 target = plan.zone_for(self._rng.random(), self._rng.random(), self._zone)
                 if target is not None:
-                    host = self._choose(_and(fits, lambda h: h.endpoint.zone == target), now)
+                    in_zone = _and(fits, lambda h: h.endpoint.zone == target)
+                    host = self._choose(in_zone, now, (kind, target))
                     if host is not None:
                         return host
-        return self._choose(fits, now)
+        return self._choose(fits, now, (kind, None))
 
     def _plan_zones(self, kind: str) -> ZonePlan:
         assert self._zone is not None
@@ -888,12 +893,17 @@ class Balancer:
             ),
         )
 
-    def _choose(self, fits: Callable[[_Host], bool], now: float) -> _Host | None:
-        """The policy's pick among hosts that fit. Hosts in slow start are gated by credit:
-        each time one is considered it earns its current weight, and it is taken when it has
-        a whole request's worth."""
+    def _choose(
+        self, fits: Callable[[_Host], bool], now: float, group: tuple[str, str | None]
+    ) -> _Host | None:
+        """The policy's pick among hosts that fit, in one candidate `group`. Hosts in slow
+        start are gated by credit: each time one is considered it earns its current weight,
+        and it is taken when it has a whole request's worth."""
+        picker = self._picker
+        if isinstance(picker, RoundRobin) and group != ("all", None):
+            picker = self._cursors.get(group) or self._cursors.setdefault(group, RoundRobin())
         if now >= self._ramps_end:  # the common case: nobody in slow start
-            return self._picker.pick(self._ring, fits)
+            return picker.pick(self._ring, fits)
         window = self._settings.slow_start
         ramping = False
         full = False
@@ -904,7 +914,7 @@ class Balancer:
                 ramping = ramping or host.ramp_start is not None
                 full = full or host.ramp_start is None
         if not (ramping and full):  # all at full weight, or all ramping alike: no gating
-            return self._picker.pick(self._ring, fits)
+            return picker.pick(self._ring, fits)
 
         def gated(host: _Host) -> bool:
             if not fits(host):
@@ -917,7 +927,7 @@ class Balancer:
                 return True
             return False
 
-        return self._picker.pick(self._ring, gated)
+        return picker.pick(self._ring, gated)
 
     def _roles_in_use(self) -> bool:
         return bool(self._roles[Role.WRITER] or self._roles[Role.READER])
