@@ -147,7 +147,7 @@ def test_readers_only_timeout_says_why_the_writer_was_not_used() -> None:
     waiter = balancer.acquire(0, write=False)
     assert isinstance(waiter, Waiter)
     clock.advance(settings.buffer.max_wait + 1)
-    with pytest.raises(BufferTimeoutError, match="no reader .* readers_only"):
+    with pytest.raises(BufferTimeoutError, match=r"no reader .* readers_only"):
         balancer.time_out(waiter)
 
 
@@ -179,7 +179,8 @@ def test_a_waiting_write_goes_to_the_writer_when_it_is_back() -> None:
     waiter = balancer.acquire(0, write=True)
     assert isinstance(waiter, Waiter)
     balancer.record_probe(parse_endpoint(WRITER), ok=True)
-    assert waiter.lease is not None and waiter.lease.endpoint.host == "w"
+    assert waiter.lease is not None
+    assert waiter.lease.endpoint.host == "w"
 
 
 def test_a_waiting_write_does_not_hold_up_reads_behind_it() -> None:
@@ -187,10 +188,13 @@ def test_a_waiting_write_does_not_hold_up_reads_behind_it() -> None:
     take_down(balancer, "w", "r1", "r2")
     write = balancer.acquire(0, write=True)
     read = balancer.acquire(0, write=False)
-    assert isinstance(write, Waiter) and isinstance(read, Waiter)
+    assert isinstance(write, Waiter)
+    assert isinstance(read, Waiter)
     balancer.record_probe(parse_endpoint(READERS[0]), ok=True)
-    assert read.lease is not None and read.lease.endpoint.host == "r1"
-    assert write.lease is None and balancer.buffered == 1
+    assert read.lease is not None
+    assert read.lease.endpoint.host == "r1"
+    assert write.lease is None
+    assert balancer.buffered == 1
 
 
 def test_a_retried_write_is_never_sent_to_a_reader() -> None:
@@ -202,13 +206,15 @@ def test_a_retried_write_is_never_sent_to_a_reader() -> None:
 def test_a_retried_read_goes_to_the_other_reader() -> None:
     balancer = fleet()
     lease = balancer.acquire(0, [parse_endpoint(READERS[0])], write=False)
-    assert isinstance(lease, Lease) and lease.endpoint.host == "r2"
+    assert isinstance(lease, Lease)
+    assert lease.endpoint.host == "r2"
 
 
 def test_a_hedge_of_a_read_goes_to_the_other_reader() -> None:
     balancer = fleet()
     lease = balancer.acquire(0, [parse_endpoint(READERS[1])], hedge=True, write=False)
-    assert isinstance(lease, Lease) and lease.endpoint.host == "r1"
+    assert isinstance(lease, Lease)
+    assert lease.endpoint.host == "r1"
 
 
 def test_without_roles_every_host_takes_writes() -> None:

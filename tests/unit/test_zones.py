@@ -135,9 +135,11 @@ def test_roles_come_before_zones() -> None:
     ]
     balancer = zoned(hosts, "a")
     lease = balancer.acquire(0, write=True)
-    assert isinstance(lease, Lease) and lease.endpoint.host == "w"
+    assert isinstance(lease, Lease)
+    assert lease.endpoint.host == "w"
     read = balancer.acquire(0, write=False)
-    assert isinstance(read, Lease) and read.endpoint.host == "ra"
+    assert isinstance(read, Lease)
+    assert read.endpoint.host == "ra"
 
 
 def test_same_and_cross_zone_attempts_are_counted() -> None:
