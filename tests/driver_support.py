@@ -158,11 +158,16 @@ SPREAD_SPECS_OUTLIERS = OutlierSettings(slow_factor=1000.0)
 
 @contextlib.contextmanager
 def running_sidecar(
-    servers: Sequence[GremlinServerProcess], *, fall: int = 2
+    servers: Sequence[GremlinServerProcess],
+    *,
+    fall: int = 2,
+    endpoints: Sequence[str] | None = None,
 ) -> Iterator[SidecarThread]:
-    """A sidecar over `servers`, health probes every 0.5 s (`fall`: failures to take one out)."""
+    """A sidecar over `servers`, health probes every 0.5 s (`fall`: failures to take one out);
+    `endpoints` lists them in the text form instead (with roles or zones)."""
+    texts = endpoints if endpoints is not None else [s.address for s in servers]
     config = SidecarConfig(
-        endpoints=tuple(parse_endpoint(s.address) for s in servers),
+        endpoints=tuple(parse_endpoint(e) for e in texts),
         settings=BalancerSettings(
             health=HealthCheckSettings(interval=0.5, timeout=2.0, rise=1, fall=fall),
             request_timeout=10.0,
