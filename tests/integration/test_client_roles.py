@@ -113,7 +113,7 @@ def test_readers_only_fails_reads_clearly_while_no_reader_is_up(
     try:
         g = traversal().with_(rr)
         kill_readers(rr, servers)
-        with pytest.raises(BufferTimeoutError, match="no reader .*readers_only"):
+        with pytest.raises(BufferTimeoutError, match=r"no reader .*readers_only"):
             answered_by(g)
         g.add_v("still_written").iterate()
     finally:

@@ -154,7 +154,7 @@ def test_readers_only_fails_reads_clearly_while_no_reader_is_up(
         try:
             g = traversal().with_(connection)
             kill_readers(sidecar, servers)
-            with pytest.raises(GremlinServerError, match="no reader .*readers_only"):
+            with pytest.raises(GremlinServerError, match=r"no reader .*readers_only"):
                 answered_by(g)
             g.add_v("still_written").iterate()  # writes go on
         finally:
