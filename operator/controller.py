@@ -52,9 +52,9 @@ from gremlinlb.operator.tokens import (
     token_secret,
 )
 from gremlinlb.operator.webhook import ADMIN_TLS_ANNOTATION, token_secret_name
-from gremlinlb.sidecar.settings_json import settings_to_json
 
 from gremlinlb import certificates as certs
+from gremlinlb.schema import to_document
 
 log = logging.getLogger(__name__)
 
@@ -416,7 +416,7 @@ class ClusterController:
         self._port_choice = await self._resolve_port(spec)
         endpoints = endpoints_from_slices(self._slices.objects.values(), self._port_choice)
         hosts = tuple(spec.host_address(e.ip, e.port) for e in live(endpoints))
-        settings = settings_to_json(spec.settings)
+        settings = to_document(spec.settings)
         previous = self.group.payload
         changed_endpoints = endpoints != self.endpoints
         self.endpoints = endpoints

@@ -27,10 +27,10 @@ from gremlinlb.sidecar.hostlist import (
     save_state,
 )
 from gremlinlb.sidecar.metrics import CONTENT_TYPE, SidecarMetrics
-from gremlinlb.sidecar.settings_json import settings_to_json
 from gremlinlb.sidecar.trust import HostPolicy
 
 from gremlinlb.core import Balancer, Endpoint, HostState, HostStatus
+from gremlinlb.schema import to_document
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class AdminApi:
                 "generation": self.current.generation,
                 "hosts": [_host_json(h) for h in self._balancer.hosts()],
                 "buffered": self._balancer.buffered,
-                "settings": settings_to_json(self._balancer.settings),
+                "settings": to_document(self._balancer.settings),
             }
         )
 

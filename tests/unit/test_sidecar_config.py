@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from gremlinlb.sidecar.config import Address, ConfigError, load_config, parse_address
+from gremlinlb.sidecar.config import OPTIONS, Address, ConfigError, load_config, parse_address
 from gremlinlb.sidecar.ids import IdSource
 from gremlinlb.sidecar.logs import JsonFormatter
 
+from gremlinlb import certificates as certs
 from gremlinlb.core import Policy
 
 
@@ -73,7 +75,7 @@ def test_config_file_that_is_not_json_is_refused(tmp_path: Path) -> None:
 
 
 def test_error_names_the_environment_variable_it_came_from() -> None:
-    with pytest.raises(ConfigError, match="GREMLINLB_CONNECTIONS_PER_HOST: must be >= 1"):
+    with pytest.raises(ConfigError, match="GREMLINLB_CONNECTIONS_PER_HOST: must be an integer >="):
         load(env={"GREMLINLB_CONNECTIONS_PER_HOST": "0"})
 
 
@@ -83,7 +85,7 @@ def test_number_of_seconds_must_be_a_number() -> None:
 
 
 def test_core_range_checks_still_apply() -> None:
-    with pytest.raises(ConfigError, match="fall must be >= 1"):
+    with pytest.raises(ConfigError, match="--fall: must be an integer >= 1"):
         load({"fall": "0"})
 
 
@@ -222,5 +224,50 @@ def test_a_client_cap_above_the_memory_budget_is_refused() -> None:
 
 
 def test_handshake_timeout_must_be_positive() -> None:
-    with pytest.raises(ConfigError, match="GREMLINLB_HANDSHAKE_TIMEOUT: must be > 0"):
+    with pytest.raises(ConfigError, match="GREMLINLB_HANDSHAKE_TIMEOUT: must be a number > 0 sec"):
         load(env={"GREMLINLB_HANDSHAKE_TIMEOUT": "0"})
+
+
+README = Path(__file__).resolve().parents[2] / "sidecar" / "README.md"
+
+
+def test_the_sidecar_readme_documents_every_flag() -> None:
+    readme = README.read_text()
+    assert [option.flag for option in OPTIONS if f"`{option.flag}`" not in readme] == []
+
+
+def test_the_sidecar_readme_gives_the_defaults_the_flags_have() -> None:
+    """Rows such as | `--rise` / `--fall` | 1 / 2 | ... | against the options' own defaults."""
+    by_flag = {option.flag: option for option in OPTIONS}
+
+    def same(documented: str, default: object) -> bool:
+        text = re.sub(r" \(.*\)$", "", documented.strip(" `"))
+        try:
+            return float(text) == float(str(default))
+        except ValueError:
+            return text == str(default)
+
+    wrong = []
+    for row in re.finditer(r"^\| (`--[^|]*) \| ([^|]+) \|", README.read_text(), re.MULTILINE):
+        flags = [flag.strip(" `") for flag in row.group(1).split(" / ")]
+        for flag, documented in zip(flags, row.group(2).split(" / "), strict=True):
+            default = by_flag[flag].default
+            if default is not None and not same(documented, default):
+                wrong.append((flag, documented, default))
+    assert wrong == []
+
+
+def test_log_format_and_event_loop_are_one_of_their_names() -> None:
+    config = load({"log_format": "json", "event_loop": "asyncio"})
+    assert (config.log_format, config.event_loop) == ("json", "asyncio")
+    with pytest.raises(ConfigError, match="GREMLINLB_LOG_FORMAT: must be one of text, json"):
+        load(env={"GREMLINLB_LOG_FORMAT": "yaml"})
+
+
+def test_a_ca_file_requires_tls_unless_backend_tls_says_otherwise(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(certs.generate(["gremlin"]).ca_pem)
+    assert load({"backend_ca_file": str(ca)}).host_policy.require_tls is True
+    flags = {"backend_ca_file": str(ca), "backend_tls": "false"}
+    assert load(flags).host_policy.require_tls is False
+    assert load({"backend_tls": "yes"}).host_policy.require_tls is True

@@ -17,11 +17,11 @@ from gremlinlb.sidecar.hostlist import (
     parse_update,
     save_state,
 )
-from gremlinlb.sidecar.settings_json import SettingsError, settings_from_json, settings_to_json
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gremlinlb.core import BalancerSettings, HealthCheckSettings, Policy, parse_endpoint
+from gremlinlb.schema import SettingsError, from_document, to_document
 
 DEFAULTS = BalancerSettings()
 
@@ -54,24 +54,22 @@ def test_bad_host_names_its_position() -> None:
 
 def test_nested_setting_error_names_the_full_path() -> None:
     with pytest.raises(SettingsError, match=r"settings\.health\.timeout: must be a number"):
-        settings_from_json({"health": {"timeout": "5s"}}, DEFAULTS)
+        from_document({"health": {"timeout": "5s"}}, DEFAULTS)
 
 
 def test_policy_must_be_a_known_name() -> None:
     with pytest.raises(SettingsError, match="round_robin, least_in_flight"):
-        settings_from_json({"policy": "fastest"}, DEFAULTS)
+        from_document({"policy": "fastest"}, DEFAULTS)
 
 
 def test_nested_object_must_be_an_object() -> None:
     with pytest.raises(SettingsError, match=r"settings\.buffer: must be a JSON object"):
-        settings_from_json({"buffer": 5}, DEFAULTS)
+        from_document({"buffer": 5}, DEFAULTS)
 
 
 def test_probe_script_may_be_reset_to_null() -> None:
     current = BalancerSettings(health=HealthCheckSettings(probe_script="1"))
-    assert (
-        settings_from_json({"health": {"probe_script": None}}, current).health.probe_script is None
-    )
+    assert from_document({"health": {"probe_script": None}}, current).health.probe_script is None
 
 
 settings_strategy = st.builds(
@@ -93,8 +91,8 @@ settings_strategy = st.builds(
 
 @given(settings_strategy)
 def test_settings_survive_a_json_round_trip(settings: BalancerSettings) -> None:
-    text = json.dumps(settings_to_json(settings))
-    assert settings_from_json(json.loads(text), DEFAULTS) == settings
+    text = json.dumps(to_document(settings))
+    assert from_document(json.loads(text), DEFAULTS) == settings
 
 
 def test_saved_host_list_is_loaded_back(tmp_path: Path) -> None:
