@@ -437,9 +437,7 @@ class ClusterController:
             self._schedule_status()
             return
         self._port_choice = await self._resolve_port(spec)
-        writers = (
-            None if writer_slices is None else ready_addresses(writer_slices.objects.values())
-        )
+        writers = None if writer_slices is None else ready_addresses(writer_slices.objects.values())
         endpoints = with_roles(
             endpoints_from_slices(self._slices.objects.values(), self._port_choice), writers
         )
