@@ -5,7 +5,9 @@ readers, evenly, and on the writer while no reader is up (or fail clearly with r
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
@@ -185,3 +187,28 @@ def test_the_host_list_shows_each_hosts_role(
         body = response.read().decode()
     for server, role in zip(servers, ["writer", "reader", "reader"], strict=True):
         assert f"{server.address}/gremlin?role={role}" in body
+
+
+def put_hosts(sidecar: SidecarThread, generation: int, hosts: list[str]) -> tuple[int, str]:
+    body = json.dumps({"generation": generation, "hosts": hosts}).encode()
+    request = urllib.request.Request(f"{sidecar.admin_url}/v1/hosts", body, method="PUT")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_a_pushed_role_change_applies_in_place_and_reads_follow_it(
+    sidecar: SidecarThread, g: GraphTraversalSource, servers: Sequence[GremlinServerProcess]
+) -> None:
+    swapped = [
+        f"{servers[0].address}?role=reader",
+        f"{servers[1].address}?role=writer",
+        f"{servers[2].address}?role=reader",
+    ]
+    assert put_hosts(sidecar, 0, swapped)[0] == 409  # same generation, other roles: refused
+    status, body = put_hosts(sidecar, 1, swapped)
+    assert (status, json.loads(body)["added"], json.loads(body)["removed"]) == (200, [], [])
+    assert all(h.state is HostState.HEALTHY for h in sidecar.balancer.hosts())
+    assert {answered_by(g) for _ in range(10)} == {servers[0].address, servers[2].address}
