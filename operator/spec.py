@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from gremlinlb.sidecar.config import TUNABLES
+
 from gremlinlb import __version__
 from gremlinlb.core import BalancerSettings
-from gremlinlb.schema import SettingsError, from_document, to_document
+from gremlinlb.schema import Setting, SettingsError, convert, from_document, to_document
 
 GROUP = "gremlinlb.io"
 VERSION = "v1alpha1"
@@ -68,10 +70,20 @@ class SidecarSpec:
     admin_port: int = DEFAULT_ADMIN_PORT
     resources: Mapping[str, Any] = field(default_factory=dict)
     log_format: str = "json"
-    # The sidecar's memory bounds (None: its defaults); see sidecar/memory.py.
+    # The sidecar's memory bounds (None: its defaults); see sidecar/memory.py. One field per
+    # entry of SIDECAR_MEMORY, named as the sidecar's option.
     memory_budget_bytes: int | None = None
     client_pause_bytes: int | None = None
     client_max_queued_bytes: int | None = None
+
+
+#: The sidecar options a GremlinCluster sets under spec.sidecar (their CRD schema, names and
+#: checks come from the sidecar's own option table).
+SIDECAR_MEMORY: tuple[Setting, ...] = tuple(
+    option
+    for option in TUNABLES
+    if option.flat in ("memory_budget_bytes", "client_pause_bytes", "client_max_queued_bytes")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,14 +185,7 @@ def parse_spec(cluster_name: str, spec: Mapping[str, Any]) -> ClusterSpec:
             ),
             resources=dict(resources),
             log_format=_text(sidecar, "logFormat", "spec.sidecar", default=defaults.log_format),
-            **{
-                name: _optional_bytes(sidecar, key)
-                for name, key in (
-                    ("memory_budget_bytes", "memoryBudgetBytes"),
-                    ("client_pause_bytes", "clientPauseBytes"),
-                    ("client_max_queued_bytes", "clientMaxQueuedBytes"),
-                )
-            },
+            **{option.flat: _optional_tunable(sidecar, option) for option in SIDECAR_MEMORY},
         ),
     )
 
@@ -224,10 +229,15 @@ def _text(
     return value
 
 
-def _optional_bytes(data: Mapping[str, Any], key: str) -> int | None:
+def _optional_tunable(data: Mapping[str, Any], option: Setting) -> Any:
+    """A sidecar option the cluster sets (None: the sidecar's own default)."""
+    key = option.cr_path[-1]
     if data.get(key) is None:
         return None
-    return _integer(data, key, "spec.sidecar", 0, 1, 2**40)
+    try:
+        return convert(option, data[key], f"spec.sidecar.{key}")
+    except SettingsError as error:
+        raise SpecError(str(error)) from None
 
 
 def _integer(

@@ -27,6 +27,7 @@ from gremlinlb.operator.spec import (
     GROUP,
     INJECT_LABEL,
     SIDECAR_CONTAINER,
+    SIDECAR_MEMORY,
     TOKEN_KEY,
     ClusterSpec,
 )
@@ -160,9 +161,9 @@ def sidecar_container(
             }
         )
     env += to_env(spec.settings)
-    for option in ("memory_budget_bytes", "client_pause_bytes", "client_max_queued_bytes"):
-        if (value := getattr(sidecar, option)) is not None:
-            put(option, value)
+    for option in SIDECAR_MEMORY:
+        if (value := getattr(sidecar, option.flat)) is not None:
+            put(option.flat, value)
     mounts: list[dict[str, Any]] = [
         {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
         {"name": STATE_VOLUME, "mountPath": STATE_DIR},

@@ -332,11 +332,11 @@ def crd_properties() -> dict[str, Any]:
                 {"type": "object", "description": doc.help, "default": {}, "properties": {}},
             )
             node = section["properties"]
-        node[leaf] = _leaf_schema(setting)
+        node[leaf] = leaf_schema(setting)
     return out
 
 
-def _leaf_schema(setting: Setting) -> dict[str, Any]:
+def leaf_schema(setting: Setting) -> dict[str, Any]:
     kind, doc = setting.kind, setting.doc
     schema: dict[str, Any]
     if issubclass(kind, enum.Enum):

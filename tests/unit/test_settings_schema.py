@@ -17,7 +17,13 @@ from typing import Any
 
 import pytest
 from gremlinlb.operator.crd import build_crd
-from gremlinlb.operator.spec import parse_spec, settings_from_spec, settings_to_spec
+from gremlinlb.operator.spec import (
+    SIDECAR_MEMORY,
+    SpecError,
+    parse_spec,
+    settings_from_spec,
+    settings_to_spec,
+)
 from gremlinlb.operator.webhook import injection
 from gremlinlb.sidecar.config import ConfigError, add_arguments, load_config
 
@@ -122,12 +128,16 @@ def test_every_setting_round_trips_through_every_surface(
     assert SURFACES[surface](setting, value, tmp_path) == expected
 
 
-def crd_property(setting: Setting) -> dict[str, Any]:
+def crd_property_at(cr_path: tuple[str, ...]) -> dict[str, Any]:
     spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     node: dict[str, Any] = spec
-    for name in setting.cr_path:
+    for name in cr_path:
         node = node["properties"][name]
     return node
+
+
+def crd_property(setting: Setting) -> dict[str, Any]:
+    return crd_property_at(setting.cr_path)
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
@@ -222,3 +232,19 @@ def test_every_setting_survives_the_admin_json_and_the_cluster_spec_at_once() ->
         changed = with_value(changed, setting.path, other_value(setting))
     assert from_document(json.loads(json.dumps(to_document(changed))), DEFAULTS) == changed
     assert settings_from_spec(settings_to_spec(changed)) == changed
+
+
+@pytest.mark.parametrize("option", SIDECAR_MEMORY, ids=lambda s: s.name)
+def test_a_sidecar_option_set_in_the_cluster_reaches_the_injected_sidecar(option: Setting) -> None:
+    key = option.cr_path[-1]
+    value = option.default * 2
+    spec = {"service": {"name": "gremlin"}, "sidecar": {key: value}}
+    pod = {"metadata": {"name": "web"}, "spec": {"containers": [{"name": "web"}]}}
+    changes = injection(pod, "graph", parse_spec("graph", spec), [])
+    assert changes is not None
+    env = {e["name"]: e["value"] for e in changes["spec"]["initContainers"][0]["env"]}
+    assert env[option.env] == str(value)
+    schema = crd_property_at(("sidecar", key))
+    assert (schema["type"], schema["minimum"]) == ("integer", option.doc.ge)
+    with pytest.raises(SpecError, match=rf"spec.sidecar.{key}: must be an integer >= 1"):
+        parse_spec("graph", {**spec, "sidecar": {key: 0}})
