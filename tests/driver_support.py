@@ -29,6 +29,7 @@ from gremlinlb.sidecar.testing import SidecarThread
 from gremlinlb.core import (
     BalancerSettings,
     HealthCheckSettings,
+    HedgeSettings,
     HostState,
     OutlierSettings,
     parse_endpoint,
@@ -162,9 +163,11 @@ def running_sidecar(
     *,
     fall: int = 2,
     endpoints: Sequence[str] | None = None,
+    hedge: bool = True,
 ) -> Iterator[SidecarThread]:
     """A sidecar over `servers`, health probes every 0.5 s (`fall`: failures to take one out);
-    `endpoints` lists them in the text form instead (with roles or zones)."""
+    `endpoints` lists them in the text form instead (with roles or zones); `hedge` False for
+    specs that count who answered (a hedged read is answered by whichever host is first)."""
     texts = endpoints if endpoints is not None else [s.address for s in servers]
     config = SidecarConfig(
         endpoints=tuple(parse_endpoint(e) for e in texts),
@@ -173,6 +176,7 @@ def running_sidecar(
             request_timeout=10.0,
             connect_timeout=1.0,
             outlier=SPREAD_SPECS_OUTLIERS,
+            hedge=HedgeSettings(enabled=hedge),
         ),
     )
     with SidecarThread(config) as running:

@@ -78,6 +78,7 @@ def count_on_each(servers: Sequence[GremlinServerProcess], label: str) -> dict[s
 def assert_reads_even(names: Counter[str], readers: Sequence[GremlinServerProcess]) -> None:
     """Every read answered by a reader, each reader within 5% of an even share."""
     total = sum(names.values())
+    print(f"\nreads per reader: {sorted(names.values())} of {total}")
     assert set(names) <= {r.address for r in readers}, names
     even = total / len(readers)
     for reader in readers:

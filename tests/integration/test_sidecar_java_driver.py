@@ -154,7 +154,7 @@ def test_java_driver_killed_server_mid_run_fails_no_read_only_request(
 def test_java_driver_reads_go_to_the_readers_and_scripts_and_transactions_to_the_writer(
     java_client: Launcher, servers: Sequence[GremlinServerProcess]
 ) -> None:
-    with running_sidecar(servers, endpoints=role_endpoints(servers)) as sidecar:
+    with running_sidecar(servers, endpoints=role_endpoints(servers), hedge=False) as sidecar:
         with java_client(sidecar, "graphbinary", "multiplex") as driver:
             result = driver.json(timeout=120)
             driver.send("done")

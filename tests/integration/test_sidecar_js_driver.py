@@ -171,7 +171,7 @@ def test_javascript_driver_multiplexing_on_one_connection_gets_every_answer(
 def test_javascript_driver_reads_go_to_the_readers_and_writes_to_the_writer(
     node_script: Path, servers: Sequence[GremlinServerProcess]
 ) -> None:
-    with running_sidecar(servers, endpoints=role_endpoints(servers)) as sidecar:
+    with running_sidecar(servers, endpoints=role_endpoints(servers), hedge=False) as sidecar:
         result = run_node(node_script.with_name("roles.js"), sidecar.url)
     writer, *readers = servers
     assert_reads_even(Counter(result["names"]), readers)
