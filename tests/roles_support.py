@@ -71,10 +71,6 @@ WRITER_TRACES = {
 UNTOUCHED = {"written": 0, "merged": 0, "nested": 0, "wrote": 0, "touched": 0, "doomed": 1}
 
 
-def count_on_each(servers: Sequence[GremlinServerProcess], label: str) -> dict[str, int]:
-    return {s.address: direct(s, lambda g: g.V().has_label(label).count().next()) for s in servers}
-
-
 def assert_reads_even(names: Counter[str], readers: Sequence[GremlinServerProcess]) -> None:
     """Every read answered by a reader, each reader within 5% of an even share."""
     total = sum(names.values())

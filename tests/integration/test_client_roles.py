@@ -14,12 +14,12 @@ from gremlinlb import BufferSettings, BufferTimeoutError, RoundRobinClientRemote
 from gremlinlb.core import HostState, ReadRouting
 from gremlinlb.devservers import GremlinServerProcess
 from tests.client_support import answered_by, fast_settings, serving
+from tests.driver_support import count_on_each
 from tests.helpers import name_servers, wait_until
 from tests.roles_support import (
     UNTOUCHED,
     WRITER_TRACES,
     assert_reads_even,
-    count_on_each,
     mutate_every_way,
     plant_doomed,
     role_endpoints,

@@ -22,9 +22,9 @@ from gremlinlb.sidecar.testing import SidecarThread
 
 from gremlinlb.core import BalancerSettings, HealthCheckSettings, parse_endpoint
 from gremlinlb.devservers import Fleet, GremlinServerProcess
-from tests.driver_support import SPREAD_SPECS_OUTLIERS, running_sidecar
+from tests.driver_support import SPREAD_SPECS_OUTLIERS, count_on_each, running_sidecar
 from tests.helpers import name_servers
-from tests.roles_support import assert_reads_even, count_on_each, role_endpoints
+from tests.roles_support import assert_reads_even, role_endpoints
 
 pytestmark = pytest.mark.integration
 

@@ -32,13 +32,12 @@ from gremlinlb.core import (
 )
 from gremlinlb.devservers import Fleet, GremlinServerProcess
 from tests.client_support import answered_by
-from tests.driver_support import SPREAD_SPECS_OUTLIERS
+from tests.driver_support import SPREAD_SPECS_OUTLIERS, count_on_each
 from tests.helpers import name_servers, wait_until
 from tests.roles_support import (
     UNTOUCHED,
     WRITER_TRACES,
     assert_reads_even,
-    count_on_each,
     mutate_every_way,
     plant_doomed,
     role_endpoints,
