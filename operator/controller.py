@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import kopf
+from gremlinlb.operator.backoff import Backoff
 from gremlinlb.operator.discovery import (
     DiscoveredEndpoint,
     PortChoice,
@@ -82,6 +83,9 @@ class _PodKey:
     restarts: int
     container_id: str
 
+
+#: Between attempts at a cluster's own API calls (its token Secret) that failed.
+RETRY = Backoff(first=1.0)
 
 #: The ClusterRole a namespace's RoleBinding grants the operator (manifests/10-rbac.yaml).
 WORKLOAD_ROLE = "gremlinlb-operator-workload"
@@ -251,9 +255,8 @@ class ClusterController:
                     self.access_error = forbidden_message(self.namespace, error.message)
                     self._schedule_status()
                 failures += 1
-                delay = min(10.0, 0.5 * 2**failures)
                 log.warning("%s/%s: %s: %s", self.namespace, self.name, what, error)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(RETRY.delay(failures))
             else:
                 if self.access_error is not None:
                     self.access_error = None

@@ -31,6 +31,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gremlinlb.operator.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 
@@ -79,19 +81,6 @@ class Sender(Protocol):
     async def __call__(
         self, url: str, token: str | None, body: bytes, time_limit: float
     ) -> SendOutcome: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    first: float = 0.2
-    factor: float = 2.0
-    maximum: float = 10.0
-    jitter: float = 0.2
-
-    def delay(self, failures: int, rng: random.Random | None = None) -> float:
-        base = min(self.maximum, self.first * self.factor ** max(0, failures - 1))
-        spread = (rng or random).uniform(-self.jitter, self.jitter)
-        return max(0.0, base * (1.0 + spread))
 
 
 @dataclass(frozen=True, slots=True)

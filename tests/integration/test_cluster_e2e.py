@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import pytest
 from kubernetes import client as k8s
 
-from gremlinlb.devcluster import NetnsNetwork
+from tests.devcluster import NetnsNetwork
 from tests.e2e_backends import REPO, Backend, DevClusterBackend, KindBackend, backend_name
 
 T = TypeVar("T")

@@ -36,7 +36,8 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from gremlinlb import certificates as certs
-from gremlinlb.devcluster import (
+from gremlinlb.devservers import GremlinServerProcess, ServerRuntime, with_traversal_source
+from tests.devcluster import (
     ControlPlane,
     EndpointSpec,
     NetnsHost,
@@ -48,7 +49,6 @@ from gremlinlb.devcluster import (
     create_service,
     purge_namespace,
 )
-from gremlinlb.devservers import GremlinServerProcess, ServerRuntime, with_traversal_source
 from tests.operator_support import (
     REPO,
     OperatorProcess,

@@ -7,9 +7,9 @@ import json
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
+from gremlinlb.operator.backoff import Backoff
 from gremlinlb.operator.push import (
     BackendHealth,
-    Backoff,
     Payload,
     PushGroup,
     SendOutcome,

@@ -26,6 +26,7 @@ The server's own evaluationTimeout ends such a statement with an answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
@@ -68,6 +69,8 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         self._reconnect = reconnect
         self._opened_once = False
         self._keep_waiting = keep_waiting
+        #: close() came while another thread ran the loop: that thread closes it.
+        self._close_when_idle = False
 
     def connect(self, url: str, headers: Mapping[str, str] | None = None) -> None:
         """Remember where to connect; the socket opens on the first write."""
@@ -173,26 +176,34 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
             self._drop_socket()
 
     def _drop_socket(self) -> None:
-        async def close_socket() -> None:
-            if self._websocket is not None and not self._websocket.closed:
-                await self._websocket.close()
-            if self._session is not None and not self._session.closed:
-                await self._session.close()
+        websocket, session = self._websocket, self._session
+        self._websocket = None
+        self._session = None
 
-        try:
-            if not self._loop.is_closed():
-                self._run(close_socket(), self._connect_timeout)
-        except Exception:  # closing a broken socket may fail; nothing to do then
-            pass
-        finally:
-            self._websocket = None
-            self._session = None
+        async def close_socket() -> None:
+            if websocket is not None and not websocket.closed:
+                await websocket.close()
+            if session is not None and not session.closed:
+                await session.close()
+
+        if self._loop.is_closed():
+            return
+        if self._loop.is_running():
+            # Another thread is still reading on this socket (a connection closed after the
+            # client gave up on its request): close it on that loop, which ends the read.
+            asyncio.run_coroutine_threadsafe(close_socket(), self._loop)
+            return
+        with contextlib.suppress(Exception):  # closing a broken socket may fail: nothing to do
+            self._run(close_socket(), self._connect_timeout)
 
     def close(self) -> None:
         if self._loop.is_closed():
             return
         self._drop_socket()
-        self._loop.close()
+        if self._loop.is_running():
+            self._close_when_idle = True  # the thread running it closes it when its run ends
+        else:
+            self._loop.close()
 
     @property
     def closed(self) -> bool:
@@ -203,7 +214,14 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
             self.close()
 
     def _run(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
-        return self._loop.run_until_complete(asyncio.wait_for(coroutine, timeout))
+        if self._loop.is_closed():
+            coroutine.close()
+            raise ConnectionLostError(f"the connection to {self._url} was closed")
+        try:
+            return self._loop.run_until_complete(asyncio.wait_for(coroutine, timeout))
+        finally:
+            if self._close_when_idle and not self._loop.is_running():
+                self._loop.close()
 
 
 def _refused_before_writing(error: BaseException) -> bool:
