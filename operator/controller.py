@@ -23,6 +23,8 @@ from gremlinlb.operator.discovery import (
     PortChoice,
     endpoints_from_slices,
     live,
+    ready_addresses,
+    with_roles,
 )
 from gremlinlb.operator.kube import KubeApi, KubeError, Reflector, label_selector, namespaced
 from gremlinlb.operator.push import (
@@ -171,9 +173,10 @@ class ClusterController:
             health_interval=options.health_interval,
         )
         self._slices: Reflector | None = None
+        self._writer_slices: Reflector | None = None  # of spec.roles.writerService
         self._pods: Reflector | None = None
         self._watch_tasks: list[asyncio.Task[None]] = []
-        self._watching: tuple[str, str] | None = None
+        self._watching: tuple[str, str, str | None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._recompute_pending = False
         self._status_pending = False
@@ -344,13 +347,17 @@ class ClusterController:
     def _rewatch(self) -> None:
         if self.spec is None or self._main is None or self._stopped:
             return
-        wanted = (self.spec.service.name, label_selector(self.spec.clients))
+        wanted = (
+            self.spec.service.name,
+            label_selector(self.spec.clients),
+            self.spec.writer_service,
+        )
         if wanted == self._watching:
             return
         for task in self._watch_tasks:
             task.cancel()
         self._watching = wanted
-        service, selector = wanted
+        service, selector, writer_service = wanted
         self._slices = Reflector(
             self._api,
             namespaced("discovery.k8s.io", "v1", self.namespace, "endpointslices"),
@@ -365,7 +372,17 @@ class ClusterController:
             self._on_pods,
             name=f"{self.namespace}/{self.name} client pods",
         )
+        self._writer_slices = None
+        if writer_service is not None:
+            self._writer_slices = Reflector(
+                self._api,
+                namespaced("discovery.k8s.io", "v1", self.namespace, "endpointslices"),
+                f"kubernetes.io/service-name={writer_service}",
+                self._schedule_recompute,
+                name=f"{self.namespace}/{self.name} EndpointSlices of writers {writer_service}",
+            )
         self._watch_tasks = [
+            *([asyncio.create_task(self._writer_slices.run())] if self._writer_slices else []),
             asyncio.create_task(self._slices.run()),
             asyncio.create_task(self._pods.run()),
         ]
@@ -413,12 +430,21 @@ class ClusterController:
 
     async def _recompute(self) -> None:
         spec = self.spec
-        if spec is None or self._slices is None or not self._slices.synced.is_set():
+        writer_slices = self._writer_slices
+        if (
+            spec is None
+            or self._slices is None
+            or not self._slices.synced.is_set()
+            or (writer_slices is not None and not writer_slices.synced.is_set())
+        ):
             self._schedule_status()
             return
         self._port_choice = await self._resolve_port(spec)
-        endpoints = endpoints_from_slices(self._slices.objects.values(), self._port_choice)
-        hosts = tuple(spec.host_address(e.ip, e.port) for e in live(endpoints))
+        writers = None if writer_slices is None else ready_addresses(writer_slices.objects.values())
+        endpoints = with_roles(
+            endpoints_from_slices(self._slices.objects.values(), self._port_choice), writers
+        )
+        hosts = tuple(spec.host_address(e.ip, e.port, e.role, e.zone) for e in live(endpoints))
         settings = to_document(spec.settings)
         previous = self.group.payload
         changed_endpoints = endpoints != self.endpoints

@@ -152,6 +152,20 @@ def spec_schema() -> dict[str, Any]:
                 "passwordKey": {"type": "string", "default": "password"},
             },
         },
+        "roles": {
+            "type": "object",
+            "description": "Which servers are writers. Without it every server takes reads "
+            "and writes.",
+            "properties": {
+                "writerService": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "A second Service selecting the writers among the servers "
+                    "of spec.service: its ready endpoints are writers (requests that may "
+                    "write, scripts, sessions and transactions go there), the others readers.",
+                },
+            },
+        },
         "clients": {
             "type": "object",
             "description": "Which client pods receive the host list.",
@@ -228,6 +242,14 @@ def status_schema() -> dict[str, Any]:
             "hosts": {"type": "array", "items": {"type": "string"}},
             "readyEndpoints": {"type": "integer"},
             "totalEndpoints": {"type": "integer"},
+            "writers": {
+                "type": "integer",
+                "description": "Live endpoints that are writers (with spec.roles).",
+            },
+            "readers": {
+                "type": "integer",
+                "description": "Live endpoints that are readers (with spec.roles).",
+            },
             "endpoints": {
                 "type": "array",
                 "items": {
@@ -236,6 +258,8 @@ def status_schema() -> dict[str, Any]:
                         "address": {"type": "string"},
                         "state": {"type": "string", "enum": ["live", "draining", "out"]},
                         "pod": {"type": "string"},
+                        "zone": {"type": "string"},
+                        "role": {"type": "string", "enum": ["writer", "reader"]},
                     },
                 },
             },
@@ -326,6 +350,13 @@ def build_crd() -> dict[str, Any]:
                             "type": "integer",
                             "jsonPath": ".status.totalEndpoints",
                             "description": "Endpoints in the Service's EndpointSlices",
+                        },
+                        {
+                            "name": "Writers",
+                            "type": "integer",
+                            "jsonPath": ".status.writers",
+                            "description": "Live endpoints that are writers (with roles)",
+                            "priority": 1,
                         },
                         {
                             "name": "Sidecars",

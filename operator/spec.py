@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from gremlinlb.sidecar.config import TUNABLES
 
@@ -98,14 +99,22 @@ class ClusterSpec:
     #: A Kubernetes label selector ({matchLabels, matchExpressions}) for the client pods.
     clients: Mapping[str, Any] = field(default_factory=dict)
     sidecar: SidecarSpec = field(default_factory=SidecarSpec)
+    #: A second Service selecting the writers among the servers (None: every server does both).
+    writer_service: str | None = None
 
-    def host_address(self, ip: str, port: int) -> str:
-        """What the sidecar is told for one endpoint: ``ip:port`` or a full ws(s):// URL."""
+    def host_address(
+        self, ip: str, port: int, role: str | None = None, zone: str | None = None
+    ) -> str:
+        """What the sidecar is told for one endpoint: ``ip:port`` or a full ws(s):// URL, with
+        ``?role=...&zone=...`` when it has a role or a zone."""
         host = f"[{ip}]" if ":" in ip else ip
         if not self.tls and self.path == DEFAULT_PATH:
-            return f"{host}:{port}"
-        scheme = "wss" if self.tls else "ws"
-        return f"{scheme}://{host}:{port}{self.path}"
+            address = f"{host}:{port}"
+        else:
+            scheme = "wss" if self.tls else "ws"
+            address = f"{scheme}://{host}:{port}{self.path}"
+        query = {k: v for k, v in (("role", role), ("zone", zone)) if v}
+        return f"{address}?{urlencode(query)}" if query else address
 
 
 def default_client_selector(cluster_name: str) -> dict[str, Any]:
@@ -151,6 +160,7 @@ def parse_spec(cluster_name: str, spec: Mapping[str, Any]) -> ClusterSpec:
     if not isinstance(resources, Mapping):
         raise SpecError("spec.sidecar.resources: must be an object (requests/limits)")
     defaults = SidecarSpec()
+    roles = _mapping(spec, "roles")
     return ClusterSpec(
         service=ServiceRef(
             service_name, port, _text(service, "portName", "spec.service", default="") or None
@@ -163,6 +173,7 @@ def parse_spec(cluster_name: str, spec: Mapping[str, Any]) -> ClusterSpec:
         credentials=credentials,
         settings=settings_from_spec(spec),
         clients=dict(selector),
+        writer_service=_text(roles, "writerService", "spec.roles") or None,
         sidecar=SidecarSpec(
             image=_text(sidecar, "image", "spec.sidecar", default=defaults.image),
             image_pull_policy=_text(

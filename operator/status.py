@@ -143,7 +143,11 @@ def build_status(
         "readyEndpoints": live,
         "totalEndpoints": len(endpoints),
         "endpoints": [
-            {"address": e.address, "state": e.state.value, **({"pod": e.pod} if e.pod else {})}
+            {
+                "address": e.address,
+                "state": e.state.value,
+                **{k: v for k, v in (("pod", e.pod), ("zone", e.zone), ("role", e.role)) if v},
+            }
             for e in endpoints
         ],
         "sidecars": {
@@ -165,6 +169,11 @@ def build_status(
             condition("Degraded", *degraded, previous_conditions, generation, now),
         ],
     }
+    if any(e.role is not None for e in endpoints):
+        for role in ("writer", "reader"):
+            status[f"{role}s"] = sum(
+                1 for e in endpoints if e.role == role and e.state is EndpointState.LIVE
+            )
     if generation is not None:
         status["observedGeneration"] = generation
     return status

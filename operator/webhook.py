@@ -39,6 +39,11 @@ from gremlinlb.schema import to_env
 INJECTED_ANNOTATION = f"{GROUP}/injected"
 #: Set on injected pods: their sidecar's admin API serves HTTPS (the operator pushes over TLS).
 ADMIN_TLS_ANNOTATION = f"{GROUP}/admin-tls"
+#: A pod annotation naming the sidecar's zone, for clusters that do not copy the node's zone
+#: label onto pods (PodTopologyLabelsAdmission, on by default from Kubernetes 1.35).
+ZONE_ANNOTATION = f"{GROUP}/zone"
+#: The node's zone, as Kubernetes copies it onto a pod when it is bound to the node.
+ZONE_LABEL = "topology.kubernetes.io/zone"
 TOKEN_VOLUME = "gremlinlb-token"
 STATE_VOLUME = "gremlinlb-state"
 CA_VOLUME = "gremlinlb-ca"
@@ -114,8 +119,16 @@ def unknown_cluster_message(namespace: str, name: str, known: Sequence[str]) -> 
 
 
 def sidecar_container(
-    cluster: str, spec: ClusterSpec, hosts: Sequence[str], how: Injection = Injection()
+    cluster: str,
+    spec: ClusterSpec,
+    hosts: Sequence[str],
+    how: Injection = Injection(),
+    zone: str | None = None,
 ) -> dict[str, Any]:
+    """The sidecar container. Its zone is `zone` (the pod's gremlinlb.io/zone annotation) or
+    else the pod's topology.kubernetes.io/zone label through the downward API: the label is
+    set when the pod is bound to a node, after this webhook ran, and the kubelet resolves it
+    when the container starts (empty, so zone unknown, where the label is not copied)."""
     sidecar = spec.sidecar
     env: list[dict[str, Any]] = []
 
@@ -140,6 +153,15 @@ def sidecar_container(
     if how.admin_tls:
         put("admin_tls_cert_file", f"{TOKEN_DIR}/tls.crt")
         put("admin_tls_key_file", f"{TOKEN_DIR}/tls.key")
+    if zone:
+        put("zone", zone)
+    else:
+        env.append(
+            {
+                "name": env_name("zone"),
+                "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{ZONE_LABEL}']"}},
+            }
+        )
     env += to_env(spec.settings)
     for option in SIDECAR_MEMORY:
         if (value := getattr(sidecar, option.flat)) is not None:
@@ -253,7 +275,7 @@ def injection(
     annotations[INJECTED_ANNOTATION] = cluster
     if how.admin_tls:
         annotations[ADMIN_TLS_ANNOTATION] = "true"
-    container = sidecar_container(cluster, spec, hosts, how)
+    container = sidecar_container(cluster, spec, hosts, how, annotations.get(ZONE_ANNOTATION))
     # Native: first init container (it serves the other init containers too). Otherwise the
     # first container: the kubelet starts containers in order, so it starts before the app.
     group = "initContainers" if how.native else "containers"

@@ -104,7 +104,8 @@ class AdminApi:
             if refusal is not None:
                 return _error(403, f"{refusal}; nothing was changed")
             if update.generation <= current.generation:
-                if update == current:
+                # Compared as text: hosts are equal by address, but a role or zone change is news.
+                if update.to_json() == current.to_json():
                     return web.json_response(
                         {"generation": current.generation, "added": [], "removed": []}
                     )
@@ -201,6 +202,10 @@ def _host_json(host: HostStatus) -> dict[str, Any]:
     return {
         "address": host.endpoint.address,
         "url": host.endpoint.url,
+        # The text form PUT /v1/hosts takes back (the url with ?role=&zone= when set).
+        "endpoint": host.endpoint.text,
+        "role": host.endpoint.role.value,
+        "zone": host.endpoint.zone,
         "state": host.state.value,
         "state_since": host.state_since,
         "in_flight": host.in_flight,

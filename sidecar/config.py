@@ -147,6 +147,8 @@ class SidecarConfig:
     traversal_sources: tuple[str, ...] = ()
     event_loop: str = _TUNED.event_loop.value
     max_hosts: int = _TUNED.max_hosts
+    #: This sidecar's own zone (its node's), which zone-aware routing prefers; None: unknown.
+    zone: str | None = None
 
 
 _DEFAULT = SidecarConfig()
@@ -195,6 +197,11 @@ TEXT_OPTIONS: tuple[Option, ...] = (
         "allowed_hosts",
         "comma-separated CIDRs and host name globs the host list may name (default: any)",
         "LIST",
+    ),
+    Option(
+        "zone",
+        "this sidecar's zone (its node's): hosts listed with ?zone= in it are preferred",
+        "ZONE",
     ),
     Option(
         "traversal_source",
@@ -338,6 +345,7 @@ def load_config(
         traversal_sources=_traversal_sources(values),
         event_loop=tuned.event_loop.value,
         max_hosts=tuned.max_hosts,
+        zone=(values.optional_text("zone") or "").strip() or None,
     )
 
 

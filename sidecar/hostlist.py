@@ -47,7 +47,7 @@ class HostList:
     def to_json(self) -> dict[str, Any]:
         return {
             "generation": self.generation,
-            "hosts": [e.url for e in self.hosts],
+            "hosts": [e.text for e in self.hosts],
             "settings": to_document(self.settings),
         }
 

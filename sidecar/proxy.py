@@ -707,7 +707,7 @@ class Proxy:
             return
         try:
             acquired: Lease | Waiter = self.balancer.acquire(
-                len(request.frame), (), source=exchange.source
+                len(request.frame), (), source=exchange.source, write=not read_only
             )
         except (NoHealthyEndpointError, BalancerClosedError):
             self._continue(exchange)
@@ -764,7 +764,10 @@ class Proxy:
         try:
             if acquired is None:
                 lease = await self.acquire(
-                    len(request.frame), exchange.tried, source=exchange.source
+                    len(request.frame),
+                    exchange.tried,
+                    source=exchange.source,
+                    write=not exchange.read_only,
                 )
             elif isinstance(acquired, Lease):
                 lease = acquired
@@ -891,7 +894,11 @@ class Proxy:
         exclude = [first.endpoint, *exchange.tried]
         try:
             lease = self.balancer.acquire(
-                len(exchange.request.frame), exclude, hedge=True, source=exchange.source
+                len(exchange.request.frame),
+                exclude,
+                hedge=True,
+                source=exchange.source,
+                write=False,
             )
         except (NoHealthyEndpointError, BalancerClosedError):
             return
@@ -915,7 +922,7 @@ class Proxy:
             exclude = [event.endpoint, *exchange.tried]
             try:
                 acquired = self.balancer.acquire(
-                    len(exchange.request.frame), exclude, source=exchange.source
+                    len(exchange.request.frame), exclude, source=exchange.source, write=False
                 )
             except (NoHealthyEndpointError, BalancerClosedError):
                 continue
@@ -1056,9 +1063,11 @@ class Proxy:
         *,
         session: bool = False,
         source: str | None = None,
+        write: bool = True,
     ) -> Lease:
-        """A host from the core, waiting in its buffer (FIFO, bounded) when none is healthy."""
-        acquired = self.balancer.acquire(size, tried, session=session, source=source)
+        """A host of the request's kind (a writer unless `write` is False) from the core,
+        waiting in its buffer (FIFO, bounded) while none is healthy."""
+        acquired = self.balancer.acquire(size, tried, session=session, source=source, write=write)
         if isinstance(acquired, Lease):
             return acquired
         return await self._wait(acquired)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 import socket
 import ssl
 import threading
@@ -214,11 +215,14 @@ class Scenario:
             return {}
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
-    def add_client(self, name: str, files: dict[str, str] | None = None) -> SidecarProcess:
+    def add_client(
+        self, name: str, files: dict[str, str] | None = None, *flags: str
+    ) -> SidecarProcess:
         """A client pod as injected: its sidecar serves the admin API over TLS with the
-        certificate of the token Secret (or ``files``), and the pod says so."""
+        certificate of the token Secret (or ``files``), and the pod says so; ``flags`` are
+        more sidecar flags (what the webhook's environment would set, e.g. ``--zone``)."""
         files = self.secret_files() if files is None else files
-        sidecar = SidecarProcess(self.token, self.work_dir / name, files=files).start()
+        sidecar = SidecarProcess(self.token, self.work_dir / name, *flags, files=files).start()
         self.sidecars[name] = sidecar
         create_client_pod(self.api, self.namespace, name, sidecar.admin_port, admin_tls=True)
         return sidecar
@@ -490,6 +494,130 @@ def test_an_invalid_cluster_is_refused_by_the_apiserver_with_a_useful_message(
     assert message in refused.stderr, refused.stderr
     listed = cluster_manifests.kubectl("get", "gremlinclusters", "-n", namespace, "-o", "name")
     assert listed.stdout.strip() == ""
+
+
+ZONES = {0: "zone-a", 1: "zone-a", 2: "zone-b", 3: "zone-b"}
+
+
+def _states(sidecar: SidecarProcess) -> dict[str, tuple[str, str | None]]:
+    """The sidecar's hosts: address -> (state, zone)."""
+    status, body = http("GET", f"{sidecar.admin}/v1/hosts")
+    assert status == 200, body
+    return {h["address"]: (h["state"], h["zone"]) for h in body["hosts"]}
+
+
+def _local_share(names: list[str]) -> float:
+    return sum(1 for n in names if ZONES[int(n)] == "zone-a") / len(names)
+
+
+def test_a_sidecar_keeps_its_requests_in_its_zone_and_spills_over_when_the_zone_is_down(
+    scenario: Scenario,
+) -> None:
+    servers = scenario.servers
+    scenario.set_endpoints(*(servers.endpoint(i, zone=z, hint=z) for i, z in ZONES.items()))
+    scenario.apply_example()
+    fast = {"spec": {"healthCheck": {"interval": 1, "timeout": 1, "fall": 1}}}
+    scenario.control_plane.kubectl(
+        "patch",
+        "gremlincluster",
+        "graph",
+        "-n",
+        scenario.namespace,
+        "--type=merge",
+        "-p",
+        json.dumps(fast),
+    )
+    sidecar = scenario.add_client("app-a", None, "--zone", "zone-a")
+    scenario.wait_hosts(sidecar, list(ZONES))
+    wanted = {servers.address(i): z for i, z in ZONES.items()}
+    wait_for(
+        lambda: {a: zone for a, (_, zone) in _states(sidecar).items()} == wanted,
+        SETTLE,
+        "every host with its zone in the sidecar",
+    )
+    healthy = served_by(sidecar.address, 200)
+    print(f"\nzone-a share while zone-a is healthy: {_local_share(healthy):.3f}")
+    assert _local_share(healthy) >= 0.9
+    zones = wait_for(
+        lambda: (
+            [e.get("zone") for e in scenario.status().get("status", {}).get("endpoints", [])]
+            or None
+        ),
+        SETTLE,
+        "zones in the status",
+    )
+    assert zones == list(ZONES.values())
+
+    local = [servers.processes[i] for i in (0, 1)]
+    for process in local:
+        process.pause()
+    try:
+        wait_for(
+            lambda: all(
+                _states(sidecar)[servers.address(i)][0] in ("down", "ejected") for i in (0, 1)
+            ),
+            SETTLE,
+            "zone-a's hosts out of rotation",
+        )
+        spilled = served_by(sidecar.address, 100)
+        print(f"zone-a share while zone-a is down: {_local_share(spilled):.3f}")
+        assert set(spilled) <= {"2", "3"}
+    finally:
+        for process in local:
+            process.resume()
+    wait_for(
+        lambda: all(_states(sidecar)[servers.address(i)][0] == "healthy" for i in (0, 1)),
+        SETTLE,
+        "zone-a's hosts back",
+    )
+    back = served_by(sidecar.address, 100)
+    print(f"zone-a share once zone-a is back: {_local_share(back):.3f}")
+    assert _local_share(back) >= 0.9
+
+
+def test_a_writer_service_makes_its_endpoints_writers_and_the_others_readers(
+    ready: Scenario,
+) -> None:
+    writer_service = create_service(ready.api, ready.namespace, "gremlin-writer", GREMLIN_PORT)
+    apply_endpoint_slice(
+        ready.api,
+        ready.namespace,
+        "gremlin-writer",
+        [ready.servers.endpoint(0)],
+        port=GREMLIN_PORT,
+        owner=writer_service,
+    )
+    ready.control_plane.kubectl(
+        "patch",
+        "gremlincluster",
+        "graph",
+        "-n",
+        ready.namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"roles": {"writerService": "gremlin-writer"}}}),
+    )
+    sidecar = ready.sidecars["app-0"]
+
+    def roles() -> dict[str, str] | None:
+        status, body = http("GET", f"{sidecar.admin}/v1/hosts")
+        assert status == 200, body
+        found = {h["address"]: h["role"] for h in body["hosts"]}
+        return found if "writer" in found.values() else None
+
+    found = wait_for(roles, SETTLE, "roles in the sidecar's host list")
+    assert found == {
+        ready.servers.address(0): "writer",
+        ready.servers.address(1): "reader",
+        ready.servers.address(2): "reader",
+    }
+    assert set(served_by(sidecar.address, 40)) == {"1", "2"}  # reads go to the readers
+    status = wait_for(
+        lambda: (s := ready.status().get("status", {})).get("writers") is not None and s,
+        SETTLE,
+        "writers in the status",
+    )
+    assert (status["writers"], status["readers"]) == (1, 2)
 
 
 def test_a_restarted_sidecar_gets_the_list_again(ready: Scenario) -> None:

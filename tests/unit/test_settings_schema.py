@@ -99,7 +99,9 @@ def through_webhook_env(setting: Setting, value: Any, _: Path) -> BalancerSettin
     pod = {"metadata": {"name": "web"}, "spec": {"containers": [{"name": "web"}]}}
     changes = injection(pod, "graph", parse_spec("graph", spec), [])
     assert changes is not None
-    env = {e["name"]: e["value"] for e in changes["spec"]["initContainers"][0]["env"]}
+    env = {
+        e["name"]: e["value"] for e in changes["spec"]["initContainers"][0]["env"] if "value" in e
+    }
     # Only the settings: the rest names files that exist inside the pod.
     return load_config({}, {s.env: env[s.env] for s in SETTINGS if s.env in env}).settings
 
@@ -240,7 +242,7 @@ def test_a_sidecar_option_set_in_the_cluster_reaches_the_injected_sidecar(option
     pod = {"metadata": {"name": "web"}, "spec": {"containers": [{"name": "web"}]}}
     changes = injection(pod, "graph", parse_spec("graph", spec), [])
     assert changes is not None
-    env = {e["name"]: e["value"] for e in changes["spec"]["initContainers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in changes["spec"]["initContainers"][0]["env"]}
     assert env[option.env] == str(value)
     schema = crd_property_at(("sidecar", key))
     assert (schema["type"], schema["minimum"]) == ("integer", option.doc.ge)

@@ -14,7 +14,7 @@ from gremlinlb.sidecar.ids import IdSource
 from gremlinlb.sidecar.logs import JsonFormatter
 
 from gremlinlb import certificates as certs
-from gremlinlb.core import Policy
+from gremlinlb.core import Policy, ReadRouting
 
 
 def load(flags: dict[str, Any] | None = None, env: dict[str, str] | None = None, **kw: Any) -> Any:
@@ -292,3 +292,19 @@ def test_keepalive_and_max_connection_age_are_core_settings() -> None:
 def test_a_negative_max_connection_age_is_refused() -> None:
     with pytest.raises(ConfigError, match="--max-connection-age: must be a number >= 0"):
         load({"max_connection_age": "-1"})
+
+
+def test_the_zone_comes_from_the_environment_and_empty_means_unknown() -> None:
+    assert load(env={"GREMLINLB_ZONE": "us-east-1a"}).zone == "us-east-1a"
+    assert load(env={"GREMLINLB_ZONE": ""}).zone is None  # the downward API without the label
+
+
+def test_read_routing_is_one_of_its_names() -> None:
+    assert load({"read_routing": "readers_only"}).settings.read_routing is ReadRouting.READERS_ONLY
+    with pytest.raises(ConfigError, match="one of prefer_readers, readers_only, any"):
+        load({"read_routing": "writers"})
+
+
+def test_endpoints_carry_their_roles() -> None:
+    config = load({"endpoints": "w:8182?role=writer,r:8182?role=reader&zone=b"})
+    assert [(e.role.value, e.zone) for e in config.endpoints] == [("writer", None), ("reader", "b")]

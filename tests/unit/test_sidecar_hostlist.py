@@ -183,3 +183,21 @@ def test_a_saved_list_with_a_bad_host_is_refused_at_start(tmp_path: Path) -> Non
     (tmp_path / STATE_FILE).write_text(json.dumps({"generation": 1, "hosts": ["a\u0000b:1"]}))
     with pytest.raises(BadUpdateError, match="fix or delete it"):
         load_state(tmp_path, DEFAULTS)
+
+
+def test_saved_roles_and_zones_are_loaded_back(tmp_path: Path) -> None:
+    hosts = HostList(
+        3, (parse_endpoint("a:1?role=writer&zone=z1"), parse_endpoint("b:2?role=reader")), DEFAULTS
+    )
+    save_state(tmp_path, hosts)
+    loaded = load_state(tmp_path, DEFAULTS)
+    assert loaded is not None
+    assert [(e.text) for e in loaded.hosts] == [
+        "ws://a:1/gremlin?role=writer&zone=z1",
+        "ws://b:2/gremlin?role=reader",
+    ]
+
+
+def test_a_host_with_an_unknown_query_key_is_refused_with_its_index() -> None:
+    with pytest.raises(BadUpdateError, match=r"hosts\[1\]: .*query key 'weight'"):
+        parse_update({"generation": 1, "hosts": ["a:1", "b:2?weight=3"]}, DEFAULTS)

@@ -35,6 +35,17 @@ class Policy(enum.Enum):
     PEAK_EWMA = "peak_ewma"
 
 
+class ReadRouting(enum.Enum):
+    """Where read-only requests go when hosts have roles (writes always go to writers)."""
+
+    # Readers (role reader or any); the writers only while no reader is healthy.
+    PREFER_READERS = "prefer_readers"
+    # Readers only: with every reader down a read waits (the buffer) rather than load a writer.
+    READERS_ONLY = "readers_only"
+    # Every host, writers included.
+    ANY = "any"
+
+
 @dataclass(frozen=True, slots=True)
 class Doc:
     """What one setting means and where it may lie (bounds are inclusive unless ``gt``/``lt``)."""
@@ -353,6 +364,18 @@ class BalancerSettings:
         "its requests in flight finishing (0: never; sessions are never recycled).",
         unit="seconds",
         ge=0,
+    )
+    read_routing: ReadRouting = setting(
+        ReadRouting.PREFER_READERS,
+        "Where reads go when hosts have roles: prefer_readers (writers only while no reader "
+        "is healthy), readers_only, or any.",
+    )
+    # Takes effect only when the client's own zone is known (the sidecar's --zone, the
+    # client's zone=) and hosts carry zones.
+    zone_aware: bool = setting(
+        True,
+        "Prefer hosts in the client's own zone, spilling over to keep the load per host even "
+        "across zones (Envoy's zone-aware routing).",
     )
 
     def __post_init__(self) -> None:
