@@ -23,6 +23,7 @@ from gremlinlb.sidecar.testing import SidecarThread
 from gremlinlb.core import BalancerSettings, HealthCheckSettings, parse_endpoint
 from gremlinlb.devservers import Fleet, GremlinServerProcess
 from tests.driver_support import SPREAD_SPECS_OUTLIERS, count_on_each, running_sidecar
+from tests.fleet_fixtures import free_port_block
 from tests.helpers import name_servers
 from tests.roles_support import assert_reads_even, role_endpoints
 
@@ -95,6 +96,22 @@ const [url] = process.argv.slice(2);
 """
 
 
+READS_SCRIPT = r"""
+const gremlin = require('gremlin');
+const traversal = gremlin.process.AnonymousTraversalSource.traversal;
+const [url, count] = process.argv.slice(2);
+
+(async () => {
+  const connection = new gremlin.driver.DriverRemoteConnection(url);
+  const g = traversal().withRemote(connection);
+  const names = await Promise.all([...Array(Number(count)).keys()].map(
+    () => g.V().hasLabel('server').values('name').toList()));
+  await connection.close();
+  console.log(JSON.stringify({ names: names.map((r) => r[0]) }));
+})().catch((error) => { console.error(error); process.exit(1); });
+"""
+
+
 @pytest.fixture
 def node_script(tmp_path: Path) -> Path:
     if shutil.which("node") is None:
@@ -104,6 +121,7 @@ def node_script(tmp_path: Path) -> Path:
     script = tmp_path / "multiplex.js"
     script.write_text(SCRIPT)
     (tmp_path / "roles.js").write_text(ROLES_SCRIPT)
+    (tmp_path / "reads.js").write_text(READS_SCRIPT)
     return script
 
 
@@ -178,3 +196,16 @@ def test_javascript_driver_reads_go_to_the_readers_and_writes_to_the_writer(
     assert (result["inside"], result["session"]) == (writer.address, writer.address)
     for label, count in [("js_written", 10), ("js_nested", 10), ("js_tx", 1)]:
         assert count_on_each(servers, label) == {s.address: count * (s is writer) for s in servers}
+
+
+def test_javascript_driver_reads_go_to_the_writer_while_no_reader_is_up(
+    node_script: Path, servers: Sequence[GremlinServerProcess]
+) -> None:
+    writer = servers[0]
+    # Two readers whose ports nobody listens on: down from the start.
+    base = free_port_block(19281, 2)
+    absent = [f"127.0.0.1:{port}?role=reader" for port in (base, base + 1)]
+    endpoints = [f"{writer.address}?role=writer", *absent]
+    with running_sidecar(servers, endpoints=endpoints, hedge=False) as sidecar:
+        result = run_node(node_script.with_name("reads.js"), sidecar.url, 40)
+    assert Counter(result["names"]) == {writer.address: 40}
