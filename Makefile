@@ -13,22 +13,41 @@ include hack/k8s/k8s.mk
 # gremlinlb.sidecar and gremlinlb.operator live outside src/.
 LINK_TREE = $(firstword $(wildcard build/__editable__.gremlinlb-*))
 
-.PHONY: setup demo test lint typecheck unit integration clean js-driver java-driver go-driver kind-e2e cluster-e2e generate bench bench-deps haproxy bench-micro
+.PHONY: setup runtime-deps dev-deps package jars lock demo test lint typecheck unit integration clean js-driver java-driver go-driver kind-e2e cluster-e2e generate bench bench-deps haproxy bench-micro
 
-setup: $(VENV)/.deps-stamp package jars js-driver java-driver go-driver
+# Every Python dependency, transitive ones included, comes from a lock file with hashes
+# (requirements/*.txt, regenerated from pyproject.toml by `make lock`), so every machine installs
+# the same files on any day. The demo needs only the runtime lock; tests add the dev lock.
+LOCK := requirements
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check --require-hashes
 
-$(VENV)/.deps-stamp: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip setuptools
-	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=strict
+setup: dev-deps package jars js-driver java-driver go-driver
+
+runtime-deps: $(VENV)/.runtime-stamp
+$(VENV)/.runtime-stamp: $(LOCK)/runtime.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP_INSTALL) -r $(LOCK)/runtime.txt
+	@touch $@
+
+dev-deps: $(VENV)/.dev-stamp
+$(VENV)/.dev-stamp: $(LOCK)/dev.txt $(VENV)/.runtime-stamp
+	$(PIP_INSTALL) -r $(LOCK)/dev.txt
 	touch $@
 
-# Re-link on every run: the strict editable install links files, so a new module needs a relink.
-package: $(VENV)/.deps-stamp
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . --config-settings editable_mode=strict
+# The package itself, without dependencies (the locks bring them). Re-link on every run: the
+# strict editable install links files, so a new module needs a relink. setuptools announces
+# every strict editable install with a warning that only repeats what this comment says.
+package: $(VENV)/.runtime-stamp
+	@PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet \
+	    --disable-pip-version-check --no-deps --no-build-isolation -e . \
+	    --config-settings editable_mode=strict
 
+# The Gremlin Server jars (Maven, into .cache); quiet unless it fails.
 jars: package
-	$(GREMLINLB) dev-servers fetch
+	@$(GREMLINLB) --log-level WARNING dev-servers fetch >/dev/null
+
+lock:
+	hack/lock.sh
 
 # The JavaScript Gremlin driver (a client that multiplexes many requests on one connection),
 # for the sidecar's integration tests; installed once into .cache/js with npm.
@@ -49,16 +68,19 @@ java-driver:
 go-driver:
 	tests/drivers/go/build.sh
 
-demo: setup
-	$(GREMLINLB) demo
+# Only what the demo needs (no test tools, no test drivers), and only its narrative: log lines at
+# WARNING and above unless asked (make demo DEMO_LOG_LEVEL=INFO).
+DEMO_LOG_LEVEL ?= WARNING
+demo: runtime-deps package jars
+	@$(GREMLINLB) --log-level $(DEMO_LOG_LEVEL) demo
 
 LINT_PATHS = src tests $(wildcard sidecar operator bench)
 
-lint: package
+lint: dev-deps package
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
-typecheck: package
+typecheck: dev-deps package
 	cd $(LINK_TREE) && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p gremlinlb
 	$(VENV)/bin/mypy tests $(wildcard bench/*.py) $(wildcard bench/compare/*.py)
 
@@ -70,8 +92,8 @@ bench: package jars js-driver bench-deps haproxy
 	$(PY) bench/compare/run.py $(if $(filter 1 yes true,$(BENCH_QUICK)),--quick) $(BENCH_ARGS)
 
 bench-deps: $(VENV)/.bench-stamp
-$(VENV)/.bench-stamp: pyproject.toml $(VENV)/.deps-stamp
-	$(PY) -m pip install --quiet -e '.[dev,bench]' --config-settings editable_mode=strict
+$(VENV)/.bench-stamp: $(LOCK)/bench.txt $(VENV)/.dev-stamp
+	$(PIP_INSTALL) -r $(LOCK)/bench.txt
 	touch $@
 
 # HAProxy from Debian's packages (a contender in `make bench`), installed once.
@@ -82,7 +104,7 @@ $(HAPROXY):
 	$(SUDO) apt-get update
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy
 
-unit: package
+unit: dev-deps package
 	$(PY) -m pytest tests/unit
 
 test: setup k8s-bins lint typecheck
@@ -106,7 +128,7 @@ cluster-e2e: setup k8s-bins
 	$(PY) -m pytest tests/integration/test_cluster_e2e.py
 
 # The same checks on a kind cluster (needs Docker, kind and kubectl; cannot run on the CI machine).
-kind-e2e: package
+kind-e2e: dev-deps package
 	hack/kind-e2e.sh
 
 # `make bench-micro`: the data plane's own cost (issue 10). A Go load generator replays

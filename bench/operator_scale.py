@@ -145,7 +145,7 @@ def percentile(values: list[float], fraction: float) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from kubernetes import client as k8s
 
-    from gremlinlb.devcluster import (
+    from tests.devcluster import (
         ControlPlane,
         EndpointSpec,
         apply_endpoint_slice,

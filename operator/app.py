@@ -241,8 +241,13 @@ class OperatorApp:
             listed = await self.api.request("GET", namespaced(GROUP, VERSION, namespace, PLURAL))
             known = [str(i["metadata"]["name"]) for i in listed.get("items") or ()]
             raise kopf.AdmissionError(unknown_cluster_message(namespace, name, known), code=400)
+        # A standby replica follows no cluster: it injects the hosts the leader last wrote to
+        # the status, so the new sidecar can serve before the leader's first push reaches it.
+        hosts = (body.get("status") or {}).get("hosts") or []
         try:
-            return parse_spec(name, body.get("spec") or {}), []
+            return parse_spec(name, body.get("spec") or {}), [
+                h for h in hosts if isinstance(h, str)
+            ]
         except SpecError as error:
             raise kopf.AdmissionError(
                 f"GremlinCluster {namespace}/{name} cannot be used: {error}", code=400

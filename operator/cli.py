@@ -81,6 +81,14 @@ def register(commands: Any) -> None:
         "broken one (a sidecar refusing the token triggers it at once; default 30)",
     )
     run.add_argument(
+        "--health-interval",
+        type=float,
+        default=15.0,
+        metavar="SEC",
+        help="read each sidecar's view of its backends this often, for the GremlinCluster "
+        "status (default 15)",
+    )
+    run.add_argument(
         "--liveness",
         default="http://0.0.0.0:8080/healthz",
         metavar="URL",
@@ -217,6 +225,7 @@ def options_from_args(args: argparse.Namespace) -> OperatorOptions:
             resync_interval=args.resync_interval,
             debounce=args.debounce,
             token_check_interval=args.token_check_interval,
+            health_interval=args.health_interval,
         ),
         push_concurrency=args.push_concurrency,
         webhook=webhook,

@@ -17,14 +17,25 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import kopf
+from gremlinlb.operator.backoff import Backoff
 from gremlinlb.operator.discovery import (
     DiscoveredEndpoint,
     PortChoice,
     endpoints_from_slices,
     live,
+    ready_addresses,
+    with_roles,
 )
 from gremlinlb.operator.kube import KubeApi, KubeError, Reflector, label_selector, namespaced
-from gremlinlb.operator.push import Payload, PushGroup, Sender, SendOutcome, TargetStatus
+from gremlinlb.operator.push import (
+    BackendHealth,
+    HealthReader,
+    Payload,
+    PushGroup,
+    Sender,
+    SendOutcome,
+    TargetStatus,
+)
 from gremlinlb.operator.spec import (
     ADMIN_PORT_NAME,
     GROUP,
@@ -44,9 +55,9 @@ from gremlinlb.operator.tokens import (
     token_secret,
 )
 from gremlinlb.operator.webhook import ADMIN_TLS_ANNOTATION, token_secret_name
-from gremlinlb.sidecar.settings_json import settings_to_json
 
 from gremlinlb import certificates as certs
+from gremlinlb.schema import to_document
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +70,8 @@ class ControllerOptions:
     status_interval: float = 0.5
     #: How often the token Secret is read again (a 401 from a sidecar reads it at once).
     token_check_interval: float = 30.0
+    #: How often each sidecar's view of its backends is read for the status.
+    health_interval: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,9 @@ class _PodKey:
     restarts: int
     container_id: str
 
+
+#: Between attempts at a cluster's own API calls (its token Secret) that failed.
+RETRY = Backoff(first=1.0)
 
 #: The ClusterRole a namespace's RoleBinding grants the operator (manifests/10-rbac.yaml).
 WORKLOAD_ROLE = "gremlinlb-operator-workload"
@@ -84,7 +100,7 @@ def forbidden_message(namespace: str, detail: str) -> str:
 
 
 class NamingSender(Protocol):
-    """A sender that checks an https sidecar's certificate for ``server_name``."""
+    """Pushes and health reads that check an https sidecar's certificate for ``server_name``."""
 
     async def __call__(
         self,
@@ -96,14 +112,22 @@ class NamingSender(Protocol):
         server_name: str | None = None,
     ) -> SendOutcome: ...
 
+    async def read_health(
+        self, url: str, time_limit: float, *, server_name: str | None = None
+    ) -> BackendHealth | None: ...
 
-def _verifying(sender: NamingSender, server_name: str) -> Sender:
-    """The sender, told which name an https sidecar's certificate must carry."""
+
+def _verifying(sender: NamingSender, server_name: str) -> tuple[Sender, HealthReader]:
+    """The sender and the health reader, told which name an https sidecar's certificate must
+    carry."""
 
     async def send(url: str, token: str | None, body: bytes, time_limit: float) -> SendOutcome:
         return await sender(url, token, body, time_limit, server_name=server_name)
 
-    return send
+    async def read(url: str, time_limit: float) -> BackendHealth | None:
+        return await sender.read_health(url, time_limit, server_name=server_name)
+
+    return send, read
 
 
 class ClusterController:
@@ -137,18 +161,22 @@ class ClusterController:
         self._service_found = True
         self._port_choice: PortChoice | None = None
         self._pod_keys: dict[str, _PodKey] = {}
+        send, read_health = _verifying(sender, self.server_name)
         self.group = PushGroup(
             f"{self.namespace}/{self.name}",
-            _verifying(sender, self.server_name),
+            send,
             semaphore,
             timeout=options.push_timeout,
             on_result=self._on_push_result,
             on_conflict=self._on_conflict,
+            health_reader=read_health,
+            health_interval=options.health_interval,
         )
         self._slices: Reflector | None = None
+        self._writer_slices: Reflector | None = None  # of spec.roles.writerService
         self._pods: Reflector | None = None
         self._watch_tasks: list[asyncio.Task[None]] = []
-        self._watching: tuple[str, str] | None = None
+        self._watching: tuple[str, str, str | None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._recompute_pending = False
         self._status_pending = False
@@ -227,9 +255,8 @@ class ClusterController:
                     self.access_error = forbidden_message(self.namespace, error.message)
                     self._schedule_status()
                 failures += 1
-                delay = min(10.0, 0.5 * 2**failures)
                 log.warning("%s/%s: %s: %s", self.namespace, self.name, what, error)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(RETRY.delay(failures))
             else:
                 if self.access_error is not None:
                     self.access_error = None
@@ -320,13 +347,17 @@ class ClusterController:
     def _rewatch(self) -> None:
         if self.spec is None or self._main is None or self._stopped:
             return
-        wanted = (self.spec.service.name, label_selector(self.spec.clients))
+        wanted = (
+            self.spec.service.name,
+            label_selector(self.spec.clients),
+            self.spec.writer_service,
+        )
         if wanted == self._watching:
             return
         for task in self._watch_tasks:
             task.cancel()
         self._watching = wanted
-        service, selector = wanted
+        service, selector, writer_service = wanted
         self._slices = Reflector(
             self._api,
             namespaced("discovery.k8s.io", "v1", self.namespace, "endpointslices"),
@@ -341,7 +372,17 @@ class ClusterController:
             self._on_pods,
             name=f"{self.namespace}/{self.name} client pods",
         )
+        self._writer_slices = None
+        if writer_service is not None:
+            self._writer_slices = Reflector(
+                self._api,
+                namespaced("discovery.k8s.io", "v1", self.namespace, "endpointslices"),
+                f"kubernetes.io/service-name={writer_service}",
+                self._schedule_recompute,
+                name=f"{self.namespace}/{self.name} EndpointSlices of writers {writer_service}",
+            )
         self._watch_tasks = [
+            *([asyncio.create_task(self._writer_slices.run())] if self._writer_slices else []),
             asyncio.create_task(self._slices.run()),
             asyncio.create_task(self._pods.run()),
         ]
@@ -389,13 +430,22 @@ class ClusterController:
 
     async def _recompute(self) -> None:
         spec = self.spec
-        if spec is None or self._slices is None or not self._slices.synced.is_set():
+        writer_slices = self._writer_slices
+        if (
+            spec is None
+            or self._slices is None
+            or not self._slices.synced.is_set()
+            or (writer_slices is not None and not writer_slices.synced.is_set())
+        ):
             self._schedule_status()
             return
         self._port_choice = await self._resolve_port(spec)
-        endpoints = endpoints_from_slices(self._slices.objects.values(), self._port_choice)
-        hosts = tuple(spec.host_address(e.ip, e.port) for e in live(endpoints))
-        settings = settings_to_json(spec.settings)
+        writers = None if writer_slices is None else ready_addresses(writer_slices.objects.values())
+        endpoints = with_roles(
+            endpoints_from_slices(self._slices.objects.values(), self._port_choice), writers
+        )
+        hosts = tuple(spec.host_address(e.ip, e.port, e.role, e.zone) for e in live(endpoints))
+        settings = to_document(spec.settings)
         previous = self.group.payload
         changed_endpoints = endpoints != self.endpoints
         self.endpoints = endpoints

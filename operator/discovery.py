@@ -9,13 +9,20 @@ The rules follow the EndpointSlice conditions as kube-proxy reads them:
 * anything else (not ready, or terminating and no longer serving): **out**.
 
 An address listed in several slices (a slice being split or merged) keeps its best state.
+
+Each endpoint also carries its zone: the zone its topology-aware-routing hint gives it when the
+slice has exactly one (``hints.forZones``: the EndpointSlice controller allots endpoints to
+zones so that each zone's share follows its capacity), else its own ``zone``. With a writer
+Service (``spec.roles.writerService``) each endpoint also gets a role: writer when its address
+is a ready endpoint of that Service, reader otherwise.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +42,8 @@ class DiscoveredEndpoint:
     port: int
     state: EndpointState
     pod: str | None = None
+    zone: str | None = None
+    role: str | None = None  # "writer" or "reader" with a writer Service, else None (both)
 
     @property
     def address(self) -> str:
@@ -98,12 +107,48 @@ def endpoints_from_slices(
             ip = str(addresses[0])
             target = endpoint.get("targetRef") or {}
             pod = target.get("name") if target.get("kind", "Pod") == "Pod" else None
-            found = DiscoveredEndpoint(ip, port, endpoint_state(endpoint.get("conditions")), pod)
+            state = endpoint_state(endpoint.get("conditions"))
+            found = DiscoveredEndpoint(ip, port, state, pod, endpoint_zone(endpoint))
             key = (ip, port)
             known = best.get(key)
             if known is None or _RANK[found.state] < _RANK[known.state]:
                 best[key] = found
     return sorted(best.values(), key=_sort_key)
+
+
+def endpoint_zone(endpoint: Mapping[str, Any]) -> str | None:
+    """The zone to route by: a single ``hints.forZones`` entry, else the endpoint's ``zone``."""
+    hints = (endpoint.get("hints") or {}).get("forZones") or ()
+    names = [h.get("name") for h in hints if isinstance(h, Mapping) and h.get("name")]
+    if len(names) == 1:
+        return str(names[0])
+    zone = endpoint.get("zone")
+    return str(zone) if zone else None
+
+
+def ready_addresses(slices: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The addresses of the live endpoints of ``slices``, any port (a writer Service's)."""
+    found: set[str] = set()
+    for item in slices:
+        if item.get("addressType") not in ("IPv4", "IPv6"):
+            continue
+        for endpoint in item.get("endpoints") or ():
+            addresses = endpoint.get("addresses") or ()
+            if addresses and endpoint_state(endpoint.get("conditions")) is EndpointState.LIVE:
+                found.add(str(addresses[0]))
+    return found
+
+
+def with_roles(
+    endpoints: Iterable[DiscoveredEndpoint], writers: Collection[str] | None
+) -> list[DiscoveredEndpoint]:
+    """Each endpoint with its role: writer when its address is in ``writers``, else reader;
+    unchanged (both) when there is no writer Service (``writers`` None)."""
+    if writers is None:
+        return list(endpoints)
+    return [
+        dataclasses.replace(e, role="writer" if e.ip in writers else "reader") for e in endpoints
+    ]
 
 
 def _sort_key(endpoint: DiscoveredEndpoint) -> tuple[int, int, str, int]:

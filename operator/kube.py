@@ -1,9 +1,32 @@
 """A small asyncio client for the Kubernetes REST API, with kopf's credentials.
 
-kopf watches the GremlinClusters; the per-cluster watches (EndpointSlices of one Service, the
-client pods of one selector) use server-side label selectors through :class:`Reflector`, so
-the operator never streams every pod of the cluster. Requests re-login once on 401 (a rotated
-ServiceAccount token).
+kopf watches the GremlinClusters. Every other call goes through :class:`KubeApi`, the
+operator's one client: the one-off reads and writes (Secrets, Services, status, the lease, the
+webhook configuration) and the two per-cluster watches (:class:`Reflector`): the EndpointSlices
+of one Service and the client pods of one selector, each filtered by the apiserver with that
+cluster's own label selector. Requests re-login once on 401 (a rotated ServiceAccount token).
+
+Why not kopf handlers or ``kopf.index`` for those two watches (read in kopf 1.45.2):
+
+* kopf opens one watch per resource kind and served namespace, for every handler and index of
+  that kind (``kopf/_core/reactor/orchestration.py``, ``spawn_missing_watchers``). The
+  operator serves all namespaces (``clusterwide``), so that is one cluster-wide watch of
+  ``/api/v1/pods`` (``kopf/_core/reactor/observation.py``, ``namespace_observer``: the
+  namespaces are ``{None}``), which needs list/watch on every pod of the cluster: the
+  namespaced RBAC (a RoleBinding per namespace, manifests/10-rbac.yaml) cannot grant it. With
+  ``--namespace`` globs kopf would instead watch pods in every matching namespace, whether or
+  not it holds a GremlinCluster or grants the operator anything.
+* The ``labels=`` filters of handlers and indexes are matched in the operator, on objects
+  already received (``kopf/_core/intents/registries.py``, ``_matches_labels``): every pod of
+  each watched namespace would be streamed and decoded.
+* The only apiserver-side filter is ``settings.watching.label_selectors``
+  (``kopf/_cogs/clients/watching.py``, ``continuous_watch``): one selector per resource kind,
+  fixed for all namespaces and joined by AND. Each GremlinCluster has its own Service name and
+  client selector, changed at run time, and Kubernetes selectors cannot say "A or B".
+
+The ``kubernetes`` package is no better for the one-off calls: it blocks the event loop (an
+asyncio client would be one more dependency), while this one is a thin layer on aiohttp, which
+the operator already uses, and reuses kopf's login.
 """
 
 from __future__ import annotations
@@ -21,10 +44,13 @@ from urllib.parse import quote
 
 import aiohttp
 import kopf
+from gremlinlb.operator.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
 Login = Callable[[], kopf.ConnectionInfo]
+#: Between the lists of a Reflector whose list or watch failed.
+RELIST = Backoff()
 
 
 class KubeError(Exception):
@@ -254,7 +280,7 @@ class Reflector:
                 log.debug("%s: watch expired, listing again", self._name)
             except Exception as error:
                 failures += 1
-                delay = min(10.0, 0.2 * 2 ** min(failures, 6))
+                delay = RELIST.delay(failures)
                 log.info("%s: %s; listing again in %.1f s", self._name, _describe(error), delay)
                 await asyncio.sleep(delay)
 

@@ -11,7 +11,13 @@ Each sidecar (a *target*) has its own small task that converges on the group's l
 * **isolated**: a target waiting on a dead or hung sidecar holds nothing the others need (its
   semaphore slot is bounded by the request timeout and released while it backs off).
 
-The HTTP call itself is injected (:class:`Sender`), so this module is tested without sockets.
+Between pushes, a target in sync reads the sidecar's view of its backends now and then
+(:class:`HealthReader`, ``GET /readyz/backends``), so the GremlinCluster status shows what the
+sidecars see, not only what the EndpointSlices say: a server can be "ready" to Kubernetes and
+still be down, ejected or unreachable for every client.
+
+The HTTP calls are injected (:class:`Sender`, :class:`HealthReader`), so this module is tested
+without sockets.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from gremlinlb.operator.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +61,26 @@ class SendOutcome:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class BackendHealth:
+    """One sidecar's view of its backends."""
+
+    #: The host list generation the sidecar held when it answered.
+    generation: int | None
+    #: Backend address -> state as the sidecar sees it (healthy, down, ejected, joining, ...).
+    states: Mapping[str, str]
+
+
+class HealthReader(Protocol):
+    """Reads one sidecar's backend health; None when it cannot be read (no answer, bad JSON)."""
+
+    async def __call__(self, url: str, time_limit: float) -> BackendHealth | None: ...
+
+
 class Sender(Protocol):
     async def __call__(
         self, url: str, token: str | None, body: bytes, time_limit: float
     ) -> SendOutcome: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    first: float = 0.2
-    factor: float = 2.0
-    maximum: float = 10.0
-    jitter: float = 0.2
-
-    def delay(self, failures: int, rng: random.Random | None = None) -> float:
-        base = min(self.maximum, self.first * self.factor ** max(0, failures - 1))
-        spread = (rng or random).uniform(-self.jitter, self.jitter)
-        return max(0.0, base * (1.0 + spread))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +93,8 @@ class TargetStatus:
     error: str | None
     #: The HTTP status of the last answer (None: no answer, or none yet).
     status: int | None = None
+    #: The sidecar's view of its backends at the last read (None: not read, or unreadable).
+    health: BackendHealth | None = None
 
 
 class _Target:
@@ -92,6 +105,7 @@ class _Target:
         self.failures = 0
         self.error: str | None = None
         self.status: int | None = None
+        self.health: BackendHealth | None = None
         self.wake = asyncio.Event()
         self.poked = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -110,6 +124,8 @@ class PushGroup:
         backoff: Backoff | None = None,
         on_result: Callable[[TargetStatus], None] = lambda _status: None,
         on_conflict: Callable[[int], None] = lambda _generation: None,
+        health_reader: HealthReader | None = None,
+        health_interval: float = 15.0,
     ) -> None:
         self.name = name
         self._send = sender
@@ -118,6 +134,8 @@ class PushGroup:
         self._backoff = backoff or Backoff()
         self._on_result = on_result
         self._on_conflict = on_conflict
+        self._read_health = health_reader
+        self._health_interval = health_interval
         self._payload: Payload | None = None
         self._token: str | None = None
         self._targets: dict[str, _Target] = {}
@@ -183,6 +201,7 @@ class PushGroup:
             target.failures,
             target.error,
             target.status,
+            target.health,
         )
 
     async def close(self) -> None:
@@ -206,7 +225,10 @@ class PushGroup:
             target.wake.clear()
             payload = self._payload
             if payload is None or target.acked == payload.generation:
-                await target.wake.wait()
+                if payload is None or self._read_health is None:
+                    await target.wake.wait()
+                elif not await _woken(target.wake, self._health_delay(target)):
+                    await self._refresh_health(target)
                 continue
             target.poked.clear()
             outcome = await self._attempt(target, payload)
@@ -225,10 +247,30 @@ class PushGroup:
                     continue
             target.failures += 1
             target.error = outcome.error or f"HTTP {outcome.status}"
+            target.health = None  # a sidecar that takes no list has no view worth showing
             self._on_result(self._status(target))
-            delay = self._backoff.delay(target.failures)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(target.poked.wait(), delay)
+            await _woken(target.poked, self._backoff.delay(target.failures))
+
+    def _health_delay(self, target: _Target) -> float:
+        """Soon after a new list (the sidecar probes new hosts at once), then every interval,
+        jittered so that thousands of sidecars are not read in lockstep."""
+        fresh = target.health is not None and target.health.generation == target.acked
+        interval = self._health_interval if fresh else min(1.0, self._health_interval)
+        return interval * random.uniform(0.8, 1.2)
+
+    async def _refresh_health(self, target: _Target) -> None:
+        assert self._read_health is not None
+        async with self._semaphore:
+            try:
+                health = await self._read_health(target.url, self._timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the reader should not raise; never let a target die
+                log.exception("reading the backend health of %s failed unexpectedly", target.key)
+                health = None
+        if health != target.health:
+            target.health = health
+            self._on_result(self._status(target))
 
     async def _attempt(self, target: _Target, payload: Payload) -> SendOutcome:
         async with self._semaphore:
@@ -239,3 +281,10 @@ class PushGroup:
             except Exception as error:  # the sender should not raise; never let a target die
                 log.exception("push to %s failed unexpectedly", target.key)
                 return SendOutcome(False, error=f"{type(error).__name__}: {error}")
+
+
+async def _woken(event: asyncio.Event, delay: float) -> bool:
+    """Wait for ``event`` at most ``delay`` seconds; True if it was set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), delay)
+    return event.is_set()

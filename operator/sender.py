@@ -1,4 +1,5 @@
-"""The real :class:`~gremlinlb.operator.push.Sender`: ``PUT /v1/hosts`` over aiohttp."""
+"""The real :class:`~gremlinlb.operator.push.Sender` (``PUT /v1/hosts``) and
+:class:`~gremlinlb.operator.push.HealthReader` (``GET /readyz/backends``), over aiohttp."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import ssl
 from typing import Any
 
 import aiohttp
-from gremlinlb.operator.push import SendOutcome
+from gremlinlb.operator.push import BackendHealth, SendOutcome
 
 
 class HttpSender:
@@ -42,11 +43,9 @@ class HttpSender:
         *,
         server_name: str | None = None,
     ) -> SendOutcome:
-        tls: dict[str, Any] = {}
-        if url.startswith("https://"):
-            if self._tls is None or server_name is None:
-                return SendOutcome(False, error="no push CA to verify an https sidecar with")
-            tls = {"ssl": self._tls, "server_hostname": server_name}
+        tls = self._tls_for(url, server_name)
+        if tls is None:
+            return SendOutcome(False, error="no push CA to verify an https sidecar with")
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -79,25 +78,64 @@ class HttpSender:
             )
         return SendOutcome(False, status, error=f"{status}: {detail}")
 
+    async def read_health(
+        self, url: str, time_limit: float, *, server_name: str | None = None
+    ) -> BackendHealth | None:
+        """The sidecar's backend states (its 503, "no healthy backend", carries them too)."""
+        tls = self._tls_for(url, server_name)
+        if tls is None:
+            return None
+        client_timeout = aiohttp.ClientTimeout(total=time_limit, connect=min(time_limit, 3.0))
+        try:
+            async with self._client().get(
+                f"{url}/readyz/backends", timeout=client_timeout, **tls
+            ) as response:
+                text = await response.text()
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return None
+        return _backend_health(text)
+
+    def _tls_for(self, url: str, server_name: str | None) -> dict[str, Any] | None:
+        """Request options for ``url``; None when an https sidecar cannot be verified."""
+        if not url.startswith("https://"):
+            return {}
+        if self._tls is None or server_name is None:
+            return None
+        return {"ssl": self._tls, "server_hostname": server_name}
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
 
 
-def _error_text(text: str) -> str:
+def _json_object(text: str) -> dict[str, Any]:
+    """The answer's JSON object ({} when it is not one)."""
     try:
         data = json.loads(text)
     except ValueError:
-        return text[:200]
-    if isinstance(data, dict) and isinstance(data.get("error"), str):
-        return str(data["error"])[:300]
-    return text[:200]
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _error_text(text: str) -> str:
+    error = _json_object(text).get("error")
+    return error[:300] if isinstance(error, str) else text[:200]
 
 
 def _generation(text: str) -> int | None:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    value = data.get("generation") if isinstance(data, dict) else None
+    return _integer(_json_object(text).get("generation"))
+
+
+def _integer(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _backend_health(text: str) -> BackendHealth | None:
+    data = _json_object(text)
+    hosts = data.get("hosts")
+    if not isinstance(hosts, dict):
+        return None
+    return BackendHealth(
+        _integer(data.get("generation")),
+        {str(address): str(state) for address, state in hosts.items()},
+    )

@@ -1,24 +1,23 @@
 """The GremlinCluster spec, read once into typed values and mapped onto the core's settings.
 
-The CRD (see :mod:`gremlinlb.operator.crd`) is generated from the same tables, and its
-defaults come from the core's dataclasses: there is one source of truth for every default.
+The settings' fields, and their part of the CRD (see :mod:`gremlinlb.operator.crd`), come from
+the core's dataclasses through :mod:`gremlinlb.schema`: one source of truth for every default.
 A spec the apiserver accepted can still be refused here (an object stored before a schema
 change, or a combination the schema cannot express); :class:`SpecError` then names the field.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
+
+from gremlinlb.sidecar.config import TUNABLES
 
 from gremlinlb import __version__
-from gremlinlb.core import (
-    BalancerSettings,
-    InvalidSettingError,
-    Policy,
-)
+from gremlinlb.core import BalancerSettings
+from gremlinlb.schema import Setting, SettingsError, convert, from_document, to_document
 
 GROUP = "gremlinlb.io"
 VERSION = "v1alpha1"
@@ -41,142 +40,6 @@ DEFAULT_ADMIN_PORT = 9901
 
 class SpecError(ValueError):
     """A spec that cannot work; the message starts with the field path (``spec.x.y: ...``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SettingField:
-    """One CR field that maps onto one core setting."""
-
-    cr_name: str  # camelCase name in the CR
-    core_name: str  # attribute of the core dataclass
-    description: str
-    minimum: float | None = None
-    exclusive_minimum: bool = False
-
-
-#: CR field -> core field, per section. The CRD schema and the mapping both come from these.
-HEALTH_FIELDS: tuple[SettingField, ...] = (
-    SettingField("interval", "interval", "Seconds between health probe rounds.", 0, True),
-    SettingField("timeout", "timeout", "Seconds a probe may take before it fails.", 0, True),
-    SettingField("rise", "rise", "Consecutive passing probes before a down host serves.", 1),
-    SettingField("fall", "fall", "Consecutive failing probes before a host is taken out.", 1),
-    SettingField("probeHealthy", "probe_healthy", "Probe healthy hosts too (finds a hung server)."),
-    SettingField(
-        "probe",
-        "probe_script",
-        "A Gremlin script to probe with; when absent, g.V().limit(1) is sent as bytecode.",
-    ),
-    SettingField(
-        "enabled", "enabled", "Probe at all (false: hosts serve unprobed, return passively)."
-    ),
-    SettingField(
-        "unhealthyInterval",
-        "unhealthy_interval",
-        "Seconds between probes of down, ejected and joining hosts.",
-        0,
-        True,
-    ),
-    SettingField(
-        "outageInterval",
-        "outage_interval",
-        "Seconds between probes of down hosts while no host is healthy.",
-        0,
-        True,
-    ),
-)
-BUFFER_FIELDS: tuple[SettingField, ...] = (
-    SettingField("maxElements", "max_elements", "Requests that may wait while no host is up.", 0),
-    SettingField("maxBytes", "max_bytes", "Total bytes of requests that may wait.", 0),
-    SettingField("maxWait", "max_wait", "Seconds a request may wait (0 disables the buffer).", 0),
-    SettingField(
-        "releasePerHost",
-        "release_per_host",
-        "Waiting requests handed to one returning host before some of them finish.",
-        1,
-    ),
-)
-OUTLIER_FIELDS: tuple[SettingField, ...] = (
-    SettingField(
-        "consecutiveFailures",
-        "consecutive_failures",
-        "Lost connections or timeouts in a row that eject a host.",
-        1,
-    ),
-    SettingField(
-        "baseEjection", "base_ejection", "Seconds out, times the ejection count.", 0, True
-    ),
-    SettingField("maxEjection", "max_ejection", "Most seconds one ejection lasts.", 0, True),
-    SettingField(
-        "maxEjectedShare", "max_ejected_share", "Largest share of hosts ejected at once.", 0
-    ),
-    SettingField(
-        "stuckFactor",
-        "stuck_factor",
-        "A host answering nothing for this many times its peers' latency is stuck.",
-        1,
-    ),
-    SettingField("stuckFloor", "stuck_floor", "... and for at least this many seconds.", 0, True),
-    SettingField(
-        "slowFactor",
-        "slow_factor",
-        "A host this many times slower than its peers is slow.",
-        1,
-        True,
-    ),
-    SettingField("slowFloor", "slow_floor", "... and slower than this many seconds.", 0),
-)
-HEDGE_FIELDS: tuple[SettingField, ...] = (
-    SettingField("enabled", "enabled", "Send a slow read to a second host too."),
-    SettingField(
-        "percentile", "percentile", "Hedge after this percentile of recent latencies.", 0.5
-    ),
-    SettingField("delayFloor", "delay_floor", "Never hedge sooner (seconds).", 0, True),
-    SettingField("maxDelay", "max_delay", "Never hedge later (seconds).", 0, True),
-)
-BUDGET_FIELDS: tuple[SettingField, ...] = (
-    SettingField("ratio", "ratio", "Extra requests (hedges, costly retries) per request.", 0),
-    SettingField(
-        "minPerSecond", "min_per_second", "Extra requests a second allowed in any case.", 0
-    ),
-    SettingField("window", "window", "Seconds the budget is counted over.", 0, True),
-)
-#: CR section -> core section: (CR name, core attribute, fields, description).
-SECTIONS: tuple[tuple[str, str, tuple[SettingField, ...], str], ...] = (
-    ("healthCheck", "health", HEALTH_FIELDS, "Active health checks run by every sidecar."),
-    ("buffer", "buffer", BUFFER_FIELDS, "The bounded wait room used while no server is up."),
-    (
-        "outlierDetection",
-        "outlier",
-        OUTLIER_FIELDS,
-        "When a server that passes probes is taken out for a while anyway.",
-    ),
-    ("hedging", "hedge", HEDGE_FIELDS, "Slow reads also sent to a second server."),
-    (
-        "extraRequestBudget",
-        "budget",
-        BUDGET_FIELDS,
-        "How many hedges and costly retries may be sent on top of the requests.",
-    ),
-)
-BALANCER_FIELDS: tuple[SettingField, ...] = (
-    SettingField("maxAttempts", "max_attempts", "Tries per request, the first included.", 1),
-    SettingField(
-        "slowStart",
-        "slow_start",
-        "Seconds over which a returning server ramps up to a full share.",
-        0,
-    ),
-    SettingField(
-        "requestTimeout",
-        "request_timeout",
-        "Seconds without an answer before a request counts as lost.",
-        0,
-        True,
-    ),
-    SettingField(
-        "connectTimeout", "connect_timeout", "Seconds to open a backend connection.", 0, True
-    ),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,10 +70,20 @@ class SidecarSpec:
     admin_port: int = DEFAULT_ADMIN_PORT
     resources: Mapping[str, Any] = field(default_factory=dict)
     log_format: str = "json"
-    # The sidecar's memory bounds (None: its defaults); see sidecar/memory.py.
+    # The sidecar's memory bounds (None: its defaults); see sidecar/memory.py. One field per
+    # entry of SIDECAR_MEMORY, named as the sidecar's option.
     memory_budget_bytes: int | None = None
     client_pause_bytes: int | None = None
     client_max_queued_bytes: int | None = None
+
+
+#: The sidecar options a GremlinCluster sets under spec.sidecar (their CRD schema, names and
+#: checks come from the sidecar's own option table).
+SIDECAR_MEMORY: tuple[Setting, ...] = tuple(
+    option
+    for option in TUNABLES
+    if option.flat in ("memory_budget_bytes", "client_pause_bytes", "client_max_queued_bytes")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +91,7 @@ class ClusterSpec:
     service: ServiceRef
     path: str = DEFAULT_PATH
     traversal_source: str = "g"
+    traversal_sources: tuple[str, ...] = ()
     tls: bool = False
     ca: SecretKeyRef | None = None
     credentials: Credentials | None = None
@@ -225,14 +99,22 @@ class ClusterSpec:
     #: A Kubernetes label selector ({matchLabels, matchExpressions}) for the client pods.
     clients: Mapping[str, Any] = field(default_factory=dict)
     sidecar: SidecarSpec = field(default_factory=SidecarSpec)
+    #: A second Service selecting the writers among the servers (None: every server does both).
+    writer_service: str | None = None
 
-    def host_address(self, ip: str, port: int) -> str:
-        """What the sidecar is told for one endpoint: ``ip:port`` or a full ws(s):// URL."""
+    def host_address(
+        self, ip: str, port: int, role: str | None = None, zone: str | None = None
+    ) -> str:
+        """What the sidecar is told for one endpoint: ``ip:port`` or a full ws(s):// URL, with
+        ``?role=...&zone=...`` when it has a role or a zone."""
         host = f"[{ip}]" if ":" in ip else ip
         if not self.tls and self.path == DEFAULT_PATH:
-            return f"{host}:{port}"
-        scheme = "wss" if self.tls else "ws"
-        return f"{scheme}://{host}:{port}{self.path}"
+            address = f"{host}:{port}"
+        else:
+            scheme = "wss" if self.tls else "ws"
+            address = f"{scheme}://{host}:{port}{self.path}"
+        query = {k: v for k, v in (("role", role), ("zone", zone)) if v}
+        return f"{address}?{urlencode(query)}" if query else address
 
 
 def default_client_selector(cluster_name: str) -> dict[str, Any]:
@@ -278,17 +160,20 @@ def parse_spec(cluster_name: str, spec: Mapping[str, Any]) -> ClusterSpec:
     if not isinstance(resources, Mapping):
         raise SpecError("spec.sidecar.resources: must be an object (requests/limits)")
     defaults = SidecarSpec()
+    roles = _mapping(spec, "roles")
     return ClusterSpec(
         service=ServiceRef(
             service_name, port, _text(service, "portName", "spec.service", default="") or None
         ),
         path=path,
         traversal_source=_text(spec, "traversalSource", "spec", default="g"),
+        traversal_sources=_names(spec, "traversalSources", "spec"),
         tls=bool(tls.get("enabled", False)),
         ca=ca,
         credentials=credentials,
         settings=settings_from_spec(spec),
         clients=dict(selector),
+        writer_service=_text(roles, "writerService", "spec.roles") or None,
         sidecar=SidecarSpec(
             image=_text(sidecar, "image", "spec.sidecar", default=defaults.image),
             image_pull_policy=_text(
@@ -302,80 +187,22 @@ def parse_spec(cluster_name: str, spec: Mapping[str, Any]) -> ClusterSpec:
             ),
             resources=dict(resources),
             log_format=_text(sidecar, "logFormat", "spec.sidecar", default=defaults.log_format),
-            **{
-                name: _optional_bytes(sidecar, key)
-                for name, key in (
-                    ("memory_budget_bytes", "memoryBudgetBytes"),
-                    ("client_pause_bytes", "clientPauseBytes"),
-                    ("client_max_queued_bytes", "clientMaxQueuedBytes"),
-                )
-            },
+            **{option.flat: _optional_tunable(sidecar, option) for option in SIDECAR_MEMORY},
         ),
     )
 
 
 def settings_from_spec(spec: Mapping[str, Any]) -> BalancerSettings:
     """The core settings a GremlinCluster asks for; absent fields keep the core's defaults."""
-    base = BalancerSettings()
     try:
-        sections = {
-            core: _section(getattr(base, core), _mapping(spec, cr), fields, cr)
-            for cr, core, fields, _ in SECTIONS
-        }
-        policy_text = spec.get("policy", base.policy.value)
-        try:
-            policy = Policy(policy_text)
-        except ValueError:
-            choices = ", ".join(p.value for p in Policy)
-            raise SpecError(f"spec.policy: must be one of {choices}, got {policy_text!r}") from None
-        top = _changes(spec, BALANCER_FIELDS, base, "spec")
-        return dataclasses.replace(base, policy=policy, **sections, **top)
-    except InvalidSettingError as error:
-        raise SpecError(f"spec: {error}") from None
+        return from_document(spec, BalancerSettings(), "spec", cr=True)
+    except SettingsError as error:
+        raise SpecError(str(error)) from None
 
 
 def settings_to_spec(settings: BalancerSettings) -> dict[str, Any]:
     """The CR fields for ``settings`` (the inverse of :func:`settings_from_spec`)."""
-    out: dict[str, Any] = {"policy": settings.policy.value}
-    for key, core, fields, _ in SECTIONS:
-        section = getattr(settings, core)
-        values = {f.cr_name: getattr(section, f.core_name) for f in fields}
-        out[key] = {k: v for k, v in values.items() if v is not None}
-    for f in BALANCER_FIELDS:
-        out[f.cr_name] = getattr(settings, f.core_name)
-    return out
-
-
-def _section(
-    base: Any, data: Mapping[str, Any], fields: tuple[SettingField, ...], name: str
-) -> Any:
-    return dataclasses.replace(base, **_changes(data, fields, base, f"spec.{name}"))
-
-
-def _changes(
-    data: Mapping[str, Any], fields: tuple[SettingField, ...], base: Any, where: str
-) -> dict[str, Any]:
-    changes: dict[str, Any] = {}
-    for f in fields:
-        if f.cr_name not in data or data[f.cr_name] is None:
-            continue
-        value = data[f.cr_name]
-        current = getattr(base, f.core_name)
-        path = f"{where}.{f.cr_name}"
-        if isinstance(current, bool):
-            if not isinstance(value, bool):
-                raise SpecError(f"{path}: must be true or false, got {value!r}")
-        elif isinstance(current, int):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise SpecError(f"{path}: must be an integer, got {value!r}")
-        elif isinstance(current, float):
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise SpecError(f"{path}: must be a number of seconds, got {value!r}")
-            value = float(value)
-        elif not isinstance(value, str) or not value.strip():
-            raise SpecError(f"{path}: must be a non-empty string, got {value!r}")
-        changes[f.core_name] = value
-    return changes
+    return to_document(settings, cr=True)
 
 
 def _mapping(
@@ -391,6 +218,13 @@ def _mapping(
     return value
 
 
+def _names(data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = data.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SpecError(f"{where}.{key}: must be a list of names, got {value!r}")
+    return tuple(value)
+
+
 def _text(
     data: Mapping[str, Any], key: str, where: str, *, default: str = "", required: bool = False
 ) -> str:
@@ -404,10 +238,15 @@ def _text(
     return value
 
 
-def _optional_bytes(data: Mapping[str, Any], key: str) -> int | None:
+def _optional_tunable(data: Mapping[str, Any], option: Setting) -> Any:
+    """A sidecar option the cluster sets (None: the sidecar's own default)."""
+    key = option.cr_path[-1]
     if data.get(key) is None:
         return None
-    return _integer(data, key, "spec.sidecar", 0, 1, 2**40)
+    try:
+        return convert(option, data[key], f"spec.sidecar.{key}")
+    except SettingsError as error:
+        raise SpecError(str(error)) from None
 
 
 def _integer(

@@ -5,13 +5,19 @@ condition's status does, and each carries the ``observedGeneration`` it was comp
 
 * ``Ready``: at least one live endpoint (reasons ``EndpointsAvailable``, ``NoLiveEndpoints``,
   ``ServiceNotFound``, ``InvalidSpec``, ``Forbidden``).
-* ``Degraded``: something needs attention (``SidecarsOutOfSync``, ``EndpointsNotLive``,
-  ``ServiceNotFound``, ``InvalidSpec``, ``Forbidden``; ``AsExpected`` when False).
+* ``Degraded``: something needs attention (``SidecarsWithoutHealthyBackend``,
+  ``SidecarsOutOfSync``, ``EndpointsNotLive``, ``BackendsUnhealthy``, ``ServiceNotFound``,
+  ``InvalidSpec``, ``Forbidden``; ``AsExpected`` when False).
+
+``backends`` is the sidecars' own view of the Gremlin Servers (read from each sidecar's
+``/readyz/backends``): an endpoint can be ready to Kubernetes and still be down, ejected or
+unreachable for the clients, and that is what an operator on call needs to see.
 """
 
 from __future__ import annotations
 
 import datetime
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +25,13 @@ from typing import Any
 from gremlinlb.operator.discovery import DiscoveredEndpoint, EndpointState
 from gremlinlb.operator.push import TargetStatus
 
+from gremlinlb.core import HostState
+
 #: At most this many out-of-sync sidecars are listed by name (the count is always exact).
 MAX_LISTED = 20
+
+#: The backend states a sidecar reports, counted per backend.
+BACKEND_STATES = tuple(state.value for state in HostState)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,20 +98,27 @@ def build_status(
     else:
         ready = (True, "EndpointsAvailable", f"{live} of {len(endpoints)} endpoints live")
 
+    view = BackendView.of(observed.sidecars)
     if (
         observed.spec_error is not None
         or observed.access_error is not None
         or not observed.service_found
     ):
         degraded = (True, ready[1], ready[2])
+    elif view.without_healthy:
+        degraded = (
+            True,
+            "SidecarsWithoutHealthyBackend",
+            f"{len(view.without_healthy)} of {view.reporting} sidecars see no healthy backend "
+            f"(their requests wait in the buffer, then fail): "
+            f"{_names(view.without_healthy)}",
+        )
     elif out_of_sync:
-        names = ", ".join(s.key.rsplit("/", 1)[-1] for s in out_of_sync[:5])
-        more = f" and {len(out_of_sync) - 5} more" if len(out_of_sync) > 5 else ""
         degraded = (
             True,
             "SidecarsOutOfSync",
             f"{len(out_of_sync)} of {len(observed.sidecars)} sidecars do not hold host list "
-            f"generation {observed.hosts_generation} yet: {names}{more}",
+            f"generation {observed.hosts_generation} yet: {_names(out_of_sync)}",
         )
     elif live < len(endpoints):
         degraded = (
@@ -109,8 +127,14 @@ def build_status(
             f"{draining} draining and {len(endpoints) - live - draining} out of "
             f"{len(endpoints)} endpoints",
         )
+    elif view.not_healthy:
+        degraded = (True, "BackendsUnhealthy", view.not_healthy_message())
     else:
-        degraded = (False, "AsExpected", "every endpoint is live and every sidecar in sync")
+        degraded = (
+            False,
+            "AsExpected",
+            "every endpoint is live, every sidecar in sync and seeing its backends healthy",
+        )
 
     generation = observed.generation
     status: dict[str, Any] = {
@@ -119,7 +143,11 @@ def build_status(
         "readyEndpoints": live,
         "totalEndpoints": len(endpoints),
         "endpoints": [
-            {"address": e.address, "state": e.state.value, **({"pod": e.pod} if e.pod else {})}
+            {
+                "address": e.address,
+                "state": e.state.value,
+                **{k: v for k, v in (("pod", e.pod), ("zone", e.zone), ("role", e.role)) if v},
+            }
             for e in endpoints
         ],
         "sidecars": {
@@ -127,7 +155,7 @@ def build_status(
             "inSync": len(observed.sidecars) - len(out_of_sync),
             "outOfSync": [
                 {
-                    "pod": s.key.rsplit("/", 1)[-1],
+                    "pod": _pod(s),
                     "address": s.url.split("://", 1)[-1],
                     **({"generation": s.acked_generation} if s.acked_generation else {}),
                     "error": s.error or "push in progress",
@@ -135,14 +163,89 @@ def build_status(
                 for s in out_of_sync[:MAX_LISTED]
             ],
         },
+        "backends": view.to_status(),
         "conditions": [
             condition("Ready", *ready, previous_conditions, generation, now),
             condition("Degraded", *degraded, previous_conditions, generation, now),
         ],
     }
+    if any(e.role is not None for e in endpoints):
+        for role in ("writer", "reader"):
+            status[f"{role}s"] = sum(
+                1 for e in endpoints if e.role == role and e.state is EndpointState.LIVE
+            )
     if generation is not None:
         status["observedGeneration"] = generation
     return status
+
+
+@dataclass(frozen=True, slots=True)
+class BackendView:
+    """What the sidecars that answered a health read see, per backend."""
+
+    reporting: int
+    #: Backend address -> state -> how many sidecars see it so.
+    counts: Mapping[str, Mapping[str, int]]
+    without_healthy: Sequence[TargetStatus]
+
+    @classmethod
+    def of(cls, sidecars: Sequence[TargetStatus]) -> BackendView:
+        counts: dict[str, Counter[str]] = {}
+        without_healthy = []
+        reporting = 0
+        for sidecar in sidecars:
+            if sidecar.health is None:
+                continue
+            reporting += 1
+            states = sidecar.health.states
+            for address, state in states.items():
+                counts.setdefault(address, Counter())[state] += 1
+            if states and "healthy" not in states.values():
+                without_healthy.append(sidecar)
+        return cls(reporting, counts, without_healthy)
+
+    @property
+    def not_healthy(self) -> list[tuple[str, int]]:
+        """Backends some sidecar does not see healthy, with how many sidecars."""
+        return [
+            (address, self.reporting - states.get("healthy", 0))
+            for address, states in sorted(self.counts.items())
+            if states.get("healthy", 0) < self.reporting
+        ]
+
+    def not_healthy_message(self) -> str:
+        parts = []
+        for address, _count in self.not_healthy[:5]:
+            states = self.counts[address]
+            seen = [f"{states[s]} {s}" for s in BACKEND_STATES if s != "healthy" and states.get(s)]
+            unlisted = self.reporting - sum(states.values())
+            if unlisted:
+                seen.append(f"{unlisted} not listed")
+            parts.append(f"{address}: {', '.join(seen)} of {self.reporting} sidecars")
+        more = len(self.not_healthy) - 5
+        tail = f" and {more} more" if more > 0 else ""
+        return "backends not healthy in every sidecar: " + "; ".join(parts) + tail
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "sidecarsReporting": self.reporting,
+            "sidecarsServing": self.reporting - len(self.without_healthy),
+            "withoutHealthyBackend": [_pod(s) for s in self.without_healthy[:MAX_LISTED]],
+            "hosts": [
+                {"address": address, **{s: states.get(s, 0) for s in BACKEND_STATES}}
+                for address, states in sorted(self.counts.items())
+            ],
+        }
+
+
+def _pod(sidecar: TargetStatus) -> str:
+    return sidecar.key.rsplit("/", 1)[-1]
+
+
+def _names(sidecars: Sequence[TargetStatus], shown: int = 5) -> str:
+    names = ", ".join(_pod(s) for s in sidecars[:shown])
+    more = f" and {len(sidecars) - shown} more" if len(sidecars) > shown else ""
+    return names + more
 
 
 def same_status(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

@@ -27,16 +27,23 @@ from gremlinlb.operator.spec import (
     GROUP,
     INJECT_LABEL,
     SIDECAR_CONTAINER,
+    SIDECAR_MEMORY,
     TOKEN_KEY,
     ClusterSpec,
 )
+from gremlinlb.sidecar.config import PASSWORD_ENV, env_name
 from gremlinlb.sidecar.memory import MemoryLimits, MiB
 
-from gremlinlb.core import BalancerSettings
+from gremlinlb.schema import to_env
 
 INJECTED_ANNOTATION = f"{GROUP}/injected"
 #: Set on injected pods: their sidecar's admin API serves HTTPS (the operator pushes over TLS).
 ADMIN_TLS_ANNOTATION = f"{GROUP}/admin-tls"
+#: A pod annotation naming the sidecar's zone, for clusters that do not copy the node's zone
+#: label onto pods (PodTopologyLabelsAdmission, on by default from Kubernetes 1.35).
+ZONE_ANNOTATION = f"{GROUP}/zone"
+#: The node's zone, as Kubernetes copies it onto a pod when it is bound to the node.
+ZONE_LABEL = "topology.kubernetes.io/zone"
 TOKEN_VOLUME = "gremlinlb-token"
 STATE_VOLUME = "gremlinlb-state"
 CA_VOLUME = "gremlinlb-ca"
@@ -53,23 +60,6 @@ def default_resources(memory_budget_bytes: int = MemoryLimits().budget_bytes) ->
     """Resources sized from the sidecar's memory bounds (256Mi with the default budget)."""
     limit = SIDECAR_BASE_MEMORY_MI + -(-memory_budget_bytes // MiB)
     return {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": f"{limit}Mi"}}
-
-
-#: core setting (section, field) -> the sidecar's environment variable (see sidecar/config.py).
-SETTINGS_ENV: tuple[tuple[str, str, str], ...] = (
-    ("health", "interval", "GREMLINLB_HEALTH_INTERVAL"),
-    ("health", "timeout", "GREMLINLB_HEALTH_TIMEOUT"),
-    ("health", "rise", "GREMLINLB_RISE"),
-    ("health", "fall", "GREMLINLB_FALL"),
-    ("health", "probe_healthy", "GREMLINLB_PROBE_HEALTHY"),
-    ("health", "probe_script", "GREMLINLB_PROBE_SCRIPT"),
-    ("buffer", "max_elements", "GREMLINLB_BUFFER_MAX_ELEMENTS"),
-    ("buffer", "max_bytes", "GREMLINLB_BUFFER_MAX_BYTES"),
-    ("buffer", "max_wait", "GREMLINLB_BUFFER_MAX_WAIT"),
-    ("", "max_attempts", "GREMLINLB_MAX_ATTEMPTS"),
-    ("", "request_timeout", "GREMLINLB_REQUEST_TIMEOUT"),
-    ("", "connect_timeout", "GREMLINLB_CONNECT_TIMEOUT"),
-)
 
 
 #: Pod addresses in nearly every cluster: what a host list may name unless told otherwise.
@@ -128,47 +118,54 @@ def unknown_cluster_message(namespace: str, name: str, known: Sequence[str]) -> 
     )
 
 
-def settings_env(settings: BalancerSettings) -> list[dict[str, str]]:
-    env = [{"name": "GREMLINLB_POLICY", "value": settings.policy.value}]
-    for section, name, variable in SETTINGS_ENV:
-        holder = getattr(settings, section) if section else settings
-        value = getattr(holder, name)
-        if value is None:
-            continue
-        text = ("true" if value else "false") if isinstance(value, bool) else f"{value}"
-        env.append({"name": variable, "value": text})
-    return env
-
-
 def sidecar_container(
-    cluster: str, spec: ClusterSpec, hosts: Sequence[str], how: Injection = Injection()
+    cluster: str,
+    spec: ClusterSpec,
+    hosts: Sequence[str],
+    how: Injection = Injection(),
+    zone: str | None = None,
 ) -> dict[str, Any]:
+    """The sidecar container. Its zone is `zone` (the pod's gremlinlb.io/zone annotation) or
+    else the pod's topology.kubernetes.io/zone label through the downward API: the label is
+    set when the pod is bound to a node, after this webhook ran, and the kubelet resolves it
+    when the container starts (empty, so zone unknown, where the label is not copied)."""
     sidecar = spec.sidecar
-    env: list[dict[str, Any]] = [
-        {"name": "GREMLINLB_LISTEN", "value": f"127.0.0.1:{sidecar.gremlin_port}"},
-        {"name": "GREMLINLB_ADMIN", "value": f"0.0.0.0:{sidecar.admin_port}"},
-        {"name": "GREMLINLB_TOKEN_FILE", "value": f"{TOKEN_DIR}/{TOKEN_KEY}"},
-        {"name": "GREMLINLB_STATE_DIR", "value": STATE_DIR},
-        {"name": "GREMLINLB_LOG_FORMAT", "value": sidecar.log_format},
-        {"name": "GREMLINLB_TRAVERSAL_SOURCE", "value": spec.traversal_source},
-    ]
+    env: list[dict[str, Any]] = []
+
+    def put(option: str, value: object) -> None:
+        """Set the sidecar's ``option`` (its own name for it; see gremlinlb.sidecar.config)."""
+        env.append({"name": env_name(option), "value": str(value)})
+
+    put("listen", f"127.0.0.1:{sidecar.gremlin_port}")
+    put("admin", f"0.0.0.0:{sidecar.admin_port}")
+    put("token_file", f"{TOKEN_DIR}/{TOKEN_KEY}")
+    put("state_dir", STATE_DIR)
+    put("log_format", sidecar.log_format)
+    put("traversal_source", spec.traversal_source)
+    if spec.traversal_sources:
+        put("traversal_sources", ",".join(spec.traversal_sources))
     if hosts:
-        env.append({"name": "GREMLINLB_ENDPOINTS", "value": ",".join(hosts)})
+        put("endpoints", ",".join(hosts))
     if spec.tls:
-        env.append({"name": "GREMLINLB_BACKEND_TLS", "value": "true"})
+        put("backend_tls", "true")
     if how.allowed_hosts:
-        env.append({"name": "GREMLINLB_ALLOWED_HOSTS", "value": ",".join(how.allowed_hosts)})
+        put("allowed_hosts", ",".join(how.allowed_hosts))
     if how.admin_tls:
-        env.append({"name": "GREMLINLB_ADMIN_TLS_CERT_FILE", "value": f"{TOKEN_DIR}/tls.crt"})
-        env.append({"name": "GREMLINLB_ADMIN_TLS_KEY_FILE", "value": f"{TOKEN_DIR}/tls.key"})
-    env += settings_env(spec.settings)
-    for variable, value in (
-        ("GREMLINLB_MEMORY_BUDGET_BYTES", sidecar.memory_budget_bytes),
-        ("GREMLINLB_CLIENT_PAUSE_BYTES", sidecar.client_pause_bytes),
-        ("GREMLINLB_CLIENT_MAX_QUEUED_BYTES", sidecar.client_max_queued_bytes),
-    ):
-        if value is not None:
-            env.append({"name": variable, "value": str(value)})
+        put("admin_tls_cert_file", f"{TOKEN_DIR}/tls.crt")
+        put("admin_tls_key_file", f"{TOKEN_DIR}/tls.key")
+    if zone:
+        put("zone", zone)
+    else:
+        env.append(
+            {
+                "name": env_name("zone"),
+                "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{ZONE_LABEL}']"}},
+            }
+        )
+    env += to_env(spec.settings)
+    for option in SIDECAR_MEMORY:
+        if (value := getattr(sidecar, option.flat)) is not None:
+            put(option.flat, value)
     mounts: list[dict[str, Any]] = [
         {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
         {"name": STATE_VOLUME, "mountPath": STATE_DIR},
@@ -176,8 +173,8 @@ def sidecar_container(
     if spec.credentials is not None:
         creds = spec.credentials
         for variable, key in (
-            ("GREMLINLB_BACKEND_USERNAME", creds.username_key),
-            ("GREMLINLB_BACKEND_PASSWORD", creds.password_key),
+            (env_name("backend_username"), creds.username_key),
+            (PASSWORD_ENV, creds.password_key),
         ):
             env.append(
                 {
@@ -187,7 +184,7 @@ def sidecar_container(
             )
     if spec.ca is not None:
         mounts.append({"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": True})
-        env.append({"name": "GREMLINLB_BACKEND_CA_FILE", "value": f"{CA_DIR}/ca.crt"})
+        put("backend_ca_file", f"{CA_DIR}/ca.crt")
 
     scheme = "HTTPS" if how.admin_tls else "HTTP"
 
@@ -278,7 +275,7 @@ def injection(
     annotations[INJECTED_ANNOTATION] = cluster
     if how.admin_tls:
         annotations[ADMIN_TLS_ANNOTATION] = "true"
-    container = sidecar_container(cluster, spec, hosts, how)
+    container = sidecar_container(cluster, spec, hosts, how, annotations.get(ZONE_ANNOTATION))
     # Native: first init container (it serves the other init containers too). Otherwise the
     # first container: the kubelet starts containers in order, so it starts before the app.
     group = "initContainers" if how.native else "containers"

@@ -27,10 +27,10 @@ from gremlinlb.sidecar.hostlist import (
     save_state,
 )
 from gremlinlb.sidecar.metrics import CONTENT_TYPE, SidecarMetrics
-from gremlinlb.sidecar.settings_json import settings_to_json
 from gremlinlb.sidecar.trust import HostPolicy
 
 from gremlinlb.core import Balancer, Endpoint, HostState, HostStatus
+from gremlinlb.schema import to_document
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ class AdminApi:
                 "generation": self.current.generation,
                 "hosts": [_host_json(h) for h in self._balancer.hosts()],
                 "buffered": self._balancer.buffered,
-                "settings": settings_to_json(self._balancer.settings),
+                "settings": to_document(self._balancer.settings),
+                "traversal_sources": self._balancer.sources.snapshot(),
             }
         )
 
@@ -103,7 +104,8 @@ class AdminApi:
             if refusal is not None:
                 return _error(403, f"{refusal}; nothing was changed")
             if update.generation <= current.generation:
-                if update == current:
+                # Compared as text: hosts are equal by address, but a role or zone change is news.
+                if update.to_json() == current.to_json():
                     return web.json_response(
                         {"generation": current.generation, "added": [], "removed": []}
                     )
@@ -184,6 +186,7 @@ class AdminApi:
         return web.json_response(
             {
                 "ready": bool(healthy),
+                "generation": self.current.generation,
                 "healthy": healthy,
                 "hosts": {h.endpoint.address: h.state.value for h in hosts},
                 "buffered": self._balancer.buffered,
@@ -199,6 +202,10 @@ def _host_json(host: HostStatus) -> dict[str, Any]:
     return {
         "address": host.endpoint.address,
         "url": host.endpoint.url,
+        # The text form PUT /v1/hosts takes back (the url with ?role=&zone= when set).
+        "endpoint": host.endpoint.text,
+        "role": host.endpoint.role.value,
+        "zone": host.endpoint.zone,
         "state": host.state.value,
         "state_since": host.state_since,
         "in_flight": host.in_flight,

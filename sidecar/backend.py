@@ -29,6 +29,7 @@ from gremlinlb.sidecar.ids import IdSource
 from gremlinlb.sidecar.wsout import BATCH_FRAMES, FrameOutput
 
 from gremlinlb.core import (
+    BalancerSettings,
     ConnectionFailure,
     ConnectionLostError,
     Endpoint,
@@ -39,6 +40,7 @@ from gremlinlb.core import (
     Outcome,
     ResponseTimeoutError,
 )
+from gremlinlb.core.recycling import heartbeat, past_max_age
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,7 @@ class BackendConnection:
         *,
         on_route_done: Callable[[BackendConnection], None] | None = None,
         on_closed: Callable[[BackendConnection], None] | None = None,
+        heartbeat: float | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.channel = channel
@@ -141,6 +144,7 @@ class BackendConnection:
         self._ids = ids
         self._on_route_done = on_route_done
         self._on_closed = on_closed
+        self._heartbeat = heartbeat
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
         self._routes: dict[bytes, ResponseSink] = {}
@@ -180,6 +184,7 @@ class BackendConnection:
                     max_msg_size=self._options.hard_answer_bytes,
                     ssl=self._ssl(),
                     autoping=True,
+                    heartbeat=self._heartbeat,  # keepalive: pings while nothing is received
                     compress=0,
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
                 )
@@ -454,12 +459,14 @@ class BackendPool:
         options: BackendOptions,
         http: aiohttp.ClientSession,
         ids: IdSource,
+        settings: Callable[[], BalancerSettings] = BalancerSettings,
     ) -> None:
         self.endpoint = endpoint
         self.channel = channel
         self._options = options
         self._http = http
         self._ids = ids
+        self._settings = settings
         self._connections: list[BackendConnection] = []
         self._opening: asyncio.Task[BackendConnection] | None = None
         self._room: list[asyncio.Future[None]] = []
@@ -539,6 +546,7 @@ class BackendPool:
             self._ids,
             on_route_done=self._wake_one,
             on_closed=self._forget,
+            heartbeat=heartbeat(self._settings()),
         )
         try:
             await connection.open(connect_timeout)
@@ -570,6 +578,16 @@ class BackendPool:
             self._connections.remove(connection)
         self._wake_all()
 
+    def recycle(self, connection: BackendConnection, connect_timeout: float) -> None:
+        """Drain `connection` (past its maximum age) and open its replacement now, so the
+        next request does not wait for the handshake."""
+        connection.retire()
+        with contextlib.suppress(ValueError):
+            self._connections.remove(connection)
+        if not self.closed and self._opening is None:
+            self._opening = asyncio.create_task(self._open(connect_timeout))
+            self._opening.add_done_callback(_consume_error)
+
     def retire(self) -> None:
         """New requests get new connections; the current ones finish what they carry."""
         for connection in list(self._connections):
@@ -590,9 +608,15 @@ class BackendPool:
 class Backends:
     """Every pool and dedicated connection of the sidecar, kept in step with host events."""
 
-    def __init__(self, options: BackendOptions, http: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        options: BackendOptions,
+        http: aiohttp.ClientSession,
+        settings: Callable[[], BalancerSettings] = BalancerSettings,
+    ) -> None:
         self.options = options
         self._http = http
+        self._settings = settings
         self.ids = IdSource()
         self._pools: dict[tuple[Endpoint, Channel], BackendPool] = {}
         self._dedicated: set[BackendConnection] = set()
@@ -603,7 +627,7 @@ class Backends:
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = BackendPool(
-                endpoint, channel, self.options, self._http, self.ids
+                endpoint, channel, self.options, self._http, self.ids, self._settings
             )
         return pool
 
@@ -618,6 +642,7 @@ class Backends:
             self._http,
             self.ids,
             on_closed=self._dedicated.discard,
+            heartbeat=heartbeat(self._settings()),
         )
         await connection.open(connect_timeout)
         self._dedicated.add(connection)
@@ -662,14 +687,33 @@ class Backends:
                     expired += 1
         return expired
 
+    def recycle_aged(self, now: float | None = None) -> int:
+        """Drain and replace pooled connections past `max_connection_age`; returns how many.
+
+        Only pooled ones: a session's connection holds the session and ends with it, and a
+        probe's is renewed by the health loop."""
+        settings = self._settings()
+        now = time.monotonic() if now is None else now
+        recycled = 0
+        for pool in list(self._pools.values()):
+            for connection in pool.connections:
+                if connection.usable and past_max_age(settings, connection.opened_at, now):
+                    self._retired.add(connection)
+                    pool.recycle(connection, settings.connect_timeout)
+                    recycled += 1
+        if recycled:
+            self._retired = {c for c in self._retired if not c.closed}
+        return recycled
+
     async def sweep_forever(self, request_timeout: Callable[[], float]) -> None:
         while True:
             limit = request_timeout()
             await asyncio.sleep(min(0.5, max(0.05, limit / 10)))
             try:
                 self.expire_overdue(limit)
+                self.recycle_aged()
             except Exception:
-                log.exception("expiring overdue requests failed")
+                log.exception("expiring overdue requests or recycling connections failed")
 
     def close(self) -> None:
         for pool in self._pools.values():

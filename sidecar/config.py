@@ -3,40 +3,113 @@
 Every flag `--some-name` also reads `GREMLINLB_SOME_NAME` (for a pod spec) and the key
 `some_name` of the `--config` file. Values are checked once, here, with messages that name the
 flag and where its value came from, so a typo fails at start-up rather than at the first request.
+The core's settings and the sidecar's own numbers (:class:`Tunables`) are declared as dataclass
+fields and converted by :mod:`gremlinlb.schema`; only addresses, lists and files are read here.
+
+The layering stays argparse plus :class:`_Values` (a dozen lines): click's ``auto_envvar_prefix``
+would name a sub-command's variables ``GREMLINLB_SIDECAR_*`` (breaking every pod spec), so each
+option would need its variable spelled out anyway, and click has no config-file layer.
 """
 
 from __future__ import annotations
 
 import argparse
+import enum
 import json
+import re
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from gremlinlb.sidecar.backend import DEFAULT_MAX_MESSAGE_BYTES, BackendOptions
+from gremlinlb.sidecar.backend import BackendOptions
 from gremlinlb.sidecar.hostlist import DEFAULT_MAX_HOSTS
 from gremlinlb.sidecar.memory import MemoryLimits
 from gremlinlb.sidecar.proxy import ProxyOptions
 from gremlinlb.sidecar.trust import HostPolicy, parse_allowed_hosts
 
-from gremlinlb.core import (
-    BalancerSettings,
-    BufferSettings,
-    Endpoint,
-    HealthCheckSettings,
-    InvalidEndpointError,
-    InvalidSettingError,
-    Policy,
-    parse_endpoint,
-)
+from gremlinlb.core import BalancerSettings, Endpoint, InvalidEndpointError, parse_endpoint
+from gremlinlb.core.settings import setting
+from gremlinlb.schema import ENV_PREFIX, SETTINGS, Setting, SettingsError, from_flat, settings_of
 
-ENV_PREFIX = "GREMLINLB_"
+#: The backend password, when it is not in a file (a pod's env from a Secret).
+PASSWORD_ENV = ENV_PREFIX + "BACKEND_PASSWORD"
+_BACKEND, _PROXY, _MEMORY = BackendOptions(), ProxyOptions(), MemoryLimits()
+_T = TypeVar("_T")
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the flag and the source."""
+
+
+class LogFormat(enum.Enum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class EventLoop(enum.Enum):
+    #: uvloop when installed, else asyncio.
+    AUTO = "auto"
+    UVLOOP = "uvloop"
+    ASYNCIO = "asyncio"
+
+
+@dataclass(frozen=True, slots=True)
+class Tunables:
+    """The sidecar's own numbers and choices: converted and bounded like the core's settings."""
+
+    max_message_bytes: int = setting(
+        _BACKEND.max_message_bytes, "largest frame accepted either way", unit="bytes", ge=1024
+    )
+    connections_per_host: int = setting(
+        _BACKEND.connections_per_host, "multiplexed connections per backend", ge=1
+    )
+    max_in_flight_per_connection: int = setting(
+        _BACKEND.max_in_flight_per_connection, "requests at once on one connection", ge=1
+    )
+    backend_tls: bool | None = setting(
+        None, "backends only over wss://: refuse ws:// hosts (default: true with --backend-ca-file)"
+    )
+    grace_period: float = setting(
+        15.0, "seconds open connections keep being served after SIGTERM", unit="seconds", ge=0
+    )
+    max_hosts: int = setting(DEFAULT_MAX_HOSTS, "most hosts a host list may hold", ge=1)
+    memory_budget_bytes: int = setting(
+        _MEMORY.budget_bytes,
+        "bytes held for all clients (queued answers, requests in flight)",
+        unit="bytes",
+        ge=1,
+    )
+    client_pause_bytes: int = setting(
+        _MEMORY.client_pause_bytes,
+        "bytes held for one client above which its requests are not read",
+        unit="bytes",
+        ge=1,
+    )
+    client_max_queued_bytes: int = setting(
+        _MEMORY.client_max_queued_bytes,
+        "unread answer bytes after which a client is cut off",
+        unit="bytes",
+        ge=1,
+    )
+    max_requests_per_client: int = setting(
+        _MEMORY.max_requests_per_client, "requests in flight per connection", ge=1
+    )
+    handshake_timeout: float = setting(
+        _PROXY.handshake_timeout,
+        "seconds a new connection may take to finish its WebSocket upgrade",
+        unit="seconds",
+        gt=0,
+    )
+    log_format: LogFormat = setting(LogFormat.TEXT, "log lines as text or json")
+    event_loop: EventLoop = setting(
+        EventLoop.AUTO, "auto (uvloop when installed), uvloop or asyncio"
+    )
+
+
+TUNABLES: tuple[Setting, ...] = settings_of(Tunables)
+_TUNED = Tunables()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,18 +140,29 @@ class SidecarConfig:
     settings: BalancerSettings = field(default_factory=BalancerSettings)
     backend: BackendOptions = field(default_factory=BackendOptions)
     proxy: ProxyOptions = field(default_factory=ProxyOptions)
-    grace_period: float = 15.0
-    log_format: str = "text"
+    grace_period: float = _TUNED.grace_period
+    log_format: str = _TUNED.log_format.value
     traversal_source: str = "g"
-    event_loop: str = "auto"
-    max_hosts: int = DEFAULT_MAX_HOSTS
+    # more traversal sources to probe on every host (others are learned from requests)
+    traversal_sources: tuple[str, ...] = ()
+    event_loop: str = _TUNED.event_loop.value
+    max_hosts: int = _TUNED.max_hosts
+    #: This sidecar's own zone (its node's), which zone-aware routing prefers; None: unknown.
+    zone: str | None = None
+
+
+_DEFAULT = SidecarConfig()
 
 
 @dataclass(frozen=True, slots=True)
 class Option:
+    """One flag, with its environment variable and config-file key (``name``)."""
+
     name: str  # flag without dashes, underscores: "health_interval"
     help: str
     metavar: str = "VALUE"
+    #: What an unset option amounts to, as shown by --help (None: nothing shown).
+    default: object = None
 
     @property
     def flag(self) -> str:
@@ -89,24 +173,20 @@ class Option:
         return ENV_PREFIX + self.name.upper()
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option("listen", "host:port of the Gremlin endpoint (default 127.0.0.1:8182)", "HOST:PORT"),
+#: The sidecar's own options read as text (addresses, lists, files, names).
+TEXT_OPTIONS: tuple[Option, ...] = (
+    Option("listen", "host:port of the Gremlin endpoint", "HOST:PORT", _DEFAULT.listen),
     Option("endpoints", "comma-separated Gremlin Servers, host:port or ws(s):// URLs", "LIST"),
-    Option("admin", "host:port of the admin API (default 127.0.0.1:9901)", "HOST:PORT"),
+    Option("admin", "host:port of the admin API", "HOST:PORT", _DEFAULT.admin),
     Option("token_file", "file holding the bearer token PUT /v1/hosts requires", "FILE"),
     Option("state_dir", "directory where the last accepted host list is kept", "DIR"),
     Option("backend_username", "SASL PLAIN user for the backends", "USER"),
     Option(
         "backend_password_file",
-        "file holding the backend password (or set GREMLINLB_BACKEND_PASSWORD)",
+        f"file holding the backend password (or set {PASSWORD_ENV})",
         "FILE",
     ),
     Option("backend_ca_file", "CA bundle (PEM) to verify wss:// backends with", "FILE"),
-    Option(
-        "backend_tls",
-        "backends only over wss://: refuse ws:// hosts (default: true with --backend-ca-file)",
-        "BOOL",
-    ),
     Option(
         "admin_tls_cert_file",
         "serve the admin API over HTTPS with this certificate (PEM; re-read when it changes)",
@@ -118,88 +198,53 @@ OPTIONS: tuple[Option, ...] = (
         "comma-separated CIDRs and host name globs the host list may name (default: any)",
         "LIST",
     ),
-    Option("max_message_bytes", "largest frame accepted either way (default 10 MiB)", "BYTES"),
-    Option("connections_per_host", "multiplexed connections per backend (default 2)", "N"),
-    Option("max_in_flight_per_connection", "requests at once on one connection (default 128)", "N"),
-    Option("policy", "round_robin (default), least_in_flight or peak_ewma", "NAME"),
-    Option("max_attempts", "tries per request, the first included (default 3)", "N"),
-    Option("request_timeout", "seconds without an answer frame before a request fails", "SEC"),
-    Option("connect_timeout", "seconds to open a backend connection (default 5)", "SEC"),
-    Option("health_interval", "seconds between health probes (default 10)", "SEC"),
-    Option("health_timeout", "seconds a probe may take (default 5)", "SEC"),
-    Option("rise", "passing probes before a down host serves again (default 1)", "N"),
-    Option("fall", "failing probes before a healthy host is taken out (default 2)", "N"),
-    Option("probe_script", "a script to probe with instead of g.V().limit(1) bytecode", "TEXT"),
-    Option("probe_healthy", "also probe healthy hosts: true (default) or false", "BOOL"),
     Option(
-        "unhealthy_interval",
-        "seconds between probes of down, ejected and joining hosts (default 1)",
-        "SEC",
+        "zone",
+        "this sidecar's zone (its node's): hosts listed with ?zone= in it are preferred",
+        "ZONE",
     ),
     Option(
-        "consecutive_failures",
-        "lost connections or timeouts in a row that eject a host (default 5)",
-        "N",
-    ),
-    Option("slow_start", "seconds a returning host takes to reach a full share (default 5)", "SEC"),
-    Option("hedge", "send slow reads to a second host too: true (default) or false", "BOOL"),
-    Option("hedge_max_delay", "latest a slow read is hedged, in seconds (default 0.5)", "SEC"),
-    Option(
-        "extra_budget_ratio",
-        "hedges and costly retries allowed per request, over 10 s (default 0.2)",
-        "RATIO",
-    ),
-    Option("buffer_max_elements", "requests that may wait while no host is healthy", "N"),
-    Option("buffer_max_bytes", "bytes of requests that may wait", "BYTES"),
-    Option("buffer_max_wait", "seconds a request may wait for a healthy host", "SEC"),
-    Option(
-        "grace_period",
-        "seconds open connections keep being served after SIGTERM (default 15)",
-        "SEC",
-    ),
-    Option("max_hosts", "most hosts a host list may hold (default 1000)", "N"),
-    Option(
-        "memory_budget_bytes",
-        "bytes held for all clients (queued answers, requests in flight) (default 96 MiB)",
-        "BYTES",
+        "traversal_source",
+        "traversal source the health probe uses",
+        "NAME",
+        _DEFAULT.traversal_source,
     ),
     Option(
-        "client_pause_bytes",
-        "bytes held for one client above which its requests are not read (default 4 MiB)",
-        "BYTES",
+        "traversal_sources",
+        "more traversal sources to probe on every host, comma-separated, e.g. g2,g3 "
+        "(others are learned from requests)",
+        "LIST",
     ),
-    Option(
-        "client_max_queued_bytes",
-        "unread answer bytes after which a client is cut off (default 32 MiB)",
-        "BYTES",
-    ),
-    Option("max_requests_per_client", "requests in flight per connection (default 1024)", "N"),
-    Option(
-        "handshake_timeout",
-        "seconds a new connection may take to finish its WebSocket upgrade (default 10)",
-        "SEC",
-    ),
-    Option("log_format", "text (default) or json", "FORMAT"),
-    Option("traversal_source", "traversal source the health probe uses (default g)", "NAME"),
-    Option("event_loop", "auto (uvloop when installed, default), uvloop or asyncio", "NAME"),
 )
-_NAMES = {option.name for option in OPTIONS}
+#: Every option: the text ones, the sidecar's tunables, then the core's settings.
+OPTIONS: tuple[Option, ...] = TEXT_OPTIONS + tuple(
+    Option(s.flat, s.doc.help, s.metavar, None if s.default is None else s.text(s.default))
+    for s in TUNABLES + SETTINGS
+)
+_BY_NAME = {option.name: option for option in OPTIONS}
+assert len(_BY_NAME) == len(OPTIONS), "two options share a name"
+
+
+def env_name(name: str) -> str:
+    """The environment variable of option ``name`` (KeyError for an unknown one)."""
+    return _BY_NAME[name].env
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="JSON file with any of these settings")
     for option in OPTIONS:
+        default = "" if option.default is None else f" (default {option.default})"
         parser.add_argument(
             option.flag,
             dest=option.name,
             metavar=option.metavar,
             default=None,
-            help=f"{option.help} [env {option.env}]",
+            help=f"{option.help}{default} [env {option.env}]",
         )
 
 
 class _Values:
-    """Looks a setting up in flags, then the environment, then the config file."""
+    """Looks an option up in flags, then the environment, then the config file."""
 
     def __init__(
         self, flags: Mapping[str, Any], env: Mapping[str, str], file: Mapping[str, Any]
@@ -209,7 +254,8 @@ class _Values:
         self._file = file
 
     def raw(self, name: str) -> tuple[Any, str] | None:
-        option = next(o for o in OPTIONS if o.name == name)
+        """(value, where it came from), or None when no source sets it."""
+        option = _BY_NAME[name]
         if self._flags.get(name) is not None:
             return self._flags[name], option.flag
         if self._env.get(option.env) not in (None, ""):
@@ -231,48 +277,16 @@ class _Values:
         found = self.raw(name)
         return None if found is None else self.text(name, "")
 
-    def integer(self, name: str, default: int, minimum: int = 0) -> int:
-        found = self.raw(name)
-        if found is None:
-            return default
-        value, source = found
-        try:
-            number = value if isinstance(value, int) and not isinstance(value, bool) else int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{source}: must be an integer, got {value!r}") from None
-        if number < minimum:
-            raise ConfigError(f"{source}: must be >= {minimum}, got {number}")
-        return number
-
-    def number(self, name: str, default: float) -> float:
-        found = self.raw(name)
-        if found is None:
-            return default
-        value, source = found
-        try:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{source}: must be a number of seconds, got {value!r}") from None
-
-    def boolean(self, name: str, default: bool) -> bool:
-        found = self.raw(name)
-        if found is None:
-            return default
-        value, source = found
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("true", "1", "yes", "on"):
-            return True
-        if text in ("false", "0", "no", "off"):
-            return False
-        raise ConfigError(f"{source}: must be true or false, got {value!r}")
-
     def source(self, name: str) -> str:
         found = self.raw(name)
         return found[1] if found else name
+
+    def converted(self, base: _T, settings: tuple[Setting, ...]) -> _T:
+        """``base`` with every setting some source gives, checked by the one converter."""
+        try:
+            return from_flat(self.raw, base, settings)
+        except SettingsError as error:
+            raise ConfigError(str(error)) from None
 
 
 def load_config(
@@ -281,46 +295,34 @@ def load_config(
     """Build and check the whole configuration; raise ConfigError saying what is wrong."""
     file_data = _read_config_file(config_file or env.get(ENV_PREFIX + "CONFIG") or None)
     values = _Values(flags, env, file_data)
-    listen = parse_address(values.text("listen", "127.0.0.1:8182"), values.source("listen"))
-    admin = parse_address(values.text("admin", "127.0.0.1:9901"), values.source("admin"))
+    listen = parse_address(values.text("listen", str(_DEFAULT.listen)), values.source("listen"))
+    admin = parse_address(values.text("admin", str(_DEFAULT.admin)), values.source("admin"))
     endpoints = _endpoints(values)
-    host_policy = _host_policy(values)
+    tuned = values.converted(_TUNED, TUNABLES)
+    host_policy = _host_policy(values, tuned)
     refusal = host_policy.refusal(endpoints, "endpoints")
     if refusal is not None:
         raise ConfigError(f"{values.source('endpoints')}: {refusal}")
-    settings = _settings(values)
-    max_message_bytes = values.integer("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES, 1024)
+    settings = values.converted(BalancerSettings(), SETTINGS)
     try:
         backend = BackendOptions(
             username=values.text("backend_username", ""),
             password=_password(values, env),
             ssl_context=_ssl_context(values),
-            max_message_bytes=max_message_bytes,
-            connections_per_host=values.integer("connections_per_host", 2, 1),
-            max_in_flight_per_connection=values.integer("max_in_flight_per_connection", 128, 1),
+            max_message_bytes=tuned.max_message_bytes,
+            connections_per_host=tuned.connections_per_host,
+            max_in_flight_per_connection=tuned.max_in_flight_per_connection,
+        )
+        memory = MemoryLimits(
+            tuned.memory_budget_bytes,
+            tuned.client_pause_bytes,
+            tuned.client_max_queued_bytes,
+            tuned.max_requests_per_client,
         )
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    log_format = values.text("log_format", "text")
-    if log_format not in ("text", "json"):
-        raise ConfigError(
-            f"{values.source('log_format')}: must be text or json, got {log_format!r}"
-        )
-    grace = values.number("grace_period", 15.0)
-    if grace < 0:
-        raise ConfigError(f"{values.source('grace_period')}: must be >= 0 seconds, got {grace}")
-    event_loop = values.text("event_loop", "auto")
-    if event_loop not in ("auto", "uvloop", "asyncio"):
-        raise ConfigError(
-            f"{values.source('event_loop')}: must be auto, uvloop or asyncio, got {event_loop!r}"
-        )
     state_dir = values.optional_text("state_dir")
     token_file = values.optional_text("token_file")
-    handshake_timeout = values.number("handshake_timeout", 10.0)
-    if handshake_timeout <= 0:
-        raise ConfigError(
-            f"{values.source('handshake_timeout')}: must be > 0 seconds, got {handshake_timeout}"
-        )
     return SidecarConfig(
         listen=listen,
         endpoints=endpoints,
@@ -333,28 +335,18 @@ def load_config(
         settings=settings,
         backend=backend,
         proxy=ProxyOptions(
-            max_message_bytes=max_message_bytes,
-            memory=_memory_limits(values),
-            handshake_timeout=handshake_timeout,
+            max_message_bytes=tuned.max_message_bytes,
+            memory=memory,
+            handshake_timeout=tuned.handshake_timeout,
         ),
-        grace_period=grace,
-        log_format=log_format,
-        traversal_source=values.text("traversal_source", "g"),
-        event_loop=event_loop,
-        max_hosts=values.integer("max_hosts", DEFAULT_MAX_HOSTS, 1),
+        grace_period=tuned.grace_period,
+        log_format=tuned.log_format.value,
+        traversal_source=values.text("traversal_source", _DEFAULT.traversal_source),
+        traversal_sources=_traversal_sources(values),
+        event_loop=tuned.event_loop.value,
+        max_hosts=tuned.max_hosts,
+        zone=(values.optional_text("zone") or "").strip() or None,
     )
-
-
-def _memory_limits(values: _Values) -> MemoryLimits:
-    defaults = MemoryLimits()
-    budget = values.integer("memory_budget_bytes", defaults.budget_bytes, 1)
-    pause = values.integer("client_pause_bytes", defaults.client_pause_bytes, 1)
-    cap = values.integer("client_max_queued_bytes", defaults.client_max_queued_bytes, 1)
-    requests = values.integer("max_requests_per_client", defaults.max_requests_per_client, 1)
-    try:
-        return MemoryLimits(budget, pause, cap, requests)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
 
 
 def parse_address(text: str, source: str) -> Address:
@@ -384,13 +376,36 @@ def _read_config_file(path: str | None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: must hold a JSON object of settings")
     normalized = {str(key).replace("-", "_"): value for key, value in data.items()}
-    unknown = sorted(set(normalized) - _NAMES)
+    unknown = sorted(set(normalized) - set(_BY_NAME))
     if unknown:
         raise ConfigError(
             f"--config {path}: unknown setting(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(_NAMES))}"
+            f"known: {', '.join(sorted(_BY_NAME))}"
         )
     return normalized
+
+
+_SOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
+
+
+def _traversal_sources(values: _Values) -> tuple[str, ...]:
+    found = values.raw("traversal_sources")
+    if found is None:
+        return ()
+    value, source = found
+    items = value if isinstance(value, list) else str(value).split(",")
+    names: list[str] = []
+    for item in items:
+        name = item.strip() if isinstance(item, str) else item
+        if name == "":
+            continue
+        if not isinstance(name, str) or not _SOURCE_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{source}: {name!r} is not a traversal source name (letters, digits and _, "
+                "not starting with a digit, as bound on the Gremlin Server, e.g. g2)"
+            )
+        names.append(name)
+    return tuple(dict.fromkeys(names))
 
 
 def _endpoints(values: _Values) -> tuple[Endpoint, ...]:
@@ -432,71 +447,16 @@ def _admin_tls(values: _Values) -> tuple[Path, Path] | None:
     return Path(cert), Path(key)
 
 
-def _host_policy(values: _Values) -> HostPolicy:
+def _host_policy(values: _Values, tuned: Tunables) -> HostPolicy:
     allowed = values.text("allowed_hosts", "")
     try:
         patterns = parse_allowed_hosts(allowed)
     except ValueError as error:
         raise ConfigError(f"{values.source('allowed_hosts')}: {error}") from None
-    tls = values.boolean("backend_tls", values.optional_text("backend_ca_file") is not None)
+    tls = tuned.backend_tls
+    if tls is None:
+        tls = values.optional_text("backend_ca_file") is not None
     return HostPolicy(require_tls=tls, allowed=patterns)
-
-
-def _settings(values: _Values) -> BalancerSettings:
-    defaults = BalancerSettings()
-    policy_text = values.text("policy", defaults.policy.value)
-    try:
-        policy = Policy(policy_text)
-    except ValueError:
-        choices = ", ".join(p.value for p in Policy)
-        raise ConfigError(
-            f"{values.source('policy')}: must be one of {choices}, got {policy_text!r}"
-        ) from None
-    health = defaults.health
-    buffer = defaults.buffer
-    try:
-        return BalancerSettings(
-            policy=policy,
-            health=HealthCheckSettings(
-                interval=values.number("health_interval", health.interval),
-                timeout=values.number("health_timeout", health.timeout),
-                rise=values.integer("rise", health.rise),
-                fall=values.integer("fall", health.fall),
-                probe_healthy=values.boolean("probe_healthy", health.probe_healthy),
-                probe_script=values.optional_text("probe_script"),
-                unhealthy_interval=values.number("unhealthy_interval", health.unhealthy_interval),
-                outage_interval=min(
-                    health.outage_interval,
-                    values.number("unhealthy_interval", health.unhealthy_interval),
-                ),
-            ),
-            outlier=replace(
-                defaults.outlier,
-                consecutive_failures=values.integer(
-                    "consecutive_failures", defaults.outlier.consecutive_failures, 1
-                ),
-            ),
-            hedge=replace(
-                defaults.hedge,
-                enabled=values.boolean("hedge", defaults.hedge.enabled),
-                max_delay=values.number("hedge_max_delay", defaults.hedge.max_delay),
-            ),
-            budget=replace(
-                defaults.budget,
-                ratio=values.number("extra_budget_ratio", defaults.budget.ratio),
-            ),
-            slow_start=values.number("slow_start", defaults.slow_start),
-            buffer=BufferSettings(
-                max_elements=values.integer("buffer_max_elements", buffer.max_elements),
-                max_bytes=values.integer("buffer_max_bytes", buffer.max_bytes),
-                max_wait=values.number("buffer_max_wait", buffer.max_wait),
-            ),
-            max_attempts=values.integer("max_attempts", defaults.max_attempts),
-            request_timeout=values.number("request_timeout", defaults.request_timeout),
-            connect_timeout=values.number("connect_timeout", defaults.connect_timeout),
-        )
-    except InvalidSettingError as error:
-        raise ConfigError(str(error)) from None
 
 
 def _read_secret(values: _Values, name: str) -> str | None:
@@ -517,7 +477,7 @@ def _password(values: _Values, env: Mapping[str, str]) -> str:
     from_file = _read_secret(values, "backend_password_file")
     if from_file is not None:
         return from_file
-    return env.get(ENV_PREFIX + "BACKEND_PASSWORD", "")
+    return env.get(PASSWORD_ENV, "")
 
 
 def _ssl_context(values: _Values) -> ssl.SSLContext | None:

@@ -3,6 +3,10 @@
 A host counts as healthy only when it *answers a traversal* (an open port is not enough: a
 paused JVM accepts connections and never answers). Probes use a connection of their own per
 host, so a probe never queues behind client traffic and a stuck probe is simply dropped.
+
+Each traversal source clients use (configured, or learned from requests' aliases) is probed
+too, after the default one passed: a host answering that it does not have a source is skipped
+for requests naming that source only (`core.sources`), and stays in rotation for the others.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from gremlinlb.core import (
     EventKind,
     HostEvent,
 )
+from gremlinlb.core.recycling import past_max_age
+from gremlinlb.core.sources import INVALID_REQUEST_ARGUMENTS, says_source_unknown
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +65,15 @@ class _ProbeSink:
     def __init__(self) -> None:
         self.written = False
         self.last_activity = time.monotonic()
-        self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.done: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
 
     def on_frame(self, frame: bytes | str, header: ResponseHeader) -> None:
         self.last_activity = time.monotonic()
         if header.final and not self.done.done():
-            self.done.set_result(header.code)
+            message = ""
+            if header.code == INVALID_REQUEST_ARGUMENTS and isinstance(frame, bytes):
+                message = _status_message(frame)  # an unknown traversal source says so here
+            self.done.set_result((header.code, message))
 
     def on_failure(self, error: ConnectionFailure) -> None:
         if not self.done.done():
@@ -76,10 +85,17 @@ class _ProbeSink:
 
 
 class HealthLoop:
-    def __init__(self, balancer: Balancer, backends: Backends, traversal_source: str = "g"):
+    def __init__(
+        self,
+        balancer: Balancer,
+        backends: Backends,
+        traversal_source: str = "g",
+        traversal_sources: tuple[str, ...] = (),
+    ):
         self._balancer = balancer
         self._backends = backends
         self._traversal_source = traversal_source
+        balancer.sources.configure(traversal_source, traversal_sources)
         self._connections: dict[Endpoint, BackendConnection] = {}
         self._probes: set[asyncio.Task[bool]] = set()
 
@@ -103,24 +119,42 @@ class HealthLoop:
 
     async def probe(self, endpoint: Endpoint) -> bool:
         """One probe of `endpoint`, reported to the core; True if it passed."""
-        settings = self._balancer.settings.health
-        error: str | None = None
-        try:
-            async with asyncio.timeout(settings.timeout):
-                code = await self._ask(endpoint, settings.probe_script)
-            if code not in (frames.SUCCESS, frames.NO_CONTENT):
-                error = f"the probe traversal was answered with status {code}"
-        except TimeoutError:
-            error = f"no answer within {settings.timeout}s"
-        except Exception as failure:
-            error = f"{type(failure).__name__}: {failure}"
-        if error is not None:
+        error = await self._probe_source(endpoint, self._traversal_source)
+        if error is None:  # the other sources before the verdict: a joining host enters
+            for source in self._balancer.sources.watched():  # rotation with its marks known
+                if await self._probe_source(endpoint, source) is not None:
+                    break  # the host itself failed: its next probe tells
+        else:
             self.forget(endpoint)  # its socket may be dead or stuck: start clean next time
         self._balancer.record_probe(endpoint, ok=error is None, error=error)
         return error is None
 
-    async def _ask(self, endpoint: Endpoint, script: str | None) -> int:
+    async def _probe_source(self, endpoint: Endpoint, source: str) -> str | None:
+        """Probe `source` on `endpoint` and record whether it serves it; the error that makes
+        the host fail (None when it answered, even that it lacks the source)."""
+        settings = self._balancer.settings.health
+        try:
+            async with asyncio.timeout(settings.timeout):
+                code, message = await self._ask(endpoint, settings.probe_script, source)
+        except TimeoutError:
+            return f"no answer within {settings.timeout}s"
+        except Exception as failure:
+            return f"{type(failure).__name__}: {failure}"
+        if code in (frames.SUCCESS, frames.NO_CONTENT):
+            self._balancer.sources.record(endpoint, source, served=True)
+            return None
+        if says_source_unknown(code, message):
+            self._balancer.sources.record(endpoint, source, served=False)
+            return None  # the host answered: it lacks this source, not its health
+        return f"the probe traversal on {source!r} was answered with status {code}"
+
+    async def _ask(self, endpoint: Endpoint, script: str | None, source: str) -> tuple[int, str]:
         connection = self._connections.get(endpoint)
+        if connection is not None and past_max_age(
+            self._balancer.settings, connection.opened_at, time.monotonic()
+        ):
+            self.forget(endpoint)  # between probes nothing is in flight on it
+            connection = None
         if connection is None or connection.closed:
             connection = await self._backends.dedicated(
                 endpoint, GRAPHBINARY_CHANNEL, self._balancer.settings.connect_timeout
@@ -128,7 +162,7 @@ class HealthLoop:
             self._connections[endpoint] = connection
         request_id = self._backends.ids.next()
         sink = _ProbeSink()
-        connection.send(probe_frame(request_id, script, self._traversal_source), request_id, sink)
+        connection.send(probe_frame(request_id, script, source), request_id, sink)
         return await sink.done
 
     def forget(self, endpoint: Endpoint) -> None:
@@ -147,3 +181,13 @@ class HealthLoop:
             task.cancel()
         for endpoint in list(self._connections):
             self.forget(endpoint)
+
+
+def _status_message(frame: bytes) -> str:
+    """The status message of a GraphBinary answer frame ("" if it cannot be read)."""
+    try:
+        decoded = GraphBinarySerializersV1().deserialize_message(frame)
+    except Exception:
+        return ""
+    message = (decoded.get("status") or {}).get("message")
+    return message if isinstance(message, str) else ""

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gremlinlb.sidecar.settings_json import SettingsError, settings_from_json, settings_to_json
-
 from gremlinlb.core import BalancerSettings, Endpoint, InvalidEndpointError, parse_endpoint
+from gremlinlb.schema import SettingsError, from_document, to_document
 
 STATE_FILE = "hosts.json"
 DEFAULT_MAX_HOSTS = 1000
@@ -48,8 +47,8 @@ class HostList:
     def to_json(self) -> dict[str, Any]:
         return {
             "generation": self.generation,
-            "hosts": [e.url for e in self.hosts],
-            "settings": settings_to_json(self.settings),
+            "hosts": [e.text for e in self.hosts],
+            "settings": to_document(self.settings),
         }
 
 
@@ -152,7 +151,7 @@ def parse_update(body: Any, current: BalancerSettings, rules: HostRules | None =
     settings = current
     if body.get("settings") is not None:
         try:
-            settings = settings_from_json(body["settings"], current)
+            settings = from_document(body["settings"], current)
         except SettingsError as error:
             raise BadUpdateError(str(error)) from None
     return HostList(generation, tuple(endpoints), settings)

@@ -187,6 +187,23 @@ class _CoreCollector(Collector):
             "Hedges and costly retries refused because the extra-request budget was spent",
             value=stats.budget_exhausted,
         )
+        by_role = CounterMetricFamily(
+            "gremlinlb_sidecar_backend_attempts_by_role",
+            "Attempts sent to backends, by the role of the host (writer, reader, any)",
+            labels=["role"],
+        )
+        for role, count in sorted(stats.attempts_by_role.items()):
+            by_role.add_metric([role], count)
+        yield by_role
+        zones = CounterMetricFamily(
+            "gremlinlb_sidecar_backend_attempts_by_zone",
+            "Attempts sent to a host in this sidecar's zone (same) or another (cross); "
+            "counted when --zone is set and the host has a zone",
+            labels=["locality"],
+        )
+        zones.add_metric(["same"], stats.same_zone)
+        zones.add_metric(["cross"], stats.cross_zone)
+        yield zones
         yield GaugeMetricFamily(
             "gremlinlb_sidecar_buffer_depth",
             "Requests waiting for a healthy host",

@@ -38,6 +38,7 @@ from gremlinlb.sidecar.backend import (
 from gremlinlb.sidecar.frames import Channel, MalformedFrameError, Request, ResponseHeader
 from gremlinlb.sidecar.memory import MemoryBudget, MemoryLimits
 from gremlinlb.sidecar.metrics import SidecarMetrics
+from gremlinlb.sidecar.sources import answer_says_source_unknown, request_source
 from gremlinlb.sidecar.wsout import BATCH_FRAMES, FrameOutput
 
 from gremlinlb.core import (
@@ -58,6 +59,7 @@ from gremlinlb.core import (
     frame_may_write,
     may_retry,
 )
+from gremlinlb.core.sources import INVALID_REQUEST_ARGUMENTS
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,7 @@ class Exchange:
         "read_only",
         "request",
         "sent",
+        "source",
         "started",
         "tried",
     )
@@ -124,6 +127,7 @@ class Exchange:
         self.client = client
         self.request = request
         self.read_only = read_only
+        self.source = request_source(request)  # the traversal source it names (None: default)
         self.started = time.monotonic()
         self.forwarded = False  # a frame reached the client: committed to `owner`
         self.sent = False  # some attempt was written to a backend
@@ -229,6 +233,8 @@ class Attempt:
             self.exchange.forward(frame, header)
             return
         outcome = _answer_outcome(header.code)
+        if header.code == INVALID_REQUEST_ARGUMENTS and self._source_elsewhere(frame):
+            outcome = Outcome.OVERLOADED  # refused before it ran: retried like a 429
         if outcome is Outcome.OVERLOADED:
             error = StatusError(self.endpoint, header.code)
             if not self.exchange.forwarded:
@@ -243,6 +249,18 @@ class Attempt:
 
     def on_failure(self, error: ConnectionFailure) -> None:
         self._end(error.outcome, error)
+
+    def _source_elsewhere(self, frame: bytes | str) -> bool:
+        """This host refused the request for lacking its traversal source (nothing ran): note
+        that, and say whether a healthy host that may serve the source can take it instead.
+        When none can, the client gets this server's own error."""
+        exchange = self.exchange
+        if exchange.forwarded or not answer_says_source_unknown(frame):
+            return False
+        balancer = exchange.client.proxy.balancer
+        source = exchange.source or balancer.sources.default
+        balancer.sources.record(self.endpoint, source, served=False)
+        return balancer.serves_elsewhere(source, [*exchange.tried, self.endpoint])
 
     def on_oversize(self, size: int, limit: int) -> None:
         exchange = self.exchange
@@ -638,11 +656,11 @@ class ClientConnection:
 
     # -- sessions ------------------------------------------------------------------------
 
-    async def session_pin(self, channel: Channel) -> SessionPin:
+    async def session_pin(self, channel: Channel, source: str | None = None) -> SessionPin:
         async with self._pin_lock:
             if self.pin is None:
                 proxy = self.proxy
-                lease = await proxy.acquire(0, (), session=True)
+                lease = await proxy.acquire(0, (), session=True, source=source)
                 settings = proxy.balancer.settings
                 try:
                     connection = await proxy.backends.dedicated(
@@ -730,11 +748,14 @@ class Proxy:
         )
         exchange = Exchange(client, request, read_only)
         self.exchanges.add(exchange)
+        self.balancer.sources.seen(exchange.source)
         if request.session:
             client.spawn(self._serve(exchange, self._serve_session(exchange)))
             return
         try:
-            acquired: Lease | Waiter = self.balancer.acquire(len(request.frame), ())
+            acquired: Lease | Waiter = self.balancer.acquire(
+                len(request.frame), (), source=exchange.source, write=not read_only
+            )
         except (NoHealthyEndpointError, BalancerClosedError):
             self._continue(exchange)
             return
@@ -789,7 +810,12 @@ class Proxy:
         request = exchange.request
         try:
             if acquired is None:
-                lease = await self.acquire(len(request.frame), exchange.tried)
+                lease = await self.acquire(
+                    len(request.frame),
+                    exchange.tried,
+                    source=exchange.source,
+                    write=not exchange.read_only,
+                )
             elif isinstance(acquired, Lease):
                 lease = acquired
             else:
@@ -914,7 +940,13 @@ class Proxy:
             return
         exclude = [first.endpoint, *exchange.tried]
         try:
-            lease = self.balancer.acquire(len(exchange.request.frame), exclude, hedge=True)
+            lease = self.balancer.acquire(
+                len(exchange.request.frame),
+                exclude,
+                hedge=True,
+                source=exchange.source,
+                write=False,
+            )
         except (NoHealthyEndpointError, BalancerClosedError):
             return
         assert isinstance(lease, Lease)  # a hedge never waits
@@ -936,7 +968,9 @@ class Proxy:
                 continue  # nothing stranded there, or a hedge elsewhere carries it already
             exclude = [event.endpoint, *exchange.tried]
             try:
-                acquired = self.balancer.acquire(len(exchange.request.frame), exclude)
+                acquired = self.balancer.acquire(
+                    len(exchange.request.frame), exclude, source=exchange.source, write=False
+                )
             except (NoHealthyEndpointError, BalancerClosedError):
                 continue
             if not isinstance(acquired, Lease):  # no other host now: the old attempt goes on
@@ -1011,7 +1045,7 @@ class Proxy:
         request = exchange.request
         client = exchange.client
         try:
-            pin = await client.session_pin(request.channel)
+            pin = await client.session_pin(request.channel, exchange.source)
         except (NoHealthyEndpointError, ConnectionFailure, BalancerClosedError) as error:
             exchange.answer_error(
                 frames.SERVER_ERROR_TEMPORARY,
@@ -1070,10 +1104,17 @@ class Proxy:
     # -- waiting for a host --------------------------------------------------------------
 
     async def acquire(
-        self, size: int, tried: list[Endpoint] | tuple[()], *, session: bool = False
+        self,
+        size: int,
+        tried: list[Endpoint] | tuple[()],
+        *,
+        session: bool = False,
+        source: str | None = None,
+        write: bool = True,
     ) -> Lease:
-        """A host from the core, waiting in its buffer (FIFO, bounded) when none is healthy."""
-        acquired = self.balancer.acquire(size, tried, session=session)
+        """A host of the request's kind (a writer unless `write` is False) from the core,
+        waiting in its buffer (FIFO, bounded) while none is healthy."""
+        acquired = self.balancer.acquire(size, tried, session=session, source=source, write=write)
         if isinstance(acquired, Lease):
             return acquired
         return await self._wait(acquired)

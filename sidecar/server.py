@@ -40,12 +40,12 @@ class Sidecar:
         config = self.config
         tune_allocator()
         initial = self._initial_hosts()
-        self.balancer = Balancer(initial.hosts, initial.settings)
+        self.balancer = Balancer(initial.hosts, initial.settings, zone=config.zone)
         self.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
             trust_env=False,  # backends are reached directly, never through an HTTP proxy
         )
-        self.backends = Backends(config.backend, self.http)
+        self.backends = Backends(config.backend, self.http, lambda: self.balancer.settings)
         self.balancer.subscribe(_on_loop(self.backends.on_host_event))
         self.metrics = SidecarMetrics(self.balancer, self.backends.connection_counts)
         self.balancer.subscribe(_on_loop(self.metrics.on_host_event))
@@ -53,7 +53,9 @@ class Sidecar:
         self.balancer.subscribe(_on_loop(self.proxy.on_host_event))
         self.metrics.held_bytes.set_function(lambda: self.proxy.memory.used)
         self.metrics.paused_clients.set_function(lambda: len(self.proxy.paused))
-        self.health = HealthLoop(self.balancer, self.backends, config.traversal_source)
+        self.health = HealthLoop(
+            self.balancer, self.backends, config.traversal_source, config.traversal_sources
+        )
         self.balancer.subscribe(_on_loop(self.health.on_host_event))
         self.admin = AdminApi(
             self.balancer,

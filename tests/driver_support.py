@@ -29,6 +29,7 @@ from gremlinlb.sidecar.testing import SidecarThread
 from gremlinlb.core import (
     BalancerSettings,
     HealthCheckSettings,
+    HedgeSettings,
     HostState,
     OutlierSettings,
     parse_endpoint,
@@ -158,16 +159,24 @@ SPREAD_SPECS_OUTLIERS = OutlierSettings(slow_factor=1000.0)
 
 @contextlib.contextmanager
 def running_sidecar(
-    servers: Sequence[GremlinServerProcess], *, fall: int = 2
+    servers: Sequence[GremlinServerProcess],
+    *,
+    fall: int = 2,
+    endpoints: Sequence[str] | None = None,
+    hedge: bool = True,
 ) -> Iterator[SidecarThread]:
-    """A sidecar over `servers`, health probes every 0.5 s (`fall`: failures to take one out)."""
+    """A sidecar over `servers`, health probes every 0.5 s (`fall`: failures to take one out);
+    `endpoints` lists them in the text form instead (with roles or zones); `hedge` False for
+    specs that count who answered (a hedged read is answered by whichever host is first)."""
+    texts = endpoints if endpoints is not None else [s.address for s in servers]
     config = SidecarConfig(
-        endpoints=tuple(parse_endpoint(s.address) for s in servers),
+        endpoints=tuple(parse_endpoint(e) for e in texts),
         settings=BalancerSettings(
             health=HealthCheckSettings(interval=0.5, timeout=2.0, rise=1, fall=fall),
             request_timeout=10.0,
             connect_timeout=1.0,
             outlier=SPREAD_SPECS_OUTLIERS,
+            hedge=HedgeSettings(enabled=hedge),
         ),
     )
     with SidecarThread(config) as running:

@@ -1,7 +1,7 @@
 """The two clusters the end-to-end checks (tests/integration/test_cluster_e2e.py) run on.
 
 * ``devcluster`` (default, ``make test`` / ``make cluster-e2e``): :class:`DevClusterBackend`, the
-  container-less cluster of :mod:`gremlinlb.devcluster.cluster`: real etcd, kube-apiserver,
+  container-less cluster of :mod:`tests.devcluster.cluster`: real etcd, kube-apiserver,
   controller-manager, scheduler, kwok for the node, and the node agent running each pod's
   containers as real processes in a network namespace at the pod's IP.
 * ``kind`` (``make kind-e2e``, needs Docker): :class:`KindBackend`, any cluster ``KUBECONFIG``
@@ -27,8 +27,8 @@ from pathlib import Path
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from gremlinlb.devcluster import Cluster, ImageCatalog, NetnsNetwork, NodeAgent
 from gremlinlb.devservers.server import ensure_runtime
+from tests.devcluster import Cluster, ImageCatalog, NetnsNetwork, NodeAgent
 
 REPO = Path(__file__).resolve().parent.parent
 BACKEND_ENV = "GREMLINLB_E2E_BACKEND"

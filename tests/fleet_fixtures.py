@@ -8,7 +8,7 @@ one. Tests that need a server of their own use ``extra_server`` or ``gremlin_ser
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -76,14 +76,17 @@ def gremlin_server_factory(
 ) -> Iterator[Callable[..., GremlinServerProcess]]:
     """Call it to start (and wait for) a server of the test's own; all are stopped afterwards.
 
-    ``factory()`` picks a free port from EXTRA_BASE_PORT upwards; ``factory(port=...)`` uses one.
+    ``factory()`` picks a free port from EXTRA_BASE_PORT upwards; ``factory(port=...)`` uses one;
+    ``factory(extra_sources=("g2",))`` binds more traversal sources next to ``g``.
     """
     started: list[GremlinServerProcess] = []
 
-    def start(port: int | None = None) -> GremlinServerProcess:
+    def start(port: int | None = None, extra_sources: Sequence[str] = ()) -> GremlinServerProcess:
         if port is None:
             port = find_free_port(EXTRA_BASE_PORT, exclude=[s.port for s in started])
-        server = GremlinServerProcess(port, tmp_path / f"server-{port}", runtime=gremlin_runtime)
+        server = GremlinServerProcess(
+            port, tmp_path / f"server-{port}", runtime=gremlin_runtime, extra_sources=extra_sources
+        )
         started.append(server)
         server.start()
         server.wait_ready()

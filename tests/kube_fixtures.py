@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
-from gremlinlb.devcluster import (
+from tests.devcluster import (
     ControlPlane,
     DevClusterError,
     NetnsHost,

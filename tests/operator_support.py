@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from kubernetes import client as k8s
 
-from gremlinlb.devcluster import ControlPlane, create_running_pod
+from tests.devcluster import ControlPlane, create_running_pod
 
 REPO = Path(__file__).resolve().parent.parent
 GREMLINLB = [sys.executable, "-m", "gremlinlb.cli"]

@@ -4,7 +4,7 @@
 #   $CACHE/k8s/<KUBERNETES_VERSION>/bin/{kube-apiserver,kubectl,etcd}
 #   $CACHE/k8s/<KUBERNETES_VERSION>/bin/{kube-controller-manager,kube-scheduler,kwok}
 #
-# The last three make the cluster of the end-to-end test (gremlinlb.devcluster.cluster): the
+# The last three make the cluster of the end-to-end test (tests.devcluster.cluster): the
 # real controllers and scheduler, and kwok ("Kubernetes WithOut Kubelet") for nodes and pod IPs.
 #
 # Idempotent: a binary that is already there (and, for etcd, reports the pinned version) is kept,

@@ -10,7 +10,7 @@ include $(K8S_DIR)/versions.env
 
 K8S_CACHE ?= $(if $(GREMLINLB_CACHE),$(GREMLINLB_CACHE),$(CURDIR)/.cache)
 K8S_BIN := $(K8S_CACHE)/k8s/$(KUBERNETES_VERSION)/bin
-# Read by gremlinlb.devcluster.find_binaries() (pytest started from make finds the right build).
+# Read by tests.devcluster.find_binaries() (pytest started from make finds the right build).
 export GREMLINLB_K8S_BIN := $(K8S_BIN)
 
 .PHONY: k8s-bins k8s-clean

@@ -38,6 +38,12 @@ def run(args: argparse.Namespace) -> int:
     # gremlinpython logs every error answer with its whole results table; the late answers of
     # abandoned attempts (step 7) are expected and handled, not news for the person watching.
     logging.getLogger("gremlinpython").setLevel(logging.CRITICAL)
+    # The demo takes servers down on purpose and narrates each transition itself; at the
+    # default level the balancer's warnings about them would only repeat the narrative.
+    # Asking for INFO or DEBUG (make demo DEMO_LOG_LEVEL=INFO) shows them again.
+    balancer_log = logging.getLogger("gremlinlb.core.balancer")
+    if balancer_log.getEffectiveLevel() >= logging.WARNING:
+        balancer_log.setLevel(logging.ERROR)
     say = _Narrator()
     say.step("Starting 3 Apache TinkerPop Gremlin Servers on 127.0.0.1 (real JVMs)...")
     with Fleet(3, base_port=args.base_port) as fleet:

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import pytest
 from kubernetes import client as k8s
 
-from gremlinlb.devcluster import NetnsNetwork
+from tests.devcluster import NetnsNetwork
 from tests.e2e_backends import REPO, Backend, DevClusterBackend, KindBackend, backend_name
 
 T = TypeVar("T")
@@ -275,7 +275,7 @@ def install(backend: Backend) -> Iterator[Install]:
 def test_readme_quick_start_brings_the_cluster_ready_with_3_endpoints(install: Install) -> None:
     expected = readme_expected_table(install.readme)
     assert expected, "the README shows no output of `kubectl get gremlinclusters`"
-    assert expected[0] == ["NAME", "READY", "TOTAL", "SIDECARS", "STATUS", "AGE"]
+    assert expected[0] == ["NAME", "READY", "TOTAL", "SIDECARS", "STATUS", "SERVING", "AGE"]
     command = [line for line in install.readme if line.startswith("kubectl get gremlinclusters")]
 
     def shown() -> list[list[str]] | None:
@@ -285,7 +285,8 @@ def test_readme_quick_start_brings_the_cluster_ready_with_3_endpoints(install: I
         return table if [r[:-1] for r in table] == [r[:-1] for r in expected] else None
 
     table = wait_for(shown, 300, f"`{command[-1]}` to show {expected}", interval=2)
-    assert table[1][:5] == ["graph", "3", "3", "2", "EndpointsAvailable"]
+    # Both app pods' sidecars hold the list and see a healthy backend.
+    assert table[1][:6] == ["graph", "3", "3", "2", "EndpointsAvailable", "2"]
 
 
 def test_app_pods_get_the_sidecar_injected_as_a_native_sidecar(install: Install) -> None:

@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from gremlinlb.devcluster import (
+from tests.devcluster import (
     GATEWAY,
     SUBNET,
     ControlPlane,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 import socket
 import ssl
 import threading
@@ -35,7 +36,8 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from gremlinlb import certificates as certs
-from gremlinlb.devcluster import (
+from gremlinlb.devservers import GremlinServerProcess, ServerRuntime, with_traversal_source
+from tests.devcluster import (
     ControlPlane,
     EndpointSpec,
     NetnsHost,
@@ -47,7 +49,6 @@ from gremlinlb.devcluster import (
     create_service,
     purge_namespace,
 )
-from gremlinlb.devservers import GremlinServerProcess, ServerRuntime, with_traversal_source
 from tests.operator_support import (
     REPO,
     OperatorProcess,
@@ -73,7 +74,7 @@ PUSH_TIMEOUT = 20.0  # long on purpose: a hung sidecar must not hold the others 
 OPERATOR_FLAGS = (
     *("--push-timeout", str(PUSH_TIMEOUT), "--resync-interval", "600"),
     *("--token-check-interval", "1", "--lease-duration", "3"),
-    *("--webhook-cert-check-interval", "1"),
+    *("--webhook-cert-check-interval", "1", "--health-interval", "1"),
 )
 
 
@@ -214,11 +215,14 @@ class Scenario:
             return {}
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
-    def add_client(self, name: str, files: dict[str, str] | None = None) -> SidecarProcess:
+    def add_client(
+        self, name: str, files: dict[str, str] | None = None, *flags: str
+    ) -> SidecarProcess:
         """A client pod as injected: its sidecar serves the admin API over TLS with the
-        certificate of the token Secret (or ``files``), and the pod says so."""
+        certificate of the token Secret (or ``files``), and the pod says so; ``flags`` are
+        more sidecar flags (what the webhook's environment would set, e.g. ``--zone``)."""
         files = self.secret_files() if files is None else files
-        sidecar = SidecarProcess(self.token, self.work_dir / name, files=files).start()
+        sidecar = SidecarProcess(self.token, self.work_dir / name, *flags, files=files).start()
         self.sidecars[name] = sidecar
         create_client_pod(self.api, self.namespace, name, sidecar.admin_port, admin_tls=True)
         return sidecar
@@ -492,6 +496,130 @@ def test_an_invalid_cluster_is_refused_by_the_apiserver_with_a_useful_message(
     assert listed.stdout.strip() == ""
 
 
+ZONES = {0: "zone-a", 1: "zone-a", 2: "zone-b", 3: "zone-b"}
+
+
+def _states(sidecar: SidecarProcess) -> dict[str, tuple[str, str | None]]:
+    """The sidecar's hosts: address -> (state, zone)."""
+    status, body = http("GET", f"{sidecar.admin}/v1/hosts")
+    assert status == 200, body
+    return {h["address"]: (h["state"], h["zone"]) for h in body["hosts"]}
+
+
+def _local_share(names: list[str]) -> float:
+    return sum(1 for n in names if ZONES[int(n)] == "zone-a") / len(names)
+
+
+def test_a_sidecar_keeps_its_requests_in_its_zone_and_spills_over_when_the_zone_is_down(
+    scenario: Scenario,
+) -> None:
+    servers = scenario.servers
+    scenario.set_endpoints(*(servers.endpoint(i, zone=z, hint=z) for i, z in ZONES.items()))
+    scenario.apply_example()
+    fast = {"spec": {"healthCheck": {"interval": 1, "timeout": 1, "fall": 1}}}
+    scenario.control_plane.kubectl(
+        "patch",
+        "gremlincluster",
+        "graph",
+        "-n",
+        scenario.namespace,
+        "--type=merge",
+        "-p",
+        json.dumps(fast),
+    )
+    sidecar = scenario.add_client("app-a", None, "--zone", "zone-a")
+    scenario.wait_hosts(sidecar, list(ZONES))
+    wanted = {servers.address(i): z for i, z in ZONES.items()}
+    wait_for(
+        lambda: {a: zone for a, (_, zone) in _states(sidecar).items()} == wanted,
+        SETTLE,
+        "every host with its zone in the sidecar",
+    )
+    healthy = served_by(sidecar.address, 200)
+    print(f"\nzone-a share while zone-a is healthy: {_local_share(healthy):.3f}")
+    assert _local_share(healthy) >= 0.9
+    zones = wait_for(
+        lambda: (
+            [e.get("zone") for e in scenario.status().get("status", {}).get("endpoints", [])]
+            or None
+        ),
+        SETTLE,
+        "zones in the status",
+    )
+    assert zones == list(ZONES.values())
+
+    local = [servers.processes[i] for i in (0, 1)]
+    for process in local:
+        process.pause()
+    try:
+        wait_for(
+            lambda: all(
+                _states(sidecar)[servers.address(i)][0] in ("down", "ejected") for i in (0, 1)
+            ),
+            SETTLE,
+            "zone-a's hosts out of rotation",
+        )
+        spilled = served_by(sidecar.address, 100)
+        print(f"zone-a share while zone-a is down: {_local_share(spilled):.3f}")
+        assert set(spilled) <= {"2", "3"}
+    finally:
+        for process in local:
+            process.resume()
+    wait_for(
+        lambda: all(_states(sidecar)[servers.address(i)][0] == "healthy" for i in (0, 1)),
+        SETTLE,
+        "zone-a's hosts back",
+    )
+    back = served_by(sidecar.address, 100)
+    print(f"zone-a share once zone-a is back: {_local_share(back):.3f}")
+    assert _local_share(back) >= 0.9
+
+
+def test_a_writer_service_makes_its_endpoints_writers_and_the_others_readers(
+    ready: Scenario,
+) -> None:
+    writer_service = create_service(ready.api, ready.namespace, "gremlin-writer", GREMLIN_PORT)
+    apply_endpoint_slice(
+        ready.api,
+        ready.namespace,
+        "gremlin-writer",
+        [ready.servers.endpoint(0)],
+        port=GREMLIN_PORT,
+        owner=writer_service,
+    )
+    ready.control_plane.kubectl(
+        "patch",
+        "gremlincluster",
+        "graph",
+        "-n",
+        ready.namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"roles": {"writerService": "gremlin-writer"}}}),
+    )
+    sidecar = ready.sidecars["app-0"]
+
+    def roles() -> dict[str, str] | None:
+        status, body = http("GET", f"{sidecar.admin}/v1/hosts")
+        assert status == 200, body
+        found = {h["address"]: h["role"] for h in body["hosts"]}
+        return found if "writer" in found.values() else None
+
+    found = wait_for(roles, SETTLE, "roles in the sidecar's host list")
+    assert found == {
+        ready.servers.address(0): "writer",
+        ready.servers.address(1): "reader",
+        ready.servers.address(2): "reader",
+    }
+    assert set(served_by(sidecar.address, 40)) == {"1", "2"}  # reads go to the readers
+    status = wait_for(
+        lambda: (s := ready.status().get("status", {})).get("writers") is not None and s,
+        SETTLE,
+        "writers in the status",
+    )
+    assert (status["writers"], status["readers"]) == (1, 2)
+
+
 def test_a_restarted_sidecar_gets_the_list_again(ready: Scenario) -> None:
     sidecar = ready.sidecars["app-0"]
     sidecar.stop()
@@ -614,6 +742,71 @@ def test_an_unreachable_sidecar_is_reported_and_does_not_delay_the_others(
         assert events[0].type == "Warning"
     finally:
         hung.close()
+
+
+def _backends_seen(scenario: Scenario, address: str, **counts: int) -> dict[str, Any] | None:
+    """The cluster object once its status shows ``address`` with these sidecar counts."""
+    obj = scenario.status()
+    backends = (obj.get("status") or {}).get("backends") or {}
+    hosts = {h["address"]: h for h in backends.get("hosts") or ()}
+    found = hosts.get(address) or {}
+    return obj if all(found.get(state) == n for state, n in counts.items()) else None
+
+
+def test_the_status_shows_a_ready_endpoint_that_no_sidecar_can_reach(
+    ready: Scenario, netns_network: NetnsNetwork
+) -> None:
+    silent = netns_network.add_host()  # ready to Kubernetes, but no Gremlin Server listens
+    try:
+        ready.set_endpoints(
+            *(ready.servers.endpoint(i) for i in range(3)),
+            EndpointSpec(silent.ip, pod_name="gremlin-silent"),
+        )
+        address = f"{silent.ip}:{GREMLIN_PORT}"
+        obj = wait_for(
+            lambda: _backends_seen(ready, address, down=1, healthy=0),
+            SETTLE,
+            "the unreachable server as the sidecar sees it",
+        )
+        assert obj["status"]["readyEndpoints"] == 4  # Kubernetes still calls it ready
+        backends = obj["status"]["backends"]
+        assert (backends["sidecarsReporting"], backends["sidecarsServing"]) == (1, 1)
+        for index in range(3):
+            seen = {h["address"]: h for h in backends["hosts"]}[ready.servers.address(index)]
+            assert seen["healthy"] == 1
+        degraded = condition(obj, "Degraded")
+        assert (degraded["status"], degraded["reason"]) == ("True", "BackendsUnhealthy")
+        assert f"{address}: 1 down of 1 sidecars" in degraded["message"]
+        assert condition(obj, "Ready")["status"] == "True"
+    finally:
+        netns_network.remove_host(silent)
+
+
+def test_a_sidecar_that_sees_no_healthy_backend_is_named_in_the_status(
+    ready: Scenario, netns_network: NetnsNetwork
+) -> None:
+    silent = netns_network.add_host()
+    try:
+        ready.set_endpoints(EndpointSpec(silent.ip, pod_name="gremlin-silent"))
+        address = f"{silent.ip}:{GREMLIN_PORT}"
+        obj = wait_for(
+            lambda: _backends_seen(ready, address, down=1),
+            SETTLE,
+            "the only server down as the sidecar sees it",
+        )
+        backends = obj["status"]["backends"]
+        assert backends["sidecarsServing"] == 0
+        assert backends["withoutHealthyBackend"] == ["app-0"]
+        degraded = condition(obj, "Degraded")
+        assert degraded["reason"] == "SidecarsWithoutHealthyBackend"
+        assert "app-0" in degraded["message"]
+        printed = ready.control_plane.kubectl("get", "gremlinclusters", "-n", ready.namespace)
+        header, row = printed.stdout.split("\n")[:2]
+        assert dict(zip(header.split(), row.split(), strict=False))["SERVING"] == "0"
+        # The application's pod stays ready: its sidecar can still serve (and buffer).
+        assert http("GET", f"{ready.sidecars['app-0'].admin}/readyz")[0] == 200
+    finally:
+        netns_network.remove_host(silent)
 
 
 def test_the_webhook_injects_a_native_sidecar_into_a_labelled_pod(ready: Scenario) -> None:
@@ -871,7 +1064,12 @@ def test_a_standby_replica_serves_the_webhook_and_takes_over_when_the_leader_die
             ),
         )
         assert pod.spec is not None
-        assert [c.name for c in pod.spec.init_containers or []] == ["gremlinlb-sidecar"]
+        injected = pod.spec.init_containers or []
+        assert [c.name for c in injected] == ["gremlinlb-sidecar"]
+        # The standby follows no cluster, yet the sidecar starts with the leader's host list.
+        env = {e.name: e.value or "" for e in injected[0].env or []}
+        wanted = sorted(ready.servers.address(i) for i in range(3))
+        assert sorted(env["GREMLINLB_ENDPOINTS"].split(",")) == wanted
         assert operator.process is not None
         operator.process.kill()  # no clean stop: the lease is not released, it expires
         operator.process.wait(10)

@@ -9,6 +9,7 @@ driver's default) or GraphSON v3.
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ from tests.driver_support import (
     run_killed_server_load,
     running_sidecar,
 )
+from tests.roles_support import assert_reads_even, role_endpoints
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +149,24 @@ def test_java_driver_killed_server_mid_run_fails_no_read_only_request(
     assert victim.address in names[:mark]
     assert len(names) >= mark + 100
     assert set(names[mark:]) == {servers[0].address, servers[2].address}
+
+
+def test_java_driver_reads_go_to_the_readers_and_scripts_and_transactions_to_the_writer(
+    java_client: Launcher, servers: Sequence[GremlinServerProcess]
+) -> None:
+    with running_sidecar(servers, endpoints=role_endpoints(servers), hedge=False) as sidecar:
+        with java_client(sidecar, "graphbinary", "multiplex") as driver:
+            result = driver.json(timeout=120)
+            driver.send("done")
+            assert driver.wait(30) == 0, driver.stderr()
+        with java_client(sidecar, "graphbinary", "commit") as driver:
+            committed = driver.json(timeout=120)
+            assert driver.wait(30) == 0, driver.stderr()
+        per_host = requests_per_host(sidecar)
+    writer, *readers = servers
+    assert_reads_even(Counter(result["names"]), readers)
+    # The injects and names are reads; the scripts may write (a script is opaque to the sidecar).
+    assert sum(per_host[r.address] for r in readers) == COUNT + NAMES
+    assert per_host[writer.address] >= SCRIPTS
+    assert committed["inside"] == 1
+    assert count_on_each(servers, "java") == {s.address: int(s is writer) for s in servers}

@@ -22,8 +22,10 @@ from gremlinlb.sidecar.testing import SidecarThread
 
 from gremlinlb.core import BalancerSettings, HealthCheckSettings, parse_endpoint
 from gremlinlb.devservers import Fleet, GremlinServerProcess
-from tests.driver_support import SPREAD_SPECS_OUTLIERS
+from tests.driver_support import SPREAD_SPECS_OUTLIERS, count_on_each, running_sidecar
+from tests.fleet_fixtures import free_port_block
 from tests.helpers import name_servers
+from tests.roles_support import assert_reads_even, role_endpoints
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +60,58 @@ const [url, mimeType, count] = process.argv.slice(2);
 """
 
 
+ROLES_SCRIPT = r"""
+const gremlin = require('gremlin');
+const traversal = gremlin.process.AnonymousTraversalSource.traversal;
+const { DriverRemoteConnection, Client } = gremlin.driver;
+const [url] = process.argv.slice(2);
+
+(async () => {
+  const connection = new DriverRemoteConnection(url);
+  const g = traversal().withRemote(connection);
+  const names = [];
+  for (let batch = 0; batch < 10; batch++) {  // 20 at a time on the one connection
+    names.push(...await Promise.all(
+      [...Array(20).keys()].map(() => g.V().hasLabel('server').values('name').toList())));
+  }
+  for (let i = 0; i < 10; i++) {
+    await g.addV('js_written').property('i', i).iterate();
+    await g.inject(i).sideEffect(gremlin.process.statics.addV('js_nested')).iterate();
+  }
+  const tx = g.tx();
+  const gtx = tx.begin();
+  await gtx.addV('js_tx').iterate();
+  const inside = await gtx.V().hasLabel('server').values('name').next();
+  await tx.commit();
+  await connection.close();
+  const session = new Client(url, { traversalSource: 'g', session: 'roles-session' });
+  const sessionName = await session.submit("g.V().hasLabel('server').values('name')");
+  await session.close();
+  console.log(JSON.stringify({
+    names: names.map((r) => r[0]),
+    inside: inside.value,
+    session: sessionName.first(),
+  }));
+})().catch((error) => { console.error(error); process.exit(1); });
+"""
+
+
+READS_SCRIPT = r"""
+const gremlin = require('gremlin');
+const traversal = gremlin.process.AnonymousTraversalSource.traversal;
+const [url, count] = process.argv.slice(2);
+
+(async () => {
+  const connection = new gremlin.driver.DriverRemoteConnection(url);
+  const g = traversal().withRemote(connection);
+  const names = await Promise.all([...Array(Number(count)).keys()].map(
+    () => g.V().hasLabel('server').values('name').toList()));
+  await connection.close();
+  console.log(JSON.stringify({ names: names.map((r) => r[0]) }));
+})().catch((error) => { console.error(error); process.exit(1); });
+"""
+
+
 @pytest.fixture
 def node_script(tmp_path: Path) -> Path:
     if shutil.which("node") is None:
@@ -66,6 +120,8 @@ def node_script(tmp_path: Path) -> Path:
         pytest.fail("the JavaScript driver is missing: run `make js-driver`")
     script = tmp_path / "multiplex.js"
     script.write_text(SCRIPT)
+    (tmp_path / "roles.js").write_text(ROLES_SCRIPT)
+    (tmp_path / "reads.js").write_text(READS_SCRIPT)
     return script
 
 
@@ -89,9 +145,9 @@ def sidecar(servers: Sequence[GremlinServerProcess]) -> Iterator[SidecarThread]:
         yield running
 
 
-def run_node(script: Path, url: str, mime: str, count: int) -> dict[str, Any]:
+def run_node(script: Path, url: str, *args: object) -> dict[str, Any]:
     completed = subprocess.run(
-        ["node", str(script), url, mime, str(count)],
+        ["node", str(script), url, *map(str, args)],
         env={**os.environ, "NODE_PATH": str(NODE_MODULES)},
         capture_output=True,
         text=True,
@@ -128,3 +184,28 @@ def test_javascript_driver_multiplexing_on_one_connection_gets_every_answer(
     assert Counter(result["names"]) == {s.address: 10 for s in servers}
     assert result["inside"] == 1
     assert count_everywhere(servers, "js") == 1
+
+
+def test_javascript_driver_reads_go_to_the_readers_and_writes_to_the_writer(
+    node_script: Path, servers: Sequence[GremlinServerProcess]
+) -> None:
+    with running_sidecar(servers, endpoints=role_endpoints(servers), hedge=False) as sidecar:
+        result = run_node(node_script.with_name("roles.js"), sidecar.url)
+    writer, *readers = servers
+    assert_reads_even(Counter(result["names"]), readers)
+    assert (result["inside"], result["session"]) == (writer.address, writer.address)
+    for label, count in [("js_written", 10), ("js_nested", 10), ("js_tx", 1)]:
+        assert count_on_each(servers, label) == {s.address: count * (s is writer) for s in servers}
+
+
+def test_javascript_driver_reads_go_to_the_writer_while_no_reader_is_up(
+    node_script: Path, servers: Sequence[GremlinServerProcess]
+) -> None:
+    writer = servers[0]
+    # Two readers whose ports nobody listens on: down from the start.
+    base = free_port_block(19281, 2)
+    absent = [f"127.0.0.1:{port}?role=reader" for port in (base, base + 1)]
+    endpoints = [f"{writer.address}?role=writer", *absent]
+    with running_sidecar(servers, endpoints=endpoints, hedge=False) as sidecar:
+        result = run_node(node_script.with_name("reads.js"), sidecar.url, 40)
+    assert Counter(result["names"]) == {writer.address: 40}

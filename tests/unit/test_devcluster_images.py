@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gremlinlb.devcluster.agent import ImageCatalog, image_repository
+from tests.devcluster.agent import ImageCatalog, image_repository
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,14 @@ import json
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
-from gremlinlb.operator.push import Backoff, Payload, PushGroup, SendOutcome, TargetStatus
+from gremlinlb.operator.backoff import Backoff
+from gremlinlb.operator.push import (
+    BackendHealth,
+    Payload,
+    PushGroup,
+    SendOutcome,
+    TargetStatus,
+)
 
 FAST = Backoff(first=0.01, maximum=0.05, jitter=0.0)
 
@@ -42,15 +49,22 @@ class FakeSidecars:
             self.in_flight -= 1
 
 
-async def settle(group: PushGroup, generation: int, keys: list[str], limit: float = 5.0) -> None:
-    async def synced() -> None:
+async def wait_until(check: Callable[[], bool], limit: float = 5.0) -> None:
+    async def poll() -> None:
         while True:
-            statuses = {s.key: s for s in group.statuses()}
-            if all(statuses[k].acked_generation == generation for k in keys):
+            if check():
                 return
             await asyncio.sleep(0.002)
 
-    await asyncio.wait_for(synced(), limit)
+    await asyncio.wait_for(poll(), limit)
+
+
+async def settle(group: PushGroup, generation: int, keys: list[str], limit: float = 5.0) -> None:
+    def synced() -> bool:
+        statuses = {s.key: s for s in group.statuses()}
+        return all(statuses[k].acked_generation == generation for k in keys)
+
+    await wait_until(synced, limit)
 
 
 def test_every_target_converges_and_pushes_are_bounded() -> None:
@@ -207,3 +221,85 @@ def test_removed_targets_stop_being_pushed_to() -> None:
 def test_backoff_grows_to_its_cap() -> None:
     backoff = Backoff(first=0.2, factor=2, maximum=10, jitter=0)
     assert [backoff.delay(n) for n in (1, 2, 3, 10)] == [0.2, 0.4, 0.8, 10]
+
+
+class FakeHealth:
+    """Answers health reads from ``views[url]`` (None: the sidecar cannot be read)."""
+
+    def __init__(self) -> None:
+        self.views: dict[str, BackendHealth | None] = {}
+        self.reads: list[str] = []
+
+    async def __call__(self, url: str, time_limit: float) -> BackendHealth | None:
+        self.reads.append(url)
+        return self.views.get(url)
+
+
+def test_a_sidecar_in_sync_has_its_backend_health_read_and_reported() -> None:
+    async def scenario() -> None:
+        health = FakeHealth()
+        view = BackendHealth(1, {"10.0.0.1:8182": "ejected"})
+        health.views["http://s"] = view
+        results: list[TargetStatus] = []
+        group = PushGroup(
+            "ns/c",
+            FakeSidecars(),
+            asyncio.Semaphore(1),
+            on_result=results.append,
+            health_reader=health,
+            health_interval=0.01,
+        )
+        group.set_targets({"ns/p": "http://s"})
+        group.set_payload(payload(1))
+        await wait_until(lambda: group.statuses()[0].health == view)
+        assert results[-1].health == view
+        reports = len(results)
+        await wait_until(lambda: len(health.reads) >= 5)
+        assert len(results) == reports  # an unchanged view is not reported again
+        await group.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_sidecar_that_stops_taking_the_list_loses_its_health_view() -> None:
+    async def scenario() -> None:
+        sidecars = FakeSidecars()
+        health = FakeHealth()
+        health.views["http://s"] = BackendHealth(1, {"10.0.0.1:8182": "healthy"})
+        group = PushGroup(
+            "ns/c",
+            sidecars,
+            asyncio.Semaphore(1),
+            backoff=FAST,
+            health_reader=health,
+            health_interval=0.01,
+        )
+        group.set_targets({"ns/p": "http://s"})
+        group.set_payload(payload(1))
+        await wait_until(lambda: group.statuses()[0].health is not None)
+
+        async def refuse(_generation: int) -> SendOutcome:
+            return SendOutcome(False, error="connection refused")
+
+        sidecars.behaviour["http://s"] = refuse
+        group.set_payload(payload(2))
+        await wait_until(lambda: group.statuses()[0].failures > 0)
+        assert group.statuses()[0].health is None
+        await group.close()
+
+    asyncio.run(scenario())
+
+
+def test_without_a_health_reader_a_synced_sidecar_is_left_alone() -> None:
+    async def scenario() -> None:
+        sidecars = FakeSidecars()
+        group = PushGroup("ns/c", sidecars, asyncio.Semaphore(1))
+        group.set_targets({"ns/p": "http://s"})
+        group.set_payload(payload(1))
+        await settle(group, 1, ["ns/p"])
+        await asyncio.sleep(0.05)
+        assert sidecars.received["http://s"] == [1]
+        assert group.statuses()[0].health is None
+        await group.close()
+
+    asyncio.run(scenario())

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from gremlinlb.operator.discovery import DiscoveredEndpoint, EndpointState
-from gremlinlb.operator.push import TargetStatus
+from gremlinlb.operator.push import BackendHealth, TargetStatus
 from gremlinlb.operator.status import Observed, build_status, same_status
 
 LIVE = [DiscoveredEndpoint(f"10.0.0.{i}", 8182, EndpointState.LIVE) for i in range(3)]
 
 
-def sidecar(name: str, in_sync: bool = True, error: str | None = None) -> TargetStatus:
+def sidecar(
+    name: str, in_sync: bool = True, error: str | None = None, **backends: str
+) -> TargetStatus:
+    """A sidecar; ``backends`` (``a="healthy"``...) is its health read, if it answered one."""
     return TargetStatus(
         f"ns/{name}",
         f"http://127.0.0.1:{len(name)}",
@@ -17,6 +20,9 @@ def sidecar(name: str, in_sync: bool = True, error: str | None = None) -> Target
         in_sync,
         0 if in_sync else 2,
         error,
+        health=BackendHealth(4, {f"{b}:8182": state for b, state in backends.items()})
+        if backends
+        else None,
     )
 
 
@@ -82,3 +88,48 @@ def test_transition_times_change_only_with_the_condition_status() -> None:
     assert times == {"Ready": "T1", "Degraded": "T2"}
     assert same_status(first, build_status(observed(), [], "T9"))
     assert not same_status(first, second)
+
+
+def test_backends_count_how_many_sidecars_see_each_state() -> None:
+    sidecars = [
+        sidecar("a", x="healthy", y="healthy"),
+        sidecar("b", x="healthy", y="ejected"),
+        sidecar("c"),  # not read yet: not counted
+    ]
+    backends = build_status(observed(sidecars=sidecars), [], "T1")["backends"]
+    assert backends["sidecarsReporting"] == 2
+    assert backends["sidecarsServing"] == 2
+    assert backends["withoutHealthyBackend"] == []
+    assert backends["hosts"] == [
+        {"address": "x:8182", "healthy": 2, "down": 0, "draining": 0, "ejected": 0, "joining": 0},
+        {"address": "y:8182", "healthy": 1, "down": 0, "draining": 0, "ejected": 1, "joining": 0},
+    ]
+
+
+def test_a_backend_some_sidecar_does_not_see_healthy_degrades_the_cluster() -> None:
+    sidecars = [sidecar("a", x="healthy", y="healthy"), sidecar("b", x="healthy", y="down")]
+    status = build_status(observed(sidecars=sidecars), [], "T1")
+    assert conditions(status)["Degraded"] == ("True", "BackendsUnhealthy")
+    assert conditions(status)["Ready"] == ("True", "EndpointsAvailable")
+    message = status["conditions"][1]["message"]
+    assert "y:8182: 1 down of 2 sidecars" in message
+    assert "x:8182" not in message
+
+
+def test_a_sidecar_that_sees_no_healthy_backend_is_named_before_anything_else() -> None:
+    sidecars = [
+        sidecar("a", x="healthy"),
+        sidecar("b", x="down"),
+        sidecar("c", False, "connection refused"),
+    ]
+    status = build_status(observed(sidecars=sidecars), [], "T1")
+    assert conditions(status)["Degraded"] == ("True", "SidecarsWithoutHealthyBackend")
+    assert "1 of 2 sidecars see no healthy backend" in status["conditions"][1]["message"]
+    assert status["backends"]["withoutHealthyBackend"] == ["b"]
+    assert status["backends"]["sidecarsServing"] == 1
+
+
+def test_every_sidecar_seeing_every_backend_healthy_is_as_expected() -> None:
+    sidecars = [sidecar("a", x="healthy"), sidecar("b", x="healthy")]
+    status = build_status(observed(sidecars=sidecars), [], "T1")
+    assert conditions(status)["Degraded"] == ("False", "AsExpected")

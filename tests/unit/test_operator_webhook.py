@@ -8,7 +8,6 @@ from typing import Any
 import yaml
 from gremlinlb.operator.spec import parse_spec
 from gremlinlb.operator.webhook import (
-    SETTINGS_ENV,
     Injection,
     already_injected,
     injection,
@@ -107,9 +106,15 @@ def test_injection_is_idempotent() -> None:
 
 
 def test_settings_reach_the_sidecar_through_its_own_environment_variables() -> None:
-    known = {option.env for option in OPTIONS}
-    assert {variable for _section, _field, variable in SETTINGS_ENV} <= known
-    changes = injection(pod(), "graph", cluster(healthCheck={"interval": 3}), [])
+    """Every variable the webhook sets is one the sidecar reads (with credentials and a CA)."""
+    known = {option.env for option in OPTIONS} | {"GREMLINLB_BACKEND_PASSWORD"}
+    spec = cluster(
+        healthCheck={"interval": 3},
+        tls={"enabled": True, "caSecretRef": {"name": "ca"}},
+        credentialsSecretRef={"name": "creds"},
+        sidecar={"memoryBudgetBytes": 200 * 1024 * 1024},
+    )
+    changes = injection(pod(), "graph", spec, ["10.0.0.1:8182"], Injection(admin_tls=True))
     assert changes is not None
     env = {e["name"]: e.get("value") for e in changes["spec"]["initContainers"][0]["env"]}
     assert env["GREMLINLB_HEALTH_INTERVAL"] == "3.0"
@@ -201,3 +206,10 @@ def test_the_injected_memory_limit_is_sized_from_the_sidecars_memory_budget() ->
     assert env["GREMLINLB_CLIENT_PAUSE_BYTES"] == "1048576"
     assert "GREMLINLB_CLIENT_MAX_QUEUED_BYTES" not in env
     assert "GREMLINLB_MEMORY_BUDGET_BYTES" not in {e["name"] for e in plain["env"]}
+
+
+def test_the_traversal_sources_to_probe_reach_the_sidecar() -> None:
+    changes = injection(pod(), "graph", cluster(traversalSources=["g2", "tenant_a"]), [])
+    assert changes is not None
+    env = {e["name"]: e.get("value") for e in changes["spec"]["initContainers"][0]["env"]}
+    assert env["GREMLINLB_TRAVERSAL_SOURCES"] == "g2,tenant_a"

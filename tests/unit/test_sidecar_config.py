@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from gremlinlb.sidecar.config import Address, ConfigError, load_config, parse_address
+from gremlinlb.sidecar.config import OPTIONS, Address, ConfigError, load_config, parse_address
 from gremlinlb.sidecar.ids import IdSource
 from gremlinlb.sidecar.logs import JsonFormatter
 
-from gremlinlb.core import Policy
+from gremlinlb import certificates as certs
+from gremlinlb.core import Policy, ReadRouting
 
 
 def load(flags: dict[str, Any] | None = None, env: dict[str, str] | None = None, **kw: Any) -> Any:
@@ -73,7 +75,7 @@ def test_config_file_that_is_not_json_is_refused(tmp_path: Path) -> None:
 
 
 def test_error_names_the_environment_variable_it_came_from() -> None:
-    with pytest.raises(ConfigError, match="GREMLINLB_CONNECTIONS_PER_HOST: must be >= 1"):
+    with pytest.raises(ConfigError, match="GREMLINLB_CONNECTIONS_PER_HOST: must be an integer >="):
         load(env={"GREMLINLB_CONNECTIONS_PER_HOST": "0"})
 
 
@@ -83,7 +85,7 @@ def test_number_of_seconds_must_be_a_number() -> None:
 
 
 def test_core_range_checks_still_apply() -> None:
-    with pytest.raises(ConfigError, match="fall must be >= 1"):
+    with pytest.raises(ConfigError, match="--fall: must be an integer >= 1"):
         load({"fall": "0"})
 
 
@@ -222,5 +224,87 @@ def test_a_client_cap_above_the_memory_budget_is_refused() -> None:
 
 
 def test_handshake_timeout_must_be_positive() -> None:
-    with pytest.raises(ConfigError, match="GREMLINLB_HANDSHAKE_TIMEOUT: must be > 0"):
+    with pytest.raises(ConfigError, match="GREMLINLB_HANDSHAKE_TIMEOUT: must be a number > 0 sec"):
         load(env={"GREMLINLB_HANDSHAKE_TIMEOUT": "0"})
+
+
+README = Path(__file__).resolve().parents[2] / "sidecar" / "README.md"
+
+
+def test_the_sidecar_readme_documents_every_flag() -> None:
+    readme = README.read_text()
+    assert [option.flag for option in OPTIONS if f"`{option.flag}`" not in readme] == []
+
+
+def test_the_sidecar_readme_gives_the_defaults_the_flags_have() -> None:
+    """Rows such as | `--rise` / `--fall` | 1 / 2 | ... | against the options' own defaults."""
+    by_flag = {option.flag: option for option in OPTIONS}
+
+    def same(documented: str, default: object) -> bool:
+        text = re.sub(r" \(.*\)$", "", documented.strip(" `"))
+        try:
+            return float(text) == float(str(default))
+        except ValueError:
+            return text == str(default)
+
+    wrong = []
+    for row in re.finditer(r"^\| (`--[^|]*) \| ([^|]+) \|", README.read_text(), re.MULTILINE):
+        flags = [flag.strip(" `") for flag in row.group(1).split(" / ")]
+        for flag, documented in zip(flags, row.group(2).split(" / "), strict=True):
+            default = by_flag[flag].default
+            if default is not None and not same(documented, default):
+                wrong.append((flag, documented, default))
+    assert wrong == []
+
+
+def test_log_format_and_event_loop_are_one_of_their_names() -> None:
+    config = load({"log_format": "json", "event_loop": "asyncio"})
+    assert (config.log_format, config.event_loop) == ("json", "asyncio")
+    with pytest.raises(ConfigError, match="GREMLINLB_LOG_FORMAT: must be one of text, json"):
+        load(env={"GREMLINLB_LOG_FORMAT": "yaml"})
+
+
+def test_a_ca_file_requires_tls_unless_backend_tls_says_otherwise(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(certs.generate(["gremlin"]).ca_pem)
+    assert load({"backend_ca_file": str(ca)}).host_policy.require_tls is True
+    flags = {"backend_ca_file": str(ca), "backend_tls": "false"}
+    assert load(flags).host_policy.require_tls is False
+    assert load({"backend_tls": "yes"}).host_policy.require_tls is True
+
+
+def test_traversal_sources_to_probe_are_a_comma_separated_list() -> None:
+    config = load({"traversal_sources": "g2, g3,g2"})
+    assert config.traversal_sources == ("g2", "g3")
+
+
+def test_a_traversal_source_that_is_no_name_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"--traversal-sources: 'g-2' is not a traversal source"):
+        load({"traversal_sources": "g2,g-2"})
+
+
+def test_keepalive_and_max_connection_age_are_core_settings() -> None:
+    config = load({"keepalive_interval": "10", "max_connection_age": "3600"})
+    assert config.settings.keepalive_interval == 10.0
+    assert config.settings.max_connection_age == 3600.0
+
+
+def test_a_negative_max_connection_age_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--max-connection-age: must be a number >= 0"):
+        load({"max_connection_age": "-1"})
+
+
+def test_the_zone_comes_from_the_environment_and_empty_means_unknown() -> None:
+    assert load(env={"GREMLINLB_ZONE": "us-east-1a"}).zone == "us-east-1a"
+    assert load(env={"GREMLINLB_ZONE": ""}).zone is None  # the downward API without the label
+
+
+def test_read_routing_is_one_of_its_names() -> None:
+    assert load({"read_routing": "readers_only"}).settings.read_routing is ReadRouting.READERS_ONLY
+    with pytest.raises(ConfigError, match="one of prefer_readers, readers_only, any"):
+        load({"read_routing": "writers"})
+
+
+def test_endpoints_carry_their_roles() -> None:
+    config = load({"endpoints": "w:8182?role=writer,r:8182?role=reader&zone=b"})
+    assert [(e.role.value, e.zone) for e in config.endpoints] == [("writer", None), ("reader", "b")]

@@ -17,11 +17,11 @@ from gremlinlb.sidecar.hostlist import (
     parse_update,
     save_state,
 )
-from gremlinlb.sidecar.settings_json import SettingsError, settings_from_json, settings_to_json
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gremlinlb.core import BalancerSettings, HealthCheckSettings, Policy, parse_endpoint
+from gremlinlb.schema import SettingsError, from_document, to_document
 
 DEFAULTS = BalancerSettings()
 
@@ -54,24 +54,22 @@ def test_bad_host_names_its_position() -> None:
 
 def test_nested_setting_error_names_the_full_path() -> None:
     with pytest.raises(SettingsError, match=r"settings\.health\.timeout: must be a number"):
-        settings_from_json({"health": {"timeout": "5s"}}, DEFAULTS)
+        from_document({"health": {"timeout": "5s"}}, DEFAULTS)
 
 
 def test_policy_must_be_a_known_name() -> None:
     with pytest.raises(SettingsError, match="round_robin, least_in_flight"):
-        settings_from_json({"policy": "fastest"}, DEFAULTS)
+        from_document({"policy": "fastest"}, DEFAULTS)
 
 
 def test_nested_object_must_be_an_object() -> None:
     with pytest.raises(SettingsError, match=r"settings\.buffer: must be a JSON object"):
-        settings_from_json({"buffer": 5}, DEFAULTS)
+        from_document({"buffer": 5}, DEFAULTS)
 
 
 def test_probe_script_may_be_reset_to_null() -> None:
     current = BalancerSettings(health=HealthCheckSettings(probe_script="1"))
-    assert (
-        settings_from_json({"health": {"probe_script": None}}, current).health.probe_script is None
-    )
+    assert from_document({"health": {"probe_script": None}}, current).health.probe_script is None
 
 
 settings_strategy = st.builds(
@@ -93,8 +91,8 @@ settings_strategy = st.builds(
 
 @given(settings_strategy)
 def test_settings_survive_a_json_round_trip(settings: BalancerSettings) -> None:
-    text = json.dumps(settings_to_json(settings))
-    assert settings_from_json(json.loads(text), DEFAULTS) == settings
+    text = json.dumps(to_document(settings))
+    assert from_document(json.loads(text), DEFAULTS) == settings
 
 
 def test_saved_host_list_is_loaded_back(tmp_path: Path) -> None:
@@ -185,3 +183,21 @@ def test_a_saved_list_with_a_bad_host_is_refused_at_start(tmp_path: Path) -> Non
     (tmp_path / STATE_FILE).write_text(json.dumps({"generation": 1, "hosts": ["a\u0000b:1"]}))
     with pytest.raises(BadUpdateError, match="fix or delete it"):
         load_state(tmp_path, DEFAULTS)
+
+
+def test_saved_roles_and_zones_are_loaded_back(tmp_path: Path) -> None:
+    hosts = HostList(
+        3, (parse_endpoint("a:1?role=writer&zone=z1"), parse_endpoint("b:2?role=reader")), DEFAULTS
+    )
+    save_state(tmp_path, hosts)
+    loaded = load_state(tmp_path, DEFAULTS)
+    assert loaded is not None
+    assert [(e.text) for e in loaded.hosts] == [
+        "ws://a:1/gremlin?role=writer&zone=z1",
+        "ws://b:2/gremlin?role=reader",
+    ]
+
+
+def test_a_host_with_an_unknown_query_key_is_refused_with_its_index() -> None:
+    with pytest.raises(BadUpdateError, match=r"hosts\[1\]: .*query key 'weight'"):
+        parse_update({"generation": 1, "hosts": ["a:1", "b:2?weight=3"]}, DEFAULTS)

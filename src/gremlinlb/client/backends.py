@@ -31,6 +31,7 @@ from gremlin_python.driver.protocol import (
 from gremlin_python.driver.serializer import GraphBinarySerializersV1
 
 from gremlinlb.client.errors import AnswerNotReadableError
+from gremlinlb.client.keepalive import Keepalive
 from gremlinlb.client.transport import DEFAULT_MAX_MESSAGE_BYTES, PhaseTaggedTransport
 from gremlinlb.core import ConnectionFailure, Endpoint
 
@@ -50,6 +51,8 @@ class ConnectionOptions:
     connect_timeout: float = 5.0
     request_timeout: float = 30.0
     headers: dict[str, str] | None = None
+    # pings idle pooled and session sockets, and says when a pooled one is too old
+    keepalive: Keepalive | None = None
 
     def connection(self, endpoint: Endpoint) -> DriverRemoteConnection:
         return self._remote(endpoint, pool_size=self.pool_size, session=None)
@@ -96,7 +99,10 @@ class ConnectionOptions:
             self.traversal_source,
             protocol_factory=protocol,
             transport_factory=self._transport_factory(
-                self.request_timeout, reconnect=session is None, keep_waiting=keep_waiting
+                self.request_timeout,
+                reconnect=session is None,
+                keep_waiting=keep_waiting,
+                keepalive=self.keepalive,
             ),
             pool_size=pool_size,
             username=self.username,
@@ -112,6 +118,7 @@ class ConnectionOptions:
         *,
         reconnect: bool = True,
         keep_waiting: Callable[[], bool] | None = None,
+        keepalive: Keepalive | None = None,
     ) -> Callable[[], PhaseTaggedTransport]:
         def make() -> PhaseTaggedTransport:
             return PhaseTaggedTransport(
@@ -121,6 +128,7 @@ class ConnectionOptions:
                 ssl_context=self.ssl_context,
                 reconnect=reconnect,
                 keep_waiting=keep_waiting,
+                keepalive=keepalive,
             )
 
         return make

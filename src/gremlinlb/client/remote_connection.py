@@ -40,6 +40,7 @@ from gremlin_python.driver.serializer import GraphBinarySerializersV1
 from gremlinlb.client.backends import ConnectionOptions, Generation, HostConnection
 from gremlinlb.client.errors import AnswerNotReadableError
 from gremlinlb.client.health_loop import HealthLoop
+from gremlinlb.client.keepalive import Keepalive
 from gremlinlb.core import (
     OVERLOAD_STATUS_CODES,
     AllHostsTriedError,
@@ -71,9 +72,12 @@ log = logging.getLogger(__name__)
 class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
     """Use it wherever a DriverRemoteConnection goes: `traversal().with_(rr)`.
 
-    `endpoints` are `host:port` or `ws://` / `wss://` URLs. Settings of the core (policy,
-    health checks, retries, buffer) come in `settings`; `health_check_interval` is kept as a
-    shortcut because it is what most callers tune.
+    `endpoints` are `host:port` or `ws://` / `wss://` URLs, optionally with the host's role
+    and zone as a query (`10.0.0.1:8182?role=reader&zone=us-east-1a`): requests that may
+    write, and `g.tx()`, go to writers; reads to readers (see `read_routing`). `zone` is this
+    process's own zone: hosts in it are preferred. Settings of the core (policy, health
+    checks, retries, buffer) come in `settings`; `health_check_interval` is kept as a shortcut
+    because it is what most callers tune.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         pool_size: int = 8,
         max_workers: int = 32,
         headers: dict[str, str] | None = None,
+        zone: str | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             raise TypeError(
@@ -104,6 +109,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         if pool_size < 1:
             raise ValueError(f"pool_size must be >= 1, got {pool_size}")
         super().__init__("roundrobin[" + ",".join(e.url for e in parsed) + "]", traversal_source)
+        self._keepalive = Keepalive(lambda: self._balancer.settings)
         self._options = ConnectionOptions(
             traversal_source=traversal_source,
             username=username,
@@ -114,9 +120,10 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
             connect_timeout=settings.connect_timeout,
             request_timeout=settings.request_timeout,
             headers=headers,
+            keepalive=self._keepalive,
         )
         self._serializer = message_serializer or GraphBinarySerializersV1()
-        self._balancer = Balancer(settings=settings)
+        self._balancer = Balancer(settings=settings, zone=zone)
         self._hosts: dict[Endpoint, HostConnection] = {}
         self._hosts_lock = threading.Lock()
         self._sessions: list[PinnedSession] = []
@@ -126,8 +133,9 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         self._health = HealthLoop(self._balancer, self._options)
         self._balancer.subscribe(self._on_host_event)
         for endpoint in parsed:
-            self.add_host(endpoint.url)
+            self.add_host(endpoint.text)
         self._health.start()
+        self._keepalive.start()
 
     # -- RemoteConnection ----------------------------------------------------------------
 
@@ -148,6 +156,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         log.info("closing %s", self.url)
         self._balancer.close()
         self._health.stop()
+        self._keepalive.stop()
         for session in list(self._sessions):
             session.close()
         with self._hosts_lock:
@@ -294,7 +303,9 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         """Acquire a host (waiting in the buffer if none is healthy) and send there."""
         while True:
             try:
-                acquired = self._balancer.acquire(lambda: self._size(request.bytecode), tried)
+                acquired = self._balancer.acquire(
+                    lambda: self._size(request.bytecode), tried, write=not request.read_only
+                )
             except AllHostsTriedError:
                 if last_error is None:
                     raise
@@ -398,7 +409,9 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         if not self._balancer.should_hedge(first.lease) or not self._balancer.try_spend_extra():
             return None
         try:
-            acquired = self._balancer.acquire(0, [*tried, first.lease.endpoint], hedge=True)
+            acquired = self._balancer.acquire(
+                0, [*tried, first.lease.endpoint], hedge=True, write=False
+            )
         except NoHealthyEndpointError:
             return None
         assert isinstance(acquired, Lease)  # a hedge never waits

@@ -17,6 +17,12 @@ Plugged in through gremlinpython's `transport_factory` hook, this transport:
   retries need. An answer over the size limit is the request's own problem
   (`AnswerNotReadableError`, Outcome.CLIENT_ERROR), not a lost connection.
 
+Keepalive (`keepalive`): the transport registers with the client's keepalive thread, which
+pings it while it sits idle (see keepalive.py); a pooled socket older than
+`max_connection_age` is closed and reopened when the next request is about to be written on it,
+so it is replaced between requests and never fails one. A session's socket is never recycled
+(its session lives on it), only pinged.
+
 Sessions (`keep_waiting`): a statement without an answer after `read_timeout` is waited for
 again as long as `keep_waiting()` says its host is still in service: a long statement inside a
 transaction must not close the session (closing the socket would roll the transaction back).
@@ -26,16 +32,26 @@ The server's own evaluationTimeout ends such a statement with an answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import ssl
-from collections.abc import Callable, Coroutine, Mapping
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
 from gremlin_python.driver.transport import AbstractBaseTransport
 
 from gremlinlb.client.errors import AnswerNotReadableError
-from gremlinlb.core import ConnectionLostError, NotSentError, ResponseTimeoutError
+from gremlinlb.client.keepalive import Keepalive
+from gremlinlb.core import (
+    BalancerSettings,
+    ConnectionLostError,
+    NotSentError,
+    ResponseTimeoutError,
+)
+from gremlinlb.core.recycling import keepalive_due, past_max_age
 
 T = TypeVar("T")
 
@@ -53,6 +69,7 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         reconnect: bool = True,
         keep_waiting: Callable[[], bool] | None = None,
+        keepalive: Keepalive | None = None,
     ) -> None:
         """`reconnect=False` is for sessions: their state lives on the first socket, and a new
         one would silently start an empty session on the server."""
@@ -69,6 +86,16 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         self._reconnect = reconnect
         self._opened_once = False
         self._keep_waiting = keep_waiting
+        self._keepalive = keepalive
+        # Held while this transport runs its loop (write, read, ping): the keepalive thread
+        # pings only a socket nobody else is using.
+        self._guard = threading.Lock()
+        self._opened_at = 0.0
+        self._last_activity = 0.0
+        if keepalive is not None:
+            keepalive.register(self)
+        #: close() was called; done by whichever thread holds the guard last (see close()).
+        self._close_asked = False
 
     def connect(self, url: str, headers: Mapping[str, str] | None = None) -> None:
         """Remember where to connect; the socket opens on the first write."""
@@ -76,7 +103,14 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         self._headers = dict(headers) if headers else None
 
     def write(self, message: bytes) -> None:
+        with self._in_use():
+            self._write(message)
+
+    def _write(self, message: bytes) -> None:
         reused = self._websocket is not None and not self._websocket.closed
+        if reused and self._too_old():
+            self._drop_socket()  # between requests: nothing is in flight on it
+            reused = False
         if not reused:
             self._ensure_open()
         try:
@@ -87,6 +121,33 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
             # A pooled socket of a server that went away while it sat idle: open a fresh one.
             self._ensure_open()
             self._send(message)
+
+    def _too_old(self) -> bool:
+        if self._keepalive is None or not self._reconnect:
+            return False  # a session's socket holds the session: never recycled
+        return past_max_age(self._keepalive.settings(), self._opened_at, time.monotonic())
+
+    def ping_if_idle(self, settings: BalancerSettings, now: float) -> bool:
+        """A WebSocket ping if the socket sat idle for the keepalive interval and no request
+        is using it; a socket whose ping fails is dropped (the next write reopens it)."""
+        if not self._guard.acquire(blocking=False):
+            return False  # a request is being written or read on it: that is traffic
+        try:
+            websocket = self._websocket
+            if websocket is None or websocket.closed or self._loop.is_closed():
+                return False
+            if not keepalive_due(settings, self._last_activity, now):
+                return False
+            try:
+                self._run(websocket.ping(), self._write_timeout)
+            except Exception:
+                self._drop_socket()
+                return False
+            self._last_activity = time.monotonic()
+            return True
+        finally:
+            self._guard.release()
+            self._close_if_asked()
 
     def _ensure_open(self) -> None:
         if self._opened_once and not self._reconnect:
@@ -99,6 +160,7 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         assert websocket is not None
         try:
             self._run(websocket.send_bytes(message), self._write_timeout)
+            self._last_activity = time.monotonic()
         except Exception as error:
             self._drop_socket()
             if _refused_before_writing(error):  # the peer was already gone: nothing left us
@@ -110,6 +172,12 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
             ) from error
 
     def read(self) -> bytes:
+        with self._in_use():
+            data = self._read()
+            self._last_activity = time.monotonic()
+            return data
+
+    def _read(self) -> bytes:
         websocket = self._websocket
         if websocket is None:
             raise ConnectionLostError(f"connection to {self._url} is not open")
@@ -167,43 +235,67 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         except Exception as error:
             self._drop_socket()
             raise NotSentError(f"cannot connect to {self._url}: {_describe(error)}") from error
+        self._opened_at = self._last_activity = time.monotonic()
 
     def discard_socket(self) -> None:
         """Close the socket now (its stream is out of step, e.g. an answer was half read)."""
-        if not self._loop.is_closed():
+        with self._in_use():
             self._drop_socket()
 
-    def _drop_socket(self) -> None:
-        async def close_socket() -> None:
-            if self._websocket is not None and not self._websocket.closed:
-                await self._websocket.close()
-            if self._session is not None and not self._session.closed:
-                await self._session.close()
-
+    @contextlib.contextmanager
+    def _in_use(self) -> Iterator[None]:
+        """Held while this thread runs the loop; a close() that came meanwhile is done after."""
         try:
-            if not self._loop.is_closed():
-                self._run(close_socket(), self._connect_timeout)
-        except Exception:  # closing a broken socket may fail; nothing to do then
-            pass
+            with self._guard:
+                yield
         finally:
-            self._websocket = None
-            self._session = None
+            self._close_if_asked()
+
+    def _drop_socket(self) -> None:
+        """Close the socket; the caller holds the guard, so no other thread runs the loop."""
+        websocket, session = self._websocket, self._session
+        self._websocket = None
+        self._session = None
+
+        async def close_socket() -> None:
+            if websocket is not None and not websocket.closed:
+                await websocket.close()
+            if session is not None and not session.closed:
+                await session.close()
+
+        with contextlib.suppress(Exception):  # closing a broken socket may fail: nothing to do
+            self._run(close_socket(), self._connect_timeout)
 
     def close(self) -> None:
-        if self._loop.is_closed():
+        """Close now if no thread uses the transport, else as soon as the one using it is done
+        (a retired connection's last read must not be cut, nor its loop closed under it)."""
+        self._close_asked = True
+        self._close_if_asked()
+
+    def _close_if_asked(self) -> None:
+        # Asked first, then the guard tried: either this thread gets the guard, or the thread
+        # holding it sees the request after it lets go (see _in_use). Nobody waits.
+        if not self._close_asked or not self._guard.acquire(blocking=False):
             return
-        self._drop_socket()
-        self._loop.close()
+        try:
+            if not self._loop.is_closed():
+                self._drop_socket()
+                self._loop.close()
+        finally:
+            self._guard.release()
 
     @property
     def closed(self) -> bool:
         return self._loop.is_closed()
 
     def __del__(self) -> None:
-        if not self._loop.is_closed() and not self._loop.is_running():
+        if hasattr(self, "_close_asked"):  # not when __init__ failed half way
             self.close()
 
     def _run(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
+        if self._loop.is_closed():
+            coroutine.close()
+            raise ConnectionLostError(f"the connection to {self._url} was closed")
         # One task per call: asyncio.wait_for would wrap the coroutine in a second one.
         bounded = _bounded(coroutine, timeout)
         try:

@@ -15,7 +15,7 @@ from gremlinlb.core.balancer import (
     HostStatus,
 )
 from gremlinlb.core.buffer import PendingBuffer, Waiter
-from gremlinlb.core.endpoints import Endpoint, HostState, parse_endpoint
+from gremlinlb.core.endpoints import Endpoint, HostState, Role, parse_endpoint
 from gremlinlb.core.errors import (
     AllHostsTriedError,
     BalancerClosedError,
@@ -49,7 +49,9 @@ from gremlinlb.core.settings import (
     HedgeSettings,
     OutlierSettings,
     Policy,
+    ReadRouting,
 )
+from gremlinlb.core.topology import ZonePlan, plan_zones
 
 __all__ = [
     "CHECK_INTERVAL",
@@ -84,14 +86,18 @@ __all__ = [
     "OutlierSettings",
     "PendingBuffer",
     "Policy",
+    "ReadRouting",
     "RequestMayHaveBeenAppliedError",
     "ResponseTimeoutError",
     "RetryBudget",
+    "Role",
     "SessionLostError",
     "UnknownEndpointError",
     "Waiter",
+    "ZonePlan",
     "bytecode_may_write",
     "frame_may_write",
     "may_retry",
     "parse_endpoint",
+    "plan_zones",
 ]

@@ -19,6 +19,7 @@ import enum
 import itertools
 import logging
 import math
+import random
 import threading
 import time
 from collections import Counter
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 
 from gremlinlb.core.budget import ExtraBudget
 from gremlinlb.core.buffer import PendingBuffer, Waiter
-from gremlinlb.core.endpoints import Endpoint, HostState, parse_endpoint
+from gremlinlb.core.endpoints import Endpoint, HostState, Role, parse_endpoint
 from gremlinlb.core.errors import (
     AllHostsTriedError,
     BalancerClosedError,
@@ -40,7 +41,9 @@ from gremlinlb.core.latency import PeakEwma, Samples, median
 from gremlinlb.core.lease import Lease
 from gremlinlb.core.outcomes import Outcome
 from gremlinlb.core.picking import LeastCost, LeastInFlight, Picker, RoundRobin
-from gremlinlb.core.settings import BalancerSettings, Policy
+from gremlinlb.core.settings import BalancerSettings, Policy, ReadRouting
+from gremlinlb.core.sources import TraversalSources, skip_for_source
+from gremlinlb.core.topology import ZonePlan, plan_zones
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +162,11 @@ class BalancerStats:
     hedges_won: int
     extra_spent: int  # hedges and costly retries the budget allowed
     budget_exhausted: int  # ... and refused
+    attempts_by_role: dict[str, int] = field(default_factory=dict)  # by the host's role
+    # Attempts sent to a host in the client's own zone, and to one in another zone (counted
+    # only while the client's zone is known and the host has one).
+    same_zone: int = 0
+    cross_zone: int = 0
 
 
 Acquired = Lease | Waiter
@@ -170,15 +178,30 @@ class Balancer:
         endpoints: Iterable[Endpoint | str] = (),
         settings: BalancerSettings | None = None,
         *,
+        zone: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
+        """`zone` is the client's own zone (per process: a sidecar's node, an application's
+        host), which zone-aware routing prefers; None when unknown."""
         self._settings = settings or BalancerSettings()
         self._clock = clock
+        self._zone = zone or None
+        self._rng = rng or random.Random()
+        self._roles: Counter[Role] = Counter()  # of the listed hosts
+        self._zoned = 0  # listed hosts that carry a zone
+        self._plans: dict[str, ZonePlan] = {}  # by candidate kind; cleared on any change
+        self._by_role: Counter[Role] = Counter()
+        self._same_zone = 0
+        self._cross_zone = 0
         self._lock = threading.Lock()
         self._seq = itertools.count()
         self._hosts: dict[Endpoint, _Host] = {}
         self._ring: list[_Host] = []  # sorted by seq
         self._picker = self._make_picker(self._settings.policy)
+        # Round-robin keeps one cursor per candidate group (kind, zone): with one shared cursor
+        # a read after each write would always start from the same reader.
+        self._cursors: dict[tuple[str, str | None], Picker] = {}
         self._buffer = PendingBuffer(self._settings.buffer)
         self._budget = ExtraBudget(self._settings.budget)
         self._latencies = Samples(_HEDGE_WINDOW)
@@ -195,6 +218,8 @@ class Balancer:
         self._budget_exhausted = 0
         self._listeners: list[Listener] = []
         self._closed = False
+        # which hosts lack which traversal source (fed by the adapters' health loops)
+        self.sources = TraversalSources()
         for endpoint in endpoints:
             self.add(endpoint)
 
@@ -203,6 +228,11 @@ class Balancer:
     @property
     def settings(self) -> BalancerSettings:
         return self._settings
+
+    @property
+    def zone(self) -> str | None:
+        """The client's own zone, or None."""
+        return self._zone
 
     def subscribe(self, listener: Listener) -> None:
         """Listeners run after the change, outside the lock; they may call back in."""
@@ -214,6 +244,7 @@ class Balancer:
         with self._lock:
             if settings.policy is not self._settings.policy:
                 self._picker = self._make_picker(settings.policy)
+                self._cursors.clear()
             self._settings = settings
             for host in self._ring:
                 host.health.rise = settings.health.rise
@@ -221,6 +252,7 @@ class Balancer:
             self._buffer.settings = settings.buffer
             self._budget.settings = settings.budget
             self._hedge_delay = None
+            self._plans.clear()
             self._next_expiry = -math.inf  # recompute passive returns under the new rules
             starts = [h.ramp_start for h in self._ring if h.ramp_start is not None]
             self._ramps_end = max(starts, default=-math.inf) + settings.slow_start
@@ -235,7 +267,8 @@ class Balancer:
     # -- membership ----------------------------------------------------------------------
 
     def add(self, endpoint: Endpoint | str) -> bool:
-        """Add a host; False if it was already present.
+        """Add a host; False if it was already present (its role and zone are then updated
+        in place: a host that changes role keeps its connections and its state).
 
         It joins as JOINING and takes requests once its first probe passes (a listed host that
         accepts TCP and never answers gets no client request), or HEALTHY at once when health
@@ -245,6 +278,8 @@ class Balancer:
         with self._lock:
             self._check_open()
             existing = self._hosts.get(parsed)
+            if existing is not None:
+                self._retopology(existing, parsed)
             if existing is not None and existing.state is not HostState.DRAINING:
                 return False
             if existing is not None:  # re-added while draining: it stays, and serves again
@@ -261,6 +296,7 @@ class Balancer:
                     self._start_ramp(host, self._clock())
                 self._hosts[parsed] = host
                 self._ring.append(host)
+                self._count_topology(parsed, 1)
                 events = [HostEvent(EventKind.ADDED, parsed, host.state)]
             self._release_waiters()
         self._emit(events)
@@ -284,7 +320,8 @@ class Balancer:
         self._emit(events)
 
     def replace(self, endpoints: Iterable[Endpoint | str]) -> tuple[list[Endpoint], list[Endpoint]]:
-        """Make the host list exactly `endpoints`; removed hosts drain. Returns (added, removed)."""
+        """Make the host list exactly `endpoints`; removed hosts drain, kept ones take their
+        new role and zone in place. Returns (added, removed)."""
         wanted = [_as_endpoint(e) for e in endpoints]
         keep = set(wanted)  # a set: applying a list stays linear in its size
         with self._lock:
@@ -346,6 +383,9 @@ class Balancer:
                 hedges_won=self._hedges_won,
                 extra_spent=self._extra_spent,
                 budget_exhausted=self._budget_exhausted,
+                attempts_by_role={r.value: n for r, n in self._by_role.items()},
+                same_zone=self._same_zone,
+                cross_zone=self._cross_zone,
             )
 
     @property
@@ -367,6 +407,8 @@ class Balancer:
         *,
         hedge: bool = False,
         session: bool = False,
+        source: str | None = None,
+        write: bool = True,
     ) -> Acquired:
         """Pick a healthy host for a request of `size` bytes, or queue it.
 
@@ -376,6 +418,12 @@ class Balancer:
         waits (NoHealthyEndpointError when no other host can take it). `session` marks a lease
         that stays in flight for a session's life.
 
+        `write` (the default, the safe side) says the request may write: it goes to a writer
+        (role writer or any), as do sessions. A read (`write=False`) goes to a reader, or to
+        a writer by `read_routing`. Then, with the client's zone known, a host in that zone
+        is preferred (see core.topology). Retries and hedges pass the same `write`: a request
+        never changes its kind, and waits while no candidate of its kind is healthy.
+
         Returns a `Lease` (the attempt is in flight on `lease.endpoint` until `finish` or
         `release`), or a `Waiter` woken with `waiter.lease` when a host can take it. Raises
         `BufferFullError` when a bound is hit, and `AllHostsTriedError` when the healthy hosts
@@ -383,6 +431,9 @@ class Balancer:
         broke, a probe is on its way), the request waits for the verdict instead: in a total
         outage a retried read waits for a server rather than failing. Every first attempt
         (no `exclude`, no `hedge`) adds to the extra-request budget.
+
+        `source` (the traversal source the request names; None: the default one) skips the
+        hosts `self.sources` knows do not serve it, as long as a healthy host that does is left.
         """
         events: list[HostEvent] = []
         try:
@@ -391,20 +442,33 @@ class Balancer:
                 now = self._clock()
                 if now >= self._next_expiry:
                     events += self._expire(now)
-                host = self._pick(exclude, now)
+                write = write or session
+                host = self._pick(self._skip_for_source(source, exclude), now, write=write)
                 if host is None and hedge:
                     raise NoHealthyEndpointError(
                         "no other healthy host can take a hedged request; the first attempt goes on"
                     )
                 if host is None:
-                    return self._admit(size, exclude, now, session=session)
+                    return self._admit(size, exclude, now, session=session, write=write)
                 if hedge:
                     self._hedges_sent += 1
                 elif not exclude:
                     self._budget.deposit(now)
-                return self._lease(host, now, hedge=hedge, session=session)
+                return self._lease(host, now, hedge=hedge, session=session, write=write)
         finally:
             self._emit(events)
+
+    def serves_elsewhere(self, source: str | None, exclude: Collection[Endpoint]) -> bool:
+        """Whether a healthy host outside `exclude` is not known to lack `source`: a request a
+        host refused for lacking its source (nothing ran) may then go there instead."""
+        missing = self.sources.missing_on(source)
+        with self._lock:
+            return any(
+                h.state is HostState.HEALTHY
+                and h.endpoint not in exclude
+                and h.endpoint not in missing
+                for h in self._ring
+            )
 
     def time_out(self, waiter: Waiter) -> None:
         """A waiter's deadline passed: raise BufferTimeoutError if it is still waiting.
@@ -412,7 +476,7 @@ class Balancer:
         Returns quietly if it was released meanwhile: its lease (or error) is then set.
         """
         if self.withdraw(waiter):
-            raise _timeout_error(self.settings.buffer.max_wait)
+            raise self._timeout_error(waiter)
 
     def withdraw(self, waiter: Waiter) -> bool:
         """A waiter gave up (deadline or cancel). False if it was released meanwhile; the
@@ -672,8 +736,11 @@ class Balancer:
         now: float,
         *,
         session: bool,
+        write: bool,
     ) -> Waiter:
-        healthy = [h for h in self._ring if h.state is HostState.HEALTHY]
+        healthy = [
+            h for h in self._ring if h.state is HostState.HEALTHY and self._may_serve(h, write)
+        ]
         if exclude and healthy:
             verdict_pending = self._settings.health.enabled and any(h.suspect for h in healthy)
             if not verdict_pending:
@@ -681,18 +748,42 @@ class Balancer:
                     "every healthy host already failed this request; not retrying further"
                 )
         for waiter in self._buffer.expired(now):
-            waiter.error = _timeout_error(self._buffer.settings.max_wait)
+            waiter.error = self._timeout_error(waiter)
             waiter.notify()
-        waiter = self._buffer.admit(size() if callable(size) else size, now, session=session)
+        waiter = self._buffer.admit(
+            size() if callable(size) else size, now, session=session, write=write
+        )
         if not exclude:
             self._budget.deposit(now)
         return waiter
 
+    def _skip_for_source(
+        self, source: str | None, exclude: Collection[Endpoint]
+    ) -> Collection[Endpoint]:
+        missing = self.sources.missing_on(source)
+        if not missing:
+            return exclude
+        healthy = [h.endpoint for h in self._ring if h.state is HostState.HEALTHY]
+        return skip_for_source(missing, healthy, exclude)
+
     def _lease(
-        self, host: _Host, now: float, *, hedge: bool = False, session: bool = False
+        self,
+        host: _Host,
+        now: float,
+        *,
+        hedge: bool = False,
+        session: bool = False,
+        write: bool = True,
     ) -> Lease:
-        lease = Lease(host.endpoint, now, hedge=hedge, session=session)
+        lease = Lease(host.endpoint, now, hedge=hedge, session=session, write=write)
         host.leases[lease] = None
+        endpoint = host.endpoint
+        self._by_role[endpoint.role] += 1
+        if self._zone is not None and endpoint.zone is not None:
+            if endpoint.zone == self._zone:
+                self._same_zone += 1
+            else:
+                self._cross_zone += 1
         return lease
 
     def _end(self, lease: Lease, outcome: Outcome | None, error: BaseException | None) -> None:
@@ -760,12 +851,18 @@ class Balancer:
         return []
 
     def _pick(
-        self, exclude: Collection[Endpoint], now: float, *, buffered: bool = False
+        self,
+        exclude: Collection[Endpoint],
+        now: float,
+        *,
+        buffered: bool = False,
+        write: bool = True,
     ) -> _Host | None:
-        """The next host by policy among healthy ones; `buffered` also skips suspect hosts and
-        hosts holding release_per_host buffered requests. Hosts in slow start are gated by
-        credit: each time one is considered it earns its current weight, and it is taken when
-        it has a whole request's worth."""
+        """The next host for a request of one kind: its candidates (writers for a request
+        that may write; readers, then writers by read_routing, for a read), then the
+        client's zone (Envoy's spill-over rule), then the policy among the healthy ones.
+        `buffered` also skips suspect hosts and hosts holding release_per_host buffered
+        requests."""
         cap = self._buffer.settings.release_per_host
         fits: Callable[[_Host], bool]
         if buffered:
@@ -787,8 +884,54 @@ class Balancer:
 
         self._pick_now = now
         self._pick_default_rtt = None
+        routing = self._settings.read_routing
+        if not self._roles_in_use() or (not write and routing is ReadRouting.ANY):
+            return self._pick_in_zone(fits, "all", now)
+        if write:
+            return self._pick_in_zone(_and(fits, _writes), "writers", now)
+        host = self._pick_in_zone(_and(fits, _reads), "readers", now)
+        if host is None and routing is ReadRouting.PREFER_READERS:
+            host = self._pick_in_zone(_and(fits, _writes), "writers", now)
+        return host
+
+    def _pick_in_zone(self, fits: Callable[[_Host], bool], kind: str, now: float) -> _Host | None:
+        """Among the candidates of one `kind`, the client's zone first by its plan."""
+        if self._zone is not None and self._zoned and self._settings.zone_aware:
+            plan = self._plans.get(kind)
+            if plan is None:
+                plan = self._plans[kind] = self._plan_zones(kind)
+            if plan.local or plan.spill:
+                target = plan.zone_for(self._rng.random(), self._rng.random(), self._zone)
+                if target is not None:
+                    in_zone = _and(fits, lambda h: h.endpoint.zone == target)
+                    host = self._choose(in_zone, now, (kind, target))
+                    if host is not None:
+                        return host
+        return self._choose(fits, now, (kind, None))
+
+    def _plan_zones(self, kind: str) -> ZonePlan:
+        assert self._zone is not None
+        serves = _KINDS[kind]
+        return plan_zones(
+            self._zone,
+            (
+                (h.endpoint.zone, h.state is HostState.HEALTHY)
+                for h in self._ring
+                if h.state is not HostState.DRAINING and serves(h)
+            ),
+        )
+
+    def _choose(
+        self, fits: Callable[[_Host], bool], now: float, group: tuple[str, str | None]
+    ) -> _Host | None:
+        """The policy's pick among hosts that fit, in one candidate `group`. Hosts in slow
+        start are gated by credit: each time one is considered it earns its current weight,
+        and it is taken when it has a whole request's worth."""
+        picker = self._picker
+        if isinstance(picker, RoundRobin) and group != ("all", None):
+            picker = self._cursors.get(group) or self._cursors.setdefault(group, RoundRobin())
         if now >= self._ramps_end:  # the common case: nobody in slow start
-            return self._picker.pick(self._ring, fits)
+            return picker.pick(self._ring, fits)
         window = self._settings.slow_start
         ramping = False
         full = False
@@ -799,7 +942,7 @@ class Balancer:
                 ramping = ramping or host.ramp_start is not None
                 full = full or host.ramp_start is None
         if not (ramping and full):  # all at full weight, or all ramping alike: no gating
-            return self._picker.pick(self._ring, fits)
+            return picker.pick(self._ring, fits)
 
         def gated(host: _Host) -> bool:
             if not fits(host):
@@ -812,7 +955,58 @@ class Balancer:
                 return True
             return False
 
-        return self._picker.pick(self._ring, gated)
+        return picker.pick(self._ring, gated)
+
+    def _roles_in_use(self) -> bool:
+        return bool(self._roles[Role.WRITER] or self._roles[Role.READER])
+
+    def _may_serve(self, host: _Host, write: bool) -> bool:
+        """Whether `host` is a candidate at all for a request of this kind."""
+        if write:
+            return host.endpoint.role.writes
+        if self._settings.read_routing is ReadRouting.READERS_ONLY:
+            return host.endpoint.role.reads
+        return True
+
+    def _count_topology(self, endpoint: Endpoint, sign: int) -> None:
+        self._roles[endpoint.role] += sign
+        self._zoned += sign if endpoint.zone is not None else 0
+        self._plans.clear()
+
+    def _retopology(self, host: _Host, endpoint: Endpoint) -> None:
+        """A kept host's new role or zone, in place."""
+        if host.endpoint.same_topology(endpoint):
+            return
+        log.info(
+            "host %s: role %s -> %s, zone %s -> %s",
+            endpoint.address,
+            host.endpoint.role.value,
+            endpoint.role.value,
+            host.endpoint.zone,
+            endpoint.zone,
+        )
+        self._count_topology(host.endpoint, -1)
+        host.endpoint = endpoint
+        del self._hosts[endpoint]  # the key keeps the old object otherwise
+        self._hosts[endpoint] = host
+        self._count_topology(endpoint, 1)
+
+    def _timeout_error(self, waiter: Waiter) -> BufferTimeoutError:
+        max_wait = self._buffer.settings.max_wait
+        if not self._roles_in_use():
+            return _timeout_error(max_wait)
+        if waiter.write:
+            what = "no writer (role writer or any) became healthy"
+            why = "requests that may write, sessions and transactions go to writers only"
+        elif self._settings.read_routing is ReadRouting.READERS_ONLY:
+            what = "no reader (role reader or any) became healthy"
+            why = "read_routing is readers_only, so reads do not go to writers"
+        else:
+            return _timeout_error(max_wait)
+        return BufferTimeoutError(
+            f"{what} within max_wait={max_wait}s; the request was not sent ({why}). "
+            "Restore such a backend or raise max_wait."
+        )
 
     def _cost(self, host: _Host) -> float:
         """Peak-EWMA x (in flight + 1); a host with no data costs its peers' median."""
@@ -831,24 +1025,32 @@ class Balancer:
         return estimate * (host.in_flight + 1)
 
     def _release_waiters(self) -> None:
-        """Hand buffered requests, oldest first, to healthy hosts in turn, at most
-        release_per_host unfinished ones per host (the rest follow as those finish)."""
+        """Hand buffered requests, oldest first, to healthy hosts of their kind in turn, at
+        most release_per_host unfinished ones per host (the rest follow as those finish). A
+        request whose kind has no healthy host keeps waiting without holding up the others."""
         if not len(self._buffer):
             return
         now = self._clock()
-        while (waiter := self._buffer.peek()) is not None:
-            if waiter.deadline <= now:
-                self._buffer.pop()
-                waiter.error = _timeout_error(self._buffer.settings.max_wait)
-                waiter.notify()
+        for waiter in self._buffer.expired(now):
+            waiter.error = self._timeout_error(waiter)
+            waiter.notify()
+        blocked: set[bool] = set()  # kinds (write or not) with no host for now
+        released: list[Waiter] = []
+        for waiter in self._buffer:
+            if waiter.write in blocked:
                 continue
-            host = self._pick((), now, buffered=True)
+            host = self._pick((), now, buffered=True, write=waiter.write)
             if host is None:
-                return
-            self._buffer.pop()
-            lease = self._lease(host, now, session=waiter.session)
+                blocked.add(waiter.write)
+                if len(blocked) == 2:
+                    break
+                continue
+            lease = self._lease(host, now, session=waiter.session, write=waiter.write)
             host.from_buffer.add(lease)
             waiter.lease = lease
+            released.append(waiter)
+        self._buffer.discard(released)
+        for waiter in released:
             waiter.notify()
 
     def _stuck(
@@ -1001,6 +1203,7 @@ class Balancer:
     def _set_state(self, host: _Host, state: HostState, reason: str) -> HostEvent:
         previous = host.state
         host.state = state
+        self._plans.clear()
         host.state_since = time.time()
         # A joining host that fails its first probe is news only at INFO: a pushed list may
         # name thousands that are not up yet.
@@ -1017,10 +1220,12 @@ class Balancer:
 
     def _drop(self, host: _Host) -> HostEvent:
         del self._hosts[host.endpoint]
+        self._count_topology(host.endpoint, -1)
         # The ring is sorted by seq: find the host by bisection, not by comparing every host.
         index = bisect.bisect_left(self._ring, host.seq, key=_seq_of)
         assert self._ring[index] is host, "the ring must stay sorted by seq"
         del self._ring[index]
+        self.sources.forget_host(host.endpoint)
         log.info("host %s removed", host.endpoint.address)
         return HostEvent(EventKind.REMOVED, host.endpoint, host.state)
 
@@ -1046,6 +1251,29 @@ class Balancer:
 
 def _healthy(host: _Host) -> bool:
     return host.state is HostState.HEALTHY
+
+
+def _writes(host: _Host) -> bool:
+    return host.endpoint.role.writes
+
+
+def _reads(host: _Host) -> bool:
+    return host.endpoint.role.reads
+
+
+_Filter = Callable[[_Host], bool]
+
+
+def _and(first: _Filter, second: _Filter) -> _Filter:
+    return lambda host: first(host) and second(host)
+
+
+# Which hosts a candidate kind (see Balancer._pick) is drawn from.
+_KINDS: dict[str, Callable[[_Host], bool]] = {
+    "writers": _writes,
+    "readers": _reads,
+    "all": lambda host: True,
+}
 
 
 def _seq_of(host: _Host) -> int:

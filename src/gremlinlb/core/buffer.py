@@ -32,6 +32,7 @@ class Waiter:
     seq: int = field(default_factory=lambda: next(_sequence))
     lease: Lease | None = None
     session: bool = False  # the lease it gets is a session's (see Balancer.acquire)
+    write: bool = True  # it may write: only a writer may take it (see Balancer.acquire)
     error: BaseException | None = None
     # Called (from any thread, under the balancer's lock) when the waiter is released; must not
     # block. A thread adapter sets an Event, an asyncio adapter schedules a future result.
@@ -70,7 +71,7 @@ class PendingBuffer:
     def bytes(self) -> int:
         return self._bytes
 
-    def admit(self, size: int, now: float, *, session: bool = False) -> Waiter:
+    def admit(self, size: int, now: float, *, session: bool = False, write: bool = True) -> Waiter:
         """Queue a request of `size` bytes or say which bound stops it."""
         limits = self._settings
         if not limits.enabled:
@@ -97,7 +98,7 @@ class PendingBuffer:
                 "request was refused (nothing was sent). Retry later, restore a backend, or "
                 "raise max_bytes.",
             )
-        waiter = Waiter(size=size, deadline=now + limits.max_wait, session=session)
+        waiter = Waiter(size=size, deadline=now + limits.max_wait, session=session, write=write)
         self._waiters.append(waiter)
         self._bytes += size
         return waiter
@@ -118,6 +119,19 @@ class PendingBuffer:
             return False
         self._bytes -= waiter.size
         return True
+
+    def discard(self, released: list[Waiter]) -> None:
+        """Take out waiters that were released, in one pass (they may be anywhere in line:
+        a write waiting for a writer does not hold up the reads behind it)."""
+        if not released:
+            return
+        if released[-1] is self._waiters[len(released) - 1]:
+            for _ in released:  # the front ones, the common case
+                self.pop()
+            return
+        gone = {id(w) for w in released}
+        self._waiters = deque(w for w in self._waiters if id(w) not in gone)
+        self._bytes -= sum(w.size for w in released)
 
     def expired(self, now: float) -> list[Waiter]:
         """Remove and return waiters whose deadline passed (FIFO with one max_wait: the front)."""

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from gremlinlb.core.errors import InvalidEndpointError
 
@@ -24,19 +24,60 @@ class HostState(enum.Enum):
     JOINING = "joining"  # just added: skipped until its first probe passes
 
 
+class Role(enum.Enum):
+    """What a host serves: a writer takes requests that may write, sessions and transactions;
+    a reader takes read-only requests (a read replica); `any` (the default) takes both."""
+
+    WRITER = "writer"
+    READER = "reader"
+    ANY = "any"
+
+    @property
+    def writes(self) -> bool:
+        return self is not Role.READER
+
+    @property
+    def reads(self) -> bool:
+        return self is not Role.WRITER
+
+
+_ROLES = ", ".join(r.value for r in Role)
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """One Gremlin Server WebSocket address, in canonical form (equal when the URL is equal)."""
+    """One Gremlin Server WebSocket address, in canonical form (equal when the URL is equal).
+
+    `role` and `zone` describe the host, not its identity: a host whose role or zone changes
+    is the same host (it is updated in place, not drained and re-added).
+    """
 
     scheme: str
     host: str
     port: int
     path: str = DEFAULT_PATH
+    role: Role = field(default=Role.ANY, compare=False)
+    zone: str | None = field(default=None, compare=False)
 
     @property
     def url(self) -> str:
+        """The address to connect to (no role or zone)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}{self.path}"
+
+    @property
+    def text(self) -> str:
+        """The full text form, `url?role=...&zone=...`: what parse_endpoint reads back, and
+        what the state file, GET /v1/hosts and the operator's pushes carry."""
+        query: list[tuple[str, str]] = []
+        if self.role is not Role.ANY:
+            query.append(("role", self.role.value))
+        if self.zone is not None:
+            query.append(("zone", self.zone))
+        return f"{self.url}?{urlencode(query)}" if query else self.url
+
+    def same_topology(self, other: Endpoint) -> bool:
+        return self.role is other.role and self.zone == other.zone
 
     @property
     def address(self) -> str:
@@ -77,8 +118,9 @@ def parse_endpoint(text: str) -> Endpoint:
             f"endpoint {text!r} carries credentials; pass username/password options instead "
             "so they do not end up in logs"
         )
-    if parts.query or parts.fragment:
-        raise InvalidEndpointError(f"endpoint {text!r} has a query or fragment; remove it")
+    if parts.fragment:
+        raise InvalidEndpointError(f"endpoint {text!r} has a fragment (#...); remove it")
+    role, zone = _topology(text, parts.query)
     host = parts.hostname
     if not host:
         raise InvalidEndpointError(f"endpoint {text!r} has no host; give host:port")
@@ -95,4 +137,41 @@ def parse_endpoint(text: str) -> Endpoint:
     if port == 0:
         raise InvalidEndpointError(f"endpoint {text!r} has port 0; use a port from 1 to 65535")
     path = parts.path or DEFAULT_PATH
-    return Endpoint(scheme=parts.scheme, host=host, port=port, path=path)
+    return Endpoint(scheme=parts.scheme, host=host, port=port, path=path, role=role, zone=zone)
+
+
+def _topology(text: str, query: str) -> tuple[Role, str | None]:
+    """The role and zone a query names (`?role=reader&zone=us-east-1a`); nothing else."""
+    if not query:
+        return Role.ANY, None
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise InvalidEndpointError(
+            f"endpoint {text!r} has a query that is not key=value pairs; the only keys are "
+            "role and zone, e.g. '?role=reader&zone=us-east-1a'"
+        ) from None
+    seen: dict[str, str] = {}
+    for key, value in pairs:
+        if key not in ("role", "zone"):
+            raise InvalidEndpointError(
+                f"endpoint {text!r} has query key {key!r}; the only keys are role "
+                f"({_ROLES}) and zone, e.g. '?role=reader&zone=us-east-1a'"
+            )
+        if key in seen:
+            raise InvalidEndpointError(f"endpoint {text!r} gives {key} twice; give it once")
+        seen[key] = value
+    role = Role.ANY
+    if "role" in seen:
+        try:
+            role = Role(seen["role"].lower())
+        except ValueError:
+            raise InvalidEndpointError(
+                f"endpoint {text!r} has role {seen['role']!r}; use one of {_ROLES}"
+            ) from None
+    zone = seen.get("zone")
+    if zone is not None and not zone.strip():
+        raise InvalidEndpointError(
+            f"endpoint {text!r} has an empty zone; name it (e.g. zone=us-east-1a) or leave it out"
+        )
+    return role, zone

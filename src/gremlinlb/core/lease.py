@@ -24,3 +24,5 @@ class Lease:
     # A session's connection: in flight for the session's whole life, so it is neither a
     # latency sample nor evidence that its host is stuck.
     session: bool = False
+    # It may write (or is a session): its retries and re-dispatches go to writers only.
+    write: bool = True

@@ -2,7 +2,8 @@
 
 Round-robin keeps a cursor on the *sequence number* of the last host picked, not on a list
 index, so hosts joining or leaving never shift the ring under it: no host takes two turns in a
-row while another healthy host waits.
+row while another healthy host waits (not even one removed and added back, which comes back
+with a new sequence number, right after the cursor).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ class Candidate(Protocol):
     def seq(self) -> int: ...
 
     @property
+    def endpoint(self) -> Any: ...
+
+    @property
     def in_flight(self) -> int: ...
 
 
@@ -27,19 +31,29 @@ C = TypeVar("C", bound=Candidate)
 class RoundRobin:
     def __init__(self) -> None:
         self._last_seq = -1
+        self._last_endpoint: Any = None
 
     def pick(self, ring: Sequence[C], eligible: Callable[[C], bool]) -> C | None:
-        """`ring` is sorted by seq; return the first eligible host after the last one picked."""
+        """`ring` is sorted by seq; return the first eligible host after the last one picked,
+        the server picked last only if no other is eligible."""
         if not ring:
             return None
         start = bisect.bisect_right([host.seq for host in ring], self._last_seq)
         count = len(ring)
+        again: C | None = None
         for offset in range(count):
             host = ring[(start + offset) % count]
             if eligible(host):
-                self._last_seq = host.seq
-                return host
-        return None
+                if host.endpoint == self._last_endpoint and again is None:
+                    again = host  # the same server as last time: only if nobody else can
+                    continue
+                return self._take(host)
+        return None if again is None else self._take(again)
+
+    def _take(self, host: C) -> C:
+        self._last_seq = host.seq
+        self._last_endpoint = host.endpoint
+        return host
 
 
 class LeastInFlight:

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -147,12 +148,20 @@ class GremlinServerProcess:
         host: str = HOST,
         launcher: Sequence[str] = (),
         extra_config: str = "",
+        extra_sources: Sequence[str] = (),
     ) -> None:
         """``host`` is the address to bind; ``launcher`` prefixes the JVM's command line, e.g.
         ``["ip", "netns", "exec", "ns1"]`` to run it in a network namespace that owns ``host``
         (``NetnsHost.argv([])`` gives that prefix). The launcher must exec the JVM, so the pid
         held is the JVM's. ``extra_config`` is appended to the server's YAML (``@WORK_DIR@`` is
-        replaced), e.g. a ``metrics:`` section."""
+        replaced), e.g. a ``metrics:`` section. ``extra_sources`` names more traversal sources
+        (e.g. ``("g2",)``), each over a graph of its own, next to ``g``."""
+        for source in extra_sources:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", source) or source == "g":
+                raise ValueError(
+                    f"extra traversal source {source!r} must be a Groovy identifier other than g"
+                )
+        self._extra_sources = tuple(extra_sources)
         self.host = host
         self._extra_config = extra_config
         self._launcher = tuple(launcher)
@@ -280,9 +289,18 @@ class GremlinServerProcess:
         yaml = yaml.replace("@PORT@", str(self.port)).replace("@WORK_DIR@", str(self.work_dir))
         yaml = yaml.replace("@HOST@", self.host)
         yaml += self._extra_config.replace("@WORK_DIR@", str(self.work_dir))
+        graphs = "".join(
+            f',\n  graph_{s}: "{self.work_dir}/graph.properties"' for s in self._extra_sources
+        )
+        yaml = yaml.replace('graph.properties"}', f'graph.properties"{graphs}}}', 1)
         (self.work_dir / "gremlin-server.yaml").write_text(yaml, encoding="utf-8")
         for name in _CONFIG_FILES:
             text = bundle.joinpath(name).read_text(encoding="utf-8")
+            if name == "init.groovy":  # each extra source over its own graph
+                text += "".join(
+                    f"globals << [{s} : traversal().withEmbedded(graph_{s})]\n"
+                    for s in self._extra_sources
+                )
             (self.work_dir / name).write_text(text, encoding="utf-8")
 
     def start(self) -> None:

@@ -224,6 +224,9 @@ class EndpointSpec:
     pod_name: str | None = None
     hostname: str | None = None
     node_name: str | None = FAKE_NODE
+    zone: str | None = None
+    #: The zone a topology-aware-routing hint allots it to (``hints.forZones``).
+    hint: str | None = None
 
     @classmethod
     def draining(cls, address: str, pod_name: str | None = None) -> EndpointSpec:
@@ -239,6 +242,12 @@ class EndpointSpec:
             ),
             hostname=self.hostname,
             node_name=self.node_name,
+            zone=self.zone,
+            hints=(
+                k8s.V1EndpointHints(for_zones=[k8s.V1ForZone(name=self.hint)])
+                if self.hint is not None
+                else None
+            ),
             target_ref=(
                 k8s.V1ObjectReference(kind="Pod", name=self.pod_name, namespace=namespace)
                 if self.pod_name is not None

@@ -2,7 +2,7 @@
 
 * :class:`ControlPlane` starts etcd and kube-apiserver (built by ``make k8s-bins``) on loopback,
   with RBAC, an admin token and a least-privilege operator token, and writes kubeconfigs.
-* :mod:`gremlinlb.devcluster.objects` stands in for the missing kubelet and controllers: running
+* :mod:`tests.devcluster.objects` stands in for the missing kubelet and controllers: running
   pods with IPs, EndpointSlices, fresh namespaces.
 * :class:`NetnsNetwork` gives "pods" real addresses in 10.213.0.0/24 through network namespaces
   on a private bridge, so the apiserver accepts them in EndpointSlices and the host reaches them.
@@ -13,17 +13,17 @@
 
 from __future__ import annotations
 
-from gremlinlb.devcluster.agent import ImageCatalog, NodeAgent
-from gremlinlb.devcluster.binaries import Binaries, find_binaries, pinned_versions
-from gremlinlb.devcluster.cluster import Cluster
-from gremlinlb.devcluster.controlplane import ControlPlane, free_port, write_kubeconfig
-from gremlinlb.devcluster.errors import (
+from tests.devcluster.agent import ImageCatalog, NodeAgent
+from tests.devcluster.binaries import Binaries, find_binaries, pinned_versions
+from tests.devcluster.cluster import Cluster
+from tests.devcluster.controlplane import ControlPlane, free_port, write_kubeconfig
+from tests.devcluster.errors import (
     BinariesMissingError,
     ControlPlaneStartError,
     DevClusterError,
     NetnsError,
 )
-from gremlinlb.devcluster.netns import (
+from tests.devcluster.netns import (
     BRIDGE,
     GATEWAY,
     SUBNET,
@@ -32,7 +32,7 @@ from gremlinlb.devcluster.netns import (
     subnet_conflicts,
     sweep_stale,
 )
-from gremlinlb.devcluster.objects import (
+from tests.devcluster.objects import (
     EndpointSpec,
     RawApi,
     apply_endpoint_slice,
@@ -48,7 +48,7 @@ from gremlinlb.devcluster.objects import (
     service_account_token,
     set_pod_ready,
 )
-from gremlinlb.devcluster.pki import TokenUser
+from tests.devcluster.pki import TokenUser
 
 __all__ = [
     "BRIDGE",

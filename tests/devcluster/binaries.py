@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gremlinlb.devcluster.errors import BinariesMissingError
 from gremlinlb.devservers.fetch import cache_dir, find_repo_root
+from tests.devcluster.errors import BinariesMissingError
 
 #: Set by ``hack/k8s/k8s.mk``; overrides the lookup below.
 BIN_DIR_ENV = "GREMLINLB_K8S_BIN"
@@ -21,7 +21,7 @@ class Binaries:
     etcd: Path
     kube_apiserver: Path
     kubectl: Path
-    #: Only the full cluster (:mod:`gremlinlb.devcluster.cluster`) needs these three.
+    #: Only the full cluster (:mod:`tests.devcluster.cluster`) needs these three.
     kube_controller_manager: Path
     kube_scheduler: Path
     kwok: Path

@@ -4,7 +4,7 @@ kwok keeps the node Ready and gives each pod on it an IP from the node's pod CID
 ``pod-create`` Stage); it runs nothing. For each such pod the agent, like a kubelet:
 
 * brings up a network namespace at the pod's IP on the test bridge
-  (:class:`~gremlinlb.devcluster.netns.NetnsNetwork`), and inside it makes the ``kubernetes``
+  (:class:`~tests.devcluster.netns.NetnsNetwork`), and inside it makes the ``kubernetes``
   Service's cluster IP reach the apiserver (a one-Service kube-proxy: in-cluster clients work);
 * materialises the pod's volumes from the API (Secrets, ConfigMaps, emptyDirs, the projected
   ServiceAccount token from a real TokenRequest bound to the pod) and bind-mounts them at their
@@ -55,14 +55,14 @@ from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
-from gremlinlb.devcluster.controlplane import _die_with_parent
-from gremlinlb.devcluster.errors import DevClusterError, NetnsError
-from gremlinlb.devcluster.netns import NetnsHost, NetnsNetwork, find_ip_tool
 from gremlinlb.devservers.server import GremlinServerProcess
+from tests.devcluster.controlplane import _die_with_parent
+from tests.devcluster.errors import DevClusterError, NetnsError
+from tests.devcluster.netns import NetnsHost, NetnsNetwork, find_ip_tool
 
 if TYPE_CHECKING:
-    from gremlinlb.devcluster.controlplane import ControlPlane
     from gremlinlb.devservers.fetch import ServerRuntime
+    from tests.devcluster.controlplane import ControlPlane
 
 log = logging.getLogger(__name__)
 

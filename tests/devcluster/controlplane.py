@@ -1,6 +1,6 @@
 """A real Kubernetes control plane for tests: etcd plus kube-apiserver on loopback.
 
-No kubelet, scheduler or controller-manager run, so (see :mod:`gremlinlb.devcluster.objects`)
+No kubelet, scheduler or controller-manager run, so (see :mod:`tests.devcluster.objects`)
 pods stay Pending until a test patches their status, nothing writes EndpointSlices, and deleted
 namespaces stay Terminating. Everything else is the real apiserver: validation, defaulting,
 CRDs with OpenAPI schemas, status subresources, watches, admission webhooks and RBAC.
@@ -43,9 +43,9 @@ from typing import IO, Literal
 
 from kubernetes import client as k8s
 
-from gremlinlb.devcluster.binaries import Binaries, find_binaries
-from gremlinlb.devcluster.errors import ControlPlaneStartError, DevClusterError
-from gremlinlb.devcluster.pki import ControlPlaneCerts, TokenUser, generate_certs, token_file_text
+from tests.devcluster.binaries import Binaries, find_binaries
+from tests.devcluster.errors import ControlPlaneStartError, DevClusterError
+from tests.devcluster.pki import ControlPlaneCerts, TokenUser, generate_certs, token_file_text
 
 log = logging.getLogger(__name__)
 

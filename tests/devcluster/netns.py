@@ -40,7 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from gremlinlb.devcluster.errors import NetnsError
+from tests.devcluster.errors import NetnsError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@
   ``resources/kwok-stages.yaml``: it keeps the node Ready and gives each pod an IP from the
   node's pod CIDR, which is a block of the test subnet leased for this run (two runs on one
   machine never share addresses);
-* :class:`~gremlinlb.devcluster.agent.NodeAgent`, the kubelet stand-in that makes those pods
+* :class:`~tests.devcluster.agent.NodeAgent`, the kubelet stand-in that makes those pods
   real processes in network namespaces at their IPs.
 
 Everything dies with the test process (parent-death signal; namespaces are swept by the next
@@ -26,24 +26,23 @@ import ssl
 import time
 import urllib.request
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
 from kubernetes import client as k8s
 
-from gremlinlb.devcluster.agent import ImageCatalog, NodeAgent
-from gremlinlb.devcluster.binaries import Binaries, find_binaries
-from gremlinlb.devcluster.controlplane import (
+from tests.devcluster.agent import ImageCatalog, NodeAgent
+from tests.devcluster.binaries import Binaries, find_binaries
+from tests.devcluster.controlplane import (
     SERVICE_CLUSTER_IP_RANGE,
     ControlPlane,
     _Process,
     free_port,
 )
-from gremlinlb.devcluster.errors import BinariesMissingError, ControlPlaneStartError
-from gremlinlb.devcluster.netns import GATEWAY, NetnsNetwork
-from gremlinlb.devcluster.pki import ControlPlaneCerts, generate_certs
+from tests.devcluster.errors import BinariesMissingError, ControlPlaneStartError
+from tests.devcluster.netns import GATEWAY, NetnsNetwork
+from tests.devcluster.pki import ControlPlaneCerts, generate_certs
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +107,7 @@ def _healthz(port: int) -> Callable[[], tuple[bool, str]]:
 
 
 def kwok_stages_text() -> str:
-    return (
-        resources.files("gremlinlb.devcluster")
-        .joinpath("resources", "kwok-stages.yaml")
-        .read_text(encoding="utf-8")
-    )
+    return (Path(__file__).parent / "resources" / "kwok-stages.yaml").read_text(encoding="utf-8")
 
 
 class Cluster:
