@@ -18,7 +18,7 @@ import enum
 import json
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -389,37 +389,34 @@ _SOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
 
 
 def _traversal_sources(values: _Values) -> tuple[str, ...]:
-    found = values.raw("traversal_sources")
-    if found is None:
-        return ()
-    value, source = found
-    items = value if isinstance(value, list) else str(value).split(",")
     names: list[str] = []
-    for item in items:
-        name = item.strip() if isinstance(item, str) else item
-        if name == "":
-            continue
-        if not isinstance(name, str) or not _SOURCE_NAME.fullmatch(name):
+    for item, source in _listed(values, "traversal_sources", "traversal source names"):
+        if not _SOURCE_NAME.fullmatch(item):
             raise ConfigError(
-                f"{source}: {name!r} is not a traversal source name (letters, digits and _, "
+                f"{source}: {item!r} is not a traversal source name (letters, digits and _, "
                 "not starting with a digit, as bound on the Gremlin Server, e.g. g2)"
             )
-        names.append(name)
+        names.append(item)
     return tuple(dict.fromkeys(names))
 
 
-def _endpoints(values: _Values) -> tuple[Endpoint, ...]:
-    found = values.raw("endpoints")
+def _listed(values: _Values, name: str, what: str) -> Iterator[tuple[str, str]]:
+    """The non-empty items of a comma-separated flag or env var (or a config-file list), each
+    with where it came from."""
+    found = values.raw(name)
     if found is None:
-        return ()
+        return
     value, source = found
-    items = value if isinstance(value, list) else str(value).split(",")
-    endpoints: list[Endpoint] = []
-    for item in items:
+    for item in value if isinstance(value, list) else str(value).split(","):
         if not isinstance(item, str):
-            raise ConfigError(f"{source}: endpoints must be strings, got {item!r}")
-        if not item.strip():
-            continue
+            raise ConfigError(f"{source}: {what} must be strings, got {item!r}")
+        if item.strip():
+            yield item.strip(), source
+
+
+def _endpoints(values: _Values) -> tuple[Endpoint, ...]:
+    endpoints: list[Endpoint] = []
+    for item, source in _listed(values, "endpoints", "endpoints"):
         try:
             endpoint = parse_endpoint(item)
         except InvalidEndpointError as error:

@@ -21,6 +21,7 @@ from gremlinlb.devservers import (
     find_free_port,
     port_is_free,
 )
+from gremlinlb.devservers.faults import FaultProxy
 
 #: First port tried for the session fleet; far from the 8181 default of `dev-servers up`.
 FLEET_BASE_PORT = int(os.environ.get("GREMLINLB_TEST_BASE_PORT", "18181"))
@@ -105,3 +106,17 @@ def extra_server(
 ) -> GremlinServerProcess:
     """One more running server, outside the fleet, stopped after the test."""
     return gremlin_server_factory()
+
+
+@pytest.fixture
+def idle_closing_proxy(fleet: Sequence[GremlinServerProcess]) -> Iterator[FaultProxy]:
+    """The first server behind a proxy that closes connections idle for 2 s, as an ALB does."""
+    with FaultProxy(fleet[0].address, idle_close=2.0) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def counting_proxy(fleet: Sequence[GremlinServerProcess]) -> Iterator[FaultProxy]:
+    """The first server behind a pass-through proxy that counts the connections it accepts."""
+    with FaultProxy(fleet[0].address) as proxy:
+        yield proxy

@@ -15,7 +15,9 @@ from gremlin_python.process.anonymous_traversal import traversal
 from gremlin_python.process.graph_traversal import GraphTraversalSource, __
 from gremlin_python.process.traversal import T
 
+from gremlinlb.core import Balancer, HostState
 from gremlinlb.devservers import GremlinServerProcess
+from tests.helpers import wait_until
 
 MUTATIONS = 10
 R = TypeVar("R")
@@ -87,3 +89,14 @@ def direct(server: GremlinServerProcess, work: Callable[[GraphTraversalSource], 
         return work(traversal().with_(connection))
     finally:
         connection.close()
+
+
+def kill_readers(balancer: Balancer, servers: Sequence[GremlinServerProcess]) -> None:
+    """Kill every server but the writer (the first), and wait until the balancer saw them go."""
+    for reader in servers[1:]:
+        reader.kill()
+    wait_until(
+        lambda: all(balancer.state_of(r.address) is HostState.DOWN for r in servers[1:]),
+        15,
+        "both readers seen down",
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 from gremlin_python.process.anonymous_traversal import traversal
@@ -25,20 +25,6 @@ pytestmark = pytest.mark.integration
 
 # probed once at start, then rarely: the proxy's connection count is then the request sockets'
 QUIET_HEALTH = HealthCheckSettings(interval=60.0, timeout=2.0, rise=1, fall=1)
-
-
-@pytest.fixture
-def idle_closing_proxy(fleet: Sequence[GremlinServerProcess]) -> Iterator[FaultProxy]:
-    """The first server behind a proxy that closes connections idle for 2 s, as an ALB does."""
-    with FaultProxy(fleet[0].address, idle_close=2.0) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def counting_proxy(fleet: Sequence[GremlinServerProcess]) -> Iterator[FaultProxy]:
-    """The first server behind a pass-through proxy that counts the connections it accepts."""
-    with FaultProxy(fleet[0].address) as proxy:
-        yield proxy
 
 
 def outcomes(rr: RoundRobinClientRemoteConnection) -> Counter[Outcome]:

@@ -11,15 +11,16 @@ from gremlin_python.process.anonymous_traversal import traversal
 from gremlin_python.process.graph_traversal import GraphTraversalSource
 
 from gremlinlb import BufferSettings, BufferTimeoutError, RoundRobinClientRemoteConnection
-from gremlinlb.core import HostState, ReadRouting
+from gremlinlb.core import ReadRouting
 from gremlinlb.devservers import GremlinServerProcess
 from tests.client_support import answered_by, fast_settings, serving
 from tests.driver_support import count_on_each
-from tests.helpers import name_servers, wait_until
+from tests.helpers import name_servers
 from tests.roles_support import (
     UNTOUCHED,
     WRITER_TRACES,
     assert_reads_even,
+    kill_readers,
     mutate_every_way,
     plant_doomed,
     role_endpoints,
@@ -49,18 +50,6 @@ def rr(servers: Sequence[GremlinServerProcess]) -> Iterator[RoundRobinClientRemo
 @pytest.fixture
 def g(rr: RoundRobinClientRemoteConnection) -> GraphTraversalSource:
     return traversal().with_(rr)
-
-
-def kill_readers(
-    rr: RoundRobinClientRemoteConnection, servers: Sequence[GremlinServerProcess]
-) -> None:
-    for reader in servers[1:]:
-        reader.kill()
-    wait_until(
-        lambda: all(rr.balancer.state_of(r.address) is HostState.DOWN for r in servers[1:]),
-        15,
-        "both readers seen down",
-    )
 
 
 def test_every_mutating_traversal_lands_on_the_writer(
@@ -97,7 +86,7 @@ def test_reads_go_to_the_writer_while_no_reader_is_up(
     g: GraphTraversalSource,
     servers: Sequence[GremlinServerProcess],
 ) -> None:
-    kill_readers(rr, servers)
+    kill_readers(rr.balancer, servers)
     assert {answered_by(g) for _ in range(20)} == {servers[0].address}
 
 
@@ -112,7 +101,7 @@ def test_readers_only_fails_reads_clearly_while_no_reader_is_up(
     rr = serving(RoundRobinClientRemoteConnection(role_endpoints(servers), settings=settings))
     try:
         g = traversal().with_(rr)
-        kill_readers(rr, servers)
+        kill_readers(rr.balancer, servers)
         with pytest.raises(BufferTimeoutError, match=r"no reader .*readers_only"):
             answered_by(g)
         g.add_v("still_written").iterate()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
@@ -33,20 +33,6 @@ def config_at(address: str, **settings: object) -> SidecarConfig:
         endpoints=(parse_endpoint(address),),
         settings=BalancerSettings(health=HEALTH, **settings),  # type: ignore[arg-type]
     )
-
-
-@pytest.fixture
-def idle_closing_proxy(fleet: Sequence[GremlinServerProcess]) -> Iterator[FaultProxy]:
-    """The first server behind a proxy that closes connections idle for 2 s, as an ALB does."""
-    with FaultProxy(fleet[0].address, idle_close=2.0) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def counting_proxy(fleet: Sequence[GremlinServerProcess]) -> Iterator[FaultProxy]:
-    """The first server behind a pass-through proxy that counts the connections it accepts."""
-    with FaultProxy(fleet[0].address) as proxy:
-        yield proxy
 
 
 def writes_until(

@@ -33,11 +33,12 @@ from gremlinlb.core import (
 from gremlinlb.devservers import Fleet, GremlinServerProcess
 from tests.client_support import answered_by
 from tests.driver_support import SPREAD_SPECS_OUTLIERS, count_on_each
-from tests.helpers import name_servers, wait_until
+from tests.helpers import name_servers
 from tests.roles_support import (
     UNTOUCHED,
     WRITER_TRACES,
     assert_reads_even,
+    kill_readers,
     mutate_every_way,
     plant_doomed,
     role_endpoints,
@@ -81,16 +82,6 @@ def g(sidecar: SidecarThread) -> Iterator[GraphTraversalSource]:
     connection = DriverRemoteConnection(sidecar.url, "g")
     yield traversal().with_(connection)
     connection.close()
-
-
-def kill_readers(sidecar: SidecarThread, servers: Sequence[GremlinServerProcess]) -> None:
-    for reader in servers[1:]:
-        reader.kill()
-    wait_until(
-        lambda: all(sidecar.balancer.state_of(r.address) is HostState.DOWN for r in servers[1:]),
-        15,
-        "both readers seen down",
-    )
 
 
 def test_every_mutating_traversal_lands_on_the_writer(
@@ -143,7 +134,7 @@ def test_reads_spread_evenly_over_the_readers_and_never_reach_the_writer(
 def test_reads_go_to_the_writer_while_no_reader_is_up(
     sidecar: SidecarThread, g: GraphTraversalSource, servers: Sequence[GremlinServerProcess]
 ) -> None:
-    kill_readers(sidecar, servers)
+    kill_readers(sidecar.balancer, servers)
     assert {answered_by(g) for _ in range(20)} == {servers[0].address}
 
 
@@ -154,7 +145,7 @@ def test_readers_only_fails_reads_clearly_while_no_reader_is_up(
         connection = DriverRemoteConnection(sidecar.url, "g")
         try:
             g = traversal().with_(connection)
-            kill_readers(sidecar, servers)
+            kill_readers(sidecar.balancer, servers)
             with pytest.raises(GremlinServerError, match=r"no reader .*readers_only"):
                 answered_by(g)
             g.add_v("still_written").iterate()  # writes go on
