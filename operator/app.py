@@ -320,6 +320,25 @@ class OperatorApp:
             except Exception as error:
                 log.warning("webhook certificate check failed (trying again later): %s", error)
 
+    async def _store_secret(self, secret: dict[str, Any], found: Mapping[str, Any] | None) -> bool:
+        """Create ``secret``, or replace ``found`` (the version read) with it; False when
+        another replica created, changed or deleted it meanwhile (read it again)."""
+        namespace, name = secret["metadata"]["namespace"], secret["metadata"]["name"]
+        try:
+            if found is None:
+                collection = namespaced("", "v1", namespace, "secrets")
+                await self.api.request("POST", collection, body=secret)
+            else:
+                secret["metadata"]["resourceVersion"] = found["metadata"]["resourceVersion"]
+                await self.api.request(
+                    "PUT", namespaced("", "v1", namespace, "secrets", name), body=secret
+                )
+        except KubeError as error:
+            if error.status in (404, 409):
+                return False
+            raise
+        return True
+
     async def push_authority(self) -> None:
         """The push CA, kept in a Secret shared by the replicas (created by the first one)."""
         where = self.options.push_ca_secret
@@ -349,18 +368,8 @@ class OperatorApp:
                     "ca.key": base64.b64encode(fresh.key_pem).decode(),
                 },
             }
-            try:
-                if found is None:
-                    await self.api.request(
-                        "POST", namespaced("", "v1", where[0], "secrets"), body=secret
-                    )
-                else:
-                    secret["metadata"]["resourceVersion"] = found["metadata"]["resourceVersion"]
-                    await self.api.request("PUT", path, body=secret)
-            except KubeError as error:
-                if error.status in (404, 409):  # another replica wrote it first: use theirs
-                    continue
-                raise
+            if not await self._store_secret(secret, found):
+                continue  # another replica wrote it first: use theirs
             self.authority = fresh
             log.info("push CA created in Secret %s/%s", *where)
             break
@@ -416,17 +425,8 @@ class OperatorApp:
                     "tls.key": base64.b64encode(bundle.key_pem).decode(),
                 },
             }
-            try:
-                if found is None:
-                    collection = namespaced("", "v1", options.secret_namespace, "secrets")
-                    await self.api.request("POST", collection, body=secret)
-                else:
-                    secret["metadata"]["resourceVersion"] = found["metadata"]["resourceVersion"]
-                    await self.api.request("PUT", path, body=secret)
-            except KubeError as error:
-                if error.status in (404, 409):  # another replica wrote it first: use theirs
-                    continue
-                raise
+            if not await self._store_secret(secret, found):
+                continue  # another replica wrote it first: use theirs
             log.info("webhook certificate for %s stored in Secret %s", ", ".join(names), path)
             return bundle
         raise RuntimeError(f"Secret {path} kept changing while the certificate was written")

@@ -344,6 +344,17 @@ class ClusterController:
 
     # -- watches -----------------------------------------------------------------------------
 
+    def _slices_of(self, service: str, what: str) -> Reflector:
+        """The EndpointSlices of ``service``, filtered by the apiserver; each change
+        recomputes the host list."""
+        return Reflector(
+            self._api,
+            namespaced("discovery.k8s.io", "v1", self.namespace, "endpointslices"),
+            f"kubernetes.io/service-name={service}",
+            self._schedule_recompute,
+            name=f"{self.namespace}/{self.name} EndpointSlices of {what}",
+        )
+
     def _rewatch(self) -> None:
         if self.spec is None or self._main is None or self._stopped:
             return
@@ -358,13 +369,7 @@ class ClusterController:
             task.cancel()
         self._watching = wanted
         service, selector, writer_service = wanted
-        self._slices = Reflector(
-            self._api,
-            namespaced("discovery.k8s.io", "v1", self.namespace, "endpointslices"),
-            f"kubernetes.io/service-name={service}",
-            self._schedule_recompute,
-            name=f"{self.namespace}/{self.name} EndpointSlices of {service}",
-        )
+        self._slices = self._slices_of(service, service)
         self._pods = Reflector(
             self._api,
             namespaced("", "v1", self.namespace, "pods"),
@@ -374,13 +379,7 @@ class ClusterController:
         )
         self._writer_slices = None
         if writer_service is not None:
-            self._writer_slices = Reflector(
-                self._api,
-                namespaced("discovery.k8s.io", "v1", self.namespace, "endpointslices"),
-                f"kubernetes.io/service-name={writer_service}",
-                self._schedule_recompute,
-                name=f"{self.namespace}/{self.name} EndpointSlices of writers {writer_service}",
-            )
+            self._writer_slices = self._slices_of(writer_service, f"writers {writer_service}")
         self._watch_tasks = [
             *([asyncio.create_task(self._writer_slices.run())] if self._writer_slices else []),
             asyncio.create_task(self._slices.run()),

@@ -31,10 +31,18 @@ from gremlinlb.sidecar.trust import HostPolicy, parse_allowed_hosts
 
 from gremlinlb.core import BalancerSettings, Endpoint, InvalidEndpointError, parse_endpoint
 from gremlinlb.core.settings import setting
-from gremlinlb.schema import ENV_PREFIX, SETTINGS, Setting, SettingsError, from_flat, settings_of
+from gremlinlb.schema import (
+    SETTINGS,
+    Setting,
+    SettingsError,
+    env_of,
+    flag_of,
+    from_flat,
+    settings_of,
+)
 
 #: The backend password, when it is not in a file (a pod's env from a Secret).
-PASSWORD_ENV = ENV_PREFIX + "BACKEND_PASSWORD"
+PASSWORD_ENV = env_of("backend_password")
 _BACKEND, _PROXY, _MEMORY = BackendOptions(), ProxyOptions(), MemoryLimits()
 _T = TypeVar("_T")
 
@@ -166,11 +174,11 @@ class Option:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return flag_of(self.name)
 
     @property
     def env(self) -> str:
-        return ENV_PREFIX + self.name.upper()
+        return env_of(self.name)
 
 
 #: The sidecar's own options read as text (addresses, lists, files, names).
@@ -293,7 +301,7 @@ def load_config(
     flags: Mapping[str, Any], env: Mapping[str, str], config_file: str | None = None
 ) -> SidecarConfig:
     """Build and check the whole configuration; raise ConfigError saying what is wrong."""
-    file_data = _read_config_file(config_file or env.get(ENV_PREFIX + "CONFIG") or None)
+    file_data = _read_config_file(config_file or env.get(env_of("config")) or None)
     values = _Values(flags, env, file_data)
     listen = parse_address(values.text("listen", str(_DEFAULT.listen)), values.source("listen"))
     admin = parse_address(values.text("admin", str(_DEFAULT.admin)), values.source("admin"))

@@ -40,6 +40,16 @@ _FALSE = ("false", "0", "no", "off")
 _T = TypeVar("_T")
 
 
+def flag_of(flat: str) -> str:
+    """The command-line flag of a flat option name: ``health_interval`` -> ``--health-interval``."""
+    return "--" + flat.replace("_", "-")
+
+
+def env_of(flat: str) -> str:
+    """Its environment variable: ``health_interval`` -> ``GREMLINLB_HEALTH_INTERVAL``."""
+    return ENV_PREFIX + flat.upper()
+
+
 class SettingsError(ValueError):
     """Settings that cannot be applied; the message starts with where the bad value came from."""
 
@@ -63,11 +73,11 @@ class Setting:
 
     @property
     def flag(self) -> str:
-        return "--" + self.flat.replace("_", "-")
+        return flag_of(self.flat)
 
     @property
     def env(self) -> str:
-        return ENV_PREFIX + self.flat.upper()
+        return env_of(self.flat)
 
     @property
     def metavar(self) -> str:
