@@ -31,16 +31,19 @@ import collections
 import contextlib
 import datetime
 import json
+import math
 import os
 import platform
 import shlex
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -266,6 +269,7 @@ class Cell:
     proxy_cpu_us: float | None
     proxy_sys_us: float | None
     loadgen_cpu_us: float
+    rep: int = 0
 
 
 def run_cell(contender: Contender, shape: tuple[int, int], args: argparse.Namespace) -> Cell:
@@ -412,8 +416,43 @@ def _short(frame: str) -> str:
     return f"{name} ({where.rsplit('/', 1)[-1]}" if where else name
 
 
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def _ratios(
+    cells: dict[tuple[str, tuple[int, int], int], Cell],
+    name: str,
+    other: str,
+    shape: tuple[int, int],
+    value: Callable[[Cell], float | None],
+) -> list[float]:
+    """value(name) / value(other) in each repetition where both were measured."""
+    found = []
+    for (who, where, rep), cell in cells.items():
+        if who != name or where != shape:
+            continue
+        base = cells.get((other, shape, rep))
+        mine, theirs = value(cell), value(base) if base else None
+        if mine is not None and theirs:
+            found.append(mine / theirs)
+    return found
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    """The median, and the range when there is more than one value."""
+    if not values:
+        return "-"
+    text = format(_median(values), fmt)
+    if len(values) > 1:
+        text += f" ({format(min(values), fmt)}-{format(max(values), fmt)})"
+    return text
+
+
 def table(cells: list[Cell], contenders: list[str]) -> str:
-    by = {(c.contender, c.shape): c for c in cells}
+    """Medians over the repetitions (range in brackets); a ratio is taken within each
+    repetition first, between cells measured one right after the other."""
+    by = {(c.contender, c.shape, c.rep): c for c in cells}
     lines = [
         "| shape (conns x in flight) | contender | req/s | vs direct | vs HAProxy | p50 ms | "
         "p99 ms | proxy CPU µs/req | of which kernel | vs HAProxy CPU | loadgen CPU µs/req | "
@@ -421,38 +460,39 @@ def table(cells: list[Cell], contenders: list[str]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for shape in SHAPES:
-        direct = by.get(("direct", shape))
-        haproxy = by.get(("haproxy", shape))
         for name in contenders:
-            cell = by.get((name, shape))
-            if cell is None:
+            mine = [c for c in cells if c.contender == name and c.shape == shape]
+            if not mine:
                 continue
-            vs_direct = f"{cell.req_per_s / direct.req_per_s:.2f}" if direct else "-"
-            vs_haproxy = f"{cell.req_per_s / haproxy.req_per_s:.2f}" if haproxy else "-"
-            cpu = f"{cell.proxy_cpu_us:.1f}" if cell.proxy_cpu_us is not None else "-"
-            kernel = f"{cell.proxy_sys_us:.1f}" if cell.proxy_sys_us is not None else "-"
-            cpu_ratio = (
-                f"{cell.proxy_cpu_us / haproxy.proxy_cpu_us:.2f}"
-                if haproxy and haproxy.proxy_cpu_us and cell.proxy_cpu_us is not None
-                else "-"
+            rate = _spread([c.req_per_s for c in mine], ",.0f")
+            vs_direct = _spread(_ratios(by, name, "direct", shape, lambda c: c.req_per_s), ".2f")
+            vs_haproxy = _spread(_ratios(by, name, "haproxy", shape, lambda c: c.req_per_s), ".2f")
+            cpus = [c.proxy_cpu_us for c in mine if c.proxy_cpu_us is not None]
+            kernels = [c.proxy_sys_us for c in mine if c.proxy_sys_us is not None]
+            cpu_ratio = _spread(
+                _ratios(by, name, "haproxy", shape, lambda c: c.proxy_cpu_us), ".2f"
             )
+            p50 = _median([c.p50_ms for c in mine])
+            p99 = _median([c.p99_ms for c in mine])
+            loadgen = _median([c.loadgen_cpu_us for c in mine])
             lines.append(
-                f"| {shape[0]}x{shape[1]} | {name} | {cell.req_per_s:,.0f} | {vs_direct} | "
-                f"{vs_haproxy} | {cell.p50_ms:.2f} | {cell.p99_ms:.2f} | {cpu} | {kernel} | "
-                f"{cpu_ratio} | {cell.loadgen_cpu_us:.1f} | {cell.errors} |"
+                f"| {shape[0]}x{shape[1]} | {name} | {rate} | {vs_direct} | {vs_haproxy} | "
+                f"{p50:.2f} | {p99:.2f} | {_spread(cpus, '.1f')} | {_spread(kernels, '.1f')} | "
+                f"{cpu_ratio} | {loadgen:.1f} | {sum(c.errors for c in mine)} |"
             )
     return "\n".join(lines)
 
 
 def spread_table(cells: list[Cell], pairs: list[tuple[str, str]]) -> str:
-    by = {(c.contender, c.shape): c for c in cells}
-    lines = ["| shape | 3 servers ÷ 1 server (req/s) |", "|---|---|"]
+    by = {(c.contender, c.shape, c.rep): c for c in cells}
+    lines = ["| shape | 3 servers ÷ 1 server (req/s, median and range over repetitions) |"]
+    lines.append("|---|---|")
     for shape in SHAPES:
         parts = []
         for one, three in pairs:
-            a, b = by.get((one, shape)), by.get((three, shape))
-            if a and b:
-                parts.append(f"{three}: {b.req_per_s / a.req_per_s:.2f}")
+            ratios = _ratios(by, three, one, shape, lambda c: c.req_per_s)
+            if ratios:
+                parts.append(f"{three}: {_spread(ratios, '.2f')}")
         lines.append(f"| {shape[0]}x{shape[1]} | {', '.join(parts)} |")
     return "\n".join(lines)
 
@@ -462,6 +502,12 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per cell")
     parser.add_argument("--max-requests", type=int, default=2_000_000, help="cap per cell")
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=3,
+        help="repetitions of every cell, interleaved; tables give the median and the range",
+    )
     parser.add_argument(
         "--baseline",
         action="append",
@@ -536,26 +582,32 @@ def main() -> int:
         for server in servers:
             warm = Direct(server)
             run_cell(warm, (8, 8), argparse.Namespace(**{**vars(args), "duration": 3.0}))
-        for contender in contenders:
-            try:
+        started: list[Contender] = []
+        try:
+            for contender in contenders:
+                started.append(contender)
                 contender.start()  # inside: a sidecar that fails its start is stopped too
                 if isinstance(contender, Sidecar):
                     rss[contender.name] = contender.rss_at_rest
+            # Interleaved: every contender once per shape per repetition, so a burst of load
+            # from elsewhere on the machine hits all of them instead of the one measured then.
+            for rep in range(args.reps):
                 for shape in SHAPES:
-                    cell = run_cell(contender, shape, args)
-                    cells.append(cell)
-                    print(json.dumps(cell.__dict__), flush=True)
+                    for contender in contenders:
+                        cell = run_cell(contender, shape, args)
+                        cell.rep = rep
+                        cells.append(cell)
+                        print(json.dumps(cell.__dict__), flush=True)
+            for contender in contenders:
                 if args.syscalls and isinstance(contender, Sidecar):
                     syscalls.append(
                         count_syscalls(contender, args, run_dir / f"{contender.name}.strace")
                     )
-                if (
-                    args.profile
-                    and isinstance(contender, Sidecar)
-                    and contender.name == "sidecar-3"
-                ):
+                if args.profile and contender.name == "sidecar-3":
+                    assert isinstance(contender, Sidecar)
                     profile_text = profile(contender, args, run_dir / "profile.txt")
-            finally:
+        finally:
+            for contender in started:
                 contender.stop()
     load_after = uptime_load()
     names = [c.name for c in contenders]
@@ -575,7 +627,10 @@ def main() -> int:
         f"Measured on {today} ({platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}), commit {_commit()}. Load average (1/5/15 min) before: "
         f"{load_before}; after: {load_after} (the machine is shared with other jobs).",
-        f"Each cell: {args.warmup:g} s warm-up, {args.duration:g} s measured; `g.inject(1)` in "
+        f"Each cell: {args.warmup:g} s warm-up, {args.duration:g} s measured, {args.reps} "
+        "repetitions interleaved (every contender once per shape per repetition); tables give "
+        "the median and, in brackets, the range; a ratio is taken within each repetition first. "
+        f"`g.inject(1)` in "
         "GraphBinary from the Go load generator (bench/micro/loadgen); HAProxy in mode tcp in "
         "front of server 1.",
         "",
