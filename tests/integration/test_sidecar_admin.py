@@ -144,7 +144,7 @@ BAD_BODIES: dict[str, tuple[Any, str]] = {
     ),
     "negative_client_count": (
         {"generation": 1, "hosts": [], "client_zones": {"a": -2}},
-        "client_zones['a'] must be an integer >= 0",
+        "client_zones: the client count of zone 'a' must be an integer >= 0",
     ),
 }
 
