@@ -82,7 +82,7 @@ lint: dev-deps package
 
 typecheck: dev-deps package
 	cd $(LINK_TREE) && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p gremlinlb
-	$(VENV)/bin/mypy tests $(wildcard bench/*.py) $(wildcard bench/compare/*.py)
+	$(VENV)/bin/mypy tests $(wildcard bench/*.py) $(wildcard bench/compare/*.py) $(wildcard bench/micro/*.py)
 
 # `make bench`: connection-level balancers (HAProxy, a kube-proxy-like TCP round-robin) against
 # gremlinlb (in-process client, sidecar) on the same real Gremlin Servers, in one run; writes

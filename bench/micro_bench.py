@@ -53,6 +53,7 @@ from gremlinlb.devservers import Fleet, port_is_free
 
 ROOT = Path(__file__).resolve().parent.parent
 LOADGEN = ROOT / ".cache" / "bench" / "micro-loadgen"
+FLOORS = ROOT / "bench" / "micro" / "floors.py"
 HAPROXY = "/usr/sbin/haproxy"
 SHAPES = ((8, 1), (1, 16), (8, 8))
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -87,10 +88,11 @@ def free_base_port(count: int, start: int = 39181) -> int:
     raise RuntimeError("no free loopback ports for the Gremlin Servers")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of `pid` (all its threads) so far."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(utime, stime) of `pid` (all its threads) so far: user space and kernel apart, because
+    on loopback the kernel's share (system calls, the receiver's side of TCP) is most of it."""
     fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 def rss_mib(pid: int) -> float:
@@ -185,6 +187,29 @@ class HAProxyTcp(Contender):
             raise RuntimeError("haproxy did not listen within 10 s")
 
 
+class Floor(Contender):
+    """A bare relay in Python (bench/micro/floors.py) in front of server 1: the least a proxy
+    built on that library can cost on this machine."""
+
+    def __init__(self, kind: str, server: str, run_dir: Path) -> None:
+        self.name = f"floor-{kind}"
+        self.kind = kind
+        self.server = server
+        self.run_dir = run_dir
+
+    def start(self) -> None:
+        port = free_port()
+        with (self.run_dir / f"{self.name}.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, str(FLOORS), self.kind, str(port), self.server],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.url = f"ws://127.0.0.1:{port}/gremlin"
+        if not wait_until(lambda: _listens(port), 20):
+            raise RuntimeError(f"{self.name} did not listen within 20 s")
+
+
 class Sidecar(Contender):
     def __init__(
         self, name: str, executable: str, servers: list[str], run_dir: Path, extra: list[str]
@@ -239,6 +264,7 @@ class Cell:
     errors: int
     total: int
     proxy_cpu_us: float | None
+    proxy_sys_us: float | None
     loadgen_cpu_us: float
 
 
@@ -265,7 +291,7 @@ def run_cell(contender: Contender, shape: tuple[int, int], args: argparse.Namesp
         str(offset),
     ]
     pid = contender.pid
-    cpu0 = cpu_seconds(pid) if pid is not None else 0.0
+    user0, sys0 = cpu_seconds(pid) if pid is not None else (0.0, 0.0)
     loadgen = subprocess.Popen(command, stdout=subprocess.PIPE)
     assert loadgen.stdout is not None
     out = loadgen.stdout.read()  # it exits by itself after warm-up + duration (or -max)
@@ -274,7 +300,7 @@ def run_cell(contender: Contender, shape: tuple[int, int], args: argparse.Namesp
     loadgen.returncode = os.waitstatus_to_exitcode(status)
     if loadgen.returncode != 0:
         raise RuntimeError(f"the load generator failed (exit {loadgen.returncode})")
-    cpu1 = cpu_seconds(pid) if pid is not None else 0.0
+    user1, sys1 = cpu_seconds(pid) if pid is not None else (0.0, 0.0)
     result = json.loads(out)
     total = max(1, int(result["total"]))
     loadgen_cpu = usage.ru_utime + usage.ru_stime
@@ -286,13 +312,19 @@ def run_cell(contender: Contender, shape: tuple[int, int], args: argparse.Namesp
         float(result["p99_ms"]),
         int(result["errors"]),
         total,
-        (cpu1 - cpu0) / total * 1e6 if pid is not None else None,
+        (user1 - user0 + sys1 - sys0) / total * 1e6 if pid is not None else None,
+        (sys1 - sys0) / total * 1e6 if pid is not None else None,
         loadgen_cpu / total * 1e6,
     )
 
 
 def profile(contender: Sidecar, args: argparse.Namespace, out: Path) -> str:
-    """Sample the sidecar with py-spy while the load generator drives it; the top functions."""
+    """Sample the sidecar with py-spy while the load generator drives it; the top functions.
+
+    py-spy pauses the process for each sample (its default): the sidecar runs slower meanwhile,
+    but each sample is where it really was. With --nonblocking, samples taken while Python
+    code runs are often unreadable and dropped, so system calls looked three times their
+    share (29% of samples in one writev line, while the kernel time was 10% of the CPU)."""
     assert contender.pid is not None
     spy = Path(sys.executable).with_name("py-spy")
     record = subprocess.Popen(
@@ -309,7 +341,6 @@ def profile(contender: Sidecar, args: argparse.Namespace, out: Path) -> str:
             "raw",
             "--output",
             str(out),
-            "--nonblocking",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -385,8 +416,9 @@ def table(cells: list[Cell], contenders: list[str]) -> str:
     by = {(c.contender, c.shape): c for c in cells}
     lines = [
         "| shape (conns x in flight) | contender | req/s | vs direct | vs HAProxy | p50 ms | "
-        "p99 ms | proxy CPU µs/req | vs HAProxy CPU | loadgen CPU µs/req | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "p99 ms | proxy CPU µs/req | of which kernel | vs HAProxy CPU | loadgen CPU µs/req | "
+        "errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for shape in SHAPES:
         direct = by.get(("direct", shape))
@@ -398,6 +430,7 @@ def table(cells: list[Cell], contenders: list[str]) -> str:
             vs_direct = f"{cell.req_per_s / direct.req_per_s:.2f}" if direct else "-"
             vs_haproxy = f"{cell.req_per_s / haproxy.req_per_s:.2f}" if haproxy else "-"
             cpu = f"{cell.proxy_cpu_us:.1f}" if cell.proxy_cpu_us is not None else "-"
+            kernel = f"{cell.proxy_sys_us:.1f}" if cell.proxy_sys_us is not None else "-"
             cpu_ratio = (
                 f"{cell.proxy_cpu_us / haproxy.proxy_cpu_us:.2f}"
                 if haproxy and haproxy.proxy_cpu_us and cell.proxy_cpu_us is not None
@@ -405,8 +438,8 @@ def table(cells: list[Cell], contenders: list[str]) -> str:
             )
             lines.append(
                 f"| {shape[0]}x{shape[1]} | {name} | {cell.req_per_s:,.0f} | {vs_direct} | "
-                f"{vs_haproxy} | {cell.p50_ms:.2f} | {cell.p99_ms:.2f} | {cpu} | {cpu_ratio} | "
-                f"{cell.loadgen_cpu_us:.1f} | {cell.errors} |"
+                f"{vs_haproxy} | {cell.p50_ms:.2f} | {cell.p99_ms:.2f} | {cpu} | {kernel} | "
+                f"{cpu_ratio} | {cell.loadgen_cpu_us:.1f} | {cell.errors} |"
             )
     return "\n".join(lines)
 
@@ -461,6 +494,12 @@ def main() -> int:
         help="per sidecar, one more 8x8 cell under `strace -c` (not counted): system calls "
         "per request",
     )
+    parser.add_argument(
+        "--floors",
+        action="store_true",
+        help="also run bare Python relays in front of server 1 (bench/micro/floors.py: tcp, "
+        "aiohttp, picows): the least a Python proxy costs here",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the sidecar (3 servers)")
     parser.add_argument("--label", default="micro", help="results/<date>-<label>.md")
     parser.add_argument("--output", type=Path, help="write the results here instead")
@@ -489,6 +528,10 @@ def main() -> int:
         for name, path in baselines:
             contenders.append(Sidecar(f"{name}-1", path, servers[:1], run_dir, extra))
             contenders.append(Sidecar(f"{name}-3", path, servers, run_dir, extra))
+        if args.floors:
+            contenders += [
+                Floor(kind, servers[0], run_dir) for kind in ("tcp", "aiohttp", "picows")
+            ]
         # Warm the servers' JIT once, so the first contender is not measured on a cold JVM.
         for server in servers:
             warm = Direct(server)

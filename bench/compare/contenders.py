@@ -9,6 +9,7 @@
 | in-process | requests | gremlinlb's RoundRobinClientRemoteConnection inside each client process |
 | sidecar | requests | the `gremlinlb sidecar` process |
 | sidecar-1 | nothing | the sidecar with server 1 only: against direct, the hop alone |
+| in-process-1 | nothing | the in-process client with server 1 only: against direct, its own cost |
 
 Health checks get the same numbers wherever a contender has them (HEALTH: every 2 s, 1 s
 timeout, down after 2 failures, up after 1 pass): HAProxy probes with the HTTP endpoint of the
@@ -260,7 +261,8 @@ class HAProxy(Contender):
 class InProcess(Contender):
     name = "in-process"
     level = "request"
-    mixes = ("read", "write")  # a Python client: the JavaScript driver cannot use it
+    # a Python client: the JavaScript driver cannot use it
+    mixes: tuple[str, ...] = ("read", "write")
     description = (
         "RoundRobinClientRemoteConnection (one per client process, pool of 8 per server), "
         "health probe every 2 s (timeout 1 s, fall 2, rise 1)"
@@ -279,6 +281,26 @@ class InProcess(Contender):
 
     def add_host_spec(self, offset: float) -> dict[str, Any] | None:
         return {"offset": offset, "address": self.spare}
+
+
+class InProcessOne(InProcess):
+    """The in-process client with server 1 only: against direct (the same server, the same
+    pool of 8), the client's own cost per request, without the cost of spreading over three
+    servers that share the machine's two cores with the clients."""
+
+    name = "in-process-1"
+    level = "none"
+    mixes = ("read",)
+    description = (
+        "the same in-process client with server 1 as its only endpoint: compared with direct, "
+        "the client's own cost (steady read cells only)"
+    )
+
+    def target(self) -> dict[str, Any]:
+        return {**super().target(), "addresses": self.servers[:1]}
+
+    def supports(self, scenario: str) -> bool:
+        return scenario == "steady"
 
 
 class Sidecar(Contender):
@@ -428,6 +450,7 @@ def all_contenders() -> list[Contender]:
         HAProxy("haproxy-lc", "http", "leastconn", HEALTH),
         HAProxy("tcp-rr", "tcp", "roundrobin", READINESS),
         InProcess(),
+        InProcessOne(),
         Sidecar(),
         SidecarOne(),
     ]

@@ -18,6 +18,7 @@ LEVEL = {
     "haproxy-lc": "connection",
     "tcp-rr": "connection",
     "in-process": "request",
+    "in-process-1": "none (1 server, in-process client)",
     "sidecar": "request",
     "sidecar-1": "none (1 server, via the sidecar)",
 }
@@ -712,7 +713,37 @@ def aims(data: dict[str, Any]) -> list[str]:
                 f"{100 * found['hop_throughput_ratio']:.0f}% "
                 f"| {mark(hop_ok)} |"
             )
+    # 6. the in-process client's throughput (issue 10)
+    for workers in (16, 64):
+        ratios = in_process_ratios(cells, workers)
+        if not ratios:
+            continue
+        for name, ratio in ratios.items():
+            judged = name == "in-process"
+            verdict = ("met" if ratio >= 0.85 else "not met") if judged else "(reference)"
+            what = "over 3 servers" if judged else "over server 1 only: the client's own cost"
+            lines.append(
+                f"| in-process client keeps at least 85% of direct throughput "
+                f"({_workers(workers)}, read; {what}) | {name} | {100 * ratio:.0f}% | {verdict} |"
+            )
     return lines
+
+
+def in_process_ratios(cells: list[dict[str, Any]], workers: int) -> dict[str, float]:
+    """Throughput of the in-process client (over 3 servers, and over server 1 only) against
+    direct, read mix, medians over the repetitions."""
+    groups = steady_groups(cells)
+    direct = groups.get(("read", workers, "direct"))
+    _, tp_direct = _group_medians(direct) if direct else (None, None)
+    if not tp_direct:
+        return {}
+    ratios: dict[str, float] = {}
+    for name in ("in-process", "in-process-1"):
+        group = groups.get(("read", workers, name))
+        tp = _group_medians(group)[1] if group else None
+        if tp is not None:
+            ratios[name] = tp / tp_direct
+    return ratios
 
 
 def profile_section(profile: dict[str, Any] | None) -> list[str]:
@@ -923,7 +954,7 @@ def readme_summary(data: dict[str, Any], name: str, figures: list[tuple[str, str
             continue
         m = [c["metrics"] for c in group]
         js = [c["metrics"] for c in groups.get(("js-read", 16, contender), [])]
-        note = " ¹" if contender in ("direct", "sidecar-1") else ""
+        note = " ¹" if contender in ("direct", "sidecar-1", "in-process-1") else ""
         add = scen["add"].get(contender)
         kill = scen["kill"].get(contender)
         hang = scen["hang"].get(contender)

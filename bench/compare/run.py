@@ -52,6 +52,7 @@ class Options:
     js_workers: list[int]
     reps: int
     warmup: float
+    jit_warmup: float
     steady_duration: float
     scenario_workers: int
     contenders: list[str]
@@ -76,6 +77,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
     parser.add_argument("--reps", type=int, help="repetitions of each steady cell (default 3)")
     parser.add_argument("--duration", type=float, help="measured seconds per steady cell")
     parser.add_argument("--warmup", type=float, help="unmeasured seconds before each window")
+    parser.add_argument(
+        "--jit-warmup",
+        type=float,
+        help="seconds of the read and write mixes sent straight to each server before the "
+        "first cell (default 6, quick 2; 0: none)",
+    )
     parser.add_argument("--contenders", help="comma-separated subset of the contenders")
     parser.add_argument(
         "--scenarios", help="comma-separated subset of add,kill,hang,slow,outage, or none"
@@ -132,13 +139,15 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
         js_workers=[w for w in (_ints(args.js_workers) or [16]) if w > 0],
         reps=args.reps or (1 if quick else 3),
         warmup=args.warmup if args.warmup is not None else 0.5,
+        jit_warmup=args.jit_warmup if args.jit_warmup is not None else (2.0 if quick else 6.0),
         steady_duration=args.duration or _steady_default(quick),
         scenario_workers=args.scenario_workers,
         contenders=chosen,
         scenario_contenders=[
             n
             for n in chosen
-            if n not in ("direct", "sidecar-1") and (not quick or n in ("haproxy-rr", "sidecar"))
+            if n not in ("direct", "sidecar-1", "in-process-1")
+            and (not quick or n in ("haproxy-rr", "sidecar"))
         ],
         scenarios=(
             [x for x in args.scenarios.split(",") if x and x != "none"]
@@ -312,6 +321,31 @@ class Bench:
         assert self.fleet is not None
         return [s.pid for s in self.fleet if s.pid is not None]
 
+    def _warm_servers(self, servers: list[str]) -> None:
+        """Send the read and write mixes straight to every server in rotation, unmeasured.
+
+        Without it the JVMs are not equally warm: direct only ever reaches server 1, which its
+        cells keep compiling hot, while a balancer's requests meet servers 2 and 3 still
+        running interpreted code on a CPU-starved machine (measured: their median latency
+        10-30x server 1's in the first balanced cells, which the outlier detection then
+        rightly ejected)."""
+        seconds = self.options.jit_warmup
+        if seconds <= 0:
+            return
+        self.say(f"warming every server's JIT ({seconds:g} s of each mix, unmeasured)")
+        for index, address in enumerate(servers):
+            for mix in ("read", "write"):
+                run_cell(
+                    target={"url": f"ws://{address}/gremlin"},
+                    addresses=servers,
+                    workers=16,
+                    mix=mix,
+                    warmup=0.0,
+                    duration=seconds / 2,
+                    seed=self.options.seed,
+                    work_dir=self.work_dir / f"warm-{index}-{mix}",
+                )
+
     def cell(
         self,
         contender: Contender,
@@ -480,6 +514,7 @@ class Bench:
                 info["load_samples"].append(load_average()[0])
 
         threading.Thread(target=sample_load, daemon=True).start()
+        self._warm_servers(servers)
         run_started = time.monotonic()
         self.say("steady state (cells interleaved: every contender once per repetition)")
         js_missing = js_client_missing() if opts.js_workers else None

@@ -162,15 +162,46 @@ def test_the_stuck_limit_grows_with_the_peers_typical_latency() -> None:
     assert lb.check_outliers() == [A]
 
 
+def answer_round(lb: Balancer, clock: Clock, slow: float, rounds: int) -> None:
+    """`rounds` answers from each host: A's take `slow` seconds, B's and C's 10 ms."""
+    for _ in range(rounds):
+        answer(lb, clock, A, slow)
+        answer(lb, clock, B, 0.01)
+        answer(lb, clock, C, 0.01)
+
+
 def test_a_host_many_times_slower_than_its_peers_is_ejected_as_slow() -> None:
     clock = Clock()
     lb = fleet(clock)
-    for _ in range(8):
-        answer(lb, clock, A, 0.5)
-        answer(lb, clock, B, 0.01)
-        answer(lb, clock, C, 0.01)
+    answer_round(lb, clock, 0.5, 8)
+    assert lb.check_outliers() == []  # slow in one window: not yet
+    answer_round(lb, clock, 0.5, 16)
     assert lb.check_outliers() == [A]
     assert lb.stats().ejections == {"slow": 1}
+
+
+def test_a_host_slow_for_one_window_only_is_not_ejected() -> None:
+    """A server descheduled for a moment on a busy machine, then as fast as its peers."""
+    clock = Clock()
+    lb = fleet(clock)
+    answer_round(lb, clock, 0.5, 16)
+    assert lb.check_outliers() == []
+    answer_round(lb, clock, 0.01, 16)
+    assert lb.check_outliers() == []
+    answer_round(lb, clock, 0.5, 8)  # slow again: a new first window, not the second
+    assert lb.check_outliers() == []
+    assert lb.stats().ejections == {}
+
+
+def test_a_slow_host_is_ejected_only_after_a_whole_new_window_of_answers() -> None:
+    clock = Clock()
+    lb = fleet(clock)
+    answer_round(lb, clock, 0.5, 8)
+    assert lb.check_outliers() == []
+    answer_round(lb, clock, 0.5, 15)
+    assert lb.check_outliers() == []  # 15 answers since: the window is not new yet
+    answer_round(lb, clock, 0.5, 1)
+    assert lb.check_outliers() == [A]
 
 
 def test_a_host_five_times_slower_than_its_peers_is_not_an_outlier() -> None:

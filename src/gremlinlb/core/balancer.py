@@ -51,7 +51,11 @@ log = logging.getLogger(__name__)
 CHECK_INTERVAL = 0.1
 
 # A host's typical latency is the median of its last _RECENT answers, and counts only with at
-# least _MIN_SAMPLES of them: one slow query can never make a host look slow.
+# least _MIN_SAMPLES of them: one slow query can never make a host look slow. It is ejected as
+# slow only when found slow again after _RECENT more answers (two successive windows): on a
+# CPU-starved machine servers take turns being descheduled for a fraction of a second, and one
+# window of it made every client eject a healthy server for base_ejection seconds (measured in
+# `make bench`: 8 of 8 client processes, every 64-worker cell, 10-15 points of throughput).
 _RECENT = 16
 _MIN_SAMPLES = 8
 # The hedge delay comes from the last _HEDGE_WINDOW answers of all hosts, once there are
@@ -102,6 +106,8 @@ class _Host:
     last_error: str | None = None
     ewma: PeakEwma = field(default_factory=PeakEwma)
     recent: Samples = field(default_factory=lambda: Samples(_RECENT))
+    samples: int = 0  # latency samples ever taken: how far `recent` moved on
+    slow_mark: int | None = None  # `samples` when first found slow, until found not slow
     last_answer: float = -math.inf
     failures_in_row: int = 0
     # A connection loss or timeout made us doubt it: probe it now, hand it no buffered request.
@@ -618,8 +624,9 @@ class Balancer:
         answered nothing for max(stuck_floor, stuck_factor x its peers' typical latency), and
         its peers answered meanwhile; not while in slow start (warming up). Slow: its typical
         latency (median of recent answers) is over slow_factor x its peers' and over
-        slow_floor. Adapters call this about every CHECK_INTERVAL seconds; with health checks
-        disabled it also lets hosts whose time out of rotation is over back in.
+        slow_floor, found again after a whole new window of answers. Adapters call this about
+        every CHECK_INTERVAL seconds; with health checks disabled it also lets hosts whose
+        time out of rotation is over back in.
         """
         events: list[HostEvent] = []
         ejected: list[Endpoint] = []
@@ -635,7 +642,7 @@ class Balancer:
                     peers = [p for p in healthy if p is not host and p.state is HostState.HEALTHY]
                     warming = self._warming(host, now)  # a cold JVM's first answers are late
                     found = (None if warming else self._stuck(host, peers, typical, now)) or (
-                        self._slow(host, peers, typical)
+                        self._slow_again(host, peers, typical)
                     )
                     if found is not None and self._may_eject(host):
                         events.append(self._eject(host, found[0], found[1], now))
@@ -856,6 +863,7 @@ class Balancer:
                 latency = now - lease.started
                 host.ewma.update(latency, now)
                 host.recent.append(latency)
+                host.samples += 1
                 self._latencies.append(latency)
             return []
         if error is not None:
@@ -869,6 +877,7 @@ class Balancer:
             latency = max(0.0, now - lease.started)
             host.ewma.update(latency, now)
             host.recent.append(latency)
+            host.samples += 1
             if outcome is Outcome.SUCCESS:
                 self._latencies.append(latency)
         if host.state is not HostState.HEALTHY:
@@ -1127,6 +1136,20 @@ class Balancer:
             f"{reference * 1000:.0f} ms"
         )
 
+    def _slow_again(
+        self, host: _Host, peers: list[_Host], typical: dict[Endpoint, float | None]
+    ) -> tuple[str, str] | None:
+        """The slow verdict, once it holds over two successive windows of answers (see
+        _RECENT): a host slow for a moment is left to hedging and the picking policy."""
+        found = self._slow(host, peers, typical)
+        if found is None:
+            host.slow_mark = None
+            return None
+        if host.slow_mark is None:
+            host.slow_mark = host.samples
+            return None
+        return found if host.samples - host.slow_mark >= _RECENT else None
+
     def _warming(self, host: _Host, now: float) -> bool:
         """In slow start: just joined or back, maybe a cold JVM whose first answers take a
         second; it gets a small share meanwhile, so it is not judged stuck."""
@@ -1182,6 +1205,7 @@ class Balancer:
         host.failures_in_row = 0
         host.suspect = False
         host.recent.clear()  # judge it by what it does from now on
+        host.slow_mark = None
         host.ejected_until = None
         host.down_until = None
         host.returned_at = now

@@ -1,0 +1,166 @@
+"""Floors for the data-plane micro-benchmark: the least a Python proxy can cost here.
+
+Each floor relays every client connection to a connection of its own to one backend, byte for
+byte or message for message, with no parsing, picking, id rewriting, metrics or limits: what
+is left is the cost of the event loop, the sockets and the WebSocket library alone. The
+sidecar cannot cost less than the floor of the library it uses; the gap between a floor and
+HAProxy is what no Python code above that library can win back.
+
+    python floors.py tcp|aiohttp|picows LISTEN_PORT BACKEND_HOST:PORT
+
+- tcp: asyncio protocols, bytes relayed as they arrive (no WebSocket framing at all);
+- aiohttp: an aiohttp WebSocket server and client, one message at a time (the sidecar's library);
+- picows: the same with picows (a Cython WebSocket library for asyncio), frames relayed from
+  its callbacks without a coroutine per message.
+
+Not a product: bench only, never imported by gremlinlb.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+
+import uvloop
+
+
+class _TcpSide(asyncio.Protocol):
+    """One side of a byte relay; `peer` is the other side's transport once it is connected."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.WriteTransport | None = None
+        self.peer: _TcpSide | None = None
+        self.pending: list[bytes] = []
+        self.connecting: asyncio.Task[None] | None = None  # a client side's upstream connect
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio subclass
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.write(data)
+        else:
+            self.pending.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+
+async def serve_tcp(port: int, backend: tuple[str, int]) -> None:
+    loop = asyncio.get_running_loop()
+
+    def accept() -> _TcpSide:
+        client = _TcpSide()
+
+        async def connect() -> None:
+            _, upstream = await loop.create_connection(_TcpSide, *backend)
+            upstream.peer, client.peer = client, upstream
+            assert upstream.transport is not None
+            for chunk in client.pending:
+                upstream.transport.write(chunk)
+            client.pending.clear()
+
+        client.connecting = loop.create_task(connect())
+        return client
+
+    server = await loop.create_server(accept, "127.0.0.1", port)
+    await server.serve_forever()
+
+
+async def serve_aiohttp(port: int, backend: tuple[str, int]) -> None:
+    from aiohttp import ClientSession, WSMsgType, web
+
+    session = ClientSession()
+    url = f"ws://{backend[0]}:{backend[1]}/gremlin"
+
+    async def relay(request: web.Request) -> web.WebSocketResponse:
+        client = web.WebSocketResponse(max_msg_size=0)
+        await client.prepare(request)
+        upstream = await session.ws_connect(url, max_msg_size=0)
+
+        async def back() -> None:
+            async for message in upstream:
+                if message.type is WSMsgType.BINARY:
+                    await client.send_bytes(message.data)
+                elif message.type is WSMsgType.TEXT:
+                    await client.send_str(message.data)
+            await client.close()
+
+        answers = asyncio.create_task(back())
+        async for message in client:
+            if message.type is WSMsgType.BINARY:
+                await upstream.send_bytes(message.data)
+            elif message.type is WSMsgType.TEXT:
+                await upstream.send_str(message.data)
+        await upstream.close()
+        await answers
+        return client
+
+    app = web.Application()
+    app.router.add_get("/gremlin", relay)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.Event().wait()
+
+
+async def serve_picows(port: int, backend: tuple[str, int]) -> None:
+    from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect, ws_create_server
+
+    url = f"ws://{backend[0]}:{backend[1]}/gremlin"
+    relayed = (WSMsgType.BINARY, WSMsgType.TEXT, WSMsgType.CONTINUATION)
+
+    class Side(WSListener):  # type: ignore[misc,unused-ignore]  # Any without the bench extra
+        def __init__(self) -> None:
+            self.peer: WSTransport | None = None
+            self.pending: list[tuple[WSMsgType, bytes, bool]] = []
+            self.connecting: asyncio.Task[None] | None = None
+
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            kind = frame.msg_type
+            if kind in relayed:
+                if self.peer is not None:
+                    self.peer.send(kind, frame.get_payload_as_memoryview(), frame.fin)
+                else:
+                    self.pending.append((kind, frame.get_payload_as_bytes(), frame.fin))
+            elif kind is WSMsgType.CLOSE:
+                transport.disconnect()
+
+        def on_ws_disconnected(self, transport: WSTransport) -> None:
+            if self.peer is not None:
+                self.peer.disconnect()
+
+    class ClientSide(Side):
+        def on_ws_connected(self, transport: WSTransport) -> None:
+            async def connect() -> None:
+                upstream, listener = await ws_connect(Side, url)
+                assert isinstance(listener, Side)
+                listener.peer, self.peer = transport, upstream
+                for kind, payload, fin in self.pending:
+                    upstream.send(kind, payload, fin)
+                self.pending.clear()
+
+            self.connecting = asyncio.get_running_loop().create_task(connect())
+
+    server = await ws_create_server(lambda request: ClientSide(), "127.0.0.1", port)
+    await server.serve_forever()
+
+
+FLOORS: dict[str, Callable[[int, tuple[str, int]], Awaitable[None]]] = {
+    "tcp": serve_tcp,
+    "aiohttp": serve_aiohttp,
+    "picows": serve_picows,
+}
+
+
+def main() -> None:
+    kind, port, backend = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    host, _, backend_port = backend.rpartition(":")
+    uvloop.run(FLOORS[kind](port, (host, int(backend_port))))  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()
