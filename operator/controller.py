@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -54,7 +55,7 @@ from gremlinlb.operator.tokens import (
     sidecar_server_name,
     token_secret,
 )
-from gremlinlb.operator.webhook import ADMIN_TLS_ANNOTATION, token_secret_name
+from gremlinlb.operator.webhook import ADMIN_TLS_ANNOTATION, pod_zone, token_secret_name
 
 from gremlinlb import certificates as certs
 from gremlinlb.schema import to_document
@@ -155,6 +156,13 @@ class ClusterController:
         status = body.get("status") or {}
         self._generation = int(status.get("hostsGeneration") or 0)
         self._restored_hosts = tuple(status.get("hosts") or ())
+        self._restored_zones = {
+            str(z.get("zone")): int(z.get("ready") or 0)
+            for z in (status.get("sidecars") or {}).get("byZone") or ()
+            if isinstance(z, Mapping) and z.get("zone")
+        }
+        #: Ready client pods per zone (Envoy's originating cluster), pushed as client_zones.
+        self.client_zones: dict[str, int] = {}
         self._conditions: list[Mapping[str, Any]] = list(status.get("conditions") or [])
         self._written_status: dict[str, Any] = dict(status)
         self.endpoints: list[DiscoveredEndpoint] = []
@@ -435,6 +443,8 @@ class ClusterController:
             or self._slices is None
             or not self._slices.synced.is_set()
             or (writer_slices is not None and not writer_slices.synced.is_set())
+            or self._pods is None
+            or not self._pods.synced.is_set()  # the first list carries the client zones
         ):
             self._schedule_status()
             return
@@ -445,21 +455,29 @@ class ClusterController:
         )
         hosts = tuple(spec.host_address(e.ip, e.port, e.role, e.zone) for e in live(endpoints))
         settings = to_document(spec.settings)
+        zones = self.client_zones
         previous = self.group.payload
         changed_endpoints = endpoints != self.endpoints
         self.endpoints = endpoints
         if previous is None:
             # First list after a (re)start: keep the stored generation when nothing changed, so
             # an operator restart pushes nothing new to the sidecars.
-            same = hosts == self._restored_hosts and self._generation > 0
-            self._set_payload(
-                Payload.build(self._generation if same else self._generation + 1, hosts, settings)
+            same = (
+                hosts == self._restored_hosts
+                and zones == self._restored_zones
+                and self._generation > 0
             )
-            if not same:
+            generation = self._generation if same else self._generation + 1
+            self._set_payload(Payload.build(generation, hosts, settings, zones))
+            if hosts != self._restored_hosts:
                 self._hosts_event(previous_hosts=self._restored_hosts, hosts=hosts)
         elif previous.hosts != hosts or previous.settings != settings:
-            self._set_payload(Payload.build(self._generation + 1, hosts, settings))
+            self._set_payload(Payload.build(self._generation + 1, hosts, settings, zones))
             self._hosts_event(previous_hosts=previous.hosts, hosts=hosts)
+        elif previous.client_zones != zones:
+            # Only the client spread changed (a pod added, ready or gone in some zone): the
+            # sidecars' spill depends on it, so it is a new generation of the same list.
+            self._set_payload(Payload.build(self._generation + 1, hosts, settings, zones))
         elif changed_endpoints:
             self._schedule_status()
 
@@ -467,11 +485,12 @@ class ClusterController:
         self._generation = payload.generation
         self.group.set_payload(payload)
         log.info(
-            "%s/%s: host list generation %d: %s",
+            "%s/%s: host list generation %d: %s; client sidecars per zone: %s",
             self.namespace,
             self.name,
             payload.generation,
             ", ".join(payload.hosts) or "empty",
+            ", ".join(f"{z} {n}" for z, n in payload.client_zones.items()) or "none known",
         )
         self._schedule_status()
 
@@ -479,7 +498,7 @@ class ClusterController:
         payload = self.group.payload
         if payload is None or sidecar_generation < payload.generation:
             return
-        self._set_payload(Payload.build(sidecar_generation + 1, payload.hosts, payload.settings))
+        self._set_payload(payload.next(sidecar_generation + 1))
 
     def _hosts_event(self, previous_hosts: tuple[str, ...], hosts: tuple[str, ...]) -> None:
         added = [h for h in hosts if h not in previous_hosts]
@@ -503,6 +522,7 @@ class ClusterController:
             return
         targets: dict[str, str] = {}
         keys: dict[str, _PodKey] = {}
+        zones: Counter[str] = Counter()
         for pod in self._pods.objects.values():
             found = self._target(pod)
             if found is None:
@@ -510,12 +530,18 @@ class ClusterController:
             key, url, pod_key = found
             targets[key] = url
             keys[key] = pod_key
+            zone = pod_zone(pod.get("metadata") or {})
+            if pod_key.ready and zone is not None:
+                zones[zone] += 1
         self.group.set_targets(targets)
         for key, pod_key in keys.items():
             before = self._pod_keys.get(key)
             if before is not None and before != pod_key:
                 self.group.poke(key)
         self._pod_keys = keys
+        if dict(zones) != self.client_zones or self.group.payload is None:
+            self.client_zones = dict(sorted(zones.items()))
+            self._schedule_recompute()
         self._schedule_status()
 
     def _target(self, pod: Mapping[str, Any]) -> tuple[str, str, _PodKey] | None:
@@ -591,10 +617,12 @@ class ClusterController:
 
     def observed(self) -> Observed:
         meta = self._body.get("metadata") or {}
+        payload = self.group.payload
         return Observed(
             generation=meta.get("generation"),
             hosts_generation=self._generation,
             hosts=self.hosts,
+            client_zones=payload.client_zones if payload is not None else {},
             endpoints=self.endpoints,
             sidecars=self.group.statuses(),
             service_found=self._service_found,

@@ -280,6 +280,20 @@ def status_schema() -> dict[str, Any]:
                             },
                         },
                     },
+                    "byZone": {
+                        "type": "array",
+                        "description": "Ready client pods per zone (their gremlinlb.io/zone "
+                        "annotation, else their topology.kubernetes.io/zone label), pushed to the "
+                        "sidecars as client_zones: a zone with more of the clients than of the "
+                        "servers spills the excess (zone-aware routing).",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "zone": {"type": "string"},
+                                "ready": {"type": "integer"},
+                            },
+                        },
+                    },
                 },
             },
             "backends": {

@@ -43,13 +43,32 @@ class Payload:
     generation: int
     hosts: tuple[str, ...]
     settings: Mapping[str, Any]
+    #: Client sidecars per zone (``client_zones``; sent only when some are known).
+    client_zones: Mapping[str, int]
     body: bytes = field(repr=False, compare=False)
 
     @classmethod
-    def build(cls, generation: int, hosts: tuple[str, ...], settings: Mapping[str, Any]) -> Payload:
-        document = {"generation": generation, "hosts": list(hosts), "settings": settings}
+    def build(
+        cls,
+        generation: int,
+        hosts: tuple[str, ...],
+        settings: Mapping[str, Any],
+        client_zones: Mapping[str, int] | None = None,
+    ) -> Payload:
+        zones = dict(sorted((client_zones or {}).items()))
+        document: dict[str, Any] = {
+            "generation": generation,
+            "hosts": list(hosts),
+            "settings": settings,
+        }
+        if zones:
+            document["client_zones"] = zones
         body = json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8")
-        return cls(generation, hosts, settings, body)
+        return cls(generation, hosts, settings, zones, body)
+
+    def next(self, generation: int) -> Payload:
+        """The same list under another generation."""
+        return Payload.build(generation, self.hosts, self.settings, self.client_zones)
 
 
 @dataclass(frozen=True, slots=True)

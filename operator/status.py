@@ -9,6 +9,10 @@ condition's status does, and each carries the ``observedGeneration`` it was comp
   ``SidecarsOutOfSync``, ``EndpointsNotLive``, ``BackendsUnhealthy``, ``ServiceNotFound``,
   ``InvalidSpec``, ``Forbidden``; ``AsExpected`` when False).
 
+``sidecars.byZone`` is how many ready client pods run in each zone, what the operator pushes
+to the sidecars as ``client_zones``: zone-aware routing spills what a zone with more of the
+clients than of the servers cannot carry.
+
 ``backends`` is the sidecars' own view of the Gremlin Servers (read from each sidecar's
 ``/readyz/backends``): an endpoint can be ready to Kubernetes and still be down, ejected or
 unreachable for the clients, and that is what an operator on call needs to see.
@@ -19,7 +23,7 @@ from __future__ import annotations
 import datetime
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gremlinlb.operator.discovery import DiscoveredEndpoint, EndpointState
@@ -43,6 +47,8 @@ class Observed:
     sidecars: Sequence[TargetStatus]
     service_found: bool = True
     spec_error: str | None = None
+    #: Ready client sidecars per zone, as pushed to the sidecars (``client_zones``).
+    client_zones: Mapping[str, int] = field(default_factory=dict)
     #: The operator lacks a permission it needs in the cluster's namespace (what to grant).
     access_error: str | None = None
 
@@ -162,6 +168,8 @@ def build_status(
                 }
                 for s in out_of_sync[:MAX_LISTED]
             ],
+            # A list, not a map: the status is merge-patched, which would keep a zone gone.
+            "byZone": [{"zone": z, "ready": n} for z, n in observed.client_zones.items()],
         },
         "backends": view.to_status(),
         "conditions": [

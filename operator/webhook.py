@@ -56,6 +56,16 @@ SIDECAR_ARGS = ("sidecar",)
 SIDECAR_BASE_MEMORY_MI = 160
 
 
+def pod_zone(metadata: Mapping[str, Any]) -> str | None:
+    """A pod's zone as its sidecar learns it: the gremlinlb.io/zone annotation, else the
+    topology.kubernetes.io/zone label (None when neither names one)."""
+    for key, where in ((ZONE_ANNOTATION, "annotations"), (ZONE_LABEL, "labels")):
+        zone = str((metadata.get(where) or {}).get(key) or "").strip()
+        if zone:
+            return zone
+    return None
+
+
 def default_resources(memory_budget_bytes: int = MemoryLimits().budget_bytes) -> dict[str, Any]:
     """Resources sized from the sidecar's memory bounds (256Mi with the default budget)."""
     limit = SIDECAR_BASE_MEMORY_MI + -(-memory_budget_bytes // MiB)

@@ -78,6 +78,11 @@ class AdminApi:
                 "buffered": self._balancer.buffered,
                 "settings": to_document(self._balancer.settings),
                 "traversal_sources": self._balancer.sources.snapshot(),
+                "client_zones": self._balancer.client_zones,
+                "zone_plans": {
+                    kind: {"local": plan.local, "spill": dict(plan.spill)}
+                    for kind, plan in self._balancer.zone_plans().items()
+                },
             }
         )
 
@@ -128,6 +133,7 @@ class AdminApi:
             added, removed = await asyncio.to_thread(self._balancer.replace, update.hosts)
             if update.settings != current.settings:
                 self._balancer.update_settings(update.settings)
+            self._balancer.set_client_zones(update.client_zones)
             self.current = update
         log.info(
             "host list generation %d: %s (added %s, removed %s)",

@@ -4,6 +4,10 @@ Validation is all-or-nothing and happens before anything changes, so a bad body 
 sidecar exactly as it was. Generations make concurrent writers safe: an operator that lost a
 race (or replays an old list) gets 409 and the current generation instead of undoing newer work.
 
+A list may carry `client_zones`, how many clients of these hosts run in each zone (the
+operator counts the sidecars per zone): zone-aware routing spills what an overloaded zone
+cannot carry by it (see gremlinlb.core.topology). It is replaced with the list, like the hosts.
+
 Whoever holds the token decides where traffic goes, so a host must be a plain DNS name or IP
 address with a clean path: no NUL bytes, quotes or dot segments (they end up in logs, metrics
 and the state file), and never the sidecar's own ports on a local address (a loop, or the
@@ -18,16 +22,22 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gremlinlb.core import BalancerSettings, Endpoint, InvalidEndpointError, parse_endpoint
+from gremlinlb.core.topology import client_zones
 from gremlinlb.schema import SettingsError, from_document, to_document
 
 STATE_FILE = "hosts.json"
 DEFAULT_MAX_HOSTS = 1000
+#: At most this many zones in `client_zones` (clouds have a few per region).
+MAX_CLIENT_ZONES = 256
+#: The longest zone name taken (a Kubernetes label value is at most 63 characters).
+MAX_ZONE_NAME = 253
+FIELDS = ("generation", "hosts", "settings", "client_zones")
 
 _DNS_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 _PATH = re.compile(r"(/[A-Za-z0-9._~-]+)*/?")
@@ -43,13 +53,18 @@ class HostList:
     generation: int
     hosts: tuple[Endpoint, ...]
     settings: BalancerSettings
+    #: Clients per zone (zones with none left out), or None: not given.
+    client_zones: Mapping[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "generation": self.generation,
             "hosts": [e.text for e in self.hosts],
             "settings": to_document(self.settings),
         }
+        if self.client_zones:
+            document["client_zones"] = dict(self.client_zones)
+        return document
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +131,18 @@ def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
 
 
 def parse_update(body: Any, current: BalancerSettings, rules: HostRules | None = None) -> HostList:
-    """Validate `{generation, hosts, settings?}` fully; raise BadUpdateError naming the field."""
+    """Validate `{generation, hosts, settings?, client_zones?}` fully; raise BadUpdateError
+    naming the field."""
     rules = rules or HostRules()
     if not isinstance(body, dict):
-        raise BadUpdateError("the body must be a JSON object {generation, hosts, settings?}")
-    unknown = sorted(set(body) - {"generation", "hosts", "settings"})
+        raise BadUpdateError(
+            "the body must be a JSON object {generation, hosts, settings?, client_zones?}"
+        )
+    unknown = sorted(set(body) - set(FIELDS))
     if unknown:
         raise BadUpdateError(
-            f"unknown field(s) {', '.join(unknown)}; expected generation, hosts and settings"
+            f"unknown field(s) {', '.join(unknown)}; expected generation, hosts, settings and "
+            "client_zones"
         )
     generation = body.get("generation")
     if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
@@ -154,7 +173,34 @@ def parse_update(body: Any, current: BalancerSettings, rules: HostRules | None =
             settings = from_document(body["settings"], current)
         except SettingsError as error:
             raise BadUpdateError(str(error)) from None
-    return HostList(generation, tuple(endpoints), settings)
+    return HostList(generation, tuple(endpoints), settings, parse_client_zones(body))
+
+
+def parse_client_zones(body: Mapping[str, Any]) -> dict[str, int] | None:
+    """`client_zones`: an object of zone name -> number of clients there (None when absent)."""
+    value = body.get("client_zones")
+    if value is None:
+        return None
+    example = 'e.g. {"us-east-1a": 3, "us-east-1b": 1}'
+    if not isinstance(value, dict):
+        raise BadUpdateError(
+            f"client_zones must be an object of zone name -> number of clients, {example}; "
+            f"got {value!r}"
+        )
+    if len(value) > MAX_CLIENT_ZONES:
+        raise BadUpdateError(
+            f"client_zones names {len(value)} zones, more than the limit of {MAX_CLIENT_ZONES}"
+        )
+    for zone in value:
+        if len(zone) > MAX_ZONE_NAME or not zone.isprintable():
+            raise BadUpdateError(
+                f"client_zones: zone name {zone!r} must be 1 to {MAX_ZONE_NAME} printable "
+                f"characters, {example}"
+            )
+    try:
+        return client_zones(value)
+    except ValueError as error:  # a blank name, a count that is not an integer >= 0
+        raise BadUpdateError(f"client_zones: {error}, {example}") from None
 
 
 def load_state(

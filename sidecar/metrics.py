@@ -204,6 +204,24 @@ class _CoreCollector(Collector):
         zones.add_metric(["same"], stats.same_zone)
         zones.add_metric(["cross"], stats.cross_zone)
         yield zones
+        planned = GaugeMetricFamily(
+            "gremlinlb_sidecar_zone_planned_local_share",
+            "Share of requests zone-aware routing keeps in this sidecar's zone, per candidate "
+            "kind (all, writers, readers); below 1 the zone spills the rest (too few healthy "
+            "hosts, or more clients than its share of the hosts)",
+            labels=["kind"],
+        )
+        for kind, plan in self._balancer.zone_plans().items():
+            planned.add_metric([kind], plan.local)
+        yield planned
+        clients = GaugeMetricFamily(
+            "gremlinlb_sidecar_zone_clients",
+            "Clients per zone as last pushed (client_zones), which the spill is computed from",
+            labels=["zone"],
+        )
+        for zone, count in (self._balancer.client_zones or {}).items():
+            clients.add_metric([zone], count)
+        yield clients
         yield GaugeMetricFamily(
             "gremlinlb_sidecar_buffer_depth",
             "Requests waiting for a healthy host",

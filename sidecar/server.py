@@ -40,7 +40,9 @@ class Sidecar:
         config = self.config
         tune_allocator()
         initial = self._initial_hosts()
-        self.balancer = Balancer(initial.hosts, initial.settings, zone=config.zone)
+        self.balancer = Balancer(
+            initial.hosts, initial.settings, zone=config.zone, clients=initial.client_zones
+        )
         self.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
             trust_env=False,  # backends are reached directly, never through an HTTP proxy

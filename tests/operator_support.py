@@ -302,13 +302,18 @@ def create_client_pod(
     cluster: str = "graph",
     ip: str = "127.0.0.1",
     admin_tls: bool = False,
+    zone: str | None = None,
 ) -> k8s.V1Pod:
+    """A client pod whose sidecar is already declared; ``zone`` is its node's zone label."""
+    labels = {"gremlinlb.io/inject": cluster}
+    if zone is not None:
+        labels["topology.kubernetes.io/zone"] = zone
     return create_running_pod(
         api,
         namespace,
         name,
         ip,
-        labels={"gremlinlb.io/inject": cluster},
+        labels=labels,
         annotations={"gremlinlb.io/admin-tls": "true"} if admin_tls else None,
         containers=[
             k8s.V1Container(name="app", image="app:test"),

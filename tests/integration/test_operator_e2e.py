@@ -216,15 +216,24 @@ class Scenario:
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
     def add_client(
-        self, name: str, files: dict[str, str] | None = None, *flags: str
+        self,
+        name: str,
+        files: dict[str, str] | None = None,
+        *flags: str,
+        zone: str | None = None,
     ) -> SidecarProcess:
         """A client pod as injected: its sidecar serves the admin API over TLS with the
         certificate of the token Secret (or ``files``), and the pod says so; ``flags`` are
-        more sidecar flags (what the webhook's environment would set, e.g. ``--zone``)."""
+        more sidecar flags (what the webhook's environment would set, e.g. ``--zone``);
+        ``zone`` is the pod's zone label (and then its sidecar's ``--zone``)."""
         files = self.secret_files() if files is None else files
+        if zone is not None:
+            flags = (*flags, "--zone", zone)
         sidecar = SidecarProcess(self.token, self.work_dir / name, *flags, files=files).start()
         self.sidecars[name] = sidecar
-        create_client_pod(self.api, self.namespace, name, sidecar.admin_port, admin_tls=True)
+        create_client_pod(
+            self.api, self.namespace, name, sidecar.admin_port, admin_tls=True, zone=zone
+        )
         return sidecar
 
     def status(self) -> dict[str, Any]:
@@ -573,6 +582,58 @@ def test_a_sidecar_keeps_its_requests_in_its_zone_and_spills_over_when_the_zone_
     back = served_by(sidecar.address, 100)
     print(f"zone-a share once zone-a is back: {_local_share(back):.3f}")
     assert _local_share(back) >= 0.9
+
+
+#: Servers by zone for the overload spec: one in zone-a, three in zone-b.
+LOPSIDED = {0: "zone-a", 1: "zone-b", 2: "zone-b", 3: "zone-b"}
+
+
+def _share_in(zone: str, names: list[str]) -> float:
+    return sum(1 for n in names if LOPSIDED[int(n)] == zone) / len(names)
+
+
+def test_sidecars_in_a_zone_with_more_clients_than_servers_spill_the_excess(
+    scenario: Scenario,
+) -> None:
+    # 3 of 4 client pods in zone-a, 1 of 4 servers there: a sidecar in zone-a keeps
+    # (1/4)/(3/4) = 1/3 of its reads in zone-a (Envoy's rule); the one in zone-b keeps all.
+    servers = scenario.servers
+    scenario.set_endpoints(*(servers.endpoint(i, zone=z, hint=z) for i, z in LOPSIDED.items()))
+    scenario.apply_example()
+    in_a = [scenario.add_client(f"app-a{i}", zone="zone-a") for i in range(3)]
+    in_b = scenario.add_client("app-b", zone="zone-b")
+    wanted = {"zone-a": 3, "zone-b": 1}
+
+    def settled(sidecar: SidecarProcess) -> bool:
+        states = _states(sidecar)
+        return (
+            http("GET", f"{sidecar.admin}/v1/hosts")[1].get("client_zones") == wanted
+            and len(states) == len(LOPSIDED)
+            and all(state == "healthy" for state, _ in states.values())
+        )
+
+    wait_for(
+        lambda: all(settled(s) for s in (*in_a, in_b)),
+        SETTLE,
+        f"client zones {wanted} and four healthy hosts in every sidecar",
+    )
+    listed = [{"zone": "zone-a", "ready": 3}, {"zone": "zone-b", "ready": 1}]
+    wait_for(
+        lambda: scenario.status().get("status", {}).get("sidecars", {}).get("byZone") == listed,
+        SETTLE,
+        f"sidecars per zone in the status: {listed}",
+    )
+    plan = http("GET", f"{in_a[0].admin}/v1/hosts")[1]["zone_plans"]["all"]
+    assert plan["local"] == pytest.approx(1 / 3)
+
+    from_a = served_by(in_a[0].address, 200)
+    from_b = served_by(in_b.address, 200)
+    print(
+        f"\nzone-a sidecar: {_share_in('zone-a', from_a):.3f} local (planned 0.333); "
+        f"zone-b sidecar: {_share_in('zone-b', from_b):.3f} local (planned 1)"
+    )
+    assert 0.2 <= _share_in("zone-a", from_a) <= 0.5
+    assert _share_in("zone-b", from_b) >= 0.9
 
 
 def test_a_writer_service_makes_its_endpoints_writers_and_the_others_readers(

@@ -138,6 +138,14 @@ BAD_BODIES: dict[str, tuple[Any, str]] = {
         {"generation": 1, "hosts": [], "settings": {"max_attempts": "3"}},
         "settings.max_attempts",
     ),
+    "client_zones_not_an_object": (
+        {"generation": 1, "hosts": [], "client_zones": ["a"]},
+        "client_zones must be an object of zone name -> number of clients",
+    ),
+    "negative_client_count": (
+        {"generation": 1, "hosts": [], "client_zones": {"a": -2}},
+        "client_zones: the client count of zone 'a' must be an integer >= 0",
+    ),
 }
 
 
@@ -403,3 +411,38 @@ def test_a_host_that_leaves_the_list_takes_its_metric_series_with_it(
     text = call("GET", f"{sidecar.admin_url}/metrics")[1]
     assert f'host="{gone}"' not in text
     assert f'host="{servers[1].address}"' in text
+
+
+def test_client_zones_pushed_with_the_list_make_an_overloaded_zone_spill_visibly(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    # One server in zone a, two in b; two of three clients in a: a keeps (1/3)/(2/3) = 1/2.
+    zones = ("a", "b", "b")
+    config = replace(config_for(servers), zone="a")
+    hosts = [f"{s.address}?zone={z}" for s, z in zip(servers, zones, strict=True)]
+    with SidecarThread(config) as sidecar:
+        assert put(sidecar, {"generation": 1, "hosts": hosts})[0] == 200
+        wait_until(
+            lambda: all(h.state is HostState.HEALTHY for h in sidecar.balancer.hosts()),
+            10,
+            "every host healthy",
+        )
+        send_requests(sidecar, 20)
+        local = {h.endpoint.address: h.requests for h in sidecar.balancer.hosts()}
+        assert local == {servers[0].address: 20, servers[1].address: 0, servers[2].address: 0}
+
+        pushed = {"generation": 2, "hosts": hosts, "client_zones": {"a": 2, "b": 1}}
+        assert put(sidecar, pushed)[0] == 200
+        send_requests(sidecar, 300)
+        after = {h.endpoint.address: h.requests for h in sidecar.balancer.hosts()}
+        kept = (after[servers[0].address] - 20) / 300
+        print(f"\nshare kept in zone a with clients a 2, b 1: {kept:.3f} (planned 0.5)")
+        assert 0.35 <= kept <= 0.65
+        body = call("GET", f"{sidecar.admin_url}/v1/hosts")[1]
+        assert body["client_zones"] == {"a": 2, "b": 1}
+        assert body["zone_plans"] == {"all": {"local": 0.5, "spill": {"b": 1.0}}}
+        text = call("GET", f"{sidecar.admin_url}/metrics")[1]
+    assert 'gremlinlb_sidecar_zone_planned_local_share{kind="all"} 0.5' in text
+    assert 'gremlinlb_sidecar_zone_clients{zone="a"} 2.0' in text
+    cross = 300 - (after[servers[0].address] - 20)
+    assert f'gremlinlb_sidecar_backend_attempts_by_zone_total{{locality="cross"}} {cross}.0' in text

@@ -246,6 +246,22 @@ def test_state_dir_keeps_the_last_accepted_host_list_across_a_restart(
         gremlin.close()
 
 
+def test_state_dir_keeps_the_client_zones_across_a_restart(
+    spawn: Any, servers: Sequence[GremlinServerProcess], tmp_path: Path
+) -> None:
+    args = ("--zone", "a", "--state-dir", str(tmp_path / "state"))
+    first = spawn(*args).wait_alive()
+    zoned = [f"{servers[0].address}?zone=a", f"{servers[1].address}?zone=b"]
+    pushed = {"generation": 2, "hosts": zoned, "client_zones": {"a": 3, "b": 1}}
+    assert request("PUT", f"{first.admin}/v1/hosts", pushed)[0] == 200
+    first.terminate()
+    assert first.wait() == 0
+
+    second = spawn(*args).wait_alive()
+    body = get(f"{second.admin}/v1/hosts")[1]
+    assert (body["generation"], body["client_zones"]) == (2, {"a": 3, "b": 1})
+
+
 def test_settings_come_from_environment_variables_and_logs_can_be_json(
     spawn: Any, servers: Sequence[GremlinServerProcess]
 ) -> None:

@@ -32,3 +32,20 @@ def test_it_is_a_gremlinpython_remote_connection() -> None:
     finally:
         rr.close()
     assert rr.is_closed()
+
+
+def test_a_bad_client_zone_count_is_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match="zone 'a' must be an integer >= 0, got -3"):
+        RoundRobinClientRemoteConnection(["127.0.0.1:1"], zone="a", client_zones={"a": -3})
+
+
+def test_the_client_zones_given_reach_the_balancer_and_can_be_changed() -> None:
+    rr = RoundRobinClientRemoteConnection(
+        ["127.0.0.1:1?zone=a"], health_check_interval=60, zone="a", client_zones={"a": 3, "b": 1}
+    )
+    try:
+        assert rr.balancer.client_zones == {"a": 3, "b": 1}
+        rr.set_client_zones({"a": 1, "b": 1})
+        assert rr.balancer.client_zones == {"a": 1, "b": 1}
+    finally:
+        rr.close()

@@ -51,7 +51,7 @@ def test_all_live_and_in_sync_is_ready_and_not_degraded() -> None:
         "Degraded": ("False", "AsExpected"),
     }
     assert status["readyEndpoints"] == 3
-    assert status["sidecars"] == {"total": 2, "inSync": 2, "outOfSync": []}
+    assert status["sidecars"] == {"total": 2, "inSync": 2, "outOfSync": [], "byZone": []}
     assert status["observedGeneration"] == 2
 
 

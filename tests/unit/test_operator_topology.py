@@ -3,6 +3,7 @@ endpoint text form, shown in status, and the sidecar's own zone injected by the 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -14,9 +15,10 @@ from gremlinlb.operator.discovery import (
     ready_addresses,
     with_roles,
 )
+from gremlinlb.operator.push import Payload
 from gremlinlb.operator.spec import SpecError, parse_spec
 from gremlinlb.operator.status import Observed, build_status
-from gremlinlb.operator.webhook import injection
+from gremlinlb.operator.webhook import injection, pod_zone
 
 from gremlinlb.core import Role, parse_endpoint
 
@@ -144,3 +146,45 @@ def test_the_sidecar_learns_its_zone_from_the_pods_zone_label() -> None:
 def test_a_zone_annotation_on_the_pod_names_the_sidecars_zone() -> None:
     env = sidecar_env(a_pod({"gremlinlb.io/zone": "us-east-1a"}))
     assert env["GREMLINLB_ZONE"] == {"name": "GREMLINLB_ZONE", "value": "us-east-1a"}
+
+
+# -- the clients' zones, pushed as client_zones --------------------------------------------------
+
+
+def test_a_pods_zone_is_its_zone_annotation_before_its_zone_label() -> None:
+    both = {
+        "annotations": {"gremlinlb.io/zone": "us-east-1a"},
+        "labels": {"topology.kubernetes.io/zone": "us-east-1b"},
+    }
+    assert pod_zone(both) == "us-east-1a"
+    assert pod_zone({"labels": {"topology.kubernetes.io/zone": "us-east-1b"}}) == "us-east-1b"
+    assert pod_zone({"annotations": {"gremlinlb.io/zone": " "}, "labels": {}}) is None
+    assert pod_zone({}) is None
+
+
+def test_the_pushed_list_carries_the_client_zones_when_some_are_known() -> None:
+    body = json.loads(Payload.build(3, ("h:1",), {}, {"b": 1, "a": 3}).body)
+    assert body["client_zones"] == {"a": 3, "b": 1}
+    assert "client_zones" not in json.loads(Payload.build(3, ("h:1",), {}).body)
+
+
+def test_a_change_in_the_client_zones_alone_is_a_different_payload() -> None:
+    before = Payload.build(3, ("h:1",), {}, {"a": 3, "b": 1})
+    assert before != Payload.build(3, ("h:1",), {}, {"a": 4, "b": 1})
+    assert before.next(4).client_zones == {"a": 3, "b": 1}
+
+
+def test_the_status_lists_ready_sidecars_per_zone() -> None:
+    status = build_status(
+        Observed(
+            generation=1,
+            hosts_generation=1,
+            hosts=(),
+            endpoints=[],
+            sidecars=[],
+            client_zones={"a": 3, "b": 1},
+        ),
+        [],
+        "2026-01-01T00:00:00Z",
+    )
+    assert status["sidecars"]["byZone"] == [{"zone": "a", "ready": 3}, {"zone": "b", "ready": 1}]

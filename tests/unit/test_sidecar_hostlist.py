@@ -201,3 +201,48 @@ def test_saved_roles_and_zones_are_loaded_back(tmp_path: Path) -> None:
 def test_a_host_with_an_unknown_query_key_is_refused_with_its_index() -> None:
     with pytest.raises(BadUpdateError, match=r"hosts\[1\]: .*query key 'weight'"):
         parse_update({"generation": 1, "hosts": ["a:1", "b:2?weight=3"]}, DEFAULTS)
+
+
+# -- client_zones: how many clients run in each zone ------------------------------------------
+
+
+def test_client_zones_come_with_the_list_without_empty_zones() -> None:
+    update = parse_update(
+        {"generation": 1, "hosts": ["a:1"], "client_zones": {"b": 1, "a": 3, "c": 0}}, DEFAULTS
+    )
+    assert update.client_zones == {"a": 3, "b": 1}
+
+
+def test_a_list_without_client_zones_has_none() -> None:
+    assert parse_update({"generation": 1, "hosts": []}, DEFAULTS).client_zones is None
+    assert (
+        parse_update({"generation": 1, "hosts": [], "client_zones": {}}, DEFAULTS).client_zones
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        ([3, 1], "client_zones must be an object of zone name -> number of clients"),
+        ({"a": -1}, "client_zones: the client count of zone 'a' must be an integer >= 0"),
+        ({"a": 1.5}, "client_zones: the client count of zone 'a' must be an integer >= 0"),
+        ({"a": True}, "client_zones: the client count of zone 'a' must be an integer >= 0"),
+        ({"a": "3"}, "client_zones: the client count of zone 'a' must be an integer >= 0"),
+        ({" ": 1}, "client_zones: client zone names must be non-empty strings, got ' '"),
+        ({"a\nb": 1}, "printable characters"),
+        ({f"z{i}": 1 for i in range(257)}, "more than the limit of 256"),
+    ],
+    ids=["list", "negative", "fraction", "boolean", "string", "blank", "newline", "too-many"],
+)
+def test_bad_client_zones_are_refused_naming_the_zone(value: Any, complaint: str) -> None:
+    with pytest.raises(BadUpdateError) as refused:
+        parse_update({"generation": 1, "hosts": [], "client_zones": value}, DEFAULTS)
+    assert complaint in str(refused.value)
+
+
+def test_client_zones_are_kept_in_the_state_file(tmp_path: Path) -> None:
+    hosts = HostList(2, (parse_endpoint("a:1?zone=a"),), DEFAULTS, {"a": 3, "b": 1})
+    save_state(tmp_path, hosts)
+    assert json.loads((tmp_path / STATE_FILE).read_text())["client_zones"] == {"a": 3, "b": 1}
+    assert load_state(tmp_path, DEFAULTS) == hosts

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 
 from gremlinlb.core import Balancer, BalancerSettings, Lease, Outcome, plan_zones
+from gremlinlb.core.topology import NO_PREFERENCE, client_zones
 from tests.unit.core_support import Clock
 
 NO_RAMP = BalancerSettings(slow_start=0)
@@ -88,6 +89,96 @@ def test_the_spill_over_keeps_the_load_per_host_even_across_zones() -> None:
     assert load_b == pytest.approx(1 / 3)
 
 
+# -- the plan with the clients' distribution (Envoy's originating cluster) ----------------------
+
+FOUR_BY_ZONE = [("a", True), ("a", True), ("b", True), ("b", True)]
+
+
+def test_clients_spread_like_the_healthy_hosts_keep_every_request_local() -> None:
+    plan = plan_zones("a", FOUR_BY_ZONE, clients={"a": 2, "b": 2})
+    assert (plan.local, plan.spill) == (1.0, ())
+
+
+def test_a_zone_with_fewer_clients_than_its_share_of_hosts_keeps_every_request() -> None:
+    plan = plan_zones("b", [("a", True), ("b", True), ("b", True), ("b", True)], {"a": 3, "b": 1})
+    assert (plan.local, plan.spill) == (1.0, ())
+
+
+def test_an_overloaded_zone_keeps_its_fair_share_and_spills_the_rest() -> None:
+    # 3 of 4 clients in a, 1 of 4 healthy hosts: a keeps (1/4)/(3/4) = 1/3 and spills 2/3.
+    hosts = [("a", True), ("b", True), ("b", True), ("b", True)]
+    plan = plan_zones("a", hosts, clients={"a": 3, "b": 1})
+    assert plan.local == pytest.approx(1 / 3)
+    assert plan.spill == (("b", 1.0),)
+
+
+def test_the_overload_spill_keeps_the_load_per_host_even() -> None:
+    hosts = [("a", True), ("b", True), ("b", True), ("b", True)]
+    clients = {"a": 3, "b": 1}
+    from_a, from_b = plan_zones("a", hosts, clients), plan_zones("b", hosts, clients)
+    load_a = 0.75 * from_a.local
+    load_b_each = (0.75 * (1 - from_a.local) + 0.25 * from_b.local) / 3
+    assert load_a == pytest.approx(0.25)
+    assert load_b_each == pytest.approx(0.25)
+
+
+def test_the_spill_of_an_overloaded_zone_splits_over_other_zones_by_residual_capacity() -> None:
+    # Healthy hosts a 1, b 2, c 1 (shares 1/4, 1/2, 1/4); clients a 4, b 4, c 2 (2/5, 2/5, 1/5).
+    # a keeps (1/4)/(2/5) = 5/8; residual b 1/2 - 2/5 = 1/10, c 1/4 - 1/5 = 1/20: 2 to 1.
+    hosts = [("a", True), ("b", True), ("b", True), ("c", True)]
+    plan = plan_zones("a", hosts, clients={"a": 4, "b": 4, "c": 2})
+    assert plan.local == pytest.approx(5 / 8)
+    assert dict(plan.spill) == pytest.approx({"b": 2 / 3, "c": 1 / 3})
+
+
+def test_a_zone_with_no_residual_capacity_takes_none_of_the_spill() -> None:
+    # Clients a 2, b 1, c 1 over hosts a 1, b 1, c 2: b is exactly at its share, c has room.
+    hosts = [("a", True), ("b", True), ("c", True), ("c", True)]
+    plan = plan_zones("a", hosts, clients={"a": 2, "b": 1, "c": 1})
+    assert plan.local == pytest.approx(1 / 2)
+    assert plan.spill == (("c", 1.0),)
+
+
+def test_clients_in_a_zone_without_hosts_send_their_requests_where_there_is_room() -> None:
+    plan = plan_zones("c", FOUR_BY_ZONE, clients={"a": 1, "b": 1, "c": 2})
+    assert plan.local == 0.0
+    assert dict(plan.spill) == pytest.approx({"a": 0.5, "b": 0.5})
+
+
+def test_a_distribution_without_the_clients_own_zone_is_ignored() -> None:
+    hosts = [("a", True), ("a", False), ("b", True), ("b", True)]
+    assert plan_zones("a", hosts, clients={"b": 5}) == plan_zones("a", hosts)
+
+
+def test_health_still_counts_with_a_client_distribution() -> None:
+    # Balanced clients, but one host of a is down: a keeps (1/3)/(1/2) = 2/3.
+    hosts = [("a", True), ("a", False), ("b", True), ("b", True)]
+    plan = plan_zones("a", hosts, clients={"a": 1, "b": 1})
+    assert plan.local == pytest.approx(2 / 3)
+    assert plan.spill == (("b", 1.0),)
+
+
+def test_below_the_min_cluster_size_there_is_no_zone_preference() -> None:
+    plan = plan_zones("a", FOUR_BY_ZONE, clients={"a": 3, "b": 1}, min_hosts=6)
+    assert plan == NO_PREFERENCE
+    assert plan_zones("a", FOUR_BY_ZONE, min_hosts=5) == NO_PREFERENCE
+
+
+def test_the_min_cluster_size_counts_healthy_hosts_only() -> None:
+    hosts = [("a", True), ("a", False), ("b", True), ("b", True)]
+    assert plan_zones("a", hosts, min_hosts=4) == NO_PREFERENCE
+    assert plan_zones("a", hosts, min_hosts=3).local == pytest.approx(2 / 3)
+
+
+def test_a_client_distribution_drops_empty_zones_and_refuses_bad_counts() -> None:
+    assert client_zones({"b": 1, "a": 2, "c": 0}) == {"a": 2, "b": 1}
+    assert client_zones({"a": 0}) is None
+    with pytest.raises(ValueError, match="zone 'a' must be an integer >= 0, got -1"):
+        client_zones({"a": -1})
+    with pytest.raises(ValueError, match="non-empty strings"):
+        client_zones({" ": 1})
+
+
 # -- the balancer --------------------------------------------------------------------------
 
 
@@ -149,3 +240,42 @@ def test_same_and_cross_zone_attempts_are_counted() -> None:
     picks(balancer, 3)
     stats = balancer.stats()
     assert (stats.same_zone, stats.cross_zone) == (0, 3)
+
+
+ONE_IN_A = ["a1:8182?zone=a", "b1:8182?zone=b", "b2:8182?zone=b", "b3:8182?zone=b"]
+
+
+def test_a_client_in_an_overloaded_zone_spills_by_the_client_distribution() -> None:
+    balancer = zoned(ONE_IN_A, "a")
+    assert set(picks(balancer, 30)) == {"a1"}
+    balancer.set_client_zones({"a": 3, "b": 1})
+    seen = picks(balancer, 3000)
+    assert seen["a1"] / 3000 == pytest.approx(1 / 3, abs=0.03)
+    assert balancer.zone_plans()["all"].local == pytest.approx(1 / 3)
+
+
+def test_the_client_distribution_can_be_given_at_construction_and_cleared() -> None:
+    balancer = Balancer(ONE_IN_A, NO_RAMP, zone="a", clients={"a": 3, "b": 1}, clock=Clock())
+    for endpoint in balancer.endpoints():
+        balancer.record_probe(endpoint, ok=True)
+    assert balancer.client_zones == {"a": 3, "b": 1}
+    assert balancer.zone_plans()["all"].local == pytest.approx(1 / 3)
+    balancer.set_client_zones(None)
+    assert balancer.zone_plans()["all"].local == 1.0
+
+
+def test_the_min_cluster_size_setting_turns_the_zone_preference_off_for_small_fleets() -> None:
+    balancer = zoned(TWO_BY_TWO, "a", BalancerSettings(slow_start=0, zone_min_cluster_size=5))
+    assert set(picks(balancer, 8)) == {"a1", "a2", "b1", "b2"}
+
+
+def test_zone_plans_are_given_per_kind_when_hosts_have_roles() -> None:
+    hosts = [
+        "w:8182?role=writer&zone=b",
+        "ra:8182?role=reader&zone=a",
+        "rb:8182?role=reader&zone=b",
+    ]
+    plans = zoned(hosts, "a").zone_plans()
+    assert set(plans) == {"writers", "readers"}
+    assert plans["readers"].local == 1.0
+    assert plans["writers"].local == 0.0

@@ -26,7 +26,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -75,9 +75,12 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
     `endpoints` are `host:port` or `ws://` / `wss://` URLs, optionally with the host's role
     and zone as a query (`10.0.0.1:8182?role=reader&zone=us-east-1a`): requests that may
     write, and `g.tx()`, go to writers; reads to readers (see `read_routing`). `zone` is this
-    process's own zone: hosts in it are preferred. Settings of the core (policy, health
-    checks, retries, buffer) come in `settings`; `health_check_interval` is kept as a shortcut
-    because it is what most callers tune.
+    process's own zone: hosts in it are preferred. `client_zones` is how many instances of the
+    application run in each zone (`{"us-east-1a": 3, "us-east-1b": 1}`, or later through
+    `set_client_zones`): a zone with more of the clients than of the healthy servers then
+    keeps only its fair share and spills the rest (Envoy's rule). Settings of the core
+    (policy, health checks, retries, buffer) come in `settings`; `health_check_interval` is
+    kept as a shortcut because it is what most callers tune.
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         max_workers: int = 32,
         headers: dict[str, str] | None = None,
         zone: str | None = None,
+        client_zones: Mapping[str, int] | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             raise TypeError(
@@ -123,7 +127,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
             keepalive=self._keepalive,
         )
         self._serializer = message_serializer or GraphBinarySerializersV1()
-        self._balancer = Balancer(settings=settings, zone=zone)
+        self._balancer = Balancer(settings=settings, zone=zone, clients=client_zones)
         self._hosts: dict[Endpoint, HostConnection] = {}
         self._hosts_lock = threading.Lock()
         self._sessions: list[PinnedSession] = []
@@ -231,6 +235,11 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
     @property
     def balancer(self) -> Balancer:
         return self._balancer
+
+    def set_client_zones(self, client_zones: Mapping[str, int] | None) -> None:
+        """How many instances of the application run in each zone (None: unknown, assume they
+        are spread like the servers are listed); applies to the next request."""
+        self._balancer.set_client_zones(client_zones)
 
     def check_health_now(self) -> None:
         """Run one probe round immediately (also what the background loop does)."""

@@ -23,7 +23,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from gremlinlb.core.budget import ExtraBudget
@@ -43,7 +43,7 @@ from gremlinlb.core.outcomes import Outcome
 from gremlinlb.core.picking import LeastCost, LeastInFlight, Picker, RoundRobin
 from gremlinlb.core.settings import BalancerSettings, Policy, ReadRouting
 from gremlinlb.core.sources import TraversalSources, skip_for_source
-from gremlinlb.core.topology import ZonePlan, plan_zones
+from gremlinlb.core.topology import ZonePlan, client_zones, plan_zones
 
 log = logging.getLogger(__name__)
 
@@ -185,14 +185,17 @@ class Balancer:
         settings: BalancerSettings | None = None,
         *,
         zone: str | None = None,
+        clients: Mapping[str, int] | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
         """`zone` is the client's own zone (per process: a sidecar's node, an application's
-        host), which zone-aware routing prefers; None when unknown."""
+        host), which zone-aware routing prefers; None when unknown. `clients` is how many
+        clients of these hosts run in each zone (see :meth:`set_client_zones`)."""
         self._settings = settings or BalancerSettings()
         self._clock = clock
         self._zone = zone or None
+        self._clients = client_zones(clients)
         self._rng = rng or random.Random()
         self._roles: Counter[Role] = Counter()  # of the listed hosts
         self._zoned = 0  # listed hosts that carry a zone
@@ -239,6 +242,37 @@ class Balancer:
     def zone(self) -> str | None:
         """The client's own zone, or None."""
         return self._zone
+
+    @property
+    def client_zones(self) -> dict[str, int] | None:
+        """How many clients run in each zone (zones with none left out), or None: unknown."""
+        return None if self._clients is None else dict(self._clients)
+
+    def set_client_zones(self, clients: Mapping[str, int] | None) -> None:
+        """How many clients of these hosts run in each zone (``{"a": 3, "b": 1}``; the
+        operator counts the sidecars): a zone with more of the clients than of the healthy
+        hosts keeps only its fair share of its requests and spills the rest (Envoy's
+        originating cluster). None: assume the clients are spread like the hosts are listed.
+        ValueError for a blank zone name or a count that is not an integer >= 0."""
+        canonical = client_zones(clients)
+        with self._lock:
+            if canonical != self._clients:
+                self._clients = canonical
+                self._plans.clear()
+
+    def zone_plans(self) -> dict[str, ZonePlan]:
+        """The current plan per candidate kind in use (``all``, or ``writers``/``readers``);
+        empty while the client's zone is unknown, no host has a zone or zone_aware is off."""
+        with self._lock:
+            if self._zone is None or not self._zoned or not self._settings.zone_aware:
+                return {}
+            if not self._roles_in_use():
+                kinds: tuple[str, ...] = ("all",)
+            elif self._settings.read_routing is ReadRouting.ANY:
+                kinds = ("writers", "all")
+            else:
+                kinds = ("writers", "readers")
+            return {kind: self._plan_for(kind) for kind in kinds}
 
     def subscribe(self, listener: Listener) -> None:
         """Listeners run after the change, outside the lock; they may call back in."""
@@ -906,10 +940,8 @@ class Balancer:
     def _pick_in_zone(self, fits: Callable[[_Host], bool], kind: str, now: float) -> _Host | None:
         """Among the candidates of one `kind`, the client's zone first by its plan."""
         if self._zone is not None and self._zoned and self._settings.zone_aware:
-            plan = self._plans.get(kind)
-            if plan is None:
-                plan = self._plans[kind] = self._plan_zones(kind)
-            if plan.local or plan.spill:
+            plan = self._plan_for(kind)
+            if plan.preferred:
                 target = plan.zone_for(self._rng.random(), self._rng.random(), self._zone)
                 if target is not None:
                     in_zone = _and(fits, lambda h: h.endpoint.zone == target)
@@ -918,17 +950,24 @@ class Balancer:
                         return host
         return self._choose(fits, now, (kind, None))
 
-    def _plan_zones(self, kind: str) -> ZonePlan:
-        assert self._zone is not None
-        serves = _KINDS[kind]
-        return plan_zones(
-            self._zone,
-            (
-                (h.endpoint.zone, h.state is HostState.HEALTHY)
-                for h in self._ring
-                if h.state is not HostState.DRAINING and serves(h)
-            ),
-        )
+    def _plan_for(self, kind: str) -> ZonePlan:
+        """The plan of one candidate kind, cached until the hosts, their health, the
+        settings or the client distribution change."""
+        plan = self._plans.get(kind)
+        if plan is None:
+            assert self._zone is not None
+            serves = _KINDS[kind]
+            plan = self._plans[kind] = plan_zones(
+                self._zone,
+                (
+                    (h.endpoint.zone, h.state is HostState.HEALTHY)
+                    for h in self._ring
+                    if h.state is not HostState.DRAINING and serves(h)
+                ),
+                self._clients,
+                self._settings.zone_min_cluster_size,
+            )
+        return plan
 
     def _choose(
         self, fits: Callable[[_Host], bool], now: float, group: tuple[str, str | None]

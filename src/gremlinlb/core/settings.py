@@ -377,6 +377,17 @@ class BalancerSettings:
         "Prefer hosts in the client's own zone, spilling over to keep the load per host even "
         "across zones (Envoy's zone-aware routing).",
     )
+    # Envoy's min_cluster_size, whose default is 6: below 6 healthy hosts Envoy routes with no
+    # zone preference. Here 1 (any size): gremlinlb is built for fleets of 2 to 5 servers,
+    # where Envoy's default would never prefer a zone, and the split still keeps the load per
+    # host even (the plan spills whatever a zone cannot carry). Raise it to give up the zone
+    # preference for small kinds, e.g. one reader per zone.
+    zone_min_cluster_size: int = setting(
+        1,
+        "Healthy hosts of a kind (writers, readers) needed for zone-aware routing; below it "
+        "requests go to any zone (Envoy's min_cluster_size).",
+        ge=1,
+    )
 
     def __post_init__(self) -> None:
         check_bounds(self)
