@@ -46,6 +46,8 @@ class Payload:
     #: Client sidecars per zone (``client_zones``; sent only when some are known).
     client_zones: Mapping[str, int]
     body: bytes = field(repr=False, compare=False)
+    #: The same list without ``client_zones``, for sidecars older than that field.
+    body_without_zones: bytes = field(repr=False, compare=False, default=b"")
 
     @classmethod
     def build(
@@ -61,10 +63,12 @@ class Payload:
             "hosts": list(hosts),
             "settings": settings,
         }
-        if zones:
-            document["client_zones"] = zones
+        without = json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        if not zones:
+            return cls(generation, hosts, settings, zones, without, without)
+        document["client_zones"] = zones
         body = json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8")
-        return cls(generation, hosts, settings, zones, body)
+        return cls(generation, hosts, settings, zones, body, without)
 
     def next(self, generation: int) -> Payload:
         """The same list under another generation."""
@@ -125,6 +129,9 @@ class _Target:
         self.error: str | None = None
         self.status: int | None = None
         self.health: BackendHealth | None = None
+        # The sidecar refused ``client_zones`` as an unknown field: an image older than the
+        # operator's (a rolling upgrade). It gets its lists without them until its pod is new.
+        self.without_zones = False
         self.wake = asyncio.Event()
         self.poked = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -292,14 +299,37 @@ class PushGroup:
             self._on_result(self._status(target))
 
     async def _attempt(self, target: _Target, payload: Payload) -> SendOutcome:
+        outcome = await self._put(target, payload)
+        if not target.without_zones and _refuses_client_zones(outcome, payload):
+            target.without_zones = True
+            log.warning(
+                "sidecar %s does not take client_zones (its image is older than the "
+                "operator's): it gets its host lists without them, so its zone preference "
+                "follows the hosts' health only; upgrade its image for the overload spill",
+                target.key,
+            )
+            outcome = await self._put(target, payload)
+        return outcome
+
+    async def _put(self, target: _Target, payload: Payload) -> SendOutcome:
+        body = payload.body_without_zones if target.without_zones else payload.body
         async with self._semaphore:
             try:
-                return await self._send(target.url, self._token, payload.body, self._timeout)
+                return await self._send(target.url, self._token, body, self._timeout)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the sender should not raise; never let a target die
                 log.exception("push to %s failed unexpectedly", target.key)
                 return SendOutcome(False, error=f"{type(error).__name__}: {error}")
+
+
+def _refuses_client_zones(outcome: SendOutcome, payload: Payload) -> bool:
+    """A 400 listing client_zones among the unknown fields ("unknown field(s) client_zones;
+    expected ..."): what a sidecar from before the field answers."""
+    if not payload.client_zones or outcome.status != 400 or outcome.error is None:
+        return False
+    _, found, rest = outcome.error.partition("unknown field(s) ")
+    return bool(found) and "client_zones" in rest.partition(";")[0].split(", ")
 
 
 async def _woken(event: asyncio.Event, delay: float) -> bool:

@@ -12,8 +12,10 @@ from gremlinlb.operator.push import (
     BackendHealth,
     Payload,
     PushGroup,
+    Sender,
     SendOutcome,
     TargetStatus,
+    _refuses_client_zones,
 )
 
 FAST = Backoff(first=0.01, maximum=0.05, jitter=0.0)
@@ -28,13 +30,20 @@ class FakeSidecars:
 
     def __init__(self) -> None:
         self.received: dict[str, list[int]] = defaultdict(list)
+        self.bodies: dict[str, list[bytes]] = defaultdict(list)
         self.behaviour: dict[str, Callable[[int], Awaitable[SendOutcome]]] = {}
+        #: Answers from the whole request, for a sidecar that judges the body.
+        self.overrides: dict[str, Sender] = {}
         self.in_flight = 0
         self.max_in_flight = 0
 
     async def __call__(
         self, url: str, token: str | None, body: bytes, time_limit: float
     ) -> SendOutcome:
+        override = self.overrides.get(url)
+        if override is not None:
+            return await override(url, token, body, time_limit)
+        self.bodies[url].append(body)
         generation = int(json.loads(body)["generation"])
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -303,3 +312,60 @@ def test_without_a_health_reader_a_synced_sidecar_is_left_alone() -> None:
         await group.close()
 
     asyncio.run(scenario())
+
+
+def old_sidecar(sidecars: FakeSidecars, url: str) -> list[bytes]:
+    """A sidecar from before client_zones: refuses the field as the old image does."""
+    bodies: list[bytes] = []
+
+    async def answer(url: str, token: str | None, body: bytes, time_limit: float) -> SendOutcome:
+        bodies.append(body)
+        if "client_zones" in json.loads(body):
+            return SendOutcome(
+                False,
+                400,
+                error="400: unknown field(s) client_zones; expected generation, hosts and settings",
+            )
+        return SendOutcome(True, 200)
+
+    sidecars.overrides[url] = answer
+    return bodies
+
+
+def zoned(generation: int) -> Payload:
+    return Payload.build(generation, ("10.0.0.1:8182",), {}, {"a": 3, "b": 1})
+
+
+def test_a_sidecar_older_than_client_zones_gets_its_lists_without_them() -> None:
+    async def scenario() -> None:
+        sidecars = FakeSidecars()
+        bodies = old_sidecar(sidecars, "http://old")
+        group = PushGroup("ns/c", sidecars, asyncio.Semaphore(5), backoff=FAST)
+        group.set_targets({"ns/old": "http://old", "ns/new": "http://new"})
+        group.set_payload(zoned(1))
+        await settle(group, 1, ["ns/old", "ns/new"])
+        group.set_payload(zoned(2))
+        await settle(group, 2, ["ns/old", "ns/new"])
+        assert [("client_zones" in json.loads(b)) for b in bodies] == [True, False, False]
+        zones = [json.loads(b)["client_zones"] for b in sidecars.bodies["http://new"]]
+        assert zones == [{"a": 3, "b": 1}, {"a": 3, "b": 1}]
+        await group.close()
+
+    asyncio.run(scenario())
+
+
+def test_another_unknown_field_is_not_taken_for_an_old_sidecar() -> None:
+    outcome = SendOutcome(
+        False,
+        400,
+        error="400: unknown field(s) extra; expected generation, hosts, settings and client_zones",
+    )
+    assert not _refuses_client_zones(outcome, zoned(1))
+    assert _refuses_client_zones(
+        SendOutcome(False, 400, error="400: unknown field(s) client_zones, x; expected ..."),
+        zoned(1),
+    )
+    assert not _refuses_client_zones(
+        SendOutcome(False, 400, error="400: unknown field(s) client_zones; expected ..."),
+        payload(1),  # nothing about zones was sent
+    )
