@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import uvloop
 
@@ -81,21 +82,17 @@ async def serve_aiohttp(port: int, backend: tuple[str, int]) -> None:
         await client.prepare(request)
         upstream = await session.ws_connect(url, max_msg_size=0)
 
-        async def back() -> None:
-            async for message in upstream:
+        async def pump(source: Any, sink: Any) -> None:
+            """Every data message of `source` to `sink`, then close `sink`."""
+            async for message in source:
                 if message.type is WSMsgType.BINARY:
-                    await client.send_bytes(message.data)
+                    await sink.send_bytes(message.data)
                 elif message.type is WSMsgType.TEXT:
-                    await client.send_str(message.data)
-            await client.close()
+                    await sink.send_str(message.data)
+            await sink.close()
 
-        answers = asyncio.create_task(back())
-        async for message in client:
-            if message.type is WSMsgType.BINARY:
-                await upstream.send_bytes(message.data)
-            elif message.type is WSMsgType.TEXT:
-                await upstream.send_str(message.data)
-        await upstream.close()
+        answers = asyncio.create_task(pump(upstream, client))
+        await pump(client, upstream)
         await answers
         return client
 
