@@ -20,7 +20,7 @@ import json
 import struct
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any
 
@@ -79,10 +79,12 @@ class Channel:
 
     mime: str
     frame_type: FrameType
+    # Read several times per request: decided once, from the mime type.
+    format: Format = field(init=False, compare=False)
 
-    @property
-    def format(self) -> Format:
-        return Format.GRAPHBINARY if "graphbinary" in self.mime else Format.GRAPHSON
+    def __post_init__(self) -> None:
+        found = Format.GRAPHBINARY if "graphbinary" in self.mime else Format.GRAPHSON
+        object.__setattr__(self, "format", found)
 
     @property
     def typed_json(self) -> bool:
@@ -195,19 +197,35 @@ def parse_request(frame: bytes | str) -> Request:
             f"truncated frame: the mime type should be {length} bytes, the frame has "
             f"{len(frame) - 1} after the length byte"
         )
+    channel = _binary_channel(frame[1 : 1 + length])
+    if channel.format is Format.GRAPHBINARY:
+        return _parse_graphbinary_request(frame, channel, 1 + length)
+    return _parse_graphson_request(frame, channel, 1 + length)
+
+
+# The channels of the mime types seen in binary frames (a client sends the same one each time);
+# bounded, so a client cycling through made-up types cannot grow it.
+_BINARY_CHANNELS: dict[bytes, Channel] = {}
+_MAX_BINARY_CHANNELS = 32
+
+
+def _binary_channel(raw_mime: bytes) -> Channel:
+    channel = _BINARY_CHANNELS.get(raw_mime)
+    if channel is not None:
+        return channel
     try:
-        mime = frame[1 : 1 + length].decode("ascii")
+        mime = raw_mime.decode("ascii")
     except UnicodeDecodeError:
         raise MalformedFrameError("the mime type is not ASCII text") from None
+    if "graphbinary" not in mime and "json" not in mime:
+        raise MalformedFrameError(
+            f"unsupported mime type {mime!r}: use GraphBinary ({GRAPHBINARY_MIME}) or GraphSON "
+            f"({GRAPHSON_V3_MIME}, {GRAPHSON_V2_MIME})"
+        )
     channel = Channel(mime, FrameType.BINARY)
-    if "graphbinary" in mime:
-        return _parse_graphbinary_request(frame, channel, 1 + length)
-    if "json" in mime:
-        return _parse_graphson_request(frame, channel, 1 + length)
-    raise MalformedFrameError(
-        f"unsupported mime type {mime!r}: use GraphBinary ({GRAPHBINARY_MIME}) or GraphSON "
-        f"({GRAPHSON_V3_MIME}, {GRAPHSON_V2_MIME})"
-    )
+    if len(_BINARY_CHANNELS) < _MAX_BINARY_CHANNELS:
+        _BINARY_CHANNELS[raw_mime] = channel
+    return channel
 
 
 def _parse_graphbinary_request(frame: bytes, channel: Channel, start: int) -> Request:

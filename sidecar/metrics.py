@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -113,6 +114,18 @@ class SidecarMetrics:
             registry=self.registry,
         )
         self.registry.register(_CoreCollector(balancer, backend_connections))
+        # The per-request counter's children, looked up once: labels() takes a lock and
+        # checks its arguments on every call.
+        self._request_children: dict[tuple[str, Outcome], Any] = {}
+
+    def count_request(self, address: str, outcome: Outcome) -> None:
+        """One attempt on `address` ended with `outcome`."""
+        child = self._request_children.get((address, outcome))
+        if child is None:
+            child = self._request_children[address, outcome] = self.requests.labels(
+                address, outcome.value
+            )
+        child.inc()
 
     def on_host_event(self, event: HostEvent) -> None:
         """Subscribe this to the core: a removed host's series are dropped."""
@@ -120,6 +133,7 @@ class SidecarMetrics:
             return
         address = event.endpoint.address
         for outcome in Outcome:
+            self._request_children.pop((address, outcome), None)
             with contextlib.suppress(KeyError):
                 self.requests.remove(address, outcome.value)
 

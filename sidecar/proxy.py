@@ -288,9 +288,7 @@ class Attempt:
         self.error = error
         self.outcome = outcome
         self.report(self.lease, outcome, error)
-        self.exchange.client.proxy.metrics.requests.labels(
-            self.endpoint.address, outcome.value
-        ).inc()
+        self.exchange.client.proxy.metrics.count_request(self.endpoint.address, outcome)
         if self.on_end is not None:
             self.on_end(self)
         elif self.result is not None and not self.result.done():

@@ -198,6 +198,7 @@ class Balancer:
         self._clients = client_zones(clients)
         self._rng = rng or random.Random()
         self._roles: Counter[Role] = Counter()  # of the listed hosts
+        self._any_roles = False  # some listed host is only a writer or only a reader
         self._zoned = 0  # listed hosts that carry a zone
         self._plans: dict[str, ZonePlan] = {}  # by candidate kind; cleared on any change
         self._by_role: Counter[Role] = Counter()
@@ -1006,7 +1007,7 @@ class Balancer:
         return picker.pick(self._ring, gated)
 
     def _roles_in_use(self) -> bool:
-        return bool(self._roles[Role.WRITER] or self._roles[Role.READER])
+        return self._any_roles
 
     def _may_serve(self, host: _Host, write: bool) -> bool:
         """Whether `host` is a candidate at all for a request of this kind."""
@@ -1018,6 +1019,7 @@ class Balancer:
 
     def _count_topology(self, endpoint: Endpoint, sign: int) -> None:
         self._roles[endpoint.role] += sign
+        self._any_roles = bool(self._roles[Role.WRITER] or self._roles[Role.READER])
         self._zoned += sign if endpoint.zone is not None else 0
         self._plans.clear()
 

@@ -28,6 +28,10 @@ class Candidate(Protocol):
 C = TypeVar("C", bound=Candidate)
 
 
+def _seq(host: Candidate) -> int:
+    return host.seq
+
+
 class RoundRobin:
     def __init__(self) -> None:
         self._last_seq = -1
@@ -38,7 +42,7 @@ class RoundRobin:
         the server picked last only if no other is eligible."""
         if not ring:
             return None
-        start = bisect.bisect_right([host.seq for host in ring], self._last_seq)
+        start = bisect.bisect_right(ring, self._last_seq, key=_seq)
         count = len(ring)
         again: C | None = None
         for offset in range(count):
