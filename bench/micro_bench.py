@@ -326,9 +326,8 @@ def profile(contender: Sidecar, args: argparse.Namespace, out: Path) -> str:
     """Sample the sidecar with py-spy while the load generator drives it; the top functions.
 
     py-spy pauses the process for each sample (its default): the sidecar runs slower meanwhile,
-    but each sample is where it really was. With --nonblocking, samples taken while Python
-    code runs are often unreadable and dropped, so system calls looked three times their
-    share (29% of samples in one writev line, while the kernel time was 10% of the CPU)."""
+    but no sample is dropped because the stack changed while it was being read, which
+    --nonblocking allows."""
     assert contender.pid is not None
     spy = Path(sys.executable).with_name("py-spy")
     record = subprocess.Popen(
