@@ -1,7 +1,9 @@
-"""The one retry delay of the operator's loops: pushes, watches and a cluster's own API calls."""
+"""The timing of the operator's loops: the one retry delay (pushes, watches and a cluster's own
+API calls), and the pacing of changes that must not become a push each."""
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -20,3 +22,18 @@ class Backoff:
         base = min(self.maximum, self.first * self.factor ** max(0, failures - 1))
         spread = (rng or random).uniform(-self.jitter, self.jitter)
         return max(0.0, base * (1.0 + spread))
+
+
+@dataclass(slots=True)
+class Pacer:
+    """At most one event per ``interval`` seconds (times from one monotonic clock)."""
+
+    interval: float
+    last: float = -math.inf
+
+    def wait(self, now: float) -> float:
+        """How long an event wanted ``now`` has to wait (0: it may happen now)."""
+        return max(0.0, self.last + self.interval - now)
+
+    def happened(self, now: float) -> None:
+        self.last = now

@@ -73,6 +73,14 @@ def register(commands: Any) -> None:
         help="coalesce EndpointSlice changes within this window (default 0.05)",
     )
     run.add_argument(
+        "--client-zones-interval",
+        type=float,
+        default=5.0,
+        metavar="SEC",
+        help="at most one new host list generation this often when only the client pods per "
+        "zone changed (a rollout changes them with every pod; default 5)",
+    )
+    run.add_argument(
         "--token-check-interval",
         type=float,
         default=30.0,
@@ -224,6 +232,7 @@ def options_from_args(args: argparse.Namespace) -> OperatorOptions:
             push_timeout=args.push_timeout,
             resync_interval=args.resync_interval,
             debounce=args.debounce,
+            client_zones_interval=args.client_zones_interval,
             token_check_interval=args.token_check_interval,
             health_interval=args.health_interval,
         ),

@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import kopf
-from gremlinlb.operator.backoff import Backoff
+from gremlinlb.operator.backoff import Backoff, Pacer
 from gremlinlb.operator.discovery import (
     DiscoveredEndpoint,
     PortChoice,
@@ -73,6 +74,10 @@ class ControllerOptions:
     token_check_interval: float = 30.0
     #: How often each sidecar's view of its backends is read for the status.
     health_interval: float = 15.0
+    #: At most one new generation per this many seconds for a change of the client pods per
+    #: zone alone: a rollout changes them with every pod, and each would be a push to every
+    #: sidecar. Host changes are never held back, and carry the latest counts.
+    client_zones_interval: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,9 @@ class ClusterController:
         }
         #: Ready client pods per zone (Envoy's originating cluster), pushed as client_zones.
         self.client_zones: dict[str, int] = {}
+        # When a generation last brought new client_zones: counts-only changes are paced.
+        self._zones_pacer = Pacer(options.client_zones_interval)
+        self._zones_wait_pending = False
         self._conditions: list[Mapping[str, Any]] = list(status.get("conditions") or [])
         self._written_status: dict[str, Any] = dict(status)
         self.endpoints: list[DiscoveredEndpoint] = []
@@ -476,12 +484,32 @@ class ClusterController:
             self._hosts_event(previous_hosts=previous.hosts, hosts=hosts)
         elif previous.client_zones != zones:
             # Only the client spread changed (a pod added, ready or gone in some zone): the
-            # sidecars' spill depends on it, so it is a new generation of the same list.
-            self._set_payload(Payload.build(self._generation + 1, hosts, settings, zones))
+            # sidecars' spill depends on it, so it is a new generation of the same list, at
+            # most one per client_zones_interval.
+            wait = self._zones_pacer.wait(time.monotonic())
+            if wait > 0:
+                self._recompute_after(wait)
+            else:
+                self._set_payload(Payload.build(self._generation + 1, hosts, settings, zones))
         elif changed_endpoints:
             self._schedule_status()
 
+    def _recompute_after(self, seconds: float) -> None:
+        if self._zones_wait_pending or self._stopped:
+            return
+        self._zones_wait_pending = True
+
+        async def later() -> None:
+            await asyncio.sleep(seconds)
+            self._zones_wait_pending = False
+            self._schedule_recompute()
+
+        self._spawn(later())
+
     def _set_payload(self, payload: Payload) -> None:
+        previous = self.group.payload
+        if previous is None or previous.client_zones != payload.client_zones:
+            self._zones_pacer.happened(time.monotonic())
         self._generation = payload.generation
         self.group.set_payload(payload)
         log.info(

@@ -7,7 +7,7 @@ import json
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
-from gremlinlb.operator.backoff import Backoff
+from gremlinlb.operator.backoff import Backoff, Pacer
 from gremlinlb.operator.push import (
     BackendHealth,
     Payload,
@@ -369,3 +369,13 @@ def test_another_unknown_field_is_not_taken_for_an_old_sidecar() -> None:
         SendOutcome(False, 400, error="400: unknown field(s) client_zones; expected ..."),
         payload(1),  # nothing about zones was sent
     )
+
+
+def test_the_pacer_lets_a_change_through_and_holds_the_next_for_the_rest_of_the_interval() -> None:
+    pacer = Pacer(5.0)
+    assert pacer.wait(100.0) == 0.0
+    pacer.happened(100.0)
+    assert pacer.wait(101.5) == 3.5
+    assert pacer.wait(105.0) == 0.0
+    pacer.happened(106.0)
+    assert pacer.wait(110.0) == 1.0
