@@ -126,6 +126,12 @@ class _Host:
     def in_flight(self) -> int:
         return len(self.leases)
 
+    def sample(self, latency: float, now: float) -> None:
+        """One answer's latency, for picking (peak EWMA) and for judging it slow."""
+        self.ewma.update(latency, now)
+        self.recent.append(latency)
+        self.samples += 1
+
     def typical(self) -> float | None:
         return self.recent.quantile(0.5) if len(self.recent) >= _MIN_SAMPLES else None
 
@@ -267,12 +273,7 @@ class Balancer:
         with self._lock:
             if self._zone is None or not self._zoned or not self._settings.zone_aware:
                 return {}
-            if not self._roles_in_use():
-                kinds: tuple[str, ...] = ("all",)
-            elif self._settings.read_routing is ReadRouting.ANY:
-                kinds = ("writers", "all")
-            else:
-                kinds = ("writers", "readers")
+            kinds = dict.fromkeys((self._kind_for(write=True), self._kind_for(write=False)))
             return {kind: self._plan_for(kind) for kind in kinds}
 
     def subscribe(self, listener: Listener) -> None:
@@ -862,9 +863,7 @@ class Balancer:
             host.failures_in_row = 0
             if sample:
                 latency = now - lease.started
-                host.ewma.update(latency, now)
-                host.recent.append(latency)
-                host.samples += 1
+                host.sample(latency, now)
                 self._latencies.append(latency)
             return []
         if error is not None:
@@ -876,9 +875,7 @@ class Balancer:
                 host.failures_in_row = 0
         if sample and outcome in _SAMPLES:
             latency = max(0.0, now - lease.started)
-            host.ewma.update(latency, now)
-            host.recent.append(latency)
-            host.samples += 1
+            host.sample(latency, now)
             if outcome is Outcome.SUCCESS:
                 self._latencies.append(latency)
         if host.state is not HostState.HEALTHY:
@@ -928,15 +925,22 @@ class Balancer:
 
         self._pick_now = now
         self._pick_default_rtt = None
-        routing = self._settings.read_routing
-        if not self._roles_in_use() or (not write and routing is ReadRouting.ANY):
+        kind = self._kind_for(write=write)
+        if kind == "all":
             return self._pick_in_zone(fits, "all", now)
-        if write:
+        if kind == "writers":
             return self._pick_in_zone(_and(fits, _writes), "writers", now)
         host = self._pick_in_zone(_and(fits, _reads), "readers", now)
-        if host is None and routing is ReadRouting.PREFER_READERS:
+        if host is None and self._settings.read_routing is ReadRouting.PREFER_READERS:
             host = self._pick_in_zone(_and(fits, _writes), "writers", now)
         return host
+
+    def _kind_for(self, *, write: bool) -> str:
+        """The candidates a request of this kind is picked among first: every host while no
+        host has a role of its own (or reads may go anywhere), else writers or readers."""
+        if not self._any_roles or (not write and self._settings.read_routing is ReadRouting.ANY):
+            return "all"
+        return "writers" if write else "readers"
 
     def _pick_in_zone(self, fits: Callable[[_Host], bool], kind: str, now: float) -> _Host | None:
         """Among the candidates of one `kind`, the client's zone first by its plan."""
@@ -1006,9 +1010,6 @@ class Balancer:
 
         return picker.pick(self._ring, gated)
 
-    def _roles_in_use(self) -> bool:
-        return self._any_roles
-
     def _may_serve(self, host: _Host, write: bool) -> bool:
         """Whether `host` is a candidate at all for a request of this kind."""
         if write:
@@ -1043,7 +1044,7 @@ class Balancer:
 
     def _timeout_error(self, waiter: Waiter) -> BufferTimeoutError:
         max_wait = self._buffer.settings.max_wait
-        if not self._roles_in_use():
+        if not self._any_roles:
             return _timeout_error(max_wait)
         if waiter.write:
             what = "no writer (role writer or any) became healthy"
