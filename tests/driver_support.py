@@ -34,8 +34,8 @@ from gremlinlb.core import (
     OutlierSettings,
     parse_endpoint,
 )
-from gremlinlb.devservers import Fleet, GremlinServerProcess
-from tests.helpers import name_servers, wait_until
+from gremlinlb.devservers import GremlinServerProcess
+from tests.helpers import wait_until
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache"
 
@@ -143,12 +143,6 @@ def client_connections(sidecar: SidecarThread) -> float:
 
 def requests_per_host(sidecar: SidecarThread) -> dict[str, int]:
     return {h.endpoint.address: h.requests for h in sidecar.balancer.hosts()}
-
-
-def named_servers(fleet: Fleet) -> list[GremlinServerProcess]:
-    servers = list(fleet)
-    name_servers(servers)
-    return servers
 
 
 # The driver specs check that requests are spread one by one. A burst on a busy 2-core machine

@@ -22,6 +22,7 @@ from gremlinlb.devservers import (
     port_is_free,
 )
 from gremlinlb.devservers.faults import FaultProxy
+from tests.helpers import name_servers
 
 #: First port tried for the session fleet; far from the 8181 default of `dev-servers up`.
 FLEET_BASE_PORT = int(os.environ.get("GREMLINLB_TEST_BASE_PORT", "18181"))
@@ -69,6 +70,15 @@ def fleet(gremlin_fleet: Fleet) -> Fleet:
     answering, servers added by earlier tests removed, every graph empty."""
     gremlin_fleet.reset()
     return gremlin_fleet
+
+
+@pytest.fixture
+def servers(fleet: Fleet) -> list[GremlinServerProcess]:
+    """The fleet's servers, each holding a `server` vertex named after its address, so every
+    answer says which server ran it. Specs that want them unnamed define their own."""
+    named = list(fleet)
+    name_servers(named)
+    return named
 
 
 @pytest.fixture

@@ -32,12 +32,6 @@ THREADS = 6
 
 
 @pytest.fixture
-def servers(fleet: Sequence[GremlinServerProcess]) -> Sequence[GremlinServerProcess]:
-    name_servers(fleet)
-    return fleet
-
-
-@pytest.fixture
 def rr(servers: Sequence[GremlinServerProcess]) -> Iterator[RoundRobinClientRemoteConnection]:
     connection = RoundRobinClientRemoteConnection(
         [s.address for s in servers], settings=fast_settings(request_timeout=10.0)

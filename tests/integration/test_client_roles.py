@@ -15,7 +15,6 @@ from gremlinlb.core import ReadRouting
 from gremlinlb.devservers import GremlinServerProcess
 from tests.client_support import answered_by, fast_settings, serving
 from tests.driver_support import count_on_each
-from tests.helpers import name_servers
 from tests.roles_support import (
     UNTOUCHED,
     WRITER_TRACES,
@@ -30,12 +29,6 @@ from tests.roles_support import (
 pytestmark = pytest.mark.integration
 
 READS = 400
-
-
-@pytest.fixture
-def servers(fleet: Sequence[GremlinServerProcess]) -> Sequence[GremlinServerProcess]:
-    name_servers(fleet)
-    return fleet
 
 
 @pytest.fixture

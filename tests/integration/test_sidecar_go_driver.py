@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 from gremlinlb.sidecar.testing import SidecarThread
 
-from gremlinlb.devservers import Fleet, GremlinServerProcess
+from gremlinlb.devservers import GremlinServerProcess
 from tests.driver_support import (
     CACHE,
     DriverProcess,
     assert_even_spread,
     client_connections,
     count_on_each,
-    named_servers,
     requests_per_host,
     run_killed_server_load,
     running_sidecar,
@@ -35,11 +34,6 @@ SCRIPTS = COUNT // 4
 NAMES = 30
 
 Launcher = Callable[..., DriverProcess]
-
-
-@pytest.fixture
-def servers(fleet: Fleet) -> list[GremlinServerProcess]:
-    return named_servers(fleet)
 
 
 @pytest.fixture

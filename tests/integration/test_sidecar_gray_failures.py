@@ -32,9 +32,9 @@ from gremlinlb.sidecar.proxy import ProxyOptions
 from gremlinlb.sidecar.testing import SidecarThread
 
 from gremlinlb.core import BalancerSettings, HealthCheckSettings, HostState, parse_endpoint
-from gremlinlb.devservers import Fleet, GremlinServerProcess
+from gremlinlb.devservers import GremlinServerProcess
 from gremlinlb.devservers.faults import FaultProxy
-from tests.helpers import name_servers, wait_until
+from tests.helpers import wait_until
 from tests.integration.test_sidecar_faults import Load
 
 pytestmark = pytest.mark.integration
@@ -66,12 +66,6 @@ def metric(sidecar: SidecarThread, line_start: str) -> float:
         if line.startswith(line_start):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
-
-
-@pytest.fixture
-def servers(fleet: Fleet) -> Sequence[GremlinServerProcess]:
-    name_servers(list(fleet))
-    return list(fleet)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 from gremlinlb.sidecar.testing import SidecarThread
 
-from gremlinlb.devservers import Fleet, GremlinServerProcess
+from gremlinlb.devservers import GremlinServerProcess
 from gremlinlb.devservers.errors import ToolMissingError
 from gremlinlb.devservers.fetch import find_java
 from tests.driver_support import (
@@ -26,7 +26,6 @@ from tests.driver_support import (
     assert_even_spread,
     client_connections,
     count_on_each,
-    named_servers,
     requests_per_host,
     run_killed_server_load,
     running_sidecar,
@@ -43,11 +42,6 @@ SCRIPTS = COUNT // 4
 NAMES = 30
 
 Launcher = Callable[..., DriverProcess]
-
-
-@pytest.fixture
-def servers(fleet: Fleet) -> list[GremlinServerProcess]:
-    return named_servers(fleet)
 
 
 @pytest.fixture

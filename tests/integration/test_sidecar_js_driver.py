@@ -21,10 +21,9 @@ from gremlinlb.sidecar.config import SidecarConfig
 from gremlinlb.sidecar.testing import SidecarThread
 
 from gremlinlb.core import BalancerSettings, HealthCheckSettings, parse_endpoint
-from gremlinlb.devservers import Fleet, GremlinServerProcess
+from gremlinlb.devservers import GremlinServerProcess
 from tests.driver_support import SPREAD_SPECS_OUTLIERS, count_on_each, running_sidecar
 from tests.fleet_fixtures import free_port_block
-from tests.helpers import name_servers
 from tests.roles_support import assert_reads_even, role_endpoints
 
 pytestmark = pytest.mark.integration
@@ -123,12 +122,6 @@ def node_script(tmp_path: Path) -> Path:
     (tmp_path / "roles.js").write_text(ROLES_SCRIPT)
     (tmp_path / "reads.js").write_text(READS_SCRIPT)
     return script
-
-
-@pytest.fixture
-def servers(fleet: Fleet) -> Sequence[GremlinServerProcess]:
-    name_servers(fleet)
-    return list(fleet)
 
 
 @pytest.fixture
