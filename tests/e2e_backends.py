@@ -115,6 +115,7 @@ class DevClusterBackend(Backend):
         images = ImageCatalog(
             # The virtualenv's bin/ (not resolved: its python is a link to the system's).
             bin_dir=Path(sys.executable).parent,
+            host_paths=(REPO,),  # the strict editable install links into the checkout
             gremlin_runtime=ensure_runtime(),
             gremlin_server_config=GREMLIN_SERVER_METRICS,
         )

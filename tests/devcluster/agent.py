@@ -21,9 +21,10 @@ kwok keeps the node Ready and gives each pod on it an IP from the node's pod CID
 What it does not do: pull images (only known images run, mapped to this checkout's
 executables), cgroups and resource limits, users (every process runs as the test's user),
 read-only root filesystems, ``kubectl logs``/``exec`` (see :meth:`NodeAgent.logs` and
-:meth:`NodeAgent.exec_command`). Mount points missing on this machine (such as
-``/var/run/secrets/kubernetes.io/serviceaccount``) are created as empty directories, as an image
-would have them; what is mounted there is seen only inside the container's mount namespace.
+:meth:`NodeAgent.exec_command`). The machine's own filesystem stands in for the image's: mount
+points missing on it (such as ``/var/run/secrets/kubernetes.io/serviceaccount``) exist only
+inside the container's mount namespace, and a volume over ``/tmp`` does not hide the checkout,
+its virtualenv or the cluster directory (``mount_helper.py`` says how).
 """
 
 from __future__ import annotations
@@ -72,30 +73,8 @@ _TICK_S = 0.2
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
-#: Runs first in a container's fresh mount namespace: opens every volume's directory, then
-#: bind-mounts each (through its descriptor, so a mount over /tmp cannot hide a source that
-#: lives under /tmp), then executes the container's command.
-_MOUNT_HELPER = r"""
-import ctypes, json, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC = 1, 32, 4096, 16384
-def mount(source, target, flags):
-    if libc.mount(source, target.encode(), None, flags, None) != 0:
-        error = ctypes.get_errno()
-        sys.exit(f"mount {target}: {os.strerror(error)}")
-mounts = json.loads(sys.argv[1])
-fds = [os.open(source, os.O_PATH) for source, _, _ in mounts]
-for fd, (source, target, read_only) in zip(fds, mounts):
-    if os.path.isdir(source):
-        os.makedirs(target, exist_ok=True)
-    elif not os.path.exists(target):
-        sys.exit(f"mount {target}: no such file to mount {source} on")
-    mount(f"/proc/self/fd/{fd}".encode(), target, MS_BIND | MS_REC)
-    if read_only:
-        mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
-    os.close(fd)
-os.execvp(sys.argv[2], sys.argv[2:])
-"""
+#: Runs first in each container's mount namespace (see its docstring): volumes, kept paths, exec.
+_MOUNT_HELPER = Path(__file__).with_name("mount_helper.py")
 
 
 class PodFailure(DevClusterError):
@@ -137,6 +116,10 @@ class ImageCatalog:
         ("PYTHONUNBUFFERED", "1"),
     )
     gremlin_server_images: tuple[str, ...] = ("tinkerpop/gremlin-server",)
+    #: Host paths the image's executables read besides ``bin_dir``'s virtualenv and its
+    #: interpreter (e.g. the checkout a strict editable install links into). Kept reachable
+    #: in every container, whatever its volumes hide.
+    host_paths: tuple[Path, ...] = ()
     gremlin_runtime: ServerRuntime | None = None
     #: Appended to each Gremlin Server's YAML (``@WORK_DIR@`` = the container's directory).
     gremlin_server_config: str = ""
@@ -151,6 +134,13 @@ class ImageCatalog:
 
     def describe(self) -> str:
         return ", ".join(f"{name}:*" for name in (*self.python_images, *self.gremlin_server_images))
+
+    def image_paths(self) -> tuple[Path, ...]:
+        """What stands in for the image's own filesystem: the virtualenv, the interpreter it
+        links to, and ``host_paths``."""
+        venv = self.bin_dir.parent
+        interpreter = Path(os.path.realpath(self.bin_dir / "python"))
+        return (venv, interpreter.parent.parent, *self.host_paths)
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -787,8 +777,12 @@ class PodWorker:
         """``argv`` as it runs in ``container``: the pod's network namespace and its volumes
         bind-mounted at their mount paths (in the mount namespace ``ip netns exec`` makes)."""
         assert self.host is not None
-        mounts = json.dumps(self._mounts_of(container))
-        return self.host.argv([sys.executable, "-S", "-c", _MOUNT_HELPER, mounts, *argv])
+        spec = {
+            "mounts": self._mounts_of(container),
+            "keep": [str(p) for p in (*self.agent.images.image_paths(), self.agent.workdir)],
+        }
+        helper = [sys.executable, "-S", str(_MOUNT_HELPER), json.dumps(spec)]
+        return self.host.argv([*helper, *argv])
 
     def _start_container(self, container: Container) -> bool:
         try:
