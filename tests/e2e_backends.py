@@ -21,7 +21,8 @@ import re
 import subprocess
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 from kubernetes import client as k8s
@@ -73,6 +74,36 @@ class Backend(ABC):
             timeout=timeout,
             check=False,
         )
+
+    def diagnostics(self, selector: str, namespaces: Sequence[str], tail: int = 30) -> str:
+        """What a user would look at when something hangs: the pods and recent events of each
+        namespace, and the last log lines of every container of the pods matching ``selector``
+        (e.g. the operator's). Each read on its own, so one that fails hides nothing else."""
+        sections: list[str] = []
+        kubectl = partial(self.kubectl, timeout=20.0)
+
+        def section(title: str, read: Callable[[], str]) -> None:
+            try:
+                body = read().rstrip() or "(empty)"
+            except Exception as error:  # a report of what could be read
+                body = f"(could not read: {error})"
+            sections.append(f"--- {title} ---\n" + "\n".join(body.splitlines()[-tail:]))
+
+        for ns in namespaces:
+            section(f"pods in {ns}", partial(kubectl, "get", "pods", "-n", ns, "-o", "wide"))
+            events = ("get", "events", "-n", ns, "--sort-by=.lastTimestamp")
+            section(f"events in {ns}", partial(kubectl, *events))
+            try:
+                pods = json.loads(kubectl("get", "pods", "-n", ns, "-l", selector, "-o", "json"))
+            except (AssertionError, ValueError, subprocess.SubprocessError):
+                continue
+            for pod in pods.get("items", ()):
+                name = pod["metadata"]["name"]
+                spec = pod.get("spec", {})
+                for container in (*spec.get("initContainers", ()), *spec.get("containers", ())):
+                    read = partial(self.logs, ns, name, container["name"])
+                    section(f"last log lines of {ns}/{name}/{container['name']}", read)
+        return "\n".join(sections)
 
     def kubectl(self, *args: str, timeout: float = 120.0) -> str:
         done = subprocess.run(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +41,13 @@ APP_SELECTOR = "app.kubernetes.io/name=gremlin-app"
 SERVER_SELECTOR = "app.kubernetes.io/name=gremlin-server"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=gremlinlb-operator"
 SIDECAR = "gremlinlb-sidecar"
+#: The quick start's commands get this long in all (its `rollout status` alone may wait 300 s),
+#: and the first check waits up to WAIT_SHOWN_S more in the same pytest item (the module
+#: fixture is set up within it): together under the module's pytest timeout, so a hang is
+#: reported by the code that knows what hung, with the cluster's own account of why.
+INSTALL_BUDGET_S = 420.0
+WAIT_SHOWN_S = 300.0
+pytestmark = pytest.mark.timeout(INSTALL_BUDGET_S + WAIT_SHOWN_S + 120)
 
 #: Run in an app pod's `app` container: a gremlinpython client of the sidecar, `threads` loops
 #: for `seconds` (at most 20 requests a second each), then one JSON line with the outcome.
@@ -160,6 +168,17 @@ class Install:
                 )
         return out
 
+    def wait_for(
+        self, probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.5
+    ) -> T:
+        """:func:`wait_for`, and on a timeout what the cluster says (pods, events, the
+        operator's last log lines) beside the last value seen."""
+        try:
+            return wait_for(probe, timeout, what, interval)
+        except AssertionError as error:
+            report = self.backend.diagnostics(OPERATOR_SELECTOR, (OPERATOR_NS, NS))
+            raise AssertionError(f"{error}\n{report}") from None
+
     def ready_endpoints(self) -> int:
         return int((self.cluster().get("status") or {}).get("readyEndpoints") or 0)
 
@@ -183,7 +202,7 @@ class Install:
                 return ready
             return None
 
-        return wait_for(settled, timeout, f"{replicas} Gremlin Servers, ready and listed")
+        return self.wait_for(settled, timeout, f"{replicas} Gremlin Servers, ready and listed")
 
     def wait_apps(self, replicas: int = 2) -> list[str]:
         """The example app's pods, once all of them are ready."""
@@ -192,7 +211,7 @@ class Install:
             pods = self.ready_pods(APP_SELECTOR)
             return pods if len(pods) == replicas else None
 
-        return wait_for(ready, 120, f"{replicas} ready app pods")
+        return self.wait_for(ready, 120, f"{replicas} ready app pods")
 
     def app_pod(self) -> str:
         return self.ready_pods(APP_SELECTOR)[0]
@@ -256,15 +275,42 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
         network.close()
 
 
+def run_quick_start(backend: Backend, lines: list[str], budget: float) -> None:
+    """Every command of the quick start in order, all within ``budget`` seconds. A command that
+    fails or does not finish is reported with its output so far and what the cluster says
+    (pods, events, the operator's last log lines), before pytest's own timeout could fire."""
+    deadline = time.monotonic() + budget
+    for line in lines:
+        if line.startswith("#") or backend.skip_readme_line(line):
+            continue
+        remaining = deadline - time.monotonic()
+        try:
+            done = backend.run_readme_line(line, timeout=max(remaining, 1.0))
+        except subprocess.TimeoutExpired as expired:
+            output = _text(expired.stdout) + _text(expired.stderr)
+            problem = f"did not finish within the install's {budget:g} s"
+        else:
+            if done.returncode == 0:
+                continue
+            output = done.stdout + done.stderr
+            problem = f"exited with {done.returncode}"
+        report = backend.diagnostics(OPERATOR_SELECTOR, (OPERATOR_NS, NS))
+        pytest.fail(
+            f"README command {problem}: {line}\n--- its output so far ---\n"
+            f"{output.rstrip() or '(none)'}\n{report}",
+            pytrace=False,
+        )
+
+
+def _text(output: str | bytes | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+
+
 @pytest.fixture(scope="module")
 def install(backend: Backend) -> Iterator[Install]:
     """The README's Kubernetes quick start, every command as written, in order."""
     lines = readme_quick_start()
-    for line in lines:
-        if line.startswith("#") or backend.skip_readme_line(line):
-            continue
-        done = backend.run_readme_line(line)
-        assert done.returncode == 0, f"README command failed: {line}\n{done.stdout}{done.stderr}"
+    run_quick_start(backend, lines, INSTALL_BUDGET_S)
     with backend.api_client() as api:
         yield Install(backend, api, lines)
 
@@ -284,7 +330,7 @@ def test_readme_quick_start_brings_the_cluster_ready_with_3_endpoints(install: I
         # Every column the README shows but AGE, which depends on when you look.
         return table if [r[:-1] for r in table] == [r[:-1] for r in expected] else None
 
-    table = wait_for(shown, 300, f"`{command[-1]}` to show {expected}", interval=2)
+    table = install.wait_for(shown, WAIT_SHOWN_S, f"`{command[-1]}` to show {expected}", interval=2)
     # Both app pods' sidecars hold the list and see a healthy backend.
     assert table[1][:6] == ["graph", "3", "3", "2", "EndpointsAvailable", "2"]
 
@@ -301,7 +347,7 @@ def test_app_pods_get_the_sidecar_injected_as_a_native_sidecar(install: Install)
 
 def test_app_requests_are_answered_and_spread_over_all_3_servers(install: Install) -> None:
     pods = install.wait_apps()
-    wait_for(
+    install.wait_for(
         lambda: all("count 1" in install.backend.logs(NS, p, "app") for p in pods),
         60,
         "the example app's own loop to print `count 1` in every app pod",
@@ -323,7 +369,7 @@ def test_scaling_up_to_4_the_new_server_takes_traffic(install: Install) -> None:
     ready = install.wait_servers(4)
     new = "gremlin-3"
     assert new in ready
-    wait_for(
+    install.wait_for(
         lambda: all(len(install.sidecar_hosts(p)) == 4 for p in install.ready_pods(APP_SELECTOR)),
         60,
         "every sidecar to list 4 servers",
@@ -403,11 +449,11 @@ def test_killing_the_operator_keeps_traffic_flowing_and_the_new_operator_resumes
         ready = install.ready_pods(OPERATOR_SELECTOR, OPERATOR_NS)
         return ready if ready and not set(ready) & set(old) else None
 
-    wait_for(new_operator, 180, "a new, ready operator pod")
+    install.wait_for(new_operator, 180, "a new, ready operator pod")
     # The new operator does its job: a server added now reaches every sidecar.
     install.scale_servers(4)
     install.wait_servers(4)
-    wait_for(
+    install.wait_for(
         lambda: all(len(install.sidecar_hosts(p)) == 4 for p in install.ready_pods(APP_SELECTOR)),
         90,
         "every sidecar to hear of the 4th server from the new operator",
@@ -427,7 +473,7 @@ def test_deleting_the_gremlincluster_removes_its_token_secret(install: Install) 
             return bool(error.status == 404)
         return False
 
-    wait_for(secret_gone, 60, "the token Secret to be deleted")
+    install.wait_for(secret_gone, 60, "the token Secret to be deleted")
     # The sidecars keep their last list: deleting the cluster never cuts traffic.
     result = install.load(seconds=4).result()
     assert result["failed"] == 0, result
@@ -456,7 +502,9 @@ def test_a_pod_the_node_cannot_run_says_why_and_its_deletion_completes(install: 
             else None
         )
 
-    reason = wait_for(waiting_reason, 120, "the pod's container to say why it is not running")
+    reason = install.wait_for(
+        waiting_reason, 120, "the pod's container to say why it is not running"
+    )
     assert reason
     install.backend.kubectl("delete", "namespace", namespace, "--wait=false")
 
@@ -467,7 +515,7 @@ def test_a_pod_the_node_cannot_run_says_why_and_its_deletion_completes(install: 
             return bool(error.status == 404)
         return False
 
-    wait_for(gone, 180, f"namespace {namespace} to finish terminating", interval=1)
+    install.wait_for(gone, 180, f"namespace {namespace} to finish terminating", interval=1)
 
 
 def test_deleting_the_namespace_completes(install: Install) -> None:
@@ -480,4 +528,4 @@ def test_deleting_the_namespace_completes(install: Install) -> None:
             return bool(error.status == 404)
         return False
 
-    wait_for(gone, 180, f"namespace {NS} to finish terminating", interval=1)
+    install.wait_for(gone, 180, f"namespace {NS} to finish terminating", interval=1)
