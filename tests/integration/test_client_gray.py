@@ -12,7 +12,7 @@ import pytest
 from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
 from gremlin_python.driver.protocol import GremlinServerError
 from gremlin_python.process.anonymous_traversal import traversal
-from gremlin_python.process.graph_traversal import GraphTraversalSource, __
+from gremlin_python.process.graph_traversal import GraphTraversalSource
 
 from gremlinlb import (
     HealthCheckSettings,
@@ -24,7 +24,7 @@ from gremlinlb.core import EventKind, HostEvent, HostState, Outcome, ResponseTim
 from gremlinlb.devservers import GremlinServerProcess
 from gremlinlb.devservers.faults import FaultProxy
 from tests.client_support import answered_by, count_label, fast_settings, serving
-from tests.helpers import name_servers, wait_until
+from tests.helpers import endless_read, name_servers, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -77,17 +77,6 @@ def read_load(g: GraphTraversalSource, reads: int) -> Callable[[int], None]:
             assert g.inject(value).to_list() == [value]
 
     return work
-
-
-def endless_read(g: GraphTraversalSource, server_timeout_ms: int) -> GraphTraversalSource:
-    """A read-only traversal that loops until the server's evaluationTimeout stops it."""
-    looping: GraphTraversalSource = (
-        g.with_("evaluationTimeout", server_timeout_ms)
-        .inject(1)
-        .repeat(__.identity())
-        .until(__.is_(2))
-    )
-    return looping
 
 
 def test_a_read_slower_than_request_timeout_runs_once_and_leaves_every_host_healthy(

@@ -225,6 +225,17 @@ class Install:
         ]
         return self.backend.served(NS, pods)
 
+    def served_since(self, before: dict[str, int], at_least: int) -> dict[str, int]:
+        """What each server counted since `before`, once they count `at_least` requests in all
+        (the servers write their counters once a second)."""
+
+        def counted() -> dict[str, int] | None:
+            after = self.served()
+            since = {pod: after[pod] - before.get(pod, 0) for pod in after}
+            return since if sum(since.values()) >= at_least else None
+
+        return wait_for(counted, 30, f"the servers to count {at_least} requests")
+
     def sidecar_hosts(self, pod: str) -> list[str]:
         script = (
             # The injected sidecar serves its admin API over TLS (the push CA's certificate);
@@ -354,9 +365,7 @@ def test_app_requests_are_answered_and_spread_over_all_3_servers(install: Instal
     )
     before = install.served()
     result = install.load(seconds=8).result()
-    time.sleep(2.5)  # the servers write their counters once a second
-    after = install.served()
-    served = {pod: after[pod] - before.get(pod, 0) for pod in after}
+    served = install.served_since(before, result["ok"])
     assert result["failed"] == 0, result
     assert len(served) == 3
     # Health checks are a few per server in this window; the load is hundreds of requests.
@@ -376,10 +385,9 @@ def test_scaling_up_to_4_the_new_server_takes_traffic(install: Install) -> None:
     )
     before = install.served()
     result = install.load(seconds=6).result()
-    time.sleep(2.5)
-    after = install.served()
+    served = install.served_since(before, result["ok"])
     assert result["failed"] == 0, result
-    assert after[new] - before.get(new, 0) >= result["ok"] / 8, (before, after, result)
+    assert served[new] >= result["ok"] / 8, (before, served, result)
 
 
 def test_scaling_down_to_2_drains_the_removed_servers_with_no_failed_request(
@@ -405,8 +413,9 @@ def test_scaling_down_to_2_drains_the_removed_servers_with_no_failed_request(
 
     watcher = threading.Thread(target=watch_endpoints, daemon=True)
     watcher.start()
+    before = install.served()
     load = install.load(seconds=25)
-    time.sleep(3)
+    install.served_since(before, 100)  # the load is being served
     install.scale_servers(2)
     install.wait_servers(2)
     result = load.result()
@@ -422,8 +431,9 @@ def test_scaling_down_to_2_drains_the_removed_servers_with_no_failed_request(
 
 def test_deleting_a_gremlin_pod_under_load_fails_no_read(install: Install) -> None:
     install.wait_servers(3)
+    before = install.served()
     load = install.load(seconds=25)
-    time.sleep(3)
+    install.served_since(before, 100)  # the load is being served
     install.backend.kubectl("delete", "pod", "-n", NS, "gremlin-0", "--wait=false")
     result = load.result()
     assert result["failed"] == 0, result
@@ -436,8 +446,9 @@ def test_killing_the_operator_keeps_traffic_flowing_and_the_new_operator_resumes
 ) -> None:
     old = install.ready_pods(OPERATOR_SELECTOR, OPERATOR_NS)
     assert old
+    before = install.served()
     load = install.load(seconds=20)
-    time.sleep(2)
+    install.served_since(before, 100)  # the load is being served
     install.backend.kubectl(
         "delete", "pod", "-n", OPERATOR_NS, "-l", OPERATOR_SELECTOR, "--wait=false"
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -22,8 +21,6 @@ from gremlin_python.driver.client import Client
 from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
 from gremlin_python.driver.protocol import GremlinServerError
 from gremlin_python.process.anonymous_traversal import traversal
-from gremlin_python.process.graph_traversal import __
-from gremlin_python.process.traversal import P
 from gremlinlb.sidecar import frames
 from gremlinlb.sidecar.backend import BackendOptions
 from gremlinlb.sidecar.config import SidecarConfig
@@ -34,7 +31,7 @@ from gremlinlb.sidecar.testing import SidecarThread
 from gremlinlb.core import BalancerSettings, HealthCheckSettings, HostState, parse_endpoint
 from gremlinlb.devservers import GremlinServerProcess
 from gremlinlb.devservers.faults import FaultProxy
-from tests.helpers import wait_until
+from tests.helpers import endless_read, wait_until
 from tests.integration.test_sidecar_faults import Load
 
 pytestmark = pytest.mark.integration
@@ -79,33 +76,17 @@ def counting_proxies(servers: Sequence[GremlinServerProcess]) -> Iterator[list[F
             proxy.stop_thread()
 
 
-def complete_graph(server: GremlinServerProcess, size: int = 10) -> None:
-    """`size` vertices, each with an edge to every other: path counts grow as size^hops."""
-    connection = DriverRemoteConnection(server.url, "g")
-    try:
-        g = traversal().with_(connection)
-        for i in range(size):
-            g.add_v("n").property("i", i).iterate()
-        g.V().has_label("n").as_("a").V().has_label("n").where(P.neq("a")).add_e("e").from_(
-            "a"
-        ).iterate()
-    finally:
-        connection.close()
-
-
 def test_query_slower_than_the_timeout_runs_once_and_leaves_every_host_healthy(
     servers: Sequence[GremlinServerProcess], counting_proxies: list[FaultProxy]
 ) -> None:
-    for server in servers:
-        complete_graph(server)
     config = config_at([p.address for p in counting_proxies])
     with SidecarThread(config) as sidecar:
         wait_until(lambda: all_healthy(sidecar), 10, "every host to pass its first probe")
         connection = DriverRemoteConnection(sidecar.url, "g")
         try:
             g = traversal().with_(connection)
-            # 590,490 paths: seconds of work on any server, far over request_timeout=1s.
-            slow = g.V().repeat(__.out()).times(5).path().count().is_(P.neq(PADDING))
+            # Loops until the server stops it after 5 s, far over request_timeout=1s.
+            slow = endless_read(g, 5000, never=PADDING)
             with pytest.raises(GremlinServerError) as raised:
                 slow.next()
             next_answer = g.V().has_label("server").count().next()
@@ -326,21 +307,27 @@ def test_writes_are_never_hedged_or_re_sent_when_a_server_hangs(
         writers = [threading.Thread(target=write, args=(c,)) for c in range(4)]
         for writer in writers:
             writer.start()
-        time.sleep(0.3)
+        wait_until(lambda: len(answered) >= 4, 30, "the writes to be answered")
         victim.pause()
-        time.sleep(3.0)
+        wait_until(lambda: bool(failed), 30, "a write to time out on the paused server")
         victim.resume()
         for writer in writers:
             writer.join(120)
         hedges = metric(sidecar, "gremlinlb_sidecar_hedges_sent_total")
-    time.sleep(1.0)  # writes the paused server had queued run now
     found: Counter[str] = Counter()
-    for server in servers:
-        connection = DriverRemoteConnection(server.url, "g")
-        try:
-            found.update(traversal().with_(connection).V().has_label("w").values("n").to_list())
-        finally:
-            connection.close()
+
+    def every_write_ran() -> bool:  # also those the paused server had queued, which run now
+        found.clear()
+        for server in servers:
+            connection = DriverRemoteConnection(server.url, "g")
+            try:
+                g = traversal().with_(connection)
+                found.update(g.V().has_label("w").values("n").to_list())
+            finally:
+                connection.close()
+        return set(found) == set(answered) | set(failed)
+
+    wait_until(every_write_ran, 30, "every write to have run")
     assert len(answered) + len(failed) == 160
     assert max(found.values()) == 1  # nothing ran twice
     assert set(answered) <= set(found)
@@ -358,7 +345,7 @@ def test_long_statement_in_a_session_answers_that_request_and_keeps_the_session(
             session.submit("x = 41").all().result(10)
             with pytest.raises(GremlinServerError) as raised:
                 session.submit("Thread.sleep(4000); 'late'").all().result(15)
-            time.sleep(1.5)  # the statement ends on the server; the session runs one at a time
+            # Sent while the late statement still runs: the session runs one at a time.
             after = session.submit("x + 1").all().result(15)
         finally:
             session.close()

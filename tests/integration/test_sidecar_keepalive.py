@@ -21,7 +21,7 @@ from gremlinlb.sidecar.testing import SidecarThread
 from gremlinlb.core import BalancerSettings, HealthCheckSettings, parse_endpoint
 from gremlinlb.devservers import GremlinServerProcess
 from gremlinlb.devservers.faults import FaultProxy
-from tests.client_support import count_label
+from tests.client_support import count_label, outlast_idle_close
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ def writes_until(
     return errors
 
 
-def test_backend_connections_behind_an_idle_closing_proxy_are_kept_open_through_5_s_idle(
+def test_backend_connections_behind_an_idle_closing_proxy_are_kept_open_past_its_idle_close(
     idle_closing_proxy: FaultProxy, fleet: Sequence[GremlinServerProcess]
 ) -> None:
     config = config_at(idle_closing_proxy.address, keepalive_interval=0.5)
@@ -63,7 +63,7 @@ def test_backend_connections_behind_an_idle_closing_proxy_are_kept_open_through_
             for i in range(8):
                 g.add_v("before").property("i", i).iterate()
             opened = idle_closing_proxy.counters.accepted
-            time.sleep(5.0)
+            outlast_idle_close(idle_closing_proxy)
             errors: list[BaseException] = []
             for i in range(8):
                 try:
@@ -74,9 +74,10 @@ def test_backend_connections_behind_an_idle_closing_proxy_are_kept_open_through_
             connection.close()
     assert errors == []
     assert count_label(fleet[0], "after") == 8
-    assert idle_closing_proxy.counters.idle_closed == 0  # the pings kept every connection open
+    # The witness alone was closed: the pings kept every connection open...
+    assert idle_closing_proxy.counters.idle_closed == 1
     # ... and the server answered them: a missing pong would have closed and reopened one
-    assert idle_closing_proxy.counters.accepted == opened
+    assert idle_closing_proxy.counters.accepted == opened + 1  # (+1: the witness)
 
 
 def test_pooled_connections_past_max_age_are_replaced_under_load_without_a_failed_request(

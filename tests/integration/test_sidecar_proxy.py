@@ -10,7 +10,6 @@ import asyncio
 import json
 import socket
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -39,6 +38,7 @@ from gremlinlb.sidecar.testing import SidecarThread
 
 from gremlinlb.core import BalancerSettings, HealthCheckSettings, HostState, parse_endpoint
 from gremlinlb.devservers import Fleet, GremlinServerProcess
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -482,10 +482,9 @@ def test_session_lease_ends_when_its_client_leaves(sidecar: SidecarThread) -> No
     assert gremlin.submit("x").all().result(10) == [41]  # same session, same server
     assert sum(h.in_flight for h in sidecar.balancer.hosts()) == 1
     gremlin.close()
-    deadline = time.monotonic() + 5
-    while sum(h.in_flight for h in sidecar.balancer.hosts()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert sum(h.in_flight for h in sidecar.balancer.hosts()) == 0
+    wait_until(
+        lambda: sum(h.in_flight for h in sidecar.balancer.hosts()) == 0, 5, "the session's end"
+    )
 
 
 def test_text_frames_are_answered_with_text_frames_carrying_the_clients_id(
@@ -534,7 +533,11 @@ def test_an_upgraded_connection_idle_longer_than_the_handshake_timeout_stays_ope
         gremlin = Client(sidecar.url, "g", pool_size=1)
         try:
             assert gremlin.submit("1").all().result(10) == [1]
-            time.sleep(2.0)
+            # Idle until the handshake timeout demonstrably passed: a connection opened after
+            # ours, that never upgrades, is closed by it.
+            host, port = sidecar.sidecar.address.rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=30) as stalled:
+                assert stalled.recv(1024) == b""
             assert gremlin.submit("2").all().result(10) == [2]
         finally:
             gremlin.close()

@@ -106,7 +106,7 @@ def test_a_burst_of_changes_is_coalesced_into_the_latest_list() -> None:
         group = PushGroup("ns/c", sidecars, asyncio.Semaphore(4), backoff=FAST)
         group.set_targets({"ns/p": "http://s"})
         group.set_payload(payload(1))
-        await asyncio.sleep(0.01)  # generation 1 is in flight
+        await wait_until(lambda: seen == [1])  # generation 1 is in flight
         for generation in range(2, 10):
             group.set_payload(payload(generation, f"10.0.0.{generation}:8182"))
         gate.set()
@@ -176,8 +176,7 @@ def test_a_poke_pushes_again_to_a_sidecar_that_had_the_list() -> None:
         group.set_payload(payload(1))
         await settle(group, 1, ["ns/p"])
         group.poke("ns/p")  # e.g. its sidecar container restarted
-        await asyncio.sleep(0.05)
-        assert sidecars.received["http://s"] == [1, 1]
+        await wait_until(lambda: sidecars.received["http://s"] == [1, 1])
         await group.close()
 
     asyncio.run(scenario())
@@ -306,6 +305,8 @@ def test_without_a_health_reader_a_synced_sidecar_is_left_alone() -> None:
         group.set_targets({"ns/p": "http://s"})
         group.set_payload(payload(1))
         await settle(group, 1, ["ns/p"])
+        # Something must NOT happen (a second push), so time must pass: there is no event to
+        # wait on. 0.05 s is many turns of the event loop, in which a re-push would be sent.
         await asyncio.sleep(0.05)
         assert sidecars.received["http://s"] == [1]
         assert group.statuses()[0].health is None

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the Go driver program (main.go, gremlin-go from go.mod/go.sum) into the git-ignored cache,
-# for tests/integration/test_sidecar_go_driver.py:
+# for tests/integration/test_sidecar_drivers.py:
 #
 #   $CACHE/go-driver/bin/sidecar-go-driver   (+ a .built marker holding the hash of the inputs)
 #

@@ -1,5 +1,5 @@
 // The official Go Gremlin driver (gremlin-go) against one Gremlin endpoint (the sidecar), for the
-// sidecar's integration tests (tests/integration/test_sidecar_go_driver.py). Built by build.sh.
+// sidecar's integration tests (tests/integration/test_sidecar_drivers.py). Built by build.sh.
 //
 //	sidecar-go-driver URL MODE [COUNT]
 //

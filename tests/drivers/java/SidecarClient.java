@@ -1,5 +1,5 @@
 // The official Java Gremlin driver against one Gremlin endpoint (the sidecar), for the sidecar's
-// integration tests (tests/integration/test_sidecar_java_driver.py). Built by build.sh beside it.
+// integration tests (tests/integration/test_sidecar_drivers.py). Built by build.sh beside it.
 //
 //   java -cp <classes>:<lib>/* SidecarClient HOST PORT SERIALIZER MODE [COUNT]
 //

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetch the official Java Gremlin driver with Maven and compile SidecarClient.java, into the
-# git-ignored cache (used by tests/integration/test_sidecar_java_driver.py):
+# git-ignored cache (used by tests/integration/test_sidecar_drivers.py):
 #
 #   $CACHE/java-driver/lib/*.jar       gremlin-driver and its runtime jars (+ a .complete marker)
 #   $CACHE/java-driver/classes/        SidecarClient.class and logback.xml (+ a .built marker)
