@@ -234,7 +234,7 @@ class Install:
             since = {pod: after[pod] - before.get(pod, 0) for pod in after}
             return since if sum(since.values()) >= at_least else None
 
-        return wait_for(counted, 30, f"the servers to count {at_least} requests")
+        return self.wait_for(counted, 30, f"the servers to count {at_least} requests")
 
     def sidecar_hosts(self, pod: str) -> list[str]:
         script = (
