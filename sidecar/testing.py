@@ -33,11 +33,14 @@ class SidecarThread:
         self._thread = threading.Thread(target=self._loop.run_forever, name="gremlinlb-sidecar")
         self._stopped = False
 
-    def start(self, timeout: float = 30.0) -> SidecarThread:
-        """Serve, and return once every configured host had its first probe (hosts join
-        unprobed and take no request before), so tests meet a settled rotation."""
+    def start(self, timeout: float = 30.0, *, settle: bool = True) -> SidecarThread:
+        """Serve, and return once every configured host had its first probe, so tests meet a
+        settled rotation; `settle=False` returns as soon as the sidecar listens, as a freshly
+        started process would be used (specs of the first requests need that)."""
         self._thread.start()
         self.call(self.sidecar.start(), timeout)
+        if not settle:
+            return self
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and any(
             h.state is HostState.JOINING for h in self.balancer.hosts()

@@ -25,6 +25,8 @@ from gremlinlb import (
 )
 from gremlinlb.core import HostState
 from gremlinlb.devservers import GremlinServerProcess
+from gremlinlb.devservers.faults import FaultProxy
+from gremlinlb.devservers.server import ephemeral_port
 from tests.client_support import answered_by, count_label, fast_settings, serving, values
 from tests.helpers import name_servers, wait_until
 
@@ -47,6 +49,41 @@ def test_traversals_rotate_over_three_servers_in_exact_order(
     order = [answered_by(g) for _ in range(6)]
     names = [s.address for s in servers]
     assert order == names + names
+
+
+def test_fresh_client_spreads_its_first_traversals_evenly_in_strict_rotation(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    """The README's promise holds from the first traversal, not only once the hosts' first
+    probes happen to be in: the first 3 x 10 traversals go 10 to each, in the given order."""
+    rr = RoundRobinClientRemoteConnection([s.address for s in servers], settings=fast_settings())
+    try:
+        g = traversal().with_(rr)
+        order = [answered_by(g) for _ in range(30)]
+    finally:
+        rr.close()
+    assert order == [s.address for s in servers] * 10
+
+
+def test_fresh_client_with_an_initial_host_down_serves_its_first_traversals_on_the_others(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    """A listed host with nothing listening ends its first probe at once (refused): the first
+    traversals neither wait for the connect timeout (30 s here) nor go to it, and rotate over
+    the live hosts. The first live one answers through a 0.3 s delay, so its first probe ends
+    after the other's, as a cold JVM's does: today's race made visible, not left to chance."""
+    dead = f"127.0.0.1:{ephemeral_port()}"
+    with FaultProxy(servers[0].address, answer_delay=0.3) as late:
+        listed = [late.address, dead, servers[1].address]
+        rr = RoundRobinClientRemoteConnection(listed, settings=fast_settings(connect_timeout=30.0))
+        try:
+            g = traversal().with_(rr)
+            order = [answered_by(g) for _ in range(10)]
+            dead_host = next(h for h in rr.hosts() if h.endpoint.address == dead)
+        finally:
+            rr.close()
+    assert order == [servers[0].address, servers[1].address] * 5
+    assert (dead_host.state, dead_host.requests) == (HostState.DOWN, 0)
 
 
 def test_with_remote_still_works_for_older_code(rr: RoundRobinClientRemoteConnection) -> None:

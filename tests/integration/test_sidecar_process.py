@@ -20,7 +20,8 @@ from gremlin_python.driver.client import Client
 from gremlin_python.driver.protocol import GremlinServerError
 
 from gremlinlb.devservers import Fleet, GremlinServerProcess
-from tests.helpers import wait_until
+from gremlinlb.devservers.faults import FaultProxy
+from tests.helpers import name_servers, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -139,6 +140,14 @@ def wait_in_flight(sidecar: SidecarProcess, count: int, timeout: float = 10.0) -
     )
 
 
+def ready(sidecar: SidecarProcess) -> bool:
+    """Whether the sidecar answers its readiness probe with 200 (not yet listening: False)."""
+    try:
+        return get(f"{sidecar.admin}/readyz")[0] == 200
+    except OSError:
+        return False
+
+
 def refused(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
@@ -213,6 +222,27 @@ def test_sigterm_answers_what_is_left_after_the_grace_period_with_a_final_error(
     assert raised.value.status_code == 500
     assert "stopped before the backend answered" in raised.value.status_message
     assert sidecar.wait() == 0
+
+
+def test_fresh_sidecar_process_spreads_its_first_requests_evenly_in_strict_rotation(
+    spawn: Any, servers: Sequence[GremlinServerProcess]
+) -> None:
+    """Used as soon as its readiness probe passes (what a Service waits for), a sidecar started
+    with --endpoints sends the first 3 x 10 requests 10 to each server, in the listed order.
+    The first server answers through a 0.3 s delay, so its first probe ends after the others',
+    as a cold JVM's does: the first requests come before every first probe is in."""
+    name_servers(servers)
+    with FaultProxy(servers[0].address, answer_delay=0.3) as late:
+        listed = ",".join([late.address, *(s.address for s in servers[1:])])
+        sidecar = spawn("--endpoints", listed)
+        wait_until(lambda: ready(sidecar), 30, "the sidecar's readiness")
+        gremlin = Client(sidecar.url, "g", pool_size=1)
+        try:
+            who = "g.V().hasLabel('server').values('name')"
+            order = [gremlin.submit(who).all().result(30)[0] for _ in range(30)]
+        finally:
+            gremlin.close()
+    assert order == [s.address for s in servers] * 10
 
 
 def test_state_dir_keeps_the_last_accepted_host_list_across_a_restart(

@@ -38,6 +38,8 @@ from gremlinlb.sidecar.testing import SidecarThread
 
 from gremlinlb.core import BalancerSettings, HealthCheckSettings, HostState, parse_endpoint
 from gremlinlb.devservers import Fleet, GremlinServerProcess
+from gremlinlb.devservers.faults import FaultProxy
+from gremlinlb.devservers.server import ephemeral_port
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -181,6 +183,61 @@ def test_requests_on_one_client_connection_rotate_over_every_server(
     finally:
         connection.close()
     assert served == {s.address: 10 for s in servers}
+
+
+def test_fresh_sidecar_spreads_its_first_requests_evenly_in_strict_rotation(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    """Used the moment it listens (its hosts' first probes not awaited by the test), the
+    sidecar still sends the first 3 x 10 requests 10 to each server, in the listed order. The
+    first server answers through a 0.3 s delay, so its first probe ends after the others', as a
+    cold JVM's does: the first requests come before every first probe is in."""
+    with FaultProxy(servers[0].address, answer_delay=0.3) as late:
+        config = fast_config(servers)
+        config = replace(config, endpoints=(parse_endpoint(late.address), *config.endpoints[1:]))
+        runner = SidecarThread(config)
+        try:
+            runner.start(settle=False)
+            connection = remote(runner.url, pool_size=1)
+            try:
+                g = traversal().with_(connection)
+                order = [answered_by(g) for _ in range(30)]
+            finally:
+                connection.close()
+        finally:
+            runner.stop()
+    assert order == [s.address for s in servers] * 10
+
+
+def test_fresh_sidecar_with_an_initial_host_down_serves_its_first_requests_on_the_others(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    """A listed host with nothing listening ends its first probe at once (refused): the first
+    requests neither wait for the connect timeout (30 s here) nor go to it, and rotate over
+    the live hosts. The first live one answers through a 0.3 s delay, so its first probe ends
+    after the other's, as a cold JVM's does: today's race made visible, not left to chance."""
+    dead = parse_endpoint(f"127.0.0.1:{ephemeral_port()}")
+    with FaultProxy(servers[0].address, answer_delay=0.3) as late:
+        config = fast_config(servers)
+        config = replace(
+            config,
+            endpoints=(parse_endpoint(late.address), dead, config.endpoints[1]),
+            settings=replace(config.settings, connect_timeout=30.0),
+        )
+        runner = SidecarThread(config)
+        try:
+            runner.start(settle=False)
+            connection = remote(runner.url, pool_size=1)
+            try:
+                g = traversal().with_(connection)
+                order = [answered_by(g) for _ in range(10)]
+            finally:
+                connection.close()
+            dead_host = next(h for h in runner.balancer.hosts() if h.endpoint == dead)
+        finally:
+            runner.stop()
+    assert order == [servers[0].address, servers[1].address] * 5
+    assert (dead_host.state, dead_host.requests) == (HostState.DOWN, 0)
 
 
 def test_graphbinary_and_graphson_clients_are_served_at_the_same_time(

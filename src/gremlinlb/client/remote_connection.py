@@ -127,8 +127,13 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
             keepalive=self._keepalive,
         )
         self._serializer = message_serializer or GraphBinarySerializersV1()
-        self._balancer = Balancer(settings=settings, zone=zone, clients=client_zones)
-        self._hosts: dict[Endpoint, HostConnection] = {}
+        # Given to the core's constructor, the hosts form its first round: they join together,
+        # so the first traversals rotate over all that pass their first probe (which the health
+        # loop starts at once), not only over the first to pass.
+        self._balancer = Balancer(parsed, settings=settings, zone=zone, clients=client_zones)
+        self._hosts: dict[Endpoint, HostConnection] = {
+            endpoint: HostConnection(endpoint, self._options) for endpoint in parsed
+        }
         self._hosts_lock = threading.Lock()
         self._sessions: list[PinnedSession] = []
         self._watching: dict[Lease, _Request] = {}  # attempts in flight -> their request
@@ -136,8 +141,6 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="gremlinlb-submit")
         self._health = HealthLoop(self._balancer, self._options)
         self._balancer.subscribe(self._on_host_event)
-        for endpoint in parsed:
-            self.add_host(endpoint.text)
         self._health.start()
         self._keepalive.start()
 
@@ -203,7 +206,9 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
     # -- host management (seed API) ------------------------------------------------------
 
     def add_host(self, endpoint: str) -> bool:
-        """Add a server at runtime; it gets traffic on its next turn. False if already present."""
+        """Add a server at runtime; it gets traffic on its next turn once its first probe
+        passed (requests do not wait for it, unlike for the hosts given to the constructor).
+        False if already present."""
         parsed = parse_endpoint(endpoint)
         with self._hosts_lock:
             if parsed not in self._hosts:

@@ -32,6 +32,7 @@ from gremlinlb.core.endpoints import Endpoint, HostState, Role, parse_endpoint
 from gremlinlb.core.errors import (
     AllHostsTriedError,
     BalancerClosedError,
+    BufferFullError,
     BufferTimeoutError,
     NoHealthyEndpointError,
     UnknownEndpointError,
@@ -195,9 +196,11 @@ class Balancer:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        """`zone` is the client's own zone (per process: a sidecar's node, an application's
-        host), which zone-aware routing prefers; None when unknown. `clients` is how many
-        clients of these hosts run in each zone (see :meth:`set_client_zones`)."""
+        """`endpoints` join together as the first round (see `first_round`): requests wait
+        for their first probe results, so round-robin holds from the first request. `zone` is
+        the client's own zone (per process: a sidecar's node, an application's host), which
+        zone-aware routing prefers; None when unknown. `clients` is how many clients of these
+        hosts run in each zone (see :meth:`set_client_zones`)."""
         self._settings = settings or BalancerSettings()
         self._clock = clock
         self._zone = zone or None
@@ -236,8 +239,14 @@ class Balancer:
         self._closed = False
         # which hosts lack which traversal source (fed by the adapters' health loops)
         self.sources = TraversalSources()
+        # The first round: the hosts given here whose first probe result is not in yet, and
+        # until when requests wait for them (see `first_round`).
+        self._first_round: set[Endpoint] = set()
+        self._first_round_opened = -math.inf
+        self._first_round_until = -math.inf
         for endpoint in endpoints:
             self.add(endpoint)
+        self._open_first_round()
 
     # -- configuration -------------------------------------------------------------------
 
@@ -299,6 +308,7 @@ class Balancer:
             starts = [h.ramp_start for h in self._ring if h.ramp_start is not None]
             self._ramps_end = max(starts, default=-math.inf) + settings.slow_start
             if not settings.health.enabled:  # nobody will probe joining hosts any more
+                self._first_round.clear()
                 now = self._clock()
                 for host in self._ring:
                     if host.state is HostState.JOINING:
@@ -314,7 +324,8 @@ class Balancer:
 
         It joins as JOINING and takes requests once its first probe passes (a listed host that
         accepts TCP and never answers gets no client request), or HEALTHY at once when health
-        checks are disabled.
+        checks are disabled. Hosts given to the constructor join together instead: see
+        `first_round`.
         """
         parsed = _as_endpoint(endpoint)
         with self._lock:
@@ -355,10 +366,14 @@ class Balancer:
                     f"cannot remove {parsed.address}: it is not one of the hosts ({known}); "
                     "hosts are matched by their full address, ws://host:port/path"
                 )
+            awaited = parsed in self._first_round
+            self._first_round.discard(parsed)  # the first round no longer waits for it
             if drain and host.in_flight > 0:
                 events = [self._set_state(host, HostState.DRAINING, "removed, draining")]
             else:
                 events = [self._drop(host)]
+            if awaited:
+                self._release_waiters()
         self._emit(events)
 
     def replace(self, endpoints: Iterable[Endpoint | str]) -> tuple[list[Endpoint], list[Endpoint]]:
@@ -485,6 +500,10 @@ class Balancer:
                 if now >= self._next_expiry:
                     events += self._expire(now)
                 write = write or session
+                if self._first_round and not exclude and not hedge:
+                    held = self._hold_for_first_round(size, now, session=session, write=write)
+                    if held is not None:
+                        return held
                 host = self._pick(self._skip_for_source(source, exclude), now, write=write)
                 if host is None and hedge:
                     raise NoHealthyEndpointError(
@@ -524,6 +543,8 @@ class Balancer:
         """A waiter gave up (deadline or cancel). False if it was released meanwhile; the
         caller then owns `waiter.lease` and must `release` it if it will not use it."""
         with self._lock:
+            if self._first_round:  # a first round past its bound hands out what it held first
+                self._release_waiters()
             return self._buffer.remove(waiter)
 
     def sent(self, lease: Lease) -> None:
@@ -637,6 +658,9 @@ class Balancer:
                 return []
             now = self._clock()
             events += self._expire(now)
+            if self._first_round and now >= self._first_round_until:
+                self._release_waiters()  # its bound passed: hand out what it held
+                self._first_round.clear()
             healthy = [h for h in self._ring if h.state is HostState.HEALTHY]
             if len(healthy) >= 2:
                 typical = {h.endpoint: h.typical() for h in healthy}
@@ -728,9 +752,13 @@ class Balancer:
         events: list[HostEvent] = []
         with self._lock:
             host = self._hosts.get(endpoint)
-            if host is None or host.state is HostState.DRAINING:
-                return
             now = self._clock()
+            first = endpoint in self._first_round and now < self._first_round_until
+            self._first_round.discard(endpoint)
+            if host is None or host.state is HostState.DRAINING:
+                if first:
+                    self._release_waiters()
+                return
             host.probing_since = None
             host.probed_at = now
             suspect, host.suspect = host.suspect, False
@@ -747,7 +775,10 @@ class Balancer:
             else:
                 new_state = host.health.record(state, ok)
             if new_state is HostState.HEALTHY and state is not HostState.HEALTHY:
-                events.append(self._enter_healthy(host, "probe passed", now))
+                # The first round's hosts ramp up from the same instant, its opening: all ramp
+                # alike, so none is gated against another and the rotation stays exact.
+                since = self._first_round_opened if first else now
+                events.append(self._enter_healthy(host, "probe passed", now, ramp_from=since))
             elif new_state is HostState.DOWN and state is not HostState.DOWN:
                 events.append(self._go_down(host, f"probe failed: {error or 'no answer'}", now))
             self._release_waiters()
@@ -770,7 +801,55 @@ class Balancer:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def first_round(self) -> list[Endpoint]:
+        """The hosts given to the constructor whose first probe result requests still wait for.
+
+        Round-robin from the first request: those hosts join together. While any of them has
+        no first probe result (passed or failed), a new request waits (with the buffered ones,
+        oldest first) instead of going to whichever host passed first; when the last result is
+        in, the waiting requests are handed out in turn over the hosts that passed, in the
+        order given. The wait is bounded by connect_timeout (and by the buffer's max_wait, so
+        no request times out for it) from construction: a host that does not answer its
+        first probe by then does not hold up the others, and joins when its probe passes, as
+        hosts added later do. Empty (nobody waits) once the round is over, with health checks
+        disabled, or with the buffer disabled (max_wait 0)."""
+        with self._lock:
+            if self._clock() >= self._first_round_until:
+                return []
+            return [h.endpoint for h in self._ring if h.endpoint in self._first_round]
+
     # -- internals (lock held) -----------------------------------------------------------
+
+    def _open_first_round(self) -> None:
+        """The constructor's hosts form the first round (see `first_round`)."""
+        if not self._settings.health.enabled:
+            return
+        joining = {h.endpoint for h in self._ring if h.state is HostState.JOINING}
+        bound = min(self._settings.connect_timeout, self._settings.buffer.max_wait)
+        if joining and bound > 0:
+            self._first_round = joining
+            self._first_round_opened = self._clock()
+            self._first_round_until = self._first_round_opened + bound
+
+    def _hold_for_first_round(
+        self, size: int | Callable[[], int], now: float, *, session: bool, write: bool
+    ) -> Waiter | None:
+        """A new request while the first round is open waits for it, with the buffered ones;
+        None when the round is over (its bound passed: what it held is handed out first) or
+        the buffer cannot take the request (it is then picked for at once, as before)."""
+        if now >= self._first_round_until:
+            self._release_waiters()
+            self._first_round.clear()
+            return None
+        try:
+            waiter = self._buffer.admit(
+                size() if callable(size) else size, now, session=session, write=write
+            )
+        except BufferFullError:
+            return None
+        self._budget.deposit(now)
+        return waiter
 
     def _admit(
         self,
@@ -1082,7 +1161,15 @@ class Balancer:
         if not len(self._buffer):
             return
         now = self._clock()
-        for waiter in self._buffer.expired(now):
+        expire = True
+        if self._first_round:
+            if now < self._first_round_until:
+                return  # nothing expires meanwhile: the round's bound is within max_wait
+            late = ", ".join(sorted(e.address for e in self._first_round))
+            log.info("first round over: no first probe result from %s in time", late)
+            self._first_round.clear()
+            expire = False  # they waited for the round, not for a healthy host
+        for waiter in self._buffer.expired(now) if expire else ():
             waiter.error = self._timeout_error(waiter)
             waiter.notify()
         blocked: set[bool] = set()  # kinds (write or not) with no host for now
@@ -1201,10 +1288,13 @@ class Balancer:
             self._next_expiry = min(self._next_expiry, host.down_until)
         return self._set_state(host, HostState.DOWN, reason)
 
-    def _enter_healthy(self, host: _Host, reason: str, now: float) -> HostEvent:
-        """Back in rotation: fresh outlier state, and slow start if it comes back."""
+    def _enter_healthy(
+        self, host: _Host, reason: str, now: float, *, ramp_from: float | None = None
+    ) -> HostEvent:
+        """Back in rotation: fresh outlier state, and slow start if it comes back (from
+        `ramp_from`, default now)."""
         if host.state in _RAMPED:
-            self._start_ramp(host, now)
+            self._start_ramp(host, now if ramp_from is None else ramp_from)
         host.failures_in_row = 0
         host.suspect = False
         host.recent.clear()  # judge it by what it does from now on
@@ -1285,6 +1375,7 @@ class Balancer:
         return HostEvent(EventKind.STATE_CHANGED, host.endpoint, state, previous, reason)
 
     def _drop(self, host: _Host) -> HostEvent:
+        self._first_round.discard(host.endpoint)
         del self._hosts[host.endpoint]
         self._count_topology(host.endpoint, -1)
         # The ring is sorted by seq: find the host by bisection, not by comparing every host.
