@@ -121,6 +121,10 @@ class _Host:
     probing_since: float | None = None
     ramp_start: float | None = None
     credit: float = 0.0
+    # While draining: the state it had before, and since when it drains (balancer clock). A
+    # host listed again returns to that state (see Balancer._relist).
+    drained_from: HostState | None = None
+    drained_at: float = 0.0
 
     @property
     def in_flight(self) -> int:
@@ -324,8 +328,8 @@ class Balancer:
                 self._retopology(existing, parsed)
             if existing is not None and existing.state is not HostState.DRAINING:
                 return False
-            if existing is not None:  # re-added while draining: it stays, and serves again
-                events = [self._set_state(existing, HostState.HEALTHY, "re-added")]
+            if existing is not None:  # listed again while draining: back where it stood
+                events = [self._relist(existing, self._clock())]
             else:
                 enabled = self._settings.health.enabled
                 host = _Host(
@@ -356,6 +360,9 @@ class Balancer:
                     "hosts are matched by their full address, ws://host:port/path"
                 )
             if drain and host.in_flight > 0:
+                if host.state is not HostState.DRAINING:
+                    host.drained_from = host.state
+                    host.drained_at = self._clock()
                 events = [self._set_state(host, HostState.DRAINING, "removed, draining")]
             else:
                 events = [self._drop(host)]
@@ -728,7 +735,12 @@ class Balancer:
         events: list[HostEvent] = []
         with self._lock:
             host = self._hosts.get(endpoint)
-            if host is None or host.state is HostState.DRAINING:
+            if host is None:
+                return
+            if host.state is HostState.DRAINING:
+                # The verdict is dropped, but the probe is over: listed again, the host is
+                # probed when due, not after a probe that could still be running would be lost.
+                host.probing_since = None
                 return
             now = self._clock()
             host.probing_since = None
@@ -1162,13 +1174,49 @@ class Balancer:
     def _may_eject(self, host: _Host) -> bool:
         """Within the share cap (at least one of 2+ hosts), and never the last healthy one."""
         active = [h for h in self._ring if h.state is not HostState.DRAINING]
-        if len(active) < 2:
-            return False
-        ejected = sum(1 for h in active if h.state is HostState.EJECTED)
-        cap = max(1, math.floor(self._settings.outlier.max_ejected_share * len(active)))
-        if ejected + 1 > cap:
+        if len(active) < 2 or not self._within_cap(host):
             return False
         return any(h is not host and h.state is HostState.HEALTHY for h in active)
+
+    def _within_cap(self, host: _Host) -> bool:
+        """Whether `host` may be ejected, or stay ejected, within max_ejected_share of the
+        hosts not draining (`host` counted among them, draining or not)."""
+        active = [h for h in self._ring if h.state is not HostState.DRAINING or h is host]
+        ejected = sum(1 for h in active if h is not host and h.state is HostState.EJECTED)
+        cap = max(1, math.floor(self._settings.outlier.max_ejected_share * len(active)))
+        return ejected + 1 <= cap
+
+    def _relist(self, host: _Host, now: float) -> HostEvent:
+        """A draining host listed again returns to the state it had before draining (a pod
+        flapping NotReady -> Ready): what the first listing learnt still holds.
+
+        Ejected, it stays out for the rest of its time and is probed then; unless others were
+        ejected in its place meanwhile and the share cap no longer has room for it: its
+        ejection ends, but it serves only once a probe passes (as a joining host). Down, it
+        waits for its probes; joining, for its first. Healthy, it serves at once, through a
+        new slow start if it was out for a slow-start window or longer (a shorter drain kept
+        it serving its requests, as warm as it was; a ramp it was in goes on). Without health
+        checks nothing probes: a joining host serves at once (slow start), ejected and down
+        ones return when their time is up.
+        """
+        state = host.drained_from or HostState.HEALTHY
+        host.drained_from = None
+        reason = "listed again while draining"
+        if state is HostState.EJECTED and not self._within_cap(host):
+            state = HostState.JOINING
+            host.ejected_until = None
+            host.probed_at = -math.inf  # probed at once, like a host whose time is up
+            reason += f"; its ejection ends (max_ejected_share), {state.value} until probed"
+        if state is HostState.HEALTHY:
+            if now - host.drained_at >= self._settings.slow_start:
+                self._start_ramp(host, now)
+            return self._set_state(host, state, reason)
+        if not self._settings.health.enabled:
+            if state is HostState.JOINING:
+                self._start_ramp(host, now)
+                return self._enter_healthy(host, f"{reason}; health checks disabled", now)
+            self._next_expiry = -math.inf  # recompute when it returns
+        return self._set_state(host, state, reason)
 
     def _eject(self, host: _Host, reason: str, detail: str, now: float) -> HostEvent:
         outlier = self._settings.outlier
