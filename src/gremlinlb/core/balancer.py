@@ -65,6 +65,9 @@ _MIN_HEDGE_SAMPLES = 20
 _HEDGE_REFRESH = 0.1
 # Slow start begins at this share of a full host (Envoy's min_weight_percent default).
 _SLOW_START_MIN_WEIGHT = 0.1
+# A ramping host's credit never exceeds this many requests' worth: one the policy keeps passing
+# over (two choices found it busier) banks no burst for later.
+_SLOW_START_MAX_CREDIT = 2.0
 # Peak-EWMA cost of a host with no data while no other host has any either.
 _DEFAULT_RTT = 0.01
 # Outcomes that are an answer from the host: it is alive and serving.
@@ -991,7 +994,8 @@ class Balancer:
     ) -> _Host | None:
         """The policy's pick among hosts that fit, in one candidate `group`. Hosts in slow
         start are gated by credit: each time one is considered it earns its current weight,
-        and it is taken when it has a whole request's worth."""
+        it is a candidate while it has a whole request's worth, and it spends that only when
+        the policy picks it (two choices may pass over a candidate)."""
         picker = self._picker
         if isinstance(picker, RoundRobin) and group != ("all", None):
             picker = self._cursors.get(group) or self._cursors.setdefault(group, RoundRobin())
@@ -1000,27 +1004,33 @@ class Balancer:
         window = self._settings.slow_start
         ramping = False
         full = False
+        candidates = 0
         for host in self._ring:
             if host.ramp_start is not None and (window <= 0 or now - host.ramp_start >= window):
                 host.ramp_start = None
             if fits(host):
+                candidates += 1
                 ramping = ramping or host.ramp_start is not None
                 full = full or host.ramp_start is None
         if not (ramping and full):  # all at full weight, or all ramping alike: no gating
             return picker.pick(self._ring, fits)
+        # Round-robin considers a host about once a round of picks; two choices consider every
+        # candidate on every pick, so there a host earns its weight over a round of picks.
+        per_turn = 1.0 if isinstance(picker, RoundRobin) else 1.0 / candidates
 
         def gated(host: _Host) -> bool:
             if not fits(host):
                 return False
             if host.ramp_start is None:
                 return True
-            host.credit += max(_SLOW_START_MIN_WEIGHT, (now - host.ramp_start) / window)
-            if host.credit >= 1.0:
-                host.credit -= 1.0
-                return True
-            return False
+            weight = max(_SLOW_START_MIN_WEIGHT, (now - host.ramp_start) / window)
+            host.credit = min(host.credit + weight * per_turn, _SLOW_START_MAX_CREDIT)
+            return host.credit >= 1.0
 
-        return picker.pick(self._ring, gated)
+        chosen = picker.pick(self._ring, gated)
+        if chosen is not None and chosen.ramp_start is not None:
+            chosen.credit -= 1.0  # spent by the host picked, not by every candidate
+        return chosen
 
     def _may_serve(self, host: _Host, write: bool) -> bool:
         """Whether `host` is a candidate at all for a request of this kind."""
