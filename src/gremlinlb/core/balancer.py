@@ -601,11 +601,13 @@ class Balancer:
         request started although it has been given newer requests: it is not serving. No when
         the host answers other requests meanwhile: this request is just a slow query, and a
         hedge would run it twice (Gremlin 3.x cannot cancel it). Also no once the lease ended,
-        for hedges themselves, sessions, or with hedging disabled. The caller still spends the
-        budget (`try_spend_extra`) before sending one.
+        for hedges themselves, sessions, requests that may write (a write sent twice may be
+        applied twice: the core says no even to an adapter that forgot to ask only for reads),
+        or with hedging disabled. The caller still spends the budget (`try_spend_extra`)
+        before sending one.
         """
         with self._lock:
-            if not self._settings.hedge.enabled or lease.hedge or lease.session:
+            if not self._settings.hedge.enabled or lease.hedge or lease.session or lease.write:
                 return False
             host = self._hosts.get(lease.endpoint)
             if host is None or lease not in host.leases:
