@@ -1370,9 +1370,10 @@ class Balancer:
     def _make_picker(self, policy: Policy) -> Picker:
         if policy is Policy.ROUND_ROBIN:
             return RoundRobin()
+        # Two choices draw from the balancer's rng: a seeded one makes every pick repeatable.
         if policy is Policy.LEAST_IN_FLIGHT:
-            return LeastInFlight()
-        return LeastCost(self._cost)
+            return LeastInFlight(self._rng)
+        return LeastCost(self._cost, self._rng)
 
 
 def _healthy(host: _Host) -> bool:
