@@ -32,10 +32,10 @@ def serving(
     return balancer
 
 
-def lease_on(balancer: Balancer, endpoint: Endpoint) -> Lease:
-    """A lease on exactly `endpoint` (the other hosts excluded)."""
+def lease_on(balancer: Balancer, endpoint: Endpoint, *, write: bool = True) -> Lease:
+    """A lease on exactly `endpoint` (the other hosts excluded); `write=False` for a read."""
     others = [e for e in balancer.endpoints() if e != endpoint]
-    lease = balancer.acquire(0, exclude=others)
+    lease = balancer.acquire(0, exclude=others, write=write)
     assert isinstance(lease, Lease), f"{endpoint} took no request"
     assert lease.endpoint == endpoint
     return lease

@@ -81,7 +81,7 @@ def test_only_a_hedge_lease_counts_as_a_hedge_won() -> None:
 def test_a_read_on_a_host_that_answers_nothing_while_given_more_deserves_a_hedge() -> None:
     clock = Clock()
     lb = serving([A, B], clock=clock)
-    slow = lease_on(lb, A)
+    slow = lease_on(lb, A, write=False)
     clock.advance(0.05)
     lease_on(lb, A)
     assert lb.should_hedge(slow)
@@ -90,7 +90,7 @@ def test_a_read_on_a_host_that_answers_nothing_while_given_more_deserves_a_hedge
 def test_a_slow_read_on_a_host_that_answers_others_gets_no_hedge() -> None:
     clock = Clock()
     lb = serving([A, B], clock=clock)
-    slow = lease_on(lb, A)
+    slow = lease_on(lb, A, write=False)
     answer(lb, clock, A, 0.05)
     lease_on(lb, A)
     assert not lb.should_hedge(slow)
@@ -99,23 +99,32 @@ def test_a_slow_read_on_a_host_that_answers_others_gets_no_hedge() -> None:
 def test_a_read_alone_on_its_host_gets_no_hedge() -> None:
     clock = Clock()
     lb = serving([A, B], clock=clock)
-    alone = lease_on(lb, A)
+    alone = lease_on(lb, A, write=False)
     clock.advance(1.0)
     assert not lb.should_hedge(alone)
 
 
 def test_a_read_on_an_ejected_host_deserves_a_hedge() -> None:
     lb = serving([A, B])
-    stranded = lease_on(lb, A)
+    stranded = lease_on(lb, A, write=False)
     for _ in range(5):
         attempt_on(lb, A, Outcome.TIMEOUT)
     assert lb.should_hedge(stranded)
 
 
+def test_a_write_gets_no_hedge_even_on_an_ejected_host() -> None:
+    """A hedge is a second copy of the request: a write sent twice may be applied twice."""
+    lb = serving([A, B])
+    stranded = lease_on(lb, A, write=True)
+    for _ in range(5):
+        attempt_on(lb, A, Outcome.TIMEOUT)
+    assert not lb.should_hedge(stranded)
+
+
 def test_no_hedge_once_the_read_ended_or_when_hedging_is_off() -> None:
     clock = Clock()
     lb = serving([A, B], BalancerSettings(hedge=HedgeSettings(enabled=False)), clock)
-    slow = lease_on(lb, A)
+    slow = lease_on(lb, A, write=False)
     lease_on(lb, A)
     assert not lb.should_hedge(slow)
     lb.update_settings(BalancerSettings())

@@ -3,7 +3,7 @@
 import pytest
 
 from gremlinlb.core import Balancer, BalancerSettings, Endpoint, Lease, Outcome, Policy
-from tests.unit.core_support import Clock, attempt_on, serving
+from tests.unit.core_support import Clock, attempt_on, lease_on, serving
 
 A, B, C = (Endpoint("ws", name, 1) for name in "abc")
 
@@ -61,3 +61,28 @@ def test_without_slow_start_a_returning_host_gets_its_turn_every_round() -> None
     attempt_on(lb, A, Outcome.NOT_SENT)
     lb.record_probe(A, ok=True)
     assert share_of(lb, A, 300) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("policy", [Policy.LEAST_IN_FLIGHT, Policy.PEAK_EWMA])
+def test_a_ramping_host_passed_over_by_two_choices_keeps_its_turn(policy: Policy) -> None:
+    """Its credit is spent when it is picked, not when it is merely a candidate: a ramping
+    host that two choices passed over (it was busier) takes the next request it is best for."""
+    clock = Clock()
+    lb = serving([A, B], BalancerSettings(policy=policy, slow_start=5.0), clock)
+    clock.advance(10)
+    attempt_on(lb, A, Outcome.NOT_SENT)
+    lb.record_probe(A, ok=True)  # A ramps from here, at its smallest weight throughout
+    busy_a = lease_on(lb, A)
+    for _ in range(3):  # A is a candidate, but busier than B: B takes each
+        lease = lb.acquire(0)
+        assert isinstance(lease, Lease)
+        assert lease.endpoint == B
+        clock.advance(0.01)  # a latency for peak-EWMA; A's weight stays its floor
+        lb.finish(lease, Outcome.SUCCESS)
+    lb.release(busy_a)
+    busy_b = lease_on(lb, B)
+    lease = lb.acquire(0)
+    assert isinstance(lease, Lease)
+    assert lease.endpoint == A
+    lb.finish(lease, Outcome.SUCCESS)
+    lb.finish(busy_b, Outcome.SUCCESS)

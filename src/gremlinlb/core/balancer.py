@@ -66,6 +66,9 @@ _MIN_HEDGE_SAMPLES = 20
 _HEDGE_REFRESH = 0.1
 # Slow start begins at this share of a full host (Envoy's min_weight_percent default).
 _SLOW_START_MIN_WEIGHT = 0.1
+# A ramping host's credit never exceeds this many requests' worth: one the policy keeps passing
+# over (two choices found it busier) banks no burst for later.
+_SLOW_START_MAX_CREDIT = 2.0
 # Peak-EWMA cost of a host with no data while no other host has any either.
 _DEFAULT_RTT = 0.01
 # Outcomes that are an answer from the host: it is alive and serving.
@@ -122,6 +125,10 @@ class _Host:
     probing_since: float | None = None
     ramp_start: float | None = None
     credit: float = 0.0
+    # While draining: the state it had before, and since when it drains (balancer clock). A
+    # host listed again returns to that state (see Balancer._relist).
+    drained_from: HostState | None = None
+    drained_at: float = 0.0
 
     @property
     def in_flight(self) -> int:
@@ -335,8 +342,8 @@ class Balancer:
                 self._retopology(existing, parsed)
             if existing is not None and existing.state is not HostState.DRAINING:
                 return False
-            if existing is not None:  # re-added while draining: it stays, and serves again
-                events = [self._set_state(existing, HostState.HEALTHY, "re-added")]
+            if existing is not None:  # listed again while draining: back where it stood
+                events = [self._relist(existing, self._clock())]
             else:
                 enabled = self._settings.health.enabled
                 host = _Host(
@@ -369,6 +376,9 @@ class Balancer:
             awaited = parsed in self._first_round
             self._first_round.discard(parsed)  # the first round no longer waits for it
             if drain and host.in_flight > 0:
+                if host.state is not HostState.DRAINING:
+                    host.drained_from = host.state
+                    host.drained_at = self._clock()
                 events = [self._set_state(host, HostState.DRAINING, "removed, draining")]
             else:
                 events = [self._drop(host)]
@@ -612,11 +622,13 @@ class Balancer:
         request started although it has been given newer requests: it is not serving. No when
         the host answers other requests meanwhile: this request is just a slow query, and a
         hedge would run it twice (Gremlin 3.x cannot cancel it). Also no once the lease ended,
-        for hedges themselves, sessions, or with hedging disabled. The caller still spends the
-        budget (`try_spend_extra`) before sending one.
+        for hedges themselves, sessions, requests that may write (a write sent twice may be
+        applied twice: the core says no even to an adapter that forgot to ask only for reads),
+        or with hedging disabled. The caller still spends the budget (`try_spend_extra`)
+        before sending one.
         """
         with self._lock:
-            if not self._settings.hedge.enabled or lease.hedge or lease.session:
+            if not self._settings.hedge.enabled or lease.hedge or lease.session or lease.write:
                 return False
             host = self._hosts.get(lease.endpoint)
             if host is None or lease not in host.leases:
@@ -756,6 +768,10 @@ class Balancer:
             first = endpoint in self._first_round and now < self._first_round_until
             self._first_round.discard(endpoint)
             if host is None or host.state is HostState.DRAINING:
+                if host is not None:
+                    # The verdict is dropped, but the probe is over: listed again, the host is
+                    # probed when due, not after a probe that could still be running would be lost.
+                    host.probing_since = None
                 if first:
                     self._release_waiters()
                 return
@@ -1058,7 +1074,8 @@ class Balancer:
     ) -> _Host | None:
         """The policy's pick among hosts that fit, in one candidate `group`. Hosts in slow
         start are gated by credit: each time one is considered it earns its current weight,
-        and it is taken when it has a whole request's worth."""
+        it is a candidate while it has a whole request's worth, and it spends that only when
+        the policy picks it (two choices may pass over a candidate)."""
         picker = self._picker
         if isinstance(picker, RoundRobin) and group != ("all", None):
             picker = self._cursors.get(group) or self._cursors.setdefault(group, RoundRobin())
@@ -1067,27 +1084,33 @@ class Balancer:
         window = self._settings.slow_start
         ramping = False
         full = False
+        candidates = 0
         for host in self._ring:
             if host.ramp_start is not None and (window <= 0 or now - host.ramp_start >= window):
                 host.ramp_start = None
             if fits(host):
+                candidates += 1
                 ramping = ramping or host.ramp_start is not None
                 full = full or host.ramp_start is None
         if not (ramping and full):  # all at full weight, or all ramping alike: no gating
             return picker.pick(self._ring, fits)
+        # Round-robin considers a host about once a round of picks; two choices consider every
+        # candidate on every pick, so there a host earns its weight over a round of picks.
+        per_turn = 1.0 if isinstance(picker, RoundRobin) else 1.0 / candidates
 
         def gated(host: _Host) -> bool:
             if not fits(host):
                 return False
             if host.ramp_start is None:
                 return True
-            host.credit += max(_SLOW_START_MIN_WEIGHT, (now - host.ramp_start) / window)
-            if host.credit >= 1.0:
-                host.credit -= 1.0
-                return True
-            return False
+            weight = max(_SLOW_START_MIN_WEIGHT, (now - host.ramp_start) / window)
+            host.credit = min(host.credit + weight * per_turn, _SLOW_START_MAX_CREDIT)
+            return host.credit >= 1.0
 
-        return picker.pick(self._ring, gated)
+        chosen = picker.pick(self._ring, gated)
+        if chosen is not None and chosen.ramp_start is not None:
+            chosen.credit -= 1.0  # spent by the host picked, not by every candidate
+        return chosen
 
     def _may_serve(self, host: _Host, write: bool) -> bool:
         """Whether `host` is a candidate at all for a request of this kind."""
@@ -1249,13 +1272,49 @@ class Balancer:
     def _may_eject(self, host: _Host) -> bool:
         """Within the share cap (at least one of 2+ hosts), and never the last healthy one."""
         active = [h for h in self._ring if h.state is not HostState.DRAINING]
-        if len(active) < 2:
-            return False
-        ejected = sum(1 for h in active if h.state is HostState.EJECTED)
-        cap = max(1, math.floor(self._settings.outlier.max_ejected_share * len(active)))
-        if ejected + 1 > cap:
+        if len(active) < 2 or not self._within_cap(host):
             return False
         return any(h is not host and h.state is HostState.HEALTHY for h in active)
+
+    def _within_cap(self, host: _Host) -> bool:
+        """Whether `host` may be ejected, or stay ejected, within max_ejected_share of the
+        hosts not draining (`host` counted among them, draining or not)."""
+        active = [h for h in self._ring if h.state is not HostState.DRAINING or h is host]
+        ejected = sum(1 for h in active if h is not host and h.state is HostState.EJECTED)
+        cap = max(1, math.floor(self._settings.outlier.max_ejected_share * len(active)))
+        return ejected + 1 <= cap
+
+    def _relist(self, host: _Host, now: float) -> HostEvent:
+        """A draining host listed again returns to the state it had before draining (a pod
+        flapping NotReady -> Ready): what the first listing learnt still holds.
+
+        Ejected, it stays out for the rest of its time and is probed then; unless others were
+        ejected in its place meanwhile and the share cap no longer has room for it: its
+        ejection ends, but it serves only once a probe passes (as a joining host). Down, it
+        waits for its probes; joining, for its first. Healthy, it serves at once, through a
+        new slow start if it was out for a slow-start window or longer (a shorter drain kept
+        it serving its requests, as warm as it was; a ramp it was in goes on). Without health
+        checks nothing probes: a joining host serves at once (slow start), ejected and down
+        ones return when their time is up.
+        """
+        state = host.drained_from or HostState.HEALTHY
+        host.drained_from = None
+        reason = "listed again while draining"
+        if state is HostState.EJECTED and not self._within_cap(host):
+            state = HostState.JOINING
+            host.ejected_until = None
+            host.probed_at = -math.inf  # probed at once, like a host whose time is up
+            reason += f"; its ejection ends (max_ejected_share), {state.value} until probed"
+        if state is HostState.HEALTHY:
+            if now - host.drained_at >= self._settings.slow_start:
+                self._start_ramp(host, now)
+            return self._set_state(host, state, reason)
+        if not self._settings.health.enabled:
+            if state is HostState.JOINING:
+                self._start_ramp(host, now)
+                return self._enter_healthy(host, f"{reason}; health checks disabled", now)
+            self._next_expiry = -math.inf  # recompute when it returns
+        return self._set_state(host, state, reason)
 
     def _eject(self, host: _Host, reason: str, detail: str, now: float) -> HostEvent:
         outlier = self._settings.outlier
@@ -1401,9 +1460,10 @@ class Balancer:
     def _make_picker(self, policy: Policy) -> Picker:
         if policy is Policy.ROUND_ROBIN:
             return RoundRobin()
+        # Two choices draw from the balancer's rng: a seeded one makes every pick repeatable.
         if policy is Policy.LEAST_IN_FLIGHT:
-            return LeastInFlight()
-        return LeastCost(self._cost)
+            return LeastInFlight(self._rng)
+        return LeastCost(self._cost, self._rng)
 
 
 def _healthy(host: _Host) -> bool:
