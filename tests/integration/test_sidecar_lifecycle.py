@@ -1,0 +1,339 @@
+"""A request's life in the sidecar: when its timeout starts, and what is left of it when its
+client leaves (issue 19).
+
+The promise under test is "never re-run a request that may have written": a request's timeout
+runs from its send, so a request that waited for a connection is not reported as possibly
+applied while its server applies it; a request that was never sent is never sent once its
+client has gone (a driver that retried on a new socket would otherwise write twice); a client
+leaving says nothing about its host; a removed host stays out of the metrics.
+
+Everything runs against the real sidecar (in process) and real Gremlin Servers. Delays come
+from the fault proxy, never from slow queries; writes are counted on the server itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import struct
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+from gremlin_python.driver.client import Client
+from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
+from gremlin_python.driver.request import RequestMessage
+from gremlin_python.driver.serializer import GraphBinarySerializersV1
+from gremlin_python.process.anonymous_traversal import traversal
+from gremlin_python.process.graph_traversal import __
+from gremlinlb.sidecar.backend import BackendOptions
+from gremlinlb.sidecar.config import SidecarConfig
+from gremlinlb.sidecar.memory import MemoryLimits
+from gremlinlb.sidecar.proxy import ProxyOptions
+from gremlinlb.sidecar.testing import SidecarThread
+
+from gremlinlb.core import (
+    BalancerSettings,
+    BufferSettings,
+    HealthCheckSettings,
+    HostState,
+    Outcome,
+    parse_endpoint,
+)
+from gremlinlb.devservers import Fleet, GremlinServerProcess
+from gremlinlb.devservers.faults import FaultProxy
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.integration
+
+LABEL = "departed"
+
+
+def config_for(
+    addresses: Sequence[str],
+    *,
+    backend: BackendOptions | None = None,
+    proxy: ProxyOptions | None = None,
+    **settings: Any,
+) -> SidecarConfig:
+    base: dict[str, Any] = {
+        # Probes pass through the fault proxies too: their timeout outlasts the answer delay.
+        "health": HealthCheckSettings(interval=0.5, timeout=4.0, rise=1, fall=1),
+        "request_timeout": 5.0,
+        "connect_timeout": 2.0,
+        # Long enough for a killed server to be started again while requests wait.
+        "buffer": BufferSettings(max_wait=120.0),
+    }
+    base.update(settings)
+    return SidecarConfig(
+        endpoints=tuple(parse_endpoint(a) for a in addresses),
+        settings=BalancerSettings(**base),
+        backend=backend or BackendOptions(),
+        proxy=proxy or ProxyOptions(),
+    )
+
+
+def count_on(server: GremlinServerProcess, label: str = LABEL) -> int:
+    """Vertices of `label` on the server itself, asked directly (not through the sidecar)."""
+    connection = DriverRemoteConnection(server.url, "g")
+    try:
+        count: int = traversal().with_(connection).V().has_label(label).count().next()
+        return count
+    finally:
+        connection.close()
+
+
+def metrics_text(sidecar: SidecarThread) -> str:
+    with urllib.request.urlopen(f"{sidecar.admin_url}/metrics", timeout=10) as answer:
+        text: str = answer.read().decode("utf-8")
+        return text
+
+
+def settled(sidecar: SidecarThread) -> bool:
+    """Nothing of any client is left in the sidecar: no client, no request, nothing buffered."""
+    proxy = sidecar.sidecar.proxy
+    return not proxy.clients and not proxy.exchanges and sidecar.balancer.buffered == 0
+
+
+# -- a raw WebSocket client, to leave in every way a real client can ---------------------------
+
+
+class RawClient:
+    """A WebSocket client on a bare socket: it can leave with a close frame, with a FIN and no
+    close frame, with a reset, or in the middle of a frame, and it can stop reading."""
+
+    def __init__(self, url: str, receive_buffer: int | None = None) -> None:
+        host_port = url.split("//", 1)[1].split("/", 1)[0]
+        host, port = host_port.rsplit(":", 1)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if receive_buffer is not None:  # set before connecting, so the window stays small
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(10)
+        self.sock.connect((host, int(port)))
+        key = base64.b64encode(os.urandom(16)).decode("ascii")
+        self.sock.sendall(
+            (
+                f"GET /gremlin HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode("ascii")
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(1)
+            assert chunk, "the sidecar closed during the upgrade"
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    @staticmethod
+    def frame(opcode: int, payload: bytes) -> bytes:
+        mask = os.urandom(4)
+        size = len(payload)
+        if size < 126:
+            header = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
+        elif size < 65536:
+            header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
+        else:
+            header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        return header + mask + masked
+
+    def send_binary(self, payload: bytes) -> None:
+        self.sock.sendall(self.frame(0x2, payload))
+
+    def send_text(self, text: str) -> None:
+        self.sock.sendall(self.frame(0x1, text.encode("utf-8")))
+
+    def close_with_frame(self) -> None:
+        self.sock.sendall(self.frame(0x8, struct.pack("!H", 1000)))
+        self.sock.close()
+
+    def close_without_frame(self) -> None:
+        self.sock.close()
+
+    def reset(self) -> None:
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def close_mid_frame(self, payload: bytes) -> None:
+        whole = self.frame(0x2, payload)
+        self.sock.sendall(whole[: len(whole) // 2])
+        self.sock.close()
+
+
+def add_vertex_frame(label: str = LABEL) -> bytes:
+    message = RequestMessage(
+        "traversal", "bytecode", {"gremlin": __.add_v(label).bytecode, "aliases": {"g": "g"}}
+    )
+    # __.add_v is anonymous; as a request's bytecode it reads g.addV(label).
+    frame: bytes = GraphBinarySerializersV1().serialize_message(str(uuid.uuid4()), message)
+    return frame
+
+
+LEAVINGS: dict[str, Callable[[RawClient], None]] = {
+    "close-frame": RawClient.close_with_frame,
+    "fin-without-close-frame": RawClient.close_without_frame,
+    "tcp-reset": RawClient.reset,
+    "mid-frame": lambda client: client.close_mid_frame(add_vertex_frame("half")),
+}
+
+
+@pytest.fixture
+def down_server(fleet: Fleet) -> Iterator[GremlinServerProcess]:
+    """The first fleet server, killed: the sidecar's only backend is down (the fleet fixture
+    starts it again for the next test if the test did not)."""
+    server = list(fleet)[0]
+    server.kill()
+    yield server
+
+
+def buffered_then_left(
+    sidecar: SidecarThread,
+    server: GremlinServerProcess,
+    leave: Callable[[RawClient], None],
+    writes: int = 5,
+    expect_buffered: int | None = None,
+) -> None:
+    """A client sends `writes` g.addV() while the only backend is down, then leaves by `leave`;
+    then the backend starts and the sidecar finds it healthy."""
+    client = RawClient(sidecar.url)
+    for _ in range(writes):
+        client.send_binary(add_vertex_frame())
+    wanted = writes if expect_buffered is None else expect_buffered
+    wait_until(lambda: sidecar.balancer.buffered == wanted, 10, f"{wanted} writes buffered")
+    leave(client)
+    wait_until(lambda: not sidecar.sidecar.proxy.clients, 10, "the sidecar to see the client go")
+    server.restart()
+    wait_until(
+        lambda: sidecar.balancer.state_of(server.address) is HostState.HEALTHY,
+        30,
+        "the restarted backend to pass its probe",
+    )
+    wait_until(lambda: settled(sidecar), 30, "the sidecar to hold nothing of the client")
+
+
+@pytest.mark.parametrize("way", sorted(LEAVINGS))
+def test_buffered_writes_of_a_client_that_left_never_reach_the_backend(
+    down_server: GremlinServerProcess, way: str
+) -> None:
+    with SidecarThread(config_for([down_server.address])) as sidecar:
+        buffered_then_left(sidecar, down_server, LEAVINGS[way])
+        assert count_on(down_server) == 0
+        assert count_on(down_server, "half") == 0
+
+
+def test_buffered_writes_of_a_client_at_its_request_cap_that_left_never_reach_the_backend(
+    down_server: GremlinServerProcess,
+) -> None:
+    # Three requests in flight fill the cap: the sidecar stops reading this client (it holds
+    # the fourth), so it must notice the client leaving without reading from it.
+    proxy = ProxyOptions(memory=MemoryLimits(max_requests_per_client=3))
+    with SidecarThread(config_for([down_server.address], proxy=proxy)) as sidecar:
+        buffered_then_left(sidecar, down_server, RawClient.reset, writes=5, expect_buffered=3)
+        assert count_on(down_server) == 0
+
+
+def test_requests_withdrawn_because_their_client_left_are_counted(
+    down_server: GremlinServerProcess,
+) -> None:
+    with SidecarThread(config_for([down_server.address])) as sidecar:
+        buffered_then_left(sidecar, down_server, RawClient.close_with_frame)
+        withdrawn = sidecar.sidecar.metrics.registry.get_sample_value(
+            "gremlinlb_sidecar_requests_withdrawn_total"
+        )
+        assert withdrawn == 5
+
+
+# -- the request timeout runs from the send ------------------------------------------------------
+
+
+@pytest.fixture
+def slow_proxy(fleet: Fleet) -> Iterator[FaultProxy]:
+    """The first server behind a proxy that passes every answer on 1.5 s late."""
+    with FaultProxy(list(fleet)[0].address, answer_delay=1.5) as proxy:
+        yield proxy
+
+
+def test_request_that_waited_for_room_on_a_connection_times_out_from_its_send(
+    slow_proxy: FaultProxy,
+) -> None:
+    # One connection carrying one request at a time: the second request waits 1.5 s for the
+    # first to be answered, then its server needs 1.5 s, well inside request_timeout=2.5.
+    one_at_a_time = BackendOptions(connections_per_host=1, max_in_flight_per_connection=1)
+    config = config_for([slow_proxy.address], backend=one_at_a_time, request_timeout=2.5)
+    with SidecarThread(config) as sidecar:
+        gremlin = Client(sidecar.url, "g", pool_size=2)
+        try:
+            first: Future[Any] = gremlin.submit_async("'first'")
+            second: Future[Any] = gremlin.submit_async("'second'")
+            answers = [first.result(30).all().result(30), second.result(30).all().result(30)]
+        finally:
+            gremlin.close()
+        assert answers == [["first"], ["second"]]
+        host = sidecar.balancer.hosts()[0]
+        assert host.outcomes.get(Outcome.TIMEOUT, 0) == 0
+
+
+# -- a client leaving says nothing about its host ------------------------------------------------
+
+
+def session_eval(session: str, script: str) -> str:
+    return json.dumps(
+        {
+            "requestId": str(uuid.uuid4()),
+            "op": "eval",
+            "processor": "session",
+            "args": {"gremlin": script, "session": session, "language": "gremlin-groovy"},
+        }
+    )
+
+
+def in_flight_on_backends(sidecar: SidecarThread) -> int:
+    return sum(c.in_flight for c in sidecar.sidecar.backends.connections())
+
+
+def test_client_leaving_mid_session_statement_records_no_failure_against_its_host(
+    slow_proxy: FaultProxy,
+) -> None:
+    with SidecarThread(config_for([slow_proxy.address])) as sidecar:
+        client = RawClient(sidecar.url)
+        client.send_text(session_eval(str(uuid.uuid4()), "1 + 1"))
+        wait_until(lambda: in_flight_on_backends(sidecar) == 1, 10, "the statement sent")
+        client.reset()
+        wait_until(lambda: settled(sidecar), 10, "the session to end with its client")
+        wait_until(
+            lambda: sum(h.in_flight for h in sidecar.balancer.hosts()) == 0, 10, "the pin ended"
+        )
+        host = sidecar.balancer.hosts()[0]
+        assert host.state is HostState.HEALTHY
+        assert host.outcomes.get(Outcome.CONNECTION_LOST, 0) == 0
+        assert 'outcome="connection_lost"' not in metrics_text(sidecar)
+
+
+# -- a removed host stays out of the metrics -----------------------------------------------------
+
+
+def test_removed_host_keeps_no_request_series_after_its_last_request_ends(
+    slow_proxy: FaultProxy,
+) -> None:
+    with SidecarThread(config_for([slow_proxy.address])) as sidecar:
+        gremlin = Client(sidecar.url, "g", pool_size=1)
+        try:
+            pending: Future[Any] = gremlin.submit_async("'last'")
+            wait_until(lambda: in_flight_on_backends(sidecar) == 1, 10, "the request sent")
+            sidecar.balancer.remove(slow_proxy.address, drain=True)
+            assert pending.result(30).all().result(30) == ["last"]
+        finally:
+            gremlin.close()
+        wait_until(lambda: not sidecar.balancer.hosts(), 10, "the drained host to go")
+        series = [
+            line
+            for line in metrics_text(sidecar).splitlines()
+            if line.startswith("gremlinlb_sidecar_backend_requests") and slow_proxy.address in line
+        ]
+        assert series == []
