@@ -184,12 +184,12 @@ LEAVINGS: dict[str, Callable[[RawClient], None]] = {
 
 
 @pytest.fixture
-def down_server(fleet: Fleet) -> Iterator[GremlinServerProcess]:
+def down_server(fleet: Fleet) -> GremlinServerProcess:
     """The first fleet server, killed: the sidecar's only backend is down (the fleet fixture
     starts it again for the next test if the test did not)."""
-    server = list(fleet)[0]
+    server = next(iter(fleet))
     server.kill()
-    yield server
+    return server
 
 
 def buffered_then_left(
@@ -255,7 +255,7 @@ def test_requests_withdrawn_because_their_client_left_are_counted(
 @pytest.fixture
 def slow_proxy(fleet: Fleet) -> Iterator[FaultProxy]:
     """The first server behind a proxy that passes every answer on 1.5 s late."""
-    with FaultProxy(list(fleet)[0].address, answer_delay=1.5) as proxy:
+    with FaultProxy(next(iter(fleet)).address, answer_delay=1.5) as proxy:
         yield proxy
 
 
