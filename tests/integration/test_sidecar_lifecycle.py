@@ -293,8 +293,16 @@ def session_eval(session: str, script: str) -> str:
     )
 
 
-def in_flight_on_backends(sidecar: SidecarThread) -> int:
-    return sum(c.in_flight for c in sidecar.sidecar.backends.connections())
+def statement_running_in_a_session(sidecar: SidecarThread) -> bool:
+    """A client's session connection carries a statement (a probe's connection does not count)."""
+    return any(
+        client.pin is not None and client.pin.connection.in_flight == 1
+        for client in list(sidecar.sidecar.proxy.clients)
+    )
+
+
+def leases_in_flight(sidecar: SidecarThread) -> int:
+    return sum(h.in_flight for h in sidecar.balancer.hosts())
 
 
 def test_client_leaving_mid_session_statement_records_no_failure_against_its_host(
@@ -303,12 +311,10 @@ def test_client_leaving_mid_session_statement_records_no_failure_against_its_hos
     with SidecarThread(config_for([slow_proxy.address])) as sidecar:
         client = RawClient(sidecar.url)
         client.send_text(session_eval(str(uuid.uuid4()), "1 + 1"))
-        wait_until(lambda: in_flight_on_backends(sidecar) == 1, 10, "the statement sent")
+        wait_until(lambda: statement_running_in_a_session(sidecar), 10, "the statement sent")
         client.reset()
         wait_until(lambda: settled(sidecar), 10, "the session to end with its client")
-        wait_until(
-            lambda: sum(h.in_flight for h in sidecar.balancer.hosts()) == 0, 10, "the pin ended"
-        )
+        wait_until(lambda: leases_in_flight(sidecar) == 0, 10, "the session's lease ended")
         host = sidecar.balancer.hosts()[0]
         assert host.state is HostState.HEALTHY
         assert host.outcomes.get(Outcome.CONNECTION_LOST, 0) == 0
@@ -325,7 +331,7 @@ def test_removed_host_keeps_no_request_series_after_its_last_request_ends(
         gremlin = Client(sidecar.url, "g", pool_size=1)
         try:
             pending: Future[Any] = gremlin.submit_async("'last'")
-            wait_until(lambda: in_flight_on_backends(sidecar) == 1, 10, "the request sent")
+            wait_until(lambda: leases_in_flight(sidecar) == 1, 10, "the request on its way")
             sidecar.balancer.remove(slow_proxy.address, drain=True)
             assert pending.result(30).all().result(30) == ["last"]
         finally:
