@@ -124,6 +124,7 @@ class Exchange:
         "last_error",
         "live",
         "owner",
+        "pending",
         "read_only",
         "request",
         "sent",
@@ -131,7 +132,6 @@ class Exchange:
         "started",
         "tasks",
         "tried",
-        "waiter",
     )
 
     def __init__(self, client: ClientConnection, request: Request, read_only: bool) -> None:
@@ -151,10 +151,13 @@ class Exchange:
         self.held: tuple[bytes | str, ResponseHeader] | None = None  # a 429/596 to give back
         self.last_error: BaseException | None = None
         self.hedge_timer: asyncio.TimerHandle | None = None
-        # Tasks waiting for a host or a connection for it (nothing of theirs sent yet), and
-        # its place in the core's buffer: what is withdrawn when its client leaves.
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.waiter: Waiter | None = None
+        # Tasks waiting for a host or a connection for it (nothing of theirs sent yet; made
+        # on the first, most requests never wait), and its place in the core's buffer: what
+        # is withdrawn when its client leaves. `pending` is the lease or the place in the
+        # buffer handed to a task that has not used it yet (a task cancelled before it ever
+        # ran cannot give it back itself).
+        self.tasks: set[asyncio.Task[None]] | None = None
+        self.pending: Lease | Waiter | None = None
 
     def carried(self) -> bool:
         """Some attempt of it was written and has not ended: it ends on its own."""
@@ -224,7 +227,7 @@ class Attempt:
         )
         self.outcome: Outcome | None = None
         self.written = False
-        self.last_activity = time.monotonic()
+        self.last_activity = 0.0  # stamped by BackendConnection.send: the timeout starts there
         self.ended = False
         self.orphaned = False
         self.error: BaseException | None = None
@@ -865,12 +868,9 @@ class Proxy:
 
     def _continue(self, exchange: Exchange, acquired: Lease | Waiter | None = None) -> None:
         """The next attempt, in a task: it may wait for a host or a connection."""
-        if isinstance(acquired, Waiter):
-            exchange.waiter = acquired  # withdrawn from the buffer should its client leave
+        exchange.pending = acquired  # given back should its client leave before it is used
         if exchange.client.closed:  # a retry after its client left: nothing more is sent
-            if isinstance(acquired, Lease):
-                self.balancer.release(acquired)
-            self._withdraw(exchange)  # gives its place in the buffer back
+            self._withdraw(exchange)
             return
         self._spawn(exchange, self._guard(exchange, self._next_attempt(exchange, acquired)))
 
@@ -878,6 +878,8 @@ class Proxy:
         """Run `work` for `exchange` in a task of its client, cancelled if the client leaves
         while the task still waits for a host or a connection."""
         task = asyncio.create_task(work)
+        if exchange.tasks is None:
+            exchange.tasks = set()
         exchange.client.tasks.add(task)
         exchange.tasks.add(task)
         task.add_done_callback(exchange.client.tasks.discard)
@@ -906,7 +908,7 @@ class Proxy:
                 if not exchange.sent:
                     self._withdraw(exchange)
                 continue  # a statement in flight ends with its session (SessionPin.close)
-            for task in list(exchange.tasks):
+            for task in list(exchange.tasks or ()):
                 task.cancel()  # waits for a host or a connection: nothing of them was sent
             if not exchange.carried():
                 self._withdraw(exchange)
@@ -917,11 +919,10 @@ class Proxy:
         if exchange.finished:
             return
         exchange.done = True  # nobody to answer
-        for task in list(exchange.tasks):
+        for task in list(exchange.tasks or ()):
             task.cancel()
-        # A task cancelled before it ever ran cannot give back what it was handed.
-        self._give_back(exchange.waiter)
-        exchange.waiter = None
+        self._give_back(exchange.pending)
+        exchange.pending = None
         for attempt in list(exchange.live):
             if not attempt.written:
                 self._drop_unsent(attempt)
@@ -974,7 +975,7 @@ class Proxy:
         The wait has bounds of its own (connect_timeout to open one, the buffer's max_wait for
         room on a busy one) and its own error, which says nothing was sent; the request
         timeout starts only once the request is written."""
-        exchange.waiter = None  # it left the buffer: `lease` is what it holds now
+        exchange.pending = None  # the attempt below holds `lease` now
         settings = self.balancer.settings
         pool = self.backends.pool(lease.endpoint, exchange.request.channel)
         attempt = self._new_attempt(exchange, lease)

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from gremlin_python.driver.client import Client
 from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
+from gremlin_python.driver.protocol import GremlinServerError
 from gremlin_python.driver.request import RequestMessage
 from gremlin_python.driver.serializer import GraphBinarySerializersV1
 from gremlin_python.process.anonymous_traversal import traversal
@@ -98,6 +99,18 @@ def settled(sidecar: SidecarThread) -> bool:
     """Nothing of any client is left in the sidecar: no client, no request, nothing buffered."""
     proxy = sidecar.sidecar.proxy
     return not proxy.clients and not proxy.exchanges and sidecar.balancer.buffered == 0
+
+
+def statement_running_in_a_session(sidecar: SidecarThread) -> bool:
+    """A client's session connection carries a statement (a probe's connection does not count)."""
+    return any(
+        client.pin is not None and client.pin.connection.in_flight == 1
+        for client in list(sidecar.sidecar.proxy.clients)
+    )
+
+
+def leases_in_flight(sidecar: SidecarThread) -> int:
+    return sum(h.in_flight for h in sidecar.balancer.hosts())
 
 
 # -- a raw WebSocket client, to leave in every way a real client can ---------------------------
@@ -279,6 +292,36 @@ def test_request_that_waited_for_room_on_a_connection_times_out_from_its_send(
         assert host.outcomes.get(Outcome.TIMEOUT, 0) == 0
 
 
+def test_request_that_found_no_room_on_a_connection_within_max_wait_is_answered_not_sent(
+    slow_proxy: FaultProxy,
+) -> None:
+    # The second request would wait 1.5 s for room; the wait for a connection is bounded by the
+    # buffer's max_wait (0.5 s), and its failure says the request never left the sidecar.
+    one_at_a_time = BackendOptions(connections_per_host=1, max_in_flight_per_connection=1)
+    config = config_for(
+        [slow_proxy.address],
+        backend=one_at_a_time,
+        request_timeout=2.5,
+        buffer=BufferSettings(max_wait=0.5),
+    )
+    with SidecarThread(config) as sidecar:
+        gremlin = Client(sidecar.url, "g", pool_size=2)
+        try:
+            first: Future[Any] = gremlin.submit_async("'first'")
+            wait_until(lambda: leases_in_flight(sidecar) == 1, 10, "the first request taken")
+            second: Future[Any] = gremlin.submit_async("'second'")
+            with pytest.raises(GremlinServerError) as refused:
+                second.result(30).all().result(30)
+            assert first.result(30).all().result(30) == ["first"]
+        finally:
+            gremlin.close()
+        assert refused.value.status_code == 596
+        assert "not sent" in refused.value.status_message
+        host = sidecar.balancer.hosts()[0]
+        assert host.outcomes.get(Outcome.TIMEOUT, 0) == 0
+        assert host.state is HostState.HEALTHY
+
+
 # -- a client leaving says nothing about its host ------------------------------------------------
 
 
@@ -291,18 +334,6 @@ def session_eval(session: str, script: str) -> str:
             "args": {"gremlin": script, "session": session, "language": "gremlin-groovy"},
         }
     )
-
-
-def statement_running_in_a_session(sidecar: SidecarThread) -> bool:
-    """A client's session connection carries a statement (a probe's connection does not count)."""
-    return any(
-        client.pin is not None and client.pin.connection.in_flight == 1
-        for client in list(sidecar.sidecar.proxy.clients)
-    )
-
-
-def leases_in_flight(sidecar: SidecarThread) -> int:
-    return sum(h.in_flight for h in sidecar.balancer.hosts())
 
 
 def test_client_leaving_mid_session_statement_records_no_failure_against_its_host(
