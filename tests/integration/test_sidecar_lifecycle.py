@@ -272,10 +272,14 @@ def slow_proxy(fleet: Fleet) -> Iterator[FaultProxy]:
         yield proxy
 
 
-def warm_up(gremlin: Client) -> None:
-    """One request first, so the sidecar's connection to the host is open: what follows waits
-    for room on it, not for it to open (the upgrade's answer is delayed too)."""
-    assert gremlin.submit("'warm'").all().result(30) == ["warm"]
+def warm_up(gremlin: Client, proxy: FaultProxy) -> None:
+    """One prompt request first, so the sidecar's connection to the host is open: what follows
+    waits for room on it, not for it to open. Then answers are slow again."""
+    delay, proxy.answer_delay = proxy.answer_delay, 0.0
+    try:
+        assert gremlin.submit("'warm'").all().result(30) == ["warm"]
+    finally:
+        proxy.answer_delay = delay
 
 
 def test_request_that_waited_for_room_on_a_connection_times_out_from_its_send(
@@ -288,7 +292,7 @@ def test_request_that_waited_for_room_on_a_connection_times_out_from_its_send(
     with SidecarThread(config) as sidecar:
         gremlin = Client(sidecar.url, "g", pool_size=2)
         try:
-            warm_up(gremlin)
+            warm_up(gremlin, slow_proxy)
             first: Future[Any] = gremlin.submit_async("'first'")
             second: Future[Any] = gremlin.submit_async("'second'")
             answers = [first.result(30).all().result(30), second.result(30).all().result(30)]
@@ -314,7 +318,7 @@ def test_request_that_found_no_room_on_a_connection_within_max_wait_is_answered_
     with SidecarThread(config) as sidecar:
         gremlin = Client(sidecar.url, "g", pool_size=2)
         try:
-            warm_up(gremlin)
+            warm_up(gremlin, slow_proxy)
             first: Future[Any] = gremlin.submit_async("'first'")
             wait_until(lambda: leases_in_flight(sidecar) == 1, 10, "the first request taken")
             second: Future[Any] = gremlin.submit_async("'second'")
