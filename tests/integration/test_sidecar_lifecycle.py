@@ -251,6 +251,55 @@ def test_buffered_writes_of_a_client_at_its_request_cap_that_left_never_reach_th
         assert count_on(down_server) == 0
 
 
+def read_blob_frame() -> bytes:
+    message = RequestMessage(
+        "traversal",
+        "bytecode",
+        {"gremlin": __.V().has_label("big").values("blob").bytecode, "aliases": {"g": "g"}},
+    )
+    frame: bytes = GraphBinarySerializersV1().serialize_message(str(uuid.uuid4()), message)
+    return frame
+
+
+def test_buffered_writes_of_a_client_cut_off_for_not_reading_never_reach_the_backend(
+    fleet: Fleet,
+) -> None:
+    # The writer is down, so the writes wait; a reader serves ~1 MB answers, which the client
+    # never reads, so the sidecar cuts it off: it is made to leave, and its writes go with it.
+    writer, reader = list(fleet)[:2]
+    direct = Client(reader.url, "g")
+    try:
+        direct.submit("g.addV('big').property('blob', 'x' * 1000000)").all().result(30)
+    finally:
+        direct.close()
+    writer.kill()
+    memory = MemoryLimits(client_pause_bytes=1024 * 1024, client_max_queued_bytes=2 * 1024 * 1024)
+    config = config_for(
+        [f"{writer.address}?role=writer", f"{reader.address}?role=reader"],
+        proxy=ProxyOptions(memory=memory),
+    )
+    with SidecarThread(config) as sidecar:
+        client = RawClient(sidecar.url, receive_buffer=16 * 1024)
+        for _ in range(5):
+            client.send_binary(add_vertex_frame())
+        wait_until(lambda: sidecar.balancer.buffered == 5, 10, "5 writes buffered")
+        for _ in range(40):
+            client.send_binary(read_blob_frame())
+        cut_off = "gremlinlb_sidecar_clients_cut_off_total"
+        registry = sidecar.sidecar.metrics.registry
+        wait_until(lambda: registry.get_sample_value(cut_off) == 1, 30, "the client cut off")
+        wait_until(lambda: not sidecar.sidecar.proxy.clients, 10, "the client gone")
+        client.close_without_frame()
+        writer.restart()
+        wait_until(
+            lambda: sidecar.balancer.state_of(writer.address) is HostState.HEALTHY,
+            30,
+            "the restarted writer to pass its probe",
+        )
+        wait_until(lambda: settled(sidecar), 30, "the sidecar to hold nothing of the client")
+        assert count_on(writer) == 0
+
+
 def test_requests_withdrawn_because_their_client_left_are_counted(
     down_server: GremlinServerProcess,
 ) -> None:
