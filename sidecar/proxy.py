@@ -124,7 +124,6 @@ class Exchange:
         "last_error",
         "live",
         "owner",
-        "pending",
         "read_only",
         "request",
         "sent",
@@ -151,13 +150,9 @@ class Exchange:
         self.held: tuple[bytes | str, ResponseHeader] | None = None  # a 429/596 to give back
         self.last_error: BaseException | None = None
         self.hedge_timer: asyncio.TimerHandle | None = None
-        # Tasks waiting for a host or a connection for it (nothing of theirs sent yet; made
-        # on the first, most requests never wait), and its place in the core's buffer: what
-        # is withdrawn when its client leaves. `pending` is the lease or the place in the
-        # buffer handed to a task that has not used it yet (a task cancelled before it ever
-        # ran cannot give it back itself).
+        # Tasks waiting for a host or a connection for it, nothing of theirs sent yet: what
+        # is cancelled when its client leaves. Made on the first; most requests never wait.
         self.tasks: set[asyncio.Task[None]] | None = None
-        self.pending: Lease | Waiter | None = None
 
     def carried(self) -> bool:
         """Some attempt of it was written and has not ended: it ends on its own."""
@@ -868,22 +863,38 @@ class Proxy:
 
     def _continue(self, exchange: Exchange, acquired: Lease | Waiter | None = None) -> None:
         """The next attempt, in a task: it may wait for a host or a connection."""
-        exchange.pending = acquired  # given back should its client leave before it is used
         if exchange.client.closed:  # a retry after its client left: nothing more is sent
+            self._give_back(acquired)
             self._withdraw(exchange)
             return
-        self._spawn(exchange, self._guard(exchange, self._next_attempt(exchange, acquired)))
+        work = self._guard(exchange, self._next_attempt(exchange, acquired))
+        self._spawn(exchange, work, acquired)
 
-    def _spawn(self, exchange: Exchange, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(
+        self,
+        exchange: Exchange,
+        work: Coroutine[Any, Any, None],
+        holds: Lease | Waiter | None = None,
+    ) -> None:
         """Run `work` for `exchange` in a task of its client, cancelled if the client leaves
-        while the task still waits for a host or a connection."""
+        while the task still waits for a host or a connection. `holds` is the lease or the
+        place in the buffer handed to `work`: given back if the task is cancelled, since a
+        task cancelled before it ever ran cannot give it back itself. (Once `work` has sent
+        its request it never waits again, so a cancelled task never sent with `holds`.)"""
         task = asyncio.create_task(work)
         if exchange.tasks is None:
             exchange.tasks = set()
         exchange.client.tasks.add(task)
         exchange.tasks.add(task)
-        task.add_done_callback(exchange.client.tasks.discard)
-        task.add_done_callback(exchange.tasks.discard)
+        tasks = exchange.tasks
+
+        def done(task: asyncio.Task[None]) -> None:
+            exchange.client.tasks.discard(task)
+            tasks.discard(task)
+            if holds is not None and task.cancelled():
+                self._give_back(holds)
+
+        task.add_done_callback(done)
 
     def _give_back(self, acquired: Lease | Waiter | None) -> None:
         """Return what a request that will not be sent holds: its lease or its place in the
@@ -920,9 +931,7 @@ class Proxy:
             return
         exchange.done = True  # nobody to answer
         for task in list(exchange.tasks or ()):
-            task.cancel()
-        self._give_back(exchange.pending)
-        exchange.pending = None
+            task.cancel()  # each gives back what it held (see _spawn)
         for attempt in list(exchange.live):
             if not attempt.written:
                 self._drop_unsent(attempt)
@@ -975,7 +984,6 @@ class Proxy:
         The wait has bounds of its own (connect_timeout to open one, the buffer's max_wait for
         room on a busy one) and its own error, which says nothing was sent; the request
         timeout starts only once the request is written."""
-        exchange.pending = None  # the attempt below holds `lease` now
         settings = self.balancer.settings
         pool = self.backends.pool(lease.endpoint, exchange.request.channel)
         attempt = self._new_attempt(exchange, lease)
@@ -1100,7 +1108,7 @@ class Proxy:
             return
         assert isinstance(lease, Lease)  # a hedge never waits
         log.debug("hedging a read of %s away from %s", exchange.client.peer, first.endpoint)
-        self._spawn(exchange, self._guard(exchange, self._attempt(exchange, lease)))
+        self._spawn(exchange, self._guard(exchange, self._attempt(exchange, lease)), lease)
 
     def on_host_event(self, event: HostEvent) -> None:
         """A host left rotation (ejected or down): reads stranded there that forwarded nothing
@@ -1136,7 +1144,8 @@ class Proxy:
             exchange.live.clear()
             exchange.tried.append(event.endpoint)
             self.metrics.redispatched.inc()
-            self._spawn(exchange, self._guard(exchange, self._attempt(exchange, acquired)))
+            work = self._guard(exchange, self._attempt(exchange, acquired))
+            self._spawn(exchange, work, acquired)
 
     # -- answering failures ----------------------------------------------------------------
 
