@@ -383,6 +383,29 @@ def test_request_that_found_no_room_on_a_connection_within_max_wait_is_answered_
         assert host.state is HostState.HEALTHY
 
 
+def test_write_of_a_client_that_left_while_it_waited_for_room_on_a_connection_is_never_sent(
+    fleet: Fleet, slow_proxy: FaultProxy
+) -> None:
+    one_at_a_time = BackendOptions(connections_per_host=1, max_in_flight_per_connection=1)
+    with SidecarThread(config_for([slow_proxy.address], backend=one_at_a_time)) as sidecar:
+        gremlin = Client(sidecar.url, "g", pool_size=1)
+        try:
+            warm_up(gremlin, slow_proxy)
+            first: Future[Any] = gremlin.submit_async(f"g.addV('{LABEL}').count()")
+            wait_until(lambda: leases_in_flight(sidecar) == 1, 10, "the first write taken")
+            client = RawClient(sidecar.url)
+            client.send_binary(add_vertex_frame())
+            # Its host is healthy, so it holds a lease while it waits for the connection.
+            wait_until(lambda: leases_in_flight(sidecar) == 2, 10, "the second write waiting")
+            client.reset()
+            assert first.result(30).all().result(30) == [1]
+        finally:
+            gremlin.close()
+        wait_until(lambda: settled(sidecar), 10, "the sidecar to hold nothing of the client")
+        wait_until(lambda: leases_in_flight(sidecar) == 0, 10, "every lease back")
+        assert count_on(next(iter(fleet))) == 1
+
+
 # -- a client leaving says nothing about its host ------------------------------------------------
 
 
