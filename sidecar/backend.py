@@ -107,10 +107,18 @@ class BackendOptions:
         )
 
 
+class ConnectionWaitTimeoutError(PoolBusyError):
+    """No connection to the host had room for the request within its wait (the buffer's
+    max_wait): nothing was sent, so another host may take it, and the host is not blamed (a
+    busy host is not a slow one: its request timeouts are counted from each send)."""
+
+
 class ResponseSink(Protocol):
     """Where a connection delivers the frames of one request (called on the event loop)."""
 
     written: bool
+    # When its frame was queued for the socket, then when its last answer frame arrived: the
+    # request timeout runs from the send, never from a wait for a host or a connection.
     last_activity: float
 
     def on_frame(self, frame: bytes | str, header: ResponseHeader) -> None: ...
@@ -190,9 +198,9 @@ class BackendConnection:
                 )
                 if self._options.credentials:
                     await self._authenticate()
-        except Exception as error:
+        except BaseException as error:  # cancelled too (its client left): no socket is kept
             await self._abort()
-            if isinstance(error, ConnectionFailure):
+            if isinstance(error, ConnectionFailure) or not isinstance(error, Exception):
                 raise
             raise NotSentError(
                 f"cannot connect to {self.endpoint.url}: {_describe(error)}"
@@ -297,6 +305,7 @@ class BackendConnection:
         assert isinstance(frame, str) is (self.channel.frame_type is FrameType.TEXT)
         self._routes[request_id] = sink
         sink.written = True  # from here on, assume the server may have it
+        sink.last_activity = time.monotonic()  # its request timeout starts now, not before
         self._pending_sinks.append(sink)
         self._queue(frame)
 
@@ -479,8 +488,10 @@ class BackendPool:
     async def lease(self, connect_timeout: float, wait_timeout: float) -> BackendConnection:
         """A connection with room for one more request.
 
-        Opens connections up to connections_per_host (one at a time), spreading load across
-        them; when all are full, waits up to `wait_timeout` for room, then raises PoolBusyError.
+        Opens connections up to connections_per_host (one at a time, each within
+        `connect_timeout`), spreading load across them; when all are full, waits up to
+        `wait_timeout` for room, then raises ConnectionWaitTimeoutError. Nothing is sent
+        meanwhile: the request's timeout starts only once it is written (see `send`).
         """
         deadline = time.monotonic() + wait_timeout
         while True:
@@ -500,9 +511,10 @@ class BackendPool:
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise PoolBusyError(
-                    f"all {len(self._connections)} connections to {self.endpoint.address} carry "
-                    f"{self._options.max_in_flight_per_connection} requests; not sent there"
+                raise ConnectionWaitTimeoutError(
+                    f"all {len(self._connections)} connections to {self.endpoint.address} carried "
+                    f"{self._options.max_in_flight_per_connection} requests for {wait_timeout:g}s "
+                    "(max_wait); nothing was sent there"
                 )
             room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._room.append(room)

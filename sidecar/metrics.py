@@ -17,7 +17,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from gremlinlb.core import Balancer, Endpoint, EventKind, HostEvent, HostState, Outcome
+from gremlinlb.core import (
+    Balancer,
+    Endpoint,
+    EventKind,
+    HostEvent,
+    HostState,
+    Outcome,
+    UnknownEndpointError,
+)
 
 _EJECTION_REASONS = ("consecutive_failures", "stuck", "slow")
 
@@ -92,6 +100,12 @@ class SidecarMetrics:
             "Open client WebSocket connections",
             registry=self.registry,
         )
+        self.withdrawn = Counter(
+            "gremlinlb_sidecar_requests_withdrawn",
+            "Requests never sent (or not re-sent) because their client left first: taken out "
+            "of the buffer or of a wait for a connection",
+            registry=self.registry,
+        )
         self.clients_cut_off = Counter(
             "gremlinlb_sidecar_clients_cut_off",
             "Client connections closed because they did not read their answers",
@@ -113,15 +127,25 @@ class SidecarMetrics:
             buckets=LOOP_LAG_BUCKETS,
             registry=self.registry,
         )
+        self._balancer = balancer
         self.registry.register(_CoreCollector(balancer, backend_connections))
         # The per-request counter's children, looked up once: labels() takes a lock and
         # checks its arguments on every call.
         self._request_children: dict[tuple[str, Outcome], Any] = {}
 
-    def count_request(self, address: str, outcome: Outcome) -> None:
-        """One attempt on `address` ended with `outcome`."""
+    def count_request(self, endpoint: Endpoint, outcome: Outcome) -> None:
+        """One attempt on `endpoint` ended with `outcome`.
+
+        Not counted for a host that left the list: its series were dropped when it left (see
+        `on_host_event`), and an attempt to it that ends later (an orphan, a drained host's
+        last request) must not bring them back for good."""
+        address = endpoint.address
         child = self._request_children.get((address, outcome))
         if child is None:
+            try:  # the first of its kind: a rare path
+                self._balancer.state_of(endpoint)
+            except UnknownEndpointError:
+                return
             child = self._request_children[address, outcome] = self.requests.labels(
                 address, outcome.value
             )

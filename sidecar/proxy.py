@@ -72,6 +72,8 @@ _ANSWERED = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.OVERLOADED, Outcome.
 # leaves little beyond its socket's high-water mark uncounted.
 _WRITE_SLICE = 64 * 1024
 _CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
+# Seconds between checks that a client whose reader is held back is still there.
+_DEPARTURE_CHECK = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,13 @@ class AnswerTooLargeError(Exception):
     """An answer frame over max_message_bytes: the request's own failure, not its host's."""
 
 
+class ClientLeftError(ConnectionFailure):
+    """The client left: its requests not yet sent are withdrawn (never sent), and a session
+    statement in flight ends with the session. Says nothing about any host."""
+
+    outcome = Outcome.CLIENT_ERROR
+
+
 class Exchange:
     """One client request, across its attempts (a retry, a hedge, a re-dispatch)."""
 
@@ -120,6 +129,7 @@ class Exchange:
         "sent",
         "source",
         "started",
+        "tasks",
         "tried",
     )
 
@@ -140,6 +150,13 @@ class Exchange:
         self.held: tuple[bytes | str, ResponseHeader] | None = None  # a 429/596 to give back
         self.last_error: BaseException | None = None
         self.hedge_timer: asyncio.TimerHandle | None = None
+        # Tasks waiting for a host or a connection for it, nothing of theirs sent yet: what
+        # is cancelled when its client leaves. Made on the first; most requests never wait.
+        self.tasks: set[asyncio.Task[None]] | None = None
+
+    def carried(self) -> bool:
+        """Some attempt of it was written and has not ended: it ends on its own."""
+        return any(a.written and not a.ended for a in self.live)
 
     def forward(self, frame: bytes | str, header: ResponseHeader) -> None:
         if self.done:
@@ -205,7 +222,7 @@ class Attempt:
         )
         self.outcome: Outcome | None = None
         self.written = False
-        self.last_activity = time.monotonic()
+        self.last_activity = 0.0  # stamped by BackendConnection.send: the timeout starts there
         self.ended = False
         self.orphaned = False
         self.error: BaseException | None = None
@@ -288,7 +305,8 @@ class Attempt:
         self.error = error
         self.outcome = outcome
         self.report(self.lease, outcome, error)
-        self.exchange.client.proxy.metrics.count_request(self.endpoint.address, outcome)
+        if not isinstance(error, ClientLeftError):  # not how the host did
+            self.exchange.client.proxy.metrics.count_request(self.endpoint, outcome)
         if self.on_end is not None:
             self.on_end(self)
         elif self.result is not None and not self.result.done():
@@ -307,9 +325,14 @@ class SessionPin:
         self._closed = False
 
     def close(self) -> None:
+        """The client left: end the session. A statement still running there ends as the
+        client's doing, not as a lost connection: the host did nothing wrong."""
         if self._closed:
             return
         self._closed = True
+        left = ClientLeftError(f"its client left while {self.endpoint.address} ran it")
+        for request_id, _sink in self.connection.routes():
+            self.connection.expire(request_id, left)
         self.connection.close("closed: its client left")  # Gremlin Server ends the session
         self._balancer.finish(self.lease, Outcome.SUCCESS)
 
@@ -341,6 +364,7 @@ class ClientConnection:
         self.last_active = time.monotonic()
         self._cut_off = False
         self._gone = False
+        self._left = False  # its unsent requests were withdrawn (see `leave`)
         # Kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() system call.
         self.loop = asyncio.get_running_loop()
         self._output = FrameOutput(ws, mask=False)
@@ -376,7 +400,7 @@ class ClientConnection:
                 elif message.type in _CLOSED:
                     break
         finally:
-            self.closed = True
+            self.leave()
             if self.pin is not None:
                 self.pin.close()
             await self._flush(within=1.0)
@@ -386,6 +410,40 @@ class ClientConnection:
             self._forget_queue()
             self._give_back(self._request_bytes)
             self._request_bytes = 0
+
+    def leave(self) -> None:
+        """The client is gone (or being closed by the sidecar): withdraw every request of it
+        not yet sent, so none is sent after it left. Called from every way of leaving: the
+        reader's end (a close frame, a FIN, a reset, a frame cut short), a failed write, a
+        cut-off, and a departure noticed while the reader was held back."""
+        self.closed = True
+        if self._left:
+            return
+        self._left = True
+        self._may_read.set()  # a reader held back for this client's sake finds out it left
+        self._room_for_request.set()
+        self.proxy.client_left(self)
+
+    def departed(self) -> bool:
+        """Whether the client's socket is gone, seen without reading from it (the reader may
+        be held back: by backpressure, or by max_requests_per_client)."""
+        return (
+            self.closed
+            or self._cut_off
+            or self.ws.closed
+            or (self._transport is not None and self._transport.is_closing())
+        )
+
+    async def _wait_or_leave(self, event: asyncio.Event) -> None:
+        """Wait for `event`, checking now and then whether the client left meanwhile: a
+        client that is not read from announces nothing, and its requests must not outlive it."""
+        while not event.is_set():
+            if self.departed():
+                self.leave()
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_DEPARTURE_CHECK):
+                    await event.wait()
 
     def _reading_allowed(self) -> bool:
         limits = self.proxy.options.memory
@@ -399,9 +457,9 @@ class ClientConnection:
         sidecar as a whole is back under its budget). Its requests wait in socket buffers."""
         self.proxy.paused.add(self)
         try:
-            while not (self._reading_allowed() or self.closed or self._cut_off or self.ws.closed):
+            while not (self._reading_allowed() or self.departed()):
                 self._may_read.clear()
-                await self._may_read.wait()
+                await self._wait_or_leave(self._may_read)
         finally:
             self.proxy.paused.discard(self)
 
@@ -445,9 +503,11 @@ class ClientConnection:
                 "op 'close' belongs to the 'session' processor",
             )
             return True
-        while self.in_flight >= self._max_in_flight:
+        while self.in_flight >= self._max_in_flight and not self.closed:
             self._room_for_request.clear()
-            await self._room_for_request.wait()
+            await self._wait_or_leave(self._room_for_request)
+        if self.closed or self._cut_off:
+            return False  # it left while this frame waited: it is not served
         self.in_flight += 1
         self._nothing_in_flight.clear()
         self._request_bytes += size
@@ -531,6 +591,7 @@ class ClientConnection:
         self._forget_queue()
         if self.closed:
             return  # already leaving: dropping its queue was all there was to do
+        self.loop.call_soon(self.leave)  # not from inside whatever answer overflowed it
         self.proxy.metrics.clients_cut_off.inc()
         log.warning("client %s cut off: %s", self.peer, reason)
         task = asyncio.get_running_loop().create_task(self._close_unread(reason))
@@ -628,6 +689,7 @@ class ClientConnection:
     def _lost(self, error: BaseException) -> None:
         log.debug("client %s gone while writing: %s", self.peer, error)
         self.closed = True
+        self.loop.call_soon(self.leave)  # not from inside the answer that found it gone
         self._forget_queue()
         self._idle.set()
         self._may_read.set()  # a reader paused for this client's sake finds out it left
@@ -666,6 +728,9 @@ class ClientConnection:
                     )
                 except ConnectionFailure as error:
                     proxy.balancer.finish(lease, error.outcome, error)
+                    raise
+                except asyncio.CancelledError:  # its client left: nothing was sent there
+                    proxy.balancer.release(lease)
                     raise
                 if self.closed:
                     connection.close("its client left")
@@ -747,8 +812,11 @@ class Proxy:
         exchange = Exchange(client, request, read_only)
         self.exchanges.add(exchange)
         self.balancer.sources.seen(exchange.source)
+        if client.closed:  # it left before this request could start: never sent
+            self._withdraw(exchange)
+            return
         if request.session:
-            client.spawn(self._serve(exchange, self._serve_session(exchange)))
+            self._spawn(exchange, self._serve(exchange, self._serve_session(exchange)))
             return
         try:
             acquired: Lease | Waiter = self.balancer.acquire(
@@ -795,7 +863,87 @@ class Proxy:
 
     def _continue(self, exchange: Exchange, acquired: Lease | Waiter | None = None) -> None:
         """The next attempt, in a task: it may wait for a host or a connection."""
-        exchange.client.spawn(self._guard(exchange, self._next_attempt(exchange, acquired)))
+        if exchange.client.closed:  # a retry after its client left: nothing more is sent
+            self._give_back(acquired)
+            self._withdraw(exchange)
+            return
+        work = self._guard(exchange, self._next_attempt(exchange, acquired))
+        self._spawn(exchange, work, acquired)
+
+    def _spawn(
+        self,
+        exchange: Exchange,
+        work: Coroutine[Any, Any, None],
+        holds: Lease | Waiter | None = None,
+    ) -> None:
+        """Run `work` for `exchange` in a task of its client, cancelled if the client leaves
+        while the task still waits for a host or a connection. `holds` is the lease or the
+        place in the buffer handed to `work`: given back if the task is cancelled, since a
+        task cancelled before it ever ran cannot give it back itself. (Once `work` has sent
+        its request it never waits again, so a cancelled task never sent with `holds`.)"""
+        task = asyncio.create_task(work)
+        if exchange.tasks is None:
+            exchange.tasks = set()
+        exchange.client.tasks.add(task)
+        exchange.tasks.add(task)
+        tasks = exchange.tasks
+
+        def done(task: asyncio.Task[None]) -> None:
+            exchange.client.tasks.discard(task)
+            tasks.discard(task)
+            if holds is not None and task.cancelled():
+                self._give_back(holds)
+
+        task.add_done_callback(done)
+
+    def _give_back(self, acquired: Lease | Waiter | None) -> None:
+        """Return what a request that will not be sent holds: its lease or its place in the
+        buffer (or the lease the buffer gave it meanwhile). Giving back twice changes nothing."""
+        if isinstance(acquired, Lease):
+            self.balancer.release(acquired)
+        elif (
+            acquired is not None
+            and not self.balancer.withdraw(acquired)
+            and acquired.lease is not None
+        ):
+            self.balancer.release(acquired.lease)
+
+    # -- a client leaving ------------------------------------------------------------------
+
+    def client_left(self, client: ClientConnection) -> None:
+        """Withdraw every request of `client` not yet sent: out of the core's buffer, out of
+        connection waits, never sent (a driver that saw its socket drop may have re-sent it
+        on another). Requests already written end on their own; their answers are dropped."""
+        for exchange in [e for e in self.exchanges if e.client is client and not e.finished]:
+            if exchange.request.session:
+                if not exchange.sent:
+                    self._withdraw(exchange)
+                continue  # a statement in flight ends with its session (SessionPin.close)
+            for task in list(exchange.tasks or ()):
+                task.cancel()  # waits for a host or a connection: nothing of them was sent
+            if not exchange.carried():
+                self._withdraw(exchange)
+
+    def _withdraw(self, exchange: Exchange) -> None:
+        """End an exchange whose client left before it was (re-)sent: no attempt of it is
+        sent from now on, whatever it waited for is given back, and it is counted."""
+        if exchange.finished:
+            return
+        exchange.done = True  # nobody to answer
+        for task in list(exchange.tasks or ()):
+            task.cancel()  # each gives back what it held (see _spawn)
+        for attempt in list(exchange.live):
+            if not attempt.written:
+                self._drop_unsent(attempt)
+        self.metrics.withdrawn.inc()
+        self._finish(exchange)
+
+    def _drop_unsent(self, attempt: Attempt) -> None:
+        """Forget an attempt that was never written; its lease goes back unused."""
+        attempt.ended = True
+        with contextlib.suppress(ValueError):
+            attempt.exchange.live.remove(attempt)
+        self.balancer.release(attempt.lease)
 
     async def _guard(self, exchange: Exchange, work: Coroutine[Any, Any, None]) -> None:
         try:
@@ -831,20 +979,29 @@ class Proxy:
         await self._attempt(exchange, lease)
 
     async def _attempt(self, exchange: Exchange, lease: Lease) -> None:
-        """Send `exchange` on `lease`, opening or waiting for a pooled connection if needed."""
+        """Send `exchange` on `lease`, opening or waiting for a pooled connection if needed.
+
+        The wait has bounds of its own (connect_timeout to open one, the buffer's max_wait for
+        room on a busy one) and its own error, which says nothing was sent; the request
+        timeout starts only once the request is written."""
         settings = self.balancer.settings
         pool = self.backends.pool(lease.endpoint, exchange.request.channel)
         attempt = self._new_attempt(exchange, lease)
+        if exchange.client.closed:  # handed a host just as its client left
+            self._drop_unsent(attempt)
+            if not exchange.carried():
+                self._withdraw(exchange)
+            return
         try:
-            connection = await pool.lease(settings.connect_timeout, settings.request_timeout)
+            connection = await pool.lease(settings.connect_timeout, settings.buffer.max_wait)
         except ConnectionFailure as error:
             attempt.on_failure(error)
             return
+        except asyncio.CancelledError:  # its client left while it waited: never sent
+            self._drop_unsent(attempt)
+            raise
         if attempt.orphaned or exchange.done:  # answered or re-dispatched while we waited
-            attempt.ended = True
-            with contextlib.suppress(ValueError):
-                exchange.live.remove(attempt)
-            self.balancer.release(lease)
+            self._drop_unsent(attempt)
             return
         self.balancer.sent(lease)
         self._send(attempt, connection)
@@ -933,6 +1090,8 @@ class Proxy:
         the core says its host is not serving and the extra-request budget allows."""
         if exchange.finished or exchange.forwarded or len(exchange.live) != 1:
             return
+        if exchange.client.closed:
+            return  # nobody to answer faster
         first = exchange.live[0]
         if not self.balancer.should_hedge(first.lease) or not self.balancer.try_spend_extra():
             return
@@ -949,7 +1108,7 @@ class Proxy:
             return
         assert isinstance(lease, Lease)  # a hedge never waits
         log.debug("hedging a read of %s away from %s", exchange.client.peer, first.endpoint)
-        exchange.client.spawn(self._guard(exchange, self._attempt(exchange, lease)))
+        self._spawn(exchange, self._guard(exchange, self._attempt(exchange, lease)), lease)
 
     def on_host_event(self, event: HostEvent) -> None:
         """A host left rotation (ejected or down): reads stranded there that forwarded nothing
@@ -959,6 +1118,8 @@ class Proxy:
         for exchange in list(self.exchanges):
             if not exchange.read_only or exchange.forwarded or exchange.done:
                 continue
+            if exchange.client.closed:
+                continue  # nobody to answer: the attempt there ends on its own
             # An attempt that just ended (its failure is what changed the host's state) is
             # retried by its own end, under the retry rules.
             going = [a for a in exchange.live if not a.ended]
@@ -983,7 +1144,8 @@ class Proxy:
             exchange.live.clear()
             exchange.tried.append(event.endpoint)
             self.metrics.redispatched.inc()
-            exchange.client.spawn(self._guard(exchange, self._attempt(exchange, acquired)))
+            work = self._guard(exchange, self._attempt(exchange, acquired))
+            self._spawn(exchange, work, acquired)
 
     # -- answering failures ----------------------------------------------------------------
 
@@ -1058,6 +1220,8 @@ class Proxy:
                 "connection.",
             )
             return
+        if client.closed:
+            return  # it left while the session connection was found: withdrawn, not sent
         attempt = Attempt(exchange, pin.lease, self._observe_in_session)
         backend_id = self.backends.ids.next()
         try:
@@ -1095,8 +1259,9 @@ class Proxy:
         self, lease: Lease, outcome: Outcome, error: BaseException | None
     ) -> None:
         """A statement that outlives request_timeout says nothing about its host: it is not
-        reported (a long transaction must not eject the host its session lives on)."""
-        if outcome is not Outcome.TIMEOUT:
+        reported (a long transaction must not eject the host its session lives on). Nor is one
+        ended because its client left (the session closes with it)."""
+        if outcome is not Outcome.TIMEOUT and not isinstance(error, ClientLeftError):
             self.balancer.observe(lease, outcome, error)
 
     # -- waiting for a host --------------------------------------------------------------
