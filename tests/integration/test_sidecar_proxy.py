@@ -36,7 +36,13 @@ from gremlinlb.sidecar.memory import MemoryLimits
 from gremlinlb.sidecar.proxy import ProxyOptions
 from gremlinlb.sidecar.testing import SidecarThread
 
-from gremlinlb.core import BalancerSettings, HealthCheckSettings, HostState, parse_endpoint
+from gremlinlb.core import (
+    BalancerSettings,
+    HealthCheckSettings,
+    HostState,
+    HostStatus,
+    parse_endpoint,
+)
 from gremlinlb.devservers import Fleet, GremlinServerProcess
 from gremlinlb.devservers.faults import FaultProxy
 from gremlinlb.devservers.server import ephemeral_port
@@ -185,27 +191,35 @@ def test_requests_on_one_client_connection_rotate_over_every_server(
     assert served == {s.address: 10 for s in servers}
 
 
+def first_answers_of_a_fresh_sidecar(
+    config: SidecarConfig, count: int
+) -> tuple[list[str], list[HostStatus]]:
+    """Who answered each of the first ``count`` requests of a sidecar used the moment it
+    listens (its hosts' first probes not awaited by the test), and its hosts afterwards."""
+    runner = SidecarThread(config)
+    try:
+        runner.start(settle=False)
+        connection = remote(runner.url, pool_size=1)
+        try:
+            g = traversal().with_(connection)
+            order = [answered_by(g) for _ in range(count)]
+        finally:
+            connection.close()
+        return order, list(runner.balancer.hosts())
+    finally:
+        runner.stop()
+
+
 def test_fresh_sidecar_spreads_its_first_requests_evenly_in_strict_rotation(
     servers: Sequence[GremlinServerProcess],
 ) -> None:
-    """Used the moment it listens (its hosts' first probes not awaited by the test), the
-    sidecar still sends the first 3 x 10 requests 10 to each server, in the listed order. The
-    first server answers through a 0.3 s delay, so its first probe ends after the others', as a
-    cold JVM's does: the first requests come before every first probe is in."""
+    """The first 3 x 10 requests go 10 to each server, in the listed order. The first server
+    answers through a 0.3 s delay, so its first probe ends after the others', as a cold JVM's
+    does: the first requests come before every first probe is in."""
     with FaultProxy(servers[0].address, answer_delay=0.3) as late:
         config = fast_config(servers)
         config = replace(config, endpoints=(parse_endpoint(late.address), *config.endpoints[1:]))
-        runner = SidecarThread(config)
-        try:
-            runner.start(settle=False)
-            connection = remote(runner.url, pool_size=1)
-            try:
-                g = traversal().with_(connection)
-                order = [answered_by(g) for _ in range(30)]
-            finally:
-                connection.close()
-        finally:
-            runner.stop()
+        order, _ = first_answers_of_a_fresh_sidecar(config, 30)
     assert order == [s.address for s in servers] * 10
 
 
@@ -224,18 +238,8 @@ def test_fresh_sidecar_with_an_initial_host_down_serves_its_first_requests_on_th
             endpoints=(parse_endpoint(late.address), dead, config.endpoints[1]),
             settings=replace(config.settings, connect_timeout=30.0),
         )
-        runner = SidecarThread(config)
-        try:
-            runner.start(settle=False)
-            connection = remote(runner.url, pool_size=1)
-            try:
-                g = traversal().with_(connection)
-                order = [answered_by(g) for _ in range(10)]
-            finally:
-                connection.close()
-            dead_host = next(h for h in runner.balancer.hosts() if h.endpoint == dead)
-        finally:
-            runner.stop()
+        order, hosts = first_answers_of_a_fresh_sidecar(config, 10)
+    dead_host = next(h for h in hosts if h.endpoint == dead)
     assert order == [servers[0].address, servers[1].address] * 5
     assert (dead_host.state, dead_host.requests) == (HostState.DOWN, 0)
 
