@@ -88,7 +88,9 @@ class Geoshape:
 
 def _custom_prefix(name: str, type_id: int) -> bytes:
     encoded = name.encode("utf-8")
-    return b"\x00" + struct.pack(">i", len(encoded)) + encoded + struct.pack(">i", type_id) + b"\x00"
+    return (
+        b"\x00" + struct.pack(">i", len(encoded)) + encoded + struct.pack(">i", type_id) + b"\x00"
+    )
 
 
 def _marked(text: str) -> bytes:
@@ -155,16 +157,22 @@ class _GeoshapeJson(graphsonV3d0._GraphSONTypeIO):  # type: ignore[misc]
 
 def janusgraph_graphbinary() -> GraphBinarySerializersV1:
     writer = graphbinaryV1.GraphBinaryWriter(
-        [(JanusGraphP, _JanusGraphPIO), (RelationIdentifier, _RelationIdentifierIO)]
-        + [(Geoshape, _GeoshapeIO)]
+        [
+            (JanusGraphP, _JanusGraphPIO),
+            (RelationIdentifier, _RelationIdentifierIO),
+            (Geoshape, _GeoshapeIO),
+        ]
     )
     return GraphBinarySerializersV1(graphbinaryV1.GraphBinaryReader(), writer)
 
 
 def janusgraph_graphson() -> GraphSONMessageSerializer:
     writer = graphsonV3d0.GraphSONWriter(
-        [(JanusGraphP, _JanusGraphPJson), (RelationIdentifier, _RelationIdentifierJson)]
-        + [(Geoshape, _GeoshapeJson)]
+        [
+            (JanusGraphP, _JanusGraphPJson),
+            (RelationIdentifier, _RelationIdentifierJson),
+            (Geoshape, _GeoshapeJson),
+        ]
     )
     return GraphSONMessageSerializer(graphsonV3d0.GraphSONReader(), writer)
 
@@ -204,9 +212,7 @@ READS = {
     ),
     "geoWithin a circle": g.V().has("place", geo_within(PARIS)).count(),
     "geoIntersect a polygon": g.V().has("place", JanusGraphP("geoIntersect", AREA)),
-    "geoWithin a collection": g.V().has(
-        "place", geo_within(Geoshape.collection(PARIS, AREA))
-    ),
+    "geoWithin a collection": g.V().has("place", geo_within(Geoshape.collection(PARIS, AREA))),
     "an edge by its RelationIdentifier": g.E(EDGE).in_v(),
     "edges of string vertex ids": g.E(EDGE_OF_STRING_IDS, EDGE).count(),
     "a property id": g.V().properties().has_id(PROPERTY),

@@ -101,11 +101,9 @@ class StatusOnlyProtocol(GremlinServerWSProtocol):  # type: ignore[misc]
         request_id = status.request_id
         if request_id not in results_dict and len(results_dict) == 1:
             request_id = next(iter(results_dict))  # one request per socket: it is this one
-        result_set = results_dict.get(request_id) if request_id is not None else None
         if status.code == PARTIAL_CONTENT:
             return status.code  # more frames of the same answer follow
-        if result_set is not None:
-            del results_dict[request_id]
+        result_set = results_dict.pop(request_id, None) if request_id is not None else None
         if status.code in (SUCCESS, NO_CONTENT):
             if result_set is not None:
                 result_set.stream.put_nowait([])
