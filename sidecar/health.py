@@ -1,8 +1,11 @@
 """The active health loop: probe the core's targets with a real traversal, report each result.
 
 A host counts as healthy only when it *answers a traversal* (an open port is not enough: a
-paused JVM accepts connections and never answers). Probes use a connection of their own per
-host, so a probe never queues behind client traffic and a stuck probe is simply dropped.
+paused JVM accepts connections and never answers). The answer's status code decides, read from
+the frame's header; its result is never decoded, so a type the sidecar does not know (a
+provider's custom type, a user's probe script answering a Tree) never fails a probe. Probes
+use a connection of their own per host, so a probe never queues behind client traffic and a
+stuck probe is simply dropped.
 
 Each traversal source clients use (configured, or learned from requests' aliases) is probed
 too, after the default one passed: a host answering that it does not have a source is skipped
@@ -42,7 +45,9 @@ MAX_PROBES = 64
 
 
 def probe_frame(request_id: bytes, script: str | None, traversal_source: str) -> bytes:
-    """g.V().limit(1) as bytecode (or `script` as an eval), written by gremlinpython itself."""
+    """g.V().limit(1).count() as bytecode (or `script` as an eval), written by gremlinpython
+    itself: it reaches the graph's storage, and its answer is a plain number whatever the
+    provider's types (the server must be able to write it; only its status is read here)."""
     if script is not None:
         message = RequestMessage(
             "", "eval", {"gremlin": script, "aliases": {"g": traversal_source}}
@@ -51,7 +56,7 @@ def probe_frame(request_id: bytes, script: str | None, traversal_source: str) ->
         message = RequestMessage(
             "traversal",
             "bytecode",
-            {"gremlin": __.V().limit(1).bytecode, "aliases": {"g": traversal_source}},
+            {"gremlin": __.V().limit(1).count().bytecode, "aliases": {"g": traversal_source}},
         )
     frame: bytes = GraphBinarySerializersV1().serialize_message(
         str(uuid.UUID(bytes=request_id)), message

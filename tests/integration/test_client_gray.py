@@ -109,6 +109,28 @@ def test_an_answer_gremlinpython_cannot_decode_fails_that_request_alone(
     assert rr.balancer.stats().ejections == {}
 
 
+def test_a_probe_answered_with_a_type_gremlinpython_cannot_decode_leaves_every_host_healthy(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    # A probe asks whether the server answers, not whether this client can read the answer (a
+    # JanusGraph vertex's RelationIdentifier ids are such a type); tree() answers a Tree,
+    # GraphBinary type 0x2b, which gremlinpython cannot decode.
+    health = HealthCheckSettings(
+        interval=0.5, timeout=2.0, rise=1, fall=1, probe_script="g.V().tree()"
+    )
+    rr = RoundRobinClientRemoteConnection(
+        [s.address for s in servers], settings=fast_settings(health=health)
+    )
+    try:
+        serving(rr)  # every host passed its first probe
+        rr.check_health_now()  # and one more round: fall=1 takes a host out on one failure
+        assert set(states(rr).values()) == {HostState.HEALTHY}
+        g = traversal().with_(rr)
+        assert {answered_by(g) for _ in range(6)} == {s.address for s in servers}
+    finally:
+        rr.close()
+
+
 def test_a_request_the_server_cannot_read_gets_the_servers_error_and_marks_no_host(
     rr: RoundRobinClientRemoteConnection, servers: Sequence[GremlinServerProcess]
 ) -> None:

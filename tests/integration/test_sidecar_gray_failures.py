@@ -157,6 +157,23 @@ def test_answer_over_the_size_limit_fails_that_request_alone(
     assert sum(connections.values()) >= 1  # the shared connection was never torn down
 
 
+def test_a_probe_answered_with_a_type_the_sidecar_cannot_decode_leaves_every_host_healthy(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    # tree() answers a Tree (GraphBinary 0x2b), a type gremlinpython cannot decode; a provider's
+    # custom type (JanusGraph's RelationIdentifier) is the same case. Only the status counts.
+    health = HealthCheckSettings(
+        interval=0.5, timeout=1.5, rise=1, fall=1, probe_script="g.V().tree()"
+    )
+    with SidecarThread(config_at([s.address for s in servers], health=health)) as sidecar:
+        passed = [
+            sidecar.call(sidecar.sidecar.health.probe(host.endpoint))
+            for host in sidecar.balancer.hosts()
+        ]
+        assert passed == [True, True, True]
+        assert all_healthy(sidecar)
+
+
 def undecodable_request(request_id: bytes) -> bytes:
     """A GraphBinary eval whose extra argument has a type code the server cannot decode:
     Gremlin Server 3.8.1 drops such a frame without answering."""

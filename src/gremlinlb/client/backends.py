@@ -32,6 +32,7 @@ from gremlin_python.driver.serializer import GraphBinarySerializersV1
 
 from gremlinlb.client.errors import AnswerNotReadableError
 from gremlinlb.client.keepalive import Keepalive
+from gremlinlb.client.probe import StatusOnlyProtocol
 from gremlinlb.client.transport import DEFAULT_MAX_MESSAGE_BYTES, PhaseTaggedTransport
 from gremlinlb.core import ConnectionFailure, Endpoint
 
@@ -65,14 +66,27 @@ class ConnectionOptions:
         return self._remote(endpoint, pool_size=1, session=uuid.uuid4(), keep_waiting=keep_waiting)
 
     def probe_client(self, endpoint: Endpoint, timeout: float) -> Client:
+        """A one-socket client whose answers are judged by their status alone (probe.py): a
+        result this client cannot decode never fails a probe."""
+        serializer = self.message_serializer or GraphBinarySerializersV1()
+
+        def protocol() -> StatusOnlyProtocol:
+            return StatusOnlyProtocol(
+                serializer,
+                username=self.username,
+                password=self.password,
+                max_content_length=DEFAULT_MAX_MESSAGE_BYTES,
+            )
+
         return Client(
             endpoint.url,
             self.traversal_source,
+            protocol_factory=protocol,
             transport_factory=self._transport_factory(timeout),
             pool_size=1,
             username=self.username,
             password=self.password,
-            message_serializer=self.message_serializer,
+            message_serializer=serializer,
             headers=self.headers,
         )
 

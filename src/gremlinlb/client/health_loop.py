@@ -1,7 +1,9 @@
 """The active health loop of the in-process client: a daemon thread probing with real traversals.
 
 A host only counts as healthy when it *answers a traversal*: an open port is not enough (a
-server can accept sockets with a broken graph, or be stopped mid-flight).
+server can accept sockets with a broken graph, or be stopped mid-flight). The answer's status
+decides, never its result (probe.py): a type this client cannot decode says nothing about the
+server, so it never fails a probe.
 
 Each probe uses a fresh one-socket client, closed afterwards: nothing is shared between probes,
 so a probe stuck on a hung server can never starve the next one of gremlinpython's pooled
@@ -110,8 +112,10 @@ class HealthLoop:
 
 
 def _probe_traversal() -> object:
-    """g.V().limit(1): the bytecode of an anonymous V() is exactly that of the source's V()."""
-    return __.V().limit(1).bytecode
+    """g.V().limit(1).count(): it reaches the graph's storage, and its answer is a plain number
+    whatever the provider's element and id types are (the status decides anyway: probe.py).
+    The bytecode of an anonymous V() is exactly that of the source's V()."""
+    return __.V().limit(1).count().bytecode
 
 
 def _text(error: BaseException) -> str:

@@ -40,7 +40,13 @@ from gremlinlb.core.outcomes import (
     RetryBudget,
     may_retry,
 )
-from gremlinlb.core.readonly import MUTATING_STEPS, bytecode_may_write, frame_may_write
+from gremlinlb.core.readonly import (
+    MUTATING_STEPS,
+    bytecode_may_write,
+    frame_may_write,
+    register_graphbinary_type,
+    register_graphson_type,
+)
 from gremlinlb.core.settings import (
     BalancerSettings,
     BudgetSettings,
@@ -100,4 +106,6 @@ __all__ = [
     "may_retry",
     "parse_endpoint",
     "plan_zones",
+    "register_graphbinary_type",
+    "register_graphson_type",
 ]

@@ -126,10 +126,13 @@ class HealthCheckSettings:
     probe_healthy: bool = setting(
         True, "Probe healthy hosts too (finds a hung server without traffic).", flag="probe_healthy"
     )
-    # None sends the bytecode of g.V().limit(1); a string is sent as a script (op `eval`).
+    # None sends the bytecode of g.V().limit(1).count() (its answer is a plain number whatever
+    # the provider's types); a string is sent as a script (op `eval`). Either way only the
+    # answer's status is read, never its result.
     probe_script: str | None = setting(
         None,
-        "A Gremlin script to probe with; when absent, g.V().limit(1) is sent as bytecode.",
+        "A Gremlin script to probe with; when absent, g.V().limit(1).count() is sent as "
+        "bytecode. Only the answer's status counts.",
         flag="probe_script",
         cr="probe",
     )
