@@ -5,6 +5,7 @@ No networking and no I/O framework here (no aiohttp, kopf or kubernetes): the in
 client, the sidecar and the operator are adapters that report to it and act on its decisions.
 """
 
+from gremlinlb.core import janusgraph_types  # noqa: F401  (registers JanusGraph's types)
 from gremlinlb.core.balancer import (
     CHECK_INTERVAL,
     Acquired,
