@@ -319,6 +319,19 @@ def test_the_client_with_default_settings_serves_every_janusgraph_server_in_turn
     assert Counter(answered_by(g) for _ in range(6)) == {s.address: 2 for s in janus}
 
 
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+def test_the_client_with_a_plain_value_probe_serves_every_janusgraph_server_in_turn(
+    client_for: Callable[..., RoundRobinClientRemoteConnection],
+    janus: list[JanusGraphServerProcess],
+    serializer: str,
+) -> None:
+    """The README's way to pick a probe: one whose answer is a plain number can be read by
+    any serializer, whatever types the graph's vertices carry."""
+    settings = BalancerSettings(health=HealthCheckSettings(probe_script="g.inject(0)"))
+    g = traversal().with_(every_host_serves(client_for(serializer, settings)))
+    assert Counter(answered_by(g) for _ in range(6)) == {s.address: 2 for s in janus}
+
+
 @pytest.mark.parametrize(("query", "serializer"), CASES)
 def test_the_client_answers_as_a_direct_connection_does(
     client_for: Callable[..., RoundRobinClientRemoteConnection],
