@@ -176,11 +176,10 @@ class RawWebSocket:
                 elif size == 127 and len(self.buffer) >= 10:
                     (size,) = struct.unpack("!Q", self.buffer[2:10])
                     offset = 10
-                if size < 126 or offset > 2:
-                    if len(self.buffer) >= offset + size:
-                        payload = self.buffer[offset : offset + size]
-                        self.buffer = self.buffer[offset + size :]
-                        return opcode, payload
+                if (size < 126 or offset > 2) and len(self.buffer) >= offset + size:
+                    payload = self.buffer[offset : offset + size]
+                    self.buffer = self.buffer[offset + size :]
+                    return opcode, payload
             chunk = self.sock.recv(256 * 1024)
             if not chunk:
                 return None
@@ -353,9 +352,7 @@ def big_request(values: int) -> bytes:
     bytecode = Bytecode()
     bytecode.add_step("inject", list(range(values)))
     bytecode.add_step("count")
-    return graphbinary(
-        "bytecode", "traversal", {"gremlin": bytecode, "aliases": {"g": "g"}}
-    )
+    return graphbinary("bytecode", "traversal", {"gremlin": bytecode, "aliases": {"g": "g"}})
 
 
 def measure_stall(endpoints: list[str], values: int, frames: int) -> dict[str, object]:
