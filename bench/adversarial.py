@@ -149,6 +149,7 @@ class RawWebSocket:
                 raise ConnectionError("closed during the upgrade")
             head += chunk
         self.buffer = b""
+        self.done = False  # its close was already read
 
     @staticmethod
     def header(length: int, opcode: int = 0x2) -> bytes:
@@ -228,7 +229,7 @@ def measure_unfinished(endpoints: list[str], clients: int, frame_mib: float) -> 
                     ws.sock.sendall(chunk[: min(left, len(chunk))])
                     left -= len(chunk)
             except OSError as error:
-                # refused: what did the sidecar say?
+                ws.done = True  # refused while sending: what did the sidecar say?
                 ws.sock.settimeout(2)
                 try:
                     frame = ws.read()
@@ -248,6 +249,23 @@ def measure_unfinished(endpoints: list[str], clients: int, frame_mib: float) -> 
         time.sleep(1.0)  # the frames sit unfinished: the attack's steady state
         held_peak[0] = process.metric("gremlinlb_sidecar_held_bytes")
         during = rss(pid)
+        for ws in sockets:  # those that finished sending: were they closed meanwhile?
+            if ws.done:
+                continue
+            ws.sock.settimeout(0.2)
+            try:
+                frame = ws.read()
+            except TimeoutError:
+                continue  # still open
+            except OSError as error:
+                closes.append(f"dropped ({type(error).__name__})")
+                continue
+            if frame is not None and frame[0] == 0x8 and len(frame[1]) >= 2:
+                code = struct.unpack("!H", frame[1][:2])[0]
+                closes.append(f"{code} {frame[1][2:].decode(errors='replace')}")
+            elif frame is None:
+                closes.append("dropped (EOF)")
+        refused_metric = process.metric("gremlinlb_sidecar_clients_refused_total")
         for ws in sockets:
             ws.close()
         left_at = time.monotonic()
@@ -267,6 +285,7 @@ def measure_unfinished(endpoints: list[str], clients: int, frame_mib: float) -> 
         "aim_rss_below_mib": round((budget + 64 * MiB) / MiB, 1),
         "held_bytes_gauge_while_held": held_peak[0],
         "clients_refused": len(closes),
+        "clients_refused_metric": refused_metric,
         "refusals": sorted(set(closes)),
     }
 

@@ -673,16 +673,21 @@ class ClientConnection:
         if self.closed:
             return
         self.loop.call_soon(self.leave)
-        self.spawn(self._close_unread(reason, aiohttp.WSCloseCode.TRY_AGAIN_LATER))
+        # No reply is waited for: a client in the middle of a frame cannot send its close frame
+        # before finishing it, and its reader's buffers are freed only once the socket is gone.
+        self.spawn(self._close_unread(reason, aiohttp.WSCloseCode.TRY_AGAIN_LATER, within=0.05))
 
     async def _close_unread(
-        self, reason: str, code: int = aiohttp.WSCloseCode.POLICY_VIOLATION
+        self,
+        reason: str,
+        code: int = aiohttp.WSCloseCode.POLICY_VIOLATION,
+        within: float = 1.0,
     ) -> None:
         """Close a client that does not read: its socket buffers are full, so the close frame
         may never be written; then the connection is dropped."""
         encoded = reason.encode("utf-8")[:_CLOSE_REASON_BYTES]
         try:
-            async with asyncio.timeout(1.0):
+            async with asyncio.timeout(within):
                 await self.ws.close(code=code, message=encoded)
         except Exception:
             if self._transport is not None:
