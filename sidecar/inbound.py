@@ -166,6 +166,15 @@ class MeteredWebSocketResponse(web.WebSocketResponse):
 
     meter: InboundMeter | None = None
 
+    def drop_reader(self) -> None:
+        """Free what the reader holds now (a refused client's unfinished frame): nothing more
+        of this connection is read, and its close does not wait for the client. Without this,
+        the bytes would stay until the connection's close completes, while other clients'
+        bytes are already admitted in their place."""
+        if self.meter is not None:
+            self.meter.detach()
+        self._parser = None
+
     def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
         handler: Any = request.protocol
         # Bytes a client sent before the reader existed: held back, then fed through the meter

@@ -38,7 +38,7 @@ from gremlinlb.sidecar.backend import (
 )
 from gremlinlb.sidecar.frames import Channel, MalformedFrameError, Request, ResponseHeader
 from gremlinlb.sidecar.inbound import InboundMeter, MeteredWebSocketResponse
-from gremlinlb.sidecar.memory import MemoryBudget, MemoryLimits
+from gremlinlb.sidecar.memory import MemoryBudget, MemoryLimits, release_free_memory
 from gremlinlb.sidecar.metrics import SidecarMetrics
 from gremlinlb.sidecar.sources import answer_says_source_unknown, request_source
 from gremlinlb.sidecar.wsout import BATCH_FRAMES, FrameOutput
@@ -668,6 +668,9 @@ class ClientConnection:
         self._give_back(meter.release())
         if self._transport is not None:
             self._transport.pause_reading()
+        if isinstance(self.ws, MeteredWebSocketResponse):
+            self.ws.drop_reader()
+            release_free_memory()  # the frame's pages go back now, not after the attack
         self.proxy.metrics.clients_refused.inc()
         log.warning("client %s refused: %s", self.peer, reason)
         if self.closed:

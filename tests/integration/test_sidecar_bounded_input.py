@@ -233,7 +233,7 @@ def test_the_memory_of_unfinished_frames_goes_back_to_the_system_when_their_clie
     process = SidecarProcess("--endpoints", endpoints).wait_alive()
     try:
         start = rss(process.process.pid)
-        clients = [RawWebSocket(process.url) for _ in range(5)]
+        clients = [RawWebSocket(process.url) for _ in range(12)]
         for client in clients:
             client.send_unfinished(declared=18 * MiB, sent=17 * MiB)
         wait_until(lambda: rss(process.process.pid) > start + 48 * MiB, 20, "the frames to be held")
