@@ -193,21 +193,15 @@ def run_killed_server_load(
     driver: DriverProcess, sidecar: SidecarThread, victim: GremlinServerProcess
 ) -> dict[str, Any]:
     """Drive a program in `load` mode: kill `victim` mid-run, mark once the sidecar has seen it
-    down, let 150 more requests through, then stop; returns the program's summary."""
+    down; the program ends by itself 150 answers after the mark (counted by the program, so a
+    slow or busy machine changes only how long it takes); returns the program's summary."""
     assert driver.line(timeout=90) == "started"
     victim.kill()
     wait_until(
         lambda: sidecar.balancer.state_of(victim.address) is HostState.DOWN, 15, "the kill noticed"
     )
     driver.send("mark")
-    served = sum(requests_per_host(sidecar).values())
-    wait_until(
-        lambda: sum(requests_per_host(sidecar).values()) >= served + 150,
-        60,
-        "150 more requests after the kill",
-    )
-    driver.send("stop")
-    summary = driver.json(timeout=60)
+    summary = driver.json(timeout=120)
     assert driver.wait(30) == 0, driver.stderr()
     return summary
 

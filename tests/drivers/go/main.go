@@ -13,9 +13,10 @@
 //	             so the caller can count the sidecar's client connections.
 //	commit       g.Tx(): addV('go') then commit; prints {"inside": count seen inside the tx}.
 //	rollback     g.Tx(): addV('go_rolled_back') then rollback; prints {"inside": ...}.
-//	load         8 goroutines of read-only name lookups until "stop" on stdin (or 20000 answers,
-//	             or 90 s); prints "started" after 100 answers; "mark" on stdin records how many
-//	             answers had arrived; prints {"names", "errors", "mark"} at the end.
+//	load         8 goroutines of read-only name lookups; prints "started" after 100 answers;
+//	             "mark" on stdin records how many answers had arrived and ends the run 150
+//	             answers (or errors) later; "stop" ends it at once; bounded by 100000 answers
+//	             and 300 s; prints {"names", "errors", "mark"} at the end.
 package main
 
 import (
@@ -33,8 +34,9 @@ import (
 
 const (
 	loadWorkers    = 8
-	loadMaxAnswers = 20000
-	loadMaxTime    = 90 * time.Second
+	loadMaxAnswers = 100000
+	loadMaxTime    = 300 * time.Second
+	loadAfterMark  = 150
 )
 
 func main() {
@@ -170,6 +172,7 @@ func load(g *gremlingo.GraphTraversalSource) map[string]any {
 	names := []string{}
 	errs := []string{}
 	mark := -1
+	endAt := loadMaxAnswers // answers and errors; "mark" brings it to 150 after the mark
 	stop := make(chan struct{})
 	var stopOnce sync.Once
 	halt := func() { stopOnce.Do(func() { close(stop) }) }
@@ -180,6 +183,7 @@ func load(g *gremlingo.GraphTraversalSource) map[string]any {
 			case "mark":
 				mu.Lock()
 				mark = len(names)
+				endAt = min(endAt, len(names)+len(errs)+loadAfterMark)
 				mu.Unlock()
 			case "stop":
 				halt()
@@ -202,7 +206,7 @@ func load(g *gremlingo.GraphTraversalSource) map[string]any {
 				default:
 				}
 				mu.Lock()
-				done := len(names)+len(errs) >= loadMaxAnswers
+				done := len(names)+len(errs) >= endAt
 				mu.Unlock()
 				if done {
 					return

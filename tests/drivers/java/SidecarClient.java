@@ -13,9 +13,10 @@
 //                the sidecar's client connections.
 //   commit       g.tx(): addV('java') then commit; prints {"inside": count seen inside the tx}.
 //   rollback     g.tx(): addV('java_rolled_back') then rollback; prints {"inside": ...}.
-//   load         8 threads of read-only name lookups until "stop" on stdin (or 20000 answers, or
-//                90 s); prints "started" after 100 answers; "mark" on stdin records how many
-//                answers had arrived; prints {"names", "errors", "mark"} at the end.
+//   load         8 threads of read-only name lookups; prints "started" after 100 answers; "mark"
+//                on stdin records how many answers had arrived and ends the run 150 answers (or
+//                errors) later; "stop" ends it at once; bounded by 100000 answers and 300 s;
+//                prints {"names", "errors", "mark"} at the end.
 import static org.apache.tinkerpop.gremlin.process.traversal.AnonymousTraversalSource.traversal;
 
 import java.io.BufferedReader;
@@ -41,8 +42,9 @@ import org.apache.tinkerpop.gremlin.util.ser.Serializers;
 
 public final class SidecarClient {
     private static final int LOAD_THREADS = 8;
-    private static final int LOAD_MAX_ANSWERS = 20000;
-    private static final long LOAD_MAX_MILLIS = 90_000;
+    private static final int LOAD_MAX_ANSWERS = 100000;
+    private static final long LOAD_MAX_MILLIS = 300_000;
+    private static final int LOAD_AFTER_MARK = 150;
 
     public static void main(String[] args) throws Exception {
         if (args.length < 4) {
@@ -138,6 +140,8 @@ public final class SidecarClient {
         List<Object> errors = Collections.synchronizedList(new ArrayList<>());
         AtomicBoolean stop = new AtomicBoolean();
         AtomicInteger mark = new AtomicInteger(-1);
+        // Answers and errors after which the run ends: "mark" brings it to 150 after the mark.
+        AtomicInteger endAt = new AtomicInteger(LOAD_MAX_ANSWERS);
         AtomicBoolean started = new AtomicBoolean();
         long deadline = System.currentTimeMillis() + LOAD_MAX_MILLIS;
         Thread control = new Thread(() -> {
@@ -147,6 +151,7 @@ public final class SidecarClient {
                 while ((line = in.readLine()) != null) {
                     if (line.trim().equals("mark")) {
                         mark.set(names.size());
+                        endAt.set(Math.min(endAt.get(), names.size() + errors.size() + LOAD_AFTER_MARK));
                     } else if (line.trim().equals("stop")) {
                         break;
                     }
@@ -162,7 +167,7 @@ public final class SidecarClient {
         for (int t = 0; t < LOAD_THREADS; t++) {
             Thread worker = new Thread(() -> {
                 while (!stop.get() && System.currentTimeMillis() < deadline
-                        && names.size() + errors.size() < LOAD_MAX_ANSWERS) {
+                        && names.size() + errors.size() < endAt.get()) {
                     try {
                         names.addAll(g.V().hasLabel("server").values("name").toList());
                     } catch (Exception error) {

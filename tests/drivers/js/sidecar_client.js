@@ -18,8 +18,9 @@ const MIME_TYPES = {
   graphson: 'application/vnd.gremlin-v3.0+json',
 };
 const LOAD_WORKERS = 8;
-const LOAD_MAX_ANSWERS = 20000;
-const LOAD_MAX_MS = 90000;
+const LOAD_MAX_ANSWERS = 100000;
+const LOAD_MAX_MS = 300000;
+const LOAD_AFTER_MARK = 150; // "mark" ends the run this many answers (or errors) later
 
 const [url, serializer, mode, countText] = process.argv.slice(2);
 const count = Number(countText || 200);
@@ -61,16 +62,20 @@ async function load(g) {
   const names = [];
   const errors = [];
   let mark = -1;
+  let endAt = LOAD_MAX_ANSWERS;
   let stopped = false;
   let started = false;
   lines.on('line', (line) => {
-    if (line.trim() === 'mark') mark = names.length;
+    if (line.trim() === 'mark') {
+      mark = names.length;
+      endAt = Math.min(endAt, names.length + errors.length + LOAD_AFTER_MARK);
+    }
     if (line.trim() === 'stop') stopped = true;
   });
   lines.on('close', () => { stopped = true; });
   const deadline = Date.now() + LOAD_MAX_MS;
   const worker = async () => {
-    while (!stopped && Date.now() < deadline && names.length + errors.length < LOAD_MAX_ANSWERS) {
+    while (!stopped && Date.now() < deadline && names.length + errors.length < endAt) {
       try {
         names.push(...await g.V().hasLabel('server').values('name').toList());
       } catch (error) {
