@@ -116,6 +116,11 @@ class _Host:
     failures_in_row: int = 0
     # A connection loss or timeout made us doubt it: probe it now, hand it no buffered request.
     suspect: bool = False
+    # Stuck (requests in flight, no answer while its peers answer) when the share cap left no
+    # room to eject it: it gets new requests only when no other candidate is left, and is not
+    # counted as ejected. Cleared by its next answer or passing probe.
+    stuck: bool = False
+    probe_passed_at: float = -math.inf  # the last probe it answered
     ejections: int = 0
     ejection_level: int = 0  # the multiplier of base_ejection; decays while healthy
     ejected_until: float | None = None
@@ -238,6 +243,7 @@ class Balancer:
         self._pick_now = 0.0
         self._pick_default_rtt: float | None = None
         self._ejections: Counter[str] = Counter()
+        self._stuck_hosts = 0  # hosts deprioritised as stuck (see _Host.stuck)
         self._hedges_sent = 0
         self._hedges_won = 0
         self._extra_spent = 0
@@ -514,7 +520,9 @@ class Balancer:
                     held = self._hold_for_first_round(size, now, session=session, write=write)
                     if held is not None:
                         return held
-                host = self._pick(self._skip_for_source(source, exclude), now, write=write)
+                host = self._pick(
+                    self._skip_for_source(source, exclude), now, write=write, answering=hedge
+                )
                 if host is None and hedge:
                     raise NoHealthyEndpointError(
                         "no other healthy host can take a hedged request; the first attempt goes on"
@@ -602,23 +610,26 @@ class Balancer:
         max_delay until enough answers were seen.
         """
         with self._lock:
-            now = self._clock()
-            cached = self._hedge_delay
-            if cached is not None and now - cached[0] < _HEDGE_REFRESH:
-                return cached[1]
-            settings = self._settings.hedge
-            value = settings.max_delay
-            if len(self._latencies) >= _MIN_HEDGE_SAMPLES:
-                recent = self._latencies.quantile(settings.percentile)
-                assert recent is not None
-                value = min(max(recent, settings.delay_floor), settings.max_delay)
-            self._hedge_delay = (now, value)
-            return value
+            return self._hedge_delay_at(self._clock())
+
+    def _hedge_delay_at(self, now: float) -> float:
+        cached = self._hedge_delay
+        if cached is not None and now - cached[0] < _HEDGE_REFRESH:
+            return cached[1]
+        settings = self._settings.hedge
+        value = settings.max_delay
+        if len(self._latencies) >= _MIN_HEDGE_SAMPLES:
+            recent = self._latencies.quantile(settings.percentile)
+            assert recent is not None
+            value = min(max(recent, settings.delay_floor), settings.max_delay)
+        self._hedge_delay = (now, value)
+        return value
 
     def should_hedge(self, lease: Lease) -> bool:
         """Whether an unanswered read on `lease` (its hedge delay passed) deserves a hedge.
 
-        Yes when its host is out of rotation, or when the host answered nothing since this
+        Yes when its host is out of rotation or deprioritised as stuck (unless the request ran
+        normally there: see `may_resend`), or when the host answered nothing since this
         request started although it has been given newer requests: it is not serving. No when
         the host answers other requests meanwhile: this request is just a slow query, and a
         hedge would run it twice (Gremlin 3.x cannot cancel it). Also no once the lease ended,
@@ -633,12 +644,33 @@ class Balancer:
             host = self._hosts.get(lease.endpoint)
             if host is None or lease not in host.leases:
                 return False
-            if host.state in (HostState.DOWN, HostState.EJECTED):
-                return True
+            if host.state in (HostState.DOWN, HostState.EJECTED) or host.stuck:
+                return not self._ran_normally(host, lease)
             if host.last_answer >= lease.started:
                 return False
             newest = next((e for e in reversed(host.leases) if not e.session), lease)
             return newest.started > lease.started
+
+    def may_resend(self, lease: Lease) -> bool:
+        """Whether a read in flight on `lease` may be re-sent elsewhere now that its host left
+        rotation (or is deprioritised as stuck): not a write or a session, and not a request
+        that ran normally there. A read its host kept answering others around for longer than
+        the hedge delay is a slow query being executed, not one caught by the host's trouble:
+        re-sent, it would run once more on another server (Gremlin 3.x cannot cancel it), and
+        a few slow queries would take one host after another (issue 20). A host that is down
+        lost its connections: whatever ran there is re-sent. The caller spends the budgets."""
+        with self._lock:
+            if lease.hedge or lease.session or lease.write:
+                return False
+            host = self._hosts.get(lease.endpoint)
+            if host is None:
+                return True
+            return not self._ran_normally(host, lease)
+
+    def _ran_normally(self, host: _Host, lease: Lease) -> bool:
+        if host.state is HostState.DOWN:
+            return False
+        return host.last_answer - lease.started > self._hedge_delay_at(self._clock())
 
     def try_spend_extra(self) -> bool:
         """Spend one extra request (a hedge, or a retry after CONNECTION_LOST, TIMEOUT or
@@ -657,11 +689,14 @@ class Balancer:
 
         Stuck: it has requests in flight (two or more: a single slow query is not evidence),
         answered nothing for max(stuck_floor, stuck_factor x its peers' typical latency), and
-        its peers answered meanwhile; not while in slow start (warming up). Slow: its typical
-        latency (median of recent answers) is over slow_factor x its peers' and over
-        slow_floor, found again after a whole new window of answers. Adapters call this about
-        every CHECK_INTERVAL seconds; with health checks disabled it also lets hosts whose
-        time out of rotation is over back in.
+        its peers answered meanwhile; not while in slow start (warming up), nor once a probe
+        passed since it went quiet (it answers: its requests are slow, not the host). A stuck
+        host the share cap leaves no room to eject is deprioritised instead: it gets new
+        requests only while no other candidate is left, and counts as healthy for the cap.
+        Slow: its typical latency (median of recent answers) is over slow_factor x its
+        peers' and over slow_floor, found again after a whole new window of answers.
+        Adapters call this about every CHECK_INTERVAL seconds; with health checks disabled it
+        also lets hosts whose time out of rotation is over back in.
         """
         events: list[HostEvent] = []
         ejected: list[Endpoint] = []
@@ -682,9 +717,19 @@ class Balancer:
                     found = (None if warming else self._stuck(host, peers, typical, now)) or (
                         self._slow_again(host, peers, typical)
                     )
-                    if found is not None and self._may_eject(host):
+                    if found is None:
+                        continue
+                    if self._may_eject(host):
                         events.append(self._eject(host, found[0], found[1], now))
                         ejected.append(host.endpoint)
+                    elif found[0] == "stuck" and not host.stuck:
+                        self._set_stuck(host, True)
+                        log.warning(
+                            "host %s deprioritised (max_ejected_share leaves no room to eject "
+                            "it): %s",
+                            host.endpoint.address,
+                            found[1],
+                        )
         self._emit(events)
         return ejected
 
@@ -777,6 +822,10 @@ class Balancer:
                 return
             host.probing_since = None
             host.probed_at = now
+            if ok:
+                host.probe_passed_at = now
+                if host.stuck:
+                    self._set_stuck(host, False)
             suspect, host.suspect = host.suspect, False
             if not ok and error:
                 host.last_error = f"probe: {error}"
@@ -955,6 +1004,8 @@ class Balancer:
         if outcome is Outcome.SUCCESS and error is None:  # the hot path: an answer, no news
             host.last_answer = now
             host.suspect = False
+            if host.stuck:
+                self._set_stuck(host, False)
             host.failures_in_row = 0
             if sample:
                 latency = now - lease.started
@@ -966,6 +1017,8 @@ class Balancer:
         if outcome in _ANSWERS:
             host.last_answer = now
             host.suspect = False
+            if host.stuck:
+                self._set_stuck(host, False)
             if outcome is not Outcome.CLIENT_ERROR:
                 host.failures_in_row = 0
         if sample and outcome in _SAMPLES:
@@ -993,12 +1046,15 @@ class Balancer:
         *,
         buffered: bool = False,
         write: bool = True,
+        answering: bool = False,
     ) -> _Host | None:
         """The next host for a request of one kind: its candidates (writers for a request
         that may write; readers, then writers by read_routing, for a read), then the
         client's zone (Envoy's spill-over rule), then the policy among the healthy ones.
         `buffered` also skips suspect hosts and hosts holding release_per_host buffered
-        requests."""
+        requests. Hosts deprioritised as stuck are picked only when no other fits.
+        `answering` (a hedge) takes only a host that answered since its oldest request
+        started: a hedge sent to another silent host rescues nothing."""
         cap = self._buffer.settings.release_per_host
         fits: Callable[[_Host], bool]
         if buffered:
@@ -1018,6 +1074,16 @@ class Balancer:
         else:
             fits = _healthy
 
+        if self._stuck_hosts or answering:
+            preferred = _and(fits, _answering) if answering else fits
+            if self._stuck_hosts:
+                preferred = _and(preferred, _not_stuck)
+            host = self._pick_kind(preferred, now, write=write)
+            if host is not None or answering:
+                return host  # a hedge goes only to a host that answers
+        return self._pick_kind(fits, now, write=write)
+
+    def _pick_kind(self, fits: Callable[[_Host], bool], now: float, *, write: bool) -> _Host | None:
         self._pick_now = now
         self._pick_default_rtt = None
         kind = self._kind_for(write=write)
@@ -1225,6 +1291,8 @@ class Balancer:
         if len(oldest) < 2:
             return None
         quiet_since = max(host.last_answer, oldest[1].started)
+        if host.probe_passed_at > quiet_since:
+            return None  # it answers its probes: slow requests, not a stuck host
         quiet = now - quiet_since
         outlier = self._settings.outlier
         reference = median(t for p in peers if (t := typical[p.endpoint]) is not None)
@@ -1415,8 +1483,15 @@ class Balancer:
         interval = health.unhealthy_interval if any_healthy else health.outage_interval
         return host.probed_at + interval
 
+    def _set_stuck(self, host: _Host, stuck: bool) -> None:
+        if host.stuck is not stuck:
+            host.stuck = stuck
+            self._stuck_hosts += 1 if stuck else -1
+
     def _set_state(self, host: _Host, state: HostState, reason: str) -> HostEvent:
         previous = host.state
+        if host.stuck:
+            self._set_stuck(host, False)  # judged afresh in its new state
         host.state = state
         self._plans.clear()
         host.state_since = time.time()
@@ -1436,6 +1511,7 @@ class Balancer:
     def _drop(self, host: _Host) -> HostEvent:
         self._first_round.discard(host.endpoint)
         del self._hosts[host.endpoint]
+        self._set_stuck(host, False)
         self._count_topology(host.endpoint, -1)
         # The ring is sorted by seq: find the host by bisection, not by comparing every host.
         index = bisect.bisect_left(self._ring, host.seq, key=_seq_of)
@@ -1468,6 +1544,16 @@ class Balancer:
 
 def _healthy(host: _Host) -> bool:
     return host.state is HostState.HEALTHY
+
+
+def _not_stuck(host: _Host) -> bool:
+    return not host.stuck
+
+
+def _answering(host: _Host) -> bool:
+    """Nothing in flight, or an answer since its oldest request started: it is serving."""
+    oldest = host.oldest_requests(1)
+    return not oldest or host.last_answer >= oldest[0].started
 
 
 def _writes(host: _Host) -> bool:
