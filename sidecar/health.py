@@ -7,6 +7,13 @@ provider's custom type, a user's probe script answering a Tree) never fails a pr
 use a connection of their own per host, so a probe never queues behind client traffic and a
 stuck probe is simply dropped.
 
+A traversal can still wait on the server itself: Gremlin Server runs every request on its
+worker pool (gremlinPool), and a few slow queries can fill it. So a probe whose traversal gets
+no answer in time asks the server a WebSocket ping on a fresh connection of its own (answered
+by the server's I/O threads, not its workers): a pong says the JVM is up and busy, and the core
+keeps the host in rotation, deprioritised, instead of taking it down (issue 20). A paused or
+dead server answers no ping.
+
 Each traversal source clients use (configured, or learned from requests' aliases) is probed
 too, after the default one passed: a host answering that it does not have a source is skipped
 for requests naming that source only (`core.sources`), and stays in rotation for the others.
@@ -20,6 +27,7 @@ import logging
 import time
 import uuid
 
+import aiohttp
 from gremlin_python.driver.request import RequestMessage
 from gremlin_python.driver.serializer import GraphBinarySerializersV1
 from gremlin_python.process.graph_traversal import __
@@ -42,6 +50,8 @@ log = logging.getLogger(__name__)
 
 # Probes in flight at once: a push of thousands of new hosts is probed in waves, not at once.
 MAX_PROBES = 64
+# Seconds the ping that tells a busy server from a dead one may take (at most the probe timeout).
+PING_BUDGET = 1.0
 
 
 def probe_frame(request_id: bytes, script: str | None, traversal_source: str) -> bytes:
@@ -124,34 +134,73 @@ class HealthLoop:
 
     async def probe(self, endpoint: Endpoint) -> bool:
         """One probe of `endpoint`, reported to the core; True if it passed."""
-        error = await self._probe_source(endpoint, self._traversal_source)
+        error, timed_out = await self._probe_source(endpoint, self._traversal_source)
+        alive = False
         if error is None:  # the other sources before the verdict: a joining host enters
             for source in self._balancer.sources.watched():  # rotation with its marks known
-                if await self._probe_source(endpoint, source) is not None:
+                if (await self._probe_source(endpoint, source))[0] is not None:
                     break  # the host itself failed: its next probe tells
         else:
             self.forget(endpoint)  # its socket may be dead or stuck: start clean next time
-        self._balancer.record_probe(endpoint, ok=error is None, error=error)
+            if timed_out and await self.answers_ping(endpoint):
+                alive = True
+                error += "; the server answers pings: busy, not down"
+        self._balancer.record_probe(endpoint, ok=error is None, error=error, alive=alive)
         return error is None
 
-    async def _probe_source(self, endpoint: Endpoint, source: str) -> str | None:
+    async def _probe_source(self, endpoint: Endpoint, source: str) -> tuple[str | None, bool]:
         """Probe `source` on `endpoint` and record whether it serves it; the error that makes
-        the host fail (None when it answered, even that it lacks the source)."""
+        the host fail (None when it answered, even that it lacks the source), and whether the
+        traversal timed out (rather than failed)."""
         settings = self._balancer.settings.health
         try:
             async with asyncio.timeout(settings.timeout):
                 code, message = await self._ask(endpoint, settings.probe_script, source)
         except TimeoutError:
-            return f"no answer within {settings.timeout}s"
+            return f"no answer within {settings.timeout}s", True
         except Exception as failure:
-            return f"{type(failure).__name__}: {failure}"
+            return f"{type(failure).__name__}: {failure}", False
         if code in (frames.SUCCESS, frames.NO_CONTENT):
             self._balancer.sources.record(endpoint, source, served=True)
-            return None
+            return None, False
         if says_source_unknown(code, message):
             self._balancer.sources.record(endpoint, source, served=False)
-            return None  # the host answered: it lacks this source, not its health
-        return f"the probe traversal on {source!r} was answered with status {code}"
+            return None, False  # the host answered: it lacks this source, not its health
+        return f"the probe traversal on {source!r} was answered with status {code}", False
+
+    async def answers_ping(self, endpoint: Endpoint) -> bool:
+        """Whether the server answers a WebSocket ping on a fresh connection within
+        PING_BUDGET (at most the probe timeout). Gremlin Server answers pings on its I/O
+        threads, so a server whose workers all run slow queries still does; a paused or dead
+        one does not. The probe's own connection is not used: it pings for keepalive itself,
+        and its pongs are consumed there."""
+        budget = min(PING_BUDGET, self._balancer.settings.health.timeout)
+        options = self._backends.options
+        ssl_context = options.ssl_context if endpoint.scheme == "wss" else None
+        try:
+            async with (
+                asyncio.timeout(budget),
+                self._backends.http.ws_connect(
+                    endpoint.url,
+                    autoping=False,
+                    ssl=ssl_context if ssl_context is not None else True,
+                    compress=0,
+                ) as ws,
+            ):
+                await ws.ping(b"gremlinlb")
+                while True:
+                    message = await ws.receive()
+                    if message.type is aiohttp.WSMsgType.PONG:
+                        return True
+                    if message.type in (
+                        aiohttp.WSMsgType.CLOSE,
+                        aiohttp.WSMsgType.CLOSING,
+                        aiohttp.WSMsgType.CLOSED,
+                        aiohttp.WSMsgType.ERROR,
+                    ):
+                        return False
+        except Exception:  # refused, no upgrade in time, reset: not alive
+            return False
 
     async def _ask(self, endpoint: Endpoint, script: str | None, source: str) -> tuple[int, str]:
         connection = self._connections.get(endpoint)

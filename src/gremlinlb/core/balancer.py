@@ -121,6 +121,9 @@ class _Host:
     # counted as ejected. Cleared by its next answer or passing probe.
     stuck: bool = False
     probe_passed_at: float = -math.inf  # the last probe it answered
+    # The last probe whose traversal got no answer in time while the server itself answered
+    # (a WebSocket ping on the probe's own connection): alive, its workers busy with slow work.
+    alive_at: float = -math.inf
     ejections: int = 0
     ejection_level: int = 0  # the multiplier of base_ejection; decays while healthy
     ejected_until: float | None = None
@@ -192,6 +195,8 @@ class BalancerStats:
     # only while the client's zone is known and the host has one).
     same_zone: int = 0
     cross_zone: int = 0
+    # Times a host was found stuck and deprioritised instead of ejected (see check_outliers).
+    deprioritised: int = 0
 
 
 Acquired = Lease | Waiter
@@ -244,6 +249,7 @@ class Balancer:
         self._pick_default_rtt: float | None = None
         self._ejections: Counter[str] = Counter()
         self._stuck_hosts = 0  # hosts deprioritised as stuck (see _Host.stuck)
+        self._deprioritised = 0
         self._hedges_sent = 0
         self._hedges_won = 0
         self._extra_spent = 0
@@ -459,6 +465,7 @@ class Balancer:
                 attempts_by_role={r.value: n for r, n in self._by_role.items()},
                 same_zone=self._same_zone,
                 cross_zone=self._cross_zone,
+                deprioritised=self._deprioritised,
             )
 
     @property
@@ -668,8 +675,16 @@ class Balancer:
             return not self._ran_normally(host, lease)
 
     def _ran_normally(self, host: _Host, lease: Lease) -> bool:
+        """Whether `lease` ran normally on its host, so re-sending it would run it twice. On a
+        host still in rotation (deprioritised as stuck, maybe busy): it started before the
+        host's last answer, so it was taken up while the host served (queries sent at the
+        same instant fill a server's workers together). On an ejected host: it was in flight
+        while the host answered others for longer than the hedge delay. On a host that is
+        down: never (its connections are gone)."""
         if host.state is HostState.DOWN:
             return False
+        if host.state is HostState.HEALTHY:
+            return host.last_answer >= lease.started
         return host.last_answer - lease.started > self._hedge_delay_at(self._clock())
 
     def try_spend_extra(self) -> bool:
@@ -691,8 +706,12 @@ class Balancer:
         answered nothing for max(stuck_floor, stuck_factor x its peers' typical latency), and
         its peers answered meanwhile; not while in slow start (warming up), nor once a probe
         passed since it went quiet (it answers: its requests are slow, not the host). A stuck
-        host the share cap leaves no room to eject is deprioritised instead: it gets new
-        requests only while no other candidate is left, and counts as healthy for the cap.
+        host is deprioritised (new requests only while no other candidate is left; not
+        counted as ejected) and, with health checks on, probed at once: a failed probe takes
+        it down, a busy server (see record_probe's `alive`) stays in rotation, deprioritised;
+        ejected as stuck only without health checks, or when a probe since it went quiet
+        neither passed nor found it alive. When the share cap leaves no room to eject a host,
+        it is deprioritised instead.
         Slow: its typical latency (median of recent answers) is over slow_factor x its
         peers' and over slow_floor, found again after a whole new window of answers.
         Adapters call this about every CHECK_INTERVAL seconds; with health checks disabled it
@@ -719,19 +738,46 @@ class Balancer:
                     )
                     if found is None:
                         continue
+                    if found[0] == "stuck" and self._busy_or_unjudged(host, now):
+                        continue  # deprioritised until its probe (or an answer) says more
                     if self._may_eject(host):
                         events.append(self._eject(host, found[0], found[1], now))
                         ejected.append(host.endpoint)
                     elif found[0] == "stuck" and not host.stuck:
-                        self._set_stuck(host, True)
-                        log.warning(
-                            "host %s deprioritised (max_ejected_share leaves no room to eject "
-                            "it): %s",
-                            host.endpoint.address,
-                            found[1],
-                        )
+                        self._deprioritise(host, found[1] + "; max_ejected_share leaves no room")
         self._emit(events)
         return ejected
+
+    def _busy_or_unjudged(self, host: _Host, now: float) -> bool:
+        """A stuck host is deprioritised at once (no new requests while others can take
+        them) and, with health checks on, judged by its own probe rather than ejected: a
+        probe that passes clears it, one whose traversal waits behind slow work while the
+        server answers a ping leaves it deprioritised but in rotation (busy: a few slow
+        queries must not take a host out, issue 20), one that fails takes it down. True while
+        it is busy or its probe is still to come."""
+        if not self._settings.health.enabled:
+            return False
+        quiet_since = max(host.last_answer, host.oldest_requests(2)[1].started)
+        if host.alive_at > quiet_since:
+            reason = "its probe found the server alive, its workers busy"
+        elif host.probed_at <= quiet_since:
+            reason = "probing it now"
+            if not host.suspect:
+                host.suspect = True  # probed at once; a failure then takes it down
+        else:
+            return False  # probed since it went quiet, neither passed nor busy: judged stuck
+        if not host.stuck:
+            self._deprioritise(host, reason)
+        return True
+
+    def _deprioritise(self, host: _Host, reason: str) -> None:
+        self._set_stuck(host, True)
+        self._deprioritised += 1
+        log.warning(
+            "host %s deprioritised: answers nothing while its peers answer (%s)",
+            host.endpoint.address,
+            reason,
+        )
 
     # -- active health checks ------------------------------------------------------------
 
@@ -801,11 +847,19 @@ class Balancer:
                 or (h.state is HostState.EJECTED and (h.ejected_until or 0.0) <= now)
             ]
 
-    def record_probe(self, endpoint: Endpoint, ok: bool, error: str | None = None) -> None:
+    def record_probe(
+        self, endpoint: Endpoint, ok: bool, error: str | None = None, *, alive: bool = False
+    ) -> None:
         """A probe's result. Joining hosts serve after one pass; down ones after `rise`
         passes; ejected ones after their time is up and one pass (a failure then means down);
         healthy ones go down after `fall` failures, or after one if a connection loss or
-        timeout made them suspect already."""
+        timeout made them suspect already.
+
+        `alive` (with ok False): the probe's traversal got no answer in time, but the server
+        answered a WebSocket ping on the probe's own connection: the JVM is up, its workers
+        are taken by slow work. A healthy host is then neither passed nor failed (it stays in
+        rotation; deprioritised while it answers nothing: see check_outliers); any other host
+        counts it as a failure, as before."""
         events: list[HostEvent] = []
         with self._lock:
             host = self._hosts.get(endpoint)
@@ -830,6 +884,9 @@ class Balancer:
             if not ok and error:
                 host.last_error = f"probe: {error}"
             state = host.state
+            if not ok and alive and state is HostState.HEALTHY:
+                host.alive_at = now  # busy, not down: no verdict either way
+                return
             if state is HostState.JOINING:
                 new_state = HostState.HEALTHY if ok else HostState.DOWN
             elif state is HostState.EJECTED:
