@@ -134,7 +134,7 @@ class HealthLoop:
 
     async def probe(self, endpoint: Endpoint) -> bool:
         """One probe of `endpoint`, reported to the core; True if it passed."""
-        error, timed_out = await self._probe_source(endpoint, self._traversal_source)
+        error, timed_out = await self._first_probe(endpoint)
         alive = False
         if error is None:  # the other sources before the verdict: a joining host enters
             for source in self._balancer.sources.watched():  # rotation with its marks known
@@ -147,6 +147,26 @@ class HealthLoop:
                 error += "; the server answers pings: busy, not down"
         self._balancer.record_probe(endpoint, ok=error is None, error=error, alive=alive)
         return error is None
+
+    async def _first_probe(self, endpoint: Endpoint) -> tuple[str | None, bool]:
+        """The default source's probe. Of a host found stuck, a ping goes along: no pong
+        within PING_BUDGET fails the probe at once (the server is hung, whatever the probe
+        timeout), so its reads are re-sent within about stuck_floor + PING_BUDGET."""
+        traversal = self._probe_source(endpoint, self._traversal_source)
+        if not self._balancer.is_deprioritised(endpoint):
+            return await traversal
+        probing = asyncio.create_task(traversal)
+        pinging = asyncio.create_task(self.answers_ping(endpoint))
+        done, _ = await asyncio.wait({probing, pinging}, return_when=asyncio.FIRST_COMPLETED)
+        if probing in done:
+            pinging.cancel()
+            return probing.result()
+        if not pinging.result():
+            probing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probing
+            return f"no answer to a ping within {PING_BUDGET:g}s: the server is hung", False
+        return await probing
 
     async def _probe_source(self, endpoint: Endpoint, source: str) -> tuple[str | None, bool]:
         """Probe `source` on `endpoint` and record whether it serves it; the error that makes

@@ -74,6 +74,8 @@ _WRITE_SLICE = 64 * 1024
 _CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
 # Seconds between checks that a client whose reader is held back is still there.
 _DEPARTURE_CHECK = 0.25
+# The longest wait between two checks whether an unanswered read deserves a hedge.
+_HEDGE_RECHECK_MAX = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -1098,13 +1100,16 @@ class Proxy:
             return
         if not self.balancer.settings.hedge.enabled:
             return
+        delay = self.balancer.hedge_delay()
         exchange.hedge_timer = exchange.client.loop.call_later(
-            self.balancer.hedge_delay(), self._hedge_due, exchange
+            delay, self._hedge_due, exchange, delay
         )
 
-    def _hedge_due(self, exchange: Exchange) -> None:
+    def _hedge_due(self, exchange: Exchange, waited: float) -> None:
         """The read has no answer frame after the hedge delay: send it to a second host if
-        the core says its host is not serving and the extra-request budget allows."""
+        the core says its host is not serving and the budgets allow. Not yet: asked again
+        after twice the wait (the core judges a quiet host by its probe, seconds later), at
+        most every _HEDGE_RECHECK_MAX seconds."""
         if exchange.finished or exchange.forwarded or len(exchange.live) != 1:
             return
         if exchange.client.closed:
@@ -1112,7 +1117,13 @@ class Proxy:
         first = exchange.live[0]
         if not exchange.budget.allows_resend(exchange.received()):
             return
-        if not self.balancer.should_hedge(first.lease) or not self.balancer.try_spend_extra():
+        if not self.balancer.should_hedge(first.lease):
+            later = min(2 * waited, _HEDGE_RECHECK_MAX)
+            exchange.hedge_timer = exchange.client.loop.call_later(
+                later, self._hedge_due, exchange, later
+            )
+            return
+        if not self.balancer.try_spend_extra():
             return
         exclude = [first.endpoint, *exchange.tried]
         try:

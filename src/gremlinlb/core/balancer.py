@@ -175,6 +175,8 @@ class HostStatus:
     ewma_latency: float | None = None  # peak-EWMA seconds, as picking sees it now
     ejections: int = 0  # times ejected since it was added
     ejected_until: float | None = None  # wall clock, while ejected
+    # Healthy but found stuck: new requests only when no other host can take them.
+    deprioritised: bool = False
 
     @property
     def requests(self) -> int:
@@ -430,6 +432,7 @@ class Balancer:
                         if h.state is HostState.EJECTED and h.ejected_until is not None
                         else None
                     ),
+                    deprioritised=h.stuck,
                 )
                 for h in self._ring
             ]
@@ -635,15 +638,17 @@ class Balancer:
     def should_hedge(self, lease: Lease) -> bool:
         """Whether an unanswered read on `lease` (its hedge delay passed) deserves a hedge.
 
-        Yes when its host is out of rotation or deprioritised as stuck (unless the request ran
-        normally there: see `may_resend`), or when the host answered nothing since this
-        request started although it has been given newer requests: it is not serving. No when
-        the host answers other requests meanwhile: this request is just a slow query, and a
-        hedge would run it twice (Gremlin 3.x cannot cancel it). Also no once the lease ended,
-        for hedges themselves, sessions, requests that may write (a write sent twice may be
-        applied twice: the core says no even to an adapter that forgot to ask only for reads),
-        or with hedging disabled. The caller still spends the budget (`try_spend_extra`)
-        before sending one.
+        Yes when its host is out of rotation or deprioritised as stuck, unless the request ran
+        normally there (see `may_resend`): what it was running when it last answered is a
+        slow query, and a hedge would run it twice (Gremlin 3.x cannot cancel it). No while
+        its host is healthy and not found stuck: a host that answered nothing since this read
+        started may be one whose workers a few slow queries fill at once (this read among
+        them), which no timing tells from a hung one; its probe does (see check_outliers), so
+        the adapter asks again later. Also no once the lease ended, for hedges themselves,
+        sessions, requests that may write (a write sent twice may be applied twice: the core
+        says no even to an adapter that forgot to ask only for reads), or with hedging
+        disabled. The caller still spends the budgets (the request's `RetryBudget`,
+        `try_spend_extra`) before sending one.
         """
         with self._lock:
             if not self._settings.hedge.enabled or lease.hedge or lease.session or lease.write:
@@ -653,10 +658,14 @@ class Balancer:
                 return False
             if host.state in (HostState.DOWN, HostState.EJECTED) or host.stuck:
                 return not self._ran_normally(host, lease)
-            if host.last_answer >= lease.started:
-                return False
-            newest = next((e for e in reversed(host.leases) if not e.session), lease)
-            return newest.started > lease.started
+            return False
+
+    def is_deprioritised(self, endpoint: Endpoint) -> bool:
+        """Whether `endpoint` is healthy but found stuck: a health loop then asks the server
+        a ping along with its probe, to tell a busy server from a hung one at once."""
+        with self._lock:
+            host = self._hosts.get(endpoint)
+            return host is not None and host.stuck
 
     def may_resend(self, lease: Lease) -> bool:
         """Whether a read in flight on `lease` may be re-sent elsewhere now that its host left
@@ -1085,6 +1094,8 @@ class Balancer:
                 self._latencies.append(latency)
         if host.state is not HostState.HEALTHY:
             return []
+        if outcome is Outcome.TIMEOUT and max(host.alive_at, host.probe_passed_at) > lease.started:
+            return []  # its probe found the host alive meanwhile: a slow request, not the host
         if outcome.marks_host_down:
             return [self._go_down(host, f"passive: {outcome.value}", now)]
         if outcome.counts_against_host:
