@@ -236,6 +236,9 @@ class Balancer:
         self._seq = itertools.count()
         self._hosts: dict[Endpoint, _Host] = {}
         self._ring: list[_Host] = []  # sorted by seq
+        # The healthy hosts, sorted by seq: what picking looks at. Requests never scan the
+        # whole ring, so a long list of dead hosts costs each pick nothing (issue 20).
+        self._healthy_ring: list[_Host] = []
         self._picker = self._make_picker(self._settings.policy)
         # Round-robin keeps one cursor per candidate group (kind, zone): with one shared cursor
         # a read after each write would always start from the same reader.
@@ -246,7 +249,16 @@ class Balancer:
         self._hedge_delay: tuple[float, float] | None = None  # (computed at, value)
         self._next_expiry = math.inf
         self._ramps_end = -math.inf  # no host is in slow start from then on
-        self._probe_cursor = 0  # where the next probe_due scan starts in the ring
+        # Probe queues by class, each in the order its hosts were last handed out for a probe
+        # (a host handed out goes to the back): hosts in rotation (healthy, ejected), joining
+        # ones, down ones. probe_due serves them in that order, and stops in a joining or down
+        # queue at its first host not due (all after it were probed later, at one interval):
+        # a list of 20,000 dead hosts costs a probe round what is due, not 20,000 checks a tick.
+        self._probe_queues: dict[str, dict[_Host, None]] = {
+            "serving": {},
+            "joining": {},
+            "down": {},
+        }
         self._pick_now = 0.0
         self._pick_default_rtt: float | None = None
         self._ejections: Counter[str] = Counter()
@@ -370,6 +382,9 @@ class Balancer:
                     self._start_ramp(host, self._clock())
                 self._hosts[parsed] = host
                 self._ring.append(host)
+                self._enqueue(host)
+                if host.state is HostState.HEALTHY:
+                    self._healthy_ring.append(host)  # the newest seq: sorted
                 self._count_topology(parsed, 1)
                 events = [HostEvent(EventKind.ADDED, parsed, host.state)]
             self._release_waiters()
@@ -553,10 +568,7 @@ class Balancer:
         missing = self.sources.missing_on(source)
         with self._lock:
             return any(
-                h.state is HostState.HEALTHY
-                and h.endpoint not in exclude
-                and h.endpoint not in missing
-                for h in self._ring
+                h.endpoint not in exclude and h.endpoint not in missing for h in self._healthy_ring
             )
 
     def time_out(self, waiter: Waiter) -> None:
@@ -736,7 +748,10 @@ class Balancer:
             if self._first_round and now >= self._first_round_until:
                 self._release_waiters()  # its bound passed: hand out what it held
                 self._first_round.clear()
-            healthy = [h for h in self._ring if h.state is HostState.HEALTHY]
+            # From the hosts in rotation, not the whole ring: a long list of dead hosts costs
+            # this tick nothing.
+            serving = self._probe_queues["serving"]
+            healthy = sorted((h for h in serving if h.state is HostState.HEALTHY), key=_seq_of)
             if len(healthy) >= 2:
                 typical = {h.endpoint: h.typical() for h in healthy}
                 for host in healthy:
@@ -804,20 +819,25 @@ class Balancer:
             if not self._settings.health.enabled or self._closed:
                 return []
             now = self._clock() if now is None else now
-            any_healthy = any(h.state is HostState.HEALTHY for h in self._ring)
+            any_healthy = self._any_healthy()
             due: list[Endpoint] = []
-            count = len(self._ring)
-            start = self._probe_cursor % count if count else 0
-            for offset in range(count):  # from where the last call stopped: nobody starves
-                if limit is not None and len(due) >= limit:
-                    break
-                host = self._ring[(start + offset) % count]
-                if self._probing(host, now):
-                    continue
-                if self._probe_due_at(host, any_healthy) <= now:
-                    host.probing_since = now
-                    due.append(host.endpoint)
-                    self._probe_cursor = start + offset + 1
+            for name, queue in self._probe_queues.items():
+                ordered = name != "serving"  # one interval for all: due in queue order
+                picked: list[_Host] = []
+                for host in queue:
+                    if limit is not None and len(due) >= limit:
+                        break
+                    if self._probing(host, now):
+                        continue
+                    if self._probe_due_at(host, any_healthy) <= now:
+                        host.probing_since = now
+                        due.append(host.endpoint)
+                        picked.append(host)
+                    elif ordered and not host.suspect:
+                        break
+                for host in picked:  # to the back: nobody starves
+                    del queue[host]
+                    queue[host] = None
             return due
 
     def next_probe_in(self) -> float:
@@ -828,15 +848,52 @@ class Balancer:
             if not health.enabled:
                 return health.interval
             now = self._clock()
-            any_healthy = any(h.state is HostState.HEALTHY for h in self._ring)
+            any_healthy = self._any_healthy()
             soonest = math.inf
-            for host in self._ring:
-                if self._probing(host, now):
-                    assert host.probing_since is not None
-                    soonest = min(soonest, host.probing_since + self._probe_lost_after())
-                else:
+            lost_after = self._probe_lost_after()
+            for name, queue in self._probe_queues.items():
+                ordered = name != "serving"
+                for host in queue:  # every host in rotation; of the others, the front ones
+                    if self._probing(host, now):
+                        assert host.probing_since is not None
+                        soonest = min(soonest, host.probing_since + lost_after)
+                        continue
                     soonest = min(soonest, self._probe_due_at(host, any_healthy))
+                    if ordered and not host.suspect:
+                        break
+                if ordered and queue:  # probes handed out last are at the back
+                    for host in reversed(queue):
+                        if host.probing_since is None:
+                            break
+                        soonest = min(soonest, host.probing_since + lost_after)
             return health.interval if soonest == math.inf else max(0.0, soonest - now)
+
+    def _any_healthy(self) -> bool:
+        return bool(self._healthy_ring)
+
+    def _unlist_healthy(self, host: _Host) -> None:
+        index = bisect.bisect_left(self._healthy_ring, host.seq, key=_seq_of)
+        assert self._healthy_ring[index] is host, "the healthy ring must stay sorted by seq"
+        del self._healthy_ring[index]
+
+    def _enqueue(self, host: _Host) -> None:
+        queue = self._probe_queue_of(host.state)
+        if queue is not None:
+            queue[host] = None
+
+    def _dequeue(self, host: _Host) -> None:
+        queue = self._probe_queue_of(host.state)
+        if queue is not None:
+            queue.pop(host, None)
+
+    def _probe_queue_of(self, state: HostState) -> dict[_Host, None] | None:
+        if state in (HostState.HEALTHY, HostState.EJECTED):
+            return self._probe_queues["serving"]
+        if state is HostState.JOINING:
+            return self._probe_queues["joining"]
+        if state is HostState.DOWN:
+            return self._probe_queues["down"]
+        return None  # draining: never probed
 
     def probe_targets(self) -> list[Endpoint]:
         """Every host a full probe round covers now (an on-demand round, e.g. an operator's
@@ -991,9 +1048,7 @@ class Balancer:
         session: bool,
         write: bool,
     ) -> Waiter:
-        healthy = [
-            h for h in self._ring if h.state is HostState.HEALTHY and self._may_serve(h, write)
-        ]
+        healthy = [h for h in self._healthy_ring if self._may_serve(h, write)]
         if exclude and healthy:
             verdict_pending = self._settings.health.enabled and any(h.suspect for h in healthy)
             if not verdict_pending:
@@ -1016,7 +1071,7 @@ class Balancer:
         missing = self.sources.missing_on(source)
         if not missing:
             return exclude
-        healthy = [h.endpoint for h in self._ring if h.state is HostState.HEALTHY]
+        healthy = [h.endpoint for h in self._healthy_ring]
         return skip_for_source(missing, healthy, exclude)
 
     def _lease(
@@ -1214,12 +1269,12 @@ class Balancer:
         if isinstance(picker, RoundRobin) and group != ("all", None):
             picker = self._cursors.get(group) or self._cursors.setdefault(group, RoundRobin())
         if now >= self._ramps_end:  # the common case: nobody in slow start
-            return picker.pick(self._ring, fits)
+            return picker.pick(self._healthy_ring, fits)
         window = self._settings.slow_start
         ramping = False
         full = False
         candidates = 0
-        for host in self._ring:
+        for host in self._healthy_ring:
             if host.ramp_start is not None and (window <= 0 or now - host.ramp_start >= window):
                 host.ramp_start = None
             if fits(host):
@@ -1227,7 +1282,7 @@ class Balancer:
                 ramping = ramping or host.ramp_start is not None
                 full = full or host.ramp_start is None
         if not (ramping and full):  # all at full weight, or all ramping alike: no gating
-            return picker.pick(self._ring, fits)
+            return picker.pick(self._healthy_ring, fits)
         # Round-robin considers a host about once a round of picks; two choices consider every
         # candidate on every pick, so there a host earns its weight over a round of picks.
         per_turn = 1.0 if isinstance(picker, RoundRobin) else 1.0 / candidates
@@ -1241,7 +1296,7 @@ class Balancer:
             host.credit = min(host.credit + weight * per_turn, _SLOW_START_MAX_CREDIT)
             return host.credit >= 1.0
 
-        chosen = picker.pick(self._ring, gated)
+        chosen = picker.pick(self._healthy_ring, gated)
         if chosen is not None and chosen.ramp_start is not None:
             chosen.credit -= 1.0  # spent by the host picked, not by every candidate
         return chosen
@@ -1301,10 +1356,7 @@ class Balancer:
         if estimate is None:
             if self._pick_default_rtt is None:
                 known = [
-                    v
-                    for h in self._ring
-                    if h.state is HostState.HEALTHY
-                    and (v := h.ewma.value(self._pick_now)) is not None
+                    v for h in self._healthy_ring if (v := h.ewma.value(self._pick_now)) is not None
                 ]
                 peers = median(known)
                 self._pick_default_rtt = _DEFAULT_RTT if peers is None else peers
@@ -1560,7 +1612,13 @@ class Balancer:
         previous = host.state
         if host.stuck:
             self._set_stuck(host, False)  # judged afresh in its new state
+        self._dequeue(host)
+        if previous is HostState.HEALTHY and state is not HostState.HEALTHY:
+            self._unlist_healthy(host)
+        elif state is HostState.HEALTHY and previous is not HostState.HEALTHY:
+            bisect.insort(self._healthy_ring, host, key=_seq_of)
         host.state = state
+        self._enqueue(host)
         self._plans.clear()
         host.state_since = time.time()
         # A joining host that fails its first probe is news only at INFO: a pushed list may
@@ -1579,6 +1637,9 @@ class Balancer:
     def _drop(self, host: _Host) -> HostEvent:
         self._first_round.discard(host.endpoint)
         del self._hosts[host.endpoint]
+        self._dequeue(host)
+        if host.state is HostState.HEALTHY:
+            self._unlist_healthy(host)
         self._set_stuck(host, False)
         self._count_topology(host.endpoint, -1)
         # The ring is sorted by seq: find the host by bisection, not by comparing every host.
