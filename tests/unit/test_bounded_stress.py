@@ -184,3 +184,36 @@ def test_reads_started_before_a_stuck_hosts_last_answer_are_not_hedged() -> None
     lb.check_outliers()
     assert [lb.should_hedge(lease) for lease in slow] == [False, False]
     assert lb.should_hedge(queued)
+
+
+def test_a_suspect_host_in_rotation_is_probed_before_a_long_list_of_down_hosts() -> None:
+    clock = Clock()
+    dead = [Endpoint("ws", f"dead{i}", 1) for i in range(2000)]
+    lb = fleet(clock)
+    for endpoint in dead:
+        lb.add(endpoint)
+    for endpoint in lb.probe_due():
+        lb.record_probe(endpoint, ok=endpoint in (A, B, C), error="refused")
+    clock.advance(lb.settings.health.unhealthy_interval)
+    for _ in range(3):  # waves of down hosts under way
+        lb.probe_due(limit=10)
+    lb.finish(lease_on(lb, A, write=False), Outcome.CONNECTION_LOST)  # A is suspect now
+    assert A in lb.probe_due(limit=10)
+
+
+def test_down_hosts_are_handed_out_for_probes_least_recently_probed_first() -> None:
+    clock = Clock()
+    dead = [Endpoint("ws", f"dead{i}", 1) for i in range(30)]
+    lb = fleet(clock)
+    for endpoint in dead:
+        lb.add(endpoint)
+    for endpoint in lb.probe_due():
+        lb.record_probe(endpoint, ok=endpoint in (A, B, C), error="refused")
+    clock.advance(lb.settings.health.unhealthy_interval)
+    waves = []
+    for _ in range(3):
+        wave = lb.probe_due(limit=10)
+        for endpoint in wave:
+            lb.record_probe(endpoint, ok=False, error="refused")
+        waves.append(wave)
+    assert sorted(e.host for wave in waves for e in wave) == sorted(e.host for e in dead)
