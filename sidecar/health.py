@@ -121,6 +121,7 @@ class HealthLoop:
         self._connections: dict[Endpoint, BackendConnection] = {}
         self._probes: set[asyncio.Task[bool]] = set()
         self.max_probe_rate = MAX_PROBE_RATE
+        self._pinging: dict[Endpoint, asyncio.Task[None]] = {}
         self._tokens = float(MAX_PROBES)  # probes that may start now (a token bucket)
         self._refilled = time.monotonic()
 
@@ -204,6 +205,20 @@ class HealthLoop:
             return None, False  # the host answered: it lacks this source, not its health
         return f"the probe traversal on {source!r} was answered with status {code}", False
 
+    def check_alive(self, endpoint: Endpoint) -> None:
+        """Ask a quiet host (Balancer.is_quiet) a ping now, once at a time per host, and
+        report the answer (Balancer.record_ping): a hung server is taken down within
+        PING_BUDGET, a busy one keeps its slow queries running once."""
+        if endpoint in self._pinging:
+            return
+        task = asyncio.create_task(self._check_alive(endpoint))
+        self._pinging[endpoint] = task
+        task.add_done_callback(lambda _: self._pinging.pop(endpoint, None))
+
+    async def _check_alive(self, endpoint: Endpoint) -> None:
+        answered = await self.answers_ping(endpoint)
+        self._balancer.record_ping(endpoint, answered)
+
     async def answers_ping(self, endpoint: Endpoint) -> bool:
         """Whether the server answers a WebSocket ping on a fresh connection within
         PING_BUDGET (at most the probe timeout). Gremlin Server answers pings on its I/O
@@ -267,7 +282,7 @@ class HealthLoop:
             self.forget(event.endpoint)
 
     def close(self) -> None:
-        for task in list(self._probes):
+        for task in [*self._probes, *self._pinging.values()]:
             task.cancel()
         for endpoint in list(self._connections):
             self.forget(endpoint)

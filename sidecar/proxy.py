@@ -775,6 +775,8 @@ class Proxy:
         self.accepting = True
         self.memory = MemoryBudget(self.options.memory.budget_bytes)
         self.paused: set[ClientConnection] = set()  # not read until they read their answers
+        # Asks a quiet host a ping (the health loop's check_alive); None: hedges go by timing.
+        self.check_alive: Callable[[Endpoint], None] | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """aiohttp handler of GET /gremlin (the WebSocket upgrade)."""
@@ -1117,7 +1119,10 @@ class Proxy:
         first = exchange.live[0]
         if not exchange.budget.allows_resend(exchange.received()):
             return
-        if not self.balancer.should_hedge(first.lease):
+        pings = self.check_alive is not None
+        if not self.balancer.should_hedge(first.lease, pings=pings):
+            if self.check_alive is not None and self.balancer.is_quiet(first.lease):
+                self.check_alive(first.endpoint)  # hung or busy: its answer tells
             later = min(2 * waited, _HEDGE_RECHECK_MAX)
             exchange.hedge_timer = exchange.client.loop.call_later(
                 later, self._hedge_due, exchange, later

@@ -10,6 +10,7 @@ from gremlinlb.core import (
     BudgetSettings,
     Endpoint,
     HedgeSettings,
+    HostState,
     Lease,
     NoHealthyEndpointError,
     Outcome,
@@ -78,15 +79,47 @@ def test_only_a_hedge_lease_counts_as_a_hedge_won() -> None:
     assert lb.stats().hedges_won == 1
 
 
-def test_a_read_on_a_quiet_host_gets_no_hedge_before_the_host_is_judged() -> None:
-    # Several slow queries sent at once fill a server's workers together: from here this
-    # read may be one of them. The host's probe tells (see test_bounded_stress).
+def test_a_read_on_a_host_that_answers_nothing_while_given_more_deserves_a_hedge() -> None:
     clock = Clock()
     lb = serving([A, B], clock=clock)
     slow = lease_on(lb, A, write=False)
     clock.advance(0.05)
     lease_on(lb, A)
-    assert not lb.should_hedge(slow)
+    assert lb.should_hedge(slow)
+
+
+def test_with_pings_a_read_on_a_quiet_host_waits_for_the_pings_verdict() -> None:
+    # Several slow queries sent at once fill a server's workers together: from here this
+    # read may be one of them. A ping tells a hung server from a busy one.
+    clock = Clock()
+    lb = serving([A, B], clock=clock)
+    slow = lease_on(lb, A, write=False)
+    clock.advance(0.05)
+    lease_on(lb, A)
+    assert not lb.should_hedge(slow, pings=True)
+    assert lb.is_quiet(slow)
+
+
+def test_a_quiet_host_that_answers_a_ping_keeps_its_reads() -> None:
+    clock = Clock()
+    lb = serving([A, B], clock=clock)
+    slow = lease_on(lb, A, write=False)
+    clock.advance(0.05)
+    lease_on(lb, A)
+    lb.record_ping(A, answered=True)
+    assert not lb.is_quiet(slow)
+    assert not lb.should_hedge(slow, pings=True)
+
+
+def test_a_quiet_host_that_answers_no_ping_goes_down_and_its_reads_deserve_a_hedge() -> None:
+    clock = Clock()
+    lb = serving([A, B], clock=clock)
+    slow = lease_on(lb, A, write=False)
+    clock.advance(0.05)
+    lease_on(lb, A)
+    lb.record_ping(A, answered=False)
+    assert lb.state_of(A) is HostState.DOWN
+    assert lb.should_hedge(slow, pings=True)
 
 
 def test_a_read_queued_on_a_host_found_stuck_deserves_a_hedge() -> None:

@@ -647,20 +647,22 @@ class Balancer:
         self._hedge_delay = (now, value)
         return value
 
-    def should_hedge(self, lease: Lease) -> bool:
+    def should_hedge(self, lease: Lease, *, pings: bool = False) -> bool:
         """Whether an unanswered read on `lease` (its hedge delay passed) deserves a hedge.
 
         Yes when its host is out of rotation or deprioritised as stuck, unless the request ran
-        normally there (see `may_resend`): what it was running when it last answered is a
-        slow query, and a hedge would run it twice (Gremlin 3.x cannot cancel it). No while
-        its host is healthy and not found stuck: a host that answered nothing since this read
-        started may be one whose workers a few slow queries fill at once (this read among
-        them), which no timing tells from a hung one; its probe does (see check_outliers), so
-        the adapter asks again later. Also no once the lease ended, for hedges themselves,
-        sessions, requests that may write (a write sent twice may be applied twice: the core
-        says no even to an adapter that forgot to ask only for reads), or with hedging
-        disabled. The caller still spends the budgets (the request's `RetryBudget`,
-        `try_spend_extra`) before sending one.
+        normally there (see `may_resend`): what it was running when it last answered (or
+        answered a ping) is a slow query, and a hedge would run it twice (Gremlin 3.x cannot
+        cancel it). While its host is healthy and not found stuck: with `pings` (the adapter
+        asks a quiet host a ping, see `is_quiet` and `record_ping`), no: several slow queries
+        sent at once fill a server's workers together and no timing tells them from a hang,
+        the ping does, within about a second. Without: yes when the host answered nothing
+        since this read started although it has been given newer requests (it is not
+        serving), no when it answers others meanwhile (a slow query). Also no once the lease
+        ended, for hedges themselves, sessions, requests that may write (a write sent twice
+        may be applied twice: the core says no even to an adapter that forgot to ask only for
+        reads), or with hedging disabled. The caller still spends the budgets (the request's
+        `RetryBudget`, `try_spend_extra`) before sending one.
         """
         with self._lock:
             if not self._settings.hedge.enabled or lease.hedge or lease.session or lease.write:
@@ -670,7 +672,39 @@ class Balancer:
                 return False
             if host.state in (HostState.DOWN, HostState.EJECTED) or host.stuck:
                 return not self._ran_normally(host, lease)
+            return not pings and self._quiet(host, lease)
+
+    def is_quiet(self, lease: Lease) -> bool:
+        """Whether `lease`'s host, healthy, answered nothing since this request started
+        although it was given newer ones, and answered no ping since either: hung, or its
+        workers busy. An adapter that can ask the server a ping (answered by its I/O threads)
+        does, and reports it to `record_ping`."""
+        with self._lock:
+            host = self._hosts.get(lease.endpoint)
+            if host is None or lease not in host.leases or host.state is not HostState.HEALTHY:
+                return False
+            return host.alive_at < lease.started and self._quiet(host, lease)
+
+    def _quiet(self, host: _Host, lease: Lease) -> bool:
+        if host.last_answer >= lease.started:
             return False
+        newest = next((e for e in reversed(host.leases) if not e.session), lease)
+        return newest.started > lease.started
+
+    def record_ping(self, endpoint: Endpoint, answered: bool) -> None:
+        """A quiet host's answer to a ping (see `is_quiet`). Answered: the server is alive,
+        its workers busy: what it runs now ran normally (not re-sent) and its timeouts do not
+        count against it. Not answered: it is hung: it goes down at once, and reads waiting
+        there are re-sent by the adapter."""
+        with self._lock:
+            host = self._hosts.get(endpoint)
+            if host is None or host.state is not HostState.HEALTHY:
+                return
+            if answered:
+                host.alive_at = self._clock()
+                return
+            host.suspect = True  # a failed probe of a suspect host takes it down
+        self.record_probe(endpoint, ok=False, error="no answer to a ping: the server is hung")
 
     def is_deprioritised(self, endpoint: Endpoint) -> bool:
         """Whether `endpoint` is healthy but found stuck: a health loop then asks the server
@@ -705,7 +739,7 @@ class Balancer:
         if host.state is HostState.DOWN:
             return False
         if host.state is HostState.HEALTHY:
-            return host.last_answer >= lease.started
+            return max(host.last_answer, host.alive_at) >= lease.started
         return host.last_answer - lease.started > self._hedge_delay_at(self._clock())
 
     def try_spend_extra(self) -> bool:
