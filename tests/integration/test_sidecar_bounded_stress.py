@@ -1,9 +1,10 @@
 """Bounded under stress (issue 20): a few slow queries at once, two hung servers of three, a
 read whose connection closes before its answer. Real Gremlin Servers, the real sidecar.
 
-Executions are counted on the wire: each slow or failing read carries a 100 kB padding
-argument, so the bytes a server received (the loopback fault proxy's counters) say how often
-it was received. Nothing here measures wall-clock speed.
+Executions are counted on the wire: each slow or failing read carries a padding argument
+(2 MB under load, far more than the load's own bytes in a test), so the bytes a server
+received (the loopback fault proxy's counters) say how often it was received. Nothing here
+measures wall-clock speed.
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from tests.helpers import endless_read, wait_until
 from tests.integration.test_sidecar_faults import Load
 from tests.integration.test_sidecar_gray_failures import PADDING, all_healthy, config_at
 
+BIG_PADDING = "p" * 2_000_000  # a slow read under load: the load sends far less per test
+
 pytestmark = pytest.mark.integration
 
 
-def receptions(proxies: Sequence[FaultProxy]) -> int:
-    """How many padded requests the servers behind `proxies` received."""
-    return sum(p.counters.bytes_up // len(PADDING) for p in proxies)
+def receptions(proxies: Sequence[FaultProxy], padding: str = PADDING) -> int:
+    """How many requests padded with `padding` the servers behind `proxies` received."""
+    return sum(p.counters.bytes_up // len(padding) for p in proxies)
 
 
 @pytest.fixture
@@ -65,7 +68,7 @@ class SlowReads:
         try:
             g = traversal().with_(connection)
             try:
-                answer = endless_read(g, self._server_ms, never=PADDING).to_list()
+                answer = endless_read(g, self._server_ms, never=BIG_PADDING).to_list()
             except GremlinServerError as error:
                 with self._lock:
                     self.errors.append(error)
@@ -114,7 +117,7 @@ def test_four_slow_reads_at_once_under_load_each_run_once(
     servers: Sequence[GremlinServerProcess], counting_proxies: list[FaultProxy]
 ) -> None:
     four_slow_reads_under_load(counting_proxies)
-    assert receptions(counting_proxies) == 4
+    assert receptions(counting_proxies, BIG_PADDING) == 4
 
 
 def test_four_slow_reads_at_once_under_load_take_no_host_out_of_rotation(
@@ -165,9 +168,10 @@ def test_two_hung_servers_of_three_get_few_new_requests_while_the_third_answers(
         finally:
             for server in hung:
                 server.resume()
-    # Each load thread may have one read in flight there at the pause and send one more
-    # before the hosts are found stuck; after that they get none.
-    assert sent_to_hung <= 2 * threads
+    # Each load thread may have one read in flight there at the pause, send one more before
+    # the hosts are found out, and have one re-sent from the first hung host found out to the
+    # other before that one is found out too; after that they get none (today: 172).
+    assert sent_to_hung <= 3 * threads
 
 
 @pytest.fixture
