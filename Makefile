@@ -13,15 +13,18 @@ include hack/k8s/k8s.mk
 # gremlinlb.sidecar and gremlinlb.operator live outside src/.
 LINK_TREE = $(firstword $(wildcard build/__editable__.gremlinlb-*))
 
-.PHONY: setup runtime-deps dev-deps package jars lock demo test lint typecheck unit integration clean js-driver java-driver go-driver kind-e2e cluster-e2e generate bench bench-deps haproxy bench-micro
+.PHONY: setup runtime-deps dev-deps package jars janusgraph lock demo test lint typecheck unit integration clean js-driver java-driver go-driver kind-e2e cluster-e2e generate bench bench-deps haproxy bench-micro
 
 # Every Python dependency, transitive ones included, comes from a lock file with hashes
 # (requirements/*.txt, regenerated from pyproject.toml by `make lock`), so every machine installs
-# the same files on any day. The demo needs only the runtime lock; tests add the dev lock.
+# the same files on any day. The demo needs only the runtime lock; tests add the dev lock and
+# the no-deps lock: janusgraphpython (the JanusGraph serializers tests/integration/test_janusgraph.py
+# reads JanusGraph with) pins gremlinpython 3.7.3 but works on our 3.8.2, so it is installed
+# without its dependencies, from a lock of its own (hashes checked all the same).
 LOCK := requirements
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check --require-hashes
 
-setup: dev-deps package jars js-driver java-driver go-driver
+setup: dev-deps package jars janusgraph js-driver java-driver go-driver
 
 runtime-deps: $(VENV)/.runtime-stamp
 $(VENV)/.runtime-stamp: $(LOCK)/runtime.txt
@@ -30,8 +33,9 @@ $(VENV)/.runtime-stamp: $(LOCK)/runtime.txt
 	@touch $@
 
 dev-deps: $(VENV)/.dev-stamp
-$(VENV)/.dev-stamp: $(LOCK)/dev.txt $(VENV)/.runtime-stamp
+$(VENV)/.dev-stamp: $(LOCK)/dev.txt $(LOCK)/dev-no-deps.txt $(VENV)/.runtime-stamp
 	$(PIP_INSTALL) -r $(LOCK)/dev.txt
+	$(PIP_INSTALL) --no-deps -r $(LOCK)/dev-no-deps.txt
 	touch $@
 
 # The package itself, without dependencies (the locks bring them). Re-link on every run: the
@@ -45,6 +49,12 @@ package: $(VENV)/.runtime-stamp
 # The Gremlin Server jars (Maven, into .cache); quiet unless it fails.
 jars: package
 	@$(GREMLINLB) --log-level WARNING dev-servers fetch >/dev/null
+
+# JanusGraph 1.1.0 Server (TinkerPop 3.7.3; janusgraph-server, -inmemory, -lucene and their
+# runtime jars, about 68 MB, with Maven into .cache/janusgraph/<version>, sharing .cache/m2) for
+# tests/integration/test_janusgraph.py; quiet unless it fails, a no-op once cached.
+janusgraph: package
+	@$(GREMLINLB) --log-level WARNING dev-servers fetch --janusgraph >/dev/null
 
 lock:
 	hack/lock.sh

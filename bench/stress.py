@@ -76,9 +76,7 @@ class Sidecar:
     def put_hosts(self, addresses: list[str]) -> None:
         current = json.load(urllib.request.urlopen(f"{self.admin}/v1/hosts", timeout=5))
         body = json.dumps({"generation": current["generation"] + 1, "hosts": addresses})
-        request = urllib.request.Request(
-            f"{self.admin}/v1/hosts", data=body.encode(), method="PUT"
-        )
+        request = urllib.request.Request(f"{self.admin}/v1/hosts", data=body.encode(), method="PUT")
         with urllib.request.urlopen(request, timeout=120) as answer:
             answer.read()
 
@@ -377,7 +375,12 @@ def main() -> None:
     parser.add_argument("--hang-seconds", type=float, default=5.0)
     parser.add_argument("--reads", type=int, default=3, help="reads in the attempts scenario")
     parser.add_argument("--pause", type=float, default=6.0, help="seconds between those reads")
-    parser.add_argument("--dead", type=lambda t: [int(x) for x in t.split(",")], default=[5000, 20000])
+    parser.add_argument(
+        "--dead",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[5000, 20000],
+        help="comma-separated dead host counts (besides none)",
+    )
     parser.add_argument("--dead-seconds", type=float, default=8.0)
     parser.add_argument("--out", type=Path, help="write the results (markdown with JSON) here")
     args = parser.parse_args()

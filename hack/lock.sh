@@ -6,6 +6,9 @@
 #   runtime.txt  the product's dependencies (`make demo`), plus pip and setuptools
 #   dev.txt      runtime + the dev extra (`make setup`, `make test`)
 #   bench.txt    dev + the bench extra (`make bench`)
+#   dev-no-deps.txt  the dev-no-deps extra alone, each package with its hashes but without its
+#                dependencies (installed with --no-deps: janusgraphpython pins a gremlinpython
+#                older than ours, so it cannot be resolved together with the others)
 #
 # Each is constrained by the one before it, so the three agree on every shared version.
 # pip-tools runs from its own venv under .cache (it never enters the project's .venv).
@@ -34,3 +37,32 @@ compile() {  # compile OUTPUT [pip-compile options...]
 compile runtime.txt
 compile dev.txt --extra dev --constraint requirements/runtime.txt
 compile bench.txt --extra dev --extra bench --constraint requirements/dev.txt
+
+# The dev-no-deps extra: resolved on its own (its pins may conflict with ours), then only the
+# extra's own packages are kept, with every hash pip-compile found for them.
+NO_DEPS_TMP=$(mktemp -d)
+trap 'rm -rf "$NO_DEPS_TMP"' EXIT
+"$PYTHON" - pyproject.toml >"$NO_DEPS_TMP/no-deps.in" <<'PY'
+import sys, tomllib
+extra = tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["dev-no-deps"]
+print("\n".join(extra))
+PY
+env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL \
+  CUSTOM_COMPILE_COMMAND="make lock" "$TOOLS/bin/pip-compile" --quiet \
+  --generate-hashes --strip-extras --annotation-style=line \
+  --no-emit-index-url --no-emit-trusted-host --no-emit-find-links \
+  --output-file "$NO_DEPS_TMP/all.txt" "$NO_DEPS_TMP/no-deps.in"
+"$PYTHON" - "$NO_DEPS_TMP/no-deps.in" "$NO_DEPS_TMP/all.txt" >requirements/dev-no-deps.txt <<'PY'
+import re, sys
+wanted = {re.split(r"[=<>!~ ;\[]", line)[0].lower() for line in open(sys.argv[1]) if line.strip()}
+print("# Made by `make lock` (hack/lock.sh) from pyproject.toml's dev-no-deps extra: these packages")
+print("# only, with their hashes; installed with --no-deps (their own pins conflict with ours).")
+keep = False
+for line in open(sys.argv[2]):
+    if line.startswith("#") or not line.strip():
+        continue
+    if not line[0].isspace():
+        keep = re.split(r"[=<>!~ ;\[]", line)[0].lower() in wanted
+    if keep:
+        sys.stdout.write(re.sub(r"\s+# via .*$", "", line.rstrip("\n")) + "\n")
+PY

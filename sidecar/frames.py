@@ -197,16 +197,54 @@ def parse_request(frame: bytes | str) -> Request:
             f"truncated frame: the mime type should be {length} bytes, the frame has "
             f"{len(frame) - 1} after the length byte"
         )
-    channel = _binary_channel(frame[1 : 1 + length])
+    raw_mime = frame[1 : 1 + length]
+    channel = _binary_channel(raw_mime)
+    if len(channel.mime) != length or channel.mime.encode("ascii") != raw_mime:
+        canonical = channel.mime.encode("ascii")  # spelled otherwise: Gremlin Server would not
+        frame = bytes([len(canonical)]) + canonical + frame[1 + length :]  # find its serializer
+        length = len(canonical)
     if channel.format is Format.GRAPHBINARY:
         return _parse_graphbinary_request(frame, channel, 1 + length)
     return _parse_graphson_request(frame, channel, 1 + length)
 
 
-# The channels of the mime types seen in binary frames (a client sends the same one each time);
-# bounded, so a client cycling through made-up types cannot grow it.
-_BINARY_CHANNELS: dict[bytes, Channel] = {}
-_MAX_BINARY_CHANNELS = 32
+# The mime types the sidecar serves: a fixed set, so that a client cannot make it open backend
+# pools (one per host and mime: a backend connection never mixes serializers) for types it
+# invents. Matched exactly once normalised (lower case, no spaces around `;`, parameters in
+# order); Gremlin Server matches mime types exactly, so a frame spelled otherwise is forwarded
+# with the canonical spelling.
+SERVED_MIMES = (
+    GRAPHBINARY_MIME,
+    GRAPHBINARY_MIME + "-stringd",
+    GRAPHSON_V3_MIME,
+    GRAPHSON_V3_MIME + ";types=false",
+    GRAPHSON_V2_MIME,
+    GRAPHSON_V2_MIME + ";types=false",
+    "application/vnd.gremlin-v1.0+json",
+    "application/vnd.gremlin-v1.0+json;types=false",
+    TEXT_MIME,
+)
+_SERVED_CHANNELS = {mime: Channel(mime, FrameType.BINARY) for mime in SERVED_MIMES}
+# Raw spellings seen in binary frames (a client sends the same one each time), mapped to their
+# channel; bounded, so a client cycling through spellings cannot grow it.
+_BINARY_CHANNELS: dict[bytes, Channel] = {
+    mime.encode("ascii"): channel for mime, channel in _SERVED_CHANNELS.items()
+}
+_MAX_BINARY_CHANNELS = 64
+
+
+class UnsupportedMimeError(MalformedFrameError):
+    """A binary frame whose mime type the sidecar does not serve. The client's serializer is
+    unknown, so no error answer it could read can be written: its connection is closed with
+    1003 (unsupported data) and a reason naming the type."""
+
+    close_code = 1003
+
+
+def normalise_mime(mime: str) -> str:
+    """`Application/vnd.gremlin-v3.0+json; types=false` -> the form in SERVED_MIMES."""
+    kind, *parameters = (part.strip() for part in mime.lower().split(";"))
+    return ";".join([kind, *sorted(p.replace(" ", "") for p in parameters if p)])
 
 
 def _binary_channel(raw_mime: bytes) -> Channel:
@@ -217,12 +255,12 @@ def _binary_channel(raw_mime: bytes) -> Channel:
         mime = raw_mime.decode("ascii")
     except UnicodeDecodeError:
         raise MalformedFrameError("the mime type is not ASCII text") from None
-    if "graphbinary" not in mime and "json" not in mime:
-        raise MalformedFrameError(
-            f"unsupported mime type {mime!r}: use GraphBinary ({GRAPHBINARY_MIME}) or GraphSON "
-            f"({GRAPHSON_V3_MIME}, {GRAPHSON_V2_MIME})"
+    channel = _SERVED_CHANNELS.get(normalise_mime(mime))
+    if channel is None:
+        shown = mime if len(mime) <= 48 else mime[:45] + "..."
+        raise UnsupportedMimeError(
+            f"unsupported mime {shown}; use {GRAPHBINARY_MIME} or GraphSON v1-v3"
         )
-    channel = Channel(mime, FrameType.BINARY)
     if len(_BINARY_CHANNELS) < _MAX_BINARY_CHANNELS:
         _BINARY_CHANNELS[raw_mime] = channel
     return channel

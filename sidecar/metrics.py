@@ -111,6 +111,12 @@ class SidecarMetrics:
             "Client connections closed because they did not read their answers",
             registry=self.registry,
         )
+        self.clients_refused = Counter(
+            "gremlinlb_sidecar_clients_refused",
+            "Client connections closed (1013) because their unfinished frames would have taken "
+            "the sidecar past its memory budget",
+            registry=self.registry,
+        )
         self.held_bytes = Gauge(
             "gremlinlb_sidecar_held_bytes",
             "Bytes held for clients: answers not yet written and requests in flight",

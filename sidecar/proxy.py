@@ -18,6 +18,7 @@ request is retried or answered with a final error frame carrying the client's re
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -36,7 +37,8 @@ from gremlinlb.sidecar.backend import (
     Backends,
 )
 from gremlinlb.sidecar.frames import Channel, MalformedFrameError, Request, ResponseHeader
-from gremlinlb.sidecar.memory import MemoryBudget, MemoryLimits
+from gremlinlb.sidecar.inbound import InboundMeter, MeteredWebSocketResponse
+from gremlinlb.sidecar.memory import MemoryBudget, MemoryLimits, release_free_memory
 from gremlinlb.sidecar.metrics import SidecarMetrics
 from gremlinlb.sidecar.sources import answer_says_source_unknown, request_source
 from gremlinlb.sidecar.wsout import BATCH_FRAMES, FrameOutput
@@ -76,6 +78,22 @@ _CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType
 _DEPARTURE_CHECK = 0.25
 # The longest wait between two checks whether an unanswered read deserves a hedge.
 _HEDGE_RECHECK_MAX = 0.25
+# Frames larger than this are parsed and write-checked on a worker thread, so that one client's
+# large request (the check walks every value: about 40 ms per MB) does not hold up everyone's;
+# at or below it (almost every request) they are checked in place, which costs less than the
+# hop (a few hundred microseconds at most).
+OFF_LOOP_FRAME_BYTES = 64 * 1024
+
+
+def _read_only(request: Request) -> bool:
+    """Whether the core's write check shows `request` cannot write (only bytecode can)."""
+    return request.op == "bytecode" and not frame_may_write(request.body, request.channel.mime)
+
+
+def _parse_and_check(data: bytes | str) -> tuple[Request, bool]:
+    """Parse a large frame and check it, on a worker thread (see OFF_LOOP_FRAME_BYTES)."""
+    request = frames.parse_request(data)
+    return request, _read_only(request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,11 +382,15 @@ class ClientConnection:
         ws: web.WebSocketResponse,
         peer: str,
         transport: asyncio.Transport | None = None,
+        meter: InboundMeter | None = None,
     ) -> None:
         self.proxy = proxy
         self.ws = ws
         self.peer = peer
         self.closed = False
+        # Bytes of its frames aiohttp holds before they are received (see sidecar.inbound).
+        self._meter = meter
+        self._refused = False
         self.pin: SessionPin | None = None
         self._transport = transport
         self._pin_lock = asyncio.Lock()
@@ -397,6 +419,10 @@ class ClientConnection:
         self._nothing_in_flight = asyncio.Event()
         self._nothing_in_flight.set()
         self.tasks: set[asyncio.Task[None]] = set()
+        if meter is not None:
+            meter.on_grow = self._inbound_grew
+            if meter.held:  # sent before the connection was set up
+                self._hold(meter.held)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -407,8 +433,12 @@ class ClientConnection:
                     await self._wait_for_room()
                 message = await self.ws.receive()
                 if message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
-                    if not await self._on_frame(message.data):
-                        break
+                    taken = self._meter.take() if self._meter is not None else 0
+                    try:
+                        if not await self._on_frame(message.data):
+                            break
+                    finally:
+                        self._give_back(taken)  # counted from here on as a request, if it is one
                 elif message.type is aiohttp.WSMsgType.ERROR:
                     log.info("client %s: %s", self.peer, message.data)
                     break
@@ -425,6 +455,9 @@ class ClientConnection:
             self._forget_queue()
             self._give_back(self._request_bytes)
             self._request_bytes = 0
+            if self._meter is not None:
+                self._give_back(self._meter.release())
+                self._meter.detach()  # its reader's buffers go with it, not with this object
 
     def leave(self) -> None:
         """The client is gone (or being closed by the sidecar): withdraw every request of it
@@ -490,16 +523,25 @@ class ClientConnection:
                 f"the frame has {size} bytes, more than the limit of "
                 f"{proxy.options.max_message_bytes} (max_message_bytes)",
             )
+        read_only: bool | None = None  # checked in dispatch unless checked here
         try:
-            request = frames.parse_request(data)
+            if size > OFF_LOOP_FRAME_BYTES:
+                request, read_only = await self.loop.run_in_executor(
+                    proxy.checker, _parse_and_check, data
+                )
+            else:
+                request = frames.parse_request(data)
         except MalformedFrameError as error:
             proxy.metrics.malformed.inc()
             if error.target is not None:
                 self.send_error(*error.target, error.code, str(error))
                 return True
-            await self._close_after_in_flight(
-                aiohttp.WSCloseCode.PROTOCOL_ERROR, f"malformed frame: {error}"
-            )
+            if isinstance(error, frames.UnsupportedMimeError):
+                await self._close_after_in_flight(error.close_code, str(error))
+            else:
+                await self._close_after_in_flight(
+                    aiohttp.WSCloseCode.PROTOCOL_ERROR, f"malformed frame: {error}"
+                )
             return False
         if request.op == "authentication":
             self.send_error(
@@ -528,7 +570,7 @@ class ClientConnection:
         self._request_bytes += size
         self._hold(size)
         try:
-            proxy.dispatch(self, request)
+            proxy.dispatch(self, request, read_only)
         except Exception as error:  # a bug must cost one request, not the client's socket
             log.exception("dispatching a request from %s failed", self.peer)
             proxy.abandon(request, self, error)
@@ -552,8 +594,10 @@ class ClientConnection:
 
     async def _refuse(self, data: bytes | str, code: int, message: str) -> bool:
         self.proxy.metrics.malformed.inc()
-        try:
-            request = frames.parse_request(data)
+        try:  # a frame this large is read off the loop: GraphSON is decoded to find its id
+            request = await self.loop.run_in_executor(
+                self.proxy.checker, frames.parse_request, data
+            )
         except MalformedFrameError as error:
             if error.target is not None:
                 self.send_error(*error.target, code, message)
@@ -613,13 +657,56 @@ class ClientConnection:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _close_unread(self, reason: str) -> None:
+    @property
+    def inbound_bytes(self) -> int:
+        """Bytes of its frames held before they were received (unfinished ones, mostly)."""
+        return 0 if self._meter is None or self._refused else self._meter.held
+
+    def _inbound_grew(self, size: int) -> bool:
+        """aiohttp's reader took `size` more bytes of this client's frames: count them; past
+        the budget, refuse whoever holds the most. False if that is this client (the bytes
+        are then dropped)."""
+        if self._refused:
+            return False
+        self._hold(size)
+        return not self._refused
+
+    def refuse_input(self, reason: str) -> None:
+        """Close this client for what its unfinished frames would take past the memory budget
+        (1013, try again later): nothing more of it is read or kept, its bytes are given back."""
+        if self._refused:
+            return
+        self._refused = True
+        meter = self._meter
+        assert meter is not None
+        meter.refused = True
+        self._give_back(meter.release())
+        if self._transport is not None:
+            self._transport.pause_reading()
+        if isinstance(self.ws, MeteredWebSocketResponse):
+            self.ws.drop_reader()
+            release_free_memory()  # the frame's pages go back now, not after the attack
+        self.proxy.metrics.clients_refused.inc()
+        log.warning("client %s refused: %s", self.peer, reason)
+        if self.closed:
+            return
+        self.loop.call_soon(self.leave)
+        # No reply is waited for: a client in the middle of a frame cannot send its close frame
+        # before finishing it, and its reader's buffers are freed only once the socket is gone.
+        self.spawn(self._close_unread(reason, aiohttp.WSCloseCode.TRY_AGAIN_LATER, within=0.05))
+
+    async def _close_unread(
+        self,
+        reason: str,
+        code: int = aiohttp.WSCloseCode.POLICY_VIOLATION,
+        within: float = 1.0,
+    ) -> None:
         """Close a client that does not read: its socket buffers are full, so the close frame
         may never be written; then the connection is dropped."""
         encoded = reason.encode("utf-8")[:_CLOSE_REASON_BYTES]
         try:
-            async with asyncio.timeout(1.0):
-                await self.ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION, message=encoded)
+            async with asyncio.timeout(within):
+                await self.ws.close(code=code, message=encoded)
         except Exception:
             if self._transport is not None:
                 self._transport.abort()
@@ -777,16 +864,21 @@ class Proxy:
         self.paused: set[ClientConnection] = set()  # not read until they read their answers
         # Asks a quiet host a ping (the health loop's check_alive); None: hedges go by timing.
         self.check_alive: Callable[[Endpoint], None] | None = None
+        # One thread parses and checks large frames (OFF_LOOP_FRAME_BYTES): they queue there
+        # rather than take both cores from the servers and the loop.
+        self.checker = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="gremlinlb-check"
+        )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """aiohttp handler of GET /gremlin (the WebSocket upgrade)."""
         if not self.accepting:
             raise web.HTTPServiceUnavailable(text="the sidecar is shutting down")
-        ws = web.WebSocketResponse(
+        ws = MeteredWebSocketResponse(
             max_msg_size=self.options.hard_message_bytes, autoping=True, compress=False
         )
         await ws.prepare(request)
-        client = ClientConnection(self, ws, str(request.remote), request.transport)
+        client = ClientConnection(self, ws, str(request.remote), request.transport, ws.meter)
         self.clients.add(client)
         self._no_clients.clear()
         self.metrics.client_connections.inc()
@@ -805,6 +897,7 @@ class Proxy:
         while self.memory.over:
             worst = max(self.clients, key=lambda c: c.queued_bytes, default=None)
             if worst is None or worst.queued_bytes == 0:  # cut_off empties a queue for good
+                self._shed_inbound()
                 return  # what is held is requests in flight: reading pauses until they end
             worst.cut_off(
                 f"the sidecar holds {self.memory.used} bytes, over its memory budget of "
@@ -812,20 +905,40 @@ class Proxy:
                 f"({worst.queued_bytes} bytes)"
             )
 
+    def _shed_inbound(self) -> None:
+        """Still over the budget with no answer queue left to cut: refuse the clients holding
+        the most bytes of frames not yet received (unfinished ones, mostly) until it is back
+        under. A frame in progress cannot be paused for long: aiohttp reads it regardless, and
+        one that is never finished would hold its bytes for good."""
+        while self.memory.over:
+            heaviest = max(self.clients, key=lambda c: c.inbound_bytes, default=None)
+            if heaviest is None or heaviest.inbound_bytes == 0:
+                return
+            heaviest.refuse_input(
+                f"memory budget full (memory_budget_bytes={self.memory.limit}); "
+                f"{heaviest.inbound_bytes} B of unfinished frames dropped: retry"
+            )
+
+    def close(self) -> None:
+        """The sidecar stopped: the checking thread ends once idle."""
+        self.checker.shutdown(wait=False, cancel_futures=True)
+
     def resume_paused(self) -> None:
         for client in list(self.paused):
             client.resume()
 
     # -- one request ---------------------------------------------------------------------
 
-    def dispatch(self, client: ClientConnection, request: Request) -> None:
+    def dispatch(
+        self, client: ClientConnection, request: Request, read_only: bool | None = None
+    ) -> None:
         """Start serving one request. The common case (a healthy host with an open connection
         that has room) is sent right here, with no task of its own and one loop timer (the
         hedge, for reads); waiting, opening a connection, retrying, hedging and sessions
-        continue in a task."""
-        read_only = request.op == "bytecode" and not frame_may_write(
-            request.body, request.channel.mime
-        )
+        continue in a task. `read_only` is the write check's verdict if it was already made
+        (off the loop, for a large frame)."""
+        if read_only is None:
+            read_only = _read_only(request)
         exchange = Exchange(client, request, read_only, self.balancer.settings.max_attempts)
         self.exchanges.add(exchange)
         self.balancer.sources.seen(exchange.source)

@@ -192,6 +192,7 @@ class Sidecar:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.health.close()
         self.backends.close()
+        self.proxy.close()
         self.balancer.close()
         for runner in self._runners:
             await runner.cleanup()

@@ -61,3 +61,15 @@ def test_a_larger_lock_keeps_every_version_of_the_smaller_one(smaller: str, larg
     small, large = locked(smaller), locked(larger)
     assert small
     assert {name: large.get(name) for name in small} == small
+
+
+def test_the_no_deps_lock_pins_exactly_the_dev_no_deps_extra_with_hashes() -> None:
+    """requirements/dev-no-deps.txt is installed with --no-deps: it must hold the extra's
+    packages at their pins and nothing else (anything more would go in unresolved)."""
+    text = (REPO / "requirements" / "dev-no-deps.txt").read_text(encoding="utf-8")
+    extra = {
+        _name(r.partition("==")[0].strip()): r.partition("==")[2].strip()
+        for r in PROJECT["optional-dependencies"]["dev-no-deps"]
+    }
+    assert locked("dev-no-deps.txt") == extra, "requirements/dev-no-deps.txt is stale; make lock"
+    assert text.count("--hash=sha256:") >= len(extra)

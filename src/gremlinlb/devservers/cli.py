@@ -20,6 +20,7 @@ from gremlinlb.devservers.errors import DevServerError
 from gremlinlb.devservers.faults import FaultProxy, FaultProxyError
 from gremlinlb.devservers.fetch import DEFAULT_TINKERPOP_VERSION, fetch_runtime
 from gremlinlb.devservers.fleet import DEFAULT_BASE_PORT, DEFAULT_START_TIMEOUT, Fleet
+from gremlinlb.devservers.janusgraph import DEFAULT_JANUSGRAPH_VERSION, fetch_janusgraph
 from gremlinlb.devservers.server import build_class_archive, ensure_runtime
 from gremlinlb.devservers.state import (
     RecordedServer,
@@ -42,7 +43,17 @@ def register(subparsers: Any) -> None:
     commands = parser.add_subparsers(dest="dev_servers_command", required=True, metavar="ACTION")
 
     fetch = commands.add_parser("fetch", help="download Gremlin Server jars into the cache")
-    fetch.add_argument("--version", default=DEFAULT_TINKERPOP_VERSION, help="TinkerPop version")
+    fetch.add_argument(
+        "--version",
+        default=None,
+        help=f"TinkerPop version (default {DEFAULT_TINKERPOP_VERSION}); with --janusgraph, "
+        f"the JanusGraph version (default {DEFAULT_JANUSGRAPH_VERSION})",
+    )
+    fetch.add_argument(
+        "--janusgraph",
+        action="store_true",
+        help="fetch JanusGraph Server (in-memory storage, Lucene) instead, as the tests run it",
+    )
     fetch.add_argument("--force", action="store_true", help="download again even if cached")
     fetch.add_argument(
         "--no-class-archive",
@@ -142,7 +153,11 @@ def _emit(line: str) -> None:
 def run_fetch(args: argparse.Namespace) -> int:
     _quiet_driver_logs()
     try:
-        runtime = fetch_runtime(args.version, force=args.force)
+        if args.janusgraph:
+            runtime = fetch_janusgraph(args.version or DEFAULT_JANUSGRAPH_VERSION, force=args.force)
+            _emit(str(runtime.lib_dir))
+            return 0
+        runtime = fetch_runtime(args.version or DEFAULT_TINKERPOP_VERSION, force=args.force)
         if args.class_archive:
             if args.force:
                 shutil.rmtree(runtime.home / "cds", ignore_errors=True)

@@ -16,7 +16,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -118,7 +118,11 @@ def find_runtime(
     version: str = DEFAULT_TINKERPOP_VERSION, cache: Path | None = None
 ) -> ServerRuntime | None:
     """The cached runtime if a previous fetch completed, else None (never touches the network)."""
-    home = runtime_home(version, cache)
+    return _complete(runtime_home(version, cache), version)
+
+
+def _complete(home: Path, version: str) -> ServerRuntime | None:
+    """The runtime in ``home`` if a fetch completed there (its marker and lib/ exist)."""
     if (home / MARKER_NAME).is_file() and (home / "lib").is_dir():
         return ServerRuntime(version=version, home=home)
     return None
@@ -142,15 +146,14 @@ def _render_pom(version: str, output_dir: Path) -> str:
     return text.replace("@TINKERPOP_VERSION@", version).replace("@OUTPUT_DIR@", str(output_dir))
 
 
-def _check_jars(lib_dir: Path, version: str) -> None:
+def _check_jars(lib_dir: Path, what: str, required_prefixes: Sequence[str]) -> None:
     names = [p.name for p in lib_dir.glob("*.jar")]
     missing = [
-        prefix for prefix in _REQUIRED_JAR_PREFIXES if not any(n.startswith(prefix) for n in names)
+        prefix for prefix in required_prefixes if not any(n.startswith(prefix) for n in names)
     ]
     if missing:
         raise FetchError(
-            f"Maven finished but {lib_dir} lacks {', '.join(p + '*.jar' for p in missing)} "
-            f"(TinkerPop {version})"
+            f"Maven finished but {lib_dir} lacks {', '.join(p + '*.jar' for p in missing)} ({what})"
         )
 
 
@@ -166,18 +169,46 @@ def fetch_runtime(
     (``<cache>/m2``) so nothing outside the cache is written.
     """
     cache = cache or cache_dir()
+    return maven_fetch(
+        runtime_home(version, cache),
+        version,
+        cache,
+        render_pom=lambda staging: _render_pom(version, staging),
+        required_jar_prefixes=_REQUIRED_JAR_PREFIXES,
+        what=f"Gremlin Server {version}",
+        hint=f"is TinkerPop {version} on Maven Central and the registry reachable?",
+        force=force,
+    )
+
+
+def maven_fetch(
+    home: Path,
+    version: str,
+    cache: Path,
+    *,
+    render_pom: Callable[[Path], str],
+    required_jar_prefixes: Sequence[str],
+    what: str,
+    hint: str,
+    force: bool = False,
+) -> ServerRuntime:
+    """Copy the runtime jars of the pom ``render_pom(staging_dir)`` into ``home/lib``.
+
+    Shared by every server kind the dev servers run (Gremlin Server, JanusGraph), so each gets
+    the same guarantees: one fetch at a time (a file lock), a ``.complete`` marker written only
+    after the jars are checked, and Maven's local repository under the cache.
+    """
     if not force:
-        existing = find_runtime(version, cache)
+        existing = _complete(home, version)
         if existing is not None:
-            log.debug("Gremlin Server %s already in %s", version, existing.home)
+            log.debug("%s already in %s", what, existing.home)
             return existing
 
     find_java()  # fail early and clearly: jars without a JVM are useless
     mvn = find_maven()
-    home = runtime_home(version, cache)
     with file_lock(home.parent / f"{version}.lock"):
         if not force:
-            existing = find_runtime(version, cache)
+            existing = _complete(home, version)
             if existing is not None:  # another process finished while we waited for the lock
                 return existing
         home.mkdir(parents=True, exist_ok=True)
@@ -186,7 +217,7 @@ def fetch_runtime(
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         pom = home / "pom.xml"
-        pom.write_text(_render_pom(version, staging), encoding="utf-8")
+        pom.write_text(render_pom(staging), encoding="utf-8")
         command = [
             mvn,
             "--batch-mode",
@@ -196,7 +227,7 @@ def fetch_runtime(
             f"-Dmaven.repo.local={cache / 'm2'}",
             "dependency:copy-dependencies",
         ]
-        log.info("fetching Gremlin Server %s with Maven into %s", version, home)
+        log.info("fetching %s with Maven into %s", what, home)
         started = time.monotonic()
         try:
             completed = subprocess.run(
@@ -215,11 +246,10 @@ def fetch_runtime(
             shutil.rmtree(staging, ignore_errors=True)
             tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-30:])
             raise FetchError(
-                f"Maven failed (exit {completed.returncode}) fetching Gremlin Server {version}; "
-                f"is TinkerPop {version} on Maven Central and the registry reachable?\n{tail}"
+                f"Maven failed (exit {completed.returncode}) fetching {what}; {hint}\n{tail}"
             )
         log.debug("maven output:\n%s", completed.stdout)
-        _check_jars(staging, version)
+        _check_jars(staging, what, required_jar_prefixes)
         lib = home / "lib"
         shutil.rmtree(lib, ignore_errors=True)
         staging.rename(lib)
@@ -228,10 +258,6 @@ def fetch_runtime(
             json.dumps({"version": version, "jars": jars}, indent=1) + "\n", encoding="utf-8"
         )
         log.info(
-            "Gremlin Server %s ready in %s (%d jars, %.1f s)",
-            version,
-            lib,
-            len(jars),
-            time.monotonic() - started,
+            "%s ready in %s (%d jars, %.1f s)", what, lib, len(jars), time.monotonic() - started
         )
     return ServerRuntime(version=version, home=home)

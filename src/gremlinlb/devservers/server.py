@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 from gremlinlb.devservers import probe
 from gremlinlb.devservers.errors import DevServerError, PortInUseError, ServerStartError
@@ -136,6 +136,9 @@ def class_archive_path(runtime: ServerRuntime, java: str | None = None) -> Path:
 class GremlinServerProcess:
     """A Gremlin Server (TinkerTransactionGraph, ``g`` bound) listening on 127.0.0.1:``port``."""
 
+    #: The JVM's main class; other server kinds (JanusGraph) subclass with their own.
+    main_class: ClassVar[str] = MAIN_CLASS
+
     def __init__(
         self,
         port: int,
@@ -214,8 +217,12 @@ class GremlinServerProcess:
     @property
     def runtime(self) -> ServerRuntime:
         if self._runtime is None:
-            self._runtime = ensure_runtime()
+            self._runtime = self._default_runtime()
         return self._runtime
+
+    def _default_runtime(self) -> ServerRuntime:
+        """The jars this kind of server runs when none were given (fetched on first use)."""
+        return ensure_runtime()
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -258,7 +265,7 @@ class GremlinServerProcess:
     def _is_our_jvm(self, pid: int) -> bool:
         """Guards signals against a recycled pid: the command line must name this server."""
         cmdline = _proc_cmdline(pid)
-        return MAIN_CLASS in cmdline and f"-D{ADDRESS_PROPERTY}={self.address}" in cmdline
+        return self.main_class in cmdline and f"-D{ADDRESS_PROPERTY}={self.address}" in cmdline
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -278,7 +285,7 @@ class GremlinServerProcess:
             f"-D{ADDRESS_PROPERTY}={self.address}",
             "-cp",
             self.runtime.classpath,
-            MAIN_CLASS,
+            self.main_class,
             str(self.work_dir / "gremlin-server.yaml"),
         ]
 
