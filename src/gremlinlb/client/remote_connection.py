@@ -277,6 +277,8 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
                     return attempt.results  # any other attempt finishes on its own, unread
                 tried.append(attempt.lease.endpoint)
                 last_error = attempt.error
+                if attempt.outcome in (Outcome.NOT_SENT, Outcome.CONNECTION_LOST):
+                    request.lost += 1
                 if live:
                     continue  # another attempt of this read is still running: wait for it
                 outcome = attempt.outcome
@@ -411,7 +413,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
     def _may_try_again(self, outcome: Outcome, request: _Request, budget: RetryBudget) -> bool:
         if not may_retry(outcome, request.read_only):
             return False
-        if not budget.allows_another(outcome, request.sent):
+        if not budget.allows_another(outcome, request.sent - request.lost):
             return False
         return not outcome.retry_costs_extra or self._balancer.try_spend_extra()
 
@@ -601,7 +603,7 @@ class PinnedSession(RemoteConnection):  # type: ignore[misc]
 class _Request:
     """One traversal as the caller sees it, across its attempts."""
 
-    __slots__ = ("bytecode", "options", "read_only", "sent", "wake")
+    __slots__ = ("bytecode", "lost", "options", "read_only", "sent", "wake")
 
     def __init__(self, bytecode: Any, *, read_only: bool) -> None:
         self.bytecode = bytecode
@@ -610,6 +612,13 @@ class _Request:
         self.options = DriverRemoteConnection._extract_request_options(bytecode)
         self.read_only = read_only
         self.sent = 0  # attempts handed to a server, of every kind (see RetryBudget)
+        # ... of which were never written (NOT_SENT) or whose connection was lost before an
+        # answer (CONNECTION_LOST). This client reads a socket
+        # only when it waits for an answer, so a socket its server closed (killed, restarted)
+        # fails only after the request was written to it: such an attempt may never have been
+        # received. They are not counted as received (a total outage must not fail a read that
+        # would wait in the buffer); the core bounds them by max_attempts + 2.
+        self.lost = 0
         self.wake = threading.Event()  # an attempt ended, or a host it waits on left rotation
 
 

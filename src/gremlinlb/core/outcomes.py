@@ -105,11 +105,14 @@ class RetryBudget:
     20): each reception may be a full execution on a server. The adapter says how many
     attempts were received (`received`: written to a server, the first included).
 
-    Attempts no server received (NOT_SENT: refused, never written) cost nothing there; they are
-    bounded separately by `max_attempts + 2`: a refused connection takes its host out of
-    rotation, so the next try goes elsewhere, and once no host is left the request waits in
-    the buffer instead of failing (a total outage loses nothing). The bound keeps a long list
-    of dead hosts from costing one request a connect timeout each (it was 2N+3).
+    Attempts no server received (NOT_SENT: refused, never written) cost nothing there; they and
+    connection losses are also bounded by `max_attempts + 2`: a refused connection takes its
+    host out of rotation, so the next try goes elsewhere, and once no host is left the request
+    waits in the buffer instead of failing (a total outage loses nothing). The bound keeps a
+    long list of dead hosts from costing one request a connect timeout each (it was 2N+3). The
+    in-process client counts its connection losses as not received: it reads a socket only
+    when it waits for an answer, so a socket its server closed fails only after the request
+    was written to it.
 
     A read is re-sent while an earlier attempt may still run (a hedge, a re-dispatch) at most
     once: each such copy may run in full (Gremlin 3.x cannot cancel a query), so a slow query
@@ -124,7 +127,7 @@ class RetryBudget:
     def allows_another(self, outcome: Outcome, received: int) -> bool:
         """Record a failed attempt (`outcome`); True if one more may be made, `received`
         attempts having reached a server so far."""
-        if outcome is Outcome.NOT_SENT:
+        if outcome in (Outcome.NOT_SENT, Outcome.CONNECTION_LOST):
             self._not_sent_left -= 1
             if self._not_sent_left <= 0:
                 return False
