@@ -221,6 +221,7 @@ def _host_json(host: HostStatus) -> dict[str, Any]:
         "ewma_latency": host.ewma_latency,
         "ejections": host.ejections,
         "ejected_until": host.ejected_until,
+        "deprioritised": host.deprioritised,
     }
 
 

@@ -634,6 +634,11 @@ class Backends:
         self._dedicated: set[BackendConnection] = set()
         self._retired: set[BackendConnection] = set()
 
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """The session every backend connection is opened with (the probes' ping uses it)."""
+        return self._http
+
     def pool(self, endpoint: Endpoint, channel: Channel) -> BackendPool:
         key = (endpoint, channel)
         pool = self._pools.get(key)

@@ -7,6 +7,13 @@ provider's custom type, a user's probe script answering a Tree) never fails a pr
 use a connection of their own per host, so a probe never queues behind client traffic and a
 stuck probe is simply dropped.
 
+A traversal can still wait on the server itself: Gremlin Server runs every request on its
+worker pool (gremlinPool), and a few slow queries can fill it. So a probe whose traversal gets
+no answer in time asks the server a WebSocket ping on a fresh connection of its own (answered
+by the server's I/O threads, not its workers): a pong says the JVM is up and busy, and the core
+keeps the host in rotation, deprioritised, instead of taking it down (issue 20). A paused or
+dead server answers no ping.
+
 Each traversal source clients use (configured, or learned from requests' aliases) is probed
 too, after the default one passed: a host answering that it does not have a source is skipped
 for requests naming that source only (`core.sources`), and stays in rotation for the others.
@@ -20,6 +27,7 @@ import logging
 import time
 import uuid
 
+import aiohttp
 from gremlin_python.driver.request import RequestMessage
 from gremlin_python.driver.serializer import GraphBinarySerializersV1
 from gremlin_python.process.graph_traversal import __
@@ -42,6 +50,15 @@ log = logging.getLogger(__name__)
 
 # Probes in flight at once: a push of thousands of new hosts is probed in waves, not at once.
 MAX_PROBES = 64
+# Probes started per second, at most (after a first wave of MAX_PROBES). A probe of a host that
+# refuses costs the event loop about 0.3 ms of CPU, and a long list of dead hosts would have
+# them probed back to back: 20,000 listed cut live throughput to 20% (issue 20). At this rate
+# probing takes a few percent of a core whatever the list; the price is that a dead host of a
+# long list is probed less often than unhealthy_interval (every hosts / MAX_PROBE_RATE s).
+# Hosts in rotation are probed first, then joining ones, then down ones (Balancer.probe_due).
+MAX_PROBE_RATE = 100.0
+# Seconds the ping that tells a busy server from a dead one may take (at most the probe timeout).
+PING_BUDGET = 1.0
 
 
 def probe_frame(request_id: bytes, script: str | None, traversal_source: str) -> bytes:
@@ -103,6 +120,10 @@ class HealthLoop:
         balancer.sources.configure(traversal_source, traversal_sources)
         self._connections: dict[Endpoint, BackendConnection] = {}
         self._probes: set[asyncio.Task[bool]] = set()
+        self.max_probe_rate = MAX_PROBE_RATE
+        self._pinging: dict[Endpoint, asyncio.Task[None]] = {}
+        self._tokens = float(MAX_PROBES)  # probes that may start now (a token bucket)
+        self._refilled = time.monotonic()
 
     async def run(self) -> None:
         """Each tick: let the core eject outliers, then start the probes it says are due
@@ -110,48 +131,127 @@ class HealthLoop:
         while True:
             try:
                 self._balancer.check_outliers()
-                free = MAX_PROBES - len(self._probes)
+                now = time.monotonic()
+                self._tokens = min(
+                    float(MAX_PROBES), self._tokens + (now - self._refilled) * self.max_probe_rate
+                )
+                self._refilled = now
+                free = min(MAX_PROBES - len(self._probes), int(self._tokens))
                 for endpoint in self._balancer.probe_due(limit=max(0, free)):
+                    self._tokens -= 1
                     task = asyncio.create_task(self.probe(endpoint))
                     self._probes.add(task)
                     task.add_done_callback(self._probes.discard)
             except Exception:
                 log.exception("health round failed")
-            full = len(self._probes) >= MAX_PROBES
+            full = len(self._probes) >= MAX_PROBES or self._tokens < 1
             await asyncio.sleep(
                 CHECK_INTERVAL if full else min(self._balancer.next_probe_in(), CHECK_INTERVAL)
             )
 
     async def probe(self, endpoint: Endpoint) -> bool:
         """One probe of `endpoint`, reported to the core; True if it passed."""
-        error = await self._probe_source(endpoint, self._traversal_source)
+        error, timed_out = await self._first_probe(endpoint)
+        alive = False
         if error is None:  # the other sources before the verdict: a joining host enters
             for source in self._balancer.sources.watched():  # rotation with its marks known
-                if await self._probe_source(endpoint, source) is not None:
+                if (await self._probe_source(endpoint, source))[0] is not None:
                     break  # the host itself failed: its next probe tells
         else:
             self.forget(endpoint)  # its socket may be dead or stuck: start clean next time
-        self._balancer.record_probe(endpoint, ok=error is None, error=error)
+            if timed_out and await self.answers_ping(endpoint):
+                alive = True
+                error += "; the server answers pings: busy, not down"
+        self._balancer.record_probe(endpoint, ok=error is None, error=error, alive=alive)
         return error is None
 
-    async def _probe_source(self, endpoint: Endpoint, source: str) -> str | None:
+    async def _first_probe(self, endpoint: Endpoint) -> tuple[str | None, bool]:
+        """The default source's probe. Of a host found stuck, a ping goes along: no pong
+        within PING_BUDGET fails the probe at once (the server is hung, whatever the probe
+        timeout), so its reads are re-sent within about stuck_floor + PING_BUDGET."""
+        traversal = self._probe_source(endpoint, self._traversal_source)
+        if not self._balancer.is_deprioritised(endpoint):
+            return await traversal
+        probing = asyncio.create_task(traversal)
+        pinging = asyncio.create_task(self.answers_ping(endpoint))
+        done, _ = await asyncio.wait({probing, pinging}, return_when=asyncio.FIRST_COMPLETED)
+        if probing in done:
+            pinging.cancel()
+            return probing.result()
+        if not pinging.result():
+            probing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probing
+            return f"no answer to a ping within {PING_BUDGET:g}s: the server is hung", False
+        return await probing
+
+    async def _probe_source(self, endpoint: Endpoint, source: str) -> tuple[str | None, bool]:
         """Probe `source` on `endpoint` and record whether it serves it; the error that makes
-        the host fail (None when it answered, even that it lacks the source)."""
+        the host fail (None when it answered, even that it lacks the source), and whether the
+        traversal timed out (rather than failed)."""
         settings = self._balancer.settings.health
         try:
             async with asyncio.timeout(settings.timeout):
                 code, message = await self._ask(endpoint, settings.probe_script, source)
         except TimeoutError:
-            return f"no answer within {settings.timeout}s"
+            return f"no answer within {settings.timeout}s", True
         except Exception as failure:
-            return f"{type(failure).__name__}: {failure}"
+            return f"{type(failure).__name__}: {failure}", False
         if code in (frames.SUCCESS, frames.NO_CONTENT):
             self._balancer.sources.record(endpoint, source, served=True)
-            return None
+            return None, False
         if says_source_unknown(code, message):
             self._balancer.sources.record(endpoint, source, served=False)
-            return None  # the host answered: it lacks this source, not its health
-        return f"the probe traversal on {source!r} was answered with status {code}"
+            return None, False  # the host answered: it lacks this source, not its health
+        return f"the probe traversal on {source!r} was answered with status {code}", False
+
+    def check_alive(self, endpoint: Endpoint) -> None:
+        """Ask a quiet host (Balancer.is_quiet) a ping now, once at a time per host, and
+        report the answer (Balancer.record_ping): a hung server is taken down within
+        PING_BUDGET, a busy one keeps its slow queries running once."""
+        if endpoint in self._pinging:
+            return
+        task = asyncio.create_task(self._check_alive(endpoint))
+        self._pinging[endpoint] = task
+        task.add_done_callback(lambda _: self._pinging.pop(endpoint, None))
+
+    async def _check_alive(self, endpoint: Endpoint) -> None:
+        answered = await self.answers_ping(endpoint)
+        self._balancer.record_ping(endpoint, answered)
+
+    async def answers_ping(self, endpoint: Endpoint) -> bool:
+        """Whether the server answers a WebSocket ping on a fresh connection within
+        PING_BUDGET (at most the probe timeout). Gremlin Server answers pings on its I/O
+        threads, so a server whose workers all run slow queries still does; a paused or dead
+        one does not. The probe's own connection is not used: it pings for keepalive itself,
+        and its pongs are consumed there."""
+        budget = min(PING_BUDGET, self._balancer.settings.health.timeout)
+        options = self._backends.options
+        ssl_context = options.ssl_context if endpoint.scheme == "wss" else None
+        try:
+            async with (
+                asyncio.timeout(budget),
+                self._backends.http.ws_connect(
+                    endpoint.url,
+                    autoping=False,
+                    ssl=ssl_context if ssl_context is not None else True,
+                    compress=0,
+                ) as ws,
+            ):
+                await ws.ping(b"gremlinlb")
+                while True:
+                    message = await ws.receive()
+                    if message.type is aiohttp.WSMsgType.PONG:
+                        return True
+                    if message.type in (
+                        aiohttp.WSMsgType.CLOSE,
+                        aiohttp.WSMsgType.CLOSING,
+                        aiohttp.WSMsgType.CLOSED,
+                        aiohttp.WSMsgType.ERROR,
+                    ):
+                        return False
+        except Exception:  # refused, no upgrade in time, reset: not alive
+            return False
 
     async def _ask(self, endpoint: Endpoint, script: str | None, source: str) -> tuple[int, str]:
         connection = self._connections.get(endpoint)
@@ -182,7 +282,7 @@ class HealthLoop:
             self.forget(event.endpoint)
 
     def close(self) -> None:
-        for task in list(self._probes):
+        for task in [*self._probes, *self._pinging.values()]:
             task.cancel()
         for endpoint in list(self._connections):
             self.forget(endpoint)

@@ -76,6 +76,8 @@ _WRITE_SLICE = 64 * 1024
 _CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
 # Seconds between checks that a client whose reader is held back is still there.
 _DEPARTURE_CHECK = 0.25
+# The longest wait between two checks whether an unanswered read deserves a hedge.
+_HEDGE_RECHECK_MAX = 0.25
 # Frames larger than this are parsed and write-checked on a worker thread, so that one client's
 # large request (the check walks every value: about 40 ms per MB) does not hold up everyone's;
 # at or below it (almost every request) they are checked in place, which costs less than the
@@ -134,6 +136,7 @@ class Exchange:
     __slots__ = (
         "budget",
         "client",
+        "deadline_timer",
         "done",
         "finished",
         "forwarded",
@@ -145,13 +148,17 @@ class Exchange:
         "read_only",
         "request",
         "sent",
+        "sent_at",
+        "sent_attempts",
         "source",
         "started",
         "tasks",
         "tried",
     )
 
-    def __init__(self, client: ClientConnection, request: Request, read_only: bool) -> None:
+    def __init__(
+        self, client: ClientConnection, request: Request, read_only: bool, max_attempts: int
+    ) -> None:
         self.client = client
         self.request = request
         self.read_only = read_only
@@ -164,13 +171,21 @@ class Exchange:
         self.live: list[Attempt] = []  # attempts whose answer would still reach the client
         self.owner: Attempt | None = None  # the attempt whose answer the client gets
         self.tried: list[Endpoint] = []
-        self.budget: RetryBudget | None = None
+        # Every attempt of it, of every kind, counts against max_attempts (see RetryBudget).
+        self.budget = RetryBudget(max_attempts)
+        self.sent_attempts: list[Attempt] = []  # handed to a backend connection
+        self.sent_at = 0.0  # when its first attempt was sent: request_timeout runs from here
+        self.deadline_timer: asyncio.TimerHandle | None = None
         self.held: tuple[bytes | str, ResponseHeader] | None = None  # a 429/596 to give back
         self.last_error: BaseException | None = None
         self.hedge_timer: asyncio.TimerHandle | None = None
         # Tasks waiting for a host or a connection for it, nothing of theirs sent yet: what
         # is cancelled when its client leaves. Made on the first; most requests never wait.
         self.tasks: set[asyncio.Task[None]] | None = None
+
+    def received(self) -> int:
+        """How many of its attempts a server received (written, whatever came of them)."""
+        return sum(1 for a in self.sent_attempts if a.written)
 
     def carried(self) -> bool:
         """Some attempt of it was written and has not ended: it ends on its own."""
@@ -847,6 +862,8 @@ class Proxy:
         self.accepting = True
         self.memory = MemoryBudget(self.options.memory.budget_bytes)
         self.paused: set[ClientConnection] = set()  # not read until they read their answers
+        # Asks a quiet host a ping (the health loop's check_alive); None: hedges go by timing.
+        self.check_alive: Callable[[Endpoint], None] | None = None
         # One thread parses and checks large frames (OFF_LOOP_FRAME_BYTES): they queue there
         # rather than take both cores from the servers and the loop.
         self.checker = concurrent.futures.ThreadPoolExecutor(
@@ -922,7 +939,7 @@ class Proxy:
         (off the loop, for a large frame)."""
         if read_only is None:
             read_only = _read_only(request)
-        exchange = Exchange(client, request, read_only)
+        exchange = Exchange(client, request, read_only, self.balancer.settings.max_attempts)
         self.exchanges.add(exchange)
         self.balancer.sources.seen(exchange.source)
         if client.closed:  # it left before this request could start: never sent
@@ -965,6 +982,9 @@ class Proxy:
         request = exchange.request
         backend_id = self.backends.ids.next()
         was_sent, exchange.sent = exchange.sent, True  # say "may have run" if in doubt
+        if not exchange.sent_attempts:
+            exchange.sent_at = time.monotonic()
+        exchange.sent_attempts.append(attempt)
         try:
             connection.send(request.with_request_id(backend_id), backend_id, attempt)
         except ConnectionFailure as error:
@@ -1150,9 +1170,7 @@ class Proxy:
             self._answer_unsafe(exchange, attempt.endpoint, outcome, exchange.last_error)
             return
         exchange.tried.append(attempt.endpoint)
-        if exchange.budget is None:
-            exchange.budget = RetryBudget(self.balancer.settings.max_attempts)
-        if not exchange.budget.allows_another(outcome) or (
+        if not exchange.budget.allows_another(outcome, exchange.received()) or (
             outcome.retry_costs_extra and not self.balancer.try_spend_extra()
         ):
             self._give_up(exchange, exchange.last_error)
@@ -1164,6 +1182,7 @@ class Proxy:
             attempt.error,
         )
         self.metrics.retries.labels(outcome.value).inc()
+        self._arm_deadline(exchange)
         self._continue(exchange)
 
     def _conclude(self, exchange: Exchange, code: int, message: str) -> None:
@@ -1182,6 +1201,8 @@ class Proxy:
         exchange.finished = True
         if exchange.hedge_timer is not None:
             exchange.hedge_timer.cancel()
+        if exchange.deadline_timer is not None:
+            exchange.deadline_timer.cancel()
         self.exchanges.discard(exchange)
         exchange.client.release_slot(len(exchange.request.frame))
         self.metrics.latency.observe(time.monotonic() - exchange.started)
@@ -1194,19 +1215,33 @@ class Proxy:
             return
         if not self.balancer.settings.hedge.enabled:
             return
+        delay = self.balancer.hedge_delay()
         exchange.hedge_timer = exchange.client.loop.call_later(
-            self.balancer.hedge_delay(), self._hedge_due, exchange
+            delay, self._hedge_due, exchange, delay
         )
 
-    def _hedge_due(self, exchange: Exchange) -> None:
+    def _hedge_due(self, exchange: Exchange, waited: float) -> None:
         """The read has no answer frame after the hedge delay: send it to a second host if
-        the core says its host is not serving and the extra-request budget allows."""
+        the core says its host is not serving and the budgets allow. Not yet: asked again
+        after twice the wait (the core judges a quiet host by its probe, seconds later), at
+        most every _HEDGE_RECHECK_MAX seconds."""
         if exchange.finished or exchange.forwarded or len(exchange.live) != 1:
             return
         if exchange.client.closed:
             return  # nobody to answer faster
         first = exchange.live[0]
-        if not self.balancer.should_hedge(first.lease) or not self.balancer.try_spend_extra():
+        if not exchange.budget.allows_resend(exchange.received()):
+            return
+        pings = self.check_alive is not None
+        if not self.balancer.should_hedge(first.lease, pings=pings):
+            if self.check_alive is not None and self.balancer.is_quiet(first.lease):
+                self.check_alive(first.endpoint)  # hung or busy: its answer tells
+            later = min(2 * waited, _HEDGE_RECHECK_MAX)
+            exchange.hedge_timer = exchange.client.loop.call_later(
+                later, self._hedge_due, exchange, later
+            )
+            return
+        if not self.balancer.try_spend_extra():
             return
         exclude = [first.endpoint, *exchange.tried]
         try:
@@ -1220,12 +1255,17 @@ class Proxy:
         except (NoHealthyEndpointError, BalancerClosedError):
             return
         assert isinstance(lease, Lease)  # a hedge never waits
+        exchange.budget.resend()
+        self._arm_deadline(exchange)
         log.debug("hedging a read of %s away from %s", exchange.client.peer, first.endpoint)
         self._spawn(exchange, self._guard(exchange, self._attempt(exchange, lease)), lease)
 
     def on_host_event(self, event: HostEvent) -> None:
         """A host left rotation (ejected or down): reads stranded there that forwarded nothing
-        go to another host at once; the old attempt's answer is dropped when it arrives."""
+        go to another host at once; the old attempt's answer is dropped when it arrives. Only
+        within the request's attempt budget (once per read, see RetryBudget) and the
+        extra-request budget, and never a read that ran normally there (a slow query: see
+        Balancer.may_resend)."""
         if event.kind is not EventKind.STATE_CHANGED or event.state not in OUT_OF_ROTATION:
             return
         for exchange in list(self.exchanges):
@@ -1238,6 +1278,10 @@ class Proxy:
             going = [a for a in exchange.live if not a.ended]
             if not going or any(a.endpoint != event.endpoint for a in going):
                 continue  # nothing stranded there, or a hedge elsewhere carries it already
+            if not exchange.budget.allows_resend(exchange.received()):
+                continue  # re-sent once already, or out of attempts: the attempt there goes on
+            if not all(self.balancer.may_resend(a.lease) for a in going):
+                continue  # a slow query running there: re-sent, it would run twice
             exclude = [event.endpoint, *exchange.tried]
             try:
                 acquired = self.balancer.acquire(
@@ -1256,9 +1300,50 @@ class Proxy:
                 stranded.orphaned = True
             exchange.live.clear()
             exchange.tried.append(event.endpoint)
+            exchange.budget.resend()
+            self._arm_deadline(exchange)
             self.metrics.redispatched.inc()
             work = self._guard(exchange, self._attempt(exchange, acquired))
             self._spawn(exchange, work, acquired)
+
+    def _arm_deadline(self, exchange: Exchange) -> None:
+        """A request re-sent (retried, hedged, re-dispatched) is answered by request_timeout
+        from its first send: a new attempt's own timeout would start over, and a caller with
+        a 30 s timeout got its 598 after 54.9 s (issue 20). A lone first attempt needs no
+        timer: its own timeout is the request's."""
+        if exchange.deadline_timer is not None or not exchange.sent_attempts:
+            return
+        timeout = self.balancer.settings.request_timeout
+        delay = max(0.0, exchange.sent_at + timeout - time.monotonic())
+        exchange.deadline_timer = exchange.client.loop.call_later(
+            delay, self._deadline_due, exchange
+        )
+
+    def _deadline_due(self, exchange: Exchange) -> None:
+        """request_timeout passed since the first send and nothing reached the client: answer
+        598 now. Attempts still waiting for a host or a connection are never sent; those on a
+        server end on their own, their answers dropped."""
+        if exchange.finished or exchange.done or exchange.forwarded:
+            return
+        for task in list(exchange.tasks or ()):
+            task.cancel()  # each gives back what it held (see _spawn)
+        for attempt in list(exchange.live):
+            if attempt.written:
+                attempt.orphaned = True
+            else:
+                self._drop_unsent(attempt)
+        exchange.live.clear()
+        timeout = self.balancer.settings.request_timeout
+        where = ", ".join(dict.fromkeys(a.endpoint.address for a in exchange.sent_attempts))
+        self._conclude(
+            exchange,
+            frames.SERVER_TIMEOUT,
+            f"no answer within request_timeout={timeout:g}s of the request's first send (sent "
+            f"to {where}; {exchange.received()} attempts in all). It was not re-sent further: "
+            "a slow query would run once per server (Gremlin Server cannot cancel it), and it "
+            "may still be running. Raise request_timeout for slow queries, or make the query "
+            "cheaper.",
+        )
 
     # -- answering failures ----------------------------------------------------------------
 

@@ -58,6 +58,7 @@ class Sidecar:
         self.health = HealthLoop(
             self.balancer, self.backends, config.traversal_source, config.traversal_sources
         )
+        self.proxy.check_alive = self.health.check_alive
         self.balancer.subscribe(_on_loop(self.health.on_host_event))
         self.admin = AdminApi(
             self.balancer,

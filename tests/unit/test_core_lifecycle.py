@@ -69,6 +69,7 @@ class Request:
     tried: list[Endpoint] = field(default_factory=list)  # hosts an attempt failed on
     waiter: Waiter | None = None  # waiting in the buffer
     ran: bool = False  # some attempt reached a server and may have run there
+    received: int = 0  # attempts a server received (every one but NOT_SENT)
 
 
 class CoreLifecycle(RuleBasedStateMachine):
@@ -172,12 +173,14 @@ class CoreLifecycle(RuleBasedStateMachine):
         self.lb.finish(lease, outcome)
         if outcome not in NOT_RUN:
             request.ran = True
+        if outcome is not Outcome.NOT_SENT:
+            request.received += 1
         if outcome is Outcome.SUCCESS or request.live:
             return  # answered, or another attempt (a hedge) carries it
         request.tried.append(lease.endpoint)
         if not may_retry(outcome, read_only=not request.write):
             return
-        if not request.budget.allows_another(outcome):
+        if not request.budget.allows_another(outcome, request.received):
             return
         if outcome.retry_costs_extra and not self.lb.try_spend_extra():
             return

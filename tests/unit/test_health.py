@@ -162,18 +162,31 @@ def test_releasing_an_unused_slot_counts_no_outcome_and_lets_a_draining_host_lea
 
 def test_overload_answers_use_up_max_attempts() -> None:
     budget = RetryBudget(max_attempts=3)
-    assert budget.allows_another(Outcome.OVERLOADED)
-    assert budget.allows_another(Outcome.OVERLOADED)
-    assert not budget.allows_another(Outcome.OVERLOADED)
+    assert budget.allows_another(Outcome.OVERLOADED, received=1)
+    assert budget.allows_another(Outcome.OVERLOADED, received=2)
+    assert not budget.allows_another(Outcome.OVERLOADED, received=3)
 
 
-@pytest.mark.parametrize("outcome", [Outcome.NOT_SENT, Outcome.CONNECTION_LOST])
-def test_host_failures_do_not_use_up_max_attempts_but_are_bounded(outcome: Outcome) -> None:
+def test_connections_lost_after_sending_use_up_max_attempts() -> None:
+    budget = RetryBudget(max_attempts=3)
+    assert budget.allows_another(Outcome.CONNECTION_LOST, received=2)
+    assert not budget.allows_another(Outcome.CONNECTION_LOST, received=3)
+
+
+def test_attempts_never_sent_do_not_use_up_max_attempts_but_are_bounded() -> None:
     budget = RetryBudget(max_attempts=1)
     failed = 1  # the first attempt
-    while budget.allows_another(outcome):
+    while budget.allows_another(Outcome.NOT_SENT, received=0):
         failed += 1
     assert failed == 1 + 2  # max_attempts + 2 tries in all, however many hosts there are
+
+
+def test_a_read_is_hedged_or_re_dispatched_once_within_its_attempts() -> None:
+    budget = RetryBudget(max_attempts=3)
+    assert budget.allows_resend(received=1)
+    budget.resend()
+    assert not budget.allows_resend(received=2)
+    assert not RetryBudget(max_attempts=2).allows_resend(received=2)
 
 
 def test_replace_that_removes_every_other_host_keeps_the_rest_in_order() -> None:

@@ -10,6 +10,7 @@ from gremlinlb.core import (
     BudgetSettings,
     Endpoint,
     HedgeSettings,
+    HostState,
     Lease,
     NoHealthyEndpointError,
     Outcome,
@@ -85,6 +86,54 @@ def test_a_read_on_a_host_that_answers_nothing_while_given_more_deserves_a_hedge
     clock.advance(0.05)
     lease_on(lb, A)
     assert lb.should_hedge(slow)
+
+
+def test_with_pings_a_read_on_a_quiet_host_waits_for_the_pings_verdict() -> None:
+    # Several slow queries sent at once fill a server's workers together: from here this
+    # read may be one of them. A ping tells a hung server from a busy one.
+    clock = Clock()
+    lb = serving([A, B], clock=clock)
+    slow = lease_on(lb, A, write=False)
+    clock.advance(0.05)
+    lease_on(lb, A)
+    assert not lb.should_hedge(slow, pings=True)
+    assert lb.is_quiet(slow)
+
+
+def test_a_quiet_host_that_answers_a_ping_keeps_its_reads() -> None:
+    clock = Clock()
+    lb = serving([A, B], clock=clock)
+    slow = lease_on(lb, A, write=False)
+    clock.advance(0.05)
+    lease_on(lb, A)
+    lb.record_ping(A, answered=True)
+    assert not lb.is_quiet(slow)
+    assert not lb.should_hedge(slow, pings=True)
+
+
+def test_a_quiet_host_that_answers_no_ping_goes_down_and_its_reads_deserve_a_hedge() -> None:
+    clock = Clock()
+    lb = serving([A, B], clock=clock)
+    slow = lease_on(lb, A, write=False)
+    clock.advance(0.05)
+    lease_on(lb, A)
+    lb.record_ping(A, answered=False)
+    assert lb.state_of(A) is HostState.DOWN
+    assert lb.should_hedge(slow, pings=True)
+
+
+def test_a_read_queued_on_a_host_found_stuck_deserves_a_hedge() -> None:
+    clock = Clock()
+    lb = serving([A, B, Endpoint("ws", "c", 1)], clock=clock)
+    clock.advance(lb.settings.slow_start)
+    lease_on(lb, A, write=False)
+    lease_on(lb, A, write=False)
+    queued = lease_on(lb, A, write=False)
+    clock.advance(1.5)
+    answered = lease_on(lb, B, write=False)
+    lb.finish(answered, Outcome.SUCCESS)
+    lb.check_outliers()
+    assert lb.should_hedge(queued)
 
 
 def test_a_slow_read_on_a_host_that_answers_others_gets_no_hedge() -> None:

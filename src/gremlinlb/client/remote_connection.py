@@ -277,12 +277,14 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
                     return attempt.results  # any other attempt finishes on its own, unread
                 tried.append(attempt.lease.endpoint)
                 last_error = attempt.error
+                if attempt.outcome in (Outcome.NOT_SENT, Outcome.CONNECTION_LOST):
+                    request.lost += 1
                 if live:
                     continue  # another attempt of this read is still running: wait for it
                 outcome = attempt.outcome
                 assert outcome is not None
                 assert last_error is not None
-                if not self._may_try_again(outcome, request.read_only, budget):
+                if not self._may_try_again(outcome, request, budget):
                     if outcome.may_have_executed and not request.read_only:
                         raise RequestMayHaveBeenAppliedError(
                             attempt.lease.endpoint.address, last_error
@@ -299,7 +301,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
             if self._redispatch(request, live, tried, budget):
                 continue
             if not hedged and len(live) == 1 and _now() >= hedge_at:
-                hedge = self._hedge(request, live[0], tried)
+                hedge = self._hedge(request, live[0], tried, budget)
                 if hedge is not None:
                     live.append(hedge)
                     hedged = True
@@ -330,7 +332,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
                 return attempt
             # Nothing was sent (the host left rotation while the request waited for one of its
             # sockets): free to go anywhere, writes included; bounded like connection failures.
-            if not budget.allows_another(Outcome.NOT_SENT):
+            if not budget.allows_another(Outcome.NOT_SENT, request.sent):
                 raise NoHealthyEndpointError(
                     f"the request was not sent: its hosts left rotation before a connection to "
                     f"them was free ({lease.endpoint.address} last); check the servers' health"
@@ -369,6 +371,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
             log.debug("not sent to %s, its connection was retired: %s", lease.endpoint, error)
             self._balancer.release(lease)
             return None
+        request.sent += 1
         written.add_done_callback(lambda future: self._written(attempt, future))
         return attempt
 
@@ -407,8 +410,10 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         finally:
             attempt.request.wake.set()
 
-    def _may_try_again(self, outcome: Outcome, read_only: bool, budget: RetryBudget) -> bool:
-        if not may_retry(outcome, read_only) or not budget.allows_another(outcome):
+    def _may_try_again(self, outcome: Outcome, request: _Request, budget: RetryBudget) -> bool:
+        if not may_retry(outcome, request.read_only):
+            return False
+        if not budget.allows_another(outcome, request.sent - request.lost):
             return False
         return not outcome.retry_costs_extra or self._balancer.try_spend_extra()
 
@@ -417,9 +422,14 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
             return math.inf
         return _now() + self._balancer.hedge_delay()
 
-    def _hedge(self, request: _Request, first: _Attempt, tried: list[Endpoint]) -> _Attempt | None:
-        """A second attempt of a slow read, when the core says its host is not serving it
-        and the extra-request budget allows; None otherwise."""
+    def _hedge(
+        self, request: _Request, first: _Attempt, tried: list[Endpoint], budget: RetryBudget
+    ) -> _Attempt | None:
+        """A second attempt of a slow read, when the core says its host is not serving it,
+        the request's attempt budget (once per read) and the extra-request budget allow;
+        None otherwise."""
+        if not budget.allows_resend(request.sent):
+            return None
         if not self._balancer.should_hedge(first.lease) or not self._balancer.try_spend_extra():
             return None
         try:
@@ -430,6 +440,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
             return None
         assert isinstance(acquired, Lease)  # a hedge never waits
         log.debug("hedging a read on %s to %s", first.lease.endpoint.address, acquired.endpoint)
+        budget.resend()
         return self._send(request, acquired, wait_for_slot=False)
 
     def _redispatch(
@@ -440,11 +451,16 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         budget: RetryBudget,
     ) -> bool:
         """A read whose host was ejected or went down meanwhile goes to another host now; the
-        old attempt stays (orphaned: the first answer still wins) and ends on its own."""
+        old attempt stays (orphaned: the first answer still wins) and ends on its own. Once
+        per read within its attempt budget, and never a read that ran normally there (a slow
+        query: `Balancer.may_resend`)."""
         if any(self._in_rotation(a.lease.endpoint) for a in live):
             return False
-        if not budget.allows_another(Outcome.CONNECTION_LOST):
+        if not budget.allows_resend(request.sent):
             return False
+        if not all(self._balancer.may_resend(a.lease) for a in live):
+            return False
+        budget.resend()
         exclude = [*tried, *(a.lease.endpoint for a in live)]
         log.info("re-dispatching a read away from %s", live[0].lease.endpoint.address)
         try:
@@ -587,7 +603,7 @@ class PinnedSession(RemoteConnection):  # type: ignore[misc]
 class _Request:
     """One traversal as the caller sees it, across its attempts."""
 
-    __slots__ = ("bytecode", "options", "read_only", "wake")
+    __slots__ = ("bytecode", "lost", "options", "read_only", "sent", "wake")
 
     def __init__(self, bytecode: Any, *, read_only: bool) -> None:
         self.bytecode = bytecode
@@ -595,6 +611,14 @@ class _Request:
         # sends them
         self.options = DriverRemoteConnection._extract_request_options(bytecode)
         self.read_only = read_only
+        self.sent = 0  # attempts handed to a server, of every kind (see RetryBudget)
+        # ... of which were never written (NOT_SENT) or whose connection was lost before an
+        # answer (CONNECTION_LOST). This client reads a socket
+        # only when it waits for an answer, so a socket its server closed (killed, restarted)
+        # fails only after the request was written to it: such an attempt may never have been
+        # received. They are not counted as received (a total outage must not fail a read that
+        # would wait in the buffer); the core bounds them by max_attempts + 2.
+        self.lost = 0
         self.wake = threading.Event()  # an attempt ended, or a host it waits on left rotation
 
 

@@ -116,6 +116,14 @@ class _Host:
     failures_in_row: int = 0
     # A connection loss or timeout made us doubt it: probe it now, hand it no buffered request.
     suspect: bool = False
+    # Stuck (requests in flight, no answer while its peers answer) when the share cap left no
+    # room to eject it: it gets new requests only when no other candidate is left, and is not
+    # counted as ejected. Cleared by its next answer or passing probe.
+    stuck: bool = False
+    probe_passed_at: float = -math.inf  # the last probe it answered
+    # The last probe whose traversal got no answer in time while the server itself answered
+    # (a WebSocket ping on the probe's own connection): alive, its workers busy with slow work.
+    alive_at: float = -math.inf
     ejections: int = 0
     ejection_level: int = 0  # the multiplier of base_ejection; decays while healthy
     ejected_until: float | None = None
@@ -167,6 +175,8 @@ class HostStatus:
     ewma_latency: float | None = None  # peak-EWMA seconds, as picking sees it now
     ejections: int = 0  # times ejected since it was added
     ejected_until: float | None = None  # wall clock, while ejected
+    # Healthy but found stuck: new requests only when no other host can take them.
+    deprioritised: bool = False
 
     @property
     def requests(self) -> int:
@@ -187,6 +197,8 @@ class BalancerStats:
     # only while the client's zone is known and the host has one).
     same_zone: int = 0
     cross_zone: int = 0
+    # Times a host was found stuck and deprioritised instead of ejected (see check_outliers).
+    deprioritised: int = 0
 
 
 Acquired = Lease | Waiter
@@ -224,6 +236,9 @@ class Balancer:
         self._seq = itertools.count()
         self._hosts: dict[Endpoint, _Host] = {}
         self._ring: list[_Host] = []  # sorted by seq
+        # The healthy hosts, sorted by seq: what picking looks at. Requests never scan the
+        # whole ring, so a long list of dead hosts costs each pick nothing (issue 20).
+        self._healthy_ring: list[_Host] = []
         self._picker = self._make_picker(self._settings.policy)
         # Round-robin keeps one cursor per candidate group (kind, zone): with one shared cursor
         # a read after each write would always start from the same reader.
@@ -234,10 +249,21 @@ class Balancer:
         self._hedge_delay: tuple[float, float] | None = None  # (computed at, value)
         self._next_expiry = math.inf
         self._ramps_end = -math.inf  # no host is in slow start from then on
-        self._probe_cursor = 0  # where the next probe_due scan starts in the ring
+        # Probe queues by class, each in the order its hosts were last handed out for a probe
+        # (a host handed out goes to the back): hosts in rotation (healthy, ejected), joining
+        # ones, down ones. probe_due serves them in that order, and stops in a joining or down
+        # queue at its first host not due (all after it were probed later, at one interval):
+        # a list of 20,000 dead hosts costs a probe round what is due, not 20,000 checks a tick.
+        self._probe_queues: dict[str, dict[_Host, None]] = {
+            "serving": {},
+            "joining": {},
+            "down": {},
+        }
         self._pick_now = 0.0
         self._pick_default_rtt: float | None = None
         self._ejections: Counter[str] = Counter()
+        self._stuck_hosts = 0  # hosts deprioritised as stuck (see _Host.stuck)
+        self._deprioritised = 0
         self._hedges_sent = 0
         self._hedges_won = 0
         self._extra_spent = 0
@@ -356,6 +382,9 @@ class Balancer:
                     self._start_ramp(host, self._clock())
                 self._hosts[parsed] = host
                 self._ring.append(host)
+                self._enqueue(host)
+                if host.state is HostState.HEALTHY:
+                    self._healthy_ring.append(host)  # the newest seq: sorted
                 self._count_topology(parsed, 1)
                 events = [HostEvent(EventKind.ADDED, parsed, host.state)]
             self._release_waiters()
@@ -418,6 +447,7 @@ class Balancer:
                         if h.state is HostState.EJECTED and h.ejected_until is not None
                         else None
                     ),
+                    deprioritised=h.stuck,
                 )
                 for h in self._ring
             ]
@@ -453,6 +483,7 @@ class Balancer:
                 attempts_by_role={r.value: n for r, n in self._by_role.items()},
                 same_zone=self._same_zone,
                 cross_zone=self._cross_zone,
+                deprioritised=self._deprioritised,
             )
 
     @property
@@ -514,7 +545,9 @@ class Balancer:
                     held = self._hold_for_first_round(size, now, session=session, write=write)
                     if held is not None:
                         return held
-                host = self._pick(self._skip_for_source(source, exclude), now, write=write)
+                host = self._pick(
+                    self._skip_for_source(source, exclude), now, write=write, answering=hedge
+                )
                 if host is None and hedge:
                     raise NoHealthyEndpointError(
                         "no other healthy host can take a hedged request; the first attempt goes on"
@@ -535,10 +568,7 @@ class Balancer:
         missing = self.sources.missing_on(source)
         with self._lock:
             return any(
-                h.state is HostState.HEALTHY
-                and h.endpoint not in exclude
-                and h.endpoint not in missing
-                for h in self._ring
+                h.endpoint not in exclude and h.endpoint not in missing for h in self._healthy_ring
             )
 
     def time_out(self, waiter: Waiter) -> None:
@@ -602,30 +632,37 @@ class Balancer:
         max_delay until enough answers were seen.
         """
         with self._lock:
-            now = self._clock()
-            cached = self._hedge_delay
-            if cached is not None and now - cached[0] < _HEDGE_REFRESH:
-                return cached[1]
-            settings = self._settings.hedge
-            value = settings.max_delay
-            if len(self._latencies) >= _MIN_HEDGE_SAMPLES:
-                recent = self._latencies.quantile(settings.percentile)
-                assert recent is not None
-                value = min(max(recent, settings.delay_floor), settings.max_delay)
-            self._hedge_delay = (now, value)
-            return value
+            return self._hedge_delay_at(self._clock())
 
-    def should_hedge(self, lease: Lease) -> bool:
+    def _hedge_delay_at(self, now: float) -> float:
+        cached = self._hedge_delay
+        if cached is not None and now - cached[0] < _HEDGE_REFRESH:
+            return cached[1]
+        settings = self._settings.hedge
+        value = settings.max_delay
+        if len(self._latencies) >= _MIN_HEDGE_SAMPLES:
+            recent = self._latencies.quantile(settings.percentile)
+            assert recent is not None
+            value = min(max(recent, settings.delay_floor), settings.max_delay)
+        self._hedge_delay = (now, value)
+        return value
+
+    def should_hedge(self, lease: Lease, *, pings: bool = False) -> bool:
         """Whether an unanswered read on `lease` (its hedge delay passed) deserves a hedge.
 
-        Yes when its host is out of rotation, or when the host answered nothing since this
-        request started although it has been given newer requests: it is not serving. No when
-        the host answers other requests meanwhile: this request is just a slow query, and a
-        hedge would run it twice (Gremlin 3.x cannot cancel it). Also no once the lease ended,
-        for hedges themselves, sessions, requests that may write (a write sent twice may be
-        applied twice: the core says no even to an adapter that forgot to ask only for reads),
-        or with hedging disabled. The caller still spends the budget (`try_spend_extra`)
-        before sending one.
+        Yes when its host is out of rotation or deprioritised as stuck, unless the request ran
+        normally there (see `may_resend`): what it was running when it last answered (or
+        answered a ping) is a slow query, and a hedge would run it twice (Gremlin 3.x cannot
+        cancel it). While its host is healthy and not found stuck: with `pings` (the adapter
+        asks a quiet host a ping, see `is_quiet` and `record_ping`), no: several slow queries
+        sent at once fill a server's workers together and no timing tells them from a hang,
+        the ping does, within about a second. Without: yes when the host answered nothing
+        since this read started although it has been given newer requests (it is not
+        serving), no when it answers others meanwhile (a slow query). Also no once the lease
+        ended, for hedges themselves, sessions, requests that may write (a write sent twice
+        may be applied twice: the core says no even to an adapter that forgot to ask only for
+        reads), or with hedging disabled. The caller still spends the budgets (the request's
+        `RetryBudget`, `try_spend_extra`) before sending one.
         """
         with self._lock:
             if not self._settings.hedge.enabled or lease.hedge or lease.session or lease.write:
@@ -633,12 +670,77 @@ class Balancer:
             host = self._hosts.get(lease.endpoint)
             if host is None or lease not in host.leases:
                 return False
-            if host.state in (HostState.DOWN, HostState.EJECTED):
-                return True
-            if host.last_answer >= lease.started:
+            if host.state in (HostState.DOWN, HostState.EJECTED) or host.stuck:
+                return not self._ran_normally(host, lease)
+            return not pings and self._quiet(host, lease)
+
+    def is_quiet(self, lease: Lease) -> bool:
+        """Whether `lease`'s host, healthy, answered nothing since this request started
+        although it was given newer ones, and answered no ping since either: hung, or its
+        workers busy. An adapter that can ask the server a ping (answered by its I/O threads)
+        does, and reports it to `record_ping`."""
+        with self._lock:
+            host = self._hosts.get(lease.endpoint)
+            if host is None or lease not in host.leases or host.state is not HostState.HEALTHY:
                 return False
-            newest = next((e for e in reversed(host.leases) if not e.session), lease)
-            return newest.started > lease.started
+            return host.alive_at < lease.started and self._quiet(host, lease)
+
+    def _quiet(self, host: _Host, lease: Lease) -> bool:
+        if host.last_answer >= lease.started:
+            return False
+        newest = next((e for e in reversed(host.leases) if not e.session), lease)
+        return newest.started > lease.started
+
+    def record_ping(self, endpoint: Endpoint, answered: bool) -> None:
+        """A quiet host's answer to a ping (see `is_quiet`). Answered: the server is alive,
+        its workers busy: what it runs now ran normally (not re-sent) and its timeouts do not
+        count against it. Not answered: it is hung: it goes down at once, and reads waiting
+        there are re-sent by the adapter."""
+        with self._lock:
+            host = self._hosts.get(endpoint)
+            if host is None or host.state is not HostState.HEALTHY:
+                return
+            if answered:
+                host.alive_at = self._clock()
+                return
+            host.suspect = True  # a failed probe of a suspect host takes it down
+        self.record_probe(endpoint, ok=False, error="no answer to a ping: the server is hung")
+
+    def is_deprioritised(self, endpoint: Endpoint) -> bool:
+        """Whether `endpoint` is healthy but found stuck: a health loop then asks the server
+        a ping along with its probe, to tell a busy server from a hung one at once."""
+        with self._lock:
+            host = self._hosts.get(endpoint)
+            return host is not None and host.stuck
+
+    def may_resend(self, lease: Lease) -> bool:
+        """Whether a read in flight on `lease` may be re-sent elsewhere now that its host left
+        rotation (or is deprioritised as stuck): not a write or a session, and not a request
+        that ran normally there. A read its host kept answering others around for longer than
+        the hedge delay is a slow query being executed, not one caught by the host's trouble:
+        re-sent, it would run once more on another server (Gremlin 3.x cannot cancel it), and
+        a few slow queries would take one host after another (issue 20). A host that is down
+        lost its connections: whatever ran there is re-sent. The caller spends the budgets."""
+        with self._lock:
+            if lease.hedge or lease.session or lease.write:
+                return False
+            host = self._hosts.get(lease.endpoint)
+            if host is None:
+                return True
+            return not self._ran_normally(host, lease)
+
+    def _ran_normally(self, host: _Host, lease: Lease) -> bool:
+        """Whether `lease` ran normally on its host, so re-sending it would run it twice. On a
+        host still in rotation (deprioritised as stuck, maybe busy): it started before the
+        host's last answer, so it was taken up while the host served (queries sent at the
+        same instant fill a server's workers together). On an ejected host: it was in flight
+        while the host answered others for longer than the hedge delay. On a host that is
+        down: never (its connections are gone)."""
+        if host.state is HostState.DOWN:
+            return False
+        if host.state is HostState.HEALTHY:
+            return max(host.last_answer, host.alive_at) >= lease.started
+        return host.last_answer - lease.started > self._hedge_delay_at(self._clock())
 
     def try_spend_extra(self) -> bool:
         """Spend one extra request (a hedge, or a retry after CONNECTION_LOST, TIMEOUT or
@@ -657,11 +759,18 @@ class Balancer:
 
         Stuck: it has requests in flight (two or more: a single slow query is not evidence),
         answered nothing for max(stuck_floor, stuck_factor x its peers' typical latency), and
-        its peers answered meanwhile; not while in slow start (warming up). Slow: its typical
-        latency (median of recent answers) is over slow_factor x its peers' and over
-        slow_floor, found again after a whole new window of answers. Adapters call this about
-        every CHECK_INTERVAL seconds; with health checks disabled it also lets hosts whose
-        time out of rotation is over back in.
+        its peers answered meanwhile; not while in slow start (warming up), nor once a probe
+        passed since it went quiet (it answers: its requests are slow, not the host). A stuck
+        host is deprioritised (new requests only while no other candidate is left; not
+        counted as ejected) and, with health checks on, probed at once: a failed probe takes
+        it down, a busy server (see record_probe's `alive`) stays in rotation, deprioritised;
+        ejected as stuck only without health checks, or when a probe since it went quiet
+        neither passed nor found it alive. When the share cap leaves no room to eject a host,
+        it is deprioritised instead.
+        Slow: its typical latency (median of recent answers) is over slow_factor x its
+        peers' and over slow_floor, found again after a whole new window of answers.
+        Adapters call this about every CHECK_INTERVAL seconds; with health checks disabled it
+        also lets hosts whose time out of rotation is over back in.
         """
         events: list[HostEvent] = []
         ejected: list[Endpoint] = []
@@ -673,7 +782,10 @@ class Balancer:
             if self._first_round and now >= self._first_round_until:
                 self._release_waiters()  # its bound passed: hand out what it held
                 self._first_round.clear()
-            healthy = [h for h in self._ring if h.state is HostState.HEALTHY]
+            # From the hosts in rotation, not the whole ring: a long list of dead hosts costs
+            # this tick nothing.
+            serving = self._probe_queues["serving"]
+            healthy = sorted((h for h in serving if h.state is HostState.HEALTHY), key=_seq_of)
             if len(healthy) >= 2:
                 typical = {h.endpoint: h.typical() for h in healthy}
                 for host in healthy:
@@ -682,11 +794,48 @@ class Balancer:
                     found = (None if warming else self._stuck(host, peers, typical, now)) or (
                         self._slow_again(host, peers, typical)
                     )
-                    if found is not None and self._may_eject(host):
+                    if found is None:
+                        continue
+                    if found[0] == "stuck" and self._busy_or_unjudged(host, now):
+                        continue  # deprioritised until its probe (or an answer) says more
+                    if self._may_eject(host):
                         events.append(self._eject(host, found[0], found[1], now))
                         ejected.append(host.endpoint)
+                    elif found[0] == "stuck" and not host.stuck:
+                        self._deprioritise(host, found[1] + "; max_ejected_share leaves no room")
         self._emit(events)
         return ejected
+
+    def _busy_or_unjudged(self, host: _Host, now: float) -> bool:
+        """A stuck host is deprioritised at once (no new requests while others can take
+        them) and, with health checks on, judged by its own probe rather than ejected: a
+        probe that passes clears it, one whose traversal waits behind slow work while the
+        server answers a ping leaves it deprioritised but in rotation (busy: a few slow
+        queries must not take a host out, issue 20), one that fails takes it down. True while
+        it is busy or its probe is still to come."""
+        if not self._settings.health.enabled:
+            return False
+        quiet_since = max(host.last_answer, host.oldest_requests(2)[1].started)
+        if host.alive_at > quiet_since:
+            reason = "its probe found the server alive, its workers busy"
+        elif host.probed_at <= quiet_since:
+            reason = "probing it now"
+            if not host.suspect:
+                host.suspect = True  # probed at once; a failure then takes it down
+        else:
+            return False  # probed since it went quiet, neither passed nor busy: judged stuck
+        if not host.stuck:
+            self._deprioritise(host, reason)
+        return True
+
+    def _deprioritise(self, host: _Host, reason: str) -> None:
+        self._set_stuck(host, True)
+        self._deprioritised += 1
+        log.warning(
+            "host %s deprioritised: answers nothing while its peers answer (%s)",
+            host.endpoint.address,
+            reason,
+        )
 
     # -- active health checks ------------------------------------------------------------
 
@@ -704,20 +853,25 @@ class Balancer:
             if not self._settings.health.enabled or self._closed:
                 return []
             now = self._clock() if now is None else now
-            any_healthy = any(h.state is HostState.HEALTHY for h in self._ring)
+            any_healthy = self._any_healthy()
             due: list[Endpoint] = []
-            count = len(self._ring)
-            start = self._probe_cursor % count if count else 0
-            for offset in range(count):  # from where the last call stopped: nobody starves
-                if limit is not None and len(due) >= limit:
-                    break
-                host = self._ring[(start + offset) % count]
-                if self._probing(host, now):
-                    continue
-                if self._probe_due_at(host, any_healthy) <= now:
-                    host.probing_since = now
-                    due.append(host.endpoint)
-                    self._probe_cursor = start + offset + 1
+            for name, queue in self._probe_queues.items():
+                ordered = name != "serving"  # one interval for all: due in queue order
+                picked: list[_Host] = []
+                for host in queue:
+                    if limit is not None and len(due) >= limit:
+                        break
+                    if self._probing(host, now):
+                        continue
+                    if self._probe_due_at(host, any_healthy) <= now:
+                        host.probing_since = now
+                        due.append(host.endpoint)
+                        picked.append(host)
+                    elif ordered and not host.suspect:
+                        break
+                for host in picked:  # to the back: nobody starves
+                    del queue[host]
+                    queue[host] = None
             return due
 
     def next_probe_in(self) -> float:
@@ -728,15 +882,52 @@ class Balancer:
             if not health.enabled:
                 return health.interval
             now = self._clock()
-            any_healthy = any(h.state is HostState.HEALTHY for h in self._ring)
+            any_healthy = self._any_healthy()
             soonest = math.inf
-            for host in self._ring:
-                if self._probing(host, now):
-                    assert host.probing_since is not None
-                    soonest = min(soonest, host.probing_since + self._probe_lost_after())
-                else:
+            lost_after = self._probe_lost_after()
+            for name, queue in self._probe_queues.items():
+                ordered = name != "serving"
+                for host in queue:  # every host in rotation; of the others, the front ones
+                    if self._probing(host, now):
+                        assert host.probing_since is not None
+                        soonest = min(soonest, host.probing_since + lost_after)
+                        continue
                     soonest = min(soonest, self._probe_due_at(host, any_healthy))
+                    if ordered and not host.suspect:
+                        break
+                if ordered and queue:  # probes handed out last are at the back
+                    for host in reversed(queue):
+                        if host.probing_since is None:
+                            break
+                        soonest = min(soonest, host.probing_since + lost_after)
             return health.interval if soonest == math.inf else max(0.0, soonest - now)
+
+    def _any_healthy(self) -> bool:
+        return bool(self._healthy_ring)
+
+    def _unlist_healthy(self, host: _Host) -> None:
+        index = bisect.bisect_left(self._healthy_ring, host.seq, key=_seq_of)
+        assert self._healthy_ring[index] is host, "the healthy ring must stay sorted by seq"
+        del self._healthy_ring[index]
+
+    def _enqueue(self, host: _Host) -> None:
+        queue = self._probe_queue_of(host.state)
+        if queue is not None:
+            queue[host] = None
+
+    def _dequeue(self, host: _Host) -> None:
+        queue = self._probe_queue_of(host.state)
+        if queue is not None:
+            queue.pop(host, None)
+
+    def _probe_queue_of(self, state: HostState) -> dict[_Host, None] | None:
+        if state in (HostState.HEALTHY, HostState.EJECTED):
+            return self._probe_queues["serving"]
+        if state is HostState.JOINING:
+            return self._probe_queues["joining"]
+        if state is HostState.DOWN:
+            return self._probe_queues["down"]
+        return None  # draining: never probed
 
     def probe_targets(self) -> list[Endpoint]:
         """Every host a full probe round covers now (an on-demand round, e.g. an operator's
@@ -756,11 +947,19 @@ class Balancer:
                 or (h.state is HostState.EJECTED and (h.ejected_until or 0.0) <= now)
             ]
 
-    def record_probe(self, endpoint: Endpoint, ok: bool, error: str | None = None) -> None:
+    def record_probe(
+        self, endpoint: Endpoint, ok: bool, error: str | None = None, *, alive: bool = False
+    ) -> None:
         """A probe's result. Joining hosts serve after one pass; down ones after `rise`
         passes; ejected ones after their time is up and one pass (a failure then means down);
         healthy ones go down after `fall` failures, or after one if a connection loss or
-        timeout made them suspect already."""
+        timeout made them suspect already.
+
+        `alive` (with ok False): the probe's traversal got no answer in time, but the server
+        answered a WebSocket ping on the probe's own connection: the JVM is up, its workers
+        are taken by slow work. A healthy host is then neither passed nor failed (it stays in
+        rotation; deprioritised while it answers nothing: see check_outliers); any other host
+        counts it as a failure, as before."""
         events: list[HostEvent] = []
         with self._lock:
             host = self._hosts.get(endpoint)
@@ -777,10 +976,17 @@ class Balancer:
                 return
             host.probing_since = None
             host.probed_at = now
+            if ok:
+                host.probe_passed_at = now
+                if host.stuck:
+                    self._set_stuck(host, False)
             suspect, host.suspect = host.suspect, False
             if not ok and error:
                 host.last_error = f"probe: {error}"
             state = host.state
+            if not ok and alive and state is HostState.HEALTHY:
+                host.alive_at = now  # busy, not down: no verdict either way
+                return
             if state is HostState.JOINING:
                 new_state = HostState.HEALTHY if ok else HostState.DOWN
             elif state is HostState.EJECTED:
@@ -876,9 +1082,7 @@ class Balancer:
         session: bool,
         write: bool,
     ) -> Waiter:
-        healthy = [
-            h for h in self._ring if h.state is HostState.HEALTHY and self._may_serve(h, write)
-        ]
+        healthy = [h for h in self._healthy_ring if self._may_serve(h, write)]
         if exclude and healthy:
             verdict_pending = self._settings.health.enabled and any(h.suspect for h in healthy)
             if not verdict_pending:
@@ -901,7 +1105,7 @@ class Balancer:
         missing = self.sources.missing_on(source)
         if not missing:
             return exclude
-        healthy = [h.endpoint for h in self._ring if h.state is HostState.HEALTHY]
+        healthy = [h.endpoint for h in self._healthy_ring]
         return skip_for_source(missing, healthy, exclude)
 
     def _lease(
@@ -955,6 +1159,8 @@ class Balancer:
         if outcome is Outcome.SUCCESS and error is None:  # the hot path: an answer, no news
             host.last_answer = now
             host.suspect = False
+            if host.stuck:
+                self._set_stuck(host, False)
             host.failures_in_row = 0
             if sample:
                 latency = now - lease.started
@@ -966,6 +1172,8 @@ class Balancer:
         if outcome in _ANSWERS:
             host.last_answer = now
             host.suspect = False
+            if host.stuck:
+                self._set_stuck(host, False)
             if outcome is not Outcome.CLIENT_ERROR:
                 host.failures_in_row = 0
         if sample and outcome in _SAMPLES:
@@ -975,6 +1183,8 @@ class Balancer:
                 self._latencies.append(latency)
         if host.state is not HostState.HEALTHY:
             return []
+        if outcome is Outcome.TIMEOUT and max(host.alive_at, host.probe_passed_at) > lease.started:
+            return []  # its probe found the host alive meanwhile: a slow request, not the host
         if outcome.marks_host_down:
             return [self._go_down(host, f"passive: {outcome.value}", now)]
         if outcome.counts_against_host:
@@ -993,12 +1203,15 @@ class Balancer:
         *,
         buffered: bool = False,
         write: bool = True,
+        answering: bool = False,
     ) -> _Host | None:
         """The next host for a request of one kind: its candidates (writers for a request
         that may write; readers, then writers by read_routing, for a read), then the
         client's zone (Envoy's spill-over rule), then the policy among the healthy ones.
         `buffered` also skips suspect hosts and hosts holding release_per_host buffered
-        requests."""
+        requests. Hosts deprioritised as stuck are picked only when no other fits.
+        `answering` (a hedge) takes only a host that answered since its oldest request
+        started: a hedge sent to another silent host rescues nothing."""
         cap = self._buffer.settings.release_per_host
         fits: Callable[[_Host], bool]
         if buffered:
@@ -1018,6 +1231,16 @@ class Balancer:
         else:
             fits = _healthy
 
+        if self._stuck_hosts or answering:
+            preferred = _and(fits, _answering) if answering else fits
+            if self._stuck_hosts:
+                preferred = _and(preferred, _not_stuck)
+            host = self._pick_kind(preferred, now, write=write)
+            if host is not None or answering:
+                return host  # a hedge goes only to a host that answers
+        return self._pick_kind(fits, now, write=write)
+
+    def _pick_kind(self, fits: Callable[[_Host], bool], now: float, *, write: bool) -> _Host | None:
         self._pick_now = now
         self._pick_default_rtt = None
         kind = self._kind_for(write=write)
@@ -1080,12 +1303,12 @@ class Balancer:
         if isinstance(picker, RoundRobin) and group != ("all", None):
             picker = self._cursors.get(group) or self._cursors.setdefault(group, RoundRobin())
         if now >= self._ramps_end:  # the common case: nobody in slow start
-            return picker.pick(self._ring, fits)
+            return picker.pick(self._healthy_ring, fits)
         window = self._settings.slow_start
         ramping = False
         full = False
         candidates = 0
-        for host in self._ring:
+        for host in self._healthy_ring:
             if host.ramp_start is not None and (window <= 0 or now - host.ramp_start >= window):
                 host.ramp_start = None
             if fits(host):
@@ -1093,7 +1316,7 @@ class Balancer:
                 ramping = ramping or host.ramp_start is not None
                 full = full or host.ramp_start is None
         if not (ramping and full):  # all at full weight, or all ramping alike: no gating
-            return picker.pick(self._ring, fits)
+            return picker.pick(self._healthy_ring, fits)
         # Round-robin considers a host about once a round of picks; two choices consider every
         # candidate on every pick, so there a host earns its weight over a round of picks.
         per_turn = 1.0 if isinstance(picker, RoundRobin) else 1.0 / candidates
@@ -1107,7 +1330,7 @@ class Balancer:
             host.credit = min(host.credit + weight * per_turn, _SLOW_START_MAX_CREDIT)
             return host.credit >= 1.0
 
-        chosen = picker.pick(self._ring, gated)
+        chosen = picker.pick(self._healthy_ring, gated)
         if chosen is not None and chosen.ramp_start is not None:
             chosen.credit -= 1.0  # spent by the host picked, not by every candidate
         return chosen
@@ -1167,10 +1390,7 @@ class Balancer:
         if estimate is None:
             if self._pick_default_rtt is None:
                 known = [
-                    v
-                    for h in self._ring
-                    if h.state is HostState.HEALTHY
-                    and (v := h.ewma.value(self._pick_now)) is not None
+                    v for h in self._healthy_ring if (v := h.ewma.value(self._pick_now)) is not None
                 ]
                 peers = median(known)
                 self._pick_default_rtt = _DEFAULT_RTT if peers is None else peers
@@ -1225,6 +1445,8 @@ class Balancer:
         if len(oldest) < 2:
             return None
         quiet_since = max(host.last_answer, oldest[1].started)
+        if host.probe_passed_at > quiet_since:
+            return None  # it answers its probes: slow requests, not a stuck host
         quiet = now - quiet_since
         outlier = self._settings.outlier
         reference = median(t for p in peers if (t := typical[p.endpoint]) is not None)
@@ -1415,9 +1637,22 @@ class Balancer:
         interval = health.unhealthy_interval if any_healthy else health.outage_interval
         return host.probed_at + interval
 
+    def _set_stuck(self, host: _Host, stuck: bool) -> None:
+        if host.stuck is not stuck:
+            host.stuck = stuck
+            self._stuck_hosts += 1 if stuck else -1
+
     def _set_state(self, host: _Host, state: HostState, reason: str) -> HostEvent:
         previous = host.state
+        if host.stuck:
+            self._set_stuck(host, False)  # judged afresh in its new state
+        self._dequeue(host)
+        if previous is HostState.HEALTHY and state is not HostState.HEALTHY:
+            self._unlist_healthy(host)
+        elif state is HostState.HEALTHY and previous is not HostState.HEALTHY:
+            bisect.insort(self._healthy_ring, host, key=_seq_of)
         host.state = state
+        self._enqueue(host)
         self._plans.clear()
         host.state_since = time.time()
         # A joining host that fails its first probe is news only at INFO: a pushed list may
@@ -1436,6 +1671,10 @@ class Balancer:
     def _drop(self, host: _Host) -> HostEvent:
         self._first_round.discard(host.endpoint)
         del self._hosts[host.endpoint]
+        self._dequeue(host)
+        if host.state is HostState.HEALTHY:
+            self._unlist_healthy(host)
+        self._set_stuck(host, False)
         self._count_topology(host.endpoint, -1)
         # The ring is sorted by seq: find the host by bisection, not by comparing every host.
         index = bisect.bisect_left(self._ring, host.seq, key=_seq_of)
@@ -1468,6 +1707,16 @@ class Balancer:
 
 def _healthy(host: _Host) -> bool:
     return host.state is HostState.HEALTHY
+
+
+def _not_stuck(host: _Host) -> bool:
+    return not host.stuck
+
+
+def _answering(host: _Host) -> bool:
+    """Nothing in flight, or an answer since its oldest request started: it is serving."""
+    oldest = host.oldest_requests(1)
+    return not oldest or host.last_answer >= oldest[0].started
 
 
 def _writes(host: _Host) -> bool:

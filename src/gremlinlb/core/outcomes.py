@@ -97,24 +97,47 @@ def may_retry(outcome: Outcome, read_only: bool) -> bool:
 
 
 class RetryBudget:
-    """How many more attempts one request may make; bounded whatever the number of hosts.
+    """One attempt budget per request: how many more attempts it may make, of every kind.
 
-    `max_attempts` bounds attempts that cost a server work: overload answers. Attempts that
-    failed at the connection level (nothing sent, or the connection broke) are bounded
-    separately by `max_attempts + 2`: a refused connection takes its host out of rotation, so
-    the next try goes elsewhere, and once no host is left the request waits in the buffer
-    instead of failing (a total outage loses nothing). The bound keeps a long list of dead
-    hosts from costing one request a connect timeout each (it was 2N+3).
+    Every attempt a server *received* counts against `max_attempts`, whatever sent it: the
+    first, a retry, a hedge, a re-dispatch away from an ejected host. Counted apart, they let a
+    read whose connection closes before its answer run 2+2+1 times with max_attempts 3 (issue
+    20): each reception may be a full execution on a server. The adapter says how many
+    attempts were received (`received`: written to a server, the first included).
+
+    Attempts no server received (NOT_SENT: refused, never written) cost nothing there; they and
+    connection losses are also bounded by `max_attempts + 2`: a refused connection takes its
+    host out of rotation, so the next try goes elsewhere, and once no host is left the request
+    waits in the buffer instead of failing (a total outage loses nothing). The bound keeps a
+    long list of dead hosts from costing one request a connect timeout each (it was 2N+3). The
+    in-process client counts its connection losses as not received: it reads a socket only
+    when it waits for an answer, so a socket its server closed fails only after the request
+    was written to it.
+
+    A read is re-sent while an earlier attempt may still run (a hedge, a re-dispatch) at most
+    once: each such copy may run in full (Gremlin 3.x cannot cancel a query), so a slow query
+    re-sent from host to host would take one server after another.
     """
 
     def __init__(self, max_attempts: int) -> None:
-        self._answered_left = max_attempts - 1
-        self._host_failures_left = max_attempts + 2
+        self._max_attempts = max_attempts
+        self._not_sent_left = max_attempts + 2
+        self._resent = False
 
-    def allows_another(self, outcome: Outcome) -> bool:
-        """Record a failed attempt; True if one more may be made."""
+    def allows_another(self, outcome: Outcome, received: int) -> bool:
+        """Record a failed attempt (`outcome`); True if one more may be made, `received`
+        attempts having reached a server so far."""
         if outcome in (Outcome.NOT_SENT, Outcome.CONNECTION_LOST):
-            self._host_failures_left -= 1
-            return self._host_failures_left > 0
-        self._answered_left -= 1
-        return self._answered_left >= 0
+            self._not_sent_left -= 1
+            if self._not_sent_left <= 0:
+                return False
+        return received < self._max_attempts
+
+    def allows_resend(self, received: int) -> bool:
+        """Whether a copy of a read may be sent while an earlier attempt may still run (a
+        hedge, a re-dispatch): once per request, and within the attempts left."""
+        return not self._resent and received < self._max_attempts
+
+    def resend(self) -> None:
+        """A hedge or a re-dispatch was sent: no further copy while attempts may still run."""
+        self._resent = True

@@ -71,6 +71,7 @@ class ProxyCounters:
     accepted: int = 0  # client connections accepted
     black_holed: int = 0  # of which were swallowed by the black hole
     idle_closed: int = 0  # connections closed for being idle
+    upload_closed: int = 0  # connections closed after relaying close_after_upload bytes
     bytes_up: int = 0  # client -> server
     bytes_down: int = 0  # server -> client
 
@@ -86,13 +87,17 @@ class FaultProxy:
         answer_delay: float = 0.0,
         black_hole: bool = False,
         idle_close: float | None = None,
+        close_after_upload: int | None = None,
     ) -> None:
+        """`close_after_upload`: once a client sent this many bytes on a connection, relay
+        them and close it (the server received the request; its answer never comes back)."""
         self.upstream = upstream
         self._upstream_host, self._upstream_port = parse_loopback_address(upstream)
         self._port = port
         self.answer_delay = answer_delay
         self.black_hole = black_hole
         self.idle_close = idle_close
+        self.close_after_upload = close_after_upload
         self.counters = ProxyCounters()
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -220,20 +225,22 @@ class FaultProxy:
             return
         last_activity = [time.monotonic()]
         pending: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+        cut = asyncio.Event()
         tasks = [
-            asyncio.create_task(self._client_to_server(client_r, server_w, last_activity)),
+            asyncio.create_task(self._client_to_server(client_r, server_w, last_activity, cut)),
             asyncio.create_task(self._server_to_queue(server_r, pending, last_activity)),
             asyncio.create_task(self._queue_to_client(pending, client_w)),
         ]
         watchdog = asyncio.create_task(self._watch_idle(last_activity))
+        cutter = asyncio.create_task(cut.wait())
         try:
             # the connection ends when the answers are delivered (the server or the client closed)
-            # or when the watchdog finds it idle
-            await asyncio.wait([tasks[2], watchdog], return_when=asyncio.FIRST_COMPLETED)
+            # or when the watchdog finds it idle, or once close_after_upload bytes went up
+            await asyncio.wait([tasks[2], watchdog, cutter], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in [*tasks, watchdog]:
+            for task in [*tasks, watchdog, cutter]:
                 task.cancel()
-            await asyncio.gather(*tasks, watchdog, return_exceptions=True)
+            await asyncio.gather(*tasks, watchdog, cutter, return_exceptions=True)
             server_w.close()
 
     async def _client_to_server(
@@ -241,12 +248,20 @@ class FaultProxy:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         last_activity: list[float],
+        cut: asyncio.Event,
     ) -> None:
+        uploaded = 0
         while data := await reader.read(CHUNK):
             last_activity[0] = time.monotonic()
             self.counters.bytes_up += len(data)
             writer.write(data)
             await writer.drain()
+            uploaded += len(data)
+            limit = self.close_after_upload
+            if limit is not None and uploaded >= limit:
+                self.counters.upload_closed += 1
+                cut.set()
+                return
         # the client is done: closing the server side makes the server end the connection too,
         # and that end reaches the client after the answers still being delayed
         writer.close()
