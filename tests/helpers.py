@@ -1,5 +1,8 @@
 """Small helpers shared by the integration tests."""
 
+import base64
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 
@@ -14,6 +17,25 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
     while not condition():
         assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
         time.sleep(0.05)
+
+
+def upgrade_raw_websocket(sock: socket.socket, host_port: str) -> None:
+    """Upgrade a connected bare socket to a WebSocket on /gremlin and read the 101 answer up to
+    its last header byte, so a spec decides exactly what is sent and read afterwards."""
+    key = base64.b64encode(os.urandom(16)).decode("ascii")
+    sock.sendall(
+        (
+            f"GET /gremlin HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode("ascii")
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        assert chunk, "the sidecar closed the connection during the upgrade"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
 
 
 def name_servers(servers: Iterable[GremlinServerProcess]) -> None:

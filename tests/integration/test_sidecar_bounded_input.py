@@ -4,9 +4,7 @@ raw WebSocket clients where a driver would not misbehave on purpose."""
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import socket
 import struct
 import threading
@@ -30,7 +28,7 @@ from gremlinlb.sidecar.testing import SidecarThread
 
 from gremlinlb.core import BalancerSettings, HealthCheckSettings, frame_may_write, parse_endpoint
 from gremlinlb.devservers import Fleet, GremlinServerProcess
-from tests.helpers import wait_until
+from tests.helpers import upgrade_raw_websocket, wait_until
 from tests.integration.test_sidecar_memory import rss
 from tests.integration.test_sidecar_process import SidecarProcess
 
@@ -71,20 +69,7 @@ class RawWebSocket:
         host_port = url.split("//", 1)[1].split("/", 1)[0]
         host, port = host_port.rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET /gremlin HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = self.sock.recv(1)
-            assert chunk, "the sidecar closed the connection during the upgrade"
-            head += chunk
-        assert head.startswith(b"HTTP/1.1 101"), head
+        upgrade_raw_websocket(self.sock, host_port)
         self.buffer = b""
 
     @staticmethod

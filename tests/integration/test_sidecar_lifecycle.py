@@ -13,7 +13,6 @@ from the fault proxy, never from slow queries; writes are counted on the server 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import socket
@@ -48,7 +47,7 @@ from gremlinlb.core import (
 )
 from gremlinlb.devservers import Fleet, GremlinServerProcess
 from gremlinlb.devservers.faults import FaultProxy
-from tests.helpers import wait_until
+from tests.helpers import upgrade_raw_websocket, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -128,20 +127,7 @@ class RawClient:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         self.sock.settimeout(10)
         self.sock.connect((host, int(port)))
-        key = base64.b64encode(os.urandom(16)).decode("ascii")
-        self.sock.sendall(
-            (
-                f"GET /gremlin HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode("ascii")
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = self.sock.recv(1)
-            assert chunk, "the sidecar closed during the upgrade"
-            head += chunk
-        assert head.startswith(b"HTTP/1.1 101"), head
+        upgrade_raw_websocket(self.sock, host_port)
 
     @staticmethod
     def frame(opcode: int, payload: bytes) -> bytes:

@@ -3,7 +3,6 @@ from a real Gremlin Server, and the RSS the sidecar needs meanwhile."""
 
 from __future__ import annotations
 
-import base64
 import os
 import socket
 import struct
@@ -22,7 +21,7 @@ from gremlinlb.operator.webhook import default_resources
 from gremlinlb.sidecar.frames import GRAPHBINARY_CHANNEL, parse_response
 
 from gremlinlb.devservers import Fleet, GremlinServerProcess
-from tests.helpers import wait_until
+from tests.helpers import upgrade_raw_websocket, wait_until
 from tests.integration.test_sidecar_process import SidecarProcess
 
 pytestmark = pytest.mark.integration
@@ -54,20 +53,7 @@ class RawClient:
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET /gremlin HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = self.sock.recv(1)
-            assert chunk, "the sidecar closed the connection during the upgrade"
-            head += chunk
-        assert head.startswith(b"HTTP/1.1 101"), head
+        upgrade_raw_websocket(self.sock, f"127.0.0.1:{port}")
         self.buffer = b""
 
     def send_request(self, script: str) -> None:
