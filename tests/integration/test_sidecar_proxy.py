@@ -7,8 +7,10 @@ an answer can be compared with a direct connection and can tell which server ran
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+import struct
 import threading
 import uuid
 from collections import Counter
@@ -46,7 +48,7 @@ from gremlinlb.core import (
 from gremlinlb.devservers import Fleet, GremlinServerProcess
 from gremlinlb.devservers.faults import FaultProxy
 from gremlinlb.devservers.server import ephemeral_port
-from tests.helpers import wait_until
+from tests.helpers import upgrade_raw_websocket, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -375,15 +377,45 @@ def test_frame_over_the_size_limit_is_answered_498_with_its_id(
     assert "65536" in answer["status"]["message"]
 
 
+def close_code_after_sending(url: str, payload: bytes) -> int:
+    """The close code the sidecar answers ``payload`` (one binary frame) with, read while the
+    frame is still being sent from another thread: a sidecar refusing a frame of a megabyte
+    closes while the client is still sending it, and the reset that follows the close frame
+    would otherwise end the client's send before it ever reads the close."""
+    host_port = url.split("//", 1)[1].split("/", 1)[0]
+    host, port = host_port.rsplit(":", 1)
+    header = struct.pack("!BBQ", 0x82, 0x80 | 127, len(payload)) + bytes(4)  # zero mask
+
+    def send(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # the sidecar closed while this was still sending
+            sock.sendall(header + payload)
+
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        upgrade_raw_websocket(sock, host_port)
+        sender = threading.Thread(target=send, args=(sock,), daemon=True)
+        sender.start()
+        received = b""
+        while True:
+            chunk = sock.recv(65536)
+            assert chunk, f"the sidecar closed without a close frame after {received!r}"
+            received += chunk
+            opcode, size = received[0] & 0x0F, received[1] & 0x7F  # answers are short frames
+            if len(received) >= 2 + size:
+                assert opcode == 0x8, received
+                code: int = struct.unpack("!H", received[2:4])[0]
+                sender.join(10)
+                return code
+
+
 def test_frame_over_twice_the_size_limit_closes_that_socket_with_1009(
     servers: Sequence[GremlinServerProcess],
 ) -> None:
-    config = replace(fast_config(servers), proxy=ProxyOptions(max_message_bytes=64 * 1024))
+    options = ProxyOptions(max_message_bytes=64 * 1024)
+    config = replace(fast_config(servers), proxy=options)
     with SidecarThread(config) as sidecar:
-        huge = inject_request(uuid.uuid4(), "x" * (2 * 1024 * 1024))
-        message = asyncio.run(send_and_receive(sidecar.url, huge))
-    assert message.type is aiohttp.WSMsgType.CLOSE
-    assert message.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+        huge = inject_request(uuid.uuid4(), "x" * options.hard_message_bytes)
+        code = close_code_after_sending(sidecar.url, huge)
+    assert code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
 
 
 def test_bad_mime_length_closes_only_that_socket_with_a_reason(sidecar: SidecarThread) -> None:
