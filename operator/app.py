@@ -90,7 +90,10 @@ class LeaseOptions:
     namespace: str = "gremlinlb-system"
     name: str = "gremlinlb-operator"
     duration: float = 15.0
-    renew: float = 2.0
+    #: A leader that could not renew for this long stops leading (< duration).
+    renew_deadline: float = 10.0
+    #: How often the leader renews, and a standby tries.
+    retry: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,8 @@ class OperatorApp:
                 lease.name,
                 os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
                 duration=lease.duration,
-                renew=lease.renew,
+                renew_deadline=lease.renew_deadline,
+                retry=lease.retry,
                 on_started=self._lead,
                 on_stopped=self._stand_by,
             )
@@ -216,8 +220,13 @@ class OperatorApp:
             self.ensure(body)
 
     async def _stand_by(self) -> None:
-        for key in list(self.controllers):
-            await self.controllers.pop(key).stop()
+        """Stop every push, status write and watch at once (no await before all are
+        cancelled), then wait for them to end."""
+        stopping = [self.controllers.pop(key) for key in list(self.controllers)]
+        for controller in stopping:
+            controller.halt()
+        for controller in stopping:
+            await controller.stop()
 
     async def remove(self, namespace: str, name: str, uid: str | None) -> None:
         """Stop following a deleted cluster (its token Secret goes with it: owner reference).
@@ -233,7 +242,7 @@ class OperatorApp:
 
     async def cluster_for_pod(self, namespace: str, name: str) -> tuple[ClusterSpec, list[str]]:
         """The cluster a pod asks for and its live hosts; kopf.AdmissionError if unusable."""
-        controller = self.controllers.get((namespace, name))
+        controller = self.controllers.get((namespace, name)) if self.leading else None
         if controller is not None and controller.spec is not None:
             return controller.spec, list(controller.hosts)
         body = await self.api.get(namespaced(GROUP, VERSION, namespace, PLURAL, name))

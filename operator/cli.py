@@ -16,6 +16,7 @@ from gremlinlb.operator.app import LeaseOptions, OperatorApp, OperatorOptions, W
 from gremlinlb.operator.controller import ControllerOptions
 from gremlinlb.operator.crd import crd_yaml
 from gremlinlb.operator.handlers import build_registry
+from gremlinlb.operator.leader import check_timings
 from gremlinlb.operator.webhook import PRIVATE_NETWORKS, webhook_configuration
 from gremlinlb.sidecar.trust import parse_allowed_hosts
 
@@ -117,6 +118,14 @@ def register(commands: Any) -> None:
         default=15.0,
         metavar="SEC",
         help="a leader not renewing for this long is replaced (default 15)",
+    )
+    ha.add_argument(
+        "--renew-deadline",
+        type=float,
+        metavar="SEC",
+        help="a leader that could not renew its Lease for this long stops leading, even while "
+        "its calls hang; shorter than --lease-duration, so it stops before another replica "
+        "can take over (default: 2/3 of --lease-duration, 10 of 15)",
     )
     ha.add_argument(
         "--no-leader-election",
@@ -223,9 +232,15 @@ def options_from_args(args: argparse.Namespace) -> OperatorOptions:
             raise ValueError(f"--lease: expected NAMESPACE/NAME, got {args.lease!r}")
         if args.lease_duration < 3:
             raise ValueError(f"--lease-duration: must be >= 3 seconds, got {args.lease_duration}")
-        lease = LeaseOptions(
-            lease_ns, lease_name, args.lease_duration, min(2.0, args.lease_duration / 3)
-        )
+        deadline = args.renew_deadline
+        if deadline is None:
+            deadline = args.lease_duration * 2 / 3  # client-go's 10 s of 15
+        retry = min(2.0, deadline / 3)
+        try:
+            check_timings(args.lease_duration, deadline, retry)
+        except ValueError as error:
+            raise ValueError(f"--renew-deadline: {error}") from None
+        lease = LeaseOptions(lease_ns, lease_name, args.lease_duration, deadline, retry)
     return OperatorOptions(
         namespaces=tuple(args.namespace),
         controller=ControllerOptions(

@@ -221,13 +221,23 @@ class ClusterController:
         self._parse()
         self._main = asyncio.create_task(self._run(), name=f"cluster {self.namespace}/{self.name}")
 
-    async def stop(self) -> None:
+    def halt(self) -> None:
+        """Cancel every task of this cluster now (pushes, status writes, watches); :meth:`stop`
+        then waits for them. Synchronous, so a replica that stops leading acts no more."""
         self._stopped = True
+        self.group.halt()
+        for task in self._all_tasks():
+            task.cancel()
+
+    def _all_tasks(self) -> list[asyncio.Task[None]]:
         tasks = [*self._watch_tasks, *self._tasks]
         if self._main is not None:
             tasks.append(self._main)
-        for task in tasks:
-            task.cancel()
+        return tasks
+
+    async def stop(self) -> None:
+        tasks = self._all_tasks()
+        self.halt()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -665,6 +675,7 @@ class ClusterController:
         if same_status(status, self._written_status):
             return
         path = namespaced(GROUP, VERSION, self.namespace, PLURAL, self.name) + "/status"
+        log.debug("%s/%s: writing the status", self.namespace, self.name)
         await self._api.request(
             "PATCH",
             path,

@@ -1,12 +1,22 @@
-"""Leader election on a coordination.k8s.io Lease, as client-go does it.
+"""Leader election on a coordination.k8s.io Lease, with client-go's renew deadline.
 
 Every replica serves the admission webhook (so a rollout or a drained node never leaves pods
 without one), but only the leader follows GremlinClusters: it alone pushes host lists and writes
 statuses. A replica takes the lease when it is free, released, or not renewed for
 ``duration`` seconds *as observed locally* (clocks of different nodes are never compared); the
-leader renews it every ``renew`` seconds and steps down when it could not renew for
-``duration``. A replica that stops cleanly releases the lease, so the next one takes over
-within ``renew`` seconds instead of ``duration``.
+leader renews it every ``retry`` seconds.
+
+The leader stops leading once ``renew_deadline`` (< ``duration``) has passed since the start of
+its last successful renewal, **whether or not its calls have returned**: every call it makes is
+bounded by what is left of the deadline. Another replica can take the lease only ``duration``
+after it *saw* that renewal, which is later than the renewal's start, so the old leader has
+stopped (pushes, status writes, the webhook's use of its state) ``duration - renew_deadline``
+seconds before anyone else can lead. A replica that stops cleanly releases the lease, so the
+next one takes over within ``retry`` seconds instead of ``duration``.
+
+Why not kubernetes_asyncio's ``leaderelection`` (read in 36.1.0): its renew loop checks the
+deadline only between calls (a call that hangs keeps it leading: the very bug this module
+fixes), it leads once and never stands by again, and it measures time on the wall clock.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,6 +39,21 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def check_timings(duration: float, renew_deadline: float, retry: float) -> None:
+    """client-go's rules: a leader gives up before another can take over, and retries at
+    least once within the deadline."""
+    if not 0 < renew_deadline < duration:
+        raise ValueError(
+            f"the renew deadline ({renew_deadline:g} s) must be shorter than the lease "
+            f"duration ({duration:g} s): a leader must stop before another replica can lead"
+        )
+    if not 0 < retry * 1.2 < renew_deadline:
+        raise ValueError(
+            f"the renew deadline ({renew_deadline:g} s) must exceed 1.2 x the retry period "
+            f"({retry:g} s)"
+        )
+
+
 class LeaderElection:
     def __init__(
         self,
@@ -37,10 +63,12 @@ class LeaderElection:
         identity: str,
         *,
         duration: float = 15.0,
-        renew: float = 2.0,
+        renew_deadline: float = 10.0,
+        retry: float = 2.0,
         on_started: Callable[[], Awaitable[None]],
         on_stopped: Callable[[], Awaitable[None]],
     ) -> None:
+        check_timings(duration, renew_deadline, retry)
         self._api = api
         self._path = namespaced("coordination.k8s.io", "v1", namespace, "leases", name)
         self._collection = namespaced("coordination.k8s.io", "v1", namespace, "leases")
@@ -48,43 +76,79 @@ class LeaderElection:
         self.name = name
         self.identity = identity
         self._duration = duration
-        self._renew = renew
+        self._renew_deadline = renew_deadline
+        self._retry = retry
         self._on_started = on_started
         self._on_stopped = on_stopped
         self.leading = False
-        self._renewed_at = 0.0  # monotonic: our last successful renewal
+        self._renewed_at = 0.0  # monotonic: start of our last successful renewal
         self._observed: tuple[str, float] | None = None  # (resourceVersion, monotonic seen)
 
     async def run(self) -> None:
         try:
             while True:
-                held: bool | None
-                try:
-                    held = await self._try()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as error:
-                    log.info("lease %s/%s: %s", self.namespace, self.name, error)
-                    held = None
-                if held:
-                    self._renewed_at = time.monotonic()
-                    if not self.leading:
-                        self.leading = True
-                        log.info("leading: this replica (%s) follows the clusters", self.identity)
-                        await self._on_started()
-                elif self.leading and held is False:
-                    await self._step_down("another replica holds the lease")
-                elif self.leading and time.monotonic() - self._renewed_at > self._duration:
-                    await self._step_down("the lease could not be renewed")
-                await asyncio.sleep(self._renew)
+                if self.leading:
+                    await self._renew_round()
+                else:
+                    await self._acquire_round()
         finally:
             if self.leading:
+                self.leading = False
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self._release())
+                    await asyncio.shield(asyncio.wait_for(self._release(), self._retry))
+
+    def _deadline(self) -> float:
+        return self._renewed_at + self._renew_deadline
+
+    async def _renew_round(self) -> None:
+        """Renew within the deadline, or stop leading at the deadline."""
+        started = time.monotonic()
+        left = self._deadline() - started
+        held = await self._bounded(left) if left > 0 else None
+        if held:
+            self._renewed_at = started
+        elif held is False:
+            await self._step_down("another replica holds the lease")
+            return
+        left = self._deadline() - time.monotonic()
+        if left <= 0:
+            await self._step_down(
+                f"the lease was not renewed within the renew deadline ({self._renew_deadline:g} s)"
+            )
+            return
+        await asyncio.sleep(min(self._retry, left))
+        if time.monotonic() >= self._deadline():
+            await self._step_down(
+                f"the lease was not renewed within the renew deadline ({self._renew_deadline:g} s)"
+            )
+
+    async def _acquire_round(self) -> None:
+        started = time.monotonic()
+        if await self._bounded(self._renew_deadline):
+            self._renewed_at = started
+            if time.monotonic() < self._deadline():
+                self.leading = True
+                log.info("leading: this replica (%s) follows the clusters", self.identity)
+                await self._on_started()
+                return
+        await asyncio.sleep(self._retry)
+
+    async def _bounded(self, seconds: float) -> bool | None:
+        """One round of :meth:`_try`, given up after ``seconds`` (None: no answer, an error or
+        a lost race)."""
+        try:
+            return await asyncio.wait_for(self._try(), seconds)
+        except TimeoutError:
+            log.info("lease %s/%s: no answer within %.1f s", self.namespace, self.name, seconds)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.info("lease %s/%s: %s", self.namespace, self.name, error)
+        return None
 
     async def _step_down(self, why: str) -> None:
         self.leading = False
-        log.warning("standing by: %s", why)
+        log.warning("stopped leading: %s", why)
         await self._on_stopped()
 
     async def _try(self) -> bool | None:
@@ -121,7 +185,7 @@ class LeaderElection:
 
     @property
     def _seconds(self) -> int:
-        return max(1, round(self._duration))
+        return max(1, math.ceil(self._duration))
 
     def _spec(self, now: str, *, acquired: str, transitions: int) -> dict[str, Any]:
         return {

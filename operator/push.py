@@ -166,6 +166,8 @@ class PushGroup:
         self._token: str | None = None
         self._targets: dict[str, _Target] = {}
         self._closed = False
+        #: Tasks cancelled by :meth:`halt`, for :meth:`close` to wait for.
+        self._halted: list[asyncio.Task[None]] = []
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -230,11 +232,15 @@ class PushGroup:
             target.health,
         )
 
-    async def close(self) -> None:
+    def halt(self) -> None:
+        """Cancel every target's task now (no more pushes); :meth:`close` waits for them."""
         self._closed = True
-        tasks = [t.task for t in self._targets.values() if t.task is not None]
         for key in list(self._targets):
             self._drop(key)
+
+    async def close(self) -> None:
+        self.halt()
+        tasks, self._halted = self._halted, []
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -245,6 +251,8 @@ class PushGroup:
         target = self._targets.pop(key)
         if target.task is not None:
             target.task.cancel()
+            if self._closed:
+                self._halted.append(target.task)
 
     async def _run(self, target: _Target) -> None:
         while True:
@@ -314,6 +322,7 @@ class PushGroup:
     async def _put(self, target: _Target, payload: Payload) -> SendOutcome:
         body = payload.body_without_zones if target.without_zones else payload.body
         async with self._semaphore:
+            log.debug("%s: pushing generation %d to %s", self.name, payload.generation, target.key)
             try:
                 return await self._send(target.url, self._token, body, self._timeout)
             except asyncio.CancelledError:

@@ -89,9 +89,19 @@ class OperatorProcess:
     """``gremlinlb operator`` as its own process, restartable, logging into ``log_path``."""
 
     def __init__(
-        self, control_plane: ControlPlane, log_path: Path, *extra: str, env: Mapping[str, str] = {}
+        self,
+        control_plane: ControlPlane,
+        log_path: Path,
+        *extra: str,
+        env: Mapping[str, str] = {},
+        kubeconfig: Path | None = None,
+        log_level: str = "INFO",
     ) -> None:
+        """``kubeconfig``: another way to the apiserver (a proxy) with the operator's identity;
+        ``log_level``: DEBUG also logs every push and status write."""
         self.control_plane = control_plane
+        self.kubeconfig = kubeconfig or control_plane.operator_kubeconfig
+        self.log_level = log_level
         self.log_path = log_path
         self.webhook_port = free_port()
         self.health_port = free_port()
@@ -102,9 +112,11 @@ class OperatorProcess:
     def command(self) -> list[str]:
         return [
             *GREMLINLB,
+            "--log-level",
+            self.log_level,
             "operator",
             "--kubeconfig",
-            str(self.control_plane.operator_kubeconfig),
+            str(self.kubeconfig),
             "--webhook-listen",
             f"127.0.0.1:{self.webhook_port}",
             "--webhook-url",

@@ -11,12 +11,16 @@ failures that are hard to make are the ones where the server still looks alive:
   and dropped; the upstream is never contacted, so a WebSocket upgrade never completes.
 - **idle close** (``idle_close``): a connection with no bytes in either direction for that many
   seconds is closed on both sides, as NAT tables and cloud load balancers do.
+- **stall** (``stalled``): nothing passes in either direction, on open connections and new ones
+  alike, as in a network partition: calls neither fail nor return. When the stall ends, every
+  connection that tried to carry bytes during it is closed without relaying them (TCP would have
+  given up on it); connections that stayed quiet carry on.
 
 Settings may be changed while the proxy runs (from any thread): ``answer_delay`` applies to bytes
 arriving from then on, ``black_hole`` to connections accepted from then on, ``idle_close`` to every
-open connection. ``await proxy.start()`` runs it on the caller's event loop; ``with
-FaultProxy(...) as proxy`` (or ``start_in_thread()``) on a thread of its own, for synchronous code
-such as the tests and the benchmark.
+open connection, ``stalled`` at once. ``await proxy.start()`` runs it on the caller's event loop;
+``with FaultProxy(...) as proxy`` (or ``start_in_thread()``) on a thread of its own, for
+synchronous code such as the tests and the benchmark.
 """
 
 from __future__ import annotations
@@ -98,6 +102,9 @@ class FaultProxy:
         self.black_hole = black_hole
         self.idle_close = idle_close
         self.close_after_upload = close_after_upload
+        self._stalled = False
+        self._flowing: asyncio.Event | None = None  # set while not stalled (on the proxy's loop)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.counters = ProxyCounters()
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -112,6 +119,24 @@ class FaultProxy:
         if not seconds >= 0:
             raise FaultProxyError(f"answer_delay must be >= 0 seconds, got {seconds}")
         self._answer_delay = float(seconds)
+
+    @property
+    def stalled(self) -> bool:
+        """While True nothing is relayed; see the module's docstring."""
+        return self._stalled
+
+    @stalled.setter
+    def stalled(self, value: bool) -> None:
+        self._stalled = bool(value)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._sync_flow)
+
+    def _sync_flow(self) -> None:
+        if self._flowing is not None:
+            if self._stalled:
+                self._flowing.clear()
+            else:
+                self._flowing.set()
 
     @property
     def idle_close(self) -> float | None:
@@ -136,6 +161,9 @@ class FaultProxy:
         return f"{LOOPBACK}:{self.port}"
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._flowing = asyncio.Event()
+        self._sync_flow()
         self._server = await asyncio.start_server(self._accept, LOOPBACK, self._port)
 
     async def close(self) -> None:
@@ -199,6 +227,8 @@ class FaultProxy:
             if self.black_hole:
                 self.counters.black_holed += 1
                 await self._swallow(reader)
+            elif await self._held():
+                pass  # accepted during a stall: closed without relaying anything
             else:
                 await self._relay(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, OSError) as error:
@@ -210,6 +240,13 @@ class FaultProxy:
         finally:
             self._connections.discard(task)
             writer.close()
+
+    async def _held(self) -> bool:
+        """Wait out a stall; True if there was one (the caller then drops the connection)."""
+        if self._flowing is None or self._flowing.is_set():
+            return False
+        await self._flowing.wait()  # until the stall ends, or close() cancels the connection
+        return True
 
     async def _swallow(self, reader: asyncio.StreamReader) -> None:
         while await reader.read(CHUNK):
@@ -252,6 +289,9 @@ class FaultProxy:
     ) -> None:
         uploaded = 0
         while data := await reader.read(CHUNK):
+            if await self._held():
+                cut.set()
+                return
             last_activity[0] = time.monotonic()
             self.counters.bytes_up += len(data)
             writer.write(data)
@@ -286,6 +326,8 @@ class FaultProxy:
         writer: asyncio.StreamWriter,
     ) -> None:
         while (item := await pending.get()) is not None:
+            if await self._held():
+                return
             due, data = item
             wait = due - time.monotonic()
             if wait > 0:

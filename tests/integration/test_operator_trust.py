@@ -1,0 +1,320 @@
+"""Who may act on the sidecars, on a real control plane with real sidecars (issue 22).
+
+* one leader at a time: two operator replicas, one reaching the apiserver through a TCP proxy
+  that stalls; their own logs show that at most one of them acts at any moment;
+* the admin token only over verified TLS: a client pod whose sidecar serves plain HTTP gets no
+  push unless its GremlinCluster allows it, and the cluster says why;
+* a generation claimed in a sidecar's 409 is believed only within a window.
+
+The operators run as their own processes with the ServiceAccount's RBAC (manifests/10-rbac.yaml),
+the sidecars are real ``gremlinlb sidecar`` processes on loopback, the Gremlin Server a real JVM
+in a network namespace (its address is the EndpointSlice's).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from gremlinlb.devservers import GremlinServerProcess, ServerRuntime
+from gremlinlb.devservers.faults import FaultProxy
+from tests.devcluster import (
+    ControlPlane,
+    EndpointSpec,
+    NetnsNetwork,
+    apply_endpoint_slice,
+    create_service,
+)
+from tests.operator_support import (
+    REPO,
+    OperatorProcess,
+    SidecarProcess,
+    cluster_object,
+    create_client_pod,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+GREMLIN_PORT = 8182
+SETTLE = 30.0
+#: Short lease timings (3 s, renew deadline 2 s) and a resync every half second, so that a
+#: leader pushes to every sidecar all the time: each push is an act the logs show.
+FLAGS = (
+    *("--lease-duration", "3", "--resync-interval", "0.5", "--push-timeout", "5"),
+    *("--token-check-interval", "1", "--health-interval", "1"),
+)
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def manifests(control_plane: ControlPlane) -> Iterator[ControlPlane]:
+    control_plane.kubectl("apply", "-f", str(REPO / "crds"))
+    control_plane.kubectl(
+        "wait", "--for=condition=Established", "crd/gremlinclusters.gremlinlb.io", "--timeout=30s"
+    )
+    control_plane.kubectl("apply", "-f", str(REPO / "manifests"))
+    try:
+        yield control_plane
+    finally:
+        control_plane.kubectl(
+            "delete",
+            "mutatingwebhookconfiguration",
+            "gremlinlb-sidecar-injector",
+            "--ignore-not-found",
+            check=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def server_ip(
+    netns_network: NetnsNetwork,
+    gremlin_runtime: ServerRuntime,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """One Gremlin Server alone in a network namespace."""
+    host = netns_network.add_host()
+    process = GremlinServerProcess(
+        GREMLIN_PORT,
+        tmp_path_factory.mktemp("trust-gremlin"),
+        runtime=gremlin_runtime,
+        host=host.ip,
+        launcher=host.argv([]),
+    )
+    try:
+        process.start()
+        process.wait_ready(timeout=120)
+        yield host.ip
+    finally:
+        process.kill()
+        netns_network.remove_host(host)
+
+
+@pytest.fixture(scope="module")
+def operator(
+    manifests: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    log = tmp_path_factory.mktemp("trust-operator") / "operator.log"
+    process = OperatorProcess(manifests, log, *FLAGS)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@dataclass
+class Cluster:
+    """A namespace with the Service and EndpointSlice of the server, and the example cluster."""
+
+    api: k8s.ApiClient
+    control_plane: ControlPlane
+    namespace: str
+    server: str
+    work_dir: Path
+    token: str = ""
+    sidecars: list[SidecarProcess] = field(default_factory=list)
+
+    def apply(self, allow_plain_http: bool = False) -> None:
+        documents = (REPO / "manifests/examples/gremlincluster.yaml").read_text()
+        if allow_plain_http:
+            documents = documents.replace(
+                "  sidecar:\n", "  sidecar:\n    allowPlainHttpPush: true\n", 1
+            )
+        self.control_plane.kubectl("apply", "-n", self.namespace, "-f", "-", input_text=documents)
+        self.token = wait_for(lambda: self.files().get("token"), SETTLE, "the token Secret")
+
+    def files(self) -> dict[str, str]:
+        try:
+            secret = k8s.CoreV1Api(self.api).read_namespaced_secret(
+                "graph-gremlinlb-token", self.namespace
+            )
+        except ApiException:
+            return {}
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+    def client(self, name: str, *, tls: bool = True) -> SidecarProcess:
+        """A client pod and its real sidecar: admin API over TLS with the Secret's certificate
+        and the pod annotated so (as injected), or plain HTTP without the annotation."""
+        files = self.files() if tls else {}
+        sidecar = SidecarProcess(self.token, self.work_dir / name, files=files).start()
+        self.sidecars.append(sidecar)
+        create_client_pod(self.api, self.namespace, name, sidecar.admin_port, admin_tls=tls)
+        return sidecar
+
+    def holds_the_list(self, sidecar: SidecarProcess) -> int | None:
+        generation, hosts = sidecar.host_list()
+        return generation if hosts == [f"{self.server}:{GREMLIN_PORT}"] else None
+
+    def status(self) -> dict[str, Any]:
+        return dict(cluster_object(self.api, self.namespace).get("status") or {})
+
+    def events(self, reason: str) -> list[k8s.CoreV1Event]:
+        items = k8s.CoreV1Api(self.api).list_namespaced_event(self.namespace).items
+        return [e for e in items if e.reason == reason]
+
+
+@pytest.fixture
+def cluster(
+    kube_admin: k8s.ApiClient,
+    manifests: ControlPlane,
+    server_ip: str,
+    namespace: str,
+    tmp_path: Path,
+) -> Iterator[Cluster]:
+    service = create_service(kube_admin, namespace, "gremlin", GREMLIN_PORT)
+    apply_endpoint_slice(
+        kube_admin,
+        namespace,
+        "gremlin",
+        [EndpointSpec(server_ip, pod_name="gremlin-0")],
+        port=GREMLIN_PORT,
+        owner=service,
+    )
+    found = Cluster(kube_admin, manifests, namespace, server_ip, tmp_path)
+    try:
+        yield found
+    finally:
+        for sidecar in found.sidecars:
+            sidecar.stop()
+
+
+# -- one leader at a time ------------------------------------------------------------------------
+
+LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \S+\s+\[\w+\s*\] (.*)$")
+
+
+@dataclass(frozen=True)
+class Event:
+    at: datetime
+    kind: str  # "lead", "stop" or "act"
+    text: str
+
+
+def timeline(log: Path) -> list[Event]:
+    """What a replica's own log says it did: started or stopped leading, pushed, wrote a
+    status. Times are the log's own timestamps (both replicas run on this machine's clock)."""
+    events = []
+    for line in log.read_text(errors="replace").splitlines():
+        match = LINE.match(line)
+        if match is None:
+            continue
+        at = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f")
+        text = match[2]
+        if text.startswith("leading:"):
+            events.append(Event(at, "lead", text))
+        elif text.startswith("stopped leading:"):
+            events.append(Event(at, "stop", text))
+        elif "pushing generation" in text or "writing the status" in text:
+            events.append(Event(at, "act", text))
+    return events
+
+
+def leading_spans(events: list[Event], end: datetime) -> list[tuple[datetime, datetime]]:
+    """From each "leading" line to the next "stopped leading" line (or ``end``)."""
+    spans, since = [], None
+    for event in events:
+        if event.kind == "lead" and since is None:
+            since = event.at
+        elif event.kind == "stop" and since is not None:
+            spans.append((since, event.at))
+            since = None
+    if since is not None:
+        spans.append((since, end))
+    return spans
+
+
+def acts(events: list[Event]) -> list[Event]:
+    return [e for e in events if e.kind == "act"]
+
+
+def lease_holder(api: k8s.ApiClient) -> str:
+    lease = k8s.CoordinationV1Api(api).read_namespaced_lease(
+        "gremlinlb-operator", "gremlinlb-system"
+    )
+    return str(lease.spec.holder_identity or "") if lease.spec else ""
+
+
+def identity(process: OperatorProcess) -> str:
+    return f"{socket.gethostname()}-{process.pid}"
+
+
+def through(proxy: FaultProxy, control_plane: ControlPlane, path: Path) -> Path:
+    """The operator's kubeconfig, with the apiserver reached through ``proxy``."""
+    config = json.loads(control_plane.operator_kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = f"https://{proxy.address}"
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return path
+
+
+def test_a_leader_cut_off_from_the_apiserver_stops_acting_before_the_other_replica_leads(
+    cluster: Cluster, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    cp = cluster.control_plane
+    operator.stop()  # a clean stop releases the Lease: replica a takes it at once
+    try:
+        with FaultProxy(f"127.0.0.1:{cp.apiserver_port}") as proxy:
+            kubeconfig = through(proxy, cp, tmp_path / "through-proxy.kubeconfig")
+            a = OperatorProcess(
+                cp, tmp_path / "a.log", *FLAGS, kubeconfig=kubeconfig, log_level="DEBUG"
+            )
+            b = OperatorProcess(cp, tmp_path / "b.log", *FLAGS, log_level="DEBUG")
+            try:
+                a.start()
+                wait_for(lambda: lease_holder(cluster.api) == identity(a), SETTLE, "a leading")
+                cluster.apply()
+                sidecar = cluster.client("app-0")
+                wait_for(lambda: cluster.holds_the_list(sidecar), SETTLE, "the list pushed")
+                b.start()
+                proxy.stalled = True  # a's calls to the apiserver neither fail nor return
+                wait_for(
+                    lambda: any(e.kind == "lead" for e in timeline(b.log_path)),
+                    SETTLE,
+                    "replica b leading",
+                )
+                wait_for(lambda: len(acts(timeline(b.log_path))) >= 3, SETTLE, "b pushing")
+                # a stops within its renew deadline; bounded well past today's 30 s call limit
+                # so that a replica that only stops once its calls fail is seen doing so.
+                wait_for(
+                    lambda: any(e.kind == "stop" for e in timeline(a.log_path)),
+                    45.0,
+                    "replica a stopping",
+                )
+                proxy.stalled = False  # a reaches the apiserver again, and finds b leading
+                seen = len(acts(timeline(b.log_path)))
+                wait_for(lambda: len(acts(timeline(b.log_path))) >= seen + 3, SETTLE, "b on")
+                assert lease_holder(cluster.api) == identity(b)
+            finally:
+                a.stop()
+                b.stop()
+    finally:
+        operator.start()
+    wait_for(lambda: lease_holder(cluster.api) == identity(operator), SETTLE, "operator back")
+
+    a_events, b_events = timeline(a.log_path), timeline(b.log_path)
+    end = max(e.at for e in [*a_events, *b_events])
+    a_spans, b_spans = leading_spans(a_events, end), leading_spans(b_events, end)
+    for name, spans, events in (("a", a_spans, a_events), ("b", b_spans, b_events)):
+        outside = [e for e in acts(events) if not any(s <= e.at <= t for s, t in spans)]
+        assert not outside, f"replica {name} acted while not leading: {outside[:3]}"
+    overlaps = [(x, y) for x in a_spans for y in b_spans if x[0] < y[1] and y[0] < x[1]]
+    assert not overlaps, f"both replicas leading at once: a {a_spans}, b {b_spans}"
+    assert acts(a_events), "a never acted"
+    assert acts(b_events), "b never acted"
+    assert len(a_spans) == 1, a_spans
+    assert len(b_spans) == 1, b_spans
+    assert a_spans[0][1] < b_spans[0][0]  # a stopped before b started
