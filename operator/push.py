@@ -35,6 +35,17 @@ from gremlinlb.operator.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
+#: How far past the operator's own generation a sidecar's 409 may claim to be and be believed.
+#: Legitimately a sidecar is ahead by the generations whose status write was lost (a restart
+#: right after pushes) or that another operator instance pushed: a few, never thousands.
+GENERATION_WINDOW = 1000
+
+
+def believable_generation(claimed: int, ours: int, window: int = GENERATION_WINDOW) -> bool:
+    """Whether a generation a sidecar claims to hold (its 409) is one the operator may move
+    past: a broken or hostile sidecar must not push every sidecar's generation to 2**63."""
+    return 0 <= claimed <= ours + window
+
 
 @dataclass(frozen=True, slots=True)
 class Payload:
@@ -273,12 +284,21 @@ class PushGroup:
                 target.error = None
                 self._on_result(self._status(target))
                 continue
-            if outcome.current_generation is not None:
+            claimed = outcome.current_generation
+            if claimed is not None and believable_generation(claimed, payload.generation):
                 # The sidecar holds a newer generation (another operator instance, or a status
                 # write that was lost): the group moves past it and pushes again at once.
-                self._on_conflict(outcome.current_generation)
+                self._on_conflict(claimed)
                 if self._payload is not payload:
                     continue
+            elif claimed is not None:
+                outcome = SendOutcome(
+                    False,
+                    outcome.status,
+                    error=f"409: the sidecar claims generation {claimed}, more than "
+                    f"{GENERATION_WINDOW} past this list's {payload.generation}: not believed "
+                    "(restart the sidecar if it is broken; its pod may be compromised)",
+                )
             target.failures += 1
             target.error = outcome.error or f"HTTP {outcome.status}"
             target.health = None  # a sidecar that takes no list has no view worth showing

@@ -16,6 +16,7 @@ from gremlinlb.operator.push import (
     SendOutcome,
     TargetStatus,
     _refuses_client_zones,
+    believable_generation,
 )
 
 FAST = Backoff(first=0.01, maximum=0.05, jitter=0.0)
@@ -204,6 +205,66 @@ def test_a_conflict_moves_the_generation_past_the_sidecars() -> None:
         group.set_payload(payload(3))
         await settle(group, 41, ["ns/p"])
         assert sidecars.received["http://s"] == [41]
+        await group.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_claimed_generation_is_believed_only_within_the_window_past_ours() -> None:
+    assert believable_generation(40, 3, window=1000)
+    assert believable_generation(1003, 3, window=1000)
+    assert not believable_generation(1004, 3, window=1000)
+    assert not believable_generation(2**63, 3)
+    assert not believable_generation(-1, 3)
+
+
+def test_an_absurd_generation_in_a_409_moves_nothing_and_reports_the_sidecar() -> None:
+    async def scenario() -> None:
+        sidecars = FakeSidecars()
+        conflicts: list[int] = []
+
+        async def hostile(_generation: int) -> SendOutcome:
+            return SendOutcome(False, 409, current_generation=2**63, error="409: stale")
+
+        sidecars.behaviour["http://evil"] = hostile
+        group = PushGroup(
+            "ns/c", sidecars, asyncio.Semaphore(2), backoff=FAST, on_conflict=conflicts.append
+        )
+        group.set_targets({"ns/evil": "http://evil", "ns/good": "http://good"})
+        group.set_payload(payload(3))
+        await settle(group, 3, ["ns/good"])
+        await wait_until(lambda: group.statuses()[0].failures >= 2)
+        evil = group.statuses()[0]
+        assert conflicts == []
+        assert group.payload is not None
+        assert group.payload.generation == 3
+        assert evil.error is not None
+        assert "not believed" in evil.error
+        await group.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_halted_group_cancels_a_push_in_flight_at_once() -> None:
+    async def scenario() -> None:
+        sidecars = FakeSidecars()
+        started = asyncio.Event()
+
+        async def hang(_generation: int) -> SendOutcome:
+            started.set()
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+        sidecars.behaviour["http://s"] = hang
+        group = PushGroup("ns/c", sidecars, asyncio.Semaphore(1), backoff=FAST)
+        group.set_targets({"ns/p": "http://s"})
+        group.set_payload(payload(1))
+        await asyncio.wait_for(started.wait(), 5)
+        group.halt()
+        group.set_targets({"ns/q": "http://q"})  # a halted group starts nothing new
+        await asyncio.sleep(0)
+        assert sidecars.in_flight == 0
+        assert group.statuses() == []
         await group.close()
 
     asyncio.run(scenario())
