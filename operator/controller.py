@@ -48,7 +48,13 @@ from gremlinlb.operator.spec import (
     SpecError,
     parse_spec,
 )
-from gremlinlb.operator.status import Observed, build_status, now_text, same_status
+from gremlinlb.operator.status import (
+    Observed,
+    build_status,
+    now_text,
+    plain_http_message,
+    same_status,
+)
 from gremlinlb.operator.tokens import (
     Write,
     certificate_of,
@@ -177,6 +183,8 @@ class ClusterController:
         self._service_found = True
         self._port_choice: PortChoice | None = None
         self._pod_keys: dict[str, _PodKey] = {}
+        #: Client pods given no push: plain HTTP admin API, not allowed by the cluster.
+        self.plain_http_refused: tuple[str, ...] = ()
         send, read_health = _verifying(sender, self.server_name)
         self.group = PushGroup(
             f"{self.namespace}/{self.name}",
@@ -248,6 +256,7 @@ class ClusterController:
         self._body = dict(body)
         self._parse()
         self._rewatch()
+        self._on_pods()  # spec.sidecar.allowPlainHttpPush may have changed
         self._schedule_recompute()
 
     def _parse(self) -> None:
@@ -561,16 +570,22 @@ class ClusterController:
         targets: dict[str, str] = {}
         keys: dict[str, _PodKey] = {}
         zones: Counter[str] = Counter()
+        refused: list[str] = []
+        plain_allowed = self.spec is not None and self.spec.sidecar.allow_plain_http_push
         for pod in self._pods.objects.values():
             found = self._target(pod)
             if found is None:
                 continue
             key, url, pod_key = found
-            targets[key] = url
-            keys[key] = pod_key
             zone = pod_zone(pod.get("metadata") or {})
             if pod_key.ready and zone is not None:
                 zones[zone] += 1
+            if url.startswith("http://") and not plain_allowed:
+                refused.append(key.rsplit("/", 1)[-1])
+                continue
+            targets[key] = url
+            keys[key] = pod_key
+        self._refuse_plain_http(tuple(sorted(refused)))
         self.group.set_targets(targets)
         for key, pod_key in keys.items():
             before = self._pod_keys.get(key)
@@ -581,6 +596,21 @@ class ClusterController:
             self.client_zones = dict(sorted(zones.items()))
             self._schedule_recompute()
         self._schedule_status()
+
+    def _refuse_plain_http(self, pods: tuple[str, ...]) -> None:
+        """A Warning event for each pod newly refused a push for its plain HTTP admin API: the
+        bearer token is only ever sent over TLS to a sidecar whose certificate is verified."""
+        for pod in pods:
+            if pod not in self.plain_http_refused:
+                kopf.event(
+                    self._event_body(),
+                    type="Warning",
+                    reason="PlainHttpPushRefused",
+                    message=plain_http_message([pod]),
+                )
+        if pods != self.plain_http_refused:
+            self.plain_http_refused = pods
+            self._schedule_status()
 
     def _target(self, pod: Mapping[str, Any]) -> tuple[str, str, _PodKey] | None:
         meta = pod.get("metadata") or {}
@@ -666,6 +696,7 @@ class ClusterController:
             service_found=self._service_found,
             spec_error=self.spec_error,
             access_error=self.access_error,
+            plain_http_refused=self.plain_http_refused,
         )
 
     async def _write_status(self) -> None:

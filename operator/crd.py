@@ -193,6 +193,15 @@ def spec_schema() -> dict[str, Any]:
                     "description": "Port of the sidecar's admin API (the operator pushes to it).",
                 },
                 "logFormat": {"type": "string", "enum": ["json", "text"], "default": "json"},
+                "allowPlainHttpPush": {
+                    "type": "boolean",
+                    "default": False,
+                    "description": "Push host lists, bearer token included, over plain HTTP to "
+                    "client pods without the gremlinlb.io/admin-tls annotation (sidecars not "
+                    "injected with admin TLS). Off: such pods get no push, and an Event and the "
+                    "Degraded condition say so. Turn on only where nobody else can read this "
+                    "namespace's pod traffic.",
+                },
                 **{option.cr_path[-1]: _sidecar_option_schema(option) for option in SIDECAR_MEMORY},
                 "resources": {
                     "type": "object",
@@ -279,6 +288,12 @@ def status_schema() -> dict[str, Any]:
                                 "error": {"type": "string"},
                             },
                         },
+                    },
+                    "plainHttpRefused": {
+                        "type": "array",
+                        "description": "Client pods that get no push: their sidecar's admin API "
+                        "is plain HTTP and spec.sidecar.allowPlainHttpPush is off.",
+                        "items": {"type": "string"},
                     },
                     "byZone": {
                         "type": "array",

@@ -75,6 +75,9 @@ class SidecarSpec:
     memory_budget_bytes: int | None = None
     client_pause_bytes: int | None = None
     client_max_queued_bytes: int | None = None
+    #: Push (bearer token included) to client pods whose sidecar serves its admin API over
+    #: plain HTTP (no admin-TLS annotation). Off: such pods get no push; see docs/kubernetes.md.
+    allow_plain_http_push: bool = False
 
 
 #: The sidecar options a GremlinCluster sets under spec.sidecar (their CRD schema, names and
@@ -187,6 +190,7 @@ def parse_spec(cluster_name: str, spec: Mapping[str, Any]) -> ClusterSpec:
             ),
             resources=dict(resources),
             log_format=_text(sidecar, "logFormat", "spec.sidecar", default=defaults.log_format),
+            allow_plain_http_push=_flag(sidecar, "allowPlainHttpPush", "spec.sidecar"),
             **{option.flat: _optional_tunable(sidecar, option) for option in SIDECAR_MEMORY},
         ),
     )
@@ -235,6 +239,13 @@ def _text(
         return default
     if not isinstance(value, str):
         raise SpecError(f"{where}.{key}: must be a string, got {value!r}")
+    return value
+
+
+def _flag(data: Mapping[str, Any], key: str, where: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise SpecError(f"{where}.{key}: must be true or false, got {value!r}")
     return value
 
 

@@ -5,7 +5,8 @@ condition's status does, and each carries the ``observedGeneration`` it was comp
 
 * ``Ready``: at least one live endpoint (reasons ``EndpointsAvailable``, ``NoLiveEndpoints``,
   ``ServiceNotFound``, ``InvalidSpec``, ``Forbidden``).
-* ``Degraded``: something needs attention (``SidecarsWithoutHealthyBackend``,
+* ``Degraded``: something needs attention (``SidecarsWithoutAdminTLS``,
+  ``SidecarsWithoutHealthyBackend``,
   ``SidecarsOutOfSync``, ``EndpointsNotLive``, ``BackendsUnhealthy``, ``ServiceNotFound``,
   ``InvalidSpec``, ``Forbidden``; ``AsExpected`` when False).
 
@@ -51,6 +52,8 @@ class Observed:
     client_zones: Mapping[str, int] = field(default_factory=dict)
     #: The operator lacks a permission it needs in the cluster's namespace (what to grant).
     access_error: str | None = None
+    #: Client pods that get no push: plain HTTP admin API, and the cluster does not allow it.
+    plain_http_refused: Sequence[str] = ()
 
 
 def now_text() -> str:
@@ -111,6 +114,12 @@ def build_status(
         or not observed.service_found
     ):
         degraded = (True, ready[1], ready[2])
+    elif observed.plain_http_refused:
+        degraded = (
+            True,
+            "SidecarsWithoutAdminTLS",
+            plain_http_message(observed.plain_http_refused),
+        )
     elif view.without_healthy:
         degraded = (
             True,
@@ -168,6 +177,7 @@ def build_status(
                 }
                 for s in out_of_sync[:MAX_LISTED]
             ],
+            "plainHttpRefused": list(observed.plain_http_refused[:MAX_LISTED]),
             # A list, not a map: the status is merge-patched, which would keep a zone gone.
             "byZone": [{"zone": z, "ready": n} for z, n in observed.client_zones.items()],
         },
@@ -244,6 +254,20 @@ class BackendView:
                 for address, states in sorted(self.counts.items())
             ],
         }
+
+
+def plain_http_message(pods: Sequence[str], shown: int = 5) -> str:
+    """Why these pods get no host list, and the two ways out."""
+    names = ", ".join(pods[:shown]) + (
+        f" and {len(pods) - shown} more" if len(pods) > shown else ""
+    )
+    return (
+        f"{len(pods)} client pod(s) get no host list: their sidecar serves its admin API over "
+        f"plain HTTP (no gremlinlb.io/admin-tls annotation) and the admin token is never sent "
+        f"in clear: {names}. Recreate them so that the webhook injects the sidecar with admin "
+        f"TLS, or set spec.sidecar.allowPlainHttpPush: true if nobody else can read this "
+        f"namespace's pod traffic"
+    )
 
 
 def _pod(sidecar: TargetStatus) -> str:

@@ -14,9 +14,12 @@ in a network namespace (its address is the EndpointSlice's).
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import re
 import socket
+import ssl
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,6 +44,7 @@ from tests.operator_support import (
     OperatorProcess,
     SidecarProcess,
     cluster_object,
+    condition,
     create_client_pod,
     wait_for,
 )
@@ -318,3 +322,123 @@ def test_a_leader_cut_off_from_the_apiserver_stops_acting_before_the_other_repli
     assert len(a_spans) == 1, a_spans
     assert len(b_spans) == 1, b_spans
     assert a_spans[0][1] < b_spans[0][0]  # a stopped before b started
+
+
+# -- the token only over verified TLS ------------------------------------------------------------
+
+
+def test_a_pod_whose_sidecar_serves_plain_http_gets_no_push_and_the_cluster_says_why(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    cluster.apply()
+    wait_for(lambda: cluster.holds_the_list(cluster.client("app-0")), SETTLE, "a TLS push")
+    plain = cluster.client("plain", tls=False)
+
+    def reported() -> dict[str, Any] | None:
+        status = cluster.status()
+        degraded = condition({"status": status}, "Degraded")
+        refused = (status.get("sidecars") or {}).get("plainHttpRefused")
+        return degraded if refused == ["plain"] else None
+
+    degraded = wait_for(reported, SETTLE, "the plain HTTP pod reported")
+    assert degraded["reason"] == "SidecarsWithoutAdminTLS", degraded
+    assert "spec.sidecar.allowPlainHttpPush" in degraded["message"]
+    (event,) = wait_for(lambda: cluster.events("PlainHttpPushRefused"), SETTLE, "an event")
+    assert event.type == "Warning"
+    assert "plain" in (event.message or "")
+    assert plain.host_list() == (0, [])  # never pushed to: the token never left in clear
+
+
+def test_a_cluster_that_allows_plain_http_pushes_to_a_pod_without_admin_tls(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    cluster.apply(allow_plain_http=True)
+    plain = cluster.client("plain", tls=False)
+    wait_for(lambda: cluster.holds_the_list(plain), SETTLE, "the plain HTTP push")
+    assert not (cluster.status().get("sidecars") or {}).get("plainHttpRefused")
+
+
+def test_the_apiserver_refuses_a_plain_http_opt_in_that_is_not_a_boolean(
+    cluster: Cluster,
+) -> None:
+    documents = (REPO / "manifests/examples/gremlincluster.yaml").read_text()
+    documents = documents.replace("  sidecar:\n", '  sidecar:\n    allowPlainHttpPush: "yes"\n', 1)
+    done = cluster.control_plane.kubectl(
+        "apply", "-n", cluster.namespace, "-f", "-", input_text=documents, check=False
+    )
+    assert done.returncode != 0
+    assert "spec.sidecar.allowPlainHttpPush" in done.stderr, done.stderr
+
+
+# -- a generation claimed in a 409 ---------------------------------------------------------------
+
+
+class HostileSidecar:
+    """An HTTPS admin API with the cluster's own certificate (what a compromised client pod
+    holds) that answers every push with a 409 claiming an absurd generation."""
+
+    CLAIM = 2**62
+
+    def __init__(self, cert: str, key: str, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "tls.crt").write_text(cert)
+        (directory / "tls.key").write_text(key)
+        claim = self.CLAIM
+        self.puts = 0
+        hostile = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PUT(self) -> None:
+                hostile.puts += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self._answer(409, {"error": "stale generation", "generation": claim})
+
+            def do_GET(self) -> None:
+                self._answer(503, {"generation": claim, "hosts": {}})
+
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(directory / "tls.crt", directory / "tls.key")
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_sidecar_claiming_an_absurd_generation_moves_no_generation(
+    cluster: Cluster, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    cluster.apply()
+    honest = cluster.client("app-0")
+    before = wait_for(lambda: cluster.holds_the_list(honest), SETTLE, "the first push")
+    files = cluster.files()
+    hostile = HostileSidecar(files["tls.crt"], files["tls.key"], tmp_path / "hostile")
+    try:
+        create_client_pod(cluster.api, cluster.namespace, "hostile", hostile.port, admin_tls=True)
+
+        def refused() -> dict[str, Any] | None:
+            out = (cluster.status().get("sidecars") or {}).get("outOfSync") or []
+            return next((s for s in out if s["pod"] == "hostile" and hostile.puts >= 2), None)
+
+        entry = wait_for(refused, SETTLE, "the hostile sidecar reported")
+        assert "not believed" in entry["error"], entry
+        status = cluster.status()
+        assert status["hostsGeneration"] < before + 1000, status["hostsGeneration"]
+        assert honest.host_list()[0] == status["hostsGeneration"]
+    finally:
+        hostile.close()

@@ -79,6 +79,16 @@ def test_the_client_selector_defaults_to_the_inject_label() -> None:
     assert custom.clients == {"matchLabels": {"a": "b"}}
 
 
+def test_plain_http_pushes_are_off_unless_the_cluster_turns_them_on() -> None:
+    assert not parse_spec("c", {"service": {"name": "s"}}).sidecar.allow_plain_http_push
+    on = {"service": {"name": "s"}, "sidecar": {"allowPlainHttpPush": True}}
+    assert parse_spec("c", on).sidecar.allow_plain_http_push
+    bad = {"service": {"name": "s"}, "sidecar": {"allowPlainHttpPush": "yes"}}
+    message = r"spec\.sidecar\.allowPlainHttpPush: must be true or false"
+    with pytest.raises(SpecError, match=message):
+        parse_spec("c", bad)
+
+
 def test_the_service_is_required() -> None:
     with pytest.raises(SpecError, match=r"spec.service: required"):
         parse_spec("graph", {})

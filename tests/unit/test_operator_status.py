@@ -51,8 +51,23 @@ def test_all_live_and_in_sync_is_ready_and_not_degraded() -> None:
         "Degraded": ("False", "AsExpected"),
     }
     assert status["readyEndpoints"] == 3
-    assert status["sidecars"] == {"total": 2, "inSync": 2, "outOfSync": [], "byZone": []}
+    assert status["sidecars"] == {
+        "total": 2,
+        "inSync": 2,
+        "outOfSync": [],
+        "plainHttpRefused": [],
+        "byZone": [],
+    }
     assert status["observedGeneration"] == 2
+
+
+def test_pods_refused_a_plain_http_push_make_the_cluster_degraded_saying_what_to_do() -> None:
+    status = build_status(observed(plain_http_refused=("app-7",)), [], "T1")
+    assert conditions(status)["Degraded"] == ("True", "SidecarsWithoutAdminTLS")
+    assert status["sidecars"]["plainHttpRefused"] == ["app-7"]
+    (degraded,) = [c for c in status["conditions"] if c["type"] == "Degraded"]
+    assert "app-7" in degraded["message"]
+    assert "spec.sidecar.allowPlainHttpPush: true" in degraded["message"]
 
 
 def test_an_out_of_sync_sidecar_is_listed_with_its_error() -> None:
