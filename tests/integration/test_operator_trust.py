@@ -220,7 +220,7 @@ def timeline(log: Path) -> list[Event]:
         text = match[2]
         if text.startswith("leading:"):
             events.append(Event(at, "lead", text))
-        elif text.startswith("stopped leading:"):
+        elif text.startswith(("stopped leading:", "standing by:")):  # the latter: before #22
             events.append(Event(at, "stop", text))
         elif "pushing generation" in text or "writing the status" in text:
             events.append(Event(at, "act", text))
@@ -254,6 +254,22 @@ def lease_holder(api: k8s.ApiClient) -> str:
 
 def identity(process: OperatorProcess) -> str:
     return f"{socket.gethostname()}-{process.pid}"
+
+
+Spans = list[tuple[datetime, datetime]]
+
+
+def assert_one_leader_at_a_time(a_log: Path, b_log: Path) -> tuple[Spans, Spans]:
+    """No two leading spans overlap, and each replica acts only within its own."""
+    a_events, b_events = timeline(a_log), timeline(b_log)
+    end = max(e.at for e in [*a_events, *b_events])
+    a_spans, b_spans = leading_spans(a_events, end), leading_spans(b_events, end)
+    for name, spans, events in (("a", a_spans, a_events), ("b", b_spans, b_events)):
+        outside = [e for e in acts(events) if not any(s <= e.at <= t for s, t in spans)]
+        assert not outside, f"replica {name} acted while not leading: {outside[:3]}"
+    overlaps = [(x, y) for x in a_spans for y in b_spans if x[0] < y[1] and y[0] < x[1]]
+    assert not overlaps, f"both replicas leading at once: a {a_spans}, b {b_spans}"
+    return a_spans, b_spans
 
 
 def through(proxy: FaultProxy, control_plane: ControlPlane, path: Path) -> Path:
@@ -290,7 +306,6 @@ def test_a_leader_cut_off_from_the_apiserver_stops_acting_before_the_other_repli
                     SETTLE,
                     "replica b leading",
                 )
-                wait_for(lambda: len(acts(timeline(b.log_path))) >= 3, SETTLE, "b pushing")
                 # a stops within its renew deadline; bounded well past today's 30 s call limit
                 # so that a replica that only stops once its calls fail is seen doing so.
                 wait_for(
@@ -298,6 +313,8 @@ def test_a_leader_cut_off_from_the_apiserver_stops_acting_before_the_other_repli
                     45.0,
                     "replica a stopping",
                 )
+                assert_one_leader_at_a_time(a.log_path, b.log_path)
+                wait_for(lambda: len(acts(timeline(b.log_path))) >= 3, SETTLE, "b pushing")
                 proxy.stalled = False  # a reaches the apiserver again, and finds b leading
                 seen = len(acts(timeline(b.log_path)))
                 wait_for(lambda: len(acts(timeline(b.log_path))) >= seen + 3, SETTLE, "b on")
@@ -309,14 +326,8 @@ def test_a_leader_cut_off_from_the_apiserver_stops_acting_before_the_other_repli
         operator.start()
     wait_for(lambda: lease_holder(cluster.api) == identity(operator), SETTLE, "operator back")
 
+    a_spans, b_spans = assert_one_leader_at_a_time(a.log_path, b.log_path)
     a_events, b_events = timeline(a.log_path), timeline(b.log_path)
-    end = max(e.at for e in [*a_events, *b_events])
-    a_spans, b_spans = leading_spans(a_events, end), leading_spans(b_events, end)
-    for name, spans, events in (("a", a_spans, a_events), ("b", b_spans, b_events)):
-        outside = [e for e in acts(events) if not any(s <= e.at <= t for s, t in spans)]
-        assert not outside, f"replica {name} acted while not leading: {outside[:3]}"
-    overlaps = [(x, y) for x in a_spans for y in b_spans if x[0] < y[1] and y[0] < x[1]]
-    assert not overlaps, f"both replicas leading at once: a {a_spans}, b {b_spans}"
     assert acts(a_events), "a never acted"
     assert acts(b_events), "b never acted"
     assert len(a_spans) == 1, a_spans
@@ -368,6 +379,7 @@ def test_the_apiserver_refuses_a_plain_http_opt_in_that_is_not_a_boolean(
     )
     assert done.returncode != 0
     assert "spec.sidecar.allowPlainHttpPush" in done.stderr, done.stderr
+    assert "boolean" in done.stderr, done.stderr
 
 
 # -- a generation claimed in a 409 ---------------------------------------------------------------

@@ -66,7 +66,7 @@ async def wait_for(check: Any, limit: float = 10.0) -> None:
 
 def test_a_leader_whose_renewal_hangs_stops_leading_while_the_call_still_hangs() -> None:
     async def scenario() -> None:
-        api, events = FakeLeases(), []
+        api, events = FakeLeases(), list[str]()
         leader = election(api, events)
         task = asyncio.create_task(leader.run())
         await wait_for(lambda: leader.leading)
@@ -83,7 +83,7 @@ def test_a_leader_whose_renewal_hangs_stops_leading_while_the_call_still_hangs()
 
 def test_a_replica_that_stopped_leading_leads_again_once_it_can_renew() -> None:
     async def scenario() -> None:
-        api, events = FakeLeases(), []
+        api, events = FakeLeases(), list[str]()
         leader = election(api, events)
         task = asyncio.create_task(leader.run())
         await wait_for(lambda: leader.leading)
@@ -101,7 +101,7 @@ def test_a_replica_that_stopped_leading_leads_again_once_it_can_renew() -> None:
 
 def test_a_leader_that_sees_another_holder_stops_leading() -> None:
     async def scenario() -> None:
-        api, events = FakeLeases(), []
+        api, events = FakeLeases(), list[str]()
         leader = election(api, events)
         task = asyncio.create_task(leader.run())
         await wait_for(lambda: leader.leading)
