@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import kopf
+from gremlinlb.operator.client import Kind, Kube, KubeError
 from gremlinlb.operator.controller import ClusterController, ControllerOptions
-from gremlinlb.operator.kube import KubeApi, KubeError, namespaced
 from gremlinlb.operator.leader import LeaderElection
 from gremlinlb.operator.sender import HttpSender
-from gremlinlb.operator.spec import GROUP, PLURAL, VERSION, ClusterSpec, SpecError, parse_spec
+from gremlinlb.operator.spec import ClusterSpec, SpecError, parse_spec
 from gremlinlb.operator.webhook import (
     PRIVATE_NETWORKS,
     Injection,
@@ -38,7 +38,6 @@ from gremlinlb import certificates as certs
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_CONFIGS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 WEBHOOK_PATH = "/inject-sidecar"
 #: The push CA outlives many leaf renewals; replacing it (delete its Secret) re-issues every
 #: cluster's admin certificate, and pushes fail until the kubelets deliver the new ones.
@@ -128,9 +127,9 @@ def _stored_bundle(secret: Mapping[str, Any] | None) -> certs.CertBundle | None:
         return None
 
 
-def login() -> kopf.ConnectionInfo:
-    """A kubeconfig when one is given (KUBECONFIG, ~/.kube/config), else the pod's
-    ServiceAccount."""
+def kopf_credentials() -> kopf.ConnectionInfo:
+    """kopf's own credentials (for its GremlinCluster watch): a kubeconfig when one is given
+    (KUBECONFIG, ~/.kube/config), else the pod's ServiceAccount, as :class:`Kube` finds them."""
     settings = kopf.OperatorSettings()
     info = None
     if os.environ.get("KUBECONFIG") or Path("~/.kube/config").expanduser().exists():
@@ -146,9 +145,9 @@ def login() -> kopf.ConnectionInfo:
 
 
 class OperatorApp:
-    def __init__(self, options: OperatorOptions) -> None:
+    def __init__(self, options: OperatorOptions, api: Kube) -> None:
         self.options = options
-        self.api = KubeApi(login)
+        self.api = api
         self.sender = HttpSender(limit=options.push_concurrency)
         self._semaphore: asyncio.Semaphore | None = None
         self.controllers: dict[tuple[str, str], ClusterController] = {}
@@ -245,10 +244,9 @@ class OperatorApp:
         controller = self.controllers.get((namespace, name)) if self.leading else None
         if controller is not None and controller.spec is not None:
             return controller.spec, list(controller.hosts)
-        body = await self.api.get(namespaced(GROUP, VERSION, namespace, PLURAL, name))
+        body = await self.api.read(Kind.CLUSTER, namespace, name)
         if body is None:
-            listed = await self.api.request("GET", namespaced(GROUP, VERSION, namespace, PLURAL))
-            known = [str(i["metadata"]["name"]) for i in listed.get("items") or ()]
+            known = await self.api.cluster_names(namespace)
             raise kopf.AdmissionError(unknown_cluster_message(namespace, name, known), code=400)
         # A standby replica follows no cluster: it injects the hosts the leader last wrote to
         # the status, so the new sidecar can serve before the leader's first push reaches it.
@@ -335,13 +333,10 @@ class OperatorApp:
         namespace, name = secret["metadata"]["namespace"], secret["metadata"]["name"]
         try:
             if found is None:
-                collection = namespaced("", "v1", namespace, "secrets")
-                await self.api.request("POST", collection, body=secret)
+                await self.api.create(Kind.SECRET, namespace, secret)
             else:
                 secret["metadata"]["resourceVersion"] = found["metadata"]["resourceVersion"]
-                await self.api.request(
-                    "PUT", namespaced("", "v1", namespace, "secrets", name), body=secret
-                )
+                await self.api.replace(Kind.SECRET, namespace, name, secret)
         except KubeError as error:
             if error.status in (404, 409):
                 return False
@@ -353,9 +348,9 @@ class OperatorApp:
         where = self.options.push_ca_secret
         if where is None:
             return
-        path = namespaced("", "v1", where[0], "secrets", where[1])
+        path = "/".join(where)
         for _ in range(3):
-            found = await self.api.get(path)
+            found = await self.api.read(Kind.SECRET, *where)
             data = (found or {}).get("data") or {}
             if "ca.crt" in data and "ca.key" in data:
                 self.authority = certs.Authority(
@@ -389,7 +384,7 @@ class OperatorApp:
 
     async def _check_version(self) -> None:
         """Native sidecars need Kubernetes 1.29: before that, inject a regular container."""
-        version = await self.api.request("GET", "/version")
+        version = await self.api.version()
         native = native_sidecars(version)
         self.injection = dataclasses.replace(self.injection, native=native)
         if not native:
@@ -412,9 +407,9 @@ class OperatorApp:
                 ca.read_bytes(), (d / "tls.crt").read_bytes(), (d / "tls.key").read_bytes()
             )
         names = options.names()
-        path = namespaced("", "v1", options.secret_namespace, "secrets", options.secret_name)
+        path = f"{options.secret_namespace}/{options.secret_name}"
         for _ in range(3):
-            found = await self.api.get(path)
+            found = await self.api.read(Kind.SECRET, options.secret_namespace, options.secret_name)
             stored = _stored_bundle(found)
             if stored is not None and certs.still_good(stored, names):
                 return stored
@@ -441,9 +436,9 @@ class OperatorApp:
         raise RuntimeError(f"Secret {path} kept changing while the certificate was written")
 
     async def _configure_webhook(self, options: WebhookOptions, ca_pem: bytes) -> None:
-        path = f"{WEBHOOK_CONFIGS}/{options.configuration}"
+        name = options.configuration
         for _ in range(5):
-            config = await self.api.get(path)
+            config = await self.api.read(Kind.WEBHOOK_CONFIGURATION, "", name)
             if config is None:
                 log.warning(
                     "MutatingWebhookConfiguration %s does not exist: apply manifests/webhook.yaml"
@@ -458,10 +453,10 @@ class OperatorApp:
             for webhook in webhooks:
                 webhook["clientConfig"] = wanted
             try:
-                await self.api.request("PUT", path, body=config)
+                await self.api.replace(Kind.WEBHOOK_CONFIGURATION, "", name, config)
                 log.info("webhook configuration %s points at this operator", options.configuration)
                 return
             except KubeError as error:
                 if error.status != 409:
                     raise
-        raise RuntimeError(f"{path} kept changing while being updated")
+        raise RuntimeError(f"MutatingWebhookConfiguration {name} kept changing while being updated")

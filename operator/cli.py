@@ -13,6 +13,7 @@ from typing import Any
 import kopf
 import yaml
 from gremlinlb.operator.app import LeaseOptions, OperatorApp, OperatorOptions, WebhookOptions
+from gremlinlb.operator.client import Kube
 from gremlinlb.operator.controller import ControllerOptions
 from gremlinlb.operator.crd import crd_yaml
 from gremlinlb.operator.handlers import build_registry
@@ -287,7 +288,7 @@ def configure_logging(log_format: str, level: str) -> None:
 
 
 async def _main(options: OperatorOptions) -> None:
-    app = OperatorApp(options)
+    app = OperatorApp(options, await Kube.connect())
     try:
         await app.push_authority()
         webhook = await app.webhook_server()

@@ -20,6 +20,7 @@ from typing import Any, Protocol, cast
 
 import kopf
 from gremlinlb.operator.backoff import Backoff, Pacer
+from gremlinlb.operator.client import Kind, Kube, KubeError, Reflector, label_selector
 from gremlinlb.operator.discovery import (
     DiscoveredEndpoint,
     PortChoice,
@@ -28,7 +29,6 @@ from gremlinlb.operator.discovery import (
     ready_addresses,
     with_roles,
 )
-from gremlinlb.operator.kube import KubeApi, KubeError, Reflector, label_selector, namespaced
 from gremlinlb.operator.push import (
     BackendHealth,
     HealthReader,
@@ -40,10 +40,7 @@ from gremlinlb.operator.push import (
 )
 from gremlinlb.operator.spec import (
     ADMIN_PORT_NAME,
-    GROUP,
-    PLURAL,
     SIDECAR_CONTAINER,
-    VERSION,
     ClusterSpec,
     SpecError,
     parse_spec,
@@ -145,7 +142,7 @@ def _verifying(sender: NamingSender, server_name: str) -> tuple[Sender, HealthRe
 class ClusterController:
     def __init__(
         self,
-        api: KubeApi,
+        api: Kube,
         sender: NamingSender,
         semaphore: asyncio.Semaphore,
         options: ControllerOptions,
@@ -310,10 +307,9 @@ class ClusterController:
         holds no usable token, adopted from an earlier cluster of this name. Bounded: a Secret
         that keeps changing under it is an error for the caller to retry later."""
         name = token_secret_name(self.name)
-        path = namespaced("", "v1", self.namespace, "secrets", name)
         uid = self.uid
         for _ in range(5):
-            found = await self._api.get(path)
+            found = await self._api.read(Kind.SECRET, self.namespace, name)
             existing = None if found is None else certificate_of(found)
             plan = plan_token(
                 found, uid, secrets.token_urlsafe(32), self._certificate_good(existing)
@@ -328,10 +324,9 @@ class ClusterController:
             body = token_secret(self.namespace, self.name, uid, plan.token, version, certificate)
             try:
                 if plan.write is Write.CREATE:
-                    collection = namespaced("", "v1", self.namespace, "secrets")
-                    await self._api.request("POST", collection, body=body)
+                    await self._api.create(Kind.SECRET, self.namespace, body)
                 else:
-                    await self._api.request("PUT", path, body=body)
+                    await self._api.replace(Kind.SECRET, self.namespace, name, body)
             except KubeError as error:
                 if error.status in (404, 409):  # changed or deleted meanwhile: look again
                     continue
@@ -382,9 +377,9 @@ class ClusterController:
     def _slices_of(self, service: str, what: str) -> Reflector:
         """The EndpointSlices of ``service``, filtered by the apiserver; each change
         recomputes the host list."""
-        return Reflector(
-            self._api,
-            namespaced("discovery.k8s.io", "v1", self.namespace, "endpointslices"),
+        return self._api.reflector(
+            Kind.ENDPOINT_SLICE,
+            self.namespace,
             f"kubernetes.io/service-name={service}",
             self._schedule_recompute,
             name=f"{self.namespace}/{self.name} EndpointSlices of {what}",
@@ -405,9 +400,9 @@ class ClusterController:
         self._watching = wanted
         service, selector, writer_service = wanted
         self._slices = self._slices_of(service, service)
-        self._pods = Reflector(
-            self._api,
-            namespaced("", "v1", self.namespace, "pods"),
+        self._pods = self._api.reflector(
+            Kind.POD,
+            self.namespace,
             selector,
             self._on_pods,
             name=f"{self.namespace}/{self.name} client pods",
@@ -441,10 +436,9 @@ class ClusterController:
             self._schedule_status()
 
     async def _resolve_port(self, spec: ClusterSpec) -> PortChoice:
-        path = namespaced("", "v1", self.namespace, "services", spec.service.name)
         fallback = PortChoice(spec.service.port_name, spec.service.port)
         try:
-            service = await self._api.get(path)
+            service = await self._api.read(Kind.SERVICE, self.namespace, spec.service.name)
         except (KubeError, OSError, TimeoutError) as error:
             log.info("%s/%s: reading the Service: %s", self.namespace, self.name, error)
             return self._port_choice or fallback
@@ -705,13 +699,7 @@ class ClusterController:
         status = build_status(self.observed(), self._conditions, now_text())
         if same_status(status, self._written_status):
             return
-        path = namespaced(GROUP, VERSION, self.namespace, PLURAL, self.name) + "/status"
         log.debug("%s/%s: writing the status", self.namespace, self.name)
-        await self._api.request(
-            "PATCH",
-            path,
-            body={"status": status},
-            content_type="application/merge-patch+json",
-        )
+        await self._api.patch_cluster_status(self.namespace, self.name, status)
         self._written_status = status
         self._conditions = list(status["conditions"])

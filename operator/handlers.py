@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import kopf
-from gremlinlb.operator.app import OperatorApp
+from gremlinlb.operator.app import OperatorApp, kopf_credentials
 from gremlinlb.operator.spec import GROUP, INJECT_LABEL, PLURAL, VERSION
 from gremlinlb.operator.webhook import injection, pod_cluster
 
@@ -20,7 +20,7 @@ def build_registry(app: OperatorApp) -> kopf.OperatorRegistry:
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
-        return app.api.login()
+        return kopf_credentials()
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)

@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gremlinlb.operator.kube import KubeApi, KubeError, namespaced
+from gremlinlb.operator.client import Kind, Kube, KubeError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def check_timings(duration: float, renew_deadline: float, retry: float) -> None:
 class LeaderElection:
     def __init__(
         self,
-        api: KubeApi,
+        api: Kube,
         namespace: str,
         name: str,
         identity: str,
@@ -70,8 +70,6 @@ class LeaderElection:
     ) -> None:
         check_timings(duration, renew_deadline, retry)
         self._api = api
-        self._path = namespaced("coordination.k8s.io", "v1", namespace, "leases", name)
-        self._collection = namespaced("coordination.k8s.io", "v1", namespace, "leases")
         self.namespace = namespace
         self.name = name
         self.identity = identity
@@ -154,7 +152,7 @@ class LeaderElection:
     async def _try(self) -> bool | None:
         """One round: True when this replica holds the lease afterwards, False when another
         live replica does, None when a race was lost (the next round tells)."""
-        lease = await self._api.get(self._path)
+        lease = await self._api.read(Kind.LEASE, self.namespace, self.name)
         now = _now()
         if lease is None:
             body = {
@@ -163,7 +161,7 @@ class LeaderElection:
                 "metadata": {"name": self.name, "namespace": self.namespace},
                 "spec": self._spec(now, acquired=now, transitions=0),
             }
-            return await self._write("POST", self._collection, body)
+            return await self._write(body, create=True)
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or ""
         version = str(lease["metadata"].get("resourceVersion"))
@@ -171,14 +169,14 @@ class LeaderElection:
             self._observed = (version, time.monotonic())
         if holder == self.identity:
             lease["spec"] = {**spec, "renewTime": now, "leaseDurationSeconds": self._seconds}
-            return await self._write("PUT", self._path, lease)
+            return await self._write(lease)
         duration = float(spec.get("leaseDurationSeconds") or self._duration)
         expired = time.monotonic() - self._observed[1] > duration
         if holder and not expired:
             return False
         transitions = int(spec.get("leaseTransitions") or 0) + 1
         lease["spec"] = self._spec(now, acquired=now, transitions=transitions)
-        if await self._write("PUT", self._path, lease):
+        if await self._write(lease):
             log.info("took the lease from %r", holder or "nobody")
             return True
         return None
@@ -196,9 +194,12 @@ class LeaderElection:
             "leaseTransitions": transitions,
         }
 
-    async def _write(self, method: str, path: str, body: dict[str, Any]) -> bool | None:
+    async def _write(self, body: dict[str, Any], *, create: bool = False) -> bool | None:
         try:
-            await self._api.request(method, path, body=body)
+            if create:
+                await self._api.create(Kind.LEASE, self.namespace, body)
+            else:
+                await self._api.replace(Kind.LEASE, self.namespace, self.name, body)
         except KubeError as error:
             if error.status == 409:  # another replica wrote first
                 return None
@@ -207,9 +208,9 @@ class LeaderElection:
 
     async def _release(self) -> None:
         """Give the lease up at once (a clean stop), so a standby need not wait it out."""
-        lease = await self._api.get(self._path)
+        lease = await self._api.read(Kind.LEASE, self.namespace, self.name)
         if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
             return
         lease["spec"] = {**lease["spec"], "holderIdentity": "", "renewTime": _now()}
-        await self._api.request("PUT", self._path, body=lease)
+        await self._api.replace(Kind.LEASE, self.namespace, self.name, lease)
         log.info("released the lease %s/%s", self.namespace, self.name)

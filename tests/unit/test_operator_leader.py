@@ -24,16 +24,21 @@ class FakeLeases:
             self.hanging += 1
             await asyncio.Event().wait()
 
-    async def get(self, _path: str) -> dict[str, Any] | None:
+    async def read(self, _kind: Any, _namespace: str, _name: str) -> dict[str, Any] | None:
         await self._maybe_hang()
         return copy.deepcopy(self.lease)
 
-    async def request(self, _method: str, _path: str, *, body: Any = None) -> Any:
+    async def create(self, _kind: Any, _namespace: str, body: dict[str, Any]) -> None:
+        await self._write(body)
+
+    async def replace(self, _kind: Any, _ns: str, _name: str, body: dict[str, Any]) -> None:
+        await self._write(body)
+
+    async def _write(self, body: dict[str, Any]) -> None:
         await self._maybe_hang()
         self.version += 1
         self.lease = copy.deepcopy(body)
         self.lease["metadata"]["resourceVersion"] = str(self.version)
-        return self.lease
 
 
 def election(api: FakeLeases, events: list[str]) -> LeaderElection:
