@@ -171,9 +171,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         operator = OperatorProcess(plane, work / "operator.log", "--resync-interval", "3600")
         operator.start()
-        plane.kubectl(
-            "apply", "-n", namespace, "-f", str(REPO / "manifests/examples/gremlincluster.yaml")
-        )
+        # The simulated sidecars serve plain HTTP: the cluster must allow pushes to them.
+        example = (REPO / "manifests/examples/gremlincluster.yaml").read_text()
+        example = example.replace("  sidecar:\n", "  sidecar:\n    allowPlainHttpPush: true\n", 1)
+        plane.kubectl("apply", "-n", namespace, "-f", "-", input_text=example)
         core = k8s.CoreV1Api(api)
 
         def token() -> str | None:

@@ -765,13 +765,15 @@ def test_an_apiserver_restart_disturbs_no_traffic_and_changes_still_arrive(
 def test_an_unreachable_sidecar_is_reported_and_does_not_delay_the_others(
     ready: Scenario,
 ) -> None:
-    # A hung sidecar (accepts TCP, never answers) and a dead one (connection refused).
+    # A hung sidecar (accepts TCP, never answers) and a dead one (connection refused), both
+    # declared with admin TLS (a pod without it gets no push at all).
     hung = __import__("socket").socket()
     hung.bind(("127.0.0.1", 0))
     hung.listen(16)
     try:
-        create_client_pod(ready.api, ready.namespace, "hung", hung.getsockname()[1])
-        create_client_pod(ready.api, ready.namespace, "dead", free_port())
+        port = hung.getsockname()[1]
+        create_client_pod(ready.api, ready.namespace, "hung", port, admin_tls=True)
+        create_client_pod(ready.api, ready.namespace, "dead", free_port(), admin_tls=True)
         healthy = ready.sidecars["app-0"]
         changed = ready.set_endpoints(ready.servers.endpoint(0), ready.servers.endpoint(2))
         ready.wait_hosts(healthy, [0, 2])
