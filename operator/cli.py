@@ -171,7 +171,8 @@ def register(commands: Any) -> None:
     hook.add_argument(
         "--no-push-tls",
         action="store_true",
-        help="push over plain HTTP and inject sidecars without admin TLS (no push CA)",
+        help="no push CA: inject sidecars without admin TLS; their pods get pushes (token "
+        "included, in clear) only from clusters with spec.sidecar.allowPlainHttpPush",
     )
     hook.add_argument(
         "--sidecar-allowed-hosts",

@@ -131,6 +131,42 @@ def test_connection_idle_for_idle_close_seconds_is_closed(server: GremlinServerP
     assert after_idle == b""
 
 
+def test_a_stalled_proxy_relays_nothing_either_way(server: GremlinServerProcess) -> None:
+    with FaultProxy(server.address) as proxy:
+        proxy.stalled = True
+        answer = upgrade_answer(proxy.address, wait=1.0)
+        assert proxy.counters.bytes_up == 0
+        assert proxy.counters.bytes_down == 0
+    assert answer is None
+
+
+def test_a_connection_caught_in_a_stall_is_closed_when_it_ends_without_relaying(
+    server: GremlinServerProcess,
+) -> None:
+    with FaultProxy(server.address) as proxy:
+        host, port = proxy.address.split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            proxy.stalled = True
+            sock.sendall(UPGRADE)
+            sock.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                sock.recv(4096)  # nothing passes while stalled
+            proxy.stalled = False
+            sock.settimeout(5)
+            after = sock.recv(4096)
+        assert proxy.counters.bytes_up == 0
+    assert after == b""
+
+
+def test_a_connection_opened_after_a_stall_is_relayed(server: GremlinServerProcess) -> None:
+    with FaultProxy(server.address) as proxy:
+        proxy.stalled = True
+        proxy.stalled = False
+        answer = upgrade_answer(proxy.address, wait=5.0)
+    assert answer is not None
+    assert answer.startswith(b"HTTP/1.1 101")
+
+
 def test_server_down_behind_the_proxy_drops_the_client_connection() -> None:
     port = find_free_port(EXTRA_BASE_PORT + 80)  # nothing listens there
     with FaultProxy(f"127.0.0.1:{port}") as proxy:
