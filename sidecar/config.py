@@ -108,7 +108,7 @@ class Tunables:
         _PROXY.handshake_timeout,
         "seconds a new connection may take to finish its WebSocket upgrade",
         unit="seconds",
-        gt=0,
+        ge=0.1,
     )
     log_format: LogFormat = setting(LogFormat.TEXT, "log lines as text or json")
     event_loop: EventLoop = setting(

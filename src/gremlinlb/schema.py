@@ -367,6 +367,13 @@ def leaf_schema(setting: Setting) -> dict[str, Any]:
                 schema[key] = bound
                 if exclusive:
                     schema["exclusiveM" + key[1:]] = True
+        if doc.off is not None:
+            # "0 (off) or >= the floor": a structural schema may bound numbers inside anyOf.
+            floor = {k: v for k, v in schema.items() if k.startswith(("minimum", "exclusiveMin"))}
+            for key in floor:
+                del schema[key]
+            schema["minimum"] = doc.off
+            schema["anyOf"] = [{"maximum": doc.off}, floor]
     if setting.default is not None:
         default = setting.default
         schema["default"] = default.value if isinstance(default, enum.Enum) else default
