@@ -17,7 +17,8 @@ def test_cidrs_match_addresses_of_their_family_only() -> None:
     assert policy.allows("10.1.2.3")
     assert policy.allows("fd00::1")
     assert not policy.allows("11.0.0.1")
-    assert not policy.allows("::ffff:10.0.0.1")
+    assert not policy.allows("::ffff:11.0.0.1")
+    assert not policy.allows("fe00::1")
     assert not policy.allows("gremlin-0.gremlin")  # a name never matches a CIDR
 
 

@@ -230,9 +230,7 @@ class OutlierSettings:
     base_ejection: float = setting(
         5.0, "Seconds out, times the number of ejections.", unit="seconds", ge=0.1
     )
-    max_ejection: float = setting(
-        60.0, "Most seconds one ejection lasts.", unit="seconds", ge=0.1
-    )
+    max_ejection: float = setting(60.0, "Most seconds one ejection lasts.", unit="seconds", ge=0.1)
     # Never more than this share of the hosts ejected at once (at least one of 2+ hosts may
     # always be), and never the last healthy one: 1 of 2 or 3 hosts, 2 of 4 or 5.
     max_ejected_share: float = setting(
