@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import stat
 import subprocess
@@ -197,7 +198,9 @@ def test_a_sidecar_started_without_a_token_writes_one_owner_only_and_refuses_ano
     )
     try:
         assert process.stdout is not None
-        announced = process.stdout.readline()  # printed once the admin API listens
+        # Printed once the admin API listens; waited for at most 30 s.
+        assert select.select([process.stdout], [], [], 30)[0], "nothing printed at start"
+        announced = process.stdout.readline()
         token_file = tmp_path / "gremlinlb" / f"sidecar-{admin_port}.token"
         assert str(token_file) in announced
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
@@ -223,8 +226,8 @@ def test_a_sidecar_started_without_a_token_writes_one_owner_only_and_refuses_ano
 def test_an_in_process_sidecar_without_a_token_requires_the_one_it_generated(
     sidecar: SidecarThread,
 ) -> None:
+    assert put(sidecar, {"generation": 1, "hosts": ["127.0.0.1:2"]}, token=None)[0] == 401
     assert sidecar.sidecar.token_path is not None
     assert sidecar.sidecar.token_path.read_text().strip() == sidecar.token
-    assert put(sidecar, {"generation": 1, "hosts": ["127.0.0.1:2"]}, token=None)[0] == 401
     assert put(sidecar, {"generation": 1, "hosts": ["127.0.0.1:2"]})[0] == 200
     wait_until(lambda: hosts_of(sidecar) == (1, ["127.0.0.1:2"]), 5, "the pushed list")
