@@ -6,10 +6,12 @@ hosts pushed here are never contacted (each is refused)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import select
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -145,6 +147,21 @@ def test_a_list_naming_the_sidecar_in_any_spelling_is_400_naming_the_address(
     assert status == 400, answer
     assert "this sidecar's own port" in answer["error"]
     assert alias.strip("[]").rstrip(".") in answer["error"]
+    assert hosts_of(sidecar) == (0, [NOWHERE])
+
+
+def test_a_name_that_resolves_to_the_sidecar_is_400_naming_the_address(
+    sidecar: SidecarThread,
+) -> None:
+    name = socket.gethostname()  # in /etc/hosts: looked up without any network
+    found = {info[4][0] for info in socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)}
+    if not any(ipaddress.ip_address(a).is_loopback for a in found):
+        pytest.skip(f"this machine's name {name} does not resolve to a loopback address")
+    port = sidecar.sidecar.admin_address.rpartition(":")[2]
+    status, answer = put(sidecar, {"generation": 1, "hosts": [f"{name}:{port}"]})
+    assert status == 400, answer
+    assert f"{name}:{port} (that is 127." in answer["error"]
+    assert "this sidecar's own port" in answer["error"]
     assert hosts_of(sidecar) == (0, [NOWHERE])
 
 
