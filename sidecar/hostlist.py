@@ -129,13 +129,13 @@ def check_endpoint(endpoint: Endpoint, rules: HostRules) -> None:
             "'-', '_', '.', '~' between slashes, no '.' or '..' segments); Gremlin Server "
             "listens on /gremlin"
         )
-    if literal is None and is_loopback_name(host):
-        literal = address_of("127.0.0.1")
+    if literal is None and is_loopback_name(host) and endpoint.port in rules.own_ports:
+        raise own_port_error(endpoint, "a loopback name")
     if literal is not None and rules.is_own(literal, endpoint.port):
         raise own_port_error(endpoint, literal)
 
 
-def own_port_error(endpoint: Endpoint, address: IP) -> BadUpdateError:
+def own_port_error(endpoint: Endpoint, address: IP | str) -> BadUpdateError:
     """The refusal of a host that is this sidecar itself, naming the address it is."""
     spelled = "" if endpoint.host == str(address) else f" (that is {address})"
     return BadUpdateError(

@@ -312,3 +312,18 @@ def test_read_routing_is_one_of_its_names() -> None:
 def test_endpoints_carry_their_roles() -> None:
     config = load({"endpoints": "w:8182?role=writer,r:8182?role=reader&zone=b"})
     assert [(e.role.value, e.zone) for e in config.endpoints] == [("writer", None), ("reader", "b")]
+
+
+def test_admin_allowed_hosts_come_from_a_repeated_flag_or_a_comma_separated_variable() -> None:
+    flags = {"admin_allowed_host": ["gremlinlb.test", "*.pods.example,10.0.0.0/8"]}
+    assert load(flags).admin_allowed_hosts == ("gremlinlb.test", "*.pods.example", "10.0.0.0/8")
+    env = {"GREMLINLB_ADMIN_ALLOWED_HOST": "a.test,b.test"}
+    assert load(env=env).admin_allowed_hosts == ("a.test", "b.test")
+    with pytest.raises(ConfigError, match="--admin-allowed-host: 'a/b' is neither a CIDR"):
+        load({"admin_allowed_host": ["a/b"]})
+
+
+def test_the_generated_token_file_can_be_placed(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    assert load({"generate_token_file": str(path)}).generate_token_file == path
+    assert load().generate_token_file is None  # the runtime directory
