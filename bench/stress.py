@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import secrets
 import socket
 import subprocess
 import sys
@@ -66,6 +67,7 @@ class Sidecar:
     url: str
     admin: str
     process: subprocess.Popen[bytes]
+    token: str
 
     def hosts(self) -> list[dict[str, Any]]:
         with urllib.request.urlopen(f"{self.admin}/v1/hosts", timeout=5) as answer:
@@ -77,12 +79,26 @@ class Sidecar:
         current = json.load(urllib.request.urlopen(f"{self.admin}/v1/hosts", timeout=5))
         body = json.dumps({"generation": current["generation"] + 1, "hosts": addresses})
         request = urllib.request.Request(f"{self.admin}/v1/hosts", data=body.encode(), method="PUT")
+        request.add_header("Authorization", f"Bearer {self.token}")
         with urllib.request.urlopen(request, timeout=120) as answer:
             answer.read()
 
 
 @contextlib.contextmanager
 def sidecar(python: str, addresses: list[str], *flags: str) -> Iterator[Sidecar]:
+    token = secrets.token_urlsafe(24)
+    # created 0600; host-list pushes carry the token
+    with tempfile.NamedTemporaryFile("w", prefix="gremlinlb-token-") as secret:
+        secret.write(token)
+        secret.flush()
+        with _sidecar(python, addresses, token, ("--token-file", secret.name, *flags)) as running:
+            yield running
+
+
+@contextlib.contextmanager
+def _sidecar(
+    python: str, addresses: list[str], token: str, flags: tuple[str, ...]
+) -> Iterator[Sidecar]:
     port, admin = free_port(), free_port()
     command = [
         python,
@@ -112,7 +128,7 @@ def sidecar(python: str, addresses: list[str], *flags: str) -> Iterator[Sidecar]
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError("the sidecar did not become ready")
             time.sleep(0.1)
-        yield Sidecar(f"ws://127.0.0.1:{port}/gremlin", f"http://127.0.0.1:{admin}", process)
+        yield Sidecar(f"ws://127.0.0.1:{port}/gremlin", f"http://127.0.0.1:{admin}", process, token)
     finally:
         process.terminate()
         try:

@@ -5,7 +5,9 @@ hosts drain through the core (in-flight requests finish, new ones go elsewhere).
 configured the PUT needs `Authorization: Bearer <token>`, compared in constant time (the token
 file is re-read when it changes); reads stay open so probes and scrapers need no secret. A list
 naming hosts the sidecar may not use (see :class:`~gremlinlb.sidecar.trust.HostPolicy`) is
-refused with 403.
+refused with 403. A list naming the sidecar itself, in any spelling of its addresses (names on
+its own ports are looked up), is refused with 400. Every request must name the sidecar in its
+``Host`` header (:mod:`~gremlinlb.sidecar.hostcheck`).
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from gremlinlb.sidecar.addresses import address_of, is_loopback_name, resolve
+from gremlinlb.sidecar.hostcheck import HostCheck, arrived_address
 from gremlinlb.sidecar.hostlist import (
     BadUpdateError,
     HostList,
     HostRules,
+    own_port_error,
     parse_body,
     parse_update,
     save_state,
@@ -47,6 +53,7 @@ class AdminApi:
         accepting: Callable[[], bool] = lambda: True,
         host_policy: HostPolicy | None = None,
         rules: Callable[[], HostRules] = HostRules,
+        host_check: HostCheck | None = None,
     ) -> None:
         self._balancer = balancer
         self._metrics = metrics
@@ -55,11 +62,12 @@ class AdminApi:
         self._state_dir = state_dir
         self._accepting = accepting
         self._rules = rules
+        self._host_check = host_check or HostCheck()
         self._lock = asyncio.Lock()
         self.current = initial
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._host_check.middleware])
         app.router.add_get("/v1/hosts", self.get_hosts)
         app.router.add_put("/v1/hosts", self.put_hosts)
         app.router.add_get("/healthz", self.healthz)
@@ -96,13 +104,18 @@ class AdminApi:
             )
         if not self._accepting():
             return _error(503, "the sidecar is shutting down; nothing was changed")
-        text = await request.text()
+        body = await request.read()
+        rules = self._rules()
+        arrived_at = arrived_address(request)
+        if arrived_at is not None:  # the address the pusher dialed is one of this sidecar's
+            rules = replace(rules, own_addresses={*rules.own_addresses, arrived_at})
         async with self._lock:
             current = self.current
             try:
                 # Reading and checking thousands of hosts runs off the event loop, so a big
                 # list never holds up the Gremlin traffic this process carries.
-                update = await asyncio.to_thread(_parse, text, current, self._rules())
+                update = await asyncio.to_thread(_parse, body, current, rules)
+                await _refuse_names_of_self(update, rules)
             except BadUpdateError as error:
                 return _error(400, f"{error}; nothing was changed")
             refusal = self._host_policy.refusal(update.hosts)
@@ -225,8 +238,28 @@ def _host_json(host: HostStatus) -> dict[str, Any]:
     }
 
 
-def _parse(text: str, current: HostList, rules: HostRules) -> HostList:
-    return parse_update(parse_body(text), current.settings, rules)
+def _parse(body: bytes, current: HostList, rules: HostRules) -> HostList:
+    return parse_update(parse_body(body), current.settings, rules)
+
+
+async def _refuse_names_of_self(update: HostList, rules: HostRules) -> None:
+    """BadUpdateError when a host name on one of the sidecar's own ports resolves to one of
+    its addresses (``localhost.localdomain``, the machine's own name). Only names on its own
+    ports are looked up, so a list of IPs (what the operator pushes) costs no lookup."""
+    suspects = {
+        index: endpoint
+        for index, endpoint in enumerate(update.hosts)
+        if endpoint.port in rules.own_ports
+        and address_of(endpoint.host) is None
+        and not is_loopback_name(endpoint.host)
+    }
+    if not suspects:
+        return
+    found = await resolve(e.host for e in suspects.values())
+    for index, endpoint in suspects.items():
+        for address in sorted(found.get(endpoint.host, ()), key=str):
+            if rules.is_own(address, endpoint.port):
+                raise BadUpdateError(f"hosts[{index}]: {own_port_error(endpoint, address)}")
 
 
 def _listing(endpoints: Sequence[Endpoint], shown: int = 10) -> str:

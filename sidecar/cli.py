@@ -65,8 +65,14 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        return _run(Sidecar(config).run_until_signalled(), config.event_loop)
+        sidecar = Sidecar(
+            config, announce=lambda text: print(f"gremlinlb sidecar: {text}", flush=True)
+        )
+        return _run(sidecar.run_until_signalled(), config.event_loop)
     except (BadUpdateError, GremlinLBError, ConfigError) as error:
+        print(f"gremlinlb sidecar: {error}", file=sys.stderr)
+        return 2
+    except PermissionError as error:  # the generated token's directory is not private
         print(f"gremlinlb sidecar: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # typically the port is taken

@@ -108,7 +108,7 @@ class Tunables:
         _PROXY.handshake_timeout,
         "seconds a new connection may take to finish its WebSocket upgrade",
         unit="seconds",
-        gt=0,
+        ge=0.1,
     )
     log_format: LogFormat = setting(LogFormat.TEXT, "log lines as text or json")
     event_loop: EventLoop = setting(
@@ -141,6 +141,10 @@ class SidecarConfig:
     token: str | None = None
     #: Where the token came from: re-read when it changes (a mounted Secret updated in place).
     token_file: Path | None = None
+    #: Without a token: where the generated one is written (None: the runtime directory).
+    generate_token_file: Path | None = None
+    #: More Host names the admin API answers (names, addresses, globs, CIDRs; "*": any).
+    admin_allowed_hosts: tuple[str, ...] = ()
     host_policy: HostPolicy = field(default_factory=HostPolicy)
     #: (certificate, key): the admin API serves HTTPS.
     admin_tls: tuple[Path, Path] | None = None
@@ -171,6 +175,8 @@ class Option:
     metavar: str = "VALUE"
     #: What an unset option amounts to, as shown by --help (None: nothing shown).
     default: object = None
+    #: The flag may be given more than once (each value may also be comma-separated).
+    repeatable: bool = False
 
     @property
     def flag(self) -> str:
@@ -187,6 +193,20 @@ TEXT_OPTIONS: tuple[Option, ...] = (
     Option("endpoints", "comma-separated Gremlin Servers, host:port or ws(s):// URLs", "LIST"),
     Option("admin", "host:port of the admin API", "HOST:PORT", _DEFAULT.admin),
     Option("token_file", "file holding the bearer token PUT /v1/hosts requires", "FILE"),
+    Option(
+        "generate_token_file",
+        "without --token-file, the sidecar generates a token and writes it here, owner-only",
+        "FILE",
+        "<runtime dir>/gremlinlb/sidecar-<admin port>.token",
+    ),
+    Option(
+        "admin_allowed_host",
+        "a Host the admin API also answers (besides the address it was reached at, localhost "
+        "and this machine's name): a name, address, glob or CIDR; repeatable or "
+        "comma-separated; '*' answers any Host",
+        "NAME",
+        repeatable=True,
+    ),
     Option("state_dir", "directory where the last accepted host list is kept", "DIR"),
     Option("backend_username", "SASL PLAIN user for the backends", "USER"),
     Option(
@@ -247,6 +267,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             dest=option.name,
             metavar=option.metavar,
             default=None,
+            action="append" if option.repeatable else "store",
             help=f"{option.help}{default} [env {option.env}]",
         )
 
@@ -331,12 +352,15 @@ def load_config(
         raise ConfigError(str(error)) from None
     state_dir = values.optional_text("state_dir")
     token_file = values.optional_text("token_file")
+    generate_token_file = values.optional_text("generate_token_file")
     return SidecarConfig(
         listen=listen,
         endpoints=endpoints,
         admin=admin,
         token=_read_secret(values, "token_file"),
         token_file=Path(token_file) if token_file else None,
+        generate_token_file=Path(generate_token_file) if generate_token_file else None,
+        admin_allowed_hosts=_admin_allowed_hosts(values),
         admin_tls=_admin_tls(values),
         host_policy=host_policy,
         state_dir=Path(state_dir) if state_dir else None,
@@ -450,6 +474,16 @@ def _admin_tls(values: _Values) -> tuple[Path, Path] | None:
             f"{values.source('admin_tls_cert_file')}: cannot load {cert} with {key}: {error}"
         ) from None
     return Path(cert), Path(key)
+
+
+def _admin_allowed_hosts(values: _Values) -> tuple[str, ...]:
+    patterns: list[str] = []
+    for item, source in _listed(values, "admin_allowed_host", "admin allowed hosts"):
+        try:
+            patterns.extend(parse_allowed_hosts(item))
+        except ValueError as error:
+            raise ConfigError(f"{source}: {error}") from None
+    return tuple(dict.fromkeys(patterns))
 
 
 def _host_policy(values: _Values, tuned: Tunables) -> HostPolicy:

@@ -17,7 +17,6 @@ cannot hold the sidecar busy for long.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -26,6 +25,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from gremlinlb.sidecar.addresses import IP, address_of, identity, is_local, is_loopback_name
 
 from gremlinlb.core import BalancerSettings, Endpoint, InvalidEndpointError, parse_endpoint
 from gremlinlb.core.topology import client_zones
@@ -41,7 +42,6 @@ FIELDS = ("generation", "hosts", "settings", "client_zones")
 
 _DNS_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 _PATH = re.compile(r"(/[A-Za-z0-9._~-]+)*/?")
-_LOCAL_HOSTS = ("localhost", "0.0.0.0", "::")
 
 
 class BadUpdateError(ValueError):
@@ -70,14 +70,29 @@ class HostList:
 @dataclass(frozen=True, slots=True)
 class HostRules:
     """What a host list may hold: how many hosts, and which ports on a local address are the
-    sidecar's own (its Gremlin endpoint and its admin API)."""
+    sidecar's own (its Gremlin endpoint and its admin API). Local: loopback, unspecified, or
+    one of ``own_addresses`` (the addresses it listens on, the one a PUT arrived at)."""
 
     max_hosts: int = DEFAULT_MAX_HOSTS
     own_ports: Collection[int] = ()
+    own_addresses: Collection[IP] = ()
+
+    def is_own(self, address: IP, port: int) -> bool:
+        """Whether ``address:port`` reaches this sidecar itself."""
+        return port in self.own_ports and (is_local(address) or address in self.own_addresses)
 
 
-def parse_body(text: str) -> Any:
-    """The JSON of a request body, or BadUpdateError (also for JSON nested too deeply to read)."""
+def parse_body(text: str | bytes) -> Any:
+    """The JSON of a request body, or BadUpdateError (also for JSON nested too deeply to read,
+    and for bytes that are not UTF-8: json.loads would guess UTF-16 or UTF-32 from them)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise BadUpdateError(
+                f"the body is not UTF-8 ({error.reason} at byte {error.start}); send the JSON "
+                "encoded as UTF-8"
+            ) from None
     try:
         return json.loads(text)
     except RecursionError:
@@ -91,7 +106,7 @@ def parse_body(text: str) -> Any:
 def check_endpoint(endpoint: Endpoint, rules: HostRules) -> None:
     """Refuse a host name or path that is not plain, and the sidecar's own ports."""
     host = endpoint.host
-    literal = _ip_literal(host)
+    literal = address_of(host)
     if literal is None:
         bad = sorted(
             {repr(ch) for ch in host if not (ch.isascii() and (ch.isalnum() or ch in "-._"))}
@@ -114,20 +129,19 @@ def check_endpoint(endpoint: Endpoint, rules: HostRules) -> None:
             "'-', '_', '.', '~' between slashes, no '.' or '..' segments); Gremlin Server "
             "listens on /gremlin"
         )
-    local = host in _LOCAL_HOSTS or (
-        literal is not None and (literal.is_loopback or literal.is_unspecified)
+    if literal is None and is_loopback_name(host) and endpoint.port in rules.own_ports:
+        raise own_port_error(endpoint, "a loopback name")
+    if literal is not None and rules.is_own(literal, endpoint.port):
+        raise own_port_error(endpoint, literal)
+
+
+def own_port_error(endpoint: Endpoint, address: IP | str) -> BadUpdateError:
+    """The refusal of a host that is this sidecar itself, naming the address it is."""
+    spelled = "" if endpoint.host == str(address) else f" (that is {address})"
+    return BadUpdateError(
+        f"{endpoint.address}{spelled} is this sidecar's own port; a backend must be a Gremlin "
+        "Server, and this list would send requests back into the sidecar"
     )
-    if local and endpoint.port in rules.own_ports:
-        raise BadUpdateError(
-            f"{endpoint.address} is this sidecar's own port; a backend must be a Gremlin Server"
-        )
-
-
-def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
 
 
 def parse_update(body: Any, current: BalancerSettings, rules: HostRules | None = None) -> HostList:
@@ -156,16 +170,20 @@ def parse_update(body: Any, current: BalancerSettings, rules: HostRules | None =
             "the fleet over several GremlinClusters or raise --max-hosts"
         )
     endpoints: list[Endpoint] = []
-    seen: set[Endpoint] = set()
+    seen: dict[tuple[object, ...], int] = {}
     for index, text in enumerate(hosts):
         try:
             endpoint = parse_endpoint(text)
             check_endpoint(endpoint, rules)
         except (InvalidEndpointError, BadUpdateError) as error:
             raise BadUpdateError(f"hosts[{index}]: {error}") from None
-        if endpoint in seen:
-            raise BadUpdateError(f"hosts[{index}]: {endpoint.address} is listed twice")
-        seen.add(endpoint)
+        # Two spellings of one address (10.0.0.1 and [::ffff:10.0.0.1]) are one server.
+        key = (endpoint.scheme, identity(endpoint.host), endpoint.port, endpoint.path)
+        if key in seen:
+            first = endpoints[seen[key]]
+            again = "" if first.address == endpoint.address else f" (as {first.address})"
+            raise BadUpdateError(f"hosts[{index}]: {endpoint.address} is listed twice{again}")
+        seen[key] = index
         endpoints.append(endpoint)
     settings = current
     if body.get("settings") is not None:

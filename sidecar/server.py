@@ -7,18 +7,28 @@ import contextlib
 import logging
 import signal
 import ssl
+from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from gremlinlb.sidecar.addresses import address_of, is_local
 from gremlinlb.sidecar.admin import AdminApi
 from gremlinlb.sidecar.backend import Backends
 from gremlinlb.sidecar.config import Address, SidecarConfig
 from gremlinlb.sidecar.health import HealthLoop
+from gremlinlb.sidecar.hostcheck import HostCheck
 from gremlinlb.sidecar.hostlist import HostList, HostRules, load_state
 from gremlinlb.sidecar.memory import tune_allocator
 from gremlinlb.sidecar.metrics import SidecarMetrics
 from gremlinlb.sidecar.proxy import Proxy
-from gremlinlb.sidecar.trust import ServingCertificate, TokenFile
+from gremlinlb.sidecar.trust import (
+    ServingCertificate,
+    TokenFile,
+    default_token_path,
+    new_token,
+    write_token_file,
+)
 
 from gremlinlb.core import Balancer, HostEvent
 from gremlinlb.core.balancer import Listener
@@ -29,8 +39,17 @@ log = logging.getLogger(__name__)
 class Sidecar:
     """`await start()`, serve, `await stop()`; or `run_until_signalled()` for the command."""
 
-    def __init__(self, config: SidecarConfig) -> None:
+    def __init__(
+        self, config: SidecarConfig, *, announce: Callable[[str], None] | None = None
+    ) -> None:
+        """``announce`` is told what a user must know at once (the command prints it): where
+        a generated token was written."""
         self.config = config
+        self._announce = announce
+        #: The token PUT /v1/hosts requires at start: the configured one or a generated one.
+        self.token = config.token or new_token()
+        #: Where the generated token was written (None: the token came from --token-file).
+        self.token_path: Path | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._runners: list[web.AppRunner] = []
         self._gremlin_site: web.TCPSite | None = None
@@ -67,12 +86,13 @@ class Sidecar:
             token=(
                 TokenFile(config.token_file, config.token)
                 if config.token_file is not None and config.token is not None
-                else config.token
+                else self.token
             ),
             state_dir=config.state_dir,
             accepting=lambda: self.proxy.accepting,
             host_policy=config.host_policy,
             rules=self._host_rules,
+            host_check=HostCheck(config.admin_allowed_hosts),
         )
         self._tasks = [
             asyncio.create_task(self.health.run(), name="gremlinlb-health"),
@@ -94,12 +114,8 @@ class Sidecar:
             self.admin.app(), config.admin, tls=None if admin_tls is None else admin_tls.context
         )
         self._admin_scheme = "http" if admin_tls is None else "https"
-        if not config.admin.loopback and config.token is None:
-            log.warning(
-                "the admin API listens on %s without a token: anyone who reaches it can change "
-                "the host list; give --token-file",
-                config.admin,
-            )
+        if config.token is None:
+            self._write_generated_token()
         log.info(
             "sidecar serving ws://%s/gremlin for %s; admin on %s://%s",
             self.address,
@@ -107,6 +123,21 @@ class Sidecar:
             self._admin_scheme,
             self.admin_address,
         )
+
+    def _write_generated_token(self) -> None:
+        """No --token-file: nobody may change the host list without the token this process
+        generated, written owner-only where its user (and only they) can read it."""
+        port = int(self.admin_address.rpartition(":")[2])
+        path = self.config.generate_token_file or default_token_path(port)
+        write_token_file(path, self.token)
+        self.token_path = path
+        message = (
+            f"no --token-file given: PUT /v1/hosts needs the bearer token written to {path} "
+            "(owner-only, removed at exit)"
+        )
+        log.info("%s", message)
+        if self._announce is not None:
+            self._announce(message)
 
     def _initial_hosts(self) -> HostList:
         config = self.config
@@ -128,7 +159,13 @@ class Sidecar:
         for runner in self._runners:
             ports.update(int(address[1]) for address in runner.addresses)
         ports.discard(0)
-        return HostRules(max_hosts=self.config.max_hosts, own_ports=frozenset(ports))
+        addresses = {address_of(self.config.listen.host), address_of(self.config.admin.host)}
+        addresses.update(address_of(str(a[0])) for r in self._runners for a in r.addresses)
+        return HostRules(
+            max_hosts=self.config.max_hosts,
+            own_ports=frozenset(ports),
+            own_addresses=frozenset(a for a in addresses if a is not None and not is_local(a)),
+        )
 
     async def _housekeeping(self, tick: float = 0.25) -> None:
         """Measure how late the event loop runs a timer (a busy loop delays every request), and
@@ -197,6 +234,8 @@ class Sidecar:
         for runner in self._runners:
             await runner.cleanup()
         await self.http.close()
+        if self.token_path is not None:
+            self.token_path.unlink(missing_ok=True)
         log.info("stopped")
 
     async def run_until_signalled(self) -> int:

@@ -72,6 +72,11 @@ class SidecarThread:
         return f"http://{self.sidecar.admin_address}"
 
     @property
+    def token(self) -> str:
+        """The bearer token PUT /v1/hosts requires (the configured one or a generated one)."""
+        return self.sidecar.token
+
+    @property
     def balancer(self) -> Balancer:
         """The core; its methods are thread-safe."""
         return self.sidecar.balancer

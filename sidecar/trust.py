@@ -17,10 +17,15 @@ import fnmatch
 import ipaddress
 import logging
 import os
+import secrets
 import ssl
+import stat
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from gremlinlb.sidecar.addresses import address_of, canonical_name
 
 from gremlinlb.core import Endpoint
 
@@ -62,6 +67,52 @@ class TokenFile:
             log.info("token file %s changed: the new token is in force", self.path)
             self._token = token
         return self._token
+
+
+def runtime_dir() -> Path:
+    """Where a sidecar keeps files for its own user: ``$XDG_RUNTIME_DIR/gremlinlb`` when the
+    session has one, else ``gremlinlb-<uid>`` in the temporary directory."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and os.path.isdir(base):
+        return Path(base) / "gremlinlb"
+    return Path(tempfile.gettempdir()) / f"gremlinlb-{os.getuid()}"
+
+
+def default_token_path(admin_port: int) -> Path:
+    """The generated token's file of the sidecar whose admin API listens on ``admin_port``."""
+    return runtime_dir() / f"sidecar-{admin_port}.token"
+
+
+def new_token() -> str:
+    """A bearer token nobody can guess: 256 random bits."""
+    return secrets.token_urlsafe(32)
+
+
+def write_token_file(path: Path, token: str) -> None:
+    """Write ``token`` to ``path`` readable by its owner only (0600, through a temporary file
+    renamed over it). A directory this creates is 0700; an existing one must
+    belong to this user and be writable by nobody else, or another user could swap the file."""
+    parent = path.parent
+    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    found = os.stat(parent)
+    # Others may write in it only when it is sticky (they cannot replace our file); its owner
+    # can always replace files, so it must be this user or root.
+    if found.st_uid not in (os.getuid(), 0) or (
+        found.st_mode & 0o022 and not found.st_mode & stat.S_ISVTX
+    ):
+        raise PermissionError(
+            f"{parent} belongs to another user or others may replace files in it; give "
+            "--generate-token-file in a directory of your own"
+        )
+    handle, temp = tempfile.mkstemp(prefix=".token-", dir=parent)  # created 0600
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            os.fchmod(out.fileno(), 0o600)
+            out.write(token + "\n")
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
 
 
 class ServingCertificate:
@@ -125,16 +176,14 @@ class HostPolicy:
         return None
 
     def allows(self, host: str) -> bool:
-        try:
-            address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(
-                host
-            )
-        except ValueError:
-            address = None
+        """Whether ``host`` matches a pattern: by the address it spells, whatever the spelling
+        (``0x0a000001`` is 10.0.0.1), else by its name (lower case, no trailing dot)."""
+        address = address_of(host)
+        name = canonical_name(host)
         for pattern in self.allowed:
             network = _network(pattern)
             if network is None:
-                matched = address is None and fnmatch.fnmatchcase(host.lower(), pattern.lower())
+                matched = address is None and fnmatch.fnmatchcase(name, canonical_name(pattern))
             else:
                 matched = address is not None and _within(address, network)
             if matched:

@@ -120,8 +120,9 @@ def extra_server(
 
 @pytest.fixture
 def idle_closing_proxy(fleet: Sequence[GremlinServerProcess]) -> Iterator[FaultProxy]:
-    """The first server behind a proxy that closes connections idle for 2 s, as an ALB does."""
-    with FaultProxy(fleet[0].address, idle_close=2.0) as proxy:
+    """The first server behind a proxy that closes connections idle for 3 s, as an ALB does
+    (keepalive pings, at least 1 s apart, come well within it)."""
+    with FaultProxy(fleet[0].address, idle_close=3.0) as proxy:
         yield proxy
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import shutil
 import signal
 import socket
@@ -316,6 +317,8 @@ class Sidecar(Contender):
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.admin = 0
+        self.token = secrets.token_urlsafe(24)
+        self.token_file = Path()
 
     def endpoints(self) -> list[str]:
         return list(self.servers)
@@ -333,6 +336,8 @@ class Sidecar(Contender):
             f"127.0.0.1:{self.admin}",
             "--endpoints",
             ",".join(self.endpoints()),
+            "--token-file",
+            str(self.token_file),
             "--health-interval",
             f"{HEALTH.interval:g}",
             "--health-timeout",
@@ -346,6 +351,9 @@ class Sidecar(Contender):
     def start(self, servers: list[str], spare: str, run_dir: Path) -> None:
         super().start(servers, spare, run_dir)
         self.port, self.admin = free_port(), free_port()
+        self.token_file = run_dir / f"{self.name}.token"  # the host-list pushes carry it
+        self.token_file.write_text(self.token)
+        self.token_file.chmod(0o600)
         with (run_dir / f"{self.name}.log").open("ab") as log:
             self.process = subprocess.Popen(
                 self.command_line(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -378,7 +386,7 @@ class Sidecar(Contender):
             f"http://127.0.0.1:{self.admin}{path}",
             data=data,
             method=method,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"},
         )
         with urllib.request.urlopen(request, timeout=5) as answer:
             return json.loads(answer.read() or b"null")

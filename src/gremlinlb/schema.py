@@ -367,6 +367,17 @@ def leaf_schema(setting: Setting) -> dict[str, Any]:
                 schema[key] = bound
                 if exclusive:
                     schema["exclusiveM" + key[1:]] = True
+        if doc.off is not None and doc.ge is not None:
+            # "0 (off) or >= the floor": a CEL rule, so the apiserver's refusal says just that
+            # (an anyOf of two ranges is refused with "must validate at least one schema").
+            schema["minimum"] = doc.off
+            unit = f" {doc.unit}" if doc.unit else ""
+            schema["x-kubernetes-validations"] = [
+                {
+                    "rule": f"self == {float(doc.off)!r} || self >= {float(doc.ge)!r}",
+                    "message": f"must be {doc.off:g} (off) or >= {doc.ge:g}{unit}",
+                }
+            ]
     if setting.default is not None:
         default = setting.default
         schema["default"] = default.value if isinstance(default, enum.Enum) else default

@@ -52,7 +52,7 @@ def test_sockets_behind_an_idle_closing_proxy_are_kept_open_and_serve_past_its_i
 ) -> None:
     rr = RoundRobinClientRemoteConnection(
         [idle_closing_proxy.address],
-        settings=fast_settings(health=QUIET_HEALTH, keepalive_interval=0.5),
+        settings=fast_settings(health=QUIET_HEALTH, keepalive_interval=1.0),
         pool_size=4,
     )
     try:
@@ -111,17 +111,17 @@ def test_a_transaction_outlives_max_connection_age_on_its_own_socket(
     counting_proxy: FaultProxy, fleet: Sequence[GremlinServerProcess]
 ) -> None:
     rr = RoundRobinClientRemoteConnection(
-        [counting_proxy.address], settings=fast_settings(max_connection_age=0.5)
+        [counting_proxy.address], settings=fast_settings(max_connection_age=1.0)
     )
     try:
         g = traversal().with_(serving(rr))
         tx = g.tx()
         gtx = tx.begin()
         gtx.add_v("tx").iterate()
-        # Time itself is the scenario (the session's socket outlives three maximum ages, and
+        # Time itself is the scenario (the session's socket outlives two maximum ages, and
         # nothing observable marks a session socket's age): a sleep, then the positive signal,
         # the second write answered in the same transaction.
-        time.sleep(1.5)
+        time.sleep(2.5)
         gtx.add_v("tx").iterate()
         tx.commit()
         assert count_label(fleet[0], "tx") == 2

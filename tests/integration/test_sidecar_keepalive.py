@@ -55,7 +55,7 @@ def writes_until(
 def test_backend_connections_behind_an_idle_closing_proxy_are_kept_open_past_its_idle_close(
     idle_closing_proxy: FaultProxy, fleet: Sequence[GremlinServerProcess]
 ) -> None:
-    config = config_at(idle_closing_proxy.address, keepalive_interval=0.5)
+    config = config_at(idle_closing_proxy.address, keepalive_interval=1.0)
     with SidecarThread(config) as sidecar:
         connection = DriverRemoteConnection(sidecar.url, "g")
         try:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -43,9 +45,11 @@ class SidecarProcess:
             command += ["--listen", f"127.0.0.1:{self.port}"]
             command += ["--admin", f"127.0.0.1:{self.admin_port}"]
         command += args
+        # Without --token-file the sidecar writes the token it generates here.
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="gremlinlb-run-"))
         self.process = subprocess.Popen(
             command,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "XDG_RUNTIME_DIR": str(self.runtime_dir), **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -58,6 +62,13 @@ class SidecarProcess:
     @property
     def admin(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def token(self) -> str:
+        """The token the sidecar generated (started without --token-file)."""
+        found = sorted(self.runtime_dir.glob("gremlinlb/sidecar-*.token"))
+        assert found, f"no generated token in {self.runtime_dir}"
+        return found[0].read_text().strip()
 
     def wait_alive(self, timeout: float = 30.0) -> SidecarProcess:
         deadline = time.monotonic() + timeout
@@ -91,6 +102,7 @@ class SidecarProcess:
         for stream in (self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
 
 def get(url: str) -> tuple[int, Any]:
@@ -283,7 +295,7 @@ def test_state_dir_keeps_the_client_zones_across_a_restart(
     first = spawn(*args).wait_alive()
     zoned = [f"{servers[0].address}?zone=a", f"{servers[1].address}?zone=b"]
     pushed = {"generation": 2, "hosts": zoned, "client_zones": {"a": 3, "b": 1}}
-    assert request("PUT", f"{first.admin}/v1/hosts", pushed)[0] == 200
+    assert request("PUT", f"{first.admin}/v1/hosts", pushed, token=first.token)[0] == 200
     first.terminate()
     assert first.wait() == 0
 

@@ -182,6 +182,7 @@ def test_the_host_list_shows_each_hosts_role(
 def put_hosts(sidecar: SidecarThread, generation: int, hosts: list[str]) -> tuple[int, str]:
     body = json.dumps({"generation": generation, "hosts": hosts}).encode()
     request = urllib.request.Request(f"{sidecar.admin_url}/v1/hosts", body, method="PUT")
+    request.add_header("Authorization", f"Bearer {sidecar.token}")  # the generated one
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read().decode()

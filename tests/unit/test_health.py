@@ -141,10 +141,10 @@ def test_retry_rule(outcome: Outcome, read_only: bool, expected: bool) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"interval": 0}, "interval must be > 0"),
+        ({"interval": 0}, r"interval must be >= 0\.1 sec"),
         ({"rise": 0}, "rise must be >= 1"),
         ({"fall": 0}, "fall must be >= 1"),
-        ({"timeout": -1}, "timeout must be > 0"),
+        ({"timeout": -1}, r"timeout must be >= 0\.05 sec"),
     ],
 )
 def test_nonsense_health_settings_are_refused(kwargs: dict[str, float], message: str) -> None:

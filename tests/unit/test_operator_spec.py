@@ -60,7 +60,7 @@ def test_every_field_maps_onto_its_core_setting() -> None:
         ({"healthCheck": {"rise": 0}}, r"spec.healthCheck.rise: must be an integer >= 1"),
         (
             {"hedging": {"delayFloor": 0.6}},
-            "spec.hedging.delayFloor: hedge delay_floor must be > 0 and <= max_delay",
+            "spec.hedging.delayFloor: hedge delay_floor must be <= max_delay",
         ),
         ({"healthCheck": {"interval": "5s"}}, "spec.healthCheck.interval: must be a number"),
         ({"policy": "random"}, "spec.policy: must be one of round_robin, least_in_flight"),

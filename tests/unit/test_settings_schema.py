@@ -248,3 +248,52 @@ def test_a_sidecar_option_set_in_the_cluster_reaches_the_injected_sidecar(option
     assert (schema["type"], schema["minimum"]) == ("integer", option.doc.ge)
     with pytest.raises(SpecError, match=rf"spec.sidecar.{key}: must be an integer >= 1"):
         parse_spec("graph", {**spec, "sidecar": {key: 0}})
+
+
+SECONDS = [s for s in SETTINGS if s.doc.unit == "seconds" and s.name != "outlier.slow_floor"]
+
+
+@pytest.mark.parametrize("setting", SECONDS, ids=lambda s: s.name)
+def test_every_interval_and_timeout_refuses_a_microsecond(setting: Setting) -> None:
+    floor = setting.doc.ge if setting.doc.ge is not None else setting.doc.gt
+    assert floor is not None
+    assert floor >= 0.001
+    with pytest.raises(
+        SettingsError, match=f"must be .*>= {floor:g} seconds, got the number 1e-06"
+    ):
+        from_document(dict_at(setting.path, 1e-6), DEFAULTS)
+
+
+def dict_at(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    *sections, leaf = path
+    document: dict[str, Any] = {leaf: value}
+    for section in reversed(sections):
+        document = {section: document}
+    return document
+
+
+def test_a_health_interval_below_its_floor_is_refused_on_every_surface() -> None:
+    message = r"must be a number >= 0\.1 seconds, got"
+    with pytest.raises(ConfigError, match=rf"--health-interval: {message}"):
+        load_config({"health_interval": "1e-6"}, {})
+    with pytest.raises(ConfigError, match=rf"GREMLINLB_HEALTH_INTERVAL: {message}"):
+        load_config({}, {"GREMLINLB_HEALTH_INTERVAL": "0.01"})
+    with pytest.raises(SettingsError, match=rf"settings\.health\.interval: {message}"):
+        from_document({"health": {"interval": 1e-6}}, DEFAULTS)
+    with pytest.raises(SettingsError, match=rf"spec\.healthCheck\.interval: {message}"):
+        from_document({"healthCheck": {"interval": 1e-6}}, DEFAULTS, "spec", cr=True)
+    assert crd_property_at(("healthCheck", "interval"))["minimum"] == 0.1
+
+
+def test_keepalive_is_off_at_zero_or_at_least_a_second() -> None:
+    message = r"settings\.keepalive_interval: must be a number 0 \(off\) or >= 1 seconds"
+    for bad in (1e-9, 0.5, -1):
+        with pytest.raises(SettingsError, match=message):
+            from_document({"keepalive_interval": bad}, DEFAULTS)
+    for good in (0, 1, 20.5):
+        assert from_document({"keepalive_interval": good}, DEFAULTS).keepalive_interval == good
+    schema = crd_property_at(("keepaliveInterval",))
+    assert schema["minimum"] == 0
+    assert schema["x-kubernetes-validations"] == [
+        {"rule": "self == 0.0 || self >= 1.0", "message": "must be 0 (off) or >= 1 seconds"}
+    ]

@@ -223,8 +223,10 @@ def test_a_client_cap_above_the_memory_budget_is_refused() -> None:
         load({"memory_budget_bytes": "1000000"})
 
 
-def test_handshake_timeout_must_be_positive() -> None:
-    with pytest.raises(ConfigError, match="GREMLINLB_HANDSHAKE_TIMEOUT: must be a number > 0 sec"):
+def test_handshake_timeout_has_a_floor() -> None:
+    with pytest.raises(
+        ConfigError, match=r"GREMLINLB_HANDSHAKE_TIMEOUT: must be a number >= 0\.1 sec"
+    ):
         load(env={"GREMLINLB_HANDSHAKE_TIMEOUT": "0"})
 
 
@@ -290,7 +292,9 @@ def test_keepalive_and_max_connection_age_are_core_settings() -> None:
 
 
 def test_a_negative_max_connection_age_is_refused() -> None:
-    with pytest.raises(ConfigError, match="--max-connection-age: must be a number >= 0"):
+    with pytest.raises(
+        ConfigError, match=r"--max-connection-age: must be a number 0 \(off\) or >= 1 sec"
+    ):
         load({"max_connection_age": "-1"})
 
 
@@ -308,3 +312,18 @@ def test_read_routing_is_one_of_its_names() -> None:
 def test_endpoints_carry_their_roles() -> None:
     config = load({"endpoints": "w:8182?role=writer,r:8182?role=reader&zone=b"})
     assert [(e.role.value, e.zone) for e in config.endpoints] == [("writer", None), ("reader", "b")]
+
+
+def test_admin_allowed_hosts_come_from_a_repeated_flag_or_a_comma_separated_variable() -> None:
+    flags = {"admin_allowed_host": ["gremlinlb.test", "*.pods.example,10.0.0.0/8"]}
+    assert load(flags).admin_allowed_hosts == ("gremlinlb.test", "*.pods.example", "10.0.0.0/8")
+    env = {"GREMLINLB_ADMIN_ALLOWED_HOST": "a.test,b.test"}
+    assert load(env=env).admin_allowed_hosts == ("a.test", "b.test")
+    with pytest.raises(ConfigError, match="--admin-allowed-host: 'a/b' is neither a CIDR"):
+        load({"admin_allowed_host": ["a/b"]})
+
+
+def test_the_generated_token_file_can_be_placed(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    assert load({"generate_token_file": str(path)}).generate_token_file == path
+    assert load().generate_token_file is None  # the runtime directory

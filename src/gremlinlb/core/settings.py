@@ -60,8 +60,12 @@ class Doc:
     flag: str | None = None
     #: The GremlinCluster field name when it is not the field's name in camelCase.
     cr: str | None = None
+    #: A value outside the bounds that is admitted too and means "off" (0 for keepalive).
+    off: float | None = None
 
     def admits(self, value: float) -> bool:
+        if self.off is not None and value == self.off:
+            return True
         return (
             (not isinstance(value, float) or math.isfinite(value))
             and (self.ge is None or value >= self.ge)
@@ -73,14 +77,15 @@ class Doc:
     def bounds(self) -> str:
         """The range in words: ``> 0 seconds``, ``>= 0.5 and < 1``, ``between 0 and 1``."""
         unit = f" {self.unit}" if self.unit else ""
-        if self.ge is not None and self.le is not None:
+        if self.ge is not None and self.le is not None and self.off is None:
             return f"between {self.ge:g} and {self.le:g}{unit}"
         parts = [
             f"{sign} {limit:g}"
             for sign, limit in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
             if limit is not None
         ]
-        return " and ".join(parts) + unit if parts else f"finite{unit}"
+        text = " and ".join(parts) + unit if parts else f"finite{unit}"
+        return text if self.off is None else f"{self.off:g} (off) or {text}"
 
 
 def setting(default: Any, help: str, **doc: Any) -> Any:
@@ -113,10 +118,14 @@ def _require(condition: bool, message: str) -> None:
 class HealthCheckSettings:
     """Active health checking: a real traversal, with rise/fall hysteresis like HAProxy."""
 
+    # Floors on every interval and timeout (like Envoy's): below them the core would schedule
+    # thousands of probes or timers a second per host, and no fleet needs that.
     interval: float = setting(
-        10.0, "Seconds between probes of a healthy host.", unit="seconds", gt=0
+        10.0, "Seconds between probes of a healthy host.", unit="seconds", ge=0.1
     )
-    timeout: float = setting(5.0, "Seconds a probe may take before it fails.", unit="seconds", gt=0)
+    timeout: float = setting(
+        5.0, "Seconds a probe may take before it fails.", unit="seconds", ge=0.05
+    )
     rise: int = setting(
         1, "Passing probes in a row before a down host serves again.", ge=1, flag="rise"
     )
@@ -148,7 +157,7 @@ class HealthCheckSettings:
         1.0,
         "Seconds between probes of down, ejected and joining hosts.",
         unit="seconds",
-        gt=0,
+        ge=0.1,
         flag="unhealthy_interval",
     )
     # ... and this often while no host at all is healthy: every request is waiting then.
@@ -157,14 +166,14 @@ class HealthCheckSettings:
         "Seconds between probes of down hosts while no host is healthy (at most the "
         "unhealthy interval).",
         unit="seconds",
-        gt=0,
+        ge=0.05,
     )
 
     def __post_init__(self) -> None:
         check_bounds(self)
         _require(
             self.outage_interval <= self.unhealthy_interval,
-            f"outage_interval must be > 0 and <= unhealthy_interval "
+            f"outage_interval must be <= unhealthy_interval "
             f"({self.unhealthy_interval}s), got {self.outage_interval}",
         )
         if self.probe_script is not None:
@@ -183,7 +192,8 @@ class BufferSettings:
         30.0,
         "Seconds a request may wait for a healthy host (0 disables the buffer).",
         unit="seconds",
-        ge=0,
+        ge=0.01,
+        off=0,
     )
     # When hosts come back, at most this many buffered requests per host are handed out and
     # not yet finished; more follow as those finish. 32 keeps a just-restarted server (cold
@@ -218,9 +228,9 @@ class OutlierSettings:
     # 5 s: a paused JVM or a GC storm is usually over by then, and a third of the fleet should
     # not sit out for Envoy's 30 s on one bad moment; a repeat offender stays out longer.
     base_ejection: float = setting(
-        5.0, "Seconds out, times the number of ejections.", unit="seconds", gt=0
+        5.0, "Seconds out, times the number of ejections.", unit="seconds", ge=0.1
     )
-    max_ejection: float = setting(60.0, "Most seconds one ejection lasts.", unit="seconds", gt=0)
+    max_ejection: float = setting(60.0, "Most seconds one ejection lasts.", unit="seconds", ge=0.1)
     # Never more than this share of the hosts ejected at once (at least one of 2+ hosts may
     # always be), and never the last healthy one: 1 of 2 or 3 hosts, 2 of 4 or 5.
     max_ejected_share: float = setting(
@@ -236,7 +246,7 @@ class OutlierSettings:
         10.0, "A host answering nothing for this many times its peers' latency is stuck.", ge=1
     )
     stuck_floor: float = setting(
-        1.0, "... and for at least this many seconds.", unit="seconds", gt=0
+        1.0, "... and for at least this many seconds.", unit="seconds", ge=0.05
     )
     # Slow: the host's typical latency is over slow_factor x its peers' and over slow_floor.
     # 10x: a server answering 150 ms late next to peers at a few ms is 30-50x; a cold JVM on a
@@ -251,7 +261,7 @@ class OutlierSettings:
         check_bounds(self)
         _require(
             self.base_ejection <= self.max_ejection,
-            f"base_ejection must be > 0 and <= max_ejection; got base_ejection="
+            f"base_ejection must be <= max_ejection; got base_ejection="
             f"{self.base_ejection}, max_ejection={self.max_ejection}",
         )
 
@@ -266,15 +276,15 @@ class HedgeSettings:
         0.95, "Hedge after this percentile of recent latencies.", ge=0.5, lt=1
     )
     # Never hedge sooner than 10 ms: below that a second request mostly doubles the work.
-    delay_floor: float = setting(0.01, "Never hedge sooner (seconds).", unit="seconds", gt=0)
+    delay_floor: float = setting(0.01, "Never hedge sooner (seconds).", unit="seconds", ge=0.001)
     # ... nor later than 500 ms, so a read stuck on a hung host is answered within a second.
-    max_delay: float = setting(0.5, "Never hedge later (seconds).", unit="seconds", gt=0)
+    max_delay: float = setting(0.5, "Never hedge later (seconds).", unit="seconds", ge=0.001)
 
     def __post_init__(self) -> None:
         check_bounds(self)
         _require(
             self.delay_floor <= self.max_delay,
-            f"hedge delay_floor must be > 0 and <= max_delay; got delay_floor="
+            f"hedge delay_floor must be <= max_delay; got delay_floor="
             f"{self.delay_floor}, max_delay={self.max_delay}",
         )
 
@@ -293,7 +303,7 @@ class BudgetSettings:
     )
     # A quiet client may still retry or hedge a few requests a second.
     min_per_second: float = setting(10.0, "Extra requests a second allowed in any case.", ge=0)
-    window: float = setting(10.0, "Seconds the budget is counted over.", unit="seconds", gt=0)
+    window: float = setting(10.0, "Seconds the budget is counted over.", unit="seconds", ge=1)
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -339,15 +349,19 @@ class BalancerSettings:
         30.0,
         "Seconds without an answer before a request fails and counts against its host.",
         unit="seconds",
-        gt=0,
+        ge=0.1,
     )
     connect_timeout: float = setting(
-        5.0, "Seconds to open a backend connection.", unit="seconds", gt=0
+        5.0, "Seconds to open a backend connection.", unit="seconds", ge=0.1
     )
     # A host back from down, ejected or joining gets a share ramping from 10% to a full one
     # over this many seconds (0: at once). 5 s warms a restarted JVM without starving it.
     slow_start: float = setting(
-        5.0, "Seconds over which a returning host ramps up to a full share.", unit="seconds", ge=0
+        5.0,
+        "Seconds over which a returning host ramps up to a full share (0: at once).",
+        unit="seconds",
+        ge=0.1,
+        off=0,
     )
     # 30 s is under the idle limits that cut connections silently: AWS ALB 60 s, NLB 350 s,
     # Neptune 20-25 min, Cosmos DB 1 h. The sidecar closes (and replaces) a connection whose
@@ -356,7 +370,8 @@ class BalancerSettings:
         30.0,
         "Seconds without traffic before a backend connection is sent a WebSocket ping (0: never).",
         unit="seconds",
-        ge=0,
+        ge=1,
+        off=0,
     )
     # Off by default: keepalive already covers idle limits, and each replacement costs a
     # handshake. Set it below a hard connection lifetime (Neptune ends IAM-authenticated
@@ -366,7 +381,8 @@ class BalancerSettings:
         "Seconds after which a pooled backend connection takes no new request and is replaced, "
         "its requests in flight finishing (0: never; sessions are never recycled).",
         unit="seconds",
-        ge=0,
+        ge=1,
+        off=0,
     )
     read_routing: ReadRouting = setting(
         ReadRouting.PREFER_READERS,
