@@ -378,9 +378,11 @@ def test_transaction_whose_server_dies_fails_with_session_lost(
 def test_reads_in_flight_when_every_server_dies_wait_and_complete_after_recovery(
     servers: Sequence[GremlinServerProcess],
 ) -> None:
+    # A read written to both servers before each died may have been received twice: with
+    # max_attempts 3 it has one attempt left, which waits for a server.
     rr = RoundRobinClientRemoteConnection(
         [servers[0].address, servers[1].address],
-        settings=fast_settings(max_attempts=2, request_timeout=20.0),
+        settings=fast_settings(max_attempts=3, request_timeout=20.0),
     )
     try:
         g = traversal().with_(rr)

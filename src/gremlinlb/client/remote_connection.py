@@ -277,8 +277,8 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
                     return attempt.results  # any other attempt finishes on its own, unread
                 tried.append(attempt.lease.endpoint)
                 last_error = attempt.error
-                if attempt.outcome in (Outcome.NOT_SENT, Outcome.CONNECTION_LOST):
-                    request.lost += 1
+                if attempt.outcome is Outcome.NOT_SENT:
+                    request.not_sent += 1
                 if live:
                     continue  # another attempt of this read is still running: wait for it
                 outcome = attempt.outcome
@@ -332,7 +332,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
                 return attempt
             # Nothing was sent (the host left rotation while the request waited for one of its
             # sockets): free to go anywhere, writes included; bounded like connection failures.
-            if not budget.allows_another(Outcome.NOT_SENT, request.sent):
+            if not budget.allows_another(Outcome.NOT_SENT, request.received()):
                 raise NoHealthyEndpointError(
                     f"the request was not sent: its hosts left rotation before a connection to "
                     f"them was free ({lease.endpoint.address} last); check the servers' health"
@@ -413,7 +413,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
     def _may_try_again(self, outcome: Outcome, request: _Request, budget: RetryBudget) -> bool:
         if not may_retry(outcome, request.read_only):
             return False
-        if not budget.allows_another(outcome, request.sent - request.lost):
+        if not budget.allows_another(outcome, request.received()):
             return False
         return not outcome.retry_costs_extra or self._balancer.try_spend_extra()
 
@@ -428,7 +428,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         """A second attempt of a slow read, when the core says its host is not serving it,
         the request's attempt budget (once per read) and the extra-request budget allow;
         None otherwise."""
-        if not budget.allows_resend(request.sent):
+        if not budget.allows_resend(request.received()):
             return None
         if not self._balancer.should_hedge(first.lease) or not self._balancer.try_spend_extra():
             return None
@@ -456,7 +456,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         query: `Balancer.may_resend`)."""
         if any(self._in_rotation(a.lease.endpoint) for a in live):
             return False
-        if not budget.allows_resend(request.sent):
+        if not budget.allows_resend(request.received()):
             return False
         if not all(self._balancer.may_resend(a.lease) for a in live):
             return False
@@ -603,7 +603,7 @@ class PinnedSession(RemoteConnection):  # type: ignore[misc]
 class _Request:
     """One traversal as the caller sees it, across its attempts."""
 
-    __slots__ = ("bytecode", "lost", "options", "read_only", "sent", "wake")
+    __slots__ = ("bytecode", "not_sent", "options", "read_only", "sent", "wake")
 
     def __init__(self, bytecode: Any, *, read_only: bool) -> None:
         self.bytecode = bytecode
@@ -612,14 +612,16 @@ class _Request:
         self.options = DriverRemoteConnection._extract_request_options(bytecode)
         self.read_only = read_only
         self.sent = 0  # attempts handed to a server, of every kind (see RetryBudget)
-        # ... of which were never written (NOT_SENT) or whose connection was lost before an
-        # answer (CONNECTION_LOST). This client reads a socket
-        # only when it waits for an answer, so a socket its server closed (killed, restarted)
-        # fails only after the request was written to it: such an attempt may never have been
-        # received. They are not counted as received (a total outage must not fail a read that
-        # would wait in the buffer); the core bounds them by max_attempts + 2.
-        self.lost = 0
+        # ... of which were provably never written (NOT_SENT: refused, the connection failed
+        # before the request left, a pooled socket found closed before writing: transport.py).
+        # Only these are free: a connection lost after the request was written may have
+        # been received, and counts against max_attempts like an answer (issue 20).
+        self.not_sent = 0
         self.wake = threading.Event()  # an attempt ended, or a host it waits on left rotation
+
+    def received(self) -> int:
+        """Attempts a server may have received (written, whatever came of them)."""
+        return self.sent - self.not_sent
 
 
 class _Attempt:
