@@ -68,6 +68,10 @@ from gremlinlb.core import (
 
 log = logging.getLogger(__name__)
 
+# Seconds between looks at an unanswered read whose hedge was not due yet, at most: a quiet
+# host's ping answers within about a second, and a hung one's reads should move soon after.
+HEDGE_RECHECK_MAX = 0.25
+
 
 class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
     """Use it wherever a DriverRemoteConnection goes: `traversal().with_(rr)`.
@@ -263,10 +267,12 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         live: list[_Attempt] = []
         hedged = False
         hedge_at = math.inf
+        hedge_wait = 0.0
         while True:
             if not live:
                 live.append(self._start(request, tried, last_error, budget))
                 hedge_at = self._hedge_time(request)
+                hedge_wait = max(0.0, hedge_at - _now()) if hedge_at < math.inf else 0.0
             request.wake.wait(None if hedge_at == math.inf else max(0.0, hedge_at - _now()))
             request.wake.clear()
             for attempt in [a for a in live if a.done]:
@@ -306,8 +312,9 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
                     live.append(hedge)
                     hedged = True
                     hedge_at = math.inf
-                else:  # not now (the host still answers others): look again a delay later
-                    hedge_at = self._hedge_time(request)
+                else:  # not now: look again after twice the wait (a ping's verdict comes soon)
+                    hedge_wait = min(2 * hedge_wait, HEDGE_RECHECK_MAX)
+                    hedge_at = _now() + hedge_wait
 
     def _start(
         self,
@@ -425,12 +432,18 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
     def _hedge(
         self, request: _Request, first: _Attempt, tried: list[Endpoint], budget: RetryBudget
     ) -> _Attempt | None:
-        """A second attempt of a slow read, when the core says its host is not serving it,
-        the request's attempt budget (once per read) and the extra-request budget allow;
-        None otherwise."""
+        """A second attempt of a slow read, to a host that answers, when the core says its
+        host is not serving it, the request's attempt budget (once per read) and the
+        extra-request budget allow; None otherwise. Not by timing alone: a read waiting on a
+        quiet host makes the health loop ping that server; a pong (busy) keeps the read where
+        it runs, none takes the host down and the read is re-sent (`_redispatch`)."""
         if not budget.allows_resend(request.received()):
             return None
-        if not self._balancer.should_hedge(first.lease) or not self._balancer.try_spend_extra():
+        if not self._balancer.should_hedge(first.lease, pings=True):
+            if self._balancer.is_quiet(first.lease):
+                self._health.check_alive(first.lease.endpoint)  # hung or busy: its pong tells
+            return None
+        if not self._balancer.try_spend_extra():
             return None
         try:
             acquired = self._balancer.acquire(
