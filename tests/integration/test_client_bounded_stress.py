@@ -229,3 +229,22 @@ def test_a_read_whose_connection_closes_after_it_is_sent_is_received_max_attempt
     finally:
         rr.close()
     assert receptions(closing_proxies) == 3
+
+
+def test_a_read_on_a_socket_its_server_closed_while_idle_goes_elsewhere_with_max_attempts_1(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    # No probes: nothing but the read itself finds the server gone. Its pooled socket was
+    # closed by the kill while idle: nothing is written on it, so no attempt is spent.
+    rr = RoundRobinClientRemoteConnection(
+        [servers[0].address, servers[1].address],
+        settings=fast_settings(max_attempts=1, health=HealthCheckSettings(enabled=False)),
+        pool_size=1,
+    )
+    try:
+        g = traversal().with_(rr)
+        assert {answered_by(g) for _ in range(2)} == {servers[0].address, servers[1].address}
+        servers[0].kill()
+        assert [answered_by(g) for _ in range(4)] == [servers[1].address] * 4
+    finally:
+        rr.close()
