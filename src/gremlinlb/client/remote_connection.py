@@ -65,12 +65,9 @@ from gremlinlb.core import (
     may_retry,
     parse_endpoint,
 )
+from gremlinlb.core.liveness import HEDGE_RECHECK_MAX
 
 log = logging.getLogger(__name__)
-
-# Seconds between looks at an unanswered read whose hedge was not due yet, at most: a quiet
-# host's ping answers within about a second, and a hung one's reads should move soon after.
-HEDGE_RECHECK_MAX = 0.25
 
 
 class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
@@ -466,7 +463,9 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         """A read whose host was ejected or went down meanwhile goes to another host now; the
         old attempt stays (orphaned: the first answer still wins) and ends on its own. Once
         per read within its attempt budget, and never a read that ran normally there (a slow
-        query: `Balancer.may_resend`)."""
+        query: `Balancer.may_resend`). Like a hedge, to a host that answers when there is one
+        (counted with the hedges): with two servers hung, a read taken off the first found out
+        must not land on the second, where it would wait for good (issue 20)."""
         if any(self._in_rotation(a.lease.endpoint) for a in live):
             return False
         if not budget.allows_resend(request.received()):
@@ -476,6 +475,16 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         budget.resend()
         exclude = [*tried, *(a.lease.endpoint for a in live)]
         log.info("re-dispatching a read away from %s", live[0].lease.endpoint.address)
+        try:
+            answering = self._balancer.acquire(0, exclude, hedge=True, write=False)
+        except NoHealthyEndpointError:
+            pass  # no host answers now: the next in turn, as a retry would
+        else:
+            assert isinstance(answering, Lease)  # a hedge's pick never waits
+            attempt = self._send(request, answering, wait_for_slot=True)
+            if attempt is not None:
+                live.append(attempt)
+                return True
         try:
             live.append(self._start(request, exclude, None, budget))
         except NoHealthyEndpointError:

@@ -15,6 +15,11 @@ from gremlinlb.core.settings import BalancerSettings
 # Seconds the ping that tells a busy server from a dead one may take (at most the probe timeout).
 PING_BUDGET = 1.0
 
+# Seconds between looks at an unanswered read whose hedge was not due (its host quiet, its
+# ping under way), at most: the verdict comes within about PING_BUDGET, and a hung host's reads
+# should move soon after. (The sidecar's proxy.py has the same value as _HEDGE_RECHECK_MAX.)
+HEDGE_RECHECK_MAX = 0.25
+
 #: Appended to a probe's error when its traversal timed out but the server answered a ping.
 BUSY_NOTE = "; the server answers pings: busy, not down"
 
