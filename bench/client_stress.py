@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -245,7 +246,9 @@ def worker_attempts(args: argparse.Namespace) -> dict[str, Any]:
 WORKERS = {"slow": worker_slow, "hung": worker_hung, "attempts": worker_attempts}
 
 
-def run_worker(python: str, scenario: str, fleet: Fleet, args: argparse.Namespace) -> Any:
+def run_worker(
+    python: str, label: str, scenario: str, fleet: Fleet, args: argparse.Namespace
+) -> Any:
     command = [
         python,
         __file__,
@@ -265,6 +268,9 @@ def run_worker(python: str, scenario: str, fleet: Fleet, args: argparse.Namespac
         str(args.pause),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=WORKER_BOUND + 60)
+    if args.log_dir is not None:  # the worker's warnings: hosts taken out, and why
+        args.log_dir.mkdir(parents=True, exist_ok=True)
+        (args.log_dir / f"{scenario}-{label}.log").write_text(done.stderr)
     if done.returncode != 0:
         raise RuntimeError(f"the {scenario} worker failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -280,6 +286,7 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=3, help="reads in the attempts scenario")
     parser.add_argument("--pause", type=float, default=6.0, help="seconds between those reads")
     parser.add_argument("--out", type=Path, help="write the results (markdown with JSON) here")
+    parser.add_argument("--log-dir", type=Path, help="keep each worker's warnings here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--addresses", type=lambda t: t.split(","), help=argparse.SUPPRESS)
     parser.add_argument(
@@ -287,6 +294,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.worker:
+        logging.basicConfig(
+            level=logging.WARNING, format="%(relativeCreated)8.0f %(message)s", force=True
+        )
         print(json.dumps(WORKERS[args.worker](args)), flush=True)
         return
     pythons = args.python or [sys.executable]
@@ -301,7 +311,7 @@ def main() -> None:
                     fleet.reset()
                     for server in fleet:
                         server.add_name_vertex()
-                    result = run_worker(python, name, fleet, args)
+                    result = run_worker(python, label, name, fleet, args)
                     report.setdefault(name, {})[label] = result
                     print(name, label, json.dumps(result), flush=True)
         finally:
