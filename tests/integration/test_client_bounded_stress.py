@@ -137,8 +137,12 @@ def four_slow_reads_under_load(
     """Four reads looping 6 s on their servers (request_timeout 3 s), sent at once while
     four threads of quick reads run: one server of three gets two of them, which fill its
     two workers (gremlinPool 2) until its loops end, so its probes wait behind them."""
+    # The default connect timeout (5 s): the busy server's one I/O thread also reads the 2 MB
+    # slow reads, and a probe's handshake past fast_settings' 2 s on a starved machine (seen
+    # once at load average 9 on 2 cores) would take the host out for the wrong reason.
     rr = RoundRobinClientRemoteConnection(
-        [p.address for p in proxies], settings=fast_settings(request_timeout=3.0)
+        [p.address for p in proxies],
+        settings=fast_settings(request_timeout=3.0, connect_timeout=5.0),
     )
     try:
         g = traversal().with_(serving(rr))
