@@ -27,7 +27,6 @@ import logging
 import time
 import uuid
 
-import aiohttp
 from gremlin_python.driver.request import RequestMessage
 from gremlin_python.driver.serializer import GraphBinarySerializersV1
 from gremlin_python.process.graph_traversal import __
@@ -35,6 +34,7 @@ from gremlinlb.sidecar import frames
 from gremlinlb.sidecar.backend import BackendConnection, Backends
 from gremlinlb.sidecar.frames import GRAPHBINARY_CHANNEL, ResponseHeader
 
+from gremlinlb import ping
 from gremlinlb.core import (
     CHECK_INTERVAL,
     Balancer,
@@ -43,6 +43,7 @@ from gremlinlb.core import (
     EventKind,
     HostEvent,
 )
+from gremlinlb.core.liveness import BUSY_NOTE, hung_error, ping_budget
 from gremlinlb.core.recycling import past_max_age
 from gremlinlb.core.sources import INVALID_REQUEST_ARGUMENTS, says_source_unknown
 
@@ -57,8 +58,6 @@ MAX_PROBES = 64
 # long list is probed less often than unhealthy_interval (every hosts / MAX_PROBE_RATE s).
 # Hosts in rotation are probed first, then joining ones, then down ones (Balancer.probe_due).
 MAX_PROBE_RATE = 100.0
-# Seconds the ping that tells a busy server from a dead one may take (at most the probe timeout).
-PING_BUDGET = 1.0
 
 
 def probe_frame(request_id: bytes, script: str | None, traversal_source: str) -> bytes:
@@ -161,7 +160,7 @@ class HealthLoop:
             self.forget(endpoint)  # its socket may be dead or stuck: start clean next time
             if timed_out and await self.answers_ping(endpoint):
                 alive = True
-                error += "; the server answers pings: busy, not down"
+                error += BUSY_NOTE
         self._balancer.record_probe(endpoint, ok=error is None, error=error, alive=alive)
         return error is None
 
@@ -182,7 +181,7 @@ class HealthLoop:
             probing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await probing
-            return f"no answer to a ping within {PING_BUDGET:g}s: the server is hung", False
+            return hung_error(ping_budget(self._balancer.settings)), False
         return await probing
 
     async def _probe_source(self, endpoint: Endpoint, source: str) -> tuple[str | None, bool]:
@@ -221,37 +220,15 @@ class HealthLoop:
 
     async def answers_ping(self, endpoint: Endpoint) -> bool:
         """Whether the server answers a WebSocket ping on a fresh connection within
-        PING_BUDGET (at most the probe timeout). Gremlin Server answers pings on its I/O
-        threads, so a server whose workers all run slow queries still does; a paused or dead
-        one does not. The probe's own connection is not used: it pings for keepalive itself,
-        and its pongs are consumed there."""
-        budget = min(PING_BUDGET, self._balancer.settings.health.timeout)
-        options = self._backends.options
-        ssl_context = options.ssl_context if endpoint.scheme == "wss" else None
-        try:
-            async with (
-                asyncio.timeout(budget),
-                self._backends.http.ws_connect(
-                    endpoint.url,
-                    autoping=False,
-                    ssl=ssl_context if ssl_context is not None else True,
-                    compress=0,
-                ) as ws,
-            ):
-                await ws.ping(b"gremlinlb")
-                while True:
-                    message = await ws.receive()
-                    if message.type is aiohttp.WSMsgType.PONG:
-                        return True
-                    if message.type in (
-                        aiohttp.WSMsgType.CLOSE,
-                        aiohttp.WSMsgType.CLOSING,
-                        aiohttp.WSMsgType.CLOSED,
-                        aiohttp.WSMsgType.ERROR,
-                    ):
-                        return False
-        except Exception:  # refused, no upgrade in time, reset: not alive
-            return False
+        PING_BUDGET (at most the probe timeout): busy or hung (`gremlinlb.core.liveness`,
+        the same ping as the in-process client's, `gremlinlb.ping`)."""
+        ssl_context = self._backends.options.ssl_context if endpoint.scheme == "wss" else None
+        return await ping.answers_ping(
+            self._backends.http,
+            endpoint.url,
+            ping_budget(self._balancer.settings),
+            ssl_context=ssl_context,
+        )
 
     async def _ask(self, endpoint: Endpoint, script: str | None, source: str) -> tuple[int, str]:
         connection = self._connections.get(endpoint)

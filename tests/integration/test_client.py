@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 from gremlin_python.process.anonymous_traversal import traversal
+from gremlin_python.process.traversal import P
 
 from gremlinlb import (
     BufferFullError,
@@ -133,33 +134,49 @@ def test_killed_server_is_skipped_with_zero_failed_reads(
     assert rr.get_available()[servers[1].url] is False
 
 
-Doomed = tuple[RoundRobinClientRemoteConnection, GremlinServerProcess, GremlinServerProcess]
+Doomed = tuple[
+    RoundRobinClientRemoteConnection, GremlinServerProcess, GremlinServerProcess, FaultProxy
+]
 
 
 @pytest.fixture
 def doomed_pair(servers: Sequence[GremlinServerProcess]) -> Iterator[Doomed]:
-    """A one-socket-per-host client whose next request goes to a victim that is now hung."""
+    """A one-socket-per-host client whose next request goes to a victim that is now hung,
+    behind a pass-through proxy whose byte count says when a request has reached it."""
     victim, bystander = servers[0], servers[1]
-    rr = RoundRobinClientRemoteConnection(
-        [victim.address, bystander.address], settings=fast_settings(), pool_size=1
+    with FaultProxy(victim.address) as relay:
+        rr = RoundRobinClientRemoteConnection(
+            [relay.address, bystander.address], settings=fast_settings(), pool_size=1
+        )
+        try:
+            g = traversal().with_(serving(rr))
+            assert answered_by(g) == victim.address  # opens the socket to the victim
+            assert answered_by(g) == bystander.address  # the next request goes to the victim
+            victim.pause()  # it will be sent and never answered...
+            yield rr, victim, bystander, relay
+        finally:
+            rr.close()
+
+
+PAD = "p" * 20_000  # far more than a probe's bytes: the relay's count says the request passed
+
+
+def reached(relay: FaultProxy, since: int) -> None:
+    """Wait until the padded request sent last has been written to the relay's server (a
+    request only leased to it may still be found undeliverable and sent elsewhere unharmed)."""
+    wait_until(
+        lambda: relay.counters.bytes_up >= since + len(PAD), 10, "the request to reach the victim"
     )
-    try:
-        g = traversal().with_(serving(rr))
-        assert answered_by(g) == victim.address  # opens the socket to the victim
-        assert answered_by(g) == bystander.address  # the next request goes to the victim again
-        victim.pause()  # it will be sent and never answered...
-        yield rr, victim, bystander
-    finally:
-        rr.close()
 
 
 def test_write_in_flight_when_its_server_dies_is_not_run_again(
     doomed_pair: Doomed,
 ) -> None:
-    rr, victim, bystander = doomed_pair
+    rr, victim, bystander, relay = doomed_pair
     g = traversal().with_(rr)
-    pending = rr.submit_async(g.add_v("order").property("id", 1).bytecode)
-    wait_until(lambda: bool(rr.balancer.in_flight(victim.address)), 10, "the write to be sent")
+    before = relay.counters.bytes_up
+    pending = rr.submit_async(g.add_v("order").property("id", 1).property("pad", PAD).bytecode)
+    reached(relay, before)
     victim.kill()  # ...then the connection dies under it
     with pytest.raises(RequestMayHaveBeenAppliedError, match="may or may not have been applied"):
         pending.result(timeout=30)
@@ -169,10 +186,11 @@ def test_write_in_flight_when_its_server_dies_is_not_run_again(
 def test_read_in_flight_when_its_server_dies_is_answered_by_another(
     doomed_pair: Doomed,
 ) -> None:
-    rr, victim, bystander = doomed_pair
+    rr, victim, bystander, relay = doomed_pair
     g = traversal().with_(rr)
-    pending = rr.submit_async(g.V().has_label("server").values("name").bytecode)
-    wait_until(lambda: bool(rr.balancer.in_flight(victim.address)), 10, "the read to be sent")
+    before = relay.counters.bytes_up
+    pending = rr.submit_async(g.V().has_label("server").values("name").is_(P.neq(PAD)).bytecode)
+    reached(relay, before)
     victim.kill()
     assert values(pending.result(timeout=30)) == [bystander.address]
 
@@ -378,9 +396,11 @@ def test_transaction_whose_server_dies_fails_with_session_lost(
 def test_reads_in_flight_when_every_server_dies_wait_and_complete_after_recovery(
     servers: Sequence[GremlinServerProcess],
 ) -> None:
+    # A read written to both servers before each died may have been received twice: with
+    # max_attempts 3 it has one attempt left, which waits for a server.
     rr = RoundRobinClientRemoteConnection(
         [servers[0].address, servers[1].address],
-        settings=fast_settings(max_attempts=2, request_timeout=20.0),
+        settings=fast_settings(max_attempts=3, request_timeout=20.0),
     )
     try:
         g = traversal().with_(rr)

@@ -154,12 +154,10 @@ def test_a_hung_server_under_load_is_taken_out_while_every_read_is_answered(
     errors = run_threads(read_load(g, 40))
     assert errors == []
     status = {h.endpoint.address: h for h in rr.hosts()}[hung.address]
-    # Out of rotation: ejected as stuck, or taken down by its failing probe, whichever came
-    # first on a busy machine; either way no later read waited on it.
+    # Out of rotation: taken down when it answered no ping (its reads then went elsewhere),
+    # or ejected as stuck, or down by its failing probe, whichever came first on a busy
+    # machine; either way no later read waited on it.
     assert status.state in (HostState.EJECTED, HostState.DOWN)
-    stats = rr.balancer.stats()
-    assert stats.hedges_sent >= 1
-    assert stats.hedges_won >= 1
 
 
 def test_a_slow_server_under_load_is_ejected_while_every_read_is_answered(
@@ -173,10 +171,15 @@ def test_a_slow_server_under_load_is_ejected_while_every_read_is_answered(
         )
         try:
             g = traversal().with_(serving(rr))
+            events: list[HostEvent] = []
+            rr.balancer.subscribe(events.append)
             errors = run_threads(read_load(g, 30))
             assert errors == []
-            status = {h.endpoint.address: h for h in rr.hosts()}[slow.address]
-            assert status.ejections >= 1  # as slow, or as stuck while its first answers lag
+            # Ejected as slow, or as stuck while its first answers lag, or down: its pong
+            # comes 0.8 s late (the upgrade's answer and the pong 0.4 s each), which on a busy
+            # machine is past the ping budget (1 s) that tells a busy server from a hung one.
+            out = {e.state for e in events if e.endpoint.address == slow.address}
+            assert out & {HostState.EJECTED, HostState.DOWN}
             assert {h.endpoint.address: h.state for h in rr.hosts()}[servers[0].address] is (
                 HostState.HEALTHY
             )

@@ -116,8 +116,8 @@ def test_a_deprioritised_host_still_serves_when_it_is_the_only_candidate() -> No
 def test_a_hedge_goes_to_a_host_that_answers_not_to_another_silent_one() -> None:
     clock = Clock()
     lb = fleet(clock)
-    hang(lb, B)  # silent, not yet judged stuck
-    clock.advance(0.2)
+    hang(lb, B)  # silent past the hedge delay, not yet judged stuck
+    clock.advance(lb.hedge_delay() + 0.1)
     first = lease_on(lb, A, write=False)
     answer(lb, clock, C, 0.05)
     hedges = set()
@@ -217,3 +217,40 @@ def test_down_hosts_are_handed_out_for_probes_least_recently_probed_first() -> N
             lb.record_probe(endpoint, ok=False, error="refused")
         waves.append(wave)
     assert sorted(e.host for wave in waves for e in wave) == sorted(e.host for e in dead)
+
+
+def hedges_from_a(lb: Balancer) -> set[Endpoint]:
+    picked = set()
+    for _ in range(6):
+        hedge = lb.acquire(0, exclude=[A], hedge=True, write=False)
+        assert isinstance(hedge, Lease)
+        picked.add(hedge.endpoint)
+        lb.release(hedge)
+    return picked
+
+
+def test_a_host_idle_for_long_that_was_just_sent_a_request_still_takes_hedges() -> None:
+    # Two servers hung: the reads re-sent away from the first found out all go to the idle
+    # third, not one to the third and the rest to the other hung one.
+    clock = Clock()
+    lb = fleet(clock)
+    first = lease_on(lb, A, write=False)
+    hang(lb, B)
+    clock.advance(lb.hedge_delay() + 0.1)  # C was given nothing meanwhile
+    just_sent = lease_on(lb, C, write=False)
+    assert hedges_from_a(lb) == {C}
+    lb.release(just_sent)
+    lb.release(first)
+
+
+def test_a_host_whose_last_answer_came_just_before_it_went_silent_takes_no_hedge() -> None:
+    clock = Clock()
+    lb = fleet(clock)
+    first = lease_on(lb, A, write=False)
+    late = lease_on(lb, B, write=False)  # sent just before B hung ...
+    answer(lb, clock, B, 0.001)  # ... as was this one, answered: B's last answer
+    clock.advance(lb.settings.hedge.max_delay + 0.1)
+    answer(lb, clock, C, 0.01)
+    assert hedges_from_a(lb) == {C}
+    lb.release(late)
+    lb.release(first)

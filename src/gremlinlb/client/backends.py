@@ -35,6 +35,7 @@ from gremlinlb.client.keepalive import Keepalive
 from gremlinlb.client.probe import StatusOnlyProtocol
 from gremlinlb.client.transport import DEFAULT_MAX_MESSAGE_BYTES, PhaseTaggedTransport
 from gremlinlb.core import ConnectionFailure, Endpoint
+from gremlinlb.ping import answers_ping_now
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,12 @@ class ConnectionOptions:
             message_serializer=serializer,
             headers=self.headers,
         )
+
+    def answers_ping(self, endpoint: Endpoint, budget: float) -> bool:
+        """Whether `endpoint`'s server answers a WebSocket ping on a fresh connection within
+        `budget` seconds: busy rather than hung (`gremlinlb.core.liveness`)."""
+        ssl_context = self.ssl_context if endpoint.scheme == "wss" else None
+        return answers_ping_now(endpoint.url, budget, ssl_context=ssl_context, headers=self.headers)
 
     def _remote(
         self,

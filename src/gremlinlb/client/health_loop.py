@@ -5,10 +5,18 @@ server can accept sockets with a broken graph, or be stopped mid-flight). The an
 decides, never its result (probe.py): a type this client cannot decode says nothing about the
 server, so it never fails a probe.
 
-Each probe uses a fresh one-socket client, closed afterwards: nothing is shared between probes,
-so a probe stuck on a hung server can never starve the next one of gremlinpython's pooled
-connection. Probes run on daemon threads and every phase is bounded by the probe timeout, so
-the loop never keeps the interpreter from exiting.
+Each probe uses a fresh one-socket client, closed afterwards: nothing is shared between probes
+or with requests, so a probe stuck on a hung server can never starve the next one, and queued
+requests never hold a probe up on this side. Probes run on daemon threads and every phase is
+bounded by the probe timeout, so the loop never keeps the interpreter from exiting.
+
+On the server a probe's traversal still waits behind slow queries that fill its workers
+(gremlinPool). So a probe whose traversal gets no answer in time asks the server a WebSocket
+ping on a fresh connection (answered by its I/O threads): a pong says busy, and the core keeps
+the host in rotation; a paused or dead server answers none (`gremlinlb.core.liveness`, the
+sidecar's rule). A host found stuck is pinged along with its probe: no pong within the ping
+budget fails the probe at once. `check_alive` pings a host a read waits on (its hedge delay
+passed, the host quiet), so the read is hedged or re-sent only if the server is hung.
 """
 
 from __future__ import annotations
@@ -16,11 +24,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
 
+from gremlin_python.driver.client import Client
 from gremlin_python.process.graph_traversal import __
 
 from gremlinlb.client.backends import ConnectionOptions, close_in_background
-from gremlinlb.core import CHECK_INTERVAL, Balancer, Endpoint
+from gremlinlb.core import CHECK_INTERVAL, Balancer, Endpoint, ResponseTimeoutError
+from gremlinlb.core.liveness import BUSY_NOTE, hung_error, ping_budget
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +55,7 @@ class HealthLoop:
         self._stop = threading.Event()
         self._kick = threading.Event()
         self._probing: set[Endpoint] = set()
+        self._pinging: set[Endpoint] = set()
         self._tokens = float(MAX_PROBES)  # probes that may start now (a token bucket)
         self._refilled = time.monotonic()
         self._lock = threading.Lock()
@@ -109,21 +123,93 @@ class HealthLoop:
         return thread
 
     def _probe(self, endpoint: Endpoint) -> None:
-        settings = self._balancer.settings.health
-        client = self._options.probe_client(endpoint, settings.timeout)
-        message: object = settings.probe_script or _probe_traversal()
+        client: Client | None = None
         try:
-            client.submit(message).all().result(timeout=settings.timeout)
-        except Exception as error:
+            client = self._options.probe_client(endpoint, self._balancer.settings.health.timeout)
+            error, timed_out = self._first_probe(client, endpoint)
+            alive = False
+            if error is not None and timed_out and self._answers_ping(endpoint):
+                alive = True
+                error += BUSY_NOTE
             if not self._stop.is_set():
-                self._balancer.record_probe(endpoint, ok=False, error=_text(error))
-        else:
-            if not self._stop.is_set():
-                self._balancer.record_probe(endpoint, ok=True)
+                self._balancer.record_probe(endpoint, ok=error is None, error=error, alive=alive)
         finally:
-            close_in_background(client, endpoint)
+            if client is not None:
+                close_in_background(client, endpoint)
             with self._lock:
                 self._probing.discard(endpoint)
+
+    def _first_probe(self, client: Client, endpoint: Endpoint) -> tuple[str | None, bool]:
+        """The probe's traversal: the error that fails it (None: passed), and whether it
+        timed out (rather than failed). Of a host found stuck, a ping goes along: no pong
+        within the ping budget fails the probe at once (hung, whatever the probe timeout)."""
+        settings = self._balancer.settings.health
+        started = time.monotonic()
+        answered = self._submit(client, settings.probe_script or _probe_traversal())
+        hung = self._balancer.is_deprioritised(endpoint) and not self._answers_ping(endpoint)
+        if hung and not answered.done():
+            return hung_error(ping_budget(self._balancer.settings)), False
+        try:
+            answered.result(timeout=max(0.0, started + settings.timeout - time.monotonic()))
+        except (FutureTimeout, ResponseTimeoutError):
+            return f"no answer within {settings.timeout}s", True
+        except Exception as error:
+            return _text(error), False
+        return None, False
+
+    @staticmethod
+    def _submit(client: Client, message: object) -> Future[None]:
+        """Send the probe; a future of its end (the written request's answer, unread)."""
+        answered: Future[None] = Future()
+
+        def collected(done: Future[Any]) -> None:
+            error = done.exception()
+            if error is not None:
+                answered.set_exception(error)
+            else:
+                answered.set_result(None)
+
+        def written(done: Future[Any]) -> None:
+            error = done.exception()
+            if error is not None:
+                answered.set_exception(error)
+                return
+            done.result().all().add_done_callback(collected)
+
+        try:
+            client.submit_async(message).add_done_callback(written)
+        except Exception as error:  # refused before anything was written
+            answered.set_exception(error)
+        return answered
+
+    def check_alive(self, endpoint: Endpoint) -> None:
+        """Ask a quiet host (Balancer.is_quiet) a ping now, one at a time per host, and report
+        the answer (Balancer.record_ping): a hung server goes down within the ping budget and
+        its reads are re-sent; a busy one keeps its slow queries running once."""
+        with self._lock:
+            if endpoint in self._pinging or self._stop.is_set():
+                return
+            self._pinging.add(endpoint)
+        threading.Thread(
+            target=self._check_alive,
+            args=(endpoint,),
+            name=f"gremlinlb-ping-{endpoint.address}",
+            daemon=True,
+        ).start()
+
+    def _check_alive(self, endpoint: Endpoint) -> None:
+        try:
+            answered = self._answers_ping(endpoint)
+            if not self._stop.is_set():
+                self._balancer.record_ping(endpoint, answered)
+        except Exception:
+            log.exception("ping of %s failed", endpoint.address)
+        finally:
+            with self._lock:
+                self._pinging.discard(endpoint)
+
+    def _answers_ping(self, endpoint: Endpoint) -> bool:
+        return self._options.answers_ping(endpoint, ping_budget(self._balancer.settings))
 
 
 def _probe_traversal() -> object:

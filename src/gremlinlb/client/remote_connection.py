@@ -65,6 +65,7 @@ from gremlinlb.core import (
     may_retry,
     parse_endpoint,
 )
+from gremlinlb.core.liveness import HEDGE_RECHECK_MAX
 
 log = logging.getLogger(__name__)
 
@@ -263,10 +264,12 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         live: list[_Attempt] = []
         hedged = False
         hedge_at = math.inf
+        hedge_wait = 0.0
         while True:
             if not live:
                 live.append(self._start(request, tried, last_error, budget))
                 hedge_at = self._hedge_time(request)
+                hedge_wait = max(0.0, hedge_at - _now()) if hedge_at < math.inf else 0.0
             request.wake.wait(None if hedge_at == math.inf else max(0.0, hedge_at - _now()))
             request.wake.clear()
             for attempt in [a for a in live if a.done]:
@@ -277,8 +280,8 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
                     return attempt.results  # any other attempt finishes on its own, unread
                 tried.append(attempt.lease.endpoint)
                 last_error = attempt.error
-                if attempt.outcome in (Outcome.NOT_SENT, Outcome.CONNECTION_LOST):
-                    request.lost += 1
+                if attempt.outcome is Outcome.NOT_SENT:
+                    request.not_sent += 1
                 if live:
                     continue  # another attempt of this read is still running: wait for it
                 outcome = attempt.outcome
@@ -306,8 +309,9 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
                     live.append(hedge)
                     hedged = True
                     hedge_at = math.inf
-                else:  # not now (the host still answers others): look again a delay later
-                    hedge_at = self._hedge_time(request)
+                else:  # not now: look again after twice the wait (a ping's verdict comes soon)
+                    hedge_wait = min(2 * hedge_wait, HEDGE_RECHECK_MAX)
+                    hedge_at = _now() + hedge_wait
 
     def _start(
         self,
@@ -332,7 +336,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
                 return attempt
             # Nothing was sent (the host left rotation while the request waited for one of its
             # sockets): free to go anywhere, writes included; bounded like connection failures.
-            if not budget.allows_another(Outcome.NOT_SENT, request.sent):
+            if not budget.allows_another(Outcome.NOT_SENT, request.received()):
                 raise NoHealthyEndpointError(
                     f"the request was not sent: its hosts left rotation before a connection to "
                     f"them was free ({lease.endpoint.address} last); check the servers' health"
@@ -413,7 +417,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
     def _may_try_again(self, outcome: Outcome, request: _Request, budget: RetryBudget) -> bool:
         if not may_retry(outcome, request.read_only):
             return False
-        if not budget.allows_another(outcome, request.sent - request.lost):
+        if not budget.allows_another(outcome, request.received()):
             return False
         return not outcome.retry_costs_extra or self._balancer.try_spend_extra()
 
@@ -425,12 +429,18 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
     def _hedge(
         self, request: _Request, first: _Attempt, tried: list[Endpoint], budget: RetryBudget
     ) -> _Attempt | None:
-        """A second attempt of a slow read, when the core says its host is not serving it,
-        the request's attempt budget (once per read) and the extra-request budget allow;
-        None otherwise."""
-        if not budget.allows_resend(request.sent):
+        """A second attempt of a slow read, to a host that answers, when the core says its
+        host is not serving it, the request's attempt budget (once per read) and the
+        extra-request budget allow; None otherwise. Not by timing alone: a read waiting on a
+        quiet host makes the health loop ping that server; a pong (busy) keeps the read where
+        it runs, none takes the host down and the read is re-sent (`_redispatch`)."""
+        if not budget.allows_resend(request.received()):
             return None
-        if not self._balancer.should_hedge(first.lease) or not self._balancer.try_spend_extra():
+        if not self._balancer.should_hedge(first.lease, pings=True):
+            if self._balancer.is_quiet(first.lease):
+                self._health.check_alive(first.lease.endpoint)  # hung or busy: its pong tells
+            return None
+        if not self._balancer.try_spend_extra():
             return None
         try:
             acquired = self._balancer.acquire(
@@ -453,16 +463,28 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         """A read whose host was ejected or went down meanwhile goes to another host now; the
         old attempt stays (orphaned: the first answer still wins) and ends on its own. Once
         per read within its attempt budget, and never a read that ran normally there (a slow
-        query: `Balancer.may_resend`)."""
+        query: `Balancer.may_resend`). Like a hedge, to a host that answers when there is one
+        (counted with the hedges): with two servers hung, a read taken off the first found out
+        must not land on the second, where it would wait for good (issue 20)."""
         if any(self._in_rotation(a.lease.endpoint) for a in live):
             return False
-        if not budget.allows_resend(request.sent):
+        if not budget.allows_resend(request.received()):
             return False
         if not all(self._balancer.may_resend(a.lease) for a in live):
             return False
         budget.resend()
         exclude = [*tried, *(a.lease.endpoint for a in live)]
         log.info("re-dispatching a read away from %s", live[0].lease.endpoint.address)
+        try:
+            answering = self._balancer.acquire(0, exclude, hedge=True, write=False)
+        except NoHealthyEndpointError:
+            pass  # no host answers now: the next in turn, as a retry would
+        else:
+            assert isinstance(answering, Lease)  # a hedge's pick never waits
+            attempt = self._send(request, answering, wait_for_slot=True)
+            if attempt is not None:
+                live.append(attempt)
+                return True
         try:
             live.append(self._start(request, exclude, None, budget))
         except NoHealthyEndpointError:
@@ -603,7 +625,7 @@ class PinnedSession(RemoteConnection):  # type: ignore[misc]
 class _Request:
     """One traversal as the caller sees it, across its attempts."""
 
-    __slots__ = ("bytecode", "lost", "options", "read_only", "sent", "wake")
+    __slots__ = ("bytecode", "not_sent", "options", "read_only", "sent", "wake")
 
     def __init__(self, bytecode: Any, *, read_only: bool) -> None:
         self.bytecode = bytecode
@@ -612,14 +634,16 @@ class _Request:
         self.options = DriverRemoteConnection._extract_request_options(bytecode)
         self.read_only = read_only
         self.sent = 0  # attempts handed to a server, of every kind (see RetryBudget)
-        # ... of which were never written (NOT_SENT) or whose connection was lost before an
-        # answer (CONNECTION_LOST). This client reads a socket
-        # only when it waits for an answer, so a socket its server closed (killed, restarted)
-        # fails only after the request was written to it: such an attempt may never have been
-        # received. They are not counted as received (a total outage must not fail a read that
-        # would wait in the buffer); the core bounds them by max_attempts + 2.
-        self.lost = 0
+        # ... of which were provably never written (NOT_SENT: refused, the connection failed
+        # before the request left, a pooled socket found closed before writing: transport.py).
+        # Only these are free: a connection lost after the request was written may have
+        # been received, and counts against max_attempts like an answer (issue 20).
+        self.not_sent = 0
         self.wake = threading.Event()  # an attempt ended, or a host it waits on left rotation
+
+    def received(self) -> int:
+        """Attempts a server may have received (written, whatever came of them)."""
+        return self.sent - self.not_sent
 
 
 class _Attempt:

@@ -12,7 +12,11 @@ Plugged in through gremlinpython's `transport_factory` hook, this transport:
   answer to an abandoned request can never be mistaken for the next one's;
 - reopens a pooled socket found dead before anything was written on it (the server restarted
   while it sat idle): nothing left this process, so sending on a fresh socket is safe, and a
-  server that is back is not marked down again for a socket of its previous life;
+  server that is back is not marked down again for a socket of its previous life. Its event
+  loop runs only while a request is written or read, so a close that arrived while the socket
+  sat idle is looked for before writing (`_peer_closed`): otherwise the request would be
+  written into a dead socket and fail as a lost connection, which counts as a reception in the
+  request's attempt budget (issue 20) although no server received it;
 - bounds every phase and raises errors tagged with the core's `Outcome`, which is what safe
   retries need. An answer over the size limit is the request's own problem
   (`AnswerNotReadableError`, Outcome.CLIENT_ERROR), not a lost connection.
@@ -34,6 +38,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
+import select
 import ssl
 import threading
 import time
@@ -54,8 +60,12 @@ from gremlinlb.core import (
 from gremlinlb.core.recycling import keepalive_due, past_max_age
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # Gremlin Server's maxContentLength
+# Seconds an idle socket found readable is read before a write: a close or a reset is there
+# at once; only a pong (answered and dropped by aiohttp) makes the read wait this long.
+_IDLE_READ = 0.01
 
 
 class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
@@ -81,6 +91,7 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         self._loop = asyncio.new_event_loop()
         self._session: aiohttp.ClientSession | None = None
         self._websocket: aiohttp.ClientWebSocketResponse | None = None
+        self._fileno = -1  # the socket's descriptor, for the idle check before a write
         self._url = ""
         self._headers: dict[str, str] | None = None
         self._reconnect = reconnect
@@ -108,7 +119,7 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
 
     def _write(self, message: bytes) -> None:
         reused = self._websocket is not None and not self._websocket.closed
-        if reused and self._too_old():
+        if reused and (self._too_old() or self._peer_closed()):
             self._drop_socket()  # between requests: nothing is in flight on it
             reused = False
         if not reused:
@@ -126,6 +137,29 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         if self._keepalive is None or not self._reconnect:
             return False  # a session's socket holds the session: never recycled
         return past_max_age(self._keepalive.settings(), self._opened_at, time.monotonic())
+
+    def _peer_closed(self) -> bool:
+        """Whether the idle socket's peer closed it (or sent what no idle socket should get).
+
+        The usual case costs one poll: nothing arrived since the last request. Something did:
+        a close, a reset, a pong to a keepalive ping. It is read, briefly: a pong alone leaves
+        the socket in use; anything else means it is not."""
+        if self._fileno < 0:
+            return False
+        poller = select.poll()
+        poller.register(self._fileno, select.POLLIN)
+        if not poller.poll(0):
+            return False
+        websocket = self._websocket
+        assert websocket is not None
+        try:
+            message = self._run(websocket.receive(), _IDLE_READ)
+        except TimeoutError:
+            return False  # only pongs were waiting (aiohttp answers and drops them)
+        except Exception:
+            return True
+        log.debug("an idle socket to %s got %s: it is not used again", self._url, message.type)
+        return True  # a close, or an answer nobody waits for
 
     def ping_if_idle(self, settings: BalancerSettings, now: float) -> bool:
         """A WebSocket ping if the socket sat idle for the keepalive interval and no request
@@ -229,6 +263,8 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
                 max_msg_size=self._max_message_bytes,
                 ssl=self._ssl if self._ssl is not None else True,
             )
+            sock = self._websocket.get_extra_info("socket")
+            self._fileno = sock.fileno() if sock is not None else -1
 
         try:
             self._run(open_socket(), self._connect_timeout)
@@ -256,6 +292,7 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         websocket, session = self._websocket, self._session
         self._websocket = None
         self._session = None
+        self._fileno = -1
 
         async def close_socket() -> None:
             if websocket is not None and not websocket.closed:

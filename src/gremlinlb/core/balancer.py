@@ -1210,8 +1210,8 @@ class Balancer:
         client's zone (Envoy's spill-over rule), then the policy among the healthy ones.
         `buffered` also skips suspect hosts and hosts holding release_per_host buffered
         requests. Hosts deprioritised as stuck are picked only when no other fits.
-        `answering` (a hedge) takes only a host that answered since its oldest request
-        started: a hedge sent to another silent host rescues nothing."""
+        `answering` (a hedge): only a host with no request unanswered past the hedge delay, or
+        one that answered since and within max_delay: a hedge to a silent one rescues nothing."""
         cap = self._buffer.settings.release_per_host
         fits: Callable[[_Host], bool]
         if buffered:
@@ -1232,7 +1232,8 @@ class Balancer:
             fits = _healthy
 
         if self._stuck_hosts or answering:
-            preferred = _and(fits, _answering) if answering else fits
+            since = (now - self._hedge_delay_at(now), now - self._settings.hedge.max_delay)
+            preferred = _and(fits, lambda h: _answering(h, *since)) if answering else fits
             if self._stuck_hosts:
                 preferred = _and(preferred, _not_stuck)
             host = self._pick_kind(preferred, now, write=write)
@@ -1713,10 +1714,10 @@ def _not_stuck(host: _Host) -> bool:
     return not host.stuck
 
 
-def _answering(host: _Host) -> bool:
-    """Nothing in flight, or an answer since its oldest request started: it is serving."""
-    oldest = host.oldest_requests(1)
-    return not oldest or host.last_answer >= oldest[0].started
+def _answering(host: _Host, late: float, recent: float) -> bool:
+    """No request waiting since before `late`, or an answer since the oldest and after `recent`."""
+    first = host.oldest_requests(1)
+    return not first or first[0].started >= late or first[0].started <= host.last_answer >= recent
 
 
 def _writes(host: _Host) -> bool:

@@ -109,10 +109,10 @@ class RetryBudget:
     connection losses are also bounded by `max_attempts + 2`: a refused connection takes its
     host out of rotation, so the next try goes elsewhere, and once no host is left the request
     waits in the buffer instead of failing (a total outage loses nothing). The bound keeps a
-    long list of dead hosts from costing one request a connect timeout each (it was 2N+3). The
-    in-process client counts its connection losses as not received: it reads a socket only
-    when it waits for an answer, so a socket its server closed fails only after the request
-    was written to it.
+    long list of dead hosts from costing one request a connect timeout each (it was 2N+3). A
+    connection lost after the request was written counts as received, in both adapters: the
+    server may have run it. (The in-process client looks for a close on an idle pooled socket
+    before writing on it, so a socket its server closed meanwhile is reopened, not written to.)
 
     A read is re-sent while an earlier attempt may still run (a hedge, a re-dispatch) at most
     once: each such copy may run in full (Gremlin 3.x cannot cancel a query), so a slow query
