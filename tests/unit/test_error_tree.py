@@ -4,15 +4,20 @@ catch what the README says the client raises (aiohttp's ServerTimeoutError patte
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import inspect
 import pkgutil
+import threading
 from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
+from aiohttp import web
 
 import gremlinlb
+from gremlinlb.client.transport import PhaseTaggedTransport
 from gremlinlb.core import GremlinLBError, ResponseTimeoutError
 from gremlinlb.core.errors import BufferTimeoutError
 
@@ -102,6 +107,64 @@ def test_except_gremlinlb_error_catches_the_clients_response_timeout() -> None:
         raise ResponseTimeoutError("no answer within 30s")
     with pytest.raises(TimeoutError):
         raise ResponseTimeoutError("no answer within 30s")
+
+
+@contextlib.contextmanager
+def silent_gremlin_server() -> Iterator[str]:
+    """A WebSocket endpoint that accepts a request and never answers; yields its URL."""
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    address: list[str] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for _ in ws:
+            pass  # read and never answer
+        return ws
+
+    async def serve() -> web.AppRunner:
+        app = web.Application()
+        app.router.add_get("/gremlin", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        address.append(f"ws://127.0.0.1:{runner.addresses[0][1]}/gremlin")
+        return runner
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        runner = loop.run_until_complete(serve())
+        started.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(10)
+    try:
+        yield address[0]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def test_except_gremlinlb_error_catches_the_client_transports_read_timeout() -> None:
+    """The client's own path: a request sent, no answer within the read timeout."""
+    transport = PhaseTaggedTransport(connect_timeout=5, read_timeout=0.2, write_timeout=5)
+    with silent_gremlin_server() as url:
+        transport.connect(url)
+        transport.write(b"\x00request")
+        caught: BaseException | None = None
+        try:
+            transport.read()
+        except GremlinLBError as error:
+            caught = error
+        finally:
+            transport.close()
+    assert isinstance(caught, ResponseTimeoutError)
+    assert isinstance(caught, TimeoutError)
 
 
 def test_except_gremlinlb_error_catches_the_buffer_timeout() -> None:
