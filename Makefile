@@ -89,6 +89,8 @@ LINT_PATHS = src tests $(wildcard sidecar operator bench)
 lint: dev-deps package
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	# The layering contracts (.importlinter, docs/architecture.md), on the installed package tree.
+	cd $(LINK_TREE) && $(CURDIR)/$(VENV)/bin/lint-imports --no-cache $(CURDIR)/.importlinter
 
 typecheck: dev-deps package
 	cd $(LINK_TREE) && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p gremlinlb

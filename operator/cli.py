@@ -19,7 +19,7 @@ from gremlinlb.operator.crd import crd_yaml
 from gremlinlb.operator.handlers import build_registry
 from gremlinlb.operator.leader import check_timings
 from gremlinlb.operator.webhook import PRIVATE_NETWORKS, webhook_configuration
-from gremlinlb.sidecar.trust import parse_allowed_hosts
+from gremlinlb.sidecar.options import parse_allowed_hosts
 
 log = logging.getLogger(__name__)
 

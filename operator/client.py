@@ -35,6 +35,8 @@ from gremlinlb.operator.spec import GROUP, PLURAL, VERSION
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from gremlinlb.core.errors import GremlinLBError
+
 log = logging.getLogger(__name__)
 
 #: Between the lists of a Reflector whose list or watch failed.
@@ -45,7 +47,7 @@ CALL_TIMEOUT = 30.0
 WATCH_SECONDS = 290
 
 
-class KubeError(Exception):
+class KubeError(GremlinLBError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"{status}: {message}")
         self.status = status

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from gremlinlb.sidecar.config import TUNABLES
+from gremlinlb.sidecar.options import TUNABLES
 
 from gremlinlb import __version__
-from gremlinlb.core import BalancerSettings
+from gremlinlb.core import BalancerSettings, GremlinLBError
 from gremlinlb.schema import Setting, SettingsError, convert, from_document, to_document
 
 GROUP = "gremlinlb.io"
@@ -38,7 +38,7 @@ DEFAULT_GREMLIN_PORT = 8182
 DEFAULT_ADMIN_PORT = 9901
 
 
-class SpecError(ValueError):
+class SpecError(GremlinLBError, ValueError):
     """A spec that cannot work; the message starts with the field path (``spec.x.y: ...``)."""
 
 

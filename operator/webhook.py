@@ -31,8 +31,7 @@ from gremlinlb.operator.spec import (
     TOKEN_KEY,
     ClusterSpec,
 )
-from gremlinlb.sidecar.config import PASSWORD_ENV, env_name
-from gremlinlb.sidecar.memory import MemoryLimits, MiB
+from gremlinlb.sidecar.options import PASSWORD_ENV, MemoryLimits, MiB, env_name
 
 from gremlinlb.schema import to_env
 

@@ -13,19 +13,21 @@ retry: NOT_SENT if its frame was never written, CONNECTION_LOST once it was.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
 from gremlinlb.sidecar import frames
 from gremlinlb.sidecar.frames import Channel, FrameType, ResponseHeader
 from gremlinlb.sidecar.ids import IdSource
+
+# Moved to options.py (the operator reads them); re-exported for the runtime.
+from gremlinlb.sidecar.options import DEFAULT_MAX_MESSAGE_BYTES as DEFAULT_MAX_MESSAGE_BYTES
+from gremlinlb.sidecar.options import BackendOptions as BackendOptions
 from gremlinlb.sidecar.wsout import BATCH_FRAMES, FrameOutput
 
 from gremlinlb.core import (
@@ -44,8 +46,6 @@ from gremlinlb.core.recycling import heartbeat, past_max_age
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_MESSAGE_BYTES = 10 * 1024 * 1024  # Gremlin Server's maxContentLength
-
 
 # States that take a host out of rotation: its pooled connections are retired, and the
 # proxy moves reads stranded there elsewhere.
@@ -58,59 +58,11 @@ class PoolBusyError(ConnectionFailure):
     outcome = Outcome.OVERLOADED
 
 
-@dataclass(frozen=True, slots=True)
-class BackendOptions:
-    """How the sidecar reaches every backend (timeouts come from the core's settings)."""
-
-    username: str = ""
-    password: str = ""
-    ssl_context: ssl.SSLContext | None = None
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    connections_per_host: int = 2
-    max_in_flight_per_connection: int = 128
-
-    def __post_init__(self) -> None:
-        if self.max_message_bytes < 1024:
-            raise ValueError(f"max_message_bytes must be >= 1024, got {self.max_message_bytes}")
-        if self.connections_per_host < 1:
-            raise ValueError(f"connections_per_host must be >= 1, got {self.connections_per_host}")
-        if self.max_in_flight_per_connection < 1:
-            raise ValueError(
-                "max_in_flight_per_connection must be >= 1, got "
-                f"{self.max_in_flight_per_connection}"
-            )
-        if bool(self.username) != bool(self.password):
-            raise ValueError("give both a backend username and a password, or neither")
-
-    @property
-    def hard_answer_bytes(self) -> int:
-        """Answer frames up to this size are read off and discarded when over the limit (that
-        request alone fails); a larger one closes its connection, as nothing else can be read
-        past it. The gap is what keeps one oversized answer from failing everything else on a
-        multiplexed connection."""
-        return max(4 * self.max_message_bytes, self.max_message_bytes + 16 * 1024 * 1024)
-
-    @property
-    def credentials(self) -> bool:
-        return bool(self.username)
-
-    def sasl_plain(self) -> str:
-        token = b"\0" + self.username.encode("utf-8") + b"\0" + self.password.encode("utf-8")
-        return base64.b64encode(token).decode("ascii")
-
-    def __repr__(self) -> str:  # never print the password
-        return (
-            f"BackendOptions(username={self.username!r}, tls={self.ssl_context is not None}, "
-            f"max_message_bytes={self.max_message_bytes}, "
-            f"connections_per_host={self.connections_per_host}, "
-            f"max_in_flight_per_connection={self.max_in_flight_per_connection})"
-        )
-
-
-class ConnectionWaitTimeoutError(PoolBusyError):
+class ConnectionWaitTimeoutError(PoolBusyError, TimeoutError):
     """No connection to the host had room for the request within its wait (the buffer's
     max_wait): nothing was sent, so another host may take it, and the host is not blamed (a
-    busy host is not a slow one: its request timeouts are counted from each send)."""
+    busy host is not a slow one: its request timeouts are counted from each send). Also a
+    TimeoutError, so callers catch either."""
 
 
 class ResponseSink(Protocol):

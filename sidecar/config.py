@@ -14,7 +14,6 @@ option would need its variable spelled out anyway, and click has no config-file 
 from __future__ import annotations
 
 import argparse
-import enum
 import json
 import re
 import ssl
@@ -23,121 +22,59 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gremlinlb.sidecar.backend import BackendOptions
-from gremlinlb.sidecar.hostlist import DEFAULT_MAX_HOSTS
-from gremlinlb.sidecar.memory import MemoryLimits
-from gremlinlb.sidecar.proxy import ProxyOptions
-from gremlinlb.sidecar.trust import HostPolicy, parse_allowed_hosts
+from gremlinlb.sidecar.options import (
+    _BY_NAME,
+    _TUNED,
+    DEFAULT_ADMIN,
+    DEFAULT_LISTEN,
+    DEFAULT_TRAVERSAL_SOURCE,
+    TUNABLES,
+    BackendOptions,
+    MemoryLimits,
+    ProxyOptions,
+    parse_allowed_hosts,
+)
 
-from gremlinlb.core import BalancerSettings, Endpoint, InvalidEndpointError, parse_endpoint
-from gremlinlb.core.settings import setting
+# The option tables moved to options.py (the operator reads them without the runtime);
+# re-exported here for the sidecar's own users.
+from gremlinlb.sidecar.options import OPTIONS as OPTIONS
+from gremlinlb.sidecar.options import PASSWORD_ENV as PASSWORD_ENV
+from gremlinlb.sidecar.options import TEXT_OPTIONS as TEXT_OPTIONS
+from gremlinlb.sidecar.options import Address as Address
+from gremlinlb.sidecar.options import EventLoop as EventLoop
+from gremlinlb.sidecar.options import LogFormat as LogFormat
+from gremlinlb.sidecar.options import Option as Option
+from gremlinlb.sidecar.options import Tunables as Tunables
+from gremlinlb.sidecar.options import env_name as env_name
+from gremlinlb.sidecar.trust import HostPolicy
+
+from gremlinlb.core import (
+    BalancerSettings,
+    Endpoint,
+    GremlinLBError,
+    InvalidEndpointError,
+    parse_endpoint,
+)
 from gremlinlb.schema import (
     SETTINGS,
     Setting,
     SettingsError,
     env_of,
-    flag_of,
     from_flat,
-    settings_of,
 )
 
-#: The backend password, when it is not in a file (a pod's env from a Secret).
-PASSWORD_ENV = env_of("backend_password")
-_BACKEND, _PROXY, _MEMORY = BackendOptions(), ProxyOptions(), MemoryLimits()
 _T = TypeVar("_T")
 
 
-class ConfigError(ValueError):
+class ConfigError(GremlinLBError, ValueError):
     """A configuration value that cannot work; the message names the flag and the source."""
-
-
-class LogFormat(enum.Enum):
-    TEXT = "text"
-    JSON = "json"
-
-
-class EventLoop(enum.Enum):
-    #: uvloop when installed, else asyncio.
-    AUTO = "auto"
-    UVLOOP = "uvloop"
-    ASYNCIO = "asyncio"
-
-
-@dataclass(frozen=True, slots=True)
-class Tunables:
-    """The sidecar's own numbers and choices: converted and bounded like the core's settings."""
-
-    max_message_bytes: int = setting(
-        _BACKEND.max_message_bytes, "largest frame accepted either way", unit="bytes", ge=1024
-    )
-    connections_per_host: int = setting(
-        _BACKEND.connections_per_host, "multiplexed connections per backend", ge=1
-    )
-    max_in_flight_per_connection: int = setting(
-        _BACKEND.max_in_flight_per_connection, "requests at once on one connection", ge=1
-    )
-    backend_tls: bool | None = setting(
-        None, "backends only over wss://: refuse ws:// hosts (default: true with --backend-ca-file)"
-    )
-    grace_period: float = setting(
-        15.0, "seconds open connections keep being served after SIGTERM", unit="seconds", ge=0
-    )
-    max_hosts: int = setting(DEFAULT_MAX_HOSTS, "most hosts a host list may hold", ge=1)
-    memory_budget_bytes: int = setting(
-        _MEMORY.budget_bytes,
-        "bytes held for all clients (queued answers, requests in flight)",
-        unit="bytes",
-        ge=1,
-    )
-    client_pause_bytes: int = setting(
-        _MEMORY.client_pause_bytes,
-        "bytes held for one client above which its requests are not read",
-        unit="bytes",
-        ge=1,
-    )
-    client_max_queued_bytes: int = setting(
-        _MEMORY.client_max_queued_bytes,
-        "unread answer bytes after which a client is cut off",
-        unit="bytes",
-        ge=1,
-    )
-    max_requests_per_client: int = setting(
-        _MEMORY.max_requests_per_client, "requests in flight per connection", ge=1
-    )
-    handshake_timeout: float = setting(
-        _PROXY.handshake_timeout,
-        "seconds a new connection may take to finish its WebSocket upgrade",
-        unit="seconds",
-        ge=0.1,
-    )
-    log_format: LogFormat = setting(LogFormat.TEXT, "log lines as text or json")
-    event_loop: EventLoop = setting(
-        EventLoop.AUTO, "auto (uvloop when installed), uvloop or asyncio"
-    )
-
-
-TUNABLES: tuple[Setting, ...] = settings_of(Tunables)
-_TUNED = Tunables()
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    @property
-    def loopback(self) -> bool:
-        return self.host in ("localhost", "::1") or self.host.startswith("127.")
 
 
 @dataclass(frozen=True)
 class SidecarConfig:
-    listen: Address = Address("127.0.0.1", 8182)
+    listen: Address = DEFAULT_LISTEN
     endpoints: tuple[Endpoint, ...] = ()
-    admin: Address = Address("127.0.0.1", 9901)
+    admin: Address = DEFAULT_ADMIN
     token: str | None = None
     #: Where the token came from: re-read when it changes (a mounted Secret updated in place).
     token_file: Path | None = None
@@ -154,7 +91,7 @@ class SidecarConfig:
     proxy: ProxyOptions = field(default_factory=ProxyOptions)
     grace_period: float = _TUNED.grace_period
     log_format: str = _TUNED.log_format.value
-    traversal_source: str = "g"
+    traversal_source: str = DEFAULT_TRAVERSAL_SOURCE
     # more traversal sources to probe on every host (others are learned from requests)
     traversal_sources: tuple[str, ...] = ()
     event_loop: str = _TUNED.event_loop.value
@@ -164,98 +101,6 @@ class SidecarConfig:
 
 
 _DEFAULT = SidecarConfig()
-
-
-@dataclass(frozen=True, slots=True)
-class Option:
-    """One flag, with its environment variable and config-file key (``name``)."""
-
-    name: str  # flag without dashes, underscores: "health_interval"
-    help: str
-    metavar: str = "VALUE"
-    #: What an unset option amounts to, as shown by --help (None: nothing shown).
-    default: object = None
-    #: The flag may be given more than once (each value may also be comma-separated).
-    repeatable: bool = False
-
-    @property
-    def flag(self) -> str:
-        return flag_of(self.name)
-
-    @property
-    def env(self) -> str:
-        return env_of(self.name)
-
-
-#: The sidecar's own options read as text (addresses, lists, files, names).
-TEXT_OPTIONS: tuple[Option, ...] = (
-    Option("listen", "host:port of the Gremlin endpoint", "HOST:PORT", _DEFAULT.listen),
-    Option("endpoints", "comma-separated Gremlin Servers, host:port or ws(s):// URLs", "LIST"),
-    Option("admin", "host:port of the admin API", "HOST:PORT", _DEFAULT.admin),
-    Option("token_file", "file holding the bearer token PUT /v1/hosts requires", "FILE"),
-    Option(
-        "generate_token_file",
-        "without --token-file, the sidecar generates a token and writes it here, owner-only",
-        "FILE",
-        "<runtime dir>/gremlinlb/sidecar-<admin port>.token",
-    ),
-    Option(
-        "admin_allowed_host",
-        "a Host the admin API also answers (besides the address it was reached at, localhost "
-        "and this machine's name): a name, address, glob or CIDR; repeatable or "
-        "comma-separated; '*' answers any Host",
-        "NAME",
-        repeatable=True,
-    ),
-    Option("state_dir", "directory where the last accepted host list is kept", "DIR"),
-    Option("backend_username", "SASL PLAIN user for the backends", "USER"),
-    Option(
-        "backend_password_file",
-        f"file holding the backend password (or set {PASSWORD_ENV})",
-        "FILE",
-    ),
-    Option("backend_ca_file", "CA bundle (PEM) to verify wss:// backends with", "FILE"),
-    Option(
-        "admin_tls_cert_file",
-        "serve the admin API over HTTPS with this certificate (PEM; re-read when it changes)",
-        "FILE",
-    ),
-    Option("admin_tls_key_file", "the private key of --admin-tls-cert-file (PEM)", "FILE"),
-    Option(
-        "allowed_hosts",
-        "comma-separated CIDRs and host name globs the host list may name (default: any)",
-        "LIST",
-    ),
-    Option(
-        "zone",
-        "this sidecar's zone (its node's): hosts listed with ?zone= in it are preferred",
-        "ZONE",
-    ),
-    Option(
-        "traversal_source",
-        "traversal source the health probe uses",
-        "NAME",
-        _DEFAULT.traversal_source,
-    ),
-    Option(
-        "traversal_sources",
-        "more traversal sources to probe on every host, comma-separated, e.g. g2,g3 "
-        "(others are learned from requests)",
-        "LIST",
-    ),
-)
-#: Every option: the text ones, the sidecar's tunables, then the core's settings.
-OPTIONS: tuple[Option, ...] = TEXT_OPTIONS + tuple(
-    Option(s.flat, s.doc.help, s.metavar, None if s.default is None else s.text(s.default))
-    for s in TUNABLES + SETTINGS
-)
-_BY_NAME = {option.name: option for option in OPTIONS}
-assert len(_BY_NAME) == len(OPTIONS), "two options share a name"
-
-
-def env_name(name: str) -> str:
-    """The environment variable of option ``name`` (KeyError for an unknown one)."""
-    return _BY_NAME[name].env
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from json.decoder import scanstring  # type: ignore[attr-defined]
 from typing import Any
 
+from gremlinlb.core.errors import GremlinLBError
+
 GRAPHBINARY_MIME = "application/vnd.graphbinary-v1.0"
 GRAPHSON_V2_MIME = "application/vnd.gremlin-v2.0+json"
 GRAPHSON_V3_MIME = "application/vnd.gremlin-v3.0+json"
@@ -96,7 +98,7 @@ TEXT_CHANNEL = Channel(TEXT_MIME, FrameType.TEXT)
 GRAPHBINARY_CHANNEL = Channel(GRAPHBINARY_MIME, FrameType.BINARY)
 
 
-class MalformedFrameError(ValueError):
+class MalformedFrameError(GremlinLBError, ValueError):
     """A client frame the sidecar cannot route; `request_id` is set when it could be read."""
 
     def __init__(

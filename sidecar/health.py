@@ -192,6 +192,8 @@ class HealthLoop:
         try:
             async with asyncio.timeout(settings.timeout):
                 code, message = await self._ask(endpoint, settings.probe_script, source)
+        except ConnectionFailure as failure:  # before TimeoutError: ResponseTimeoutError is one
+            return f"{type(failure).__name__}: {failure}", False
         except TimeoutError:
             return f"no answer within {settings.timeout}s", True
         except Exception as failure:

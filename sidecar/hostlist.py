@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from gremlinlb.sidecar.addresses import IP, address_of, identity, is_local, is_loopback_name
+from gremlinlb.sidecar.options import DEFAULT_MAX_HOSTS
 
 from gremlinlb.core import BalancerSettings, Endpoint, InvalidEndpointError, parse_endpoint
+from gremlinlb.core.errors import GremlinLBError
 from gremlinlb.core.topology import client_zones
 from gremlinlb.schema import SettingsError, from_document, to_document
 
 STATE_FILE = "hosts.json"
-DEFAULT_MAX_HOSTS = 1000
 #: At most this many zones in `client_zones` (clouds have a few per region).
 MAX_CLIENT_ZONES = 256
 #: The longest zone name taken (a Kubernetes label value is at most 63 characters).
@@ -44,7 +45,7 @@ _DNS_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 _PATH = re.compile(r"(/[A-Za-z0-9._~-]+)*/?")
 
 
-class BadUpdateError(ValueError):
+class BadUpdateError(GremlinLBError, ValueError):
     """A PUT /v1/hosts body that cannot be applied; the message says what is wrong."""
 
 

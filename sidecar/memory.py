@@ -18,40 +18,14 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from dataclasses import dataclass
 
-MiB = 1024 * 1024
+# Moved to options.py (the operator reads them); re-exported for the runtime.
+from gremlinlb.sidecar.options import MemoryLimits as MemoryLimits
+from gremlinlb.sidecar.options import MiB as MiB
+
 # glibc's mallopt parameter: allocations above it get their own mapping, returned on free.
 _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD_BYTES = 256 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class MemoryLimits:
-    """The bounds above; the defaults fit the injected 256 MiB limit with room to spare."""
-
-    budget_bytes: int = 96 * MiB
-    client_pause_bytes: int = 4 * MiB
-    client_max_queued_bytes: int = 32 * MiB
-    max_requests_per_client: int = 1024
-
-    def __post_init__(self) -> None:
-        if self.client_pause_bytes < 1:
-            raise ValueError(f"client_pause_bytes must be >= 1, got {self.client_pause_bytes}")
-        if self.client_max_queued_bytes < self.client_pause_bytes:
-            raise ValueError(
-                f"client_max_queued_bytes ({self.client_max_queued_bytes}) must be >= "
-                f"client_pause_bytes ({self.client_pause_bytes})"
-            )
-        if self.budget_bytes < self.client_max_queued_bytes:
-            raise ValueError(
-                f"memory_budget_bytes ({self.budget_bytes}) must be >= "
-                f"client_max_queued_bytes ({self.client_max_queued_bytes})"
-            )
-        if self.max_requests_per_client < 1:
-            raise ValueError(
-                f"max_requests_per_client must be >= 1, got {self.max_requests_per_client}"
-            )
 
 
 class MemoryBudget:

@@ -24,27 +24,27 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from gremlinlb.sidecar import frames
 from gremlinlb.sidecar.backend import (
-    DEFAULT_MAX_MESSAGE_BYTES,
     OUT_OF_ROTATION,
     BackendConnection,
     Backends,
 )
 from gremlinlb.sidecar.frames import Channel, MalformedFrameError, Request, ResponseHeader
 from gremlinlb.sidecar.inbound import InboundMeter, MeteredWebSocketResponse
-from gremlinlb.sidecar.memory import MemoryBudget, MemoryLimits, release_free_memory
+from gremlinlb.sidecar.memory import MemoryBudget, release_free_memory
 from gremlinlb.sidecar.metrics import SidecarMetrics
+from gremlinlb.sidecar.options import ProxyOptions as ProxyOptions  # moved to options.py
 from gremlinlb.sidecar.sources import answer_says_source_unknown, request_source
 from gremlinlb.sidecar.wsout import BATCH_FRAMES, FrameOutput
 
 from gremlinlb.core import (
     OVERLOAD_STATUS_CODES,
+    AttemptLimit,
     Balancer,
     BalancerClosedError,
     BufferFullError,
@@ -52,11 +52,11 @@ from gremlinlb.core import (
     ConnectionFailure,
     Endpoint,
     EventKind,
+    GremlinLBError,
     HostEvent,
     Lease,
     NoHealthyEndpointError,
     Outcome,
-    RetryBudget,
     Waiter,
     frame_may_write,
     may_retry,
@@ -96,22 +96,7 @@ def _parse_and_check(data: bytes | str) -> tuple[Request, bool]:
     return request, _read_only(request)
 
 
-@dataclass(frozen=True, slots=True)
-class ProxyOptions:
-    """Client-side limits."""
-
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    memory: MemoryLimits = field(default_factory=MemoryLimits)
-    # Seconds a new connection may take to complete its WebSocket upgrade.
-    handshake_timeout: float = 10.0
-
-    @property
-    def hard_message_bytes(self) -> int:
-        """Frames up to this size are read and answered with an error; larger ones close."""
-        return max(2 * self.max_message_bytes, self.max_message_bytes + 1024 * 1024)
-
-
-class StatusError(Exception):
+class StatusError(GremlinLBError):
     """A backend's own answer (429/596) recorded as the error of an attempt."""
 
     def __init__(self, endpoint: Endpoint, code: int) -> None:
@@ -119,7 +104,7 @@ class StatusError(Exception):
         self.code = code
 
 
-class AnswerTooLargeError(Exception):
+class AnswerTooLargeError(GremlinLBError):
     """An answer frame over max_message_bytes: the request's own failure, not its host's."""
 
 
@@ -171,8 +156,8 @@ class Exchange:
         self.live: list[Attempt] = []  # attempts whose answer would still reach the client
         self.owner: Attempt | None = None  # the attempt whose answer the client gets
         self.tried: list[Endpoint] = []
-        # Every attempt of it, of every kind, counts against max_attempts (see RetryBudget).
-        self.budget = RetryBudget(max_attempts)
+        # Every attempt of it, of every kind, counts against max_attempts (see AttemptLimit).
+        self.budget = AttemptLimit(max_attempts)
         self.sent_attempts: list[Attempt] = []  # handed to a backend connection
         self.sent_at = 0.0  # when its first attempt was sent: request_timeout runs from here
         self.deadline_timer: asyncio.TimerHandle | None = None
@@ -1263,7 +1248,7 @@ class Proxy:
     def on_host_event(self, event: HostEvent) -> None:
         """A host left rotation (ejected or down): reads stranded there that forwarded nothing
         go to another host at once; the old attempt's answer is dropped when it arrives. Only
-        within the request's attempt budget (once per read, see RetryBudget) and the
+        within the request's attempt budget (once per read, see AttemptLimit) and the
         extra-request budget, and never a read that ran normally there (a slow query: see
         Balancer.may_resend)."""
         if event.kind is not EventKind.STATE_CHANGED or event.state not in OUT_OF_ROTATION:

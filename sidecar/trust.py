@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gremlinlb.sidecar.addresses import address_of, canonical_name
+from gremlinlb.sidecar.options import Network
+from gremlinlb.sidecar.options import host_network as _network
+from gremlinlb.sidecar.options import parse_allowed_hosts as parse_allowed_hosts  # moved there
 
 from gremlinlb.core import Endpoint
 
 log = logging.getLogger(__name__)
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class TokenFile:
@@ -193,24 +194,3 @@ class HostPolicy:
 
 def _within(address: ipaddress.IPv4Address | ipaddress.IPv6Address, network: Network) -> bool:
     return address.version == network.version and address in network
-
-
-def _network(pattern: str) -> Network | None:
-    try:
-        return ipaddress.ip_network(pattern, strict=False)
-    except ValueError:
-        return None
-
-
-def parse_allowed_hosts(text: str) -> tuple[str, ...]:
-    """``10.0.0.0/8,*.svc.cluster.local`` -> its patterns; ValueError naming a bad one."""
-    patterns = tuple(p.strip() for p in text.split(",") if p.strip())
-    for pattern in patterns:
-        if _network(pattern) is not None:
-            continue
-        if "/" in pattern or ":" in pattern or not all(c.isalnum() or c in "-.*?" for c in pattern):
-            raise ValueError(
-                f"{pattern!r} is neither a CIDR (10.0.0.0/8, fd00::/8) nor a host name glob "
-                "(*.gremlin.svc.cluster.local)"
-            )
-    return patterns

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from gremlinlb.core import BalancerSettings, InvalidSettingError
+from gremlinlb.core import BalancerSettings, GremlinLBError, InvalidSettingError
 from gremlinlb.core.settings import DOC, Doc
 
 ENV_PREFIX = "GREMLINLB_"
@@ -50,7 +50,7 @@ def env_of(flat: str) -> str:
     return ENV_PREFIX + flat.upper()
 
 
-class SettingsError(ValueError):
+class SettingsError(GremlinLBError, ValueError):
     """Settings that cannot be applied; the message starts with where the bad value came from."""
 
 

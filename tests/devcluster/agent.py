@@ -25,60 +25,54 @@ read-only root filesystems, ``kubectl logs``/``exec`` (see :meth:`NodeAgent.logs
 points missing on it (such as ``/var/run/secrets/kubernetes.io/serviceaccount``) exist only
 inside the container's mount namespace, and a volume over ``/tmp`` does not hide the checkout,
 its virtualenv or the cluster directory (``mount_helper.py`` says how).
+
+The pod worker is split along a kubelet's seams: its state and status reports
+(``pod_status.py``), volumes and mounts (``pod_volumes.py``), probes (``pod_probes.py``), and
+here the lifecycle that runs them (:class:`PodWorker`); ``containers.py`` holds the container
+records, ``forwarder.py`` the in-pod path to the apiserver.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import ctypes
-import datetime
-import http.client
 import ipaddress
-import json
 import logging
 import os
-import re
-import shutil
 import signal
-import socket
-import ssl
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any
 
 from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
 from gremlinlb.devservers.server import GremlinServerProcess
+from tests.devcluster.containers import (
+    _TICK_S,
+    Container,
+    PodFailure,
+    ProbeState,
+    Process,
+    _Jvm,
+    _now,
+    _Popen,
+)
 from tests.devcluster.controlplane import _die_with_parent
 from tests.devcluster.errors import DevClusterError, NetnsError
-from tests.devcluster.netns import NetnsHost, NetnsNetwork, find_ip_tool
+from tests.devcluster.forwarder import ServiceForwarder
+from tests.devcluster.netns import NetnsNetwork
+from tests.devcluster.pod_probes import PodProbes
 
 if TYPE_CHECKING:
     from gremlinlb.devservers.fetch import ServerRuntime
     from tests.devcluster.controlplane import ControlPlane
 
 log = logging.getLogger(__name__)
-
-_CLONE_NEWNET = 0x40000000
-_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_TICK_S = 0.2
-_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
-
-
-#: Runs first in each container's mount namespace (see its docstring): volumes, kept paths, exec.
-_MOUNT_HELPER = Path(__file__).with_name("mount_helper.py")
-
-
-class PodFailure(DevClusterError):
-    """A pod the agent cannot run as specified (unknown image, unsupported volume, ...)."""
 
 
 # -- images --------------------------------------------------------------------------------------
@@ -146,287 +140,16 @@ class ImageCatalog:
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _setns(fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, _CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"setns: {os.strerror(errno)}")
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while True:
-            data = source.recv(65536)
-            if not data:
-                break
-            sink.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock, how in ((sink, socket.SHUT_WR), (source, socket.SHUT_RD)):
-            with contextlib.suppress(OSError):
-                sock.shutdown(how)
-
-
-class ServiceForwarder:
-    """Inside one pod's namespace, ``service_ip:port`` leads to ``127.0.0.1:target_port`` on
-    the host: the one Service (``kubernetes``) in-cluster clients need, without kube-proxy."""
-
-    def __init__(self, host: NetnsHost, service_ip: str, port: int, target_port: int) -> None:
-        self.host = host
-        self.service_ip = service_ip
-        self.port = port
-        self.target_port = target_port
-        self._listener: socket.socket | None = None
-        self._closed = threading.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    def start(self) -> None:
-        subprocess.run(
-            [
-                find_ip_tool(),
-                "-n",
-                self.host.name,
-                "addr",
-                "add",
-                f"{self.service_ip}/32",
-                "dev",
-                "lo",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=20,
-        )
-        thread = threading.Thread(target=self._serve, name=f"svc-{self.host.name}", daemon=True)
-        thread.start()
-        self._ready.wait(10)
-        if self._error is not None:
-            raise NetnsError(f"service forwarder in {self.host.name}: {self._error}")
-
-    def _serve(self) -> None:
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        target = os.open(f"/run/netns/{self.host.name}", os.O_RDONLY)
-        try:
-            _setns(target)
-            try:
-                listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                listener.bind((self.service_ip, self.port))
-                listener.listen(64)
-                listener.settimeout(0.5)
-            finally:
-                _setns(own)  # connections to the apiserver leave from the host's namespace
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        finally:
-            os.close(own)
-            os.close(target)
-        self._listener = listener
-        self._ready.set()
-        with listener:
-            while not self._closed.is_set():
-                try:
-                    conn, _ = listener.accept()
-                except TimeoutError:
-                    continue
-                except OSError:
-                    break
-                try:
-                    upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
-                except OSError:
-                    conn.close()
-                    continue
-                conn.settimeout(None)
-                upstream.settimeout(None)
-                for a, b in ((conn, upstream), (upstream, conn)):
-                    threading.Thread(target=_pump, args=(a, b), daemon=True).start()
-
-    def close(self) -> None:
-        self._closed.set()
-
-
 # -- containers ----------------------------------------------------------------------------------
-
-
-class Process(Protocol):
-    def poll(self) -> int | None: ...
-
-    def send(self, signum: int) -> None: ...
-
-
-class _Popen:
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
-        self.popen = popen
-
-    def poll(self) -> int | None:
-        return self.popen.poll()
-
-    def send(self, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, signum)
-
-
-class _Jvm:
-    def __init__(self, server: GremlinServerProcess) -> None:
-        self.server = server
-
-    def poll(self) -> int | None:
-        if self.server.is_running():
-            return None
-        code = self.server.returncode
-        return code if code is not None else -1
-
-    def send(self, signum: int) -> None:
-        pid = self.server.pid
-        if pid is not None and self.server.is_running():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
-
-
-@dataclass
-class ProbeState:
-    spec: dict[str, Any]
-    successes: int = 0
-    failures: int = 0
-    result: bool = False
-    next_due: float = 0.0
-
-
-@dataclass
-class Container:
-    spec: dict[str, Any]
-    role: str  # "init", "sidecar" or "main"
-    directory: Path
-    process: Process | None = None
-    restart_count: int = 0
-    started_at: str | None = None
-    finished_at: str | None = None
-    exit_code: int | None = None
-    waiting: tuple[str, str] | None = ("ContainerCreating", "")
-    started: bool = False
-    ready: bool = False
-    restart_at: float = 0.0
-    probes: dict[str, ProbeState] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return str(self.spec["name"])
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def status(self, pod_uid: str) -> dict[str, Any]:
-        state: dict[str, Any]
-        if self.running():
-            state = {"running": {"startedAt": self.started_at}}
-        elif self.exit_code is not None:
-            state = {
-                "terminated": {
-                    "exitCode": self.exit_code,
-                    "reason": "Completed" if self.exit_code == 0 else "Error",
-                    "startedAt": self.started_at,
-                    "finishedAt": self.finished_at,
-                }
-            }
-        else:
-            reason, message = self.waiting or ("ContainerCreating", "")
-            state = {"waiting": {"reason": reason, **({"message": message} if message else {})}}
-        status: dict[str, Any] = {
-            "name": self.name,
-            "image": self.spec.get("image", ""),
-            "imageID": "",
-            "ready": self.ready,
-            "started": self.started,
-            "restartCount": self.restart_count,
-            "state": state,
-        }
-        if self.process is not None:
-            status["containerID"] = f"gremlinlb-agent://{pod_uid}/{self.name}/{self.restart_count}"
-        return status
 
 
 # -- one pod -------------------------------------------------------------------------------------
 
 
-class PodWorker:
+class PodWorker(PodProbes):
     """Runs one pod from its IP to its deletion, in a thread of its own."""
 
-    def __init__(self, agent: NodeAgent, pod: dict[str, Any]) -> None:
-        self.agent = agent
-        meta = pod["metadata"]
-        self.uid: str = meta["uid"]
-        self.name: str = meta["name"]
-        self.namespace: str = meta["namespace"]
-        self.directory = agent.workdir / "pods" / f"{self.namespace}_{self.name}_{self.uid[:8]}"
-        self._latest = pod
-        self._lock = threading.Lock()
-        self.gone = threading.Event()  # the pod object is deleted
-        self.host: NetnsHost | None = None
-        self._forwarder: ServiceForwarder | None = None
-        self.containers: list[Container] = []
-        self._mounts: dict[str, Path] = {}
-        self._env_cache: dict[str, dict[str, str]] = {}
-        self._last_status: dict[str, Any] | None = None
-        self._events_sent: set[str] = set()
-        self.finished = threading.Event()
-        self._thread = threading.Thread(target=self._main, name=f"pod-{self.name}", daemon=True)
-
     # -- plumbing --
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def update(self, pod: dict[str, Any]) -> None:
-        with self._lock:
-            self._latest = pod
-
-    @property
-    def pod(self) -> dict[str, Any]:
-        with self._lock:
-            return self._latest
-
-    @property
-    def core(self) -> k8s.CoreV1Api:
-        return k8s.CoreV1Api(self.agent.api)
-
-    def _stopping(self) -> bool:
-        return self.gone.is_set() or self.agent.stopping.is_set()
-
-    def _deleting(self) -> bool:
-        return bool(self.pod["metadata"].get("deletionTimestamp"))
-
-    def _event(self, reason: str, message: str, kind: str = "Warning") -> None:
-        key = f"{reason}:{message}"
-        if key in self._events_sent:
-            return
-        self._events_sent.add(key)
-        log.info("pod %s/%s: %s: %s", self.namespace, self.name, reason, message)
-        body = {
-            "metadata": {"generateName": f"{self.name}.", "namespace": self.namespace},
-            "involvedObject": {
-                "kind": "Pod",
-                "namespace": self.namespace,
-                "name": self.name,
-                "uid": self.uid,
-                "apiVersion": "v1",
-            },
-            "reason": reason,
-            "message": message,
-            "type": kind,
-            "source": {"component": "gremlinlb-node-agent", "host": self.agent.node_name},
-            "firstTimestamp": _now(),
-            "lastTimestamp": _now(),
-            "count": 1,
-        }
-        with contextlib.suppress(ApiException):
-            self.core.create_namespaced_event(self.namespace, cast(Any, body))
 
     # -- main sequence --
 
@@ -455,14 +178,6 @@ class PodWorker:
         self._patch_status()
         self._wait(self._deleting)
         self._finish()
-
-    def _wait(self, predicate: Callable[[], bool]) -> bool:
-        """Tick until ``predicate`` holds (True) or the pod is going away (False)."""
-        while not self._stopping():
-            if predicate():
-                return True
-            time.sleep(_TICK_S)
-        return False
 
     def _run(self) -> None:
         if not self._wait(
@@ -523,266 +238,7 @@ class PodWorker:
 
     # -- volumes --
 
-    def _prepare_volumes(self) -> bool:
-        """Write every volume; False (retry later) while a Secret or ConfigMap is missing."""
-        volumes_dir = self.directory / "volumes"
-        for volume in self.pod["spec"].get("volumes") or ():
-            name = volume["name"]
-            if name in self._mounts:
-                continue
-            target = volumes_dir / name
-            try:
-                self._write_volume(volume, target)
-            except ApiException as exc:
-                if exc.status == 404:
-                    self._event("FailedMount", f"volume {name}: {exc.reason} (retrying)")
-                    return False
-                raise
-            self._mounts[name] = target
-        return True
-
-    def _write_volume(self, volume: Mapping[str, Any], target: Path) -> None:
-        target.mkdir(parents=True, exist_ok=True)
-        if "emptyDir" in volume:
-            return
-        if "secret" in volume:
-            source = volume["secret"]
-            data = self._secret_data(source["secretName"], optional=bool(source.get("optional")))
-            self._write_items(target, data, source.get("items"), source.get("defaultMode", 0o644))
-            return
-        if "configMap" in volume:
-            source = volume["configMap"]
-            data = self._config_map_data(source["name"], optional=bool(source.get("optional")))
-            self._write_items(target, data, source.get("items"), source.get("defaultMode", 0o644))
-            return
-        if "projected" in volume:
-            mode = volume["projected"].get("defaultMode", 0o644)
-            for source in volume["projected"].get("sources") or ():
-                if "serviceAccountToken" in source:
-                    token = self._service_account_token(source["serviceAccountToken"])
-                    self._write_file(target / source["serviceAccountToken"]["path"], token, mode)
-                elif "configMap" in source:
-                    data = self._config_map_data(source["configMap"]["name"])
-                    self._write_items(target, data, source["configMap"].get("items"), mode)
-                elif "secret" in source:
-                    data = self._secret_data(source["secret"]["name"])
-                    self._write_items(target, data, source["secret"].get("items"), mode)
-                elif "downwardAPI" in source:
-                    for item in source["downwardAPI"].get("items") or ():
-                        value = self._field_ref(item.get("fieldRef") or {})
-                        self._write_file(target / item["path"], value.encode(), mode)
-                else:
-                    raise PodFailure(f"unsupported projected volume source {sorted(source)}")
-            return
-        raise PodFailure(
-            f"volume {volume['name']}: unsupported type {sorted(k for k in volume if k != 'name')} "
-            "(the node agent knows emptyDir, secret, configMap and projected)"
-        )
-
-    def _secret_data(self, name: str, optional: bool = False) -> dict[str, bytes]:
-        try:
-            secret = self.core.read_namespaced_secret(name, self.namespace)
-        except ApiException as exc:
-            if exc.status == 404 and optional:
-                return {}
-            raise
-        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
-
-    def _config_map_data(self, name: str, optional: bool = False) -> dict[str, bytes]:
-        try:
-            found = self.core.read_namespaced_config_map(name, self.namespace)
-        except ApiException as exc:
-            if exc.status == 404 and optional:
-                return {}
-            raise
-        return {k: v.encode() for k, v in (found.data or {}).items()}
-
-    def _service_account_token(self, source: Mapping[str, Any]) -> bytes:
-        account = self.pod["spec"].get("serviceAccountName") or "default"
-        spec: dict[str, Any] = {
-            "expirationSeconds": int(source.get("expirationSeconds", 3607)),
-            "boundObjectRef": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "name": self.name,
-                "uid": self.uid,
-            },
-        }
-        if source.get("audience"):
-            spec["audiences"] = [source["audience"]]
-        else:
-            spec["audiences"] = []
-        response: Any = self.core.create_namespaced_service_account_token(
-            account, self.namespace, cast(Any, {"spec": spec})
-        )
-        return str(response.status.token).encode()
-
-    @staticmethod
-    def _write_file(path: Path, data: bytes, mode: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        path.chmod(mode)
-
-    def _write_items(
-        self,
-        target: Path,
-        data: Mapping[str, bytes],
-        items: Sequence[Mapping[str, Any]] | None,
-        mode: int,
-    ) -> None:
-        if items:
-            for item in items:
-                if item["key"] in data:
-                    self._write_file(
-                        target / item["path"], data[item["key"]], item.get("mode", mode)
-                    )
-        else:
-            for key, value in data.items():
-                self._write_file(target / key, value, mode)
-
-    def _field_ref(self, ref: Mapping[str, Any]) -> str:
-        path = str(ref.get("fieldPath", ""))
-        pod = self.pod
-        simple = {
-            "metadata.name": self.name,
-            "metadata.namespace": self.namespace,
-            "metadata.uid": self.uid,
-            "spec.nodeName": pod["spec"].get("nodeName", ""),
-            "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
-            "status.podIP": (pod.get("status") or {}).get("podIP", ""),
-            "status.hostIP": (pod.get("status") or {}).get("hostIP", ""),
-        }
-        if path in simple:
-            return str(simple[path])
-        match = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
-        if match:
-            return str((pod["metadata"].get(match.group(1)) or {}).get(match.group(2), ""))
-        raise PodFailure(f"unsupported fieldRef {path!r}")
-
     # -- environment and launch --
-
-    def _env(self, container: Container) -> dict[str, str]:
-        catalog = self.agent.images
-        env: dict[str, str] = {
-            "PATH": f"{catalog.bin_dir}:{_DEFAULT_PATH}",
-            "HOSTNAME": self.name,
-            "HOME": "/",
-            **dict(catalog.image_env),
-        }
-        if self.agent.service is not None:  # a kubelet sets these whatever enableServiceLinks says
-            service_ip, port = self.agent.service
-            env.update(
-                {
-                    "KUBERNETES_SERVICE_HOST": service_ip,
-                    "KUBERNETES_SERVICE_PORT": str(port),
-                    "KUBERNETES_SERVICE_PORT_HTTPS": str(port),
-                    "KUBERNETES_PORT": f"tcp://{service_ip}:{port}",
-                }
-            )
-        for source in container.spec.get("envFrom") or ():
-            prefix = source.get("prefix", "")
-            if "configMapRef" in source:
-                data = self._config_map_data(
-                    source["configMapRef"]["name"], bool(source["configMapRef"].get("optional"))
-                )
-            else:
-                data = self._secret_data(
-                    source["secretRef"]["name"], bool(source["secretRef"].get("optional"))
-                )
-            env.update({prefix + k: v.decode() for k, v in data.items()})
-        for item in container.spec.get("env") or ():
-            name = item["name"]
-            if "value" in item:
-                env[name] = _VAR_REF.sub(
-                    lambda m: env.get(m.group(1), m.group(0)), str(item["value"])
-                )
-                continue
-            value_from = item.get("valueFrom") or {}
-            if "fieldRef" in value_from:
-                env[name] = self._field_ref(value_from["fieldRef"])
-            elif "secretKeyRef" in value_from or "configMapKeyRef" in value_from:
-                secret = "secretKeyRef" in value_from
-                ref = value_from["secretKeyRef" if secret else "configMapKeyRef"]
-                optional = bool(ref.get("optional"))
-                read = self._secret_data if secret else self._config_map_data
-                data = read(ref["name"], optional)
-                if ref["key"] not in data and not optional:
-                    kind = "Secret" if secret else "ConfigMap"
-                    raise PodFailure(
-                        f"env {name}: {kind} {ref['name']!r} has no key {ref['key']!r}"
-                    )
-                env[name] = data.get(ref["key"], b"").decode()
-            else:
-                raise PodFailure(
-                    f"env {name}: unsupported valueFrom {sorted(value_from)} (the node agent "
-                    "knows fieldRef, secretKeyRef and configMapKeyRef)"
-                )
-        return env
-
-    def _argv(self, container: Container, env: Mapping[str, str]) -> list[str]:
-        catalog = self.agent.images
-        spec = container.spec
-        command = list(spec.get("command") or ())
-        args = list(spec.get("args") or ())
-
-        def expand(text: str) -> str:
-            return _VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), text)
-
-        argv = [
-            expand(a)
-            for a in (
-                command + args
-                if command
-                else [*catalog.entrypoint, *(args or catalog.default_args)]
-            )
-        ]
-        if not argv:
-            raise PodFailure(f"container {container.name}: nothing to run")
-        found = shutil.which(argv[0], path=env.get("PATH"))
-        if found is None:
-            raise PodFailure(
-                f"container {container.name}: {argv[0]!r} not found in the image's PATH"
-            )
-        return [found, *argv[1:]]
-
-    def _mounts_of(self, container: Container) -> list[list[Any]]:
-        """[source, target, read-only] of each volume mount, parents before children."""
-        mounts: list[list[Any]] = []
-        for mount in container.spec.get("volumeMounts") or ():
-            source = self._mounts.get(mount["name"])
-            if source is None:
-                raise PodFailure(f"container {container.name}: no volume named {mount['name']!r}")
-            if mount.get("subPath"):
-                source = source / mount["subPath"]
-            mounts.append([str(source), str(mount["mountPath"]), bool(mount.get("readOnly"))])
-        # The pod's /etc/hosts, as a kubelet mounts it into every container.
-        mounts.append([str(self.directory / "etc-hosts"), "/etc/hosts", True])
-        return sorted(mounts, key=lambda m: len(Path(m[1]).parts))
-
-    def _write_hosts_file(self) -> None:
-        """The pod's own name at its IP and, standing in for cluster DNS, the ``kubernetes``
-        Service's names at its cluster IP (in-cluster clients such as kopf use the name)."""
-        assert self.host is not None
-        lines = [
-            "127.0.0.1\tlocalhost",
-            f"{self.host.address}\t{self.name}",
-        ]
-        if self.agent.service is not None:
-            names = "kubernetes kubernetes.default kubernetes.default.svc"
-            names += " kubernetes.default.svc.cluster.local"
-            lines.append(f"{self.agent.service[0]}\t{names}")
-        (self.directory / "etc-hosts").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-    def container_command(self, container: Container, argv: Sequence[str]) -> list[str]:
-        """``argv`` as it runs in ``container``: the pod's network namespace and its volumes
-        bind-mounted at their mount paths (in the mount namespace ``ip netns exec`` makes)."""
-        assert self.host is not None
-        spec = {
-            "mounts": self._mounts_of(container),
-            "keep": [str(p) for p in (*self.agent.images.image_paths(), self.agent.workdir)],
-        }
-        helper = [sys.executable, "-S", str(_MOUNT_HELPER), json.dumps(spec)]
-        return self.host.argv([*helper, *argv])
 
     def _start_container(self, container: Container) -> bool:
         try:
@@ -856,121 +312,6 @@ class PodWorker:
 
     # -- probes, restarts, status --
 
-    def _port(self, container: Container, port: Any) -> int:
-        if isinstance(port, int) or (isinstance(port, str) and port.isdigit()):
-            return int(port)
-        for item in container.spec.get("ports") or ():
-            if item.get("name") == port:
-                return int(item["containerPort"])
-        raise PodFailure(f"container {container.name}: no port named {port!r}")
-
-    def _probe_once(self, container: Container, spec: Mapping[str, Any]) -> bool:
-        assert self.host is not None
-        timeout = float(spec.get("timeoutSeconds", 1))
-        ip = str(self.host.address)
-        try:
-            if "tcpSocket" in spec:
-                port = self._port(container, spec["tcpSocket"]["port"])
-                with socket.create_connection((ip, port), timeout=timeout):
-                    return True
-            if "httpGet" in spec:
-                get = spec["httpGet"]
-                port = self._port(container, get["port"])
-                conn: http.client.HTTPConnection
-                if str(get.get("scheme", "HTTP")).upper() == "HTTPS":
-                    # As the kubelet does: TLS without verifying the certificate.
-                    conn = http.client.HTTPSConnection(
-                        ip, port, timeout=timeout, context=ssl._create_unverified_context()
-                    )
-                else:
-                    conn = http.client.HTTPConnection(ip, port, timeout=timeout)
-                try:
-                    headers = {h["name"]: h["value"] for h in get.get("httpHeaders") or ()}
-                    conn.request("GET", get.get("path", "/"), headers=headers)
-                    return 200 <= conn.getresponse().status < 400
-                finally:
-                    conn.close()
-            if "exec" in spec:
-                done = subprocess.run(
-                    self.container_command(container, spec["exec"]["command"]),
-                    env=self._env(container),
-                    capture_output=True,
-                    timeout=timeout,
-                    check=False,
-                )
-                return done.returncode == 0
-        except (OSError, subprocess.TimeoutExpired, http.client.HTTPException):
-            return False
-        raise PodFailure(f"container {container.name}: unsupported probe {sorted(spec)}")
-
-    def _run_probes(self, container: Container, now: float) -> None:
-        for kind in ("startup", "readiness", "liveness"):
-            state = container.probes.get(kind)
-            if state is None or now < state.next_due:
-                continue
-            if kind != "startup" and not container.started:
-                continue
-            if kind == "startup" and container.started:
-                continue
-            spec = state.spec
-            state.next_due = now + float(spec.get("periodSeconds", 10))
-            ok = self._probe_once(container, spec)
-            if ok:
-                state.successes, state.failures = state.successes + 1, 0
-                if state.successes >= int(spec.get("successThreshold", 1)):
-                    state.result = True
-            else:
-                state.failures, state.successes = state.failures + 1, 0
-                if state.failures >= int(spec.get("failureThreshold", 3)):
-                    state.result = False
-            if kind == "startup" and state.result:
-                container.started = True
-                for other in ("readiness", "liveness"):
-                    if other in container.probes:
-                        container.probes[other].next_due = now
-            elif (
-                kind == "liveness"
-                and not ok
-                and state.failures >= int(spec.get("failureThreshold", 3))
-            ):
-                if not self._deleting():
-                    self._event(
-                        "Unhealthy",
-                        f"Liveness probe failed: container {container.name}; restarting",
-                    )
-                    self._kill_container(
-                        container,
-                        grace_s=float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)),
-                    )
-                    return
-            elif (
-                kind == "startup"
-                and not ok
-                and state.failures >= int(spec.get("failureThreshold", 3))
-            ):
-                self._event(
-                    "Unhealthy", f"Startup probe failed: container {container.name}; restarting"
-                )
-                self._kill_container(container, grace_s=2.0)
-                return
-        if "readiness" in container.probes:
-            container.ready = container.started and container.probes["readiness"].result
-        else:
-            container.ready = container.started
-
-    def _kill_container(self, container: Container, grace_s: float) -> None:
-        process = container.process
-        if process is None:
-            return
-        process.send(signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if process.poll() is None:
-            process.send(signal.SIGKILL)
-            while process.poll() is None and time.monotonic() < deadline + 5:
-                time.sleep(0.05)
-
     def _tick(self) -> bool:
         """One round: reap, restart, probe, report. Always False (for use in _wait)."""
         now = time.monotonic()
@@ -1004,71 +345,6 @@ class PodWorker:
                 self._run_probes(container, now)
         self._patch_status()
         return False
-
-    def _gates_ready(self) -> bool:
-        gates = [g["conditionType"] for g in self.pod["spec"].get("readinessGates") or ()]
-        conditions = {
-            c["type"]: c["status"] for c in (self.pod.get("status") or {}).get("conditions") or ()
-        }
-        return all(conditions.get(g) == "True" for g in gates)
-
-    def _patch_status(self) -> None:
-        if self.gone.is_set():
-            return
-        mains = [c for c in self.containers if c.role == "main"]
-        sidecars = [c for c in self.containers if c.role == "sidecar"]
-        inits = [c for c in self.containers if c.role != "main"]
-        initialized = all((c.started if c.role == "sidecar" else c.exit_code == 0) for c in inits)
-        containers_ready = bool(mains) and all(c.ready for c in [*mains, *sidecars])
-        ready = containers_ready and self._gates_ready()
-        any_started = any(c.started_at for c in self.containers)
-        all_done = all(c.exit_code is not None and not c.restart_at for c in mains) and any_started
-        phase = "Pending"
-        if any_started and initialized:
-            phase = "Running"
-        if all_done and self._deleting():
-            phase = "Succeeded" if all(c.exit_code == 0 for c in mains) else "Failed"
-
-        def condition(kind: str, value: bool) -> dict[str, Any]:
-            return {"type": kind, "status": "True" if value else "False"}
-
-        status: dict[str, Any] = {
-            "phase": phase,
-            "conditions": [
-                condition("Initialized", initialized),
-                condition("ContainersReady", containers_ready),
-                condition("Ready", ready),
-            ],
-            "containerStatuses": [c.status(self.uid) for c in mains],
-        }
-        if inits:
-            status["initContainerStatuses"] = [c.status(self.uid) for c in inits]
-        if status == self._last_status:
-            return
-        body = {
-            "status": {
-                **status,
-                "conditions": [{**c, "lastTransitionTime": _now()} for c in status["conditions"]],
-            }
-        }
-        if any_started and not (self.pod.get("status") or {}).get("startTime"):
-            body["status"]["startTime"] = _now()
-        # Only conditions whose value changed get a new transition time.
-        previous = {c["type"]: c for c in (self.pod.get("status") or {}).get("conditions") or ()}
-        for item in body["status"]["conditions"]:
-            old = previous.get(item["type"])
-            if old is not None and old.get("status") == item["status"]:
-                item["lastTransitionTime"] = old.get("lastTransitionTime")
-        try:
-            self.core.patch_namespaced_pod_status(self.name, self.namespace, body)
-            self._last_status = status
-        except ApiException as exc:
-            if exc.status == 404:
-                self.gone.set()
-            else:
-                log.warning(
-                    "pod %s/%s: status patch failed: %s", self.namespace, self.name, exc.reason
-                )
 
     # -- termination --
 
@@ -1161,12 +437,6 @@ class PodWorker:
                 raise
 
     # -- for tests: what `kubectl exec` and `kubectl logs` would give --
-
-    def container(self, name: str) -> Container:
-        for container in self.containers:
-            if container.name == name:
-                return container
-        raise DevClusterError(f"pod {self.namespace}/{self.name} has no container {name!r}")
 
 
 # -- the agent -----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ requests (reads and writes) are acquired, buffered, withdrawn, retried and hedge
 The example-based specs each check one path; the promises below must hold on every path,
 including ones nobody thought to write down (the old outlier property never added or removed
 a host, so it could not find a draining host coming back healthy unprobed). The driver follows
-the adapters' rules (`may_retry`, `RetryBudget`, `should_hedge`, `withdraw`); the model checks
+the adapters' rules (`may_retry`, `AttemptLimit`, `should_hedge`, `withdraw`); the model checks
 what the core hands out:
 
 - never more than the share cap of the hosts not draining ejected, and never the last healthy
@@ -30,6 +30,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from gremlinlb.core import (
     Acquired,
     AllHostsTriedError,
+    AttemptLimit,
     Balancer,
     BalancerSettings,
     BufferFullError,
@@ -44,7 +45,6 @@ from gremlinlb.core import (
     Outcome,
     OutlierSettings,
     Policy,
-    RetryBudget,
     UnknownEndpointError,
     Waiter,
     may_retry,
@@ -64,7 +64,7 @@ class Request:
     """One client request as the driver sees it: its attempts, and whether it may have run."""
 
     write: bool
-    budget: RetryBudget
+    budget: AttemptLimit
     live: list[Lease] = field(default_factory=list)  # attempts in flight
     tried: list[Endpoint] = field(default_factory=list)  # hosts an attempt failed on
     waiter: Waiter | None = None  # waiting in the buffer
@@ -206,7 +206,7 @@ class CoreLifecycle(RuleBasedStateMachine):
 
     @rule(write=st.booleans())
     def acquire(self, write: bool) -> None:
-        self.send(Request(write, RetryBudget(self.lb.settings.max_attempts)), [])
+        self.send(Request(write, AttemptLimit(self.lb.settings.max_attempts)), [])
         self.collect()
 
     @precondition(lambda self: self.live())
@@ -284,7 +284,7 @@ class CoreLifecycle(RuleBasedStateMachine):
                     break
             except UnknownEndpointError:
                 break
-            request = Request(False, RetryBudget(1))
+            request = Request(False, AttemptLimit(1))
             self.send(request, others)
             if request.live and request.live[0].endpoint == endpoint:
                 self.end(self.live().index((request, request.live[0])), Outcome.CONNECTION_LOST)

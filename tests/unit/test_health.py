@@ -4,6 +4,7 @@ import pytest
 
 from gremlinlb.core import (
     AllHostsTriedError,
+    AttemptLimit,
     Balancer,
     BalancerSettings,
     Endpoint,
@@ -12,7 +13,6 @@ from gremlinlb.core import (
     InvalidSettingError,
     Lease,
     Outcome,
-    RetryBudget,
     UnknownEndpointError,
     may_retry,
 )
@@ -161,20 +161,20 @@ def test_releasing_an_unused_slot_counts_no_outcome_and_lets_a_draining_host_lea
 
 
 def test_overload_answers_use_up_max_attempts() -> None:
-    budget = RetryBudget(max_attempts=3)
+    budget = AttemptLimit(max_attempts=3)
     assert budget.allows_another(Outcome.OVERLOADED, received=1)
     assert budget.allows_another(Outcome.OVERLOADED, received=2)
     assert not budget.allows_another(Outcome.OVERLOADED, received=3)
 
 
 def test_connections_lost_after_sending_use_up_max_attempts() -> None:
-    budget = RetryBudget(max_attempts=3)
+    budget = AttemptLimit(max_attempts=3)
     assert budget.allows_another(Outcome.CONNECTION_LOST, received=2)
     assert not budget.allows_another(Outcome.CONNECTION_LOST, received=3)
 
 
 def test_attempts_never_sent_do_not_use_up_max_attempts_but_are_bounded() -> None:
-    budget = RetryBudget(max_attempts=1)
+    budget = AttemptLimit(max_attempts=1)
     failed = 1  # the first attempt
     while budget.allows_another(Outcome.NOT_SENT, received=0):
         failed += 1
@@ -182,11 +182,11 @@ def test_attempts_never_sent_do_not_use_up_max_attempts_but_are_bounded() -> Non
 
 
 def test_a_read_is_hedged_or_re_dispatched_once_within_its_attempts() -> None:
-    budget = RetryBudget(max_attempts=3)
+    budget = AttemptLimit(max_attempts=3)
     assert budget.allows_resend(received=1)
     budget.resend()
     assert not budget.allows_resend(received=2)
-    assert not RetryBudget(max_attempts=2).allows_resend(received=2)
+    assert not AttemptLimit(max_attempts=2).allows_resend(received=2)
 
 
 def test_replace_that_removes_every_other_host_keeps_the_rest_in_order() -> None:

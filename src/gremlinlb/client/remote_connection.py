@@ -44,6 +44,7 @@ from gremlinlb.client.keepalive import Keepalive
 from gremlinlb.core import (
     OVERLOAD_STATUS_CODES,
     AllHostsTriedError,
+    AttemptLimit,
     Balancer,
     BalancerClosedError,
     BalancerSettings,
@@ -57,7 +58,6 @@ from gremlinlb.core import (
     NoHealthyEndpointError,
     Outcome,
     RequestMayHaveBeenAppliedError,
-    RetryBudget,
     SessionLostError,
     UnknownEndpointError,
     Waiter,
@@ -258,7 +258,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         re-dispatch when the core says so; retries only where `may_retry` allows."""
         self._check_open()
         request = _Request(bytecode, read_only=not bytecode_may_write(bytecode))
-        budget = RetryBudget(self._balancer.settings.max_attempts)
+        budget = AttemptLimit(self._balancer.settings.max_attempts)
         tried: list[Endpoint] = []
         last_error: BaseException | None = None
         live: list[_Attempt] = []
@@ -318,7 +318,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         request: _Request,
         tried: list[Endpoint],
         last_error: BaseException | None,
-        budget: RetryBudget,
+        budget: AttemptLimit,
     ) -> _Attempt:
         """Acquire a host (waiting in the buffer if none is healthy) and send there."""
         while True:
@@ -414,7 +414,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         finally:
             attempt.request.wake.set()
 
-    def _may_try_again(self, outcome: Outcome, request: _Request, budget: RetryBudget) -> bool:
+    def _may_try_again(self, outcome: Outcome, request: _Request, budget: AttemptLimit) -> bool:
         if not may_retry(outcome, request.read_only):
             return False
         if not budget.allows_another(outcome, request.received()):
@@ -427,7 +427,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         return _now() + self._balancer.hedge_delay()
 
     def _hedge(
-        self, request: _Request, first: _Attempt, tried: list[Endpoint], budget: RetryBudget
+        self, request: _Request, first: _Attempt, tried: list[Endpoint], budget: AttemptLimit
     ) -> _Attempt | None:
         """A second attempt of a slow read, to a host that answers, when the core says its
         host is not serving it, the request's attempt budget (once per read) and the
@@ -458,7 +458,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         request: _Request,
         live: list[_Attempt],
         tried: list[Endpoint],
-        budget: RetryBudget,
+        budget: AttemptLimit,
     ) -> bool:
         """A read whose host was ejected or went down meanwhile goes to another host now; the
         old attempt stays (orphaned: the first answer still wins) and ends on its own. Once
@@ -633,7 +633,7 @@ class _Request:
         # sends them
         self.options = DriverRemoteConnection._extract_request_options(bytecode)
         self.read_only = read_only
-        self.sent = 0  # attempts handed to a server, of every kind (see RetryBudget)
+        self.sent = 0  # attempts handed to a server, of every kind (see AttemptLimit)
         # ... of which were provably never written (NOT_SENT: refused, the connection failed
         # before the request left, a pooled socket found closed before writing: transport.py).
         # Only these are free: a connection lost after the request was written may have

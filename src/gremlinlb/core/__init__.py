@@ -33,12 +33,12 @@ from gremlinlb.core.errors import (
 from gremlinlb.core.lease import Lease
 from gremlinlb.core.outcomes import (
     OVERLOAD_STATUS_CODES,
+    AttemptLimit,
     ConnectionFailure,
     ConnectionLostError,
     NotSentError,
     Outcome,
     ResponseTimeoutError,
-    RetryBudget,
     may_retry,
 )
 from gremlinlb.core.readonly import (
@@ -66,6 +66,7 @@ __all__ = [
     "OVERLOAD_STATUS_CODES",
     "Acquired",
     "AllHostsTriedError",
+    "AttemptLimit",
     "Balancer",
     "BalancerClosedError",
     "BalancerSettings",
@@ -96,7 +97,6 @@ __all__ = [
     "ReadRouting",
     "RequestMayHaveBeenAppliedError",
     "ResponseTimeoutError",
-    "RetryBudget",
     "Role",
     "SessionLostError",
     "UnknownEndpointError",

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from gremlinlb.core.budget import ExtraBudget
+from gremlinlb.core.budget import RetryBudget
 from gremlinlb.core.buffer import PendingBuffer, Waiter
 from gremlinlb.core.endpoints import Endpoint, HostState, Role, parse_endpoint
 from gremlinlb.core.errors import (
@@ -244,7 +244,7 @@ class Balancer:
         # a read after each write would always start from the same reader.
         self._cursors: dict[tuple[str, str | None], Picker] = {}
         self._buffer = PendingBuffer(self._settings.buffer)
-        self._budget = ExtraBudget(self._settings.budget)
+        self._budget = RetryBudget(self._settings.budget)
         self._latencies = Samples(_HEDGE_WINDOW)
         self._hedge_delay: tuple[float, float] | None = None  # (computed at, value)
         self._next_expiry = math.inf
@@ -662,7 +662,7 @@ class Balancer:
         ended, for hedges themselves, sessions, requests that may write (a write sent twice
         may be applied twice: the core says no even to an adapter that forgot to ask only for
         reads), or with hedging disabled. The caller still spends the budgets (the request's
-        `RetryBudget`, `try_spend_extra`) before sending one.
+        `AttemptLimit`, `try_spend_extra`) before sending one.
         """
         with self._lock:
             if not self._settings.hedge.enabled or lease.hedge or lease.session or lease.write:

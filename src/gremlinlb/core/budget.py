@@ -1,9 +1,9 @@
 """The extra-request budget shared by hedges and by retries that cost a server work.
 
-Finagle's RetryBudget: every request deposits; an extra request may be sent when, counting it,
-extra requests in the last `window` seconds stay within ratio x requests in that window plus a
-reserve of min_per_second x window. So hedging and retrying can never more than (1 + ratio)
-the load on a fleet that is already struggling.
+Finagle's RetryBudget, same name and meaning: every request deposits; an extra request may be
+sent when, counting it, extra requests in the last `window` seconds stay within ratio x
+requests in that window plus a reserve of min_per_second x window. So hedging and retrying can
+never more than (1 + ratio) the load on a fleet that is already struggling.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from gremlinlb.core.settings import BudgetSettings
 _SLOTS = 50
 
 
-class ExtraBudget:
+class RetryBudget:
     """Not thread-safe: the balancer calls it under its lock."""
 
     def __init__(self, settings: BudgetSettings) -> None:

@@ -40,8 +40,10 @@ class BufferFullError(NoHealthyEndpointError):
         self.limit = limit
 
 
-class BufferTimeoutError(NoHealthyEndpointError):
-    """A request waited `max_wait` seconds and no backend became healthy."""
+class BufferTimeoutError(NoHealthyEndpointError, TimeoutError):
+    """A request waited `max_wait` seconds and no backend became healthy.
+
+    Also a TimeoutError (aiohttp's ServerTimeoutError pattern), so callers catch either."""
 
 
 class RequestMayHaveBeenAppliedError(GremlinLBError):

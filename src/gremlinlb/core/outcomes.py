@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import enum
 
+from gremlinlb.core.errors import GremlinLBError
+
 # Gremlin Server status codes that mean "I did not (fully) do it, try elsewhere".
 TOO_MANY_REQUESTS = 429  # work queue full: rejected before execution
 SERVER_ERROR_TEMPORARY = 596  # the protocol allows the request to be retried as-is
@@ -55,7 +57,7 @@ class Outcome(enum.Enum):
         return self in (Outcome.CONNECTION_LOST, Outcome.TIMEOUT, Outcome.OVERLOADED)
 
 
-class ConnectionFailure(ConnectionError):
+class ConnectionFailure(GremlinLBError, ConnectionError):
     """A connection-level failure of one attempt, tagged with what it means for a retry.
 
     Adapters raise the subclass that says how far the request got; the core's rules then decide
@@ -77,8 +79,10 @@ class ConnectionLostError(ConnectionFailure):
     outcome = Outcome.CONNECTION_LOST
 
 
-class ResponseTimeoutError(ConnectionFailure):
-    """The request was sent and no answer came within the request timeout."""
+class ResponseTimeoutError(ConnectionFailure, TimeoutError):
+    """The request was sent and no answer came within the request timeout.
+
+    Also a TimeoutError (aiohttp's ServerTimeoutError pattern), so callers catch either."""
 
     outcome = Outcome.TIMEOUT
 
@@ -96,8 +100,11 @@ def may_retry(outcome: Outcome, read_only: bool) -> bool:
     return False  # SUCCESS, SERVER_ERROR, CLIENT_ERROR, TIMEOUT
 
 
-class RetryBudget:
-    """One attempt budget per request: how many more attempts it may make, of every kind.
+class AttemptLimit:
+    """One attempt limit per request: how many more attempts it may make, of every kind.
+
+    Finagle's per-request `RetryPolicy.tries`, not its RetryBudget (the fleet-wide ratio of
+    extra requests, `gremlinlb.core.budget.RetryBudget`).
 
     Every attempt a server *received* counts against `max_attempts`, whatever sent it: the
     first, a retry, a hedge, a re-dispatch away from an ejected host. Counted apart, they let a

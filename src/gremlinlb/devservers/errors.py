@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from gremlinlb.core.errors import GremlinLBError
 
-class DevServerError(RuntimeError):
+
+class DevServerError(GremlinLBError, RuntimeError):
     """Base class: anything that stops a development Gremlin Server from being fetched or run."""
 
 

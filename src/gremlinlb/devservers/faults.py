@@ -33,13 +33,15 @@ import time
 from dataclasses import dataclass
 from types import TracebackType
 
+from gremlinlb.core.errors import GremlinLBError
+
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 CHUNK = 65536
 
 
-class FaultProxyError(ValueError):
+class FaultProxyError(GremlinLBError, ValueError):
     """The proxy was given something it cannot use (a non-loopback upstream, a bad setting)."""
 
 
