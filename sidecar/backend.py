@@ -22,6 +22,7 @@ from typing import Protocol
 
 import aiohttp
 from gremlinlb.sidecar import frames
+from gremlinlb.sidecar.bigframes import Prepared
 from gremlinlb.sidecar.frames import Channel, FrameType, ResponseHeader
 from gremlinlb.sidecar.ids import IdSource
 
@@ -110,7 +111,7 @@ class BackendConnection:
         self._routes: dict[bytes, ResponseSink] = {}
         self._output: FrameOutput | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # kept: see _queue
-        self._pending: list[bytes | str] = []  # frames of this loop turn, written together
+        self._pending: list[bytes | str | Prepared] = []  # frames of this turn, written together
         self._pending_sinks: list[ResponseSink] = []  # whose frames are among them
         self.retired = False
         self.closed = False
@@ -244,7 +245,7 @@ class BackendConnection:
 
     # -- requests ------------------------------------------------------------------------
 
-    def send(self, frame: bytes | str, request_id: bytes, sink: ResponseSink) -> None:
+    def send(self, frame: bytes | str | Prepared, request_id: bytes, sink: ResponseSink) -> None:
         """Register `sink` for `request_id` and queue `frame`; raise NotSentError if the
         connection is not open (the sink is then not registered and has NOT been told).
 
@@ -254,14 +255,16 @@ class BackendConnection:
         ws = self._ws
         if self.closed or ws is None or ws.closed or self._output is None:
             raise NotSentError(f"connection to {self.endpoint.address} is not open")
-        assert isinstance(frame, str) is (self.channel.frame_type is FrameType.TEXT)
+        assert isinstance(frame, Prepared) or (
+            isinstance(frame, str) is (self.channel.frame_type is FrameType.TEXT)
+        )
         self._routes[request_id] = sink
         sink.written = True  # from here on, assume the server may have it
         sink.last_activity = time.monotonic()  # its request timeout starts now, not before
         self._pending_sinks.append(sink)
         self._queue(frame)
 
-    def _queue(self, frame: bytes | str) -> None:
+    def _queue(self, frame: bytes | str | Prepared) -> None:
         # The loop is kept rather than asked for: on Python 3.11 every get_running_loop() is a
         # getpid() system call.
         if not self._pending:

@@ -22,7 +22,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from json.decoder import scanstring  # type: ignore[attr-defined]
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gremlinlb.sidecar.bigframes import Prepared
 
 from gremlinlb.core.errors import GremlinLBError
 
@@ -141,6 +144,8 @@ class Request:
     id_start: int
     id_end: int
     body_start: int  # where the payload starts, after the mime prefix
+    # A large frame's first backend frame, encoded off the loop (bigframes.py).
+    prepared: Prepared | None = field(default=None, compare=False, repr=False)
 
     @property
     def format(self) -> Format:

@@ -28,12 +28,28 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from gremlinlb.sidecar.bigframes import (
+    LARGE_FRAME_BYTES,
+    FrameAssembly,
+    placeholder_frame,
+    placeholder_token,
+)
 
 log = logging.getLogger(__name__)
 
 # (eof, tail) as the protocol expects from a parser: nothing more, go on reading.
 _GO_ON = (False, b"")
 _DATA_OPCODES = (0x0, 0x1, 0x2)  # continuation, text, binary
+_OP_TEXT = 0x1
+_OP_BINARY = 0x2
+
+
+def _header_size(head: bytes) -> int | None:
+    """The size of the frame header starting `head` (None: too few bytes to tell)."""
+    if len(head) < 2:
+        return None
+    flag = head[1] & 0x7F
+    return 2 + (2 if flag == 126 else 8 if flag == 127 else 0) + (4 if head[1] & 0x80 else 0)
 
 
 class InboundMeter:
@@ -44,26 +60,38 @@ class InboundMeter:
     handler for every data message it receives and returns that message's bytes."""
 
     __slots__ = (
+        "_assembly",
         "_complete",
         "_data",
         "_fin",
         "_head",
         "_inner",
+        "_limit",
         "_need",
+        "_placeholder",
+        "_ready",
+        "_token",
         "held",
         "on_grow",
         "partial",
+        "partial_growth",
         "refused",
     )
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, limit: int = 0) -> None:
         self._inner = inner
+        self._limit = limit  # aiohttp's max_msg_size: larger frames are its to refuse
+        self._assembly: FrameAssembly | None = None  # a large frame being received
+        self._ready: deque[FrameAssembly] = deque()  # complete, placeholder sent
+        self._token = placeholder_token()
+        self._placeholder = placeholder_frame(self._token)
+        self.partial_growth = 0
         self.on_grow: Callable[[int], bool] | None = None
         self.held = 0  # partial + every complete message not yet taken
         self.partial = 0  # bytes of the message being received
         self.refused = False
         self._complete: deque[int] = deque()
-        self._head = b""  # an unfinished frame header
+        self._head = b""  # an unfinished frame header, held back from aiohttp's reader
         self._need = 0  # payload bytes of the current frame still to come
         self._data = False  # the current frame belongs to a data message
         self._fin = False
@@ -73,12 +101,25 @@ class InboundMeter:
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         if self.refused or self._inner is None:
             return _GO_ON  # the client is being closed: nothing more is kept
-        grown = self._scan(data)
+        if self._head:  # an unfinished header held back from the last read: it comes first
+            data, self._head = self._head + data, b""
+        passed = self._scan(data)
+        grown = self.partial_growth
         if grown and self.on_grow is not None and not self.on_grow(grown):
             self.refused = True
+            self._assembly = None
+            self._ready.clear()
             return _GO_ON
-        result: tuple[bool, bytes] = self._inner.feed_data(data)
-        return result
+        if passed is None:  # nothing held back or taken aside: aiohttp reads it all
+            result: tuple[bool, bytes] = self._inner.feed_data(data)
+            return result
+        for piece in passed:
+            if not piece:
+                continue
+            result = self._inner.feed_data(piece)
+            if result[0]:
+                return result
+        return _GO_ON
 
     def feed_eof(self) -> None:
         if self._inner is not None:
@@ -89,6 +130,8 @@ class InboundMeter:
         never finished are freed now, not whenever the garbage collector finds the cycles
         around the connection."""
         self._inner = None
+        self._assembly = None
+        self._ready.clear()
 
     # -- counting --------------------------------------------------------------------------
 
@@ -105,56 +148,91 @@ class InboundMeter:
         """Everything still counted (the client is gone or refused): returned once."""
         held, self.held = self.held, 0
         self._complete.clear()
+        self._assembly = None
+        self._ready.clear()
         self.partial = 0
         return held
 
-    def _scan(self, data: bytes) -> int:
-        """Walk the frame headers in `data`; returns how many payload bytes of data messages
-        it brought (the growth of `held`)."""
+    def claim(self, data: bytes | str) -> FrameAssembly | None:
+        """The assembled large frame a placeholder message stands for (None for any other
+        message): the handler asks this for every binary message it receives."""
+        if self._ready and type(data) is bytes and data == self._token:
+            return self._ready.popleft()
+        return None
+
+    def _scan(self, data: bytes) -> list[bytes] | None:
+        """Walk the frame headers in `data`: count the payload bytes of data messages (the
+        growth of `held`, in `partial_growth`), take large frames aside, hold back a header
+        cut by the end of the read. Returns the pieces aiohttp's reader gets, or None when
+        that is `data` as it is."""
         position, end, grown = 0, len(data), 0
+        pieces: list[bytes] | None = None
+        passed_from = 0  # the start of the run of bytes aiohttp's reader gets as they are
         while position < end:
             if self._need:
                 take = min(self._need, end - position)
+                assembly = self._assembly
                 self._need -= take
+                if assembly is not None:  # taken aside: aiohttp's reader never sees it
+                    assembly.add(data, position, position + take)
+                    pieces = [] if pieces is None else pieces
+                    passed_from = position + take
                 position += take
                 if self._data:
                     self.partial += take
                     grown += take
-                    if not self._need and self._fin:
+                if not self._need:
+                    if assembly is not None:
+                        self._assembly = None
+                        self._ready.append(assembly)
+                        assert pieces is not None
+                        pieces.append(self._placeholder)
+                    if self._data and self._fin:
                         self._finish_message()
                 continue
-            have = len(self._head)
-            head = (
-                self._head + data[position : position + 14 - have]
-                if have
-                else data[position : position + 14]
-            )
-            if len(head) < 2:
-                self._head = head
+            head = data[position : position + 14]
+            size = _header_size(head)
+            if size is None or len(head) < size:
+                self._head = data[position:]  # held back until the rest of it comes
+                pieces = [] if pieces is None else pieces
+                pieces.append(data[passed_from:position])
+                passed_from = end
                 break
-            flag = head[1] & 0x7F
-            size = (
-                2 + (2 if flag == 126 else 8 if flag == 127 else 0) + (4 if head[1] & 0x80 else 0)
-            )
-            if len(head) < size:
-                self._head = head
-                break
-            position += size - have
-            self._head = b""
-            if flag == 126:
+            if head[1] & 0x7F == 126:
                 length = int.from_bytes(head[2:4], "big")
-            elif flag == 127:
+            elif head[1] & 0x7F == 127:
                 length = int.from_bytes(head[2:10], "big")
             else:
-                length = flag
+                length = head[1] & 0x7F
             opcode = head[0] & 0x0F
             self._data = opcode in _DATA_OPCODES
             self._fin = bool(head[0] & 0x80)
             self._need = length
+            if self._takes_aside(head, opcode, length):
+                pieces = [] if pieces is None else pieces
+                pieces.append(data[passed_from:position])
+                key = bytes(head[size - 4 : size])
+                self._assembly = FrameAssembly(length, key, text=opcode == _OP_TEXT)
+                passed_from = position + size
+            position += size
             if self._data and self._fin and not length:
                 self._finish_message()
         self.held += grown
-        return grown
+        self.partial_growth = grown
+        if pieces is not None and passed_from < end:
+            pieces.append(data[passed_from:end])
+        return pieces
+
+    def _takes_aside(self, head: bytes, opcode: int, length: int) -> bool:
+        """A whole (FIN) masked text or binary frame with no extension bits, larger than
+        LARGE_FRAME_BYTES and within aiohttp's limit: the meter assembles it. Anything else
+        (fragments, oversized frames aiohttp refuses, control frames) stays aiohttp's."""
+        return (
+            LARGE_FRAME_BYTES < length <= self._limit
+            and head[0] & 0xF0 == 0x80  # FIN, no RSV bits
+            and opcode in (_OP_TEXT, _OP_BINARY)
+            and bool(head[1] & 0x80)
+        )
 
     def _finish_message(self) -> None:
         self._complete.append(self.partial)
@@ -189,7 +267,7 @@ class MeteredWebSocketResponse(web.WebSocketResponse):
             if tail:
                 handler._message_tail = tail
             return
-        self.meter = InboundMeter(inner)
+        self.meter = InboundMeter(inner, self._max_msg_size)
         handler._payload_parser = self.meter
         if tail:
             eof, _rest = self.meter.feed_data(tail)

@@ -48,13 +48,18 @@ class MemoryBudget:
     def discharge(self, size: int) -> None:
         self.used -= size
 
-    def trim_after_burst(self, threshold: int = 8 * MiB) -> bool:
-        """After a burst of at least `threshold` bytes that has passed, give freed memory back
-        to the system; True if it did."""
+    def burst_passed(self, threshold: int = 8 * MiB) -> bool:
+        """Whether a burst of at least `threshold` bytes has passed since the last time this
+        said so: freed memory is worth giving back to the system now."""
         if self.peak < threshold or self.used > self.peak // 4:
             return False
         self.peak = self.used
-        return release_free_memory()
+        return True
+
+    def trim_after_burst(self, threshold: int = 8 * MiB) -> bool:
+        """After a burst of at least `threshold` bytes that has passed, give freed memory back
+        to the system; True if it did."""
+        return self.burst_passed(threshold) and release_free_memory()
 
 
 @functools.cache
@@ -76,7 +81,9 @@ def tune_allocator() -> None:
 
 
 def release_free_memory() -> bool:
-    """glibc's malloc_trim: return free heap pages to the system (a no-op elsewhere)."""
+    """glibc's malloc_trim: return free heap pages to the system (a no-op elsewhere). It walks
+    the whole heap (milliseconds after a large burst) and releases the GIL: the sidecar calls it
+    on a worker thread, not on its event loop."""
     libc = _glibc()
     if libc is None:
         return False

@@ -34,6 +34,12 @@ from gremlinlb.sidecar.backend import (
     BackendConnection,
     Backends,
 )
+from gremlinlb.sidecar.bigframes import (
+    FrameAssembly,
+    backend_frame,
+    off_loop,
+    prepare_first_attempt,
+)
 from gremlinlb.sidecar.frames import Channel, MalformedFrameError, Request, ResponseHeader
 from gremlinlb.sidecar.inbound import InboundMeter, MeteredWebSocketResponse
 from gremlinlb.sidecar.memory import MemoryBudget, release_free_memory
@@ -90,10 +96,11 @@ def _read_only(request: Request) -> bool:
     return request.op == "bytecode" and not frame_may_write(request.body, request.channel.mime)
 
 
-def _parse_and_check(data: bytes | str) -> tuple[Request, bool]:
-    """Parse a large frame and check it, on a worker thread (see OFF_LOOP_FRAME_BYTES)."""
+def _parse_and_check(data: bytes | str, next_id: Callable[[], bytes]) -> tuple[Request, bool]:
+    """Parse a large frame, check it and encode its first backend frame, on a worker thread
+    (see OFF_LOOP_FRAME_BYTES and bigframes.py)."""
     request = frames.parse_request(data)
-    return request, _read_only(request)
+    return prepare_first_attempt(request, next_id), _read_only(request)
 
 
 class StatusError(GremlinLBError):
@@ -420,7 +427,11 @@ class ClientConnection:
                 if message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
                     taken = self._meter.take() if self._meter is not None else 0
                     try:
-                        if not await self._on_frame(message.data):
+                        data = message.data
+                        assembly = self._meter.claim(data) if self._meter is not None else None
+                        if assembly is not None:  # a large frame, assembled by the meter
+                            data = await self._materialize(assembly)
+                        if data is None or not await self._on_frame(data):
                             break
                     finally:
                         self._give_back(taken)  # counted from here on as a request, if it is one
@@ -496,6 +507,19 @@ class ClientConnection:
         finally:
             self.proxy.paused.discard(self)
 
+    async def _materialize(self, assembly: FrameAssembly) -> bytes | str | None:
+        """A large frame as bytes or text, made on a worker thread; None when a text frame
+        is not UTF-8 (the connection is closed with 1007, as aiohttp would)."""
+        try:
+            return await self.loop.run_in_executor(
+                self.proxy.checker, off_loop, assembly.materialize
+            )
+        except UnicodeDecodeError:
+            await self._close_after_in_flight(
+                aiohttp.WSCloseCode.INVALID_TEXT, "invalid UTF-8 text message"
+            )
+            return None
+
     async def _on_frame(self, data: bytes | str) -> bool:
         """Handle one frame; False when the connection must close."""
         proxy = self.proxy
@@ -512,7 +536,7 @@ class ClientConnection:
         try:
             if size > OFF_LOOP_FRAME_BYTES:
                 request, read_only = await self.loop.run_in_executor(
-                    proxy.checker, _parse_and_check, data
+                    proxy.checker, off_loop, _parse_and_check, data, proxy.backends.ids.next
                 )
             else:
                 request = frames.parse_request(data)
@@ -670,7 +694,9 @@ class ClientConnection:
             self._transport.pause_reading()
         if isinstance(self.ws, MeteredWebSocketResponse):
             self.ws.drop_reader()
-            release_free_memory()  # the frame's pages go back now, not after the attack
+            # The frame's pages go back now, not after the attack (off the loop: a trim walks
+            # the whole heap).
+            self.loop.run_in_executor(None, release_free_memory)
         self.proxy.metrics.clients_refused.inc()
         log.warning("client %s refused: %s", self.peer, reason)
         if self.closed:
@@ -965,13 +991,13 @@ class Proxy:
     def _send(self, attempt: Attempt, connection: BackendConnection) -> None:
         exchange = attempt.exchange
         request = exchange.request
-        backend_id = self.backends.ids.next()
+        backend_id, frame = backend_frame(request, self.backends.ids.next)
         was_sent, exchange.sent = exchange.sent, True  # say "may have run" if in doubt
         if not exchange.sent_attempts:
             exchange.sent_at = time.monotonic()
         exchange.sent_attempts.append(attempt)
         try:
-            connection.send(request.with_request_id(backend_id), backend_id, attempt)
+            connection.send(frame, backend_id, attempt)
         except ConnectionFailure as error:
             if not attempt.written:
                 exchange.sent = was_sent
@@ -1406,10 +1432,10 @@ class Proxy:
         if client.closed:
             return  # it left while the session connection was found: withdrawn, not sent
         attempt = Attempt(exchange, pin.lease, self._observe_in_session)
-        backend_id = self.backends.ids.next()
+        backend_id, frame = backend_frame(request, self.backends.ids.next)
         try:
             exchange.sent = True
-            pin.connection.send(request.with_request_id(backend_id), backend_id, attempt)
+            pin.connection.send(frame, backend_id, attempt)
         except ConnectionFailure as error:
             attempt.on_failure(error)
         assert attempt.result is not None

@@ -19,7 +19,7 @@ from gremlinlb.sidecar.config import Address, SidecarConfig
 from gremlinlb.sidecar.health import HealthLoop
 from gremlinlb.sidecar.hostcheck import HostCheck
 from gremlinlb.sidecar.hostlist import HostList, HostRules, load_state
-from gremlinlb.sidecar.memory import tune_allocator
+from gremlinlb.sidecar.memory import release_free_memory, tune_allocator
 from gremlinlb.sidecar.metrics import SidecarMetrics
 from gremlinlb.sidecar.proxy import Proxy
 from gremlinlb.sidecar.trust import (
@@ -175,7 +175,8 @@ class Sidecar:
             started = loop.time()
             await asyncio.sleep(tick)
             self.metrics.loop_lag.observe(max(0.0, loop.time() - started - tick))
-            if self.proxy.memory.trim_after_burst():
+            if self.proxy.memory.burst_passed():  # off the loop: a trim walks the whole heap
+                await loop.run_in_executor(None, release_free_memory)
                 log.debug("returned free memory to the system after a burst")
 
     async def _serve(

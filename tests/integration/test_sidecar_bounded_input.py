@@ -20,6 +20,8 @@ from gremlin_python.driver.request import RequestMessage
 from gremlin_python.driver.serializer import GraphBinarySerializersV1, GraphSONSerializersV3d0
 from gremlin_python.process.anonymous_traversal import traversal
 from gremlin_python.process.traversal import Bytecode
+from gremlinlb.sidecar import frames as frames_module
+from gremlinlb.sidecar import inbound as inbound_module
 from gremlinlb.sidecar import proxy as proxy_module
 from gremlinlb.sidecar.config import SidecarConfig
 from gremlinlb.sidecar.memory import MemoryLimits
@@ -350,3 +352,76 @@ def test_a_small_frame_is_checked_on_the_event_loop_without_a_thread_hop(
         finally:
             connection.close()
     assert threads == ["gremlinlb-sidecar", "gremlinlb-sidecar"]
+
+
+@pytest.fixture(scope="module")
+def nine_mb_read() -> bytes:
+    """A read-only request of about 9 MB (1.5 M values), as in the issue."""
+    return big_read(1_500_000)
+
+
+class RecordingReader:
+    """Wraps aiohttp's WebSocket reader: counts the bytes the sidecar hands it."""
+
+    def __init__(self, inner: Any, fed: list[int]) -> None:
+        self._inner = inner
+        self._fed = fed
+
+    def feed_data(self, data: bytes) -> Any:
+        self._fed.append(len(data))
+        return self._inner.feed_data(data)
+
+    def feed_eof(self) -> None:
+        self._inner.feed_eof()
+
+
+def answer_code(frame: tuple[int, bytes] | None) -> int:
+    assert frame is not None, "the socket closed without an answer"
+    code: int = struct.unpack("!i", frame[1][18:22])[0]
+    return code
+
+
+def test_aiohttps_reader_never_holds_a_large_frame(
+    sidecar: SidecarThread, monkeypatch: pytest.MonkeyPatch, nine_mb_read: bytes
+) -> None:
+    fed: list[int] = []
+    real_init = inbound_module.InboundMeter.__init__
+
+    def recording_init(self: Any, inner: Any, *args: Any) -> None:
+        real_init(self, RecordingReader(inner, fed), *args)
+
+    monkeypatch.setattr(inbound_module.InboundMeter, "__init__", recording_init)
+    big = RawWebSocket(sidecar.url, timeout=60)
+    try:
+        big.send(nine_mb_read)
+        assert answer_code(big.read()) == 200
+    finally:
+        big.close()
+    # Its payload was assembled read by read beside the reader, not joined and unmasked by
+    # the reader in one go on the event loop.
+    assert sum(fed) < 64 * 1024
+
+
+def test_a_large_frames_backend_copy_is_made_on_a_worker_thread(
+    sidecar: SidecarThread, monkeypatch: pytest.MonkeyPatch, nine_mb_read: bytes
+) -> None:
+    threads: list[str] = []
+    real = frames_module.Request.with_request_id
+
+    def recording(self: frames_module.Request, request_id: bytes) -> bytes | str:
+        if len(self.frame) > 1_000_000:
+            threads.append(threading.current_thread().name)
+        return real(self, request_id)
+
+    monkeypatch.setattr(frames_module.Request, "with_request_id", recording)
+    big = RawWebSocket(sidecar.url, timeout=60)
+    gremlin = Client(sidecar.url, "g", pool_size=1)
+    try:
+        big.send(nine_mb_read)
+        assert answer_code(big.read()) == 200
+        assert gremlin.submit("g.inject(1)").all().result(10) == [1]
+    finally:
+        gremlin.close()
+        big.close()
+    assert threads, "the large frame's id was never rewritten"
+    assert "gremlinlb-sidecar" not in threads  # never on the event loop's thread
