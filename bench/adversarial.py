@@ -13,7 +13,8 @@ process in front of one local Gremlin Server (gremlinlb.devservers), everything 
 - stall: one client sends a few ~9 MB read-only GraphBinary requests (`inject(<1.5 M ints>)`),
   while another sends small requests the sidecar answers itself (an unknown op: a 498 with no
   backend involved) back to back; the longest round trip of the small requests, minus their
-  median, is the longest event-loop stall one of them saw.
+  median, is the longest event-loop stall one of them saw (also the 99th percentile, and the
+  longest in --quiet-seconds of the same probes before any big frame: the machine's own noise).
 
 Not a test: it asserts nothing, it prints what it measured (and writes it with --out).
 """
@@ -374,14 +375,18 @@ def big_request(values: int) -> bytes:
     return graphbinary("bytecode", "traversal", {"gremlin": bytecode, "aliases": {"g": "g"}})
 
 
-def measure_stall(endpoints: list[str], values: int, frames: int) -> dict[str, object]:
+def measure_stall(
+    endpoints: list[str], values: int, frames: int, quiet_seconds: float
+) -> dict[str, object]:
     big = big_request(values)
     small = unknown_op_request()  # the sidecar answers 498 itself: no backend involved
     with sidecar(endpoints, "--request-timeout", "60") as process:
         prober = RawWebSocket(process.port)
         latencies: list[float] = []
+        quiet: list[float] = []  # the same probes with no big frame sent: this machine's noise
         sending = threading.Event()
         done = threading.Event()
+        measuring_quiet = threading.Event()
 
         def probe() -> None:
             while not done.is_set():
@@ -390,11 +395,16 @@ def measure_stall(endpoints: list[str], values: int, frames: int) -> dict[str, o
                 prober.read()
                 if sending.is_set():
                     latencies.append(time.perf_counter() - started)
+                elif measuring_quiet.is_set():
+                    quiet.append(time.perf_counter() - started)
                 time.sleep(0.001)
 
         thread = threading.Thread(target=probe)
         thread.start()
         time.sleep(0.5)
+        measuring_quiet.set()
+        time.sleep(quiet_seconds)
+        measuring_quiet.clear()
         sender = RawWebSocket(process.port, timeout=120)
         codes: list[int] = []
         sending.set()
@@ -416,6 +426,9 @@ def measure_stall(endpoints: list[str], values: int, frames: int) -> dict[str, o
         prober.close()
     median = statistics.median(latencies) if latencies else 0.0
     worst = max(latencies) if latencies else 0.0
+    quiet_median = statistics.median(quiet) if quiet else 0.0
+    ranked = sorted(latencies)
+    p99 = ranked[int(len(ranked) * 0.99)] if ranked else 0.0
     return {
         "frame_bytes": len(big),
         "values": values,
@@ -425,6 +438,9 @@ def measure_stall(endpoints: list[str], values: int, frames: int) -> dict[str, o
         "small_median_ms": round(median * 1000, 2),
         "small_max_ms": round(worst * 1000, 2),
         "longest_stall_ms": round((worst - median) * 1000, 2),
+        "p99_stall_ms": round((p99 - median) * 1000, 2),
+        "quiet_seconds": quiet_seconds,
+        "quiet_longest_stall_ms": round(((max(quiet) if quiet else 0.0) - quiet_median) * 1000, 2),
         "aim_stall_ms": 20,
     }
 
@@ -440,6 +456,12 @@ def main() -> int:
     parser.add_argument("--mimes", type=int, default=40, help="invented mime variants")
     parser.add_argument("--values", type=int, default=1_500_000, help="ints in the big frame")
     parser.add_argument("--big-frames", type=int, default=3, help="big frames sent in a row")
+    parser.add_argument(
+        "--quiet-seconds",
+        type=float,
+        default=3.0,
+        help="small requests timed before the big frames: the machine's own stalls",
+    )
     parser.add_argument("--label", default="", help="a name for this run in the output")
     parser.add_argument("--out", type=Path, help="also write the figures (JSON) here")
     args = parser.parse_args()
@@ -458,7 +480,9 @@ def main() -> int:
             print(json.dumps(results["mimes"]), file=sys.stderr, flush=True)
         if "stall" in parts:
             print("big frames...", file=sys.stderr, flush=True)
-            results["stall"] = measure_stall(endpoints, args.values, args.big_frames)
+            results["stall"] = measure_stall(
+                endpoints, args.values, args.big_frames, args.quiet_seconds
+            )
     text = json.dumps(results, indent=2)
     print(text)
     if args.out is not None:
