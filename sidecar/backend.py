@@ -24,6 +24,7 @@ import aiohttp
 from gremlinlb.sidecar import frames
 from gremlinlb.sidecar.bigframes import Prepared
 from gremlinlb.sidecar.frames import Channel, FrameType, ResponseHeader
+from gremlinlb.sidecar.idle_pools import close_idle_pools
 from gremlinlb.sidecar.ids import IdSource
 
 # Moved to options.py (the operator reads them); re-exported for the runtime.
@@ -435,10 +436,20 @@ class BackendPool:
         self._opening: asyncio.Task[BackendConnection] | None = None
         self._room: list[asyncio.Future[None]] = []
         self.closed = False
+        self.last_used = time.monotonic()  # the last request handed a connection here
 
     @property
     def connections(self) -> list[BackendConnection]:
         return list(self._connections)
+
+    @property
+    def busy(self) -> bool:
+        """A request is in flight on it or waits for room, or a connection is being opened."""
+        return (
+            self._opening is not None
+            or bool(self._room)
+            or any(c.in_flight for c in self._connections)
+        )
 
     async def lease(self, connect_timeout: float, wait_timeout: float) -> BackendConnection:
         """A connection with room for one more request.
@@ -448,7 +459,8 @@ class BackendPool:
         `wait_timeout` for room, then raises ConnectionWaitTimeoutError. Nothing is sent
         meanwhile: the request's timeout starts only once it is written (see `send`).
         """
-        deadline = time.monotonic() + wait_timeout
+        self.last_used = now = time.monotonic()
+        deadline = now + wait_timeout
         while True:
             if self.closed:
                 raise NotSentError(f"connections to {self.endpoint.address} are closed")
@@ -486,6 +498,7 @@ class BackendPool:
         """A connection that can take a request right now, without waiting; None if there is
         none (the caller then waits in `lease`). Grows the pool in the background when every
         connection is busy, so load spreads over connections_per_host sockets."""
+        self.last_used = time.monotonic()
         best = self._least_loaded()
         can_grow = len(self._connections) < self._options.connections_per_host
         if can_grow and self._opening is None and (best is None or best.in_flight > 0):
@@ -684,6 +697,7 @@ class Backends:
             try:
                 self.expire_overdue(limit)
                 self.recycle_aged()
+                close_idle_pools(self._pools, self.options.mime_pool_idle)
             except Exception:
                 log.exception("expiring overdue requests or recycling connections failed")
 

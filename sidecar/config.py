@@ -186,6 +186,7 @@ def load_config(
             max_message_bytes=tuned.max_message_bytes,
             connections_per_host=tuned.connections_per_host,
             max_in_flight_per_connection=tuned.max_in_flight_per_connection,
+            mime_pool_idle=tuned.mime_pool_idle,
         )
         memory = MemoryLimits(
             tuned.memory_budget_bytes,

@@ -61,12 +61,17 @@ class BackendOptions:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     connections_per_host: int = 2
     max_in_flight_per_connection: int = 128
+    #: Seconds without a request after which a pool for a mime other than the default is
+    #: closed (idle_pools.py); the next request on that mime opens it again.
+    mime_pool_idle: float = 60.0
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 1024:
             raise ValueError(f"max_message_bytes must be >= 1024, got {self.max_message_bytes}")
         if self.connections_per_host < 1:
             raise ValueError(f"connections_per_host must be >= 1, got {self.connections_per_host}")
+        if self.mime_pool_idle <= 0:
+            raise ValueError(f"mime_pool_idle must be > 0, got {self.mime_pool_idle}")
         if self.max_in_flight_per_connection < 1:
             raise ValueError(
                 "max_in_flight_per_connection must be >= 1, got "
@@ -166,6 +171,13 @@ class Tunables:
     )
     max_in_flight_per_connection: int = setting(
         _BACKEND.max_in_flight_per_connection, "requests at once on one connection", ge=1
+    )
+    mime_pool_idle: float = setting(
+        _BACKEND.mime_pool_idle,
+        "seconds without a request after which a backend pool of a mime other than "
+        "GraphBinary is closed",
+        unit="seconds",
+        gt=0,
     )
     backend_tls: bool | None = setting(
         None, "backends only over wss://: refuse ws:// hosts (default: true with --backend-ca-file)"

@@ -8,6 +8,7 @@ import json
 import socket
 import struct
 import threading
+import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -23,6 +24,7 @@ from gremlin_python.process.traversal import Bytecode
 from gremlinlb.sidecar import frames as frames_module
 from gremlinlb.sidecar import inbound as inbound_module
 from gremlinlb.sidecar import proxy as proxy_module
+from gremlinlb.sidecar.backend import BackendOptions
 from gremlinlb.sidecar.config import SidecarConfig
 from gremlinlb.sidecar.memory import MemoryLimits
 from gremlinlb.sidecar.proxy import ProxyOptions
@@ -425,3 +427,45 @@ def test_a_large_frames_backend_copy_is_made_on_a_worker_thread(
         big.close()
     assert threads, "the large frame's id was never rewritten"
     assert "gremlinlb-sidecar" not in threads  # never on the event loop's thread
+
+
+# -- point 5: pools of mimes no client uses any more are closed ----------------------------
+
+
+def backend_connections_metric(sidecar: SidecarThread) -> int:
+    """Open backend connections, as /metrics reports them (every host summed)."""
+    with urllib.request.urlopen(f"{sidecar.admin_url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("gremlinlb_sidecar_backend_connections{")
+    )
+
+
+def test_a_rare_mimes_pools_close_once_idle_and_open_again_on_its_next_request(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    settled = replace(config(servers), backend=BackendOptions(mime_pool_idle=1.0))
+    with SidecarThread(settled) as sidecar:
+        usual = DriverRemoteConnection(sidecar.url, "g")  # GraphBinary: the default mime
+        rare = DriverRemoteConnection(
+            sidecar.url, "g", message_serializer=GraphSONSerializersV3d0()
+        )
+        try:
+            for value in range(2 * len(servers)):  # a request to every host
+                assert traversal().with_(usual).inject(value).to_list() == [value]
+            before = backend_connections_metric(sidecar)
+            for value in range(2 * len(servers)):
+                assert traversal().with_(rare).inject(value).to_list() == [value]
+            assert backend_connections_metric(sidecar) > before  # the rare mime's own pools
+            wait_until(
+                lambda: backend_connections_metric(sidecar) == before,
+                15,
+                "the rare mime's backend connections to close",
+            )
+            assert traversal().with_(rare).inject("again").to_list() == ["again"]
+            assert traversal().with_(usual).inject("usual").to_list() == ["usual"]
+        finally:
+            rare.close()
+            usual.close()
