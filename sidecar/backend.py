@@ -601,6 +601,7 @@ class Backends:
         self._pools: dict[tuple[Endpoint, Channel], BackendPool] = {}
         self._dedicated: set[BackendConnection] = set()
         self._retired: set[BackendConnection] = set()
+        self.next_due = 0.0  # when expire_overdue has work next (monotonic seconds)
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -660,9 +661,13 @@ class Backends:
         """Fail requests with no frame for `timeout` seconds (TIMEOUT); returns how many."""
         now = time.monotonic() if now is None else now
         expired = 0
+        self.next_due = now + timeout  # the earliest a request left here can be overdue
         for connection in self.connections():
             for request_id, sink in connection.routes():
-                if now - sink.last_activity > timeout:
+                due = sink.last_activity + timeout
+                if due > now:
+                    self.next_due = min(self.next_due, due)
+                else:
                     connection.expire(
                         request_id,
                         ResponseTimeoutError(
@@ -693,7 +698,10 @@ class Backends:
     async def sweep_forever(self, request_timeout: Callable[[], float]) -> None:
         while True:
             limit = request_timeout()
-            await asyncio.sleep(min(0.5, max(0.05, limit / 10)))
+            # Until the first request falls due (its caller waits for its 598 no longer than
+            # request_timeout), at most every 0.5 s (requests sent meanwhile fall due later).
+            period = min(0.5, max(0.05, limit / 10))
+            await asyncio.sleep(max(0.01, min(period, self.next_due - time.monotonic())))
             try:
                 self.expire_overdue(limit)
                 self.recycle_aged()
