@@ -164,7 +164,13 @@ class RawWebSocket:
         return head + b"\0\0\0\0"
 
     def send(self, payload: bytes) -> None:
-        self.sock.sendall(self.header(len(payload)) + payload)
+        if len(payload) < 65536:
+            self.sock.sendall(self.header(len(payload)) + payload)
+            return
+        # Two sends, not one joined copy: a 9 MB join here would hold this process's GIL and
+        # stall the prober thread beside it, which would be counted as the sidecar's stall.
+        self.sock.sendall(self.header(len(payload)))
+        self.sock.sendall(payload)
 
     def read(self) -> tuple[int, bytes] | None:
         """(opcode, payload) of the next frame; None once the socket closed."""
