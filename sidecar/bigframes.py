@@ -51,9 +51,10 @@ class FrameAssembly:
     __slots__ = ("_key", "buffer", "filled", "text")
 
     def __init__(self, length: int, key: bytes, *, text: bool) -> None:
-        # bytearray(n) asks for zeroed memory the system maps lazily: pages are touched (and
-        # counted in RSS) only as the client's bytes arrive, which the memory budget counts.
-        self.buffer = bytearray(length)
+        # Grown read by read, not allocated at `length` at once: bytearray(length) zeroes (and
+        # so maps) every page up front, and a client that declares 20 MB and sends little
+        # would make the sidecar hold 20 MB; the memory budget counts only bytes received.
+        self.buffer = bytearray()
         self.filled = 0
         self.text = text
         self._key = key
@@ -63,9 +64,8 @@ class FrameAssembly:
         chunk = bytearray(memoryview(data)[start:stop])
         shift = self.filled % 4
         websocket_mask(self._key[shift:] + self._key[:shift], chunk)
-        end = self.filled + len(chunk)
-        self.buffer[self.filled : end] = chunk
-        self.filled = end
+        self.buffer += chunk
+        self.filled += len(chunk)
 
     def materialize(self) -> bytes | str:
         """The frame as aiohttp would have delivered it (bytes, or str for a text frame); on a

@@ -108,3 +108,14 @@ def test_an_assembly_unmasks_across_reads_that_split_the_key_cycle() -> None:
     for start, stop in ((0, 1), (1, 6), (6, 999), (999, 1001)):
         assembly.add(bytes(body), start, stop)
     assert assembly.materialize() == payload
+
+
+def test_an_unfinished_large_frame_holds_only_the_bytes_received_so_far() -> None:
+    reader = Reader()
+    meter = InboundMeter(reader, LIMIT)
+    stream = masked_frame(bytes(LIMIT))
+    meter.feed_data(stream[:5000])
+    assembly = meter._assembly  # the frame being assembled: not exposed otherwise
+    assert assembly is not None
+    assert len(assembly.buffer) < 5000  # not the declared megabyte, zeroed up front
+    assert meter.partial == len(assembly.buffer)
