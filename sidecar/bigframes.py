@@ -9,10 +9,10 @@ large frame stalled every other client for 20-75 ms.
 Here a large data frame takes another path:
 
 - `FrameAssembly`: the inbound meter (inbound.py) keeps the frame's payload from aiohttp's
-  reader and unmasks each read into one buffer as it arrives (a few hundred KB per loop
+  reader and unmasks each read as it arrives (a few hundred KB per loop
   callback); when it completes, aiohttp's reader gets a small placeholder message instead,
-  which the handler exchanges for the assembled buffer (`InboundMeter.claim`);
-- on a worker thread (already used to parse and write-check large frames): the buffer becomes
+  which the handler exchanges for the assembled reads (`InboundMeter.claim`);
+- on a worker thread (already used to parse and write-check large frames): the reads become
   the frame, and the frame as the first backend attempt will send it (`prepare_first_attempt`):
   the request id rewritten and the WebSocket frame masked, ready to be written as it is;
 - on the loop, that first attempt's write is one `transport.write` of a memoryview
@@ -46,33 +46,35 @@ _MASK_BIT = 0x80
 
 
 class FrameAssembly:
-    """The payload of one large masked data frame, unmasked read by read into one buffer."""
+    """The payload of one large masked data frame, unmasked read by read as it arrives."""
 
-    __slots__ = ("_key", "buffer", "filled", "text")
+    __slots__ = ("_key", "chunks", "filled", "text")
 
     def __init__(self, length: int, key: bytes, *, text: bool) -> None:
-        # Grown read by read, not allocated at `length` at once: bytearray(length) zeroes (and
-        # so maps) every page up front, and a client that declares 20 MB and sends little
-        # would make the sidecar hold 20 MB; the memory budget counts only bytes received.
-        self.buffer = bytearray()
+        # A list of the reads, joined once on the worker thread: not one buffer of `length`
+        # (bytearray(length) zeroes every page at once, so a client declaring 20 MB and
+        # sending little would make the sidecar hold 20 MB, while the memory budget counts
+        # bytes received), nor one grown read by read (each growth may copy it all, on the
+        # loop).
+        self.chunks: list[bytearray] = []
         self.filled = 0
         self.text = text
         self._key = key
 
     def add(self, data: bytes, start: int, stop: int) -> None:
-        """Unmask `data[start:stop]`, the next bytes of the payload, into the buffer."""
+        """Unmask `data[start:stop]`, the next bytes of the payload, and keep them."""
         chunk = bytearray(memoryview(data)[start:stop])
         shift = self.filled % 4
         websocket_mask(self._key[shift:] + self._key[:shift], chunk)
-        self.buffer += chunk
+        self.chunks.append(chunk)
         self.filled += len(chunk)
 
     def materialize(self) -> bytes | str:
         """The frame as aiohttp would have delivered it (bytes, or str for a text frame); on a
         worker thread. Raises UnicodeDecodeError for a text frame that is not UTF-8."""
-        if self.text:
-            return self.buffer.decode("utf-8")
-        return bytes(self.buffer)
+        whole = b"".join(self.chunks)
+        self.chunks = []
+        return whole.decode("utf-8") if self.text else whole
 
 
 def placeholder_token() -> bytes:
