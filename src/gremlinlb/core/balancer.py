@@ -15,7 +15,6 @@ seconds and probe what `probe_due()` names.
 from __future__ import annotations
 
 import bisect
-import enum
 import itertools
 import logging
 import math
@@ -37,6 +36,13 @@ from gremlinlb.core.errors import (
     NoHealthyEndpointError,
     UnknownEndpointError,
 )
+
+# Re-exported: adapters import these from here (gremlinlb.core exports them too).
+from gremlinlb.core.events import BalancerStats as BalancerStats
+from gremlinlb.core.events import EventKind as EventKind
+from gremlinlb.core.events import HostEvent as HostEvent
+from gremlinlb.core.events import HostStatus as HostStatus
+from gremlinlb.core.events import Listener as Listener
 from gremlinlb.core.health import HealthCounter
 from gremlinlb.core.latency import PeakEwma, Samples, median
 from gremlinlb.core.lease import Lease
@@ -77,24 +83,6 @@ _ANSWERS = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.OVERLOADED, Outcome.C
 _SAMPLES = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.TIMEOUT)
 # States a host comes back from through slow start.
 _RAMPED = (HostState.DOWN, HostState.EJECTED, HostState.JOINING)
-
-
-class EventKind(enum.Enum):
-    ADDED = "added"
-    REMOVED = "removed"
-    STATE_CHANGED = "state_changed"
-
-
-@dataclass(frozen=True, slots=True)
-class HostEvent:
-    kind: EventKind
-    endpoint: Endpoint
-    state: HostState
-    previous: HostState | None = None
-    reason: str = ""
-
-
-Listener = Callable[[HostEvent], None]
 
 
 @dataclass(eq=False)
@@ -160,45 +148,6 @@ class _Host:
                 if len(found) == count:
                     break
         return found
-
-
-@dataclass(frozen=True, slots=True)
-class HostStatus:
-    """A read-only snapshot of one host, for status APIs and metrics."""
-
-    endpoint: Endpoint
-    state: HostState
-    state_since: float  # wall clock
-    in_flight: int
-    outcomes: dict[Outcome, int]
-    last_error: str | None
-    ewma_latency: float | None = None  # peak-EWMA seconds, as picking sees it now
-    ejections: int = 0  # times ejected since it was added
-    ejected_until: float | None = None  # wall clock, while ejected
-    # Healthy but found stuck: new requests only when no other host can take them.
-    deprioritised: bool = False
-
-    @property
-    def requests(self) -> int:
-        return sum(self.outcomes.values())
-
-
-@dataclass(frozen=True, slots=True)
-class BalancerStats:
-    """Counters for metrics, since the balancer was created."""
-
-    ejections: dict[str, int]  # by reason: consecutive_failures, stuck, slow
-    hedges_sent: int
-    hedges_won: int
-    extra_spent: int  # hedges and costly retries the budget allowed
-    budget_exhausted: int  # ... and refused
-    attempts_by_role: dict[str, int] = field(default_factory=dict)  # by the host's role
-    # Attempts sent to a host in the client's own zone, and to one in another zone (counted
-    # only while the client's zone is known and the host has one).
-    same_zone: int = 0
-    cross_zone: int = 0
-    # Times a host was found stuck and deprioritised instead of ejected (see check_outliers).
-    deprioritised: int = 0
 
 
 Acquired = Lease | Waiter
