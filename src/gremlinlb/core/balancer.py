@@ -23,8 +23,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
 
+from gremlinlb.core import outliers, slowstart
 from gremlinlb.core.budget import RetryBudget
 from gremlinlb.core.buffer import PendingBuffer, Waiter
 from gremlinlb.core.endpoints import Endpoint, HostState, Role, parse_endpoint
@@ -44,10 +44,12 @@ from gremlinlb.core.events import HostEvent as HostEvent
 from gremlinlb.core.events import HostStatus as HostStatus
 from gremlinlb.core.events import Listener as Listener
 from gremlinlb.core.health import HealthCounter
-from gremlinlb.core.latency import PeakEwma, Samples, median
+from gremlinlb.core.hosts import Host, seq_of
+from gremlinlb.core.latency import Samples, median
 from gremlinlb.core.lease import Lease
 from gremlinlb.core.outcomes import Outcome
 from gremlinlb.core.picking import LeastCost, LeastInFlight, Picker, RoundRobin
+from gremlinlb.core.probing import ProbeSchedule, after_probe
 from gremlinlb.core.settings import BalancerSettings, Policy, ReadRouting
 from gremlinlb.core.sources import TraversalSources, skip_for_source
 from gremlinlb.core.topology import ZonePlan, client_zones, plan_zones
@@ -57,24 +59,11 @@ log = logging.getLogger(__name__)
 # How often adapters should call `check_outliers()` (their health loop's tick, seconds).
 CHECK_INTERVAL = 0.1
 
-# A host's typical latency is the median of its last _RECENT answers, and counts only with at
-# least _MIN_SAMPLES of them: one slow query can never make a host look slow. It is ejected as
-# slow only when found slow again after _RECENT more answers (two successive windows): on a
-# CPU-starved machine servers take turns being descheduled for a fraction of a second, and one
-# window of it made every client eject a healthy server for base_ejection seconds (measured in
-# `make bench`: 8 of 8 client processes, every 64-worker cell, 10-15 points of throughput).
-_RECENT = 16
-_MIN_SAMPLES = 8
 # The hedge delay comes from the last _HEDGE_WINDOW answers of all hosts, once there are
 # _MIN_HEDGE_SAMPLES; it is recomputed at most every _HEDGE_REFRESH seconds.
 _HEDGE_WINDOW = 1000
 _MIN_HEDGE_SAMPLES = 20
 _HEDGE_REFRESH = 0.1
-# Slow start begins at this share of a full host (Envoy's min_weight_percent default).
-_SLOW_START_MIN_WEIGHT = 0.1
-# A ramping host's credit never exceeds this many requests' worth: one the policy keeps passing
-# over (two choices found it busier) banks no burst for later.
-_SLOW_START_MAX_CREDIT = 2.0
 # Peak-EWMA cost of a host with no data while no other host has any either.
 _DEFAULT_RTT = 0.01
 # Outcomes that are an answer from the host: it is alive and serving.
@@ -83,71 +72,6 @@ _ANSWERS = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.OVERLOADED, Outcome.C
 _SAMPLES = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.TIMEOUT)
 # States a host comes back from through slow start.
 _RAMPED = (HostState.DOWN, HostState.EJECTED, HostState.JOINING)
-
-
-@dataclass(eq=False)
-class _Host:
-    endpoint: Endpoint
-    seq: int
-    health: HealthCounter
-    state: HostState
-    state_since: float = field(default_factory=time.time)
-    leases: dict[Lease, None] = field(default_factory=dict)  # in flight, oldest first
-    from_buffer: set[Lease] = field(default_factory=set)  # handed out by the buffer, unfinished
-    outcomes: Counter[Outcome] = field(default_factory=Counter)
-    last_error: str | None = None
-    ewma: PeakEwma = field(default_factory=PeakEwma)
-    recent: Samples = field(default_factory=lambda: Samples(_RECENT))
-    samples: int = 0  # latency samples ever taken: how far `recent` moved on
-    slow_mark: int | None = None  # `samples` when first found slow, until found not slow
-    last_answer: float = -math.inf
-    failures_in_row: int = 0
-    # A connection loss or timeout made us doubt it: probe it now, hand it no buffered request.
-    suspect: bool = False
-    # Stuck (requests in flight, no answer while its peers answer) when the share cap left no
-    # room to eject it: it gets new requests only when no other candidate is left, and is not
-    # counted as ejected. Cleared by its next answer or passing probe.
-    stuck: bool = False
-    probe_passed_at: float = -math.inf  # the last probe it answered
-    # The last probe whose traversal got no answer in time while the server itself answered
-    # (a WebSocket ping on the probe's own connection): alive, its workers busy with slow work.
-    alive_at: float = -math.inf
-    ejections: int = 0
-    ejection_level: int = 0  # the multiplier of base_ejection; decays while healthy
-    ejected_until: float | None = None
-    returned_at: float | None = None
-    down_until: float | None = None  # passive recovery, only while health checks are off
-    probed_at: float = -math.inf
-    probing_since: float | None = None
-    ramp_start: float | None = None
-    credit: float = 0.0
-    # While draining: the state it had before, and since when it drains (balancer clock). A
-    # host listed again returns to that state (see Balancer._relist).
-    drained_from: HostState | None = None
-    drained_at: float = 0.0
-
-    @property
-    def in_flight(self) -> int:
-        return len(self.leases)
-
-    def sample(self, latency: float, now: float) -> None:
-        """One answer's latency, for picking (peak EWMA) and for judging it slow."""
-        self.ewma.update(latency, now)
-        self.recent.append(latency)
-        self.samples += 1
-
-    def typical(self) -> float | None:
-        return self.recent.quantile(0.5) if len(self.recent) >= _MIN_SAMPLES else None
-
-    def oldest_requests(self, count: int) -> list[Lease]:
-        """The `count` oldest request leases (sessions left out), O(count + sessions)."""
-        found: list[Lease] = []
-        for lease in self.leases:
-            if not lease.session:
-                found.append(lease)
-                if len(found) == count:
-                    break
-        return found
 
 
 Acquired = Lease | Waiter
@@ -183,11 +107,11 @@ class Balancer:
         self._cross_zone = 0
         self._lock = threading.Lock()
         self._seq = itertools.count()
-        self._hosts: dict[Endpoint, _Host] = {}
-        self._ring: list[_Host] = []  # sorted by seq
+        self._hosts: dict[Endpoint, Host] = {}
+        self._ring: list[Host] = []  # sorted by seq
         # The healthy hosts, sorted by seq: what picking looks at. Requests never scan the
         # whole ring, so a long list of dead hosts costs each pick nothing (issue 20).
-        self._healthy_ring: list[_Host] = []
+        self._healthy_ring: list[Host] = []
         self._picker = self._make_picker(self._settings.policy)
         # Round-robin keeps one cursor per candidate group (kind, zone): with one shared cursor
         # a read after each write would always start from the same reader.
@@ -198,20 +122,11 @@ class Balancer:
         self._hedge_delay: tuple[float, float] | None = None  # (computed at, value)
         self._next_expiry = math.inf
         self._ramps_end = -math.inf  # no host is in slow start from then on
-        # Probe queues by class, each in the order its hosts were last handed out for a probe
-        # (a host handed out goes to the back): hosts in rotation (healthy, ejected), joining
-        # ones, down ones. probe_due serves them in that order, and stops in a joining or down
-        # queue at its first host not due (all after it were probed later, at one interval):
-        # a list of 20,000 dead hosts costs a probe round what is due, not 20,000 checks a tick.
-        self._probe_queues: dict[str, dict[_Host, None]] = {
-            "serving": {},
-            "joining": {},
-            "down": {},
-        }
+        self._probes = ProbeSchedule(self._settings)  # when each host is probed next
         self._pick_now = 0.0
         self._pick_default_rtt: float | None = None
         self._ejections: Counter[str] = Counter()
-        self._stuck_hosts = 0  # hosts deprioritised as stuck (see _Host.stuck)
+        self._stuck_hosts = 0  # hosts deprioritised as stuck (see Host.evidence.stuck)
         self._deprioritised = 0
         self._hedges_sent = 0
         self._hedges_won = 0
@@ -283,11 +198,12 @@ class Balancer:
                 host.health.rise = settings.health.rise
                 host.health.fall = settings.health.fall
             self._buffer.settings = settings.buffer
+            self._probes.settings = settings
             self._budget.settings = settings.budget
             self._hedge_delay = None
             self._plans.clear()
             self._next_expiry = -math.inf  # recompute passive returns under the new rules
-            starts = [h.ramp_start for h in self._ring if h.ramp_start is not None]
+            starts = [h.ramp.start for h in self._ring if h.ramp.start is not None]
             self._ramps_end = max(starts, default=-math.inf) + settings.slow_start
             if not settings.health.enabled:  # nobody will probe joining hosts any more
                 self._first_round.clear()
@@ -321,7 +237,7 @@ class Balancer:
                 events = [self._relist(existing, self._clock())]
             else:
                 enabled = self._settings.health.enabled
-                host = _Host(
+                host = Host(
                     endpoint=parsed,
                     seq=next(self._seq),
                     health=HealthCounter(self._settings.health.rise, self._settings.health.fall),
@@ -331,7 +247,7 @@ class Balancer:
                     self._start_ramp(host, self._clock())
                 self._hosts[parsed] = host
                 self._ring.append(host)
-                self._enqueue(host)
+                self._probes.enqueue(host)
                 if host.state is HostState.HEALTHY:
                     self._healthy_ring.append(host)  # the newest seq: sorted
                 self._count_topology(parsed, 1)
@@ -390,13 +306,13 @@ class Balancer:
                     outcomes=dict(h.outcomes),
                     last_error=h.last_error,
                     ewma_latency=h.ewma.value(now),
-                    ejections=h.ejections,
+                    ejections=h.evidence.ejections,
                     ejected_until=(
-                        wall + (h.ejected_until - now)
-                        if h.state is HostState.EJECTED and h.ejected_until is not None
+                        wall + (h.evidence.ejected_until - now)
+                        if h.state is HostState.EJECTED and h.evidence.ejected_until is not None
                         else None
                     ),
-                    deprioritised=h.stuck,
+                    deprioritised=h.evidence.stuck,
                 )
                 for h in self._ring
             ]
@@ -619,7 +535,7 @@ class Balancer:
             host = self._hosts.get(lease.endpoint)
             if host is None or lease not in host.leases:
                 return False
-            if host.state in (HostState.DOWN, HostState.EJECTED) or host.stuck:
+            if host.state in (HostState.DOWN, HostState.EJECTED) or host.evidence.stuck:
                 return not self._ran_normally(host, lease)
             return not pings and self._quiet(host, lease)
 
@@ -632,10 +548,10 @@ class Balancer:
             host = self._hosts.get(lease.endpoint)
             if host is None or lease not in host.leases or host.state is not HostState.HEALTHY:
                 return False
-            return host.alive_at < lease.started and self._quiet(host, lease)
+            return host.evidence.alive_at < lease.started and self._quiet(host, lease)
 
-    def _quiet(self, host: _Host, lease: Lease) -> bool:
-        if host.last_answer >= lease.started:
+    def _quiet(self, host: Host, lease: Lease) -> bool:
+        if host.evidence.last_answer >= lease.started:
             return False
         newest = next((e for e in reversed(host.leases) if not e.session), lease)
         return newest.started > lease.started
@@ -650,9 +566,9 @@ class Balancer:
             if host is None or host.state is not HostState.HEALTHY:
                 return
             if answered:
-                host.alive_at = self._clock()
+                host.evidence.alive_at = self._clock()
                 return
-            host.suspect = True  # a failed probe of a suspect host takes it down
+            host.evidence.suspect = True  # a failed probe of a suspect host takes it down
         self.record_probe(endpoint, ok=False, error="no answer to a ping: the server is hung")
 
     def is_deprioritised(self, endpoint: Endpoint) -> bool:
@@ -660,7 +576,7 @@ class Balancer:
         a ping along with its probe, to tell a busy server from a hung one at once."""
         with self._lock:
             host = self._hosts.get(endpoint)
-            return host is not None and host.stuck
+            return host is not None and host.evidence.stuck
 
     def may_resend(self, lease: Lease) -> bool:
         """Whether a read in flight on `lease` may be re-sent elsewhere now that its host left
@@ -678,7 +594,7 @@ class Balancer:
                 return True
             return not self._ran_normally(host, lease)
 
-    def _ran_normally(self, host: _Host, lease: Lease) -> bool:
+    def _ran_normally(self, host: Host, lease: Lease) -> bool:
         """Whether `lease` ran normally on its host, so re-sending it would run it twice. On a
         host still in rotation (deprioritised as stuck, maybe busy): it started before the
         host's last answer, so it was taken up while the host served (queries sent at the
@@ -688,8 +604,8 @@ class Balancer:
         if host.state is HostState.DOWN:
             return False
         if host.state is HostState.HEALTHY:
-            return max(host.last_answer, host.alive_at) >= lease.started
-        return host.last_answer - lease.started > self._hedge_delay_at(self._clock())
+            return max(host.evidence.last_answer, host.evidence.alive_at) >= lease.started
+        return host.evidence.last_answer - lease.started > self._hedge_delay_at(self._clock())
 
     def try_spend_extra(self) -> bool:
         """Spend one extra request (a hedge, or a retry after CONNECTION_LOST, TIMEOUT or
@@ -733,10 +649,11 @@ class Balancer:
                 self._first_round.clear()
             # From the hosts in rotation, not the whole ring: a long list of dead hosts costs
             # this tick nothing.
-            serving = self._probe_queues["serving"]
-            healthy = sorted((h for h in serving if h.state is HostState.HEALTHY), key=_seq_of)
+            healthy = sorted(
+                (h for h in self._probes.serving if h.state is HostState.HEALTHY), key=seq_of
+            )
             if len(healthy) >= 2:
-                typical = {h.endpoint: h.typical() for h in healthy}
+                typical = {h.endpoint: h.evidence.typical() for h in healthy}
                 for host in healthy:
                     peers = [p for p in healthy if p is not host and p.state is HostState.HEALTHY]
                     warming = self._warming(host, now)  # a cold JVM's first answers are late
@@ -750,12 +667,12 @@ class Balancer:
                     if self._may_eject(host):
                         events.append(self._eject(host, found[0], found[1], now))
                         ejected.append(host.endpoint)
-                    elif found[0] == "stuck" and not host.stuck:
+                    elif found[0] == "stuck" and not host.evidence.stuck:
                         self._deprioritise(host, found[1] + "; max_ejected_share leaves no room")
         self._emit(events)
         return ejected
 
-    def _busy_or_unjudged(self, host: _Host, now: float) -> bool:
+    def _busy_or_unjudged(self, host: Host, now: float) -> bool:
         """A stuck host is deprioritised at once (no new requests while others can take
         them) and, with health checks on, judged by its own probe rather than ejected: a
         probe that passes clears it, one whose traversal waits behind slow work while the
@@ -764,20 +681,20 @@ class Balancer:
         it is busy or its probe is still to come."""
         if not self._settings.health.enabled:
             return False
-        quiet_since = max(host.last_answer, host.oldest_requests(2)[1].started)
-        if host.alive_at > quiet_since:
+        quiet_since = max(host.evidence.last_answer, host.oldest_requests(2)[1].started)
+        if host.evidence.alive_at > quiet_since:
             reason = "its probe found the server alive, its workers busy"
-        elif host.probed_at <= quiet_since:
+        elif host.probe.probed_at <= quiet_since:
             reason = "probing it now"
-            if not host.suspect:
-                host.suspect = True  # probed at once; a failure then takes it down
+            if not host.evidence.suspect:
+                host.evidence.suspect = True  # probed at once; a failure then takes it down
         else:
             return False  # probed since it went quiet, neither passed nor busy: judged stuck
-        if not host.stuck:
+        if not host.evidence.stuck:
             self._deprioritise(host, reason)
         return True
 
-    def _deprioritise(self, host: _Host, reason: str) -> None:
+    def _deprioritise(self, host: Host, reason: str) -> None:
         self._set_stuck(host, True)
         self._deprioritised += 1
         log.warning(
@@ -802,26 +719,7 @@ class Balancer:
             if not self._settings.health.enabled or self._closed:
                 return []
             now = self._clock() if now is None else now
-            any_healthy = self._any_healthy()
-            due: list[Endpoint] = []
-            for name, queue in self._probe_queues.items():
-                ordered = name != "serving"  # one interval for all: due in queue order
-                picked: list[_Host] = []
-                for host in queue:
-                    if limit is not None and len(due) >= limit:
-                        break
-                    if self._probing(host, now):
-                        continue
-                    if self._probe_due_at(host, any_healthy) <= now:
-                        host.probing_since = now
-                        due.append(host.endpoint)
-                        picked.append(host)
-                    elif ordered and not host.suspect:
-                        break
-                for host in picked:  # to the back: nobody starves
-                    del queue[host]
-                    queue[host] = None
-            return due
+            return [h.endpoint for h in self._probes.due(now, limit, self._any_healthy())]
 
     def next_probe_in(self) -> float:
         """Seconds until `probe_due` names a host (0 if one is due now); a health loop sleeps
@@ -830,53 +728,15 @@ class Balancer:
             health = self._settings.health
             if not health.enabled:
                 return health.interval
-            now = self._clock()
-            any_healthy = self._any_healthy()
-            soonest = math.inf
-            lost_after = self._probe_lost_after()
-            for name, queue in self._probe_queues.items():
-                ordered = name != "serving"
-                for host in queue:  # every host in rotation; of the others, the front ones
-                    if self._probing(host, now):
-                        assert host.probing_since is not None
-                        soonest = min(soonest, host.probing_since + lost_after)
-                        continue
-                    soonest = min(soonest, self._probe_due_at(host, any_healthy))
-                    if ordered and not host.suspect:
-                        break
-                if ordered and queue:  # probes handed out last are at the back
-                    for host in reversed(queue):
-                        if host.probing_since is None:
-                            break
-                        soonest = min(soonest, host.probing_since + lost_after)
-            return health.interval if soonest == math.inf else max(0.0, soonest - now)
+            return self._probes.next_in(self._clock(), self._any_healthy())
 
     def _any_healthy(self) -> bool:
         return bool(self._healthy_ring)
 
-    def _unlist_healthy(self, host: _Host) -> None:
-        index = bisect.bisect_left(self._healthy_ring, host.seq, key=_seq_of)
+    def _unlist_healthy(self, host: Host) -> None:
+        index = bisect.bisect_left(self._healthy_ring, host.seq, key=seq_of)
         assert self._healthy_ring[index] is host, "the healthy ring must stay sorted by seq"
         del self._healthy_ring[index]
-
-    def _enqueue(self, host: _Host) -> None:
-        queue = self._probe_queue_of(host.state)
-        if queue is not None:
-            queue[host] = None
-
-    def _dequeue(self, host: _Host) -> None:
-        queue = self._probe_queue_of(host.state)
-        if queue is not None:
-            queue.pop(host, None)
-
-    def _probe_queue_of(self, state: HostState) -> dict[_Host, None] | None:
-        if state in (HostState.HEALTHY, HostState.EJECTED):
-            return self._probe_queues["serving"]
-        if state is HostState.JOINING:
-            return self._probe_queues["joining"]
-        if state is HostState.DOWN:
-            return self._probe_queues["down"]
-        return None  # draining: never probed
 
     def probe_targets(self) -> list[Endpoint]:
         """Every host a full probe round covers now (an on-demand round, e.g. an operator's
@@ -893,7 +753,7 @@ class Balancer:
                 h.endpoint
                 for h in self._ring
                 if h.state in wanted
-                or (h.state is HostState.EJECTED and (h.ejected_until or 0.0) <= now)
+                or (h.state is HostState.EJECTED and (h.evidence.ejected_until or 0.0) <= now)
             ]
 
     def record_probe(
@@ -919,32 +779,31 @@ class Balancer:
                 if host is not None:
                     # The verdict is dropped, but the probe is over: listed again, the host is
                     # probed when due, not after a probe that could still be running would be lost.
-                    host.probing_since = None
+                    host.probe.probing_since = None
                 if first:
                     self._release_waiters()
                 return
-            host.probing_since = None
-            host.probed_at = now
+            host.probe.probing_since = None
+            host.probe.probed_at = now
             if ok:
-                host.probe_passed_at = now
-                if host.stuck:
+                host.evidence.probe_passed_at = now
+                if host.evidence.stuck:
                     self._set_stuck(host, False)
-            suspect, host.suspect = host.suspect, False
+            suspect, host.evidence.suspect = host.evidence.suspect, False
             if not ok and error:
                 host.last_error = f"probe: {error}"
             state = host.state
             if not ok and alive and state is HostState.HEALTHY:
-                host.alive_at = now  # busy, not down: no verdict either way
+                host.evidence.alive_at = now  # busy, not down: no verdict either way
                 return
-            if state is HostState.JOINING:
-                new_state = HostState.HEALTHY if ok else HostState.DOWN
-            elif state is HostState.EJECTED:
-                over = host.ejected_until is None or host.ejected_until <= now
-                new_state = state if not over else HostState.HEALTHY if ok else HostState.DOWN
-            elif state is HostState.HEALTHY and suspect and not ok:
-                new_state = HostState.DOWN
-            else:
-                new_state = host.health.record(state, ok)
+            until = host.evidence.ejected_until
+            new_state = after_probe(
+                state,
+                ok,
+                suspect=suspect,
+                ejection_over=until is None or until <= now,
+                health=host.health,
+            )
             if new_state is HostState.HEALTHY and state is not HostState.HEALTHY:
                 # The first round's hosts ramp up from the same instant, its opening: all ramp
                 # alike, so none is gated against another and the rotation stays exact.
@@ -1033,7 +892,9 @@ class Balancer:
     ) -> Waiter:
         healthy = [h for h in self._healthy_ring if self._may_serve(h, write)]
         if exclude and healthy:
-            verdict_pending = self._settings.health.enabled and any(h.suspect for h in healthy)
+            verdict_pending = self._settings.health.enabled and any(
+                h.evidence.suspect for h in healthy
+            )
             if not verdict_pending:
                 raise AllHostsTriedError(
                     "every healthy host already failed this request; not retrying further"
@@ -1059,7 +920,7 @@ class Balancer:
 
     def _lease(
         self,
-        host: _Host,
+        host: Host,
         now: float,
         *,
         hedge: bool = False,
@@ -1095,7 +956,7 @@ class Balancer:
 
     def _learn(
         self,
-        host: _Host,
+        host: Host,
         lease: Lease,
         outcome: Outcome,
         error: BaseException | None,
@@ -1106,11 +967,11 @@ class Balancer:
         """Count one outcome; feed latency and outlier state; return state changes."""
         host.outcomes[outcome] += 1
         if outcome is Outcome.SUCCESS and error is None:  # the hot path: an answer, no news
-            host.last_answer = now
-            host.suspect = False
-            if host.stuck:
+            host.evidence.last_answer = now
+            host.evidence.suspect = False
+            if host.evidence.stuck:
                 self._set_stuck(host, False)
-            host.failures_in_row = 0
+            host.evidence.failures_in_row = 0
             if sample:
                 latency = now - lease.started
                 host.sample(latency, now)
@@ -1119,12 +980,12 @@ class Balancer:
         if error is not None:
             host.last_error = f"{type(error).__name__}: {error}"
         if outcome in _ANSWERS:
-            host.last_answer = now
-            host.suspect = False
-            if host.stuck:
+            host.evidence.last_answer = now
+            host.evidence.suspect = False
+            if host.evidence.stuck:
                 self._set_stuck(host, False)
             if outcome is not Outcome.CLIENT_ERROR:
-                host.failures_in_row = 0
+                host.evidence.failures_in_row = 0
         if sample and outcome in _SAMPLES:
             latency = max(0.0, now - lease.started)
             host.sample(latency, now)
@@ -1132,16 +993,21 @@ class Balancer:
                 self._latencies.append(latency)
         if host.state is not HostState.HEALTHY:
             return []
-        if outcome is Outcome.TIMEOUT and max(host.alive_at, host.probe_passed_at) > lease.started:
+        if (
+            outcome is Outcome.TIMEOUT
+            and max(host.evidence.alive_at, host.evidence.probe_passed_at) > lease.started
+        ):
             return []  # its probe found the host alive meanwhile: a slow request, not the host
         if outcome.marks_host_down:
             return [self._go_down(host, f"passive: {outcome.value}", now)]
         if outcome.counts_against_host:
-            host.failures_in_row += 1
-            host.suspect = self._settings.health.enabled
+            host.evidence.failures_in_row += 1
+            host.evidence.suspect = self._settings.health.enabled
             limit = self._settings.outlier.consecutive_failures
-            if host.failures_in_row >= limit and self._may_eject(host):
-                detail = f"{host.failures_in_row} failures in a row, the last {outcome.value}"
+            if host.evidence.failures_in_row >= limit and self._may_eject(host):
+                detail = (
+                    f"{host.evidence.failures_in_row} failures in a row, the last {outcome.value}"
+                )
                 return [self._eject(host, "consecutive_failures", detail, now)]
         return []
 
@@ -1153,7 +1019,7 @@ class Balancer:
         buffered: bool = False,
         write: bool = True,
         answering: bool = False,
-    ) -> _Host | None:
+    ) -> Host | None:
         """The next host for a request of one kind: its candidates (writers for a request
         that may write; readers, then writers by read_routing, for a read), then the
         client's zone (Envoy's spill-over rule), then the policy among the healthy ones.
@@ -1162,19 +1028,19 @@ class Balancer:
         `answering` (a hedge): only a host with no request unanswered past the hedge delay, or
         one that answered since and within max_delay: a hedge to a silent one rescues nothing."""
         cap = self._buffer.settings.release_per_host
-        fits: Callable[[_Host], bool]
+        fits: Callable[[Host], bool]
         if buffered:
 
-            def fits(host: _Host) -> bool:
+            def fits(host: Host) -> bool:
                 return (
                     host.state is HostState.HEALTHY
-                    and not host.suspect
+                    and not host.evidence.suspect
                     and len(host.from_buffer) < cap
                 )
 
         elif exclude:
 
-            def fits(host: _Host) -> bool:
+            def fits(host: Host) -> bool:
                 return host.state is HostState.HEALTHY and host.endpoint not in exclude
 
         else:
@@ -1190,7 +1056,7 @@ class Balancer:
                 return host  # a hedge goes only to a host that answers
         return self._pick_kind(fits, now, write=write)
 
-    def _pick_kind(self, fits: Callable[[_Host], bool], now: float, *, write: bool) -> _Host | None:
+    def _pick_kind(self, fits: Callable[[Host], bool], now: float, *, write: bool) -> Host | None:
         self._pick_now = now
         self._pick_default_rtt = None
         kind = self._kind_for(write=write)
@@ -1210,7 +1076,7 @@ class Balancer:
             return "all"
         return "writers" if write else "readers"
 
-    def _pick_in_zone(self, fits: Callable[[_Host], bool], kind: str, now: float) -> _Host | None:
+    def _pick_in_zone(self, fits: Callable[[Host], bool], kind: str, now: float) -> Host | None:
         """Among the candidates of one `kind`, the client's zone first by its plan."""
         if self._zone is not None and self._zoned and self._settings.zone_aware:
             plan = self._plan_for(kind)
@@ -1243,8 +1109,8 @@ class Balancer:
         return plan
 
     def _choose(
-        self, fits: Callable[[_Host], bool], now: float, group: tuple[str, str | None]
-    ) -> _Host | None:
+        self, fits: Callable[[Host], bool], now: float, group: tuple[str, str | None]
+    ) -> Host | None:
         """The policy's pick among hosts that fit, in one candidate `group`. Hosts in slow
         start are gated by credit: each time one is considered it earns its current weight,
         it is a candidate while it has a whole request's worth, and it spends that only when
@@ -1259,33 +1125,33 @@ class Balancer:
         full = False
         candidates = 0
         for host in self._healthy_ring:
-            if host.ramp_start is not None and (window <= 0 or now - host.ramp_start >= window):
-                host.ramp_start = None
+            if host.ramp.start is not None and (window <= 0 or now - host.ramp.start >= window):
+                host.ramp.start = None
             if fits(host):
                 candidates += 1
-                ramping = ramping or host.ramp_start is not None
-                full = full or host.ramp_start is None
+                ramping = ramping or host.ramp.start is not None
+                full = full or host.ramp.start is None
         if not (ramping and full):  # all at full weight, or all ramping alike: no gating
             return picker.pick(self._healthy_ring, fits)
         # Round-robin considers a host about once a round of picks; two choices consider every
         # candidate on every pick, so there a host earns its weight over a round of picks.
         per_turn = 1.0 if isinstance(picker, RoundRobin) else 1.0 / candidates
 
-        def gated(host: _Host) -> bool:
+        def gated(host: Host) -> bool:
             if not fits(host):
                 return False
-            if host.ramp_start is None:
+            if host.ramp.start is None:
                 return True
-            weight = max(_SLOW_START_MIN_WEIGHT, (now - host.ramp_start) / window)
-            host.credit = min(host.credit + weight * per_turn, _SLOW_START_MAX_CREDIT)
-            return host.credit >= 1.0
+            weight = max(slowstart.MIN_WEIGHT, (now - host.ramp.start) / window)
+            host.ramp.credit = min(host.ramp.credit + weight * per_turn, slowstart.MAX_CREDIT)
+            return host.ramp.credit >= 1.0
 
         chosen = picker.pick(self._healthy_ring, gated)
-        if chosen is not None and chosen.ramp_start is not None:
-            chosen.credit -= 1.0  # spent by the host picked, not by every candidate
+        if chosen is not None and chosen.ramp.start is not None:
+            chosen.ramp.credit -= 1.0  # spent by the host picked, not by every candidate
         return chosen
 
-    def _may_serve(self, host: _Host, write: bool) -> bool:
+    def _may_serve(self, host: Host, write: bool) -> bool:
         """Whether `host` is a candidate at all for a request of this kind."""
         if write:
             return host.endpoint.role.writes
@@ -1299,7 +1165,7 @@ class Balancer:
         self._zoned += sign if endpoint.zone is not None else 0
         self._plans.clear()
 
-    def _retopology(self, host: _Host, endpoint: Endpoint) -> None:
+    def _retopology(self, host: Host, endpoint: Endpoint) -> None:
         """A kept host's new role or zone, in place."""
         if host.endpoint.same_topology(endpoint):
             return
@@ -1334,7 +1200,7 @@ class Balancer:
             "Restore such a backend or raise max_wait."
         )
 
-    def _cost(self, host: _Host) -> float:
+    def _cost(self, host: Host) -> float:
         """Peak-EWMA x (in flight + 1); a host with no data costs its peers' median."""
         estimate = host.ewma.value(self._pick_now)
         if estimate is None:
@@ -1386,28 +1252,28 @@ class Balancer:
 
     def _stuck(
         self,
-        host: _Host,
-        peers: list[_Host],
+        host: Host,
+        peers: list[Host],
         typical: dict[Endpoint, float | None],
         now: float,
     ) -> tuple[str, str] | None:
         oldest = host.oldest_requests(2)
         if len(oldest) < 2:
             return None
-        quiet_since = max(host.last_answer, oldest[1].started)
-        if host.probe_passed_at > quiet_since:
+        quiet_since = max(host.evidence.last_answer, oldest[1].started)
+        if host.evidence.probe_passed_at > quiet_since:
             return None  # it answers its probes: slow requests, not a stuck host
         quiet = now - quiet_since
         outlier = self._settings.outlier
         reference = median(t for p in peers if (t := typical[p.endpoint]) is not None)
         limit = max(outlier.stuck_floor, outlier.stuck_factor * (reference or 0.0))
-        if quiet <= limit or not any(p.last_answer > quiet_since for p in peers):
+        if quiet <= limit or not any(p.evidence.last_answer > quiet_since for p in peers):
             return None
         waiting = len(host.oldest_requests(host.in_flight))
         return "stuck", f"stuck: {waiting} requests in flight, no answer for {quiet:.2f}s"
 
     def _slow(
-        self, host: _Host, peers: list[_Host], typical: dict[Endpoint, float | None]
+        self, host: Host, peers: list[Host], typical: dict[Endpoint, float | None]
     ) -> tuple[str, str] | None:
         mine = typical[host.endpoint]
         reference = median(t for p in peers if (t := typical[p.endpoint]) is not None)
@@ -1422,33 +1288,33 @@ class Balancer:
         )
 
     def _slow_again(
-        self, host: _Host, peers: list[_Host], typical: dict[Endpoint, float | None]
+        self, host: Host, peers: list[Host], typical: dict[Endpoint, float | None]
     ) -> tuple[str, str] | None:
         """The slow verdict, once it holds over two successive windows of answers (see
-        _RECENT): a host slow for a moment is left to hedging and the picking policy."""
+        outliers.RECENT): a host slow for a moment is left to hedging and the picking policy."""
         found = self._slow(host, peers, typical)
         if found is None:
-            host.slow_mark = None
+            host.evidence.slow_mark = None
             return None
-        if host.slow_mark is None:
-            host.slow_mark = host.samples
+        if host.evidence.slow_mark is None:
+            host.evidence.slow_mark = host.evidence.samples
             return None
-        return found if host.samples - host.slow_mark >= _RECENT else None
+        return found if host.evidence.samples - host.evidence.slow_mark >= outliers.RECENT else None
 
-    def _warming(self, host: _Host, now: float) -> bool:
+    def _warming(self, host: Host, now: float) -> bool:
         """In slow start: just joined or back, maybe a cold JVM whose first answers take a
         second; it gets a small share meanwhile, so it is not judged stuck."""
-        start = host.ramp_start
+        start = host.ramp.start
         return start is not None and now - start < self._settings.slow_start
 
-    def _may_eject(self, host: _Host) -> bool:
+    def _may_eject(self, host: Host) -> bool:
         """Within the share cap (at least one of 2+ hosts), and never the last healthy one."""
         active = [h for h in self._ring if h.state is not HostState.DRAINING]
         if len(active) < 2 or not self._within_cap(host):
             return False
         return any(h is not host and h.state is HostState.HEALTHY for h in active)
 
-    def _within_cap(self, host: _Host) -> bool:
+    def _within_cap(self, host: Host) -> bool:
         """Whether `host` may be ejected, or stay ejected, within max_ejected_share of the
         hosts not draining (`host` counted among them, draining or not)."""
         active = [h for h in self._ring if h.state is not HostState.DRAINING or h is host]
@@ -1456,7 +1322,7 @@ class Balancer:
         cap = max(1, math.floor(self._settings.outlier.max_ejected_share * len(active)))
         return ejected + 1 <= cap
 
-    def _relist(self, host: _Host, now: float) -> HostEvent:
+    def _relist(self, host: Host, now: float) -> HostEvent:
         """A draining host listed again returns to the state it had before draining (a pod
         flapping NotReady -> Ready): what the first listing learnt still holds.
 
@@ -1474,8 +1340,8 @@ class Balancer:
         reason = "listed again while draining"
         if state is HostState.EJECTED and not self._within_cap(host):
             state = HostState.JOINING
-            host.ejected_until = None
-            host.probed_at = -math.inf  # probed at once, like a host whose time is up
+            host.evidence.ejected_until = None
+            host.probe.probed_at = -math.inf  # probed at once, like a host whose time is up
             reason += f"; its ejection ends (max_ejected_share), {state.value} until probed"
         if state is HostState.HEALTHY:
             if now - host.drained_at >= self._settings.slow_start:
@@ -1488,58 +1354,58 @@ class Balancer:
             self._next_expiry = -math.inf  # recompute when it returns
         return self._set_state(host, state, reason)
 
-    def _eject(self, host: _Host, reason: str, detail: str, now: float) -> HostEvent:
+    def _eject(self, host: Host, reason: str, detail: str, now: float) -> HostEvent:
         outlier = self._settings.outlier
-        if host.returned_at is not None:  # every max_ejection healthy seconds forgive one
-            healthy_for = now - host.returned_at
-            host.ejection_level = max(
-                0, host.ejection_level - int(healthy_for // outlier.max_ejection)
+        if host.evidence.returned_at is not None:  # every max_ejection healthy seconds forgive one
+            healthy_for = now - host.evidence.returned_at
+            host.evidence.ejection_level = max(
+                0, host.evidence.ejection_level - int(healthy_for // outlier.max_ejection)
             )
-        host.ejection_level += 1
-        duration = min(outlier.base_ejection * host.ejection_level, outlier.max_ejection)
-        host.ejected_until = now + duration
-        host.ejections += 1
-        host.failures_in_row = 0
-        host.suspect = False
-        host.ramp_start = None
+        host.evidence.ejection_level += 1
+        duration = min(outlier.base_ejection * host.evidence.ejection_level, outlier.max_ejection)
+        host.evidence.ejected_until = now + duration
+        host.evidence.ejections += 1
+        host.evidence.failures_in_row = 0
+        host.evidence.suspect = False
+        host.ramp.start = None
         if not self._settings.health.enabled:
-            self._next_expiry = min(self._next_expiry, host.ejected_until)
+            self._next_expiry = min(self._next_expiry, host.evidence.ejected_until)
         self._ejections[reason] += 1
         return self._set_state(
             host, HostState.EJECTED, f"outlier: {detail}; ejected for {duration:g}s"
         )
 
-    def _go_down(self, host: _Host, reason: str, now: float) -> HostEvent:
+    def _go_down(self, host: Host, reason: str, now: float) -> HostEvent:
         host.health.reset()
-        host.suspect = False
-        host.ramp_start = None
-        host.ejected_until = None
+        host.evidence.suspect = False
+        host.ramp.start = None
+        host.evidence.ejected_until = None
         if not self._settings.health.enabled:
             host.down_until = now + self._settings.health.unhealthy_interval
             self._next_expiry = min(self._next_expiry, host.down_until)
         return self._set_state(host, HostState.DOWN, reason)
 
     def _enter_healthy(
-        self, host: _Host, reason: str, now: float, *, ramp_from: float | None = None
+        self, host: Host, reason: str, now: float, *, ramp_from: float | None = None
     ) -> HostEvent:
         """Back in rotation: fresh outlier state, and slow start if it comes back (from
         `ramp_from`, default now)."""
         if host.state in _RAMPED:
             self._start_ramp(host, now if ramp_from is None else ramp_from)
-        host.failures_in_row = 0
-        host.suspect = False
-        host.recent.clear()  # judge it by what it does from now on
-        host.slow_mark = None
-        host.ejected_until = None
+        host.evidence.failures_in_row = 0
+        host.evidence.suspect = False
+        host.evidence.recent.clear()  # judge it by what it does from now on
+        host.evidence.slow_mark = None
+        host.evidence.ejected_until = None
         host.down_until = None
-        host.returned_at = now
+        host.evidence.returned_at = now
         return self._set_state(host, HostState.HEALTHY, reason)
 
-    def _start_ramp(self, host: _Host, now: float) -> None:
+    def _start_ramp(self, host: Host, now: float) -> None:
         if self._settings.slow_start > 0:
-            host.ramp_start = now
+            host.ramp.start = now
             self._ramps_end = max(self._ramps_end, now + self._settings.slow_start)
-            host.credit = 1.0  # its first turn is taken: one request tells at once how it is
+            host.ramp.credit = 1.0  # its first turn is taken: one request tells at once how it is
 
     def _expire(self, now: float) -> list[HostEvent]:
         """Without health checks, ejected and down hosts return when their time is up."""
@@ -1552,9 +1418,10 @@ class Balancer:
         for host in self._ring:
             if host.state is HostState.DOWN and host.down_until is None:
                 host.down_until = now + self._settings.health.unhealthy_interval
-            until = {HostState.EJECTED: host.ejected_until, HostState.DOWN: host.down_until}.get(
-                host.state
-            )
+            until = {
+                HostState.EJECTED: host.evidence.ejected_until,
+                HostState.DOWN: host.down_until,
+            }.get(host.state)
             if until is None:
                 continue
             if until <= now:
@@ -1565,44 +1432,22 @@ class Balancer:
             self._release_waiters()
         return events
 
-    def _probing(self, host: _Host, now: float) -> bool:
-        return (
-            host.probing_since is not None and now - host.probing_since < self._probe_lost_after()
-        )
-
-    def _probe_lost_after(self) -> float:
-        return self._settings.health.timeout + self._settings.connect_timeout + 1.0
-
-    def _probe_due_at(self, host: _Host, any_healthy: bool) -> float:
-        health = self._settings.health
-        state = host.state
-        if state is HostState.DRAINING:
-            return math.inf
-        if host.suspect:
-            return -math.inf
-        if state is HostState.HEALTHY:
-            return host.probed_at + health.interval if health.probe_healthy else math.inf
-        if state is HostState.EJECTED:
-            return host.ejected_until if host.ejected_until is not None else -math.inf
-        interval = health.unhealthy_interval if any_healthy else health.outage_interval
-        return host.probed_at + interval
-
-    def _set_stuck(self, host: _Host, stuck: bool) -> None:
-        if host.stuck is not stuck:
-            host.stuck = stuck
+    def _set_stuck(self, host: Host, stuck: bool) -> None:
+        if host.evidence.stuck is not stuck:
+            host.evidence.stuck = stuck
             self._stuck_hosts += 1 if stuck else -1
 
-    def _set_state(self, host: _Host, state: HostState, reason: str) -> HostEvent:
+    def _set_state(self, host: Host, state: HostState, reason: str) -> HostEvent:
         previous = host.state
-        if host.stuck:
+        if host.evidence.stuck:
             self._set_stuck(host, False)  # judged afresh in its new state
-        self._dequeue(host)
+        self._probes.dequeue(host)
         if previous is HostState.HEALTHY and state is not HostState.HEALTHY:
             self._unlist_healthy(host)
         elif state is HostState.HEALTHY and previous is not HostState.HEALTHY:
-            bisect.insort(self._healthy_ring, host, key=_seq_of)
+            bisect.insort(self._healthy_ring, host, key=seq_of)
         host.state = state
-        self._enqueue(host)
+        self._probes.enqueue(host)
         self._plans.clear()
         host.state_since = time.time()
         # A joining host that fails its first probe is news only at INFO: a pushed list may
@@ -1618,16 +1463,16 @@ class Balancer:
         )
         return HostEvent(EventKind.STATE_CHANGED, host.endpoint, state, previous, reason)
 
-    def _drop(self, host: _Host) -> HostEvent:
+    def _drop(self, host: Host) -> HostEvent:
         self._first_round.discard(host.endpoint)
         del self._hosts[host.endpoint]
-        self._dequeue(host)
+        self._probes.dequeue(host)
         if host.state is HostState.HEALTHY:
             self._unlist_healthy(host)
         self._set_stuck(host, False)
         self._count_topology(host.endpoint, -1)
         # The ring is sorted by seq: find the host by bisection, not by comparing every host.
-        index = bisect.bisect_left(self._ring, host.seq, key=_seq_of)
+        index = bisect.bisect_left(self._ring, host.seq, key=seq_of)
         assert self._ring[index] is host, "the ring must stay sorted by seq"
         del self._ring[index]
         self.sources.forget_host(host.endpoint)
@@ -1655,29 +1500,33 @@ class Balancer:
         return LeastCost(self._cost, self._rng)
 
 
-def _healthy(host: _Host) -> bool:
+def _healthy(host: Host) -> bool:
     return host.state is HostState.HEALTHY
 
 
-def _not_stuck(host: _Host) -> bool:
-    return not host.stuck
+def _not_stuck(host: Host) -> bool:
+    return not host.evidence.stuck
 
 
-def _answering(host: _Host, late: float, recent: float) -> bool:
+def _answering(host: Host, late: float, recent: float) -> bool:
     """No request waiting since before `late`, or an answer since the oldest and after `recent`."""
     first = host.oldest_requests(1)
-    return not first or first[0].started >= late or first[0].started <= host.last_answer >= recent
+    return (
+        not first
+        or first[0].started >= late
+        or first[0].started <= host.evidence.last_answer >= recent
+    )
 
 
-def _writes(host: _Host) -> bool:
+def _writes(host: Host) -> bool:
     return host.endpoint.role.writes
 
 
-def _reads(host: _Host) -> bool:
+def _reads(host: Host) -> bool:
     return host.endpoint.role.reads
 
 
-_Filter = Callable[[_Host], bool]
+_Filter = Callable[[Host], bool]
 
 
 def _and(first: _Filter, second: _Filter) -> _Filter:
@@ -1685,15 +1534,11 @@ def _and(first: _Filter, second: _Filter) -> _Filter:
 
 
 # Which hosts a candidate kind (see Balancer._pick) is drawn from.
-_KINDS: dict[str, Callable[[_Host], bool]] = {
+_KINDS: dict[str, Callable[[Host], bool]] = {
     "writers": _writes,
     "readers": _reads,
     "all": lambda host: True,
 }
-
-
-def _seq_of(host: _Host) -> int:
-    return host.seq
 
 
 def _as_endpoint(endpoint: Endpoint | str) -> Endpoint:
