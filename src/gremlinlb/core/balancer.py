@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 
-from gremlinlb.core import outliers, slowstart
+from gremlinlb.core import slowstart
 from gremlinlb.core.budget import RetryBudget
 from gremlinlb.core.buffer import PendingBuffer, Waiter
 from gremlinlb.core.endpoints import Endpoint, HostState, Role, parse_endpoint
@@ -48,6 +48,7 @@ from gremlinlb.core.hosts import Host, seq_of
 from gremlinlb.core.latency import Samples, median
 from gremlinlb.core.lease import Lease
 from gremlinlb.core.outcomes import Outcome
+from gremlinlb.core.outliers import OutlierDetector
 from gremlinlb.core.picking import LeastCost, LeastInFlight, Picker, RoundRobin
 from gremlinlb.core.probing import ProbeSchedule, after_probe
 from gremlinlb.core.settings import BalancerSettings, Policy, ReadRouting
@@ -125,9 +126,7 @@ class Balancer:
         self._probes = ProbeSchedule(self._settings)  # when each host is probed next
         self._pick_now = 0.0
         self._pick_default_rtt: float | None = None
-        self._ejections: Counter[str] = Counter()
-        self._stuck_hosts = 0  # hosts deprioritised as stuck (see Host.evidence.stuck)
-        self._deprioritised = 0
+        self._outliers = OutlierDetector(self._settings)  # evidence and verdicts
         self._hedges_sent = 0
         self._hedges_won = 0
         self._extra_spent = 0
@@ -199,6 +198,7 @@ class Balancer:
                 host.health.fall = settings.health.fall
             self._buffer.settings = settings.buffer
             self._probes.settings = settings
+            self._outliers.settings = settings
             self._budget.settings = settings.budget
             self._hedge_delay = None
             self._plans.clear()
@@ -340,7 +340,7 @@ class Balancer:
     def stats(self) -> BalancerStats:
         with self._lock:
             return BalancerStats(
-                ejections=dict(self._ejections),
+                ejections=dict(self._outliers.ejections),
                 hedges_sent=self._hedges_sent,
                 hedges_won=self._hedges_won,
                 extra_spent=self._extra_spent,
@@ -348,7 +348,7 @@ class Balancer:
                 attempts_by_role={r.value: n for r, n in self._by_role.items()},
                 same_zone=self._same_zone,
                 cross_zone=self._cross_zone,
-                deprioritised=self._deprioritised,
+                deprioritised=self._outliers.deprioritised,
             )
 
     @property
@@ -654,54 +654,23 @@ class Balancer:
             )
             if len(healthy) >= 2:
                 typical = {h.endpoint: h.evidence.typical() for h in healthy}
+                detector = self._outliers
                 for host in healthy:
                     peers = [p for p in healthy if p is not host and p.state is HostState.HEALTHY]
-                    warming = self._warming(host, now)  # a cold JVM's first answers are late
-                    found = (None if warming else self._stuck(host, peers, typical, now)) or (
-                        self._slow_again(host, peers, typical)
-                    )
+                    warming = self._warming(host, now)
+                    found = detector.judge(host, peers, typical, now, warming=warming)
                     if found is None:
                         continue
-                    if found[0] == "stuck" and self._busy_or_unjudged(host, now):
+                    if found[0] == "stuck" and detector.busy_or_unjudged(host, now):
                         continue  # deprioritised until its probe (or an answer) says more
-                    if self._may_eject(host):
+                    if detector.may_eject(host, self._ring):
                         events.append(self._eject(host, found[0], found[1], now))
                         ejected.append(host.endpoint)
                     elif found[0] == "stuck" and not host.evidence.stuck:
-                        self._deprioritise(host, found[1] + "; max_ejected_share leaves no room")
+                        reason = found[1] + "; max_ejected_share leaves no room"
+                        detector.deprioritise(host, reason)
         self._emit(events)
         return ejected
-
-    def _busy_or_unjudged(self, host: Host, now: float) -> bool:
-        """A stuck host is deprioritised at once (no new requests while others can take
-        them) and, with health checks on, judged by its own probe rather than ejected: a
-        probe that passes clears it, one whose traversal waits behind slow work while the
-        server answers a ping leaves it deprioritised but in rotation (busy: a few slow
-        queries must not take a host out, issue 20), one that fails takes it down. True while
-        it is busy or its probe is still to come."""
-        if not self._settings.health.enabled:
-            return False
-        quiet_since = max(host.evidence.last_answer, host.oldest_requests(2)[1].started)
-        if host.evidence.alive_at > quiet_since:
-            reason = "its probe found the server alive, its workers busy"
-        elif host.probe.probed_at <= quiet_since:
-            reason = "probing it now"
-            if not host.evidence.suspect:
-                host.evidence.suspect = True  # probed at once; a failure then takes it down
-        else:
-            return False  # probed since it went quiet, neither passed nor busy: judged stuck
-        if not host.evidence.stuck:
-            self._deprioritise(host, reason)
-        return True
-
-    def _deprioritise(self, host: Host, reason: str) -> None:
-        self._set_stuck(host, True)
-        self._deprioritised += 1
-        log.warning(
-            "host %s deprioritised: answers nothing while its peers answer (%s)",
-            host.endpoint.address,
-            reason,
-        )
 
     # -- active health checks ------------------------------------------------------------
 
@@ -787,8 +756,7 @@ class Balancer:
             host.probe.probed_at = now
             if ok:
                 host.evidence.probe_passed_at = now
-                if host.evidence.stuck:
-                    self._set_stuck(host, False)
+                self._outliers.set_stuck(host, False)
             suspect, host.evidence.suspect = host.evidence.suspect, False
             if not ok and error:
                 host.last_error = f"probe: {error}"
@@ -967,10 +935,7 @@ class Balancer:
         """Count one outcome; feed latency and outlier state; return state changes."""
         host.outcomes[outcome] += 1
         if outcome is Outcome.SUCCESS and error is None:  # the hot path: an answer, no news
-            host.evidence.last_answer = now
-            host.evidence.suspect = False
-            if host.evidence.stuck:
-                self._set_stuck(host, False)
+            self._outliers.answered(host, now)
             host.evidence.failures_in_row = 0
             if sample:
                 latency = now - lease.started
@@ -980,10 +945,7 @@ class Balancer:
         if error is not None:
             host.last_error = f"{type(error).__name__}: {error}"
         if outcome in _ANSWERS:
-            host.evidence.last_answer = now
-            host.evidence.suspect = False
-            if host.evidence.stuck:
-                self._set_stuck(host, False)
+            self._outliers.answered(host, now)
             if outcome is not Outcome.CLIENT_ERROR:
                 host.evidence.failures_in_row = 0
         if sample and outcome in _SAMPLES:
@@ -1004,7 +966,9 @@ class Balancer:
             host.evidence.failures_in_row += 1
             host.evidence.suspect = self._settings.health.enabled
             limit = self._settings.outlier.consecutive_failures
-            if host.evidence.failures_in_row >= limit and self._may_eject(host):
+            if host.evidence.failures_in_row >= limit and self._outliers.may_eject(
+                host, self._ring
+            ):
                 detail = (
                     f"{host.evidence.failures_in_row} failures in a row, the last {outcome.value}"
                 )
@@ -1046,10 +1010,10 @@ class Balancer:
         else:
             fits = _healthy
 
-        if self._stuck_hosts or answering:
+        if self._outliers.stuck_hosts or answering:
             since = (now - self._hedge_delay_at(now), now - self._settings.hedge.max_delay)
             preferred = _and(fits, lambda h: _answering(h, *since)) if answering else fits
-            if self._stuck_hosts:
+            if self._outliers.stuck_hosts:
                 preferred = _and(preferred, _not_stuck)
             host = self._pick_kind(preferred, now, write=write)
             if host is not None or answering:
@@ -1250,77 +1214,11 @@ class Balancer:
         for waiter in released:
             waiter.notify()
 
-    def _stuck(
-        self,
-        host: Host,
-        peers: list[Host],
-        typical: dict[Endpoint, float | None],
-        now: float,
-    ) -> tuple[str, str] | None:
-        oldest = host.oldest_requests(2)
-        if len(oldest) < 2:
-            return None
-        quiet_since = max(host.evidence.last_answer, oldest[1].started)
-        if host.evidence.probe_passed_at > quiet_since:
-            return None  # it answers its probes: slow requests, not a stuck host
-        quiet = now - quiet_since
-        outlier = self._settings.outlier
-        reference = median(t for p in peers if (t := typical[p.endpoint]) is not None)
-        limit = max(outlier.stuck_floor, outlier.stuck_factor * (reference or 0.0))
-        if quiet <= limit or not any(p.evidence.last_answer > quiet_since for p in peers):
-            return None
-        waiting = len(host.oldest_requests(host.in_flight))
-        return "stuck", f"stuck: {waiting} requests in flight, no answer for {quiet:.2f}s"
-
-    def _slow(
-        self, host: Host, peers: list[Host], typical: dict[Endpoint, float | None]
-    ) -> tuple[str, str] | None:
-        mine = typical[host.endpoint]
-        reference = median(t for p in peers if (t := typical[p.endpoint]) is not None)
-        if mine is None or reference is None:
-            return None
-        outlier = self._settings.outlier
-        if mine <= outlier.slow_factor * reference or mine <= outlier.slow_floor:
-            return None
-        return "slow", (
-            f"slow: typical latency {mine * 1000:.0f} ms against its peers' "
-            f"{reference * 1000:.0f} ms"
-        )
-
-    def _slow_again(
-        self, host: Host, peers: list[Host], typical: dict[Endpoint, float | None]
-    ) -> tuple[str, str] | None:
-        """The slow verdict, once it holds over two successive windows of answers (see
-        outliers.RECENT): a host slow for a moment is left to hedging and the picking policy."""
-        found = self._slow(host, peers, typical)
-        if found is None:
-            host.evidence.slow_mark = None
-            return None
-        if host.evidence.slow_mark is None:
-            host.evidence.slow_mark = host.evidence.samples
-            return None
-        return found if host.evidence.samples - host.evidence.slow_mark >= outliers.RECENT else None
-
     def _warming(self, host: Host, now: float) -> bool:
         """In slow start: just joined or back, maybe a cold JVM whose first answers take a
         second; it gets a small share meanwhile, so it is not judged stuck."""
         start = host.ramp.start
         return start is not None and now - start < self._settings.slow_start
-
-    def _may_eject(self, host: Host) -> bool:
-        """Within the share cap (at least one of 2+ hosts), and never the last healthy one."""
-        active = [h for h in self._ring if h.state is not HostState.DRAINING]
-        if len(active) < 2 or not self._within_cap(host):
-            return False
-        return any(h is not host and h.state is HostState.HEALTHY for h in active)
-
-    def _within_cap(self, host: Host) -> bool:
-        """Whether `host` may be ejected, or stay ejected, within max_ejected_share of the
-        hosts not draining (`host` counted among them, draining or not)."""
-        active = [h for h in self._ring if h.state is not HostState.DRAINING or h is host]
-        ejected = sum(1 for h in active if h is not host and h.state is HostState.EJECTED)
-        cap = max(1, math.floor(self._settings.outlier.max_ejected_share * len(active)))
-        return ejected + 1 <= cap
 
     def _relist(self, host: Host, now: float) -> HostEvent:
         """A draining host listed again returns to the state it had before draining (a pod
@@ -1338,7 +1236,7 @@ class Balancer:
         state = host.drained_from or HostState.HEALTHY
         host.drained_from = None
         reason = "listed again while draining"
-        if state is HostState.EJECTED and not self._within_cap(host):
+        if state is HostState.EJECTED and not self._outliers.within_cap(host, self._ring):
             state = HostState.JOINING
             host.evidence.ejected_until = None
             host.probe.probed_at = -math.inf  # probed at once, like a host whose time is up
@@ -1355,22 +1253,11 @@ class Balancer:
         return self._set_state(host, state, reason)
 
     def _eject(self, host: Host, reason: str, detail: str, now: float) -> HostEvent:
-        outlier = self._settings.outlier
-        if host.evidence.returned_at is not None:  # every max_ejection healthy seconds forgive one
-            healthy_for = now - host.evidence.returned_at
-            host.evidence.ejection_level = max(
-                0, host.evidence.ejection_level - int(healthy_for // outlier.max_ejection)
-            )
-        host.evidence.ejection_level += 1
-        duration = min(outlier.base_ejection * host.evidence.ejection_level, outlier.max_ejection)
-        host.evidence.ejected_until = now + duration
-        host.evidence.ejections += 1
-        host.evidence.failures_in_row = 0
-        host.evidence.suspect = False
+        duration = self._outliers.eject(host, reason, now)
         host.ramp.start = None
         if not self._settings.health.enabled:
+            assert host.evidence.ejected_until is not None
             self._next_expiry = min(self._next_expiry, host.evidence.ejected_until)
-        self._ejections[reason] += 1
         return self._set_state(
             host, HostState.EJECTED, f"outlier: {detail}; ejected for {duration:g}s"
         )
@@ -1392,13 +1279,8 @@ class Balancer:
         `ramp_from`, default now)."""
         if host.state in _RAMPED:
             self._start_ramp(host, now if ramp_from is None else ramp_from)
-        host.evidence.failures_in_row = 0
-        host.evidence.suspect = False
-        host.evidence.recent.clear()  # judge it by what it does from now on
-        host.evidence.slow_mark = None
-        host.evidence.ejected_until = None
+        self._outliers.returned(host, now)  # judged by what it does from now on
         host.down_until = None
-        host.evidence.returned_at = now
         return self._set_state(host, HostState.HEALTHY, reason)
 
     def _start_ramp(self, host: Host, now: float) -> None:
@@ -1432,15 +1314,9 @@ class Balancer:
             self._release_waiters()
         return events
 
-    def _set_stuck(self, host: Host, stuck: bool) -> None:
-        if host.evidence.stuck is not stuck:
-            host.evidence.stuck = stuck
-            self._stuck_hosts += 1 if stuck else -1
-
     def _set_state(self, host: Host, state: HostState, reason: str) -> HostEvent:
         previous = host.state
-        if host.evidence.stuck:
-            self._set_stuck(host, False)  # judged afresh in its new state
+        self._outliers.set_stuck(host, False)  # judged afresh in its new state
         self._probes.dequeue(host)
         if previous is HostState.HEALTHY and state is not HostState.HEALTHY:
             self._unlist_healthy(host)
@@ -1469,7 +1345,7 @@ class Balancer:
         self._probes.dequeue(host)
         if host.state is HostState.HEALTHY:
             self._unlist_healthy(host)
-        self._set_stuck(host, False)
+        self._outliers.set_stuck(host, False)
         self._count_topology(host.endpoint, -1)
         # The ring is sorted by seq: find the host by bisection, not by comparing every host.
         index = bisect.bisect_left(self._ring, host.seq, key=seq_of)

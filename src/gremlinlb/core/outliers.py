@@ -2,15 +2,27 @@
 
 As Envoy's DetectorHostMonitorImpl (per host) apart from DetectorImpl (fleet), each host
 keeps its own `Evidence` (answers, failures in a row, latency window, ejection history), and
-the verdicts compare a host with its peers.
+the verdicts compare a host with its peers (`OutlierDetector`). The detector decides and
+keeps the evidence; the balancer applies an ejection to the host's state and tells listeners.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from gremlinlb.core.latency import Samples
+from gremlinlb.core.endpoints import Endpoint, HostState
+from gremlinlb.core.latency import Samples, median
+from gremlinlb.core.settings import BalancerSettings
+
+if TYPE_CHECKING:
+    from gremlinlb.core.hosts import Host
+
+# The balancer's logger: host news under one name (the demo quiets it as a whole).
+log = logging.getLogger("gremlinlb.core.balancer")
 
 # A host's typical latency is the median of its last RECENT answers, and counts only with at
 # least MIN_SAMPLES of them: one slow query can never make a host look slow. It is ejected as
@@ -52,3 +64,173 @@ class Evidence:
 
     def typical(self) -> float | None:
         return self.recent.quantile(0.5) if len(self.recent) >= MIN_SAMPLES else None
+
+
+# A verdict: its kind (stuck, slow, consecutive_failures) and what was found, for the log.
+Verdict = tuple[str, str]
+
+
+class OutlierDetector:
+    """Fleet verdicts over the hosts' evidence: stuck, slow, the share cap, ejection times,
+    and the hosts deprioritised as stuck (which picking avoids while others can serve)."""
+
+    def __init__(self, settings: BalancerSettings) -> None:
+        self.settings = settings
+        self.ejections: Counter[str] = Counter()  # by reason
+        self.stuck_hosts = 0  # hosts deprioritised as stuck now (see Evidence.stuck)
+        self.deprioritised = 0  # times a host was deprioritised
+
+    def answered(self, host: Host, now: float) -> None:
+        """An answer from `host`: it is alive and serving, whatever it said."""
+        evidence = host.evidence
+        evidence.last_answer = now
+        evidence.suspect = False
+        if evidence.stuck:
+            self.set_stuck(host, False)
+
+    def set_stuck(self, host: Host, stuck: bool) -> None:
+        if host.evidence.stuck is not stuck:
+            host.evidence.stuck = stuck
+            self.stuck_hosts += 1 if stuck else -1
+
+    def deprioritise(self, host: Host, reason: str) -> None:
+        self.set_stuck(host, True)
+        self.deprioritised += 1
+        log.warning(
+            "host %s deprioritised: answers nothing while its peers answer (%s)",
+            host.endpoint.address,
+            reason,
+        )
+
+    def judge(
+        self,
+        host: Host,
+        peers: list[Host],
+        typical: dict[Endpoint, float | None],
+        now: float,
+        *,
+        warming: bool,
+    ) -> Verdict | None:
+        """Stuck (not while `warming`: a cold JVM's first answers are late) or slow again."""
+        found = None if warming else self.stuck(host, peers, typical, now)
+        return found or self.slow_again(host, peers, typical)
+
+    def stuck(
+        self,
+        host: Host,
+        peers: list[Host],
+        typical: dict[Endpoint, float | None],
+        now: float,
+    ) -> Verdict | None:
+        oldest = host.oldest_requests(2)
+        if len(oldest) < 2:
+            return None
+        evidence = host.evidence
+        quiet_since = max(evidence.last_answer, oldest[1].started)
+        if evidence.probe_passed_at > quiet_since:
+            return None  # it answers its probes: slow requests, not a stuck host
+        quiet = now - quiet_since
+        outlier = self.settings.outlier
+        reference = median(t for p in peers if (t := typical[p.endpoint]) is not None)
+        limit = max(outlier.stuck_floor, outlier.stuck_factor * (reference or 0.0))
+        if quiet <= limit or not any(p.evidence.last_answer > quiet_since for p in peers):
+            return None
+        waiting = len(host.oldest_requests(host.in_flight))
+        return "stuck", f"stuck: {waiting} requests in flight, no answer for {quiet:.2f}s"
+
+    def slow(
+        self, host: Host, peers: list[Host], typical: dict[Endpoint, float | None]
+    ) -> Verdict | None:
+        mine = typical[host.endpoint]
+        reference = median(t for p in peers if (t := typical[p.endpoint]) is not None)
+        if mine is None or reference is None:
+            return None
+        outlier = self.settings.outlier
+        if mine <= outlier.slow_factor * reference or mine <= outlier.slow_floor:
+            return None
+        return "slow", (
+            f"slow: typical latency {mine * 1000:.0f} ms against its peers' "
+            f"{reference * 1000:.0f} ms"
+        )
+
+    def slow_again(
+        self, host: Host, peers: list[Host], typical: dict[Endpoint, float | None]
+    ) -> Verdict | None:
+        """The slow verdict, once it holds over two successive windows of answers (see
+        RECENT): a host slow for a moment is left to hedging and the picking policy."""
+        found = self.slow(host, peers, typical)
+        evidence = host.evidence
+        if found is None:
+            evidence.slow_mark = None
+            return None
+        if evidence.slow_mark is None:
+            evidence.slow_mark = evidence.samples
+            return None
+        return found if evidence.samples - evidence.slow_mark >= RECENT else None
+
+    def busy_or_unjudged(self, host: Host, now: float) -> bool:
+        """A stuck host is deprioritised at once (no new requests while others can take
+        them) and, with health checks on, judged by its own probe rather than ejected: a
+        probe that passes clears it, one whose traversal waits behind slow work while the
+        server answers a ping leaves it deprioritised but in rotation (busy: a few slow
+        queries must not take a host out, issue 20), one that fails takes it down. True while
+        it is busy or its probe is still to come."""
+        if not self.settings.health.enabled:
+            return False
+        evidence = host.evidence
+        quiet_since = max(evidence.last_answer, host.oldest_requests(2)[1].started)
+        if evidence.alive_at > quiet_since:
+            reason = "its probe found the server alive, its workers busy"
+        elif host.probe.probed_at <= quiet_since:
+            reason = "probing it now"
+            if not evidence.suspect:
+                evidence.suspect = True  # probed at once; a failure then takes it down
+        else:
+            return False  # probed since it went quiet, neither passed nor busy: judged stuck
+        if not evidence.stuck:
+            self.deprioritise(host, reason)
+        return True
+
+    def may_eject(self, host: Host, ring: list[Host]) -> bool:
+        """Within the share cap (at least one of 2+ hosts), and never the last healthy one."""
+        active = [h for h in ring if h.state is not HostState.DRAINING]
+        if len(active) < 2 or not self.within_cap(host, ring):
+            return False
+        return any(h is not host and h.state is HostState.HEALTHY for h in active)
+
+    def within_cap(self, host: Host, ring: list[Host]) -> bool:
+        """Whether `host` may be ejected, or stay ejected, within max_ejected_share of the
+        hosts not draining (`host` counted among them, draining or not)."""
+        active = [h for h in ring if h.state is not HostState.DRAINING or h is host]
+        ejected = sum(1 for h in active if h is not host and h.state is HostState.EJECTED)
+        cap = max(1, math.floor(self.settings.outlier.max_ejected_share * len(active)))
+        return ejected + 1 <= cap
+
+    def eject(self, host: Host, reason: str, now: float) -> float:
+        """Record an ejection of `host` for `reason`; returns how long it lasts: base_ejection
+        times its repeat level, which forgives one level every max_ejection healthy seconds."""
+        outlier = self.settings.outlier
+        evidence = host.evidence
+        if evidence.returned_at is not None:
+            healthy_for = now - evidence.returned_at
+            evidence.ejection_level = max(
+                0, evidence.ejection_level - int(healthy_for // outlier.max_ejection)
+            )
+        evidence.ejection_level += 1
+        duration = min(outlier.base_ejection * evidence.ejection_level, outlier.max_ejection)
+        evidence.ejected_until = now + duration
+        evidence.ejections += 1
+        evidence.failures_in_row = 0
+        evidence.suspect = False
+        self.ejections[reason] += 1
+        return duration
+
+    def returned(self, host: Host, now: float) -> None:
+        """Back in rotation: judged by what it does from now on."""
+        evidence = host.evidence
+        evidence.failures_in_row = 0
+        evidence.suspect = False
+        evidence.recent.clear()
+        evidence.slow_mark = None
+        evidence.ejected_until = None
+        evidence.returned_at = now
