@@ -44,8 +44,9 @@ from gremlinlb.core.events import HostEvent as HostEvent
 from gremlinlb.core.events import HostStatus as HostStatus
 from gremlinlb.core.events import Listener as Listener
 from gremlinlb.core.health import HealthCounter
+from gremlinlb.core.hedging import HedgeRule
 from gremlinlb.core.hosts import Host, seq_of
-from gremlinlb.core.latency import Samples, median
+from gremlinlb.core.latency import median
 from gremlinlb.core.lease import Lease
 from gremlinlb.core.outcomes import Outcome
 from gremlinlb.core.outliers import OutlierDetector
@@ -60,11 +61,6 @@ log = logging.getLogger(__name__)
 # How often adapters should call `check_outliers()` (their health loop's tick, seconds).
 CHECK_INTERVAL = 0.1
 
-# The hedge delay comes from the last _HEDGE_WINDOW answers of all hosts, once there are
-# _MIN_HEDGE_SAMPLES; it is recomputed at most every _HEDGE_REFRESH seconds.
-_HEDGE_WINDOW = 1000
-_MIN_HEDGE_SAMPLES = 20
-_HEDGE_REFRESH = 0.1
 # Peak-EWMA cost of a host with no data while no other host has any either.
 _DEFAULT_RTT = 0.01
 # Outcomes that are an answer from the host: it is alive and serving.
@@ -119,16 +115,13 @@ class Balancer:
         self._cursors: dict[tuple[str, str | None], Picker] = {}
         self._buffer = PendingBuffer(self._settings.buffer)
         self._budget = RetryBudget(self._settings.budget)
-        self._latencies = Samples(_HEDGE_WINDOW)
-        self._hedge_delay: tuple[float, float] | None = None  # (computed at, value)
+        self._hedging = HedgeRule(self._settings)  # the hedge delay and rule
         self._next_expiry = math.inf
         self._ramps_end = -math.inf  # no host is in slow start from then on
         self._probes = ProbeSchedule(self._settings)  # when each host is probed next
         self._pick_now = 0.0
         self._pick_default_rtt: float | None = None
         self._outliers = OutlierDetector(self._settings)  # evidence and verdicts
-        self._hedges_sent = 0
-        self._hedges_won = 0
         self._extra_spent = 0
         self._budget_exhausted = 0
         self._listeners: list[Listener] = []
@@ -200,7 +193,8 @@ class Balancer:
             self._probes.settings = settings
             self._outliers.settings = settings
             self._budget.settings = settings.budget
-            self._hedge_delay = None
+            self._hedging.settings = settings
+            self._hedging.forget_delay()
             self._plans.clear()
             self._next_expiry = -math.inf  # recompute passive returns under the new rules
             starts = [h.ramp.start for h in self._ring if h.ramp.start is not None]
@@ -341,8 +335,8 @@ class Balancer:
         with self._lock:
             return BalancerStats(
                 ejections=dict(self._outliers.ejections),
-                hedges_sent=self._hedges_sent,
-                hedges_won=self._hedges_won,
+                hedges_sent=self._hedging.sent,
+                hedges_won=self._hedging.won,
                 extra_spent=self._extra_spent,
                 budget_exhausted=self._budget_exhausted,
                 attempts_by_role={r.value: n for r, n in self._by_role.items()},
@@ -420,7 +414,7 @@ class Balancer:
                 if host is None:
                     return self._admit(size, exclude, now, session=session, write=write)
                 if hedge:
-                    self._hedges_sent += 1
+                    self._hedging.sent += 1
                 elif not exclude:
                     self._budget.deposit(now)
                 return self._lease(host, now, hedge=hedge, session=session, write=write)
@@ -486,7 +480,7 @@ class Balancer:
         """The adapter's report that a hedge answered first (for the hedges-won counter)."""
         if lease.hedge:
             with self._lock:
-                self._hedges_won += 1
+                self._hedging.won += 1
 
     # -- hedging and the extra-request budget ----------------------------------------------
 
@@ -497,20 +491,7 @@ class Balancer:
         max_delay until enough answers were seen.
         """
         with self._lock:
-            return self._hedge_delay_at(self._clock())
-
-    def _hedge_delay_at(self, now: float) -> float:
-        cached = self._hedge_delay
-        if cached is not None and now - cached[0] < _HEDGE_REFRESH:
-            return cached[1]
-        settings = self._settings.hedge
-        value = settings.max_delay
-        if len(self._latencies) >= _MIN_HEDGE_SAMPLES:
-            recent = self._latencies.quantile(settings.percentile)
-            assert recent is not None
-            value = min(max(recent, settings.delay_floor), settings.max_delay)
-        self._hedge_delay = (now, value)
-        return value
+            return self._hedging.delay_at(self._clock())
 
     def should_hedge(self, lease: Lease, *, pings: bool = False) -> bool:
         """Whether an unanswered read on `lease` (its hedge delay passed) deserves a hedge.
@@ -530,14 +511,12 @@ class Balancer:
         `AttemptLimit`, `try_spend_extra`) before sending one.
         """
         with self._lock:
-            if not self._settings.hedge.enabled or lease.hedge or lease.session or lease.write:
+            if not self._hedging.hedgeable(lease):
                 return False
             host = self._hosts.get(lease.endpoint)
             if host is None or lease not in host.leases:
                 return False
-            if host.state in (HostState.DOWN, HostState.EJECTED) or host.evidence.stuck:
-                return not self._ran_normally(host, lease)
-            return not pings and self._quiet(host, lease)
+            return self._hedging.should_hedge(host, lease, self._clock(), pings=pings)
 
     def is_quiet(self, lease: Lease) -> bool:
         """Whether `lease`'s host, healthy, answered nothing since this request started
@@ -548,13 +527,7 @@ class Balancer:
             host = self._hosts.get(lease.endpoint)
             if host is None or lease not in host.leases or host.state is not HostState.HEALTHY:
                 return False
-            return host.evidence.alive_at < lease.started and self._quiet(host, lease)
-
-    def _quiet(self, host: Host, lease: Lease) -> bool:
-        if host.evidence.last_answer >= lease.started:
-            return False
-        newest = next((e for e in reversed(host.leases) if not e.session), lease)
-        return newest.started > lease.started
+            return host.evidence.alive_at < lease.started and self._hedging.quiet(host, lease)
 
     def record_ping(self, endpoint: Endpoint, answered: bool) -> None:
         """A quiet host's answer to a ping (see `is_quiet`). Answered: the server is alive,
@@ -592,20 +565,7 @@ class Balancer:
             host = self._hosts.get(lease.endpoint)
             if host is None:
                 return True
-            return not self._ran_normally(host, lease)
-
-    def _ran_normally(self, host: Host, lease: Lease) -> bool:
-        """Whether `lease` ran normally on its host, so re-sending it would run it twice. On a
-        host still in rotation (deprioritised as stuck, maybe busy): it started before the
-        host's last answer, so it was taken up while the host served (queries sent at the
-        same instant fill a server's workers together). On an ejected host: it was in flight
-        while the host answered others for longer than the hedge delay. On a host that is
-        down: never (its connections are gone)."""
-        if host.state is HostState.DOWN:
-            return False
-        if host.state is HostState.HEALTHY:
-            return max(host.evidence.last_answer, host.evidence.alive_at) >= lease.started
-        return host.evidence.last_answer - lease.started > self._hedge_delay_at(self._clock())
+            return not self._hedging.ran_normally(host, lease, self._clock())
 
     def try_spend_extra(self) -> bool:
         """Spend one extra request (a hedge, or a retry after CONNECTION_LOST, TIMEOUT or
@@ -940,7 +900,7 @@ class Balancer:
             if sample:
                 latency = now - lease.started
                 host.sample(latency, now)
-                self._latencies.append(latency)
+                self._hedging.answered(latency)
             return []
         if error is not None:
             host.last_error = f"{type(error).__name__}: {error}"
@@ -952,7 +912,7 @@ class Balancer:
             latency = max(0.0, now - lease.started)
             host.sample(latency, now)
             if outcome is Outcome.SUCCESS:
-                self._latencies.append(latency)
+                self._hedging.answered(latency)
         if host.state is not HostState.HEALTHY:
             return []
         if (
@@ -1011,8 +971,7 @@ class Balancer:
             fits = _healthy
 
         if self._outliers.stuck_hosts or answering:
-            since = (now - self._hedge_delay_at(now), now - self._settings.hedge.max_delay)
-            preferred = _and(fits, lambda h: _answering(h, *since)) if answering else fits
+            preferred = _and(fits, self._hedging.answering(now)) if answering else fits
             if self._outliers.stuck_hosts:
                 preferred = _and(preferred, _not_stuck)
             host = self._pick_kind(preferred, now, write=write)
@@ -1382,16 +1341,6 @@ def _healthy(host: Host) -> bool:
 
 def _not_stuck(host: Host) -> bool:
     return not host.evidence.stuck
-
-
-def _answering(host: Host, late: float, recent: float) -> bool:
-    """No request waiting since before `late`, or an answer since the oldest and after `recent`."""
-    first = host.oldest_requests(1)
-    return (
-        not first
-        or first[0].started >= late
-        or first[0].started <= host.evidence.last_answer >= recent
-    )
 
 
 def _writes(host: Host) -> bool:
