@@ -21,13 +21,11 @@ import math
 import random
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 
-from gremlinlb.core import slowstart
 from gremlinlb.core.budget import RetryBudget
 from gremlinlb.core.buffer import PendingBuffer, Waiter
-from gremlinlb.core.endpoints import Endpoint, HostState, Role, parse_endpoint
+from gremlinlb.core.endpoints import Endpoint, HostState, parse_endpoint
 from gremlinlb.core.errors import (
     AllHostsTriedError,
     BalancerClosedError,
@@ -46,23 +44,21 @@ from gremlinlb.core.events import Listener as Listener
 from gremlinlb.core.health import HealthCounter
 from gremlinlb.core.hedging import HedgeRule
 from gremlinlb.core.hosts import Host, seq_of
-from gremlinlb.core.latency import median
 from gremlinlb.core.lease import Lease
 from gremlinlb.core.outcomes import Outcome
 from gremlinlb.core.outliers import OutlierDetector
-from gremlinlb.core.picking import LeastCost, LeastInFlight, Picker, RoundRobin
 from gremlinlb.core.probing import ProbeSchedule, after_probe
-from gremlinlb.core.settings import BalancerSettings, Policy, ReadRouting
+from gremlinlb.core.routing import Candidates, Router
+from gremlinlb.core.settings import BalancerSettings
+from gremlinlb.core.slowstart import SlowStart
 from gremlinlb.core.sources import TraversalSources, skip_for_source
-from gremlinlb.core.topology import ZonePlan, client_zones, plan_zones
+from gremlinlb.core.topology import ZonePlan
 
 log = logging.getLogger(__name__)
 
 # How often adapters should call `check_outliers()` (their health loop's tick, seconds).
 CHECK_INTERVAL = 0.1
 
-# Peak-EWMA cost of a host with no data while no other host has any either.
-_DEFAULT_RTT = 0.01
 # Outcomes that are an answer from the host: it is alive and serving.
 _ANSWERS = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.OVERLOADED, Outcome.CLIENT_ERROR)
 # Outcomes whose elapsed time is a latency sample of the host.
@@ -92,16 +88,6 @@ class Balancer:
         hosts run in each zone (see :meth:`set_client_zones`)."""
         self._settings = settings or BalancerSettings()
         self._clock = clock
-        self._zone = zone or None
-        self._clients = client_zones(clients)
-        self._rng = rng or random.Random()
-        self._roles: Counter[Role] = Counter()  # of the listed hosts
-        self._any_roles = False  # some listed host is only a writer or only a reader
-        self._zoned = 0  # listed hosts that carry a zone
-        self._plans: dict[str, ZonePlan] = {}  # by candidate kind; cleared on any change
-        self._by_role: Counter[Role] = Counter()
-        self._same_zone = 0
-        self._cross_zone = 0
         self._lock = threading.Lock()
         self._seq = itertools.count()
         self._hosts: dict[Endpoint, Host] = {}
@@ -109,19 +95,24 @@ class Balancer:
         # The healthy hosts, sorted by seq: what picking looks at. Requests never scan the
         # whole ring, so a long list of dead hosts costs each pick nothing (issue 20).
         self._healthy_ring: list[Host] = []
-        self._picker = self._make_picker(self._settings.policy)
-        # Round-robin keeps one cursor per candidate group (kind, zone): with one shared cursor
-        # a read after each write would always start from the same reader.
-        self._cursors: dict[tuple[str, str | None], Picker] = {}
         self._buffer = PendingBuffer(self._settings.buffer)
         self._budget = RetryBudget(self._settings.budget)
         self._hedging = HedgeRule(self._settings)  # the hedge delay and rule
         self._next_expiry = math.inf
-        self._ramps_end = -math.inf  # no host is in slow start from then on
+        self._slow_start = SlowStart(self._settings)
         self._probes = ProbeSchedule(self._settings)  # when each host is probed next
-        self._pick_now = 0.0
-        self._pick_default_rtt: float | None = None
         self._outliers = OutlierDetector(self._settings)  # evidence and verdicts
+        self._router = Router(
+            self._settings,
+            self._ring,
+            self._healthy_ring,
+            zone=zone or None,
+            clients=clients,
+            rng=rng or random.Random(),
+            slow_start=self._slow_start,
+            outliers=self._outliers,
+            hedging=self._hedging,
+        )
         self._extra_spent = 0
         self._budget_exhausted = 0
         self._listeners: list[Listener] = []
@@ -146,12 +137,13 @@ class Balancer:
     @property
     def zone(self) -> str | None:
         """The client's own zone, or None."""
-        return self._zone
+        return self._router.zone
 
     @property
     def client_zones(self) -> dict[str, int] | None:
         """How many clients run in each zone (zones with none left out), or None: unknown."""
-        return None if self._clients is None else dict(self._clients)
+        clients = self._router.clients
+        return None if clients is None else dict(clients)
 
     def set_client_zones(self, clients: Mapping[str, int] | None) -> None:
         """How many clients of these hosts run in each zone (``{"a": 3, "b": 1}``; the
@@ -159,20 +151,14 @@ class Balancer:
         hosts keeps only its fair share of its requests and spills the rest (Envoy's
         originating cluster). None: assume the clients are spread like the hosts are listed.
         ValueError for a blank zone name or a count that is not an integer >= 0."""
-        canonical = client_zones(clients)
         with self._lock:
-            if canonical != self._clients:
-                self._clients = canonical
-                self._plans.clear()
+            self._router.set_clients(clients)
 
     def zone_plans(self) -> dict[str, ZonePlan]:
         """The current plan per candidate kind in use (``all``, or ``writers``/``readers``);
         empty while the client's zone is unknown, no host has a zone or zone_aware is off."""
         with self._lock:
-            if self._zone is None or not self._zoned or not self._settings.zone_aware:
-                return {}
-            kinds = dict.fromkeys((self._kind_for(write=True), self._kind_for(write=False)))
-            return {kind: self._plan_for(kind) for kind in kinds}
+            return self._router.zone_plans()
 
     def subscribe(self, listener: Listener) -> None:
         """Listeners run after the change, outside the lock; they may call back in."""
@@ -182,9 +168,7 @@ class Balancer:
         """Apply new settings; requests already waiting keep their deadline."""
         events: list[HostEvent] = []
         with self._lock:
-            if settings.policy is not self._settings.policy:
-                self._picker = self._make_picker(settings.policy)
-                self._cursors.clear()
+            self._router.update(settings)
             self._settings = settings
             for host in self._ring:
                 host.health.rise = settings.health.rise
@@ -195,10 +179,9 @@ class Balancer:
             self._budget.settings = settings.budget
             self._hedging.settings = settings
             self._hedging.forget_delay()
-            self._plans.clear()
+            self._slow_start.settings = settings
             self._next_expiry = -math.inf  # recompute passive returns under the new rules
-            starts = [h.ramp.start for h in self._ring if h.ramp.start is not None]
-            self._ramps_end = max(starts, default=-math.inf) + settings.slow_start
+            self._slow_start.rescheduled(self._ring)
             if not settings.health.enabled:  # nobody will probe joining hosts any more
                 self._first_round.clear()
                 now = self._clock()
@@ -238,13 +221,13 @@ class Balancer:
                     state=HostState.JOINING if enabled else HostState.HEALTHY,
                 )
                 if not enabled:
-                    self._start_ramp(host, self._clock())
+                    self._slow_start.start(host, self._clock())
                 self._hosts[parsed] = host
                 self._ring.append(host)
                 self._probes.enqueue(host)
                 if host.state is HostState.HEALTHY:
                     self._healthy_ring.append(host)  # the newest seq: sorted
-                self._count_topology(parsed, 1)
+                self._router.count(parsed, 1)
                 events = [HostEvent(EventKind.ADDED, parsed, host.state)]
             self._release_waiters()
         self._emit(events)
@@ -339,9 +322,9 @@ class Balancer:
                 hedges_won=self._hedging.won,
                 extra_spent=self._extra_spent,
                 budget_exhausted=self._budget_exhausted,
-                attempts_by_role={r.value: n for r, n in self._by_role.items()},
-                same_zone=self._same_zone,
-                cross_zone=self._cross_zone,
+                attempts_by_role={r.value: n for r, n in self._router.by_role.items()},
+                same_zone=self._router.same_zone,
+                cross_zone=self._router.cross_zone,
                 deprioritised=self._outliers.deprioritised,
             )
 
@@ -404,9 +387,9 @@ class Balancer:
                     held = self._hold_for_first_round(size, now, session=session, write=write)
                     if held is not None:
                         return held
-                host = self._pick(
-                    self._skip_for_source(source, exclude), now, write=write, answering=hedge
-                )
+                skip = self._skip_for_source(source, exclude)
+                candidates = Candidates(write=write, exclude=skip, answering=hedge)
+                host = self._router.pick(candidates, now)
                 if host is None and hedge:
                     raise NoHealthyEndpointError(
                         "no other healthy host can take a hedged request; the first attempt goes on"
@@ -617,7 +600,7 @@ class Balancer:
                 detector = self._outliers
                 for host in healthy:
                     peers = [p for p in healthy if p is not host and p.state is HostState.HEALTHY]
-                    warming = self._warming(host, now)
+                    warming = self._slow_start.warming(host, now)
                     found = detector.judge(host, peers, typical, now, warming=warming)
                     if found is None:
                         continue
@@ -818,7 +801,7 @@ class Balancer:
         session: bool,
         write: bool,
     ) -> Waiter:
-        healthy = [h for h in self._healthy_ring if self._may_serve(h, write)]
+        healthy = [h for h in self._healthy_ring if self._router.may_serve(h, write)]
         if exclude and healthy:
             verdict_pending = self._settings.health.enabled and any(
                 h.evidence.suspect for h in healthy
@@ -857,13 +840,7 @@ class Balancer:
     ) -> Lease:
         lease = Lease(host.endpoint, now, hedge=hedge, session=session, write=write)
         host.leases[lease] = None
-        endpoint = host.endpoint
-        self._by_role[endpoint.role] += 1
-        if self._zone is not None and endpoint.zone is not None:
-            if endpoint.zone == self._zone:
-                self._same_zone += 1
-            else:
-                self._cross_zone += 1
+        self._router.leased(host.endpoint)
         return lease
 
     def _end(self, lease: Lease, outcome: Outcome | None, error: BaseException | None) -> None:
@@ -935,159 +912,6 @@ class Balancer:
                 return [self._eject(host, "consecutive_failures", detail, now)]
         return []
 
-    def _pick(
-        self,
-        exclude: Collection[Endpoint],
-        now: float,
-        *,
-        buffered: bool = False,
-        write: bool = True,
-        answering: bool = False,
-    ) -> Host | None:
-        """The next host for a request of one kind: its candidates (writers for a request
-        that may write; readers, then writers by read_routing, for a read), then the
-        client's zone (Envoy's spill-over rule), then the policy among the healthy ones.
-        `buffered` also skips suspect hosts and hosts holding release_per_host buffered
-        requests. Hosts deprioritised as stuck are picked only when no other fits.
-        `answering` (a hedge): only a host with no request unanswered past the hedge delay, or
-        one that answered since and within max_delay: a hedge to a silent one rescues nothing."""
-        cap = self._buffer.settings.release_per_host
-        fits: Callable[[Host], bool]
-        if buffered:
-
-            def fits(host: Host) -> bool:
-                return (
-                    host.state is HostState.HEALTHY
-                    and not host.evidence.suspect
-                    and len(host.from_buffer) < cap
-                )
-
-        elif exclude:
-
-            def fits(host: Host) -> bool:
-                return host.state is HostState.HEALTHY and host.endpoint not in exclude
-
-        else:
-            fits = _healthy
-
-        if self._outliers.stuck_hosts or answering:
-            preferred = _and(fits, self._hedging.answering(now)) if answering else fits
-            if self._outliers.stuck_hosts:
-                preferred = _and(preferred, _not_stuck)
-            host = self._pick_kind(preferred, now, write=write)
-            if host is not None or answering:
-                return host  # a hedge goes only to a host that answers
-        return self._pick_kind(fits, now, write=write)
-
-    def _pick_kind(self, fits: Callable[[Host], bool], now: float, *, write: bool) -> Host | None:
-        self._pick_now = now
-        self._pick_default_rtt = None
-        kind = self._kind_for(write=write)
-        if kind == "all":
-            return self._pick_in_zone(fits, "all", now)
-        if kind == "writers":
-            return self._pick_in_zone(_and(fits, _writes), "writers", now)
-        host = self._pick_in_zone(_and(fits, _reads), "readers", now)
-        if host is None and self._settings.read_routing is ReadRouting.PREFER_READERS:
-            host = self._pick_in_zone(_and(fits, _writes), "writers", now)
-        return host
-
-    def _kind_for(self, *, write: bool) -> str:
-        """The candidates a request of this kind is picked among first: every host while no
-        host has a role of its own (or reads may go anywhere), else writers or readers."""
-        if not self._any_roles or (not write and self._settings.read_routing is ReadRouting.ANY):
-            return "all"
-        return "writers" if write else "readers"
-
-    def _pick_in_zone(self, fits: Callable[[Host], bool], kind: str, now: float) -> Host | None:
-        """Among the candidates of one `kind`, the client's zone first by its plan."""
-        if self._zone is not None and self._zoned and self._settings.zone_aware:
-            plan = self._plan_for(kind)
-            if plan.preferred:
-                target = plan.zone_for(self._rng.random(), self._rng.random(), self._zone)
-                if target is not None:
-                    in_zone = _and(fits, lambda h: h.endpoint.zone == target)
-                    host = self._choose(in_zone, now, (kind, target))
-                    if host is not None:
-                        return host
-        return self._choose(fits, now, (kind, None))
-
-    def _plan_for(self, kind: str) -> ZonePlan:
-        """The plan of one candidate kind, cached until the hosts, their health, the
-        settings or the client distribution change."""
-        plan = self._plans.get(kind)
-        if plan is None:
-            assert self._zone is not None
-            serves = _KINDS[kind]
-            plan = self._plans[kind] = plan_zones(
-                self._zone,
-                (
-                    (h.endpoint.zone, h.state is HostState.HEALTHY)
-                    for h in self._ring
-                    if h.state is not HostState.DRAINING and serves(h)
-                ),
-                self._clients,
-                self._settings.zone_min_cluster_size,
-            )
-        return plan
-
-    def _choose(
-        self, fits: Callable[[Host], bool], now: float, group: tuple[str, str | None]
-    ) -> Host | None:
-        """The policy's pick among hosts that fit, in one candidate `group`. Hosts in slow
-        start are gated by credit: each time one is considered it earns its current weight,
-        it is a candidate while it has a whole request's worth, and it spends that only when
-        the policy picks it (two choices may pass over a candidate)."""
-        picker = self._picker
-        if isinstance(picker, RoundRobin) and group != ("all", None):
-            picker = self._cursors.get(group) or self._cursors.setdefault(group, RoundRobin())
-        if now >= self._ramps_end:  # the common case: nobody in slow start
-            return picker.pick(self._healthy_ring, fits)
-        window = self._settings.slow_start
-        ramping = False
-        full = False
-        candidates = 0
-        for host in self._healthy_ring:
-            if host.ramp.start is not None and (window <= 0 or now - host.ramp.start >= window):
-                host.ramp.start = None
-            if fits(host):
-                candidates += 1
-                ramping = ramping or host.ramp.start is not None
-                full = full or host.ramp.start is None
-        if not (ramping and full):  # all at full weight, or all ramping alike: no gating
-            return picker.pick(self._healthy_ring, fits)
-        # Round-robin considers a host about once a round of picks; two choices consider every
-        # candidate on every pick, so there a host earns its weight over a round of picks.
-        per_turn = 1.0 if isinstance(picker, RoundRobin) else 1.0 / candidates
-
-        def gated(host: Host) -> bool:
-            if not fits(host):
-                return False
-            if host.ramp.start is None:
-                return True
-            weight = max(slowstart.MIN_WEIGHT, (now - host.ramp.start) / window)
-            host.ramp.credit = min(host.ramp.credit + weight * per_turn, slowstart.MAX_CREDIT)
-            return host.ramp.credit >= 1.0
-
-        chosen = picker.pick(self._healthy_ring, gated)
-        if chosen is not None and chosen.ramp.start is not None:
-            chosen.ramp.credit -= 1.0  # spent by the host picked, not by every candidate
-        return chosen
-
-    def _may_serve(self, host: Host, write: bool) -> bool:
-        """Whether `host` is a candidate at all for a request of this kind."""
-        if write:
-            return host.endpoint.role.writes
-        if self._settings.read_routing is ReadRouting.READERS_ONLY:
-            return host.endpoint.role.reads
-        return True
-
-    def _count_topology(self, endpoint: Endpoint, sign: int) -> None:
-        self._roles[endpoint.role] += sign
-        self._any_roles = bool(self._roles[Role.WRITER] or self._roles[Role.READER])
-        self._zoned += sign if endpoint.zone is not None else 0
-        self._plans.clear()
-
     def _retopology(self, host: Host, endpoint: Endpoint) -> None:
         """A kept host's new role or zone, in place."""
         if host.endpoint.same_topology(endpoint):
@@ -1100,41 +924,11 @@ class Balancer:
             host.endpoint.zone,
             endpoint.zone,
         )
-        self._count_topology(host.endpoint, -1)
+        self._router.count(host.endpoint, -1)
         host.endpoint = endpoint
         del self._hosts[endpoint]  # the key keeps the old object otherwise
         self._hosts[endpoint] = host
-        self._count_topology(endpoint, 1)
-
-    def _timeout_error(self, waiter: Waiter) -> BufferTimeoutError:
-        max_wait = self._buffer.settings.max_wait
-        if not self._any_roles:
-            return _timeout_error(max_wait)
-        if waiter.write:
-            what = "no writer (role writer or any) became healthy"
-            why = "requests that may write, sessions and transactions go to writers only"
-        elif self._settings.read_routing is ReadRouting.READERS_ONLY:
-            what = "no reader (role reader or any) became healthy"
-            why = "read_routing is readers_only, so reads do not go to writers"
-        else:
-            return _timeout_error(max_wait)
-        return BufferTimeoutError(
-            f"{what} within max_wait={max_wait}s; the request was not sent ({why}). "
-            "Restore such a backend or raise max_wait."
-        )
-
-    def _cost(self, host: Host) -> float:
-        """Peak-EWMA x (in flight + 1); a host with no data costs its peers' median."""
-        estimate = host.ewma.value(self._pick_now)
-        if estimate is None:
-            if self._pick_default_rtt is None:
-                known = [
-                    v for h in self._healthy_ring if (v := h.ewma.value(self._pick_now)) is not None
-                ]
-                peers = median(known)
-                self._pick_default_rtt = _DEFAULT_RTT if peers is None else peers
-            estimate = self._pick_default_rtt
-        return estimate * (host.in_flight + 1)
+        self._router.count(endpoint, 1)
 
     def _release_waiters(self) -> None:
         """Hand buffered requests, oldest first, to healthy hosts of their kind in turn, at
@@ -1159,7 +953,7 @@ class Balancer:
         for waiter in self._buffer:
             if waiter.write in blocked:
                 continue
-            host = self._pick((), now, buffered=True, write=waiter.write)
+            host = self._router.pick(Candidates(write=waiter.write, buffered=True), now)
             if host is None:
                 blocked.add(waiter.write)
                 if len(blocked) == 2:
@@ -1172,12 +966,6 @@ class Balancer:
         self._buffer.discard(released)
         for waiter in released:
             waiter.notify()
-
-    def _warming(self, host: Host, now: float) -> bool:
-        """In slow start: just joined or back, maybe a cold JVM whose first answers take a
-        second; it gets a small share meanwhile, so it is not judged stuck."""
-        start = host.ramp.start
-        return start is not None and now - start < self._settings.slow_start
 
     def _relist(self, host: Host, now: float) -> HostEvent:
         """A draining host listed again returns to the state it had before draining (a pod
@@ -1202,11 +990,11 @@ class Balancer:
             reason += f"; its ejection ends (max_ejected_share), {state.value} until probed"
         if state is HostState.HEALTHY:
             if now - host.drained_at >= self._settings.slow_start:
-                self._start_ramp(host, now)
+                self._slow_start.start(host, now)
             return self._set_state(host, state, reason)
         if not self._settings.health.enabled:
             if state is HostState.JOINING:
-                self._start_ramp(host, now)
+                self._slow_start.start(host, now)
                 return self._enter_healthy(host, f"{reason}; health checks disabled", now)
             self._next_expiry = -math.inf  # recompute when it returns
         return self._set_state(host, state, reason)
@@ -1237,16 +1025,10 @@ class Balancer:
         """Back in rotation: fresh outlier state, and slow start if it comes back (from
         `ramp_from`, default now)."""
         if host.state in _RAMPED:
-            self._start_ramp(host, now if ramp_from is None else ramp_from)
+            self._slow_start.start(host, now if ramp_from is None else ramp_from)
         self._outliers.returned(host, now)  # judged by what it does from now on
         host.down_until = None
         return self._set_state(host, HostState.HEALTHY, reason)
-
-    def _start_ramp(self, host: Host, now: float) -> None:
-        if self._settings.slow_start > 0:
-            host.ramp.start = now
-            self._ramps_end = max(self._ramps_end, now + self._settings.slow_start)
-            host.ramp.credit = 1.0  # its first turn is taken: one request tells at once how it is
 
     def _expire(self, now: float) -> list[HostEvent]:
         """Without health checks, ejected and down hosts return when their time is up."""
@@ -1283,7 +1065,7 @@ class Balancer:
             bisect.insort(self._healthy_ring, host, key=seq_of)
         host.state = state
         self._probes.enqueue(host)
-        self._plans.clear()
+        self._router.changed()
         host.state_since = time.time()
         # A joining host that fails its first probe is news only at INFO: a pushed list may
         # name thousands that are not up yet.
@@ -1305,7 +1087,7 @@ class Balancer:
         if host.state is HostState.HEALTHY:
             self._unlist_healthy(host)
         self._outliers.set_stuck(host, False)
-        self._count_topology(host.endpoint, -1)
+        self._router.count(host.endpoint, -1)
         # The ring is sorted by seq: find the host by bisection, not by comparing every host.
         index = bisect.bisect_left(self._ring, host.seq, key=seq_of)
         assert self._ring[index] is host, "the ring must stay sorted by seq"
@@ -1313,6 +1095,9 @@ class Balancer:
         self.sources.forget_host(host.endpoint)
         log.info("host %s removed", host.endpoint.address)
         return HostEvent(EventKind.REMOVED, host.endpoint, host.state)
+
+    def _timeout_error(self, waiter: Waiter) -> BufferTimeoutError:
+        return self._router.wait_timeout_error(waiter, self._buffer.settings.max_wait)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -1326,52 +1111,6 @@ class Balancer:
                 except Exception:
                     log.exception("host event listener failed for %s", event)
 
-    def _make_picker(self, policy: Policy) -> Picker:
-        if policy is Policy.ROUND_ROBIN:
-            return RoundRobin()
-        # Two choices draw from the balancer's rng: a seeded one makes every pick repeatable.
-        if policy is Policy.LEAST_IN_FLIGHT:
-            return LeastInFlight(self._rng)
-        return LeastCost(self._cost, self._rng)
-
-
-def _healthy(host: Host) -> bool:
-    return host.state is HostState.HEALTHY
-
-
-def _not_stuck(host: Host) -> bool:
-    return not host.evidence.stuck
-
-
-def _writes(host: Host) -> bool:
-    return host.endpoint.role.writes
-
-
-def _reads(host: Host) -> bool:
-    return host.endpoint.role.reads
-
-
-_Filter = Callable[[Host], bool]
-
-
-def _and(first: _Filter, second: _Filter) -> _Filter:
-    return lambda host: first(host) and second(host)
-
-
-# Which hosts a candidate kind (see Balancer._pick) is drawn from.
-_KINDS: dict[str, Callable[[Host], bool]] = {
-    "writers": _writes,
-    "readers": _reads,
-    "all": lambda host: True,
-}
-
 
 def _as_endpoint(endpoint: Endpoint | str) -> Endpoint:
     return endpoint if isinstance(endpoint, Endpoint) else parse_endpoint(endpoint)
-
-
-def _timeout_error(max_wait: float) -> BufferTimeoutError:
-    return BufferTimeoutError(
-        f"no Gremlin Server became healthy within max_wait={max_wait}s; the request was not "
-        "sent. Restore a backend or raise max_wait."
-    )
