@@ -14,8 +14,6 @@ seconds and probe what `probe_due()` names.
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import logging
 import math
 import random
@@ -41,9 +39,9 @@ from gremlinlb.core.events import EventKind as EventKind
 from gremlinlb.core.events import HostEvent as HostEvent
 from gremlinlb.core.events import HostStatus as HostStatus
 from gremlinlb.core.events import Listener as Listener
-from gremlinlb.core.health import HealthCounter
 from gremlinlb.core.hedging import HedgeRule
 from gremlinlb.core.hosts import Host, seq_of
+from gremlinlb.core.hoststates import HostTable
 from gremlinlb.core.lease import Lease
 from gremlinlb.core.outcomes import Outcome
 from gremlinlb.core.outliers import OutlierDetector
@@ -63,8 +61,6 @@ CHECK_INTERVAL = 0.1
 _ANSWERS = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.OVERLOADED, Outcome.CLIENT_ERROR)
 # Outcomes whose elapsed time is a latency sample of the host.
 _SAMPLES = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.TIMEOUT)
-# States a host comes back from through slow start.
-_RAMPED = (HostState.DOWN, HostState.EJECTED, HostState.JOINING)
 
 
 Acquired = Lease | Waiter
@@ -89,16 +85,13 @@ class Balancer:
         self._settings = settings or BalancerSettings()
         self._clock = clock
         self._lock = threading.Lock()
-        self._seq = itertools.count()
-        self._hosts: dict[Endpoint, Host] = {}
-        self._ring: list[Host] = []  # sorted by seq
+        self._ring: list[Host] = []  # every host, sorted by seq
         # The healthy hosts, sorted by seq: what picking looks at. Requests never scan the
         # whole ring, so a long list of dead hosts costs each pick nothing (issue 20).
         self._healthy_ring: list[Host] = []
         self._buffer = PendingBuffer(self._settings.buffer)
         self._budget = RetryBudget(self._settings.budget)
         self._hedging = HedgeRule(self._settings)  # the hedge delay and rule
-        self._next_expiry = math.inf
         self._slow_start = SlowStart(self._settings)
         self._probes = ProbeSchedule(self._settings)  # when each host is probed next
         self._outliers = OutlierDetector(self._settings)  # evidence and verdicts
@@ -113,6 +106,16 @@ class Balancer:
             outliers=self._outliers,
             hedging=self._hedging,
         )
+        self._table = HostTable(  # the hosts and their state machine
+            self._settings,
+            self._ring,
+            self._healthy_ring,
+            probes=self._probes,
+            outliers=self._outliers,
+            slow_start=self._slow_start,
+            router=self._router,
+        )
+        self._hosts = self._table.hosts
         self._extra_spent = 0
         self._budget_exhausted = 0
         self._listeners: list[Listener] = []
@@ -180,14 +183,17 @@ class Balancer:
             self._hedging.settings = settings
             self._hedging.forget_delay()
             self._slow_start.settings = settings
-            self._next_expiry = -math.inf  # recompute passive returns under the new rules
+            self._table.settings = settings
+            self._table.next_expiry = -math.inf  # recompute passive returns under the new rules
             self._slow_start.rescheduled(self._ring)
             if not settings.health.enabled:  # nobody will probe joining hosts any more
                 self._first_round.clear()
                 now = self._clock()
                 for host in self._ring:
                     if host.state is HostState.JOINING:
-                        events.append(self._enter_healthy(host, "health checks disabled", now))
+                        events.append(
+                            self._table.enter_healthy(host, "health checks disabled", now)
+                        )
             self._release_waiters()
         self._emit(events)
 
@@ -207,28 +213,13 @@ class Balancer:
             self._check_open()
             existing = self._hosts.get(parsed)
             if existing is not None:
-                self._retopology(existing, parsed)
+                self._table.retopology(existing, parsed)
             if existing is not None and existing.state is not HostState.DRAINING:
                 return False
             if existing is not None:  # listed again while draining: back where it stood
-                events = [self._relist(existing, self._clock())]
+                events = [self._table.relist(existing, self._clock())]
             else:
-                enabled = self._settings.health.enabled
-                host = Host(
-                    endpoint=parsed,
-                    seq=next(self._seq),
-                    health=HealthCounter(self._settings.health.rise, self._settings.health.fall),
-                    state=HostState.JOINING if enabled else HostState.HEALTHY,
-                )
-                if not enabled:
-                    self._slow_start.start(host, self._clock())
-                self._hosts[parsed] = host
-                self._ring.append(host)
-                self._probes.enqueue(host)
-                if host.state is HostState.HEALTHY:
-                    self._healthy_ring.append(host)  # the newest seq: sorted
-                self._router.count(parsed, 1)
-                events = [HostEvent(EventKind.ADDED, parsed, host.state)]
+                events = [self._table.add(parsed, self._clock)]
             self._release_waiters()
         self._emit(events)
         return True
@@ -247,10 +238,7 @@ class Balancer:
             awaited = parsed in self._first_round
             self._first_round.discard(parsed)  # the first round no longer waits for it
             if drain and host.in_flight > 0:
-                if host.state is not HostState.DRAINING:
-                    host.drained_from = host.state
-                    host.drained_at = self._clock()
-                events = [self._set_state(host, HostState.DRAINING, "removed, draining")]
+                events = [self._table.drain(host, self._clock())]
             else:
                 events = [self._drop(host)]
             if awaited:
@@ -380,7 +368,7 @@ class Balancer:
             with self._lock:
                 self._check_open()
                 now = self._clock()
-                if now >= self._next_expiry:
+                if now >= self._table.next_expiry:
                     events += self._expire(now)
                 write = write or session
                 if self._first_round and not exclude and not hedge:
@@ -607,7 +595,7 @@ class Balancer:
                     if found[0] == "stuck" and detector.busy_or_unjudged(host, now):
                         continue  # deprioritised until its probe (or an answer) says more
                     if detector.may_eject(host, self._ring):
-                        events.append(self._eject(host, found[0], found[1], now))
+                        events.append(self._table.eject(host, found[0], found[1], now))
                         ejected.append(host.endpoint)
                     elif found[0] == "stuck" and not host.evidence.stuck:
                         reason = found[1] + "; max_ejected_share leaves no room"
@@ -631,7 +619,7 @@ class Balancer:
             if not self._settings.health.enabled or self._closed:
                 return []
             now = self._clock() if now is None else now
-            return [h.endpoint for h in self._probes.due(now, limit, self._any_healthy())]
+            return [h.endpoint for h in self._probes.due(now, limit, self._table.any_healthy())]
 
     def next_probe_in(self) -> float:
         """Seconds until `probe_due` names a host (0 if one is due now); a health loop sleeps
@@ -640,15 +628,7 @@ class Balancer:
             health = self._settings.health
             if not health.enabled:
                 return health.interval
-            return self._probes.next_in(self._clock(), self._any_healthy())
-
-    def _any_healthy(self) -> bool:
-        return bool(self._healthy_ring)
-
-    def _unlist_healthy(self, host: Host) -> None:
-        index = bisect.bisect_left(self._healthy_ring, host.seq, key=seq_of)
-        assert self._healthy_ring[index] is host, "the healthy ring must stay sorted by seq"
-        del self._healthy_ring[index]
+            return self._probes.next_in(self._clock(), self._table.any_healthy())
 
     def probe_targets(self) -> list[Endpoint]:
         """Every host a full probe round covers now (an on-demand round, e.g. an operator's
@@ -719,9 +699,11 @@ class Balancer:
                 # The first round's hosts ramp up from the same instant, its opening: all ramp
                 # alike, so none is gated against another and the rotation stays exact.
                 since = self._first_round_opened if first else now
-                events.append(self._enter_healthy(host, "probe passed", now, ramp_from=since))
+                events.append(self._table.enter_healthy(host, "probe passed", now, ramp_from=since))
             elif new_state is HostState.DOWN and state is not HostState.DOWN:
-                events.append(self._go_down(host, f"probe failed: {error or 'no answer'}", now))
+                events.append(
+                    self._table.go_down(host, f"probe failed: {error or 'no answer'}", now)
+                )
             self._release_waiters()
         self._emit(events)
 
@@ -898,7 +880,7 @@ class Balancer:
         ):
             return []  # its probe found the host alive meanwhile: a slow request, not the host
         if outcome.marks_host_down:
-            return [self._go_down(host, f"passive: {outcome.value}", now)]
+            return [self._table.go_down(host, f"passive: {outcome.value}", now)]
         if outcome.counts_against_host:
             host.evidence.failures_in_row += 1
             host.evidence.suspect = self._settings.health.enabled
@@ -909,26 +891,8 @@ class Balancer:
                 detail = (
                     f"{host.evidence.failures_in_row} failures in a row, the last {outcome.value}"
                 )
-                return [self._eject(host, "consecutive_failures", detail, now)]
+                return [self._table.eject(host, "consecutive_failures", detail, now)]
         return []
-
-    def _retopology(self, host: Host, endpoint: Endpoint) -> None:
-        """A kept host's new role or zone, in place."""
-        if host.endpoint.same_topology(endpoint):
-            return
-        log.info(
-            "host %s: role %s -> %s, zone %s -> %s",
-            endpoint.address,
-            host.endpoint.role.value,
-            endpoint.role.value,
-            host.endpoint.zone,
-            endpoint.zone,
-        )
-        self._router.count(host.endpoint, -1)
-        host.endpoint = endpoint
-        del self._hosts[endpoint]  # the key keeps the old object otherwise
-        self._hosts[endpoint] = host
-        self._router.count(endpoint, 1)
 
     def _release_waiters(self) -> None:
         """Hand buffered requests, oldest first, to healthy hosts of their kind in turn, at
@@ -967,134 +931,18 @@ class Balancer:
         for waiter in released:
             waiter.notify()
 
-    def _relist(self, host: Host, now: float) -> HostEvent:
-        """A draining host listed again returns to the state it had before draining (a pod
-        flapping NotReady -> Ready): what the first listing learnt still holds.
-
-        Ejected, it stays out for the rest of its time and is probed then; unless others were
-        ejected in its place meanwhile and the share cap no longer has room for it: its
-        ejection ends, but it serves only once a probe passes (as a joining host). Down, it
-        waits for its probes; joining, for its first. Healthy, it serves at once, through a
-        new slow start if it was out for a slow-start window or longer (a shorter drain kept
-        it serving its requests, as warm as it was; a ramp it was in goes on). Without health
-        checks nothing probes: a joining host serves at once (slow start), ejected and down
-        ones return when their time is up.
-        """
-        state = host.drained_from or HostState.HEALTHY
-        host.drained_from = None
-        reason = "listed again while draining"
-        if state is HostState.EJECTED and not self._outliers.within_cap(host, self._ring):
-            state = HostState.JOINING
-            host.evidence.ejected_until = None
-            host.probe.probed_at = -math.inf  # probed at once, like a host whose time is up
-            reason += f"; its ejection ends (max_ejected_share), {state.value} until probed"
-        if state is HostState.HEALTHY:
-            if now - host.drained_at >= self._settings.slow_start:
-                self._slow_start.start(host, now)
-            return self._set_state(host, state, reason)
-        if not self._settings.health.enabled:
-            if state is HostState.JOINING:
-                self._slow_start.start(host, now)
-                return self._enter_healthy(host, f"{reason}; health checks disabled", now)
-            self._next_expiry = -math.inf  # recompute when it returns
-        return self._set_state(host, state, reason)
-
-    def _eject(self, host: Host, reason: str, detail: str, now: float) -> HostEvent:
-        duration = self._outliers.eject(host, reason, now)
-        host.ramp.start = None
-        if not self._settings.health.enabled:
-            assert host.evidence.ejected_until is not None
-            self._next_expiry = min(self._next_expiry, host.evidence.ejected_until)
-        return self._set_state(
-            host, HostState.EJECTED, f"outlier: {detail}; ejected for {duration:g}s"
-        )
-
-    def _go_down(self, host: Host, reason: str, now: float) -> HostEvent:
-        host.health.reset()
-        host.evidence.suspect = False
-        host.ramp.start = None
-        host.evidence.ejected_until = None
-        if not self._settings.health.enabled:
-            host.down_until = now + self._settings.health.unhealthy_interval
-            self._next_expiry = min(self._next_expiry, host.down_until)
-        return self._set_state(host, HostState.DOWN, reason)
-
-    def _enter_healthy(
-        self, host: Host, reason: str, now: float, *, ramp_from: float | None = None
-    ) -> HostEvent:
-        """Back in rotation: fresh outlier state, and slow start if it comes back (from
-        `ramp_from`, default now)."""
-        if host.state in _RAMPED:
-            self._slow_start.start(host, now if ramp_from is None else ramp_from)
-        self._outliers.returned(host, now)  # judged by what it does from now on
-        host.down_until = None
-        return self._set_state(host, HostState.HEALTHY, reason)
-
     def _expire(self, now: float) -> list[HostEvent]:
         """Without health checks, ejected and down hosts return when their time is up."""
-        if now < self._next_expiry:
-            return []
-        self._next_expiry = math.inf
-        if self._settings.health.enabled:
-            return []
-        events: list[HostEvent] = []
-        for host in self._ring:
-            if host.state is HostState.DOWN and host.down_until is None:
-                host.down_until = now + self._settings.health.unhealthy_interval
-            until = {
-                HostState.EJECTED: host.evidence.ejected_until,
-                HostState.DOWN: host.down_until,
-            }.get(host.state)
-            if until is None:
-                continue
-            if until <= now:
-                events.append(self._enter_healthy(host, "its time out of rotation is over", now))
-            else:
-                self._next_expiry = min(self._next_expiry, until)
+        events = self._table.expire(now)
         if events:
             self._release_waiters()
         return events
 
-    def _set_state(self, host: Host, state: HostState, reason: str) -> HostEvent:
-        previous = host.state
-        self._outliers.set_stuck(host, False)  # judged afresh in its new state
-        self._probes.dequeue(host)
-        if previous is HostState.HEALTHY and state is not HostState.HEALTHY:
-            self._unlist_healthy(host)
-        elif state is HostState.HEALTHY and previous is not HostState.HEALTHY:
-            bisect.insort(self._healthy_ring, host, key=seq_of)
-        host.state = state
-        self._probes.enqueue(host)
-        self._router.changed()
-        host.state_since = time.time()
-        # A joining host that fails its first probe is news only at INFO: a pushed list may
-        # name thousands that are not up yet.
-        loud = state in (HostState.DOWN, HostState.EJECTED) and previous is not HostState.JOINING
-        log.log(
-            logging.WARNING if loud else logging.INFO,
-            "host %s: %s -> %s (%s)",
-            host.endpoint.address,
-            previous.value,
-            state.value,
-            reason,
-        )
-        return HostEvent(EventKind.STATE_CHANGED, host.endpoint, state, previous, reason)
-
     def _drop(self, host: Host) -> HostEvent:
         self._first_round.discard(host.endpoint)
-        del self._hosts[host.endpoint]
-        self._probes.dequeue(host)
-        if host.state is HostState.HEALTHY:
-            self._unlist_healthy(host)
-        self._outliers.set_stuck(host, False)
-        self._router.count(host.endpoint, -1)
-        # The ring is sorted by seq: find the host by bisection, not by comparing every host.
-        index = bisect.bisect_left(self._ring, host.seq, key=seq_of)
-        assert self._ring[index] is host, "the ring must stay sorted by seq"
-        del self._ring[index]
+        event = self._table.drop(host)
         self.sources.forget_host(host.endpoint)
-        log.info("host %s removed", host.endpoint.address)
-        return HostEvent(EventKind.REMOVED, host.endpoint, host.state)
+        return event
 
     def _timeout_error(self, waiter: Waiter) -> BufferTimeoutError:
         return self._router.wait_timeout_error(waiter, self._buffer.settings.max_wait)
