@@ -57,11 +57,6 @@ log = logging.getLogger(__name__)
 # How often adapters should call `check_outliers()` (their health loop's tick, seconds).
 CHECK_INTERVAL = 0.1
 
-# Outcomes that are an answer from the host: it is alive and serving.
-_ANSWERS = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.OVERLOADED, Outcome.CLIENT_ERROR)
-# Outcomes whose elapsed time is a latency sample of the host.
-_SAMPLES = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.TIMEOUT)
-
 
 Acquired = Lease | Waiter
 
@@ -851,48 +846,17 @@ class Balancer:
         *,
         sample: bool,
     ) -> list[HostEvent]:
-        """Count one outcome; feed latency and outlier state; return state changes."""
-        host.outcomes[outcome] += 1
-        if outcome is Outcome.SUCCESS and error is None:  # the hot path: an answer, no news
-            self._outliers.answered(host, now)
-            host.evidence.failures_in_row = 0
-            if sample:
-                latency = now - lease.started
-                host.sample(latency, now)
-                self._hedging.answered(latency)
+        """One outcome as evidence (see OutlierDetector.learn); returns state changes."""
+        verdict, success = self._outliers.learn(
+            host, lease, outcome, error, now, sample=sample, ring=self._ring
+        )
+        if success is not None:
+            self._hedging.answered(success)
+        if verdict is None:
             return []
-        if error is not None:
-            host.last_error = f"{type(error).__name__}: {error}"
-        if outcome in _ANSWERS:
-            self._outliers.answered(host, now)
-            if outcome is not Outcome.CLIENT_ERROR:
-                host.evidence.failures_in_row = 0
-        if sample and outcome in _SAMPLES:
-            latency = max(0.0, now - lease.started)
-            host.sample(latency, now)
-            if outcome is Outcome.SUCCESS:
-                self._hedging.answered(latency)
-        if host.state is not HostState.HEALTHY:
-            return []
-        if (
-            outcome is Outcome.TIMEOUT
-            and max(host.evidence.alive_at, host.evidence.probe_passed_at) > lease.started
-        ):
-            return []  # its probe found the host alive meanwhile: a slow request, not the host
-        if outcome.marks_host_down:
-            return [self._table.go_down(host, f"passive: {outcome.value}", now)]
-        if outcome.counts_against_host:
-            host.evidence.failures_in_row += 1
-            host.evidence.suspect = self._settings.health.enabled
-            limit = self._settings.outlier.consecutive_failures
-            if host.evidence.failures_in_row >= limit and self._outliers.may_eject(
-                host, self._ring
-            ):
-                detail = (
-                    f"{host.evidence.failures_in_row} failures in a row, the last {outcome.value}"
-                )
-                return [self._table.eject(host, "consecutive_failures", detail, now)]
-        return []
+        if verdict[0] == "down":
+            return [self._table.go_down(host, verdict[1], now)]
+        return [self._table.eject(host, verdict[0], verdict[1], now)]
 
     def _release_waiters(self) -> None:
         """Hand buffered requests, oldest first, to healthy hosts of their kind in turn, at

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 from gremlinlb.core.endpoints import Endpoint, HostState
 from gremlinlb.core.latency import Samples, median
+from gremlinlb.core.lease import Lease
+from gremlinlb.core.outcomes import Outcome
 from gremlinlb.core.settings import BalancerSettings
 
 if TYPE_CHECKING:
@@ -32,6 +34,10 @@ log = logging.getLogger("gremlinlb.core.balancer")
 # `make bench`: 8 of 8 client processes, every 64-worker cell, 10-15 points of throughput).
 RECENT = 16
 MIN_SAMPLES = 8
+# Outcomes that are an answer from the host: it is alive and serving.
+_ANSWERS = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.OVERLOADED, Outcome.CLIENT_ERROR)
+# Outcomes whose elapsed time is a latency sample of the host.
+_SAMPLES = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.TIMEOUT)
 
 
 @dataclass(slots=True)
@@ -234,3 +240,57 @@ class OutlierDetector:
         evidence.slow_mark = None
         evidence.ejected_until = None
         evidence.returned_at = now
+
+    def learn(
+        self,
+        host: Host,
+        lease: Lease,
+        outcome: Outcome,
+        error: BaseException | None,
+        now: float,
+        *,
+        sample: bool,
+        ring: list[Host],
+    ) -> tuple[Verdict | None, float | None]:
+        """One attempt's outcome as evidence: counted, its latency sampled (with `sample`),
+        answers and failures in a row tracked. Returns a verdict on a healthy host (("down",
+        reason) for an outcome that marks it down, ("consecutive_failures", detail) for an
+        ejection within the share cap of `ring`) and a success's latency, for the hedge delay."""
+        evidence = host.evidence
+        host.outcomes[outcome] += 1
+        if outcome is Outcome.SUCCESS and error is None:  # the hot path: an answer, no news
+            self.answered(host, now)
+            evidence.failures_in_row = 0
+            if not sample:
+                return None, None
+            latency = now - lease.started
+            host.sample(latency, now)
+            return None, latency
+        if error is not None:
+            host.last_error = f"{type(error).__name__}: {error}"
+        if outcome in _ANSWERS:
+            self.answered(host, now)
+            if outcome is not Outcome.CLIENT_ERROR:
+                evidence.failures_in_row = 0
+        success: float | None = None
+        if sample and outcome in _SAMPLES:
+            latency = max(0.0, now - lease.started)
+            host.sample(latency, now)
+            if outcome is Outcome.SUCCESS:
+                success = latency
+        if host.state is not HostState.HEALTHY:
+            return None, success
+        if outcome is Outcome.TIMEOUT and max(evidence.alive_at, evidence.probe_passed_at) > (
+            lease.started
+        ):
+            return None, success  # its probe found it alive meanwhile: a slow request
+        if outcome.marks_host_down:
+            return ("down", f"passive: {outcome.value}"), success
+        if outcome.counts_against_host:
+            evidence.failures_in_row += 1
+            evidence.suspect = self.settings.health.enabled
+            limit = self.settings.outlier.consecutive_failures
+            if evidence.failures_in_row >= limit and self.may_eject(host, ring):
+                detail = f"{evidence.failures_in_row} failures in a row, the last {outcome.value}"
+                return ("consecutive_failures", detail), success
+        return None, success
