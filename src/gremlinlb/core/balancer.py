@@ -21,13 +21,12 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 
+from gremlinlb.core.admission import Admission
 from gremlinlb.core.budget import RetryBudget
-from gremlinlb.core.buffer import PendingBuffer, Waiter
+from gremlinlb.core.buffer import Waiter
 from gremlinlb.core.endpoints import Endpoint, HostState, parse_endpoint
 from gremlinlb.core.errors import (
-    AllHostsTriedError,
     BalancerClosedError,
-    BufferFullError,
     BufferTimeoutError,
     NoHealthyEndpointError,
     UnknownEndpointError,
@@ -84,7 +83,6 @@ class Balancer:
         # The healthy hosts, sorted by seq: what picking looks at. Requests never scan the
         # whole ring, so a long list of dead hosts costs each pick nothing (issue 20).
         self._healthy_ring: list[Host] = []
-        self._buffer = PendingBuffer(self._settings.buffer)
         self._budget = RetryBudget(self._settings.budget)
         self._hedging = HedgeRule(self._settings)  # the hedge delay and rule
         self._slow_start = SlowStart(self._settings)
@@ -111,6 +109,14 @@ class Balancer:
             router=self._router,
         )
         self._hosts = self._table.hosts
+        self._admission = Admission(  # the first round and the wait buffer
+            self._settings,
+            self._healthy_ring,
+            budget=self._budget,
+            router=self._router,
+            clock=self._clock,
+        )
+        self._buffer = self._admission.buffer
         self._extra_spent = 0
         self._budget_exhausted = 0
         self._listeners: list[Listener] = []
@@ -119,12 +125,9 @@ class Balancer:
         self.sources = TraversalSources()
         # The first round: the hosts given here whose first probe result is not in yet, and
         # until when requests wait for them (see `first_round`).
-        self._first_round: set[Endpoint] = set()
-        self._first_round_opened = -math.inf
-        self._first_round_until = -math.inf
         for endpoint in endpoints:
             self.add(endpoint)
-        self._open_first_round()
+        self._admission.open_first_round(self._ring, self._clock())
 
     # -- configuration -------------------------------------------------------------------
 
@@ -171,7 +174,7 @@ class Balancer:
             for host in self._ring:
                 host.health.rise = settings.health.rise
                 host.health.fall = settings.health.fall
-            self._buffer.settings = settings.buffer
+            self._admission.update(settings)
             self._probes.settings = settings
             self._outliers.settings = settings
             self._budget.settings = settings.budget
@@ -182,7 +185,7 @@ class Balancer:
             self._table.next_expiry = -math.inf  # recompute passive returns under the new rules
             self._slow_start.rescheduled(self._ring)
             if not settings.health.enabled:  # nobody will probe joining hosts any more
-                self._first_round.clear()
+                self._admission.first_round.clear()
                 now = self._clock()
                 for host in self._ring:
                     if host.state is HostState.JOINING:
@@ -230,8 +233,8 @@ class Balancer:
                     f"cannot remove {parsed.address}: it is not one of the hosts ({known}); "
                     "hosts are matched by their full address, ws://host:port/path"
                 )
-            awaited = parsed in self._first_round
-            self._first_round.discard(parsed)  # the first round no longer waits for it
+            awaited = parsed in self._admission.first_round
+            self._admission.first_round.discard(parsed)  # the first round no longer waits for it
             if drain and host.in_flight > 0:
                 events = [self._table.drain(host, self._clock())]
             else:
@@ -366,8 +369,8 @@ class Balancer:
                 if now >= self._table.next_expiry:
                     events += self._expire(now)
                 write = write or session
-                if self._first_round and not exclude and not hedge:
-                    held = self._hold_for_first_round(size, now, session=session, write=write)
+                if self._admission.first_round and not exclude and not hedge:
+                    held = self._admission.hold(size, now, session=session, write=write)
                     if held is not None:
                         return held
                 skip = self._skip_for_source(source, exclude)
@@ -378,12 +381,12 @@ class Balancer:
                         "no other healthy host can take a hedged request; the first attempt goes on"
                     )
                 if host is None:
-                    return self._admit(size, exclude, now, session=session, write=write)
+                    return self._admission.admit(size, exclude, now, session=session, write=write)
                 if hedge:
                     self._hedging.sent += 1
                 elif not exclude:
                     self._budget.deposit(now)
-                return self._lease(host, now, hedge=hedge, session=session, write=write)
+                return self._router.lease(host, now, hedge=hedge, session=session, write=write)
         finally:
             self._emit(events)
 
@@ -408,7 +411,9 @@ class Balancer:
         """A waiter gave up (deadline or cancel). False if it was released meanwhile; the
         caller then owns `waiter.lease` and must `release` it if it will not use it."""
         with self._lock:
-            if self._first_round:  # a first round past its bound hands out what it held first
+            if (
+                self._admission.first_round
+            ):  # a first round past its bound hands out what it held first
                 self._release_waiters()
             return self._buffer.remove(waiter)
 
@@ -570,9 +575,9 @@ class Balancer:
                 return []
             now = self._clock()
             events += self._expire(now)
-            if self._first_round and now >= self._first_round_until:
+            if self._admission.first_round and now >= self._admission.first_round_until:
                 self._release_waiters()  # its bound passed: hand out what it held
-                self._first_round.clear()
+                self._admission.first_round.clear()
             # From the hosts in rotation, not the whole ring: a long list of dead hosts costs
             # this tick nothing.
             healthy = sorted(
@@ -660,8 +665,10 @@ class Balancer:
         with self._lock:
             host = self._hosts.get(endpoint)
             now = self._clock()
-            first = endpoint in self._first_round and now < self._first_round_until
-            self._first_round.discard(endpoint)
+            first = (
+                endpoint in self._admission.first_round and now < self._admission.first_round_until
+            )
+            self._admission.first_round.discard(endpoint)
             if host is None or host.state is HostState.DRAINING:
                 if host is not None:
                     # The verdict is dropped, but the probe is over: listed again, the host is
@@ -693,7 +700,7 @@ class Balancer:
             if new_state is HostState.HEALTHY and state is not HostState.HEALTHY:
                 # The first round's hosts ramp up from the same instant, its opening: all ramp
                 # alike, so none is gated against another and the rotation stays exact.
-                since = self._first_round_opened if first else now
+                since = self._admission.first_round_opened if first else now
                 events.append(self._table.enter_healthy(host, "probe passed", now, ramp_from=since))
             elif new_state is HostState.DOWN and state is not HostState.DOWN:
                 events.append(
@@ -708,12 +715,7 @@ class Balancer:
         """Refuse new requests and fail everything still waiting."""
         with self._lock:
             self._closed = True
-            while len(self._buffer):
-                waiter = self._buffer.pop()
-                waiter.error = BalancerClosedError(
-                    "the balancer was closed while this request waited"
-                )
-                waiter.notify()
+            self._admission.close()
 
     @property
     def closed(self) -> bool:
@@ -733,69 +735,11 @@ class Balancer:
         hosts added later do. Empty (nobody waits) once the round is over, with health checks
         disabled, or with the buffer disabled (max_wait 0)."""
         with self._lock:
-            if self._clock() >= self._first_round_until:
+            if self._clock() >= self._admission.first_round_until:
                 return []
-            return [h.endpoint for h in self._ring if h.endpoint in self._first_round]
+            return [h.endpoint for h in self._ring if h.endpoint in self._admission.first_round]
 
     # -- internals (lock held) -----------------------------------------------------------
-
-    def _open_first_round(self) -> None:
-        """The constructor's hosts form the first round (see `first_round`)."""
-        if not self._settings.health.enabled:
-            return
-        joining = {h.endpoint for h in self._ring if h.state is HostState.JOINING}
-        bound = min(self._settings.connect_timeout, self._settings.buffer.max_wait)
-        if joining and bound > 0:
-            self._first_round = joining
-            self._first_round_opened = self._clock()
-            self._first_round_until = self._first_round_opened + bound
-
-    def _hold_for_first_round(
-        self, size: int | Callable[[], int], now: float, *, session: bool, write: bool
-    ) -> Waiter | None:
-        """A new request while the first round is open waits for it, with the buffered ones;
-        None when the round is over (its bound passed: what it held is handed out first) or
-        the buffer cannot take the request (it is then picked for at once, as before)."""
-        if now >= self._first_round_until:
-            self._release_waiters()
-            self._first_round.clear()
-            return None
-        try:
-            waiter = self._buffer.admit(
-                size() if callable(size) else size, now, session=session, write=write
-            )
-        except BufferFullError:
-            return None
-        self._budget.deposit(now)
-        return waiter
-
-    def _admit(
-        self,
-        size: int | Callable[[], int],
-        exclude: Collection[Endpoint],
-        now: float,
-        *,
-        session: bool,
-        write: bool,
-    ) -> Waiter:
-        healthy = [h for h in self._healthy_ring if self._router.may_serve(h, write)]
-        if exclude and healthy:
-            verdict_pending = self._settings.health.enabled and any(
-                h.evidence.suspect for h in healthy
-            )
-            if not verdict_pending:
-                raise AllHostsTriedError(
-                    "every healthy host already failed this request; not retrying further"
-                )
-        for waiter in self._buffer.expired(now):
-            waiter.error = self._timeout_error(waiter)
-            waiter.notify()
-        waiter = self._buffer.admit(
-            size() if callable(size) else size, now, session=session, write=write
-        )
-        if not exclude:
-            self._budget.deposit(now)
-        return waiter
 
     def _skip_for_source(
         self, source: str | None, exclude: Collection[Endpoint]
@@ -805,20 +749,6 @@ class Balancer:
             return exclude
         healthy = [h.endpoint for h in self._healthy_ring]
         return skip_for_source(missing, healthy, exclude)
-
-    def _lease(
-        self,
-        host: Host,
-        now: float,
-        *,
-        hedge: bool = False,
-        session: bool = False,
-        write: bool = True,
-    ) -> Lease:
-        lease = Lease(host.endpoint, now, hedge=hedge, session=session, write=write)
-        host.leases[lease] = None
-        self._router.leased(host.endpoint)
-        return lease
 
     def _end(self, lease: Lease, outcome: Outcome | None, error: BaseException | None) -> None:
         events: list[HostEvent] = []
@@ -859,41 +789,7 @@ class Balancer:
         return [self._table.eject(host, verdict[0], verdict[1], now)]
 
     def _release_waiters(self) -> None:
-        """Hand buffered requests, oldest first, to healthy hosts of their kind in turn, at
-        most release_per_host unfinished ones per host (the rest follow as those finish). A
-        request whose kind has no healthy host keeps waiting without holding up the others."""
-        if not len(self._buffer):
-            return
-        now = self._clock()
-        expire = True
-        if self._first_round:
-            if now < self._first_round_until:
-                return  # nothing expires meanwhile: the round's bound is within max_wait
-            late = ", ".join(sorted(e.address for e in self._first_round))
-            log.info("first round over: no first probe result from %s in time", late)
-            self._first_round.clear()
-            expire = False  # they waited for the round, not for a healthy host
-        for waiter in self._buffer.expired(now) if expire else ():
-            waiter.error = self._timeout_error(waiter)
-            waiter.notify()
-        blocked: set[bool] = set()  # kinds (write or not) with no host for now
-        released: list[Waiter] = []
-        for waiter in self._buffer:
-            if waiter.write in blocked:
-                continue
-            host = self._router.pick(Candidates(write=waiter.write, buffered=True), now)
-            if host is None:
-                blocked.add(waiter.write)
-                if len(blocked) == 2:
-                    break
-                continue
-            lease = self._lease(host, now, session=waiter.session, write=waiter.write)
-            host.from_buffer.add(lease)
-            waiter.lease = lease
-            released.append(waiter)
-        self._buffer.discard(released)
-        for waiter in released:
-            waiter.notify()
+        self._admission.release()
 
     def _expire(self, now: float) -> list[HostEvent]:
         """Without health checks, ejected and down hosts return when their time is up."""
@@ -903,7 +799,7 @@ class Balancer:
         return events
 
     def _drop(self, host: Host) -> HostEvent:
-        self._first_round.discard(host.endpoint)
+        self._admission.first_round.discard(host.endpoint)
         event = self._table.drop(host)
         self.sources.forget_host(host.endpoint)
         return event

@@ -22,6 +22,7 @@ from gremlinlb.core.errors import BufferTimeoutError
 from gremlinlb.core.hedging import HedgeRule
 from gremlinlb.core.hosts import Host
 from gremlinlb.core.latency import median
+from gremlinlb.core.lease import Lease
 from gremlinlb.core.outliers import OutlierDetector
 from gremlinlb.core.picking import LeastCost, LeastInFlight, Picker, RoundRobin
 from gremlinlb.core.settings import BalancerSettings, Policy, ReadRouting
@@ -108,7 +109,16 @@ class Router:
         self.zoned += sign if endpoint.zone is not None else 0
         self._plans.clear()
 
-    def leased(self, endpoint: Endpoint) -> None:
+    def lease(
+        self, host: Host, now: float, *, hedge: bool = False, session: bool = False, write: bool
+    ) -> Lease:
+        """An attempt on `host` from `now`: in flight there until it ends."""
+        lease = Lease(host.endpoint, now, hedge=hedge, session=session, write=write)
+        host.leases[lease] = None
+        self._leased(host.endpoint)
+        return lease
+
+    def _leased(self, endpoint: Endpoint) -> None:
         """An attempt sent to `endpoint`: counted by its role and zone."""
         self.by_role[endpoint.role] += 1
         if self.zone is not None and endpoint.zone is not None:
