@@ -411,9 +411,7 @@ class Balancer:
         """A waiter gave up (deadline or cancel). False if it was released meanwhile; the
         caller then owns `waiter.lease` and must `release` it if it will not use it."""
         with self._lock:
-            if (
-                self._admission.first_round
-            ):  # a first round past its bound hands out what it held first
+            if self._admission.first_round:  # past its bound, it hands out what it held first
                 self._release_waiters()
             return self._buffer.remove(waiter)
 
@@ -551,22 +549,9 @@ class Balancer:
     # -- outlier detection -----------------------------------------------------------------
 
     def check_outliers(self) -> list[Endpoint]:
-        """Eject hosts that are stuck or slow; returns those ejected by this call.
-
-        Stuck: it has requests in flight (two or more: a single slow query is not evidence),
-        answered nothing for max(stuck_floor, stuck_factor x its peers' typical latency), and
-        its peers answered meanwhile; not while in slow start (warming up), nor once a probe
-        passed since it went quiet (it answers: its requests are slow, not the host). A stuck
-        host is deprioritised (new requests only while no other candidate is left; not
-        counted as ejected) and, with health checks on, probed at once: a failed probe takes
-        it down, a busy server (see record_probe's `alive`) stays in rotation, deprioritised;
-        ejected as stuck only without health checks, or when a probe since it went quiet
-        neither passed nor found it alive. When the share cap leaves no room to eject a host,
-        it is deprioritised instead.
-        Slow: its typical latency (median of recent answers) is over slow_factor x its
-        peers' and over slow_floor, found again after a whole new window of answers.
-        Adapters call this about every CHECK_INTERVAL seconds; with health checks disabled it
-        also lets hosts whose time out of rotation is over back in.
+        """Eject hosts that are stuck or slow (see OutlierDetector.sweep); returns those
+        ejected by this call. Adapters call this about every CHECK_INTERVAL seconds; with
+        health checks disabled it also lets hosts whose time out of rotation is over back in.
         """
         events: list[HostEvent] = []
         ejected: list[Endpoint] = []
@@ -583,23 +568,12 @@ class Balancer:
             healthy = sorted(
                 (h for h in self._probes.serving if h.state is HostState.HEALTHY), key=seq_of
             )
-            if len(healthy) >= 2:
-                typical = {h.endpoint: h.evidence.typical() for h in healthy}
-                detector = self._outliers
-                for host in healthy:
-                    peers = [p for p in healthy if p is not host and p.state is HostState.HEALTHY]
-                    warming = self._slow_start.warming(host, now)
-                    found = detector.judge(host, peers, typical, now, warming=warming)
-                    if found is None:
-                        continue
-                    if found[0] == "stuck" and detector.busy_or_unjudged(host, now):
-                        continue  # deprioritised until its probe (or an answer) says more
-                    if detector.may_eject(host, self._ring):
-                        events.append(self._table.eject(host, found[0], found[1], now))
-                        ejected.append(host.endpoint)
-                    elif found[0] == "stuck" and not host.evidence.stuck:
-                        reason = found[1] + "; max_ejected_share leaves no room"
-                        detector.deprioritise(host, reason)
+
+            def eject(host: Host, kind: str, detail: str) -> None:
+                events.append(self._table.eject(host, kind, detail, now))
+                ejected.append(host.endpoint)
+
+            self._outliers.sweep(healthy, now, self._ring, self._slow_start.warming, eject)
         self._emit(events)
         return ejected
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -107,6 +108,46 @@ class OutlierDetector:
             host.endpoint.address,
             reason,
         )
+
+    def sweep(
+        self,
+        healthy: list[Host],
+        now: float,
+        ring: list[Host],
+        warming: Callable[[Host, float], bool],
+        eject: Callable[[Host, str, str], None],
+    ) -> None:
+        """Judge each healthy host against its peers; `eject` (the balancer's callback, as
+        Envoy's detector tells its cluster) takes out those found stuck or slow.
+
+        Stuck: it has requests in flight (two or more: a single slow query is not evidence),
+        answered nothing for max(stuck_floor, stuck_factor x its peers' typical latency), and
+        its peers answered meanwhile; not while in slow start (warming up), nor once a probe
+        passed since it went quiet (it answers: its requests are slow, not the host). A stuck
+        host is deprioritised (new requests only while no other candidate is left; not
+        counted as ejected) and, with health checks on, probed at once: a failed probe takes
+        it down, a busy server (see Balancer.record_probe's `alive`) stays in rotation,
+        deprioritised; ejected as stuck only without health checks, or when a probe since it
+        went quiet neither passed nor found it alive. When the share cap leaves no room to
+        eject a host, it is deprioritised instead.
+        Slow: its typical latency (median of recent answers) is over slow_factor x its
+        peers' and over slow_floor, found again after a whole new window of answers.
+        """
+        if len(healthy) < 2:
+            return
+        typical = {h.endpoint: h.evidence.typical() for h in healthy}
+        for host in healthy:
+            # Peers still healthy: an ejection earlier in this sweep takes one out.
+            peers = [p for p in healthy if p is not host and p.state is HostState.HEALTHY]
+            found = self.judge(host, peers, typical, now, warming=warming(host, now))
+            if found is None:
+                continue
+            if found[0] == "stuck" and self.busy_or_unjudged(host, now):
+                continue  # deprioritised until its probe (or an answer) says more
+            if self.may_eject(host, ring):
+                eject(host, found[0], found[1])
+            elif found[0] == "stuck" and not host.evidence.stuck:
+                self.deprioritise(host, found[1] + "; max_ejected_share leaves no room")
 
     def judge(
         self,
