@@ -44,7 +44,7 @@ from gremlinlb.core.hoststates import HostTable
 from gremlinlb.core.lease import Lease
 from gremlinlb.core.outcomes import Outcome
 from gremlinlb.core.outliers import OutlierDetector
-from gremlinlb.core.probing import ProbeSchedule, after_probe
+from gremlinlb.core.probing import ProbeSchedule
 from gremlinlb.core.routing import Candidates, Router
 from gremlinlb.core.settings import BalancerSettings
 from gremlinlb.core.slowstart import SlowStart
@@ -651,35 +651,13 @@ class Balancer:
                 if first:
                     self._release_waiters()
                 return
-            host.probe.probing_since = None
-            host.probe.probed_at = now
-            if ok:
-                host.evidence.probe_passed_at = now
-                self._outliers.set_stuck(host, False)
-            suspect, host.evidence.suspect = host.evidence.suspect, False
-            if not ok and error:
-                host.last_error = f"probe: {error}"
-            state = host.state
-            if not ok and alive and state is HostState.HEALTHY:
-                host.evidence.alive_at = now  # busy, not down: no verdict either way
-                return
-            until = host.evidence.ejected_until
-            new_state = after_probe(
-                state,
-                ok,
-                suspect=suspect,
-                ejection_over=until is None or until <= now,
-                health=host.health,
-            )
-            if new_state is HostState.HEALTHY and state is not HostState.HEALTHY:
-                # The first round's hosts ramp up from the same instant, its opening: all ramp
-                # alike, so none is gated against another and the rotation stays exact.
-                since = self._admission.first_round_opened if first else now
-                events.append(self._table.enter_healthy(host, "probe passed", now, ramp_from=since))
-            elif new_state is HostState.DOWN and state is not HostState.DOWN:
-                events.append(
-                    self._table.go_down(host, f"probe failed: {error or 'no answer'}", now)
-                )
+            # The first round's hosts ramp up from the same instant, its opening: all ramp
+            # alike, so none is gated against another and the rotation stays exact.
+            since = self._admission.first_round_opened if first else now
+            changes = self._table.probed(host, ok, error, alive=alive, now=now, ramp_from=since)
+            if changes is None:
+                return  # busy, not down: no verdict either way
+            events += changes
             self._release_waiters()
         self._emit(events)
 

@@ -21,7 +21,7 @@ from gremlinlb.core.events import EventKind, HostEvent
 from gremlinlb.core.health import HealthCounter
 from gremlinlb.core.hosts import Host, seq_of
 from gremlinlb.core.outliers import OutlierDetector
-from gremlinlb.core.probing import ProbeSchedule
+from gremlinlb.core.probing import ProbeSchedule, after_probe
 from gremlinlb.core.routing import Router
 from gremlinlb.core.settings import BalancerSettings
 from gremlinlb.core.slowstart import SlowStart
@@ -140,6 +140,45 @@ class HostTable:
                 return self.enter_healthy(host, f"{reason}; health checks disabled", now)
             self.next_expiry = -math.inf  # recompute when it returns
         return self.set_state(host, state, reason)
+
+    def probed(
+        self,
+        host: Host,
+        ok: bool,
+        error: str | None,
+        *,
+        alive: bool,
+        now: float,
+        ramp_from: float,
+    ) -> list[HostEvent] | None:
+        """A probe's result applied by probing.after_probe's table; None when it gives no
+        verdict (a healthy host found alive, its workers busy: see Balancer.record_probe)."""
+        host.probe.probing_since = None
+        host.probe.probed_at = now
+        evidence = host.evidence
+        if ok:
+            evidence.probe_passed_at = now
+            self._outliers.set_stuck(host, False)
+        suspect, evidence.suspect = evidence.suspect, False
+        if not ok and error:
+            host.last_error = f"probe: {error}"
+        state = host.state
+        if not ok and alive and state is HostState.HEALTHY:
+            evidence.alive_at = now
+            return None
+        until = evidence.ejected_until
+        new_state = after_probe(
+            state,
+            ok,
+            suspect=suspect,
+            ejection_over=until is None or until <= now,
+            health=host.health,
+        )
+        if new_state is HostState.HEALTHY and state is not HostState.HEALTHY:
+            return [self.enter_healthy(host, "probe passed", now, ramp_from=ramp_from)]
+        if new_state is HostState.DOWN and state is not HostState.DOWN:
+            return [self.go_down(host, f"probe failed: {error or 'no answer'}", now)]
+        return []
 
     def eject(self, host: Host, reason: str, detail: str, now: float) -> HostEvent:
         """Out of rotation for an outlier verdict, for a time the detector sets."""
