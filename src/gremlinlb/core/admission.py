@@ -27,7 +27,16 @@ Size = int | Callable[[], int]
 
 
 class Admission:
-    """The first round and the wait buffer, in front of the router."""
+    """The first round and the wait buffer, in front of the router.
+
+    The first round: round-robin from the first request, so the constructor's hosts join
+    together. While any of them has no first probe result (passed or failed), a new request
+    waits (with the buffered ones, oldest first) instead of going to whichever host passed
+    first; when the last result is in, the waiting requests are handed out in turn over the
+    hosts that passed, in the order given. The wait is bounded by connect_timeout (and by the
+    buffer's max_wait, so no request times out for it) from construction: a host that does
+    not answer its first probe by then does not hold up the others, and joins when its probe
+    passes, as hosts added later do."""
 
     def __init__(
         self,

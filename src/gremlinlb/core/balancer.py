@@ -175,13 +175,16 @@ class Balancer:
                 host.health.rise = settings.health.rise
                 host.health.fall = settings.health.fall
             self._admission.update(settings)
-            self._probes.settings = settings
-            self._outliers.settings = settings
             self._budget.settings = settings.budget
-            self._hedging.settings = settings
+            for unit in (
+                self._probes,
+                self._outliers,
+                self._hedging,
+                self._slow_start,
+                self._table,
+            ):
+                unit.settings = settings
             self._hedging.forget_delay()
-            self._slow_start.settings = settings
-            self._table.settings = settings
             self._table.next_expiry = -math.inf  # recompute passive returns under the new rules
             self._slow_start.rescheduled(self._ring)
             if not settings.health.enabled:  # nobody will probe joining hosts any more
@@ -260,25 +263,7 @@ class Balancer:
         with self._lock:
             now = self._clock()
             wall = time.time()
-            return [
-                HostStatus(
-                    endpoint=h.endpoint,
-                    state=h.state,
-                    state_since=h.state_since,
-                    in_flight=h.in_flight,
-                    outcomes=dict(h.outcomes),
-                    last_error=h.last_error,
-                    ewma_latency=h.ewma.value(now),
-                    ejections=h.evidence.ejections,
-                    ejected_until=(
-                        wall + (h.evidence.ejected_until - now)
-                        if h.state is HostState.EJECTED and h.evidence.ejected_until is not None
-                        else None
-                    ),
-                    deprioritised=h.evidence.stuck,
-                )
-                for h in self._ring
-            ]
+            return [h.status(now, wall) for h in self._ring]
 
     def endpoints(self) -> list[Endpoint]:
         with self._lock:
@@ -463,22 +448,10 @@ class Balancer:
             return self._hedging.delay_at(self._clock())
 
     def should_hedge(self, lease: Lease, *, pings: bool = False) -> bool:
-        """Whether an unanswered read on `lease` (its hedge delay passed) deserves a hedge.
-
-        Yes when its host is out of rotation or deprioritised as stuck, unless the request ran
-        normally there (see `may_resend`): what it was running when it last answered (or
-        answered a ping) is a slow query, and a hedge would run it twice (Gremlin 3.x cannot
-        cancel it). While its host is healthy and not found stuck: with `pings` (the adapter
-        asks a quiet host a ping, see `is_quiet` and `record_ping`), no: several slow queries
-        sent at once fill a server's workers together and no timing tells them from a hang,
-        the ping does, within about a second. Without: yes when the host answered nothing
-        since this read started although it has been given newer requests (it is not
-        serving), no when it answers others meanwhile (a slow query). Also no once the lease
-        ended, for hedges themselves, sessions, requests that may write (a write sent twice
-        may be applied twice: the core says no even to an adapter that forgot to ask only for
-        reads), or with hedging disabled. The caller still spends the budgets (the request's
-        `AttemptLimit`, `try_spend_extra`) before sending one.
-        """
+        """Whether an unanswered read on `lease` (its hedge delay passed) deserves a hedge
+        (see HedgeRule.should_hedge): never once the lease ended, for hedges, sessions,
+        requests that may write, or with hedging disabled. The caller still spends the budgets
+        (the request's `AttemptLimit`, `try_spend_extra`) before sending one."""
         with self._lock:
             if not self._hedging.hedgeable(lease):
                 return False
@@ -523,11 +496,7 @@ class Balancer:
     def may_resend(self, lease: Lease) -> bool:
         """Whether a read in flight on `lease` may be re-sent elsewhere now that its host left
         rotation (or is deprioritised as stuck): not a write or a session, and not a request
-        that ran normally there. A read its host kept answering others around for longer than
-        the hedge delay is a slow query being executed, not one caught by the host's trouble:
-        re-sent, it would run once more on another server (Gremlin 3.x cannot cancel it), and
-        a few slow queries would take one host after another (issue 20). A host that is down
-        lost its connections: whatever ran there is re-sent. The caller spends the budgets."""
+        that ran normally there (see HedgeRule.ran_normally). The caller spends the budgets."""
         with self._lock:
             if lease.hedge or lease.session or lease.write:
                 return False
@@ -675,17 +644,9 @@ class Balancer:
 
     @property
     def first_round(self) -> list[Endpoint]:
-        """The hosts given to the constructor whose first probe result requests still wait for.
-
-        Round-robin from the first request: those hosts join together. While any of them has
-        no first probe result (passed or failed), a new request waits (with the buffered ones,
-        oldest first) instead of going to whichever host passed first; when the last result is
-        in, the waiting requests are handed out in turn over the hosts that passed, in the
-        order given. The wait is bounded by connect_timeout (and by the buffer's max_wait, so
-        no request times out for it) from construction: a host that does not answer its
-        first probe by then does not hold up the others, and joins when its probe passes, as
-        hosts added later do. Empty (nobody waits) once the round is over, with health checks
-        disabled, or with the buffer disabled (max_wait 0)."""
+        """The hosts given to the constructor whose first probe result requests still wait
+        for (see Admission): empty once the round is over, with health checks disabled, or
+        with the buffer disabled (max_wait 0)."""
         with self._lock:
             if self._clock() >= self._admission.first_round_until:
                 return []

@@ -65,9 +65,17 @@ class HedgeRule:
         return self.settings.hedge.enabled and not (lease.hedge or lease.session or lease.write)
 
     def should_hedge(self, host: Host, lease: Lease, now: float, *, pings: bool) -> bool:
-        """For a hedgeable `lease` in flight on `host` (see Balancer.should_hedge): out of
-        rotation or stuck, unless it ran normally there; healthy, only when quiet and no ping
-        will tell."""
+        """For a hedgeable `lease` in flight on `host` (see Balancer.should_hedge).
+
+        Yes when its host is out of rotation or deprioritised as stuck, unless the request ran
+        normally there (see `ran_normally`): what it was running when it last answered (or
+        answered a ping) is a slow query, and a hedge would run it twice (Gremlin 3.x cannot
+        cancel it). While its host is healthy and not found stuck: with `pings` (the adapter
+        asks a quiet host a ping, see Balancer.is_quiet and record_ping), no: several slow
+        queries sent at once fill a server's workers together and no timing tells them from a
+        hang, the ping does, within about a second. Without: yes when the host answered
+        nothing since this read started although it has been given newer requests (it is not
+        serving), no when it answers others meanwhile (a slow query)."""
         if host.state in (HostState.DOWN, HostState.EJECTED) or host.evidence.stuck:
             return not self.ran_normally(host, lease, now)
         return not pings and self.quiet(host, lease)
@@ -80,7 +88,11 @@ class HedgeRule:
         return newest.started > lease.started
 
     def ran_normally(self, host: Host, lease: Lease, now: float) -> bool:
-        """Whether `lease` ran normally on its host, so re-sending it would run it twice. On a
+        """Whether `lease` ran normally on its host, so re-sending it would run it twice: a
+        read its host kept answering others around for longer than the hedge delay is a slow
+        query being executed, not one caught by the host's trouble; re-sent, it would run once
+        more on another server, and a few slow queries would take one host after another
+        (issue 20). On a
         host still in rotation (deprioritised as stuck, maybe busy): it started before the
         host's last answer, so it was taken up while the host served (queries sent at the
         same instant fill a server's workers together). On an ejected host: it was in flight

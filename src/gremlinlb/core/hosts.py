@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from gremlinlb.core.endpoints import Endpoint, HostState
+from gremlinlb.core.events import HostStatus
 from gremlinlb.core.health import HealthCounter
 from gremlinlb.core.latency import PeakEwma
 from gremlinlb.core.lease import Lease
@@ -51,6 +52,26 @@ class Host:
         """One answer's latency, for picking (peak EWMA) and for judging it slow."""
         self.ewma.update(latency, now)
         self.evidence.sample(latency)
+
+    def status(self, now: float, wall: float) -> HostStatus:
+        """A snapshot for status APIs; `now` on the balancer's clock, `wall` the wall clock."""
+        until = self.evidence.ejected_until
+        return HostStatus(
+            endpoint=self.endpoint,
+            state=self.state,
+            state_since=self.state_since,
+            in_flight=self.in_flight,
+            outcomes=dict(self.outcomes),
+            last_error=self.last_error,
+            ewma_latency=self.ewma.value(now),
+            ejections=self.evidence.ejections,
+            ejected_until=(
+                wall + (until - now)
+                if self.state is HostState.EJECTED and until is not None
+                else None
+            ),
+            deprioritised=self.evidence.stuck,
+        )
 
     def oldest_requests(self, count: int) -> list[Lease]:
         """The `count` oldest request leases (sessions left out), O(count + sessions)."""
