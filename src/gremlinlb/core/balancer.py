@@ -48,7 +48,6 @@ from gremlinlb.core.probing import ProbeSchedule
 from gremlinlb.core.routing import Candidates, Router
 from gremlinlb.core.settings import BalancerSettings
 from gremlinlb.core.slowstart import SlowStart
-from gremlinlb.core.sources import TraversalSources, skip_for_source
 from gremlinlb.core.topology import ZonePlan
 
 log = logging.getLogger(__name__)
@@ -122,7 +121,7 @@ class Balancer:
         self._listeners: list[Listener] = []
         self._closed = False
         # which hosts lack which traversal source (fed by the adapters' health loops)
-        self.sources = TraversalSources()
+        self.sources = self._router.sources
         # The first round: the hosts given here whose first probe result is not in yet, and
         # until when requests wait for them (see `first_round`).
         for endpoint in endpoints:
@@ -358,7 +357,7 @@ class Balancer:
                     held = self._admission.hold(size, now, session=session, write=write)
                     if held is not None:
                         return held
-                skip = self._skip_for_source(source, exclude)
+                skip = self._router.skip_for_source(source, exclude)
                 candidates = Candidates(write=write, exclude=skip, answering=hedge)
                 host = self._router.pick(candidates, now)
                 if host is None and hedge:
@@ -380,9 +379,7 @@ class Balancer:
         host refused for lacking its source (nothing ran) may then go there instead."""
         missing = self.sources.missing_on(source)
         with self._lock:
-            return any(
-                h.endpoint not in exclude and h.endpoint not in missing for h in self._healthy_ring
-            )
+            return self._router.serves_elsewhere(missing, exclude)
 
     def time_out(self, waiter: Waiter) -> None:
         """A waiter's deadline passed: raise BufferTimeoutError if it is still waiting.
@@ -580,16 +577,7 @@ class Balancer:
         with self._lock:
             if not self._settings.health.enabled:
                 return []
-            now = self._clock()
-            wanted = {HostState.DOWN, HostState.JOINING}
-            if self._settings.health.probe_healthy:
-                wanted.add(HostState.HEALTHY)
-            return [
-                h.endpoint
-                for h in self._ring
-                if h.state in wanted
-                or (h.state is HostState.EJECTED and (h.evidence.ejected_until or 0.0) <= now)
-            ]
+            return [h.endpoint for h in self._probes.targets(self._ring, self._clock())]
 
     def record_probe(
         self, endpoint: Endpoint, ok: bool, error: str | None = None, *, alive: bool = False
@@ -653,15 +641,6 @@ class Balancer:
             return [h.endpoint for h in self._ring if h.endpoint in self._admission.first_round]
 
     # -- internals (lock held) -----------------------------------------------------------
-
-    def _skip_for_source(
-        self, source: str | None, exclude: Collection[Endpoint]
-    ) -> Collection[Endpoint]:
-        missing = self.sources.missing_on(source)
-        if not missing:
-            return exclude
-        healthy = [h.endpoint for h in self._healthy_ring]
-        return skip_for_source(missing, healthy, exclude)
 
     def _end(self, lease: Lease, outcome: Outcome | None, error: BaseException | None) -> None:
         events: list[HostEvent] = []

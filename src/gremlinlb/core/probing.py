@@ -90,6 +90,20 @@ class ProbeSchedule:
         if name is not None:
             self._queues[name].pop(host, None)
 
+    def targets(self, ring: list[Host], now: float) -> list[Host]:
+        """Every host a full probe round covers now (an on-demand round, e.g. an operator's
+        "check now"): joining, down, ejected ones whose time is up, healthy ones if
+        configured."""
+        wanted = {HostState.DOWN, HostState.JOINING}
+        if self.settings.health.probe_healthy:
+            wanted.add(HostState.HEALTHY)
+        return [
+            h
+            for h in ring
+            if h.state in wanted
+            or (h.state is HostState.EJECTED and (h.evidence.ejected_until or 0.0) <= now)
+        ]
+
     def due(self, now: float, limit: int | None, any_healthy: bool) -> list[Host]:
         """The hosts whose probe is due now, at most `limit`; each is marked as being probed
         (see `probing`) and goes to the back of its queue: nobody starves."""

@@ -1,5 +1,8 @@
 """Routing: which candidates a request is picked among, and the pick.
 
+Hosts known to lack the traversal source a request names are skipped first (while one that
+serves it is left).
+
 As linkerd's balancer keeps choice apart from discovery and load: a request's `Candidates`
 (its kind, the hosts it already failed on, whether it comes from the buffer or is a hedge)
 select the hosts that fit; roles (writers, readers, read_routing), then the client's zone
@@ -27,6 +30,7 @@ from gremlinlb.core.outliers import OutlierDetector
 from gremlinlb.core.picking import LeastCost, LeastInFlight, Picker, RoundRobin
 from gremlinlb.core.settings import BalancerSettings, Policy, ReadRouting
 from gremlinlb.core.slowstart import SlowStart
+from gremlinlb.core.sources import TraversalSources, skip_for_source
 from gremlinlb.core.topology import ZonePlan, client_zones, plan_zones
 
 # Peak-EWMA cost of a host with no data while no other host has any either.
@@ -84,6 +88,8 @@ class Router:
         # Round-robin keeps one cursor per candidate group (kind, zone): with one shared cursor
         # a read after each write would always start from the same reader.
         self._cursors: dict[tuple[str, str | None], Picker] = {}
+        # which hosts lack which traversal source (fed by the adapters' health loops)
+        self.sources = TraversalSources()
 
     def update(self, settings: BalancerSettings) -> None:
         if settings.policy is not self.settings.policy:
@@ -147,6 +153,25 @@ class Router:
         if not self.any_roles or (not write and self.settings.read_routing is ReadRouting.ANY):
             return "all"
         return "writers" if write else "readers"
+
+    def skip_for_source(
+        self, source: str | None, exclude: Collection[Endpoint]
+    ) -> Collection[Endpoint]:
+        """`exclude` plus the hosts known to lack `source`, as long as a healthy host that
+        serves it is left."""
+        missing = self.sources.missing_on(source)
+        if not missing:
+            return exclude
+        healthy = [h.endpoint for h in self._healthy_ring]
+        return skip_for_source(missing, healthy, exclude)
+
+    def serves_elsewhere(
+        self, missing: Collection[Endpoint], exclude: Collection[Endpoint]
+    ) -> bool:
+        """Whether a healthy host outside `exclude` and `missing` is left."""
+        return any(
+            h.endpoint not in exclude and h.endpoint not in missing for h in self._healthy_ring
+        )
 
     def pick(self, candidates: Candidates, now: float) -> Host | None:
         """The next host among `candidates`: its kind's hosts, then the client's zone, then
