@@ -96,7 +96,9 @@ class Admission:
         self, size: Size, exclude: Collection[Endpoint], now: float, *, session: bool, write: bool
     ) -> Waiter:
         """No host can take the request now: it waits, unless every healthy host of its kind
-        already failed it (and no verdict on a suspect one is on its way)."""
+        already failed it (and no verdict on a suspect one is on its way: its connection just
+        broke, a probe is on its way, so in a total outage a retried read waits for a server
+        rather than failing)."""
         healthy = [h for h in self._healthy_ring if self._router.may_serve(h, write)]
         if exclude and healthy:
             verdict_pending = self.settings.health.enabled and any(

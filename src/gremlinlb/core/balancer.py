@@ -4,6 +4,11 @@ Free of I/O on purpose: adapters (the in-process client, the sidecar) do the net
 report what happened; this class decides. Every method is quick and non-blocking under one
 lock, so it is safe from many threads and from an asyncio loop alike.
 
+A facade: it holds the lock, reads the clock and emits host events, and composes the units
+that decide (docs/architecture.md, "The core's units"): hoststates (the state machine),
+routing (candidates and the pick), admission (first round, wait buffer), outliers, probing,
+hedging and slowstart. Each owns its part of the per-host state (`hosts.Host`).
+
 Every attempt is a `Lease` from `acquire` until the adapter ends it (`finish`, `release`), so
 the core measures latency itself and knows what is in flight where. From that it ejects
 outliers (a host that keeps failing, answers nothing while its peers answer, or is many times
@@ -122,9 +127,7 @@ class Balancer:
         self._closed = False
         # which hosts lack which traversal source (fed by the adapters' health loops)
         self.sources = self._router.sources
-        # The first round: the hosts given here whose first probe result is not in yet, and
-        # until when requests wait for them (see `first_round`).
-        for endpoint in endpoints:
+        for endpoint in endpoints:  # they form the first round (see `first_round`)
             self.add(endpoint)
         self._admission.open_first_round(self._ring, self._clock())
 
@@ -322,28 +325,21 @@ class Balancer:
     ) -> Acquired:
         """Pick a healthy host for a request of `size` bytes, or queue it.
 
-        `size` may be a callable: it is only called when the request has to wait, so adapters
-        measure a request only on that rare path. `exclude` holds the hosts this request
-        already failed on (a retry). `hedge` asks for a second attempt of a slow read: it never
-        waits (NoHealthyEndpointError when no other host can take it). `session` marks a lease
-        that stays in flight for a session's life.
+        `size` may be a callable, called only when the request has to wait (adapters measure
+        a request only on that rare path). `exclude`: the hosts this request already failed
+        on (a retry). `hedge`: a second attempt of a slow read; it never waits
+        (NoHealthyEndpointError when no other host can take it). `session`: a lease in flight
+        for a session's life. `write` (the default, the safe side): the request may write,
+        so it goes to writers, as sessions do; a read goes to readers, or to writers by
+        `read_routing` (see routing.Candidates). `source`: the traversal source it names
+        (None: the default); hosts `self.sources` knows lack it are skipped while a healthy
+        host that serves it is left.
 
-        `write` (the default, the safe side) says the request may write: it goes to a writer
-        (role writer or any), as do sessions. A read (`write=False`) goes to a reader, or to
-        a writer by `read_routing`. Then, with the client's zone known, a host in that zone
-        is preferred (see core.topology). Retries and hedges pass the same `write`: a request
-        never changes its kind, and waits while no candidate of its kind is healthy.
-
-        Returns a `Lease` (the attempt is in flight on `lease.endpoint` until `finish` or
-        `release`), or a `Waiter` woken with `waiter.lease` when a host can take it. Raises
-        `BufferFullError` when a bound is hit, and `AllHostsTriedError` when the healthy hosts
-        all failed this request already. If one of those is only suspect (its connection just
-        broke, a probe is on its way), the request waits for the verdict instead: in a total
-        outage a retried read waits for a server rather than failing. Every first attempt
-        (no `exclude`, no `hedge`) adds to the extra-request budget.
-
-        `source` (the traversal source the request names; None: the default one) skips the
-        hosts `self.sources` knows do not serve it, as long as a healthy host that does is left.
+        Returns a `Lease` (in flight on `lease.endpoint` until `finish` or `release`), or a
+        `Waiter` woken with `waiter.lease` when a host can take it. Raises `BufferFullError`
+        when a bound is hit, and `AllHostsTriedError` when the healthy hosts all failed this
+        request already, unless one is only suspect (see Admission.admit). Every first
+        attempt (no `exclude`, no `hedge`) adds to the extra-request budget.
         """
         events: list[HostEvent] = []
         try:

@@ -44,7 +44,10 @@ class Candidates:
     """What one pick is among. `write`: writers only (a request that may write, a session);
     else readers, then writers by read_routing. `exclude`: hosts this request already failed
     on. `buffered`: a buffered request being released (no suspect host, at most
-    release_per_host buffered ones per host). `answering`: a hedge (only hosts that answer)."""
+    release_per_host buffered ones per host). `answering`: a hedge (only hosts that answer).
+    Then, with the client's zone known, a host in that zone is preferred (core.topology).
+    Retries and hedges pass the same `write`: a request never changes its kind, and waits
+    while no candidate of its kind is healthy."""
 
     write: bool = True
     exclude: Collection[Endpoint] = ()
