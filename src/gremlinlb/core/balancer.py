@@ -50,7 +50,7 @@ from gremlinlb.core.lease import Lease
 from gremlinlb.core.outcomes import Outcome
 from gremlinlb.core.outliers import OutlierDetector
 from gremlinlb.core.probing import ProbeSchedule
-from gremlinlb.core.routing import Candidates, Router
+from gremlinlb.core.routing import PLAIN, Candidates, Router
 from gremlinlb.core.settings import BalancerSettings
 from gremlinlb.core.slowstart import SlowStart
 from gremlinlb.core.topology import ZonePlan
@@ -354,7 +354,10 @@ class Balancer:
                     if held is not None:
                         return held
                 skip = self._router.skip_for_source(source, exclude)
-                candidates = Candidates(write=write, exclude=skip, answering=hedge)
+                if skip or hedge:
+                    candidates = Candidates(write=write, exclude=skip, answering=hedge)
+                else:
+                    candidates = PLAIN[write]
                 host = self._router.pick(candidates, now)
                 if host is None and hedge:
                     raise NoHealthyEndpointError(

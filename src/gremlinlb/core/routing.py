@@ -55,6 +55,10 @@ class Candidates:
     answering: bool = False
 
 
+# The candidates of a first attempt (no exclusions, not a hedge), by `write`: shared.
+PLAIN = {True: Candidates(write=True), False: Candidates(write=False)}
+
+
 class Router:
     """Picks hosts for requests; counts attempts by role and zone."""
 
@@ -230,7 +234,8 @@ class Router:
         )
 
     def _pick_kind(self, fits: Filter, now: float, *, write: bool) -> Host | None:
-        costs = _Costs(now, self._healthy_ring)  # one pick's view of the peak-EWMA costs
+        # One pick's view of the peak-EWMA costs (only the policy that reads them needs one).
+        costs = _Costs(now, self._healthy_ring) if isinstance(self._picker, LeastCost) else None
         kind = self.kind_for(write=write)
         if kind == "all":
             return self._pick_in_zone(fits, "all", now, costs)
@@ -241,7 +246,9 @@ class Router:
             host = self._pick_in_zone(_and(fits, _writes), "writers", now, costs)
         return host
 
-    def _pick_in_zone(self, fits: Filter, kind: str, now: float, costs: _Costs) -> Host | None:
+    def _pick_in_zone(
+        self, fits: Filter, kind: str, now: float, costs: _Costs | None
+    ) -> Host | None:
         """Among the candidates of one `kind`, the client's zone first by its plan."""
         if self.zone is not None and self.zoned and self.settings.zone_aware:
             plan = self._plan_for(kind)
@@ -274,14 +281,14 @@ class Router:
         return plan
 
     def _choose(
-        self, fits: Filter, now: float, group: tuple[str, str | None], costs: _Costs
+        self, fits: Filter, now: float, group: tuple[str, str | None], costs: _Costs | None
     ) -> Host | None:
         """The policy's pick among hosts that fit, in one candidate `group`, through slow
         start's gate."""
         picker = self._picker
         if isinstance(picker, RoundRobin) and group != ("all", None):
             picker = self._cursors.get(group) or self._cursors.setdefault(group, RoundRobin())
-        elif isinstance(picker, LeastCost):
+        elif costs is not None:
             picker = LeastCost(costs.of, self._rng)  # the same rng: picks stay repeatable
         return self._slow_start.pick(picker, self._healthy_ring, fits, now)
 
