@@ -14,7 +14,9 @@ from gremlinlb.core import (
     Lease,
     NoHealthyEndpointError,
     Outcome,
+    hedging,
 )
+from gremlinlb.core.hedging import HedgeRule
 from tests.unit.core_support import Clock, attempt_on, lease_on, serving
 
 A = Endpoint("ws", "a", 1)
@@ -240,3 +242,32 @@ def test_extra_requests_never_exceed_ratio_times_requests_plus_the_minimum_in_an
             spent = sum(1 for t in extras if t > now - window)
             earned = sum(1 for t in requests if t > now - window)
             assert spent <= ratio * earned + minimum * window + 1e-9
+
+
+# -- the hedge rule on its own (core.hedging) ----------------------------------------------
+
+
+def test_the_hedge_delay_is_max_delay_until_enough_answers_then_their_percentile() -> None:
+    hedge = HedgeSettings(percentile=0.5, delay_floor=0.01, max_delay=0.5)
+    rule = HedgeRule(BalancerSettings(hedge=hedge))
+    for _ in range(hedging.MIN_SAMPLES - 1):
+        rule.answered(0.1)
+    assert rule.delay_at(0.0) == 0.5
+    rule.answered(0.1)
+    assert rule.delay_at(0.0) == 0.5  # cached for REFRESH seconds
+    assert rule.delay_at(hedging.REFRESH) == pytest.approx(0.1)
+    rule.forget_delay()
+    for _ in range(100):
+        rule.answered(0.001)
+    assert rule.delay_at(hedging.REFRESH) == 0.01  # never under delay_floor
+
+
+def test_only_reads_are_hedgeable() -> None:
+    rule = HedgeRule(BalancerSettings())
+    read = Lease(Endpoint("ws", "a", 1), 0.0, write=False)
+    assert rule.hedgeable(read)
+    assert not rule.hedgeable(Lease(Endpoint("ws", "a", 1), 0.0, write=True))
+    assert not rule.hedgeable(Lease(Endpoint("ws", "a", 1), 0.0, hedge=True, write=False))
+    assert not rule.hedgeable(Lease(Endpoint("ws", "a", 1), 0.0, session=True, write=False))
+    off = HedgeRule(BalancerSettings(hedge=HedgeSettings(enabled=False)))
+    assert not off.hedgeable(read)

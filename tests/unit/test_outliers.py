@@ -21,6 +21,9 @@ from gremlinlb.core import (
     Outcome,
     OutlierSettings,
 )
+from gremlinlb.core.health import HealthCounter
+from gremlinlb.core.hosts import Host
+from gremlinlb.core.outliers import OutlierDetector
 from tests.unit.core_support import Clock, attempt_on, lease_on, serving
 
 A, B, C = (Endpoint("ws", name, 1) for name in "abc")
@@ -393,3 +396,40 @@ def test_outlier_detection_never_ejects_beyond_the_share_cap_or_the_last_healthy
         states = [lb.state_of(e) for e in hosts]
         assert states.count(HostState.EJECTED) <= cap
         assert HostState.HEALTHY in states
+
+
+# -- the detector on its own (core.outliers): fleet verdicts over per-host evidence --------
+
+
+def _host(seq: int, state: HostState = HostState.HEALTHY) -> Host:
+    return Host(Endpoint("ws", f"h{seq}", 1), seq, HealthCounter(1, 1), state)
+
+
+def test_the_detector_lengthens_repeat_ejections_up_to_max_ejection() -> None:
+    outlier = OutlierSettings(base_ejection=10.0, max_ejection=25.0)
+    detector = OutlierDetector(BalancerSettings(outlier=outlier))
+    host = _host(0)
+    assert detector.eject(host, "slow", now=0.0) == 10.0
+    assert detector.eject(host, "slow", now=0.0) == 20.0  # no healthy time in between
+    assert detector.eject(host, "stuck", now=0.0) == 25.0
+    assert host.evidence.ejections == 3
+    assert detector.ejections == {"slow": 2, "stuck": 1}
+
+
+def test_the_detector_forgives_one_level_per_max_ejection_healthy_seconds() -> None:
+    outlier = OutlierSettings(base_ejection=10.0, max_ejection=30.0)
+    detector = OutlierDetector(BalancerSettings(outlier=outlier))
+    host = _host(0)
+    detector.eject(host, "slow", now=0.0)
+    detector.eject(host, "slow", now=0.0)  # level 2
+    detector.returned(host, now=100.0)
+    assert detector.eject(host, "slow", now=130.0) == 20.0  # 30 healthy s: back to 1, then 2
+
+
+def test_the_share_cap_counts_hosts_not_draining_and_keeps_the_last_healthy() -> None:
+    detector = OutlierDetector(BalancerSettings(outlier=OutlierSettings(max_ejected_share=0.5)))
+    ring = [_host(0, HostState.EJECTED), _host(1), _host(2), _host(3, HostState.DRAINING)]
+    assert not detector.within_cap(ring[1], ring)  # one of three already out: cap 1
+    assert detector.may_eject(ring[0], ring)  # the ejected one itself fits
+    pair = [_host(0), _host(1, HostState.DOWN)]
+    assert not detector.may_eject(pair[0], pair)  # never the last healthy host

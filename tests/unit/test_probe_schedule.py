@@ -12,6 +12,8 @@ from gremlinlb.core import (
     Outcome,
     Waiter,
 )
+from gremlinlb.core.health import HealthCounter
+from gremlinlb.core.probing import after_probe
 from tests.unit.core_support import Clock, attempt_on, serving
 
 A = Endpoint("ws", "a", 1)
@@ -188,3 +190,40 @@ def test_probe_waves_go_round_the_list_so_no_due_host_starves() -> None:
         for endpoint in wave:
             lb.record_probe(endpoint, ok=False, error="refused")
     assert set(probed) == set(hosts)
+
+
+# -- the after-probe state table on its own (core.probing) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "ok", "suspect", "over", "expected"),
+    [
+        (HostState.JOINING, True, False, True, HostState.HEALTHY),
+        (HostState.JOINING, False, False, True, HostState.DOWN),
+        (HostState.EJECTED, True, False, False, HostState.EJECTED),  # its time is not up
+        (HostState.EJECTED, False, False, False, HostState.EJECTED),
+        (HostState.EJECTED, True, False, True, HostState.HEALTHY),
+        (HostState.EJECTED, False, False, True, HostState.DOWN),
+        (HostState.HEALTHY, False, True, True, HostState.DOWN),  # suspect: one failure
+        (HostState.HEALTHY, False, False, True, HostState.HEALTHY),  # fall=2: not yet
+        (HostState.HEALTHY, True, True, True, HostState.HEALTHY),
+        (HostState.DOWN, True, False, True, HostState.DOWN),  # rise=2: not yet
+    ],
+)
+def test_after_probe_is_a_table_from_state_and_result_to_the_next_state(
+    state: HostState, ok: bool, suspect: bool, over: bool, expected: HostState
+) -> None:
+    counter = HealthCounter(rise=2, fall=2)
+    assert after_probe(state, ok, suspect=suspect, ejection_over=over, health=counter) is expected
+
+
+def test_after_probe_counts_rise_and_fall_for_healthy_and_down_hosts() -> None:
+    counter = HealthCounter(rise=2, fall=2)
+    down = HostState.DOWN
+    assert after_probe(down, True, suspect=False, ejection_over=True, health=counter) is down
+    assert after_probe(down, True, suspect=False, ejection_over=True, health=counter) is (
+        HostState.HEALTHY
+    )
+    healthy = HostState.HEALTHY
+    assert after_probe(healthy, False, suspect=False, ejection_over=True, health=counter) is healthy
+    assert after_probe(healthy, False, suspect=False, ejection_over=True, health=counter) is down

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import pytest
@@ -23,6 +24,12 @@ from gremlinlb.core import (
     Waiter,
     parse_endpoint,
 )
+from gremlinlb.core.health import HealthCounter
+from gremlinlb.core.hedging import HedgeRule
+from gremlinlb.core.hosts import Host
+from gremlinlb.core.outliers import OutlierDetector
+from gremlinlb.core.routing import Candidates, Router
+from gremlinlb.core.slowstart import SlowStart
 from tests.unit.core_support import Clock, serving
 
 WRITER = "w:8182?role=writer"
@@ -259,3 +266,60 @@ def test_reads_between_writes_still_alternate_over_the_readers() -> None:
         host_of(balancer, write=True)
         reads[host_of(balancer, write=False)] += 1
     assert reads == {"r1": 25, "r2": 25}
+
+
+# -- the router on its own (core.routing): candidates are an explicit value ---------------
+
+
+def _router(addresses: list[str], settings: BalancerSettings) -> tuple[Router, list[Host]]:
+    ring = [
+        Host(parse_endpoint(a), seq, HealthCounter(1, 1), HostState.HEALTHY)
+        for seq, a in enumerate(addresses)
+    ]
+    router = Router(
+        settings,
+        ring,
+        list(ring),
+        zone=None,
+        clients=None,
+        rng=random.Random(0),
+        slow_start=SlowStart(settings),
+        outliers=OutlierDetector(settings),
+        hedging=HedgeRule(settings),
+    )
+    for host in ring:
+        router.count(host.endpoint, 1)
+    return router, ring
+
+
+@pytest.mark.parametrize(
+    ("routing", "kind"),
+    [
+        (ReadRouting.READERS_ONLY, "readers"),
+        (ReadRouting.PREFER_READERS, "readers"),
+        (ReadRouting.ANY, "all"),
+    ],
+)
+def test_the_router_picks_writes_among_writers_and_reads_by_read_routing(
+    routing: ReadRouting, kind: str
+) -> None:
+    settings = BalancerSettings(slow_start=0, read_routing=routing)
+    router, ring = _router([WRITER, *READERS], settings)
+    assert router.kind_for(write=True) == "writers"
+    assert router.kind_for(write=False) == kind
+    writes = {router.pick(Candidates(write=True), 0.0) for _ in range(4)}
+    assert writes == {ring[0]}
+    reads = Counter(router.pick(Candidates(write=False), 0.0) for _ in range(6))
+    if kind == "readers":
+        assert set(reads) == set(ring[1:])
+
+
+def test_the_router_skips_excluded_hosts_and_falls_back_to_writers_only_if_routing_allows() -> None:
+    prefer = BalancerSettings(slow_start=0, read_routing=ReadRouting.PREFER_READERS)
+    router, ring = _router([WRITER, *READERS], prefer)
+    readers = {h.endpoint for h in ring[1:]}
+    assert router.pick(Candidates(write=False, exclude=readers), 0.0) is ring[0]
+    only = BalancerSettings(slow_start=0, read_routing=ReadRouting.READERS_ONLY)
+    router, ring = _router([WRITER, *READERS], only)
+    readers = {h.endpoint for h in ring[1:]}
+    assert router.pick(Candidates(write=False, exclude=readers), 0.0) is None

@@ -3,6 +3,11 @@
 import pytest
 
 from gremlinlb.core import Balancer, BalancerSettings, Endpoint, Lease, Outcome, Policy
+from gremlinlb.core.endpoints import HostState
+from gremlinlb.core.health import HealthCounter
+from gremlinlb.core.hosts import Host
+from gremlinlb.core.picking import RoundRobin
+from gremlinlb.core.slowstart import SlowStart
 from tests.unit.core_support import Clock, attempt_on, lease_on, serving
 
 A, B, C = (Endpoint("ws", name, 1) for name in "abc")
@@ -86,3 +91,37 @@ def test_a_ramping_host_passed_over_by_two_choices_keeps_its_turn(policy: Policy
     assert lease.endpoint == A
     lb.finish(lease, Outcome.SUCCESS)
     lb.finish(busy_b, Outcome.SUCCESS)
+
+
+# -- slow start on its own (core.slowstart) ------------------------------------------------
+
+
+def _hosts(count: int) -> list[Host]:
+    return [
+        Host(Endpoint("ws", f"h{i}", 1), i, HealthCounter(1, 1), HostState.HEALTHY)
+        for i in range(count)
+    ]
+
+
+def test_a_ramp_starts_only_with_slow_start_on_and_ends_after_its_window() -> None:
+    off = SlowStart(BalancerSettings(slow_start=0.0))
+    host = _hosts(1)[0]
+    off.start(host, 5.0)
+    assert host.ramp.start is None
+    assert not off.warming(host, 5.0)
+    on = SlowStart(BalancerSettings(slow_start=10.0))
+    on.start(host, 5.0)
+    assert host.ramp.start == 5.0
+    assert on.ends == 15.0
+    assert on.warming(host, 14.9)
+    assert not on.warming(host, 15.0)
+
+
+def test_a_ramping_host_gets_its_weight_share_of_round_robin_picks() -> None:
+    ramps = SlowStart(BalancerSettings(slow_start=10.0))
+    ring = _hosts(2)
+    ramps.start(ring[1], 0.0)  # its first turn is taken: credit 1
+    picker = RoundRobin()
+    picks = [ramps.pick(picker, ring, lambda h: True, 1.0) for _ in range(40)]
+    ramped = sum(1 for host in picks if host is ring[1])
+    assert 2 <= ramped <= 6  # about 10% of 40 picks (its weight at 1 s of 10), never 0

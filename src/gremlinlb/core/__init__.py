@@ -6,15 +6,7 @@ client, the sidecar and the operator are adapters that report to it and act on i
 """
 
 from gremlinlb.core import janusgraph_types  # noqa: F401  (registers JanusGraph's types)
-from gremlinlb.core.balancer import (
-    CHECK_INTERVAL,
-    Acquired,
-    Balancer,
-    BalancerStats,
-    EventKind,
-    HostEvent,
-    HostStatus,
-)
+from gremlinlb.core.balancer import CHECK_INTERVAL, Acquired, Balancer
 from gremlinlb.core.buffer import PendingBuffer, Waiter
 from gremlinlb.core.endpoints import Endpoint, HostState, Role, parse_endpoint
 from gremlinlb.core.errors import (
@@ -30,6 +22,7 @@ from gremlinlb.core.errors import (
     SessionLostError,
     UnknownEndpointError,
 )
+from gremlinlb.core.events import BalancerStats, EventKind, HostEvent, HostStatus
 from gremlinlb.core.lease import Lease
 from gremlinlb.core.outcomes import (
     OVERLOAD_STATUS_CODES,

@@ -4,6 +4,11 @@ Free of I/O on purpose: adapters (the in-process client, the sidecar) do the net
 report what happened; this class decides. Every method is quick and non-blocking under one
 lock, so it is safe from many threads and from an asyncio loop alike.
 
+A facade: it holds the lock, reads the clock and emits host events, and composes the units
+that decide (docs/architecture.md, "The core's units"): hoststates (the state machine),
+routing (candidates and the pick), admission (first round, wait buffer), outliers, probing,
+hedging and slowstart. Each owns its part of the per-host state (`hosts.Host`).
+
 Every attempt is a `Lease` from `acquire` until the adapter ends it (`finish`, `release`), so
 the core measures latency itself and knows what is in flight where. From that it ejects
 outliers (a host that keeps failing, answers nothing while its peers answer, or is many times
@@ -14,191 +19,46 @@ seconds and probe what `probe_due()` names.
 
 from __future__ import annotations
 
-import bisect
-import enum
-import itertools
 import logging
 import math
 import random
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
 
+from gremlinlb.core.admission import Admission
 from gremlinlb.core.budget import RetryBudget
-from gremlinlb.core.buffer import PendingBuffer, Waiter
-from gremlinlb.core.endpoints import Endpoint, HostState, Role, parse_endpoint
+from gremlinlb.core.buffer import Waiter
+from gremlinlb.core.endpoints import Endpoint, HostState, parse_endpoint
 from gremlinlb.core.errors import (
-    AllHostsTriedError,
     BalancerClosedError,
-    BufferFullError,
     BufferTimeoutError,
     NoHealthyEndpointError,
     UnknownEndpointError,
 )
-from gremlinlb.core.health import HealthCounter
-from gremlinlb.core.latency import PeakEwma, Samples, median
+
+# Re-exported: adapters import these from here (gremlinlb.core exports them too).
+from gremlinlb.core.events import BalancerStats as BalancerStats
+from gremlinlb.core.events import EventKind as EventKind
+from gremlinlb.core.events import HostEvent as HostEvent
+from gremlinlb.core.events import HostStatus as HostStatus
+from gremlinlb.core.events import Listener as Listener
+from gremlinlb.core.hedging import HedgeRule
+from gremlinlb.core.hosts import Host, seq_of
+from gremlinlb.core.hoststates import HostTable
 from gremlinlb.core.lease import Lease
 from gremlinlb.core.outcomes import Outcome
-from gremlinlb.core.picking import LeastCost, LeastInFlight, Picker, RoundRobin
-from gremlinlb.core.settings import BalancerSettings, Policy, ReadRouting
-from gremlinlb.core.sources import TraversalSources, skip_for_source
-from gremlinlb.core.topology import ZonePlan, client_zones, plan_zones
+from gremlinlb.core.outliers import OutlierDetector
+from gremlinlb.core.probing import ProbeSchedule
+from gremlinlb.core.routing import PLAIN, Candidates, Router
+from gremlinlb.core.settings import BalancerSettings
+from gremlinlb.core.slowstart import SlowStart
+from gremlinlb.core.topology import ZonePlan
 
 log = logging.getLogger(__name__)
 
 # How often adapters should call `check_outliers()` (their health loop's tick, seconds).
 CHECK_INTERVAL = 0.1
-
-# A host's typical latency is the median of its last _RECENT answers, and counts only with at
-# least _MIN_SAMPLES of them: one slow query can never make a host look slow. It is ejected as
-# slow only when found slow again after _RECENT more answers (two successive windows): on a
-# CPU-starved machine servers take turns being descheduled for a fraction of a second, and one
-# window of it made every client eject a healthy server for base_ejection seconds (measured in
-# `make bench`: 8 of 8 client processes, every 64-worker cell, 10-15 points of throughput).
-_RECENT = 16
-_MIN_SAMPLES = 8
-# The hedge delay comes from the last _HEDGE_WINDOW answers of all hosts, once there are
-# _MIN_HEDGE_SAMPLES; it is recomputed at most every _HEDGE_REFRESH seconds.
-_HEDGE_WINDOW = 1000
-_MIN_HEDGE_SAMPLES = 20
-_HEDGE_REFRESH = 0.1
-# Slow start begins at this share of a full host (Envoy's min_weight_percent default).
-_SLOW_START_MIN_WEIGHT = 0.1
-# A ramping host's credit never exceeds this many requests' worth: one the policy keeps passing
-# over (two choices found it busier) banks no burst for later.
-_SLOW_START_MAX_CREDIT = 2.0
-# Peak-EWMA cost of a host with no data while no other host has any either.
-_DEFAULT_RTT = 0.01
-# Outcomes that are an answer from the host: it is alive and serving.
-_ANSWERS = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.OVERLOADED, Outcome.CLIENT_ERROR)
-# Outcomes whose elapsed time is a latency sample of the host.
-_SAMPLES = (Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.TIMEOUT)
-# States a host comes back from through slow start.
-_RAMPED = (HostState.DOWN, HostState.EJECTED, HostState.JOINING)
-
-
-class EventKind(enum.Enum):
-    ADDED = "added"
-    REMOVED = "removed"
-    STATE_CHANGED = "state_changed"
-
-
-@dataclass(frozen=True, slots=True)
-class HostEvent:
-    kind: EventKind
-    endpoint: Endpoint
-    state: HostState
-    previous: HostState | None = None
-    reason: str = ""
-
-
-Listener = Callable[[HostEvent], None]
-
-
-@dataclass(eq=False)
-class _Host:
-    endpoint: Endpoint
-    seq: int
-    health: HealthCounter
-    state: HostState
-    state_since: float = field(default_factory=time.time)
-    leases: dict[Lease, None] = field(default_factory=dict)  # in flight, oldest first
-    from_buffer: set[Lease] = field(default_factory=set)  # handed out by the buffer, unfinished
-    outcomes: Counter[Outcome] = field(default_factory=Counter)
-    last_error: str | None = None
-    ewma: PeakEwma = field(default_factory=PeakEwma)
-    recent: Samples = field(default_factory=lambda: Samples(_RECENT))
-    samples: int = 0  # latency samples ever taken: how far `recent` moved on
-    slow_mark: int | None = None  # `samples` when first found slow, until found not slow
-    last_answer: float = -math.inf
-    failures_in_row: int = 0
-    # A connection loss or timeout made us doubt it: probe it now, hand it no buffered request.
-    suspect: bool = False
-    # Stuck (requests in flight, no answer while its peers answer) when the share cap left no
-    # room to eject it: it gets new requests only when no other candidate is left, and is not
-    # counted as ejected. Cleared by its next answer or passing probe.
-    stuck: bool = False
-    probe_passed_at: float = -math.inf  # the last probe it answered
-    # The last probe whose traversal got no answer in time while the server itself answered
-    # (a WebSocket ping on the probe's own connection): alive, its workers busy with slow work.
-    alive_at: float = -math.inf
-    ejections: int = 0
-    ejection_level: int = 0  # the multiplier of base_ejection; decays while healthy
-    ejected_until: float | None = None
-    returned_at: float | None = None
-    down_until: float | None = None  # passive recovery, only while health checks are off
-    probed_at: float = -math.inf
-    probing_since: float | None = None
-    ramp_start: float | None = None
-    credit: float = 0.0
-    # While draining: the state it had before, and since when it drains (balancer clock). A
-    # host listed again returns to that state (see Balancer._relist).
-    drained_from: HostState | None = None
-    drained_at: float = 0.0
-
-    @property
-    def in_flight(self) -> int:
-        return len(self.leases)
-
-    def sample(self, latency: float, now: float) -> None:
-        """One answer's latency, for picking (peak EWMA) and for judging it slow."""
-        self.ewma.update(latency, now)
-        self.recent.append(latency)
-        self.samples += 1
-
-    def typical(self) -> float | None:
-        return self.recent.quantile(0.5) if len(self.recent) >= _MIN_SAMPLES else None
-
-    def oldest_requests(self, count: int) -> list[Lease]:
-        """The `count` oldest request leases (sessions left out), O(count + sessions)."""
-        found: list[Lease] = []
-        for lease in self.leases:
-            if not lease.session:
-                found.append(lease)
-                if len(found) == count:
-                    break
-        return found
-
-
-@dataclass(frozen=True, slots=True)
-class HostStatus:
-    """A read-only snapshot of one host, for status APIs and metrics."""
-
-    endpoint: Endpoint
-    state: HostState
-    state_since: float  # wall clock
-    in_flight: int
-    outcomes: dict[Outcome, int]
-    last_error: str | None
-    ewma_latency: float | None = None  # peak-EWMA seconds, as picking sees it now
-    ejections: int = 0  # times ejected since it was added
-    ejected_until: float | None = None  # wall clock, while ejected
-    # Healthy but found stuck: new requests only when no other host can take them.
-    deprioritised: bool = False
-
-    @property
-    def requests(self) -> int:
-        return sum(self.outcomes.values())
-
-
-@dataclass(frozen=True, slots=True)
-class BalancerStats:
-    """Counters for metrics, since the balancer was created."""
-
-    ejections: dict[str, int]  # by reason: consecutive_failures, stuck, slow
-    hedges_sent: int
-    hedges_won: int
-    extra_spent: int  # hedges and costly retries the budget allowed
-    budget_exhausted: int  # ... and refused
-    attempts_by_role: dict[str, int] = field(default_factory=dict)  # by the host's role
-    # Attempts sent to a host in the client's own zone, and to one in another zone (counted
-    # only while the client's zone is known and the host has one).
-    same_zone: int = 0
-    cross_zone: int = 0
-    # Times a host was found stuck and deprioritised instead of ejected (see check_outliers).
-    deprioritised: int = 0
 
 
 Acquired = Lease | Waiter
@@ -222,64 +82,54 @@ class Balancer:
         hosts run in each zone (see :meth:`set_client_zones`)."""
         self._settings = settings or BalancerSettings()
         self._clock = clock
-        self._zone = zone or None
-        self._clients = client_zones(clients)
-        self._rng = rng or random.Random()
-        self._roles: Counter[Role] = Counter()  # of the listed hosts
-        self._any_roles = False  # some listed host is only a writer or only a reader
-        self._zoned = 0  # listed hosts that carry a zone
-        self._plans: dict[str, ZonePlan] = {}  # by candidate kind; cleared on any change
-        self._by_role: Counter[Role] = Counter()
-        self._same_zone = 0
-        self._cross_zone = 0
         self._lock = threading.Lock()
-        self._seq = itertools.count()
-        self._hosts: dict[Endpoint, _Host] = {}
-        self._ring: list[_Host] = []  # sorted by seq
+        self._ring: list[Host] = []  # every host, sorted by seq
         # The healthy hosts, sorted by seq: what picking looks at. Requests never scan the
         # whole ring, so a long list of dead hosts costs each pick nothing (issue 20).
-        self._healthy_ring: list[_Host] = []
-        self._picker = self._make_picker(self._settings.policy)
-        # Round-robin keeps one cursor per candidate group (kind, zone): with one shared cursor
-        # a read after each write would always start from the same reader.
-        self._cursors: dict[tuple[str, str | None], Picker] = {}
-        self._buffer = PendingBuffer(self._settings.buffer)
+        self._healthy_ring: list[Host] = []
         self._budget = RetryBudget(self._settings.budget)
-        self._latencies = Samples(_HEDGE_WINDOW)
-        self._hedge_delay: tuple[float, float] | None = None  # (computed at, value)
-        self._next_expiry = math.inf
-        self._ramps_end = -math.inf  # no host is in slow start from then on
-        # Probe queues by class, each in the order its hosts were last handed out for a probe
-        # (a host handed out goes to the back): hosts in rotation (healthy, ejected), joining
-        # ones, down ones. probe_due serves them in that order, and stops in a joining or down
-        # queue at its first host not due (all after it were probed later, at one interval):
-        # a list of 20,000 dead hosts costs a probe round what is due, not 20,000 checks a tick.
-        self._probe_queues: dict[str, dict[_Host, None]] = {
-            "serving": {},
-            "joining": {},
-            "down": {},
-        }
-        self._pick_now = 0.0
-        self._pick_default_rtt: float | None = None
-        self._ejections: Counter[str] = Counter()
-        self._stuck_hosts = 0  # hosts deprioritised as stuck (see _Host.stuck)
-        self._deprioritised = 0
-        self._hedges_sent = 0
-        self._hedges_won = 0
+        self._hedging = HedgeRule(self._settings)  # the hedge delay and rule
+        self._slow_start = SlowStart(self._settings)
+        self._probes = ProbeSchedule(self._settings)  # when each host is probed next
+        self._outliers = OutlierDetector(self._settings)  # evidence and verdicts
+        self._router = Router(
+            self._settings,
+            self._ring,
+            self._healthy_ring,
+            zone=zone or None,
+            clients=clients,
+            rng=rng or random.Random(),
+            slow_start=self._slow_start,
+            outliers=self._outliers,
+            hedging=self._hedging,
+        )
+        self._table = HostTable(  # the hosts and their state machine
+            self._settings,
+            self._ring,
+            self._healthy_ring,
+            probes=self._probes,
+            outliers=self._outliers,
+            slow_start=self._slow_start,
+            router=self._router,
+        )
+        self._hosts = self._table.hosts
+        self._admission = Admission(  # the first round and the wait buffer
+            self._settings,
+            self._healthy_ring,
+            budget=self._budget,
+            router=self._router,
+            clock=self._clock,
+        )
+        self._buffer = self._admission.buffer
         self._extra_spent = 0
         self._budget_exhausted = 0
         self._listeners: list[Listener] = []
         self._closed = False
         # which hosts lack which traversal source (fed by the adapters' health loops)
-        self.sources = TraversalSources()
-        # The first round: the hosts given here whose first probe result is not in yet, and
-        # until when requests wait for them (see `first_round`).
-        self._first_round: set[Endpoint] = set()
-        self._first_round_opened = -math.inf
-        self._first_round_until = -math.inf
-        for endpoint in endpoints:
+        self.sources = self._router.sources
+        for endpoint in endpoints:  # they form the first round (see `first_round`)
             self.add(endpoint)
-        self._open_first_round()
+        self._admission.open_first_round(self._ring, self._clock())
 
     # -- configuration -------------------------------------------------------------------
 
@@ -290,12 +140,13 @@ class Balancer:
     @property
     def zone(self) -> str | None:
         """The client's own zone, or None."""
-        return self._zone
+        return self._router.zone
 
     @property
     def client_zones(self) -> dict[str, int] | None:
         """How many clients run in each zone (zones with none left out), or None: unknown."""
-        return None if self._clients is None else dict(self._clients)
+        clients = self._router.clients
+        return None if clients is None else dict(clients)
 
     def set_client_zones(self, clients: Mapping[str, int] | None) -> None:
         """How many clients of these hosts run in each zone (``{"a": 3, "b": 1}``; the
@@ -303,20 +154,14 @@ class Balancer:
         hosts keeps only its fair share of its requests and spills the rest (Envoy's
         originating cluster). None: assume the clients are spread like the hosts are listed.
         ValueError for a blank zone name or a count that is not an integer >= 0."""
-        canonical = client_zones(clients)
         with self._lock:
-            if canonical != self._clients:
-                self._clients = canonical
-                self._plans.clear()
+            self._router.set_clients(clients)
 
     def zone_plans(self) -> dict[str, ZonePlan]:
         """The current plan per candidate kind in use (``all``, or ``writers``/``readers``);
         empty while the client's zone is unknown, no host has a zone or zone_aware is off."""
         with self._lock:
-            if self._zone is None or not self._zoned or not self._settings.zone_aware:
-                return {}
-            kinds = dict.fromkeys((self._kind_for(write=True), self._kind_for(write=False)))
-            return {kind: self._plan_for(kind) for kind in kinds}
+            return self._router.zone_plans()
 
     def subscribe(self, listener: Listener) -> None:
         """Listeners run after the change, outside the lock; they may call back in."""
@@ -326,26 +171,32 @@ class Balancer:
         """Apply new settings; requests already waiting keep their deadline."""
         events: list[HostEvent] = []
         with self._lock:
-            if settings.policy is not self._settings.policy:
-                self._picker = self._make_picker(settings.policy)
-                self._cursors.clear()
+            self._router.update(settings)
             self._settings = settings
             for host in self._ring:
                 host.health.rise = settings.health.rise
                 host.health.fall = settings.health.fall
-            self._buffer.settings = settings.buffer
+            self._admission.update(settings)
             self._budget.settings = settings.budget
-            self._hedge_delay = None
-            self._plans.clear()
-            self._next_expiry = -math.inf  # recompute passive returns under the new rules
-            starts = [h.ramp_start for h in self._ring if h.ramp_start is not None]
-            self._ramps_end = max(starts, default=-math.inf) + settings.slow_start
+            for unit in (
+                self._probes,
+                self._outliers,
+                self._hedging,
+                self._slow_start,
+                self._table,
+            ):
+                unit.settings = settings
+            self._hedging.forget_delay()
+            self._table.next_expiry = -math.inf  # recompute passive returns under the new rules
+            self._slow_start.rescheduled(self._ring)
             if not settings.health.enabled:  # nobody will probe joining hosts any more
-                self._first_round.clear()
+                self._admission.first_round.clear()
                 now = self._clock()
                 for host in self._ring:
                     if host.state is HostState.JOINING:
-                        events.append(self._enter_healthy(host, "health checks disabled", now))
+                        events.append(
+                            self._table.enter_healthy(host, "health checks disabled", now)
+                        )
             self._release_waiters()
         self._emit(events)
 
@@ -365,28 +216,13 @@ class Balancer:
             self._check_open()
             existing = self._hosts.get(parsed)
             if existing is not None:
-                self._retopology(existing, parsed)
+                self._table.retopology(existing, parsed)
             if existing is not None and existing.state is not HostState.DRAINING:
                 return False
             if existing is not None:  # listed again while draining: back where it stood
-                events = [self._relist(existing, self._clock())]
+                events = [self._table.relist(existing, self._clock())]
             else:
-                enabled = self._settings.health.enabled
-                host = _Host(
-                    endpoint=parsed,
-                    seq=next(self._seq),
-                    health=HealthCounter(self._settings.health.rise, self._settings.health.fall),
-                    state=HostState.JOINING if enabled else HostState.HEALTHY,
-                )
-                if not enabled:
-                    self._start_ramp(host, self._clock())
-                self._hosts[parsed] = host
-                self._ring.append(host)
-                self._enqueue(host)
-                if host.state is HostState.HEALTHY:
-                    self._healthy_ring.append(host)  # the newest seq: sorted
-                self._count_topology(parsed, 1)
-                events = [HostEvent(EventKind.ADDED, parsed, host.state)]
+                events = [self._table.add(parsed, self._clock)]
             self._release_waiters()
         self._emit(events)
         return True
@@ -402,13 +238,10 @@ class Balancer:
                     f"cannot remove {parsed.address}: it is not one of the hosts ({known}); "
                     "hosts are matched by their full address, ws://host:port/path"
                 )
-            awaited = parsed in self._first_round
-            self._first_round.discard(parsed)  # the first round no longer waits for it
+            awaited = parsed in self._admission.first_round
+            self._admission.first_round.discard(parsed)  # the first round no longer waits for it
             if drain and host.in_flight > 0:
-                if host.state is not HostState.DRAINING:
-                    host.drained_from = host.state
-                    host.drained_at = self._clock()
-                events = [self._set_state(host, HostState.DRAINING, "removed, draining")]
+                events = [self._table.drain(host, self._clock())]
             else:
                 events = [self._drop(host)]
             if awaited:
@@ -432,25 +265,7 @@ class Balancer:
         with self._lock:
             now = self._clock()
             wall = time.time()
-            return [
-                HostStatus(
-                    endpoint=h.endpoint,
-                    state=h.state,
-                    state_since=h.state_since,
-                    in_flight=h.in_flight,
-                    outcomes=dict(h.outcomes),
-                    last_error=h.last_error,
-                    ewma_latency=h.ewma.value(now),
-                    ejections=h.ejections,
-                    ejected_until=(
-                        wall + (h.ejected_until - now)
-                        if h.state is HostState.EJECTED and h.ejected_until is not None
-                        else None
-                    ),
-                    deprioritised=h.stuck,
-                )
-                for h in self._ring
-            ]
+            return [h.status(now, wall) for h in self._ring]
 
     def endpoints(self) -> list[Endpoint]:
         with self._lock:
@@ -475,15 +290,15 @@ class Balancer:
     def stats(self) -> BalancerStats:
         with self._lock:
             return BalancerStats(
-                ejections=dict(self._ejections),
-                hedges_sent=self._hedges_sent,
-                hedges_won=self._hedges_won,
+                ejections=dict(self._outliers.ejections),
+                hedges_sent=self._hedging.sent,
+                hedges_won=self._hedging.won,
                 extra_spent=self._extra_spent,
                 budget_exhausted=self._budget_exhausted,
-                attempts_by_role={r.value: n for r, n in self._by_role.items()},
-                same_zone=self._same_zone,
-                cross_zone=self._cross_zone,
-                deprioritised=self._deprioritised,
+                attempts_by_role={r.value: n for r, n in self._router.by_role.items()},
+                same_zone=self._router.same_zone,
+                cross_zone=self._router.cross_zone,
+                deprioritised=self._outliers.deprioritised,
             )
 
     @property
@@ -510,55 +325,51 @@ class Balancer:
     ) -> Acquired:
         """Pick a healthy host for a request of `size` bytes, or queue it.
 
-        `size` may be a callable: it is only called when the request has to wait, so adapters
-        measure a request only on that rare path. `exclude` holds the hosts this request
-        already failed on (a retry). `hedge` asks for a second attempt of a slow read: it never
-        waits (NoHealthyEndpointError when no other host can take it). `session` marks a lease
-        that stays in flight for a session's life.
+        `size` may be a callable, called only when the request has to wait (adapters measure
+        a request only on that rare path). `exclude`: the hosts this request already failed
+        on (a retry). `hedge`: a second attempt of a slow read; it never waits
+        (NoHealthyEndpointError when no other host can take it). `session`: a lease in flight
+        for a session's life. `write` (the default, the safe side): the request may write,
+        so it goes to writers, as sessions do; a read goes to readers, or to writers by
+        `read_routing` (see routing.Candidates). `source`: the traversal source it names
+        (None: the default); hosts `self.sources` knows lack it are skipped while a healthy
+        host that serves it is left.
 
-        `write` (the default, the safe side) says the request may write: it goes to a writer
-        (role writer or any), as do sessions. A read (`write=False`) goes to a reader, or to
-        a writer by `read_routing`. Then, with the client's zone known, a host in that zone
-        is preferred (see core.topology). Retries and hedges pass the same `write`: a request
-        never changes its kind, and waits while no candidate of its kind is healthy.
-
-        Returns a `Lease` (the attempt is in flight on `lease.endpoint` until `finish` or
-        `release`), or a `Waiter` woken with `waiter.lease` when a host can take it. Raises
-        `BufferFullError` when a bound is hit, and `AllHostsTriedError` when the healthy hosts
-        all failed this request already. If one of those is only suspect (its connection just
-        broke, a probe is on its way), the request waits for the verdict instead: in a total
-        outage a retried read waits for a server rather than failing. Every first attempt
-        (no `exclude`, no `hedge`) adds to the extra-request budget.
-
-        `source` (the traversal source the request names; None: the default one) skips the
-        hosts `self.sources` knows do not serve it, as long as a healthy host that does is left.
+        Returns a `Lease` (in flight on `lease.endpoint` until `finish` or `release`), or a
+        `Waiter` woken with `waiter.lease` when a host can take it. Raises `BufferFullError`
+        when a bound is hit, and `AllHostsTriedError` when the healthy hosts all failed this
+        request already, unless one is only suspect (see Admission.admit). Every first
+        attempt (no `exclude`, no `hedge`) adds to the extra-request budget.
         """
         events: list[HostEvent] = []
         try:
             with self._lock:
                 self._check_open()
                 now = self._clock()
-                if now >= self._next_expiry:
+                if now >= self._table.next_expiry:
                     events += self._expire(now)
                 write = write or session
-                if self._first_round and not exclude and not hedge:
-                    held = self._hold_for_first_round(size, now, session=session, write=write)
+                if self._admission.first_round and not exclude and not hedge:
+                    held = self._admission.hold(size, now, session=session, write=write)
                     if held is not None:
                         return held
-                host = self._pick(
-                    self._skip_for_source(source, exclude), now, write=write, answering=hedge
-                )
+                skip = self._router.skip_for_source(source, exclude)
+                if skip or hedge:
+                    candidates = Candidates(write=write, exclude=skip, answering=hedge)
+                else:
+                    candidates = PLAIN[write]
+                host = self._router.pick(candidates, now)
                 if host is None and hedge:
                     raise NoHealthyEndpointError(
                         "no other healthy host can take a hedged request; the first attempt goes on"
                     )
                 if host is None:
-                    return self._admit(size, exclude, now, session=session, write=write)
+                    return self._admission.admit(size, exclude, now, session=session, write=write)
                 if hedge:
-                    self._hedges_sent += 1
+                    self._hedging.sent += 1
                 elif not exclude:
                     self._budget.deposit(now)
-                return self._lease(host, now, hedge=hedge, session=session, write=write)
+                return self._router.lease(host, now, hedge=hedge, session=session, write=write)
         finally:
             self._emit(events)
 
@@ -567,9 +378,7 @@ class Balancer:
         host refused for lacking its source (nothing ran) may then go there instead."""
         missing = self.sources.missing_on(source)
         with self._lock:
-            return any(
-                h.endpoint not in exclude and h.endpoint not in missing for h in self._healthy_ring
-            )
+            return self._router.serves_elsewhere(missing, exclude)
 
     def time_out(self, waiter: Waiter) -> None:
         """A waiter's deadline passed: raise BufferTimeoutError if it is still waiting.
@@ -583,7 +392,7 @@ class Balancer:
         """A waiter gave up (deadline or cancel). False if it was released meanwhile; the
         caller then owns `waiter.lease` and must `release` it if it will not use it."""
         with self._lock:
-            if self._first_round:  # a first round past its bound hands out what it held first
+            if self._admission.first_round:  # past its bound, it hands out what it held first
                 self._release_waiters()
             return self._buffer.remove(waiter)
 
@@ -621,7 +430,7 @@ class Balancer:
         """The adapter's report that a hedge answered first (for the hedges-won counter)."""
         if lease.hedge:
             with self._lock:
-                self._hedges_won += 1
+                self._hedging.won += 1
 
     # -- hedging and the extra-request budget ----------------------------------------------
 
@@ -632,47 +441,20 @@ class Balancer:
         max_delay until enough answers were seen.
         """
         with self._lock:
-            return self._hedge_delay_at(self._clock())
-
-    def _hedge_delay_at(self, now: float) -> float:
-        cached = self._hedge_delay
-        if cached is not None and now - cached[0] < _HEDGE_REFRESH:
-            return cached[1]
-        settings = self._settings.hedge
-        value = settings.max_delay
-        if len(self._latencies) >= _MIN_HEDGE_SAMPLES:
-            recent = self._latencies.quantile(settings.percentile)
-            assert recent is not None
-            value = min(max(recent, settings.delay_floor), settings.max_delay)
-        self._hedge_delay = (now, value)
-        return value
+            return self._hedging.delay_at(self._clock())
 
     def should_hedge(self, lease: Lease, *, pings: bool = False) -> bool:
-        """Whether an unanswered read on `lease` (its hedge delay passed) deserves a hedge.
-
-        Yes when its host is out of rotation or deprioritised as stuck, unless the request ran
-        normally there (see `may_resend`): what it was running when it last answered (or
-        answered a ping) is a slow query, and a hedge would run it twice (Gremlin 3.x cannot
-        cancel it). While its host is healthy and not found stuck: with `pings` (the adapter
-        asks a quiet host a ping, see `is_quiet` and `record_ping`), no: several slow queries
-        sent at once fill a server's workers together and no timing tells them from a hang,
-        the ping does, within about a second. Without: yes when the host answered nothing
-        since this read started although it has been given newer requests (it is not
-        serving), no when it answers others meanwhile (a slow query). Also no once the lease
-        ended, for hedges themselves, sessions, requests that may write (a write sent twice
-        may be applied twice: the core says no even to an adapter that forgot to ask only for
-        reads), or with hedging disabled. The caller still spends the budgets (the request's
-        `AttemptLimit`, `try_spend_extra`) before sending one.
-        """
+        """Whether an unanswered read on `lease` (its hedge delay passed) deserves a hedge
+        (see HedgeRule.should_hedge): never once the lease ended, for hedges, sessions,
+        requests that may write, or with hedging disabled. The caller still spends the budgets
+        (the request's `AttemptLimit`, `try_spend_extra`) before sending one."""
         with self._lock:
-            if not self._settings.hedge.enabled or lease.hedge or lease.session or lease.write:
+            if not self._hedging.hedgeable(lease):
                 return False
             host = self._hosts.get(lease.endpoint)
             if host is None or lease not in host.leases:
                 return False
-            if host.state in (HostState.DOWN, HostState.EJECTED) or host.stuck:
-                return not self._ran_normally(host, lease)
-            return not pings and self._quiet(host, lease)
+            return self._hedging.should_hedge(host, lease, self._clock(), pings=pings)
 
     def is_quiet(self, lease: Lease) -> bool:
         """Whether `lease`'s host, healthy, answered nothing since this request started
@@ -683,13 +465,7 @@ class Balancer:
             host = self._hosts.get(lease.endpoint)
             if host is None or lease not in host.leases or host.state is not HostState.HEALTHY:
                 return False
-            return host.alive_at < lease.started and self._quiet(host, lease)
-
-    def _quiet(self, host: _Host, lease: Lease) -> bool:
-        if host.last_answer >= lease.started:
-            return False
-        newest = next((e for e in reversed(host.leases) if not e.session), lease)
-        return newest.started > lease.started
+            return host.evidence.alive_at < lease.started and self._hedging.quiet(host, lease)
 
     def record_ping(self, endpoint: Endpoint, answered: bool) -> None:
         """A quiet host's answer to a ping (see `is_quiet`). Answered: the server is alive,
@@ -701,9 +477,9 @@ class Balancer:
             if host is None or host.state is not HostState.HEALTHY:
                 return
             if answered:
-                host.alive_at = self._clock()
+                host.evidence.alive_at = self._clock()
                 return
-            host.suspect = True  # a failed probe of a suspect host takes it down
+            host.evidence.suspect = True  # a failed probe of a suspect host takes it down
         self.record_probe(endpoint, ok=False, error="no answer to a ping: the server is hung")
 
     def is_deprioritised(self, endpoint: Endpoint) -> bool:
@@ -711,36 +487,19 @@ class Balancer:
         a ping along with its probe, to tell a busy server from a hung one at once."""
         with self._lock:
             host = self._hosts.get(endpoint)
-            return host is not None and host.stuck
+            return host is not None and host.evidence.stuck
 
     def may_resend(self, lease: Lease) -> bool:
         """Whether a read in flight on `lease` may be re-sent elsewhere now that its host left
         rotation (or is deprioritised as stuck): not a write or a session, and not a request
-        that ran normally there. A read its host kept answering others around for longer than
-        the hedge delay is a slow query being executed, not one caught by the host's trouble:
-        re-sent, it would run once more on another server (Gremlin 3.x cannot cancel it), and
-        a few slow queries would take one host after another (issue 20). A host that is down
-        lost its connections: whatever ran there is re-sent. The caller spends the budgets."""
+        that ran normally there (see HedgeRule.ran_normally). The caller spends the budgets."""
         with self._lock:
             if lease.hedge or lease.session or lease.write:
                 return False
             host = self._hosts.get(lease.endpoint)
             if host is None:
                 return True
-            return not self._ran_normally(host, lease)
-
-    def _ran_normally(self, host: _Host, lease: Lease) -> bool:
-        """Whether `lease` ran normally on its host, so re-sending it would run it twice. On a
-        host still in rotation (deprioritised as stuck, maybe busy): it started before the
-        host's last answer, so it was taken up while the host served (queries sent at the
-        same instant fill a server's workers together). On an ejected host: it was in flight
-        while the host answered others for longer than the hedge delay. On a host that is
-        down: never (its connections are gone)."""
-        if host.state is HostState.DOWN:
-            return False
-        if host.state is HostState.HEALTHY:
-            return max(host.last_answer, host.alive_at) >= lease.started
-        return host.last_answer - lease.started > self._hedge_delay_at(self._clock())
+            return not self._hedging.ran_normally(host, lease, self._clock())
 
     def try_spend_extra(self) -> bool:
         """Spend one extra request (a hedge, or a retry after CONNECTION_LOST, TIMEOUT or
@@ -755,22 +514,9 @@ class Balancer:
     # -- outlier detection -----------------------------------------------------------------
 
     def check_outliers(self) -> list[Endpoint]:
-        """Eject hosts that are stuck or slow; returns those ejected by this call.
-
-        Stuck: it has requests in flight (two or more: a single slow query is not evidence),
-        answered nothing for max(stuck_floor, stuck_factor x its peers' typical latency), and
-        its peers answered meanwhile; not while in slow start (warming up), nor once a probe
-        passed since it went quiet (it answers: its requests are slow, not the host). A stuck
-        host is deprioritised (new requests only while no other candidate is left; not
-        counted as ejected) and, with health checks on, probed at once: a failed probe takes
-        it down, a busy server (see record_probe's `alive`) stays in rotation, deprioritised;
-        ejected as stuck only without health checks, or when a probe since it went quiet
-        neither passed nor found it alive. When the share cap leaves no room to eject a host,
-        it is deprioritised instead.
-        Slow: its typical latency (median of recent answers) is over slow_factor x its
-        peers' and over slow_floor, found again after a whole new window of answers.
-        Adapters call this about every CHECK_INTERVAL seconds; with health checks disabled it
-        also lets hosts whose time out of rotation is over back in.
+        """Eject hosts that are stuck or slow (see OutlierDetector.sweep); returns those
+        ejected by this call. Adapters call this about every CHECK_INTERVAL seconds; with
+        health checks disabled it also lets hosts whose time out of rotation is over back in.
         """
         events: list[HostEvent] = []
         ejected: list[Endpoint] = []
@@ -779,63 +525,22 @@ class Balancer:
                 return []
             now = self._clock()
             events += self._expire(now)
-            if self._first_round and now >= self._first_round_until:
+            if self._admission.first_round and now >= self._admission.first_round_until:
                 self._release_waiters()  # its bound passed: hand out what it held
-                self._first_round.clear()
+                self._admission.first_round.clear()
             # From the hosts in rotation, not the whole ring: a long list of dead hosts costs
             # this tick nothing.
-            serving = self._probe_queues["serving"]
-            healthy = sorted((h for h in serving if h.state is HostState.HEALTHY), key=_seq_of)
-            if len(healthy) >= 2:
-                typical = {h.endpoint: h.typical() for h in healthy}
-                for host in healthy:
-                    peers = [p for p in healthy if p is not host and p.state is HostState.HEALTHY]
-                    warming = self._warming(host, now)  # a cold JVM's first answers are late
-                    found = (None if warming else self._stuck(host, peers, typical, now)) or (
-                        self._slow_again(host, peers, typical)
-                    )
-                    if found is None:
-                        continue
-                    if found[0] == "stuck" and self._busy_or_unjudged(host, now):
-                        continue  # deprioritised until its probe (or an answer) says more
-                    if self._may_eject(host):
-                        events.append(self._eject(host, found[0], found[1], now))
-                        ejected.append(host.endpoint)
-                    elif found[0] == "stuck" and not host.stuck:
-                        self._deprioritise(host, found[1] + "; max_ejected_share leaves no room")
+            healthy = sorted(
+                (h for h in self._probes.serving if h.state is HostState.HEALTHY), key=seq_of
+            )
+
+            def eject(host: Host, kind: str, detail: str) -> None:
+                events.append(self._table.eject(host, kind, detail, now))
+                ejected.append(host.endpoint)
+
+            self._outliers.sweep(healthy, now, self._ring, self._slow_start.warming, eject)
         self._emit(events)
         return ejected
-
-    def _busy_or_unjudged(self, host: _Host, now: float) -> bool:
-        """A stuck host is deprioritised at once (no new requests while others can take
-        them) and, with health checks on, judged by its own probe rather than ejected: a
-        probe that passes clears it, one whose traversal waits behind slow work while the
-        server answers a ping leaves it deprioritised but in rotation (busy: a few slow
-        queries must not take a host out, issue 20), one that fails takes it down. True while
-        it is busy or its probe is still to come."""
-        if not self._settings.health.enabled:
-            return False
-        quiet_since = max(host.last_answer, host.oldest_requests(2)[1].started)
-        if host.alive_at > quiet_since:
-            reason = "its probe found the server alive, its workers busy"
-        elif host.probed_at <= quiet_since:
-            reason = "probing it now"
-            if not host.suspect:
-                host.suspect = True  # probed at once; a failure then takes it down
-        else:
-            return False  # probed since it went quiet, neither passed nor busy: judged stuck
-        if not host.stuck:
-            self._deprioritise(host, reason)
-        return True
-
-    def _deprioritise(self, host: _Host, reason: str) -> None:
-        self._set_stuck(host, True)
-        self._deprioritised += 1
-        log.warning(
-            "host %s deprioritised: answers nothing while its peers answer (%s)",
-            host.endpoint.address,
-            reason,
-        )
 
     # -- active health checks ------------------------------------------------------------
 
@@ -853,26 +558,7 @@ class Balancer:
             if not self._settings.health.enabled or self._closed:
                 return []
             now = self._clock() if now is None else now
-            any_healthy = self._any_healthy()
-            due: list[Endpoint] = []
-            for name, queue in self._probe_queues.items():
-                ordered = name != "serving"  # one interval for all: due in queue order
-                picked: list[_Host] = []
-                for host in queue:
-                    if limit is not None and len(due) >= limit:
-                        break
-                    if self._probing(host, now):
-                        continue
-                    if self._probe_due_at(host, any_healthy) <= now:
-                        host.probing_since = now
-                        due.append(host.endpoint)
-                        picked.append(host)
-                    elif ordered and not host.suspect:
-                        break
-                for host in picked:  # to the back: nobody starves
-                    del queue[host]
-                    queue[host] = None
-            return due
+            return [h.endpoint for h in self._probes.due(now, limit, self._table.any_healthy())]
 
     def next_probe_in(self) -> float:
         """Seconds until `probe_due` names a host (0 if one is due now); a health loop sleeps
@@ -881,53 +567,7 @@ class Balancer:
             health = self._settings.health
             if not health.enabled:
                 return health.interval
-            now = self._clock()
-            any_healthy = self._any_healthy()
-            soonest = math.inf
-            lost_after = self._probe_lost_after()
-            for name, queue in self._probe_queues.items():
-                ordered = name != "serving"
-                for host in queue:  # every host in rotation; of the others, the front ones
-                    if self._probing(host, now):
-                        assert host.probing_since is not None
-                        soonest = min(soonest, host.probing_since + lost_after)
-                        continue
-                    soonest = min(soonest, self._probe_due_at(host, any_healthy))
-                    if ordered and not host.suspect:
-                        break
-                if ordered and queue:  # probes handed out last are at the back
-                    for host in reversed(queue):
-                        if host.probing_since is None:
-                            break
-                        soonest = min(soonest, host.probing_since + lost_after)
-            return health.interval if soonest == math.inf else max(0.0, soonest - now)
-
-    def _any_healthy(self) -> bool:
-        return bool(self._healthy_ring)
-
-    def _unlist_healthy(self, host: _Host) -> None:
-        index = bisect.bisect_left(self._healthy_ring, host.seq, key=_seq_of)
-        assert self._healthy_ring[index] is host, "the healthy ring must stay sorted by seq"
-        del self._healthy_ring[index]
-
-    def _enqueue(self, host: _Host) -> None:
-        queue = self._probe_queue_of(host.state)
-        if queue is not None:
-            queue[host] = None
-
-    def _dequeue(self, host: _Host) -> None:
-        queue = self._probe_queue_of(host.state)
-        if queue is not None:
-            queue.pop(host, None)
-
-    def _probe_queue_of(self, state: HostState) -> dict[_Host, None] | None:
-        if state in (HostState.HEALTHY, HostState.EJECTED):
-            return self._probe_queues["serving"]
-        if state is HostState.JOINING:
-            return self._probe_queues["joining"]
-        if state is HostState.DOWN:
-            return self._probe_queues["down"]
-        return None  # draining: never probed
+            return self._probes.next_in(self._clock(), self._table.any_healthy())
 
     def probe_targets(self) -> list[Endpoint]:
         """Every host a full probe round covers now (an on-demand round, e.g. an operator's
@@ -936,16 +576,7 @@ class Balancer:
         with self._lock:
             if not self._settings.health.enabled:
                 return []
-            now = self._clock()
-            wanted = {HostState.DOWN, HostState.JOINING}
-            if self._settings.health.probe_healthy:
-                wanted.add(HostState.HEALTHY)
-            return [
-                h.endpoint
-                for h in self._ring
-                if h.state in wanted
-                or (h.state is HostState.EJECTED and (h.ejected_until or 0.0) <= now)
-            ]
+            return [h.endpoint for h in self._probes.targets(self._ring, self._clock())]
 
     def record_probe(
         self, endpoint: Endpoint, ok: bool, error: str | None = None, *, alive: bool = False
@@ -964,45 +595,25 @@ class Balancer:
         with self._lock:
             host = self._hosts.get(endpoint)
             now = self._clock()
-            first = endpoint in self._first_round and now < self._first_round_until
-            self._first_round.discard(endpoint)
+            first = (
+                endpoint in self._admission.first_round and now < self._admission.first_round_until
+            )
+            self._admission.first_round.discard(endpoint)
             if host is None or host.state is HostState.DRAINING:
                 if host is not None:
                     # The verdict is dropped, but the probe is over: listed again, the host is
                     # probed when due, not after a probe that could still be running would be lost.
-                    host.probing_since = None
+                    host.probe.probing_since = None
                 if first:
                     self._release_waiters()
                 return
-            host.probing_since = None
-            host.probed_at = now
-            if ok:
-                host.probe_passed_at = now
-                if host.stuck:
-                    self._set_stuck(host, False)
-            suspect, host.suspect = host.suspect, False
-            if not ok and error:
-                host.last_error = f"probe: {error}"
-            state = host.state
-            if not ok and alive and state is HostState.HEALTHY:
-                host.alive_at = now  # busy, not down: no verdict either way
-                return
-            if state is HostState.JOINING:
-                new_state = HostState.HEALTHY if ok else HostState.DOWN
-            elif state is HostState.EJECTED:
-                over = host.ejected_until is None or host.ejected_until <= now
-                new_state = state if not over else HostState.HEALTHY if ok else HostState.DOWN
-            elif state is HostState.HEALTHY and suspect and not ok:
-                new_state = HostState.DOWN
-            else:
-                new_state = host.health.record(state, ok)
-            if new_state is HostState.HEALTHY and state is not HostState.HEALTHY:
-                # The first round's hosts ramp up from the same instant, its opening: all ramp
-                # alike, so none is gated against another and the rotation stays exact.
-                since = self._first_round_opened if first else now
-                events.append(self._enter_healthy(host, "probe passed", now, ramp_from=since))
-            elif new_state is HostState.DOWN and state is not HostState.DOWN:
-                events.append(self._go_down(host, f"probe failed: {error or 'no answer'}", now))
+            # The first round's hosts ramp up from the same instant, its opening: all ramp
+            # alike, so none is gated against another and the rotation stays exact.
+            since = self._admission.first_round_opened if first else now
+            changes = self._table.probed(host, ok, error, alive=alive, now=now, ramp_from=since)
+            if changes is None:
+                return  # busy, not down: no verdict either way
+            events += changes
             self._release_waiters()
         self._emit(events)
 
@@ -1012,12 +623,7 @@ class Balancer:
         """Refuse new requests and fail everything still waiting."""
         with self._lock:
             self._closed = True
-            while len(self._buffer):
-                waiter = self._buffer.pop()
-                waiter.error = BalancerClosedError(
-                    "the balancer was closed while this request waited"
-                )
-                waiter.notify()
+            self._admission.close()
 
     @property
     def closed(self) -> bool:
@@ -1025,108 +631,15 @@ class Balancer:
 
     @property
     def first_round(self) -> list[Endpoint]:
-        """The hosts given to the constructor whose first probe result requests still wait for.
-
-        Round-robin from the first request: those hosts join together. While any of them has
-        no first probe result (passed or failed), a new request waits (with the buffered ones,
-        oldest first) instead of going to whichever host passed first; when the last result is
-        in, the waiting requests are handed out in turn over the hosts that passed, in the
-        order given. The wait is bounded by connect_timeout (and by the buffer's max_wait, so
-        no request times out for it) from construction: a host that does not answer its
-        first probe by then does not hold up the others, and joins when its probe passes, as
-        hosts added later do. Empty (nobody waits) once the round is over, with health checks
-        disabled, or with the buffer disabled (max_wait 0)."""
+        """The hosts given to the constructor whose first probe result requests still wait
+        for (see Admission): empty once the round is over, with health checks disabled, or
+        with the buffer disabled (max_wait 0)."""
         with self._lock:
-            if self._clock() >= self._first_round_until:
+            if self._clock() >= self._admission.first_round_until:
                 return []
-            return [h.endpoint for h in self._ring if h.endpoint in self._first_round]
+            return [h.endpoint for h in self._ring if h.endpoint in self._admission.first_round]
 
     # -- internals (lock held) -----------------------------------------------------------
-
-    def _open_first_round(self) -> None:
-        """The constructor's hosts form the first round (see `first_round`)."""
-        if not self._settings.health.enabled:
-            return
-        joining = {h.endpoint for h in self._ring if h.state is HostState.JOINING}
-        bound = min(self._settings.connect_timeout, self._settings.buffer.max_wait)
-        if joining and bound > 0:
-            self._first_round = joining
-            self._first_round_opened = self._clock()
-            self._first_round_until = self._first_round_opened + bound
-
-    def _hold_for_first_round(
-        self, size: int | Callable[[], int], now: float, *, session: bool, write: bool
-    ) -> Waiter | None:
-        """A new request while the first round is open waits for it, with the buffered ones;
-        None when the round is over (its bound passed: what it held is handed out first) or
-        the buffer cannot take the request (it is then picked for at once, as before)."""
-        if now >= self._first_round_until:
-            self._release_waiters()
-            self._first_round.clear()
-            return None
-        try:
-            waiter = self._buffer.admit(
-                size() if callable(size) else size, now, session=session, write=write
-            )
-        except BufferFullError:
-            return None
-        self._budget.deposit(now)
-        return waiter
-
-    def _admit(
-        self,
-        size: int | Callable[[], int],
-        exclude: Collection[Endpoint],
-        now: float,
-        *,
-        session: bool,
-        write: bool,
-    ) -> Waiter:
-        healthy = [h for h in self._healthy_ring if self._may_serve(h, write)]
-        if exclude and healthy:
-            verdict_pending = self._settings.health.enabled and any(h.suspect for h in healthy)
-            if not verdict_pending:
-                raise AllHostsTriedError(
-                    "every healthy host already failed this request; not retrying further"
-                )
-        for waiter in self._buffer.expired(now):
-            waiter.error = self._timeout_error(waiter)
-            waiter.notify()
-        waiter = self._buffer.admit(
-            size() if callable(size) else size, now, session=session, write=write
-        )
-        if not exclude:
-            self._budget.deposit(now)
-        return waiter
-
-    def _skip_for_source(
-        self, source: str | None, exclude: Collection[Endpoint]
-    ) -> Collection[Endpoint]:
-        missing = self.sources.missing_on(source)
-        if not missing:
-            return exclude
-        healthy = [h.endpoint for h in self._healthy_ring]
-        return skip_for_source(missing, healthy, exclude)
-
-    def _lease(
-        self,
-        host: _Host,
-        now: float,
-        *,
-        hedge: bool = False,
-        session: bool = False,
-        write: bool = True,
-    ) -> Lease:
-        lease = Lease(host.endpoint, now, hedge=hedge, session=session, write=write)
-        host.leases[lease] = None
-        endpoint = host.endpoint
-        self._by_role[endpoint.role] += 1
-        if self._zone is not None and endpoint.zone is not None:
-            if endpoint.zone == self._zone:
-                self._same_zone += 1
-            else:
-                self._cross_zone += 1
-        return lease
 
     def _end(self, lease: Lease, outcome: Outcome | None, error: BaseException | None) -> None:
         events: list[HostEvent] = []
@@ -1146,7 +659,7 @@ class Balancer:
 
     def _learn(
         self,
-        host: _Host,
+        host: Host,
         lease: Lease,
         outcome: Outcome,
         error: BaseException | None,
@@ -1154,536 +667,36 @@ class Balancer:
         *,
         sample: bool,
     ) -> list[HostEvent]:
-        """Count one outcome; feed latency and outlier state; return state changes."""
-        host.outcomes[outcome] += 1
-        if outcome is Outcome.SUCCESS and error is None:  # the hot path: an answer, no news
-            host.last_answer = now
-            host.suspect = False
-            if host.stuck:
-                self._set_stuck(host, False)
-            host.failures_in_row = 0
-            if sample:
-                latency = now - lease.started
-                host.sample(latency, now)
-                self._latencies.append(latency)
-            return []
-        if error is not None:
-            host.last_error = f"{type(error).__name__}: {error}"
-        if outcome in _ANSWERS:
-            host.last_answer = now
-            host.suspect = False
-            if host.stuck:
-                self._set_stuck(host, False)
-            if outcome is not Outcome.CLIENT_ERROR:
-                host.failures_in_row = 0
-        if sample and outcome in _SAMPLES:
-            latency = max(0.0, now - lease.started)
-            host.sample(latency, now)
-            if outcome is Outcome.SUCCESS:
-                self._latencies.append(latency)
-        if host.state is not HostState.HEALTHY:
-            return []
-        if outcome is Outcome.TIMEOUT and max(host.alive_at, host.probe_passed_at) > lease.started:
-            return []  # its probe found the host alive meanwhile: a slow request, not the host
-        if outcome.marks_host_down:
-            return [self._go_down(host, f"passive: {outcome.value}", now)]
-        if outcome.counts_against_host:
-            host.failures_in_row += 1
-            host.suspect = self._settings.health.enabled
-            limit = self._settings.outlier.consecutive_failures
-            if host.failures_in_row >= limit and self._may_eject(host):
-                detail = f"{host.failures_in_row} failures in a row, the last {outcome.value}"
-                return [self._eject(host, "consecutive_failures", detail, now)]
-        return []
-
-    def _pick(
-        self,
-        exclude: Collection[Endpoint],
-        now: float,
-        *,
-        buffered: bool = False,
-        write: bool = True,
-        answering: bool = False,
-    ) -> _Host | None:
-        """The next host for a request of one kind: its candidates (writers for a request
-        that may write; readers, then writers by read_routing, for a read), then the
-        client's zone (Envoy's spill-over rule), then the policy among the healthy ones.
-        `buffered` also skips suspect hosts and hosts holding release_per_host buffered
-        requests. Hosts deprioritised as stuck are picked only when no other fits.
-        `answering` (a hedge): only a host with no request unanswered past the hedge delay, or
-        one that answered since and within max_delay: a hedge to a silent one rescues nothing."""
-        cap = self._buffer.settings.release_per_host
-        fits: Callable[[_Host], bool]
-        if buffered:
-
-            def fits(host: _Host) -> bool:
-                return (
-                    host.state is HostState.HEALTHY
-                    and not host.suspect
-                    and len(host.from_buffer) < cap
-                )
-
-        elif exclude:
-
-            def fits(host: _Host) -> bool:
-                return host.state is HostState.HEALTHY and host.endpoint not in exclude
-
-        else:
-            fits = _healthy
-
-        if self._stuck_hosts or answering:
-            since = (now - self._hedge_delay_at(now), now - self._settings.hedge.max_delay)
-            preferred = _and(fits, lambda h: _answering(h, *since)) if answering else fits
-            if self._stuck_hosts:
-                preferred = _and(preferred, _not_stuck)
-            host = self._pick_kind(preferred, now, write=write)
-            if host is not None or answering:
-                return host  # a hedge goes only to a host that answers
-        return self._pick_kind(fits, now, write=write)
-
-    def _pick_kind(self, fits: Callable[[_Host], bool], now: float, *, write: bool) -> _Host | None:
-        self._pick_now = now
-        self._pick_default_rtt = None
-        kind = self._kind_for(write=write)
-        if kind == "all":
-            return self._pick_in_zone(fits, "all", now)
-        if kind == "writers":
-            return self._pick_in_zone(_and(fits, _writes), "writers", now)
-        host = self._pick_in_zone(_and(fits, _reads), "readers", now)
-        if host is None and self._settings.read_routing is ReadRouting.PREFER_READERS:
-            host = self._pick_in_zone(_and(fits, _writes), "writers", now)
-        return host
-
-    def _kind_for(self, *, write: bool) -> str:
-        """The candidates a request of this kind is picked among first: every host while no
-        host has a role of its own (or reads may go anywhere), else writers or readers."""
-        if not self._any_roles or (not write and self._settings.read_routing is ReadRouting.ANY):
-            return "all"
-        return "writers" if write else "readers"
-
-    def _pick_in_zone(self, fits: Callable[[_Host], bool], kind: str, now: float) -> _Host | None:
-        """Among the candidates of one `kind`, the client's zone first by its plan."""
-        if self._zone is not None and self._zoned and self._settings.zone_aware:
-            plan = self._plan_for(kind)
-            if plan.preferred:
-                target = plan.zone_for(self._rng.random(), self._rng.random(), self._zone)
-                if target is not None:
-                    in_zone = _and(fits, lambda h: h.endpoint.zone == target)
-                    host = self._choose(in_zone, now, (kind, target))
-                    if host is not None:
-                        return host
-        return self._choose(fits, now, (kind, None))
-
-    def _plan_for(self, kind: str) -> ZonePlan:
-        """The plan of one candidate kind, cached until the hosts, their health, the
-        settings or the client distribution change."""
-        plan = self._plans.get(kind)
-        if plan is None:
-            assert self._zone is not None
-            serves = _KINDS[kind]
-            plan = self._plans[kind] = plan_zones(
-                self._zone,
-                (
-                    (h.endpoint.zone, h.state is HostState.HEALTHY)
-                    for h in self._ring
-                    if h.state is not HostState.DRAINING and serves(h)
-                ),
-                self._clients,
-                self._settings.zone_min_cluster_size,
-            )
-        return plan
-
-    def _choose(
-        self, fits: Callable[[_Host], bool], now: float, group: tuple[str, str | None]
-    ) -> _Host | None:
-        """The policy's pick among hosts that fit, in one candidate `group`. Hosts in slow
-        start are gated by credit: each time one is considered it earns its current weight,
-        it is a candidate while it has a whole request's worth, and it spends that only when
-        the policy picks it (two choices may pass over a candidate)."""
-        picker = self._picker
-        if isinstance(picker, RoundRobin) and group != ("all", None):
-            picker = self._cursors.get(group) or self._cursors.setdefault(group, RoundRobin())
-        if now >= self._ramps_end:  # the common case: nobody in slow start
-            return picker.pick(self._healthy_ring, fits)
-        window = self._settings.slow_start
-        ramping = False
-        full = False
-        candidates = 0
-        for host in self._healthy_ring:
-            if host.ramp_start is not None and (window <= 0 or now - host.ramp_start >= window):
-                host.ramp_start = None
-            if fits(host):
-                candidates += 1
-                ramping = ramping or host.ramp_start is not None
-                full = full or host.ramp_start is None
-        if not (ramping and full):  # all at full weight, or all ramping alike: no gating
-            return picker.pick(self._healthy_ring, fits)
-        # Round-robin considers a host about once a round of picks; two choices consider every
-        # candidate on every pick, so there a host earns its weight over a round of picks.
-        per_turn = 1.0 if isinstance(picker, RoundRobin) else 1.0 / candidates
-
-        def gated(host: _Host) -> bool:
-            if not fits(host):
-                return False
-            if host.ramp_start is None:
-                return True
-            weight = max(_SLOW_START_MIN_WEIGHT, (now - host.ramp_start) / window)
-            host.credit = min(host.credit + weight * per_turn, _SLOW_START_MAX_CREDIT)
-            return host.credit >= 1.0
-
-        chosen = picker.pick(self._healthy_ring, gated)
-        if chosen is not None and chosen.ramp_start is not None:
-            chosen.credit -= 1.0  # spent by the host picked, not by every candidate
-        return chosen
-
-    def _may_serve(self, host: _Host, write: bool) -> bool:
-        """Whether `host` is a candidate at all for a request of this kind."""
-        if write:
-            return host.endpoint.role.writes
-        if self._settings.read_routing is ReadRouting.READERS_ONLY:
-            return host.endpoint.role.reads
-        return True
-
-    def _count_topology(self, endpoint: Endpoint, sign: int) -> None:
-        self._roles[endpoint.role] += sign
-        self._any_roles = bool(self._roles[Role.WRITER] or self._roles[Role.READER])
-        self._zoned += sign if endpoint.zone is not None else 0
-        self._plans.clear()
-
-    def _retopology(self, host: _Host, endpoint: Endpoint) -> None:
-        """A kept host's new role or zone, in place."""
-        if host.endpoint.same_topology(endpoint):
-            return
-        log.info(
-            "host %s: role %s -> %s, zone %s -> %s",
-            endpoint.address,
-            host.endpoint.role.value,
-            endpoint.role.value,
-            host.endpoint.zone,
-            endpoint.zone,
+        """One outcome as evidence (see OutlierDetector.learn); returns state changes."""
+        verdict, success = self._outliers.learn(
+            host, lease, outcome, error, now, sample=sample, ring=self._ring
         )
-        self._count_topology(host.endpoint, -1)
-        host.endpoint = endpoint
-        del self._hosts[endpoint]  # the key keeps the old object otherwise
-        self._hosts[endpoint] = host
-        self._count_topology(endpoint, 1)
-
-    def _timeout_error(self, waiter: Waiter) -> BufferTimeoutError:
-        max_wait = self._buffer.settings.max_wait
-        if not self._any_roles:
-            return _timeout_error(max_wait)
-        if waiter.write:
-            what = "no writer (role writer or any) became healthy"
-            why = "requests that may write, sessions and transactions go to writers only"
-        elif self._settings.read_routing is ReadRouting.READERS_ONLY:
-            what = "no reader (role reader or any) became healthy"
-            why = "read_routing is readers_only, so reads do not go to writers"
-        else:
-            return _timeout_error(max_wait)
-        return BufferTimeoutError(
-            f"{what} within max_wait={max_wait}s; the request was not sent ({why}). "
-            "Restore such a backend or raise max_wait."
-        )
-
-    def _cost(self, host: _Host) -> float:
-        """Peak-EWMA x (in flight + 1); a host with no data costs its peers' median."""
-        estimate = host.ewma.value(self._pick_now)
-        if estimate is None:
-            if self._pick_default_rtt is None:
-                known = [
-                    v for h in self._healthy_ring if (v := h.ewma.value(self._pick_now)) is not None
-                ]
-                peers = median(known)
-                self._pick_default_rtt = _DEFAULT_RTT if peers is None else peers
-            estimate = self._pick_default_rtt
-        return estimate * (host.in_flight + 1)
+        if success is not None:
+            self._hedging.answered(success)
+        if verdict is None:
+            return []
+        if verdict[0] == "down":
+            return [self._table.go_down(host, verdict[1], now)]
+        return [self._table.eject(host, verdict[0], verdict[1], now)]
 
     def _release_waiters(self) -> None:
-        """Hand buffered requests, oldest first, to healthy hosts of their kind in turn, at
-        most release_per_host unfinished ones per host (the rest follow as those finish). A
-        request whose kind has no healthy host keeps waiting without holding up the others."""
-        if not len(self._buffer):
-            return
-        now = self._clock()
-        expire = True
-        if self._first_round:
-            if now < self._first_round_until:
-                return  # nothing expires meanwhile: the round's bound is within max_wait
-            late = ", ".join(sorted(e.address for e in self._first_round))
-            log.info("first round over: no first probe result from %s in time", late)
-            self._first_round.clear()
-            expire = False  # they waited for the round, not for a healthy host
-        for waiter in self._buffer.expired(now) if expire else ():
-            waiter.error = self._timeout_error(waiter)
-            waiter.notify()
-        blocked: set[bool] = set()  # kinds (write or not) with no host for now
-        released: list[Waiter] = []
-        for waiter in self._buffer:
-            if waiter.write in blocked:
-                continue
-            host = self._pick((), now, buffered=True, write=waiter.write)
-            if host is None:
-                blocked.add(waiter.write)
-                if len(blocked) == 2:
-                    break
-                continue
-            lease = self._lease(host, now, session=waiter.session, write=waiter.write)
-            host.from_buffer.add(lease)
-            waiter.lease = lease
-            released.append(waiter)
-        self._buffer.discard(released)
-        for waiter in released:
-            waiter.notify()
-
-    def _stuck(
-        self,
-        host: _Host,
-        peers: list[_Host],
-        typical: dict[Endpoint, float | None],
-        now: float,
-    ) -> tuple[str, str] | None:
-        oldest = host.oldest_requests(2)
-        if len(oldest) < 2:
-            return None
-        quiet_since = max(host.last_answer, oldest[1].started)
-        if host.probe_passed_at > quiet_since:
-            return None  # it answers its probes: slow requests, not a stuck host
-        quiet = now - quiet_since
-        outlier = self._settings.outlier
-        reference = median(t for p in peers if (t := typical[p.endpoint]) is not None)
-        limit = max(outlier.stuck_floor, outlier.stuck_factor * (reference or 0.0))
-        if quiet <= limit or not any(p.last_answer > quiet_since for p in peers):
-            return None
-        waiting = len(host.oldest_requests(host.in_flight))
-        return "stuck", f"stuck: {waiting} requests in flight, no answer for {quiet:.2f}s"
-
-    def _slow(
-        self, host: _Host, peers: list[_Host], typical: dict[Endpoint, float | None]
-    ) -> tuple[str, str] | None:
-        mine = typical[host.endpoint]
-        reference = median(t for p in peers if (t := typical[p.endpoint]) is not None)
-        if mine is None or reference is None:
-            return None
-        outlier = self._settings.outlier
-        if mine <= outlier.slow_factor * reference or mine <= outlier.slow_floor:
-            return None
-        return "slow", (
-            f"slow: typical latency {mine * 1000:.0f} ms against its peers' "
-            f"{reference * 1000:.0f} ms"
-        )
-
-    def _slow_again(
-        self, host: _Host, peers: list[_Host], typical: dict[Endpoint, float | None]
-    ) -> tuple[str, str] | None:
-        """The slow verdict, once it holds over two successive windows of answers (see
-        _RECENT): a host slow for a moment is left to hedging and the picking policy."""
-        found = self._slow(host, peers, typical)
-        if found is None:
-            host.slow_mark = None
-            return None
-        if host.slow_mark is None:
-            host.slow_mark = host.samples
-            return None
-        return found if host.samples - host.slow_mark >= _RECENT else None
-
-    def _warming(self, host: _Host, now: float) -> bool:
-        """In slow start: just joined or back, maybe a cold JVM whose first answers take a
-        second; it gets a small share meanwhile, so it is not judged stuck."""
-        start = host.ramp_start
-        return start is not None and now - start < self._settings.slow_start
-
-    def _may_eject(self, host: _Host) -> bool:
-        """Within the share cap (at least one of 2+ hosts), and never the last healthy one."""
-        active = [h for h in self._ring if h.state is not HostState.DRAINING]
-        if len(active) < 2 or not self._within_cap(host):
-            return False
-        return any(h is not host and h.state is HostState.HEALTHY for h in active)
-
-    def _within_cap(self, host: _Host) -> bool:
-        """Whether `host` may be ejected, or stay ejected, within max_ejected_share of the
-        hosts not draining (`host` counted among them, draining or not)."""
-        active = [h for h in self._ring if h.state is not HostState.DRAINING or h is host]
-        ejected = sum(1 for h in active if h is not host and h.state is HostState.EJECTED)
-        cap = max(1, math.floor(self._settings.outlier.max_ejected_share * len(active)))
-        return ejected + 1 <= cap
-
-    def _relist(self, host: _Host, now: float) -> HostEvent:
-        """A draining host listed again returns to the state it had before draining (a pod
-        flapping NotReady -> Ready): what the first listing learnt still holds.
-
-        Ejected, it stays out for the rest of its time and is probed then; unless others were
-        ejected in its place meanwhile and the share cap no longer has room for it: its
-        ejection ends, but it serves only once a probe passes (as a joining host). Down, it
-        waits for its probes; joining, for its first. Healthy, it serves at once, through a
-        new slow start if it was out for a slow-start window or longer (a shorter drain kept
-        it serving its requests, as warm as it was; a ramp it was in goes on). Without health
-        checks nothing probes: a joining host serves at once (slow start), ejected and down
-        ones return when their time is up.
-        """
-        state = host.drained_from or HostState.HEALTHY
-        host.drained_from = None
-        reason = "listed again while draining"
-        if state is HostState.EJECTED and not self._within_cap(host):
-            state = HostState.JOINING
-            host.ejected_until = None
-            host.probed_at = -math.inf  # probed at once, like a host whose time is up
-            reason += f"; its ejection ends (max_ejected_share), {state.value} until probed"
-        if state is HostState.HEALTHY:
-            if now - host.drained_at >= self._settings.slow_start:
-                self._start_ramp(host, now)
-            return self._set_state(host, state, reason)
-        if not self._settings.health.enabled:
-            if state is HostState.JOINING:
-                self._start_ramp(host, now)
-                return self._enter_healthy(host, f"{reason}; health checks disabled", now)
-            self._next_expiry = -math.inf  # recompute when it returns
-        return self._set_state(host, state, reason)
-
-    def _eject(self, host: _Host, reason: str, detail: str, now: float) -> HostEvent:
-        outlier = self._settings.outlier
-        if host.returned_at is not None:  # every max_ejection healthy seconds forgive one
-            healthy_for = now - host.returned_at
-            host.ejection_level = max(
-                0, host.ejection_level - int(healthy_for // outlier.max_ejection)
-            )
-        host.ejection_level += 1
-        duration = min(outlier.base_ejection * host.ejection_level, outlier.max_ejection)
-        host.ejected_until = now + duration
-        host.ejections += 1
-        host.failures_in_row = 0
-        host.suspect = False
-        host.ramp_start = None
-        if not self._settings.health.enabled:
-            self._next_expiry = min(self._next_expiry, host.ejected_until)
-        self._ejections[reason] += 1
-        return self._set_state(
-            host, HostState.EJECTED, f"outlier: {detail}; ejected for {duration:g}s"
-        )
-
-    def _go_down(self, host: _Host, reason: str, now: float) -> HostEvent:
-        host.health.reset()
-        host.suspect = False
-        host.ramp_start = None
-        host.ejected_until = None
-        if not self._settings.health.enabled:
-            host.down_until = now + self._settings.health.unhealthy_interval
-            self._next_expiry = min(self._next_expiry, host.down_until)
-        return self._set_state(host, HostState.DOWN, reason)
-
-    def _enter_healthy(
-        self, host: _Host, reason: str, now: float, *, ramp_from: float | None = None
-    ) -> HostEvent:
-        """Back in rotation: fresh outlier state, and slow start if it comes back (from
-        `ramp_from`, default now)."""
-        if host.state in _RAMPED:
-            self._start_ramp(host, now if ramp_from is None else ramp_from)
-        host.failures_in_row = 0
-        host.suspect = False
-        host.recent.clear()  # judge it by what it does from now on
-        host.slow_mark = None
-        host.ejected_until = None
-        host.down_until = None
-        host.returned_at = now
-        return self._set_state(host, HostState.HEALTHY, reason)
-
-    def _start_ramp(self, host: _Host, now: float) -> None:
-        if self._settings.slow_start > 0:
-            host.ramp_start = now
-            self._ramps_end = max(self._ramps_end, now + self._settings.slow_start)
-            host.credit = 1.0  # its first turn is taken: one request tells at once how it is
+        self._admission.release()
 
     def _expire(self, now: float) -> list[HostEvent]:
         """Without health checks, ejected and down hosts return when their time is up."""
-        if now < self._next_expiry:
-            return []
-        self._next_expiry = math.inf
-        if self._settings.health.enabled:
-            return []
-        events: list[HostEvent] = []
-        for host in self._ring:
-            if host.state is HostState.DOWN and host.down_until is None:
-                host.down_until = now + self._settings.health.unhealthy_interval
-            until = {HostState.EJECTED: host.ejected_until, HostState.DOWN: host.down_until}.get(
-                host.state
-            )
-            if until is None:
-                continue
-            if until <= now:
-                events.append(self._enter_healthy(host, "its time out of rotation is over", now))
-            else:
-                self._next_expiry = min(self._next_expiry, until)
+        events = self._table.expire(now)
         if events:
             self._release_waiters()
         return events
 
-    def _probing(self, host: _Host, now: float) -> bool:
-        return (
-            host.probing_since is not None and now - host.probing_since < self._probe_lost_after()
-        )
-
-    def _probe_lost_after(self) -> float:
-        return self._settings.health.timeout + self._settings.connect_timeout + 1.0
-
-    def _probe_due_at(self, host: _Host, any_healthy: bool) -> float:
-        health = self._settings.health
-        state = host.state
-        if state is HostState.DRAINING:
-            return math.inf
-        if host.suspect:
-            return -math.inf
-        if state is HostState.HEALTHY:
-            return host.probed_at + health.interval if health.probe_healthy else math.inf
-        if state is HostState.EJECTED:
-            return host.ejected_until if host.ejected_until is not None else -math.inf
-        interval = health.unhealthy_interval if any_healthy else health.outage_interval
-        return host.probed_at + interval
-
-    def _set_stuck(self, host: _Host, stuck: bool) -> None:
-        if host.stuck is not stuck:
-            host.stuck = stuck
-            self._stuck_hosts += 1 if stuck else -1
-
-    def _set_state(self, host: _Host, state: HostState, reason: str) -> HostEvent:
-        previous = host.state
-        if host.stuck:
-            self._set_stuck(host, False)  # judged afresh in its new state
-        self._dequeue(host)
-        if previous is HostState.HEALTHY and state is not HostState.HEALTHY:
-            self._unlist_healthy(host)
-        elif state is HostState.HEALTHY and previous is not HostState.HEALTHY:
-            bisect.insort(self._healthy_ring, host, key=_seq_of)
-        host.state = state
-        self._enqueue(host)
-        self._plans.clear()
-        host.state_since = time.time()
-        # A joining host that fails its first probe is news only at INFO: a pushed list may
-        # name thousands that are not up yet.
-        loud = state in (HostState.DOWN, HostState.EJECTED) and previous is not HostState.JOINING
-        log.log(
-            logging.WARNING if loud else logging.INFO,
-            "host %s: %s -> %s (%s)",
-            host.endpoint.address,
-            previous.value,
-            state.value,
-            reason,
-        )
-        return HostEvent(EventKind.STATE_CHANGED, host.endpoint, state, previous, reason)
-
-    def _drop(self, host: _Host) -> HostEvent:
-        self._first_round.discard(host.endpoint)
-        del self._hosts[host.endpoint]
-        self._dequeue(host)
-        if host.state is HostState.HEALTHY:
-            self._unlist_healthy(host)
-        self._set_stuck(host, False)
-        self._count_topology(host.endpoint, -1)
-        # The ring is sorted by seq: find the host by bisection, not by comparing every host.
-        index = bisect.bisect_left(self._ring, host.seq, key=_seq_of)
-        assert self._ring[index] is host, "the ring must stay sorted by seq"
-        del self._ring[index]
+    def _drop(self, host: Host) -> HostEvent:
+        self._admission.first_round.discard(host.endpoint)
+        event = self._table.drop(host)
         self.sources.forget_host(host.endpoint)
-        log.info("host %s removed", host.endpoint.address)
-        return HostEvent(EventKind.REMOVED, host.endpoint, host.state)
+        return event
+
+    def _timeout_error(self, waiter: Waiter) -> BufferTimeoutError:
+        return self._router.wait_timeout_error(waiter, self._buffer.settings.max_wait)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -1697,62 +710,6 @@ class Balancer:
                 except Exception:
                     log.exception("host event listener failed for %s", event)
 
-    def _make_picker(self, policy: Policy) -> Picker:
-        if policy is Policy.ROUND_ROBIN:
-            return RoundRobin()
-        # Two choices draw from the balancer's rng: a seeded one makes every pick repeatable.
-        if policy is Policy.LEAST_IN_FLIGHT:
-            return LeastInFlight(self._rng)
-        return LeastCost(self._cost, self._rng)
-
-
-def _healthy(host: _Host) -> bool:
-    return host.state is HostState.HEALTHY
-
-
-def _not_stuck(host: _Host) -> bool:
-    return not host.stuck
-
-
-def _answering(host: _Host, late: float, recent: float) -> bool:
-    """No request waiting since before `late`, or an answer since the oldest and after `recent`."""
-    first = host.oldest_requests(1)
-    return not first or first[0].started >= late or first[0].started <= host.last_answer >= recent
-
-
-def _writes(host: _Host) -> bool:
-    return host.endpoint.role.writes
-
-
-def _reads(host: _Host) -> bool:
-    return host.endpoint.role.reads
-
-
-_Filter = Callable[[_Host], bool]
-
-
-def _and(first: _Filter, second: _Filter) -> _Filter:
-    return lambda host: first(host) and second(host)
-
-
-# Which hosts a candidate kind (see Balancer._pick) is drawn from.
-_KINDS: dict[str, Callable[[_Host], bool]] = {
-    "writers": _writes,
-    "readers": _reads,
-    "all": lambda host: True,
-}
-
-
-def _seq_of(host: _Host) -> int:
-    return host.seq
-
 
 def _as_endpoint(endpoint: Endpoint | str) -> Endpoint:
     return endpoint if isinstance(endpoint, Endpoint) else parse_endpoint(endpoint)
-
-
-def _timeout_error(max_wait: float) -> BufferTimeoutError:
-    return BufferTimeoutError(
-        f"no Gremlin Server became healthy within max_wait={max_wait}s; the request was not "
-        "sent. Restore a backend or raise max_wait."
-    )
