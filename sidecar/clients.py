@@ -270,7 +270,7 @@ class ClientConnection:
             proxy.dispatch(self, request, read_only)
         except Exception as error:  # a bug must cost one request, not the client's socket
             log.exception("dispatching a request from %s failed", self.peer)
-            proxy.abandon(request, self, error)
+            proxy.dispatch_failed(request, self, error)
         return True
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:

@@ -5,11 +5,23 @@ first, a retry, a hedge, a re-dispatch), the sink its backend connection deliver
 frames to. Reads may have more than one attempt in flight: the first attempt to answer owns
 the request (`Exchange.owner`); the others become orphans whose answers are read and dropped,
 so their leases still end with a real latency.
+
+The life of an exchange (`ExchangeState`, allowed moves in `TRANSITIONS`):
+
+    STARTED --an attempt written--> SENT
+    STARTED | SENT --> ANSWERED | FAILED | WITHDRAWN | ABANDONED   (ANSWERED only from SENT)
+
+Two moments, named apart: the exchange is `replied` once the client has its final frame (or
+nobody is left to get one: `reply` records which of the four it was), and `ended` once
+`Proxy.end` did its bookkeeping, which happens exactly once per exchange. They coincide except
+while attempts still run (a session statement's task resumes a loop turn later; at shutdown
+the sidecar answers first and the attempts end when their connections close).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -31,6 +43,45 @@ if TYPE_CHECKING:
     from gremlinlb.sidecar.clients import ClientConnection
 
 
+class ExchangeState(enum.Enum):
+    """Where one client request stands; the last four are final, reached through `Proxy.end`."""
+
+    STARTED = "started"  # waiting for a host, a connection or a retry; nothing written yet
+    SENT = "sent"  # an attempt was written to a server: it may run there
+    ANSWERED = "answered"  # the client got a server's final frame (success or its error)
+    FAILED = "failed"  # the client got a final error the sidecar wrote (answers.py)
+    WITHDRAWN = "withdrawn"  # its client left before it was (re-)sent: never sent again
+    ABANDONED = "abandoned"  # its client left, then it ended (a server's answer or an error
+    # of the sidecar's) with nobody to give the reply to: the reply was dropped
+
+    @property
+    def final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset(
+    {
+        ExchangeState.ANSWERED,
+        ExchangeState.FAILED,
+        ExchangeState.WITHDRAWN,
+        ExchangeState.ABANDONED,
+    }
+)
+
+#: The moves an exchange may make. A server can only have answered what was sent; anything
+#: else may end before a send (no host, its client left, a bug) as after one.
+TRANSITIONS: dict[ExchangeState, frozenset[ExchangeState]] = {
+    ExchangeState.STARTED: frozenset(_FINAL - {ExchangeState.ANSWERED} | {ExchangeState.SENT}),
+    ExchangeState.SENT: _FINAL,
+    **{final: frozenset() for final in _FINAL},
+}
+
+
+def may_become(state: ExchangeState, new: ExchangeState) -> bool:
+    """Whether an exchange in `state` may move to `new` (see TRANSITIONS)."""
+    return new in TRANSITIONS[state]
+
+
 class Exchange:
     """One client request, across its attempts (a retry, a hedge, a re-dispatch)."""
 
@@ -38,8 +89,7 @@ class Exchange:
         "budget",
         "client",
         "deadline_timer",
-        "done",
-        "finished",
+        "final",
         "forwarded",
         "hedge_timer",
         "held",
@@ -47,6 +97,7 @@ class Exchange:
         "live",
         "owner",
         "read_only",
+        "reply",
         "request",
         "sent",
         "sent_at",
@@ -66,9 +117,10 @@ class Exchange:
         self.source = request_source(request)  # the traversal source it names (None: default)
         self.started = time.monotonic()
         self.forwarded = False  # a frame reached the client: committed to `owner`
-        self.sent = False  # some attempt was written to a backend
-        self.done = False  # the client got its final frame
-        self.finished = False  # the sidecar is done with it (counted, slot given back)
+        self.sent = False  # some attempt was written to a backend (STARTED -> SENT)
+        # What the client got as its final frame, or why it gets none (a final state).
+        self.reply: ExchangeState | None = None
+        self.final: ExchangeState | None = None  # how it ended: set by Proxy.end only
         self.live: list[Attempt] = []  # attempts whose answer would still reach the client
         self.owner: Attempt | None = None  # the attempt whose answer the client gets
         self.tried: list[Endpoint] = []
@@ -84,6 +136,30 @@ class Exchange:
         # is cancelled when its client leaves. Made on the first; most requests never wait.
         self.tasks: set[asyncio.Task[None]] | None = None
 
+    @property
+    def state(self) -> ExchangeState:
+        if self.final is not None:
+            return self.final
+        return ExchangeState.SENT if self.sent else ExchangeState.STARTED
+
+    @property
+    def replied(self) -> bool:
+        """The client has its final frame, or nobody is left to get one: nothing more of any
+        attempt reaches it."""
+        return self.reply is not None
+
+    @property
+    def ended(self) -> bool:
+        """`Proxy.end` did its bookkeeping (slot, bytes, timers, metrics): once only."""
+        return self.final is not None
+
+    def settle(self) -> ExchangeState:
+        """How it ends by what its client got: its reply, or (none) WITHDRAWN before a send
+        and ABANDONED after one."""
+        if self.reply is not None:
+            return self.reply
+        return ExchangeState.ABANDONED if self.sent else ExchangeState.WITHDRAWN
+
     def received(self) -> int:
         """How many of its attempts a server received (written, whatever came of them)."""
         return sum(1 for a in self.sent_attempts if a.written)
@@ -93,18 +169,28 @@ class Exchange:
         return any(a.written and not a.ended for a in self.live)
 
     def forward(self, frame: bytes | str, header: ResponseHeader) -> None:
-        if self.done:
+        """Pass a server's answer frame on, with the client's id; its final one is the reply."""
+        if self.reply is not None:
             return
         self.forwarded = True
         if header.final:
-            self.done = True
+            self._replied(ExchangeState.ANSWERED)
         self.client.send(frames.with_response_id(frame, header, self.request.request_id))
 
     def answer_error(self, code: int, message: str) -> None:
-        if self.done:
+        """Reply with a final error of the sidecar's own (answers.py), unless replied."""
+        if self.reply is not None:
             return
-        self.done = True
+        self._replied(ExchangeState.FAILED)
         self.client.send_error(self.request.channel, self.request.request_id, code, message)
+
+    def withdraw(self) -> None:
+        """Its client left before it was (re-)sent: it gets no reply."""
+        if self.reply is None:
+            self.reply = ExchangeState.WITHDRAWN
+
+    def _replied(self, how: ExchangeState) -> None:
+        self.reply = ExchangeState.ABANDONED if self.client.closed else how
 
 
 class Attempt:
@@ -158,7 +244,7 @@ class Attempt:
 
     def _lost_the_race(self) -> bool:
         exchange = self.exchange
-        return self.orphaned or exchange.done or exchange.owner not in (None, self)
+        return self.orphaned or exchange.replied or exchange.owner not in (None, self)
 
     def _own(self) -> None:
         exchange = self.exchange

@@ -31,7 +31,7 @@ from gremlinlb.sidecar.answers import StatusError as StatusError
 from gremlinlb.sidecar.backend import OUT_OF_ROTATION, BackendConnection, Backends
 from gremlinlb.sidecar.bigframes import backend_frame, off_loop, prepare_first_attempt
 from gremlinlb.sidecar.clients import ClientConnection
-from gremlinlb.sidecar.exchange import Attempt, Exchange
+from gremlinlb.sidecar.exchange import Attempt, Exchange, ExchangeState, may_become
 from gremlinlb.sidecar.frames import Request
 from gremlinlb.sidecar.inbound import MeteredWebSocketResponse
 from gremlinlb.sidecar.memory import MemoryBudget
@@ -198,11 +198,12 @@ class Proxy:
                 return
         self._continue(exchange, acquired)
 
-    def abandon(self, request: Request, client: ClientConnection, error: Exception) -> None:
-        """Answer and forget the exchange of `request` that dispatch failed to start."""
+    def dispatch_failed(self, request: Request, client: ClientConnection, error: Exception) -> None:
+        """`dispatch` raised (a bug): fail the exchange of `request`, or, if it was never
+        made, give back the client's slot it was counted in."""
         for exchange in list(self.exchanges):
             if exchange.client is client and exchange.request is request:
-                self._conclude(exchange, *answers.internal(error))
+                self._fail(exchange, *answers.internal(error))
                 return
         client.release_slot(len(request.frame))
 
@@ -281,7 +282,7 @@ class Proxy:
         """Withdraw every request of `client` not yet sent: out of the core's buffer, out of
         connection waits, never sent (a driver that saw its socket drop may have re-sent it
         on another). Requests already written end on their own; their answers are dropped."""
-        for exchange in [e for e in self.exchanges if e.client is client and not e.finished]:
+        for exchange in [e for e in self.exchanges if e.client is client and not e.ended]:
             if exchange.request.session:
                 if not exchange.sent:
                     self._withdraw(exchange)
@@ -292,18 +293,10 @@ class Proxy:
                 self._withdraw(exchange)
 
     def _withdraw(self, exchange: Exchange) -> None:
-        """End an exchange whose client left before it was (re-)sent: no attempt of it is
-        sent from now on, whatever it waited for is given back, and it is counted."""
-        if exchange.finished:
-            return
-        exchange.done = True  # nobody to answer
-        for task in list(exchange.tasks or ()):
-            task.cancel()  # each gives back what it held (see _spawn)
-        for attempt in list(exchange.live):
-            if not attempt.written:
-                self._drop_unsent(attempt)
-        self.metrics.withdrawn.inc()
-        self._finish(exchange)
+        """Its client left before it was (re-)sent: no attempt of it is sent from now on, and
+        it ends WITHDRAWN (`end` gives back whatever it waited for, and counts it)."""
+        exchange.withdraw()
+        self.end(exchange, ExchangeState.WITHDRAWN)
 
     def _drop_unsent(self, attempt: Attempt) -> None:
         """Forget an attempt that was never written; its lease goes back unused."""
@@ -317,7 +310,7 @@ class Proxy:
             await work
         except Exception as error:  # a bug must cost one request, not the client's socket
             log.exception("request from %s failed inside the sidecar", exchange.client.peer)
-            self._conclude(exchange, *answers.internal(error))
+            self._fail(exchange, *answers.internal(error))
 
     async def _next_attempt(self, exchange: Exchange, acquired: Lease | Waiter | None) -> None:
         request = exchange.request
@@ -334,7 +327,7 @@ class Proxy:
             else:
                 lease = await self._wait(acquired)
         except BalancerClosedError:
-            self._conclude(exchange, *answers.shutting_down(exchange.sent, exchange.read_only))
+            self._fail(exchange, *answers.shutting_down(exchange.sent, exchange.read_only))
             return
         except NoHealthyEndpointError as refused:  # all tried, buffer full or waited too long
             self._give_up(exchange, refused)
@@ -363,21 +356,22 @@ class Proxy:
         except asyncio.CancelledError:  # its client left while it waited: never sent
             self._drop_unsent(attempt)
             raise
-        if attempt.orphaned or exchange.done:  # answered or re-dispatched while we waited
+        if attempt.orphaned or exchange.replied:  # answered or re-dispatched meanwhile
             self._drop_unsent(attempt)
             return
         self.balancer.sent(lease)
         self._send(attempt, connection)
 
     def _attempt_ended(self, attempt: Attempt) -> None:
-        """Every attempt ends here: finish the exchange, wait for another attempt, or retry."""
+        """Every attempt (but a session's) ends here, its outcome already reported to the
+        core: end the exchange it replied to, wait for another attempt, fail, or retry."""
         exchange = attempt.exchange
         with contextlib.suppress(ValueError):
             exchange.live.remove(attempt)
-        if attempt.orphaned or exchange.finished:
+        if attempt.orphaned or exchange.ended:
             return  # a hedge that lost or an attempt re-dispatched away: its lease is done
-        if exchange.done:
-            self._finish(exchange)
+        if exchange.replied:
+            self.end(exchange, exchange.settle())
             return
         outcome = attempt.outcome
         assert outcome is not None
@@ -387,7 +381,7 @@ class Proxy:
         if exchange.owner is not None and exchange.owner is not attempt:
             return  # another attempt streams the answer
         if exchange.forwarded:
-            self._conclude(exchange, *answers.incomplete(attempt.endpoint, exchange.last_error))
+            self._fail(exchange, *answers.incomplete(attempt.endpoint, exchange.last_error))
             return
         if exchange.live:
             return  # a hedge (or the first attempt) still carries the request
@@ -396,7 +390,7 @@ class Proxy:
             answer = answers.not_retried(
                 attempt.endpoint, outcome, exchange.last_error, exchange.read_only, timeout
             )
-            self._conclude(exchange, *answer)
+            self._fail(exchange, *answer)
             return
         exchange.tried.append(attempt.endpoint)
         if not exchange.budget.allows_another(outcome, exchange.received()) or (
@@ -414,20 +408,43 @@ class Proxy:
         self._arm_deadline(exchange)
         self._continue(exchange)
 
-    def _conclude(self, exchange: Exchange, code: int, message: str) -> None:
+    def _fail(self, exchange: Exchange, code: int, message: str) -> None:
+        """Reply with the sidecar's own error (answers.py) and end: FAILED, or ABANDONED if
+        its client left (or already replied: ended by that reply)."""
         exchange.answer_error(code, message)
-        self._finish(exchange)
+        self.end(exchange, exchange.settle())
 
     async def _serve(self, exchange: Exchange, work: Coroutine[Any, Any, None]) -> None:
+        """Run a session statement (`work`) and end its exchange by what its client got."""
         try:
             await self._guard(exchange, work)
         finally:
-            self._finish(exchange)
+            self.end(exchange, exchange.settle())
 
-    def _finish(self, exchange: Exchange) -> None:
-        if exchange.finished:
+    # -- the end of a request --------------------------------------------------------------
+
+    def end(self, exchange: Exchange, how: ExchangeState) -> None:
+        """The one way an exchange ends, `how` one of the final ExchangeStates (see
+        exchange.py); a second call changes nothing. Does the bookkeeping once: no attempt
+        of it is sent any more (its waits for a host or a connection are cancelled, but the
+        caller's own, and leases of attempts never written go back to the core; attempts on
+        a server end on their own and report to the core themselves), its timers stop, its
+        client's slot and bytes are freed, its latency is observed, a withdrawal counted."""
+        if exchange.ended:
             return
-        exchange.finished = True
+        if not may_become(exchange.state, how):  # a bug; the bookkeeping is done anyway
+            log.error("request of %s ended %s from %s", exchange.client.peer, how, exchange.state)
+        exchange.final = how
+        if exchange.reply is None:
+            exchange.reply = how  # nothing of its attempts reaches the client from now on
+        if exchange.tasks:
+            current = asyncio.current_task()
+            for task in list(exchange.tasks):
+                if task is not current:
+                    task.cancel()  # each gives back what it held (see _spawn)
+        for attempt in list(exchange.live):
+            if not attempt.written:
+                self._drop_unsent(attempt)
         if exchange.hedge_timer is not None:
             exchange.hedge_timer.cancel()
         if exchange.deadline_timer is not None:
@@ -435,12 +452,14 @@ class Proxy:
         self.exchanges.discard(exchange)
         exchange.client.release_slot(len(exchange.request.frame))
         self.metrics.latency.observe(time.monotonic() - exchange.started)
+        if how is ExchangeState.WITHDRAWN:
+            self.metrics.withdrawn.inc()
 
     # -- hedging and re-dispatch ---------------------------------------------------------
 
     def _arm_hedge(self, exchange: Exchange) -> None:
         """One loop timer per read: after the hedge delay, maybe a second attempt."""
-        if not exchange.read_only or exchange.hedge_timer is not None or exchange.done:
+        if not exchange.read_only or exchange.hedge_timer is not None or exchange.replied:
             return
         if not self.balancer.settings.hedge.enabled:
             return
@@ -454,7 +473,7 @@ class Proxy:
         the core says its host is not serving and the budgets allow. Not yet: asked again
         after twice the wait (the core judges a quiet host by its probe, seconds later), at
         most every HEDGE_RECHECK_MAX seconds."""
-        if exchange.finished or exchange.forwarded or len(exchange.live) != 1:
+        if exchange.ended or exchange.forwarded or len(exchange.live) != 1:
             return
         if exchange.client.closed:
             return  # nobody to answer faster
@@ -498,7 +517,7 @@ class Proxy:
         if event.kind is not EventKind.STATE_CHANGED or event.state not in OUT_OF_ROTATION:
             return
         for exchange in list(self.exchanges):
-            if not exchange.read_only or exchange.forwarded or exchange.done:
+            if not exchange.read_only or exchange.forwarded or exchange.replied:
                 continue
             if exchange.client.closed:
                 continue  # nobody to answer: the attempt there ends on its own
@@ -552,30 +571,26 @@ class Proxy:
         """request_timeout passed since the first send and nothing reached the client: answer
         598 now. Attempts still waiting for a host or a connection are never sent; those on a
         server end on their own, their answers dropped."""
-        if exchange.finished or exchange.done or exchange.forwarded:
+        if exchange.ended or exchange.replied or exchange.forwarded:
             return
-        for task in list(exchange.tasks or ()):
-            task.cancel()  # each gives back what it held (see _spawn)
-        for attempt in list(exchange.live):
+        for attempt in exchange.live:
             if attempt.written:
-                attempt.orphaned = True
-            else:
-                self._drop_unsent(attempt)
-        exchange.live.clear()
+                attempt.orphaned = True  # `end` gives back the leases of the others
         timeout = self.balancer.settings.request_timeout
         where = ", ".join(dict.fromkeys(a.endpoint.address for a in exchange.sent_attempts))
-        self._conclude(exchange, *answers.past_deadline(timeout, where, exchange.received()))
+        self._fail(exchange, *answers.past_deadline(timeout, where, exchange.received()))
+        exchange.live.clear()
 
     # -- answering failures ----------------------------------------------------------------
 
     def _give_up(self, exchange: Exchange, error: BaseException | None) -> None:
         if exchange.held is not None:  # the last overloaded backend's own answer says it best
             exchange.forward(*exchange.held)
-            self._finish(exchange)
+            self.end(exchange, exchange.settle())
             return
         max_wait = self.balancer.settings.buffer.max_wait
         answer = answers.no_host(error, exchange.sent, exchange.read_only, max_wait)
-        self._conclude(exchange, *answer)
+        self._fail(exchange, *answer)
 
     # -- waiting for a host --------------------------------------------------------------
 
