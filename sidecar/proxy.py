@@ -530,17 +530,9 @@ class Proxy:
                 continue  # re-sent once already, or out of attempts: the attempt there goes on
             if not all(self.balancer.may_resend(a.lease) for a in going):
                 continue  # a slow query running there: re-sent, it would run twice
-            exclude = [event.endpoint, *exchange.tried]
-            try:
-                acquired = self.balancer.acquire(
-                    len(exchange.request.frame), exclude, source=exchange.source, write=False
-                )
-            except (NoHealthyEndpointError, BalancerClosedError):
-                continue
-            if not isinstance(acquired, Lease):  # no other host now: the old attempt goes on
-                if not self.balancer.withdraw(acquired) and acquired.lease is not None:
-                    self.balancer.release(acquired.lease)
-                continue
+            acquired = self._redispatch_host(exchange, [event.endpoint, *exchange.tried])
+            if acquired is None:
+                continue  # no other host now: the old attempt goes on
             if not self.balancer.try_spend_extra():
                 self.balancer.release(acquired)
                 continue
@@ -553,6 +545,34 @@ class Proxy:
             self.metrics.redispatched.inc()
             work = self._guard(exchange, self._attempt(exchange, acquired))
             self._spawn(exchange, work, acquired)
+
+    def _redispatch_host(self, exchange: Exchange, exclude: list[Endpoint]) -> Lease | None:
+        """Where a read stranded on a host that left rotation goes: to a host that answers,
+        picked as a hedge is (and counted with the hedges), as the in-process client's
+        `_redispatch` does; only when none answers, to the next in turn. With two servers
+        hung, a read taken off the first one found out must not land on the second, where it
+        would wait until that one is found out too. None: no other host can take it now."""
+        size = len(exchange.request.frame)
+        try:
+            answering = self.balancer.acquire(
+                size, exclude, hedge=True, source=exchange.source, write=False
+            )
+        except BalancerClosedError:
+            return None
+        except NoHealthyEndpointError:
+            pass  # no host answers now: the next in turn, as a retry would
+        else:
+            assert isinstance(answering, Lease)  # a hedge's pick never waits
+            return answering
+        try:
+            acquired = self.balancer.acquire(size, exclude, source=exchange.source, write=False)
+        except (NoHealthyEndpointError, BalancerClosedError):
+            return None
+        if not isinstance(acquired, Lease):
+            if not self.balancer.withdraw(acquired) and acquired.lease is not None:
+                self.balancer.release(acquired.lease)
+            return None
+        return acquired
 
     def _arm_deadline(self, exchange: Exchange) -> None:
         """A request re-sent (retried, hedged, re-dispatched) is answered by request_timeout
