@@ -6,8 +6,9 @@ of its own, streams every answer frame back with the client's id restored, and r
 core's rules, but never once a frame was forwarded: the client would see results twice.
 
 `Proxy` wires the units: client connections (clients.py) hand it checked requests; it keeps
-one `Exchange` per request (exchange.py) with an `Attempt` per try on a host, hedges and
-re-dispatches reads, pins sessions (sessions.py), and writes its own answers (answers.py).
+one `Exchange` per request (exchange.py) with an `Attempt` per try on a host, has reads
+hedged and re-dispatched (resend.py), pins sessions (sessions.py), writes its own answers
+(answers.py), and ends every exchange through `Proxy.end`.
 Requests are driven by callbacks; a task is spent only where one must wait (the buffer, a
 connection being opened, a retry, a hedge, a session).
 """
@@ -28,7 +29,7 @@ from gremlinlb.sidecar import answers, frames
 from gremlinlb.sidecar.answers import AnswerTooLargeError as AnswerTooLargeError
 from gremlinlb.sidecar.answers import ClientLeftError as ClientLeftError
 from gremlinlb.sidecar.answers import StatusError as StatusError
-from gremlinlb.sidecar.backend import OUT_OF_ROTATION, BackendConnection, Backends
+from gremlinlb.sidecar.backend import BackendConnection, Backends
 from gremlinlb.sidecar.bigframes import backend_frame, off_loop, prepare_first_attempt
 from gremlinlb.sidecar.clients import ClientConnection
 from gremlinlb.sidecar.exchange import Attempt, Exchange, ExchangeState, may_become
@@ -37,6 +38,7 @@ from gremlinlb.sidecar.inbound import MeteredWebSocketResponse
 from gremlinlb.sidecar.memory import MemoryBudget
 from gremlinlb.sidecar.metrics import SidecarMetrics
 from gremlinlb.sidecar.options import ProxyOptions as ProxyOptions  # moved to options.py
+from gremlinlb.sidecar.resend import Resender
 from gremlinlb.sidecar.sessions import serve_statement
 
 from gremlinlb.core import (
@@ -44,7 +46,6 @@ from gremlinlb.core import (
     BalancerClosedError,
     ConnectionFailure,
     Endpoint,
-    EventKind,
     HostEvent,
     Lease,
     NoHealthyEndpointError,
@@ -52,7 +53,6 @@ from gremlinlb.core import (
     frame_may_write,
     may_retry,
 )
-from gremlinlb.core.liveness import HEDGE_RECHECK_MAX
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ class Proxy:
         self.paused: set[ClientConnection] = set()  # not read until they read their answers
         # Asks a quiet host a ping (the health loop's check_alive); None: hedges go by timing.
         self.check_alive: Callable[[Endpoint], None] | None = None
+        self.resender = Resender(self)
         # One thread parses and checks large frames (OFF_LOOP_FRAME_BYTES): they queue there
         # rather than take both cores from the servers and the loop.
         self.checker = concurrent.futures.ThreadPoolExecutor(
@@ -203,7 +204,7 @@ class Proxy:
         made, give back the client's slot it was counted in."""
         for exchange in list(self.exchanges):
             if exchange.client is client and exchange.request is request:
-                self._fail(exchange, *answers.internal(error))
+                self.fail(exchange, *answers.internal(error))
                 return
         client.release_slot(len(request.frame))
 
@@ -227,7 +228,7 @@ class Proxy:
                 exchange.sent = was_sent
             attempt.on_failure(error)
             return
-        self._arm_hedge(exchange)
+        self.resender.arm_hedge(exchange)
 
     def _continue(self, exchange: Exchange, acquired: Lease | Waiter | None = None) -> None:
         """The next attempt, in a task: it may wait for a host or a connection."""
@@ -310,7 +311,7 @@ class Proxy:
             await work
         except Exception as error:  # a bug must cost one request, not the client's socket
             log.exception("request from %s failed inside the sidecar", exchange.client.peer)
-            self._fail(exchange, *answers.internal(error))
+            self.fail(exchange, *answers.internal(error))
 
     async def _next_attempt(self, exchange: Exchange, acquired: Lease | Waiter | None) -> None:
         request = exchange.request
@@ -327,7 +328,7 @@ class Proxy:
             else:
                 lease = await self._wait(acquired)
         except BalancerClosedError:
-            self._fail(exchange, *answers.shutting_down(exchange.sent, exchange.read_only))
+            self.fail(exchange, *answers.shutting_down(exchange.sent, exchange.read_only))
             return
         except NoHealthyEndpointError as refused:  # all tried, buffer full or waited too long
             self._give_up(exchange, refused)
@@ -381,7 +382,7 @@ class Proxy:
         if exchange.owner is not None and exchange.owner is not attempt:
             return  # another attempt streams the answer
         if exchange.forwarded:
-            self._fail(exchange, *answers.incomplete(attempt.endpoint, exchange.last_error))
+            self.fail(exchange, *answers.incomplete(attempt.endpoint, exchange.last_error))
             return
         if exchange.live:
             return  # a hedge (or the first attempt) still carries the request
@@ -390,7 +391,7 @@ class Proxy:
             answer = answers.not_retried(
                 attempt.endpoint, outcome, exchange.last_error, exchange.read_only, timeout
             )
-            self._fail(exchange, *answer)
+            self.fail(exchange, *answer)
             return
         exchange.tried.append(attempt.endpoint)
         if not exchange.budget.allows_another(outcome, exchange.received()) or (
@@ -405,10 +406,10 @@ class Proxy:
             attempt.error,
         )
         self.metrics.retries.labels(outcome.value).inc()
-        self._arm_deadline(exchange)
+        self.resender.arm_deadline(exchange)
         self._continue(exchange)
 
-    def _fail(self, exchange: Exchange, code: int, message: str) -> None:
+    def fail(self, exchange: Exchange, code: int, message: str) -> None:
         """Reply with the sidecar's own error (answers.py) and end: FAILED, or ABANDONED if
         its client left (or already replied: ended by that reply)."""
         exchange.answer_error(code, message)
@@ -455,151 +456,14 @@ class Proxy:
         if how is ExchangeState.WITHDRAWN:
             self.metrics.withdrawn.inc()
 
-    # -- hedging and re-dispatch ---------------------------------------------------------
-
-    def _arm_hedge(self, exchange: Exchange) -> None:
-        """One loop timer per read: after the hedge delay, maybe a second attempt."""
-        if not exchange.read_only or exchange.hedge_timer is not None or exchange.replied:
-            return
-        if not self.balancer.settings.hedge.enabled:
-            return
-        delay = self.balancer.hedge_delay()
-        exchange.hedge_timer = exchange.client.loop.call_later(
-            delay, self._hedge_due, exchange, delay
-        )
-
-    def _hedge_due(self, exchange: Exchange, waited: float) -> None:
-        """The read has no answer frame after the hedge delay: send it to a second host if
-        the core says its host is not serving and the budgets allow. Not yet: asked again
-        after twice the wait (the core judges a quiet host by its probe, seconds later), at
-        most every HEDGE_RECHECK_MAX seconds."""
-        if exchange.ended or exchange.forwarded or len(exchange.live) != 1:
-            return
-        if exchange.client.closed:
-            return  # nobody to answer faster
-        first = exchange.live[0]
-        if not exchange.budget.allows_resend(exchange.received()):
-            return
-        pings = self.check_alive is not None
-        if not self.balancer.should_hedge(first.lease, pings=pings):
-            if self.check_alive is not None and self.balancer.is_quiet(first.lease):
-                self.check_alive(first.endpoint)  # hung or busy: its answer tells
-            later = min(2 * waited, HEDGE_RECHECK_MAX)
-            exchange.hedge_timer = exchange.client.loop.call_later(
-                later, self._hedge_due, exchange, later
-            )
-            return
-        if not self.balancer.try_spend_extra():
-            return
-        exclude = [first.endpoint, *exchange.tried]
-        try:
-            lease = self.balancer.acquire(
-                len(exchange.request.frame),
-                exclude,
-                hedge=True,
-                source=exchange.source,
-                write=False,
-            )
-        except (NoHealthyEndpointError, BalancerClosedError):
-            return
-        assert isinstance(lease, Lease)  # a hedge never waits
-        exchange.budget.resend()
-        self._arm_deadline(exchange)
-        log.debug("hedging a read of %s away from %s", exchange.client.peer, first.endpoint)
-        self._spawn(exchange, self._guard(exchange, self._attempt(exchange, lease)), lease)
-
     def on_host_event(self, event: HostEvent) -> None:
-        """A host left rotation (ejected or down): reads stranded there that forwarded nothing
-        go to another host at once; the old attempt's answer is dropped when it arrives. Only
-        within the request's attempt budget (once per read, see AttemptLimit) and the
-        extra-request budget, and never a read that ran normally there (a slow query: see
-        Balancer.may_resend)."""
-        if event.kind is not EventKind.STATE_CHANGED or event.state not in OUT_OF_ROTATION:
-            return
-        for exchange in list(self.exchanges):
-            if not exchange.read_only or exchange.forwarded or exchange.replied:
-                continue
-            if exchange.client.closed:
-                continue  # nobody to answer: the attempt there ends on its own
-            # An attempt that just ended (its failure is what changed the host's state) is
-            # retried by its own end, under the retry rules.
-            going = [a for a in exchange.live if not a.ended]
-            if not going or any(a.endpoint != event.endpoint for a in going):
-                continue  # nothing stranded there, or a hedge elsewhere carries it already
-            if not exchange.budget.allows_resend(exchange.received()):
-                continue  # re-sent once already, or out of attempts: the attempt there goes on
-            if not all(self.balancer.may_resend(a.lease) for a in going):
-                continue  # a slow query running there: re-sent, it would run twice
-            acquired = self._redispatch_host(exchange, [event.endpoint, *exchange.tried])
-            if acquired is None:
-                continue  # no other host now: the old attempt goes on
-            if not self.balancer.try_spend_extra():
-                self.balancer.release(acquired)
-                continue
-            for stranded in exchange.live:
-                stranded.orphaned = True
-            exchange.live.clear()
-            exchange.tried.append(event.endpoint)
-            exchange.budget.resend()
-            self._arm_deadline(exchange)
-            self.metrics.redispatched.inc()
-            work = self._guard(exchange, self._attempt(exchange, acquired))
-            self._spawn(exchange, work, acquired)
+        """A host left rotation: its stranded reads are re-dispatched (see Resender)."""
+        self.resender.on_host_event(event)
 
-    def _redispatch_host(self, exchange: Exchange, exclude: list[Endpoint]) -> Lease | None:
-        """Where a read stranded on a host that left rotation goes: to a host that answers,
-        picked as a hedge is (and counted with the hedges), as the in-process client's
-        `_redispatch` does; only when none answers, to the next in turn. With two servers
-        hung, a read taken off the first one found out must not land on the second, where it
-        would wait until that one is found out too. None: no other host can take it now."""
-        size = len(exchange.request.frame)
-        try:
-            answering = self.balancer.acquire(
-                size, exclude, hedge=True, source=exchange.source, write=False
-            )
-        except BalancerClosedError:
-            return None
-        except NoHealthyEndpointError:
-            pass  # no host answers now: the next in turn, as a retry would
-        else:
-            assert isinstance(answering, Lease)  # a hedge's pick never waits
-            return answering
-        try:
-            acquired = self.balancer.acquire(size, exclude, source=exchange.source, write=False)
-        except (NoHealthyEndpointError, BalancerClosedError):
-            return None
-        if not isinstance(acquired, Lease):
-            if not self.balancer.withdraw(acquired) and acquired.lease is not None:
-                self.balancer.release(acquired.lease)
-            return None
-        return acquired
-
-    def _arm_deadline(self, exchange: Exchange) -> None:
-        """A request re-sent (retried, hedged, re-dispatched) is answered by request_timeout
-        from its first send: a new attempt's own timeout would start over, and a caller with
-        a 30 s timeout got its 598 after 54.9 s (issue 20). A lone first attempt needs no
-        timer: its own timeout is the request's."""
-        if exchange.deadline_timer is not None or not exchange.sent_attempts:
-            return
-        timeout = self.balancer.settings.request_timeout
-        delay = max(0.0, exchange.sent_at + timeout - time.monotonic())
-        exchange.deadline_timer = exchange.client.loop.call_later(
-            delay, self._deadline_due, exchange
-        )
-
-    def _deadline_due(self, exchange: Exchange) -> None:
-        """request_timeout passed since the first send and nothing reached the client: answer
-        598 now. Attempts still waiting for a host or a connection are never sent; those on a
-        server end on their own, their answers dropped."""
-        if exchange.ended or exchange.replied or exchange.forwarded:
-            return
-        for attempt in exchange.live:
-            if attempt.written:
-                attempt.orphaned = True  # `end` gives back the leases of the others
-        timeout = self.balancer.settings.request_timeout
-        where = ", ".join(dict.fromkeys(a.endpoint.address for a in exchange.sent_attempts))
-        self._fail(exchange, *answers.past_deadline(timeout, where, exchange.received()))
-        exchange.live.clear()
+    def send_again(self, exchange: Exchange, lease: Lease) -> None:
+        """Send a read once more on `lease` (a hedge or a re-dispatch), in a task: it may wait
+        for a connection; a bug costs this request only."""
+        self._spawn(exchange, self._guard(exchange, self._attempt(exchange, lease)), lease)
 
     # -- answering failures ----------------------------------------------------------------
 
@@ -610,7 +474,7 @@ class Proxy:
             return
         max_wait = self.balancer.settings.buffer.max_wait
         answer = answers.no_host(error, exchange.sent, exchange.read_only, max_wait)
-        self._fail(exchange, *answer)
+        self.fail(exchange, *answer)
 
     # -- waiting for a host --------------------------------------------------------------
 
