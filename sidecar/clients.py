@@ -56,7 +56,13 @@ class ClientConnection:
     """One client WebSocket: reads requests, writes answers through a queue of its own.
 
     Every byte held for the client (answers queued, request frames in flight) is counted here
-    and in the proxy's memory budget; see gremlinlb.sidecar.memory for the bounds."""
+    and in the proxy's memory budget; see gremlinlb.sidecar.memory for the bounds.
+
+    How a client goes, each a flag of its own: `closed` (it left, or the sidecar is closing
+    it: nothing more is read for it and its unsent requests are withdrawn, once, by `leave`);
+    cut off (`cut_off`: it did not read its answers, its queue is dropped); refused
+    (`refuse_input`: its unfinished frames would take the sidecar past its budget, 1013);
+    gone (its reader ended: nothing more is queued for it)."""
 
     def __init__(
         self,
@@ -69,10 +75,10 @@ class ClientConnection:
         self.proxy = proxy
         self.ws = ws
         self.peer = peer
-        self.closed = False
+        self.closed = False  # left or being closed: see `leave`
         # Bytes of its frames aiohttp holds before they are received (see sidecar.inbound).
         self._meter = meter
-        self._refused = False
+        self._refused = False  # closed for its unfinished frames (see `refuse_input`)
         self.pin: SessionPin | None = None
         self._transport = transport
         self._pin_lock = asyncio.Lock()
@@ -81,8 +87,8 @@ class ClientConnection:
         self._request_bytes = 0  # request frames in flight
         self.in_flight = 0
         self.last_active = time.monotonic()
-        self._cut_off = False
-        self._gone = False
+        self._cut_off = False  # closed for not reading its answers (see `cut_off`)
+        self._gone = False  # its reader ended: nothing more is queued for it
         self._left = False  # its unsent requests were withdrawn (see `leave`)
         # Kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() system call.
         self.loop = asyncio.get_running_loop()
