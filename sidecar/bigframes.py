@@ -34,7 +34,7 @@ from aiohttp._websocket.helpers import websocket_mask
 from gremlinlb.sidecar.frames import FrameType, Request
 
 # Data frames with a payload above this are assembled by the meter and prepared off the loop;
-# smaller ones take aiohttp's path (cheaper than the hop, see proxy.OFF_LOOP_FRAME_BYTES).
+# smaller ones take aiohttp's path (cheaper than the hop, see clients.OFF_LOOP_FRAME_BYTES).
 LARGE_FRAME_BYTES = 64 * 1024
 
 T = TypeVar("T")

@@ -10,6 +10,7 @@ measures wall-clock speed.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -22,15 +23,17 @@ from gremlinlb.core import (
     Endpoint,
     EventKind,
     HealthCheckSettings,
+    HedgeSettings,
     HostEvent,
     HostState,
+    OutlierSettings,
     parse_endpoint,
 )
 from gremlinlb.devservers import GremlinServerProcess
 from gremlinlb.devservers.faults import FaultProxy
 from tests.helpers import endless_read, wait_until
 from tests.integration.test_sidecar_faults import Load
-from tests.integration.test_sidecar_gray_failures import PADDING, all_healthy, config_at
+from tests.integration.test_sidecar_gray_failures import PADDING, all_healthy, config_at, metric
 
 BIG_PADDING = "p" * 2_000_000  # a slow read under load: the load sends far less per test
 
@@ -172,6 +175,78 @@ def test_two_hung_servers_of_three_get_few_new_requests_while_the_third_answers(
     # the hosts are found out, and have one re-sent from the first hung host found out to the
     # other before that one is found out too; after that they get none (today: 172).
     assert sent_to_hung <= 3 * threads
+
+
+def test_a_read_moved_off_a_hung_host_goes_to_the_host_that_answers_not_another_hung_one(
+    servers: Sequence[GremlinServerProcess],
+) -> None:
+    # No probes, no hedges, no stuck rule: only the spec's verdict takes a host out, so what is
+    # measured is where the sidecar re-sends the reads stranded there. Two servers hung: the
+    # re-send must go where reads are answered (the core's hedge pick, as the in-process
+    # client's), not the next in turn, which may be the other hung server (issue 23).
+    config = config_at(
+        [s.address for s in servers],
+        health=HealthCheckSettings(enabled=False),
+        hedge=HedgeSettings(enabled=False),
+        outlier=OutlierSettings(stuck_floor=60.0),
+        request_timeout=30.0,
+        connect_timeout=5.0,
+    )
+    answering, first_hung, second_hung = (parse_endpoint(s.address) for s in servers)
+    names: list[str] = []
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        connection = DriverRemoteConnection(sidecar.url, "g", pool_size=1)
+        try:
+            names.append(
+                traversal().with_(connection).V().has_label("server").values("name").next()
+            )
+        except Exception as error:  # reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    with SidecarThread(config) as sidecar:
+        connection = DriverRemoteConnection(sidecar.url, "g")
+        try:  # every host answers, and the core has its latency samples
+            g = traversal().with_(connection)
+            for _ in range(30):
+                g.V().has_label("server").values("name").next()
+        finally:
+            connection.close()
+        for server in servers[1:]:
+            server.pause()
+        readers = [threading.Thread(target=read) for _ in range(9)]
+        try:
+            for reader in readers:
+                reader.start()
+            wait_until(
+                lambda: sum(h.in_flight for h in sidecar.balancer.hosts()) == 6 and len(names) == 3,
+                15,
+                "three reads answered and six stuck on the two hung servers",
+            )
+            in_flight = {h.endpoint: h.in_flight for h in sidecar.balancer.hosts()}
+            time.sleep(0.6)  # the stuck reads are past the hedge delay: their hosts are silent
+            before = attempts_on(sidecar, second_hung)
+            sidecar.balancer.record_ping(first_hung, answered=False)  # as a failed ping would
+            wait_until(
+                lambda: metric(sidecar, "gremlinlb_sidecar_redispatched_total") >= 3,
+                15,
+                "the stranded reads re-sent",
+            )
+            sent_to_second = attempts_on(sidecar, second_hung) - before
+            if sent_to_second == 0:
+                wait_until(lambda: len(names) == 6 or bool(errors), 15, "the moved reads answered")
+        finally:
+            for server in servers[1:]:
+                server.resume()
+            for reader in readers:
+                reader.join(60)
+    assert in_flight == {answering: 0, first_hung: 3, second_hung: 3}
+    assert sent_to_second == 0
+    assert errors == []
+    assert names[:6] == [servers[0].address] * 6
 
 
 @pytest.fixture
