@@ -17,7 +17,7 @@ PING_BUDGET = 1.0
 
 # Seconds between looks at an unanswered read whose hedge was not due (its host quiet, its
 # ping under way), at most: the verdict comes within about PING_BUDGET, and a hung host's reads
-# should move soon after. (The sidecar's proxy.py has the same value as _HEDGE_RECHECK_MAX.)
+# should move soon after. Both adapters use it (client/remote_connection.py, sidecar/resend.py).
 HEDGE_RECHECK_MAX = 0.25
 
 #: Appended to a probe's error when its traversal timed out but the server answered a ping.
