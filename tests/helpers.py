@@ -1,14 +1,18 @@
 """Small helpers shared by the integration tests."""
 
 import base64
+import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from gremlin_python.process.graph_traversal import GraphTraversalSource, __
 
+from gremlinlb.core import EventKind, HostEvent, HostState
 from gremlinlb.devservers import GremlinServerProcess
+from gremlinlb.devservers.faults import FaultProxy
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -36,6 +40,29 @@ def upgrade_raw_websocket(sock: socket.socket, host_port: str) -> None:
         assert chunk, "the sidecar closed the connection during the upgrade"
         head += chunk
     assert head.startswith(b"HTTP/1.1 101"), head
+
+
+@contextlib.contextmanager
+def proxies_in_front(
+    servers: Sequence[GremlinServerProcess], **faults: Any
+) -> Iterator[list[FaultProxy]]:
+    """A loopback fault proxy in front of each server (a pass-through without `faults`), its
+    counters telling what it relayed; stopped on the way out."""
+    proxies = [FaultProxy(s.address, **faults).start_in_thread() for s in servers]
+    try:
+        yield proxies
+    finally:
+        for proxy in proxies:
+            proxy.stop_thread()
+
+
+def taken_out(events: Iterable[HostEvent]) -> list[tuple[str, str, str]]:
+    """(address, state, reason) of each time `events` say a host went down or was ejected."""
+    return [
+        (e.endpoint.address, e.state.value, e.reason)
+        for e in events
+        if e.kind is EventKind.STATE_CHANGED and e.state in (HostState.EJECTED, HostState.DOWN)
+    ]
 
 
 def name_servers(servers: Iterable[GremlinServerProcess]) -> None:
