@@ -4,10 +4,12 @@ import base64
 import contextlib
 import os
 import socket
+import struct
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from aiohttp import web
 from gremlin_python.process.graph_traversal import GraphTraversalSource, __
 
 from gremlinlb.core import EventKind, HostEvent, HostState
@@ -63,6 +65,30 @@ def taken_out(events: Iterable[HostEvent]) -> list[tuple[str, str, str]]:
         for e in events
         if e.kind is EventKind.STATE_CHANGED and e.state in (HostState.EJECTED, HostState.DOWN)
     ]
+
+
+def masked_frame_head(size: int, first: int = 0x82) -> bytes:
+    """A client WebSocket frame's header before its mask: `first` (FIN and opcode), then the
+    mask bit and the payload's length in 7, 16 or 64 bits."""
+    if size < 126:
+        return struct.pack("!BB", first, 0x80 | size)
+    if size < 65536:
+        return struct.pack("!BBH", first, 0x80 | 126, size)
+    return struct.pack("!BBQ", first, 0x80 | 127, size)
+
+
+async def serve_on_loopback(
+    path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> tuple[web.AppRunner, int]:
+    """An aiohttp app answering GET `path` with `handler` on a free loopback port: its runner
+    (to clean up) and the port."""
+    app = web.Application()
+    app.router.add_get(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, runner.addresses[0][1]
 
 
 def name_servers(servers: Iterable[GremlinServerProcess]) -> None:
