@@ -29,47 +29,50 @@ import logging
 import os
 import signal
 import subprocess
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from gremlin_python.process.anonymous_traversal import traversal
-from gremlin_python.process.graph_traversal import GraphTraversalSource, __
-from stress import PADDING, SLOW_PADDING, free_port_block, receptions
+from gremlin_python.process.graph_traversal import GraphTraversalSource
+from stress import (
+    PADDING,
+    SLOW_PADDING,
+    Answers,
+    Rotation,
+    attempts_report,
+    hang_under_load,
+    hung_report,
+    local_fleet,
+    proxies_at,
+    receptions,
+    run_scenarios,
+    slow_read,
+    slow_report,
+    stress_parser,
+    write_report,
+)
 
 from gremlinlb import BalancerSettings, RoundRobinClientRemoteConnection
 from gremlinlb.devservers import Fleet
-from gremlinlb.devservers.faults import FaultProxy
 
 WORKER_BOUND = 300.0  # seconds a worker may run before it is killed
 
 
-class Load:
+class Load(Answers):
     """Threads reading the `server` vertex through the client; answers stamped with the time."""
 
     def __init__(self, g: GraphTraversalSource, threads: int = 8) -> None:
+        super().__init__()
         self._g = g
         self._stop = threading.Event()
         self._deadline = time.monotonic() + WORKER_BOUND
-        self.answers: list[tuple[float, float]] = []  # (end, latency)
-        self.errors = 0
         self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
 
     def _run(self) -> None:
         while not self._stop.is_set() and time.monotonic() < self._deadline:
-            start = time.monotonic()
-            try:
-                names = self._g.V().has_label("server").values("name").to_list()
-            except Exception:
-                self.errors += 1
-                continue
-            end = time.monotonic()
-            if names:
-                self.answers.append((end, end - start))
+            self.read(self._g)
 
     def __enter__(self) -> Load:
         for thread in self._threads:
@@ -81,58 +84,19 @@ class Load:
         for thread in self._threads:
             thread.join(60)
 
-    def rate(self, start: float, end: float) -> float:
-        return sum(1 for t, _ in self.answers if start <= t < end) / (end - start)
 
-    def longest(self, start: float, end: float) -> float:
-        return max((lat for t, lat in self.answers if start <= t < end + lat), default=0.0)
-
-
-class RotationWatch:
+class RotationWatch(Rotation):
     """Polls the client's hosts: seconds each spent out of rotation, most out at once."""
 
     def __init__(self, rr: RoundRobinClientRemoteConnection) -> None:
+        super().__init__()
         self._rr = rr
-        self._stop = threading.Event()
-        self.out_seconds: dict[str, float] = {}
-        self.all_out_seconds = 0.0
-        self.most_out = 0
-        self.most_deprioritised = 0
-        self._thread = threading.Thread(target=self._run)
 
-    def _run(self) -> None:
-        last = time.monotonic()
-        while not self._stop.wait(0.1):
-            now = time.monotonic()
-            hosts = self._rr.hosts()
-            out = [h.endpoint.address for h in hosts if h.state.value != "healthy"]
-            self.most_out = max(self.most_out, len(out))
-            deprioritised = sum(1 for h in hosts if getattr(h, "deprioritised", False))
-            self.most_deprioritised = max(self.most_deprioritised, deprioritised)
-            for address in out:
-                self.out_seconds[address] = self.out_seconds.get(address, 0.0) + now - last
-            if len(out) == len(hosts):
-                self.all_out_seconds += now - last
-            last = now
-
-    def __enter__(self) -> RotationWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-
-@contextlib.contextmanager
-def proxies_at(addresses: list[str], **faults: Any) -> Iterator[list[FaultProxy]]:
-    """A loopback fault proxy in front of each server, counting what it relays."""
-    proxies = [FaultProxy(a, **faults).start_in_thread() for a in addresses]
-    try:
-        yield proxies
-    finally:
-        for proxy in proxies:
-            proxy.stop_thread()
+    def poll(self) -> list[tuple[str, bool, bool]]:
+        return [
+            (h.endpoint.address, h.state.value != "healthy", getattr(h, "deprioritised", False))
+            for h in self._rr.hosts()
+        ]
 
 
 def client(addresses: list[str], **settings: Any) -> RoundRobinClientRemoteConnection:
@@ -146,12 +110,7 @@ def client(addresses: list[str], **settings: Any) -> RoundRobinClientRemoteConne
 
 
 def slow_caller(g: GraphTraversalSource, server_ms: int, times: list[float]) -> None:
-    looping = (
-        g.with_("evaluationTimeout", server_ms)
-        .inject(1)
-        .repeat(__.identity())
-        .until(__.is_(SLOW_PADDING))
-    )
+    looping = slow_read(g, server_ms)
     began = time.monotonic()
     with contextlib.suppress(Exception):
         looping.to_list()
@@ -180,17 +139,7 @@ def worker_slow(args: argparse.Namespace) -> dict[str, Any]:
                     executions = receptions(proxies, SLOW_PADDING)
         finally:
             rr.close()
-    return {
-        "request_timeout_s": timeout,
-        "executions_per_slow_read": executions / 4,
-        "most_hosts_out_at_once": watch.most_out,
-        "most_hosts_deprioritised_at_once": watch.most_deprioritised,
-        "seconds_all_hosts_out": round(watch.all_out_seconds, 1),
-        "seconds_out_per_host": {k: round(v, 1) for k, v in watch.out_seconds.items()},
-        "callers_answered_s": sorted(round(t, 1) for t in times),
-        "callers_over_timeout_plus_1s": sum(1 for t in times if t > timeout + 1),
-        "load_errors": load.errors,
-    }
+    return slow_report(timeout, executions, watch, times, load)
 
 
 def worker_hung(args: argparse.Namespace) -> dict[str, Any]:
@@ -199,48 +148,24 @@ def worker_hung(args: argparse.Namespace) -> dict[str, Any]:
     try:
         g = traversal().with_(rr)
         with Load(g) as load:
-            time.sleep(3)
-            t0 = time.monotonic()
-            time.sleep(3)
-            t1 = time.monotonic()
-            for pid in args.pids[1:]:
-                os.kill(pid, signal.SIGSTOP)
-            try:
-                time.sleep(hang)
-            finally:
-                for pid in args.pids[1:]:
-                    os.kill(pid, signal.SIGCONT)
-            t2 = time.monotonic()
-            time.sleep(2)
+            t0, t1, t2 = hang_under_load(
+                hang,
+                args.pids[1:],
+                lambda pid: os.kill(pid, signal.SIGSTOP),
+                lambda pid: os.kill(pid, signal.SIGCONT),
+            )
     finally:
         rr.close()
-    before, during = load.rate(t0, t1), load.rate(t1, t2)
-    return {
-        "hang_s": hang,
-        "req_per_s_before": round(before),
-        "req_per_s_during_hang": round(during),
-        "share_of_before": round(during / before, 3) if before else None,
-        "longest_read_during_hang_s": round(load.longest(t1, t2), 2),
-        "load_errors": load.errors,
-    }
+    return hung_report(hang, load, t0, t1, t2)
 
 
 def worker_attempts(args: argparse.Namespace) -> dict[str, Any]:
-    counts = []
     with proxies_at(args.addresses, close_after_upload=len(PADDING)) as proxies:
         rr = client([p.address for p in proxies], max_attempts=3, request_timeout=5.0)
         try:
-            g = traversal().with_(rr)
-            for _ in range(args.reads):
-                before = receptions(proxies)
-                with contextlib.suppress(Exception):
-                    g.V().has("name", PADDING).count().next()
-                time.sleep(1.0)  # let the servers see what was sent
-                counts.append(receptions(proxies) - before)
-                time.sleep(args.pause)  # the hosts return to rotation
+            return attempts_report(traversal().with_(rr), proxies, args, Exception)
         finally:
             rr.close()
-    return {"max_attempts": 3, "receptions_per_read": counts, "max_receptions": max(counts)}
 
 
 WORKERS = {"slow": worker_slow, "hung": worker_hung, "attempts": worker_attempts}
@@ -277,15 +202,7 @@ def run_worker(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenarios", default="slow,hung,attempts")
-    parser.add_argument("--python", action="append", default=None, help="the client's python")
-    parser.add_argument("--label", action="append", default=None, help="a name per --python")
-    parser.add_argument("--slow-seconds", type=float, default=10.0)
-    parser.add_argument("--hang-seconds", type=float, default=5.0)
-    parser.add_argument("--reads", type=int, default=3, help="reads in the attempts scenario")
-    parser.add_argument("--pause", type=float, default=6.0, help="seconds between those reads")
-    parser.add_argument("--out", type=Path, help="write the results (markdown with JSON) here")
+    parser = stress_parser(__doc__, "slow,hung,attempts", "the client's python")
     parser.add_argument("--log-dir", type=Path, help="keep each worker's warnings here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--addresses", type=lambda t: t.split(","), help=argparse.SUPPRESS)
@@ -299,26 +216,11 @@ def main() -> None:
         )
         print(json.dumps(WORKERS[args.worker](args)), flush=True)
         return
-    pythons = args.python or [sys.executable]
-    labels = args.label or [f"python{i}" for i in range(len(pythons))]
-    report: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory() as run_dir:
-        fleet = Fleet(3, base_port=free_port_block(), run_dir=Path(run_dir))
-        fleet.start()
-        try:
-            for name in args.scenarios.split(","):
-                for python, label in zip(pythons, labels, strict=True):
-                    fleet.reset()
-                    for server in fleet:
-                        server.add_name_vertex()
-                    result = run_worker(python, label, name, fleet, args)
-                    report.setdefault(name, {})[label] = result
-                    print(name, label, json.dumps(result), flush=True)
-        finally:
-            fleet.stop()
-    if args.out:
-        text = "# bench/client_stress.py\n\n```json\n" + json.dumps(report, indent=2) + "\n```\n"
-        args.out.write_text(text)
+    with local_fleet() as fleet:
+        report = run_scenarios(
+            fleet, args, lambda name, python, label: run_worker(python, label, name, fleet, args)
+        )
+    write_report(args.out, "bench/client_stress.py", report)
 
 
 if __name__ == "__main__":

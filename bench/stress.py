@@ -37,17 +37,19 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
 from gremlin_python.driver.protocol import GremlinServerError
 from gremlin_python.process.anonymous_traversal import traversal
-from gremlin_python.process.graph_traversal import __
+from gremlin_python.process.graph_traversal import GraphTraversal, GraphTraversalSource, __
 
 from gremlinlb.devservers import Fleet
 from gremlinlb.devservers.faults import FaultProxy
+
+T = TypeVar("T")
 
 PADDING = "p" * 100_000
 # The slow reads' padding: the load's own bytes through one proxy in that scenario (a few MB)
@@ -138,31 +140,47 @@ def _sidecar(
             process.wait()
 
 
-@dataclass
-class Load:
+class Answers:
+    """Reads of the `server` vertex, stamped with the time: what a Load's threads record."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[float, float]] = []  # (end, latency)
+        self.errors = 0
+
+    def read(self, g: GraphTraversalSource) -> None:
+        start = time.monotonic()
+        try:
+            names = g.V().has_label("server").values("name").to_list()
+        except Exception:
+            self.errors += 1
+            return
+        end = time.monotonic()
+        if names:
+            self.answers.append((end, end - start))
+
+    def rate(self, start: float, end: float) -> float:
+        return sum(1 for t, _ in self.answers if start <= t < end) / (end - start)
+
+    def longest(self, start: float, end: float) -> float:
+        return max((lat for t, lat in self.answers if start <= t < end + lat), default=0.0)
+
+
+class Load(Answers):
     """Client threads reading the `server` vertex in a loop; answers stamped with the time."""
 
-    url: str
-    threads: int = 8
-    stop: threading.Event = field(default_factory=threading.Event)
-    answers: list[tuple[float, float]] = field(default_factory=list)  # (end, latency)
-    errors: int = 0
-    _workers: list[threading.Thread] = field(default_factory=list)
+    def __init__(self, url: str, threads: int = 8) -> None:
+        super().__init__()
+        self.url = url
+        self.threads = threads
+        self.stop = threading.Event()
+        self._workers: list[threading.Thread] = []
 
     def _run(self) -> None:
         connection = DriverRemoteConnection(self.url, "g", pool_size=1)
         try:
             g = traversal().with_(connection)
             while not self.stop.is_set():
-                start = time.monotonic()
-                try:
-                    names = g.V().has_label("server").values("name").to_list()
-                except Exception:
-                    self.errors += 1
-                    continue
-                end = time.monotonic()
-                if names:
-                    self.answers.append((end, end - start))
+                self.read(g)
         finally:
             connection.close()
 
@@ -177,18 +195,11 @@ class Load:
         for worker in self._workers:
             worker.join(60)
 
-    def rate(self, start: float, end: float) -> float:
-        return sum(1 for t, _ in self.answers if start <= t < end) / (end - start)
 
-    def longest(self, start: float, end: float) -> float:
-        return max((lat for t, lat in self.answers if start <= t < end + lat), default=0.0)
+class Rotation:
+    """Polls hosts every 0.1 s: seconds each spent out of rotation, most out at once."""
 
-
-class RotationWatch:
-    """Polls the admin API: seconds each host spent out of rotation (not healthy)."""
-
-    def __init__(self, side: Sidecar) -> None:
-        self._side = side
+    def __init__(self) -> None:
         self._stop = threading.Event()
         self.out_seconds: dict[str, float] = {}
         self.all_out_seconds = 0.0
@@ -196,17 +207,20 @@ class RotationWatch:
         self.most_deprioritised = 0
         self._thread = threading.Thread(target=self._run)
 
+    def poll(self) -> list[tuple[str, bool, bool]] | None:
+        """Each host's (address, out of rotation, deprioritised); None: no answer this time."""
+        raise NotImplementedError
+
     def _run(self) -> None:
         last = time.monotonic()
         while not self._stop.wait(0.1):
             now = time.monotonic()
-            try:
-                hosts = self._side.hosts()
-            except OSError:
+            hosts = self.poll()
+            if hosts is None:
                 continue
-            out = [h["endpoint"] for h in hosts if h.get("state") != "healthy"]
+            out = [address for address, is_out, _ in hosts if is_out]
             self.most_out = max(self.most_out, len(out))
-            deprioritised = sum(1 for h in hosts if h.get("deprioritised"))
+            deprioritised = sum(1 for _, _, low in hosts if low)
             self.most_deprioritised = max(self.most_deprioritised, deprioritised)
             for address in out:
                 self.out_seconds[address] = self.out_seconds.get(address, 0.0) + now - last
@@ -214,7 +228,7 @@ class RotationWatch:
                 self.all_out_seconds += now - last
             last = now
 
-    def __enter__(self) -> RotationWatch:
+    def __enter__(self) -> Rotation:
         self._thread.start()
         return self
 
@@ -223,13 +237,32 @@ class RotationWatch:
         self._thread.join(10)
 
 
+class RotationWatch(Rotation):
+    """Polls the admin API: seconds each host spent out of rotation (not healthy)."""
+
+    def __init__(self, side: Sidecar) -> None:
+        super().__init__()
+        self._side = side
+
+    def poll(self) -> list[tuple[str, bool, bool]] | None:
+        try:
+            hosts = self._side.hosts()
+        except OSError:
+            return None
+        return [
+            (h["endpoint"], h.get("state") != "healthy", bool(h.get("deprioritised")))
+            for h in hosts
+        ]
+
+
 def receptions(proxies: list[FaultProxy], padding: str = PADDING) -> int:
     return sum(p.counters.bytes_up // len(padding) for p in proxies)
 
 
 @contextlib.contextmanager
-def proxies_for(fleet: Fleet, **faults: Any) -> Iterator[list[FaultProxy]]:
-    proxies = [FaultProxy(s.address, **faults).start_in_thread() for s in fleet]
+def proxies_at(addresses: list[str], **faults: Any) -> Iterator[list[FaultProxy]]:
+    """A loopback fault proxy in front of each server, counting what it relays."""
+    proxies = [FaultProxy(a, **faults).start_in_thread() for a in addresses]
     try:
         yield proxies
     finally:
@@ -237,16 +270,130 @@ def proxies_for(fleet: Fleet, **faults: Any) -> Iterator[list[FaultProxy]]:
             proxy.stop_thread()
 
 
+def proxies_for(fleet: Fleet, **faults: Any) -> contextlib.AbstractContextManager[list[FaultProxy]]:
+    return proxies_at([s.address for s in fleet], **faults)
+
+
+def slow_read(g: GraphTraversalSource, server_ms: int) -> GraphTraversal[Any, Any]:
+    """A read that loops on its server for `server_ms` (it carries SLOW_PADDING on the wire)."""
+    return (
+        g.with_("evaluationTimeout", server_ms)
+        .inject(1)
+        .repeat(__.identity())
+        .until(__.is_(SLOW_PADDING))
+    )
+
+
+def slow_report(
+    timeout: float, executions: int, watch: Rotation, times: list[float], load: Answers
+) -> dict[str, Any]:
+    return {
+        "request_timeout_s": timeout,
+        "executions_per_slow_read": executions / 4,
+        "most_hosts_out_at_once": watch.most_out,
+        "most_hosts_deprioritised_at_once": watch.most_deprioritised,
+        "seconds_all_hosts_out": round(watch.all_out_seconds, 1),
+        "seconds_out_per_host": {k: round(v, 1) for k, v in watch.out_seconds.items()},
+        "callers_answered_s": sorted(round(t, 1) for t in times),
+        "callers_over_timeout_plus_1s": sum(1 for t in times if t > timeout + 1),
+        "load_errors": load.errors,
+    }
+
+
+def hang_under_load(
+    hang: float, victims: list[T], pause: Callable[[T], None], resume: Callable[[T], None]
+) -> tuple[float, float, float]:
+    """3 s of warm-up, 3 s measured before the victims hang for `hang` s, 2 s after:
+    (start of before, start of hang, end of hang)."""
+    time.sleep(3)
+    t0 = time.monotonic()
+    time.sleep(3)
+    t1 = time.monotonic()
+    for victim in victims:
+        pause(victim)
+    try:
+        time.sleep(hang)
+    finally:
+        for victim in victims:
+            resume(victim)
+    t2 = time.monotonic()
+    time.sleep(2)
+    return t0, t1, t2
+
+
+def hung_report(hang: float, load: Answers, t0: float, t1: float, t2: float) -> dict[str, Any]:
+    before, during = load.rate(t0, t1), load.rate(t1, t2)
+    return {
+        "hang_s": hang,
+        "req_per_s_before": round(before),
+        "req_per_s_during_hang": round(during),
+        "share_of_before": round(during / before, 3) if before else None,
+        "longest_read_during_hang_s": round(load.longest(t1, t2), 2),
+        "load_errors": load.errors,
+    }
+
+
+def attempts_report(
+    g: GraphTraversalSource,
+    proxies: list[FaultProxy],
+    args: argparse.Namespace,
+    errors: type[BaseException],
+) -> dict[str, Any]:
+    """Receptions of each of `args.reads` reads that every connection closes on."""
+    counts = []
+    for _ in range(args.reads):
+        before = receptions(proxies)
+        with contextlib.suppress(errors):
+            g.V().has("name", PADDING).count().next()
+        time.sleep(1.0)  # let the servers see what was sent
+        counts.append(receptions(proxies) - before)
+        time.sleep(args.pause)  # the hosts return to rotation
+    return {"max_attempts": 3, "receptions_per_read": counts, "max_receptions": max(counts)}
+
+
+@contextlib.contextmanager
+def local_fleet() -> Iterator[Fleet]:
+    """3 local Gremlin Servers, started, stopped on the way out."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        fleet = Fleet(3, base_port=free_port_block(), run_dir=Path(run_dir))
+        fleet.start()
+        try:
+            yield fleet
+        finally:
+            fleet.stop()
+
+
+def run_scenarios(
+    fleet: Fleet,
+    args: argparse.Namespace,
+    run: Callable[[str, str, str], dict[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """Each of --scenarios with each --python (named by --label) on a freshly reset fleet."""
+    pythons = args.python or [sys.executable]
+    labels = args.label or [f"python{i}" for i in range(len(pythons))]
+    report: dict[str, dict[str, Any]] = {}
+    for name in args.scenarios.split(","):
+        for python, label in zip(pythons, labels, strict=True):
+            fleet.reset()
+            for server in fleet:
+                server.add_name_vertex()
+            result = run(name, python, label)
+            report.setdefault(name, {})[label] = result
+            print(name, label, json.dumps(result), flush=True)
+    return report
+
+
+def write_report(out: Path | None, title: str, report: dict[str, dict[str, Any]]) -> None:
+    if out:
+        text = f"# {title}\n\n```json\n" + json.dumps(report, indent=2) + "\n```\n"
+        out.write_text(text)
+
+
 def slow_read_caller(url: str, server_ms: int, times: list[float], start: threading.Event) -> None:
     connection = DriverRemoteConnection(url, "g", pool_size=1)
     try:
         g = traversal().with_(connection)
-        looping = (
-            g.with_("evaluationTimeout", server_ms)
-            .inject(1)
-            .repeat(__.identity())
-            .until(__.is_(SLOW_PADDING))
-        )
+        looping = slow_read(g, server_ms)
         start.wait()
         began = time.monotonic()
         with contextlib.suppress(GremlinServerError):
@@ -281,17 +428,7 @@ def scenario_slow(fleet: Fleet, python: str, args: argparse.Namespace) -> dict[s
                     caller.join(3 * timeout + 30)
                 time.sleep(timeout + 2)  # copies sent late still arrive and run
                 executions = receptions(proxies, SLOW_PADDING)
-    return {
-        "request_timeout_s": timeout,
-        "executions_per_slow_read": executions / 4,
-        "most_hosts_out_at_once": watch.most_out,
-        "most_hosts_deprioritised_at_once": watch.most_deprioritised,
-        "seconds_all_hosts_out": round(watch.all_out_seconds, 1),
-        "seconds_out_per_host": {k: round(v, 1) for k, v in watch.out_seconds.items()},
-        "callers_answered_s": sorted(round(t, 1) for t in times),
-        "callers_over_timeout_plus_1s": sum(1 for t in times if t > timeout + 1),
-        "load_errors": load.errors,
-    }
+    return slow_report(timeout, executions, watch, times, load)
 
 
 def scenario_hung(fleet: Fleet, python: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -300,49 +437,22 @@ def scenario_hung(fleet: Fleet, python: str, args: argparse.Namespace) -> dict[s
         sidecar(python, [s.address for s in fleet], "--request-timeout", "10") as side,
         Load(side.url, 8) as load,
     ):
-        time.sleep(3)
-        t0 = time.monotonic()
-        time.sleep(3)
-        t1 = time.monotonic()
-        victims = list(fleet)[1:]
-        for server in victims:
-            server.pause()
-        try:
-            time.sleep(hang)
-        finally:
-            for server in victims:
-                server.resume()
-        t2 = time.monotonic()
-        time.sleep(2)
-    before, during = load.rate(t0, t1), load.rate(t1, t2)
-    return {
-        "hang_s": hang,
-        "req_per_s_before": round(before),
-        "req_per_s_during_hang": round(during),
-        "share_of_before": round(during / before, 3) if before else None,
-        "longest_read_during_hang_s": round(load.longest(t1, t2), 2),
-        "load_errors": load.errors,
-    }
+        t0, t1, t2 = hang_under_load(
+            hang, list(fleet)[1:], lambda s: s.pause(), lambda s: s.resume()
+        )
+    return hung_report(hang, load, t0, t1, t2)
 
 
 def scenario_attempts(fleet: Fleet, python: str, args: argparse.Namespace) -> dict[str, Any]:
-    counts = []
     with proxies_for(fleet, close_after_upload=len(PADDING)) as proxies:
         flags = ("--max-attempts", "3", "--request-timeout", "5")
         with sidecar(python, [p.address for p in proxies], *flags) as side:
             connection = DriverRemoteConnection(side.url, "g", pool_size=1)
             try:
                 g = traversal().with_(connection)
-                for _ in range(args.reads):
-                    before = receptions(proxies)
-                    with contextlib.suppress(GremlinServerError):
-                        g.V().has("name", PADDING).count().next()
-                    time.sleep(1.0)  # let the servers see what was sent
-                    counts.append(receptions(proxies) - before)
-                    time.sleep(args.pause)  # the hosts return to rotation
+                return attempts_report(g, proxies, args, GremlinServerError)
             finally:
                 connection.close()
-    return {"max_attempts": 3, "receptions_per_read": counts, "max_receptions": max(counts)}
 
 
 def dead_hosts(count: int) -> list[str]:
@@ -382,15 +492,22 @@ SCENARIOS: dict[str, Callable[[Fleet, str, argparse.Namespace], dict[str, Any]]]
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenarios", default="slow,hung,attempts,dead")
-    parser.add_argument("--python", action="append", default=None, help="the sidecar's python")
+def stress_parser(doc: str | None, scenarios: str, python_help: str) -> argparse.ArgumentParser:
+    """The options bench/stress.py and bench/client_stress.py share."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--scenarios", default=scenarios)
+    parser.add_argument("--python", action="append", default=None, help=python_help)
     parser.add_argument("--label", action="append", default=None, help="a name per --python")
     parser.add_argument("--slow-seconds", type=float, default=10.0)
     parser.add_argument("--hang-seconds", type=float, default=5.0)
     parser.add_argument("--reads", type=int, default=3, help="reads in the attempts scenario")
     parser.add_argument("--pause", type=float, default=6.0, help="seconds between those reads")
+    parser.add_argument("--out", type=Path, help="write the results (markdown with JSON) here")
+    return parser
+
+
+def main() -> None:
+    parser = stress_parser(__doc__, "slow,hung,attempts,dead", "the sidecar's python")
     parser.add_argument(
         "--dead",
         type=lambda text: [int(x) for x in text.split(",")],
@@ -398,30 +515,14 @@ def main() -> None:
         help="comma-separated dead host counts (besides none)",
     )
     parser.add_argument("--dead-seconds", type=float, default=8.0)
-    parser.add_argument("--out", type=Path, help="write the results (markdown with JSON) here")
     args = parser.parse_args()
-    pythons = args.python or [sys.executable]
-    labels = args.label or [f"python{i}" for i in range(len(pythons))]
-    report: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory() as run_dir:
-        fleet = Fleet(3, base_port=free_port_block(), run_dir=Path(run_dir))
-        fleet.start()
-        try:
-            for server in fleet:
-                server.add_name_vertex()
-            for name in args.scenarios.split(","):
-                for python, label in zip(pythons, labels, strict=True):
-                    fleet.reset()
-                    for server in fleet:
-                        server.add_name_vertex()
-                    result = SCENARIOS[name](fleet, python, args)
-                    report.setdefault(name, {})[label] = result
-                    print(name, label, json.dumps(result), flush=True)
-        finally:
-            fleet.stop()
-    if args.out:
-        text = "# bench/stress.py\n\n```json\n" + json.dumps(report, indent=2) + "\n```\n"
-        args.out.write_text(text)
+    with local_fleet() as fleet:
+        for server in fleet:
+            server.add_name_vertex()
+        report = run_scenarios(
+            fleet, args, lambda name, python, label: SCENARIOS[name](fleet, python, args)
+        )
+    write_report(args.out, "bench/stress.py", report)
 
 
 def free_port_block(start: int = 38181, count: int = 3) -> int:

@@ -1,14 +1,20 @@
 """Small helpers shared by the integration tests."""
 
 import base64
+import contextlib
 import os
 import socket
+import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
+from aiohttp import web
 from gremlin_python.process.graph_traversal import GraphTraversalSource, __
 
+from gremlinlb.core import EventKind, HostEvent, HostState
 from gremlinlb.devservers import GremlinServerProcess
+from gremlinlb.devservers.faults import FaultProxy
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -36,6 +42,53 @@ def upgrade_raw_websocket(sock: socket.socket, host_port: str) -> None:
         assert chunk, "the sidecar closed the connection during the upgrade"
         head += chunk
     assert head.startswith(b"HTTP/1.1 101"), head
+
+
+@contextlib.contextmanager
+def proxies_in_front(
+    servers: Sequence[GremlinServerProcess], **faults: Any
+) -> Iterator[list[FaultProxy]]:
+    """A loopback fault proxy in front of each server (a pass-through without `faults`), its
+    counters telling what it relayed; stopped on the way out."""
+    proxies = [FaultProxy(s.address, **faults).start_in_thread() for s in servers]
+    try:
+        yield proxies
+    finally:
+        for proxy in proxies:
+            proxy.stop_thread()
+
+
+def taken_out(events: Iterable[HostEvent]) -> list[tuple[str, str, str]]:
+    """(address, state, reason) of each time `events` say a host went down or was ejected."""
+    return [
+        (e.endpoint.address, e.state.value, e.reason)
+        for e in events
+        if e.kind is EventKind.STATE_CHANGED and e.state in (HostState.EJECTED, HostState.DOWN)
+    ]
+
+
+def masked_frame_head(size: int, first: int = 0x82) -> bytes:
+    """A client WebSocket frame's header before its mask: `first` (FIN and opcode), then the
+    mask bit and the payload's length in 7, 16 or 64 bits."""
+    if size < 126:
+        return struct.pack("!BB", first, 0x80 | size)
+    if size < 65536:
+        return struct.pack("!BBH", first, 0x80 | 126, size)
+    return struct.pack("!BBQ", first, 0x80 | 127, size)
+
+
+async def serve_on_loopback(
+    path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> tuple[web.AppRunner, int]:
+    """An aiohttp app answering GET `path` with `handler` on a free loopback port: its runner
+    (to clean up) and the port."""
+    app = web.Application()
+    app.router.add_get(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, runner.addresses[0][1]
 
 
 def name_servers(servers: Iterable[GremlinServerProcess]) -> None:

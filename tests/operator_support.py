@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -21,18 +22,22 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
-from tests.devcluster import ControlPlane, create_running_pod
+from gremlinlb.devservers import GremlinServerProcess, ServerRuntime
+from tests.devcluster import ControlPlane, NetnsHost, NetnsNetwork, create_running_pod
 
 REPO = Path(__file__).resolve().parent.parent
 GREMLINLB = [sys.executable, "-m", "gremlinlb.cli"]
 GROUP, VERSION, PLURAL = "gremlinlb.io", "v1alpha1", "gremlinclusters"
 T = TypeVar("T")
+
+GREMLIN_PORT = 8182  # every Gremlin Server's port, each at its own network namespace's address
 
 
 def free_port() -> int:
@@ -83,6 +88,66 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval:
                 return found
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+
+
+@contextlib.contextmanager
+def applied_manifests(control_plane: ControlPlane) -> Iterator[ControlPlane]:
+    """crds/ (established) and manifests/ applied with kubectl."""
+    control_plane.kubectl("apply", "-f", str(REPO / "crds"))
+    control_plane.kubectl(
+        "wait", "--for=condition=Established", "crd/gremlinclusters.gremlinlb.io", "--timeout=30s"
+    )
+    control_plane.kubectl("apply", "-f", str(REPO / "manifests"))
+    try:
+        yield control_plane
+    finally:
+        # Leave no webhook behind for the rest of the session (it would refuse labelled pods).
+        control_plane.kubectl(
+            "delete",
+            "mutatingwebhookconfiguration",
+            "gremlinlb-sidecar-injector",
+            "--ignore-not-found",
+            check=False,
+        )
+
+
+@contextlib.contextmanager
+def netns_servers(
+    network: NetnsNetwork, runtime: ServerRuntime, run_dir: Path, count: int
+) -> Iterator[list[tuple[NetnsHost, GremlinServerProcess]]]:
+    """`count` Gremlin Servers, each alone in a network namespace, started in parallel and
+    ready; killed, and their namespaces removed, on the way out."""
+    hosts = [network.add_host() for _ in range(count)]
+    processes = [
+        GremlinServerProcess(
+            GREMLIN_PORT,
+            run_dir / f"server-{i}",
+            runtime=runtime,
+            host=host.ip,
+            launcher=host.argv([]),
+        )
+        for i, host in enumerate(hosts)
+    ]
+    try:
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.wait_ready(timeout=120)
+        yield list(zip(hosts, processes, strict=True))
+    finally:
+        for process in processes:
+            process.kill()
+        for host in hosts:
+            network.remove_host(host)
+
+
+def token_files(api: k8s.ApiClient, namespace: str) -> dict[str, str]:
+    """The token Secret's keys as its mounted volume shows them ({} while it is absent)."""
+    try:
+        secret = k8s.CoreV1Api(api).read_namespaced_secret("graph-gremlinlb-token", namespace)
+    except ApiException:
+        return {}
+    return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
 
 class OperatorProcess:
@@ -174,6 +239,19 @@ class OperatorProcess:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def running_operator(
+    control_plane: ControlPlane, log_path: Path, *extra: str
+) -> Iterator[OperatorProcess]:
+    """An OperatorProcess started with `extra` flags, stopped on the way out."""
+    process = OperatorProcess(control_plane, log_path, *extra)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 def project_secret(volume: Path, files: Mapping[str, str]) -> None:

@@ -11,7 +11,6 @@ wall-clock speed.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -21,7 +20,6 @@ from gremlin_python.process.graph_traversal import GraphTraversalSource
 from gremlinlb import HealthCheckSettings, RoundRobinClientRemoteConnection
 from gremlinlb.core import (
     ConnectionLostError,
-    EventKind,
     HostEvent,
     HostState,
     ResponseTimeoutError,
@@ -29,8 +27,9 @@ from gremlinlb.core import (
 from gremlinlb.devservers import GremlinServerProcess
 from gremlinlb.devservers.faults import FaultProxy
 from tests.client_support import answered_by, fast_settings, serving
-from tests.helpers import endless_read, wait_until
+from tests.helpers import endless_read, proxies_in_front, taken_out, wait_until
 from tests.integration.test_sidecar_bounded_stress import BIG_PADDING, receptions
+from tests.integration.test_sidecar_faults import Load
 from tests.integration.test_sidecar_gray_failures import PADDING
 
 pytestmark = pytest.mark.integration
@@ -39,67 +38,32 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def counting_proxies(servers: Sequence[GremlinServerProcess]) -> Iterator[list[FaultProxy]]:
     """A pass-through proxy in front of each server, counting the bytes it relays."""
-    proxies = [FaultProxy(s.address).start_in_thread() for s in servers]
-    try:
+    with proxies_in_front(servers) as proxies:
         yield proxies
-    finally:
-        for proxy in proxies:
-            proxy.stop_thread()
 
 
 @pytest.fixture
 def closing_proxies(servers: Sequence[GremlinServerProcess]) -> Iterator[list[FaultProxy]]:
     """In front of each server: relays a padded request, then closes its connection."""
-    proxies = [
-        FaultProxy(s.address, close_after_upload=len(PADDING)).start_in_thread() for s in servers
-    ]
-    try:
+    with proxies_in_front(servers, close_after_upload=len(PADDING)) as proxies:
         yield proxies
-    finally:
-        for proxy in proxies:
-            proxy.stop_thread()
 
 
-class ReadLoad:
+class ReadLoad(Load):
     """Threads reading the `server` vertex through one client until stopped (bounded in count
     and time); every answer must name a server."""
 
+    join_seconds = 60.0
+
     def __init__(self, g: GraphTraversalSource, threads: int, per_thread: int = 1500) -> None:
-        self._g = g
-        self._per_thread = per_thread
-        self._deadline = time.monotonic() + 90
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self.served: list[str] = []
-        self.errors: list[BaseException] = []
-        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+        super().__init__(url="", threads=threads, per_thread=per_thread, seconds=90)  # no url:
+        self._g = g  # the threads share the client's traversal source
 
     def _run(self) -> None:
-        for _ in range(self._per_thread):
-            if self._stop.is_set() or time.monotonic() > self._deadline:
-                return
-            try:
-                name = answered_by(self._g)
-            except Exception as error:
-                with self._lock:
-                    self.errors.append(error)
-            else:
-                with self._lock:
-                    self.served.append(name)
+        self._read_until_stopped(self._g)
 
-    def wait_for(self, answers: int, within: float = 60) -> None:
-        start = len(self.served)
-        wait_until(lambda: len(self.served) - start >= answers, within, f"{answers} more answers")
-
-    def __enter__(self) -> ReadLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(60)
+    def _read(self, g: GraphTraversalSource) -> list[str]:
+        return [answered_by(g)]
 
 
 class SlowReads:
@@ -173,11 +137,7 @@ def test_four_slow_reads_at_once_under_load_take_no_host_out_of_rotation(
 ) -> None:
     events: list[HostEvent] = []
     four_slow_reads_under_load(counting_proxies, events)
-    out = [
-        (e.endpoint.address, e.state.value, e.reason)
-        for e in events
-        if e.kind is EventKind.STATE_CHANGED and e.state in (HostState.EJECTED, HostState.DOWN)
-    ]
+    out = taken_out(events)
     assert out == []
 
 
@@ -205,10 +165,10 @@ def test_two_hung_servers_of_three_are_taken_down_by_their_pings_and_the_third_a
             for server in hung:
                 server.pause()
             try:
-                load.wait_for(300, within=20)
+                load.wait_for(300, timeout=20)
                 states = {h.endpoint.address: h.state for h in rr.hosts()}
                 mark = len(load.served)
-                load.wait_for(100, within=20)
+                load.wait_for(100, timeout=20)
                 after = set(load.served[mark:])
             finally:
                 for server in hung:

@@ -50,23 +50,27 @@ from tests.devcluster import (
     purge_namespace,
 )
 from tests.operator_support import (
+    GREMLIN_PORT,
     REPO,
     OperatorProcess,
     SidecarProcess,
+    applied_manifests,
     cluster_object,
     condition,
     create_client_pod,
     free_port,
     http,
+    netns_servers,
     operator_may,
     restart_sidecar_container,
+    running_operator,
     served_by,
+    token_files,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
 
-GREMLIN_PORT = 8182
 SERVERS = 4
 #: Generous bounds: the assertions are about behaviour; measured times are printed.
 SETTLE = 30.0
@@ -89,22 +93,8 @@ def example_documents() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def cluster_manifests(control_plane: ControlPlane) -> Iterator[ControlPlane]:
-    control_plane.kubectl("apply", "-f", str(REPO / "crds"))
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd/gremlinclusters.gremlinlb.io", "--timeout=30s"
-    )
-    control_plane.kubectl("apply", "-f", str(REPO / "manifests"))
-    try:
-        yield control_plane
-    finally:
-        # Leave no webhook behind for the rest of the session (it would refuse labelled pods).
-        control_plane.kubectl(
-            "delete",
-            "mutatingwebhookconfiguration",
-            "gremlinlb-sidecar-injector",
-            "--ignore-not-found",
-            check=False,
-        )
+    with applied_manifests(control_plane) as applied:
+        yield applied
 
 
 @dataclass
@@ -133,30 +123,11 @@ def servers(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Servers]:
     """Four Gremlin Servers, each alone in a network namespace, started in parallel, once."""
-    hosts = [netns_network.add_host() for _ in range(SERVERS)]
     run_dir = tmp_path_factory.mktemp("netns-gremlin")
-    processes = [
-        GremlinServerProcess(
-            GREMLIN_PORT,
-            run_dir / f"server-{i}",
-            runtime=gremlin_runtime,
-            host=host.ip,
-            launcher=host.argv([]),
-        )
-        for i, host in enumerate(hosts)
-    ]
-    try:
-        for process in processes:
-            process.start()
-        for index, process in enumerate(processes):
-            process.wait_ready(timeout=120)
+    with netns_servers(netns_network, gremlin_runtime, run_dir, SERVERS) as started:
+        for index, (_, process) in enumerate(started):
             with_traversal_source(process.address, _marker(index), timeout=30)
-        yield Servers(hosts, processes)
-    finally:
-        for process in processes:
-            process.kill()
-        for host in hosts:
-            netns_network.remove_host(host)
+        yield Servers([h for h, _ in started], [p for _, p in started])
 
 
 @pytest.fixture(scope="module")
@@ -164,12 +135,8 @@ def operator(
     cluster_manifests: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = OperatorProcess(cluster_manifests, log, *OPERATOR_FLAGS)
-    process.start()
-    try:
+    with running_operator(cluster_manifests, log, *OPERATOR_FLAGS) as process:
         yield process
-    finally:
-        process.stop()
 
 
 # -- per-test scenario ---------------------------------------------------------------------------
@@ -207,13 +174,7 @@ class Scenario:
 
     def secret_files(self) -> dict[str, str]:
         """The token Secret's keys as its mounted volume shows them ({} while it is absent)."""
-        try:
-            secret = k8s.CoreV1Api(self.api).read_namespaced_secret(
-                "graph-gremlinlb-token", self.namespace
-            )
-        except ApiException:
-            return {}
-        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+        return token_files(self.api, self.namespace)
 
     def add_client(
         self,

@@ -13,7 +13,6 @@ in a network namespace (its address is the EndpointSlice's).
 
 from __future__ import annotations
 
-import base64
 import http.server
 import json
 import re
@@ -28,9 +27,8 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 
-from gremlinlb.devservers import GremlinServerProcess, ServerRuntime
+from gremlinlb.devservers import ServerRuntime
 from gremlinlb.devservers.faults import FaultProxy
 from tests.devcluster import (
     ControlPlane,
@@ -40,18 +38,22 @@ from tests.devcluster import (
     create_service,
 )
 from tests.operator_support import (
+    GREMLIN_PORT,
     REPO,
     OperatorProcess,
     SidecarProcess,
+    applied_manifests,
     cluster_object,
     condition,
     create_client_pod,
+    netns_servers,
+    running_operator,
+    token_files,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
 
-GREMLIN_PORT = 8182
 SETTLE = 30.0
 #: Short lease timings (3 s, renew deadline 2 s) and a resync every half second, so that a
 #: leader pushes to every sidecar all the time: each push is an act the logs show.
@@ -66,21 +68,8 @@ FLAGS = (
 
 @pytest.fixture(scope="module")
 def manifests(control_plane: ControlPlane) -> Iterator[ControlPlane]:
-    control_plane.kubectl("apply", "-f", str(REPO / "crds"))
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd/gremlinclusters.gremlinlb.io", "--timeout=30s"
-    )
-    control_plane.kubectl("apply", "-f", str(REPO / "manifests"))
-    try:
-        yield control_plane
-    finally:
-        control_plane.kubectl(
-            "delete",
-            "mutatingwebhookconfiguration",
-            "gremlinlb-sidecar-injector",
-            "--ignore-not-found",
-            check=False,
-        )
+    with applied_manifests(control_plane) as applied:
+        yield applied
 
 
 @pytest.fixture(scope="module")
@@ -90,21 +79,9 @@ def server_ip(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     """One Gremlin Server alone in a network namespace."""
-    host = netns_network.add_host()
-    process = GremlinServerProcess(
-        GREMLIN_PORT,
-        tmp_path_factory.mktemp("trust-gremlin"),
-        runtime=gremlin_runtime,
-        host=host.ip,
-        launcher=host.argv([]),
-    )
-    try:
-        process.start()
-        process.wait_ready(timeout=120)
+    run_dir = tmp_path_factory.mktemp("trust-gremlin")
+    with netns_servers(netns_network, gremlin_runtime, run_dir, 1) as [(host, _)]:
         yield host.ip
-    finally:
-        process.kill()
-        netns_network.remove_host(host)
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +89,8 @@ def operator(
     manifests: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     log = tmp_path_factory.mktemp("trust-operator") / "operator.log"
-    process = OperatorProcess(manifests, log, *FLAGS)
-    process.start()
-    try:
+    with running_operator(manifests, log, *FLAGS) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @dataclass
@@ -142,13 +115,7 @@ class Cluster:
         self.token = wait_for(lambda: self.files().get("token"), SETTLE, "the token Secret")
 
     def files(self) -> dict[str, str]:
-        try:
-            secret = k8s.CoreV1Api(self.api).read_namespaced_secret(
-                "graph-gremlinlb-token", self.namespace
-            )
-        except ApiException:
-            return {}
-        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+        return token_files(self.api, self.namespace)
 
     def client(self, name: str, *, tls: bool = True) -> SidecarProcess:
         """A client pod and its real sidecar: admin API over TLS with the Secret's certificate

@@ -21,17 +21,15 @@ from gremlinlb.sidecar.testing import SidecarThread
 
 from gremlinlb.core import (
     Endpoint,
-    EventKind,
     HealthCheckSettings,
     HedgeSettings,
     HostEvent,
-    HostState,
     OutlierSettings,
     parse_endpoint,
 )
 from gremlinlb.devservers import GremlinServerProcess
 from gremlinlb.devservers.faults import FaultProxy
-from tests.helpers import endless_read, wait_until
+from tests.helpers import endless_read, proxies_in_front, taken_out, wait_until
 from tests.integration.test_sidecar_faults import Load
 from tests.integration.test_sidecar_gray_failures import PADDING, all_healthy, config_at, metric
 
@@ -47,12 +45,8 @@ def receptions(proxies: Sequence[FaultProxy], padding: str = PADDING) -> int:
 
 @pytest.fixture
 def counting_proxies(servers: Sequence[GremlinServerProcess]) -> Iterator[list[FaultProxy]]:
-    proxies = [FaultProxy(s.address).start_in_thread() for s in servers]
-    try:
+    with proxies_in_front(servers) as proxies:
         yield proxies
-    finally:
-        for proxy in proxies:
-            proxy.stop_thread()
 
 
 class SlowReads:
@@ -128,11 +122,7 @@ def test_four_slow_reads_at_once_under_load_take_no_host_out_of_rotation(
 ) -> None:
     events: list[HostEvent] = []
     four_slow_reads_under_load(counting_proxies, events)
-    out = [
-        (e.endpoint.address, e.state.value, e.reason)
-        for e in events
-        if e.kind is EventKind.STATE_CHANGED and e.state in (HostState.EJECTED, HostState.DOWN)
-    ]
+    out = taken_out(events)
     assert out == []
 
 

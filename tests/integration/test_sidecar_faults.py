@@ -19,6 +19,7 @@ from gremlin_python.driver.client import Client
 from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
 from gremlin_python.driver.protocol import GremlinServerError
 from gremlin_python.process.anonymous_traversal import traversal
+from gremlin_python.process.graph_traversal import GraphTraversalSource
 from gremlinlb.sidecar.config import SidecarConfig
 from gremlinlb.sidecar.testing import SidecarThread
 
@@ -74,23 +75,31 @@ class Load:
         self.errors: list[BaseException] = []
         self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
 
+    join_seconds = 30.0  # how long leaving waits for each thread
+
     def _run(self) -> None:
         connection = DriverRemoteConnection(self._url, "g", pool_size=1)
         try:
-            g = traversal().with_(connection)
-            for _ in range(self._per_thread):
-                if self._stop.is_set() or time.monotonic() > self._deadline:
-                    return
-                try:
-                    names = g.V().has_label("server").values("name").to_list()
-                except Exception as error:  # reported by the tests
-                    with self._lock:
-                        self.errors.append(error)
-                    continue
-                with self._lock:
-                    self.served.extend(names)
+            self._read_until_stopped(traversal().with_(connection))
         finally:
             connection.close()
+
+    def _read_until_stopped(self, g: GraphTraversalSource) -> None:
+        for _ in range(self._per_thread):
+            if self._stop.is_set() or time.monotonic() > self._deadline:
+                return
+            try:
+                names = self._read(g)
+            except Exception as error:  # reported by the tests
+                with self._lock:
+                    self.errors.append(error)
+                continue
+            with self._lock:
+                self.served.extend(names)
+
+    def _read(self, g: GraphTraversalSource) -> list[str]:
+        names: list[str] = g.V().has_label("server").values("name").to_list()
+        return names
 
     def wait_for(self, more: int, timeout: float = 60.0) -> None:
         """Block until `more` further answers arrived."""
@@ -114,7 +123,7 @@ class Load:
     ) -> None:
         self._stop.set()
         for thread in self._threads:
-            thread.join(30)
+            thread.join(self.join_seconds)
 
 
 # Taken out by a failed probe (down) or by outlier detection (ejected), whichever came first.

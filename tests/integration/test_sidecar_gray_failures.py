@@ -31,7 +31,7 @@ from gremlinlb.sidecar.testing import SidecarThread
 from gremlinlb.core import BalancerSettings, HealthCheckSettings, HostState, parse_endpoint
 from gremlinlb.devservers import GremlinServerProcess
 from gremlinlb.devservers.faults import FaultProxy
-from tests.helpers import endless_read, wait_until
+from tests.helpers import endless_read, proxies_in_front, wait_until
 from tests.integration.test_sidecar_faults import Load
 
 pytestmark = pytest.mark.integration
@@ -68,12 +68,8 @@ def metric(sidecar: SidecarThread, line_start: str) -> float:
 @pytest.fixture
 def counting_proxies(servers: Sequence[GremlinServerProcess]) -> Iterator[list[FaultProxy]]:
     """A pass-through proxy in front of each server (no fault): it counts the bytes sent."""
-    proxies = [FaultProxy(s.address).start_in_thread() for s in servers]
-    try:
+    with proxies_in_front(servers) as proxies:
         yield proxies
-    finally:
-        for proxy in proxies:
-            proxy.stop_thread()
 
 
 def test_query_slower_than_the_timeout_runs_once_and_leaves_every_host_healthy(

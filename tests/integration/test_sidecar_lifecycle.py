@@ -47,7 +47,7 @@ from gremlinlb.core import (
 )
 from gremlinlb.devservers import Fleet, GremlinServerProcess
 from gremlinlb.devservers.faults import FaultProxy
-from tests.helpers import upgrade_raw_websocket, wait_until
+from tests.helpers import masked_frame_head, upgrade_raw_websocket, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -132,13 +132,7 @@ class RawClient:
     @staticmethod
     def frame(opcode: int, payload: bytes) -> bytes:
         mask = os.urandom(4)
-        size = len(payload)
-        if size < 126:
-            header = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
-        elif size < 65536:
-            header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
-        else:
-            header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
+        header = masked_frame_head(len(payload), 0x80 | opcode)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         return header + mask + masked
 

@@ -22,6 +22,8 @@ from aiohttp import web
 from gremlinlb.sidecar.inbound import MeteredWebSocketResponse
 from gremlinlb.sidecar.wsout import FrameOutput
 
+from tests.helpers import serve_on_loopback
+
 
 def missing(obj: object, *names: str) -> list[str]:
     return [name for name in names if not hasattr(obj, name)]
@@ -73,13 +75,7 @@ async def _both_sides() -> tuple[dict[str, list[str]], bool, object]:
         await ws.close()
         return ws
 
-    app = web.Application()
-    app.router.add_get("/ws", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await serve_on_loopback("/ws", handler)
     try:
         async with (
             aiohttp.ClientSession() as session,

@@ -61,6 +61,16 @@ def states(lb: Balancer) -> list[HostState]:
     return [lb.state_of(e) for e in (A, B, C)]
 
 
+def hedges_from_a(lb: Balancer) -> set[Endpoint]:
+    picked = set()
+    for _ in range(6):
+        hedge = lb.acquire(0, exclude=[A], hedge=True, write=False)
+        assert isinstance(hedge, Lease)
+        picked.add(hedge.endpoint)
+        lb.release(hedge)
+    return picked
+
+
 def test_stuck_hosts_get_no_new_request_while_another_host_answers() -> None:
     lb = two_hung_hosts(Clock())
     assert picks(lb, 6) == {C}
@@ -120,12 +130,7 @@ def test_a_hedge_goes_to_a_host_that_answers_not_to_another_silent_one() -> None
     clock.advance(lb.hedge_delay() + 0.1)
     first = lease_on(lb, A, write=False)
     answer(lb, clock, C, 0.05)
-    hedges = set()
-    for _ in range(6):
-        hedge = lb.acquire(0, exclude=[A], hedge=True, write=False)
-        assert isinstance(hedge, Lease)
-        hedges.add(hedge.endpoint)
-        lb.release(hedge)
+    hedges = hedges_from_a(lb)
     assert hedges == {C}
     lb.release(first)
 
@@ -217,16 +222,6 @@ def test_down_hosts_are_handed_out_for_probes_least_recently_probed_first() -> N
             lb.record_probe(endpoint, ok=False, error="refused")
         waves.append(wave)
     assert sorted(e.host for wave in waves for e in wave) == sorted(e.host for e in dead)
-
-
-def hedges_from_a(lb: Balancer) -> set[Endpoint]:
-    picked = set()
-    for _ in range(6):
-        hedge = lb.acquire(0, exclude=[A], hedge=True, write=False)
-        assert isinstance(hedge, Lease)
-        picked.add(hedge.endpoint)
-        lb.release(hedge)
-    return picked
 
 
 def test_a_host_idle_for_long_that_was_just_sent_a_request_still_takes_hedges() -> None:

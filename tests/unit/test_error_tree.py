@@ -20,6 +20,7 @@ import gremlinlb
 from gremlinlb.client.transport import PhaseTaggedTransport
 from gremlinlb.core import GremlinLBError, ResponseTimeoutError
 from gremlinlb.core.errors import BufferTimeoutError
+from tests.helpers import serve_on_loopback
 
 # Exception classes that never reach a caller, each with why. Nothing else belongs here.
 NOT_ERRORS: frozenset[str] = frozenset(
@@ -124,13 +125,8 @@ def silent_gremlin_server() -> Iterator[str]:
         return ws
 
     async def serve() -> web.AppRunner:
-        app = web.Application()
-        app.router.add_get("/gremlin", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        address.append(f"ws://127.0.0.1:{runner.addresses[0][1]}/gremlin")
+        runner, port = await serve_on_loopback("/gremlin", handler)
+        address.append(f"ws://127.0.0.1:{port}/gremlin")
         return runner
 
     def run() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -69,19 +71,26 @@ async def wait_for(check: Any, limit: float = 10.0) -> None:
     raise AssertionError(f"not within {limit} s")
 
 
+@contextlib.asynccontextmanager
+async def leading(api: FakeLeases, events: list[str]) -> AsyncIterator[LeaderElection]:
+    """An election run as a task, once it leads; the task cancelled on the way out."""
+    leader = election(api, events)
+    task = asyncio.create_task(leader.run())
+    await wait_for(lambda: leader.leading)
+    yield leader
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 def test_a_leader_whose_renewal_hangs_stops_leading_while_the_call_still_hangs() -> None:
     async def scenario() -> None:
         api, events = FakeLeases(), list[str]()
-        leader = election(api, events)
-        task = asyncio.create_task(leader.run())
-        await wait_for(lambda: leader.leading)
-        api.hang = True
-        await wait_for(lambda: not leader.leading)
-        assert events == ["started", "stopped"]
-        assert api.hanging >= 1  # stopped without any call having returned
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        async with leading(api, events) as leader:
+            api.hang = True
+            await wait_for(lambda: not leader.leading)
+            assert events == ["started", "stopped"]
+            assert api.hanging >= 1  # stopped without any call having returned
 
     asyncio.run(scenario())
 
@@ -89,17 +98,12 @@ def test_a_leader_whose_renewal_hangs_stops_leading_while_the_call_still_hangs()
 def test_a_replica_that_stopped_leading_leads_again_once_it_can_renew() -> None:
     async def scenario() -> None:
         api, events = FakeLeases(), list[str]()
-        leader = election(api, events)
-        task = asyncio.create_task(leader.run())
-        await wait_for(lambda: leader.leading)
-        api.hang = True
-        await wait_for(lambda: not leader.leading)
-        api.hang = False
-        await wait_for(lambda: leader.leading)
-        assert events == ["started", "stopped", "started"]
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        async with leading(api, events) as leader:
+            api.hang = True
+            await wait_for(lambda: not leader.leading)
+            api.hang = False
+            await wait_for(lambda: leader.leading)
+            assert events == ["started", "stopped", "started"]
 
     asyncio.run(scenario())
 
@@ -107,18 +111,13 @@ def test_a_replica_that_stopped_leading_leads_again_once_it_can_renew() -> None:
 def test_a_leader_that_sees_another_holder_stops_leading() -> None:
     async def scenario() -> None:
         api, events = FakeLeases(), list[str]()
-        leader = election(api, events)
-        task = asyncio.create_task(leader.run())
-        await wait_for(lambda: leader.leading)
-        assert api.lease is not None
-        api.lease["spec"]["holderIdentity"] = "other"
-        api.version += 1
-        api.lease["metadata"]["resourceVersion"] = str(api.version)
-        await wait_for(lambda: not leader.leading)
-        assert events == ["started", "stopped"]
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        async with leading(api, events) as leader:
+            assert api.lease is not None
+            api.lease["spec"]["holderIdentity"] = "other"
+            api.version += 1
+            api.lease["metadata"]["resourceVersion"] = str(api.version)
+            await wait_for(lambda: not leader.leading)
+            assert events == ["started", "stopped"]
 
     asyncio.run(scenario())
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import struct
 
 import pytest
 from aiohttp._websocket.helpers import websocket_mask
@@ -12,6 +11,7 @@ from gremlinlb.sidecar.bigframes import LARGE_FRAME_BYTES, FrameAssembly, encode
 from gremlinlb.sidecar.frames import FrameType
 from gremlinlb.sidecar.inbound import InboundMeter
 
+from tests.helpers import masked_frame_head
 from tests.unit.test_sidecar_inbound import Reader
 
 KEY = b"\x11\x22\x33\x44"
@@ -20,13 +20,7 @@ LIMIT = 1 << 20
 
 def masked_frame(payload: bytes, opcode: int = 0x2) -> bytes:
     """A client frame as a driver sends it: FIN, masked with KEY."""
-    size = len(payload)
-    if size < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
-    elif size < 65536:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
+    head = masked_frame_head(len(payload), 0x80 | opcode)
     body = bytearray(payload)
     websocket_mask(KEY, body)
     return head + KEY + bytes(body)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import struct
-
 import pytest
 from gremlinlb.sidecar import frames
 from gremlinlb.sidecar.inbound import InboundMeter
+
+from tests.helpers import masked_frame_head
 
 
 class Reader:
@@ -24,14 +24,7 @@ class Reader:
 
 
 def frame(payload: bytes, opcode: int = 0x2, fin: bool = True) -> bytes:
-    first = (0x80 if fin else 0) | opcode
-    size = len(payload)
-    if size < 126:
-        head = struct.pack("!BB", first, 0x80 | size)
-    elif size < 65536:
-        head = struct.pack("!BBH", first, 0x80 | 126, size)
-    else:
-        head = struct.pack("!BBQ", first, 0x80 | 127, size)
+    head = masked_frame_head(len(payload), (0x80 if fin else 0) | opcode)
     return head + b"\x01\x02\x03\x04" + payload
 
 
