@@ -411,8 +411,19 @@ def test_a_sidecar_claiming_an_absurd_generation_moves_no_generation(
         create_client_pod(cluster.api, cluster.namespace, "hostile", hostile.port, admin_tls=True)
 
         def refused() -> dict[str, Any] | None:
+            # An entry saying a push is still under way is a moment of the status, not its
+            # verdict on the reply: wait past it.
             out = (cluster.status().get("sidecars") or {}).get("outOfSync") or []
-            return next((s for s in out if s["pod"] == "hostile" and hostile.puts >= 2), None)
+            return next(
+                (
+                    s
+                    for s in out
+                    if s["pod"] == "hostile"
+                    and hostile.puts >= 2
+                    and "push in progress" not in s["error"]
+                ),
+                None,
+            )
 
         entry = wait_for(refused, SETTLE, "the hostile sidecar reported")
         assert "not believed" in entry["error"], entry
