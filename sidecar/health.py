@@ -34,7 +34,7 @@ from gremlinlb.sidecar import frames
 from gremlinlb.sidecar.backend import BackendConnection, Backends
 from gremlinlb.sidecar.frames import GRAPHBINARY_CHANNEL, ResponseHeader
 
-from gremlinlb import ping
+from gremlinlb import ping, sigv4
 from gremlinlb.core import (
     CHECK_INTERVAL,
     Balancer,
@@ -225,11 +225,16 @@ class HealthLoop:
         PING_BUDGET (at most the probe timeout): busy or hung (`gremlinlb.core.liveness`,
         the same ping as the in-process client's, `gremlinlb.ping`)."""
         ssl_context = self._backends.options.ssl_context if endpoint.scheme == "wss" else None
+        try:  # a fresh connection: signed fresh when SigV4 is on
+            headers = sigv4.upgrade_headers(self._balancer.settings.sigv4, endpoint.url)
+        except sigv4.SigV4Error:
+            return False
         return await ping.answers_ping(
             self._backends.http,
             endpoint.url,
             ping_budget(self._balancer.settings),
             ssl_context=ssl_context,
+            headers=headers,
         )
 
     async def _ask(self, endpoint: Endpoint, script: str | None, source: str) -> tuple[int, str]:

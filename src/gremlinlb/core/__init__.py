@@ -50,6 +50,7 @@ from gremlinlb.core.settings import (
     OutlierSettings,
     Policy,
     ReadRouting,
+    SigV4Settings,
 )
 from gremlinlb.core.topology import ZonePlan, plan_zones
 
@@ -92,6 +93,7 @@ __all__ = [
     "ResponseTimeoutError",
     "Role",
     "SessionLostError",
+    "SigV4Settings",
     "UnknownEndpointError",
     "Waiter",
     "ZonePlan",
