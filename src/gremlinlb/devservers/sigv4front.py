@@ -5,7 +5,8 @@ a real Gremlin Server: it reads each connection's upgrade request, recomputes it
 with botocore (`SigV4Auth`) from the credentials it was given for the access key the request
 names, the front's region and service, the request's own Host, date and signed headers, and
 answers 403 (Neptune's answer) when the signature differs, is missing, names another region or
-service, or is dated more than 5 minutes from the front's clock. An upgrade that passes is
+service, is dated more than 5 minutes from the front's clock, or (with `name`) the signed Host
+is not the endpoint's own name. An upgrade that passes is
 relayed unchanged to the server, and so is everything after it, both ways.
 
 `verify()` is the check alone (the unit tests run it on AWS's published `get-vanilla` vector,
@@ -108,12 +109,16 @@ class SigV4Front:
         region: str = "us-east-1",
         service: str = "neptune-db",
         port: int = 0,
+        name: str | None = None,
     ) -> None:
+        """`name`: the host:port an upgrade must name in Host (Neptune requires its own
+        endpoint's name there, signed); None admits any."""
         self.upstream = upstream
         self._upstream_host, self._upstream_port = parse_loopback_address(upstream)
         self.secrets = dict(secrets)  # replace or extend it while running (rotation)
         self.region = region
         self.service = service
+        self.name = name
         self.clock_offset = datetime.timedelta(0)
         self.accepted: Counter[str] = Counter()  # upgrades let through, by access key
         self.refused: Counter[str] = Counter()  # upgrades refused, by reason
@@ -156,6 +161,8 @@ class SigV4Front:
                 headers[name.strip().lower()] = value.strip()
         now = datetime.datetime.now(datetime.UTC) + self.clock_offset
         why = verify(method, path, headers, self.secrets, self.region, self.service, now)
+        if why is None and self.name is not None and headers.get("host") != self.name:
+            why = f"Host {headers.get('host')!r} is not this endpoint's name {self.name!r}"
         if why is not None:
             self.refused[why] += 1
             body = f'{{"code":"AccessDeniedException","detailedMessage":"{why}"}}'.encode()
