@@ -1,0 +1,69 @@
+"""The Neptune topology's pure parts: which instances become which hosts, and what a failed
+read leaves in place (the API itself is moto's in tests/integration/test_sidecar_neptune.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gremlinlb.sidecar.neptune import NeptuneSource, NeptuneTopology, hosts_of
+
+from gremlinlb.core import Endpoint, Role
+
+CLUSTER = {
+    "DBClusterMembers": [
+        {"DBInstanceIdentifier": "r1", "IsClusterWriter": False},
+        {"DBInstanceIdentifier": "w1", "IsClusterWriter": True},
+        {"DBInstanceIdentifier": "r2", "IsClusterWriter": False},
+    ]
+}
+
+
+def instance(name: str, status: str = "available", zone: str = "us-east-1a") -> dict[str, Any]:
+    return {
+        "DBInstanceIdentifier": name,
+        "DBInstanceStatus": status,
+        "AvailabilityZone": zone,
+        "Endpoint": {"Address": f"{name}.x.us-east-1.neptune.amazonaws.com", "Port": 8182},
+    }
+
+
+def test_the_writer_comes_first_with_its_role_and_zone() -> None:
+    hosts = hosts_of(CLUSTER, [instance("r1"), instance("w1", zone="us-east-1b")], {})
+    assert [(h.host, h.role, h.zone) for h in hosts] == [
+        ("w1.x.us-east-1.neptune.amazonaws.com", Role.WRITER, "us-east-1b"),
+        ("r1.x.us-east-1.neptune.amazonaws.com", Role.READER, "us-east-1a"),
+    ]
+
+
+def test_an_instance_that_is_not_available_gets_no_traffic() -> None:
+    hosts = hosts_of(CLUSTER, [instance("w1"), instance("r1", status="rebooting")], {})
+    assert [h.host.split(".")[0] for h in hosts] == ["w1"]
+
+
+def test_an_instance_of_another_cluster_is_left_out() -> None:
+    assert hosts_of(CLUSTER, [instance("other")], {}) == ()
+
+
+def test_a_mapped_instance_is_reached_at_its_mapped_address() -> None:
+    hosts = hosts_of(CLUSTER, [instance("w1")], {"w1": "127.0.0.1:9001"})
+    assert hosts[0].address == "127.0.0.1:9001"
+
+
+def test_a_failed_read_keeps_the_last_good_list() -> None:
+    applied: list[tuple[Endpoint, ...]] = []
+    good = hosts_of(CLUSTER, [instance("w1")], {})
+    reads: list[Any] = [good, RuntimeError("throttled")]
+
+    def read(_source: NeptuneSource) -> tuple[Endpoint, ...]:
+        answer = reads.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[no-any-return]
+
+    async def run() -> tuple[bool, bool]:
+        topology = NeptuneTopology(NeptuneSource("graph", "us-east-1"), applied.append, read)
+        return await topology.refresh(), await topology.refresh()
+
+    assert asyncio.run(run()) == (True, False)
+    assert applied == [good]
