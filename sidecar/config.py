@@ -251,8 +251,12 @@ def _neptune(values: _Values) -> NeptuneSource | None:
         if not sep or not name.strip() or ":" not in address:
             raise ConfigError(f"{source}: expected instance=host:port, got {item!r}")
         addresses[name.strip()] = address.strip()
+    scheme = values.text("neptune_scheme", "wss").strip()
+    if scheme not in ("ws", "wss"):
+        raise ConfigError(f"{values.source('neptune_scheme')}: must be ws or wss, got {scheme!r}")
     return NeptuneSource(
         cluster=cluster,
+        scheme=scheme,
         region=region,
         endpoint_url=(values.optional_text("neptune_endpoint_url") or "").strip() or None,
         refresh=refresh,

@@ -44,6 +44,8 @@ class NeptuneSource:
     endpoint_url: str | None = None
     refresh: float = 60.0  # seconds between reads (the Java peer's default range)
     addresses: Mapping[str, str] = field(default_factory=dict)
+    #: Neptune serves Gremlin over TLS only (wss); ws for local stand-ins (tests).
+    scheme: str = "wss"
 
 
 def hosts_of(
@@ -83,7 +85,7 @@ def describe(source: NeptuneSource) -> tuple[Endpoint, ...]:
         instances = client.describe_db_instances(Filters=filters)["DBInstances"]
     finally:
         client.close()
-    return hosts_of(clusters[0], instances, source.addresses)
+    return hosts_of(clusters[0], instances, source.addresses, source.scheme)
 
 
 def _key(hosts: tuple[Endpoint, ...]) -> list[tuple[str, str, str | None]]:

@@ -324,6 +324,7 @@ TEXT_OPTIONS: tuple[Option, ...] = (
         "SEC",
         "60",
     ),
+    Option("neptune_scheme", "wss (Neptune) or ws (a local stand-in)", "SCHEME", "wss"),
     Option(
         "neptune_addresses",
         "comma-separated instance=host:port: connect to that address instead of the "

@@ -100,6 +100,7 @@ def sidecar(moto: Moto, fleet: Fleet) -> Iterator[SidecarThread]:
         region=REGION,
         endpoint_url=moto.url,
         refresh=0.2,
+        scheme="ws",  # local Gremlin Servers stand in for the instances
         addresses={"w1": fleet[0].address, "r1": fleet[1].address, "r2": fleet[2].address},
     )
     settings = BalancerSettings(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+from gremlinlb.sidecar.config import ConfigError, load_config
 from gremlinlb.sidecar.neptune import NeptuneSource, NeptuneTopology, hosts_of
 
 from gremlinlb.core import Endpoint, Role
@@ -67,3 +69,22 @@ def test_a_failed_read_keeps_the_last_good_list() -> None:
 
     assert asyncio.run(run()) == (True, False)
     assert applied == [good]
+
+
+def test_the_neptune_flags_are_read_from_the_environment() -> None:
+    config = load_config(
+        {},
+        {
+            "GREMLINLB_NEPTUNE_CLUSTER": "graph",
+            "GREMLINLB_NEPTUNE_REGION": "eu-west-1",
+            "GREMLINLB_NEPTUNE_ADDRESSES": "w1=127.0.0.1:9001,r1=127.0.0.1:9002",
+        },
+    )
+    assert config.neptune == NeptuneSource(
+        "graph", "eu-west-1", addresses={"w1": "127.0.0.1:9001", "r1": "127.0.0.1:9002"}
+    )
+
+
+def test_a_neptune_cluster_without_a_region_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--neptune-region"):
+        load_config({}, {"GREMLINLB_NEPTUNE_CLUSTER": "graph"})

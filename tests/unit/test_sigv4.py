@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from gremlinlb import sigv4
-from gremlinlb.core import SigV4Settings
+from gremlinlb.core import BalancerSettings, SigV4Settings
+from gremlinlb.core.recycling import past_max_age
 from gremlinlb.devservers.sigv4front import Secret, verify
 
 # AWS's SigV4 test suite, case get-vanilla (aws-sig-v4-test-suite/get-vanilla).
@@ -90,3 +91,17 @@ def test_upgrade_headers_without_a_region_say_so(
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
     with pytest.raises(sigv4.SigV4Error, match="region"):
         sigv4.upgrade_headers(SigV4Settings(enabled=True), "ws://127.0.0.1:8182/gremlin")
+
+
+def test_with_sigv4_on_connections_are_replaced_before_neptunes_ten_days() -> None:
+    settings = BalancerSettings(sigv4=SigV4Settings(enabled=True, region="us-east-1"))
+    assert not past_max_age(settings, 0.0, 8 * 24 * 3600.0)
+    assert past_max_age(settings, 0.0, 9 * 24 * 3600.0)
+
+
+def test_without_sigv4_connections_have_no_age_limit_by_default() -> None:
+    assert not past_max_age(BalancerSettings(), 0.0, 365 * 24 * 3600.0)
+
+
+def test_keepalive_default_is_below_neptunes_idle_timeout() -> None:
+    assert 0 < BalancerSettings().keepalive_interval < 20 * 60  # Neptune: 20-25 minutes
