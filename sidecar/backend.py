@@ -145,8 +145,7 @@ class BackendConnection:
         """Connect (and authenticate) within `connect_timeout` seconds, or raise NotSentError."""
         try:
             async with asyncio.timeout(connect_timeout):
-                signing = self._signing
-                headers = sigv4.upgrade_headers(signing, self.endpoint.url) if signing else None
+                headers = await sigv4.upgrade_headers_off_loop(self._signing, self.endpoint.url)
                 self._ws = await self._http.ws_connect(
                     self.endpoint.url,
                     headers=headers,

@@ -226,7 +226,8 @@ class HealthLoop:
         the same ping as the in-process client's, `gremlinlb.ping`)."""
         ssl_context = self._backends.options.ssl_context if endpoint.scheme == "wss" else None
         try:  # a fresh connection: signed fresh when SigV4 is on
-            headers = sigv4.upgrade_headers(self._balancer.settings.sigv4, endpoint.url)
+            signing = self._balancer.settings.sigv4
+            headers = await sigv4.upgrade_headers_off_loop(signing, endpoint.url)
         except sigv4.SigV4Error:
             return False
         return await ping.answers_ping(

@@ -12,6 +12,7 @@ already open are not touched. Shared by the sidecar and the in-process client li
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from urllib.parse import urlsplit
 
@@ -22,7 +23,7 @@ from botocore.credentials import Credentials
 
 from gremlinlb.core import GremlinLBError, SigV4Settings
 
-__all__ = ["SigV4Error", "signed_host", "upgrade_headers"]
+__all__ = ["SigV4Error", "signed_host", "upgrade_headers", "upgrade_headers_off_loop"]
 
 
 class SigV4Error(GremlinLBError, RuntimeError):
@@ -84,3 +85,13 @@ def upgrade_headers(settings: SigV4Settings, url: str) -> dict[str, str]:
         if value is not None:
             headers[name] = str(value)
     return headers
+
+
+async def upgrade_headers_off_loop(
+    settings: SigV4Settings | None, url: str
+) -> dict[str, str] | None:
+    """`upgrade_headers` on a worker thread (None when SigV4 is off): a credential refresh may
+    run a process or call STS, which must not hold up an event loop carrying traffic."""
+    if settings is None or not settings.enabled:
+        return None
+    return await asyncio.to_thread(upgrade_headers, settings, url)
