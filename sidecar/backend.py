@@ -45,6 +45,7 @@ from gremlinlb.core import (
     Outcome,
     ResponseTimeoutError,
     SigV4Settings,
+    UpgradeBusyError,
 )
 from gremlinlb.core.recycling import heartbeat, past_max_age
 
@@ -162,9 +163,7 @@ class BackendConnection:
             await self._abort()
             if isinstance(error, ConnectionFailure) or not isinstance(error, Exception):
                 raise
-            raise NotSentError(
-                f"cannot connect to {self.endpoint.url}: {_describe(error)}{_hint(error)}"
-            ) from error
+            raise _refused(self.endpoint.url, error) from error
         self.opened_at = time.monotonic()
         self._output = FrameOutput(self._ws, mask=True)
         self._loop = asyncio.get_running_loop()
@@ -734,11 +733,14 @@ def _describe(error: object) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def _hint(error: BaseException) -> str:
-    """A 403 on the upgrade is how Neptune refuses a missing, wrong or stale SigV4 signature."""
-    if isinstance(error, aiohttp.WSServerHandshakeError) and error.status == 403:
-        return (
-            " (403 on the WebSocket upgrade: IAM auth refused it; check --sigv4-enabled, "
-            "--sigv4-region and the credentials)"
-        )
-    return ""
+def _refused(url: str, error: BaseException) -> NotSentError:
+    """Neptune answers a missing, wrong or stale SigV4 signature with 403 on the upgrade, and
+    a connection over its limit with 429: that host is busy, not down (UpgradeBusyError)."""
+    text = f"cannot connect to {url}: {_describe(error)}"
+    status = error.status if isinstance(error, aiohttp.WSServerHandshakeError) else 0
+    if status == 429:
+        return UpgradeBusyError(f"{text} (429 on the WebSocket upgrade: busy, not down)")
+    if status == 403:
+        text += " (403 on the WebSocket upgrade: IAM auth refused it; check --sigv4-enabled, "
+        text += "--sigv4-region and the credentials)"
+    return NotSentError(text)

@@ -42,6 +42,7 @@ from gremlinlb.core import (
     Endpoint,
     EventKind,
     HostEvent,
+    UpgradeBusyError,
 )
 from gremlinlb.core.liveness import BUSY_NOTE, hung_error, ping_budget
 from gremlinlb.core.recycling import past_max_age
@@ -158,7 +159,9 @@ class HealthLoop:
                     break  # the host itself failed: its next probe tells
         else:
             self.forget(endpoint)  # its socket may be dead or stuck: start clean next time
-            if timed_out and await self.answers_ping(endpoint):
+            if error.startswith(UpgradeBusyError.__name__):  # 429 on the upgrade: busy
+                alive = True
+            elif timed_out and await self.answers_ping(endpoint):
                 alive = True
                 error += BUSY_NOTE
         self._balancer.record_probe(endpoint, ok=error is None, error=error, alive=alive)

@@ -246,3 +246,16 @@ def test_through_a_proxy_the_endpoint_name_is_signed_not_the_proxy_address(
         with _sidecar([proxy.address], through) as sidecar:
             assert _ask(sidecar.url, 5) == [[i] for i in range(5)]
         assert set(front.hosts_signed) == {NEPTUNE_NAME}
+
+
+def test_a_429_on_the_upgrade_leaves_the_host_in_rotation_and_the_request_goes_elsewhere(
+    credentials: Credentials, fronts: list[SigV4Front]
+) -> None:
+    with _sidecar([f.address for f in fronts], SIGNED) as sidecar:
+        busy = sidecar.balancer.hosts()[0].endpoint
+        # Only its probe's connection is open (pooled ones open with the first request): every
+        # further upgrade there is answered 429, as Neptune does over its connection limit.
+        fronts[0].max_connections = fronts[0].open_connections
+        assert _ask(sidecar.url, 20) == [[i] for i in range(20)]
+        assert sidecar.balancer.state_of(busy) is HostState.HEALTHY
+    assert any("over the limit" in why for why in fronts[0].refused)

@@ -56,6 +56,7 @@ from gremlinlb.core import (
     ConnectionLostError,
     NotSentError,
     ResponseTimeoutError,
+    UpgradeBusyError,
 )
 from gremlinlb.core.recycling import keepalive_due, past_max_age
 
@@ -276,7 +277,11 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
             self._run(open_socket(), self._connect_timeout)
         except Exception as error:
             self._drop_socket()
-            raise NotSentError(f"cannot connect to {self._url}: {_describe(error)}") from error
+            text = f"cannot connect to {self._url}: {_describe(error)}"
+            if isinstance(error, aiohttp.WSServerHandshakeError) and error.status == 429:
+                # Neptune over its connection limit: busy, not down (the sidecar alike)
+                raise UpgradeBusyError(f"{text} (429 on the upgrade: busy, not down)") from error
+            raise NotSentError(text) from error
         self._opened_at = self._last_activity = time.monotonic()
 
     def discard_socket(self) -> None:

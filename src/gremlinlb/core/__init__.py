@@ -32,6 +32,7 @@ from gremlinlb.core.outcomes import (
     NotSentError,
     Outcome,
     ResponseTimeoutError,
+    UpgradeBusyError,
     may_retry,
 )
 from gremlinlb.core.readonly import (
@@ -95,6 +96,7 @@ __all__ = [
     "SessionLostError",
     "SigV4Settings",
     "UnknownEndpointError",
+    "UpgradeBusyError",
     "Waiter",
     "ZonePlan",
     "bytecode_may_write",

@@ -11,7 +11,9 @@ relayed unchanged to the server, and so is everything after it, both ways.
 
 `verify()` is the check alone (the unit tests run it on AWS's published `get-vanilla` vector,
 so the front itself is known to be right). `clock_offset` moves the front's clock (a signature
-that reaches it "late"); `accepted` and `refused` count upgrades by access key and reason.
+that reaches it "late"); `max_connections` answers upgrades past that many open connections
+429, as Neptune does over its limit; `accepted` and `refused` count upgrades by access key and
+reason.
 """
 
 from __future__ import annotations
@@ -119,6 +121,10 @@ class SigV4Front:
         self.region = region
         self.service = service
         self.name = name
+        #: Upgrades past this many open connections are answered 429 (Neptune's connection
+        #: limit); None: no limit.
+        self.max_connections: int | None = None
+        self.open_connections = 0
         self.clock_offset = datetime.timedelta(0)
         self.accepted: Counter[str] = Counter()  # upgrades let through, by access key
         self.refused: Counter[str] = Counter()  # upgrades refused, by reason
@@ -163,11 +169,16 @@ class SigV4Front:
         why = verify(method, path, headers, self.secrets, self.region, self.service, now)
         if why is None and self.name is not None and headers.get("host") != self.name:
             why = f"Host {headers.get('host')!r} is not this endpoint's name {self.name!r}"
+        status, code = "403 Forbidden", "AccessDeniedException"
+        limit = self.max_connections
+        if why is None and limit is not None and self.open_connections >= limit:
+            why = f"over the limit of {limit} connections"
+            status, code = "429 Too Many Requests", "TooManyRequestsException"
         if why is not None:
             self.refused[why] += 1
-            body = f'{{"code":"AccessDeniedException","detailedMessage":"{why}"}}'.encode()
+            body = f'{{"code":"{code}","detailedMessage":"{why}"}}'.encode()
             writer.write(
-                b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
+                f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n".encode()
                 + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
                 + body
             )
@@ -187,7 +198,11 @@ class SigV4Front:
             writer.close()
             return
         up_writer.write(head)
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        self.open_connections += 1
+        try:
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            self.open_connections -= 1
 
     # -- on a thread of its own, for synchronous tests --------------------------------------
 
