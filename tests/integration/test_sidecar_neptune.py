@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,3 +201,59 @@ def test_the_last_good_list_is_kept_while_the_api_is_down(
 
 def _initial() -> list[tuple[int, str, str | None]]:
     return [(0, "writer", "us-east-1a"), (1, "reader", "us-east-1a"), (2, "reader", "us-east-1b")]
+
+
+def test_a_failover_under_load_fails_no_read_and_writes_each_acknowledged_write_once(
+    sidecar: SidecarThread, moto: Moto, fleet: Fleet
+) -> None:
+    follows(sidecar, {(fleet[i].address, r, z) for i, r, z in _initial()})
+    stop = threading.Event()
+    reads: list[int] = []
+    read_errors: list[BaseException] = []
+
+    def read_loop() -> None:
+        connection = DriverRemoteConnection(sidecar.url, "g")
+        try:
+            g = traversal().with_(connection)
+            while not stop.is_set():
+                try:
+                    reads.append(g.inject(1).next())
+                except BaseException as error:
+                    read_errors.append(error)
+        finally:
+            connection.close()
+
+    reader = threading.Thread(target=read_loop)
+    reader.start()
+    acknowledged = 0
+    connection = DriverRemoteConnection(sidecar.url, "g")
+    try:
+        g = traversal().with_(connection)
+        for i in range(40):
+            if i == 10:
+                moto.client.failover_db_cluster(
+                    DBClusterIdentifier=CLUSTER, TargetDBInstanceIdentifier="r2"
+                )
+            g.add_v("load").property("n", i).iterate()
+            acknowledged += 1
+        follows(
+            sidecar,
+            {
+                (fleet[0].address, "reader", "us-east-1a"),
+                (fleet[1].address, "reader", "us-east-1a"),
+                (fleet[2].address, "writer", "us-east-1b"),
+            },
+        )
+        for i in range(40, 50):
+            g.add_v("load").property("n", i).iterate()
+            acknowledged += 1
+    finally:
+        connection.close()
+        stop.set()
+        reader.join(30)
+    counts = [count_label(server, "load") for server in fleet[:3]]
+    assert sum(counts) == acknowledged == 50  # nothing written twice, nothing lost
+    assert counts[1] == 0  # never on a reader
+    assert counts[2] >= 10  # the writes after the list changed went to the new writer
+    assert read_errors == []
+    assert len(reads) > 0
