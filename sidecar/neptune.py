@@ -12,7 +12,9 @@ also what GET /v1/hosts shows, with a generation one higher each time it changes
 
 `addresses` maps an instance identifier to the host:port actually connected to, instead of the
 instance's endpoint: for tunnels, and for the tests, whose instances (moto's) have names that
-resolve nowhere and are served by local Gremlin Servers.
+resolve nowhere and are served by local Gremlin Servers. With SigV4 on, a mapped instance's
+upgrade is still signed (and sent with Host) for the instance's own endpoint name, as Neptune
+requires (`gremlinlb.sigv4.sign_as`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import botocore.session
 
+from gremlinlb import sigv4
 from gremlinlb.core import Endpoint, parse_endpoint
 
 log = logging.getLogger(__name__)
@@ -85,7 +88,20 @@ def describe(source: NeptuneSource) -> tuple[Endpoint, ...]:
         instances = client.describe_db_instances(Filters=filters)["DBInstances"]
     finally:
         client.close()
+    sigv4.sign_as(signed_names(instances, source.addresses))
     return hosts_of(clusters[0], instances, source.addresses, source.scheme)
+
+
+def signed_names(
+    instances: list[Mapping[str, Any]], addresses: Mapping[str, str]
+) -> dict[str, str]:
+    """Mapped address -> the instance's own endpoint: what SigV4 signs for a mapped instance."""
+    names = {}
+    for instance in instances:
+        mapped, endpoint = addresses.get(instance["DBInstanceIdentifier"]), instance.get("Endpoint")
+        if mapped and endpoint:
+            names[mapped] = f"{endpoint['Address']}:{endpoint['Port']}"
+    return names
 
 
 def _key(hosts: tuple[Endpoint, ...]) -> list[tuple[str, str, str | None]]:

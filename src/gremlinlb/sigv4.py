@@ -23,7 +23,7 @@ from botocore.credentials import Credentials
 
 from gremlinlb.core import GremlinLBError, SigV4Settings
 
-__all__ = ["SigV4Error", "signed_host", "upgrade_headers", "upgrade_headers_off_loop"]
+__all__ = ["SigV4Error", "sign_as", "signed_host", "upgrade_headers", "upgrade_headers_off_loop"]
 
 
 class SigV4Error(GremlinLBError, RuntimeError):
@@ -54,9 +54,22 @@ def reset() -> None:
         _session = _credentials = None
 
 
+#: Connect address -> the endpoint name to sign for it, for hosts reached at another address
+#: than their own (a topology source that maps instances to tunnels: sidecar/neptune.py).
+_names: dict[str, str] = {}
+
+
+def sign_as(names: dict[str, str]) -> None:
+    """Replace the address -> signed name map (one map per process: the sidecar's topology)."""
+    global _names
+    _names = dict(names)
+
+
 def signed_host(settings: SigV4Settings, url: str) -> str:
-    """The host:port signed and sent as Host: the setting's, else the backend's own address."""
-    return settings.host or urlsplit(url).netloc
+    """The host:port signed and sent as Host: the setting's, else the name the address was
+    mapped from, else the backend's own address."""
+    address = urlsplit(url).netloc
+    return settings.host or _names.get(address) or address
 
 
 def upgrade_headers(settings: SigV4Settings, url: str) -> dict[str, str]:

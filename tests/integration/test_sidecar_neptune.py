@@ -23,10 +23,18 @@ from gremlinlb.sidecar.config import SidecarConfig
 from gremlinlb.sidecar.neptune import NeptuneSource
 from gremlinlb.sidecar.testing import SidecarThread
 
-from gremlinlb.core import BalancerSettings, BufferSettings, HealthCheckSettings, HostState
+from gremlinlb import sigv4
+from gremlinlb.core import (
+    BalancerSettings,
+    BufferSettings,
+    HealthCheckSettings,
+    HostState,
+    SigV4Settings,
+)
 from gremlinlb.devservers import Fleet
 from gremlinlb.devservers.probe import port_open
 from gremlinlb.devservers.server import find_free_port
+from gremlinlb.devservers.sigv4front import Secret, SigV4Front
 from tests.client_support import count_label
 from tests.helpers import wait_until
 
@@ -109,8 +117,11 @@ def sidecar(moto: Moto, fleet: Fleet) -> Iterator[SidecarThread]:
         buffer=BufferSettings(max_wait=5.0),
         request_timeout=5.0,
     )
-    with SidecarThread(SidecarConfig(settings=settings, neptune=source)) as running:
-        yield running
+    try:
+        with SidecarThread(SidecarConfig(settings=settings, neptune=source)) as running:
+            yield running
+    finally:
+        sigv4.sign_as({})  # the names it mapped are this process's: leave none behind
 
 
 def listed(sidecar: SidecarThread) -> set[tuple[str, str, str | None]]:
@@ -257,3 +268,49 @@ def test_a_failover_under_load_fails_no_read_and_writes_each_acknowledged_write_
     assert counts[2] >= 10  # the writes after the list changed went to the new writer
     assert read_errors == []
     assert len(reads) > 0
+
+
+def test_with_sigv4_a_mapped_instance_is_signed_for_its_own_endpoint_name(
+    moto: Moto, fleet: Fleet
+) -> None:
+    writer = moto.client.describe_db_instances(DBInstanceIdentifier="w1")["DBInstances"][0]
+    name = f"{writer['Endpoint']['Address']}:{writer['Endpoint']['Port']}"
+    secrets = {"testing": Secret("testing")}  # the fixture's fake credentials
+    with SigV4Front(fleet[0].address, secrets, region=REGION, name=name) as front:
+        source = NeptuneSource(
+            cluster=CLUSTER,
+            region=REGION,
+            endpoint_url=moto.url,
+            refresh=0.2,
+            scheme="ws",
+            addresses={"w1": front.address, "r1": fleet[1].address, "r2": fleet[2].address},
+        )
+        settings = BalancerSettings(
+            health=HealthCheckSettings(interval=0.5, timeout=2.0, rise=1, fall=1),
+            buffer=BufferSettings(max_wait=5.0),
+            request_timeout=5.0,
+            sigv4=SigV4Settings(enabled=True, region=REGION),
+        )
+        sigv4.reset()
+        try:
+            with SidecarThread(SidecarConfig(settings=settings, neptune=source)) as running:
+                follows(
+                    running,
+                    {
+                        (front.address, "writer", "us-east-1a"),
+                        (fleet[1].address, "reader", "us-east-1a"),
+                        (fleet[2].address, "reader", "us-east-1b"),
+                    },
+                )
+                wait_until(
+                    lambda: all(h.state is HostState.HEALTHY for h in running.balancer.hosts()),
+                    20,
+                    "every instance healthy",
+                )
+                write_through(running, "signed", 3)
+        finally:
+            sigv4.reset()
+            sigv4.sign_as({})
+    assert count_label(fleet[0], "signed") == 3
+    assert set(front.hosts_signed) == {name}
+    assert sum(front.refused.values()) == 0

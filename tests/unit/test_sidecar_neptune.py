@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 from gremlinlb.sidecar.config import ConfigError, load_config
-from gremlinlb.sidecar.neptune import NeptuneSource, NeptuneTopology, hosts_of
+from gremlinlb.sidecar.neptune import NeptuneSource, NeptuneTopology, hosts_of, signed_names
 
-from gremlinlb.core import Endpoint, Role
+from gremlinlb import sigv4
+from gremlinlb.core import Endpoint, Role, SigV4Settings
 
 CLUSTER = {
     "DBClusterMembers": [
@@ -88,3 +89,14 @@ def test_the_neptune_flags_are_read_from_the_environment() -> None:
 def test_a_neptune_cluster_without_a_region_is_refused() -> None:
     with pytest.raises(ConfigError, match="--neptune-region"):
         load_config({}, {"GREMLINLB_NEPTUNE_CLUSTER": "graph"})
+
+
+def test_a_mapped_instance_is_signed_for_its_own_endpoint_name() -> None:
+    names = signed_names([instance("w1"), instance("r1")], {"w1": "127.0.0.1:9001"})
+    assert names == {"127.0.0.1:9001": "w1.x.us-east-1.neptune.amazonaws.com:8182"}
+    sigv4.sign_as(names)
+    try:
+        signed = sigv4.signed_host(SigV4Settings(enabled=True), "ws://127.0.0.1:9001/gremlin")
+    finally:
+        sigv4.sign_as({})
+    assert signed == "w1.x.us-east-1.neptune.amazonaws.com:8182"
