@@ -259,3 +259,20 @@ def test_a_429_on_the_upgrade_leaves_the_host_in_rotation_and_the_request_goes_e
         assert _ask(sidecar.url, 20) == [[i] for i in range(20)]
         assert sidecar.balancer.state_of(busy) is HostState.HEALTHY
     assert any("over the limit" in why for why in fronts[0].refused)
+
+
+def test_client_keeps_a_host_answering_429_on_the_upgrade_in_rotation(
+    credentials: Credentials, fronts: list[SigV4Front]
+) -> None:
+    rr = RoundRobinClientRemoteConnection([f.address for f in fronts], settings=_settings(SIGNED))
+    try:
+        wait_until(lambda: all(rr.get_available().values()), 15, "both hosts probed")
+        fronts[0].max_connections = 0  # every new upgrade there is answered 429 from now on
+        g = traversal().with_(rr)
+        assert [g.inject(i).next() for i in range(10)] == list(range(10))
+        probed = fronts[0].refused.total()
+        wait_until(lambda: fronts[0].refused.total() > probed, 15, "a later probe's 429")
+        assert rr.hosts()[0].state is HostState.HEALTHY
+    finally:
+        rr.close()
+    assert any("over the limit" in why for why in fronts[0].refused)
