@@ -9,7 +9,13 @@ from collections.abc import Iterator
 import pytest
 
 from gremlinlb import sigv4
-from gremlinlb.core import BalancerSettings, SigV4Settings
+from gremlinlb.core import (
+    BalancerSettings,
+    NotSentError,
+    SigV4Settings,
+    UpgradeBusyError,
+    may_retry,
+)
 from gremlinlb.core.recycling import past_max_age
 from gremlinlb.devservers.sigv4front import Secret, verify
 
@@ -105,3 +111,10 @@ def test_without_sigv4_connections_have_no_age_limit_by_default() -> None:
 
 def test_keepalive_default_is_below_neptunes_idle_timeout() -> None:
     assert 0 < BalancerSettings().keepalive_interval < 20 * 60  # Neptune: 20-25 minutes
+
+
+def test_a_429_on_the_upgrade_is_busy_not_down_and_may_go_elsewhere() -> None:
+    error = UpgradeBusyError("429 on the upgrade")
+    assert isinstance(error, NotSentError)
+    assert not error.outcome.marks_host_down
+    assert may_retry(error.outcome, read_only=False)
