@@ -163,6 +163,20 @@ class AdminApi:
             }
         )
 
+    async def follow(self, hosts: tuple[Endpoint, ...]) -> None:
+        """Replace the host list with a topology source's (neptune.py): one generation up,
+        the settings and client zones kept, shown by GET /v1/hosts like a pushed list."""
+        async with self._lock:
+            update = replace(self.current, generation=self.current.generation + 1, hosts=hosts)
+            added, removed = await asyncio.to_thread(self._balancer.replace, hosts)
+            self.current = update
+        log.info(
+            "host list generation %d from the topology source: added %s, removed %s",
+            update.generation,
+            _listing(added) or "none",
+            _listing(removed) or "none",
+        )
+
     def _authorized(self, request: web.Request) -> bool:
         if self._token is None:
             return True

@@ -32,6 +32,7 @@ from gremlinlb.sidecar.options import DEFAULT_MAX_MESSAGE_BYTES as DEFAULT_MAX_M
 from gremlinlb.sidecar.options import BackendOptions as BackendOptions
 from gremlinlb.sidecar.wsout import BATCH_FRAMES, FrameOutput
 
+from gremlinlb import sigv4
 from gremlinlb.core import (
     BalancerSettings,
     ConnectionFailure,
@@ -43,6 +44,8 @@ from gremlinlb.core import (
     NotSentError,
     Outcome,
     ResponseTimeoutError,
+    SigV4Settings,
+    UpgradeBusyError,
 )
 from gremlinlb.core.recycling import heartbeat, past_max_age
 
@@ -98,8 +101,10 @@ class BackendConnection:
         on_route_done: Callable[[BackendConnection], None] | None = None,
         on_closed: Callable[[BackendConnection], None] | None = None,
         heartbeat: float | None = None,
+        signing: SigV4Settings | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self._signing = signing  # SigV4 on the upgrade, signed when it opens (gremlinlb.sigv4)
         self.channel = channel
         self._options = options
         self._http = http
@@ -141,8 +146,10 @@ class BackendConnection:
         """Connect (and authenticate) within `connect_timeout` seconds, or raise NotSentError."""
         try:
             async with asyncio.timeout(connect_timeout):
+                headers = await sigv4.upgrade_headers_off_loop(self._signing, self.endpoint.url)
                 self._ws = await self._http.ws_connect(
                     self.endpoint.url,
+                    headers=headers,
                     max_msg_size=self._options.hard_answer_bytes,
                     ssl=self._ssl(),
                     autoping=True,
@@ -156,9 +163,7 @@ class BackendConnection:
             await self._abort()
             if isinstance(error, ConnectionFailure) or not isinstance(error, Exception):
                 raise
-            raise NotSentError(
-                f"cannot connect to {self.endpoint.url}: {_describe(error)}"
-            ) from error
+            raise _refused(self.endpoint.url, error) from error
         self.opened_at = time.monotonic()
         self._output = FrameOutput(self._ws, mask=True)
         self._loop = asyncio.get_running_loop()
@@ -527,6 +532,7 @@ class BackendPool:
             on_route_done=self._wake_one,
             on_closed=self._forget,
             heartbeat=heartbeat(self._settings()),
+            signing=self._settings().sigv4,
         )
         try:
             await connection.open(connect_timeout)
@@ -629,6 +635,7 @@ class Backends:
             self.ids,
             on_closed=self._dedicated.discard,
             heartbeat=heartbeat(self._settings()),
+            signing=self._settings().sigv4,
         )
         await connection.open(connect_timeout)
         self._dedicated.add(connection)
@@ -724,3 +731,16 @@ def _describe(error: object) -> str:
         return "timed out"
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _refused(url: str, error: BaseException) -> NotSentError:
+    """Neptune answers a missing, wrong or stale SigV4 signature with 403 on the upgrade, and
+    a connection over its limit with 429: that host is busy, not down (UpgradeBusyError)."""
+    text = f"cannot connect to {url}: {_describe(error)}"
+    status = error.status if isinstance(error, aiohttp.WSServerHandshakeError) else 0
+    if status == 429:
+        return UpgradeBusyError(f"{text} (429 on the WebSocket upgrade: busy, not down)")
+    if status == 403:
+        text += " (403 on the WebSocket upgrade: IAM auth refused it; check --sigv4-enabled, "
+        text += "--sigv4-region and the credentials)"
+    return NotSentError(text)

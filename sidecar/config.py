@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gremlinlb.sidecar.neptune import NeptuneSource
 from gremlinlb.sidecar.options import (
     _BY_NAME,
     _TUNED,
@@ -98,6 +99,8 @@ class SidecarConfig:
     max_hosts: int = _TUNED.max_hosts
     #: This sidecar's own zone (its node's), which zone-aware routing prefers; None: unknown.
     zone: str | None = None
+    #: Follow a Neptune cluster's instances instead of --endpoints (neptune.py).
+    neptune: NeptuneSource | None = None
 
 
 _DEFAULT = SidecarConfig()
@@ -224,6 +227,40 @@ def load_config(
         event_loop=tuned.event_loop.value,
         max_hosts=tuned.max_hosts,
         zone=(values.optional_text("zone") or "").strip() or None,
+        neptune=_neptune(values),
+    )
+
+
+def _neptune(values: _Values) -> NeptuneSource | None:
+    cluster = (values.optional_text("neptune_cluster") or "").strip()
+    if not cluster:
+        return None
+    region = (values.optional_text("neptune_region") or "").strip()
+    if not region:
+        raise ConfigError(f"{values.source('neptune_cluster')}: give --neptune-region too")
+    refresh_text = values.text("neptune_refresh", "60")
+    try:
+        refresh = float(refresh_text)
+    except ValueError:
+        refresh = 0.0
+    if not refresh > 0:
+        raise ConfigError(f"{values.source('neptune_refresh')}: must be > 0, got {refresh_text!r}")
+    addresses: dict[str, str] = {}
+    for item, source in _listed(values, "neptune_addresses", "neptune_addresses"):
+        name, sep, address = item.partition("=")
+        if not sep or not name.strip() or ":" not in address:
+            raise ConfigError(f"{source}: expected instance=host:port, got {item!r}")
+        addresses[name.strip()] = address.strip()
+    scheme = values.text("neptune_scheme", "wss").strip()
+    if scheme not in ("ws", "wss"):
+        raise ConfigError(f"{values.source('neptune_scheme')}: must be ws or wss, got {scheme!r}")
+    return NeptuneSource(
+        cluster=cluster,
+        scheme=scheme,
+        region=region,
+        endpoint_url=(values.optional_text("neptune_endpoint_url") or "").strip() or None,
+        refresh=refresh,
+        addresses=addresses,
     )
 
 

@@ -34,7 +34,7 @@ from gremlinlb.sidecar import frames
 from gremlinlb.sidecar.backend import BackendConnection, Backends
 from gremlinlb.sidecar.frames import GRAPHBINARY_CHANNEL, ResponseHeader
 
-from gremlinlb import ping
+from gremlinlb import ping, sigv4
 from gremlinlb.core import (
     CHECK_INTERVAL,
     Balancer,
@@ -42,6 +42,7 @@ from gremlinlb.core import (
     Endpoint,
     EventKind,
     HostEvent,
+    UpgradeBusyError,
 )
 from gremlinlb.core.liveness import BUSY_NOTE, hung_error, ping_budget
 from gremlinlb.core.recycling import past_max_age
@@ -158,7 +159,9 @@ class HealthLoop:
                     break  # the host itself failed: its next probe tells
         else:
             self.forget(endpoint)  # its socket may be dead or stuck: start clean next time
-            if timed_out and await self.answers_ping(endpoint):
+            if error.startswith(UpgradeBusyError.__name__):  # 429 on the upgrade: busy
+                alive = True
+            elif timed_out and await self.answers_ping(endpoint):
                 alive = True
                 error += BUSY_NOTE
         self._balancer.record_probe(endpoint, ok=error is None, error=error, alive=alive)
@@ -225,11 +228,17 @@ class HealthLoop:
         PING_BUDGET (at most the probe timeout): busy or hung (`gremlinlb.core.liveness`,
         the same ping as the in-process client's, `gremlinlb.ping`)."""
         ssl_context = self._backends.options.ssl_context if endpoint.scheme == "wss" else None
+        try:  # a fresh connection: signed fresh when SigV4 is on
+            signing = self._balancer.settings.sigv4
+            headers = await sigv4.upgrade_headers_off_loop(signing, endpoint.url)
+        except sigv4.SigV4Error:
+            return False
         return await ping.answers_ping(
             self._backends.http,
             endpoint.url,
             ping_budget(self._balancer.settings),
             ssl_context=ssl_context,
+            headers=headers,
         )
 
     async def _ask(self, endpoint: Endpoint, script: str | None, source: str) -> tuple[int, str]:

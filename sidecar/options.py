@@ -307,6 +307,31 @@ TEXT_OPTIONS: tuple[Option, ...] = (
         "ZONE",
     ),
     Option(
+        "neptune_cluster",
+        "follow this Neptune cluster's writer and readers (DescribeDBClusters and "
+        "DescribeDBInstances) instead of --endpoints",
+        "ID",
+    ),
+    Option("neptune_region", "the Neptune cluster's AWS region", "REGION"),
+    Option(
+        "neptune_endpoint_url",
+        "the Neptune management API's URL (default: AWS's regional endpoint)",
+        "URL",
+    ),
+    Option(
+        "neptune_refresh",
+        "seconds between reads of the cluster (each jittered by up to a fifth)",
+        "SEC",
+        "60",
+    ),
+    Option("neptune_scheme", "wss (Neptune) or ws (a local stand-in)", "SCHEME", "wss"),
+    Option(
+        "neptune_addresses",
+        "comma-separated instance=host:port: connect to that address instead of the "
+        "instance's endpoint (tunnels, tests)",
+        "LIST",
+    ),
+    Option(
         "traversal_source",
         "traversal source the health probe uses",
         "NAME",

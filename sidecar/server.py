@@ -21,6 +21,7 @@ from gremlinlb.sidecar.hostcheck import HostCheck
 from gremlinlb.sidecar.hostlist import HostList, HostRules, load_state
 from gremlinlb.sidecar.memory import release_free_memory, tune_allocator
 from gremlinlb.sidecar.metrics import SidecarMetrics
+from gremlinlb.sidecar.neptune import NeptuneTopology
 from gremlinlb.sidecar.proxy import Proxy
 from gremlinlb.sidecar.trust import (
     ServingCertificate,
@@ -102,6 +103,10 @@ class Sidecar:
             ),
             asyncio.create_task(self._housekeeping(), name="gremlinlb-housekeeping"),
         ]
+        self.topology: NeptuneTopology | None = None
+        if config.neptune is not None:
+            self.topology = NeptuneTopology(config.neptune, self.admin.follow)
+            self._tasks.append(asyncio.create_task(self.topology.run(), name="gremlinlb-neptune"))
         gremlin = web.Application()
         gremlin.router.add_get("/gremlin", self.proxy.handle)
         # A connection that has not completed its upgrade by then is closed (aiohttp's

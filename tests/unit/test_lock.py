@@ -39,6 +39,7 @@ def pinned(extras: tuple[str, ...]) -> dict[str, str]:
     found = {}
     for requirement in requirements:
         name, _, rest = requirement.partition("==")
+        name = name.split("[")[0]  # moto[server]: the lock names the package (--strip-extras)
         found[_name(name.strip())] = rest.split(";")[0].strip()
     return found
 

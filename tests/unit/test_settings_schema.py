@@ -169,7 +169,7 @@ def test_every_setting_has_its_own_flag_env_and_cr_field() -> None:
     assert len({s.cr_path for s in SETTINGS}) == len(SETTINGS)
     assert {s.path for s in SETTINGS} == {
         (section, f.name)
-        for section in ("health", "buffer", "outlier", "hedge", "budget")
+        for section in ("health", "buffer", "outlier", "hedge", "budget", "sigv4")
         for f in dataclasses.fields(getattr(DEFAULTS, section))
     } | {
         (f.name,)

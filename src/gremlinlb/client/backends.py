@@ -30,11 +30,12 @@ from gremlin_python.driver.protocol import (
 )
 from gremlin_python.driver.serializer import GraphBinarySerializersV1
 
+from gremlinlb import sigv4 as signing
 from gremlinlb.client.errors import AnswerNotReadableError
 from gremlinlb.client.keepalive import Keepalive
 from gremlinlb.client.probe import StatusOnlyProtocol
 from gremlinlb.client.transport import DEFAULT_MAX_MESSAGE_BYTES, PhaseTaggedTransport
-from gremlinlb.core import ConnectionFailure, Endpoint
+from gremlinlb.core import ConnectionFailure, Endpoint, SigV4Settings
 from gremlinlb.ping import answers_ping_now
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class ConnectionOptions:
     headers: dict[str, str] | None = None
     # pings idle pooled and session sockets, and says when a pooled one is too old
     keepalive: Keepalive | None = None
+    # SigV4 on each new socket's upgrade (Neptune IAM auth), read when the socket opens
+    sigv4: Callable[[], SigV4Settings] | None = None
 
     def connection(self, endpoint: Endpoint) -> DriverRemoteConnection:
         return self._remote(endpoint, pool_size=self.pool_size, session=None)
@@ -95,7 +98,15 @@ class ConnectionOptions:
         """Whether `endpoint`'s server answers a WebSocket ping on a fresh connection within
         `budget` seconds: busy rather than hung (`gremlinlb.core.liveness`)."""
         ssl_context = self.ssl_context if endpoint.scheme == "wss" else None
-        return answers_ping_now(endpoint.url, budget, ssl_context=ssl_context, headers=self.headers)
+        try:
+            headers = {**(self.headers or {}), **self._sign(endpoint.url)}
+        except signing.SigV4Error:
+            return False
+        return answers_ping_now(endpoint.url, budget, ssl_context=ssl_context, headers=headers)
+
+    def _sign(self, url: str) -> dict[str, str]:
+        """Fresh SigV4 headers for a new socket to `url` (none when SigV4 is off)."""
+        return signing.upgrade_headers(self.sigv4(), url) if self.sigv4 is not None else {}
 
     def _remote(
         self,
@@ -150,6 +161,7 @@ class ConnectionOptions:
                 reconnect=reconnect,
                 keep_waiting=keep_waiting,
                 keepalive=keepalive,
+                sign=self._sign if self.sigv4 is not None else None,
             )
 
         return make

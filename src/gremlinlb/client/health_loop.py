@@ -32,7 +32,13 @@ from gremlin_python.driver.client import Client
 from gremlin_python.process.graph_traversal import __
 
 from gremlinlb.client.backends import ConnectionOptions, close_in_background
-from gremlinlb.core import CHECK_INTERVAL, Balancer, Endpoint, ResponseTimeoutError
+from gremlinlb.core import (
+    CHECK_INTERVAL,
+    Balancer,
+    Endpoint,
+    ResponseTimeoutError,
+    UpgradeBusyError,
+)
 from gremlinlb.core.liveness import BUSY_NOTE, hung_error, ping_budget
 
 log = logging.getLogger(__name__)
@@ -128,7 +134,9 @@ class HealthLoop:
             client = self._options.probe_client(endpoint, self._balancer.settings.health.timeout)
             error, timed_out = self._first_probe(client, endpoint)
             alive = False
-            if error is not None and timed_out and self._answers_ping(endpoint):
+            if error is not None and UpgradeBusyError.__name__ in error:  # 429 on the upgrade
+                alive = True  # busy, not down (as the sidecar's probe)
+            elif error is not None and timed_out and self._answers_ping(endpoint):
                 alive = True
                 error += BUSY_NOTE
             if not self._stop.is_set():

@@ -126,6 +126,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
             request_timeout=settings.request_timeout,
             headers=headers,
             keepalive=self._keepalive,
+            sigv4=lambda: self._balancer.settings.sigv4,
         )
         self._serializer = message_serializer or GraphBinarySerializersV1()
         # Given to the core's constructor, the hosts form its first round: they join together,

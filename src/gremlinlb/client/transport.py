@@ -56,6 +56,7 @@ from gremlinlb.core import (
     ConnectionLostError,
     NotSentError,
     ResponseTimeoutError,
+    UpgradeBusyError,
 )
 from gremlinlb.core.recycling import keepalive_due, past_max_age
 
@@ -80,9 +81,11 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         reconnect: bool = True,
         keep_waiting: Callable[[], bool] | None = None,
         keepalive: Keepalive | None = None,
+        sign: Callable[[str], Mapping[str, str]] | None = None,
     ) -> None:
         """`reconnect=False` is for sessions: their state lives on the first socket, and a new
-        one would silently start an empty session on the server."""
+        one would silently start an empty session on the server. `sign(url)` gives headers
+        made afresh for each socket it opens (SigV4, gremlinlb.sigv4)."""
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._write_timeout = write_timeout
@@ -98,6 +101,7 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         self._opened_once = False
         self._keep_waiting = keep_waiting
         self._keepalive = keepalive
+        self._sign = sign
         # Held while this transport runs its loop (write, read, ping): the keepalive thread
         # pings only a socket nobody else is using.
         self._guard = threading.Lock()
@@ -257,9 +261,12 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout)
             )
+            headers = dict(self._headers or {})
+            if self._sign is not None:
+                headers.update(self._sign(self._url))
             self._websocket = await self._session.ws_connect(
                 self._url,
-                headers=self._headers,
+                headers=headers or None,
                 max_msg_size=self._max_message_bytes,
                 ssl=self._ssl if self._ssl is not None else True,
             )
@@ -270,7 +277,11 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
             self._run(open_socket(), self._connect_timeout)
         except Exception as error:
             self._drop_socket()
-            raise NotSentError(f"cannot connect to {self._url}: {_describe(error)}") from error
+            text = f"cannot connect to {self._url}: {_describe(error)}"
+            if isinstance(error, aiohttp.WSServerHandshakeError) and error.status == 429:
+                # Neptune over its connection limit: busy, not down (the sidecar alike)
+                raise UpgradeBusyError(f"{text} (429 on the upgrade: busy, not down)") from error
+            raise NotSentError(text) from error
         self._opened_at = self._last_activity = time.monotonic()
 
     def discard_socket(self) -> None:

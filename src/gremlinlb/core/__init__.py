@@ -32,6 +32,7 @@ from gremlinlb.core.outcomes import (
     NotSentError,
     Outcome,
     ResponseTimeoutError,
+    UpgradeBusyError,
     may_retry,
 )
 from gremlinlb.core.readonly import (
@@ -50,6 +51,7 @@ from gremlinlb.core.settings import (
     OutlierSettings,
     Policy,
     ReadRouting,
+    SigV4Settings,
 )
 from gremlinlb.core.topology import ZonePlan, plan_zones
 
@@ -92,7 +94,9 @@ __all__ = [
     "ResponseTimeoutError",
     "Role",
     "SessionLostError",
+    "SigV4Settings",
     "UnknownEndpointError",
+    "UpgradeBusyError",
     "Waiter",
     "ZonePlan",
     "bytecode_may_write",

@@ -73,6 +73,13 @@ class NotSentError(ConnectionFailure):
     outcome = Outcome.NOT_SENT
 
 
+class UpgradeBusyError(NotSentError):
+    """The server answered the WebSocket upgrade with 429 (Neptune over its connection limit):
+    nothing was sent, and the host is busy, not down; the request may go to another host."""
+
+    outcome = Outcome.OVERLOADED
+
+
 class ConnectionLostError(ConnectionFailure):
     """The request was (maybe partly) sent, then the connection broke."""
 

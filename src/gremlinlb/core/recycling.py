@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from gremlinlb.core.settings import BalancerSettings
 
+#: Neptune closes IAM-authenticated (SigV4) connections after 10 days; with SigV4 on and no
+#: max_connection_age set, pooled connections are replaced a day before that, between
+#: requests, instead of being cut under one.
+SIGV4_MAX_CONNECTION_AGE = 9 * 24 * 3600.0
+
 
 def keepalive_due(settings: BalancerSettings, last_activity: float, now: float) -> bool:
     """A connection with nothing sent or received since `last_activity` should be pinged."""
@@ -19,8 +24,15 @@ def keepalive_due(settings: BalancerSettings, last_activity: float, now: float) 
 
 def past_max_age(settings: BalancerSettings, opened_at: float, now: float) -> bool:
     """A connection opened at `opened_at` should take no new request and be replaced."""
-    age = settings.max_connection_age
+    age = max_age(settings)
     return age > 0 and now - opened_at >= age
+
+
+def max_age(settings: BalancerSettings) -> float:
+    """The effective maximum age (0: none): the setting, else Neptune's bound with SigV4 on."""
+    if settings.max_connection_age > 0:
+        return settings.max_connection_age
+    return SIGV4_MAX_CONNECTION_AGE if settings.sigv4.enabled else 0.0
 
 
 def heartbeat(settings: BalancerSettings) -> float | None:

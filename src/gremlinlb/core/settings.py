@@ -310,6 +310,30 @@ class BudgetSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SigV4Settings:
+    """AWS Signature V4 on each backend's WebSocket upgrade (Neptune's IAM auth).
+
+    Only data: the signing itself (botocore's signer and credential chain) is gremlinlb.sigv4,
+    called by the adapters for every new backend connection, so each is signed fresh.
+    """
+
+    enabled: bool = setting(False, "Sign every backend WebSocket upgrade with SigV4.")
+    region: str | None = setting(
+        None,
+        "AWS region to sign for (none: the region of the AWS config, AWS_REGION or "
+        "AWS_DEFAULT_REGION).",
+    )
+    service: str = setting("neptune-db", "Service name to sign for.")
+    # The peer's "proxy host header": through a proxy or a tunnel the upgrade must still name
+    # (and sign) the Neptune endpoint, not the address the socket goes to.
+    host: str | None = setting(
+        None,
+        "The host:port to sign and send as Host instead of each backend's own address (when "
+        "backends are reached through a proxy or a tunnel; none: the backend's address).",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class BalancerSettings:
     """Everything the core needs; adapters add only their own I/O settings."""
 
@@ -341,6 +365,12 @@ class BalancerSettings:
         "How many hedges and costly retries may be sent on top of the requests.",
         flag="extra_budget",
         cr="extraRequestBudget",
+    )
+    sigv4: SigV4Settings = section(
+        SigV4Settings,
+        "SigV4 signing of backend upgrades (Neptune IAM auth).",
+        flag="sigv4",
+        cr="sigv4",
     )
     # Tries per request, the first included. Retries go to other hosts (see Balancer.acquire).
     max_attempts: int = setting(3, "Tries per request, the first included.", ge=1)
