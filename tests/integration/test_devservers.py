@@ -28,13 +28,17 @@ pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLI_BASE_PORT = 18381
+BUSY_BASE_PORT = 18491
 
 
 @pytest.fixture
 def listening_socket() -> Iterator[socket.socket]:
-    """Something else already listening on a loopback port."""
+    """Something else already listening on a loopback port, the one after a free port: a
+    fleet based just below it meets it second. Outside the ephemeral range, so the free port
+    below it is not taken by some connection meanwhile (port 0 gave one whose neighbour was)."""
+    base = free_port_block(BUSY_BASE_PORT, 2)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", base + 1))
     sock.listen()
     try:
         yield sock
