@@ -16,9 +16,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PIP_TOOLS_VERSION=7.6.2
-TOOLS=${GREMLINLB_CACHE:-$PWD/.cache}/pip-tools-$PIP_TOOLS_VERSION
+CACHE=${GREMLINLB_CACHE:-$PWD/.cache}
+mkdir -p "$CACHE"
+# The physical path: a venv's scripts name their interpreter by the path it was made at, so a
+# venv made through a linked .cache (a git worktree sharing it) breaks when that link goes.
+TOOLS=$(cd "$CACHE" && pwd -P)/pip-tools-$PIP_TOOLS_VERSION
 PYTHON=${PYTHON:-python3}
-if [[ ! -x $TOOLS/bin/pip-compile ]]; then
+if ! "$TOOLS/bin/pip-compile" --version >/dev/null 2>&1; then
+  rm -rf "$TOOLS"
   "$PYTHON" -m venv "$TOOLS"
   "$TOOLS/bin/pip" install --quiet "pip-tools==$PIP_TOOLS_VERSION"
 fi
