@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gremlinlb.sidecar.neptune import NeptuneSource
 from gremlinlb.sidecar.options import (
     _BY_NAME,
     _TUNED,
@@ -56,6 +55,7 @@ from gremlinlb.core import (
     InvalidEndpointError,
     parse_endpoint,
 )
+from gremlinlb.neptune import NeptuneSource
 from gremlinlb.schema import (
     SETTINGS,
     Setting,

@@ -21,7 +21,6 @@ from gremlinlb.sidecar.hostcheck import HostCheck
 from gremlinlb.sidecar.hostlist import HostList, HostRules, load_state
 from gremlinlb.sidecar.memory import release_free_memory, tune_allocator
 from gremlinlb.sidecar.metrics import SidecarMetrics
-from gremlinlb.sidecar.neptune import NeptuneTopology
 from gremlinlb.sidecar.proxy import Proxy
 from gremlinlb.sidecar.trust import (
     ServingCertificate,
@@ -33,6 +32,7 @@ from gremlinlb.sidecar.trust import (
 
 from gremlinlb.core import Balancer, HostEvent
 from gremlinlb.core.balancer import Listener
+from gremlinlb.neptune import NeptuneTopology
 
 log = logging.getLogger(__name__)
 

@@ -55,7 +55,7 @@ def reset() -> None:
 
 
 #: Connect address -> the endpoint name to sign for it, for hosts reached at another address
-#: than their own (a topology source that maps instances to tunnels: sidecar/neptune.py).
+#: than their own (a topology source that maps instances to tunnels: src/gremlinlb/neptune.py).
 _names: dict[str, str] = {}
 
 

@@ -20,7 +20,6 @@ import pytest
 from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
 from gremlin_python.process.anonymous_traversal import traversal
 from gremlinlb.sidecar.config import SidecarConfig
-from gremlinlb.sidecar.neptune import NeptuneSource
 from gremlinlb.sidecar.testing import SidecarThread
 
 from gremlinlb import sigv4
@@ -35,6 +34,7 @@ from gremlinlb.devservers import Fleet
 from gremlinlb.devservers.probe import port_open
 from gremlinlb.devservers.server import find_free_port
 from gremlinlb.devservers.sigv4front import Secret, SigV4Front
+from gremlinlb.neptune import NeptuneSource
 from tests.client_support import count_label
 from tests.helpers import wait_until
 

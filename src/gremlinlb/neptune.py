@@ -1,4 +1,4 @@
-"""The host list of a Neptune cluster, read from the Neptune management API (standalone sidecar).
+"""The host list of a Neptune cluster, from the Neptune management API (for every adapter).
 
 `--neptune-cluster ID --neptune-region R`: every `refresh` seconds (+-20% jitter, so a fleet of
 sidecars does not call the API in step) the sidecar reads the cluster's members

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from gremlinlb.sidecar.config import ConfigError, load_config
-from gremlinlb.sidecar.neptune import NeptuneSource, NeptuneTopology, hosts_of, signed_names
 
 from gremlinlb import sigv4
 from gremlinlb.core import Endpoint, Role, SigV4Settings
+from gremlinlb.neptune import NeptuneSource, NeptuneTopology, hosts_of, signed_names
 
 CLUSTER = {
     "DBClusterMembers": [
