@@ -123,6 +123,14 @@ class NeptuneTopology:
         self.last: tuple[Endpoint, ...] | None = None  # the last good list
         self.failures = 0  # reads that failed in a row
         self.refreshed = asyncio.Event()  # set after every read, good or not (tests wait on it)
+        self._now: asyncio.Future[bool] | None = None  # the read `refresh_now` callers share
+
+    async def refresh_now(self) -> bool:
+        """Read at once (a failover is suspected), sharing a read already asked for: a burst of
+        refused writes costs one API call, not one each."""
+        if self._now is None or self._now.done():
+            self._now = asyncio.ensure_future(self.refresh())
+        return await asyncio.shield(self._now)
 
     async def refresh(self) -> bool:
         """Read once; apply the list if it changed. False when the read failed (kept)."""

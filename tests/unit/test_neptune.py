@@ -100,3 +100,20 @@ def test_a_mapped_instance_is_signed_for_its_own_endpoint_name() -> None:
     finally:
         sigv4.sign_as({})
     assert signed == "w1.x.us-east-1.neptune.amazonaws.com:8182"
+
+
+def test_refresh_now_called_by_many_at_once_reads_the_api_once() -> None:
+    reads: list[NeptuneSource] = []
+
+    def read(source: NeptuneSource) -> tuple[Endpoint, ...]:
+        reads.append(source)
+        return ()
+
+    async def run() -> list[bool]:
+        topology = NeptuneTopology(NeptuneSource("c", "us-east-1"), lambda hosts: None, read)
+        burst = await asyncio.gather(*(topology.refresh_now() for _ in range(5)))
+        after = await topology.refresh_now()
+        return [*burst, after]
+
+    assert asyncio.run(run()) == [True] * 6
+    assert len(reads) == 2  # one for the burst, one for the call after it
