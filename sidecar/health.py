@@ -14,6 +14,10 @@ by the server's I/O threads, not its workers): a pong says the JVM is up and bus
 keeps the host in rotation, deprioritised, instead of taking it down (issue 20). A paused or
 dead server answers no ping.
 
+With `health.status_probe` on, a host whose traversal passed is also asked its status
+(`GET /status`, Amazon Neptune's instance status: `gremlinlb.status`, the in-process client's
+too); an answer other than "healthy" fails the probe with an error naming the status probe.
+
 Each traversal source clients use (configured, or learned from requests' aliases) is probed
 too, after the default one passed: a host answering that it does not have a source is skipped
 for requests naming that source only (`core.sources`), and stays in rotation for the others.
@@ -34,7 +38,7 @@ from gremlinlb.sidecar import frames
 from gremlinlb.sidecar.backend import BackendConnection, Backends
 from gremlinlb.sidecar.frames import GRAPHBINARY_CHANNEL, ResponseHeader
 
-from gremlinlb import ping, sigv4
+from gremlinlb import ping, sigv4, status
 from gremlinlb.core import (
     CHECK_INTERVAL,
     Balancer,
@@ -157,6 +161,8 @@ class HealthLoop:
             for source in self._balancer.sources.watched():  # rotation with its marks known
                 if (await self._probe_source(endpoint, source))[0] is not None:
                     break  # the host itself failed: its next probe tells
+            if self._balancer.settings.health.status_probe:
+                error = await self._status(endpoint)
         else:
             self.forget(endpoint)  # its socket may be dead or stuck: start clean next time
             if error.startswith(UpgradeBusyError.__name__):  # 429 on the upgrade: busy
@@ -239,6 +245,13 @@ class HealthLoop:
             ping_budget(self._balancer.settings),
             ssl_context=ssl_context,
             headers=headers,
+        )
+
+    async def _status(self, endpoint: Endpoint) -> str | None:
+        """The status probe (Neptune's GET /status; `gremlinlb.status`, as the client's)."""
+        ssl_context = self._backends.options.ssl_context if endpoint.scheme == "wss" else None
+        return await status.status_problem(
+            self._backends.http, endpoint, self._balancer.settings, ssl_context=ssl_context
         )
 
     async def _ask(self, endpoint: Endpoint, script: str | None, source: str) -> tuple[int, str]:
