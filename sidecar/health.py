@@ -30,6 +30,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 
 from gremlin_python.driver.request import RequestMessage
 from gremlin_python.driver.serializer import GraphBinarySerializersV1
@@ -126,6 +127,8 @@ class HealthLoop:
         self._probes: set[asyncio.Task[bool]] = set()
         self.max_probe_rate = MAX_PROBE_RATE
         self._pinging: dict[Endpoint, asyncio.Task[None]] = {}
+        #: Told each failed probe's error (the sidecar counts them by check: its metrics).
+        self.on_probe_failed: Callable[[str], None] = lambda _: None
         self._tokens = float(MAX_PROBES)  # probes that may start now (a token bucket)
         self._refilled = time.monotonic()
 
@@ -171,6 +174,8 @@ class HealthLoop:
                 alive = True
                 error += BUSY_NOTE
         self._balancer.record_probe(endpoint, ok=error is None, error=error, alive=alive)
+        if error is not None and not alive:
+            self.on_probe_failed(error)
         return error is None
 
     async def _first_probe(self, endpoint: Endpoint) -> tuple[str | None, bool]:
