@@ -53,8 +53,9 @@ def test_a_403_is_named_as_iam_auth_refusing_it() -> None:
     assert "--sigv4-enabled" in why
 
 
-def test_a_404_says_the_server_has_no_status_endpoint() -> None:
-    why = status_verdict("/status", 404, b"")
+@pytest.mark.parametrize("code", [400, 404, 405])
+def test_a_400_404_or_405_says_the_server_has_no_status_endpoint(code: int) -> None:
+    why = status_verdict("/status", code, b"")
     assert why is not None
     assert "no status endpoint" in why
 

@@ -24,6 +24,9 @@ MAX_BODY = 64 * 1024
 
 HEALTHY = "healthy"
 
+# Answers of a server that has no such endpoint (bad request, not found, method not allowed).
+_NO_STATUS = (400, 404, 405)
+
 
 def status_url(endpoint: Endpoint, path: str) -> str:
     """The status URL of `endpoint`: https for a wss host, http for a ws one, same host:port."""
@@ -36,11 +39,13 @@ def status_verdict(path: str, code: int, body: bytes) -> str | None:
     """None when the answer says the host is healthy (200, JSON, status "healthy"); else why
     not, for the probe's error."""
     if code != 200:
-        hint = {
-            403: ": IAM auth refused it (check --health-status-probe with --sigv4-enabled, "
-            "--sigv4-region and the credentials)",
-            404: ": the server has no status endpoint (not Neptune? turn health.status_probe off)",
-        }.get(code, "")
+        hint = ""
+        if code == 403:
+            hint = (
+                ": IAM auth refused it (check --sigv4-enabled, --sigv4-region and the credentials)"
+            )
+        elif code in _NO_STATUS:  # Gremlin Server answers 400 to a plain GET
+            hint = ": the server has no status endpoint (not Neptune? turn health.status_probe off)"
         return f"{STATUS_PROBE}: GET {path} answered HTTP {code}{hint}"
     try:
         document = json.loads(body)

@@ -30,6 +30,7 @@ import datetime
 import json
 import logging
 import re
+import ssl
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -142,9 +143,12 @@ class SigV4Front:
         port: int = 0,
         name: str | None = None,
         verifying: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """`name`: the host:port an upgrade must name in Host (Neptune requires its own
-        endpoint's name there, signed); None admits any. `verifying=False`: no IAM auth."""
+        endpoint's name there, signed); None admits any. `verifying=False`: no IAM auth.
+        `ssl_context`: serve TLS only, as Neptune does (wss:// and https://)."""
+        self.ssl_context = ssl_context
         self.upstream = upstream
         self._upstream_host, self._upstream_port = parse_loopback_address(upstream)
         self.secrets = dict(secrets)  # replace or extend it while running (rotation)
@@ -181,7 +185,9 @@ class SigV4Front:
         return f"{LOOPBACK}:{self.port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, LOOPBACK, self._port)
+        self._server = await asyncio.start_server(
+            self._serve, LOOPBACK, self._port, ssl=self.ssl_context
+        )
 
     async def close(self) -> None:
         if self._server is not None:
