@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,13 +29,14 @@ from gremlinlb.core import (
     BufferSettings,
     HealthCheckSettings,
     HostState,
+    HostStatus,
     SigV4Settings,
     parse_endpoint,
 )
 from gremlinlb.devservers import Fleet
 from gremlinlb.devservers.sigv4front import Secret, SigV4Front
 from tests.client_support import count_label
-from tests.helpers import wait_until
+from tests.helpers import fake_aws_credentials, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -46,15 +47,7 @@ SIGNED = SigV4Settings(enabled=True, region=REGION)
 
 @pytest.fixture
 def credentials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Fake temporary credentials through botocore's environment source; nothing leaves
-    loopback (instance metadata off)."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY[0])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", KEY[1])
-    monkeypatch.setenv("AWS_SESSION_TOKEN", KEY[2])
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    sigv4.reset()
+    fake_aws_credentials(monkeypatch, *KEY)
     yield
     sigv4.reset()
 
@@ -218,26 +211,11 @@ def test_an_unsigned_status_request_is_refused_when_iam_auth_is_on(
 
 
 def test_sidecar_signs_its_status_probe_when_sigv4_is_on(iam_fronts: list[SigV4Front]) -> None:
-    with _sidecar([f.address for f in iam_fronts], _settings(signing=SIGNED)) as sidecar:
-        wait_until(
-            lambda: all(f.status_asked["healthy"] >= 2 for f in iam_fronts), 15, "status asked"
-        )
-        assert all(h.state is HostState.HEALTHY for h in sidecar.balancer.hosts())
-    assert [f.status_refused.total() for f in iam_fronts] == [0, 0]
+    _sidecar_asks_signed([f.address for f in iam_fronts], iam_fronts)
 
 
 def test_client_signs_its_status_probe_when_sigv4_is_on(iam_fronts: list[SigV4Front]) -> None:
-    rr = RoundRobinClientRemoteConnection(
-        [f.address for f in iam_fronts], settings=_settings(signing=SIGNED)
-    )
-    try:
-        wait_until(
-            lambda: all(f.status_asked["healthy"] >= 2 for f in iam_fronts), 15, "status asked"
-        )
-        assert all(h.state is HostState.HEALTHY for h in rr.hosts())
-    finally:
-        rr.close()
-    assert [f.status_refused.total() for f in iam_fronts] == [0, 0]
+    _client_asks_signed([f.address for f in iam_fronts], iam_fronts)
 
 
 def test_the_status_probe_is_off_by_default_so_a_server_without_status_serves(
@@ -268,28 +246,33 @@ def test_with_the_status_probe_on_a_server_without_status_is_down_naming_the_sta
 def test_sidecar_asks_a_wss_hosts_status_over_https_signed(
     tls_fronts: list[SigV4Front], tls: Tls
 ) -> None:
-    urls = [f"wss://{f.address}/gremlin" for f in tls_fronts]
-    with _sidecar(urls, _settings(signing=SIGNED), tls) as sidecar:
-        wait_until(
-            lambda: all(f.status_asked["healthy"] >= 2 for f in tls_fronts), 15, "status asked"
-        )
-        assert all(h.state is HostState.HEALTHY for h in sidecar.balancer.hosts())
-    assert [f.status_refused.total() for f in tls_fronts] == [0, 0]
+    _sidecar_asks_signed([f"wss://{f.address}/gremlin" for f in tls_fronts], tls_fronts, tls)
 
 
 def test_client_asks_a_wss_hosts_status_over_https_signed(
     tls_fronts: list[SigV4Front], tls: Tls
 ) -> None:
+    _client_asks_signed([f"wss://{f.address}/gremlin" for f in tls_fronts], tls_fronts, tls)
+
+
+def _asked_signed(fronts: list[SigV4Front], hosts: Callable[[], list[HostStatus]]) -> None:
+    """Every front answered the probes' GET /status more than once, and every host serves."""
+    wait_until(lambda: all(f.status_asked["healthy"] >= 2 for f in fronts), 15, "status asked")
+    assert all(h.state is HostState.HEALTHY for h in hosts())
+
+
+def _sidecar_asks_signed(urls: list[str], fronts: list[SigV4Front], tls: Tls | None = None) -> None:
+    with _sidecar(urls, _settings(signing=SIGNED), tls) as sidecar:
+        _asked_signed(fronts, sidecar.balancer.hosts)
+    assert [f.status_refused.total() for f in fronts] == [0, 0]
+
+
+def _client_asks_signed(urls: list[str], fronts: list[SigV4Front], tls: Tls | None = None) -> None:
     rr = RoundRobinClientRemoteConnection(
-        [f"wss://{f.address}/gremlin" for f in tls_fronts],
-        settings=_settings(signing=SIGNED),
-        ssl_context=tls.client,
+        urls, settings=_settings(signing=SIGNED), ssl_context=tls.client if tls else None
     )
     try:
-        wait_until(
-            lambda: all(f.status_asked["healthy"] >= 2 for f in tls_fronts), 15, "status asked"
-        )
-        assert all(h.state is HostState.HEALTHY for h in rr.hosts())
+        _asked_signed(fronts, rr.hosts)
     finally:
         rr.close()
-    assert [f.status_refused.total() for f in tls_fronts] == [0, 0]
+    assert [f.status_refused.total() for f in fronts] == [0, 0]
