@@ -18,6 +18,7 @@ from gremlinlb.core.instancestatus import (
 )
 from gremlinlb.core.probing import probe_lost_after
 from gremlinlb.devservers.sigv4front import status_body
+from gremlinlb.schema import SettingsError, from_document
 
 HEALTHY = b'{"status": "healthy", "role": "writer"}'
 
@@ -119,3 +120,12 @@ def test_the_fronts_status_body_is_a_neptune_status_the_probe_reads() -> None:
 def test_the_fronts_status_body_when_recovering_fails_the_probe() -> None:
     body = status_body("recovery", "writer", datetime.datetime.now(datetime.UTC))
     assert status_verdict("/status", 200, body) is not None
+
+
+@pytest.mark.parametrize("cr", [False, True], ids=["admin-json", "gremlincluster-spec"])
+def test_a_bad_status_path_in_a_settings_document_is_refused_naming_it(cr: bool) -> None:
+    document = {
+        ("healthCheck" if cr else "health"): {("statusPath" if cr else "status_path"): "status"}
+    }
+    with pytest.raises(SettingsError, match="status_path must be an absolute path"):
+        from_document(document, BalancerSettings(), cr=cr)
