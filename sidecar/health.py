@@ -14,6 +14,10 @@ by the server's I/O threads, not its workers): a pong says the JVM is up and bus
 keeps the host in rotation, deprioritised, instead of taking it down (issue 20). A paused or
 dead server answers no ping.
 
+With `health.status_probe` on, a host whose traversal passed is also asked its status
+(`GET /status`, Amazon Neptune's instance status: `gremlinlb.status`, the in-process client's
+too); an answer other than "healthy" fails the probe with an error naming the status probe.
+
 Each traversal source clients use (configured, or learned from requests' aliases) is probed
 too, after the default one passed: a host answering that it does not have a source is skipped
 for requests naming that source only (`core.sources`), and stays in rotation for the others.
@@ -26,6 +30,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 
 from gremlin_python.driver.request import RequestMessage
 from gremlin_python.driver.serializer import GraphBinarySerializersV1
@@ -34,7 +39,7 @@ from gremlinlb.sidecar import frames
 from gremlinlb.sidecar.backend import BackendConnection, Backends
 from gremlinlb.sidecar.frames import GRAPHBINARY_CHANNEL, ResponseHeader
 
-from gremlinlb import ping, sigv4
+from gremlinlb import ping, sigv4, status
 from gremlinlb.core import (
     CHECK_INTERVAL,
     Balancer,
@@ -122,6 +127,8 @@ class HealthLoop:
         self._probes: set[asyncio.Task[bool]] = set()
         self.max_probe_rate = MAX_PROBE_RATE
         self._pinging: dict[Endpoint, asyncio.Task[None]] = {}
+        #: Told each failed probe's error (the sidecar counts them by check: its metrics).
+        self.on_probe_failed: Callable[[str], None] = lambda _: None
         self._tokens = float(MAX_PROBES)  # probes that may start now (a token bucket)
         self._refilled = time.monotonic()
 
@@ -157,6 +164,8 @@ class HealthLoop:
             for source in self._balancer.sources.watched():  # rotation with its marks known
                 if (await self._probe_source(endpoint, source))[0] is not None:
                     break  # the host itself failed: its next probe tells
+            if self._balancer.settings.health.status_probe:
+                error = await self._status(endpoint)
         else:
             self.forget(endpoint)  # its socket may be dead or stuck: start clean next time
             if error.startswith(UpgradeBusyError.__name__):  # 429 on the upgrade: busy
@@ -165,6 +174,8 @@ class HealthLoop:
                 alive = True
                 error += BUSY_NOTE
         self._balancer.record_probe(endpoint, ok=error is None, error=error, alive=alive)
+        if error is not None and not alive:
+            self.on_probe_failed(error)
         return error is None
 
     async def _first_probe(self, endpoint: Endpoint) -> tuple[str | None, bool]:
@@ -239,6 +250,13 @@ class HealthLoop:
             ping_budget(self._balancer.settings),
             ssl_context=ssl_context,
             headers=headers,
+        )
+
+    async def _status(self, endpoint: Endpoint) -> str | None:
+        """The status probe (Neptune's GET /status; `gremlinlb.status`, as the client's)."""
+        ssl_context = self._backends.options.ssl_context if endpoint.scheme == "wss" else None
+        return await status.status_problem(
+            self._backends.http, endpoint, self._balancer.settings, ssl_context=ssl_context
         )
 
     async def _ask(self, endpoint: Endpoint, script: str | None, source: str) -> tuple[int, str]:

@@ -26,6 +26,7 @@ from gremlinlb.core import (
     Outcome,
     UnknownEndpointError,
 )
+from gremlinlb.core.instancestatus import STATUS_PROBE
 
 _EJECTION_REASONS = ("consecutive_failures", "stuck", "slow")
 
@@ -117,6 +118,13 @@ class SidecarMetrics:
             "the sidecar past its memory budget",
             registry=self.registry,
         )
+        self.probe_failures = Counter(
+            "gremlinlb_sidecar_probe_failures",
+            "Failed probes, by the check that failed them: traversal (the probe's traversal, "
+            "its connection or ping) or status (health.status_probe's GET /status)",
+            ["check"],
+            registry=self.registry,
+        )
         self.held_bytes = Gauge(
             "gremlinlb_sidecar_held_bytes",
             "Bytes held for clients: answers not yet written and requests in flight",
@@ -156,6 +164,11 @@ class SidecarMetrics:
                 address, outcome.value
             )
         child.inc()
+
+    def probe_failed(self, error: str) -> None:
+        """Count a failed probe under the check its error names (core.instancestatus)."""
+        check = "status" if error.startswith(STATUS_PROBE) else "traversal"
+        self.probe_failures.labels(check).inc()
 
     def on_host_event(self, event: HostEvent) -> None:
         """Subscribe this to the core: a removed host's series are dropped."""

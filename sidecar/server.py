@@ -79,6 +79,7 @@ class Sidecar:
             self.balancer, self.backends, config.traversal_source, config.traversal_sources
         )
         self.proxy.check_alive = self.health.check_alive
+        self.health.on_probe_failed = self.metrics.probe_failed
         self.balancer.subscribe(_on_loop(self.health.on_host_event))
         self.admin = AdminApi(
             self.balancer,

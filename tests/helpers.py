@@ -17,6 +17,24 @@ from gremlinlb.devservers import GremlinServerProcess
 from gremlinlb.devservers.faults import FaultProxy
 
 
+def fake_aws_credentials(
+    monkeypatch: Any, key_id: str, secret: str, token: str | None = None
+) -> None:
+    """Fake credentials through botocore's environment source alone (no config or shared
+    credentials file, no instance metadata: nothing leaves loopback), read afresh by
+    gremlinlb.sigv4's next signature."""
+    from gremlinlb import sigv4
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    if token is not None:
+        monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    sigv4.reset()
+
+
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll `condition` until it holds; fail after `timeout` seconds saying what never came."""
     deadline = time.monotonic() + timeout

@@ -40,8 +40,8 @@ def other_value(setting: Setting) -> Any:
         return next(member for member in kind if member is not default)
     if kind is bool:
         return not default
-    if kind is str:
-        return "g.inject(1)"
+    if kind is str:  # a path setting (health.status_path) takes another path
+        return "/other/status" if str(default).startswith("/") else "g.inject(1)"
     value = default + 1 if kind is int else default * 1.5
     if not doc.admits(value):
         upper = doc.le if doc.le is not None else doc.lt

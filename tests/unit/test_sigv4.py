@@ -18,6 +18,7 @@ from gremlinlb.core import (
 )
 from gremlinlb.core.recycling import past_max_age
 from gremlinlb.devservers.sigv4front import Secret, verify
+from tests.helpers import fake_aws_credentials
 
 # AWS's SigV4 test suite, case get-vanilla (aws-sig-v4-test-suite/get-vanilla).
 VANILLA_KEY = "AKIDEXAMPLE"
@@ -58,12 +59,7 @@ def test_front_refuses_get_vanilla_for_another_region() -> None:
 
 @pytest.fixture
 def fake_credentials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDGREMLINLB")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")
-    monkeypatch.setenv("AWS_SESSION_TOKEN", "token-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-    sigv4.reset()
+    fake_aws_credentials(monkeypatch, "AKIDGREMLINLB", "not-a-real-secret", "token-1")
     yield
     sigv4.reset()
 

@@ -17,6 +17,9 @@ the host in rotation; a paused or dead server answers none (`gremlinlb.core.live
 sidecar's rule). A host found stuck is pinged along with its probe: no pong within the ping
 budget fails the probe at once. `check_alive` pings a host a read waits on (its hedge delay
 passed, the host quiet), so the read is hedged or re-sent only if the server is hung.
+
+With `health.status_probe` on, a host whose traversal passed is also asked its status
+(`GET /status`, Amazon Neptune's instance status: `gremlinlb.status`, the sidecar's too).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from gremlinlb.core import (
     UpgradeBusyError,
 )
 from gremlinlb.core.liveness import BUSY_NOTE, hung_error, ping_budget
+from gremlinlb.core.probing import probe_lost_after
+from gremlinlb.status import status_problem_now
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +85,8 @@ class HealthLoop:
 
     def probe_once(self) -> None:
         """One round: probe every target in parallel; return when all answered or timed out."""
-        timeout = self._balancer.settings.health.timeout
         threads = [self._start(e) for e in self._balancer.probe_targets()]
-        deadline = time.monotonic() + timeout + self._options.connect_timeout + 1
+        deadline = time.monotonic() + probe_lost_after(self._balancer.settings)
         for thread in threads:
             if thread is not None:
                 thread.join(max(0.0, deadline - time.monotonic()))
@@ -133,6 +137,8 @@ class HealthLoop:
         try:
             client = self._options.probe_client(endpoint, self._balancer.settings.health.timeout)
             error, timed_out = self._first_probe(client, endpoint)
+            if error is None and self._balancer.settings.health.status_probe:
+                error = self._status(endpoint)
             alive = False
             if error is not None and UpgradeBusyError.__name__ in error:  # 429 on the upgrade
                 alive = True  # busy, not down (as the sidecar's probe)
@@ -164,6 +170,16 @@ class HealthLoop:
         except Exception as error:
             return _text(error), False
         return None, False
+
+    def _status(self, endpoint: Endpoint) -> str | None:
+        """The status probe (Neptune's GET /status; `gremlinlb.status`, as the sidecar's)."""
+        ssl_context = self._options.ssl_context if endpoint.scheme == "wss" else None
+        return status_problem_now(
+            endpoint,
+            self._balancer.settings,
+            ssl_context=ssl_context,
+            headers=self._options.headers,
+        )
 
     @staticmethod
     def _submit(client: Client, message: object) -> Future[None]:

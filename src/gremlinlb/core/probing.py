@@ -174,5 +174,12 @@ class ProbeSchedule:
         return since is not None and now - since < self.lost_after()
 
     def lost_after(self) -> float:
-        """A probe not reported by then is lost (its timeouts passed, plus a second)."""
-        return self.settings.health.timeout + self.settings.connect_timeout + 1.0
+        return probe_lost_after(self.settings)
+
+
+def probe_lost_after(settings: BalancerSettings) -> float:
+    """A probe not reported by then is lost: its timeouts passed (the status probe's too, when
+    on), plus a second."""
+    health = settings.health
+    status = health.status_timeout if health.status_probe else 0.0
+    return health.timeout + settings.connect_timeout + status + 1.0

@@ -169,8 +169,30 @@ class HealthCheckSettings:
         ge=0.05,
     )
 
+    # Amazon Neptune's instance status (the Java client's health filter): an instance can
+    # answer a traversal while it says it is not fit to serve (e.g. "recovery" after a restart
+    # with transactions to roll back). Off by default: plain Gremlin Servers have no /status.
+    status_probe: bool = setting(
+        False,
+        "Also GET each host's status path (Amazon Neptune's /status) at every probe: the host "
+        'passes only if it answers 200 with a JSON body whose status is "healthy" (over https '
+        "for wss hosts, SigV4-signed when sigv4 is on).",
+    )
+    status_path: str = setting(
+        "/status", "The path the status probe asks (an absolute path, no query)."
+    )
+    status_timeout: float = setting(
+        2.0, "Seconds the status probe may take before it fails.", unit="seconds", ge=0.05
+    )
+
     def __post_init__(self) -> None:
         check_bounds(self)
+        _require(
+            self.status_path.startswith("/")
+            and not any(c in self.status_path for c in "?# \t\r\n"),
+            f"status_path must be an absolute path without query or spaces, like /status; "
+            f"got {self.status_path!r}",
+        )
         _require(
             self.outage_interval <= self.unhealthy_interval,
             f"outage_interval must be <= unhealthy_interval "

@@ -14,6 +14,12 @@ so the front itself is known to be right). `clock_offset` moves the front's cloc
 that reaches it "late"); `max_connections` answers upgrades past that many open connections
 429, as Neptune does over its limit; `accepted` and `refused` count upgrades by access key and
 reason.
+
+`GET /status` is answered like a Neptune instance's status endpoint (`status_body`), checked
+like an upgrade (403 when the signature is wrong); `instance_status` sets what it says
+("healthy", "recovery", ...) and `status_asked` / `status_refused` count the requests.
+`verifying=False` is a Neptune without IAM auth: nothing is checked, upgrades and `/status`
+alike.
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import json
 import logging
 import re
+import ssl
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -100,6 +108,28 @@ def verify(
     return None
 
 
+STATUS_PATH = "/status"
+
+
+def status_body(status: str, role: str, started: datetime.datetime) -> bytes:
+    """The JSON a Neptune instance answers `GET /status` with (the fields of Neptune's docs,
+    with this front's values: a TinkerPop server behind it)."""
+    document = {
+        "status": status,
+        "startTime": started.strftime("%a %b %d %H:%M:%S UTC %Y"),
+        "dbEngineVersion": "gremlinlb-devservers",
+        "role": role,
+        "dfeQueryEngine": "viaQueryHint",
+        "gremlin": {"version": "tinkerpop-3.8.0"},
+        "sparql": {"version": "sparql-1.1"},
+        "opencypher": {"version": "Neptune-9.0.20190305-1.0"},
+        "labMode": {},
+        "features": {},
+        "settings": {},
+    }
+    return json.dumps(document).encode()
+
+
 class SigV4Front:
     """An asyncio front on 127.0.0.1 in front of ``upstream`` (a loopback Gremlin Server)."""
 
@@ -112,9 +142,13 @@ class SigV4Front:
         service: str = "neptune-db",
         port: int = 0,
         name: str | None = None,
+        verifying: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """`name`: the host:port an upgrade must name in Host (Neptune requires its own
-        endpoint's name there, signed); None admits any."""
+        endpoint's name there, signed); None admits any. `verifying=False`: no IAM auth.
+        `ssl_context`: serve TLS only, as Neptune does (wss:// and https://)."""
+        self.ssl_context = ssl_context
         self.upstream = upstream
         self._upstream_host, self._upstream_port = parse_loopback_address(upstream)
         self.secrets = dict(secrets)  # replace or extend it while running (rotation)
@@ -129,6 +163,13 @@ class SigV4Front:
         self.accepted: Counter[str] = Counter()  # upgrades let through, by access key
         self.refused: Counter[str] = Counter()  # upgrades refused, by reason
         self.hosts_signed: Counter[str] = Counter()  # Host of each accepted upgrade
+        self.verifying = verifying
+        #: What GET /status says ("healthy", "recovery", ...), and the instance's role there.
+        self.instance_status = "healthy"
+        self.role = "writer"
+        self.started = datetime.datetime.now(datetime.UTC)
+        self.status_asked: Counter[str] = Counter()  # GET /status answered, by what it said
+        self.status_refused: Counter[str] = Counter()  # GET /status refused, by reason
         self._port = port
         self._server: asyncio.Server | None = None
         self._thread: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
@@ -144,7 +185,9 @@ class SigV4Front:
         return f"{LOOPBACK}:{self.port}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, LOOPBACK, self._port)
+        self._server = await asyncio.start_server(
+            self._serve, LOOPBACK, self._port, ssl=self.ssl_context
+        )
 
     async def close(self) -> None:
         if self._server is not None:
@@ -165,10 +208,10 @@ class SigV4Front:
             name, sep, value = line.partition(":")
             if sep:
                 headers[name.strip().lower()] = value.strip()
-        now = datetime.datetime.now(datetime.UTC) + self.clock_offset
-        why = verify(method, path, headers, self.secrets, self.region, self.service, now)
-        if why is None and self.name is not None and headers.get("host") != self.name:
-            why = f"Host {headers.get('host')!r} is not this endpoint's name {self.name!r}"
+        why = self._check(method, path, headers)
+        if method == "GET" and path == STATUS_PATH:
+            await self._answer_status(writer, why)
+            return
         status, code = "403 Forbidden", "AccessDeniedException"
         limit = self.max_connections
         if why is None and limit is not None and self.open_connections >= limit:
@@ -176,19 +219,9 @@ class SigV4Front:
             status, code = "429 Too Many Requests", "TooManyRequestsException"
         if why is not None:
             self.refused[why] += 1
-            body = f'{{"code":"{code}","detailedMessage":"{why}"}}'.encode()
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n".encode()
-                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                + body
-            )
-            with contextlib.suppress(Exception):
-                await writer.drain()
-            writer.close()
+            await _respond(writer, status, _refusal(code, why))
             return
-        key = _AUTH.fullmatch(headers["authorization"].strip())
-        assert key is not None
-        self.accepted[key["key"]] += 1
+        self.accepted[_access_key(headers)] += 1
         self.hosts_signed[headers.get("host", "")] += 1
         try:
             up_reader, up_writer = await asyncio.open_connection(
@@ -203,6 +236,24 @@ class SigV4Front:
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         finally:
             self.open_connections -= 1
+
+    def _check(self, method: str, path: str, headers: dict[str, str]) -> str | None:
+        """Why IAM auth refuses this request (None: it passes, or nothing is verified)."""
+        if not self.verifying:
+            return None
+        now = datetime.datetime.now(datetime.UTC) + self.clock_offset
+        why = verify(method, path, headers, self.secrets, self.region, self.service, now)
+        if why is None and self.name is not None and headers.get("host") != self.name:
+            why = f"Host {headers.get('host')!r} is not this endpoint's name {self.name!r}"
+        return why
+
+    async def _answer_status(self, writer: asyncio.StreamWriter, why: str | None) -> None:
+        if why is not None:
+            self.status_refused[why] += 1
+            await _respond(writer, "403 Forbidden", _refusal("AccessDeniedException", why))
+            return
+        self.status_asked[self.instance_status] += 1
+        await _respond(writer, "200 OK", status_body(self.instance_status, self.role, self.started))
 
     # -- on a thread of its own, for synchronous tests --------------------------------------
 
@@ -224,6 +275,29 @@ class SigV4Front:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def _refusal(code: str, why: str) -> bytes:
+    """Neptune's error body: its code and a detailed message."""
+    return json.dumps({"code": code, "detailedMessage": why}).encode()
+
+
+async def _respond(writer: asyncio.StreamWriter, status: str, body: bytes) -> None:
+    """One JSON answer, then the connection is closed."""
+    writer.write(
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n".encode()
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    with contextlib.suppress(Exception):
+        await writer.drain()
+    writer.close()
+
+
+def _access_key(headers: dict[str, str]) -> str:
+    """The access key a request is signed with ("unsigned" when it is not)."""
+    match = _AUTH.fullmatch(headers.get("authorization", "").strip())
+    return match["key"] if match is not None else "unsigned"
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
