@@ -1,7 +1,9 @@
 """Prometheus metrics of the operator: push latency as pushes end, the rest read at scrape.
 
 How many sidecars hold an old host list is read from the push groups when scraped, so the gauge
-can never disagree with the GremlinCluster status the same groups feed. Served on its own port
+can never disagree with the GremlinCluster status the same groups feed. A cluster is labelled
+``cluster_namespace`` and ``cluster``: a scrape's own ``namespace`` label (the operator's pod)
+would otherwise rename the first to ``exported_namespace``. Served on its own port
 (``--metrics-listen``), beside kopf's liveness endpoint, by a small aiohttp server.
 """
 
@@ -89,13 +91,13 @@ class _ClusterCollector(Collector):
         sidecars = GaugeMetricFamily(
             "gremlinlb_operator_sidecars",
             "Sidecars the operator pushes host lists to, per GremlinCluster",
-            labels=["namespace", "cluster"],
+            labels=["cluster_namespace", "cluster"],
         )
         out_of_sync = GaugeMetricFamily(
             "gremlinlb_operator_sidecars_out_of_sync",
             "Sidecars that do not hold the cluster's latest host list (a push failed, or is "
             "under way), per GremlinCluster",
-            labels=["namespace", "cluster"],
+            labels=["cluster_namespace", "cluster"],
         )
         for cluster in sorted(self._clusters(), key=lambda c: c.key):
             statuses = cluster.group.statuses()

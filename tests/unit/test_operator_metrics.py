@@ -42,7 +42,7 @@ def test_a_sidecar_that_refuses_its_list_counts_as_out_of_sync() -> None:
         await settle(group, 1, ["a"])
         await wait_until(lambda: any(s.failures for s in group.statuses()))
         found = samples(metrics)
-        labels = (("cluster", "graph"), ("namespace", "ns"))
+        labels = (("cluster", "graph"), ("cluster_namespace", "ns"))
         assert found["gremlinlb_operator_sidecars", labels] == 2
         assert found["gremlinlb_operator_sidecars_out_of_sync", labels] == 1
         assert found["gremlinlb_operator_leader", ()] == 1
