@@ -152,7 +152,9 @@ class OperatorApp:
     def __init__(self, options: OperatorOptions, api: Kube) -> None:
         self.options = options
         self.api = api
-        self.metrics = OperatorMetrics(lambda: list(self.controllers.values()), lambda: self.leading)
+        self.metrics = OperatorMetrics(
+            lambda: list(self.controllers.values()), lambda: self.leading
+        )
         self.sender = HttpSender(limit=options.push_concurrency, observe=self.metrics.observe_push)
         self._metrics_runner: web.AppRunner | None = None
         self._semaphore: asyncio.Semaphore | None = None

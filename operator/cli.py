@@ -108,8 +108,7 @@ def register(commands: Any) -> None:
         "--metrics-listen",
         default="0.0.0.0:8081",
         metavar="HOST:PORT",
-        help="serve Prometheus metrics at GET /metrics here ('' to disable; default "
-        "0.0.0.0:8081)",
+        help="serve Prometheus metrics at GET /metrics here ('' to disable; default 0.0.0.0:8081)",
     )
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     ha = parser.add_argument_group("several replicas")

@@ -13,12 +13,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from aiohttp import web
+from gremlinlb.operator.push import PushGroup, SendOutcome
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-
-from gremlinlb.operator.push import PushGroup, SendOutcome
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -84,8 +83,7 @@ class _ClusterCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "gremlinlb_operator_leader",
-            "1 on the replica that holds the Lease and follows the GremlinClusters, 0 on a "
-            "standby",
+            "1 on the replica that holds the Lease and follows the GremlinClusters, 0 on a standby",
             value=1.0 if self._leading() else 0.0,
         )
         sidecars = GaugeMetricFamily(

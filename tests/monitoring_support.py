@@ -79,7 +79,9 @@ def dashboard_queries() -> list[Query]:
 _FENCE = re.compile(r"^```promql\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _INLINE = re.compile(r"`([^`\n]*\bgremlinlb_\w+[^`\n]*)`")
 #: An inline span is PromQL when it calls a function or aggregates (a bare name is a mention).
-_CALL = re.compile(r"\b(sum|rate|increase|max|min|avg|histogram_quantile|count)\s*(by\s*\([^)]*\)\s*)?\(")
+_CALL = re.compile(
+    r"\b(sum|rate|increase|max|min|avg|histogram_quantile|count)\s*(by\s*\([^)]*\)\s*)?\("
+)
 _BY = re.compile(r"\bby\s*\(([^)]*)\)")
 
 
@@ -99,11 +101,15 @@ def docs_queries() -> list[Query]:
 
 
 def _outer_by(expr: str) -> frozenset[str]:
-    """The labels of the first `by (...)` clause: what the answer is grouped by."""
+    """The labels of the first `by (...)` clause: what the answer is grouped by (less `le`,
+    which histogram_quantile consumes)."""
     match = _BY.search(expr)
     if match is None:
         return frozenset()
-    return frozenset(label.strip() for label in match.group(1).split(",") if label.strip())
+    labels = {label.strip() for label in match.group(1).split(",") if label.strip()}
+    if expr.startswith("histogram_quantile("):
+        labels.discard("le")
+    return frozenset(labels)
 
 
 # -- manifests/monitoring/, generated from the chart's files ---------------------------------------

@@ -108,7 +108,6 @@ class Prometheus:
         return result
 
 
-
 @contextlib.contextmanager
 def running_prometheus(work: Path, targets: dict[str, tuple[str, str]]) -> Iterator[Prometheus]:
     """Prometheus on loopback scraping ``job -> (scheme, host:port)`` every second."""
@@ -211,11 +210,12 @@ def scraped(
         )
         example = REPO / "manifests" / "examples" / "gremlincluster.yaml"
         control_plane.kubectl("apply", "-n", namespace, "-f", str(example))
-        files = wait_for(
-            lambda: (found := token_files(kube_admin, namespace)) and "tls.crt" in found and found,
-            30,
-            "the cluster's token Secret with the admin certificate",
-        )
+
+        def admin_files() -> dict[str, str] | None:
+            found = token_files(kube_admin, namespace)
+            return found if "tls.crt" in found else None
+
+        files = wait_for(admin_files, 30, "the cluster's token Secret with its admin certificate")
         sidecar = SidecarProcess(files["token"], work / "app-0", "--zone", ZONE, files=files)
         sidecar.start()
         stack.callback(sidecar.stop)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from gremlinlb.operator.metrics import OperatorMetrics
 from gremlinlb.operator.push import PushGroup, SendOutcome
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.unit.test_operator_push import FAST, FakeSidecars, payload, settle, wait_until
 
 
