@@ -67,24 +67,19 @@ LOAD_CLIENTS = 4
 QUERIES = dashboard_queries() + docs_queries()
 
 
-def test_promtool_finds_the_alert_rules_valid() -> None:
+def promtool(*args: str | Path) -> None:
     result = subprocess.run(
-        [prometheus_bin("promtool"), "check", "rules", RULES],
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [prometheus_bin("promtool"), *args], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_finds_the_alert_rules_valid() -> None:
+    promtool("check", "rules", RULES)
 
 
 def test_the_alert_rules_pass_their_promtool_unit_tests() -> None:
-    result = subprocess.run(
-        [prometheus_bin("promtool"), "test", "rules", RULE_TESTS],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool("test", "rules", RULE_TESTS)
 
 
 # -- the live scene ------------------------------------------------------------------------------
