@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 from dataclasses import dataclass
 
+import pytest
+from gremlinlb.operator.app import OperatorOptions
+from gremlinlb.operator.cli import options_from_args, register
 from gremlinlb.operator.metrics import OperatorMetrics
 from gremlinlb.operator.push import PushGroup, SendOutcome
 from prometheus_client.parser import text_string_to_metric_families
@@ -60,3 +64,20 @@ def test_push_durations_are_counted_by_outcome() -> None:
     assert found["gremlinlb_operator_push_duration_seconds_count", (("outcome", "ok"),)] == 2
     assert found["gremlinlb_operator_push_duration_seconds_count", (("outcome", "error"),)] == 1
     assert found["gremlinlb_operator_leader", ()] == 0
+
+
+def operator_options(*argv: str) -> OperatorOptions:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    return options_from_args(parser.parse_args(["operator", *argv]))
+
+
+def test_metrics_are_served_on_8081_unless_told_otherwise() -> None:
+    assert operator_options().metrics == ("0.0.0.0", 8081)
+    assert operator_options("--metrics-listen", "127.0.0.1:9100").metrics == ("127.0.0.1", 9100)
+    assert operator_options("--metrics-listen", "").metrics is None
+
+
+def test_a_bad_metrics_address_is_refused_with_what_was_expected() -> None:
+    with pytest.raises(ValueError, match=r"--metrics-listen: expected HOST:PORT .* got '8081x'"):
+        operator_options("--metrics-listen", "8081x")
