@@ -134,7 +134,8 @@ test: setup k8s-bins prometheus lint typecheck
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-# Regenerate the CRD and the webhook configuration from the code (unit tests check they match).
+# Regenerate the CRD and the webhook configuration from the code, and manifests/monitoring/ from
+# the chart's dashboard and rules (unit tests check they match).
 generate: package
 	$(PY) -m tests.monitoring_support
 	$(GREMLINLB) operator --print crd > crds/gremlincluster.yaml
