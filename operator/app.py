@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import kopf
+from aiohttp import web
 from gremlinlb.operator.client import Kind, Kube, KubeError
 from gremlinlb.operator.controller import ClusterController, ControllerOptions
 from gremlinlb.operator.leader import LeaderElection
+from gremlinlb.operator.metrics import OperatorMetrics
 from gremlinlb.operator.sender import HttpSender
 from gremlinlb.operator.spec import ClusterSpec, SpecError, parse_spec
 from gremlinlb.operator.webhook import (
@@ -102,6 +104,8 @@ class OperatorOptions:
     push_concurrency: int = 64
     webhook: WebhookOptions | None = field(default_factory=WebhookOptions)
     liveness: str | None = "http://0.0.0.0:8080/healthz"
+    #: Where ``GET /metrics`` is served (host, port); None: not served.
+    metrics: tuple[str, int] | None = ("0.0.0.0", 8081)
     #: What injected sidecars may be pushed (GREMLINLB_ALLOWED_HOSTS); empty: any host.
     sidecar_allowed_hosts: tuple[str, ...] = PRIVATE_NETWORKS
     #: None: this replica always leads (a single replica, or a test).
@@ -148,7 +152,11 @@ class OperatorApp:
     def __init__(self, options: OperatorOptions, api: Kube) -> None:
         self.options = options
         self.api = api
-        self.sender = HttpSender(limit=options.push_concurrency)
+        self.metrics = OperatorMetrics(
+            lambda: list(self.controllers.values()), lambda: self.leading
+        )
+        self.sender = HttpSender(limit=options.push_concurrency, observe=self.metrics.observe_push)
+        self._metrics_runner: web.AppRunner | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self.controllers: dict[tuple[str, str], ClusterController] = {}
         #: Every GremlinCluster kopf reported, followed or not (a standby follows none).
@@ -186,8 +194,11 @@ class OperatorApp:
     def leading(self) -> bool:
         return self.election is None or self.election.leading
 
-    def start_background(self) -> None:
-        """The leader election and the certificate's renewal (kopf's startup handler)."""
+    async def start_background(self) -> None:
+        """The metrics endpoint, the leader election and the certificate's renewal (kopf's
+        startup handler)."""
+        if self.options.metrics is not None:
+            self._metrics_runner = await self.metrics.serve(*self.options.metrics)
         if self.election is not None:
             self._background.append(asyncio.create_task(self.election.run(), name="lease"))
         if self.options.webhook is not None:
@@ -271,6 +282,8 @@ class OperatorApp:
             await controller.stop()
         await self.sender.close()
         await self.api.close()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
         if self._tempdir is not None:
             self._tempdir.cleanup()
 

@@ -104,6 +104,12 @@ def register(commands: Any) -> None:
         metavar="URL",
         help="liveness endpoint served by kopf ('' to disable)",
     )
+    run.add_argument(
+        "--metrics-listen",
+        default="0.0.0.0:8081",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at GET /metrics here ('' to disable; default 0.0.0.0:8081)",
+    )
     run.add_argument("--log-format", choices=("text", "json"), default="text")
     ha = parser.add_argument_group("several replicas")
     ha.add_argument(
@@ -201,6 +207,18 @@ def _split_host_port(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def _metrics_listen(text: str) -> tuple[str, int] | None:
+    if not text:
+        return None
+    try:
+        host, port = _split_host_port(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--metrics-listen: expected HOST:PORT (or '' for none), got {text!r}")
+    return host, port
+
+
 def _allowed_hosts(text: str) -> tuple[str, ...]:
     try:
         return parse_allowed_hosts(text)
@@ -256,6 +274,7 @@ def options_from_args(args: argparse.Namespace) -> OperatorOptions:
         push_concurrency=args.push_concurrency,
         webhook=webhook,
         liveness=args.liveness or None,
+        metrics=_metrics_listen(args.metrics_listen),
         sidecar_allowed_hosts=_allowed_hosts(args.sidecar_allowed_hosts),
         lease=lease,
         push_ca_secret=None if args.no_push_tls else ("gremlinlb-system", "gremlinlb-push-ca"),

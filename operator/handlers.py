@@ -64,7 +64,7 @@ def build_registry(app: OperatorApp) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=registry)
     async def startup(**_: Any) -> None:
-        app.start_background()
+        await app.start_background()
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -18,8 +20,14 @@ class HttpSender:
     the ``server_name`` given (never its IP address: pod IPs are reused); otherwise nothing,
     not even the token, is sent."""
 
-    def __init__(self, limit: int = 128) -> None:
+    def __init__(
+        self,
+        limit: int = 128,
+        observe: Callable[[float, SendOutcome], None] = lambda _seconds, _outcome: None,
+    ) -> None:
+        """``observe``: told each PUT's duration and outcome (the push latency metric)."""
         self._limit = limit
+        self._observe = observe
         self._session: aiohttp.ClientSession | None = None
         self._tls: ssl.SSLContext | None = None
 
@@ -46,6 +54,14 @@ class HttpSender:
         tls = self._tls_for(url, server_name)
         if tls is None:
             return SendOutcome(False, error="no push CA to verify an https sidecar with")
+        started = time.monotonic()
+        outcome = await self._put(url, token, body, time_limit, tls)
+        self._observe(time.monotonic() - started, outcome)
+        return outcome
+
+    async def _put(
+        self, url: str, token: str | None, body: bytes, time_limit: float, tls: dict[str, Any]
+    ) -> SendOutcome:
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"

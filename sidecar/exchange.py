@@ -313,7 +313,10 @@ class Attempt:
         self.outcome = outcome
         self.report(self.lease, outcome, error)
         if not isinstance(error, ClientLeftError):  # not how the host did
-            self.exchange.client.proxy.metrics.count_request(self.endpoint, outcome)
+            sample = not self.lease.session and outcome is not Outcome.NOT_SENT
+            self.exchange.client.proxy.metrics.count_request(
+                self.endpoint, outcome, time.monotonic() - self.lease.started if sample else None
+            )
         if self.on_end is not None:
             self.on_end(self)
         elif self.result is not None and not self.result.done():

@@ -80,6 +80,14 @@ class SidecarMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.attempt_latency = Histogram(
+            "gremlinlb_sidecar_backend_attempt_duration_seconds",
+            "One attempt on a backend, from sending it to its end, by host (attempts that were "
+            "sent; sessions not counted): the per-backend latency percentiles",
+            ["host"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.redispatched = Counter(
             "gremlinlb_sidecar_redispatched",
             "Reads moved to another host at once because theirs was ejected or went down",
@@ -146,9 +154,13 @@ class SidecarMetrics:
         # The per-request counter's children, looked up once: labels() takes a lock and
         # checks its arguments on every call.
         self._request_children: dict[tuple[str, Outcome], Any] = {}
+        self._latency_children: dict[str, Any] = {}
 
-    def count_request(self, endpoint: Endpoint, outcome: Outcome) -> None:
-        """One attempt on `endpoint` ended with `outcome`.
+    def count_request(
+        self, endpoint: Endpoint, outcome: Outcome, seconds: float | None = None
+    ) -> None:
+        """One attempt on `endpoint` ended with `outcome`, `seconds` after it was sent (None:
+        not a latency sample).
 
         Not counted for a host that left the list: its series were dropped when it left (see
         `on_host_event`), and an attempt to it that ends later (an orphan, a drained host's
@@ -164,6 +176,11 @@ class SidecarMetrics:
                 address, outcome.value
             )
         child.inc()
+        if seconds is not None:
+            latency = self._latency_children.get(address)
+            if latency is None:
+                latency = self._latency_children[address] = self.attempt_latency.labels(address)
+            latency.observe(seconds)
 
     def probe_failed(self, error: str) -> None:
         """Count a failed probe under the check its error names (core.instancestatus)."""
@@ -175,6 +192,8 @@ class SidecarMetrics:
         if event.kind is not EventKind.REMOVED:
             return
         address = event.endpoint.address
+        if self._latency_children.pop(address, None) is not None:
+            self.attempt_latency.remove(address)
         for outcome in Outcome:
             self._request_children.pop((address, outcome), None)
             with contextlib.suppress(KeyError):

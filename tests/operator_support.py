@@ -170,6 +170,7 @@ class OperatorProcess:
         self.log_path = log_path
         self.webhook_port = free_port()
         self.health_port = free_port()
+        self.metrics_port = free_port()
         self.extra = extra
         self.env = dict(env)
         self.process: subprocess.Popen[bytes] | None = None
@@ -188,6 +189,8 @@ class OperatorProcess:
             f"https://127.0.0.1:{self.webhook_port}",
             "--liveness",
             f"http://127.0.0.1:{self.health_port}/healthz",
+            "--metrics-listen",
+            f"127.0.0.1:{self.metrics_port}",
             *self.extra,
         ]
 

@@ -281,6 +281,7 @@ def test_metrics_cover_requests_latency_in_flight_buffer_states_and_retries(
     expected = [
         f'gremlinlb_sidecar_backend_requests_total{{host="{first}",outcome="success"}} 1.0',
         "gremlinlb_sidecar_request_duration_seconds_count 2.0",
+        f'gremlinlb_sidecar_backend_attempt_duration_seconds_count{{host="{first}"}} 1.0',
         f'gremlinlb_sidecar_in_flight{{host="{first}"}} 0.0',
         "gremlinlb_sidecar_buffer_depth 0.0",
         f'gremlinlb_sidecar_host_state{{host="{first}",state="healthy"}} 1.0',
