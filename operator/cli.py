@@ -182,6 +182,12 @@ def register(commands: Any) -> None:
         "--allowed-hosts); default: the private networks; '' allows any host",
     )
     hook.add_argument(
+        "--sidecar-scrape-annotations",
+        action="store_true",
+        help="annotate injected pods prometheus.io/scrape|port|path (the sidecar's /metrics; "
+        "prometheus.io/scheme https with admin TLS) unless they have prometheus.io annotations",
+    )
+    hook.add_argument(
         "--webhook-cert-dir",
         type=Path,
         metavar="DIR",
@@ -257,6 +263,7 @@ def options_from_args(args: argparse.Namespace) -> OperatorOptions:
         webhook=webhook,
         liveness=args.liveness or None,
         sidecar_allowed_hosts=_allowed_hosts(args.sidecar_allowed_hosts),
+        sidecar_scrape_annotations=args.sidecar_scrape_annotations,
         lease=lease,
         push_ca_secret=None if args.no_push_tls else ("gremlinlb-system", "gremlinlb-push-ca"),
         cert_check_interval=args.webhook_cert_check_interval,
