@@ -134,10 +134,11 @@ generate: package
 	    "# Only pods labelled gremlinlb.io/inject are ever sent here (objectSelector), so a broken" \
 	    "# webhook cannot block any other pod."; $(GREMLINLB) operator --print webhook; } > manifests/30-webhook.yaml
 
-# The README's Kubernetes quick start, applied as written, then checked end to end with real
-# traffic (tests/integration/test_cluster_e2e.py), on a cluster without containers: etcd,
-# kube-apiserver, kube-controller-manager, kube-scheduler, kwok for the node and a node agent
-# running every pod as real processes in a network namespace at its IP. Part of `make test` too.
+# The README's Kubernetes quick start (manifests, then the Helm chart), applied as written, then
+# checked end to end with real traffic (tests/integration/test_cluster_e2e.py), on a cluster
+# without containers: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok for
+# the node and a node agent running every pod as real processes in a network namespace at its
+# IP. Part of `make test` too.
 cluster-e2e: setup k8s-bins
 	$(PY) -m pytest tests/integration/test_cluster_e2e.py
 
