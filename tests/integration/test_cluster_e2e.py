@@ -598,7 +598,7 @@ def test_the_helm_install_spreads_app_requests_over_all_3_servers(chart_install:
     check_traffic_spread(chart_install)
 
 
-def test_the_readme_upgrade_with_sidecar_scrape_annotations_points_them_at_the_metrics(
+def test_the_readme_helm_upgrade_with_sidecar_scrape_annotations_leads_to_the_metrics(
     chart_install: Install,
 ) -> None:
     """The README's upgrade commands (the CRD, then `helm upgrade`), with one value changed:
