@@ -108,6 +108,8 @@ class OperatorOptions:
     metrics: tuple[str, int] | None = ("0.0.0.0", 8081)
     #: What injected sidecars may be pushed (GREMLINLB_ALLOWED_HOSTS); empty: any host.
     sidecar_allowed_hosts: tuple[str, ...] = PRIVATE_NETWORKS
+    #: Injected pods get prometheus.io/scrape|port|path(|scheme) annotations.
+    sidecar_scrape_annotations: bool = False
     #: None: this replica always leads (a single replica, or a test).
     lease: LeaseOptions | None = field(default_factory=LeaseOptions)
     #: How often the webhook certificate is checked (renewed near expiry, reloaded if changed).
@@ -180,7 +182,10 @@ class OperatorApp:
         self._serving: certs.CertBundle | None = None
         self.authority: certs.Authority | None = None
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
-        self.injection = Injection(allowed_hosts=options.sidecar_allowed_hosts)
+        self.injection = Injection(
+            allowed_hosts=options.sidecar_allowed_hosts,
+            scrape_annotations=options.sidecar_scrape_annotations,
+        )
 
     @property
     def semaphore(self) -> asyncio.Semaphore:

@@ -188,6 +188,12 @@ def register(commands: Any) -> None:
         "--allowed-hosts); default: the private networks; '' allows any host",
     )
     hook.add_argument(
+        "--sidecar-scrape-annotations",
+        action="store_true",
+        help="annotate injected pods prometheus.io/scrape|port|path (the sidecar's /metrics; "
+        "prometheus.io/scheme https with admin TLS) unless they have prometheus.io annotations",
+    )
+    hook.add_argument(
         "--webhook-cert-dir",
         type=Path,
         metavar="DIR",
@@ -276,6 +282,7 @@ def options_from_args(args: argparse.Namespace) -> OperatorOptions:
         liveness=args.liveness or None,
         metrics=_metrics_listen(args.metrics_listen),
         sidecar_allowed_hosts=_allowed_hosts(args.sidecar_allowed_hosts),
+        sidecar_scrape_annotations=args.sidecar_scrape_annotations,
         lease=lease,
         push_ca_secret=None if args.no_push_tls else ("gremlinlb-system", "gremlinlb-push-ca"),
         cert_check_interval=args.webhook_cert_check_interval,

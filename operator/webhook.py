@@ -38,6 +38,7 @@ from gremlinlb.schema import to_env
 INJECTED_ANNOTATION = f"{GROUP}/injected"
 #: Set on injected pods: their sidecar's admin API serves HTTPS (the operator pushes over TLS).
 ADMIN_TLS_ANNOTATION = f"{GROUP}/admin-tls"
+SCRAPE_PREFIX = "prometheus.io/"
 #: A pod annotation naming the sidecar's zone, for clusters that do not copy the node's zone
 #: label onto pods (PodTopologyLabelsAdmission, on by default from Kubernetes 1.35).
 ZONE_ANNOTATION = f"{GROUP}/zone"
@@ -94,6 +95,9 @@ class Injection:
     #: The admin API serves HTTPS with the certificate in the token Secret (the operator has a
     #: push CA); the pod is annotated so that the operator pushes over TLS.
     admin_tls: bool = False
+    #: Annotate the pod for Prometheus without the Prometheus Operator (prometheus.io/*: the
+    #: sidecar's /metrics), unless the pod has prometheus.io annotations of its own.
+    scrape_annotations: bool = False
 
 
 def native_sidecars(version: Mapping[str, Any]) -> bool:
@@ -284,6 +288,8 @@ def injection(
     annotations[INJECTED_ANNOTATION] = cluster
     if how.admin_tls:
         annotations[ADMIN_TLS_ANNOTATION] = "true"
+    if how.scrape_annotations and not any(k.startswith(SCRAPE_PREFIX) for k in annotations):
+        annotations.update(scrape_annotations(spec.sidecar.admin_port, how.admin_tls))
     container = sidecar_container(cluster, spec, hosts, how, annotations.get(ZONE_ANNOTATION))
     # Native: first init container (it serves the other init containers too). Otherwise the
     # first container: the kubelet starts containers in order, so it starts before the app.
@@ -295,6 +301,19 @@ def injection(
             "volumes": [*(pod_spec.get("volumes") or ()), *volumes],
         },
     }
+
+
+def scrape_annotations(admin_port: int, tls: bool) -> dict[str, str]:
+    """Where Prometheus's usual kubernetes-pods job finds the sidecar's metrics (its admin
+    API: HTTPS with the push CA's certificate when the sidecar has admin TLS)."""
+    found = {
+        f"{SCRAPE_PREFIX}scrape": "true",
+        f"{SCRAPE_PREFIX}port": str(admin_port),
+        f"{SCRAPE_PREFIX}path": "/metrics",
+    }
+    if tls:
+        found[f"{SCRAPE_PREFIX}scheme"] = "https"
+    return found
 
 
 def pod_cluster(pod: Mapping[str, Any]) -> str | None:

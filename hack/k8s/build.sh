@@ -3,9 +3,11 @@
 #
 #   $CACHE/k8s/<KUBERNETES_VERSION>/bin/{kube-apiserver,kubectl,etcd}
 #   $CACHE/k8s/<KUBERNETES_VERSION>/bin/{kube-controller-manager,kube-scheduler,kwok}
+#   $CACHE/k8s/<KUBERNETES_VERSION>/bin/helm
 #
 # The last three make the cluster of the end-to-end test (tests.devcluster.cluster): the
 # real controllers and scheduler, and kwok ("Kubernetes WithOut Kubelet") for nodes and pod IPs.
+# helm lints and renders charts/gremlinlb and installs it in the cluster end-to-end test.
 #
 # Idempotent: a binary that is already there (and, for etcd, reports the pinned version) is kept,
 # so a warm run returns in well under a second. All Go state (GOPATH, GOMODCACHE, GOCACHE) lives
@@ -55,7 +57,8 @@ k8s_missing() {
     for c in "${k8s_cmds[@]}"; do [[ -x "$bin/$c" ]] || echo "$c"; done
 }
 kwok_ok() { [[ -x "$bin/kwok" && "$(cat "$bin/.kwok-version" 2>/dev/null)" == "$KWOK_VERSION" ]]; }
-all_ok() { [[ -z "$(k8s_missing)" ]] && etcd_ok && kwok_ok; }
+helm_ok() { [[ -x "$bin/helm" && "$(cat "$bin/.helm-version" 2>/dev/null)" == "$HELM_VERSION" ]]; }
+all_ok() { [[ -z "$(k8s_missing)" ]] && etcd_ok && kwok_ok && helm_ok; }
 
 if all_ok; then exit 0; fi
 
@@ -164,6 +167,20 @@ if ! kwok_ok; then
     (cd "$work" && GOBIN="$gobin" GOFLAGS="-modcacherw -buildvcs=false -trimpath" "$go_bin" install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION")
     mv -f "$gobin/kwok" "$bin/kwok"
     echo "$KWOK_VERSION" >"$bin/.kwok-version"
+fi
+
+if ! helm_ok; then
+    # Helm's own go.mod (no replace lines), as `go install helm.sh/helm/v4/cmd/helm@<version>`
+    # uses it; the -X flag gives `helm version` the release's version instead of its bare "v4.3".
+    ensure_toolchain 1.26.0
+    log "building helm $HELM_VERSION"
+    gobin="$work/helm-bin"
+    rm -rf "$gobin" && mkdir -p "$gobin"
+    (cd "$work" && GOBIN="$gobin" GOFLAGS="-modcacherw -buildvcs=false -trimpath" "$go_bin" install \
+        -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION -X helm.sh/helm/v4/internal/version.gitTreeState=clean" \
+        "helm.sh/helm/v4/cmd/helm@$HELM_VERSION")
+    mv -f "$gobin/helm" "$bin/helm"
+    echo "$HELM_VERSION" >"$bin/.helm-version"
 fi
 
 log "done in $((SECONDS - start)) s: $(ls "$bin" | tr '\n' ' ')"

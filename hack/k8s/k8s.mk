@@ -1,10 +1,12 @@
-# Real control plane for the integration tests: etcd, kube-apiserver and kubectl built from Go
-# modules into .cache/k8s/<KUBERNETES_VERSION>/bin (git-ignored). Include from the Makefile:
+# Real control plane for the integration tests: etcd, kube-apiserver and kubectl (and the rest of
+# the cluster end-to-end test's parts, and helm for the chart) built from Go modules into
+# .cache/k8s/<KUBERNETES_VERSION>/bin (git-ignored). Include from the Makefile:
 #
 #   include hack/k8s/k8s.mk
 #
 # `make k8s-bins` builds once (cold: several minutes on 2 cores, a few GB of Go module and build
-# cache under .cache/go) and afterwards returns at once. Versions are pinned in versions.env.
+# cache under .cache/go; helm alone about 2 minutes) and afterwards returns at once. Versions
+# are pinned in versions.env.
 K8S_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 include $(K8S_DIR)/versions.env
 

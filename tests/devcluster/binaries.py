@@ -25,6 +25,8 @@ class Binaries:
     kube_controller_manager: Path
     kube_scheduler: Path
     kwok: Path
+    #: The chart's specs, and the cluster end-to-end test's install through the chart.
+    helm: Path
 
     @classmethod
     def in_dir(cls, directory: Path) -> Binaries:
@@ -35,6 +37,7 @@ class Binaries:
             kube_controller_manager=directory / "kube-controller-manager",
             kube_scheduler=directory / "kube-scheduler",
             kwok=directory / "kwok",
+            helm=directory / "helm",
         )
 
     def missing(self) -> list[Path]:
@@ -44,8 +47,9 @@ class Binaries:
         ]
 
     def missing_for_cluster(self) -> list[Path]:
-        """The missing ones of all six (the full cluster needs every one)."""
-        extra = (self.kube_controller_manager, self.kube_scheduler, self.kwok)
+        """The missing ones of all seven (the full cluster, and its install through the chart,
+        need every one)."""
+        extra = (self.kube_controller_manager, self.kube_scheduler, self.kwok, self.helm)
         return [*self.missing(), *(p for p in extra if not os.access(p, os.X_OK))]
 
 

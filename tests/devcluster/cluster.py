@@ -156,7 +156,7 @@ class Cluster:
         if missing:
             raise BinariesMissingError(
                 f"{', '.join(str(p) for p in missing)} not built: run `make k8s-bins` "
-                "(hack/k8s/build.sh builds the controller-manager, scheduler and kwok too)"
+                "(hack/k8s/build.sh builds the controller-manager, scheduler, kwok and helm too)"
             )
         self._started = True
         try:

@@ -98,13 +98,19 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval:
 # -- the README ------------------------------------------------------------------------------
 
 
-def readme_quick_start() -> list[str]:
-    """The command lines of the README's Kubernetes quick start (its first ``sh`` block)."""
+def readme_quick_start(variant: str = "", block: int = 0) -> list[str]:
+    """The command lines of a ``sh`` block of the README's Kubernetes quick start (the first
+    one), or of its ``### <variant>`` part (e.g. "The same with Helm")."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
     section = text.split("## Quick start: Kubernetes", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert block, "README's Kubernetes quick start has no ```sh block"
-    return [line for line in block.group(1).splitlines() if line.strip()]
+    if variant:
+        assert f"### {variant}\n" in section, f"README's Kubernetes quick start has no {variant}"
+        section = section.split(f"### {variant}\n", 1)[1].split("\n### ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
+    assert len(blocks) > block, (
+        f"README's Kubernetes quick start {variant} lacks ```sh block {block}"
+    )
+    return [line for line in blocks[block].splitlines() if line.strip()]
 
 
 def readme_expected_table(lines: list[str]) -> list[list[str]]:
@@ -330,6 +336,18 @@ def install(backend: Backend) -> Iterator[Install]:
 
 
 def test_readme_quick_start_brings_the_cluster_ready_with_3_endpoints(install: Install) -> None:
+    check_ready_with_3_endpoints(install)
+
+
+def test_app_pods_get_the_sidecar_injected_as_a_native_sidecar(install: Install) -> None:
+    check_sidecars_injected(install)
+
+
+def test_app_requests_are_answered_and_spread_over_all_3_servers(install: Install) -> None:
+    check_traffic_spread(install)
+
+
+def check_ready_with_3_endpoints(install: Install) -> None:
     expected = readme_expected_table(install.readme)
     assert expected, "the README shows no output of `kubectl get gremlinclusters`"
     assert expected[0] == ["NAME", "READY", "TOTAL", "SIDECARS", "STATUS", "SERVING", "AGE"]
@@ -346,7 +364,7 @@ def test_readme_quick_start_brings_the_cluster_ready_with_3_endpoints(install: I
     assert table[1][:6] == ["graph", "3", "3", "2", "EndpointsAvailable", "2"]
 
 
-def test_app_pods_get_the_sidecar_injected_as_a_native_sidecar(install: Install) -> None:
+def check_sidecars_injected(install: Install) -> None:
     pods = install.wait_apps()
     assert len(pods) == 2
     for pod in install.pods(APP_SELECTOR):
@@ -356,7 +374,7 @@ def test_app_pods_get_the_sidecar_injected_as_a_native_sidecar(install: Install)
         assert pod.metadata.annotations.get("gremlinlb.io/injected") == "graph"
 
 
-def test_app_requests_are_answered_and_spread_over_all_3_servers(install: Install) -> None:
+def check_traffic_spread(install: Install) -> None:
     pods = install.wait_apps()
     install.wait_for(
         lambda: all("count 1" in install.backend.logs(NS, p, "app") for p in pods),
@@ -540,3 +558,82 @@ def test_deleting_the_namespace_completes(install: Install) -> None:
         return False
 
     install.wait_for(gone, 180, f"namespace {NS} to finish terminating", interval=1)
+
+
+# -- the same through the Helm chart -------------------------------------------------------------
+# After the checks above: the manifests' install is removed, the README's Helm variant installs
+# on the same cluster, and the first three checks run again on it.
+
+HELM_VARIANT = "The same with Helm"
+
+
+@pytest.fixture(scope="module")
+def chart_install(backend: Backend) -> Iterator[Install]:
+    """The README's Helm variant, every command as written, in order, on a cluster without
+    gremlinlb (the demo namespace goes first, while an operator may still clear its
+    finalizers)."""
+    remove = ("delete", "--ignore-not-found", "--timeout=180s")
+    backend.kubectl(*remove, "namespace", NS, timeout=200)
+    backend.kubectl(*remove, "-f", str(REPO / "manifests"), "-f", str(REPO / "crds"), timeout=200)
+    lines = readme_quick_start(HELM_VARIANT)
+    run_quick_start(backend, lines, INSTALL_BUDGET_S)
+    with backend.api_client() as api:
+        yield Install(backend, api, lines)
+
+
+def test_the_helm_install_brings_the_cluster_ready_with_3_endpoints(chart_install: Install) -> None:
+    deployment = chart_install.backend.kubectl(
+        "get", "deployment", "-n", OPERATOR_NS, "gremlinlb-operator", "-o", "json"
+    )
+    labels = json.loads(deployment)["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "Helm"  # the release's, not manifests/'s
+    check_ready_with_3_endpoints(chart_install)
+
+
+def test_the_helm_install_injects_the_sidecar(chart_install: Install) -> None:
+    check_sidecars_injected(chart_install)
+
+
+def test_the_helm_install_spreads_app_requests_over_all_3_servers(chart_install: Install) -> None:
+    check_traffic_spread(chart_install)
+
+
+def test_the_readme_helm_upgrade_with_sidecar_scrape_annotations_leads_to_the_metrics(
+    chart_install: Install,
+) -> None:
+    """The README's upgrade commands (the CRD, then `helm upgrade`), with one value changed:
+    app pods made afterwards carry prometheus.io annotations that lead to the sidecar's
+    metrics."""
+    for line in readme_quick_start(HELM_VARIANT, block=1):
+        if line.startswith("helm upgrade"):
+            line += " --set scrapeAnnotations.sidecars=true"
+        done = chart_install.backend.run_readme_line(line)
+        assert done.returncode == 0, f"{line}: {done.stdout}{done.stderr}"
+    chart_install.backend.kubectl("rollout", "restart", "-n", NS, "deployment/gremlin-app")
+
+    def annotated() -> list[dict[str, str]] | None:
+        pods = [p for p in chart_install.pods(APP_SELECTOR) if not p.metadata.deletion_timestamp]
+        ready = set(chart_install.ready_pods(APP_SELECTOR))
+        found = [dict(p.metadata.annotations or {}) for p in pods]
+        done = len(pods) == 2 == len(ready) and all("prometheus.io/scrape" in a for a in found)
+        return found if done else None
+
+    for found in chart_install.wait_for(annotated, 180, "2 new ready, annotated app pods"):
+        scrape = {k.split("/")[1]: v for k, v in found.items() if k.startswith("prometheus.io/")}
+        assert scrape == {
+            "scrape": "true",
+            "port": "9901",  # the GremlinCluster's spec.sidecar.adminPort (its default)
+            "path": "/metrics",
+            "scheme": "https",  # the operator has a push CA: the admin API serves HTTPS
+        }
+    url = "{scheme}://127.0.0.1:{port}{path}".format(**scrape)
+    script = (
+        "import ssl,sys,urllib.request;c=ssl._create_unverified_context();"
+        "sys.stdout.write(urllib.request.urlopen(sys.argv[1],context=c).read().decode())"
+    )
+    process = chart_install.backend.exec_popen(
+        NS, chart_install.app_pod(), "app", ["python", "-c", script, url]
+    )
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "gremlinlb_sidecar_backend_requests" in out

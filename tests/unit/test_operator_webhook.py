@@ -213,3 +213,32 @@ def test_the_traversal_sources_to_probe_reach_the_sidecar() -> None:
     assert changes is not None
     env = {e["name"]: e.get("value") for e in changes["spec"]["initContainers"][0]["env"]}
     assert env["GREMLINLB_TRAVERSAL_SOURCES"] == "g2,tenant_a"
+
+
+def test_scrape_annotations_point_prometheus_at_the_sidecars_metrics() -> None:
+    how = Injection(scrape_annotations=True, admin_tls=True)
+    changes = injection(pod(), "graph", cluster(sidecar={"adminPort": 9911}), [], how)
+    assert changes is not None
+    annotations = changes["metadata"]["annotations"]
+    assert {k: v for k, v in annotations.items() if k.startswith("prometheus.io/")} == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "9911",
+        "prometheus.io/path": "/metrics",
+        "prometheus.io/scheme": "https",  # admin TLS: the admin API serves HTTPS only
+    }
+
+
+def test_scrape_annotations_are_added_only_when_asked() -> None:
+    changes = injection(pod(), "graph", cluster(), [])
+    assert changes is not None
+    assert not any(k.startswith("prometheus.io/") for k in changes["metadata"]["annotations"])
+
+
+def test_a_pod_with_its_own_scrape_annotations_keeps_them() -> None:
+    own = pod()
+    own["metadata"]["annotations"] = {"prometheus.io/scrape": "true", "prometheus.io/port": "80"}
+    changes = injection(own, "graph", cluster(), [], Injection(scrape_annotations=True))
+    assert changes is not None
+    annotations = changes["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "80"
+    assert "prometheus.io/path" not in annotations
