@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import botocore.session
@@ -76,3 +80,70 @@ def moto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Moto]:
         yield server
     finally:
         server.stop()
+
+
+THROTTLING_XML = (
+    "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
+    "<Message>Rate exceeded</Message></Error><RequestId>throttled</RequestId></ErrorResponse>"
+)
+
+
+class ThrottlingFront:
+    """A loopback HTTP front before moto: the next `throttle` calls are answered as AWS's
+    query-protocol API throttles (400, code Throttling), the others are forwarded. moto itself
+    never throttles; this is the closest real thing: botocore parses and retries a real answer."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.throttle = 0  # calls still to throttle
+        self.throttled = 0
+        self.forwarded = 0
+        self._lock = threading.Lock()
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with front._lock:
+                    throttling = front.throttle > 0
+                    if throttling:
+                        front.throttle -= 1
+                        front.throttled += 1
+                    else:
+                        front.forwarded += 1
+                if throttling:
+                    self._answer(400, {"Content-Type": "text/xml"}, THROTTLING_XML.encode())
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                request = urllib.request.Request(
+                    front.upstream + self.path, body, headers, method="POST"
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as answer:
+                        self._answer(answer.status, dict(answer.headers), answer.read())
+                except urllib.error.HTTPError as error:
+                    self._answer(error.code, dict(error.headers), error.read())
+
+            def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> ThrottlingFront:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -71,7 +71,7 @@ THROTTLING = frozenset(
     {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException"}
 )
 #: botocore's own retries first ("standard": exponential, jittered, throttling included).
-_RETRIES = Config(retries={"mode": "standard", "max_attempts": 3})
+_RETRIES = Config(retries={"mode": "standard", "total_max_attempts": 3})
 
 
 @dataclass(frozen=True)
@@ -318,8 +318,11 @@ class NeptuneTopology:
             )
             await self.refresh_now()
 
-    async def run(self) -> None:
+    async def run(self, *, read_first: bool = True) -> None:
+        """Read on the interval (first at once, unless the caller has just read: `last`)."""
         try:
+            if not read_first:
+                await asyncio.sleep(self.next_delay())
             while True:
                 await self.refresh()
                 await asyncio.sleep(self.next_delay())

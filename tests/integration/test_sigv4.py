@@ -248,6 +248,55 @@ def test_through_a_proxy_the_endpoint_name_is_signed_not_the_proxy_address(
         assert set(front.hosts_signed) == {NEPTUNE_NAME}
 
 
+NAMES = [f"db-{i}.cluster-test.us-east-1.neptune.amazonaws.com:8182" for i in (1, 2)]
+
+
+@pytest.fixture
+def named_fronts(fleet: Fleet) -> Iterator[list[SigV4Front]]:
+    """Two fronts, each admitting only upgrades signed for its own Neptune name."""
+    made = [
+        SigV4Front(server.address, _secret(FIRST), name=name)
+        for server, name in zip(fleet[:2], NAMES, strict=True)
+    ]
+    for front in made:
+        front.__enter__()
+    try:
+        yield made
+    finally:
+        for front in made:
+            front.__exit__()
+
+
+def _named(fronts: list[SigV4Front]) -> list[str]:
+    return [f"{f.address}?sigv4_host={name}" for f, name in zip(fronts, NAMES, strict=True)]
+
+
+def test_sidecar_signs_each_listed_host_for_its_own_sigv4_host(
+    credentials: Credentials, named_fronts: list[SigV4Front]
+) -> None:
+    with _sidecar(_named(named_fronts), SIGNED) as sidecar:
+        assert _ask(sidecar.url, 10) == [[i] for i in range(10)]
+        shown = sorted(h.endpoint.text for h in sidecar.balancer.hosts())
+    assert shown == sorted(f"ws://{a}".replace("?", "/gremlin?") for a in _named(named_fronts))
+    assert [set(f.hosts_signed) for f in named_fronts] == [{NAMES[0]}, {NAMES[1]}]
+    assert all(f.accepted[FIRST[0]] > 0 for f in named_fronts)
+    assert [sum(f.refused.values()) for f in named_fronts] == [0, 0]
+
+
+def test_client_signs_each_listed_host_for_its_own_sigv4_host(
+    credentials: Credentials, named_fronts: list[SigV4Front]
+) -> None:
+    rr = RoundRobinClientRemoteConnection(_named(named_fronts), settings=_settings(SIGNED))
+    try:
+        wait_until(lambda: all(rr.get_available().values()), 15, "both hosts probed")
+        g = traversal().with_(rr)
+        assert [g.inject(i).next() for i in range(10)] == list(range(10))
+    finally:
+        rr.close()
+    assert [set(f.hosts_signed) for f in named_fronts] == [{NAMES[0]}, {NAMES[1]}]
+    assert [sum(f.refused.values()) for f in named_fronts] == [0, 0]
+
+
 def test_a_429_on_the_upgrade_leaves_the_host_in_rotation_and_the_request_goes_elsewhere(
     credentials: Credentials, fronts: list[SigV4Front]
 ) -> None:
