@@ -16,25 +16,26 @@ from gremlinlb.devservers import Fleet
 from gremlinlb.neptune import NeptuneSource
 from tests.client_support import count_label, fast_settings
 from tests.helpers import wait_until
-from tests.moto_support import CLUSTER, REGION, Moto
+from tests.moto_support import (
+    REGION,
+    Listing,
+    Moto,
+    after_failover,
+    await_eager_read,
+    fail_over,
+    initial,
+    neptune_source,
+    writer_dies,
+)
 
 pytestmark = pytest.mark.integration
-
-Listing = set[tuple[str, str, str | None]]
 
 
 @contextmanager
 def following(
     moto: Moto, fleet: Fleet, refresh: float
 ) -> Iterator[RoundRobinClientRemoteConnection]:
-    source = NeptuneSource(
-        cluster=CLUSTER,
-        region=REGION,
-        endpoint_url=moto.url,
-        refresh=refresh,
-        scheme="ws",
-        addresses={"w1": fleet[0].address, "r1": fleet[1].address, "r2": fleet[2].address},
-    )
+    source = neptune_source(fleet, moto.url, refresh=refresh)
     rr = RoundRobinClientRemoteConnection(neptune=source, settings=fast_settings())
     try:
         yield rr
@@ -47,22 +48,6 @@ def listed(rr: RoundRobinClientRemoteConnection) -> Listing:
         (h.endpoint.address, h.endpoint.role.value, h.endpoint.zone)
         for h in rr.hosts()
         if h.state is not HostState.DRAINING
-    }
-
-
-def initial(fleet: Fleet) -> Listing:
-    return {
-        (fleet[0].address, "writer", "us-east-1a"),
-        (fleet[1].address, "reader", "us-east-1a"),
-        (fleet[2].address, "reader", "us-east-1b"),
-    }
-
-
-def after_failover(fleet: Fleet) -> Listing:
-    return {
-        (fleet[0].address, "reader", "us-east-1a"),
-        (fleet[1].address, "reader", "us-east-1a"),
-        (fleet[2].address, "writer", "us-east-1b"),
     }
 
 
@@ -80,9 +65,7 @@ def test_the_writer_and_the_readers_are_listed_with_their_zones(moto: Moto, flee
 def test_after_a_failover_writes_go_to_the_new_writer(moto: Moto, fleet: Fleet) -> None:
     with following(moto, fleet, refresh=0.2) as rr:
         write(rr, "before", 3)
-        moto.client.failover_db_cluster(
-            DBClusterIdentifier=CLUSTER, TargetDBInstanceIdentifier="r2"
-        )
+        fail_over(moto)
         wait_until(lambda: listed(rr) == after_failover(fleet), 20, "the new writer listed")
         write(rr, "after", 3)
     assert [count_label(server, "before") for server in fleet[:3]] == [3, 0, 0]
@@ -94,16 +77,8 @@ def test_when_the_writer_dies_the_new_writer_is_read_before_the_next_interval(
 ) -> None:
     with following(moto, fleet, refresh=600.0) as rr:
         wait_until(lambda: all(rr.get_available().values()), 15, "every host probed")
-        fleet[0].kill()
-        moto.client.failover_db_cluster(
-            DBClusterIdentifier=CLUSTER, TargetDBInstanceIdentifier="r2"
-        )
-        # Far sooner than 600 s: only an eager read can have named the new writer.
-        wait_until(
-            lambda: (fleet[2].address, "writer", "us-east-1b") in listed(rr),
-            60,
-            "the new writer listed",
-        )
+        writer_dies(moto, fleet)
+        await_eager_read(lambda: listed(rr), fleet)
         write(rr, "after-failover", 3)
     assert count_label(fleet[2], "after-failover") == 3
 

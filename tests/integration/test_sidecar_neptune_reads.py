@@ -8,41 +8,33 @@ for the instances (`addresses`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import urllib.request
 
 import pytest
-from gremlinlb.sidecar.config import SidecarConfig
 from gremlinlb.sidecar.testing import SidecarThread
 
-from gremlinlb.core import BalancerSettings, BufferSettings, HealthCheckSettings
 from gremlinlb.devservers import Fleet
-from gremlinlb.neptune import NeptuneSource, NeptuneTopology
+from gremlinlb.neptune import NeptuneTopology
 from tests.client_support import count_label
 from tests.helpers import wait_until
-from tests.integration.test_sidecar_neptune import follows, listed, write_through
-from tests.moto_support import CLUSTER, REGION, Moto, ThrottlingFront
+from tests.integration.test_sidecar_neptune import following, follows, listed, write_through
+from tests.moto_support import (
+    Moto,
+    ThrottlingFront,
+    after_failover,
+    await_eager_read,
+    fail_over,
+    initial,
+    writer_dies,
+)
 
 pytestmark = pytest.mark.integration
 
 
-@contextmanager
-def following(fleet: Fleet, api: str, **selectors: object) -> Iterator[SidecarThread]:
-    source = NeptuneSource(
-        cluster=CLUSTER,
-        region=REGION,
-        endpoint_url=api,
-        scheme="ws",
-        addresses={"w1": fleet[0].address, "r1": fleet[1].address, "r2": fleet[2].address},
-        **{"refresh": 0.2, **selectors},  # type: ignore[arg-type]
-    )
-    settings = BalancerSettings(
-        health=HealthCheckSettings(interval=0.5, timeout=2.0, rise=1, fall=1),
-        buffer=BufferSettings(max_wait=10.0),
-        request_timeout=5.0,
-    )
-    with SidecarThread(SidecarConfig(settings=settings, neptune=source)) as running:
-        yield running
+def metrics(sidecar: SidecarThread) -> str:
+    with urllib.request.urlopen(f"{sidecar.admin_url}/metrics", timeout=10) as response:
+        text: str = response.read().decode()
+        return text
 
 
 def topology_of(sidecar: SidecarThread) -> NeptuneTopology:
@@ -91,56 +83,29 @@ def test_throttled_reads_keep_the_last_list_and_are_counted_after_botocores_retr
     moto: Moto, fleet: Fleet
 ) -> None:
     with ThrottlingFront(moto.url) as front, following(fleet, front.url) as sidecar:
-        wanted: set[tuple[str, str, str | None]] = {
-            (fleet[0].address, "writer", "us-east-1a"),
-            (fleet[1].address, "reader", "us-east-1a"),
-            (fleet[2].address, "reader", "us-east-1b"),
-        }
+        wanted = initial(fleet)
         follows(sidecar, wanted)
         topology = topology_of(sidecar)
         front.throttle = 6  # botocore's "standard" mode tries each call 3 times: two reads
         wait_until(lambda: topology.reads["throttled"] == 2, 60, "two throttled reads")
         assert front.throttled == 6
         assert topology.reads["failed"] == 0
+        assert 'gremlinlb_sidecar_neptune_reads_total{result="throttled"} 2.0' in metrics(sidecar)
         assert listed(sidecar) == wanted
         ok = topology.reads["ok"]
         wait_until(lambda: topology.reads["ok"] > ok, 60, "a good read after the throttling")
         assert topology.throttles == 0  # the backoff starts over
-        moto.client.failover_db_cluster(
-            DBClusterIdentifier=CLUSTER, TargetDBInstanceIdentifier="r2"
-        )
-        follows(
-            sidecar,
-            {
-                (fleet[0].address, "reader", "us-east-1a"),
-                (fleet[1].address, "reader", "us-east-1a"),
-                (fleet[2].address, "writer", "us-east-1b"),
-            },
-        )
+        fail_over(moto)
+        follows(sidecar, after_failover(fleet))
 
 
 def test_when_the_writer_dies_the_new_writer_is_read_before_the_next_interval(
     moto: Moto, fleet: Fleet
 ) -> None:
     with following(fleet, moto.url, refresh=600.0) as sidecar:  # one periodic read, at start
-        follows(
-            sidecar,
-            {
-                (fleet[0].address, "writer", "us-east-1a"),
-                (fleet[1].address, "reader", "us-east-1a"),
-                (fleet[2].address, "reader", "us-east-1b"),
-            },
-        )
-        fleet[0].kill()
-        moto.client.failover_db_cluster(
-            DBClusterIdentifier=CLUSTER, TargetDBInstanceIdentifier="r2"
-        )
-        # Far sooner than 600 s: only an eager read can have named the new writer.
-        wait_until(
-            lambda: (fleet[2].address, "writer", "us-east-1b") in listed(sidecar),
-            60,
-            "the new writer listed",
-        )
+        follows(sidecar, initial(fleet))
+        writer_dies(moto, fleet)
+        await_eager_read(lambda: listed(sidecar), fleet)
         write_through(sidecar, "after-failover", 3)
     assert count_label(fleet[2], "after-failover") == 3
     assert count_label(fleet[1], "after-failover") == 0
