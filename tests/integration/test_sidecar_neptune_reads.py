@@ -13,6 +13,7 @@ import urllib.request
 import pytest
 from gremlinlb.sidecar.testing import SidecarThread
 
+from gremlinlb.core import HostState
 from gremlinlb.devservers import Fleet
 from gremlinlb.neptune import NeptuneTopology
 from tests.client_support import count_label
@@ -104,6 +105,11 @@ def test_when_the_writer_dies_the_new_writer_is_read_before_the_next_interval(
 ) -> None:
     with following(fleet, moto.url, refresh=600.0) as sidecar:  # one periodic read, at start
         follows(sidecar, initial(fleet))
+        wait_until(
+            lambda: all(h.state is HostState.HEALTHY for h in sidecar.balancer.hosts()),
+            20,
+            "every instance in service",
+        )
         writer_dies(moto, fleet)
         await_eager_read(lambda: listed(sidecar), fleet)
         write_through(sidecar, "after-failover", 3)
