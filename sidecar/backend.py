@@ -146,7 +146,7 @@ class BackendConnection:
         """Connect (and authenticate) within `connect_timeout` seconds, or raise NotSentError."""
         try:
             async with asyncio.timeout(connect_timeout):
-                headers = await sigv4.upgrade_headers_off_loop(self._signing, self.endpoint.url)
+                headers = await sigv4.upgrade_headers_off_loop(self._signing, self.endpoint)
                 self._ws = await self._http.ws_connect(
                     self.endpoint.url,
                     headers=headers,

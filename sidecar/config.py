@@ -254,6 +254,18 @@ def _neptune(values: _Values) -> NeptuneSource | None:
     scheme = values.text("neptune_scheme", "wss").strip()
     if scheme not in ("ws", "wss"):
         raise ConfigError(f"{values.source('neptune_scheme')}: must be ws or wss, got {scheme!r}")
+    roles = frozenset(item for item, _ in _listed(values, "neptune_roles", "roles"))
+    if not roles <= {"writer", "reader"}:
+        wrong = ", ".join(sorted(roles - {"writer", "reader"}))
+        raise ConfigError(
+            f"{values.source('neptune_roles')}: roles are writer and reader, got {wrong}"
+        )
+    tags: dict[str, str] = {}
+    for item, source in _listed(values, "neptune_tags", "neptune_tags"):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{source}: expected key=value (an instance tag), got {item!r}")
+        tags[key.strip()] = value.strip()
     return NeptuneSource(
         cluster=cluster,
         scheme=scheme,
@@ -261,6 +273,9 @@ def _neptune(values: _Values) -> NeptuneSource | None:
         endpoint_url=(values.optional_text("neptune_endpoint_url") or "").strip() or None,
         refresh=refresh,
         addresses=addresses,
+        roles=roles,
+        zones=frozenset(item for item, _ in _listed(values, "neptune_zones", "zones")),
+        tags=tags,
     )
 
 

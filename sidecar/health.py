@@ -241,7 +241,7 @@ class HealthLoop:
         ssl_context = self._backends.options.ssl_context if endpoint.scheme == "wss" else None
         try:  # a fresh connection: signed fresh when SigV4 is on
             signing = self._balancer.settings.sigv4
-            headers = await sigv4.upgrade_headers_off_loop(signing, endpoint.url)
+            headers = await sigv4.upgrade_headers_off_loop(signing, endpoint)
         except sigv4.SigV4Error:
             return False
         return await ping.answers_ping(

@@ -9,7 +9,7 @@ list takes its series with it, so pod-IP churn does not grow memory or scrapes.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -316,3 +316,22 @@ class _CoreCollector(Collector):
         for endpoint, count in sorted(self._connections().items(), key=lambda e: e[0].address):
             connections.add_metric([endpoint.address], count)
         yield connections
+
+
+class NeptuneReadsCollector(Collector):
+    """The Neptune management API's reads by result (ok, throttled, failed): a throttled or
+    failing API is seen before the host list goes stale."""
+
+    def __init__(self, reads: Callable[[], Mapping[str, int]]) -> None:
+        self._reads = reads
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "gremlinlb_sidecar_neptune_reads",
+            "Reads of the Neptune cluster's topology, by result (ok, throttled, failed)",
+            labels=["result"],
+        )
+        counts = self._reads()
+        for result in ("ok", "throttled", "failed"):
+            family.add_metric([result], counts.get(result, 0))
+        yield family

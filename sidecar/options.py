@@ -332,6 +332,22 @@ TEXT_OPTIONS: tuple[Option, ...] = (
         "LIST",
     ),
     Option(
+        "neptune_roles",
+        "comma-separated roles to keep, writer and/or reader (default: both)",
+        "LIST",
+    ),
+    Option(
+        "neptune_zones",
+        "comma-separated availability zones to keep (default: every zone)",
+        "LIST",
+    ),
+    Option(
+        "neptune_tags",
+        "comma-separated key=value instance tags an instance must all carry to be kept "
+        "(ListTagsForResource; default: no tag needed)",
+        "LIST",
+    ),
+    Option(
         "traversal_source",
         "traversal source the health probe uses",
         "NAME",

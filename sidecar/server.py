@@ -20,7 +20,7 @@ from gremlinlb.sidecar.health import HealthLoop
 from gremlinlb.sidecar.hostcheck import HostCheck
 from gremlinlb.sidecar.hostlist import HostList, HostRules, load_state
 from gremlinlb.sidecar.memory import release_free_memory, tune_allocator
-from gremlinlb.sidecar.metrics import SidecarMetrics
+from gremlinlb.sidecar.metrics import NeptuneReadsCollector, SidecarMetrics
 from gremlinlb.sidecar.proxy import Proxy
 from gremlinlb.sidecar.trust import (
     ServingCertificate,
@@ -107,6 +107,9 @@ class Sidecar:
         self.topology: NeptuneTopology | None = None
         if config.neptune is not None:
             self.topology = NeptuneTopology(config.neptune, self.admin.follow)
+            self.topology.watch(self.balancer, asyncio.get_running_loop())
+            reads = self.topology.reads
+            self.metrics.registry.register(NeptuneReadsCollector(lambda: reads))
             self._tasks.append(asyncio.create_task(self.topology.run(), name="gremlinlb-neptune"))
         gremlin = web.Application()
         gremlin.router.add_get("/gremlin", self.proxy.handle)

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from urllib.parse import urlsplit
 
 import botocore.session
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from gremlinlb.core import GremlinLBError, SigV4Settings
+from gremlinlb.core import Endpoint, GremlinLBError, SigV4Settings
 
-__all__ = ["SigV4Error", "sign_as", "signed_host", "upgrade_headers", "upgrade_headers_off_loop"]
+__all__ = ["SigV4Error", "signed_host", "upgrade_headers", "upgrade_headers_off_loop"]
 
 
 class SigV4Error(GremlinLBError, RuntimeError):
@@ -54,26 +53,15 @@ def reset() -> None:
         _session = _credentials = None
 
 
-#: Connect address -> the endpoint name to sign for it, for hosts reached at another address
-#: than their own (a topology source that maps instances to tunnels: src/gremlinlb/neptune.py).
-_names: dict[str, str] = {}
+def signed_host(settings: SigV4Settings, endpoint: Endpoint) -> str:
+    """The host:port signed and sent as Host: the endpoint's own `sigv4_host` (a host reached
+    at another address, e.g. an instance through a tunnel), else the setting's (one name for
+    every backend, behind one proxy), else the backend's own address."""
+    return endpoint.sigv4_host or settings.host or endpoint.address
 
 
-def sign_as(names: dict[str, str]) -> None:
-    """Replace the address -> signed name map (one map per process: the sidecar's topology)."""
-    global _names
-    _names = dict(names)
-
-
-def signed_host(settings: SigV4Settings, url: str) -> str:
-    """The host:port signed and sent as Host: the setting's, else the name the address was
-    mapped from, else the backend's own address."""
-    address = urlsplit(url).netloc
-    return settings.host or _names.get(address) or address
-
-
-def upgrade_headers(settings: SigV4Settings, url: str) -> dict[str, str]:
-    """The headers that sign an upgrade to `url` now (none when SigV4 is off)."""
+def upgrade_headers(settings: SigV4Settings, endpoint: Endpoint) -> dict[str, str]:
+    """The headers that sign an upgrade to `endpoint` now (none when SigV4 is off)."""
     if not settings.enabled:
         return {}
     session, credentials = _session_and_credentials()
@@ -86,10 +74,9 @@ def upgrade_headers(settings: SigV4Settings, url: str) -> dict[str, str]:
             "identity, container or instance)"
         )
     frozen = credentials.get_frozen_credentials()
-    parts = urlsplit(url)
-    host = signed_host(settings, url)
+    host = signed_host(settings, endpoint)
     request = AWSRequest(
-        method="GET", url=f"https://{host}{parts.path or '/'}", headers={"host": host}
+        method="GET", url=f"https://{host}{endpoint.path or '/'}", headers={"host": host}
     )
     SigV4Auth(frozen, settings.service, region).add_auth(request)
     headers = {"Host": host}
@@ -101,10 +88,10 @@ def upgrade_headers(settings: SigV4Settings, url: str) -> dict[str, str]:
 
 
 async def upgrade_headers_off_loop(
-    settings: SigV4Settings | None, url: str
+    settings: SigV4Settings | None, endpoint: Endpoint
 ) -> dict[str, str] | None:
     """`upgrade_headers` on a worker thread (None when SigV4 is off): a credential refresh may
     run a process or call STS, which must not hold up an event loop carrying traffic."""
     if settings is None or not settings.enabled:
         return None
-    return await asyncio.to_thread(upgrade_headers, settings, url)
+    return await asyncio.to_thread(upgrade_headers, settings, endpoint)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
@@ -30,31 +32,29 @@ from gremlinlb.devservers.sigv4front import Secret, SigV4Front
 from gremlinlb.neptune import NeptuneSource
 from tests.client_support import count_label
 from tests.helpers import wait_until
-from tests.moto_support import CLUSTER, REGION, Moto
+from tests.moto_support import CLUSTER, REGION, Moto, neptune_source
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def sidecar(moto: Moto, fleet: Fleet) -> Iterator[SidecarThread]:
-    source = NeptuneSource(
-        cluster=CLUSTER,
-        region=REGION,
-        endpoint_url=moto.url,
-        refresh=0.2,
-        scheme="ws",  # local Gremlin Servers stand in for the instances
-        addresses={"w1": fleet[0].address, "r1": fleet[1].address, "r2": fleet[2].address},
-    )
+@contextmanager
+def following(fleet: Fleet, api: str, **more: Any) -> Iterator[SidecarThread]:
+    """A sidecar following the fixture's cluster through the API at `api` (`more`: other
+    NeptuneSource fields, e.g. selectors)."""
     settings = BalancerSettings(
         health=HealthCheckSettings(interval=0.5, timeout=2.0, rise=1, fall=1),
         buffer=BufferSettings(max_wait=5.0),
         request_timeout=5.0,
     )
-    try:
-        with SidecarThread(SidecarConfig(settings=settings, neptune=source)) as running:
-            yield running
-    finally:
-        sigv4.sign_as({})  # the names it mapped are this process's: leave none behind
+    source = neptune_source(fleet, api, **more)
+    with SidecarThread(SidecarConfig(settings=settings, neptune=source)) as running:
+        yield running
+
+
+@pytest.fixture
+def sidecar(moto: Moto, fleet: Fleet) -> Iterator[SidecarThread]:
+    with following(fleet, moto.url) as running:
+        yield running
 
 
 def listed(sidecar: SidecarThread) -> set[tuple[str, str, str | None]]:
@@ -243,7 +243,6 @@ def test_with_sigv4_a_mapped_instance_is_signed_for_its_own_endpoint_name(
                 write_through(running, "signed", 3)
         finally:
             sigv4.reset()
-            sigv4.sign_as({})
     assert count_label(fleet[0], "signed") == 3
     assert set(front.hosts_signed) == {name}
     assert sum(front.refused.values()) == 0

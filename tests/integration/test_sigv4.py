@@ -88,9 +88,7 @@ def _secret(key: tuple[str, str, str]) -> dict[str, Secret]:
     return {key[0]: Secret(key[1], key[2])}
 
 
-@pytest.fixture
-def fronts(fleet: Fleet) -> Iterator[list[SigV4Front]]:
-    made = [SigV4Front(server.address, _secret(FIRST) | _secret(SECOND)) for server in fleet[:2]]
+def _running(made: list[SigV4Front]) -> Iterator[list[SigV4Front]]:
     for front in made:
         front.__enter__()
     try:
@@ -98,6 +96,13 @@ def fronts(fleet: Fleet) -> Iterator[list[SigV4Front]]:
     finally:
         for front in made:
             front.__exit__()
+
+
+@pytest.fixture
+def fronts(fleet: Fleet) -> Iterator[list[SigV4Front]]:
+    yield from _running(
+        [SigV4Front(server.address, _secret(FIRST) | _secret(SECOND)) for server in fleet[:2]]
+    )
 
 
 def _settings(signing: SigV4Settings, **more: object) -> BalancerSettings:
@@ -156,16 +161,21 @@ def test_sidecar_without_sigv4_is_refused_and_marks_the_host_down_naming_the_403
     assert fronts[0].refused["no SigV4 Authorization header"] > 0
 
 
-def test_client_with_sigv4_is_served_through_the_verifying_front(
-    credentials: Credentials, fronts: list[SigV4Front]
-) -> None:
-    rr = RoundRobinClientRemoteConnection([f.address for f in fronts], settings=_settings(SIGNED))
+def _served_by_client(addresses: list[str]) -> None:
+    """Ten traversals answered through the client with SigV4 on, once both hosts passed."""
+    rr = RoundRobinClientRemoteConnection(addresses, settings=_settings(SIGNED))
     try:
         wait_until(lambda: all(rr.get_available().values()), 15, "both hosts probed")
         g = traversal().with_(rr)
         assert [g.inject(i).next() for i in range(10)] == list(range(10))
     finally:
         rr.close()
+
+
+def test_client_with_sigv4_is_served_through_the_verifying_front(
+    credentials: Credentials, fronts: list[SigV4Front]
+) -> None:
+    _served_by_client([f.address for f in fronts])
     assert all(front.accepted[FIRST[0]] > 0 for front in fronts)
     assert [sum(front.refused.values()) for front in fronts] == [0, 0]
 
@@ -246,6 +256,44 @@ def test_through_a_proxy_the_endpoint_name_is_signed_not_the_proxy_address(
         with _sidecar([proxy.address], through) as sidecar:
             assert _ask(sidecar.url, 5) == [[i] for i in range(5)]
         assert set(front.hosts_signed) == {NEPTUNE_NAME}
+
+
+NAMES = [f"db-{i}.cluster-test.us-east-1.neptune.amazonaws.com:8182" for i in (1, 2)]
+
+
+@pytest.fixture
+def named_fronts(fleet: Fleet) -> Iterator[list[SigV4Front]]:
+    """Two fronts, each admitting only upgrades signed for its own Neptune name."""
+    yield from _running(
+        [
+            SigV4Front(server.address, _secret(FIRST), name=name)
+            for server, name in zip(fleet[:2], NAMES, strict=True)
+        ]
+    )
+
+
+def _named(fronts: list[SigV4Front]) -> list[str]:
+    return [f"{f.address}?sigv4_host={name}" for f, name in zip(fronts, NAMES, strict=True)]
+
+
+def test_sidecar_signs_each_listed_host_for_its_own_sigv4_host(
+    credentials: Credentials, named_fronts: list[SigV4Front]
+) -> None:
+    with _sidecar(_named(named_fronts), SIGNED) as sidecar:
+        assert _ask(sidecar.url, 10) == [[i] for i in range(10)]
+        shown = sorted(h.endpoint.text for h in sidecar.balancer.hosts())
+    assert shown == sorted(f"ws://{a}".replace("?", "/gremlin?") for a in _named(named_fronts))
+    assert [set(f.hosts_signed) for f in named_fronts] == [{NAMES[0]}, {NAMES[1]}]
+    assert all(f.accepted[FIRST[0]] > 0 for f in named_fronts)
+    assert [sum(f.refused.values()) for f in named_fronts] == [0, 0]
+
+
+def test_client_signs_each_listed_host_for_its_own_sigv4_host(
+    credentials: Credentials, named_fronts: list[SigV4Front]
+) -> None:
+    _served_by_client(_named(named_fronts))
+    assert [set(f.hosts_signed) for f in named_fronts] == [{NAMES[0]}, {NAMES[1]}]
+    assert [sum(f.refused.values()) for f in named_fronts] == [0, 0]
 
 
 def test_a_429_on_the_upgrade_leaves_the_host_in_rotation_and_the_request_goes_elsewhere(

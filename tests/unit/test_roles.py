@@ -84,6 +84,20 @@ def test_the_text_form_reads_back_as_the_same_host_role_and_zone() -> None:
     assert endpoint.text == "ws://10.0.0.1:8182/gremlin?role=reader&zone=b"
 
 
+def test_the_signed_host_reads_back_from_the_text_form() -> None:
+    endpoint = parse_endpoint("127.0.0.1:9001?role=writer&sigv4_host=db-1.example:8182")
+    assert endpoint.sigv4_host == "db-1.example:8182"
+    assert endpoint.text == "ws://127.0.0.1:9001/gremlin?role=writer&sigv4_host=db-1.example:8182"
+    assert parse_endpoint(endpoint.text).sigv4_host == "db-1.example:8182"
+
+
+def test_a_new_signed_host_is_a_change_of_topology_not_of_identity() -> None:
+    before = parse_endpoint("h:8182?sigv4_host=a.example:8182")
+    after = parse_endpoint("h:8182?sigv4_host=b.example:8182")
+    assert before == after
+    assert not before.same_topology(after)
+
+
 def test_a_plain_host_has_its_url_as_text() -> None:
     assert parse_endpoint("10.0.0.1:8182").text == "ws://10.0.0.1:8182/gremlin"
 
@@ -101,6 +115,10 @@ def test_role_and_zone_are_not_part_of_the_identity() -> None:
         ("h:8182?zone=", "empty zone"),
         ("h:8182?role", "not key=value pairs"),
         ("h:8182/gremlin#top", "fragment"),
+        ("h:8182?sigv4_host=db-1.example", "sigv4_host 'db-1.example'; give the host:port"),
+        ("h:8182?sigv4_host=db-1.example:0", "sigv4_host 'db-1.example:0'"),
+        ("h:8182?sigv4_host=ws://db-1.example:8182", "sigv4_host 'ws://db-1.example:8182'"),
+        ("h:8182?sigv4_host=:8182", "sigv4_host ':8182'"),
     ],
 )
 def test_a_bad_query_is_refused_with_the_reason(text: str, reason: str) -> None:

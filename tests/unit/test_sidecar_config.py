@@ -314,6 +314,11 @@ def test_endpoints_carry_their_roles() -> None:
     assert [(e.role.value, e.zone) for e in config.endpoints] == [("writer", None), ("reader", "b")]
 
 
+def test_endpoints_carry_their_signed_hosts() -> None:
+    config = load({"endpoints": "127.0.0.1:9001?sigv4_host=db-1.example:8182,127.0.0.1:9002"})
+    assert [e.sigv4_host for e in config.endpoints] == ["db-1.example:8182", None]
+
+
 def test_admin_allowed_hosts_come_from_a_repeated_flag_or_a_comma_separated_variable() -> None:
     flags = {"admin_allowed_host": ["gremlinlb.test", "*.pods.example,10.0.0.0/8"]}
     assert load(flags).admin_allowed_hosts == ("gremlinlb.test", "*.pods.example", "10.0.0.0/8")

@@ -198,6 +198,20 @@ def test_saved_roles_and_zones_are_loaded_back(tmp_path: Path) -> None:
     ]
 
 
+def test_a_pushed_host_keeps_its_signed_host_and_shows_it_back() -> None:
+    pushed = "ws://10.0.0.5:8182/gremlin?role=writer&sigv4_host=db-1.example:8182"
+    update = parse_update({"generation": 1, "hosts": [pushed]}, DEFAULTS)
+    assert update.hosts[0].sigv4_host == "db-1.example:8182"
+    assert update.to_json()["hosts"] == [pushed]
+
+
+def test_a_pushed_host_with_a_bad_signed_host_is_refused_with_its_index() -> None:
+    with pytest.raises(
+        BadUpdateError, match=r"hosts\[0\]: .*sigv4_host 'db-1'; give the host:port"
+    ):
+        parse_update({"generation": 1, "hosts": ["a:1?sigv4_host=db-1"]}, DEFAULTS)
+
+
 def test_a_host_with_an_unknown_query_key_is_refused_with_its_index() -> None:
     with pytest.raises(BadUpdateError, match=r"hosts\[1\]: .*query key 'weight'"):
         parse_update({"generation": 1, "hosts": ["a:1", "b:2?weight=3"]}, DEFAULTS)

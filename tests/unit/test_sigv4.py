@@ -15,6 +15,7 @@ from gremlinlb.core import (
     SigV4Settings,
     UpgradeBusyError,
     may_retry,
+    parse_endpoint,
 )
 from gremlinlb.core.recycling import past_max_age
 from gremlinlb.devservers.sigv4front import Secret, verify
@@ -70,7 +71,7 @@ def _lower(headers: dict[str, str]) -> dict[str, str]:
 
 def test_upgrade_headers_pass_the_front(fake_credentials: None) -> None:
     settings = SigV4Settings(enabled=True, region="us-east-1")
-    headers = _lower(sigv4.upgrade_headers(settings, "ws://127.0.0.1:8182/gremlin"))
+    headers = _lower(sigv4.upgrade_headers(settings, parse_endpoint("127.0.0.1:8182")))
     secrets = {"AKIDGREMLINLB": Secret("not-a-real-secret", "token-1")}
     now = datetime.datetime.now(datetime.UTC)
     assert verify("GET", "/gremlin", headers, secrets, "us-east-1", "neptune-db", now) is None
@@ -78,12 +79,18 @@ def test_upgrade_headers_pass_the_front(fake_credentials: None) -> None:
 
 def test_upgrade_headers_sign_the_configured_host_not_the_address(fake_credentials: None) -> None:
     settings = SigV4Settings(enabled=True, region="us-east-1", host="db.cluster-x.neptune:8182")
-    headers = sigv4.upgrade_headers(settings, "ws://127.0.0.1:9999/gremlin")
+    headers = sigv4.upgrade_headers(settings, parse_endpoint("127.0.0.1:9999"))
     assert headers["Host"] == "db.cluster-x.neptune:8182"
 
 
+def test_an_endpoints_own_signed_host_wins_over_the_setting(fake_credentials: None) -> None:
+    settings = SigV4Settings(enabled=True, region="us-east-1", host="proxy-wide.example:8182")
+    endpoint = parse_endpoint("127.0.0.1:9999?sigv4_host=db-2.cluster-x.neptune:8182")
+    assert sigv4.upgrade_headers(settings, endpoint)["Host"] == "db-2.cluster-x.neptune:8182"
+
+
 def test_upgrade_headers_are_none_when_sigv4_is_off() -> None:
-    assert sigv4.upgrade_headers(SigV4Settings(), "ws://127.0.0.1:8182/gremlin") == {}
+    assert sigv4.upgrade_headers(SigV4Settings(), parse_endpoint("127.0.0.1:8182")) == {}
 
 
 def test_upgrade_headers_without_a_region_say_so(
@@ -92,7 +99,7 @@ def test_upgrade_headers_without_a_region_say_so(
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
     with pytest.raises(sigv4.SigV4Error, match="region"):
-        sigv4.upgrade_headers(SigV4Settings(enabled=True), "ws://127.0.0.1:8182/gremlin")
+        sigv4.upgrade_headers(SigV4Settings(enabled=True), parse_endpoint("127.0.0.1:8182"))
 
 
 def test_with_sigv4_on_connections_are_replaced_before_neptunes_ten_days() -> None:

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from gremlin_python.driver.client import Client
@@ -86,7 +87,7 @@ class ConnectionOptions:
             endpoint.url,
             self.traversal_source,
             protocol_factory=protocol,
-            transport_factory=self._transport_factory(timeout),
+            transport_factory=self._transport_factory(endpoint, timeout),
             pool_size=1,
             username=self.username,
             password=self.password,
@@ -99,14 +100,14 @@ class ConnectionOptions:
         `budget` seconds: busy rather than hung (`gremlinlb.core.liveness`)."""
         ssl_context = self.ssl_context if endpoint.scheme == "wss" else None
         try:
-            headers = {**(self.headers or {}), **self._sign(endpoint.url)}
+            headers = {**(self.headers or {}), **self._sign(endpoint)}
         except signing.SigV4Error:
             return False
         return answers_ping_now(endpoint.url, budget, ssl_context=ssl_context, headers=headers)
 
-    def _sign(self, url: str) -> dict[str, str]:
-        """Fresh SigV4 headers for a new socket to `url` (none when SigV4 is off)."""
-        return signing.upgrade_headers(self.sigv4(), url) if self.sigv4 is not None else {}
+    def _sign(self, endpoint: Endpoint) -> dict[str, str]:
+        """Fresh SigV4 headers for a new socket to `endpoint` (none when SigV4 is off)."""
+        return signing.upgrade_headers(self.sigv4(), endpoint) if self.sigv4 is not None else {}
 
     def _remote(
         self,
@@ -131,6 +132,7 @@ class ConnectionOptions:
             self.traversal_source,
             protocol_factory=protocol,
             transport_factory=self._transport_factory(
+                endpoint,
                 self.request_timeout,
                 reconnect=session is None,
                 keep_waiting=keep_waiting,
@@ -146,6 +148,7 @@ class ConnectionOptions:
 
     def _transport_factory(
         self,
+        endpoint: Endpoint,
         read_timeout: float,
         *,
         reconnect: bool = True,
@@ -161,7 +164,7 @@ class ConnectionOptions:
                 reconnect=reconnect,
                 keep_waiting=keep_waiting,
                 keepalive=keepalive,
-                sign=self._sign if self.sigv4 is not None else None,
+                sign=partial(self._sign, endpoint) if self.sigv4 is not None else None,
             )
 
         return make

@@ -41,6 +41,7 @@ from gremlinlb.client.backends import ConnectionOptions, Generation, HostConnect
 from gremlinlb.client.errors import AnswerNotReadableError
 from gremlinlb.client.health_loop import HealthLoop
 from gremlinlb.client.keepalive import Keepalive
+from gremlinlb.client.neptune import NeptuneFollower, first_read
 from gremlinlb.core import (
     OVERLOAD_STATUS_CODES,
     AllHostsTriedError,
@@ -66,6 +67,7 @@ from gremlinlb.core import (
     parse_endpoint,
 )
 from gremlinlb.core.liveness import HEDGE_RECHECK_MAX
+from gremlinlb.neptune import NeptuneSource
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +83,13 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
     `set_client_zones`): a zone with more of the clients than of the healthy servers then
     keeps only its fair share and spills the rest (Envoy's rule). Settings of the core
     (policy, health checks, retries, buffer) come in `settings`; `health_check_interval` is
-    kept as a shortcut because it is what most callers tune.
+    kept as a shortcut because it is what most callers tune. `neptune` instead of `endpoints`
+    follows a Neptune cluster's writer and readers (client/neptune.py).
     """
 
     def __init__(
         self,
-        endpoints: Iterable[str],
+        endpoints: Iterable[str] = (),
         traversal_source: str = "g",
         health_check_interval: float | None = None,
         *,
@@ -100,13 +103,20 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         headers: dict[str, str] | None = None,
         zone: str | None = None,
         client_zones: Mapping[str, int] | None = None,
+        neptune: NeptuneSource | None = None,
     ) -> None:
         if isinstance(endpoints, str):
             raise TypeError(
                 "endpoints must be a list of addresses, e.g. ['localhost:8182'], not one string"
             )
         parsed = [parse_endpoint(e) for e in endpoints]
-        if not parsed:
+        first = None
+        if neptune is not None:
+            if parsed:
+                raise ValueError("give endpoints or neptune, not both: the cluster lists them")
+            first = first_read(neptune)
+            parsed = list(first.hosts)
+        elif not parsed:
             raise ValueError("give at least one endpoint, e.g. ['localhost:8182']")
         settings = settings or BalancerSettings()
         if health_check_interval is not None:
@@ -145,6 +155,9 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         self._balancer.subscribe(self._on_host_event)
         self._health.start()
         self._keepalive.start()
+        self._neptune = None
+        if first is not None:
+            self._neptune = NeptuneFollower(first, self._balancer, self.replace_hosts)
 
     # -- RemoteConnection ----------------------------------------------------------------
 
@@ -163,6 +176,8 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         if self._balancer.closed:
             return
         log.info("closing %s", self.url)
+        if self._neptune is not None:
+            self._neptune.stop()
         self._balancer.close()
         self._health.stop()
         self._keepalive.stop()
@@ -218,6 +233,17 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         added = self._balancer.add(parsed)
         self._health.kick()  # a joining host takes no request before its first probe passed
         return added
+
+    def replace_hosts(self, endpoints: Iterable[Endpoint | str]) -> None:
+        """Make the host list exactly `endpoints` (a topology source's): new ones join, kept
+        ones take their new role and zone in place, the others drain."""
+        parsed = [e if isinstance(e, Endpoint) else parse_endpoint(e) for e in endpoints]
+        with self._hosts_lock:
+            for endpoint in parsed:
+                if endpoint not in self._hosts:
+                    self._hosts[endpoint] = HostConnection(endpoint, self._options)
+        self._balancer.replace(parsed)
+        self._health.kick()
 
     def remove_host(self, endpoint: str) -> None:
         """Remove a server; requests in flight there finish, then its connections close.

@@ -81,10 +81,10 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
         reconnect: bool = True,
         keep_waiting: Callable[[], bool] | None = None,
         keepalive: Keepalive | None = None,
-        sign: Callable[[str], Mapping[str, str]] | None = None,
+        sign: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         """`reconnect=False` is for sessions: their state lives on the first socket, and a new
-        one would silently start an empty session on the server. `sign(url)` gives headers
+        one would silently start an empty session on the server. `sign()` gives headers
         made afresh for each socket it opens (SigV4, gremlinlb.sigv4)."""
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
@@ -263,7 +263,7 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
             )
             headers = dict(self._headers or {})
             if self._sign is not None:
-                headers.update(self._sign(self._url))
+                headers.update(self._sign())
             self._websocket = await self._session.ws_connect(
                 self._url,
                 headers=headers or None,

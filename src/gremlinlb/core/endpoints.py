@@ -49,7 +49,9 @@ class Endpoint:
     """One Gremlin Server WebSocket address, in canonical form (equal when the URL is equal).
 
     `role` and `zone` describe the host, not its identity: a host whose role or zone changes
-    is the same host (it is updated in place, not drained and re-added).
+    is the same host (it is updated in place, not drained and re-added). So does `sigv4_host`,
+    the `name:port` its SigV4-signed upgrade names when it is reached at another address (a
+    tunnel, a proxy: Neptune checks the signed host against its own endpoint name).
     """
 
     scheme: str
@@ -58,6 +60,7 @@ class Endpoint:
     path: str = DEFAULT_PATH
     role: Role = field(default=Role.ANY, compare=False)
     zone: str | None = field(default=None, compare=False)
+    sigv4_host: str | None = field(default=None, compare=False)
 
     @property
     def url(self) -> str:
@@ -67,17 +70,23 @@ class Endpoint:
 
     @property
     def text(self) -> str:
-        """The full text form, `url?role=...&zone=...`: what parse_endpoint reads back, and
-        what the state file, GET /v1/hosts and the operator's pushes carry."""
+        """The full text form, `url?role=...&zone=...&sigv4_host=...`: what parse_endpoint
+        reads back, and what the state file, GET /v1/hosts and the operator's pushes carry."""
         query: list[tuple[str, str]] = []
         if self.role is not Role.ANY:
             query.append(("role", self.role.value))
         if self.zone is not None:
             query.append(("zone", self.zone))
-        return f"{self.url}?{urlencode(query)}" if query else self.url
+        if self.sigv4_host is not None:
+            query.append(("sigv4_host", self.sigv4_host))
+        return f"{self.url}?{urlencode(query, safe=':[]')}" if query else self.url
 
     def same_topology(self, other: Endpoint) -> bool:
-        return self.role is other.role and self.zone == other.zone
+        return (
+            self.role is other.role
+            and self.zone == other.zone
+            and self.sigv4_host == other.sigv4_host
+        )
 
     @property
     def address(self) -> str:
@@ -103,7 +112,7 @@ def parse_endpoint(text: str) -> Endpoint:
         raise InvalidEndpointError("endpoint is empty; give host:port, e.g. 'localhost:8182'")
     if any(ch.isspace() for ch in raw):
         raise InvalidEndpointError(f"endpoint {text!r} contains white space")
-    has_scheme = "://" in raw
+    has_scheme = "://" in raw.partition("?")[0]  # a query value may hold one (sigv4_host)
     try:
         parts = urlsplit(raw if has_scheme else f"ws://{raw}")
     except ValueError as error:
@@ -120,7 +129,7 @@ def parse_endpoint(text: str) -> Endpoint:
         )
     if parts.fragment:
         raise InvalidEndpointError(f"endpoint {text!r} has a fragment (#...); remove it")
-    role, zone = _topology(text, parts.query)
+    role, zone, sigv4_host = _topology(text, parts.query)
     host = parts.hostname
     if not host:
         raise InvalidEndpointError(f"endpoint {text!r} has no host; give host:port")
@@ -137,26 +146,40 @@ def parse_endpoint(text: str) -> Endpoint:
     if port == 0:
         raise InvalidEndpointError(f"endpoint {text!r} has port 0; use a port from 1 to 65535")
     path = parts.path or DEFAULT_PATH
-    return Endpoint(scheme=parts.scheme, host=host, port=port, path=path, role=role, zone=zone)
+    return Endpoint(
+        scheme=parts.scheme,
+        host=host,
+        port=port,
+        path=path,
+        role=role,
+        zone=zone,
+        sigv4_host=sigv4_host,
+    )
 
 
-def _topology(text: str, query: str) -> tuple[Role, str | None]:
-    """The role and zone a query names (`?role=reader&zone=us-east-1a`); nothing else."""
+_KEYS = ("role", "zone", "sigv4_host")
+_KEYS_HELP = (
+    f"role ({_ROLES}), zone and sigv4_host, e.g. '?role=reader&zone=us-east-1a' or "
+    "'?sigv4_host=db-1.cluster-x.us-east-1.neptune.amazonaws.com:8182'"
+)
+
+
+def _topology(text: str, query: str) -> tuple[Role, str | None, str | None]:
+    """The role, zone and signed host a query names (`?role=reader&zone=us-east-1a`)."""
     if not query:
-        return Role.ANY, None
+        return Role.ANY, None, None
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
     except ValueError:
         raise InvalidEndpointError(
             f"endpoint {text!r} has a query that is not key=value pairs; the only keys are "
-            "role and zone, e.g. '?role=reader&zone=us-east-1a'"
+            f"{_KEYS_HELP}"
         ) from None
     seen: dict[str, str] = {}
     for key, value in pairs:
-        if key not in ("role", "zone"):
+        if key not in _KEYS:
             raise InvalidEndpointError(
-                f"endpoint {text!r} has query key {key!r}; the only keys are role "
-                f"({_ROLES}) and zone, e.g. '?role=reader&zone=us-east-1a'"
+                f"endpoint {text!r} has query key {key!r}; the only keys are {_KEYS_HELP}"
             )
         if key in seen:
             raise InvalidEndpointError(f"endpoint {text!r} gives {key} twice; give it once")
@@ -174,4 +197,18 @@ def _topology(text: str, query: str) -> tuple[Role, str | None]:
         raise InvalidEndpointError(
             f"endpoint {text!r} has an empty zone; name it (e.g. zone=us-east-1a) or leave it out"
         )
-    return role, zone
+    sigv4_host = seen.get("sigv4_host")
+    if sigv4_host is not None:
+        _check_signed_host(text, sigv4_host)
+    return role, zone, sigv4_host
+
+
+def _check_signed_host(text: str, value: str) -> None:
+    """`name:port`, as Neptune's endpoint is written: the signed Host header carries it."""
+    name, sep, port = value.rpartition(":")
+    bad = not sep or not name.strip("[]") or any(c in name for c in "/@?#")
+    if bad or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise InvalidEndpointError(
+            f"endpoint {text!r} has sigv4_host {value!r}; give the host:port the upgrade is "
+            "signed for, e.g. sigv4_host=db-1.cluster-x.us-east-1.neptune.amazonaws.com:8182"
+        )
