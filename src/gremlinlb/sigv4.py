@@ -60,8 +60,11 @@ def signed_host(settings: SigV4Settings, endpoint: Endpoint) -> str:
     return endpoint.sigv4_host or settings.host or endpoint.address
 
 
-def upgrade_headers(settings: SigV4Settings, endpoint: Endpoint) -> dict[str, str]:
-    """The headers that sign an upgrade to `endpoint` now (none when SigV4 is off)."""
+def upgrade_headers(
+    settings: SigV4Settings, endpoint: Endpoint, path: str | None = None
+) -> dict[str, str]:
+    """The headers that sign an upgrade to `endpoint` now (none when SigV4 is off); `path`: a
+    GET of another path on it, signed the same way (the status probe's `/status`)."""
     if not settings.enabled:
         return {}
     session, credentials = _session_and_credentials()
@@ -76,7 +79,7 @@ def upgrade_headers(settings: SigV4Settings, endpoint: Endpoint) -> dict[str, st
     frozen = credentials.get_frozen_credentials()
     host = signed_host(settings, endpoint)
     request = AWSRequest(
-        method="GET", url=f"https://{host}{endpoint.path or '/'}", headers={"host": host}
+        method="GET", url=f"https://{host}{path or endpoint.path or '/'}", headers={"host": host}
     )
     SigV4Auth(frozen, settings.service, region).add_auth(request)
     headers = {"Host": host}
@@ -88,10 +91,10 @@ def upgrade_headers(settings: SigV4Settings, endpoint: Endpoint) -> dict[str, st
 
 
 async def upgrade_headers_off_loop(
-    settings: SigV4Settings | None, endpoint: Endpoint
+    settings: SigV4Settings | None, endpoint: Endpoint, path: str | None = None
 ) -> dict[str, str] | None:
     """`upgrade_headers` on a worker thread (None when SigV4 is off): a credential refresh may
     run a process or call STS, which must not hold up an event loop carrying traffic."""
     if settings is None or not settings.enabled:
         return None
-    return await asyncio.to_thread(upgrade_headers, settings, endpoint)
+    return await asyncio.to_thread(upgrade_headers, settings, endpoint, path)

@@ -43,7 +43,7 @@ async def status_problem(
     path = health.status_path
     url = status_url(endpoint, path)
     try:
-        signed = await sigv4.upgrade_headers_off_loop(settings.sigv4, url)
+        signed = await sigv4.upgrade_headers_off_loop(settings.sigv4, endpoint, path)
     except sigv4.SigV4Error as error:
         return status_failed_error(path, str(error))
     sent = {**(headers or {}), **(signed or {})}
