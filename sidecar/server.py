@@ -106,6 +106,7 @@ class Sidecar:
         self.topology: NeptuneTopology | None = None
         if config.neptune is not None:
             self.topology = NeptuneTopology(config.neptune, self.admin.follow)
+            self.proxy.refresh_topology = self.topology.refresh_now
             self._tasks.append(asyncio.create_task(self.topology.run(), name="gremlinlb-neptune"))
         gremlin = web.Application()
         gremlin.router.add_get("/gremlin", self.proxy.handle)
