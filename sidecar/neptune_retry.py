@@ -86,9 +86,10 @@ class NeptuneRetrier:
 
     def _after_conflict(self, exchange: Exchange) -> None:
         proxy = self._proxy
-        if not exchange.budget.allows_another(
-            Outcome.OVERLOADED, exchange.received()
-        ) or not proxy.balancer.try_spend_extra():
+        if (
+            not exchange.budget.allows_another(Outcome.OVERLOADED, exchange.received())
+            or not proxy.balancer.try_spend_extra()
+        ):
             proxy._give_up(exchange, exchange.last_error)  # Neptune's CME, unchanged
             return
         retry = len(exchange.sent_attempts)

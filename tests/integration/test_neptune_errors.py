@@ -23,8 +23,8 @@ from gremlinlb.sidecar.testing import SidecarThread
 from gremlinlb import sigv4
 from gremlinlb.core import (
     BalancerSettings,
-    BufferSettings,
     BudgetSettings,
+    BufferSettings,
     HealthCheckSettings,
     HedgeSettings,
     HostState,

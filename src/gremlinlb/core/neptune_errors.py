@@ -103,7 +103,7 @@ def classify(status: int, message: str | None) -> NeptuneVerdict | None:
 def conflict_backoff(retry: int, draw: float) -> float:
     """Seconds to wait before the `retry`-th (1, 2, ...) retry after a conflict; `draw` is a
     uniform random number in [0, 1) (the adapter's `random.random()`)."""
-    ceiling = min(CONFLICT_BACKOFF_CAP, CONFLICT_BACKOFF_BASE * 2 ** max(0, retry - 1))
+    ceiling = min(CONFLICT_BACKOFF_CAP, CONFLICT_BACKOFF_BASE * 2.0 ** max(0, retry - 1))
     return draw * ceiling
 
 
