@@ -4,6 +4,7 @@ credentials). Shared by the Neptune specs of the sidecar, the client and the ope
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import time
@@ -38,6 +39,8 @@ class Moto:
             assert self.process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "moto_server did not start"
             time.sleep(0.1)
+        time.sleep(1.0)  # a port taken meanwhile by another run's moto: ours failed to bind
+        assert self.process.poll() is None, f"moto_server exited: {log.read_text()}"
         self.client = botocore.session.Session().create_client(
             "neptune", region_name=REGION, endpoint_url=self.url
         )
@@ -67,7 +70,8 @@ def moto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Moto]:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    server = Moto(find_free_port(47100), tmp_path / "moto.log")
+    # A random start: parallel runs on one machine rarely race for the same port.
+    server = Moto(find_free_port(47100 + random.randrange(800)), tmp_path / "moto.log")
     try:
         server.client.create_db_cluster(DBClusterIdentifier=CLUSTER, Engine="neptune")
         server.add("w1", "us-east-1a")  # the first instance of a cluster is its writer

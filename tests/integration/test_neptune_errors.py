@@ -1,6 +1,6 @@
 """Neptune's own errors, met for real: the sidecar following a cluster (moto in server mode)
-whose instances are Neptune fronts (`gremlinlb.devservers.neptunefront`) before real Gremlin
-Servers, driven by real gremlinpython.
+and the in-process client, whose instances are Neptune fronts
+(`gremlinlb.devservers.neptunefront`) before real Gremlin Servers, driven by real gremlinpython.
 
 Each front learns its role from moto as a Neptune instance knows its own; as a reader it
 refuses writes with ReadOnlyViolationException without forwarding them, and it can answer
@@ -20,7 +20,7 @@ from gremlin_python.process.anonymous_traversal import traversal
 from gremlinlb.sidecar.config import SidecarConfig
 from gremlinlb.sidecar.testing import SidecarThread
 
-from gremlinlb import sigv4
+from gremlinlb import RoundRobinClientRemoteConnection, sigv4
 from gremlinlb.core import (
     BalancerSettings,
     BudgetSettings,
@@ -31,7 +31,7 @@ from gremlinlb.core import (
 )
 from gremlinlb.devservers import Fleet
 from gremlinlb.devservers.neptunefront import NeptuneFront
-from gremlinlb.neptune import NeptuneSource
+from gremlinlb.neptune import NeptuneSource, describe
 from tests.client_support import count_label
 from tests.helpers import wait_until
 from tests.moto_support import CLUSTER, REGION, Moto
@@ -198,3 +198,86 @@ def test_throttled_reads_are_answered_elsewhere_and_leave_the_host_healthy(
     assert answers == [1] * 20
     assert fronts[1].answered["ThrottlingException"] == 5
     assert sidecar.balancer.state_of(fronts[1].address) is HostState.HEALTHY
+
+
+# -- the in-process client ------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(
+    moto: Moto, fronts: list[NeptuneFront]
+) -> Iterator[tuple[RoundRobinClientRemoteConnection, NeptuneSource]]:
+    source = NeptuneSource(
+        cluster=CLUSTER,
+        region=REGION,
+        endpoint_url=moto.url,
+        scheme="ws",
+        addresses={name: front.address for name, front in zip(INSTANCES, fronts, strict=True)},
+    )
+    settings = BalancerSettings(
+        health=HealthCheckSettings(interval=0.5, timeout=2.0, rise=1, fall=1),
+        request_timeout=10.0,
+        hedge=HedgeSettings(enabled=False),
+    )
+    rr = RoundRobinClientRemoteConnection([e.text for e in describe(source)], settings=settings)
+    try:
+        yield rr, source
+    finally:
+        rr.close()
+        sigv4.sign_as({})
+
+
+def test_the_client_retries_a_write_answered_concurrent_modification_on_the_writer(
+    client: tuple[RoundRobinClientRemoteConnection, NeptuneSource],
+    fleet: Fleet,
+    fronts: list[NeptuneFront],
+) -> None:
+    rr, _ = client
+    g = traversal().with_(rr)
+    for _ in range(3):
+        fronts[0].conflicts = 1
+        g.add_v("conflicted").iterate()
+    assert fronts[0].answered["ConcurrentModificationException"] == 3
+    assert count_label(fleet[0], "conflicted") == 3
+
+
+def test_the_client_re_sends_a_write_refused_by_a_reader_to_the_new_writer(
+    client: tuple[RoundRobinClientRemoteConnection, NeptuneSource],
+    moto: Moto,
+    fleet: Fleet,
+    fronts: list[NeptuneFront],
+) -> None:
+    rr, source = client
+    refreshes: list[int] = []
+
+    def refresh() -> None:
+        refreshes.append(1)
+        for endpoint in describe(source):
+            rr.add_host(endpoint.text)  # known hosts take their new role in place
+
+    rr.refresh_topology = refresh
+    g = traversal().with_(rr)
+    g.add_v("before").iterate()
+    moto.client.failover_db_cluster(DBClusterIdentifier=CLUSTER, TargetDBInstanceIdentifier="r2")
+    wait_until(lambda: fronts[0].writer is False, 10, "w1 a reader")
+    for _ in range(3):
+        g.add_v("after").iterate()
+    assert fronts[0].answered["ReadOnlyViolationException"] == 1
+    assert len(refreshes) == 1
+    assert [count_label(server, "before") for server in fleet[:3]] == [1, 0, 0]
+    assert [count_label(server, "after") for server in fleet[:3]] == [0, 0, 3]
+
+
+def test_without_a_topology_source_the_client_raises_neptunes_read_only_violation(
+    client: tuple[RoundRobinClientRemoteConnection, NeptuneSource],
+    moto: Moto,
+    fleet: Fleet,
+    fronts: list[NeptuneFront],
+) -> None:
+    rr, _ = client
+    moto.client.failover_db_cluster(DBClusterIdentifier=CLUSTER, TargetDBInstanceIdentifier="r2")
+    wait_until(lambda: fronts[0].writer is False, 10, "w1 a reader")
+    with pytest.raises(GremlinServerError) as refused:
+        traversal().with_(rr).add_v("refused").iterate()
+    assert '"code":"ReadOnlyViolationException"' in str(refused.value)
+    assert [count_label(server, "refused") for server in fleet[:3]] == [0, 0, 0]

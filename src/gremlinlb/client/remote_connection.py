@@ -41,6 +41,7 @@ from gremlinlb.client.backends import ConnectionOptions, Generation, HostConnect
 from gremlinlb.client.errors import AnswerNotReadableError
 from gremlinlb.client.health_loop import HealthLoop
 from gremlinlb.client.keepalive import Keepalive
+from gremlinlb.client.neptune_errors import NeptuneRetry, verdict_of
 from gremlinlb.core import (
     OVERLOAD_STATUS_CODES,
     AllHostsTriedError,
@@ -66,6 +67,7 @@ from gremlinlb.core import (
     parse_endpoint,
 )
 from gremlinlb.core.liveness import HEDGE_RECHECK_MAX
+from gremlinlb.core.neptune_errors import NeptuneVerdict
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         self._sessions: list[PinnedSession] = []
         self._watching: dict[Lease, _Request] = {}  # attempts in flight -> their request
         self._watch_lock = threading.Lock()
+        self._neptune = NeptuneRetry(self._balancer)
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="gremlinlb-submit")
         self._health = HealthLoop(self._balancer, self._options)
         self._balancer.subscribe(self._on_host_event)
@@ -248,6 +251,17 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         are spread like the servers are listed); applies to the next request."""
         self._balancer.set_client_zones(client_zones)
 
+    @property
+    def refresh_topology(self) -> Callable[[], object] | None:
+        """Reads the cluster at once and returns once the host list is updated (a Neptune
+        topology source sets it); a write refused by a reader (ReadOnlyViolationException) is
+        then re-sent to the new writer. None: Neptune's answer is raised."""
+        return self._neptune.refresh_topology
+
+    @refresh_topology.setter
+    def refresh_topology(self, refresh: Callable[[], object] | None) -> None:
+        self._neptune.refresh_topology = refresh
+
     def check_health_now(self) -> None:
         """Run one probe round immediately (also what the background loop does)."""
         self._health.probe_once()
@@ -260,6 +274,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         self._check_open()
         request = _Request(bytecode, read_only=not bytecode_may_write(bytecode))
         budget = AttemptLimit(self._balancer.settings.max_attempts)
+        deadline = _now() + self._balancer.settings.request_timeout  # for Neptune's retries
         tried: list[Endpoint] = []
         last_error: BaseException | None = None
         live: list[_Attempt] = []
@@ -288,6 +303,23 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
                 outcome = attempt.outcome
                 assert outcome is not None
                 assert last_error is not None
+                again = self._neptune.again(
+                    last_error,
+                    attempt.lease.endpoint,
+                    request.read_only,
+                    budget,
+                    request.received(),
+                    deadline,
+                    request.rerouted,
+                )
+                if again is False:
+                    raise last_error  # Neptune's own answer, unchanged
+                if again:
+                    if verdict_of(last_error) is NeptuneVerdict.CONFLICT:
+                        tried.pop()  # rolled back on the writer: the writer again
+                    else:
+                        request.rerouted = True  # to the new writer, once
+                    continue
                 if not self._may_try_again(outcome, request, budget):
                     if outcome.may_have_executed and not request.read_only:
                         raise RequestMayHaveBeenAppliedError(
@@ -402,7 +434,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
     ) -> None:
         """The attempt ended: free its socket, tell the core (it measures the latency, also for
         a hedge's loser), and wake the request if it still waits."""
-        outcome = _classify(error)
+        outcome = _classify(error, attempt.request.read_only)
         attempt.generation.give_back()
         with self._watch_lock:
             self._watching.pop(attempt.lease, None)
@@ -626,7 +658,7 @@ class PinnedSession(RemoteConnection):  # type: ignore[misc]
 class _Request:
     """One traversal as the caller sees it, across its attempts."""
 
-    __slots__ = ("bytecode", "not_sent", "options", "read_only", "sent", "wake")
+    __slots__ = ("bytecode", "not_sent", "options", "read_only", "rerouted", "sent", "wake")
 
     def __init__(self, bytecode: Any, *, read_only: bool) -> None:
         self.bytecode = bytecode
@@ -634,6 +666,7 @@ class _Request:
         # sends them
         self.options = DriverRemoteConnection._extract_request_options(bytecode)
         self.read_only = read_only
+        self.rerouted = False  # a write refused by a reader went to the new writer
         self.sent = 0  # attempts handed to a server, of every kind (see AttemptLimit)
         # ... of which were provably never written (NOT_SENT: refused, the connection failed
         # before the request left, a pooled socket found closed before writing: transport.py).
@@ -662,7 +695,7 @@ class _Attempt:
         self.results: list[Any] = []
 
 
-def _classify(error: BaseException | None) -> Outcome:
+def _classify(error: BaseException | None, read_only: bool) -> Outcome:
     """What an attempt's ending says. Network failures come tagged from the transport; an
     answer the server gave is its own verdict; anything else (an answer gremlinpython cannot
     decode, a request it cannot serialize) is the request's own problem, never the host's."""
@@ -670,6 +703,9 @@ def _classify(error: BaseException | None) -> Outcome:
         return Outcome.SUCCESS
     if isinstance(error, ConnectionFailure):
         return error.outcome
+    verdict = verdict_of(error)
+    if verdict is not None:  # Neptune's own error (client/neptune_errors.py)
+        return verdict.outcome(read_only)
     if isinstance(error, GremlinServerError):
         overloaded = error.status_code in OVERLOAD_STATUS_CODES
         return Outcome.OVERLOADED if overloaded else Outcome.SERVER_ERROR

@@ -126,6 +126,7 @@ class NeptuneFront:
         self._site: web.TCPSite | None = None
         self._thread: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
         self._polling: asyncio.Task[None] | None = None
+        self._clients: set[web.WebSocketResponse] = set()
 
     @property
     def address(self) -> str:
@@ -148,11 +149,20 @@ class NeptuneFront:
         await self._site.start()
 
     async def close(self) -> None:
-        if self._polling is not None:
-            self._polling.cancel()
+        """Stop serving, then end every task still running here (connections' handlers, the
+        poll), so none is left suspended when the loop stops."""
+        for open_client in list(self._clients):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(open_client.close(), 1)
         if self._runner is not None:
-            await self._runner.cleanup()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._runner.cleanup(), 5)
         await self._http.close()
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _read_role(self) -> None:
         clusters = self._client.describe_db_clusters(DBClusterIdentifier=self.cluster)
@@ -171,6 +181,7 @@ class NeptuneFront:
     async def _serve(self, request: web.Request) -> web.WebSocketResponse:
         client = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024)
         await client.prepare(request)
+        self._clients.add(client)
         async with self._http.ws_connect(
             f"ws://{self._upstream}/gremlin", max_msg_size=16 * 1024 * 1024
         ) as server:
@@ -187,6 +198,7 @@ class NeptuneFront:
                         await server.send_str(message.data)
             finally:
                 upstream.cancel()
+                self._clients.discard(client)
         return client
 
     async def _relay_answers(
