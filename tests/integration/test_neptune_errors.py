@@ -10,7 +10,6 @@ counted on the servers themselves: what a front refused never reached them.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -32,7 +31,7 @@ from gremlinlb.core import (
 from gremlinlb.devservers import Fleet
 from gremlinlb.devservers.neptunefront import NeptuneFront
 from gremlinlb.neptune import NeptuneSource, describe
-from tests.client_support import count_label
+from tests.client_support import ReadLoop, count_label
 from tests.helpers import wait_until
 from tests.moto_support import CLUSTER, REGION, Moto
 
@@ -105,51 +104,34 @@ def wait_for_roles(sidecar: SidecarThread, fronts: list[NeptuneFront], writer: i
     wait_until(listed, 20, f"the host list {wanted}, every host healthy")
 
 
+def fail_over_to_r2(moto: Moto, fronts: list[NeptuneFront]) -> None:
+    """Fail the cluster over to r2; returns once w1's front knows it is a reader (as the
+    instance would), while the sidecar's own next read of the cluster is far off."""
+    moto.client.failover_db_cluster(DBClusterIdentifier=CLUSTER, TargetDBInstanceIdentifier="r2")
+    wait_until(lambda: fronts[0].writer is False, 10, "w1 a reader")
+
+
 def test_a_failover_under_load_re_routes_refused_writes_to_the_new_writer_once_each(
     sidecar: SidecarThread, moto: Moto, fleet: Fleet, fronts: list[NeptuneFront]
 ) -> None:
-    stop = threading.Event()
-    reads: list[int] = []
-    read_errors: list[BaseException] = []
-
-    def read_loop() -> None:
+    acknowledged = 0
+    with ReadLoop(sidecar.url) as reads:
         connection = DriverRemoteConnection(sidecar.url, "g")
         try:
             g = traversal().with_(connection)
-            for _ in range(5000):  # bounded; stopped when the writes are done
-                if stop.is_set():
-                    break
-                try:
-                    reads.append(g.inject(1).next())
-                except BaseException as error:
-                    read_errors.append(error)
+            for i in range(30):
+                if i == 10:
+                    fail_over_to_r2(moto, fronts)
+                g.add_v("load").property("n", i).iterate()
+                acknowledged += 1
         finally:
             connection.close()
-
-    reader = threading.Thread(target=read_loop)
-    reader.start()
-    acknowledged = 0
-    connection = DriverRemoteConnection(sidecar.url, "g")
-    try:
-        g = traversal().with_(connection)
-        for i in range(30):
-            if i == 10:
-                moto.client.failover_db_cluster(
-                    DBClusterIdentifier=CLUSTER, TargetDBInstanceIdentifier="r2"
-                )
-                wait_until(lambda: fronts[0].writer is False, 10, "w1 a reader")
-            g.add_v("load").property("n", i).iterate()
-            acknowledged += 1
-    finally:
-        connection.close()
-        stop.set()
-        reader.join(30)
     counts = [count_label(server, "load") for server in fleet[:3]]
     assert fronts[0].answered["ReadOnlyViolationException"] >= 1  # the old writer refused
     assert sum(counts) == acknowledged == 30  # every acknowledged write, none twice
     assert counts == [10, 0, 20]  # none on a reader
-    assert read_errors == []
-    assert len(reads) > 0
+    assert reads.errors == []
+    assert len(reads.reads) > 0
 
 
 def test_a_write_answered_concurrent_modification_once_is_applied_exactly_once(
@@ -258,8 +240,7 @@ def test_the_client_re_sends_a_write_refused_by_a_reader_to_the_new_writer(
     rr.refresh_topology = refresh
     g = traversal().with_(rr)
     g.add_v("before").iterate()
-    moto.client.failover_db_cluster(DBClusterIdentifier=CLUSTER, TargetDBInstanceIdentifier="r2")
-    wait_until(lambda: fronts[0].writer is False, 10, "w1 a reader")
+    fail_over_to_r2(moto, fronts)
     for _ in range(3):
         g.add_v("after").iterate()
     assert fronts[0].answered["ReadOnlyViolationException"] == 1
@@ -275,8 +256,7 @@ def test_without_a_topology_source_the_client_raises_neptunes_read_only_violatio
     fronts: list[NeptuneFront],
 ) -> None:
     rr, _ = client
-    moto.client.failover_db_cluster(DBClusterIdentifier=CLUSTER, TargetDBInstanceIdentifier="r2")
-    wait_until(lambda: fronts[0].writer is False, 10, "w1 a reader")
+    fail_over_to_r2(moto, fronts)
     with pytest.raises(GremlinServerError) as refused:
         traversal().with_(rr).add_v("refused").iterate()
     assert '"code":"ReadOnlyViolationException"' in str(refused.value)

@@ -29,7 +29,6 @@ import contextlib
 import json
 import logging
 import struct
-import threading
 import uuid
 from collections import Counter
 from typing import Any
@@ -39,6 +38,7 @@ import botocore.session
 from aiohttp import web
 
 from gremlinlb.devservers.faults import LOOPBACK, parse_loopback_address
+from gremlinlb.devservers.loopthread import LoopThread
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class NeptuneFront:
         self.forwarded_writes = 0
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
-        self._thread: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
+        self._thread: LoopThread | None = None
         self._polling: asyncio.Task[None] | None = None
         self._clients: set[web.WebSocketResponse] = set()
 
@@ -235,20 +235,12 @@ class NeptuneFront:
     # -- on a thread of its own, for synchronous tests --------------------------------------
 
     def __enter__(self) -> NeptuneFront:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="neptune-front", daemon=True)
-        thread.start()
-        self._thread = (loop, thread)
-        asyncio.run_coroutine_threadsafe(self.start(), loop).result(30)
+        self._thread = LoopThread("neptune-front")
+        self._thread.run(self.start(), 30)
         return self
 
     def __exit__(self, *_: object) -> None:
-        if self._thread is None:
-            return
-        loop, thread = self._thread
-        self._thread = None
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self.close(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+        thread = self._thread
+        if thread is not None:
+            self._thread = None
+            thread.stop(self.close())
