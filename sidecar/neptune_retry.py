@@ -98,7 +98,7 @@ class NeptuneRetrier:
             proxy._give_up(exchange, exchange.last_error)
             return
         proxy.metrics.retries.labels("neptune_conflict").inc()
-        proxy._spawn(exchange, self._resend_after(exchange, delay))
+        proxy._spawn(exchange, proxy._guard(exchange, self._resend_after(exchange, delay)))
 
     async def _resend_after(self, exchange: Exchange, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -117,7 +117,7 @@ class NeptuneRetrier:
             proxy._give_up(exchange, exchange.last_error)
             return
         exchange.rerouted = True
-        proxy._spawn(exchange, self._reroute(exchange, attempt))
+        proxy._spawn(exchange, proxy._guard(exchange, self._reroute(exchange, attempt)))
 
     async def _reroute(self, exchange: Exchange, attempt: Attempt) -> None:
         """Read the cluster at once and wait for it to name another writer, then send the

@@ -28,6 +28,7 @@ from gremlinlb.core import (
     HedgeSettings,
     HostState,
 )
+from gremlinlb.core.endpoints import parse_endpoint
 from gremlinlb.devservers import Fleet
 from gremlinlb.devservers.neptunefront import NeptuneFront
 from gremlinlb.neptune import NeptuneSource, describe
@@ -59,6 +60,17 @@ def fronts(moto: Moto, fleet: Fleet) -> Iterator[list[NeptuneFront]]:
             front.__exit__()
 
 
+def settings(budget: BudgetSettings | None = None) -> BalancerSettings:
+    """Quick health checks, no hedges (every attempt a spec counts is a retry)."""
+    return BalancerSettings(
+        health=HealthCheckSettings(interval=0.5, timeout=2.0, rise=1, fall=1),
+        buffer=BufferSettings(max_wait=5.0),
+        request_timeout=10.0,
+        hedge=HedgeSettings(enabled=False),
+        budget=budget or BudgetSettings(),
+    )
+
+
 def start_sidecar(
     moto: Moto, fronts: list[NeptuneFront], budget: BudgetSettings | None = None
 ) -> SidecarThread:
@@ -70,14 +82,7 @@ def start_sidecar(
         scheme="ws",
         addresses={name: front.address for name, front in zip(INSTANCES, fronts, strict=True)},
     )
-    settings = BalancerSettings(
-        health=HealthCheckSettings(interval=0.5, timeout=2.0, rise=1, fall=1),
-        buffer=BufferSettings(max_wait=5.0),
-        request_timeout=10.0,
-        hedge=HedgeSettings(enabled=False),
-        budget=budget or BudgetSettings(),
-    )
-    return SidecarThread(SidecarConfig(settings=settings, neptune=source))
+    return SidecarThread(SidecarConfig(settings=settings(budget), neptune=source))
 
 
 @pytest.fixture
@@ -132,6 +137,27 @@ def test_a_failover_under_load_re_routes_refused_writes_to_the_new_writer_once_e
     assert counts == [10, 0, 20]  # none on a reader
     assert reads.errors == []
     assert len(reads.reads) > 0
+
+
+def test_without_a_topology_source_the_sidecar_gives_back_neptunes_read_only_violation(
+    moto: Moto, fleet: Fleet, fronts: list[NeptuneFront]
+) -> None:
+    roles = ("writer", "reader", "reader")  # a list given by hand: nothing reads the cluster
+    endpoints = tuple(
+        parse_endpoint(f"ws://{front.address}/gremlin?role={role}")
+        for front, role in zip(fronts, roles, strict=True)
+    )
+    with SidecarThread(SidecarConfig(settings=settings(), endpoints=endpoints)) as running:
+        wait_for_roles(running, fronts, writer=0)
+        fail_over_to_r2(moto, fronts)
+        connection = DriverRemoteConnection(running.url, "g")
+        try:
+            with pytest.raises(GremlinServerError) as refused:
+                traversal().with_(connection).add_v("refused").iterate()
+        finally:
+            connection.close()
+    assert '"code":"ReadOnlyViolationException"' in str(refused.value)
+    assert [count_label(server, "refused") for server in fleet[:3]] == [0, 0, 0]
 
 
 def test_a_write_answered_concurrent_modification_once_is_applied_exactly_once(
@@ -196,12 +222,7 @@ def client(
         scheme="ws",
         addresses={name: front.address for name, front in zip(INSTANCES, fronts, strict=True)},
     )
-    settings = BalancerSettings(
-        health=HealthCheckSettings(interval=0.5, timeout=2.0, rise=1, fall=1),
-        request_timeout=10.0,
-        hedge=HedgeSettings(enabled=False),
-    )
-    rr = RoundRobinClientRemoteConnection([e.text for e in describe(source)], settings=settings)
+    rr = RoundRobinClientRemoteConnection([e.text for e in describe(source)], settings=settings())
     try:
         yield rr, source
     finally:
