@@ -34,9 +34,11 @@ from gremlinlb.sidecar.answers import (
     answer_outcome,
 )
 from gremlinlb.sidecar.frames import Request, ResponseHeader
+from gremlinlb.sidecar.neptune_retry import status_message
 from gremlinlb.sidecar.sources import answer_says_source_unknown, request_source
 
 from gremlinlb.core import AttemptLimit, ConnectionFailure, Endpoint, Lease, Outcome
+from gremlinlb.core.neptune_errors import NeptuneVerdict, classify
 from gremlinlb.core.sources import INVALID_REQUEST_ARGUMENTS
 
 if TYPE_CHECKING:
@@ -99,6 +101,7 @@ class Exchange:
         "read_only",
         "reply",
         "request",
+        "rerouted",
         "sent",
         "sent_at",
         "sent_attempts",
@@ -131,6 +134,7 @@ class Exchange:
         self.deadline_timer: asyncio.TimerHandle | None = None
         self.held: tuple[bytes | str, ResponseHeader] | None = None  # a 429/596 to give back
         self.last_error: BaseException | None = None
+        self.rerouted = False  # a write refused by a reader was sent to the new writer
         self.hedge_timer: asyncio.TimerHandle | None = None
         # Tasks waiting for a host or a connection for it, nothing of theirs sent yet: what
         # is cancelled when its client leaves. Made on the first; most requests never wait.
@@ -209,6 +213,7 @@ class Attempt:
         "held",
         "last_activity",
         "lease",
+        "neptune",
         "on_end",
         "orphaned",
         "outcome",
@@ -241,6 +246,7 @@ class Attempt:
         self.orphaned = False
         self.error: BaseException | None = None
         self.held: tuple[bytes | str, ResponseHeader] | None = None
+        self.neptune: NeptuneVerdict | None = None  # Neptune's own error, if it answered one
 
     def _lost_the_race(self) -> bool:
         exchange = self.exchange
@@ -266,6 +272,8 @@ class Attempt:
         outcome = answer_outcome(header.code)
         if header.code == INVALID_REQUEST_ARGUMENTS and self._source_elsewhere(frame):
             outcome = Outcome.OVERLOADED  # refused before it ran: retried like a 429
+        elif outcome is Outcome.SERVER_ERROR:
+            outcome = self._neptune_outcome(frame, header, outcome)
         if outcome is Outcome.OVERLOADED:
             error = StatusError(self.endpoint, header.code)
             if not self.exchange.forwarded:
@@ -277,6 +285,16 @@ class Attempt:
         self._own()
         self.exchange.forward(frame, header)
         self._end(outcome, None)
+
+    def _neptune_outcome(
+        self, frame: bytes | str, header: ResponseHeader, outcome: Outcome
+    ) -> Outcome:
+        """Neptune's own error (core.neptune_errors): OVERLOADED where a re-send is allowed
+        (the answer is held: the retry decides whether the client sees it), else unchanged."""
+        self.neptune = classify(header.code, status_message(frame, self.exchange.request.channel))
+        if self.neptune is None:
+            return outcome
+        return self.neptune.outcome(self.exchange.read_only)
 
     def on_failure(self, error: ConnectionFailure) -> None:
         self._end(error.outcome, error)

@@ -20,7 +20,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -37,6 +37,7 @@ from gremlinlb.sidecar.frames import Request
 from gremlinlb.sidecar.inbound import MeteredWebSocketResponse
 from gremlinlb.sidecar.memory import MemoryBudget
 from gremlinlb.sidecar.metrics import SidecarMetrics
+from gremlinlb.sidecar.neptune_retry import NeptuneRetrier
 from gremlinlb.sidecar.options import ProxyOptions as ProxyOptions  # moved to options.py
 from gremlinlb.sidecar.resend import Resender
 from gremlinlb.sidecar.sessions import serve_statement
@@ -91,6 +92,10 @@ class Proxy:
         # Asks a quiet host a ping (the health loop's check_alive); None: hedges go by timing.
         self.check_alive: Callable[[Endpoint], None] | None = None
         self.resender = Resender(self)
+        # Reads the cluster at once (NeptuneTopology.refresh_now) when a write meets a reader;
+        # None: no topology source, Neptune's answer goes to the client (neptune_retry.py).
+        self.refresh_topology: Callable[[], Awaitable[bool]] | None = None
+        self.neptune = NeptuneRetrier(self)
         # One thread parses and checks large frames (OFF_LOOP_FRAME_BYTES): they queue there
         # rather than take both cores from the servers and the loop.
         self.checker = concurrent.futures.ThreadPoolExecutor(
@@ -386,6 +391,8 @@ class Proxy:
             return
         if exchange.live:
             return  # a hedge (or the first attempt) still carries the request
+        if self.neptune.handles(attempt):
+            return  # Neptune's own error: retried on the writer, re-routed, or given back
         if not may_retry(outcome, exchange.read_only):
             timeout = self.balancer.settings.request_timeout
             answer = answers.not_retried(

@@ -110,6 +110,7 @@ class Sidecar:
             self.topology.watch(self.balancer, asyncio.get_running_loop())
             reads = self.topology.reads
             self.metrics.registry.register(NeptuneReadsCollector(lambda: reads))
+            self.proxy.refresh_topology = self.topology.refresh_now
             self._tasks.append(asyncio.create_task(self.topology.run(), name="gremlinlb-neptune"))
         gremlin = web.Application()
         gremlin.router.add_get("/gremlin", self.proxy.handle)

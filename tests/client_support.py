@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 
 from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
 from gremlin_python.driver.remote_connection import RemoteTraversal
@@ -55,3 +56,39 @@ def outlast_idle_close(proxy: FaultProxy) -> None:
     host, port = proxy.address.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=60) as witness:
         assert witness.recv(1) == b"", "the idle witness got bytes"
+
+
+class ReadLoop:
+    """Reads (`inject(1)`) in a loop through `url` on a thread of its own while a spec does
+    something else (a failover under load): what it read and every error it met. Bounded:
+    at most `limit` reads, and it stops at `stop()`."""
+
+    def __init__(self, url: str, limit: int = 5000) -> None:
+        self.reads: list[object] = []
+        self.errors: list[BaseException] = []
+        self._url = url
+        self._limit = limit
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def __enter__(self) -> ReadLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        connection = DriverRemoteConnection(self._url, "g")
+        try:
+            g = traversal().with_(connection)
+            for _ in range(self._limit):
+                if self._stop.is_set():
+                    break
+                try:
+                    self.reads.append(g.inject(1).next())
+                except BaseException as error:
+                    self.errors.append(error)
+        finally:
+            connection.close()

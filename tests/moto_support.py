@@ -4,6 +4,7 @@ credentials). Shared by the Neptune specs of the sidecar, the client and the ope
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import threading
@@ -55,6 +56,8 @@ class Moto:
                 raise PortTakenError(log.read_text(errors="replace"))
             assert time.monotonic() < deadline, "moto_server did not start"
             time.sleep(0.1)
+        time.sleep(1.0)  # a port taken meanwhile by another run's moto: ours failed to bind
+        assert self.process.poll() is None, f"moto_server exited: {log.read_text()}"
         self.client = botocore.session.Session().create_client(
             "neptune", region_name=REGION, endpoint_url=self.url
         )
@@ -78,10 +81,10 @@ class Moto:
 def _started(log: Path, attempts: int = 5) -> Moto:
     for _ in range(attempts - 1):
         try:
-            return Moto(find_free_port(47100), log)
+            return Moto(find_free_port(47100 + random.randrange(800)), log)
         except PortTakenError:
             continue
-    return Moto(find_free_port(47100), log)
+    return Moto(find_free_port(47100 + random.randrange(800)), log)
 
 
 @pytest.fixture

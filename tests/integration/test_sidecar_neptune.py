@@ -8,7 +8,6 @@ Gremlin Server, which serves the traffic. Writes are counted on the servers them
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,7 +29,7 @@ from gremlinlb.core import (
 from gremlinlb.devservers import Fleet
 from gremlinlb.devservers.sigv4front import Secret, SigV4Front
 from gremlinlb.neptune import NeptuneSource
-from tests.client_support import count_label
+from tests.client_support import ReadLoop, count_label
 from tests.helpers import wait_until
 from tests.moto_support import CLUSTER, REGION, Moto, neptune_source
 
@@ -151,56 +150,37 @@ def test_a_failover_under_load_fails_no_read_and_writes_each_acknowledged_write_
     sidecar: SidecarThread, moto: Moto, fleet: Fleet
 ) -> None:
     follows(sidecar, {(fleet[i].address, r, z) for i, r, z in _initial()})
-    stop = threading.Event()
-    reads: list[int] = []
-    read_errors: list[BaseException] = []
-
-    def read_loop() -> None:
+    acknowledged = 0
+    with ReadLoop(sidecar.url) as reads:
         connection = DriverRemoteConnection(sidecar.url, "g")
         try:
             g = traversal().with_(connection)
-            while not stop.is_set():
-                try:
-                    reads.append(g.inject(1).next())
-                except BaseException as error:
-                    read_errors.append(error)
+            for i in range(40):
+                if i == 10:
+                    moto.client.failover_db_cluster(
+                        DBClusterIdentifier=CLUSTER, TargetDBInstanceIdentifier="r2"
+                    )
+                g.add_v("load").property("n", i).iterate()
+                acknowledged += 1
+            follows(
+                sidecar,
+                {
+                    (fleet[0].address, "reader", "us-east-1a"),
+                    (fleet[1].address, "reader", "us-east-1a"),
+                    (fleet[2].address, "writer", "us-east-1b"),
+                },
+            )
+            for i in range(40, 50):
+                g.add_v("load").property("n", i).iterate()
+                acknowledged += 1
         finally:
             connection.close()
-
-    reader = threading.Thread(target=read_loop)
-    reader.start()
-    acknowledged = 0
-    connection = DriverRemoteConnection(sidecar.url, "g")
-    try:
-        g = traversal().with_(connection)
-        for i in range(40):
-            if i == 10:
-                moto.client.failover_db_cluster(
-                    DBClusterIdentifier=CLUSTER, TargetDBInstanceIdentifier="r2"
-                )
-            g.add_v("load").property("n", i).iterate()
-            acknowledged += 1
-        follows(
-            sidecar,
-            {
-                (fleet[0].address, "reader", "us-east-1a"),
-                (fleet[1].address, "reader", "us-east-1a"),
-                (fleet[2].address, "writer", "us-east-1b"),
-            },
-        )
-        for i in range(40, 50):
-            g.add_v("load").property("n", i).iterate()
-            acknowledged += 1
-    finally:
-        connection.close()
-        stop.set()
-        reader.join(30)
     counts = [count_label(server, "load") for server in fleet[:3]]
     assert sum(counts) == acknowledged == 50  # nothing written twice, nothing lost
     assert counts[1] == 0  # never on a reader
     assert counts[2] >= 10  # the writes after the list changed went to the new writer
-    assert read_errors == []
-    assert len(reads) > 0
+    assert reads.errors == []
+    assert len(reads.reads) > 0
 
 
 def test_with_sigv4_a_mapped_instance_is_signed_for_its_own_endpoint_name(

@@ -19,6 +19,9 @@ from functools import partial
 from gremlinlb.core import Balancer, Endpoint
 from gremlinlb.neptune import NeptuneSource, NeptuneTopology, TagCache, describe
 
+#: The longest a caller waits for a read of the management API (botocore's retries included).
+READ_WAIT = 30.0
+
 
 @dataclass(frozen=True)
 class FirstRead:
@@ -65,8 +68,14 @@ class NeptuneFollower:
             self._loop.run_until_complete(self._task)
         self._loop.close()
 
+    def refresh_now(self) -> bool:
+        """Read the cluster at once from a caller's thread; True once the list is applied (a
+        write refused by a reader is then re-sent to the writer it names)."""
+        done = asyncio.run_coroutine_threadsafe(self.topology.refresh_now(), self._loop)
+        return done.result(READ_WAIT)
+
     def stop(self) -> None:
         """End the loop (its eager reads too) and wait for the thread, a read at most."""
         with contextlib.suppress(RuntimeError):  # the loop has ended already
             self._loop.call_soon_threadsafe(self._task.cancel)
-        self._thread.join(30)
+        self._thread.join(READ_WAIT)

@@ -42,6 +42,7 @@ from gremlinlb.client.errors import AnswerNotReadableError
 from gremlinlb.client.health_loop import HealthLoop
 from gremlinlb.client.keepalive import Keepalive
 from gremlinlb.client.neptune import NeptuneFollower, first_read
+from gremlinlb.client.neptune_errors import NeptuneRetry, verdict_of
 from gremlinlb.core import (
     OVERLOAD_STATUS_CODES,
     AllHostsTriedError,
@@ -67,6 +68,7 @@ from gremlinlb.core import (
     parse_endpoint,
 )
 from gremlinlb.core.liveness import HEDGE_RECHECK_MAX
+from gremlinlb.core.neptune_errors import NeptuneVerdict
 from gremlinlb.neptune import NeptuneSource
 
 log = logging.getLogger(__name__)
@@ -150,14 +152,16 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         self._sessions: list[PinnedSession] = []
         self._watching: dict[Lease, _Request] = {}  # attempts in flight -> their request
         self._watch_lock = threading.Lock()
+        self._neptune_errors = NeptuneRetry(self._balancer)
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="gremlinlb-submit")
         self._health = HealthLoop(self._balancer, self._options)
         self._balancer.subscribe(self._on_host_event)
         self._health.start()
         self._keepalive.start()
-        self._neptune = None
+        self._follower = None
         if first is not None:
-            self._neptune = NeptuneFollower(first, self._balancer, self.replace_hosts)
+            self._follower = NeptuneFollower(first, self._balancer, self.replace_hosts)
+            self.refresh_topology = self._follower.refresh_now
 
     # -- RemoteConnection ----------------------------------------------------------------
 
@@ -176,8 +180,8 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         if self._balancer.closed:
             return
         log.info("closing %s", self.url)
-        if self._neptune is not None:
-            self._neptune.stop()
+        if self._follower is not None:
+            self._follower.stop()
         self._balancer.close()
         self._health.stop()
         self._keepalive.stop()
@@ -274,6 +278,18 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         are spread like the servers are listed); applies to the next request."""
         self._balancer.set_client_zones(client_zones)
 
+    @property
+    def refresh_topology(self) -> Callable[[], object] | None:
+        """Reads the cluster at once and returns once the host list is updated (a Neptune
+        topology source sets it: `neptune=`); a write refused by a reader
+        (ReadOnlyViolationException) is then re-sent to the new writer. None: Neptune's answer
+        is raised."""
+        return self._neptune_errors.refresh_topology
+
+    @refresh_topology.setter
+    def refresh_topology(self, refresh: Callable[[], object] | None) -> None:
+        self._neptune_errors.refresh_topology = refresh
+
     def check_health_now(self) -> None:
         """Run one probe round immediately (also what the background loop does)."""
         self._health.probe_once()
@@ -286,6 +302,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         self._check_open()
         request = _Request(bytecode, read_only=not bytecode_may_write(bytecode))
         budget = AttemptLimit(self._balancer.settings.max_attempts)
+        deadline = _now() + self._balancer.settings.request_timeout  # for Neptune's retries
         tried: list[Endpoint] = []
         last_error: BaseException | None = None
         live: list[_Attempt] = []
@@ -314,6 +331,23 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
                 outcome = attempt.outcome
                 assert outcome is not None
                 assert last_error is not None
+                again = self._neptune_errors.again(
+                    last_error,
+                    attempt.lease.endpoint,
+                    request.read_only,
+                    budget,
+                    request.received(),
+                    deadline,
+                    request.rerouted,
+                )
+                if again is False:
+                    raise last_error  # Neptune's own answer, unchanged
+                if again:
+                    if verdict_of(last_error) is NeptuneVerdict.CONFLICT:
+                        tried.pop()  # rolled back on the writer: the writer again
+                    else:
+                        request.rerouted = True  # to the new writer, once
+                    continue
                 if not self._may_try_again(outcome, request, budget):
                     if outcome.may_have_executed and not request.read_only:
                         raise RequestMayHaveBeenAppliedError(
@@ -428,7 +462,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
     ) -> None:
         """The attempt ended: free its socket, tell the core (it measures the latency, also for
         a hedge's loser), and wake the request if it still waits."""
-        outcome = _classify(error)
+        outcome = _classify(error, attempt.request.read_only)
         attempt.generation.give_back()
         with self._watch_lock:
             self._watching.pop(attempt.lease, None)
@@ -652,7 +686,7 @@ class PinnedSession(RemoteConnection):  # type: ignore[misc]
 class _Request:
     """One traversal as the caller sees it, across its attempts."""
 
-    __slots__ = ("bytecode", "not_sent", "options", "read_only", "sent", "wake")
+    __slots__ = ("bytecode", "not_sent", "options", "read_only", "rerouted", "sent", "wake")
 
     def __init__(self, bytecode: Any, *, read_only: bool) -> None:
         self.bytecode = bytecode
@@ -660,6 +694,7 @@ class _Request:
         # sends them
         self.options = DriverRemoteConnection._extract_request_options(bytecode)
         self.read_only = read_only
+        self.rerouted = False  # a write refused by a reader went to the new writer
         self.sent = 0  # attempts handed to a server, of every kind (see AttemptLimit)
         # ... of which were provably never written (NOT_SENT: refused, the connection failed
         # before the request left, a pooled socket found closed before writing: transport.py).
@@ -688,7 +723,7 @@ class _Attempt:
         self.results: list[Any] = []
 
 
-def _classify(error: BaseException | None) -> Outcome:
+def _classify(error: BaseException | None, read_only: bool) -> Outcome:
     """What an attempt's ending says. Network failures come tagged from the transport; an
     answer the server gave is its own verdict; anything else (an answer gremlinpython cannot
     decode, a request it cannot serialize) is the request's own problem, never the host's."""
@@ -696,6 +731,9 @@ def _classify(error: BaseException | None) -> Outcome:
         return Outcome.SUCCESS
     if isinstance(error, ConnectionFailure):
         return error.outcome
+    verdict = verdict_of(error)
+    if verdict is not None:  # Neptune's own error (client/neptune_errors.py)
+        return verdict.outcome(read_only)
     if isinstance(error, GremlinServerError):
         overloaded = error.status_code in OVERLOAD_STATUS_CODES
         return Outcome.OVERLOADED if overloaded else Outcome.SERVER_ERROR
