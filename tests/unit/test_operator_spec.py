@@ -89,8 +89,8 @@ def test_plain_http_pushes_are_off_unless_the_cluster_turns_them_on() -> None:
         parse_spec("c", bad)
 
 
-def test_the_service_is_required() -> None:
-    with pytest.raises(SpecError, match=r"spec.service: required"):
+def test_the_service_or_a_neptune_cluster_is_required() -> None:
+    with pytest.raises(SpecError, match=r"spec.service or spec.neptune is required: name the"):
         parse_spec("graph", {})
 
 
