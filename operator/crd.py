@@ -129,7 +129,7 @@ def _neptune_schema() -> dict[str, Any]:
                 "type": "object",
                 "additionalProperties": {"type": "string", "pattern": "^[^:]+:[0-9]+$"},
                 "description": "Instance identifier -> host:port to connect to instead of the "
-                "instance's endpoint (a tunnel); SigV4 still signs for the instance's own name.",
+                "instance's endpoint (a tunnel, a local stand-in).",
             },
         },
     }

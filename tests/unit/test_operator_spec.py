@@ -134,6 +134,7 @@ def test_the_example_cluster_is_valid() -> None:
     example = next(d for d in documents if d["kind"] == "GremlinCluster")
     parsed = parse_spec(example["metadata"]["name"], example["spec"])
     assert parsed.settings.health.interval == 5.0
+    assert parsed.service is not None
     assert parsed.service.name == "gremlin"
 
 
