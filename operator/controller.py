@@ -187,6 +187,7 @@ class ClusterController:
         self._slices: Reflector | None = None
         self._writer_slices: Reflector | None = None  # of spec.roles.writerService
         self._pods: Reflector | None = None
+        self._pods_listed = False  # whether _on_pods has seen the current pod watch's list
         self._neptune: NeptuneFollower | None = None  # with spec.neptune, instead of slices
         self._watch_tasks: list[asyncio.Task[None]] = []
         self._watching: tuple[Any, ...] | None = None
@@ -388,6 +389,7 @@ class ClusterController:
         for task in self._watch_tasks:
             task.cancel()
         self._watching = wanted
+        self._pods_listed = False
         self._pods = self._api.reflector(
             Kind.POD,
             self.namespace,
@@ -570,8 +572,9 @@ class ClusterController:
     # -- client pods ---------------------------------------------------------------------------
 
     def _on_pods(self) -> None:
-        if self._pods is None:
-            return
+        if self._pods is None or not self._pods.synced.is_set():
+            return  # a new watch not listed yet: its (empty) objects would drop every target
+        first_list, self._pods_listed = not self._pods_listed, True
         targets: dict[str, str] = {}
         keys: dict[str, PodKey] = {}
         zones: Counter[str] = Counter()
@@ -598,7 +601,8 @@ class ClusterController:
             if before is not None and before != pod_key:
                 self.group.poke(key)
         self._pod_keys = keys
-        if dict(zones) != self.client_zones or self.group.payload is None:
+        # The first list of a new watch: a host list held back for it is computed now.
+        if first_list or dict(zones) != self.client_zones or self.group.payload is None:
             self.client_zones = dict(sorted(zones.items()))
             self._schedule_recompute()
         self._schedule_status()
