@@ -398,6 +398,7 @@ class ClusterController:
             name=f"{self.namespace}/{self.name} client pods",
         )
         self._slices = self._writer_slices = self._neptune = None
+        self._service_found = True  # until a recompute reads the Service (if there is one)
         sources: list[Any] = []
         if spec.neptune is not None:
             self._neptune = NeptuneFollower(spec.neptune, self._on_neptune_read)
