@@ -29,6 +29,7 @@ from gremlinlb.operator.discovery import (
     ready_addresses,
     with_roles,
 )
+from gremlinlb.operator.neptune import NeptuneFollower
 from gremlinlb.operator.push import (
     BackendHealth,
     HealthReader,
@@ -39,8 +40,7 @@ from gremlinlb.operator.push import (
     TargetStatus,
 )
 from gremlinlb.operator.spec import (
-    ADMIN_PORT_NAME,
-    SIDECAR_CONTAINER,
+    DEFAULT_ADMIN_PORT,
     ClusterSpec,
     SpecError,
     parse_spec,
@@ -52,6 +52,7 @@ from gremlinlb.operator.status import (
     plain_http_message,
     same_status,
 )
+from gremlinlb.operator.targets import PodKey, push_target
 from gremlinlb.operator.tokens import (
     Write,
     certificate_of,
@@ -59,7 +60,7 @@ from gremlinlb.operator.tokens import (
     sidecar_server_name,
     token_secret,
 )
-from gremlinlb.operator.webhook import ADMIN_TLS_ANNOTATION, pod_zone, token_secret_name
+from gremlinlb.operator.webhook import pod_zone, token_secret_name
 
 from gremlinlb import certificates as certs
 from gremlinlb.schema import to_document
@@ -81,16 +82,6 @@ class ControllerOptions:
     #: zone alone: a rollout changes them with every pod, and each would be a push to every
     #: sidecar. Host changes are never held back, and carry the latest counts.
     client_zones_interval: float = 5.0
-
-
-@dataclass(frozen=True)
-class _PodKey:
-    """What, in a pod's status, means "its sidecar may have (re)started"."""
-
-    ip: str
-    ready: bool
-    restarts: int
-    container_id: str
 
 
 #: Between attempts at a cluster's own API calls (its token Secret) that failed.
@@ -179,7 +170,7 @@ class ClusterController:
         self.endpoints: list[DiscoveredEndpoint] = []
         self._service_found = True
         self._port_choice: PortChoice | None = None
-        self._pod_keys: dict[str, _PodKey] = {}
+        self._pod_keys: dict[str, PodKey] = {}
         #: Client pods given no push: plain HTTP admin API, not allowed by the cluster.
         self.plain_http_refused: tuple[str, ...] = ()
         send, read_health = _verifying(sender, self.server_name)
@@ -196,8 +187,10 @@ class ClusterController:
         self._slices: Reflector | None = None
         self._writer_slices: Reflector | None = None  # of spec.roles.writerService
         self._pods: Reflector | None = None
+        self._pods_listed = False  # whether _on_pods has seen the current pod watch's list
+        self._neptune: NeptuneFollower | None = None  # with spec.neptune, instead of slices
         self._watch_tasks: list[asyncio.Task[None]] = []
-        self._watching: tuple[str, str, str | None] | None = None
+        self._watching: tuple[Any, ...] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._recompute_pending = False
         self._status_pending = False
@@ -388,33 +381,41 @@ class ClusterController:
     def _rewatch(self) -> None:
         if self.spec is None or self._main is None or self._stopped:
             return
-        wanted = (
-            self.spec.service.name,
-            label_selector(self.spec.clients),
-            self.spec.writer_service,
-        )
+        spec = self.spec
+        service = None if spec.service is None else spec.service.name
+        wanted = (service, label_selector(spec.clients), spec.writer_service, spec.neptune)
         if wanted == self._watching:
             return
         for task in self._watch_tasks:
             task.cancel()
         self._watching = wanted
-        service, selector, writer_service = wanted
-        self._slices = self._slices_of(service, service)
+        self._pods_listed = False
         self._pods = self._api.reflector(
             Kind.POD,
             self.namespace,
-            selector,
+            wanted[1],
             self._on_pods,
             name=f"{self.namespace}/{self.name} client pods",
         )
-        self._writer_slices = None
-        if writer_service is not None:
-            self._writer_slices = self._slices_of(writer_service, f"writers {writer_service}")
-        self._watch_tasks = [
-            *([asyncio.create_task(self._writer_slices.run())] if self._writer_slices else []),
-            asyncio.create_task(self._slices.run()),
-            asyncio.create_task(self._pods.run()),
-        ]
+        self._slices = self._writer_slices = self._neptune = None
+        self._service_found = True  # until a recompute reads the Service (if there is one)
+        sources: list[Any] = []
+        if spec.neptune is not None:
+            self._neptune = NeptuneFollower(spec.neptune, self._on_neptune_read)
+            sources.append(self._neptune.run())
+        if service is not None:
+            self._slices = self._slices_of(service, service)
+            sources.append(self._slices.run())
+        if spec.writer_service is not None:
+            self._writer_slices = self._slices_of(
+                spec.writer_service, f"writers {spec.writer_service}"
+            )
+            sources.append(self._writer_slices.run())
+        self._watch_tasks = [asyncio.create_task(c) for c in (*sources, self._pods.run())]
+
+    def _on_neptune_read(self) -> None:
+        self._schedule_recompute()
+        self._schedule_status()  # the last read time, or the error
 
     # -- host list -----------------------------------------------------------------------------
 
@@ -436,6 +437,7 @@ class ClusterController:
             self._schedule_status()
 
     async def _resolve_port(self, spec: ClusterSpec) -> PortChoice:
+        assert spec.service is not None
         fallback = PortChoice(spec.service.port_name, spec.service.port)
         try:
             service = await self._api.read(Kind.SERVICE, self.namespace, spec.service.name)
@@ -456,25 +458,37 @@ class ClusterController:
             return PortChoice(ports[0].get("name") or "", spec.service.port)
         return fallback
 
-    async def _recompute(self) -> None:
-        spec = self.spec
-        writer_slices = self._writer_slices
-        if (
-            spec is None
-            or self._slices is None
-            or not self._slices.synced.is_set()
-            or (writer_slices is not None and not writer_slices.synced.is_set())
-            or self._pods is None
-            or not self._pods.synced.is_set()  # the first list carries the client zones
-        ):
-            self._schedule_status()
-            return
+    async def _discover(
+        self, spec: ClusterSpec
+    ) -> tuple[list[DiscoveredEndpoint], tuple[str, ...]] | None:
+        """The endpoints and the host list, from the Neptune cluster or from the Service's
+        EndpointSlices (None until known)."""
+        if self._neptune is not None:
+            return self._neptune.found()
+        slices, writer_slices = self._slices, self._writer_slices
+        if slices is None or not slices.synced.is_set():
+            return None
+        if writer_slices is not None and not writer_slices.synced.is_set():
+            return None
         self._port_choice = await self._resolve_port(spec)
         writers = None if writer_slices is None else ready_addresses(writer_slices.objects.values())
         endpoints = with_roles(
-            endpoints_from_slices(self._slices.objects.values(), self._port_choice), writers
+            endpoints_from_slices(slices.objects.values(), self._port_choice), writers
         )
-        hosts = tuple(spec.host_address(e.ip, e.port, e.role, e.zone) for e in live(endpoints))
+        return endpoints, tuple(
+            spec.host_address(e.ip, e.port, e.role, e.zone) for e in live(endpoints)
+        )
+
+    async def _recompute(self) -> None:
+        spec = self.spec
+        pods = self._pods  # their first list carries the client zones
+        found = None
+        if spec is not None and pods is not None and pods.synced.is_set():
+            found = await self._discover(spec)
+        if spec is None or found is None:
+            self._schedule_status()
+            return
+        endpoints, hosts = found
         settings = to_document(spec.settings)
         zones = self.client_zones
         previous = self.group.payload
@@ -559,15 +573,17 @@ class ClusterController:
     # -- client pods ---------------------------------------------------------------------------
 
     def _on_pods(self) -> None:
-        if self._pods is None:
-            return
+        if self._pods is None or not self._pods.synced.is_set():
+            return  # a new watch not listed yet: its (empty) objects would drop every target
+        first_list, self._pods_listed = not self._pods_listed, True
         targets: dict[str, str] = {}
-        keys: dict[str, _PodKey] = {}
+        keys: dict[str, PodKey] = {}
         zones: Counter[str] = Counter()
         refused: list[str] = []
         plain_allowed = self.spec is not None and self.spec.sidecar.allow_plain_http_push
         for pod in self._pods.objects.values():
-            found = self._target(pod)
+            default_port = self.spec.sidecar.admin_port if self.spec else DEFAULT_ADMIN_PORT
+            found = push_target(self.namespace, pod, default_port)
             if found is None:
                 continue
             key, url, pod_key = found
@@ -586,7 +602,8 @@ class ClusterController:
             if before is not None and before != pod_key:
                 self.group.poke(key)
         self._pod_keys = keys
-        if dict(zones) != self.client_zones or self.group.payload is None:
+        # The first list of a new watch: a host list held back for it is computed now.
+        if first_list or dict(zones) != self.client_zones or self.group.payload is None:
             self.client_zones = dict(sorted(zones.items()))
             self._schedule_recompute()
         self._schedule_status()
@@ -605,45 +622,6 @@ class ClusterController:
         if pods != self.plain_http_refused:
             self.plain_http_refused = pods
             self._schedule_status()
-
-    def _target(self, pod: Mapping[str, Any]) -> tuple[str, str, _PodKey] | None:
-        meta = pod.get("metadata") or {}
-        status = pod.get("status") or {}
-        ip = status.get("podIP")
-        if (
-            not ip
-            or meta.get("deletionTimestamp")
-            or status.get("phase")
-            in (
-                "Succeeded",
-                "Failed",
-            )
-        ):
-            return None
-        spec = pod.get("spec") or {}
-        port = None
-        for group in ("initContainers", "containers"):
-            for container in spec.get(group) or ():
-                for p in container.get("ports") or ():
-                    if p.get("name") == ADMIN_PORT_NAME:
-                        port = p.get("containerPort")
-        if port is None:
-            port = self.spec.sidecar.admin_port if self.spec else 9901
-        host = f"[{ip}]" if ":" in str(ip) else str(ip)
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True"
-            for c in status.get("conditions") or ()
-        )
-        restarts, container_id = 0, ""
-        for group in ("initContainerStatuses", "containerStatuses"):
-            for cs in status.get(group) or ():
-                if cs.get("name") == SIDECAR_CONTAINER:
-                    restarts = int(cs.get("restartCount") or 0)
-                    container_id = str(cs.get("containerID") or "")
-        key = f"{self.namespace}/{meta.get('name')}"
-        scheme = "https" if (meta.get("annotations") or {}).get(ADMIN_TLS_ANNOTATION) else "http"
-        url = f"{scheme}://{host}:{port}"
-        return key, url, _PodKey(str(ip), ready, restarts, container_id)
 
     # -- results and status --------------------------------------------------------------------
 
@@ -691,12 +669,17 @@ class ClusterController:
             spec_error=self.spec_error,
             access_error=self.access_error,
             plain_http_refused=self.plain_http_refused,
+            neptune=None if self._neptune is None else self._neptune.status(),
         )
 
     async def _write_status(self) -> None:
-        if self.group.payload is None and self.spec_error is None and self.access_error is None:
+        observed = self.observed()
+        failed = self.spec_error or self.access_error or (observed.neptune or {}).get("lastError")
+        if self.group.payload is None and not failed:
             return  # nothing known yet: keep the stored status (and its generation)
-        status = build_status(self.observed(), self._conditions, now_text())
+        status = build_status(observed, self._conditions, now_text())
+        if "neptune" in self._written_status and "neptune" not in status:
+            status["neptune"] = None  # a merge patch keeps what it does not delete
         if same_status(status, self._written_status):
             return
         log.debug("%s/%s: writing the status", self.namespace, self.name)

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 from gremlinlb.operator.spec import (
+    BOTH_SOURCES,
     DEFAULT_ADMIN_PORT,
     DEFAULT_GREMLIN_PORT,
     DEFAULT_IMAGE,
@@ -19,7 +20,11 @@ from gremlinlb.operator.spec import (
     GROUP,
     INJECT_LABEL,
     KIND,
+    NEPTUNE_REFRESH,
+    NEPTUNE_REFRESH_FLOOR,
+    NO_SOURCE,
     PLURAL,
+    ROLES_WITH_NEPTUNE,
     SIDECAR_MEMORY,
     VERSION,
 )
@@ -85,12 +90,58 @@ def _sidecar_option_schema(option: Setting) -> dict[str, Any]:
     return schema
 
 
+def _neptune_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "A Neptune cluster whose writer and readers (with their availability "
+        "zones) are the host list, read from the Neptune management API (DescribeDBClusters, "
+        "DescribeDBInstances) with the operator's AWS credentials (IRSA on EKS); instead of "
+        "spec.service.",
+        "required": ["clusterIdentifier", "region"],
+        "properties": {
+            "clusterIdentifier": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 63,
+                "description": "The Neptune DB cluster identifier.",
+            },
+            "region": {"type": "string", "minLength": 1, "description": "Its AWS region."},
+            "endpointUrl": {
+                "type": "string",
+                "pattern": "^https?://",
+                "description": "The management API's URL (default: AWS's regional endpoint; "
+                "set for a stand-in such as moto).",
+            },
+            "refreshSeconds": {
+                "type": "number",
+                "default": NEPTUNE_REFRESH,
+                "minimum": NEPTUNE_REFRESH_FLOOR,
+                "description": "Seconds between reads of the cluster, each jittered by up to a "
+                "fifth; a failed read keeps the last list.",
+            },
+            "scheme": {
+                "type": "string",
+                "enum": ["wss", "ws"],
+                "default": "wss",
+                "description": "wss (Neptune serves TLS only) or ws (a local stand-in).",
+            },
+            "addresses": {
+                "type": "object",
+                "additionalProperties": {"type": "string", "pattern": "^[^:]+:[0-9]+$"},
+                "description": "Instance identifier -> host:port to connect to instead of the "
+                "instance's endpoint (a tunnel, a local stand-in).",
+            },
+        },
+    }
+
+
 def spec_schema() -> dict[str, Any]:
     port = {"type": "integer", "minimum": 1, "maximum": 65535}
     properties: dict[str, Any] = {
         "service": {
             "type": "object",
-            "description": "The Service in front of the Gremlin Servers (same namespace).",
+            "description": "The Service in front of the Gremlin Servers (same namespace); "
+            "or spec.neptune instead.",
             "required": ["name"],
             "properties": {
                 "name": {"type": "string", "minLength": 1, "maxLength": 63},
@@ -105,6 +156,7 @@ def spec_schema() -> dict[str, Any]:
                 },
             },
         },
+        "neptune": _neptune_schema(),
         "path": {
             "type": "string",
             "default": DEFAULT_PATH,
@@ -221,8 +273,12 @@ def spec_schema() -> dict[str, Any]:
     properties.update(crd_properties())
     return {
         "type": "object",
-        "required": ["service"],
         "properties": properties,
+        "x-kubernetes-validations": [
+            {"rule": "!(has(self.service) && has(self.neptune))", "message": BOTH_SOURCES},
+            {"rule": "has(self.service) || has(self.neptune)", "message": NO_SOURCE},
+            {"rule": "!(has(self.roles) && has(self.neptune))", "message": ROLES_WITH_NEPTUNE},
+        ],
     }
 
 
@@ -238,6 +294,10 @@ def status_schema() -> dict[str, Any]:
             "lastTransitionTime": {"type": "string", "format": "date-time"},
             "observedGeneration": {"type": "integer", "format": "int64"},
         },
+    }
+    instance = {
+        "type": "object",
+        "properties": {"address": {"type": "string"}, "zone": {"type": "string"}},
     }
     return {
         "type": "object",
@@ -335,6 +395,27 @@ def status_schema() -> dict[str, Any]:
                     },
                 },
             },
+            "neptune": {
+                "type": "object",
+                "description": "The Neptune cluster as last read (with spec.neptune): its "
+                "writer and readers are the host list.",
+                "properties": {
+                    "cluster": {"type": "string"},
+                    "region": {"type": "string"},
+                    "writer": instance,
+                    "readers": {"type": "array", "items": instance},
+                    "lastReadTime": {
+                        "type": "string",
+                        "format": "date-time",
+                        "description": "When the cluster was last read successfully.",
+                    },
+                    "lastError": {
+                        "type": "string",
+                        "description": "Why the latest read failed (absent when it did not); "
+                        "the sidecars keep the last list read.",
+                    },
+                },
+            },
             "conditions": {
                 "type": "array",
                 "items": condition,
@@ -409,8 +490,9 @@ def build_crd() -> dict[str, Any]:
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": "Gremlin Servers behind a Service, balanced per "
-                            "request by gremlinlb sidecars in the client pods.",
+                            "description": "Gremlin Servers behind a Service (or a Neptune "
+                            "cluster), balanced per request by gremlinlb sidecars in the client "
+                            "pods.",
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},

@@ -17,6 +17,7 @@ from gremlinlb.sidecar.options import TUNABLES
 
 from gremlinlb import __version__
 from gremlinlb.core import BalancerSettings, GremlinLBError
+from gremlinlb.neptune import NeptuneSource
 from gremlinlb.schema import Setting, SettingsError, convert, from_document, to_document
 
 GROUP = "gremlinlb.io"
@@ -36,6 +37,25 @@ DEFAULT_PATH = "/gremlin"
 DEFAULT_SERVICE_PORT = 8182
 DEFAULT_GREMLIN_PORT = 8182
 DEFAULT_ADMIN_PORT = 9901
+#: spec.neptune.refreshSeconds: the Java peer's interval, and a floor that spares the API.
+NEPTUNE_REFRESH = 60.0
+NEPTUNE_REFRESH_FLOOR = 1.0
+
+#: The apiserver's messages (CEL rules of the CRD) and the operator's, when a spec names both
+#: or neither source of its host list.
+BOTH_SOURCES = (
+    "spec.service and spec.neptune are both set: a GremlinCluster follows either a Service's "
+    "endpoints or a Neptune cluster's instances; remove one of them"
+)
+NO_SOURCE = (
+    "spec.service or spec.neptune is required: name the Service in front of the Gremlin "
+    "Servers (service.name), or the Neptune cluster to follow (neptune.clusterIdentifier and "
+    "neptune.region)"
+)
+ROLES_WITH_NEPTUNE = (
+    "spec.roles does not apply with spec.neptune: Neptune's API says which instance is the "
+    "writer; remove spec.roles"
+)
 
 
 class SpecError(GremlinLBError, ValueError):
@@ -91,7 +111,8 @@ SIDECAR_MEMORY: tuple[Setting, ...] = tuple(
 
 @dataclass(frozen=True, slots=True)
 class ClusterSpec:
-    service: ServiceRef
+    #: Where the host list comes from: a Service's EndpointSlices, or (None) spec.neptune.
+    service: ServiceRef | None
     path: str = DEFAULT_PATH
     traversal_source: str = "g"
     traversal_sources: tuple[str, ...] = ()
@@ -104,6 +125,8 @@ class ClusterSpec:
     sidecar: SidecarSpec = field(default_factory=SidecarSpec)
     #: A second Service selecting the writers among the servers (None: every server does both).
     writer_service: str | None = None
+    #: The Neptune cluster whose writer and readers are the host list (instead of a Service).
+    neptune: NeptuneSource | None = None
 
     def host_address(
         self, ip: str, port: int, role: str | None = None, zone: str | None = None
@@ -126,9 +149,15 @@ def default_client_selector(cluster_name: str) -> dict[str, Any]:
 
 def parse_spec(cluster_name: str, spec: Mapping[str, Any]) -> ClusterSpec:
     """Read a GremlinCluster ``spec``; raise :class:`SpecError` naming the bad field."""
-    service = _mapping(spec, "service", required=True)
-    service_name = _text(service, "name", "spec.service", required=True)
-    port = _integer(service, "port", "spec.service", DEFAULT_SERVICE_PORT, 1, 65535)
+    service = _mapping(spec, "service")
+    neptune = neptune_from_spec(_mapping(spec, "neptune"))
+    if service and neptune is not None:
+        raise SpecError(BOTH_SOURCES)
+    if not service and neptune is None:
+        raise SpecError(NO_SOURCE)
+    roles = _mapping(spec, "roles")
+    if roles and neptune is not None:
+        raise SpecError(ROLES_WITH_NEPTUNE)
     path = _text(spec, "path", "spec", default=DEFAULT_PATH)
     if not path.startswith("/"):
         raise SpecError(f"spec.path: must start with '/', got {path!r}")
@@ -163,11 +192,9 @@ def parse_spec(cluster_name: str, spec: Mapping[str, Any]) -> ClusterSpec:
     if not isinstance(resources, Mapping):
         raise SpecError("spec.sidecar.resources: must be an object (requests/limits)")
     defaults = SidecarSpec()
-    roles = _mapping(spec, "roles")
     return ClusterSpec(
-        service=ServiceRef(
-            service_name, port, _text(service, "portName", "spec.service", default="") or None
-        ),
+        service=_service(service) if neptune is None else None,
+        neptune=neptune,
         path=path,
         traversal_source=_text(spec, "traversalSource", "spec", default="g"),
         traversal_sources=_names(spec, "traversalSources", "spec"),
@@ -193,6 +220,49 @@ def parse_spec(cluster_name: str, spec: Mapping[str, Any]) -> ClusterSpec:
             allow_plain_http_push=_flag(sidecar, "allowPlainHttpPush", "spec.sidecar"),
             **{option.flat: _optional_tunable(sidecar, option) for option in SIDECAR_MEMORY},
         ),
+    )
+
+
+def _service(service: Mapping[str, Any]) -> ServiceRef:
+    return ServiceRef(
+        _text(service, "name", "spec.service", required=True),
+        _integer(service, "port", "spec.service", DEFAULT_SERVICE_PORT, 1, 65535),
+        _text(service, "portName", "spec.service", default="") or None,
+    )
+
+
+def neptune_from_spec(neptune: Mapping[str, Any]) -> NeptuneSource | None:
+    """spec.neptune as gremlinlb.neptune reads it (None: not set)."""
+    if not neptune:
+        return None
+    where = "spec.neptune"
+    refresh = neptune.get("refreshSeconds", NEPTUNE_REFRESH)
+    if (
+        not isinstance(refresh, int | float)
+        or isinstance(refresh, bool)
+        or refresh < NEPTUNE_REFRESH_FLOOR
+    ):
+        raise SpecError(
+            f"{where}.refreshSeconds: must be a number of seconds >= {NEPTUNE_REFRESH_FLOOR:g}, "
+            f"got {refresh!r}"
+        )
+    scheme = _text(neptune, "scheme", where, default="wss")
+    if scheme not in ("ws", "wss"):
+        raise SpecError(f"{where}.scheme: must be wss (Neptune) or ws (a stand-in), got {scheme!r}")
+    addresses = _mapping(neptune, "addresses", where)
+    for instance, address in addresses.items():
+        if not isinstance(address, str) or ":" not in address:
+            raise SpecError(
+                f"{where}.addresses.{instance}: must be host:port, the address that instance "
+                f"is reached at, got {address!r}"
+            )
+    return NeptuneSource(
+        cluster=_text(neptune, "clusterIdentifier", where, required=True),
+        region=_text(neptune, "region", where, required=True),
+        endpoint_url=_text(neptune, "endpointUrl", where) or None,
+        refresh=float(refresh),
+        addresses=dict(addresses),
+        scheme=scheme,
     )
 
 

@@ -4,8 +4,8 @@ Conditions follow the Kubernetes conventions: ``lastTransitionTime`` changes onl
 condition's status does, and each carries the ``observedGeneration`` it was computed for.
 
 * ``Ready``: at least one live endpoint (reasons ``EndpointsAvailable``, ``NoLiveEndpoints``,
-  ``ServiceNotFound``, ``InvalidSpec``, ``Forbidden``).
-* ``Degraded``: something needs attention (``SidecarsWithoutAdminTLS``,
+  ``ServiceNotFound``, ``InvalidSpec``, ``Forbidden``, ``NeptuneReadFailed``).
+* ``Degraded``: something needs attention (``NeptuneReadFailed``, ``SidecarsWithoutAdminTLS``,
   ``SidecarsWithoutHealthyBackend``,
   ``SidecarsOutOfSync``, ``EndpointsNotLive``, ``BackendsUnhealthy``, ``ServiceNotFound``,
   ``InvalidSpec``, ``Forbidden``; ``AsExpected`` when False).
@@ -54,6 +54,8 @@ class Observed:
     access_error: str | None = None
     #: Client pods that get no push: plain HTTP admin API, and the cluster does not allow it.
     plain_http_refused: Sequence[str] = ()
+    #: status.neptune with spec.neptune (its ``lastError``: the latest read failed).
+    neptune: Mapping[str, Any] | None = None
 
 
 def now_text() -> str:
@@ -95,11 +97,14 @@ def build_status(
     live = sum(1 for e in endpoints if e.state is EndpointState.LIVE)
     draining = sum(1 for e in endpoints if e.state is EndpointState.DRAINING)
     out_of_sync = [s for s in observed.sidecars if not s.in_sync]
+    neptune_error = (observed.neptune or {}).get("lastError")
 
     if observed.spec_error is not None:
         ready = (False, "InvalidSpec", observed.spec_error)
     elif observed.access_error is not None:
         ready = (False, "Forbidden", observed.access_error)
+    elif neptune_error and live == 0:
+        ready = (False, "NeptuneReadFailed", neptune_error)
     elif not observed.service_found:
         ready = (False, "ServiceNotFound", "the Service named in spec.service does not exist")
     elif live == 0:
@@ -114,6 +119,12 @@ def build_status(
         or not observed.service_found
     ):
         degraded = (True, ready[1], ready[2])
+    elif neptune_error:
+        degraded = (
+            True,
+            "NeptuneReadFailed",
+            f"{neptune_error}; the sidecars keep the last host list read",
+        )
     elif observed.plain_http_refused:
         degraded = (
             True,
@@ -192,6 +203,8 @@ def build_status(
             status[f"{role}s"] = sum(
                 1 for e in endpoints if e.role == role and e.state is EndpointState.LIVE
             )
+    if observed.neptune is not None:
+        status["neptune"] = dict(observed.neptune)
     if generation is not None:
         status["observedGeneration"] = generation
     return status

@@ -39,6 +39,7 @@ class Moto:
     def __init__(self, port: int, log: Path) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log  # its request log: one line per API call answered
         moto_server = Path(sys.executable).with_name("moto_server")
         self._log = log.open("wb")
         self.process = subprocess.Popen(

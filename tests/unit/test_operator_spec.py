@@ -89,8 +89,8 @@ def test_plain_http_pushes_are_off_unless_the_cluster_turns_them_on() -> None:
         parse_spec("c", bad)
 
 
-def test_the_service_is_required() -> None:
-    with pytest.raises(SpecError, match=r"spec.service: required"):
+def test_the_service_or_a_neptune_cluster_is_required() -> None:
+    with pytest.raises(SpecError, match=r"spec.service or spec.neptune is required: name the"):
         parse_spec("graph", {})
 
 
@@ -136,6 +136,7 @@ def test_the_example_cluster_is_valid() -> None:
     example = next(d for d in documents if d["kind"] == "GremlinCluster")
     parsed = parse_spec(example["metadata"]["name"], example["spec"])
     assert parsed.settings.health.interval == 5.0
+    assert parsed.service is not None
     assert parsed.service.name == "gremlin"
 
 

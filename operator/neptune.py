@@ -1,0 +1,107 @@
+"""A GremlinCluster with spec.neptune: its host list follows a Neptune cluster.
+
+Instead of watching a Service's EndpointSlices, the cluster's controller runs one
+:class:`NeptuneFollower`: :class:`gremlinlb.neptune.NeptuneTopology` reads the cluster (on its
+interval with jitter, backing off as it does, keeping the last good list when the API fails) with
+botocore's credential chain (IRSA on EKS), and each list it applies becomes the cluster's
+endpoints, which the controller pushes to every sidecar as it pushes a Service's. The status
+part (writer, readers, last read, last error) is built here, without I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from gremlinlb.operator.discovery import DiscoveredEndpoint, EndpointState
+from gremlinlb.operator.status import now_text
+
+from gremlinlb.core import Endpoint, Role
+from gremlinlb.neptune import NeptuneSource, NeptuneTopology, describe
+
+Read = Callable[[NeptuneSource], tuple[Endpoint, ...]]
+
+
+def discovered(hosts: tuple[Endpoint, ...]) -> list[DiscoveredEndpoint]:
+    """The instances as the status lists endpoints: live (only available ones are listed),
+    with their role and zone."""
+    return [
+        DiscoveredEndpoint(e.host, e.port, EndpointState.LIVE, zone=e.zone, role=e.role.value)
+        for e in hosts
+    ]
+
+
+def topology_status(
+    source: NeptuneSource,
+    hosts: tuple[Endpoint, ...] | None,
+    last_read: str | None,
+    error: str | None,
+) -> dict[str, Any]:
+    """status.neptune; None values delete their key (the status is merge-patched)."""
+
+    def instance(endpoint: Endpoint) -> dict[str, Any]:
+        return {"address": endpoint.address, "zone": endpoint.zone}
+
+    found = hosts or ()
+    writer = next((e for e in found if e.role is Role.WRITER), None)
+    return {
+        "cluster": source.cluster,
+        "region": source.region,
+        "writer": None if writer is None else instance(writer),
+        "readers": [instance(e) for e in found if e.role is not Role.WRITER],
+        "lastReadTime": last_read,
+        "lastError": error,
+    }
+
+
+class NeptuneFollower:
+    """One GremlinCluster's Neptune cluster at run time; ``changed`` after every read."""
+
+    def __init__(self, source: NeptuneSource, changed: Callable[[], None], read: Read = describe):
+        self.source = source
+        self._changed = changed
+        self._read = read
+        #: The last good list (None: no read has succeeded yet).
+        self.hosts: tuple[Endpoint, ...] | None = None
+        self.last_read: str | None = None
+        self.error: str | None = None
+        self.topology = NeptuneTopology(source, self._apply, self._read_once)
+
+    def _read_once(self, source: NeptuneSource) -> tuple[Endpoint, ...]:
+        """One read (on a worker thread), remembering when it worked or why it did not."""
+        try:
+            hosts = self._read(source)
+        except Exception as error:
+            self.error = f"cannot read Neptune cluster {source.cluster}: {error}"
+            raise
+        self.error = None
+        self.last_read = now_text()
+        return hosts
+
+    def _apply(self, hosts: tuple[Endpoint, ...]) -> None:
+        self.hosts = hosts
+        self._changed()
+
+    def found(self) -> tuple[list[DiscoveredEndpoint], tuple[str, ...]] | None:
+        """The endpoints and the host list to push (None until a read succeeded)."""
+        if self.hosts is None:
+            return None
+        return discovered(self.hosts), tuple(e.text for e in self.hosts)
+
+    def status(self) -> dict[str, Any]:
+        return topology_status(self.source, self.hosts, self.last_read, self.error)
+
+    async def run(self) -> None:
+        """Follow the cluster until cancelled (the CR deleted, or changed)."""
+        notify = asyncio.create_task(self._notify())
+        try:
+            await self.topology.run()
+        finally:
+            notify.cancel()
+
+    async def _notify(self) -> None:
+        while True:
+            await self.topology.refreshed.wait()
+            self.topology.refreshed.clear()
+            self._changed()

@@ -1,0 +1,162 @@
+"""A GremlinCluster with spec.neptune: the spec read, the CRD's rules, the endpoints and the
+status made from a read, and what a failed read leaves (the API is moto's in
+tests/integration/test_operator_neptune.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from gremlinlb.operator.crd import build_crd
+from gremlinlb.operator.discovery import EndpointState
+from gremlinlb.operator.neptune import NeptuneFollower, discovered, topology_status
+from gremlinlb.operator.spec import (
+    BOTH_SOURCES,
+    NO_SOURCE,
+    ROLES_WITH_NEPTUNE,
+    SpecError,
+    parse_spec,
+)
+from gremlinlb.operator.status import Observed, build_status
+
+from gremlinlb.core import Endpoint, parse_endpoint
+from gremlinlb.neptune import NeptuneSource
+
+NEPTUNE = {"clusterIdentifier": "graph", "region": "us-east-1"}
+WRITER = parse_endpoint("wss://w1.x:8182/gremlin?role=writer&zone=us-east-1a")
+READER = parse_endpoint("wss://r1.x:8182/gremlin?role=reader&zone=us-east-1b")
+SOURCE = NeptuneSource("graph", "us-east-1")
+
+
+def test_spec_neptune_is_read_with_its_defaults() -> None:
+    spec = parse_spec("c", {"neptune": NEPTUNE})
+    assert spec.service is None
+    assert spec.neptune == NeptuneSource("graph", "us-east-1", refresh=60.0, scheme="wss")
+
+
+def test_spec_neptune_carries_its_endpoint_url_scheme_refresh_and_addresses() -> None:
+    neptune = {
+        **NEPTUNE,
+        "endpointUrl": "http://127.0.0.1:5000",
+        "scheme": "ws",
+        "refreshSeconds": 2,
+        "addresses": {"w1": "127.0.0.1:9001"},
+    }
+    found = parse_spec("c", {"neptune": neptune}).neptune
+    assert found == NeptuneSource(
+        "graph", "us-east-1", "http://127.0.0.1:5000", 2.0, {"w1": "127.0.0.1:9001"}, "ws"
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"service": {"name": "gremlin"}, "neptune": NEPTUNE}, BOTH_SOURCES),
+        ({}, NO_SOURCE),
+        ({"neptune": NEPTUNE, "roles": {"writerService": "w"}}, ROLES_WITH_NEPTUNE),
+        ({"neptune": {"region": "us-east-1"}}, "spec.neptune.clusterIdentifier: required"),
+        ({"neptune": {"clusterIdentifier": "graph"}}, "spec.neptune.region: required"),
+        ({"neptune": {**NEPTUNE, "refreshSeconds": 0.1}}, "refreshSeconds: must be a number"),
+        ({"neptune": {**NEPTUNE, "scheme": "http"}}, "spec.neptune.scheme: must be wss"),
+        ({"neptune": {**NEPTUNE, "addresses": {"w1": "nohost"}}}, "addresses.w1: must be host"),
+    ],
+    ids=[
+        "both",
+        "neither",
+        "roles",
+        "no-id",
+        "no-region",
+        "refresh-below-floor",
+        "scheme",
+        "address",
+    ],
+)
+def test_a_spec_that_cannot_follow_one_source_is_refused_saying_what_to_do(
+    spec: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(SpecError) as raised:
+        parse_spec("c", spec)
+    assert message in str(raised.value)
+
+
+def test_the_crd_refuses_both_sources_and_neither_with_the_operators_messages() -> None:
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    rules = {r["message"]: r["rule"] for r in schema["spec"]["x-kubernetes-validations"]}
+    assert rules[BOTH_SOURCES] == "!(has(self.service) && has(self.neptune))"
+    assert rules[NO_SOURCE] == "has(self.service) || has(self.neptune)"
+    assert "required" not in schema["spec"]
+
+
+def test_instances_are_live_endpoints_with_their_roles_and_zones() -> None:
+    found = discovered((WRITER, READER))
+    assert [(e.address, e.state, e.role, e.zone) for e in found] == [
+        ("w1.x:8182", EndpointState.LIVE, "writer", "us-east-1a"),
+        ("r1.x:8182", EndpointState.LIVE, "reader", "us-east-1b"),
+    ]
+
+
+def test_the_status_names_the_writer_and_the_readers_with_their_zones() -> None:
+    status = topology_status(SOURCE, (WRITER, READER), "T1", None)
+    assert status == {
+        "cluster": "graph",
+        "region": "us-east-1",
+        "writer": {"address": "w1.x:8182", "zone": "us-east-1a"},
+        "readers": [{"address": "r1.x:8182", "zone": "us-east-1b"}],
+        "lastReadTime": "T1",
+        "lastError": None,
+    }
+
+
+def _observed(neptune: dict[str, Any], hosts: tuple[Endpoint, ...]) -> Observed:
+    return Observed(
+        generation=1,
+        hosts_generation=1,
+        hosts=tuple(e.text for e in hosts),
+        endpoints=discovered(hosts),
+        sidecars=[],
+        neptune=neptune,
+    )
+
+
+def test_a_failed_read_degrades_the_cluster_which_stays_ready_on_its_last_list() -> None:
+    neptune = topology_status(SOURCE, (WRITER,), "T1", "cannot read Neptune cluster graph: boom")
+    status = build_status(_observed(neptune, (WRITER,)), [], "T2")
+    kinds = {c["type"]: (c["status"], c["reason"], c["message"]) for c in status["conditions"]}
+    assert kinds["Ready"][:2] == ("True", "EndpointsAvailable")
+    assert kinds["Degraded"][:2] == ("True", "NeptuneReadFailed")
+    assert "boom; the sidecars keep the last host list read" in kinds["Degraded"][2]
+    assert status["neptune"]["lastError"].endswith("boom")
+    assert status["writers"] == 1
+
+
+def test_a_cluster_never_read_is_not_ready_and_says_why() -> None:
+    neptune = topology_status(SOURCE, None, None, "cannot read Neptune cluster graph: boom")
+    status = build_status(_observed(neptune, ()), [], "T1")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "NeptuneReadFailed")
+
+
+def test_the_follower_pushes_the_list_it_read_and_keeps_it_when_a_read_fails() -> None:
+    reads: list[Any] = [(WRITER, READER), RuntimeError("unreachable")]
+    changes: list[int] = []
+
+    def read(_source: NeptuneSource) -> tuple[Endpoint, ...]:
+        result = reads.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        assert isinstance(result, tuple)
+        return result
+
+    follower = NeptuneFollower(SOURCE, lambda: changes.append(1), read)
+    assert follower.found() is None  # nothing pushed before the first good read
+
+    async def twice() -> None:
+        assert await follower.topology.refresh()
+        assert not await follower.topology.refresh()
+
+    asyncio.run(twice())
+    assert follower.found() == (discovered((WRITER, READER)), (WRITER.text, READER.text))
+    assert follower.error == "cannot read Neptune cluster graph: unreachable"
+    assert follower.last_read is not None
+    assert changes  # the controller was told
