@@ -131,6 +131,23 @@ def _neptune_schema() -> dict[str, Any]:
                 "description": "Instance identifier -> host:port to connect to instead of the "
                 "instance's endpoint (a tunnel, a local stand-in).",
             },
+            "roles": {
+                "type": "array",
+                "items": {"type": "string", "enum": ["writer", "reader"]},
+                "description": "Selector: only instances of these roles (default: both).",
+            },
+            "zones": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1},
+                "description": "Selector: only instances in these availability zones "
+                "(default: any).",
+            },
+            "tags": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "Selector: only instances carrying every one of these tags "
+                "(read with ListTagsForResource; the IAM policy then needs it).",
+            },
         },
     }
 

@@ -18,9 +18,9 @@ from gremlinlb.operator.discovery import DiscoveredEndpoint, EndpointState
 from gremlinlb.operator.status import now_text
 
 from gremlinlb.core import Endpoint, Role
-from gremlinlb.neptune import NeptuneSource, NeptuneTopology, describe
+from gremlinlb.neptune import NeptuneSource, NeptuneTopology, TagCache, describe
 
-Read = Callable[[NeptuneSource], tuple[Endpoint, ...]]
+Read = Callable[[NeptuneSource, TagCache], tuple[Endpoint, ...]]
 
 
 def discovered(hosts: tuple[Endpoint, ...]) -> list[DiscoveredEndpoint]:
@@ -66,12 +66,13 @@ class NeptuneFollower:
         self.hosts: tuple[Endpoint, ...] | None = None
         self.last_read: str | None = None
         self.error: str | None = None
+        self._tags = TagCache(source.refresh)  # instances' tags, for a tags selector
         self.topology = NeptuneTopology(source, self._apply, self._read_once)
 
     def _read_once(self, source: NeptuneSource) -> tuple[Endpoint, ...]:
         """One read (on a worker thread), remembering when it worked or why it did not."""
         try:
-            hosts = self._read(source)
+            hosts = self._read(source, self._tags)
         except Exception as error:
             self.error = f"cannot read Neptune cluster {source.cluster}: {error}"
             raise

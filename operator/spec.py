@@ -256,6 +256,9 @@ def neptune_from_spec(neptune: Mapping[str, Any]) -> NeptuneSource | None:
                 f"{where}.addresses.{instance}: must be host:port, the address that instance "
                 f"is reached at, got {address!r}"
             )
+    tags = _mapping(neptune, "tags", where)
+    if not all(isinstance(value, str) for value in tags.values()):
+        raise SpecError(f"{where}.tags: each tag's value must be a string, got {dict(tags)!r}")
     return NeptuneSource(
         cluster=_text(neptune, "clusterIdentifier", where, required=True),
         region=_text(neptune, "region", where, required=True),
@@ -263,7 +266,23 @@ def neptune_from_spec(neptune: Mapping[str, Any]) -> NeptuneSource | None:
         refresh=float(refresh),
         addresses=dict(addresses),
         scheme=scheme,
+        roles=_choices(neptune, "roles", where, ("writer", "reader")),
+        zones=_choices(neptune, "zones", where),
+        tags=dict(tags),
     )
+
+
+def _choices(
+    data: Mapping[str, Any], key: str, where: str, allowed: tuple[str, ...] = ()
+) -> frozenset[str]:
+    """A selector's list of strings (of `allowed`, when given); empty: select any."""
+    values = data.get(key) or []
+    if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+        raise SpecError(f"{where}.{key}: must be a list of names, got {values!r}")
+    unknown = sorted(set(values) - set(allowed)) if allowed else []
+    if unknown:
+        raise SpecError(f"{where}.{key}: {', '.join(unknown)} not one of {', '.join(allowed)}")
+    return frozenset(values)
 
 
 def settings_from_spec(spec: Mapping[str, Any]) -> BalancerSettings:

@@ -117,9 +117,10 @@ class Neptune:
             check=check,
         )  # fmt: skip
 
-    def start(self) -> None:
-        """The GremlinCluster applied and two client pods whose sidecars take its pushes."""
-        self.apply(self.cluster())
+    def start(self, **neptune: Any) -> None:
+        """The GremlinCluster applied (`neptune`: more of its spec.neptune) and two client pods
+        whose sidecars take its pushes."""
+        self.apply(self.cluster(**neptune))
         files = wait_for(self._secret, SETTLE, "the cluster's token Secret with its certificate")
         for index in range(2):
             name = f"app-{index}"
@@ -329,3 +330,16 @@ def test_a_cluster_with_both_sources_or_neither_is_refused_by_the_apiserver(
     )
     assert isinstance(found, dict)
     assert found["items"] == []
+
+
+def test_selectors_push_only_the_instances_they_select_each_signed_for_its_own_name(
+    neptune: Neptune,
+) -> None:
+    neptune.start(roles=["reader"], zones=["us-east-1b"])
+    neptune.all_list({(neptune.fleet[2].address, "reader", "us-east-1b")})
+    status, body = http("GET", f"{neptune.sidecars[0].admin}/v1/hosts")
+    assert status == 200, body
+    (host,) = (h for h in body["hosts"] if h["state"] != "draining")
+    r2 = neptune.moto.client.describe_db_instances(DBInstanceIdentifier="r2")["DBInstances"][0]
+    own_name = f"{r2['Endpoint']['Address']}:{r2['Endpoint']['Port']}"
+    assert f"sigv4_host={own_name}" in host["endpoint"]  # mapped, yet signed as the instance

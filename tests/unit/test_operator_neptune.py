@@ -49,6 +49,20 @@ def test_spec_neptune_carries_its_endpoint_url_scheme_refresh_and_addresses() ->
     )
 
 
+def test_spec_neptune_selects_instances_by_role_zone_and_tags() -> None:
+    neptune = {
+        **NEPTUNE,
+        "roles": ["reader"],
+        "zones": ["us-east-1a", "us-east-1b"],
+        "tags": {"team": "graph"},
+    }
+    found = parse_spec("c", {"neptune": neptune}).neptune
+    assert found is not None
+    assert found.roles == frozenset({"reader"})
+    assert found.zones == frozenset({"us-east-1a", "us-east-1b"})
+    assert found.tags == {"team": "graph"}
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
@@ -60,6 +74,9 @@ def test_spec_neptune_carries_its_endpoint_url_scheme_refresh_and_addresses() ->
         ({"neptune": {**NEPTUNE, "refreshSeconds": 0.1}}, "refreshSeconds: must be a number"),
         ({"neptune": {**NEPTUNE, "scheme": "http"}}, "spec.neptune.scheme: must be wss"),
         ({"neptune": {**NEPTUNE, "addresses": {"w1": "nohost"}}}, "addresses.w1: must be host"),
+        ({"neptune": {**NEPTUNE, "roles": ["primary"]}}, "roles: primary not one of writer"),
+        ({"neptune": {**NEPTUNE, "zones": "us-east-1a"}}, "zones: must be a list of names"),
+        ({"neptune": {**NEPTUNE, "tags": {"team": 1}}}, "tags: each tag's value must be"),
     ],
     ids=[
         "both",
@@ -70,6 +87,9 @@ def test_spec_neptune_carries_its_endpoint_url_scheme_refresh_and_addresses() ->
         "refresh-below-floor",
         "scheme",
         "address",
+        "role-selector",
+        "zone-selector",
+        "tag-selector",
     ],
 )
 def test_a_spec_that_cannot_follow_one_source_is_refused_saying_what_to_do(
@@ -141,7 +161,7 @@ def test_the_follower_pushes_the_list_it_read_and_keeps_it_when_a_read_fails() -
     reads: list[Any] = [(WRITER, READER), RuntimeError("unreachable")]
     changes: list[int] = []
 
-    def read(_source: NeptuneSource) -> tuple[Endpoint, ...]:
+    def read(_source: NeptuneSource, _tags: object) -> tuple[Endpoint, ...]:
         result = reads.pop(0)
         if isinstance(result, Exception):
             raise result
