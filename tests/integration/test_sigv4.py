@@ -222,6 +222,48 @@ def test_rotated_temporary_credentials_sign_new_connections_and_nothing_fails(
     assert [sum(front.refused.values()) for front in fronts] == [0, 0]
 
 
+def test_client_signs_new_connections_with_rotated_credentials_and_nothing_fails(
+    credentials: Credentials, fronts: list[SigV4Front]
+) -> None:
+    rr = RoundRobinClientRemoteConnection(
+        [f.address for f in fronts], settings=_settings(SIGNED, max_connection_age=1.0)
+    )
+    try:
+        g = traversal().with_(rr)
+        answers = [g.inject(i).to_list() for i in range(20)]
+        credentials.use(SECOND)
+        i = 20
+        while not all(front.accepted[SECOND[0]] > 0 for front in fronts):
+            answers.append(g.inject(i).to_list())
+            i += 1
+            assert i < 2000, "no upgrade was signed with the new credentials"
+        for front in fronts:  # the old ones are revoked: only new signatures may pass now
+            front.secrets.pop(FIRST[0])
+        for _ in range(20):
+            answers.append(g.inject(i).to_list())
+            i += 1
+    finally:
+        rr.close()
+    assert answers == [[n] for n in range(i)]
+    assert [sum(front.refused.values()) for front in fronts] == [0, 0]
+
+
+def test_client_through_a_proxy_signs_the_endpoint_name_not_the_proxy_address(
+    credentials: Credentials, fleet: Fleet
+) -> None:
+    with (
+        SigV4Front(fleet[0].address, _secret(FIRST), name=NEPTUNE_NAME) as front,
+        FaultProxy(front.address) as proxy,
+    ):
+        through = SigV4Settings(enabled=True, region=REGION, host=NEPTUNE_NAME)
+        rr = RoundRobinClientRemoteConnection([proxy.address], settings=_settings(through))
+        try:
+            assert traversal().with_(rr).inject(1, 2).to_list() == [1, 2]
+        finally:
+            rr.close()
+        assert set(front.hosts_signed) == {NEPTUNE_NAME}
+
+
 def test_a_signature_for_another_region_is_refused(
     credentials: Credentials, fronts: list[SigV4Front]
 ) -> None:
