@@ -242,3 +242,16 @@ def test_a_pod_with_its_own_scrape_annotations_keeps_them() -> None:
     annotations = changes["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == "80"
     assert "prometheus.io/path" not in annotations
+
+
+def test_sigv4_and_the_status_probe_of_the_cluster_reach_the_sidecar() -> None:
+    spec = cluster(
+        sigv4={"enabled": True, "region": "us-east-1"},
+        healthCheck={"statusProbe": True},
+    )
+    changes = injection(pod(), "graph", spec, ["10.0.0.1:8182"])
+    assert changes is not None
+    env = {e["name"]: e.get("value") for e in changes["spec"]["initContainers"][0]["env"]}
+    assert (env["GREMLINLB_SIGV4_ENABLED"], env["GREMLINLB_SIGV4_REGION"]) == ("true", "us-east-1")
+    assert env["GREMLINLB_SIGV4_SERVICE"] == "neptune-db"
+    assert env["GREMLINLB_HEALTH_STATUS_PROBE"] == "true"
