@@ -459,17 +459,39 @@ def _parse_graphson_response(frame: bytes | str) -> ResponseHeader:
     return ResponseHeader(request_id, code, id_start, id_end)
 
 
-def with_response_id(frame: bytes | str, header: ResponseHeader, request_id: bytes) -> bytes | str:
-    """The same response frame carrying `request_id` (the client's) instead of the backend's."""
+class Spliced:
+    """A binary answer frame relayed as it came but for its request id: `head` (the bytes up
+    to the id, then the client's id) and `tail`, a view of the rest of the server's frame. The
+    body is never decoded or copied here; the socket writer takes both pieces in one call."""
+
+    __slots__ = ("head", "tail")
+
+    def __init__(self, head: bytes, tail: memoryview) -> None:
+        self.head = head
+        self.tail = tail
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self.tail)
+
+    def __bytes__(self) -> bytes:
+        return self.head + self.tail.tobytes()
+
+
+def with_response_id(
+    frame: bytes | str, header: ResponseHeader, request_id: bytes
+) -> bytes | str | Spliced:
+    """The same response frame carrying `request_id` (the client's) instead of the backend's:
+    a text frame rebuilt, a binary one spliced around its id (see Spliced)."""
     if header.request_id is None:
         return frame
     if isinstance(frame, str):
         literal = '"' + str(uuid.UUID(bytes=request_id)) + '"'
         return frame[: header.id_start] + literal + frame[header.id_end :]
     if header.id_end - header.id_start == UUID_BYTES:  # GraphBinary: raw bytes, not a literal
-        return frame[: header.id_start] + request_id + frame[header.id_end :]
-    literal_bytes = b'"' + str(uuid.UUID(bytes=request_id)).encode("ascii") + b'"'
-    return frame[: header.id_start] + literal_bytes + frame[header.id_end :]
+        new_id = request_id
+    else:  # GraphSON in a binary frame: the id is a quoted UUID literal
+        new_id = b'"' + str(uuid.UUID(bytes=request_id)).encode("ascii") + b'"'
+    return Spliced(frame[: header.id_start] + new_id, memoryview(frame)[header.id_end :])
 
 
 # -- final error responses -----------------------------------------------------------------
