@@ -159,6 +159,14 @@ class Request:
     def body(self) -> bytes | str:
         return self.frame[self.body_start :]
 
+    def relayed(self, request_id: bytes) -> bytes | str | Spliced:
+        """What is sent to a server: a GraphBinary frame spliced around its id (its body not
+        copied until it is masked for the socket), any other one rewritten."""
+        if self.channel.format is Format.GRAPHBINARY and isinstance(self.frame, bytes):
+            head = self.frame[: self.id_start] + request_id
+            return Spliced(head, memoryview(self.frame)[self.id_end :])
+        return self.with_request_id(request_id)
+
     def with_request_id(self, request_id: bytes) -> bytes | str:
         """The same frame carrying `request_id` instead of the client's id."""
         if self.channel.format is Format.GRAPHBINARY:

@@ -39,6 +39,9 @@ _random_bits = random.getrandbits
 # look slow (late enough to be hedged).
 BATCH_FRAMES = 16
 
+#: A data frame to write: text, bytes, encoded off the loop, or spliced around its id.
+Outgoing = bytes | str | Prepared | Spliced
+
 
 def _header(first: int, length: int, mask_bit: int) -> bytes:
     """A data frame's header (RFC 6455 5.2), the mask key apart."""
@@ -71,9 +74,9 @@ class FrameOutput:
         """Wait until the transport's buffer is back under its low-water mark."""
         await self._protocol._drain_helper()
 
-    def write(self, frames: Iterable[bytes | str | Prepared | Spliced]) -> int:
+    def write(self, frames: Iterable[Outgoing]) -> int:
         """Encode `frames` and write them with one call; returns the bytes written. A Spliced
-        answer goes out as its two pieces behind one header, its body never copied here.
+        frame's body is copied once when masked (to a server), never when not (to a client).
 
         Raises ConnectionResetError when the socket is closing (nothing is written)."""
         transport = self._transport
@@ -90,16 +93,23 @@ class FrameOutput:
                 chunks = []
                 append = chunks.append
                 continue
-            if isinstance(frame, Spliced) and not mask:  # answers to a client: never masked
-                length = len(frame)
-                header = _header(_FIN | _OP_BINARY, length, 0)
-                append(header)
-                append(frame.head)
-                append(frame.tail)
-                size += len(header) + length
-                continue
             if isinstance(frame, Spliced):
-                frame = bytes(frame)
+                length = len(frame)
+                header = _header(_FIN | _OP_BINARY, length, mask_bit)
+                if mask:  # a request to a server: masked in one copy of both pieces
+                    key = _MASK(_random_bits(32))
+                    joined = bytearray(frame.head)
+                    joined += frame.tail
+                    websocket_mask(key, joined)
+                    append(header + key)
+                    append(joined)
+                    size += len(header) + 4 + length
+                else:  # an answer to a client: the server's bytes, as they came
+                    append(header)
+                    append(frame.head)
+                    append(frame.tail)
+                    size += len(header) + length
+                continue
             if isinstance(frame, str):
                 payload: bytes = frame.encode("utf-8")
                 first = _FIN | _OP_TEXT
