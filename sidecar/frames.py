@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from json.decoder import scanstring  # type: ignore[attr-defined]
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from gremlinlb.sidecar.bigframes import Prepared
@@ -178,9 +178,9 @@ class Request:
         return self.frame[: self.id_start] + literal.encode("ascii") + self.frame[self.id_end :]
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseHeader:
-    """Request id (None when the server could not read one) and status code of a response."""
+class ResponseHeader(NamedTuple):
+    """Request id (None when the server could not read one) and status code of a response.
+    A tuple: one is made per answer frame, and a frozen dataclass costs twice as much."""
 
     request_id: bytes | None
     code: int
