@@ -19,6 +19,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+#: How early or late a callback may run so that the one timer is not re-armed for every entry
+#: a little earlier than the first (a hedge delay moves with every answer).
+SLACK = 0.002
+
 
 class TimerQueue:
     """Callbacks at due times (loop.time()), run from one loop timer armed for the first."""
@@ -43,7 +47,7 @@ class TimerQueue:
     ) -> None:
         due = loop.time() + delay
         heapq.heappush(self._heap, (due, next(self._order), callback, args))
-        if self._handle is None or due < self._armed:
+        if self._handle is None or due < self._armed - SLACK:
             self._arm(loop, due)
 
     def _arm(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
@@ -56,7 +60,7 @@ class TimerQueue:
         self._handle = None
         heap = self._heap
         now = loop.time()
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= now + SLACK:
             _, _, callback, args = heapq.heappop(heap)
             try:
                 callback(*args)
