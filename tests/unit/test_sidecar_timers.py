@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from gremlinlb.sidecar.timers import TimerQueue
+
+
+def _run(schedule: Callable[[asyncio.AbstractEventLoop, TimerQueue], None]) -> TimerQueue:
+    """Run `schedule` on a fresh loop, then the loop for 0.15 s; the queue it filled."""
+    timers = TimerQueue()
+
+    async def main() -> None:
+        schedule(asyncio.get_running_loop(), timers)
+        await asyncio.sleep(0.15)
+
+    asyncio.run(main())
+    return timers
 
 
 def test_callbacks_run_in_due_order_whatever_order_they_were_added() -> None:
     ran: list[str] = []
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        timers = TimerQueue()
+    def schedule(loop: asyncio.AbstractEventLoop, timers: TimerQueue) -> None:
         timers.call_later(loop, 0.06, ran.append, "late")
         timers.call_later(loop, 0.02, ran.append, "early")
         timers.call_later(loop, 0.04, ran.append, "middle")
-        await asyncio.sleep(0.15)
 
-    asyncio.run(main())
+    _run(schedule)
     assert ran == ["early", "middle", "late"]
 
 
@@ -28,26 +38,20 @@ def test_a_failing_callback_does_not_hold_back_the_next() -> None:
     def fail() -> None:
         raise RuntimeError("a bug")
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        timers = TimerQueue()
+    def schedule(loop: asyncio.AbstractEventLoop, timers: TimerQueue) -> None:
         timers.call_later(loop, 0.01, fail)
         timers.call_later(loop, 0.01, ran.append, "next")
-        await asyncio.sleep(0.1)
 
-    asyncio.run(main())
+    _run(schedule)
     assert ran == ["next"]
 
 
-def test_closed_queue_runs_nothing() -> None:
+def test_a_closed_queue_runs_nothing() -> None:
     ran: list[str] = []
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        timers = TimerQueue()
+    def schedule(loop: asyncio.AbstractEventLoop, timers: TimerQueue) -> None:
         timers.call_later(loop, 0.01, ran.append, "dropped")
         timers.close()
-        await asyncio.sleep(0.05)
 
-    asyncio.run(main())
-    assert (ran, len(TimerQueue())) == ([], 0)
+    timers = _run(schedule)
+    assert (ran, len(timers)) == ([], 0)
