@@ -160,11 +160,13 @@ class Request:
         return self.frame[self.body_start :]
 
     def relayed(self, request_id: bytes) -> bytes | str | Spliced:
-        """What is sent to a server: a GraphBinary frame spliced around its id (its body not
-        copied until it is masked for the socket), any other one rewritten."""
-        if self.channel.format is Format.GRAPHBINARY and isinstance(self.frame, bytes):
-            head = self.frame[: self.id_start] + request_id
-            return Spliced(head, memoryview(self.frame)[self.id_end :])
+        """What is sent to a server: a large GraphBinary frame spliced around its id (its body
+        not copied until it is masked for the socket), any other one rewritten."""
+        frame = self.frame
+        if len(frame) >= SPLICE_BYTES and self.format is Format.GRAPHBINARY:
+            assert isinstance(frame, bytes)
+            head = frame[: self.id_start] + request_id
+            return Spliced(head, memoryview(frame)[self.id_end :])
         return self.with_request_id(request_id)
 
     def with_request_id(self, request_id: bytes) -> bytes | str:
@@ -467,6 +469,11 @@ def _parse_graphson_response(frame: bytes | str) -> ResponseHeader:
     return ResponseHeader(request_id, code, id_start, id_end)
 
 
+#: Frames from this size on are spliced rather than copied: below it two copies of the frame
+#: cost less than the view and the extra piece to write (0.37 against 0.77 µs at 40 bytes).
+SPLICE_BYTES = 4096
+
+
 class Spliced:
     """A binary answer frame relayed as it came but for its request id: `head` (the bytes up
     to the id, then the client's id) and `tail`, a view of the rest of the server's frame. The
@@ -489,7 +496,7 @@ def with_response_id(
     frame: bytes | str, header: ResponseHeader, request_id: bytes
 ) -> bytes | str | Spliced:
     """The same response frame carrying `request_id` (the client's) instead of the backend's:
-    a text frame rebuilt, a binary one spliced around its id (see Spliced)."""
+    a text frame or a small binary one rebuilt, a large binary one spliced (see Spliced)."""
     if header.request_id is None:
         return frame
     if isinstance(frame, str):
@@ -499,7 +506,10 @@ def with_response_id(
         new_id = request_id
     else:  # GraphSON in a binary frame: the id is a quoted UUID literal
         new_id = b'"' + str(uuid.UUID(bytes=request_id)).encode("ascii") + b'"'
-    return Spliced(frame[: header.id_start] + new_id, memoryview(frame)[header.id_end :])
+    start, end = header.id_start, header.id_end
+    if len(frame) < SPLICE_BYTES:
+        return frame[:start] + new_id + frame[end:]
+    return Spliced(frame[:start] + new_id, memoryview(frame)[end:])
 
 
 # -- final error responses -----------------------------------------------------------------

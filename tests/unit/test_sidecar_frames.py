@@ -326,6 +326,18 @@ def test_error_response_round_trips_through_gremlinpython(
     assert decoded["result"]["data"] is None
 
 
+def test_a_large_answer_is_spliced_around_the_clients_id_not_copied() -> None:
+    backend, client = uuid.uuid4(), uuid.uuid4()
+    message = "x" * frames.SPLICE_BYTES
+    frame = frames.error_response(GRAPHBINARY_CHANNEL, backend.bytes, 500, message)
+    header = frames.parse_response(frame, GRAPHBINARY_CHANNEL)
+    relayed = frames.with_response_id(frame, header, client.bytes)
+    assert isinstance(relayed, frames.Spliced)
+    assert relayed.tail.obj is frame  # a view of the server's frame
+    decoded = deserializer_for("graphbinary").deserialize_message(bytes(relayed))
+    assert (decoded["requestId"], decoded["status"]["message"]) == (str(client), message)
+
+
 def wire(frame: bytes | str | frames.Spliced) -> bytes | str:
     """What the client reads: a spliced frame's two pieces, one after the other."""
     return bytes(frame) if isinstance(frame, frames.Spliced) else frame
