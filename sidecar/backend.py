@@ -471,7 +471,7 @@ class BackendPool:
                 raise NotSentError(f"connections to {self.endpoint.address} are closed")
             best = self._least_loaded()
             can_grow = len(self._connections) < self._options.connections_per_host
-            if best is not None and (best.in_flight < self._options.grow_at or not can_grow):
+            if best is not None and (best.in_flight == 0 or not can_grow):
                 return best
             if can_grow and self._opening is None:
                 self._opening = asyncio.create_task(self._open(connect_timeout))
@@ -500,13 +500,13 @@ class BackendPool:
                     self._room.remove(room)
 
     def ready(self, connect_timeout: float) -> BackendConnection | None:
-        """A connection with room now, or None (the caller waits in `lease`); grows the pool
-        in the background once every connection carries BackendOptions.grow_at requests."""
+        """A connection that can take a request right now, without waiting; None if there is
+        none (the caller then waits in `lease`). Grows the pool in the background when every
+        connection is busy, so load spreads over connections_per_host sockets."""
         self.last_used = time.monotonic()
         best = self._least_loaded()
-        busy = best is None or best.in_flight >= self._options.grow_at
         can_grow = len(self._connections) < self._options.connections_per_host
-        if can_grow and self._opening is None and busy:
+        if can_grow and self._opening is None and (best is None or best.in_flight > 0):
             self._opening = asyncio.create_task(self._open(connect_timeout))
             self._opening.add_done_callback(_consume_error)
         return best

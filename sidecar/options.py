@@ -89,15 +89,6 @@ class BackendOptions:
         return max(4 * self.max_message_bytes, self.max_message_bytes + 16 * 1024 * 1024)
 
     @property
-    def grow_at(self) -> int:
-        """A pool opens another connection once its least loaded one carries this many
-        requests (or none has room): a quarter of the cap. Opened at the first concurrent
-        request, the pools over 3 hosts held 6 sockets where 3 do, and every extra socket
-        splits the batched writes and adds reads and wakeups (issue 26 point 5: sidecar over
-        3 servers 3,600 req/s with 2 connections per host, 4,500-4,800 with 1, at 8x8)."""
-        return max(1, self.max_in_flight_per_connection // 4)
-
-    @property
     def credentials(self) -> bool:
         return bool(self.username)
 
