@@ -9,6 +9,7 @@ connection), against each contender in turn, in one run, on loopback:
 |---|---|
 | direct | server 1 (the ceiling) |
 | haproxy | HAProxy, mode tcp, in front of server 1 |
+| haproxy-3 | HAProxy, mode tcp, `balance roundrobin` (per connection) over servers 1, 2, 3 |
 | sidecar-1 | `gremlinlb sidecar --endpoints <server 1>` |
 | sidecar-3 | `gremlinlb sidecar --endpoints <servers 1, 2, 3>` |
 | NAME-1, NAME-3 | the same from another `gremlinlb` (`--baseline NAME=PATH`, `--baseline-rev`) |
@@ -153,14 +154,17 @@ class Direct(Contender):
 
 
 class HAProxyTcp(Contender):
-    def __init__(self, server: str, run_dir: Path) -> None:
-        self.name = "haproxy"
-        self.server = server
+    """HAProxy in mode tcp: in front of one server (`haproxy`), or round-robin per connection
+    over several (`haproxy-3`: the like-for-like contender of sidecar-3)."""
+
+    def __init__(self, servers: list[str], run_dir: Path) -> None:
+        self.name = "haproxy" if len(servers) == 1 else f"haproxy-{len(servers)}"
+        self.servers = servers
         self.run_dir = run_dir
 
     def start(self) -> None:
         port = free_port()
-        config = self.run_dir / "haproxy.cfg"
+        config = self.run_dir / f"{self.name}.cfg"
         config.write_text(
             "\n".join(
                 [
@@ -175,19 +179,20 @@ class HAProxyTcp(Contender):
                     f"    bind 127.0.0.1:{port}",
                     "    default_backend be",
                     "backend be",
-                    f"    server s1 {self.server}",
+                    "    balance roundrobin",
+                    *(f"    server s{i} {server}" for i, server in enumerate(self.servers, 1)),
                 ]
             )
             + "\n",
             encoding="utf-8",
         )
-        with (self.run_dir / "haproxy.log").open("ab") as log:
+        with (self.run_dir / f"{self.name}.log").open("ab") as log:
             self.process = subprocess.Popen(
                 [HAPROXY, "-db", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT
             )
         self.url = f"ws://127.0.0.1:{port}/gremlin"
         if not wait_until(lambda: _listens(port), 10):
-            raise RuntimeError("haproxy did not listen within 10 s")
+            raise RuntimeError(f"{self.name} did not listen within 10 s")
 
 
 class Floor(Contender):
@@ -448,6 +453,11 @@ def _spread(values: list[float], fmt: str) -> str:
     return text
 
 
+def _haproxy_peer(name: str) -> str:
+    """The HAProxy a contender is compared with: round-robin over 3 for one over 3 servers."""
+    return "haproxy-3" if name.endswith("-3") else "haproxy"
+
+
 def table(cells: list[Cell], contenders: list[str]) -> str:
     """Medians over the repetitions (range in brackets); a ratio is taken within each
     repetition first, between cells measured one right after the other."""
@@ -465,12 +475,11 @@ def table(cells: list[Cell], contenders: list[str]) -> str:
                 continue
             rate = _spread([c.req_per_s for c in mine], ",.0f")
             vs_direct = _spread(_ratios(by, name, "direct", shape, lambda c: c.req_per_s), ".2f")
-            vs_haproxy = _spread(_ratios(by, name, "haproxy", shape, lambda c: c.req_per_s), ".2f")
+            peer = _haproxy_peer(name)
+            vs_haproxy = _spread(_ratios(by, name, peer, shape, lambda c: c.req_per_s), ".2f")
             cpus = [c.proxy_cpu_us for c in mine if c.proxy_cpu_us is not None]
             kernels = [c.proxy_sys_us for c in mine if c.proxy_sys_us is not None]
-            cpu_ratio = _spread(
-                _ratios(by, name, "haproxy", shape, lambda c: c.proxy_cpu_us), ".2f"
-            )
+            cpu_ratio = _spread(_ratios(by, name, peer, shape, lambda c: c.proxy_cpu_us), ".2f")
             p50 = _median([c.p50_ms for c in mine])
             p99 = _median([c.p99_ms for c in mine])
             loadgen = _median([c.loadgen_cpu_us for c in mine])
@@ -562,7 +571,11 @@ def main() -> int:
     with Fleet(3, base_port=free_base_port(3), run_dir=run_dir / "servers") as fleet:
         servers = fleet.addresses
         extra = shlex.split(args.sidecar_args)
-        contenders: list[Contender] = [Direct(servers[0]), HAProxyTcp(servers[0], run_dir)]
+        contenders: list[Contender] = [
+            Direct(servers[0]),
+            HAProxyTcp(servers[:1], run_dir),
+            HAProxyTcp(servers, run_dir),
+        ]
         if not args.no_current:
             contenders.append(Sidecar("sidecar-1", gremlinlb, servers[:1], run_dir, extra))
             contenders.append(Sidecar("sidecar-3", gremlinlb, servers, run_dir, extra))
@@ -610,7 +623,7 @@ def main() -> int:
                 contender.stop()
     load_after = uptime_load()
     names = [c.name for c in contenders]
-    pairs = [(n, n[:-1] + "3") for n in names if n.endswith("-1")]
+    pairs = [("haproxy", "haproxy-3")] + [(n, n[:-1] + "3") for n in names if n.endswith("-1")]
     today = datetime.date.today().isoformat()
     output = args.output or ROOT / "bench" / "results" / f"{today}-{args.label}.md"
     command = "make bench-micro" + (
@@ -631,11 +644,13 @@ def main() -> int:
         "the median and, in brackets, the range; a ratio is taken within each repetition first. "
         f"`g.inject(1)` in "
         "GraphBinary from the Go load generator (bench/micro/loadgen); HAProxy in mode tcp in "
-        "front of server 1.",
+        "front of server 1 (`haproxy`) and round-robin per connection over the 3 servers "
+        "(`haproxy-3`). 'vs HAProxy' compares a contender over 3 servers with `haproxy-3`, "
+        "every other with `haproxy`.",
         "",
         table(cells, names),
         "",
-        "Spreading (the same sidecar over 3 servers against 1):",
+        "Spreading (the same proxy over 3 servers against 1):",
         "",
         spread_table(cells, pairs),
         "",

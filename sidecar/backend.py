@@ -30,7 +30,7 @@ from gremlinlb.sidecar.ids import IdSource
 # Moved to options.py (the operator reads them); re-exported for the runtime.
 from gremlinlb.sidecar.options import DEFAULT_MAX_MESSAGE_BYTES as DEFAULT_MAX_MESSAGE_BYTES
 from gremlinlb.sidecar.options import BackendOptions as BackendOptions
-from gremlinlb.sidecar.wsout import BATCH_FRAMES, FrameOutput
+from gremlinlb.sidecar.wsout import BATCH_FRAMES, FrameOutput, Outgoing
 
 from gremlinlb import sigv4
 from gremlinlb.core import (
@@ -117,7 +117,7 @@ class BackendConnection:
         self._routes: dict[bytes, ResponseSink] = {}
         self._output: FrameOutput | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # kept: see _queue
-        self._pending: list[bytes | str | Prepared] = []  # frames of this turn, written together
+        self._pending: list[Outgoing] = []  # frames of this turn, written together
         self._pending_sinks: list[ResponseSink] = []  # whose frames are among them
         self.retired = False
         self.closed = False
@@ -251,7 +251,7 @@ class BackendConnection:
 
     # -- requests ------------------------------------------------------------------------
 
-    def send(self, frame: bytes | str | Prepared, request_id: bytes, sink: ResponseSink) -> None:
+    def send(self, frame: Outgoing, request_id: bytes, sink: ResponseSink) -> None:
         """Register `sink` for `request_id` and queue `frame`; raise NotSentError if the
         connection is not open (the sink is then not registered and has NOT been told).
 
@@ -270,7 +270,7 @@ class BackendConnection:
         self._pending_sinks.append(sink)
         self._queue(frame)
 
-    def _queue(self, frame: bytes | str | Prepared) -> None:
+    def _queue(self, frame: Outgoing) -> None:
         # The loop is kept rather than asked for: on Python 3.11 every get_running_loop() is a
         # getpid() system call.
         if not self._pending:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from aiohttp._websocket.helpers import websocket_mask
-from gremlinlb.sidecar.frames import FrameType, Request
+from gremlinlb.sidecar.frames import FrameType, Request, Spliced
 
 # Data frames with a payload above this are assembled by the meter and prepared off the loop;
 # smaller ones take aiohttp's path (cheaper than the hop, see clients.OFF_LOOP_FRAME_BYTES).
@@ -130,7 +130,7 @@ def prepare_first_attempt(request: Request, next_id: Callable[[], bytes]) -> Req
 
 def backend_frame(
     request: Request, next_id: Callable[[], bytes]
-) -> tuple[bytes, bytes | str | Prepared]:
+) -> tuple[bytes, bytes | str | Prepared | Spliced]:
     """(backend id, frame) of an attempt to send `request`: the frame prepared off the loop
     for its first attempt, else one encoded here, with a fresh id."""
     prepared = request.prepared
@@ -138,7 +138,7 @@ def backend_frame(
         prepared.taken = True
         return prepared.backend_id, prepared
     backend_id = next_id()
-    return backend_id, request.with_request_id(backend_id)
+    return backend_id, request.relayed(backend_id)
 
 
 # While the checker thread runs Python code, the loop thread waits for the GIL each time it

@@ -26,7 +26,7 @@ from aiohttp import web
 from gremlinlb.sidecar import frames
 from gremlinlb.sidecar.answers import PREFIX
 from gremlinlb.sidecar.bigframes import FrameAssembly, off_loop
-from gremlinlb.sidecar.frames import Channel, MalformedFrameError
+from gremlinlb.sidecar.frames import Channel, MalformedFrameError, Spliced
 from gremlinlb.sidecar.inbound import InboundMeter, MeteredWebSocketResponse
 from gremlinlb.sidecar.memory import release_free_memory
 from gremlinlb.sidecar.sessions import SessionPin, open_pin
@@ -82,7 +82,7 @@ class ClientConnection:
         self.pin: SessionPin | None = None
         self._transport = transport
         self._pin_lock = asyncio.Lock()
-        self._outbound: deque[bytes | str] = deque()
+        self._outbound: deque[bytes | str | Spliced] = deque()
         self.queued_bytes = 0  # answers queued or being written
         self._request_bytes = 0  # request frames in flight
         self.in_flight = 0
@@ -423,7 +423,7 @@ class ClientConnection:
 
     # -- writing -------------------------------------------------------------------------
 
-    def send(self, frame: bytes | str) -> None:
+    def send(self, frame: bytes | str | Spliced) -> None:
         """Queue a frame for the client; never blocks (backend readers call this)."""
         if self.ws.closed or self._cut_off or self._gone:
             return
@@ -469,7 +469,7 @@ class ClientConnection:
                     if self._drainer is None:
                         self._drainer = self.loop.create_task(self._drain())
                     return
-                batch: list[bytes | str] = []
+                batch: list[bytes | str | Spliced] = []
                 size = 0
                 while outbound and (not batch or size < _WRITE_SLICE):
                     frame = outbound.popleft()

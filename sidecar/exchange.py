@@ -93,7 +93,7 @@ class Exchange:
         "deadline_timer",
         "final",
         "forwarded",
-        "hedge_timer",
+        "hedge_armed",
         "held",
         "last_error",
         "live",
@@ -135,7 +135,7 @@ class Exchange:
         self.held: tuple[bytes | str, ResponseHeader] | None = None  # a 429/596 to give back
         self.last_error: BaseException | None = None
         self.rerouted = False  # a write refused by a reader was sent to the new writer
-        self.hedge_timer: asyncio.TimerHandle | None = None
+        self.hedge_armed = False  # its hedge check is queued (Resender.hedges)
         # Tasks waiting for a host or a connection for it, nothing of theirs sent yet: what
         # is cancelled when its client leaves. Made on the first; most requests never wait.
         self.tasks: set[asyncio.Task[None]] | None = None

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from json.decoder import scanstring  # type: ignore[attr-defined]
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from gremlinlb.sidecar.bigframes import Prepared
@@ -159,6 +159,16 @@ class Request:
     def body(self) -> bytes | str:
         return self.frame[self.body_start :]
 
+    def relayed(self, request_id: bytes) -> bytes | str | Spliced:
+        """What is sent to a server: a large GraphBinary frame spliced around its id (its body
+        not copied until it is masked for the socket), any other one rewritten."""
+        frame = self.frame
+        if len(frame) >= SPLICE_BYTES and self.format is Format.GRAPHBINARY:
+            assert isinstance(frame, bytes)
+            head = frame[: self.id_start] + request_id
+            return Spliced(head, memoryview(frame)[self.id_end :])
+        return self.with_request_id(request_id)
+
     def with_request_id(self, request_id: bytes) -> bytes | str:
         """The same frame carrying `request_id` instead of the client's id."""
         if self.channel.format is Format.GRAPHBINARY:
@@ -170,9 +180,9 @@ class Request:
         return self.frame[: self.id_start] + literal.encode("ascii") + self.frame[self.id_end :]
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseHeader:
-    """Request id (None when the server could not read one) and status code of a response."""
+class ResponseHeader(NamedTuple):
+    """Request id (None when the server could not read one) and status code of a response.
+    A tuple: one is made per answer frame, and a frozen dataclass costs twice as much."""
 
     request_id: bytes | None
     code: int
@@ -459,17 +469,47 @@ def _parse_graphson_response(frame: bytes | str) -> ResponseHeader:
     return ResponseHeader(request_id, code, id_start, id_end)
 
 
-def with_response_id(frame: bytes | str, header: ResponseHeader, request_id: bytes) -> bytes | str:
-    """The same response frame carrying `request_id` (the client's) instead of the backend's."""
+#: Frames from this size on are spliced rather than copied: below it two copies of the frame
+#: cost less than the view and the extra piece to write (0.37 against 0.77 µs at 40 bytes).
+SPLICE_BYTES = 4096
+
+
+class Spliced:
+    """A binary answer frame relayed as it came but for its request id: `head` (the bytes up
+    to the id, then the client's id) and `tail`, a view of the rest of the server's frame. The
+    body is never decoded or copied here; the socket writer takes both pieces in one call."""
+
+    __slots__ = ("head", "tail")
+
+    def __init__(self, head: bytes, tail: memoryview) -> None:
+        self.head = head
+        self.tail = tail
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self.tail)
+
+    def __bytes__(self) -> bytes:
+        return self.head + self.tail.tobytes()
+
+
+def with_response_id(
+    frame: bytes | str, header: ResponseHeader, request_id: bytes
+) -> bytes | str | Spliced:
+    """The same response frame carrying `request_id` (the client's) instead of the backend's:
+    a text frame or a small binary one rebuilt, a large binary one spliced (see Spliced)."""
     if header.request_id is None:
         return frame
     if isinstance(frame, str):
         literal = '"' + str(uuid.UUID(bytes=request_id)) + '"'
         return frame[: header.id_start] + literal + frame[header.id_end :]
     if header.id_end - header.id_start == UUID_BYTES:  # GraphBinary: raw bytes, not a literal
-        return frame[: header.id_start] + request_id + frame[header.id_end :]
-    literal_bytes = b'"' + str(uuid.UUID(bytes=request_id)).encode("ascii") + b'"'
-    return frame[: header.id_start] + literal_bytes + frame[header.id_end :]
+        new_id = request_id
+    else:  # GraphSON in a binary frame: the id is a quoted UUID literal
+        new_id = b'"' + str(uuid.UUID(bytes=request_id)).encode("ascii") + b'"'
+    start, end = header.id_start, header.id_end
+    if len(frame) < SPLICE_BYTES:
+        return frame[:start] + new_id + frame[end:]
+    return Spliced(frame[:start] + new_id, memoryview(frame)[end:])
 
 
 # -- final error responses -----------------------------------------------------------------

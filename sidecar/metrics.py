@@ -1,5 +1,8 @@
 """Prometheus metrics of one sidecar: counters updated as requests end, gauges read at scrape.
 
+The per-request ones (attempts by host and outcome, both latencies) are tallied in plain ints
+and folded into their series when the registry is collected (tallies.py).
+
 Host states, in-flight counts and the buffer depth are read from the core when scraped rather
 than mirrored on every change, so they can never drift from what the balancer believes.
 Each sidecar has its own registry (tests run several in one process). A host that leaves the
@@ -10,8 +13,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
 
+from gremlinlb.sidecar.tallies import CounterTally, Folder, HistogramTally
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -62,6 +65,8 @@ class SidecarMetrics:
         backend_connections: Callable[[], dict[Endpoint, int]],
     ) -> None:
         self.registry = CollectorRegistry()
+        self._folder = Folder()  # first: collecting the registry folds the tallies first
+        self.registry.register(self._folder)
         self.requests = Counter(
             "gremlinlb_sidecar_backend_requests",
             "Attempts sent to a backend, by host and how they ended",
@@ -151,10 +156,16 @@ class SidecarMetrics:
         )
         self._balancer = balancer
         self.registry.register(_CoreCollector(balancer, backend_connections))
-        # The per-request counter's children, looked up once: labels() takes a lock and
-        # checks its arguments on every call.
-        self._request_children: dict[tuple[str, Outcome], Any] = {}
-        self._latency_children: dict[str, Any] = {}
+        # Per request: plain ints, folded into the series above on collection.
+        self._request_tally = CounterTally(lambda key: self.requests.labels(key[0], key[1].value))
+        self._attempt_tally = HistogramTally(self.attempt_latency.labels, LATENCY_BUCKETS)
+        self._latency_tally = HistogramTally(lambda _: self.latency, LATENCY_BUCKETS)
+        self._folder.tallies += [self._request_tally, self._attempt_tally, self._latency_tally]
+        self._known: set[str] = set()  # hosts whose series exist (the rest left the list)
+
+    def observe_latency(self, seconds: float) -> None:
+        """A client request's latency, arrival to final frame (request_duration_seconds)."""
+        self._latency_tally.observe(None, seconds)
 
     def count_request(
         self, endpoint: Endpoint, outcome: Outcome, seconds: float | None = None
@@ -166,21 +177,15 @@ class SidecarMetrics:
         `on_host_event`), and an attempt to it that ends later (an orphan, a drained host's
         last request) must not bring them back for good."""
         address = endpoint.address
-        child = self._request_children.get((address, outcome))
-        if child is None:
+        if address not in self._known:
             try:  # the first of its kind: a rare path
                 self._balancer.state_of(endpoint)
             except UnknownEndpointError:
                 return
-            child = self._request_children[address, outcome] = self.requests.labels(
-                address, outcome.value
-            )
-        child.inc()
+            self._known.add(address)
+        self._request_tally.add((address, outcome))
         if seconds is not None:
-            latency = self._latency_children.get(address)
-            if latency is None:
-                latency = self._latency_children[address] = self.attempt_latency.labels(address)
-            latency.observe(seconds)
+            self._attempt_tally.observe(address, seconds)
 
     def probe_failed(self, error: str) -> None:
         """Count a failed probe under the check its error names (core.instancestatus)."""
@@ -192,10 +197,12 @@ class SidecarMetrics:
         if event.kind is not EventKind.REMOVED:
             return
         address = event.endpoint.address
-        if self._latency_children.pop(address, None) is not None:
+        self._known.discard(address)
+        self._attempt_tally.forget(address)
+        with contextlib.suppress(KeyError):
             self.attempt_latency.remove(address)
         for outcome in Outcome:
-            self._request_children.pop((address, outcome), None)
+            self._request_tally.forget((address, outcome))
             with contextlib.suppress(KeyError):
                 self.requests.remove(address, outcome.value)
 

@@ -152,8 +152,9 @@ class Proxy:
             )
 
     def close(self) -> None:
-        """The sidecar stopped: the checking thread ends once idle."""
+        """The sidecar stopped: the checking thread ends once idle, hedge checks are dropped."""
         self.checker.shutdown(wait=False, cancel_futures=True)
+        self.resender.hedges.close()
 
     def resume_paused(self) -> None:
         for client in list(self.paused):
@@ -436,7 +437,8 @@ class Proxy:
         exchange.py); a second call changes nothing. Does the bookkeeping once: no attempt
         of it is sent any more (its waits for a host or a connection are cancelled, but the
         caller's own, and leases of attempts never written go back to the core; attempts on
-        a server end on their own and report to the core themselves), its timers stop, its
+        a server end on their own and report to the core themselves), its deadline stops (its
+        hedge check, queued, finds it ended), its
         client's slot and bytes are freed, its latency is observed, a withdrawal counted."""
         if exchange.ended:
             return
@@ -453,13 +455,11 @@ class Proxy:
         for attempt in list(exchange.live):
             if not attempt.written:
                 self._drop_unsent(attempt)
-        if exchange.hedge_timer is not None:
-            exchange.hedge_timer.cancel()
         if exchange.deadline_timer is not None:
             exchange.deadline_timer.cancel()
         self.exchanges.discard(exchange)
         exchange.client.release_slot(len(exchange.request.frame))
-        self.metrics.latency.observe(time.monotonic() - exchange.started)
+        self.metrics.observe_latency(time.monotonic() - exchange.started)
         if how is ExchangeState.WITHDRAWN:
             self.metrics.withdrawn.inc()
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from gremlinlb.sidecar import answers
 from gremlinlb.sidecar.backend import OUT_OF_ROTATION
 from gremlinlb.sidecar.exchange import Exchange
+from gremlinlb.sidecar.timers import TimerQueue
 
 from gremlinlb.core import (
     BalancerClosedError,
@@ -42,17 +43,18 @@ class Resender:
     def __init__(self, proxy: Proxy) -> None:
         self._proxy = proxy
         self._balancer = proxy.balancer
+        self.hedges = TimerQueue()  # every read's hedge check; an answered read's does nothing
 
     def arm_hedge(self, exchange: Exchange) -> None:
-        """One loop timer per read: after the hedge delay, maybe a second attempt."""
-        if not exchange.read_only or exchange.hedge_timer is not None or exchange.replied:
+        """After the hedge delay, maybe a second attempt: an entry in the one timer queue
+        of every read's hedge (timers.py), not a loop timer per read."""
+        if not exchange.read_only or exchange.hedge_armed or exchange.replied:
             return
         if not self._balancer.settings.hedge.enabled:
             return
         delay = self._balancer.hedge_delay()
-        exchange.hedge_timer = exchange.client.loop.call_later(
-            delay, self._hedge_due, exchange, delay
-        )
+        exchange.hedge_armed = True
+        self.hedges.call_later(exchange.client.loop, delay, self._hedge_due, exchange, delay)
 
     def _hedge_due(self, exchange: Exchange, waited: float) -> None:
         """The read has no answer frame after the hedge delay: send it to a second host if
@@ -71,9 +73,7 @@ class Resender:
             if check_alive is not None and self._balancer.is_quiet(first.lease):
                 check_alive(first.endpoint)  # hung or busy: its answer tells
             later = min(2 * waited, HEDGE_RECHECK_MAX)
-            exchange.hedge_timer = exchange.client.loop.call_later(
-                later, self._hedge_due, exchange, later
-            )
+            self.hedges.call_later(exchange.client.loop, later, self._hedge_due, exchange, later)
             return
         if not self._balancer.try_spend_extra():
             return

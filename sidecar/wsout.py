@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp._websocket.helpers import websocket_mask
 from gremlinlb.sidecar.bigframes import Prepared
+from gremlinlb.sidecar.frames import Spliced
 
 _OP_TEXT = 0x1
 _OP_BINARY = 0x2
@@ -37,6 +38,18 @@ _random_bits = random.getrandbits
 # not hold the first ones back until it ends, or the backend starts late and its first answers
 # look slow (late enough to be hedged).
 BATCH_FRAMES = 16
+
+#: A data frame to write: text, bytes, encoded off the loop, or spliced around its id.
+Outgoing = bytes | str | Prepared | Spliced
+
+
+def _header(first: int, length: int, mask_bit: int) -> bytes:
+    """A data frame's header (RFC 6455 5.2), the mask key apart."""
+    if length < 126:
+        return _LEN1(first, length | mask_bit)
+    if length < 65536:
+        return _LEN2(first, 126 | mask_bit, length)
+    return _LEN3(first, 127 | mask_bit, length)
 
 
 class FrameOutput:
@@ -61,14 +74,15 @@ class FrameOutput:
         """Wait until the transport's buffer is back under its low-water mark."""
         await self._protocol._drain_helper()
 
-    def write(self, frames: Iterable[bytes | str | Prepared]) -> int:
-        """Encode `frames` and write them with one call; returns the bytes written.
+    def write(self, frames: Iterable[Outgoing]) -> int:
+        """Encode `frames` and write them with one call; returns the bytes written. A Spliced
+        frame's body is copied once when masked (to a server), never when not (to a client).
 
         Raises ConnectionResetError when the socket is closing (nothing is written)."""
         transport = self._transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("cannot write to a closing transport")
-        chunks: list[bytes | bytearray] = []
+        chunks: list[bytes | bytearray | memoryview] = []
         append = chunks.append
         mask = self._mask
         mask_bit = _MASK_BIT if mask else 0
@@ -79,6 +93,23 @@ class FrameOutput:
                 chunks = []
                 append = chunks.append
                 continue
+            if isinstance(frame, Spliced):
+                length = len(frame)
+                header = _header(_FIN | _OP_BINARY, length, mask_bit)
+                if mask:  # a request to a server: masked in one copy of both pieces
+                    key = _MASK(_random_bits(32))
+                    joined = bytearray(frame.head)
+                    joined += frame.tail
+                    websocket_mask(key, joined)
+                    append(header + key)
+                    append(joined)
+                    size += len(header) + 4 + length
+                else:  # an answer to a client: the server's bytes, as they came
+                    append(header)
+                    append(frame.head)
+                    append(frame.tail)
+                    size += len(header) + length
+                continue
             if isinstance(frame, str):
                 payload: bytes = frame.encode("utf-8")
                 first = _FIN | _OP_TEXT
@@ -86,12 +117,7 @@ class FrameOutput:
                 payload = frame
                 first = _FIN | _OP_BINARY
             length = len(payload)
-            if length < 126:
-                header = _LEN1(first, length | mask_bit)
-            elif length < 65536:
-                header = _LEN2(first, 126 | mask_bit, length)
-            else:
-                header = _LEN3(first, 127 | mask_bit, length)
+            header = _header(first, length, mask_bit)
             if mask:
                 key = _MASK(_random_bits(32))
                 masked = bytearray(payload)
@@ -107,7 +133,7 @@ class FrameOutput:
             transport.writelines(chunks)
         return size
 
-    def _write_prepared(self, before: list[bytes | bytearray], frame: Prepared) -> int:
+    def _write_prepared(self, before: list[bytes | bytearray | memoryview], frame: Prepared) -> int:
         """Write the frames encoded so far, then `frame` as it is: its payload as a memoryview,
         which the transport copies once into its buffer (writelines would join everything
         into one more copy on Python 3.11). The payload is let go of once written."""

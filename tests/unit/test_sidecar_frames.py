@@ -317,13 +317,30 @@ def test_error_response_round_trips_through_gremlinpython(
     frame = frames.error_response(channel, backend.bytes, code, message, {"why": message})
     header = frames.parse_response(frame, channel)
     assert (header.request_id, header.code) == (backend.bytes, code)
-    restored = frames.with_response_id(frame, header, client.bytes)
+    restored = wire(frames.with_response_id(frame, header, client.bytes))
     decoded = deserializer_for(name).deserialize_message(restored)
     assert decoded["requestId"] == str(client)
     assert decoded["status"]["code"] == code
     assert decoded["status"]["message"] == message
     assert decoded["status"]["attributes"] == {"why": message}
     assert decoded["result"]["data"] is None
+
+
+def test_a_large_answer_is_spliced_around_the_clients_id_not_copied() -> None:
+    backend, client = uuid.uuid4(), uuid.uuid4()
+    message = "x" * frames.SPLICE_BYTES
+    frame = frames.error_response(GRAPHBINARY_CHANNEL, backend.bytes, 500, message)
+    header = frames.parse_response(frame, GRAPHBINARY_CHANNEL)
+    relayed = frames.with_response_id(frame, header, client.bytes)
+    assert isinstance(relayed, frames.Spliced)
+    assert relayed.tail.obj is frame  # a view of the server's frame
+    decoded = deserializer_for("graphbinary").deserialize_message(bytes(relayed))
+    assert (decoded["requestId"], decoded["status"]["message"]) == (str(client), message)
+
+
+def wire(frame: bytes | str | frames.Spliced) -> bytes | str:
+    """What the client reads: a spliced frame's two pieces, one after the other."""
+    return bytes(frame) if isinstance(frame, frames.Spliced) else frame
 
 
 def deserializer_for(name: str) -> Any:
@@ -342,7 +359,7 @@ def test_graphson_response_id_rewrite_ignores_the_same_uuid_in_the_data(
         }
     ).encode()
     header = frames.parse_response(frame, CHANNELS["graphson2"])
-    restored = json.loads(frames.with_response_id(frame, header, client.bytes))
+    restored = json.loads(wire(frames.with_response_id(frame, header, client.bytes)))
     assert restored["requestId"] == str(client)
     assert restored["result"]["data"][0] == str(backend)
 
