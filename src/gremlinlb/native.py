@@ -20,9 +20,10 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 
 #: The per-request modules setup.py compiles. Left pure, and why: core.outcomes (its errors
-#: subclass ConnectionError and TimeoutError, which mypyc cannot compile), core.latency's
-#: Samples (a deque subclass: core.samples stays pure), the sidecar's exchange, answers, clients
-#: and backend (asyncio callbacks and protocol classes that tests and aiohttp extend).
+#: subclass ConnectionError and TimeoutError, which mypyc cannot compile), core.samples (a
+#: deque subclass, likewise), core.endpoints (it checks untyped input, e.g. a port given as an
+#: int, and must say what was wrong: compiled, the call fails first with a bare TypeError), the
+#: sidecar's exchange, answers, clients and backend (asyncio protocol code, not measured yet).
 COMPILED = (
     "gremlinlb.core.picking",
     "gremlinlb.core.latency",
@@ -31,6 +32,12 @@ COMPILED = (
     "gremlinlb.core.hosts",
     "gremlinlb.core.routing",
     "gremlinlb.core.balancer",
+    "gremlinlb.core.hoststates",
+    "gremlinlb.core.hedging",
+    "gremlinlb.core.outliers",
+    "gremlinlb.core.slowstart",
+    "gremlinlb.core.admission",
+    "gremlinlb.core.buffer",
     "gremlinlb.sidecar.frames",
     "gremlinlb.sidecar.ids",
 )

@@ -7,7 +7,7 @@ Python). These specs make sure each run is the build it claims to be.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -31,12 +31,10 @@ def _run(code: list[str], pure: bool) -> str:
 
 
 def _installed_compiled() -> bool:
-    """An extension file sits next to the compiled modules' source in this install."""
-    spec = importlib.util.find_spec(native.COMPILED[0])
-    assert spec is not None
-    assert spec.origin is not None
-    folder = Path(spec.origin).parent
-    return any(folder.glob(native.COMPILED[0].rpartition(".")[2] + ".*.so"))
+    """An extension file sits next to the first compiled module's source in this install."""
+    package, _, module = native.COMPILED[0].rpartition(".")
+    folder = Path(importlib.import_module(package).__file__ or "").parent
+    return any(folder.glob(f"{module}.*.so"))
 
 
 def test_this_run_is_the_build_it_claims() -> None:
