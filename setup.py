@@ -4,8 +4,10 @@ The modules listed in gremlinlb.native.COMPILED are compiled with mypyc when it 
 importable, a C compiler on PATH, GREMLINLB_PURE unset); otherwise the same sources install
 pure. mypyc names a module by its folder, and sidecar/ imports as gremlinlb.sidecar, so the sources
 are first laid out as installed under build/mypyc/src. The extensions are kept in
-build/mypyc/cache/<hash of every source, mypyc and Python> so that `make package`, which
-re-links on every run, compiles again only when a source changed.
+build/mypyc/cache/<hash of every source, this file, mypyc and Python> so that `make package`,
+which re-links on every run, compiles again only when one of them changed. The editable install
+copies each extension next to its .py (git-ignored *.so) and links the copy; a pure build links
+none of them.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def _fingerprint(sources: list[tuple[Path, str]]) -> str:
     import mypy.version
 
     digest = hashlib.sha256(f"{sys.version}|{mypy.version.__version__}".encode())
-    digest.update(repr(NATIVE["COMPILED"]).encode())
+    digest.update(Path(__file__).read_bytes())  # the compile options below
     for path, installed in sources:
         digest.update(installed.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
@@ -82,22 +84,16 @@ class CachedBuildExt(build_ext):  # type: ignore[misc]  # untyped setuptools
             shutil.copy2(cached, target)
 
 
-def _forget_in_place_copies() -> None:
-    """The editable install copies each extension next to its .py (git-ignored) and links the
-    copy; drop the last build's, so a pure build leaves none behind."""
-    for folder in LAYOUT:
-        for stale in (ROOT / folder).rglob("*" + EXT_SUFFIX):
-            stale.unlink()
-
-
 def _extensions() -> list[Extension]:
-    _forget_in_place_copies()
     why = _why_pure()
     if why is not None:
         print(f"gremlinlb: installing pure Python ({why})", file=sys.stderr)
         return []
     sources = _sources()
     cache = WORK / "cache" / _fingerprint(sources)
+    for old in (WORK / "cache").glob("*"):  # builds of older sources: never used again
+        if old != cache:
+            shutil.rmtree(old, ignore_errors=True)
     CachedBuildExt.cache = cache
     names = [*NATIVE["COMPILED"], NATIVE["SHARED_LIBRARY"]]
     if all((cache / (name + EXT_SUFFIX)).exists() for name in names):
