@@ -13,7 +13,7 @@ include hack/k8s/k8s.mk
 # gremlinlb.sidecar and gremlinlb.operator live outside src/.
 LINK_TREE = $(firstword $(wildcard build/__editable__.gremlinlb-*))
 
-.PHONY: prometheus setup runtime-deps dev-deps package jars janusgraph lock demo test lint typecheck unit integration clean js-driver java-driver go-driver kind-e2e cluster-e2e generate bench bench-deps haproxy bench-micro
+.PHONY: prometheus setup runtime-deps compile-deps dev-deps package jars janusgraph lock demo test lint typecheck unit integration clean js-driver java-driver go-driver kind-e2e cluster-e2e generate bench bench-deps haproxy bench-micro
 
 # Every Python dependency, transitive ones included, comes from a lock file with hashes
 # (requirements/*.txt, regenerated from pyproject.toml by `make lock`), so every machine installs
@@ -32,6 +32,13 @@ $(VENV)/.runtime-stamp: $(LOCK)/runtime.txt
 	@$(PIP_INSTALL) -r $(LOCK)/runtime.txt
 	@touch $@
 
+# mypyc (it comes with mypy) for the compiled build, where the dev lock is not installed (`make
+# demo`); the dev lock has the same mypy.
+compile-deps: $(VENV)/.compile-stamp
+$(VENV)/.compile-stamp: $(LOCK)/compile.txt $(VENV)/.runtime-stamp
+	@$(PIP_INSTALL) -r $(LOCK)/compile.txt
+	@touch $@
+
 dev-deps: $(VENV)/.dev-stamp
 $(VENV)/.dev-stamp: $(LOCK)/dev.txt $(LOCK)/dev-no-deps.txt $(VENV)/.runtime-stamp
 	$(PIP_INSTALL) -r $(LOCK)/dev.txt
@@ -41,7 +48,12 @@ $(VENV)/.dev-stamp: $(LOCK)/dev.txt $(LOCK)/dev-no-deps.txt $(VENV)/.runtime-sta
 # The package itself, without dependencies (the locks bring them). Re-link on every run: the
 # strict editable install links files, so a new module needs a relink. setuptools announces
 # every strict editable install with a warning that only repeats what this comment says.
+# setup.py compiles the hot path with mypyc (gremlinlb.native.COMPILED) when mypyc and a C
+# compiler are there, about a minute, then only when a source changed (build/mypyc/cache);
+# GREMLINLB_PURE=1 installs it pure. The link tree's name says which (cp311 or py3-none-any):
+# the old one goes first, so LINK_TREE is the one installed.
 package: $(VENV)/.runtime-stamp
+	@rm -rf build/__editable__.gremlinlb-*
 	@PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet \
 	    --disable-pip-version-check --no-deps --no-build-isolation -e . \
 	    --config-settings editable_mode=strict
@@ -81,10 +93,10 @@ go-driver:
 # Only what the demo needs (no test tools, no test drivers), and only its narrative: log lines at
 # WARNING and above unless asked (make demo DEMO_LOG_LEVEL=INFO).
 DEMO_LOG_LEVEL ?= WARNING
-demo: runtime-deps package jars
+demo: runtime-deps compile-deps package jars
 	@$(GREMLINLB) --log-level $(DEMO_LOG_LEVEL) demo
 
-LINT_PATHS = src tests $(wildcard sidecar operator bench)
+LINT_PATHS = setup.py src tests $(wildcard sidecar operator bench)
 
 lint: dev-deps package
 	$(VENV)/bin/ruff check $(LINT_PATHS)
@@ -94,7 +106,7 @@ lint: dev-deps package
 
 typecheck: dev-deps package
 	cd $(LINK_TREE) && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p gremlinlb
-	$(VENV)/bin/mypy tests $(wildcard bench/*.py) $(wildcard bench/compare/*.py) $(wildcard bench/micro/*.py)
+	$(VENV)/bin/mypy setup.py tests $(wildcard bench/*.py) $(wildcard bench/compare/*.py) $(wildcard bench/micro/*.py)
 
 # `make bench`: connection-level balancers (HAProxy, a kube-proxy-like TCP round-robin) against
 # gremlinlb (in-process client, sidecar) on the same real Gremlin Servers, in one run; writes
@@ -125,11 +137,16 @@ export GREMLINLB_PROMETHEUS_BIN := $(PROMETHEUS_DIR)/usr/bin
 prometheus:
 	@hack/monitoring/prometheus.sh $(PROMETHEUS_DIR) >/dev/null
 
+# The unit suite runs on both builds: the one installed (compiled when `make package` could) and
+# the pure-Python source of the same modules (GREMLINLB_PURE=1, gremlinlb.native); the
+# integration suite once, on the installed build.
 unit: dev-deps package
 	$(PY) -m pytest tests/unit
+	GREMLINLB_PURE=1 $(PY) -m pytest -q tests/unit
 
 test: setup k8s-bins prometheus lint typecheck
 	$(PY) -m pytest
+	GREMLINLB_PURE=1 $(PY) -m pytest -q tests/unit
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -13,6 +13,7 @@ connection), against each contender in turn, in one run, on loopback:
 | sidecar-1 | `gremlinlb sidecar --endpoints <server 1>` |
 | sidecar-3 | `gremlinlb sidecar --endpoints <servers 1, 2, 3>` |
 | NAME-1, NAME-3 | the same from another `gremlinlb` (`--baseline NAME=PATH`, `--baseline-rev`) |
+| pure-1, pure-3 | this checkout's sidecar with GREMLINLB_PURE=1 (`--pure`: not the mypyc build) |
 
 For each cell: req/s and p50/p99 in the measured window (from the load generator), and CPU
 microseconds per request of the proxy process (utime + stime from /proc/<pid>/stat over the
@@ -533,6 +534,12 @@ def main() -> int:
         "with this venv's Python), as NAME-1 and NAME-3",
     )
     parser.add_argument(
+        "--pure",
+        action="store_true",
+        help="also run this checkout's sidecar with GREMLINLB_PURE=1 (the Python source of the "
+        "modules `make package` compiled with mypyc), as pure-1 and pure-3",
+    )
+    parser.add_argument(
         "--no-current",
         action="store_true",
         help="skip this checkout's sidecar (e.g. to measure only a --baseline-rev)",
@@ -580,6 +587,8 @@ def main() -> int:
             contenders.append(Sidecar("sidecar-1", gremlinlb, servers[:1], run_dir, extra))
             contenders.append(Sidecar("sidecar-3", gremlinlb, servers, run_dir, extra))
         baselines = [spec.partition("=")[::2] for spec in args.baseline]
+        if args.pure:
+            baselines.append(("pure", pure_executable(gremlinlb, run_dir)))
         for spec in args.baseline_rev:
             name, _, rev = spec.partition("=")
             baselines.append((name, checkout(rev, run_dir / f"rev-{name}")))
@@ -670,6 +679,14 @@ def main() -> int:
     output.write_text("\n".join(text) + "\n", encoding="utf-8")
     print(f"wrote {output}")
     return 0
+
+
+def pure_executable(gremlinlb: str, run_dir: Path) -> str:
+    """`gremlinlb` run as pure Python (gremlinlb.native), in the same process (exec)."""
+    executable = run_dir / "gremlinlb-pure"
+    executable.write_text(f'#!/bin/sh\nGREMLINLB_PURE=1 exec {gremlinlb} "$@"\n', encoding="utf-8")
+    executable.chmod(0o755)
+    return str(executable)
 
 
 def checkout(rev: str, into: Path) -> str:

@@ -5,6 +5,8 @@
 #
 #   runtime.txt  the product's dependencies (`make demo`), plus pip and setuptools
 #   dev.txt      runtime + the dev extra (`make setup`, `make test`)
+#   compile.txt  runtime + the compile extra: mypyc for the compiled build of `make demo` and the
+#                image (the same mypy as dev.txt)
 #   bench.txt    dev + the bench extra (`make bench`)
 #   dev-no-deps.txt  the dev-no-deps extra alone, each package with its hashes but without its
 #                dependencies (installed with --no-deps: janusgraphpython pins a gremlinpython
@@ -41,6 +43,7 @@ compile() {  # compile OUTPUT [pip-compile options...]
 
 compile runtime.txt
 compile dev.txt --extra dev --constraint requirements/runtime.txt
+compile compile.txt --extra compile --constraint requirements/dev.txt
 compile bench.txt --extra dev --extra bench --constraint requirements/dev.txt
 
 # The dev-no-deps extra: resolved on its own (its pins may conflict with ours), then only the

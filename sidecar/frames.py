@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from json.decoder import scanstring  # type: ignore[attr-defined]
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 if TYPE_CHECKING:
     from gremlinlb.sidecar.bigframes import Prepared
@@ -255,7 +255,9 @@ class UnsupportedMimeError(MalformedFrameError):
     unknown, so no error answer it could read can be written: its connection is closed with
     1003 (unsupported data) and a reason naming the type."""
 
-    close_code = 1003
+    # ClassVar: compiled by mypyc, a plain class attribute would be an instance attribute
+    # that this subclass, which has no __init__ of its own, never sets.
+    close_code: ClassVar[int] = 1003
 
 
 def normalise_mime(mime: str) -> str:

@@ -1,5 +1,7 @@
 """gremlinlb: per-request load balancing for Apache TinkerPop Gremlin Servers."""
 
+# First: with GREMLINLB_PURE=1 the compiled modules must load from source (gremlinlb.native).
+from gremlinlb import native as native
 from gremlinlb.client import AnswerNotReadableError, RoundRobinClientRemoteConnection
 from gremlinlb.core import (
     BalancerSettings,

@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 # name -> (module with register(commands), one-line help shown when it is not the one running)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -56,6 +57,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="level of gremlinlb's own log lines (DEBUG, INFO, WARNING, ERROR); "
         "libraries log at WARNING and above",
     )
+    parser.add_argument(
+        "--version",
+        action=_Version,
+        help="print the version and which build runs: compiled with mypyc (which modules) or "
+        "pure Python (GREMLINLB_PURE=1 forces pure)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = None if argv is None else _chosen(argv)
     for name, (module, summary) in COMMANDS.items():
@@ -64,6 +71,19 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         else:
             commands.add_parser(name, help=summary, add_help=False)
     return parser
+
+
+class _Version(argparse.Action):
+    """`--version`: imports the compiled modules only when asked (not for every command)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from gremlinlb import __version__, native
+
+        print(f"gremlinlb {__version__}, {native.describe()}")
+        parser.exit()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 #: Which lock installs which part of pyproject.toml (hack/lock.sh makes them).
-LOCKS = {"runtime.txt": (), "dev.txt": ("dev",), "bench.txt": ("dev", "bench")}
+LOCKS = {
+    "runtime.txt": (),
+    "dev.txt": ("dev",),
+    "compile.txt": ("compile",),
+    "bench.txt": ("dev", "bench"),
+}
 
 
 def _name(raw: str) -> str:
@@ -56,7 +61,13 @@ def test_every_direct_dependency_is_locked_at_its_pyproject_pin(lock: str) -> No
 
 
 @pytest.mark.parametrize(
-    ("smaller", "larger"), [("runtime.txt", "dev.txt"), ("dev.txt", "bench.txt")]
+    ("smaller", "larger"),
+    [
+        ("runtime.txt", "dev.txt"),
+        ("dev.txt", "bench.txt"),
+        ("runtime.txt", "compile.txt"),
+        ("compile.txt", "dev.txt"),
+    ],
 )
 def test_a_larger_lock_keeps_every_version_of_the_smaller_one(smaller: str, larger: str) -> None:
     small, large = locked(smaller), locked(larger)

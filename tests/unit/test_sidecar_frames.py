@@ -393,3 +393,11 @@ def test_graphbinary_and_graphson_channels_are_told_apart() -> None:
     assert CHANNELS["graphson3"].format is Format.GRAPHSON
     assert CHANNELS["graphson3"].typed_json
     assert not CHANNELS["graphson2"].typed_json
+
+
+def test_an_invented_mime_is_refused_with_the_close_code_for_unsupported_data() -> None:
+    """1003 on the error itself, compiled (mypyc) as well as pure: clients.py closes with it."""
+    mime = b"application/vnd.gremlin-v3.0+json;x=7"
+    with pytest.raises(frames.UnsupportedMimeError, match="unsupported mime") as refused:
+        frames.parse_request(bytes([len(mime)]) + mime + b"{}")
+    assert refused.value.close_code == 1003

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gremlinlb.core.endpoints import HostState
-from gremlinlb.core.latency import Samples
 from gremlinlb.core.lease import Lease
+from gremlinlb.core.samples import Samples
 from gremlinlb.core.settings import BalancerSettings
 
 if TYPE_CHECKING:

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gremlinlb.core.endpoints import Endpoint, HostState
-from gremlinlb.core.latency import Samples, median
 from gremlinlb.core.lease import Lease
 from gremlinlb.core.outcomes import Outcome
+from gremlinlb.core.samples import Samples, median
 from gremlinlb.core.settings import BalancerSettings
 
 if TYPE_CHECKING:

@@ -24,10 +24,10 @@ from gremlinlb.core.endpoints import Endpoint, HostState, Role
 from gremlinlb.core.errors import BufferTimeoutError
 from gremlinlb.core.hedging import HedgeRule
 from gremlinlb.core.hosts import Host
-from gremlinlb.core.latency import median
 from gremlinlb.core.lease import Lease
 from gremlinlb.core.outliers import OutlierDetector
 from gremlinlb.core.picking import LeastCost, LeastInFlight, Picker, RoundRobin
+from gremlinlb.core.samples import median
 from gremlinlb.core.settings import BalancerSettings, Policy, ReadRouting
 from gremlinlb.core.slowstart import SlowStart
 from gremlinlb.core.sources import TraversalSources, skip_for_source
