@@ -123,7 +123,7 @@ class NeptuneFollower:
         why = (
             f"no {' and no '.join(health.roles_out)} in service"
             if health.roles_out
-            else f"{health.read_only_violations} writes refused by a reader so far"
+            else f"writes refused by a reader: {health.read_only_violations}"
         )
         log.info(
             "Neptune cluster %s: sidecar %s suspects a failover (%s); reading the cluster now",

@@ -6,23 +6,30 @@ is pushed (the operator's GremlinCluster spec.neptune, or a script) cannot read 
 counts the suspicion instead, which `GET /readyz/backends` reports as `read_only_violations`,
 and waits for the next list. The operator reads that answer every health interval and, seeing
 the count grow (or a role with no host in service, `roles_out`), reads the cluster at once and
-pushes the new list; the held write then goes to the writer it names (`neptune_retry.py`). The
-wait is bounded by the request's deadline: with nobody pushing (a list given by hand), the
-client gets Neptune's answer unchanged once it is over.
+pushes the new list; the held write then goes to the writer it names (`neptune_retry.py`). A
+write still held asks again (the count grows) every ASK_AGAIN seconds, until its request's
+deadline: with nobody pushing (a list given by hand), the client then gets Neptune's answer
+unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+
+#: A write still held asks again this often (seconds): the operator's read may have come before
+#: the management API named the new writer, and then nothing new is pushed.
+ASK_AGAIN = 5.0
 
 
 class PushedTopology:
     """`refresh` for `Proxy.refresh_topology` in a sidecar without its own topology source;
     `list_applied` is told each host list the admin API applies."""
 
-    def __init__(self) -> None:
+    def __init__(self, ask_again: float = ASK_AGAIN) -> None:
         #: Times a write refused by a reader asked for a new list (reported to the operator).
         self.read_only_violations = 0
+        self._ask_again = ask_again
         self._next_list: asyncio.Event | None = None  # set by the next list applied
 
     def list_applied(self) -> None:
@@ -32,10 +39,12 @@ class PushedTopology:
             self._next_list = None
 
     async def refresh(self) -> bool:
-        """Report the suspected failover and wait for the next list (the caller bounds the
-        wait by its request's deadline)."""
+        """Report the suspected failover and wait for the next list, at most `ask_again`
+        seconds (the caller asks again until its request's deadline); False: none came."""
         self.read_only_violations += 1
         if self._next_list is None:
             self._next_list = asyncio.Event()
-        await self._next_list.wait()
-        return True
+        applied = self._next_list
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(applied.wait(), self._ask_again)
+        return applied.is_set()

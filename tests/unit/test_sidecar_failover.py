@@ -32,3 +32,13 @@ def test_a_list_applied_before_a_write_was_refused_does_not_release_it() -> None
         assert await asyncio.wait_for(waiting, 1)
 
     asyncio.run(scenario())
+
+
+def test_a_write_held_with_no_list_coming_asks_again_and_is_counted_again() -> None:
+    async def scenario() -> None:
+        pushed = PushedTopology(ask_again=0.01)
+        assert not await asyncio.wait_for(pushed.refresh(), 1)  # no list: ask again
+        assert not await asyncio.wait_for(pushed.refresh(), 1)
+        assert pushed.read_only_violations == 2  # the operator sees the count grow
+
+    asyncio.run(scenario())
