@@ -385,17 +385,13 @@ def test_every_health_answer_is_told_with_the_previous_one_even_unchanged() -> N
 
 
 def test_a_sidecars_health_answer_carries_its_suspicions_and_an_older_ones_none() -> None:
-    answer = {
-        "generation": 4,
-        "hosts": {"10.0.0.1:8182": "down", "10.0.0.2:8182": "healthy"},
-        "read_only_violations": 3,
-        "roles_out": ["writer"],
-    }
+    states = {"10.0.0.1:8182": "down", "10.0.0.2:8182": "healthy"}
+    answer = {"generation": 4, "hosts": states, "read_only_violations": 3, "roles_out": ["writer"]}
     assert _backend_health(json.dumps(answer)) == BackendHealth(
-        4, answer["hosts"], read_only_violations=3, roles_out=("writer",)
+        4, states, read_only_violations=3, roles_out=("writer",)
     )
-    older = {"generation": 4, "hosts": {"10.0.0.1:8182": "healthy"}}
-    assert _backend_health(json.dumps(older)) == BackendHealth(4, older["hosts"])
+    older = {"generation": 4, "hosts": states}  # a sidecar from before these fields
+    assert _backend_health(json.dumps(older)) == BackendHealth(4, states)
 
 
 def test_without_a_health_reader_a_synced_sidecar_is_left_alone() -> None:
