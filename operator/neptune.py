@@ -34,11 +34,22 @@ Read = Callable[[NeptuneSource, TagCache], tuple[Endpoint, ...]]
 log = logging.getLogger(__name__)
 
 
-def failover_suspected(previous: BackendHealth | None, health: BackendHealth) -> bool:
-    """Whether a sidecar's health answer asks for a read at once: more writes refused by a
-    reader than in its previous answer, or a role (writer, reader) with no host in service."""
+def refused_since(previous: BackendHealth | None, health: BackendHealth) -> int:
+    """Writes refused by a reader (ReadOnlyViolationException) that a sidecar reports since its
+    previous answer."""
     seen = 0 if previous is None else previous.read_only_violations
-    return health.read_only_violations > seen or bool(health.roles_out)
+    return max(0, health.read_only_violations - seen)
+
+
+def suspicion(previous: BackendHealth | None, health: BackendHealth) -> str | None:
+    """Why a sidecar's health answer asks for a read at once (None: it does not): writes
+    refused by a reader since its previous answer, or a role with no host in service."""
+    reasons = []
+    if refused_since(previous, health):
+        reasons.append(f"writes refused by a reader: {health.read_only_violations}")
+    if health.roles_out:
+        reasons.append(f"no {' and no '.join(health.roles_out)} in service")
+    return "; ".join(reasons) or None
 
 
 def discovered(hosts: tuple[Endpoint, ...]) -> list[DiscoveredEndpoint]:
@@ -115,23 +126,23 @@ class NeptuneFollower:
     def sidecar_health(
         self, key: str, previous: BackendHealth | None, health: BackendHealth
     ) -> None:
-        """A sidecar's health answer: read the cluster at once if it suspects a failover."""
-        if not failover_suspected(previous, health) or not (
-            self._eager is None or self._eager.done()
-        ):
+        """A sidecar's health answer: read the cluster at once if it suspects a failover (a
+        read already on its way serves it)."""
+        why = suspicion(previous, health)
+        if why is None:
             return
-        why = (
-            f"no {' and no '.join(health.roles_out)} in service"
-            if health.roles_out
-            else f"writes refused by a reader: {health.read_only_violations}"
-        )
+        reading = self._eager is not None and not self._eager.done()
+        if reading and not refused_since(previous, health):
+            return  # a role still out, and a read on its way: nothing new
         log.info(
-            "Neptune cluster %s: sidecar %s suspects a failover (%s); reading the cluster now",
+            "Neptune cluster %s: sidecar %s suspects a failover (%s); %s",
             self.source.cluster,
             key,
             why,
+            "a read is on its way" if reading else "reading the cluster now",
         )
-        self._eager = asyncio.ensure_future(self.topology.refresh_now())
+        if not reading:
+            self._eager = asyncio.ensure_future(self.topology.refresh_now())
 
     async def run(self) -> None:
         """Follow the cluster until cancelled (the CR deleted, or changed)."""

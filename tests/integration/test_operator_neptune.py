@@ -378,7 +378,6 @@ def test_a_write_refused_after_a_failover_is_held_until_the_operator_pushes_the_
     assert fronts[0].answered["ReadOnlyViolationException"] >= 1  # the old writer refused
     assert sum(counts) == acknowledged == 20  # every acknowledged write, none twice
     assert counts == [10, 0, 10]  # none on a reader
-    suspected = "suspects a failover (writes refused by a reader: 1); reading the cluster now"
-    assert suspected in neptune.operator_log()
+    assert "suspects a failover (writes refused by a reader: 1)" in neptune.operator_log()
     roles = ("reader", "reader", "writer")
     neptune.all_list({(f.address, r, z) for f, r, z in zip(fronts, roles, zones, strict=True)})

@@ -13,7 +13,7 @@ from gremlinlb.operator.discovery import EndpointState
 from gremlinlb.operator.neptune import (
     NeptuneFollower,
     discovered,
-    failover_suspected,
+    suspicion,
     topology_status,
 )
 from gremlinlb.operator.push import BackendHealth
@@ -193,17 +193,20 @@ def health(read_only_violations: int = 0, *roles_out: str) -> BackendHealth:
 
 
 def test_more_writes_refused_by_a_reader_than_last_seen_suspect_a_failover() -> None:
-    assert failover_suspected(health(1), health(2))
-    assert failover_suspected(None, health(1))  # a sidecar not seen before
+    assert suspicion(health(1), health(2)) == "writes refused by a reader: 2"
+    assert suspicion(None, health(1)) == "writes refused by a reader: 1"  # not seen before
 
 
 def test_a_role_with_no_host_in_service_suspects_a_failover() -> None:
-    assert failover_suspected(health(2), health(2, "writer"))
+    assert suspicion(health(2), health(2, "writer")) == "no writer in service"
+    both = suspicion(health(0), health(1, "writer", "reader"))
+    assert both == "writes refused by a reader: 1; no writer and no reader in service"
 
 
 def test_an_unchanged_count_with_every_role_in_service_suspects_nothing() -> None:
-    assert not failover_suspected(health(2), health(2))
-    assert not failover_suspected(None, health())
+    assert suspicion(health(2), health(2)) is None
+    assert suspicion(None, health()) is None
+    assert suspicion(health(3), health(0)) is None  # a restarted sidecar counts from 0
 
 
 def test_sidecars_suspecting_a_failover_make_the_follower_read_once_at_once() -> None:
