@@ -96,7 +96,7 @@ def register(commands: Any) -> None:
         default=15.0,
         metavar="SEC",
         help="read each sidecar's view of its backends this often, for the GremlinCluster "
-        "status (default 15)",
+        "status and a spec.neptune cluster's suspected failovers (default 15)",
     )
     run.add_argument(
         "--liveness",

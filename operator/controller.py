@@ -183,6 +183,7 @@ class ClusterController:
             on_conflict=self._on_conflict,
             health_reader=read_health,
             health_interval=options.health_interval,
+            on_health=self._on_sidecar_health,
         )
         self._slices: Reflector | None = None
         self._writer_slices: Reflector | None = None  # of spec.roles.writerService
@@ -637,6 +638,12 @@ class ClusterController:
                 f"({result.url.split('://', 1)[-1]}): {result.error}; retrying",
             )
         self._schedule_status()
+
+    def _on_sidecar_health(
+        self, key: str, previous: BackendHealth | None, health: BackendHealth
+    ) -> None:
+        if self._neptune is not None:  # a suspected failover makes it read the cluster now
+            self._neptune.sidecar_health(key, previous, health)
 
     def _schedule_status(self) -> None:
         self._status_dirty.set()

@@ -6,21 +6,50 @@ interval with jitter, backing off as it does, keeping the last good list when th
 botocore's credential chain (IRSA on EKS), and each list it applies becomes the cluster's
 endpoints, which the controller pushes to every sidecar as it pushes a Service's. The status
 part (writer, readers, last read, last error) is built here, without I/O.
+
+A pushed sidecar cannot read the cluster itself, so it reports what suspects a failover in its
+`GET /readyz/backends` answer, which the operator reads every health interval: writes refused
+by a reader (`read_only_violations`, held while it waits for a new list) and roles with no host
+in service (`roles_out`). Either makes the follower read the cluster at once
+(`NeptuneTopology.refresh_now`: one read shared by every sidecar asking, spaced EAGER_SPACING
+apart), so the new writer is pushed within about a health interval, not refreshSeconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from gremlinlb.operator.discovery import DiscoveredEndpoint, EndpointState
+from gremlinlb.operator.push import BackendHealth
 from gremlinlb.operator.status import now_text
 
 from gremlinlb.core import Endpoint, Role
 from gremlinlb.neptune import NeptuneSource, NeptuneTopology, TagCache, describe
 
 Read = Callable[[NeptuneSource, TagCache], tuple[Endpoint, ...]]
+
+log = logging.getLogger(__name__)
+
+
+def refused_since(previous: BackendHealth | None, health: BackendHealth) -> int:
+    """Writes refused by a reader (ReadOnlyViolationException) that a sidecar reports since its
+    previous answer."""
+    seen = 0 if previous is None else previous.read_only_violations
+    return max(0, health.read_only_violations - seen)
+
+
+def suspicion(previous: BackendHealth | None, health: BackendHealth) -> str | None:
+    """Why a sidecar's health answer asks for a read at once (None: it does not): writes
+    refused by a reader since its previous answer, or a role with no host in service."""
+    reasons = []
+    if refused_since(previous, health):
+        reasons.append(f"writes refused by a reader: {health.read_only_violations}")
+    if health.roles_out:
+        reasons.append(f"no {' and no '.join(health.roles_out)} in service")
+    return "; ".join(reasons) or None
 
 
 def discovered(hosts: tuple[Endpoint, ...]) -> list[DiscoveredEndpoint]:
@@ -68,6 +97,7 @@ class NeptuneFollower:
         self.error: str | None = None
         self._tags = TagCache(source.refresh)  # instances' tags, for a tags selector
         self.topology = NeptuneTopology(source, self._apply, self._read_once)
+        self._eager: asyncio.Future[bool] | None = None  # a read asked for by a sidecar
 
     def _read_once(self, source: NeptuneSource) -> tuple[Endpoint, ...]:
         """One read (on a worker thread), remembering when it worked or why it did not."""
@@ -93,6 +123,27 @@ class NeptuneFollower:
     def status(self) -> dict[str, Any]:
         return topology_status(self.source, self.hosts, self.last_read, self.error)
 
+    def sidecar_health(
+        self, key: str, previous: BackendHealth | None, health: BackendHealth
+    ) -> None:
+        """A sidecar's health answer: read the cluster at once if it suspects a failover (a
+        read already on its way serves it)."""
+        why = suspicion(previous, health)
+        if why is None:
+            return
+        reading = self._eager is not None and not self._eager.done()
+        if reading and not refused_since(previous, health):
+            return  # a role still out, and a read on its way: nothing new
+        log.info(
+            "Neptune cluster %s: sidecar %s suspects a failover (%s); %s",
+            self.source.cluster,
+            key,
+            why,
+            "a read is on its way" if reading else "reading the cluster now",
+        )
+        if not reading:
+            self._eager = asyncio.ensure_future(self.topology.refresh_now())
+
     async def run(self) -> None:
         """Follow the cluster until cancelled (the CR deleted, or changed)."""
         notify = asyncio.create_task(self._notify())
@@ -100,6 +151,8 @@ class NeptuneFollower:
             await self.topology.run()
         finally:
             notify.cancel()
+            if self._eager is not None:
+                self._eager.cancel()
 
     async def _notify(self) -> None:
         while True:

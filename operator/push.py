@@ -103,6 +103,10 @@ class BackendHealth:
     generation: int | None
     #: Backend address -> state as the sidecar sees it (healthy, down, ejected, joining, ...).
     states: Mapping[str, str]
+    #: Times a write refused by a reader (ReadOnlyViolationException) asked for a new list.
+    read_only_violations: int = 0
+    #: The roles (writer, reader) listed with no host in service.
+    roles_out: tuple[str, ...] = ()
 
 
 class HealthReader(Protocol):
@@ -163,7 +167,12 @@ class PushGroup:
         on_conflict: Callable[[int], None] = lambda _generation: None,
         health_reader: HealthReader | None = None,
         health_interval: float = 15.0,
+        on_health: Callable[[str, BackendHealth | None, BackendHealth], None] = (
+            lambda _key, _previous, _health: None
+        ),
     ) -> None:
+        """``on_health``: told every health answer read (changed or not): the target's key, its
+        previous answer (None: none kept) and the new one."""
         self.name = name
         self._send = sender
         self._semaphore = semaphore
@@ -173,6 +182,7 @@ class PushGroup:
         self._on_conflict = on_conflict
         self._read_health = health_reader
         self._health_interval = health_interval
+        self._on_health = on_health
         self._payload: Payload | None = None
         self._token: str | None = None
         self._targets: dict[str, _Target] = {}
@@ -322,6 +332,8 @@ class PushGroup:
             except Exception:  # the reader should not raise; never let a target die
                 log.exception("reading the backend health of %s failed unexpectedly", target.key)
                 health = None
+        if health is not None:
+            self._on_health(target.key, target.health, health)
         if health != target.health:
             target.health = health
             self._on_result(self._status(target))

@@ -151,7 +151,10 @@ def _backend_health(text: str) -> BackendHealth | None:
     hosts = data.get("hosts")
     if not isinstance(hosts, dict):
         return None
+    roles = data.get("roles_out")
     return BackendHealth(
         _integer(data.get("generation")),
         {str(address): str(state) for address, state in hosts.items()},
+        read_only_violations=_integer(data.get("read_only_violations")) or 0,
+        roles_out=tuple(str(r) for r in roles) if isinstance(roles, list) else (),
     )

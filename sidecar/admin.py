@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 from gremlinlb.sidecar.addresses import address_of, is_loopback_name, resolve
+from gremlinlb.sidecar.failover import PushedTopology
 from gremlinlb.sidecar.hostcheck import HostCheck, arrived_address
 from gremlinlb.sidecar.hostlist import (
     BadUpdateError,
@@ -36,6 +37,7 @@ from gremlinlb.sidecar.metrics import CONTENT_TYPE, SidecarMetrics
 from gremlinlb.sidecar.trust import HostPolicy
 
 from gremlinlb.core import Balancer, Endpoint, HostState, HostStatus
+from gremlinlb.neptune import roles_out
 from gremlinlb.schema import to_document
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,8 @@ class AdminApi:
         self._host_check = host_check or HostCheck()
         self._lock = asyncio.Lock()
         self.current = initial
+        #: Told each list applied; reports writes waiting for one (a suspected failover).
+        self.pushed = PushedTopology()
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._host_check.middleware])
@@ -148,6 +152,7 @@ class AdminApi:
                 self._balancer.update_settings(update.settings)
             self._balancer.set_client_zones(update.client_zones)
             self.current = update
+            self.pushed.list_applied()
         log.info(
             "host list generation %d: %s (added %s, removed %s)",
             update.generation,
@@ -170,6 +175,7 @@ class AdminApi:
             update = replace(self.current, generation=self.current.generation + 1, hosts=hosts)
             added, removed = await asyncio.to_thread(self._balancer.replace, hosts)
             self.current = update
+            self.pushed.list_applied()
         log.info(
             "host list generation %d from the topology source: added %s, removed %s",
             update.generation,
@@ -213,7 +219,9 @@ class AdminApi:
 
     async def backends_ready(self, _request: web.Request) -> web.Response:
         """200 while at least one backend is healthy: for dashboards and alerts, not for the
-        pod's readiness probe."""
+        pod's readiness probe. Also what the operator reads every health interval: a growing
+        `read_only_violations` or a role in `roles_out` makes it read a Neptune cluster at once
+        (failover.py)."""
         hosts = self._balancer.hosts()
         healthy = [h.endpoint.address for h in hosts if h.state is HostState.HEALTHY]
         return web.json_response(
@@ -223,6 +231,8 @@ class AdminApi:
                 "healthy": healthy,
                 "hosts": {h.endpoint.address: h.state.value for h in hosts},
                 "buffered": self._balancer.buffered,
+                "read_only_violations": self.pushed.read_only_violations,
+                "roles_out": [role.value for role in roles_out(hosts)],
             },
             status=200 if healthy else 503,
         )

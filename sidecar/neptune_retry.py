@@ -2,10 +2,12 @@
 
 The rules are the core's (`gremlinlb.core.neptune_errors`): a `ConcurrentModificationException`
 is retried on the writer after a jittered exponential backoff, within the request's attempt
-limit and the extra-request budget; a write answered `ReadOnlyViolationException` makes the
-sidecar read the cluster at once (`Proxy.refresh_topology`, NeptuneTopology.refresh_now) and
-goes, once, to the writer the new list names, before the request's deadline. Otherwise the
-client gets Neptune's own answer, held by the attempt (`Exchange.held`), unchanged. The
+limit and the extra-request budget; a write answered `ReadOnlyViolationException` is held
+while the sidecar asks for a new list (`Proxy.refresh_topology`: NeptuneTopology.refresh_now
+reads the cluster at once; a sidecar whose list is pushed reports the suspected failover to the
+operator and waits for its next push, failover.py) and goes, once, to the writer the new list
+names, before the request's deadline. Otherwise the client gets Neptune's own answer, held by
+the attempt (`Exchange.held`), unchanged. The
 attempt that got the answer already reported it to the core as OVERLOADED: no evidence
 against its host.
 """
@@ -120,17 +122,16 @@ class NeptuneRetrier:
         proxy._spawn(exchange, proxy._guard(exchange, self._reroute(exchange, attempt)))
 
     async def _reroute(self, exchange: Exchange, attempt: Attempt) -> None:
-        """Read the cluster at once and wait for it to name another writer, then send the
-        write there; give Neptune's answer back if none is named before the deadline."""
+        """Until the topology names another writer, ask for a new list (read the cluster, or
+        wait for a pushed one) and look again; then send the write there. Neptune's answer goes
+        back if none is named before the deadline."""
         proxy = self._proxy
         refresh = proxy.refresh_topology
         assert refresh is not None
         refused = attempt.endpoint
         deadline = self._deadline(exchange)
+        asked = False  # a new list was asked for since the last look
         while True:
-            await refresh()
-            if exchange.ended or exchange.replied:
-                return
             writer = new_writer(refused, proxy.balancer.endpoints())
             if writer is not None:
                 log.info(
@@ -143,8 +144,19 @@ class NeptuneRetrier:
                 proxy.resender.arm_deadline(exchange)
                 proxy._continue(exchange)
                 return
-            wait = min(REROUTE_RECHECK, deadline - time.monotonic())
-            if wait <= 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 proxy._give_up(exchange, exchange.last_error)
                 return
-            await asyncio.sleep(wait)
+            if asked:
+                await asyncio.sleep(min(REROUTE_RECHECK, left))
+                asked = False
+                continue
+            try:
+                async with asyncio.timeout(left):
+                    await refresh()
+            except TimeoutError:
+                pass  # the deadline: the next look gives up unless a writer was named
+            if exchange.ended or exchange.replied:
+                return
+            asked = True

@@ -92,8 +92,8 @@ class Proxy:
         # Asks a quiet host a ping (the health loop's check_alive); None: hedges go by timing.
         self.check_alive: Callable[[Endpoint], None] | None = None
         self.resender = Resender(self)
-        # Reads the cluster at once (NeptuneTopology.refresh_now) when a write meets a reader;
-        # None: no topology source, Neptune's answer goes to the client (neptune_retry.py).
+        # When a write meets a reader: read the cluster at once (NeptuneTopology.refresh_now),
+        # or wait for a pushed list (failover.py); None: the answer goes back (neptune_retry.py).
         self.refresh_topology: Callable[[], Awaitable[bool]] | None = None
         self.neptune = NeptuneRetrier(self)
         # One thread parses and checks large frames (OFF_LOOP_FRAME_BYTES): they queue there

@@ -112,6 +112,8 @@ class Sidecar:
             self.metrics.registry.register(NeptuneReadsCollector(lambda: reads))
             self.proxy.refresh_topology = self.topology.refresh_now
             self._tasks.append(asyncio.create_task(self.topology.run(), name="gremlinlb-neptune"))
+        else:  # the list is pushed (or given by hand): wait for the next one (failover.py)
+            self.proxy.refresh_topology = self.admin.pushed.refresh
         gremlin = web.Application()
         gremlin.router.add_get("/gremlin", self.proxy.handle)
         # A connection that has not completed its upgrade by then is closed (aiohttp's

@@ -20,6 +20,7 @@ import botocore.session
 import pytest
 
 from gremlinlb.devservers import Fleet
+from gremlinlb.devservers.neptunefront import NeptuneFront
 from gremlinlb.devservers.probe import port_open
 from gremlinlb.devservers.server import find_free_port
 from gremlinlb.neptune import NeptuneSource
@@ -106,6 +107,31 @@ def moto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Moto]:
         yield server
     finally:
         server.stop()
+
+
+#: The fixture's instances, in the order `fronts` (and the fleet) serve them.
+INSTANCES = ("w1", "r1", "r2")
+
+
+@pytest.fixture
+def fronts(moto: Moto, fleet: Fleet) -> Iterator[list[NeptuneFront]]:
+    """A Neptune front per instance before the fleet's first servers, each learning its role
+    from moto (`gremlinlb.devservers.neptunefront`)."""
+    started: list[NeptuneFront] = []
+    try:
+        for name, server in zip(INSTANCES, fleet, strict=False):
+            front = NeptuneFront(
+                server.address,
+                instance=name,
+                cluster=CLUSTER,
+                region=REGION,
+                endpoint_url=moto.url,
+            )
+            started.append(front.__enter__())
+        yield started
+    finally:
+        for front in started:
+            front.__exit__()
 
 
 THROTTLING_XML = (

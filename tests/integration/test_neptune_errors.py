@@ -10,7 +10,12 @@ counted on the servers themselves: what a front refused never reached them.
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
@@ -34,38 +39,19 @@ from gremlinlb.devservers.neptunefront import NeptuneFront
 from gremlinlb.neptune import NeptuneSource, describe
 from tests.client_support import ReadLoop, count_label
 from tests.helpers import wait_until
-from tests.moto_support import CLUSTER, REGION, Moto
+from tests.moto_support import CLUSTER, INSTANCES, REGION, Moto
 
 pytestmark = pytest.mark.integration
 
-INSTANCES = ("w1", "r1", "r2")
 
-
-@pytest.fixture
-def fronts(moto: Moto, fleet: Fleet) -> Iterator[list[NeptuneFront]]:
-    started: list[NeptuneFront] = []
-    try:
-        for name, server in zip(INSTANCES, fleet, strict=False):
-            front = NeptuneFront(
-                server.address,
-                instance=name,
-                cluster=CLUSTER,
-                region=REGION,
-                endpoint_url=moto.url,
-            )
-            started.append(front.__enter__())
-        yield started
-    finally:
-        for front in started:
-            front.__exit__()
-
-
-def settings(budget: BudgetSettings | None = None) -> BalancerSettings:
+def settings(
+    budget: BudgetSettings | None = None, request_timeout: float = 10.0
+) -> BalancerSettings:
     """Quick health checks, no hedges (every attempt a spec counts is a retry)."""
     return BalancerSettings(
         health=HealthCheckSettings(interval=0.5, timeout=2.0, rise=1, fall=1),
         buffer=BufferSettings(max_wait=5.0),
-        request_timeout=10.0,
+        request_timeout=request_timeout,
         hedge=HedgeSettings(enabled=False),
         budget=budget or BudgetSettings(),
     )
@@ -136,25 +122,72 @@ def test_a_failover_under_load_re_routes_refused_writes_to_the_new_writer_once_e
     assert len(reads.reads) > 0
 
 
-def test_without_a_topology_source_the_sidecar_gives_back_neptunes_read_only_violation(
+def by_hand(fronts: list[NeptuneFront], writer: int) -> tuple[str, ...]:
+    """The fronts as a host list written by hand (or pushed), `writer` the writer."""
+    return tuple(
+        f"ws://{front.address}/gremlin?role={'writer' if i == writer else 'reader'}"
+        for i, front in enumerate(fronts)
+    )
+
+
+def admin(sidecar: SidecarThread, method: str, path: str, body: Any = None) -> Any:
+    """A call of the sidecar's admin API (with its token); the JSON answer, whatever the status."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{sidecar.admin_url}{path}", data=data, method=method)
+    request.add_header("Authorization", f"Bearer {sidecar.token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return json.loads(error.read())
+
+
+def write_one(url: str, label: str) -> None:
+    connection = DriverRemoteConnection(url, "g")
+    try:
+        traversal().with_(connection).add_v(label).iterate()
+    finally:
+        connection.close()
+
+
+def test_a_sidecar_given_its_list_by_hand_gives_back_read_only_violation_at_the_deadline(
     moto: Moto, fleet: Fleet, fronts: list[NeptuneFront]
 ) -> None:
-    roles = ("writer", "reader", "reader")  # a list given by hand: nothing reads the cluster
-    endpoints = tuple(
-        parse_endpoint(f"ws://{front.address}/gremlin?role={role}")
-        for front, role in zip(fronts, roles, strict=True)
-    )
-    with SidecarThread(SidecarConfig(settings=settings(), endpoints=endpoints)) as running:
+    endpoints = tuple(parse_endpoint(text) for text in by_hand(fronts, writer=0))
+    config = SidecarConfig(settings=settings(request_timeout=3.0), endpoints=endpoints)
+    with SidecarThread(config) as running:  # nothing reads the cluster, nobody pushes
         wait_for_roles(running, fronts, writer=0)
         fail_over_to_r2(moto, fronts)
-        connection = DriverRemoteConnection(running.url, "g")
-        try:
-            with pytest.raises(GremlinServerError) as refused:
-                traversal().with_(connection).add_v("refused").iterate()
-        finally:
-            connection.close()
-    assert '"code":"ReadOnlyViolationException"' in str(refused.value)
+        with pytest.raises(GremlinServerError) as refused:
+            write_one(running.url, "refused")
+        reported = admin(running, "GET", "/readyz/backends")["read_only_violations"]
+    assert '"code":"ReadOnlyViolationException"' in str(refused.value)  # Neptune's, unchanged
+    assert reported == 1  # it waited for a new list that never came
     assert [count_label(server, "refused") for server in fleet[:3]] == [0, 0, 0]
+
+
+def test_a_pushed_sidecar_holds_a_refused_write_until_a_list_names_the_new_writer(
+    moto: Moto, fleet: Fleet, fronts: list[NeptuneFront]
+) -> None:
+    endpoints = tuple(parse_endpoint(text) for text in by_hand(fronts, writer=0))
+    with (
+        SidecarThread(SidecarConfig(settings=settings(), endpoints=endpoints)) as running,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        wait_for_roles(running, fronts, writer=0)
+        fail_over_to_r2(moto, fronts)
+        written = pool.submit(write_one, running.url, "held")
+
+        def reported() -> bool:
+            return bool(admin(running, "GET", "/readyz/backends")["read_only_violations"] >= 1)
+
+        wait_until(reported, 10, "the suspected failover reported")
+        assert not written.done()  # held, not refused
+        pushed = admin(running, "PUT", "/v1/hosts", {"generation": 1, "hosts": by_hand(fronts, 2)})
+        assert pushed["generation"] == 1, pushed
+        written.result(10)
+    assert fronts[0].answered["ReadOnlyViolationException"] == 1
+    assert [count_label(server, "held") for server in fleet[:3]] == [0, 0, 1]
 
 
 def test_a_write_answered_concurrent_modification_once_is_applied_exactly_once(

@@ -11,7 +11,7 @@ Server, which serves the traffic (writes are counted on the servers themselves).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,10 @@ import yaml
 from kubernetes import client as k8s
 
 from gremlinlb.devservers import Fleet, with_traversal_source
+from gremlinlb.devservers.neptunefront import NeptuneFront
 from tests.client_support import count_label
 from tests.devcluster import ControlPlane, EndpointSpec, apply_endpoint_slice, create_service
-from tests.moto_support import CLUSTER, REGION, Moto
+from tests.moto_support import CLUSTER, INSTANCES, REGION, Moto, fail_over
 from tests.operator_support import (
     GROUP,
     PLURAL,
@@ -185,12 +186,23 @@ def following(neptune: Neptune) -> Neptune:
     return neptune
 
 
-def write_through(sidecar: SidecarProcess, label: str, count: int) -> None:
-    def work(g: Any) -> None:
-        for _ in range(count):
-            g.add_v(label).iterate()
+def write_through(
+    sidecar: SidecarProcess, label: str, count: int, before: Callable[[int], None] | None = None
+) -> int:
+    """`count` writes, one at a time, `before(i)` called ahead of the i-th; how many were
+    acknowledged (all of them, or an error is raised)."""
+    acknowledged = 0
 
-    with_traversal_source(sidecar.address, work, timeout=SETTLE)
+    def work(g: Any) -> None:
+        nonlocal acknowledged
+        for i in range(count):
+            if before is not None:
+                before(i)
+            g.add_v(label).iterate()
+            acknowledged += 1
+
+    with_traversal_source(sidecar.address, work, timeout=2 * SETTLE)
+    return acknowledged
 
 
 def test_every_sidecar_lists_the_writer_and_the_readers_with_their_zones(
@@ -343,3 +355,29 @@ def test_selectors_push_only_the_instances_they_select_each_signed_for_its_own_n
     r2 = neptune.moto.client.describe_db_instances(DBInstanceIdentifier="r2")["DBInstances"][0]
     own_name = f"{r2['Endpoint']['Address']}:{r2['Endpoint']['Port']}"
     assert f"sigv4_host={own_name}" in host["endpoint"]  # mapped, yet signed as the instance
+
+
+def test_a_write_refused_after_a_failover_is_held_until_the_operator_pushes_the_new_writer(
+    neptune: Neptune, fronts: list[NeptuneFront]
+) -> None:
+    """Neptune fronts learn their roles from moto as instances do; the operator reads the
+    cluster every 600 s, so only a sidecar's report can make it read (and push) at once."""
+    at = {name: front.address for name, front in zip(INSTANCES, fronts, strict=True)}
+    neptune.start(refreshSeconds=600, addresses=at)
+    roles = ("writer", "reader", "reader")
+    zones = ("us-east-1a", "us-east-1a", "us-east-1b")
+    neptune.all_list({(f.address, r, z) for f, r, z in zip(fronts, roles, zones, strict=True)})
+
+    def fail_over_at_ten(i: int) -> None:
+        if i == 10:
+            fail_over(neptune.moto)
+            wait_for(lambda: fronts[0].writer is False, SETTLE, "w1 a reader")
+
+    acknowledged = write_through(neptune.sidecars[0], "load", 20, fail_over_at_ten)
+    counts = [count_label(server, "load") for server in neptune.fleet[:3]]
+    assert fronts[0].answered["ReadOnlyViolationException"] >= 1  # the old writer refused
+    assert sum(counts) == acknowledged == 20  # every acknowledged write, none twice
+    assert counts == [10, 0, 10]  # none on a reader
+    assert "suspects a failover (writes refused by a reader: 1)" in neptune.operator_log()
+    roles = ("reader", "reader", "writer")
+    neptune.all_list({(f.address, r, z) for f, r, z in zip(fronts, roles, zones, strict=True)})

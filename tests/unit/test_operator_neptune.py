@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 from gremlinlb.operator.crd import build_crd
 from gremlinlb.operator.discovery import EndpointState
-from gremlinlb.operator.neptune import NeptuneFollower, discovered, topology_status
+from gremlinlb.operator.neptune import (
+    NeptuneFollower,
+    discovered,
+    suspicion,
+    topology_status,
+)
+from gremlinlb.operator.push import BackendHealth
 from gremlinlb.operator.spec import (
     BOTH_SOURCES,
     NO_SOURCE,
@@ -180,3 +186,56 @@ def test_the_follower_pushes_the_list_it_read_and_keeps_it_when_a_read_fails() -
     assert follower.error == "cannot read Neptune cluster graph: unreachable"
     assert follower.last_read is not None
     assert changes  # the controller was told
+
+
+def health(read_only_violations: int = 0, *roles_out: str) -> BackendHealth:
+    return BackendHealth(3, {WRITER.address: "healthy"}, read_only_violations, roles_out)
+
+
+def test_more_writes_refused_by_a_reader_than_last_seen_suspect_a_failover() -> None:
+    assert suspicion(health(1), health(2)) == "writes refused by a reader: 2"
+    assert suspicion(None, health(1)) == "writes refused by a reader: 1"  # not seen before
+
+
+def test_a_role_with_no_host_in_service_suspects_a_failover() -> None:
+    assert suspicion(health(2), health(2, "writer")) == "no writer in service"
+    both = suspicion(health(0), health(1, "writer", "reader"))
+    assert both == "writes refused by a reader: 1; no writer and no reader in service"
+
+
+def test_an_unchanged_count_with_every_role_in_service_suspects_nothing() -> None:
+    assert suspicion(health(2), health(2)) is None
+    assert suspicion(None, health()) is None
+    assert suspicion(health(3), health(0)) is None  # a restarted sidecar counts from 0
+
+
+def test_sidecars_suspecting_a_failover_make_the_follower_read_once_at_once() -> None:
+    reads: list[int] = []
+
+    def read(_source: NeptuneSource, _tags: object) -> tuple[Endpoint, ...]:
+        reads.append(1)
+        return (WRITER, READER)
+
+    follower = NeptuneFollower(SOURCE, lambda: None, read)
+
+    async def burst() -> None:
+        for key in ("ns/app-0", "ns/app-1", "ns/app-2"):
+            follower.sidecar_health(key, health(0), health(1))
+        follower.sidecar_health("ns/app-3", health(1), health(1))  # nothing new
+        await asyncio.wait_for(follower.topology.refreshed.wait(), 5)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(burst())
+    assert reads == [1]  # one read shared by the burst
+    assert follower.hosts == (WRITER, READER)
+
+
+def test_a_sidecar_suspecting_nothing_makes_no_read() -> None:
+    follower = NeptuneFollower(SOURCE, lambda: None, lambda _s, _t: pytest.fail("read"))
+
+    async def quiet() -> None:
+        follower.sidecar_health("ns/app-0", health(1), health(1))
+        await asyncio.sleep(0.05)
+
+    asyncio.run(quiet())
+    assert follower.hosts is None

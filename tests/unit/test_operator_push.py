@@ -18,6 +18,7 @@ from gremlinlb.operator.push import (
     _refuses_client_zones,
     believable_generation,
 )
+from gremlinlb.operator.sender import _backend_health
 
 FAST = Backoff(first=0.01, maximum=0.05, jitter=0.0)
 
@@ -357,6 +358,40 @@ def test_a_sidecar_that_stops_taking_the_list_loses_its_health_view() -> None:
         await group.close()
 
     asyncio.run(scenario())
+
+
+def test_every_health_answer_is_told_with_the_previous_one_even_unchanged() -> None:
+    async def scenario() -> None:
+        health = FakeHealth()
+        view = BackendHealth(1, {"10.0.0.1:8182": "down"}, 2, ("writer",))
+        health.views["http://s"] = view
+        told: list[tuple[str, BackendHealth | None, BackendHealth]] = []
+        group = PushGroup(
+            "ns/c",
+            FakeSidecars(),
+            asyncio.Semaphore(1),
+            health_reader=health,
+            health_interval=0.01,
+            on_health=lambda *answer: told.append(answer),
+        )
+        group.set_targets({"ns/p": "http://s"})
+        group.set_payload(payload(1))
+        await wait_until(lambda: len(told) >= 3)
+        await group.close()
+        assert told[0] == ("ns/p", None, view)
+        assert told[1:3] == [("ns/p", view, view)] * 2  # the same answer, told each time
+
+    asyncio.run(scenario())
+
+
+def test_a_sidecars_health_answer_carries_its_suspicions_and_an_older_ones_none() -> None:
+    states = {"10.0.0.1:8182": "down", "10.0.0.2:8182": "healthy"}
+    answer = {"generation": 4, "hosts": states, "read_only_violations": 3, "roles_out": ["writer"]}
+    assert _backend_health(json.dumps(answer)) == BackendHealth(
+        4, states, read_only_violations=3, roles_out=("writer",)
+    )
+    older = {"generation": 4, "hosts": states}  # a sidecar from before these fields
+    assert _backend_health(json.dumps(older)) == BackendHealth(4, states)
 
 
 def test_without_a_health_reader_a_synced_sidecar_is_left_alone() -> None:
