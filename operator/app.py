@@ -27,6 +27,7 @@ from gremlinlb.operator.client import Kind, Kube, KubeError
 from gremlinlb.operator.controller import ClusterController, ControllerOptions
 from gremlinlb.operator.leader import LeaderElection
 from gremlinlb.operator.metrics import OperatorMetrics
+from gremlinlb.operator.push import failing_slots
 from gremlinlb.operator.sender import HttpSender
 from gremlinlb.operator.spec import ClusterSpec, SpecError, parse_spec
 from gremlinlb.operator.webhook import (
@@ -160,6 +161,7 @@ class OperatorApp:
         self.sender = HttpSender(limit=options.push_concurrency, observe=self.metrics.observe_push)
         self._metrics_runner: web.AppRunner | None = None
         self._semaphore: asyncio.Semaphore | None = None
+        self._failing: asyncio.Semaphore | None = None
         self.controllers: dict[tuple[str, str], ClusterController] = {}
         #: Every GremlinCluster kopf reported, followed or not (a standby follows none).
         self.bodies: dict[tuple[str, str], Mapping[str, Any]] = {}
@@ -193,6 +195,13 @@ class OperatorApp:
             self._semaphore = asyncio.Semaphore(self.options.push_concurrency)
         return self._semaphore
 
+    @property
+    def failing_slots(self) -> asyncio.Semaphore:
+        """The share of the push slots sidecars that failed their last call may hold."""
+        if self._failing is None:
+            self._failing = failing_slots(self.options.push_concurrency)
+        return self._failing
+
     # -- clusters ------------------------------------------------------------------------------
 
     @property
@@ -224,6 +233,7 @@ class OperatorApp:
                 self.options.controller,
                 body,
                 self.authority,
+                failing=self.failing_slots,
             )
             self.controllers[key] = controller
             controller.start()
