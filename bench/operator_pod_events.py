@@ -22,8 +22,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gremlinlb.operator.push import PushGroup, SendOutcome  # noqa: E402
-from gremlinlb.operator.targets import ClientPods  # noqa: E402
+from gremlinlb.operator.push import PushGroup, SendOutcome
+from gremlinlb.operator.targets import ClientPods
 
 
 def pod(index: int, ready: bool = True) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -201,6 +201,8 @@ class ClusterController:
         self._token_suspect = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
         self._stopped = False
+        #: Called when the spec or the host list changed (the webhook's view is rebuilt).
+        self.on_change: Callable[[], None] = lambda: None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -256,6 +258,7 @@ class ClusterController:
         try:
             self.spec = parse_spec(self.name, self._body.get("spec") or {})
             self.spec_error = None
+            self.on_change()
         except SpecError as error:
             self.spec_error = str(error)
             log.warning("GremlinCluster %s/%s: %s", self.namespace, self.name, error)
@@ -543,6 +546,7 @@ class ClusterController:
             self._zones_pacer.happened(time.monotonic())
         self._generation = payload.generation
         self.group.set_payload(payload)
+        self.on_change()
         log.info(
             "%s/%s: host list generation %d: %s; client sidecars per zone: %s",
             self.namespace,
