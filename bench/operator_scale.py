@@ -10,9 +10,10 @@ point at those ports.
 Creating the N client pods is timed too: the creation rate, each pod's creation (its create
 call waits for the injection webhook's admission answer, then its status is written as a
 kubelet would: p50/p99 of the two calls bound the admission latency during a rollout) and the
-operator's CPU per client pod created (its ADDED and status MODIFIED events). After the rounds, the idle operator's share of a core is read over
-``--idle`` seconds. ``--baseline DIR`` runs the whole measurement first with the operator from
-another checkout's link tree (see below), then with this one, for before/after in one run.
+operator's CPU per client pod created (its ADDED and status MODIFIED events). After the
+rounds, the idle operator's share of a core is read over ``--idle`` seconds. ``--baseline DIR``
+runs the whole measurement first with the operator from another checkout's link tree (see
+below), then with this one, for before/after in one run.
 
 Each round rewrites the Service's EndpointSlice (one endpoint more, then one less) and measures
 the time from just before that API call to the arrival of the new generation at 50%, 99% and
