@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import ssl
 import tempfile
 import threading
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -53,28 +55,36 @@ def admit(url: str, tls: ssl.SSLContext, body: bytes) -> dict[str, Any]:
         return dict(json.loads(answer.read()))
 
 
+@contextlib.asynccontextmanager
+async def admission_server() -> AsyncIterator[tuple[AdmissionServer, str, ssl.SSLContext]]:
+    """A started server on loopback, its URL and a client TLS context that trusts it."""
+    with tempfile.TemporaryDirectory() as directory:
+        server_tls, client_tls = tls_pair(Path(directory))
+        port = free_port()
+        server = AdmissionServer(
+            "127.0.0.1", port, server_tls, "/inject-sidecar", Injection(), never_looked_up
+        )
+        await server.start()
+        try:
+            yield server, f"https://127.0.0.1:{port}/inject-sidecar", client_tls
+        finally:
+            await server.stop()
+
+
 async def never_looked_up(namespace: str, name: str) -> tuple[ClusterSpec, list[str]]:
     raise kopf.AdmissionError(f"no GremlinCluster named {name!r}", code=400)
 
 
 def test_admission_is_answered_while_the_operators_loop_is_blocked() -> None:
     async def scenario() -> None:
-        with tempfile.TemporaryDirectory() as directory:
-            server_tls, client_tls = tls_pair(Path(directory))
-            port = free_port()
-            server = AdmissionServer(
-                "127.0.0.1", port, server_tls, "/inject-sidecar", Injection(), never_looked_up
-            )
-            await server.start()
+        async with admission_server() as (server, url, client_tls):
             spec = parse_spec("graph", {"service": {"name": "gremlin"}})
             server.publish(AdmissionView({("ns", "graph"): (spec, HOSTS)}))
             answers: list[dict[str, Any]] = []
             answered = threading.Event()
 
             def creator() -> None:
-                answers.append(
-                    admit(f"https://127.0.0.1:{port}/inject-sidecar", client_tls, review("graph"))
-                )
+                answers.append(admit(url, client_tls, review("graph")))
                 answered.set()
 
             threading.Thread(target=creator, daemon=True).start()
@@ -90,28 +100,18 @@ def test_admission_is_answered_while_the_operators_loop_is_blocked() -> None:
             )
             endpoints = {e["name"]: e.get("value") for e in env}["GREMLINLB_ENDPOINTS"]
             assert sorted(endpoints.split(",")) == sorted(HOSTS)
-            await server.stop()
 
     asyncio.run(scenario())
 
 
 def test_a_cluster_missing_from_the_view_is_looked_up_on_the_operators_loop() -> None:
     async def scenario() -> None:
-        with tempfile.TemporaryDirectory() as directory:
-            server_tls, client_tls = tls_pair(Path(directory))
-            port = free_port()
-            server = AdmissionServer(
-                "127.0.0.1", port, server_tls, "/inject-sidecar", Injection(), never_looked_up
-            )
-            await server.start()
-            answer = await asyncio.to_thread(
-                admit, f"https://127.0.0.1:{port}/inject-sidecar", client_tls, review("grpah")
-            )
+        async with admission_server() as (_, url, client_tls):
+            answer = await asyncio.to_thread(admit, url, client_tls, review("grpah"))
             assert answer["response"]["allowed"] is False
             assert answer["response"]["status"] == {
                 "message": "no GremlinCluster named 'grpah'",
                 "code": 400,
             }
-            await server.stop()
 
     asyncio.run(scenario())

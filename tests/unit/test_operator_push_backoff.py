@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Callable
 
 from gremlinlb.operator.backoff import Backoff
 from gremlinlb.operator.push import (
@@ -18,21 +17,13 @@ from gremlinlb.operator.push import (
     failing_slots,
 )
 
+from tests.unit.test_operator_push import wait_until
+
 FAST = Backoff(first=0.01, maximum=0.02, jitter=0.0)
 
 
 def payload(generation: int) -> Payload:
     return Payload.build(generation, ("10.0.0.1:8182",), {})
-
-
-async def wait_until(check: Callable[[], bool], limit: float = 5.0) -> None:
-    async def poll() -> None:
-        while True:
-            if check():
-                return
-            await asyncio.sleep(0.002)
-
-    await asyncio.wait_for(poll(), limit)
 
 
 def test_health_reads_back_off_exponentially_up_to_a_cap() -> None:
