@@ -353,7 +353,7 @@ class PushGroup:
 
     async def _refresh_health(self, target: _Target) -> None:
         assert self._read_health is not None
-        async with self._slot(target):
+        async with self._slot(target.failures > 0 or target.health_failures > 0):
             try:
                 health = await self._read_health(target.url, self._timeout)
             except asyncio.CancelledError:
@@ -381,7 +381,7 @@ class PushGroup:
 
     async def _put(self, target: _Target, payload: Payload) -> SendOutcome:
         body = payload.body_without_zones if target.without_zones else payload.body
-        async with self._slot(target):
+        async with self._slot(target.failures > 0):
             log.debug("%s: pushing generation %d to %s", self.name, payload.generation, target.key)
             try:
                 return await self._send(target.url, self._token, body, self._timeout)
@@ -392,12 +392,13 @@ class PushGroup:
                 return SendOutcome(False, error=f"{type(error).__name__}: {error}")
 
     @contextlib.asynccontextmanager
-    async def _slot(self, target: _Target) -> AsyncIterator[None]:
-        """A push slot; for a target whose last call failed, one of the failing slots first."""
-        failing = self._failing if target.failures or target.health_failures else None
+    async def _slot(self, failing: bool) -> AsyncIterator[None]:
+        """A push slot; for a call to a sidecar whose last call of that kind failed, one of the
+        failing slots first (a sidecar that takes lists but has no health answer, an image
+        without ``/readyz/backends``, still gets its pushes at full speed)."""
         async with contextlib.AsyncExitStack() as stack:
-            if failing is not None:
-                await stack.enter_async_context(failing)
+            if failing and self._failing is not None:
+                await stack.enter_async_context(self._failing)
             await stack.enter_async_context(self._semaphore)
             yield
 

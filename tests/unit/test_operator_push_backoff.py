@@ -175,3 +175,26 @@ def test_a_sidecar_whose_health_answers_again_is_read_on_the_normal_schedule() -
         await group.close()
 
     asyncio.run(scenario())
+
+
+def test_a_sidecar_without_a_health_answer_still_gets_its_lists_at_full_speed() -> None:
+    async def scenario() -> None:
+        health = FlakyHealth(silent=1000)  # an image without GET /readyz/backends, say
+        failing = asyncio.Semaphore(1)
+        group = PushGroup(
+            "ns/c",
+            HungAndHealthy(set()),
+            asyncio.Semaphore(1),
+            health_reader=health,
+            health_interval=0.005,
+            failing=failing,
+        )
+        group.set_targets({"http://s": "http://s"})
+        group.set_payload(payload(1))
+        await wait_until(lambda: health.reads >= 1)
+        async with failing:  # every failing slot taken: its push must not need one
+            group.set_payload(payload(2))
+            await wait_until(lambda: group.statuses()[0].acked_generation == 2)
+        await group.close()
+
+    asyncio.run(scenario())
