@@ -129,6 +129,19 @@ class AdmissionServer:
         loop.run_until_complete(self._runner.cleanup())
         loop.close()
 
+    async def run_on_thread(self, action: Callable[..., object], *args: object) -> None:
+        """Run ``action(*args)`` on the server's thread, between requests (its TLS context is
+        changed there, never under a handshake in progress)."""
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            action(*args)
+            return
+
+        async def run() -> None:
+            action(*args)
+
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), loop))
+
     def application(self) -> web.Application:
         """The admission endpoint (served by :meth:`start` on the thread; a benchmark may
         serve it elsewhere to compare)."""

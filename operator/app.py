@@ -370,7 +370,11 @@ class OperatorApp:
                     continue
                 # The caBundle first: it trusts the old and the new CA during the change.
                 await self._configure_webhook(options, bundle.ca_pem)
-                self._tls.load_cert_chain(*self._write_certificate(bundle))
+                paths = self._write_certificate(bundle)
+                if self.admission is not None:  # loaded on the thread that serves with it
+                    await self.admission.run_on_thread(self._tls.load_cert_chain, *paths)
+                else:
+                    self._tls.load_cert_chain(*paths)
                 self._serving = bundle
                 log.info("webhook certificate renewed: now serving the new one")
             except asyncio.CancelledError:

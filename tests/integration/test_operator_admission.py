@@ -56,8 +56,11 @@ def admit(url: str, tls: ssl.SSLContext, body: bytes) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def admission_server() -> AsyncIterator[tuple[AdmissionServer, str, ssl.SSLContext]]:
-    """A started server on loopback, its URL and a client TLS context that trusts it."""
+async def admission_server() -> AsyncIterator[
+    tuple[AdmissionServer, str, ssl.SSLContext, ssl.SSLContext]
+]:
+    """A started server on loopback, its URL, a client TLS context that trusts it and the
+    server's own TLS context."""
     with tempfile.TemporaryDirectory() as directory:
         server_tls, client_tls = tls_pair(Path(directory))
         port = free_port()
@@ -66,7 +69,7 @@ async def admission_server() -> AsyncIterator[tuple[AdmissionServer, str, ssl.SS
         )
         await server.start()
         try:
-            yield server, f"https://127.0.0.1:{port}/inject-sidecar", client_tls
+            yield server, f"https://127.0.0.1:{port}/inject-sidecar", client_tls, server_tls
         finally:
             await server.stop()
 
@@ -77,7 +80,7 @@ async def never_looked_up(namespace: str, name: str) -> tuple[ClusterSpec, list[
 
 def test_admission_is_answered_while_the_operators_loop_is_blocked() -> None:
     async def scenario() -> None:
-        async with admission_server() as (server, url, client_tls):
+        async with admission_server() as (server, url, client_tls, _):
             spec = parse_spec("graph", {"service": {"name": "gremlin"}})
             server.publish(AdmissionView({("ns", "graph"): (spec, HOSTS)}))
             answers: list[dict[str, Any]] = []
@@ -106,12 +109,25 @@ def test_admission_is_answered_while_the_operators_loop_is_blocked() -> None:
 
 def test_a_cluster_missing_from_the_view_is_looked_up_on_the_operators_loop() -> None:
     async def scenario() -> None:
-        async with admission_server() as (_, url, client_tls):
+        async with admission_server() as (_, url, client_tls, _):
             answer = await asyncio.to_thread(admit, url, client_tls, review("grpah"))
             assert answer["response"]["allowed"] is False
             assert answer["response"]["status"] == {
                 "message": "no GremlinCluster named 'grpah'",
                 "code": 400,
             }
+
+    asyncio.run(scenario())
+
+
+def test_a_renewed_certificate_is_served_from_the_next_connection_on() -> None:
+    async def scenario() -> None:
+        async with admission_server() as (server, url, _, server_tls):
+            with tempfile.TemporaryDirectory() as directory:
+                _, trusts_new = tls_pair(Path(directory))  # a new CA and certificate
+                files = (Path(directory) / "tls.crt", Path(directory) / "tls.key")
+                await server.run_on_thread(server_tls.load_cert_chain, *files)
+                answer = await asyncio.to_thread(admit, url, trusts_new, review("grpah"))
+            assert answer["response"]["uid"] == "u-1"
 
     asyncio.run(scenario())
