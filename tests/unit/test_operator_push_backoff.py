@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from typing import Any
 
 from gremlinlb.operator.backoff import Backoff
 from gremlinlb.operator.push import (
@@ -131,19 +132,26 @@ class FlakyHealth:
         return None if self.reads <= self.silent else BackendHealth(1, {"10.0.0.1:8182": "up"})
 
 
+def reading(health: FlakyHealth, **options: Any) -> PushGroup:
+    """A group of one sidecar (it takes every list), its health read every ~5 ms when it
+    answers, holding generation 1."""
+    group = PushGroup(
+        "ns/c",
+        HungAndHealthy(set()),
+        asyncio.Semaphore(1),
+        health_reader=health,
+        health_interval=0.005,
+        **options,
+    )
+    group.set_targets({"http://s": "http://s"})
+    group.set_payload(payload(1))
+    return group
+
+
 def test_a_sidecar_without_a_health_answer_is_read_less_and_less_often() -> None:
     async def scenario() -> None:
         health = FlakyHealth(silent=1000)
-        group = PushGroup(
-            "ns/c",
-            HungAndHealthy(set()),
-            asyncio.Semaphore(1),
-            health_reader=health,
-            health_interval=0.005,  # answered reads would come every ~5 ms
-            health_backoff=Backoff(first=0.02, maximum=0.08, jitter=0.0),
-        )
-        group.set_targets({"http://s": "http://s"})
-        group.set_payload(payload(1))
+        group = reading(health, health_backoff=Backoff(first=0.02, maximum=0.08, jitter=0.0))
         await wait_until(lambda: health.reads >= 1)
         # Something must NOT happen (a read every 5 ms), so time must pass: 0.3 s holds 60
         # answered reads; the backoff (20, 40, 80, 80 ... ms) allows at most 6.
@@ -157,17 +165,10 @@ def test_a_sidecar_without_a_health_answer_is_read_less_and_less_often() -> None
 def test_a_sidecar_whose_health_answers_again_is_read_on_the_normal_schedule() -> None:
     async def scenario() -> None:
         health = FlakyHealth(silent=2)
-        group = PushGroup(
-            "ns/c",
-            HungAndHealthy(set()),
-            asyncio.Semaphore(1),
-            health_reader=health,
-            health_interval=0.005,
-            # Two silent reads: 10 ms, then 100 ms; still backing off, 1 s and 10 s next.
-            health_backoff=Backoff(first=0.01, factor=10.0, maximum=10.0, jitter=0.0),
+        # Two silent reads: 10 ms, then 100 ms; still backing off, 1 s and 10 s next.
+        group = reading(
+            health, health_backoff=Backoff(first=0.01, factor=10.0, maximum=10.0, jitter=0.0)
         )
-        group.set_targets({"http://s": "http://s"})
-        group.set_payload(payload(1))
         await wait_until(lambda: group.statuses()[0].health is not None)
         answered = health.reads
         # Every ~5 ms again: 20 reads well within the second one more backoff step would take.
@@ -181,16 +182,7 @@ def test_a_sidecar_without_a_health_answer_still_gets_its_lists_at_full_speed() 
     async def scenario() -> None:
         health = FlakyHealth(silent=1000)  # an image without GET /readyz/backends, say
         failing = asyncio.Semaphore(1)
-        group = PushGroup(
-            "ns/c",
-            HungAndHealthy(set()),
-            asyncio.Semaphore(1),
-            health_reader=health,
-            health_interval=0.005,
-            failing=failing,
-        )
-        group.set_targets({"http://s": "http://s"})
-        group.set_payload(payload(1))
+        group = reading(health, failing=failing)
         await wait_until(lambda: health.reads >= 1)
         async with failing:  # every failing slot taken: its push must not need one
             group.set_payload(payload(2))
