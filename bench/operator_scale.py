@@ -7,6 +7,14 @@ each answering `PUT /v1/hosts` like the sidecar does (bearer token, generations,
 recording when each generation arrived. N client pods (created through the injection webhook)
 point at those ports.
 
+Creating the N client pods is timed too: the creation rate, each pod's creation (its create
+call waits for the injection webhook's admission answer, then its status is written as a
+kubelet would: p50/p99 of the two calls bound the admission latency during a rollout) and the
+operator's CPU per client pod created (its ADDED and status MODIFIED events). After the
+rounds, the idle operator's share of a core is read over ``--idle`` seconds. ``--baseline DIR``
+runs the whole measurement first with the operator from another checkout's link tree (see
+below), then with this one, for before/after in one run.
+
 Each round rewrites the Service's EndpointSlice (one endpoint more, then one less) and measures
 the time from just before that API call to the arrival of the new generation at 50%, 99% and
 100% of the simulated sidecars. The operator's CPU time and RSS are read from /proc.
@@ -14,6 +22,9 @@ the time from just before that API call to the arrival of the new generation at 
     .venv/bin/python bench/operator_scale.py                      # 500 sidecars, 10 rounds
     .venv/bin/python bench/operator_scale.py --sidecars 1000 --rounds 5
     .venv/bin/python bench/operator_scale.py --write-readme       # and update bench/README.md
+    # before/after: a link tree of the base commit (git worktree add; make package there, or
+    # symlink its files as build/__editable__* does) put first on the operator's PYTHONPATH
+    .venv/bin/python bench/operator_scale.py --baseline /tmp/base-tree --sidecars 2000
 
 All traffic is on loopback; the endpoint addresses in the slice are never contacted.
 """
@@ -52,6 +63,7 @@ def serve_fake_sidecars(count: int, token: str, ready_file: Path) -> None:
 
     arrivals: dict[int, dict[int, float]] = {}  # generation -> port -> monotonic arrival
     current: dict[int, int] = {}
+    hosts: dict[int, list[str]] = {}
 
     def make_app(me: dict[str, int]) -> web.Application:
         """One sidecar's admin API; ``me["port"]`` is filled in once its socket is bound."""
@@ -68,14 +80,30 @@ def serve_fake_sidecars(count: int, token: str, ready_file: Path) -> None:
                 return web.json_response({"error": "stale", "generation": held}, status=409)
             current[port] = generation
             arrivals.setdefault(generation, {}).setdefault(port, now)
+            hosts[port] = [str(h) for h in body.get("hosts") or ()]
             return web.json_response({"generation": generation, "added": [], "removed": []})
 
         async def get(_request: web.Request) -> web.Response:
             return web.json_response({"generation": current.get(me["port"], 0), "hosts": []})
 
+        async def backends(_request: web.Request) -> web.Response:
+            """What the sidecar's GET /readyz/backends answers (the operator's health read)."""
+            held = hosts.get(me["port"], [])
+            return web.json_response(
+                {
+                    "ready": bool(held),
+                    "generation": current.get(me["port"], 0),
+                    "healthy": len(held),
+                    "hosts": {h: "healthy" for h in held},
+                    "buffered": 0,
+                },
+                status=200 if held else 503,
+            )
+
         app = web.Application()
         app.router.add_put("/v1/hosts", put)
         app.router.add_get("/v1/hosts", get)
+        app.router.add_get("/readyz/backends", backends)
         return app
 
     async def stats(request: web.Request) -> web.Response:
@@ -142,7 +170,8 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[index]
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, tree: Path | None = None) -> dict[str, Any]:
+    """One whole measurement; ``tree``: the operator's code from that link tree instead."""
     from kubernetes import client as k8s
 
     from tests.devcluster import (
@@ -169,7 +198,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         base = [EndpointSpec(f"10.213.0.{i}") for i in range(10, 13)]
         apply_endpoint_slice(api, namespace, "gremlin", base, port=8182, owner=service)
 
-        operator = OperatorProcess(plane, work / "operator.log", "--resync-interval", "3600")
+        operator = OperatorProcess(
+            plane,
+            work / "operator.log",
+            "--resync-interval",
+            "3600",
+            env={} if tree is None else {"PYTHONPATH": str(tree)},
+        )
         operator.start()
         # The simulated sidecars serve plain HTTP: the cluster must allow pushes to them.
         example = (REPO / "manifests/examples/gremlincluster.yaml").read_text()
@@ -207,15 +242,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ports: list[int] = info["ports"]
         stats_url = f"http://127.0.0.1:{info['control']}/stats"
 
+        def create(item: tuple[int, int]) -> float:
+            """Seconds to create one client pod (its create call waits for the webhook's
+            answer) and mark it running, as a kubelet would."""
+            t0 = time.monotonic()
+            create_client_pod(api, namespace, f"app-{item[0]}", item[1])
+            return time.monotonic() - t0
+
         started = time.monotonic()
+        cpu_creating = proc_cpu_seconds(operator.pid)
         with ThreadPoolExecutor(8) as pool:
-            list(
-                pool.map(
-                    lambda item: create_client_pod(api, namespace, f"app-{item[0]}", item[1]),
-                    enumerate(ports),
-                )
-            )
-        print(f"created {len(ports)} client pods in {time.monotonic() - started:.1f} s", flush=True)
+            admissions = list(pool.map(create, enumerate(ports)))
+        creation = time.monotonic() - started
+        cpu_creating = proc_cpu_seconds(operator.pid) - cpu_creating
+        print(f"created {len(ports)} client pods in {creation:.1f} s", flush=True)
 
         def status() -> dict[str, Any]:
             obj = k8s.CustomObjectsApi(api).get_namespaced_custom_object(
@@ -276,7 +316,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wall = time.monotonic() - wall_before
         cpu = proc_cpu_seconds(operator.pid) - cpu_before
         in_sync = (status().get("sidecars") or {}).get("inSync")
+        idle_cpu = proc_cpu_seconds(operator.pid)
+        time.sleep(args.idle)
+        idle_share = (proc_cpu_seconds(operator.pid) - idle_cpu) / args.idle
         return {
+            "operator": "baseline" if tree is not None else "this checkout",
+            "creation_seconds": creation,
+            "create_p50": percentile(admissions, 0.50),
+            "create_p99": percentile(admissions, 0.99),
+            "cpu_per_pod_created": cpu_creating / len(ports),
+            "idle_share": idle_share,
             "sidecars": len(ports),
             "rounds": rounds,
             "cpu_seconds": cpu,
@@ -295,9 +344,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         plane.stop()
 
 
-def report(result: dict[str, Any], command: str) -> str:
-    rounds = result["rounds"]
-    p99 = [r["p99"] for r in rounds]
+def report(results: list[dict[str, Any]], command: str) -> str:
     lines = [
         BEGIN,
         "```",
@@ -306,21 +353,35 @@ def report(result: dict[str, Any], command: str) -> str:
         "",
         f"Measured on {datetime.date.today().isoformat()} ({platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}); kube-apiserver, etcd, "
-        f"the operator, the {result['sidecars']} simulated sidecars and this script share the "
-        "machine.",
+        f"the operator, the simulated sidecars and this script share the machine.",
         "",
-        "| rounds | sidecars | 50% hold it (median) | 99% hold it (median) | 99% (worst round) "
-        "| 100% (worst round) |",
-        "|---|---|---|---|---|---|",
-        f"| {len(rounds)} | {result['sidecars']} | "
-        f"{statistics.median(r['p50'] for r in rounds):.3f} s | {statistics.median(p99):.3f} s "
-        f"| {max(p99):.3f} s | {max(r['max'] for r in rounds):.3f} s |",
+        "| operator | sidecars | rounds | 50% hold it (median) | 99% hold it (median) "
+        "| 99% (worst round) | 100% (worst round) | CPU per change | creating the pods "
+        "| pod creation p50 / p99 | CPU per pod created | idle CPU | RSS (peak) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        rounds = result["rounds"]
+        p99 = [r["p99"] for r in rounds]
+        lines.append(
+            f"| {result['operator']} | {result['sidecars']} | {len(rounds)} | "
+            f"{statistics.median(r['p50'] for r in rounds):.3f} s | "
+            f"{statistics.median(p99):.3f} s | {max(p99):.3f} s | "
+            f"{max(r['max'] for r in rounds):.3f} s | "
+            f"{result['cpu_per_round'] * 1000:.0f} ms | {result['creation_seconds']:.1f} s | "
+            f"{result['create_p50'] * 1000:.0f} / {result['create_p99'] * 1000:.0f} ms | "
+            f"{result['cpu_per_pod_created'] * 1000:.2f} ms | "
+            f"{result['idle_share'] * 100:.1f}% | "
+            f"{result['rss_mib']:.0f} MiB ({result['rss_peak_mib']:.0f}) |"
+        )
+    lines += [
         "",
-        f"Operator during the rounds: {result['cpu_seconds']:.2f} s of CPU in "
-        f"{result['wall_seconds']:.1f} s ({result['cpu_per_round'] * 1000:.0f} ms of CPU per "
-        f"change pushed to {result['sidecars']} sidecars); RSS {result['rss_mib']:.0f} MiB "
-        f"(peak {result['rss_peak_mib']:.0f} MiB). Status after the last round: "
-        f"{result['in_sync_reported']} of {result['sidecars']} sidecars in sync.",
+        "CPU per change: the operator's CPU during the rounds over their number (one host list "
+        "change pushed to every sidecar). Status after the last round: "
+        + "; ".join(
+            f"{r['operator']}: {r['in_sync_reported']} of {r['sidecars']} in sync" for r in results
+        )
+        + ".",
         END,
     ]
     return "\n".join(lines)
@@ -342,6 +403,12 @@ def main() -> int:
     parser.add_argument("--sidecars", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between rounds")
+    parser.add_argument("--idle", type=float, default=15.0, help="seconds of idle measured")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a link tree of another checkout: measured first, its operator on PYTHONPATH",
+    )
     parser.add_argument("--write-readme", action="store_true")
     parser.add_argument("--serve-fake", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--token", help=argparse.SUPPRESS)
@@ -350,13 +417,15 @@ def main() -> int:
     if args.serve_fake:
         serve_fake_sidecars(args.serve_fake, args.token, args.ready_file)
         return 0
-    result = run(args)
+    results = [] if args.baseline is None else [run(args, args.baseline)]
+    results.append(run(args))
     command = (
         "python bench/operator_scale.py"
         + (f" --sidecars {args.sidecars}" if args.sidecars != 500 else "")
         + (f" --rounds {args.rounds}" if args.rounds != 10 else "")
+        + ("" if args.baseline is None else " --baseline BASE-TREE")
     )
-    section = report(result, command)
+    section = report(results, command)
     print(section)
     if args.write_readme:
         write_readme(section)

@@ -23,10 +23,12 @@ from typing import Any
 
 import kopf
 from aiohttp import web
+from gremlinlb.operator.admission import AdmissionServer, AdmissionView
 from gremlinlb.operator.client import Kind, Kube, KubeError
 from gremlinlb.operator.controller import ClusterController, ControllerOptions
 from gremlinlb.operator.leader import LeaderElection
 from gremlinlb.operator.metrics import OperatorMetrics
+from gremlinlb.operator.push import failing_slots
 from gremlinlb.operator.sender import HttpSender
 from gremlinlb.operator.spec import ClusterSpec, SpecError, parse_spec
 from gremlinlb.operator.webhook import (
@@ -160,6 +162,7 @@ class OperatorApp:
         self.sender = HttpSender(limit=options.push_concurrency, observe=self.metrics.observe_push)
         self._metrics_runner: web.AppRunner | None = None
         self._semaphore: asyncio.Semaphore | None = None
+        self._failing: asyncio.Semaphore | None = None
         self.controllers: dict[tuple[str, str], ClusterController] = {}
         #: Every GremlinCluster kopf reported, followed or not (a standby follows none).
         self.bodies: dict[tuple[str, str], Mapping[str, Any]] = {}
@@ -182,6 +185,7 @@ class OperatorApp:
         self._serving: certs.CertBundle | None = None
         self.authority: certs.Authority | None = None
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
+        self.admission: AdmissionServer | None = None
         self.injection = Injection(
             allowed_hosts=options.sidecar_allowed_hosts,
             scrape_annotations=options.sidecar_scrape_annotations,
@@ -192,6 +196,13 @@ class OperatorApp:
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.options.push_concurrency)
         return self._semaphore
+
+    @property
+    def failing_slots(self) -> asyncio.Semaphore:
+        """The share of the push slots sidecars that failed their last call may hold."""
+        if self._failing is None:
+            self._failing = failing_slots(self.options.push_concurrency)
+        return self._failing
 
     # -- clusters ------------------------------------------------------------------------------
 
@@ -224,7 +235,9 @@ class OperatorApp:
                 self.options.controller,
                 body,
                 self.authority,
+                failing=self.failing_slots,
             )
+            controller.on_change = self._publish
             self.controllers[key] = controller
             controller.start()
         else:
@@ -238,6 +251,7 @@ class OperatorApp:
         """Stop every push, status write and watch at once (no await before all are
         cancelled), then wait for them to end."""
         stopping = [self.controllers.pop(key) for key in list(self.controllers)]
+        self._publish()
         for controller in stopping:
             controller.halt()
         for controller in stopping:
@@ -253,6 +267,7 @@ class OperatorApp:
         controller = self.controllers.get(key)
         if controller is not None and uid in (None, controller.uid):
             del self.controllers[key]
+            self._publish()
             await controller.stop()
 
     async def cluster_for_pod(self, namespace: str, name: str) -> tuple[ClusterSpec, list[str]]:
@@ -285,6 +300,8 @@ class OperatorApp:
         for key in list(self.controllers):
             controller = self.controllers.pop(key)
             await controller.stop()
+        if self.admission is not None:
+            await self.admission.stop()
         await self.sender.close()
         await self.api.close()
         if self._metrics_runner is not None:
@@ -294,8 +311,9 @@ class OperatorApp:
 
     # -- the webhook ---------------------------------------------------------------------------
 
-    async def webhook_server(self) -> kopf.WebhookServer | None:
-        """The admission server (and its certificate in place in the webhook configuration)."""
+    async def webhook_server(self) -> AdmissionServer | None:
+        """The admission server, on its own thread (and its certificate in place in the
+        webhook configuration); not started yet."""
         options = self.options.webhook
         if options is None:
             return None
@@ -305,15 +323,30 @@ class OperatorApp:
         cert_path, key_path = self._write_certificate(bundle)
         # Kept, so that a renewed certificate is loaded into it while the server runs.
         self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._tls.load_cert_chain(cert_path, key_path)
         self._serving = bundle
         await self._configure_webhook(options, bundle.ca_pem)
-        return kopf.WebhookServer(
-            addr=options.listen_host,
-            port=options.listen_port,
-            certfile=str(cert_path),
-            pkeyfile=str(key_path),
-            context=self._tls,
+        self.admission = AdmissionServer(
+            options.listen_host,
+            options.listen_port,
+            self._tls,
+            WEBHOOK_PATH,
+            self.injection,
+            self.cluster_for_pod,
         )
+        self._publish()
+        return self.admission
+
+    def _publish(self) -> None:
+        """Hand the admission thread what it needs of the followed clusters, as of now."""
+        if self.admission is None:
+            return
+        clusters = {
+            key: (c.spec, c.hosts)
+            for key, c in self.controllers.items()
+            if c.spec is not None and self.leading
+        }
+        self.admission.publish(AdmissionView(clusters))
 
     def _write_certificate(self, bundle: certs.CertBundle) -> tuple[Path, Path]:
         assert self._tempdir is not None
@@ -337,7 +370,11 @@ class OperatorApp:
                     continue
                 # The caBundle first: it trusts the old and the new CA during the change.
                 await self._configure_webhook(options, bundle.ca_pem)
-                self._tls.load_cert_chain(*self._write_certificate(bundle))
+                paths = self._write_certificate(bundle)
+                if self.admission is not None:  # loaded on the thread that serves with it
+                    await self.admission.run_on_thread(self._tls.load_cert_chain, *paths)
+                else:
+                    self._tls.load_cert_chain(*paths)
                 self._serving = bundle
                 log.info("webhook certificate renewed: now serving the new one")
             except asyncio.CancelledError:

@@ -289,7 +289,7 @@ def options_from_args(args: argparse.Namespace) -> OperatorOptions:
     )
 
 
-def settings_for(webhook: kopf.WebhookServer | None) -> kopf.OperatorSettings:
+def settings_for() -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     # kopf's bookkeeping goes into annotations and a finalizer under our own prefix; the status
     # belongs to the operator's own status writer alone.
@@ -301,8 +301,10 @@ def settings_for(webhook: kopf.WebhookServer | None) -> kopf.OperatorSettings:
     settings.posting.level = logging.WARNING  # events: our own, plus kopf's warnings
     settings.networking.error_backoffs = [1, 2, 5, 10]
     settings.watching.server_timeout = 300
-    settings.admission.server = webhook
-    settings.admission.managed = None  # manifests/webhook.yaml owns the selectors and policy
+    # The admission webhook is served by the operator's own thread (operator/admission.py), not
+    # by kopf; manifests/webhook.yaml owns the selectors and policy.
+    settings.admission.server = None
+    settings.admission.managed = None
     return settings
 
 
@@ -319,12 +321,14 @@ async def _main(options: OperatorOptions) -> None:
     try:
         await app.push_authority()
         webhook = await app.webhook_server()
+        if webhook is not None:
+            await webhook.start()  # its own thread: admission never waits behind pushes
     except BaseException:
         await app.close()
         raise
     await kopf.operator(
         registry=build_registry(app),
-        settings=settings_for(webhook),
+        settings=settings_for(),
         standalone=True,
         clusterwide=not options.namespaces,
         namespaces=options.namespaces,

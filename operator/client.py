@@ -212,12 +212,15 @@ class Kube:
         on_change: Callable[[], None],
         *,
         name: str = "",
+        on_event: Callable[[str, dict[str, Any] | None], None] | None = None,
     ) -> Reflector:
         listers: dict[Kind, Callable[..., Any]] = {
             Kind.POD: self._core.list_namespaced_pod,
             Kind.ENDPOINT_SLICE: self._discovery.list_namespaced_endpoint_slice,
         }
-        return Reflector(self, listers[kind], namespace, selector, on_change, name=name)
+        return Reflector(
+            self, listers[kind], namespace, selector, on_change, name=name, on_event=on_event
+        )
 
 
 def _crd(namespace: str) -> tuple[str, str, str, str]:
@@ -234,8 +237,10 @@ class Reflector:
     every change.
 
     ``on_change`` is called (synchronously, on the loop) after the first list and after every
-    event. On any error the collection is listed again after a short backoff, so an apiserver
-    restart costs a relist, never a stale view.
+    event; given ``on_event``, a watch event calls it instead, with the object's key and the
+    object (None: deleted), so that the caller can do O(1) work per event. On any error the
+    collection is listed again after a short backoff, so an apiserver restart costs a relist,
+    never a stale view.
     """
 
     def __init__(
@@ -247,8 +252,10 @@ class Reflector:
         on_change: Callable[[], None],
         *,
         name: str = "",
+        on_event: Callable[[str, dict[str, Any] | None], None] | None = None,
     ) -> None:
         self._kube = kube
+        self._on_event = on_event
         self._lister = lister
         self._namespace = namespace
         self._selector = selector
@@ -303,11 +310,15 @@ class Reflector:
                 version = str((obj.get("metadata") or {}).get("resourceVersion", version))
                 if kind == "BOOKMARK":
                     continue
+                key = _key(obj)
                 if kind == "DELETED":
-                    self.objects.pop(_key(obj), None)
+                    self.objects.pop(key, None)
                 else:
-                    self.objects[_key(obj)] = obj
-                self._on_change()
+                    self.objects[key] = obj
+                if self._on_event is not None:
+                    self._on_event(key, None if kind == "DELETED" else obj)
+                else:
+                    self._on_change()
         return version
 
 

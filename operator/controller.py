@@ -13,8 +13,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -52,7 +51,7 @@ from gremlinlb.operator.status import (
     plain_http_message,
     same_status,
 )
-from gremlinlb.operator.targets import PodKey, push_target
+from gremlinlb.operator.targets import ClientPods
 from gremlinlb.operator.tokens import (
     Write,
     certificate_of,
@@ -60,7 +59,7 @@ from gremlinlb.operator.tokens import (
     sidecar_server_name,
     token_secret,
 )
-from gremlinlb.operator.webhook import pod_zone, token_secret_name
+from gremlinlb.operator.webhook import token_secret_name
 
 from gremlinlb import certificates as certs
 from gremlinlb.schema import to_document
@@ -139,6 +138,8 @@ class ClusterController:
         options: ControllerOptions,
         body: Mapping[str, Any],
         authority: certs.Authority | None = None,
+        *,
+        failing: asyncio.Semaphore | None = None,
     ) -> None:
         meta = body.get("metadata") or {}
         self.namespace = str(meta["namespace"])
@@ -170,7 +171,8 @@ class ClusterController:
         self.endpoints: list[DiscoveredEndpoint] = []
         self._service_found = True
         self._port_choice: PortChoice | None = None
-        self._pod_keys: dict[str, PodKey] = {}
+        #: The selected client pods, indexed per event (O(1) work per pod event).
+        self._client_pods = ClientPods(self.namespace, DEFAULT_ADMIN_PORT, False)
         #: Client pods given no push: plain HTTP admin API, not allowed by the cluster.
         self.plain_http_refused: tuple[str, ...] = ()
         send, read_health = _verifying(sender, self.server_name)
@@ -184,6 +186,7 @@ class ClusterController:
             health_reader=read_health,
             health_interval=options.health_interval,
             on_health=self._on_sidecar_health,
+            failing=failing,
         )
         self._slices: Reflector | None = None
         self._writer_slices: Reflector | None = None  # of spec.roles.writerService
@@ -199,6 +202,8 @@ class ClusterController:
         self._token_suspect = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
         self._stopped = False
+        #: Called when the spec or the host list changed (the webhook's view is rebuilt).
+        self.on_change: Callable[[], None] = lambda: None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -247,13 +252,14 @@ class ClusterController:
         self._body = dict(body)
         self._parse()
         self._rewatch()
-        self._on_pods()  # spec.sidecar.allowPlainHttpPush may have changed
+        self._on_pods()  # spec.sidecar.allowPlainHttpPush or adminPort may have changed
         self._schedule_recompute()
 
     def _parse(self) -> None:
         try:
             self.spec = parse_spec(self.name, self._body.get("spec") or {})
             self.spec_error = None
+            self.on_change()
         except SpecError as error:
             self.spec_error = str(error)
             log.warning("GremlinCluster %s/%s: %s", self.namespace, self.name, error)
@@ -397,6 +403,7 @@ class ClusterController:
             wanted[1],
             self._on_pods,
             name=f"{self.namespace}/{self.name} client pods",
+            on_event=self._on_pod_event,
         )
         self._slices = self._writer_slices = self._neptune = None
         self._service_found = True  # until a recompute reads the Service (if there is one)
@@ -540,6 +547,7 @@ class ClusterController:
             self._zones_pacer.happened(time.monotonic())
         self._generation = payload.generation
         self.group.set_payload(payload)
+        self.on_change()
         log.info(
             "%s/%s: host list generation %d: %s; client sidecars per zone: %s",
             self.namespace,
@@ -574,38 +582,40 @@ class ClusterController:
     # -- client pods ---------------------------------------------------------------------------
 
     def _on_pods(self) -> None:
+        """A (re)list of the client pods, or new settings: the index is rebuilt once."""
         if self._pods is None or not self._pods.synced.is_set():
             return  # a new watch not listed yet: its (empty) objects would drop every target
         first_list, self._pods_listed = not self._pods_listed, True
-        targets: dict[str, str] = {}
-        keys: dict[str, PodKey] = {}
-        zones: Counter[str] = Counter()
-        refused: list[str] = []
-        plain_allowed = self.spec is not None and self.spec.sidecar.allow_plain_http_push
-        for pod in self._pods.objects.values():
-            default_port = self.spec.sidecar.admin_port if self.spec else DEFAULT_ADMIN_PORT
-            found = push_target(self.namespace, pod, default_port)
-            if found is None:
-                continue
-            key, url, pod_key = found
-            zone = pod_zone(pod.get("metadata") or {})
-            if pod_key.ready and zone is not None:
-                zones[zone] += 1
-            if url.startswith("http://") and not plain_allowed:
-                refused.append(key.rsplit("/", 1)[-1])
-                continue
-            targets[key] = url
-            keys[key] = pod_key
-        self._refuse_plain_http(tuple(sorted(refused)))
-        self.group.set_targets(targets)
-        for key, pod_key in keys.items():
-            before = self._pod_keys.get(key)
-            if before is not None and before != pod_key:
-                self.group.poke(key)
-        self._pod_keys = keys
+        index = self._client_pods
+        if self.spec is not None:
+            index.default_port = self.spec.sidecar.admin_port
+            index.plain_allowed = self.spec.sidecar.allow_plain_http_push
+        pokes = index.reset(self._pods.objects)
+        self._refuse_plain_http(index.refused)
+        self.group.set_targets(index.targets)
+        for key in pokes:
+            self.group.poke(key)
+        self._client_pods_changed(first_list or index.zones != self.client_zones)
+
+    def _on_pod_event(self, watch_key: str, pod: dict[str, Any] | None) -> None:
+        """One client pod added, changed or deleted: O(1) work, whatever the number of pods."""
+        if not self._pods_listed:
+            return
+        change = self._client_pods.apply(watch_key, pod)
+        if change.removed is not None:
+            self.group.remove_target(change.removed)
+        if change.added is not None:
+            self.group.set_target(*change.added)
+        if change.poke is not None:
+            self.group.poke(change.poke)
+        if change.refused_changed:
+            self._refuse_plain_http(self._client_pods.refused)
+        self._client_pods_changed(change.zones_changed)
+
+    def _client_pods_changed(self, zones_changed: bool) -> None:
         # The first list of a new watch: a host list held back for it is computed now.
-        if first_list or dict(zones) != self.client_zones or self.group.payload is None:
-            self.client_zones = dict(sorted(zones.items()))
+        if zones_changed or self.group.payload is None:
+            self.client_zones = self._client_pods.zones
             self._schedule_recompute()
         self._schedule_status()
 

@@ -7,12 +7,9 @@ from typing import Any
 
 import kopf
 from gremlinlb.operator.app import OperatorApp, kopf_credentials
-from gremlinlb.operator.spec import GROUP, INJECT_LABEL, PLURAL, VERSION
-from gremlinlb.operator.webhook import injection, pod_cluster
+from gremlinlb.operator.spec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
-
-INJECT_HANDLER_ID = "inject-sidecar"  # also the webhook URL's path: /inject-sidecar
 
 
 def build_registry(app: OperatorApp) -> kopf.OperatorRegistry:
@@ -40,23 +37,6 @@ def build_registry(app: OperatorApp) -> kopf.OperatorRegistry:
             return
         await app.remove(namespace, name, uid)
         log.info("GremlinCluster %s/%s deleted: stopped following it", namespace, name)
-
-    @kopf.on.mutate(
-        "pods",
-        id=INJECT_HANDLER_ID,
-        operations=["CREATE"],
-        labels={INJECT_LABEL: kopf.PRESENT},
-        registry=registry,
-    )
-    async def inject(body: kopf.Body, patch: kopf.Patch, namespace: str | None, **_: Any) -> None:
-        pod = dict(body)
-        cluster = pod_cluster(pod)
-        if cluster is None or namespace is None:
-            return
-        spec, hosts = await app.cluster_for_pod(namespace, cluster)
-        changes = injection(pod, cluster, spec, hosts, app.injection)
-        if changes is not None:
-            patch.update(changes)
 
     @kopf.on.probe(id="clusters", registry=registry)
     def clusters(**_: Any) -> int:

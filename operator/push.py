@@ -9,7 +9,10 @@ Each sidecar (a *target*) has its own small task that converges on the group's l
 * **retrying**: a failed push is retried after an exponential, jittered backoff; a poke (the
   sidecar restarted, its pod turned ready) retries at once;
 * **isolated**: a target waiting on a dead or hung sidecar holds nothing the others need (its
-  semaphore slot is bounded by the request timeout and released while it backs off).
+  semaphore slot is bounded by the request timeout and released while it backs off); a target
+  whose last push or health read failed first takes one of the few *failing slots*, so failing
+  sidecars together never hold more than that share of the slots; one that answers again is
+  back among the others at once.
 
 Between pushes, a target in sync reads the sidecar's view of its backends now and then
 (:class:`HealthReader`, ``GET /readyz/backends``), so the GremlinCluster status shows what the
@@ -27,13 +30,26 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gremlinlb.operator.backoff import Backoff
 
 log = logging.getLogger(__name__)
+
+#: Between reads of a sidecar's backend health that got no usable answer: growing, capped and
+#: jittered, instead of a read every second forever (a reply resets it).
+HEALTH_BACKOFF = Backoff(first=1.0, maximum=60.0)
+
+#: The share of the push slots that targets whose last call failed may hold together.
+FAILING_SHARE = 0.25
+
+
+def failing_slots(push_slots: int) -> asyncio.Semaphore:
+    """The semaphore of the slots failing targets may hold, for ``push_slots`` in all."""
+    return asyncio.Semaphore(max(1, int(push_slots * FAILING_SHARE)))
+
 
 #: How far past the operator's own generation a sidecar's 409 may claim to be and be believed.
 #: Legitimately a sidecar is ahead by the generations whose status write was lost (a restart
@@ -144,6 +160,8 @@ class _Target:
         self.error: str | None = None
         self.status: int | None = None
         self.health: BackendHealth | None = None
+        #: Health reads in a row that got no usable answer.
+        self.health_failures = 0
         # The sidecar refused ``client_zones`` as an unknown field: an image older than the
         # operator's (a rolling upgrade). It gets its lists without them until its pod is new.
         self.without_zones = False
@@ -170,10 +188,15 @@ class PushGroup:
         on_health: Callable[[str, BackendHealth | None, BackendHealth], None] = (
             lambda _key, _previous, _health: None
         ),
+        failing: asyncio.Semaphore | None = None,
+        health_backoff: Backoff = HEALTH_BACKOFF,
     ) -> None:
         """``on_health``: told every health answer read (changed or not): the target's key, its
         previous answer (None: none kept) and the new one."""
         self.name = name
+        self._health_backoff = health_backoff
+        #: Taken (before a slot of ``semaphore``) by a target whose last call failed.
+        self._failing = failing
         self._send = sender
         self._semaphore = semaphore
         self._timeout = timeout
@@ -212,13 +235,27 @@ class PushGroup:
     def set_targets(self, targets: Mapping[str, str]) -> None:
         """The current sidecars, ``key -> admin base URL``; others stop being pushed to."""
         for key in list(self._targets):
-            if key not in targets or self._targets[key].url != targets[key]:
+            if key not in targets:
                 self._drop(key)
         for key, url in targets.items():
-            if key not in self._targets and not self._closed:
-                target = _Target(key, url)
-                self._targets[key] = target
-                target.task = asyncio.create_task(self._run(target), name=f"push {key}")
+            self.set_target(key, url)
+
+    def set_target(self, key: str, url: str) -> None:
+        """One sidecar new, or at a new URL (pushed to afresh); the same URL: nothing to do."""
+        current = self._targets.get(key)
+        if current is not None and current.url == url:
+            return
+        if current is not None:
+            self._drop(key)
+        if not self._closed:
+            target = _Target(key, url)
+            self._targets[key] = target
+            target.task = asyncio.create_task(self._run(target), name=f"push {key}")
+
+    def remove_target(self, key: str) -> None:
+        """One sidecar no longer pushed to (unknown keys are ignored)."""
+        if key in self._targets:
+            self._drop(key)
 
     def poke(self, key: str) -> None:
         """The sidecar may have restarted: push again now, even if it had the list."""
@@ -318,13 +355,15 @@ class PushGroup:
     def _health_delay(self, target: _Target) -> float:
         """Soon after a new list (the sidecar probes new hosts at once), then every interval,
         jittered so that thousands of sidecars are not read in lockstep."""
+        if target.health_failures:
+            return self._health_backoff.delay(target.health_failures)
         fresh = target.health is not None and target.health.generation == target.acked
         interval = self._health_interval if fresh else min(1.0, self._health_interval)
         return interval * random.uniform(0.8, 1.2)
 
     async def _refresh_health(self, target: _Target) -> None:
         assert self._read_health is not None
-        async with self._semaphore:
+        async with self._slot(target.failures > 0 or target.health_failures > 0):
             try:
                 health = await self._read_health(target.url, self._timeout)
             except asyncio.CancelledError:
@@ -332,6 +371,7 @@ class PushGroup:
             except Exception:  # the reader should not raise; never let a target die
                 log.exception("reading the backend health of %s failed unexpectedly", target.key)
                 health = None
+        target.health_failures = 0 if health is not None else target.health_failures + 1
         if health is not None:
             self._on_health(target.key, target.health, health)
         if health != target.health:
@@ -353,7 +393,7 @@ class PushGroup:
 
     async def _put(self, target: _Target, payload: Payload) -> SendOutcome:
         body = payload.body_without_zones if target.without_zones else payload.body
-        async with self._semaphore:
+        async with self._slot(target.failures > 0):
             log.debug("%s: pushing generation %d to %s", self.name, payload.generation, target.key)
             try:
                 return await self._send(target.url, self._token, body, self._timeout)
@@ -362,6 +402,17 @@ class PushGroup:
             except Exception as error:  # the sender should not raise; never let a target die
                 log.exception("push to %s failed unexpectedly", target.key)
                 return SendOutcome(False, error=f"{type(error).__name__}: {error}")
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, failing: bool) -> AsyncIterator[None]:
+        """A push slot; for a call to a sidecar whose last call of that kind failed, one of the
+        failing slots first (a sidecar that takes lists but has no health answer, an image
+        without ``/readyz/backends``, still gets its pushes at full speed)."""
+        async with contextlib.AsyncExitStack() as stack:
+            if failing and self._failing is not None:
+                await stack.enter_async_context(self._failing)
+            await stack.enter_async_context(self._semaphore)
+            yield
 
 
 def _refuses_client_zones(outcome: SendOutcome, payload: Payload) -> bool:
