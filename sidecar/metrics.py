@@ -31,6 +31,18 @@ from gremlinlb.core import (
 )
 from gremlinlb.core.instancestatus import STATUS_PROBE
 
+#: Why a request is tried again: the outcomes that allow it (core.outcomes.may_retry) and
+#: Neptune's two rules (sidecar/neptune_retry.py).
+NEPTUNE_CONFLICT = "neptune_conflict"
+NEPTUNE_READ_ONLY = "neptune_read_only"
+RETRY_REASONS = (
+    Outcome.NOT_SENT.value,
+    Outcome.OVERLOADED.value,
+    Outcome.CONNECTION_LOST.value,
+    NEPTUNE_CONFLICT,
+    NEPTUNE_READ_ONLY,
+)
+
 _EJECTION_REASONS = ("consecutive_failures", "stuck", "slow")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -79,6 +91,8 @@ class SidecarMetrics:
             ["reason"],
             registry=self.registry,
         )
+        for reason in RETRY_REASONS:  # 0 from the start: a dashboard shows 0, not "no data"
+            self.retries.labels(reason)
         self.latency = Histogram(
             "gremlinlb_sidecar_request_duration_seconds",
             "From a client request's arrival to its final response frame, retries included",

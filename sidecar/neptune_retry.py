@@ -23,6 +23,7 @@ import time
 from typing import TYPE_CHECKING
 
 from gremlinlb.sidecar.frames import GRAPHBINARY_VERSION, Channel, Format
+from gremlinlb.sidecar.metrics import NEPTUNE_CONFLICT, NEPTUNE_READ_ONLY
 
 from gremlinlb.core import Outcome
 from gremlinlb.core.neptune_errors import (
@@ -99,7 +100,7 @@ class NeptuneRetrier:
         if time.monotonic() + delay >= self._deadline(exchange):
             proxy._give_up(exchange, exchange.last_error)
             return
-        proxy.metrics.retries.labels("neptune_conflict").inc()
+        proxy.metrics.retries.labels(NEPTUNE_CONFLICT).inc()
         proxy._spawn(exchange, proxy._guard(exchange, self._resend_after(exchange, delay)))
 
     async def _resend_after(self, exchange: Exchange, delay: float) -> None:
@@ -139,7 +140,7 @@ class NeptuneRetrier:
                     refused.address,
                     writer.address,
                 )
-                proxy.metrics.retries.labels("neptune_read_only").inc()
+                proxy.metrics.retries.labels(NEPTUNE_READ_ONLY).inc()
                 exchange.tried.append(refused)
                 proxy.resender.arm_deadline(exchange)
                 proxy._continue(exchange)
