@@ -276,9 +276,7 @@ def _choices(
     data: Mapping[str, Any], key: str, where: str, allowed: tuple[str, ...] = ()
 ) -> frozenset[str]:
     """A selector's list of strings (of `allowed`, when given); empty: select any."""
-    values = data.get(key) or []
-    if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
-        raise SpecError(f"{where}.{key}: must be a list of names, got {values!r}")
+    values = _names(data, key, where)
     unknown = sorted(set(values) - set(allowed)) if allowed else []
     if unknown:
         raise SpecError(f"{where}.{key}: {', '.join(unknown)} not one of {', '.join(allowed)}")
