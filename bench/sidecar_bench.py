@@ -20,26 +20,22 @@ Loopback only; every cell is bounded by --duration and --max-requests.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import re
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
 from gremlin_python.process.anonymous_traversal import traversal
+from stress import free_port_block, sidecar  # beside this script
 
 from gremlinlb import RoundRobinClientRemoteConnection
 from gremlinlb.devservers import Fleet
@@ -66,66 +62,9 @@ class Cell:
         return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] * 1000
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def free_base_port(start: int = 28181, count: int = 3) -> int:
-    for base in range(start, start + 500, 10):
-        ok = True
-        for port in range(base, base + count):
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-        if ok:
-            return base
-    raise RuntimeError("no free ports for the servers")
-
-
 def name_servers(fleet: Fleet) -> None:
     for server in fleet:
         server.add_name_vertex()
-
-
-@contextlib.contextmanager
-def sidecar_process(addresses: list[str]) -> Iterator[str]:
-    port, admin = free_port(), free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "gremlinlb.cli",
-        "--log-level",
-        "WARNING",
-        "sidecar",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--admin",
-        f"127.0.0.1:{admin}",
-        "--endpoints",
-        ",".join(addresses),
-    ]
-    process = subprocess.Popen(command)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("the sidecar did not become ready")
-            time.sleep(0.1)
-        yield f"ws://127.0.0.1:{port}/gremlin"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
 
 
 def run_cell(
@@ -265,14 +204,14 @@ def main() -> int:
     modes = args.modes.split(",")
     run_dir = Path(tempfile.mkdtemp(prefix="gremlinlb-bench-"))
     cells: list[Cell] = []
-    with Fleet(3, base_port=free_base_port(), run_dir=run_dir) as fleet:
+    with Fleet(3, base_port=free_port_block(28181), run_dir=run_dir) as fleet:
         name_servers(fleet)
         addresses = fleet.addresses
         with (
-            sidecar_process(addresses) as sidecar_url,
-            sidecar_process(addresses[:1]) as single_url,
+            sidecar(sys.executable, addresses, log_level="WARNING") as spread,
+            sidecar(sys.executable, addresses[:1], log_level="WARNING") as single,
         ):
-            urls = {"direct": fleet[0].url, "sidecar": sidecar_url, "sidecar-1": single_url}
+            urls = {"direct": fleet[0].url, "sidecar": spread.url, "sidecar-1": single.url}
             for clients in counts:
                 for mode in modes:
                     cell = Cell(mode, clients)

@@ -87,19 +87,23 @@ class Sidecar:
 
 
 @contextlib.contextmanager
-def sidecar(python: str, addresses: list[str], *flags: str) -> Iterator[Sidecar]:
+def sidecar(
+    python: str, addresses: list[str], *flags: str, log_level: str = "ERROR"
+) -> Iterator[Sidecar]:
+    """A `gremlinlb sidecar` process over `addresses`, ready (GET /readyz), with a token."""
     token = secrets.token_urlsafe(24)
     # created 0600; host-list pushes carry the token
     with tempfile.NamedTemporaryFile("w", prefix="gremlinlb-token-") as secret:
         secret.write(token)
         secret.flush()
-        with _sidecar(python, addresses, token, ("--token-file", secret.name, *flags)) as running:
+        flags = ("--token-file", secret.name, *flags)
+        with _sidecar(python, addresses, token, flags, log_level) as running:
             yield running
 
 
 @contextlib.contextmanager
 def _sidecar(
-    python: str, addresses: list[str], token: str, flags: tuple[str, ...]
+    python: str, addresses: list[str], token: str, flags: tuple[str, ...], log_level: str
 ) -> Iterator[Sidecar]:
     port, admin = free_port(), free_port()
     command = [
@@ -107,7 +111,7 @@ def _sidecar(
         "-m",
         "gremlinlb.cli",
         "--log-level",
-        "ERROR",
+        log_level,
         "sidecar",
         "--listen",
         f"127.0.0.1:{port}",

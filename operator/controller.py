@@ -28,7 +28,7 @@ from gremlinlb.operator.discovery import (
     ready_addresses,
     with_roles,
 )
-from gremlinlb.operator.neptune import NeptuneFollower
+from gremlinlb.operator.neptune import GremlinClusterNeptune
 from gremlinlb.operator.push import (
     BackendHealth,
     HealthReader,
@@ -192,7 +192,7 @@ class ClusterController:
         self._writer_slices: Reflector | None = None  # of spec.roles.writerService
         self._pods: Reflector | None = None
         self._pods_listed = False  # whether _on_pods has seen the current pod watch's list
-        self._neptune: NeptuneFollower | None = None  # with spec.neptune, instead of slices
+        self._neptune: GremlinClusterNeptune | None = None  # with spec.neptune, instead of slices
         self._watch_tasks: list[asyncio.Task[None]] = []
         self._watching: tuple[Any, ...] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -409,7 +409,7 @@ class ClusterController:
         self._service_found = True  # until a recompute reads the Service (if there is one)
         sources: list[Any] = []
         if spec.neptune is not None:
-            self._neptune = NeptuneFollower(spec.neptune, self._on_neptune_read)
+            self._neptune = GremlinClusterNeptune(spec.neptune, self._on_neptune_read)
             sources.append(self._neptune.run())
         if service is not None:
             self._slices = self._slices_of(service, service)

@@ -1,9 +1,9 @@
 """A GremlinCluster with spec.neptune: its host list follows a Neptune cluster.
 
 Instead of watching a Service's EndpointSlices, the cluster's controller runs one
-:class:`NeptuneFollower`: :class:`gremlinlb.neptune.NeptuneTopology` reads the cluster (on its
-interval with jitter, backing off as it does, keeping the last good list when the API fails) with
-botocore's credential chain (IRSA on EKS), and each list it applies becomes the cluster's
+:class:`GremlinClusterNeptune`: :class:`gremlinlb.neptune.NeptuneTopology` reads the cluster (on
+its interval with jitter, backing off as it does, keeping the last good list when the API fails)
+with botocore's credential chain (IRSA on EKS), and each list it applies becomes the cluster's
 endpoints, which the controller pushes to every sidecar as it pushes a Service's. The status
 part (writer, readers, last read, last error) is built here, without I/O.
 
@@ -84,8 +84,9 @@ def topology_status(
     }
 
 
-class NeptuneFollower:
-    """One GremlinCluster's Neptune cluster at run time; ``changed`` after every read."""
+class GremlinClusterNeptune:
+    """One GremlinCluster's Neptune cluster at run time, on the operator's loop; ``changed``
+    after every read (the in-process client's one: `gremlinlb.client.neptune.NeptuneThread`)."""
 
     def __init__(self, source: NeptuneSource, changed: Callable[[], None], read: Read = describe):
         self.source = source

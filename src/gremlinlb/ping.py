@@ -14,6 +14,8 @@ from collections.abc import Mapping
 
 import aiohttp
 
+from gremlinlb.oneshot import on_own_session, ssl_option
+
 _ENDED = (
     aiohttp.WSMsgType.CLOSE,
     aiohttp.WSMsgType.CLOSING,
@@ -38,7 +40,7 @@ async def answers_ping(
             http.ws_connect(
                 url,
                 autoping=False,
-                ssl=ssl_context if ssl_context is not None else True,
+                ssl=ssl_option(ssl_context),
                 compress=0,
                 headers=headers,
             ) as ws,
@@ -63,9 +65,6 @@ def answers_ping_now(
 ) -> bool:
     """`answers_ping` from a thread without an event loop (the in-process client's probe and
     ping threads): on a loop and an HTTP session of its own, closed afterwards."""
-
-    async def ping() -> bool:
-        async with aiohttp.ClientSession() as http:
-            return await answers_ping(http, url, budget, ssl_context=ssl_context, headers=headers)
-
-    return asyncio.run(ping())
+    return on_own_session(
+        lambda http: answers_ping(http, url, budget, ssl_context=ssl_context, headers=headers)
+    )

@@ -25,6 +25,7 @@ from gremlinlb.core.instancestatus import (
     status_url,
     status_verdict,
 )
+from gremlinlb.oneshot import on_own_session, ssl_option
 
 __all__ = ["status_problem", "status_problem_now"]
 
@@ -53,7 +54,7 @@ async def status_problem(
             http.get(
                 url,
                 headers=sent,
-                ssl=ssl_context if ssl_context is not None else True,
+                ssl=ssl_option(ssl_context),
                 allow_redirects=False,
             ) as response,
         ):
@@ -74,11 +75,8 @@ def status_problem_now(
 ) -> str | None:
     """`status_problem` from a thread without an event loop (the in-process client's probe
     threads): on a loop and an HTTP session of its own, closed afterwards."""
-
-    async def ask() -> str | None:
-        async with aiohttp.ClientSession() as http:
-            return await status_problem(
-                http, endpoint, settings, ssl_context=ssl_context, headers=headers
-            )
-
-    return asyncio.run(ask())
+    return on_own_session(
+        lambda http: status_problem(
+            http, endpoint, settings, ssl_context=ssl_context, headers=headers
+        )
+    )

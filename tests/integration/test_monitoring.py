@@ -28,6 +28,7 @@ import yaml
 from kubernetes import client as k8s
 
 from gremlinlb.devservers import GremlinServerProcess, ServerRuntime, with_traversal_source
+from hack.monitoring.manifests import RULES
 from tests.devcluster import (
     ControlPlane,
     EndpointSpec,
@@ -39,7 +40,6 @@ from tests.devcluster import (
 )
 from tests.monitoring_support import (
     RULE_TESTS,
-    RULES,
     Query,
     dashboard_queries,
     docs_queries,

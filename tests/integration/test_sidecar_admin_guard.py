@@ -6,18 +6,17 @@ hosts pushed here are never contacted (each is refused)."""
 
 from __future__ import annotations
 
-import ipaddress
+import contextlib
 import json
 import os
 import select
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +74,43 @@ def call(
 def put(sidecar: SidecarThread, body: Any, **options: Any) -> tuple[int, Any]:
     options.setdefault("token", sidecar.token)
     return call("PUT", f"{sidecar.admin_url}/v1/hosts", body, **options)
+
+
+@contextlib.contextmanager
+def sidecar_process(
+    args: Sequence[str], *, env: Mapping[str, str] | None = None, wrapper: Sequence[str] = ()
+) -> Iterator[subprocess.Popen[str]]:
+    """`gremlinlb sidecar` as a process (run through `wrapper`), its backend NOWHERE, killed
+    at the end if it has not ended."""
+    process = subprocess.Popen(
+        [
+            *wrapper,
+            *(sys.executable, "-m", "gremlinlb.cli", "sidecar", "--endpoints", NOWHERE),
+            *("--listen", f"127.0.0.1:{free_port()}", *args),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+def answers(url: str) -> bool:
+    """Whether a GET of `url` is answered at all (a refused connection: not yet)."""
+    try:
+        call("GET", url)
+    except OSError:
+        return False
+    return True
 
 
 def hosts_of(sidecar: SidecarThread) -> tuple[int, list[str]]:
@@ -150,19 +186,33 @@ def test_a_list_naming_the_sidecar_in_any_spelling_is_400_naming_the_address(
     assert hosts_of(sidecar) == (0, [NOWHERE])
 
 
-def test_a_name_that_resolves_to_the_sidecar_is_400_naming_the_address(
-    sidecar: SidecarThread,
-) -> None:
-    name = socket.gethostname()  # in /etc/hosts: looked up without any network
-    found = {info[4][0] for info in socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)}
-    if not any(ipaddress.ip_address(a).is_loopback for a in found):
-        pytest.skip(f"this machine's name {name} does not resolve to a loopback address")
-    port = sidecar.sidecar.admin_address.rpartition(":")[2]
-    status, answer = put(sidecar, {"generation": 1, "hosts": [f"{name}:{port}"]})
-    assert status == 400, answer
-    assert f"{name}:{port} (that is 127." in answer["error"]
-    assert "this sidecar's own port" in answer["error"]
-    assert hosts_of(sidecar) == (0, [NOWHERE])
+#: A name only the sidecar of the spec below resolves (to loopback, from an /etc/hosts of its
+#: own), so the spec depends on no name this machine happens to have.
+SELF_NAME = "gremlinlb-self.test"
+
+
+def test_a_name_that_resolves_to_the_sidecar_is_400_naming_the_address(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"{Path('/etc/hosts').read_text()}\n127.0.0.1 {SELF_NAME}\n")
+    token = tmp_path / "token"
+    token.write_text("s3cret")
+    admin_port = free_port()
+    # A mount namespace of its own, where its /etc/hosts is the file above (as the dev
+    # cluster's pods get theirs); the system resolver reads it, no network is asked.
+    own_hosts = [*("unshare", "--mount", "--propagation", "private", "sh", "-c")]
+    own_hosts += ['mount --bind "$0" /etc/hosts && exec "$@"', str(hosts)]
+    with sidecar_process(
+        ("--admin", f"127.0.0.1:{admin_port}", "--token-file", str(token)), wrapper=own_hosts
+    ):
+        admin = f"http://127.0.0.1:{admin_port}"
+        wait_until(lambda: answers(f"{admin}/healthz"), 30, "the sidecar's admin API")
+        body = {"generation": 1, "hosts": [f"{SELF_NAME}:{admin_port}"]}
+        status, answer = call("PUT", f"{admin}/v1/hosts", body, token="s3cret")
+        assert status == 400, answer
+        assert f"{SELF_NAME}:{admin_port} (that is 127.0.0.1" in answer["error"]
+        assert "this sidecar's own port" in answer["error"]
+        listed = call("GET", f"{admin}/v1/hosts")[1]
+        assert (listed["generation"], [h["address"] for h in listed["hosts"]]) == (0, [NOWHERE])
 
 
 # -- bodies ----------------------------------------------------------------------------------
@@ -202,18 +252,8 @@ def test_a_sidecar_started_without_a_token_writes_one_owner_only_and_refuses_ano
     tmp_path: Path,
 ) -> None:
     admin_port = free_port()
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "gremlinlb.cli", "sidecar", "--endpoints", NOWHERE),
-            *("--listen", f"127.0.0.1:{free_port()}", "--admin", f"127.0.0.1:{admin_port}"),
-        ],
-        env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    with sidecar_process(("--admin", f"127.0.0.1:{admin_port}"), env=env) as process:
         assert process.stdout is not None
         # Printed once the admin API listens; waited for at most 30 s.
         assert select.select([process.stdout], [], [], 30)[0], "nothing printed at start"
@@ -232,12 +272,6 @@ def test_a_sidecar_started_without_a_token_writes_one_owner_only_and_refuses_ano
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
         assert not token_file.exists()  # the token dies with the process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-        assert process.stdout is not None
-        process.stdout.close()
 
 
 def test_an_in_process_sidecar_without_a_token_requires_the_one_it_generated(

@@ -3,7 +3,8 @@ dashboard and rules, and every dashboard query reads the datasource variable."""
 
 from __future__ import annotations
 
-from tests.monitoring_support import PLAIN, dashboard, plain_manifests
+from hack.monitoring.manifests import PLAIN, plain_manifests
+from tests.monitoring_support import dashboard
 
 
 def test_manifests_monitoring_is_generated_from_the_charts_files() -> None:

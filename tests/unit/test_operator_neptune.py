@@ -11,7 +11,7 @@ import pytest
 from gremlinlb.operator.crd import build_crd
 from gremlinlb.operator.discovery import EndpointState
 from gremlinlb.operator.neptune import (
-    NeptuneFollower,
+    GremlinClusterNeptune,
     discovered,
     suspicion,
     topology_status,
@@ -174,7 +174,7 @@ def test_the_follower_pushes_the_list_it_read_and_keeps_it_when_a_read_fails() -
         assert isinstance(result, tuple)
         return result
 
-    follower = NeptuneFollower(SOURCE, lambda: changes.append(1), read)
+    follower = GremlinClusterNeptune(SOURCE, lambda: changes.append(1), read)
     assert follower.found() is None  # nothing pushed before the first good read
 
     async def twice() -> None:
@@ -216,7 +216,7 @@ def test_sidecars_suspecting_a_failover_make_the_follower_read_once_at_once() ->
         reads.append(1)
         return (WRITER, READER)
 
-    follower = NeptuneFollower(SOURCE, lambda: None, read)
+    follower = GremlinClusterNeptune(SOURCE, lambda: None, read)
 
     async def burst() -> None:
         for key in ("ns/app-0", "ns/app-1", "ns/app-2"):
@@ -231,7 +231,7 @@ def test_sidecars_suspecting_a_failover_make_the_follower_read_once_at_once() ->
 
 
 def test_a_sidecar_suspecting_nothing_makes_no_read() -> None:
-    follower = NeptuneFollower(SOURCE, lambda: None, lambda _s, _t: pytest.fail("read"))
+    follower = GremlinClusterNeptune(SOURCE, lambda: None, lambda _s, _t: pytest.fail("read"))
 
     async def quiet() -> None:
         follower.sidecar_health("ns/app-0", health(1), health(1))

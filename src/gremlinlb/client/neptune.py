@@ -45,8 +45,9 @@ def first_read(source: NeptuneSource) -> FirstRead:
         ) from error
 
 
-class NeptuneFollower:
-    """A topology loop on a thread of its own, applying lists to the connection."""
+class NeptuneThread:
+    """The in-process client's Neptune topology loop on a thread of its own, applying lists to
+    the connection (the operator's per-cluster one: `operator.neptune.GremlinClusterNeptune`)."""
 
     def __init__(
         self,

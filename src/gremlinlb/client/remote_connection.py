@@ -41,7 +41,7 @@ from gremlinlb.client.backends import ConnectionOptions, Generation, HostConnect
 from gremlinlb.client.errors import AnswerNotReadableError
 from gremlinlb.client.health_loop import HealthLoop
 from gremlinlb.client.keepalive import Keepalive
-from gremlinlb.client.neptune import NeptuneFollower, first_read
+from gremlinlb.client.neptune import NeptuneThread, first_read
 from gremlinlb.client.neptune_errors import NeptuneRetry, verdict_of
 from gremlinlb.core import (
     OVERLOAD_STATUS_CODES,
@@ -160,7 +160,7 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         self._keepalive.start()
         self._follower = None
         if first is not None:
-            self._follower = NeptuneFollower(first, self._balancer, self.replace_hosts)
+            self._follower = NeptuneThread(first, self._balancer, self.replace_hosts)
             self.refresh_topology = self._follower.refresh_now
 
     # -- RemoteConnection ----------------------------------------------------------------

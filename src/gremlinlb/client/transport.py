@@ -59,6 +59,7 @@ from gremlinlb.core import (
     UpgradeBusyError,
 )
 from gremlinlb.core.recycling import keepalive_due, past_max_age
+from gremlinlb.oneshot import ssl_option
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -268,7 +269,7 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
                 self._url,
                 headers=headers or None,
                 max_msg_size=self._max_message_bytes,
-                ssl=self._ssl if self._ssl is not None else True,
+                ssl=ssl_option(self._ssl),
             )
             sock = self._websocket.get_extra_info("socket")
             self._fileno = sock.fileno() if sock is not None else -1
