@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from micro_bench import ROOT, Sidecar, _commit, free_base_port, uptime_load
+from micro_bench import Sidecar, _commit, free_base_port, uptime_load
 
 from gremlinlb.devservers import Fleet
 
