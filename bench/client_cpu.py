@@ -34,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-from micro_bench import _commit, free_base_port, summarize_profile, uptime_load
+from micro_bench import _commit, emit, free_base_port, summarize_profile, uptime_load
 
 CONTENDERS = ("direct", "in-process-1", "in-process")
 
@@ -175,11 +175,7 @@ def main() -> int:
     if args.profile:
         profile = summarize_profile(args.profile).split("\n", 1)[1]  # its heading is the sidecar's
         lines += ["", "Profile (py-spy, 200 Hz) of the last in-process cell:", profile]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text, encoding="utf-8")
-    return 0
+    return emit(lines, args.out)
 
 
 if __name__ == "__main__":

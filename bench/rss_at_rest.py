@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from micro_bench import Sidecar, _commit, free_base_port, uptime_load
+from micro_bench import Sidecar, _commit, emit, free_base_port, uptime_load
 
 from gremlinlb.devservers import Fleet
 
@@ -77,11 +77,7 @@ def main() -> int:
             values = samples[(name, hosts)]
             cells.append(f"{statistics.median(values):.1f} [{min(values):.1f}-{max(values):.1f}]")
         lines.append(f"| {name} (`{path}`) | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text, encoding="utf-8")
-    return 0
+    return emit(lines, args.out)
 
 
 if __name__ == "__main__":

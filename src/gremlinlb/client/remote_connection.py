@@ -150,9 +150,8 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         }
         self._hosts_lock = threading.Lock()
         self._sessions: list[PinnedSession] = []
-        # Attempts in flight -> their request. Every use is one dict operation, atomic on its
-        # own: no lock, which 64 threads would contend for twice per request.
-        self._watching: dict[Lease, _Request] = {}
+        self._watching: dict[Lease, _Request] = {}  # attempts in flight -> their request
+        self._watch_lock = threading.Lock()
         self._neptune_errors = NeptuneRetry(self._balancer)
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="gremlinlb-submit")
         self._health = HealthLoop(self._balancer, self._options)
@@ -408,7 +407,8 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         """Send on one of the host's pooled sockets; None (lease released) if nothing was sent:
         the host is gone or left rotation while we waited for a socket, or (a hedge, which
         never waits) no socket is free."""
-        host = self._hosts.get(lease.endpoint)  # one read, atomic: no lock on the hot path
+        with self._hosts_lock:
+            host = self._hosts.get(lease.endpoint)
         while host is not None:
             generation = host.generation()
             if generation.take(self._options.request_timeout if wait_for_slot else 0):
@@ -421,12 +421,14 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
 
     def _submit(self, request: _Request, lease: Lease, generation: Generation) -> _Attempt | None:
         attempt = _Attempt(request, lease, generation)
-        self._watching[lease] = request
+        with self._watch_lock:
+            self._watching[lease] = request
         try:
             client = generation.connection._client  # gremlinpython's Client behind the DRC
             written = client.submit_async(request.bytecode, request_options=request.options)
         except Exception as error:  # refused before anything was written
-            self._watching.pop(lease, None)
+            with self._watch_lock:
+                self._watching.pop(lease, None)
             generation.give_back()
             if not generation.retired:  # the request's own (e.g. a requestId that is no UUID)
                 self._balancer.finish(lease, Outcome.CLIENT_ERROR, error)
@@ -462,7 +464,8 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
         a hedge's loser), and wake the request if it still waits."""
         outcome = _classify(error, attempt.request.read_only)
         attempt.generation.give_back()
-        self._watching.pop(attempt.lease, None)
+        with self._watch_lock:
+            self._watching.pop(attempt.lease, None)
         # Done before the core hears of it: a host event it raises (down, ejected) wakes the
         # request, which must see this attempt as ended rather than re-dispatch it.
         attempt.outcome, attempt.error, attempt.results = outcome, error, results or []
@@ -589,9 +592,10 @@ class RoundRobinClientRemoteConnection(RemoteConnection):  # type: ignore[misc]
                 host = self._hosts.get(event.endpoint)
             if host is not None:
                 host.retire()
-            waiting = [
-                self._watching.get(lease) for lease in self._balancer.in_flight(event.endpoint)
-            ]
+            with self._watch_lock:
+                waiting = [
+                    self._watching.get(lease) for lease in self._balancer.in_flight(event.endpoint)
+                ]
             for request in waiting:
                 if request is not None:
                     request.wake.set()
