@@ -162,7 +162,7 @@ def main() -> int:
         "bench/client_cpu.py " + " ".join(sys.argv[1:]),
         "```",
         "",
-        "| build | " + " | ".join(CONTENDERS) + " | in-process ÷ direct |",
+        "| build | " + " | ".join(CONTENDERS) + " | CPU in-process ÷ direct |",
         "|---|" + "---:|" * (len(CONTENDERS) + 1),
     ]
     for name, _ in builds:
