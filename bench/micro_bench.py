@@ -711,6 +711,15 @@ def checkout(rev: str, into: Path) -> str:
     return str(executable)
 
 
+def emit(lines: list[str], out: Path | None) -> int:
+    """Print a markdown report and write it to `out` too (when given); the exit status."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+    return 0
+
+
 def _commit() -> str:
     with contextlib.suppress(Exception):
         return subprocess.run(

@@ -28,16 +28,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
-import uuid
 from collections.abc import Callable
 
-from gremlin_python.driver.request import RequestMessage
-from gremlin_python.driver.serializer import GraphBinarySerializersV1
-from gremlin_python.process.graph_traversal import __
 from gremlinlb.sidecar import frames
 from gremlinlb.sidecar.backend import BackendConnection, Backends
-from gremlinlb.sidecar.frames import GRAPHBINARY_CHANNEL, ResponseHeader
+from gremlinlb.sidecar.frames import GRAPHBINARY_CHANNEL, GRAPHBINARY_VERSION, ResponseHeader
+from gremlinlb.sidecar.neptune_retry import status_message
 
 from gremlinlb import ping, sigv4, status
 from gremlinlb.core import (
@@ -66,24 +64,50 @@ MAX_PROBES = 64
 MAX_PROBE_RATE = 100.0
 
 
+def _text(value: str, qualified: bool = True) -> bytes:
+    """A GraphBinary String: type code and null flag (fully qualified) or bare."""
+    encoded = value.encode("utf-8")
+    return (b"\x03\x00" if qualified else b"") + struct.pack(">i", len(encoded)) + encoded
+
+
+#: `__.V().limit(1).count()` as GraphBinary Bytecode: 3 steps (name, arguments), no sources.
+_PROBE_BYTECODE = (
+    b"\x15\x00\x00\x00\x00\x03"
+    + _text("V", False)
+    + b"\x00\x00\x00\x00"
+    + _text("limit", False)
+    + b"\x00\x00\x00\x01\x01\x00\x00\x00\x00\x01"  # one argument: Int 1
+    + _text("count", False)
+    + b"\x00\x00\x00\x00"
+    + b"\x00\x00\x00\x00"
+)
+
+
 def probe_frame(request_id: bytes, script: str | None, traversal_source: str) -> bytes:
-    """g.V().limit(1).count() as bytecode (or `script` as an eval), written by gremlinpython
-    itself: it reaches the graph's storage, and its answer is a plain number whatever the
-    provider's types (the server must be able to write it; only its status is read here)."""
-    if script is not None:
-        message = RequestMessage(
-            "", "eval", {"gremlin": script, "aliases": {"g": traversal_source}}
+    """g.V().limit(1).count() as bytecode (or `script` as an eval), byte for byte what
+    gremlinpython writes (tests/unit/test_sidecar_probe_frame.py): it reaches the graph's
+    storage, and its answer is a plain number whatever the provider's types (the server must be
+    able to write it; only its status is read here). Written here, not by gremlinpython: the
+    sidecar would load gremlinpython (2.4 MiB of every pod's RSS) for this frame alone."""
+    mime = GRAPHBINARY_CHANNEL.mime.encode("ascii")
+    op, processor = ("eval", "") if script is not None else ("bytecode", "traversal")
+    gremlin = _text(script) if script is not None else _PROBE_BYTECODE
+    aliases = b"\x0a\x00\x00\x00\x00\x01" + _text("g") + _text(traversal_source)
+    return b"".join(
+        (
+            bytes([len(mime)]),
+            mime,
+            bytes([GRAPHBINARY_VERSION]),
+            request_id,
+            _text(op, False),
+            _text(processor, False),
+            b"\x00\x00\x00\x02",  # two arguments
+            _text("gremlin"),
+            gremlin,
+            _text("aliases"),
+            aliases,
         )
-    else:
-        message = RequestMessage(
-            "traversal",
-            "bytecode",
-            {"gremlin": __.V().limit(1).count().bytecode, "aliases": {"g": traversal_source}},
-        )
-    frame: bytes = GraphBinarySerializersV1().serialize_message(
-        str(uuid.UUID(bytes=request_id)), message
     )
-    return frame
 
 
 class _ProbeSink:
@@ -99,7 +123,8 @@ class _ProbeSink:
         if header.final and not self.done.done():
             message = ""
             if header.code == INVALID_REQUEST_ARGUMENTS and isinstance(frame, bytes):
-                message = _status_message(frame)  # an unknown traversal source says so here
+                # An unknown traversal source says so here.
+                message = status_message(frame, GRAPHBINARY_CHANNEL) or ""
             self.done.set_result((header.code, message))
 
     def on_failure(self, error: ConnectionFailure) -> None:
@@ -292,13 +317,3 @@ class HealthLoop:
             task.cancel()
         for endpoint in list(self._connections):
             self.forget(endpoint)
-
-
-def _status_message(frame: bytes) -> str:
-    """The status message of a GraphBinary answer frame ("" if it cannot be read)."""
-    try:
-        decoded = GraphBinarySerializersV1().deserialize_message(frame)
-    except Exception:
-        return ""
-    message = (decoded.get("status") or {}).get("message")
-    return message if isinstance(message, str) else ""

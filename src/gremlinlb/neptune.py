@@ -44,10 +44,6 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
-import botocore.session
-from botocore.config import Config
-from botocore.exceptions import ClientError
-
 from gremlinlb.core import (
     Balancer,
     Endpoint,
@@ -71,7 +67,7 @@ THROTTLING = frozenset(
     {"Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException"}
 )
 #: botocore's own retries first ("standard": exponential, jittered, throttling included).
-_RETRIES = Config(retries={"mode": "standard", "total_max_attempts": 3})
+_RETRIES = {"mode": "standard", "total_max_attempts": 3}
 
 
 @dataclass(frozen=True)
@@ -158,9 +154,16 @@ class TagCache:
 
 
 def describe(source: NeptuneSource, tags: TagCache | None = None) -> tuple[Endpoint, ...]:
-    """One read of the cluster (blocking: run it off the event loop)."""
+    """One read of the cluster (blocking: run it off the event loop). botocore is imported
+    here, at the first read: some 9 MiB that a sidecar not following Neptune never loads."""
+    import botocore.session
+    from botocore.config import Config
+
     client = botocore.session.Session().create_client(
-        "neptune", region_name=source.region, endpoint_url=source.endpoint_url, config=_RETRIES
+        "neptune",
+        region_name=source.region,
+        endpoint_url=source.endpoint_url,
+        config=Config(retries=_RETRIES),
     )
     try:
         clusters = client.describe_db_clusters(DBClusterIdentifier=source.cluster)["DBClusters"]
@@ -189,6 +192,8 @@ def describe(source: NeptuneSource, tags: TagCache | None = None) -> tuple[Endpo
 
 def throttled(error: BaseException) -> bool:
     """Whether the API refused the call for its rate (after botocore's own retries)."""
+    from botocore.exceptions import ClientError  # loaded already by the read that failed
+
     return isinstance(error, ClientError) and error.response["Error"]["Code"] in THROTTLING
 
 

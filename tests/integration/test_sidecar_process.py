@@ -346,3 +346,37 @@ def test_bad_configuration_exits_2_saying_what_is_wrong(
     sidecar = spawn(*args)
     assert sidecar.wait() == 2
     assert complaint in sidecar.stderr()
+
+
+# Loaded only by the flags that need them (SigV4, Neptune) or by the in-process client: a plain
+# sidecar in every pod would carry them in its RSS for nothing (issue 26: 57 MiB against 45).
+NOT_FOR_A_PLAIN_SIDECAR = ("botocore", "boto3", "gremlin_python", "kopf", "kubernetes")
+
+
+def test_a_plain_sidecar_probing_and_serving_imports_neither_botocore_nor_gremlinpython(
+    spawn: Any, servers: Sequence[GremlinServerProcess]
+) -> None:
+    # PYTHONPROFILEIMPORTTIME: the process writes every module it imports, whenever, to stderr.
+    sidecar = spawn("--endpoints", endpoints(servers), env={"PYTHONPROFILEIMPORTTIME": "1"})
+    sidecar.wait_alive()
+    wait_until(
+        lambda: len(get(f"{sidecar.admin}/readyz/backends")[1]["healthy"]) == len(servers),
+        30,
+        "every backend probed healthy",
+    )
+    gremlin = Client(sidecar.url, "g", pool_size=1)
+    try:
+        assert gremlin.submit("g.inject(1)").all().result(15) == [1]
+    finally:
+        gremlin.close()
+    sidecar.terminate()
+    assert sidecar.wait() == 0
+    imported = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in sidecar.stderr().splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert "aiohttp" in imported  # the import log was written
+    assert imported.isdisjoint(NOT_FOR_A_PLAIN_SIDECAR), sorted(
+        imported & set(NOT_FOR_A_PLAIN_SIDECAR)
+    )
