@@ -7,8 +7,10 @@ event-loop turn and hand them here once, from a `loop.call_soon` callback (or as
 BATCH_FRAMES are queued): one `writelines`, one system call for several frames.
 
 Frames are encoded exactly as aiohttp encodes them (RFC 6455, no compression, FIN set; a
-random 32-bit mask per frame on the client side). Control frames (ping, pong, close) are still
-written by aiohttp itself: they may come between two data frames, which the protocol allows.
+random 32-bit mask per frame on the client side). Ping and close frames are still written by
+aiohttp itself, and so are pongs where aiohttp reads the socket; where sidecar/wsread.py reads
+it, `control` answers pings. Control frames may come between two data frames, which the
+protocol allows.
 """
 
 from __future__ import annotations
@@ -132,6 +134,20 @@ class FrameOutput:
         if chunks:
             transport.writelines(chunks)
         return size
+
+    def control(self, opcode: int, payload: bytes) -> None:
+        """Write one control frame (a pong) at once; nothing if the socket is closing."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        header = _header(_FIN | opcode, len(payload), _MASK_BIT if self._mask else 0)
+        if self._mask:
+            key = _MASK(_random_bits(32))
+            masked = bytearray(payload)
+            websocket_mask(key, masked)
+            transport.writelines([header + key, masked])
+        else:
+            transport.writelines([header, payload])
 
     def _write_prepared(self, before: list[bytes | bytearray | memoryview], frame: Prepared) -> int:
         """Write the frames encoded so far, then `frame` as it is: its payload as a memoryview,
