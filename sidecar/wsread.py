@@ -25,6 +25,8 @@ from typing import Any, Protocol
 from aiohttp import WSCloseCode, WSMessage, WSMsgType
 from aiohttp._websocket.helpers import websocket_mask
 
+from gremlinlb.core.errors import GremlinLBError
+
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
 OP_BINARY = 0x2
@@ -39,7 +41,7 @@ _NOTHING_LEFT = (False, b"")
 _FAILED = (True, b"")
 
 
-class WebSocketProtocolError(Exception):
+class WebSocketProtocolError(GremlinLBError):
     """The peer broke RFC 6455; `code` is the close code to answer with."""
 
     def __init__(self, code: int, message: str) -> None:
