@@ -24,9 +24,8 @@ from typing import Any
 from aiohttp._websocket.helpers import websocket_mask
 from gremlinlb.sidecar.bigframes import Prepared
 from gremlinlb.sidecar.frames import Spliced
+from gremlinlb.sidecar.wsread import OP_BINARY, OP_TEXT
 
-_OP_TEXT = 0x1
-_OP_BINARY = 0x2
 _FIN = 0x80
 _MASK_BIT = 0x80
 _LEN1 = struct.Struct("!BB").pack
@@ -45,7 +44,7 @@ BATCH_FRAMES = 16
 Outgoing = bytes | str | Prepared | Spliced
 
 
-def _header(first: int, length: int, mask_bit: int) -> bytes:
+def frame_header(first: int, length: int, mask_bit: int) -> bytes:
     """A data frame's header (RFC 6455 5.2), the mask key apart."""
     if length < 126:
         return _LEN1(first, length | mask_bit)
@@ -97,7 +96,7 @@ class FrameOutput:
                 continue
             if isinstance(frame, Spliced):
                 length = len(frame)
-                header = _header(_FIN | _OP_BINARY, length, mask_bit)
+                header = frame_header(_FIN | OP_BINARY, length, mask_bit)
                 if mask:  # a request to a server: masked in one copy of both pieces
                     key = _MASK(_random_bits(32))
                     joined = bytearray(frame.head)
@@ -114,12 +113,12 @@ class FrameOutput:
                 continue
             if isinstance(frame, str):
                 payload: bytes = frame.encode("utf-8")
-                first = _FIN | _OP_TEXT
+                first = _FIN | OP_TEXT
             else:
                 payload = frame
-                first = _FIN | _OP_BINARY
+                first = _FIN | OP_BINARY
             length = len(payload)
-            header = _header(first, length, mask_bit)
+            header = frame_header(first, length, mask_bit)
             if mask:
                 key = _MASK(_random_bits(32))
                 masked = bytearray(payload)
@@ -140,7 +139,7 @@ class FrameOutput:
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        header = _header(_FIN | opcode, len(payload), _MASK_BIT if self._mask else 0)
+        header = frame_header(_FIN | opcode, len(payload), _MASK_BIT if self._mask else 0)
         if self._mask:
             key = _MASK(_random_bits(32))
             masked = bytearray(payload)

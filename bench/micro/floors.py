@@ -100,6 +100,18 @@ async def serve_tcp(port: int, backend: tuple[str, int], work: bool) -> None:
     await server.serve_forever()
 
 
+async def _serve_aiohttp_app(relay: Callable[[Any], Awaitable[Any]], port: int) -> None:
+    """Serve `relay` at /gremlin on `port` until killed."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_get("/gremlin", relay)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.Event().wait()
+
+
 async def serve_aiohttp(port: int, backend: tuple[str, int], work: bool) -> None:
     from aiohttp import ClientSession, WSMsgType, web
 
@@ -125,12 +137,7 @@ async def serve_aiohttp(port: int, backend: tuple[str, int], work: bool) -> None
         await answers
         return client
 
-    app = web.Application()
-    app.router.add_get("/gremlin", relay)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    await asyncio.Event().wait()
+    await _serve_aiohttp_app(relay, port)
 
 
 async def serve_picows(port: int, backend: tuple[str, int], work: bool) -> None:
@@ -233,12 +240,7 @@ async def serve_own(port: int, backend: tuple[str, int], work: bool) -> None:
             ws._writer.transport.close()  # type: ignore[union-attr]  # no closing handshake
         return client
 
-    app = web.Application()
-    app.router.add_get("/gremlin", relay)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    await asyncio.Event().wait()
+    await _serve_aiohttp_app(relay, port)
 
 
 FLOORS: dict[str, Callable[[int, tuple[str, int], bool], Awaitable[None]]] = {

@@ -7,6 +7,7 @@ import struct
 import pytest
 from aiohttp import WSCloseCode
 from aiohttp._websocket.helpers import websocket_mask
+from gremlinlb.sidecar.wsout import frame_header
 from gremlinlb.sidecar.wsread import (
     OP_BINARY,
     OP_CLOSE,
@@ -40,16 +41,8 @@ class Recorder:
 
 
 def frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bytes | None = None) -> bytes:
-    """A frame as RFC 6455 section 5.2 lays it out (written independently of the reader)."""
-    first = (0x80 if fin else 0) | opcode
-    mask_bit = 0x80 if mask is not None else 0
-    length = len(payload)
-    if length < 126:
-        head = struct.pack("!BB", first, mask_bit | length)
-    elif length < 65536:
-        head = struct.pack("!BBH", first, mask_bit | 126, length)
-    else:
-        head = struct.pack("!BBQ", first, mask_bit | 127, length)
+    """A frame with the header the sidecar's writer puts on its own (sidecar/wsout.py)."""
+    head = frame_header((0x80 if fin else 0) | opcode, len(payload), 0x80 if mask else 0)
     if mask is None:
         return head + payload
     body = bytearray(payload)
@@ -159,7 +152,8 @@ def test_the_end_of_the_stream_is_a_close_without_code_or_reason() -> None:
 def _refused(data: bytes, *, max_size: int = 1 << 20, masked: bool = False) -> int:
     parser, sink = reader(max_size, masked=masked)
     assert parser.feed_data(data) == (True, b"")
-    assert len(sink.errors) == 1 and not sink.messages
+    assert len(sink.errors) == 1
+    assert not sink.messages
     assert parser.feed_data(frame(OP_BINARY, b"after")) == (True, b"")
     return sink.errors[0].code
 
