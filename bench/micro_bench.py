@@ -65,12 +65,10 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 TEMPLATE_ID = b"\x00" * 16
 
 
-def request_template(inject_bytes: int = 0) -> tuple[bytes, int]:
-    """A GraphBinary `g.inject(1)` request frame (`g.inject('xx...')` of `inject_bytes`
-    characters if not 0: a request and an answer of that size) and the offset of its 16-byte
-    request id."""
+def request_template() -> tuple[bytes, int]:
+    """A GraphBinary `g.inject(1)` request frame and the offset of its 16-byte request id."""
     bytecode = Bytecode()
-    bytecode.add_step("inject", "x" * inject_bytes if inject_bytes else 1)
+    bytecode.add_step("inject", 1)
     message = RequestMessage("traversal", "bytecode", {"gremlin": bytecode, "aliases": {"g": "g"}})
     frame = GraphBinarySerializersV1().serialize_message(
         "00000000-0000-0000-0000-000000000000", message
@@ -281,7 +279,7 @@ class Cell:
 
 
 def run_cell(contender: Contender, shape: tuple[int, int], args: argparse.Namespace) -> Cell:
-    frame, offset = request_template(args.inject_bytes)
+    frame, offset = request_template()
     conns, inflight = shape
     command = [
         str(LOADGEN),
@@ -567,14 +565,6 @@ def main() -> int:
         "default tcp,aiohttp,picows; also own, and aiohttp-frames, picows-frames, own-frames "
         "doing the sidecar's per-frame work): the least a Python proxy costs here",
     )
-    parser.add_argument(
-        "--inject-bytes",
-        type=int,
-        default=0,
-        metavar="N",
-        help="replay g.inject of an N-character string instead of g.inject(1): a request and "
-        "an answer of about N bytes",
-    )
     parser.add_argument("--profile", action="store_true", help="py-spy the sidecar (3 servers)")
     parser.add_argument("--label", default="micro", help="results/<date>-<label>.md")
     parser.add_argument("--output", type=Path, help="write the results here instead")
@@ -665,7 +655,7 @@ def main() -> int:
         f"Each cell: {args.warmup:g} s warm-up, {args.duration:g} s measured, {args.reps} "
         "repetitions interleaved (every contender once per shape per repetition); tables give "
         "the median and, in brackets, the range; a ratio is taken within each repetition first. "
-        f"`g.inject({f'<{args.inject_bytes} characters>' if args.inject_bytes else 1})` in "
+        f"`g.inject(1)` in "
         "GraphBinary from the Go load generator (bench/micro/loadgen); HAProxy in mode tcp in "
         "front of server 1 (`haproxy`) and round-robin per connection over the 3 servers "
         "(`haproxy-3`). 'vs HAProxy' compares a contender over 3 servers with `haproxy-3`, "
