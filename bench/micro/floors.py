@@ -229,7 +229,7 @@ async def serve_own(port: int, backend: tuple[str, int], work: bool) -> None:
         requests = Side(_request_work if work else _no_work)
         answers = Side(_answer_work if work else _no_work)
         reader = wsread.FrameReader(requests, max_size=1 << 30, masked=True)
-        request.protocol._payload_parser = reader  # type: ignore[attr-defined]  # as take_over
+        request.protocol._payload_parser = reader  # as take_over does
         requests.own = answers.out = FrameOutput(client, mask=False)
         upstream = await session.ws_connect(url, max_msg_size=0)
         wsread.take_over(upstream, answers, 1 << 30)
