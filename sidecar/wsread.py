@@ -147,7 +147,7 @@ class FrameReader:
             end = start + length
             if end > size:
                 break
-            payload = data[start:end] if (start or end != size) else data
+            payload = data[start:end]
             if key:
                 payload = _unmask(key, payload)
             position = end
