@@ -557,9 +557,13 @@ def main() -> int:
     )
     parser.add_argument(
         "--floors",
-        action="store_true",
-        help="also run bare Python relays in front of server 1 (bench/micro/floors.py: tcp, "
-        "aiohttp, picows): the least a Python proxy costs here",
+        nargs="?",
+        const="tcp,aiohttp,picows",
+        default="",
+        metavar="KINDS",
+        help="also run bare Python relays in front of server 1 (bench/micro/floors.py; by "
+        "default tcp,aiohttp,picows; also own, and aiohttp-frames, picows-frames, own-frames "
+        "doing the sidecar's per-frame work): the least a Python proxy costs here",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the sidecar (3 servers)")
     parser.add_argument("--label", default="micro", help="results/<date>-<label>.md")
@@ -597,7 +601,7 @@ def main() -> int:
             contenders.append(Sidecar(f"{name}-3", path, servers, run_dir, extra))
         if args.floors:
             contenders += [
-                Floor(kind, servers[0], run_dir) for kind in ("tcp", "aiohttp", "picows")
+                Floor(kind, servers[0], run_dir) for kind in args.floors.split(",") if kind
             ]
         # Warm the servers' JIT once, so the first contender is not measured on a cold JVM.
         for server in servers:

@@ -1,8 +1,9 @@
 """Multiplexed WebSocket connections to Gremlin Servers, routing answers by request id.
 
-One connection carries many requests at once (as the Java, .NET, JS and Go drivers do); a
-reader task per connection always reads, so a slow client or a long stream never stalls the
-others sharing it, and every frame is handed to its request as it arrives. A connection is
+One connection carries many requests at once (as the Java, .NET, JS and Go drivers do); its
+frames are parsed as they arrive (sidecar/wsread.py, no task or coroutine per message), so a
+slow client or a long stream never stalls the others sharing it, and every frame is handed to
+its request from the socket's data_received. A connection is
 dedicated to one `Channel` (mime type and frame type) because Gremlin Server picks the
 serializer per connection when it writes.
 
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import aiohttp
-from gremlinlb.sidecar import frames
+from gremlinlb.sidecar import frames, wsread
 from gremlinlb.sidecar.bigframes import Prepared
 from gremlinlb.sidecar.frames import Channel, FrameType, ResponseHeader
 from gremlinlb.sidecar.idle_pools import close_idle_pools
@@ -113,7 +114,7 @@ class BackendConnection:
         self._on_closed = on_closed
         self._heartbeat = heartbeat
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._close_code = aiohttp.WSCloseCode.OK  # what our close frame says
         self._routes: dict[bytes, ResponseSink] = {}
         self._output: FrameOutput | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # kept: see _queue
@@ -167,9 +168,7 @@ class BackendConnection:
         self.opened_at = time.monotonic()
         self._output = FrameOutput(self._ws, mask=True)
         self._loop = asyncio.get_running_loop()
-        self._reader = asyncio.create_task(
-            self._read_loop(), name=f"gremlinlb-backend-{self.endpoint.address}"
-        )
+        wsread.take_over(self._ws, self, self._options.hard_answer_bytes)
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if self.endpoint.scheme != "wss":
@@ -241,13 +240,11 @@ class BackendConnection:
             self.close("retired")
 
     async def _abort(self) -> None:
-        if self._reader is not None and self._reader is not asyncio.current_task():
-            self._reader.cancel()
         ws, self._ws = self._ws, None
         if ws is not None and not ws.closed:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2.0):
-                    await ws.close()
+                    await ws.close(code=self._close_code)
 
     # -- requests ------------------------------------------------------------------------
 
@@ -303,29 +300,29 @@ class BackendConnection:
         elif self._on_route_done is not None:
             self._on_route_done(self)
 
-    async def _read_loop(self) -> None:
-        ws = self._ws
-        assert ws is not None
-        reason = "closed by the server"
+    # -- reading: sidecar/wsread.py calls these from the socket's data_received -----------
+
+    def on_message(self, payload: bytes | str) -> None:
         try:
-            while True:
-                message = await ws.receive()
-                if message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
-                    self._dispatch(message.data)
-                    continue
-                if message.type is aiohttp.WSMsgType.ERROR:
-                    reason = f"failed: {_describe(message.data)}"
-                elif message.extra:
-                    reason = f"closed by the server ({message.extra})"
-                break
-        except asyncio.CancelledError:
-            reason = "cancelled"
-            raise
+            self._dispatch(payload)
         except Exception as error:
-            reason = f"failed: {_describe(error)}"
-            log.exception("reading from %s failed", self.endpoint.address)
-        finally:
-            self.close(reason)
+            log.exception("handling a frame from %s failed", self.endpoint.address)
+            self.close(f"failed: {_describe(error)}")
+
+    def on_ping(self, payload: bytes) -> None:
+        if self._output is not None:
+            self._output.control(wsread.OP_PONG, payload)
+
+    def on_close(self, code: int | None, reason: str) -> None:
+        if self._ws is not None:
+            wsread.tell_aiohttp(self._ws, code, reason)
+        self.close(f"closed by the server ({reason})" if reason else "closed by the server")
+
+    def on_protocol_error(self, error: wsread.WebSocketProtocolError) -> None:
+        if self._ws is not None:
+            wsread.tell_aiohttp(self._ws, None, "")
+        self._close_code = aiohttp.WSCloseCode(error.code)
+        self.close(f"failed: {_describe(error)}")
 
     def _dispatch(self, frame: bytes | str) -> None:
         try:

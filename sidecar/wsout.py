@@ -7,8 +7,10 @@ event-loop turn and hand them here once, from a `loop.call_soon` callback (or as
 BATCH_FRAMES are queued): one `writelines`, one system call for several frames.
 
 Frames are encoded exactly as aiohttp encodes them (RFC 6455, no compression, FIN set; a
-random 32-bit mask per frame on the client side). Control frames (ping, pong, close) are still
-written by aiohttp itself: they may come between two data frames, which the protocol allows.
+random 32-bit mask per frame on the client side). Ping and close frames are still written by
+aiohttp itself, and so are pongs where aiohttp reads the socket; where sidecar/wsread.py reads
+it, `control` answers pings. Control frames may come between two data frames, which the
+protocol allows.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ from typing import Any
 from aiohttp._websocket.helpers import websocket_mask
 from gremlinlb.sidecar.bigframes import Prepared
 from gremlinlb.sidecar.frames import Spliced
+from gremlinlb.sidecar.wsread import OP_BINARY, OP_TEXT
 
-_OP_TEXT = 0x1
-_OP_BINARY = 0x2
 _FIN = 0x80
 _MASK_BIT = 0x80
 _LEN1 = struct.Struct("!BB").pack
@@ -43,7 +44,7 @@ BATCH_FRAMES = 16
 Outgoing = bytes | str | Prepared | Spliced
 
 
-def _header(first: int, length: int, mask_bit: int) -> bytes:
+def frame_header(first: int, length: int, mask_bit: int) -> bytes:
     """A data frame's header (RFC 6455 5.2), the mask key apart."""
     if length < 126:
         return _LEN1(first, length | mask_bit)
@@ -95,7 +96,7 @@ class FrameOutput:
                 continue
             if isinstance(frame, Spliced):
                 length = len(frame)
-                header = _header(_FIN | _OP_BINARY, length, mask_bit)
+                header = frame_header(_FIN | OP_BINARY, length, mask_bit)
                 if mask:  # a request to a server: masked in one copy of both pieces
                     key = _MASK(_random_bits(32))
                     joined = bytearray(frame.head)
@@ -112,12 +113,12 @@ class FrameOutput:
                 continue
             if isinstance(frame, str):
                 payload: bytes = frame.encode("utf-8")
-                first = _FIN | _OP_TEXT
+                first = _FIN | OP_TEXT
             else:
                 payload = frame
-                first = _FIN | _OP_BINARY
+                first = _FIN | OP_BINARY
             length = len(payload)
-            header = _header(first, length, mask_bit)
+            header = frame_header(first, length, mask_bit)
             if mask:
                 key = _MASK(_random_bits(32))
                 masked = bytearray(payload)
@@ -132,6 +133,20 @@ class FrameOutput:
         if chunks:
             transport.writelines(chunks)
         return size
+
+    def control(self, opcode: int, payload: bytes) -> None:
+        """Write one control frame (a pong) at once; nothing if the socket is closing."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        header = frame_header(_FIN | opcode, len(payload), _MASK_BIT if self._mask else 0)
+        if self._mask:
+            key = _MASK(_random_bits(32))
+            masked = bytearray(payload)
+            websocket_mask(key, masked)
+            transport.writelines([header + key, masked])
+        else:
+            transport.writelines([header, payload])
 
     def _write_prepared(self, before: list[bytes | bytearray | memoryview], frame: Prepared) -> int:
         """Write the frames encoded so far, then `frame` as it is: its payload as a memoryview,

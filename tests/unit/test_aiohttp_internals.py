@@ -1,13 +1,14 @@
-"""The aiohttp internals sidecar/wsout.py and sidecar/inbound.py rely on are still there.
+"""The aiohttp internals sidecar/wsout.py, wsread.py and inbound.py rely on are still there.
 
-Both reach past aiohttp's public API for speed and for memory bounds (their docstrings say
+All three reach past aiohttp's public API for speed and for memory bounds (their docstrings say
 why): `websocket_mask`, a WebSocket's `_writer` (its transport and protocol), the protocol's
-`writing_paused` and `_drain_helper`, `WebSocketResponse._post_start` and `_parser`, and the
+`writing_paused` and `_drain_helper`, `WebSocketResponse._post_start` and `_parser`, the
 request handler's `_payload_parser` (a reader with `feed_data`/`feed_eof`) and
-`_message_tail`. Their modules have moved across aiohttp releases; the lock's pin hides that
-until an upgrade. Each check here names what is missing, so an upgrade fails here first,
-loudly, and not as an AttributeError under load (or, for inbound.py, a silent fallback to
-unmetered reads).
+`_message_tail`, and a client WebSocket's protocol's `_payload_parser` and its `_reader` queue
+(wsread.py replaces the one and feeds the other the closing handshake). Their modules have
+moved across aiohttp releases; the lock's pin hides that until an upgrade. Each check here
+names what is missing, so an upgrade fails here first, loudly, and not as an AttributeError
+under load (or, for inbound.py, a silent fallback to unmetered reads).
 """
 
 from __future__ import annotations
@@ -81,11 +82,17 @@ async def _both_sides() -> tuple[dict[str, list[str]], bool, object]:
             aiohttp.ClientSession() as session,
             session.ws_connect(f"http://127.0.0.1:{port}/ws") as client,
         ):
-            lacks["client ClientWebSocketResponse"] = missing(client, "_writer")
+            lacks["client ClientWebSocketResponse"] = missing(client, "_writer", "_reader")
+            lacks["client ws._reader (WebSocketDataQueue)"] = missing(
+                getattr(client, "_reader", None), "feed_data", "feed_eof"
+            )
             client_writer: Any = getattr(client, "_writer", None)
             lacks["client ws._writer"] = missing(client_writer, "transport", "protocol")
             lacks["client ws._writer.protocol"] = missing(
-                getattr(client_writer, "protocol", None), "writing_paused", "_drain_helper"
+                getattr(client_writer, "protocol", None),
+                "writing_paused",
+                "_drain_helper",
+                "_payload_parser",  # replaced by sidecar/wsread.py's FrameReader
             )
             FrameOutput(client, mask=True).write([b"masked"])
             message = await client.receive(timeout=5)
