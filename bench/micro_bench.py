@@ -21,9 +21,9 @@ whole cell, divided by every request answered in it). The load generator's own C
 machine's load are reported too, so a bottleneck in the generator would show. Every cell is
 bounded by --warmup + --duration seconds and --max-requests.
 
-With --profile, the sidecar over 3 servers is sampled with py-spy at the last shape for
---duration seconds (a cell of its own, not counted), and the functions with the most samples
-are written into the results.
+With --profile, the sidecar over 1 and over 3 servers is sampled with py-spy at the last shape
+for --duration seconds (a cell of its own each, not counted), and the functions with the most
+samples are written into the results.
 """
 
 from __future__ import annotations
@@ -400,7 +400,7 @@ def summarize_profile(path: Path, top: int = 25) -> str:
         own[frames[-1]] += count
         for name in set(frames):
             total[name] += count
-    lines = [f"{samples} samples (py-spy, 200 Hz, sidecar over 3 servers, shape 8x8)", ""]
+    lines = [f"{samples} samples (py-spy, 200 Hz, shape 8x8)", ""]
     lines.append("| self % | total % | function |")
     lines.append("|---:|---:|---|")
     for name, count in own.most_common(top):
@@ -561,7 +561,9 @@ def main() -> int:
         help="also run bare Python relays in front of server 1 (bench/micro/floors.py: tcp, "
         "aiohttp, picows): the least a Python proxy costs here",
     )
-    parser.add_argument("--profile", action="store_true", help="py-spy the sidecar (3 servers)")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the sidecar (1 and 3 servers)"
+    )
     parser.add_argument("--label", default="micro", help="results/<date>-<label>.md")
     parser.add_argument("--output", type=Path, help="write the results here instead")
     args = parser.parse_args()
@@ -572,7 +574,7 @@ def main() -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="gremlinlb-micro-"))
     load_before = uptime_load()
     cells: list[Cell] = []
-    profile_text = ""
+    profiles: list[str] = []
     rss: dict[str, float] = {}
     syscalls: list[str] = []
     with Fleet(3, base_port=free_base_port(3), run_dir=run_dir / "servers") as fleet:
@@ -624,9 +626,10 @@ def main() -> int:
                     syscalls.append(
                         count_syscalls(contender, args, run_dir / f"{contender.name}.strace")
                     )
-                if args.profile and contender.name == "sidecar-3":
+                if args.profile and contender.name in ("sidecar-1", "sidecar-3"):
                     assert isinstance(contender, Sidecar)
-                    profile_text = profile(contender, args, run_dir / "profile.txt")
+                    out = run_dir / f"profile-{contender.name}.txt"
+                    profiles.append(f"### {contender.name}\n\n" + profile(contender, args, out))
         finally:
             for contender in started:
                 contender.stop()
@@ -674,8 +677,8 @@ def main() -> int:
             "",
             *(f"- {line}" for line in syscalls),
         ]
-    if profile_text:
-        text += ["", "## Profile", "", profile_text]
+    if profiles:
+        text += ["", "## Profile", "", "\n\n".join(profiles)]
     output.write_text("\n".join(text) + "\n", encoding="utf-8")
     print(f"wrote {output}")
     return 0
