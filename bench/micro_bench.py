@@ -17,7 +17,9 @@ connection), against each contender in turn, in one run, on loopback:
 
 For each cell: req/s and p50/p99 in the measured window (from the load generator), and CPU
 microseconds per request of the proxy process (utime + stime from /proc/<pid>/stat over the
-whole cell, divided by every request answered in it). The load generator's own CPU and the
+whole cell, divided by every request answered in it), and the proxy's wake-ups per request
+(voluntary context switches of its main thread, from /proc/<pid>/status: its event loop went to
+sleep in epoll and was woken by a socket). The load generator's own CPU and the
 machine's load are reported too, so a bottleneck in the generator would show. Every cell is
 bounded by --warmup + --duration seconds and --max-requests.
 
@@ -98,6 +100,16 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     on loopback the kernel's share (system calls, the receiver's side of TCP) is most of it."""
     fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
     return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def wakeups(pid: int) -> int:
+    """Voluntary context switches of `pid`'s main thread so far: each is its event loop
+    (uvloop's or HAProxy's) finding nothing to do and sleeping in epoll until a socket is
+    ready, so per request they count the loop's wake-ups without slowing it as strace does."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    return 0
 
 
 def rss_mib(pid: int) -> float:
@@ -275,6 +287,7 @@ class Cell:
     proxy_cpu_us: float | None
     proxy_sys_us: float | None
     loadgen_cpu_us: float
+    proxy_wakeups: float | None = None  # per request (see wakeups)
     rep: int = 0
 
 
@@ -302,6 +315,7 @@ def run_cell(contender: Contender, shape: tuple[int, int], args: argparse.Namesp
     ]
     pid = contender.pid
     user0, sys0 = cpu_seconds(pid) if pid is not None else (0.0, 0.0)
+    woken0 = wakeups(pid) if pid is not None else 0
     loadgen = subprocess.Popen(command, stdout=subprocess.PIPE)
     assert loadgen.stdout is not None
     out = loadgen.stdout.read()  # it exits by itself after warm-up + duration (or -max)
@@ -311,6 +325,7 @@ def run_cell(contender: Contender, shape: tuple[int, int], args: argparse.Namesp
     if loadgen.returncode != 0:
         raise RuntimeError(f"the load generator failed (exit {loadgen.returncode})")
     user1, sys1 = cpu_seconds(pid) if pid is not None else (0.0, 0.0)
+    woken1 = wakeups(pid) if pid is not None else 0
     result = json.loads(out)
     total = max(1, int(result["total"]))
     loadgen_cpu = usage.ru_utime + usage.ru_stime
@@ -325,6 +340,7 @@ def run_cell(contender: Contender, shape: tuple[int, int], args: argparse.Namesp
         (user1 - user0 + sys1 - sys0) / total * 1e6 if pid is not None else None,
         (sys1 - sys0) / total * 1e6 if pid is not None else None,
         loadgen_cpu / total * 1e6,
+        (woken1 - woken0) / total if pid is not None else None,
     )
 
 
@@ -465,9 +481,9 @@ def table(cells: list[Cell], contenders: list[str]) -> str:
     by = {(c.contender, c.shape, c.rep): c for c in cells}
     lines = [
         "| shape (conns x in flight) | contender | req/s | vs direct | vs HAProxy | p50 ms | "
-        "p99 ms | proxy CPU µs/req | of which kernel | vs HAProxy CPU | loadgen CPU µs/req | "
-        "errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "p99 ms | proxy CPU µs/req | of which kernel | vs HAProxy CPU | proxy wake-ups/req | "
+        "loadgen CPU µs/req | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for shape in SHAPES:
         for name in contenders:
@@ -480,6 +496,7 @@ def table(cells: list[Cell], contenders: list[str]) -> str:
             vs_haproxy = _spread(_ratios(by, name, peer, shape, lambda c: c.req_per_s), ".2f")
             cpus = [c.proxy_cpu_us for c in mine if c.proxy_cpu_us is not None]
             kernels = [c.proxy_sys_us for c in mine if c.proxy_sys_us is not None]
+            woken = [c.proxy_wakeups for c in mine if c.proxy_wakeups is not None]
             cpu_ratio = _spread(_ratios(by, name, peer, shape, lambda c: c.proxy_cpu_us), ".2f")
             p50 = _median([c.p50_ms for c in mine])
             p99 = _median([c.p99_ms for c in mine])
@@ -487,7 +504,8 @@ def table(cells: list[Cell], contenders: list[str]) -> str:
             lines.append(
                 f"| {shape[0]}x{shape[1]} | {name} | {rate} | {vs_direct} | {vs_haproxy} | "
                 f"{p50:.2f} | {p99:.2f} | {_spread(cpus, '.1f')} | {_spread(kernels, '.1f')} | "
-                f"{cpu_ratio} | {loadgen:.1f} | {sum(c.errors for c in mine)} |"
+                f"{cpu_ratio} | {_spread(woken, '.2f')} | {loadgen:.1f} | "
+                f"{sum(c.errors for c in mine)} |"
             )
     return "\n".join(lines)
 
