@@ -17,11 +17,9 @@ connection), against each contender in turn, in one run, on loopback:
 
 For each cell: req/s and p50/p99 in the measured window (from the load generator), and CPU
 microseconds per request of the proxy process (utime + stime from /proc/<pid>/stat over the
-whole cell, divided by every request answered in it), and the proxy's wake-ups per request
-(voluntary context switches of its main thread, from /proc/<pid>/status: its event loop went to
-sleep in epoll and was woken by a socket). The load generator's own CPU and the
-machine's load are reported too, so a bottleneck in the generator would show. Every cell is
-bounded by --warmup + --duration seconds and --max-requests.
+whole cell, divided by every request answered in it) and wake-ups per request (see wakeups()).
+The load generator's CPU and the machine's load are reported, so a bottleneck there would show.
+Every cell is bounded by --warmup + --duration seconds and --max-requests.
 
 With --profile, the sidecar over 1 and over 3 servers is sampled with py-spy at the last shape
 for --duration seconds (a cell of its own each, not counted), and the functions with the most
@@ -103,9 +101,8 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 
 
 def wakeups(pid: int) -> int:
-    """Voluntary context switches of `pid`'s main thread so far: each is its event loop
-    (uvloop's or HAProxy's) finding nothing to do and sleeping in epoll until a socket is
-    ready, so per request they count the loop's wake-ups without slowing it as strace does."""
+    """Voluntary context switches of `pid`'s main thread: its event loop slept in epoll and a
+    socket woke it (counted without slowing it down, as strace does)."""
     for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
         if line.startswith("voluntary_ctxt_switches:"):
             return int(line.split()[1])
@@ -346,10 +343,7 @@ def run_cell(contender: Contender, shape: tuple[int, int], args: argparse.Namesp
 
 def profile(contender: Sidecar, args: argparse.Namespace, out: Path) -> str:
     """Sample the sidecar with py-spy while the load generator drives it; the top functions.
-
-    py-spy pauses the process for each sample (its default): the sidecar runs slower meanwhile,
-    but no sample is dropped because the stack changed while it was being read, which
-    --nonblocking allows."""
+    py-spy pauses it per sample (its default): slower, but no sample is dropped."""
     assert contender.pid is not None
     spy = Path(sys.executable).with_name("py-spy")
     record = subprocess.Popen(
@@ -377,10 +371,8 @@ def profile(contender: Sidecar, args: argparse.Namespace, out: Path) -> str:
 
 
 def count_syscalls(contender: Sidecar, args: argparse.Namespace, out: Path) -> str:
-    """System calls per request of the sidecar in one 8x8 cell, from `strace -c -f`.
-
-    strace slows every call down, so the proxy batches differently than without it: read the
-    counts as a comparison between sidecars measured the same way, not as absolute figures."""
+    """System calls per request of the sidecar in one 8x8 cell, from `strace -c -f`. strace
+    slows every call, so the proxy batches differently: compare sidecars with each other only."""
     assert contender.pid is not None
     trace = subprocess.Popen(
         ["strace", "-c", "-f", "-o", str(out), "-p", str(contender.pid)],
@@ -416,7 +408,7 @@ def summarize_profile(path: Path, top: int = 25) -> str:
         own[frames[-1]] += count
         for name in set(frames):
             total[name] += count
-    lines = [f"{samples} samples (py-spy, 200 Hz, shape 8x8)", ""]
+    lines = [f"{samples} samples (py-spy, 200 Hz)", ""]
     lines.append("| self % | total % | function |")
     lines.append("|---:|---:|---|")
     for name, count in own.most_common(top):
@@ -579,9 +571,7 @@ def main() -> int:
         help="also run bare Python relays in front of server 1 (bench/micro/floors.py: tcp, "
         "aiohttp, picows): the least a Python proxy costs here",
     )
-    parser.add_argument(
-        "--profile", action="store_true", help="py-spy the sidecar (1 and 3 servers)"
-    )
+    parser.add_argument("--profile", action="store_true", help="py-spy sidecar-1 and sidecar-3")
     parser.add_argument("--label", default="micro", help="results/<date>-<label>.md")
     parser.add_argument("--output", type=Path, help="write the results here instead")
     args = parser.parse_args()
