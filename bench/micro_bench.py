@@ -17,13 +17,13 @@ connection), against each contender in turn, in one run, on loopback:
 
 For each cell: req/s and p50/p99 in the measured window (from the load generator), and CPU
 microseconds per request of the proxy process (utime + stime from /proc/<pid>/stat over the
-whole cell, divided by every request answered in it). The load generator's own CPU and the
-machine's load are reported too, so a bottleneck in the generator would show. Every cell is
-bounded by --warmup + --duration seconds and --max-requests.
+whole cell, divided by every request answered in it) and wake-ups per request (see wakeups()).
+The load generator's CPU and the machine's load are reported, so a bottleneck there would show.
+Every cell is bounded by --warmup + --duration seconds and --max-requests.
 
-With --profile, the sidecar over 3 servers is sampled with py-spy at the last shape for
---duration seconds (a cell of its own, not counted), and the functions with the most samples
-are written into the results.
+With --profile, the sidecar over 1 and over 3 servers is sampled with py-spy at the last shape
+for --duration seconds (a cell of its own each, not counted), and the functions with the most
+samples are written into the results.
 """
 
 from __future__ import annotations
@@ -98,6 +98,15 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     on loopback the kernel's share (system calls, the receiver's side of TCP) is most of it."""
     fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
     return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def wakeups(pid: int) -> int:
+    """Voluntary context switches of `pid`'s main thread: its event loop slept in epoll and a
+    socket woke it (counted without slowing it down, as strace does)."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="utf-8").splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    return 0
 
 
 def rss_mib(pid: int) -> float:
@@ -275,6 +284,7 @@ class Cell:
     proxy_cpu_us: float | None
     proxy_sys_us: float | None
     loadgen_cpu_us: float
+    proxy_wakeups: float | None = None  # per request (see wakeups)
     rep: int = 0
 
 
@@ -302,6 +312,7 @@ def run_cell(contender: Contender, shape: tuple[int, int], args: argparse.Namesp
     ]
     pid = contender.pid
     user0, sys0 = cpu_seconds(pid) if pid is not None else (0.0, 0.0)
+    woken0 = wakeups(pid) if pid is not None else 0
     loadgen = subprocess.Popen(command, stdout=subprocess.PIPE)
     assert loadgen.stdout is not None
     out = loadgen.stdout.read()  # it exits by itself after warm-up + duration (or -max)
@@ -311,6 +322,7 @@ def run_cell(contender: Contender, shape: tuple[int, int], args: argparse.Namesp
     if loadgen.returncode != 0:
         raise RuntimeError(f"the load generator failed (exit {loadgen.returncode})")
     user1, sys1 = cpu_seconds(pid) if pid is not None else (0.0, 0.0)
+    woken1 = wakeups(pid) if pid is not None else 0
     result = json.loads(out)
     total = max(1, int(result["total"]))
     loadgen_cpu = usage.ru_utime + usage.ru_stime
@@ -325,15 +337,13 @@ def run_cell(contender: Contender, shape: tuple[int, int], args: argparse.Namesp
         (user1 - user0 + sys1 - sys0) / total * 1e6 if pid is not None else None,
         (sys1 - sys0) / total * 1e6 if pid is not None else None,
         loadgen_cpu / total * 1e6,
+        (woken1 - woken0) / total if pid is not None else None,
     )
 
 
 def profile(contender: Sidecar, args: argparse.Namespace, out: Path) -> str:
     """Sample the sidecar with py-spy while the load generator drives it; the top functions.
-
-    py-spy pauses the process for each sample (its default): the sidecar runs slower meanwhile,
-    but no sample is dropped because the stack changed while it was being read, which
-    --nonblocking allows."""
+    py-spy pauses it per sample (its default): slower, but no sample is dropped."""
     assert contender.pid is not None
     spy = Path(sys.executable).with_name("py-spy")
     record = subprocess.Popen(
@@ -361,10 +371,8 @@ def profile(contender: Sidecar, args: argparse.Namespace, out: Path) -> str:
 
 
 def count_syscalls(contender: Sidecar, args: argparse.Namespace, out: Path) -> str:
-    """System calls per request of the sidecar in one 8x8 cell, from `strace -c -f`.
-
-    strace slows every call down, so the proxy batches differently than without it: read the
-    counts as a comparison between sidecars measured the same way, not as absolute figures."""
+    """System calls per request of the sidecar in one 8x8 cell, from `strace -c -f`. strace
+    slows every call, so the proxy batches differently: compare sidecars with each other only."""
     assert contender.pid is not None
     trace = subprocess.Popen(
         ["strace", "-c", "-f", "-o", str(out), "-p", str(contender.pid)],
@@ -400,7 +408,7 @@ def summarize_profile(path: Path, top: int = 25) -> str:
         own[frames[-1]] += count
         for name in set(frames):
             total[name] += count
-    lines = [f"{samples} samples (py-spy, 200 Hz, sidecar over 3 servers, shape 8x8)", ""]
+    lines = [f"{samples} samples (py-spy, 200 Hz)", ""]
     lines.append("| self % | total % | function |")
     lines.append("|---:|---:|---|")
     for name, count in own.most_common(top):
@@ -465,9 +473,9 @@ def table(cells: list[Cell], contenders: list[str]) -> str:
     by = {(c.contender, c.shape, c.rep): c for c in cells}
     lines = [
         "| shape (conns x in flight) | contender | req/s | vs direct | vs HAProxy | p50 ms | "
-        "p99 ms | proxy CPU µs/req | of which kernel | vs HAProxy CPU | loadgen CPU µs/req | "
-        "errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "p99 ms | proxy CPU µs/req | of which kernel | vs HAProxy CPU | proxy wake-ups/req | "
+        "loadgen CPU µs/req | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for shape in SHAPES:
         for name in contenders:
@@ -480,6 +488,7 @@ def table(cells: list[Cell], contenders: list[str]) -> str:
             vs_haproxy = _spread(_ratios(by, name, peer, shape, lambda c: c.req_per_s), ".2f")
             cpus = [c.proxy_cpu_us for c in mine if c.proxy_cpu_us is not None]
             kernels = [c.proxy_sys_us for c in mine if c.proxy_sys_us is not None]
+            woken = [c.proxy_wakeups for c in mine if c.proxy_wakeups is not None]
             cpu_ratio = _spread(_ratios(by, name, peer, shape, lambda c: c.proxy_cpu_us), ".2f")
             p50 = _median([c.p50_ms for c in mine])
             p99 = _median([c.p99_ms for c in mine])
@@ -487,7 +496,8 @@ def table(cells: list[Cell], contenders: list[str]) -> str:
             lines.append(
                 f"| {shape[0]}x{shape[1]} | {name} | {rate} | {vs_direct} | {vs_haproxy} | "
                 f"{p50:.2f} | {p99:.2f} | {_spread(cpus, '.1f')} | {_spread(kernels, '.1f')} | "
-                f"{cpu_ratio} | {loadgen:.1f} | {sum(c.errors for c in mine)} |"
+                f"{cpu_ratio} | {_spread(woken, '.2f')} | {loadgen:.1f} | "
+                f"{sum(c.errors for c in mine)} |"
             )
     return "\n".join(lines)
 
@@ -565,7 +575,7 @@ def main() -> int:
         "default tcp,aiohttp,picows; also own, and aiohttp-frames, picows-frames, own-frames "
         "doing the sidecar's per-frame work): the least a Python proxy costs here",
     )
-    parser.add_argument("--profile", action="store_true", help="py-spy the sidecar (3 servers)")
+    parser.add_argument("--profile", action="store_true", help="py-spy sidecar-1 and sidecar-3")
     parser.add_argument("--label", default="micro", help="results/<date>-<label>.md")
     parser.add_argument("--output", type=Path, help="write the results here instead")
     args = parser.parse_args()
@@ -576,7 +586,7 @@ def main() -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="gremlinlb-micro-"))
     load_before = uptime_load()
     cells: list[Cell] = []
-    profile_text = ""
+    profiles: list[str] = []
     rss: dict[str, float] = {}
     syscalls: list[str] = []
     with Fleet(3, base_port=free_base_port(3), run_dir=run_dir / "servers") as fleet:
@@ -628,9 +638,10 @@ def main() -> int:
                     syscalls.append(
                         count_syscalls(contender, args, run_dir / f"{contender.name}.strace")
                     )
-                if args.profile and contender.name == "sidecar-3":
+                if args.profile and contender.name in ("sidecar-1", "sidecar-3"):
                     assert isinstance(contender, Sidecar)
-                    profile_text = profile(contender, args, run_dir / "profile.txt")
+                    out = run_dir / f"profile-{contender.name}.txt"
+                    profiles.append(f"### {contender.name}\n\n" + profile(contender, args, out))
         finally:
             for contender in started:
                 contender.stop()
@@ -678,8 +689,8 @@ def main() -> int:
             "",
             *(f"- {line}" for line in syscalls),
         ]
-    if profile_text:
-        text += ["", "## Profile", "", profile_text]
+    if profiles:
+        text += ["", "## Profile", "", "\n\n".join(profiles)]
     output.write_text("\n".join(text) + "\n", encoding="utf-8")
     print(f"wrote {output}")
     return 0

@@ -42,6 +42,8 @@ _CLOSE_REASON_BYTES = 120  # a WebSocket close reason must fit a 125-byte contro
 # small answers of a loop turn leave together, small enough that a client that stops reading
 # leaves little beyond its socket's high-water mark uncounted.
 _WRITE_SLICE = 64 * 1024
+# Module constants: a tuple of enum members written inline is built anew on every frame.
+_DATA = (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT)
 _CLOSED = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
 # Seconds between checks that a client whose reader is held back is still there.
 _DEPARTURE_CHECK = 0.25
@@ -120,7 +122,7 @@ class ClientConnection:
                 if not self._reading_allowed():
                     await self._wait_for_room()
                 message = await self.ws.receive()
-                if message.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+                if message.type in _DATA:
                     taken = self._meter.take() if self._meter is not None else 0
                     try:
                         data = message.data

@@ -88,7 +88,7 @@ class Exchange:
     """One client request, across its attempts (a retry, a hedge, a re-dispatch)."""
 
     __slots__ = (
-        "budget",
+        "_budget",
         "client",
         "deadline_timer",
         "final",
@@ -97,6 +97,7 @@ class Exchange:
         "held",
         "last_error",
         "live",
+        "max_attempts",
         "owner",
         "read_only",
         "reply",
@@ -127,8 +128,8 @@ class Exchange:
         self.live: list[Attempt] = []  # attempts whose answer would still reach the client
         self.owner: Attempt | None = None  # the attempt whose answer the client gets
         self.tried: list[Endpoint] = []
-        # Every attempt of it, of every kind, counts against max_attempts (see AttemptLimit).
-        self.budget = AttemptLimit(max_attempts)
+        self.max_attempts = max_attempts
+        self._budget: AttemptLimit | None = None  # made when first asked (most never are)
         self.sent_attempts: list[Attempt] = []  # handed to a backend connection
         self.sent_at = 0.0  # when its first attempt was sent: request_timeout runs from here
         self.deadline_timer: asyncio.TimerHandle | None = None
@@ -145,6 +146,14 @@ class Exchange:
         if self.final is not None:
             return self.final
         return ExchangeState.SENT if self.sent else ExchangeState.STARTED
+
+    @property
+    def budget(self) -> AttemptLimit:
+        """Every attempt of it, of every kind, counts against max_attempts (see
+        AttemptLimit). Made on the first retry or hedge decision: most requests make none."""
+        if self._budget is None:
+            self._budget = AttemptLimit(self.max_attempts)
+        return self._budget
 
     @property
     def replied(self) -> bool:

@@ -58,6 +58,14 @@ from gremlinlb.core import (
 log = logging.getLogger(__name__)
 
 
+def _forget(attempt: Attempt) -> None:
+    """Take `attempt` off its exchange's live list if it is there (a test, not
+    contextlib.suppress: no context manager object per request)."""
+    live = attempt.exchange.live
+    if attempt in live:
+        live.remove(attempt)
+
+
 def _read_only(request: Request) -> bool:
     """Whether the core's write check shows `request` cannot write (only bytecode can)."""
     return request.op == "bytecode" and not frame_may_write(request.body, request.channel.mime)
@@ -92,6 +100,9 @@ class Proxy:
         # Asks a quiet host a ping (the health loop's check_alive); None: hedges go by timing.
         self.check_alive: Callable[[Endpoint], None] | None = None
         self.resender = Resender(self)
+        # Bound once rather than once per attempt (each attempt keeps both).
+        self._report = balancer.finish
+        self._on_attempt_end = self._attempt_ended
         # When a write meets a reader: read the cluster at once (NeptuneTopology.refresh_now),
         # or wait for a pushed list (failover.py); None: the answer goes back (neptune_retry.py).
         self.refresh_topology: Callable[[], Awaitable[bool]] | None = None
@@ -215,7 +226,7 @@ class Proxy:
         client.release_slot(len(request.frame))
 
     def _new_attempt(self, exchange: Exchange, lease: Lease) -> Attempt:
-        attempt = Attempt(exchange, lease, self.balancer.finish, self._attempt_ended)
+        attempt = Attempt(exchange, lease, self._report, self._on_attempt_end)
         exchange.live.append(attempt)
         return attempt
 
@@ -308,8 +319,7 @@ class Proxy:
     def _drop_unsent(self, attempt: Attempt) -> None:
         """Forget an attempt that was never written; its lease goes back unused."""
         attempt.ended = True
-        with contextlib.suppress(ValueError):
-            attempt.exchange.live.remove(attempt)
+        _forget(attempt)
         self.balancer.release(attempt.lease)
 
     async def _guard(self, exchange: Exchange, work: Coroutine[Any, Any, None]) -> None:
@@ -373,8 +383,7 @@ class Proxy:
         """Every attempt (but a session's) ends here, its outcome already reported to the
         core: end the exchange it replied to, wait for another attempt, fail, or retry."""
         exchange = attempt.exchange
-        with contextlib.suppress(ValueError):
-            exchange.live.remove(attempt)
+        _forget(attempt)
         if attempt.orphaned or exchange.ended:
             return  # a hedge that lost or an attempt re-dispatched away: its lease is done
         if exchange.replied:
@@ -452,9 +461,10 @@ class Proxy:
             for task in list(exchange.tasks):
                 if task is not current:
                     task.cancel()  # each gives back what it held (see _spawn)
-        for attempt in list(exchange.live):
-            if not attempt.written:
-                self._drop_unsent(attempt)
+        if exchange.live:  # usually empty by now: no copy for nothing
+            for attempt in list(exchange.live):
+                if not attempt.written:
+                    self._drop_unsent(attempt)
         if exchange.deadline_timer is not None:
             exchange.deadline_timer.cancel()
         self.exchanges.discard(exchange)

@@ -61,6 +61,19 @@ class Endpoint:
     role: Role = field(default=Role.ANY, compare=False)
     zone: str | None = field(default=None, compare=False)
     sigv4_host: str | None = field(default=None, compare=False)
+    # Worked out once: every request hashes its endpoint (dict and set keys in the core and
+    # the sidecar's metrics) and reads its address, which the generated methods rebuild each
+    # time (a tuple of four fields to hash, an f-string).
+    _address: str = field(init=False, repr=False, compare=False)
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        object.__setattr__(self, "_address", f"{host}:{self.port}")
+        object.__setattr__(self, "_hash", hash((self.scheme, self.host, self.port, self.path)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def url(self) -> str:
@@ -90,8 +103,8 @@ class Endpoint:
 
     @property
     def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        """`host:port` (`[v6]:port`)."""
+        return self._address
 
     def __str__(self) -> str:
         return self.url
