@@ -362,7 +362,10 @@ class ClusterController:
                 )
             self._token_suspect.clear()
             try:
-                self.group.set_token(await self.ensure_token())
+                token = await self.ensure_token()
+                if token != self.group.token:
+                    self.group.set_token(token)
+                    self.on_change()  # the watch takes the new token
             except asyncio.CancelledError:
                 raise
             except Exception as error:
