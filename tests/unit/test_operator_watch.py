@@ -85,7 +85,8 @@ def test_a_watching_sidecar_gets_no_push_and_counts_as_in_sync_by_its_report() -
         assert not group.statuses()[0].in_sync
         group.report("ns/p", 1, None, None)
         status = group.statuses()[0]
-        assert status.in_sync and status.watching
+        assert status.in_sync
+        assert status.watching
         await group.close()
 
     asyncio.run(scenario())

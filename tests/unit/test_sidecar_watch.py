@@ -23,7 +23,9 @@ BACKENDS = {
 
 def test_a_poll_carries_the_generation_held_the_pod_and_the_backends() -> None:
     sent = json.loads(poll_body(4, "app-1", health_report(BACKENDS), None))
-    assert sent["generation"] == 4 and sent["pod"] == "app-1" and sent["error"] is None
+    assert sent["generation"] == 4
+    assert sent["pod"] == "app-1"
+    assert sent["error"] is None
     assert sent["health"]["hosts"] == {"10.0.0.1:8182": "healthy"}
 
 
