@@ -53,6 +53,7 @@ def operator(manifests: ControlPlane, tmp_path: Path) -> Iterator[OperatorProces
 
 def push_ca(api: k8s.ApiClient) -> str:
     secret = k8s.CoreV1Api(api).read_namespaced_secret("gremlinlb-push-ca", "gremlinlb-system")
+    assert secret.data is not None, "the push CA Secret holds nothing"
     return base64.b64decode(secret.data["ca.crt"]).decode()
 
 
