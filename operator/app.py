@@ -406,6 +406,7 @@ class OperatorApp:
                 "no push CA (--no-push-tls): host lists are served to watching sidecars over "
                 "plain HTTP, and their tokens travel in clear"
             )
+        self.injection = dataclasses.replace(self.injection, operator_url=options.url)
         self.distribution = DistributionServer(
             options.listen_host,
             options.listen_port,

@@ -362,12 +362,13 @@ async def _main(options: OperatorOptions) -> None:
     app = OperatorApp(options, await Kube.connect())
     try:
         await app.push_authority()
+        # Before the webhook: injected sidecars are told where to watch.
+        distribution = await app.distribution_server()
+        if distribution is not None:
+            await distribution.start()  # its own thread: polls never wait behind pushes
         webhook = await app.webhook_server()
         if webhook is not None:
             await webhook.start()  # its own thread: admission never waits behind pushes
-        distribution = await app.distribution_server()
-        if distribution is not None:
-            await distribution.start()  # its own thread too: polls never wait behind pushes
     except BaseException:
         await app.close()
         raise
