@@ -150,6 +150,8 @@ class Watcher:
                 status = response.status
                 answer = await response.read()
                 wait = retry_after(response.headers.get("Retry-After"), self._backoff.maximum)
+                if status == 503:  # a standby: dial anew, so a Service may pick the leader
+                    response.close()
         except (TimeoutError, aiohttp.ClientError, OSError) as error:
             return PollResult(True, error=f"{type(error).__name__}: {error}".rstrip(": "))
         if status == 204:

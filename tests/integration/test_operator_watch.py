@@ -61,7 +61,8 @@ def watcher(
     graph: Cluster, operator: OperatorProcess, name: str, token: str | None = None
 ) -> SidecarProcess:
     """A client pod whose real sidecar watches ``operator`` (as injected: token, CA, names)."""
-    files = {**graph.files(), "ca.crt": push_ca(graph.api)}
+    files = graph.files()  # as the token Secret is mounted: the push CA is its ca.crt
+    assert "ca.crt" in files, files.keys()
     work = graph.work_dir / name
     sidecar = SidecarProcess(
         token or graph.token,
