@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 #: jittered, instead of a read every second forever (a reply resets it).
 HEALTH_BACKOFF = Backoff(first=1.0, maximum=60.0)
 
+#: Polls kept for pods not known yet, at most (the oldest go first).
+MAX_EARLY = 20_000
+
 #: The share of the push slots that targets whose last call failed may hold together.
 FAILING_SHARE = 0.25
 
@@ -221,6 +224,9 @@ class PushGroup:
         self._payload: Payload | None = None
         self._token: str | None = None
         self._targets: dict[str, _Target] = {}
+        #: Polls of sidecars whose pod is not a target yet (a new pod's sidecar polls before
+        #: the pod watch brings it): applied when it becomes one, so it is never pushed to.
+        self._early: dict[str, tuple[float, int, BackendHealth | None, str | None]] = {}
         self._closed = False
         #: Tasks cancelled by :meth:`halt`, for :meth:`close` to wait for.
         self._halted: list[asyncio.Task[None]] = []
@@ -266,6 +272,10 @@ class PushGroup:
         if not self._closed:
             target = _Target(key, url)
             self._targets[key] = target
+            early = self._early.pop(key, None)
+            if early is not None and early[0] + self._watch_lease > time.monotonic():
+                target.watched_until = early[0] + self._watch_lease
+                target.acked, target.health, target.error = early[1], early[2], early[3]
             target.task = asyncio.create_task(self._run(target), name=f"push {key}")
 
     def remove_target(self, key: str) -> None:
@@ -290,10 +300,14 @@ class PushGroup:
     def report(
         self, key: str, generation: int, health: BackendHealth | None, error: str | None
     ) -> None:
-        """A watching sidecar polled: it holds ``generation`` and sees its backends so. Unknown
-        keys are ignored (a pod not selected, or not seen yet: its next poll counts)."""
+        """A watching sidecar polled: it holds ``generation`` and sees its backends so. A key
+        not pushed to yet is kept for a while (at most ``MAX_EARLY``): its pod may come next."""
         target = self._targets.get(key)
         if target is None:
+            self._early.pop(key, None)
+            self._early[key] = (time.monotonic(), generation, health, error)
+            if len(self._early) > MAX_EARLY:
+                del self._early[next(iter(self._early))]  # the oldest
             return
         before = self._status(target)
         previous = target.health

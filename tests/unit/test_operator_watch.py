@@ -187,3 +187,18 @@ def test_a_report_of_a_pod_not_followed_changes_nothing() -> None:
         await group.close()
 
     asyncio.run(scenario())
+
+
+def test_a_sidecar_that_polled_before_its_pod_was_seen_is_never_pushed_to() -> None:
+    async def scenario() -> None:
+        sidecars = FakeSidecars()
+        group = group_of(sidecars)
+        group.set_payload(payload(1))
+        group.report("ns/p", 1, None, None)  # the new pod's sidecar polls first
+        group.set_targets({"ns/p": "http://s", "ns/q": "http://q"})
+        await wait_until(lambda: sidecars.received["http://q"] == [1])
+        assert sidecars.received["http://s"] == []
+        assert group.statuses()[0].watching
+        await group.close()
+
+    asyncio.run(scenario())
