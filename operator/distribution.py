@@ -23,7 +23,6 @@ import json
 import logging
 import random
 import ssl
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 from aiohttp import web
 from gremlinlb.operator.push import BackendHealth
 from gremlinlb.operator.sender import backend_health
+from gremlinlb.operator.threaded import ThreadedSite
 
 from gremlinlb.core.errors import GremlinLBError
 
@@ -138,7 +138,6 @@ class DistributionServer:
         per_cluster: int = 10_000,
         total: int = 15_000,
     ) -> None:
-        self._host, self._port, self._tls = host, port, tls
         self._on_report = on_report
         self._hold = hold
         self._per_cluster, self._total = per_cluster, total
@@ -146,16 +145,12 @@ class DistributionServer:
         self._waiting: dict[tuple[str, str], int] = {}
         self._changed: dict[tuple[str, str], asyncio.Event] = {}
         self._main: asyncio.AbstractEventLoop | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
-        self._failure: BaseException | None = None
-        self.port = port
+        self._site = ThreadedSite("the sidecars' watch", host, port, tls, self._application)
 
     def publish(self, view: DistributionView) -> None:
         """Swap in ``view`` (from the operator's loop) and wake the polls whose list changed."""
         previous, self.view = self.view, view
-        loop = self._loop
+        loop = self._site.loop
         if loop is not None and loop.is_running():
             loop.call_soon_threadsafe(self._wake, previous, view)
 
@@ -167,41 +162,21 @@ class DistributionServer:
                 event.set()
                 del self._changed[key]
 
+    @property
+    def port(self) -> int:
+        return self._site.port
+
     async def start(self) -> None:
         self._main = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._serve, name="distribution", daemon=True)
-        self._thread.start()
-        await asyncio.to_thread(self._started.wait)
-        if self._failure is not None:
-            raise self._failure
-
-    def _serve(self) -> None:
-        loop = self._loop = asyncio.new_event_loop()
-        app = web.Application(client_max_size=MAX_POLL_BYTES)
-        app.router.add_post(WATCH_PATH, self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        try:
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, self._host, self._port, ssl_context=self._tls)
-            loop.run_until_complete(site.start())
-            self.port = runner.addresses[0][1]
-        except BaseException as error:
-            self._failure = error
-            self._started.set()
-            loop.close()
-            return
-        self._started.set()
-        log.info("host lists served to watching sidecars on %s:%d", self._host, self.port)
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
+        await self._site.start()
 
     async def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None or not thread.is_alive():
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        await asyncio.to_thread(thread.join, 10)
+        await self._site.stop()
+
+    def _application(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_POLL_BYTES)
+        app.router.add_post(WATCH_PATH, self._handle)
+        return app
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         key = (request.match_info["namespace"], request.match_info["cluster"])
