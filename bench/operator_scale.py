@@ -17,7 +17,11 @@ below), then with this one, for before/after in one run.
 
 Each round rewrites the Service's EndpointSlice (one endpoint more, then one less) and measures
 the time from just before that API call to the arrival of the new generation at 50%, 99% and
-100% of the simulated sidecars. The operator's CPU time and RSS are read from /proc.
+100% of the simulated sidecars. By default the simulated sidecars of this checkout *watch* the
+operator (one long poll each over TLS, verified with the token Secret's ``ca.crt``, as
+sidecar/watch.py does), so a change reaches them with no PUT; ``--push`` makes them wait for
+pushes instead, and the ``--baseline`` operator (which has no watch) is always pushed to.
+The operator's CPU time and RSS are read from /proc.
 
     .venv/bin/python bench/operator_scale.py                      # 500 sidecars, 10 rounds
     .venv/bin/python bench/operator_scale.py --sidecars 1000 --rounds 5
@@ -58,7 +62,14 @@ END = "<!-- operator-scale:end -->"
 # -- the simulated sidecars (a child process) ----------------------------------------------------
 
 
-def serve_fake_sidecars(count: int, token: str, ready_file: Path) -> None:
+def serve_fake_sidecars(
+    count: int, token: str, ready_file: Path, watch: tuple[str, str] | None = None
+) -> None:
+    """``watch``: (the operator's watch endpoint URL, its CA file): each simulated sidecar
+    long-polls it as the real one does (sidecar/watch.py) besides serving its admin API."""
+    import ssl
+
+    import aiohttp
     from aiohttp import web
 
     arrivals: dict[int, dict[int, float]] = {}  # generation -> port -> monotonic arrival
@@ -106,6 +117,35 @@ def serve_fake_sidecars(count: int, token: str, ready_file: Path) -> None:
         app.router.add_get("/readyz/backends", backends)
         return app
 
+    async def watch_loop(session: aiohttp.ClientSession, url: str, pod: str, port: int) -> None:
+        """One sidecar's long poll: its generation, pod name and backends; a list on 200."""
+        failures = 0
+        while True:
+            held = hosts.get(port, [])
+            body = {
+                "generation": current.get(port, 0),
+                "pod": pod,
+                "health": {"ready": bool(held), "hosts": {h: "healthy" for h in held}},
+            }
+            headers = {"Authorization": f"Bearer {token}"}
+            try:
+                async with session.post(url, json=body, headers=headers) as response:
+                    answer = await response.read()
+                    status = response.status
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                status, answer = 0, b""
+            if status == 200:
+                document = json.loads(answer)
+                generation = int(document["generation"])
+                if generation > current.get(port, 0):
+                    current[port] = generation
+                    arrivals.setdefault(generation, {}).setdefault(port, time.monotonic())
+                    hosts[port] = [str(h) for h in document.get("hosts") or ()]
+                failures = 0
+            elif status != 204:
+                failures += 1
+                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(failures, 6)))
+
     async def stats(request: web.Request) -> web.Response:
         generation = int(request.query["generation"])
         return web.json_response(list((arrivals.get(generation) or {}).values()))
@@ -129,8 +169,20 @@ def serve_fake_sidecars(count: int, token: str, ready_file: Path) -> None:
         control_site = web.TCPSite(control_runner, "127.0.0.1", 0)
         await control_site.start()
         ready = json.dumps({"ports": ports, "control": _bound_port(control_site)})
-        await asyncio.to_thread(ready_file.write_text, ready)
-        await asyncio.Event().wait()
+        if watch is None:
+            await asyncio.to_thread(ready_file.write_text, ready)
+            await asyncio.Event().wait()
+            return
+        tls = ssl.create_default_context(cafile=watch[1])
+        connector = aiohttp.TCPConnector(limit=0, ssl=tls)
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            tasks = [
+                asyncio.create_task(watch_loop(session, watch[0], f"app-{i}", port))
+                for i, port in enumerate(ports)
+            ]
+            await asyncio.to_thread(ready_file.write_text, ready)
+            await asyncio.gather(*tasks)
 
     asyncio.run(main())
 
@@ -198,12 +250,14 @@ def run(args: argparse.Namespace, tree: Path | None = None) -> dict[str, Any]:
         base = [EndpointSpec(f"10.213.0.{i}") for i in range(10, 13)]
         apply_endpoint_slice(api, namespace, "gremlin", base, port=8182, owner=service)
 
+        watching = tree is None and not args.push
         operator = OperatorProcess(
             plane,
             work / "operator.log",
             "--resync-interval",
             "3600",
             env={} if tree is None else {"PYTHONPATH": str(tree)},
+            distribution=tree is None,  # the baseline (bc525e8) has no watch to serve
         )
         operator.start()
         # The simulated sidecars serve plain HTTP: the cluster must allow pushes to them.
@@ -221,6 +275,13 @@ def run(args: argparse.Namespace, tree: Path | None = None) -> dict[str, Any]:
 
         secret = wait_for(token, 30, "the token Secret")
         ready_file = work / "fake.json"
+        watch_flags: list[str] = []
+        if watching:
+            data = core.read_namespaced_secret("graph-gremlinlb-token", namespace).data or {}
+            ca_file = work / "ca.crt"
+            ca_file.write_bytes(base64.b64decode(data["ca.crt"]))
+            url = f"{operator.distribution_url}/v1/watch/{namespace}/graph"
+            watch_flags = ["--watch-url", url, "--ca-file", str(ca_file)]
         fake = subprocess.Popen(
             [
                 sys.executable,
@@ -231,6 +292,7 @@ def run(args: argparse.Namespace, tree: Path | None = None) -> dict[str, Any]:
                 secret,
                 "--ready-file",
                 str(ready_file),
+                *watch_flags,
             ],
             stdin=subprocess.DEVNULL,
         )
@@ -321,6 +383,7 @@ def run(args: argparse.Namespace, tree: Path | None = None) -> dict[str, Any]:
         idle_share = (proc_cpu_seconds(operator.pid) - idle_cpu) / args.idle
         return {
             "operator": "baseline" if tree is not None else "this checkout",
+            "mode": "watch" if watching else "push",
             "creation_seconds": creation,
             "create_p50": percentile(admissions, 0.50),
             "create_p99": percentile(admissions, 0.99),
@@ -364,7 +427,8 @@ def report(results: list[dict[str, Any]], command: str) -> str:
         rounds = result["rounds"]
         p99 = [r["p99"] for r in rounds]
         lines.append(
-            f"| {result['operator']} | {result['sidecars']} | {len(rounds)} | "
+            f"| {result['operator']} ({result.get('mode', 'push')}) | "
+            f"{result['sidecars']} | {len(rounds)} | "
             f"{statistics.median(r['p50'] for r in rounds):.3f} s | "
             f"{statistics.median(p99):.3f} s | {max(p99):.3f} s | "
             f"{max(r['max'] for r in rounds):.3f} s | "
@@ -413,9 +477,18 @@ def main() -> int:
     parser.add_argument("--serve-fake", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--token", help=argparse.SUPPRESS)
     parser.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--watch-url", help=argparse.SUPPRESS)
+    parser.add_argument("--ca-file", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--push",
+        action="store_true",
+        help="this checkout's simulated sidecars wait for pushes instead of watching (the "
+        "baseline's always do: its operator has no watch)",
+    )
     args = parser.parse_args()
     if args.serve_fake:
-        serve_fake_sidecars(args.serve_fake, args.token, args.ready_file)
+        watch = None if args.watch_url is None else (args.watch_url, args.ca_file)
+        serve_fake_sidecars(args.serve_fake, args.token, args.ready_file, watch)
         return 0
     results = [] if args.baseline is None else [run(args, args.baseline)]
     results.append(run(args))
@@ -424,6 +497,7 @@ def main() -> int:
         + (f" --sidecars {args.sidecars}" if args.sidecars != 500 else "")
         + (f" --rounds {args.rounds}" if args.rounds != 10 else "")
         + ("" if args.baseline is None else " --baseline BASE-TREE")
+        + (" --push" if args.push else "")
     )
     section = report(results, command)
     print(section)

@@ -16,7 +16,6 @@ import json
 import logging
 import ssl
 import sys
-import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -24,6 +23,7 @@ from typing import Any, cast
 import kopf
 from aiohttp import web
 from gremlinlb.operator.spec import ClusterSpec
+from gremlinlb.operator.threaded import ThreadedSite
 from gremlinlb.operator.webhook import Injection, injection, pod_cluster
 
 log = logging.getLogger(__name__)
@@ -78,16 +78,12 @@ class AdmissionServer:
         how: Injection,
         lookup: Lookup,
     ) -> None:
-        self._host, self._port, self._tls, self._path = host, port, tls, path
+        self._path = path
         self._how = how
         self._lookup = lookup
         self.view = AdmissionView()
         self._main: asyncio.AbstractEventLoop | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
-        self._failure: BaseException | None = None
+        self._site = ThreadedSite("admission webhook", host, port, tls, self.application)
 
     def bind_main(self) -> None:
         """The running loop is the operator's: lookups of clusters not in the view run there."""
@@ -105,34 +101,12 @@ class AdmissionServer:
         (bench/operator_admission.py: p50 21 -> 8 ms with the loop saturated)."""
         sys.setswitchinterval(0.001)
         self.bind_main()
-        self._thread = threading.Thread(target=self._serve, name="admission", daemon=True)
-        self._thread.start()
-        await asyncio.to_thread(self._started.wait)
-        if self._failure is not None:
-            raise self._failure
-
-    def _serve(self) -> None:
-        loop = self._loop = asyncio.new_event_loop()
-        try:
-            self._runner = web.AppRunner(self.application(), access_log=None)
-            loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, self._host, self._port, ssl_context=self._tls)
-            loop.run_until_complete(site.start())
-        except BaseException as error:
-            self._failure = error
-            self._started.set()
-            loop.close()
-            return
-        self._started.set()
-        log.info("admission webhook serving on %s:%d (its own thread)", self._host, self._port)
-        loop.run_forever()
-        loop.run_until_complete(self._runner.cleanup())
-        loop.close()
+        await self._site.start()
 
     async def run_on_thread(self, action: Callable[..., object], *args: object) -> None:
         """Run ``action(*args)`` on the server's thread, between requests (its TLS context is
         changed there, never under a handshake in progress)."""
-        loop = self._loop
+        loop = self._site.loop
         if loop is None or not loop.is_running():
             action(*args)
             return
@@ -150,11 +124,7 @@ class AdmissionServer:
         return app
 
     async def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None or not thread.is_alive():
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        await asyncio.to_thread(thread.join, 10)
+        await self._site.stop()
 
     async def _handle(self, request: web.Request) -> web.Response:
         try:

@@ -26,6 +26,12 @@ from aiohttp import web
 from gremlinlb.operator.admission import AdmissionServer, AdmissionView
 from gremlinlb.operator.client import Kind, Kube, KubeError
 from gremlinlb.operator.controller import ClusterController, ControllerOptions
+from gremlinlb.operator.distribution import (
+    DistributionServer,
+    DistributionView,
+    Snapshot,
+    WatchReport,
+)
 from gremlinlb.operator.leader import LeaderElection
 from gremlinlb.operator.metrics import OperatorMetrics
 from gremlinlb.operator.push import failing_slots
@@ -87,6 +93,24 @@ class WebhookOptions:
 
 
 @dataclass(frozen=True)
+class DistributionOptions:
+    """Where watching sidecars get their lists (distribution.py)."""
+
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 8444
+    #: How the sidecars reach it (injected as --operator-url); its host is the certificate's name.
+    url: str = "https://gremlinlb-operator.gremlinlb-system.svc:8444"
+    #: At most this many polls held at once, in all (each is a socket).
+    max_watches: int = 15_000
+
+    @property
+    def server_name(self) -> str:
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.url).hostname or "localhost"
+
+
+@dataclass(frozen=True)
 class LeaseOptions:
     """The Lease the replicas elect a leader with (only the leader follows the clusters)."""
 
@@ -119,6 +143,8 @@ class OperatorOptions:
     #: The CA that issues the sidecars' admin certificates (pushes go over TLS); None: plain
     #: HTTP pushes and no admin TLS for injected sidecars.
     push_ca_secret: tuple[str, str] | None = ("gremlinlb-system", "gremlinlb-push-ca")
+    #: Serve host lists to watching sidecars; None: pushes only.
+    distribution: DistributionOptions | None = field(default_factory=DistributionOptions)
 
 
 def _stored_bundle(secret: Mapping[str, Any] | None) -> certs.CertBundle | None:
@@ -186,6 +212,10 @@ class OperatorApp:
         self.authority: certs.Authority | None = None
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         self.admission: AdmissionServer | None = None
+        self.distribution: DistributionServer | None = None
+        #: The snapshot last published per cluster (the same object while nothing changed, so
+        #: the server wakes only the polls of clusters whose list or token changed).
+        self._snapshots: dict[tuple[str, str], Snapshot] = {}
         self.injection = Injection(
             allowed_hosts=options.sidecar_allowed_hosts,
             scrape_annotations=options.sidecar_scrape_annotations,
@@ -246,6 +276,7 @@ class OperatorApp:
     async def _lead(self) -> None:
         for body in list(self.bodies.values()):
             self.ensure(body)
+        self._publish()
 
     async def _stand_by(self) -> None:
         """Stop every push, status write and watch at once (no await before all are
@@ -302,6 +333,8 @@ class OperatorApp:
             await controller.stop()
         if self.admission is not None:
             await self.admission.stop()
+        if self.distribution is not None:
+            await self.distribution.stop()
         await self.sender.close()
         await self.api.close()
         if self._metrics_runner is not None:
@@ -338,7 +371,9 @@ class OperatorApp:
         return self.admission
 
     def _publish(self) -> None:
-        """Hand the admission thread what it needs of the followed clusters, as of now."""
+        """Hand the admission and distribution threads what they need of the followed
+        clusters, as of now."""
+        self._publish_lists()
         if self.admission is None:
             return
         clusters = {
@@ -347,6 +382,63 @@ class OperatorApp:
             if c.spec is not None and self.leading
         }
         self.admission.publish(AdmissionView(clusters))
+
+    # -- the watch -------------------------------------------------------------------------
+
+    async def distribution_server(self) -> DistributionServer | None:
+        """The server of the sidecars' watch, on its own thread (not started yet): HTTPS with
+        a certificate of the push CA for the URL's host (what the sidecars verify)."""
+        options = self.options.distribution
+        if options is None:
+            return None
+        tls = None
+        if self.authority is not None:
+            issued = certs.issue(self.authority, [options.server_name])
+            with tempfile.TemporaryDirectory(prefix="gremlinlb-distribution-") as directory:
+                cert_path, key_path = Path(directory) / "tls.crt", Path(directory) / "tls.key"
+                cert_path.write_bytes(issued.cert_pem)
+                key_path.touch(mode=0o600)
+                key_path.write_bytes(issued.key_pem)
+                tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                tls.load_cert_chain(cert_path, key_path)
+        else:
+            log.warning(
+                "no push CA (--no-push-tls): host lists are served to watching sidecars over "
+                "plain HTTP, and their tokens travel in clear"
+            )
+        self.injection = dataclasses.replace(self.injection, operator_url=options.url)
+        self.distribution = DistributionServer(
+            options.listen_host,
+            options.listen_port,
+            tls,
+            self._watch_report,
+            total=options.max_watches,
+        )
+        self._publish_lists()
+        return self.distribution
+
+    def _publish_lists(self) -> None:
+        if self.distribution is None:
+            return
+        snapshots: dict[tuple[str, str], Snapshot] = {}
+        for key, controller in self.controllers.items():
+            payload, token = controller.group.payload, controller.group.token
+            if payload is None:
+                continue
+            cached = self._snapshots.get(key)
+            if cached is None or cached.body is not payload.body or cached.token != token:
+                cached = Snapshot(payload.generation, payload.body, token)
+            snapshots[key] = cached
+        self._snapshots = snapshots
+        self.distribution.publish(DistributionView(self.leading, dict(snapshots)))
+
+    def _watch_report(self, key: tuple[str, str], report: WatchReport) -> None:
+        """A poll's report, on the operator's loop: the sidecar's acknowledgement and health."""
+        controller = self.controllers.get(key)
+        if controller is not None:
+            controller.group.report(
+                f"{key[0]}/{report.pod}", report.generation, report.health, report.error
+            )
 
     def _write_certificate(self, bundle: certs.CertBundle) -> tuple[Path, Path]:
         assert self._tempdir is not None

@@ -12,7 +12,13 @@ from typing import Any
 
 import kopf
 import yaml
-from gremlinlb.operator.app import LeaseOptions, OperatorApp, OperatorOptions, WebhookOptions
+from gremlinlb.operator.app import (
+    DistributionOptions,
+    LeaseOptions,
+    OperatorApp,
+    OperatorOptions,
+    WebhookOptions,
+)
 from gremlinlb.operator.client import Kube
 from gremlinlb.operator.controller import ControllerOptions
 from gremlinlb.operator.crd import crd_yaml
@@ -138,6 +144,27 @@ def register(commands: Any) -> None:
         "--no-leader-election",
         action="store_true",
         help="lead without a Lease (one replica only)",
+    )
+    watch = parser.add_argument_group("host lists for watching sidecars")
+    watch.add_argument(
+        "--distribution-listen",
+        default="0.0.0.0:8444",
+        metavar="HOST:PORT",
+        help="serve the sidecars' watch here ('' for none: pushes only; default 0.0.0.0:8444)",
+    )
+    watch.add_argument(
+        "--distribution-url",
+        default="https://gremlinlb-operator.gremlinlb-system.svc:8444",
+        metavar="URL",
+        help="how sidecars reach the watch (injected as their --operator-url; its host is the "
+        "name on the operator's certificate)",
+    )
+    watch.add_argument(
+        "--distribution-max-watches",
+        type=int,
+        default=15_000,
+        metavar="N",
+        help="at most this many polls held at once (each is a socket; default 15000)",
     )
     hook = parser.add_argument_group("sidecar injection webhook")
     hook.add_argument("--no-webhook", action="store_true", help="do not serve the webhook")
@@ -286,7 +313,22 @@ def options_from_args(args: argparse.Namespace) -> OperatorOptions:
         lease=lease,
         push_ca_secret=None if args.no_push_tls else ("gremlinlb-system", "gremlinlb-push-ca"),
         cert_check_interval=args.webhook_cert_check_interval,
+        distribution=_distribution(args),
     )
+
+
+def _distribution(args: argparse.Namespace) -> DistributionOptions | None:
+    if not args.distribution_listen:
+        return None
+    host, port = _split_host_port(args.distribution_listen)
+    url = args.distribution_url
+    if not url.startswith(("https://", "http://")):
+        raise ValueError(f"--distribution-url: expected an https:// URL, got {url!r}")
+    if args.distribution_max_watches < 1:
+        raise ValueError(
+            f"--distribution-max-watches: must be >= 1, got {args.distribution_max_watches}"
+        )
+    return DistributionOptions(host, port, url, args.distribution_max_watches)
 
 
 def settings_for() -> kopf.OperatorSettings:
@@ -320,6 +362,10 @@ async def _main(options: OperatorOptions) -> None:
     app = OperatorApp(options, await Kube.connect())
     try:
         await app.push_authority()
+        # Before the webhook: injected sidecars are told where to watch.
+        distribution = await app.distribution_server()
+        if distribution is not None:
+            await distribution.start()  # its own thread: polls never wait behind pushes
         webhook = await app.webhook_server()
         if webhook is not None:
             await webhook.start()  # its own thread: admission never waits behind pushes

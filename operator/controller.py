@@ -9,6 +9,7 @@ selected client pods) and by the push group's results. Host list changes within
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import secrets
@@ -311,9 +312,8 @@ class ClusterController:
         for _ in range(5):
             found = await self._api.read(Kind.SECRET, self.namespace, name)
             existing = None if found is None else certificate_of(found)
-            plan = plan_token(
-                found, uid, secrets.token_urlsafe(32), self._certificate_good(existing)
-            )
+            good = self._certificate_good(existing) and self._holds_ca(found)
+            plan = plan_token(found, uid, secrets.token_urlsafe(32), good)
             if plan.write is Write.NONE:
                 return plan.token
             version = None if found is None else found["metadata"].get("resourceVersion")
@@ -321,7 +321,10 @@ class ClusterController:
             if self._authority is not None and (plan.new_certificate or existing is None):
                 issued = certs.issue(self._authority, [self.server_name])
                 certificate = (issued.cert_pem, issued.key_pem)
-            body = token_secret(self.namespace, self.name, uid, plan.token, version, certificate)
+            ca = None if self._authority is None else self._authority.ca_pem
+            body = token_secret(
+                self.namespace, self.name, uid, plan.token, version, certificate, ca
+            )
             try:
                 if plan.write is Write.CREATE:
                     await self._api.create(Kind.SECRET, self.namespace, body)
@@ -340,6 +343,13 @@ class ClusterController:
             )
             return plan.token
         raise RuntimeError(f"Secret {name} kept changing while being written; trying again later")
+
+    def _holds_ca(self, found: Mapping[str, Any] | None) -> bool:
+        """Whether the Secret carries the push CA as ``ca.crt`` (a watching sidecar's trust)."""
+        if self._authority is None or found is None:
+            return True
+        held = (found.get("data") or {}).get("ca.crt")
+        return held == base64.b64encode(self._authority.ca_pem).decode()
 
     def _certificate_good(self, certificate: tuple[bytes, bytes] | None) -> bool:
         """Whether the admin certificate in the Secret can stay (no push CA: nothing to check)."""
@@ -362,7 +372,10 @@ class ClusterController:
                 )
             self._token_suspect.clear()
             try:
-                self.group.set_token(await self.ensure_token())
+                token = await self.ensure_token()
+                if token != self.group.token:
+                    self.group.set_token(token)
+                    self.on_change()  # the watch takes the new token
             except asyncio.CancelledError:
                 raise
             except Exception as error:

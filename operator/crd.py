@@ -354,6 +354,7 @@ def status_schema() -> dict[str, Any]:
                 "properties": {
                     "total": {"type": "integer"},
                     "inSync": {"type": "integer"},
+                    "watching": {"type": "integer"},
                     "outOfSync": {
                         "type": "array",
                         "items": {

@@ -14,6 +14,11 @@ Each sidecar (a *target*) has its own small task that converges on the group's l
   sidecars together never hold more than that share of the slots; one that answers again is
   back among the others at once.
 
+A sidecar that watches the operator (distribution.py) is neither pushed to nor read: each of its
+polls is :meth:`PushGroup.report`ed, and for ``WATCH_LEASE`` seconds after one the target only
+records what the sidecar said (its generation, its health). One that stops polling is pushed to
+again (an old image during an upgrade, a hand-written sidecar, a watch that broke).
+
 Between pushes, a target in sync reads the sidecar's view of its backends now and then
 (:class:`HealthReader`, ``GET /readyz/backends``), so the GremlinCluster status shows what the
 sidecars see, not only what the EndpointSlices say: a server can be "ready" to Kubernetes and
@@ -30,6 +35,7 @@ import contextlib
 import json
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -41,6 +47,9 @@ log = logging.getLogger(__name__)
 #: Between reads of a sidecar's backend health that got no usable answer: growing, capped and
 #: jittered, instead of a read every second forever (a reply resets it).
 HEALTH_BACKOFF = Backoff(first=1.0, maximum=60.0)
+
+#: Polls kept for pods not known yet, at most (the oldest go first).
+MAX_EARLY = 20_000
 
 #: The share of the push slots that targets whose last call failed may hold together.
 FAILING_SHARE = 0.25
@@ -149,6 +158,8 @@ class TargetStatus:
     status: int | None = None
     #: The sidecar's view of its backends at the last read (None: not read, or unreadable).
     health: BackendHealth | None = None
+    #: The sidecar watches the operator (it polled within the watch lease): no pushes.
+    watching: bool = False
 
 
 class _Target:
@@ -165,6 +176,8 @@ class _Target:
         # The sidecar refused ``client_zones`` as an unknown field: an image older than the
         # operator's (a rolling upgrade). It gets its lists without them until its pod is new.
         self.without_zones = False
+        #: Until when (monotonic) the sidecar counts as watching: its last poll + the lease.
+        self.watched_until = 0.0
         self.wake = asyncio.Event()
         self.poked = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -190,10 +203,12 @@ class PushGroup:
         ),
         failing: asyncio.Semaphore | None = None,
         health_backoff: Backoff = HEALTH_BACKOFF,
+        watch_lease: float = 75.0,
     ) -> None:
         """``on_health``: told every health answer read (changed or not): the target's key, its
         previous answer (None: none kept) and the new one."""
         self.name = name
+        self._watch_lease = watch_lease
         self._health_backoff = health_backoff
         #: Taken (before a slot of ``semaphore``) by a target whose last call failed.
         self._failing = failing
@@ -209,6 +224,9 @@ class PushGroup:
         self._payload: Payload | None = None
         self._token: str | None = None
         self._targets: dict[str, _Target] = {}
+        #: Polls of sidecars whose pod is not a target yet (a new pod's sidecar polls before
+        #: the pod watch brings it): applied when it becomes one, so it is never pushed to.
+        self._early: dict[str, tuple[float, int, BackendHealth | None, str | None]] = {}
         self._closed = False
         #: Tasks cancelled by :meth:`halt`, for :meth:`close` to wait for.
         self._halted: list[asyncio.Task[None]] = []
@@ -218,6 +236,10 @@ class PushGroup:
     @property
     def payload(self) -> Payload | None:
         return self._payload
+
+    @property
+    def token(self) -> str | None:
+        return self._token
 
     def set_token(self, token: str | None) -> None:
         if token != self._token:
@@ -250,6 +272,10 @@ class PushGroup:
         if not self._closed:
             target = _Target(key, url)
             self._targets[key] = target
+            early = self._early.pop(key, None)
+            if early is not None and early[0] + self._watch_lease > time.monotonic():
+                target.watched_until = early[0] + self._watch_lease
+                target.acked, target.health, target.error = early[1], early[2], early[3]
             target.task = asyncio.create_task(self._run(target), name=f"push {key}")
 
     def remove_target(self, key: str) -> None:
@@ -260,7 +286,7 @@ class PushGroup:
     def poke(self, key: str) -> None:
         """The sidecar may have restarted: push again now, even if it had the list."""
         target = self._targets.get(key)
-        if target is not None:
+        if target is not None and not _watching(target):  # a watcher polls on its own
             target.acked = None
             target.failures = 0
             target.wake.set()
@@ -270,6 +296,38 @@ class PushGroup:
         """Push the current payload to every target again (a periodic safety net)."""
         for key in list(self._targets):
             self.poke(key)
+
+    def report(
+        self, key: str, generation: int, health: BackendHealth | None, error: str | None
+    ) -> None:
+        """A watching sidecar polled: it holds ``generation`` and sees its backends so. A key
+        not pushed to yet is kept for a while (at most ``MAX_EARLY``): its pod may come next."""
+        target = self._targets.get(key)
+        if target is None:
+            self._early.pop(key, None)
+            self._early[key] = (time.monotonic(), generation, health, error)
+            if len(self._early) > MAX_EARLY:
+                del self._early[next(iter(self._early))]  # the oldest
+            return
+        before = self._status(target)
+        previous = target.health
+        target.watched_until = time.monotonic() + self._watch_lease
+        target.acked = generation
+        target.error = error
+        target.failures = 0 if error is None else max(1, target.failures)
+        target.status = None
+        if health is not None:
+            target.health = health
+            self._on_health(key, previous, health)
+        payload = self._payload
+        if (
+            payload is not None
+            and generation > payload.generation
+            and believable_generation(generation, payload.generation)
+        ):
+            self._on_conflict(generation)
+        if self._status(target) != before:
+            self._on_result(self._status(target))
 
     # -- outputs -----------------------------------------------------------------------------
 
@@ -288,6 +346,7 @@ class PushGroup:
             target.error,
             target.status,
             target.health,
+            _watching(target),
         )
 
     def halt(self) -> None:
@@ -315,6 +374,10 @@ class PushGroup:
     async def _run(self, target: _Target) -> None:
         while True:
             target.wake.clear()
+            left = target.watched_until - time.monotonic()
+            if left > 0:  # it watches: its polls bring it the list and report its health
+                await asyncio.sleep(left)
+                continue
             payload = self._payload
             if payload is None or target.acked == payload.generation:
                 if payload is None or self._read_health is None:
@@ -413,6 +476,10 @@ class PushGroup:
                 await stack.enter_async_context(self._failing)
             await stack.enter_async_context(self._semaphore)
             yield
+
+
+def _watching(target: _Target) -> bool:
+    return target.watched_until > time.monotonic()
 
 
 def _refuses_client_zones(outcome: SendOutcome, payload: Payload) -> bool:

@@ -147,7 +147,11 @@ def _integer(value: Any) -> int | None:
 
 
 def _backend_health(text: str) -> BackendHealth | None:
-    data = _json_object(text)
+    return backend_health(_json_object(text))
+
+
+def backend_health(data: dict[str, Any]) -> BackendHealth | None:
+    """A sidecar's view of its backends, as /readyz/backends and a watch poll give it."""
     hosts = data.get("hosts")
     if not isinstance(hosts, dict):
         return None

@@ -179,6 +179,8 @@ def build_status(
         "sidecars": {
             "total": len(observed.sidecars),
             "inSync": len(observed.sidecars) - len(out_of_sync),
+            # Sidecars that watch the operator (the rest are pushed to).
+            "watching": sum(1 for s in observed.sidecars if s.watching),
             "outOfSync": [
                 {
                     "pod": _pod(s),

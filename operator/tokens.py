@@ -113,9 +113,11 @@ def token_secret(
     token: str,
     resource_version: str | None = None,
     certificate: tuple[bytes, bytes] | None = None,
+    ca_pem: bytes | None = None,
 ) -> dict[str, Any]:
     """The Secret object, owned by the cluster (no blockOwnerDeletion: that would need rights
-    on the cluster's finalizers, and foreground deletion is not needed here)."""
+    on the cluster's finalizers, and foreground deletion is not needed here). With ``ca_pem``
+    (the push CA) it holds ``ca.crt``, what a watching sidecar verifies the operator with."""
     metadata: dict[str, Any] = {
         "name": token_secret_name(cluster),
         "namespace": namespace,
@@ -137,6 +139,8 @@ def token_secret(
     if certificate is not None:
         data["tls.crt"] = base64.b64encode(certificate[0]).decode()
         data["tls.key"] = base64.b64encode(certificate[1]).decode()
+    if ca_pem is not None:
+        data["ca.crt"] = base64.b64encode(ca_pem).decode()
     return {
         "apiVersion": "v1",
         "kind": "Secret",

@@ -80,6 +80,8 @@ PRIVATE_NETWORKS = (
     "100.64.0.0/10",
     "fc00::/7",
 )
+#: The pod's namespace (downward API), for --operator-cluster's $(...) expansion.
+POD_NAMESPACE_ENV = "GREMLINLB_POD_NAMESPACE"
 #: The first Kubernetes version with native sidecars on by default.
 NATIVE_SIDECARS_SINCE = (1, 29)
 
@@ -98,6 +100,9 @@ class Injection:
     #: Annotate the pod for Prometheus without the Prometheus Operator (prometheus.io/*: the
     #: sidecar's /metrics), unless the pod has prometheus.io annotations of its own.
     scrape_annotations: bool = False
+    #: The operator's watch URL: injected sidecars watch it for their lists (``--operator-url``)
+    #: instead of waiting for pushes; None: pushed to only.
+    operator_url: str | None = None
 
 
 def native_sidecars(version: Mapping[str, Any]) -> bool:
@@ -166,6 +171,24 @@ def sidecar_container(
     if how.admin_tls:
         put("admin_tls_cert_file", f"{TOKEN_DIR}/tls.crt")
         put("admin_tls_key_file", f"{TOKEN_DIR}/tls.key")
+    if how.operator_url is not None:
+        put("operator_url", how.operator_url)
+        if how.admin_tls:  # the push CA, which issued the operator's certificate
+            put("operator_ca_file", f"{TOKEN_DIR}/ca.crt")
+        # $(VAR) is expanded by the kubelet from the variable set just before it.
+        env.append(
+            {
+                "name": POD_NAMESPACE_ENV,
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            }
+        )
+        put("operator_cluster", f"$({POD_NAMESPACE_ENV})/{cluster}")
+        env.append(
+            {
+                "name": env_name("pod_name"),
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+            }
+        )
     if zone:
         put("zone", zone)
     else:

@@ -106,13 +106,23 @@ class AdminApi:
                 "token the sidecar was started with (--token-file)",
                 headers={"WWW-Authenticate": 'Bearer realm="gremlinlb-sidecar"'},
             )
-        if not self._accepting():
-            return _error(503, "the sidecar is shutting down; nothing was changed")
         body = await request.read()
         rules = self._rules()
         arrived_at = arrived_address(request)
         if arrived_at is not None:  # the address the pusher dialed is one of this sidecar's
             rules = replace(rules, own_addresses={*rules.own_addresses, arrived_at})
+        status, answer = await self.apply(body, rules)
+        return web.json_response(answer, status=status)
+
+    def host_rules(self) -> HostRules:
+        """What a host list may hold here (a watched list has no arrival address to add)."""
+        return self._rules()
+
+    async def apply(self, body: bytes, rules: HostRules) -> tuple[int, dict[str, Any]]:
+        """Check and apply one host list body, pushed (PUT /v1/hosts) or watched (watch.py):
+        one path, one set of checks. Returns the HTTP status and the answer's JSON."""
+        if not self._accepting():
+            return 503, {"error": "the sidecar is shutting down; nothing was changed"}
         async with self._lock:
             current = self.current
             try:
@@ -121,32 +131,28 @@ class AdminApi:
                 update = await asyncio.to_thread(_parse, body, current, rules)
                 await _refuse_names_of_self(update, rules)
             except BadUpdateError as error:
-                return _error(400, f"{error}; nothing was changed")
+                return 400, {"error": f"{error}; nothing was changed"}
             refusal = self._host_policy.refusal(update.hosts)
             if refusal is not None:
-                return _error(403, f"{refusal}; nothing was changed")
+                return 403, {"error": f"{refusal}; nothing was changed"}
             if update.generation <= current.generation:
                 # Compared as text: hosts are equal by address, but a role or zone change is news.
                 if update.to_json() == current.to_json():
-                    return web.json_response(
-                        {"generation": current.generation, "added": [], "removed": []}
-                    )
-                return _error(
-                    409,
-                    f"generation {update.generation} is not newer than the current generation "
-                    f"{current.generation}; nothing was changed. Read GET /v1/hosts and send a "
-                    "higher generation.",
-                    generation=current.generation,
-                )
+                    return 200, {"generation": current.generation, "added": [], "removed": []}
+                return 409, {
+                    "error": f"generation {update.generation} is not newer than the current "
+                    f"generation {current.generation}; nothing was changed. Read GET /v1/hosts "
+                    "and send a higher generation.",
+                    "generation": current.generation,
+                }
             if self._state_dir is not None:
                 try:
                     await asyncio.to_thread(save_state, self._state_dir, update)
                 except OSError as error:
-                    return _error(
-                        500,
-                        f"cannot save the host list in {self._state_dir}: {error}; "
-                        "nothing was changed",
-                    )
+                    return 500, {
+                        "error": f"cannot save the host list in {self._state_dir}: {error}; "
+                        "nothing was changed"
+                    }
             added, removed = await asyncio.to_thread(self._balancer.replace, update.hosts)
             if update.settings != current.settings:
                 self._balancer.update_settings(update.settings)
@@ -160,13 +166,11 @@ class AdminApi:
             _listing(added) or "none",
             _listing(removed) or "none",
         )
-        return web.json_response(
-            {
-                "generation": update.generation,
-                "added": [e.url for e in added],
-                "removed": [e.url for e in removed],
-            }
-        )
+        return 200, {
+            "generation": update.generation,
+            "added": [e.url for e in added],
+            "removed": [e.url for e in removed],
+        }
 
     async def follow(self, hosts: tuple[Endpoint, ...]) -> None:
         """Replace the host list with a topology source's (neptune.py): one generation up,
@@ -222,20 +226,23 @@ class AdminApi:
         pod's readiness probe. Also what the operator reads every health interval: a growing
         `read_only_violations` or a role in `roles_out` makes it read a Neptune cluster at once
         (failover.py)."""
+        view = self.backends()
+        return web.json_response(view, status=200 if view["ready"] else 503)
+
+    def backends(self) -> dict[str, Any]:
+        """The sidecar's view of its backends: served by /readyz/backends, and sent to the
+        operator with every watch poll (watch.py)."""
         hosts = self._balancer.hosts()
         healthy = [h.endpoint.address for h in hosts if h.state is HostState.HEALTHY]
-        return web.json_response(
-            {
-                "ready": bool(healthy),
-                "generation": self.current.generation,
-                "healthy": healthy,
-                "hosts": {h.endpoint.address: h.state.value for h in hosts},
-                "buffered": self._balancer.buffered,
-                "read_only_violations": self.pushed.read_only_violations,
-                "roles_out": [role.value for role in roles_out(hosts)],
-            },
-            status=200 if healthy else 503,
-        )
+        return {
+            "ready": bool(healthy),
+            "generation": self.current.generation,
+            "healthy": healthy,
+            "hosts": {h.endpoint.address: h.state.value for h in hosts},
+            "buffered": self._balancer.buffered,
+            "read_only_violations": self.pushed.read_only_violations,
+            "roles_out": [role.value for role in roles_out(hosts)],
+        }
 
     async def metrics(self, _request: web.Request) -> web.Response:
         return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE})

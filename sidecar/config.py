@@ -71,6 +71,21 @@ class ConfigError(GremlinLBError, ValueError):
     """A configuration value that cannot work; the message names the flag and the source."""
 
 
+@dataclass(frozen=True, slots=True)
+class OperatorWatch:
+    """Where the operator serves this sidecar's cluster, and who this sidecar is."""
+
+    url: str
+    namespace: str
+    cluster: str
+    pod: str
+    ca_file: Path | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.url.rstrip('/')}/v1/watch/{self.namespace}/{self.cluster}"
+
+
 @dataclass(frozen=True)
 class SidecarConfig:
     listen: Address = DEFAULT_LISTEN
@@ -101,6 +116,8 @@ class SidecarConfig:
     zone: str | None = None
     #: Follow a Neptune cluster's instances instead of --endpoints (neptune.py).
     neptune: NeptuneSource | None = None
+    #: Watch the operator for host lists (watch.py) instead of waiting for pushes.
+    operator: OperatorWatch | None = None
 
 
 _DEFAULT = SidecarConfig()
@@ -228,7 +245,40 @@ def load_config(
         max_hosts=tuned.max_hosts,
         zone=(values.optional_text("zone") or "").strip() or None,
         neptune=_neptune(values),
+        operator=_operator(values),
     )
+
+
+def _operator(values: _Values) -> OperatorWatch | None:
+    url = (values.optional_text("operator_url") or "").strip()
+    if not url:
+        return None
+    if not url.startswith(("https://", "http://")):
+        raise ConfigError(
+            f"{values.source('operator_url')}: expected the operator's https:// URL, got {url!r}"
+        )
+    cluster = (values.optional_text("operator_cluster") or "").strip()
+    namespace, sep, name = cluster.partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        raise ConfigError(
+            f"{values.source('operator_cluster')}: with --operator-url give the GremlinCluster "
+            f"as namespace/name, got {cluster!r}"
+        )
+    pod = (values.optional_text("pod_name") or "").strip()
+    if not pod:
+        raise ConfigError(
+            f"{values.source('pod_name')}: with --operator-url give this pod's name (the "
+            "downward API's metadata.name), so the operator can tell the sidecars apart"
+        )
+    if values.optional_text("token_file") is None:
+        raise ConfigError(
+            f"{values.source('operator_url')}: watching the operator needs the cluster's token: "
+            "give --token-file"
+        )
+    ca_file = values.optional_text("operator_ca_file")
+    if ca_file and not Path(ca_file).is_file():
+        raise ConfigError(f"{values.source('operator_ca_file')}: no such file {ca_file}")
+    return OperatorWatch(url, namespace, name, pod, Path(ca_file) if ca_file else None)
 
 
 def _neptune(values: _Values) -> NeptuneSource | None:

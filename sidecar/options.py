@@ -307,6 +307,15 @@ TEXT_OPTIONS: tuple[Option, ...] = (
         "ZONE",
     ),
     Option(
+        "operator_url",
+        "watch the operator here for host lists (its https:// distribution URL) instead of "
+        "waiting for pushes",
+        "URL",
+    ),
+    Option("operator_ca_file", "CA (PEM) to verify the operator's certificate with", "FILE"),
+    Option("operator_cluster", "the GremlinCluster to watch, as namespace/name", "NS/NAME"),
+    Option("pod_name", "this pod's name, told to the operator with each watch poll", "NAME"),
+    Option(
         "neptune_cluster",
         "follow this Neptune cluster's writer and readers (DescribeDBClusters and "
         "DescribeDBInstances) instead of --endpoints",

@@ -29,6 +29,7 @@ from gremlinlb.sidecar.trust import (
     new_token,
     write_token_file,
 )
+from gremlinlb.sidecar.watch import Watcher
 
 from gremlinlb.core import Balancer, HostEvent
 from gremlinlb.core.balancer import Listener
@@ -81,15 +82,16 @@ class Sidecar:
         self.proxy.check_alive = self.health.check_alive
         self.health.on_probe_failed = self.metrics.probe_failed
         self.balancer.subscribe(_on_loop(self.health.on_host_event))
+        token = (
+            TokenFile(config.token_file, config.token)
+            if config.token_file is not None and config.token is not None
+            else self.token
+        )
         self.admin = AdminApi(
             self.balancer,
             self.metrics,
             initial,
-            token=(
-                TokenFile(config.token_file, config.token)
-                if config.token_file is not None and config.token is not None
-                else self.token
-            ),
+            token=token,
             state_dir=config.state_dir,
             accepting=lambda: self.proxy.accepting,
             host_policy=config.host_policy,
@@ -114,6 +116,11 @@ class Sidecar:
             self._tasks.append(asyncio.create_task(self.topology.run(), name="gremlinlb-neptune"))
         else:  # the list is pushed (or given by hand): wait for the next one (failover.py)
             self.proxy.refresh_topology = self.admin.pushed.refresh
+        if config.operator is not None:  # lists come by the watch (pushes are still taken)
+            self.watcher = Watcher(
+                config.operator, self.admin, token if callable(token) else lambda: self.token
+            )
+            self._tasks.append(asyncio.create_task(self.watcher.run(), name="gremlinlb-watch"))
         gremlin = web.Application()
         gremlin.router.add_get("/gremlin", self.proxy.handle)
         # A connection that has not completed its upgrade by then is closed (aiohttp's

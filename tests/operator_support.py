@@ -161,6 +161,7 @@ class OperatorProcess:
         env: Mapping[str, str] = {},
         kubeconfig: Path | None = None,
         log_level: str = "INFO",
+        distribution: bool = True,
     ) -> None:
         """``kubeconfig``: another way to the apiserver (a proxy) with the operator's identity;
         ``log_level``: DEBUG also logs every push and status write."""
@@ -171,7 +172,12 @@ class OperatorProcess:
         self.webhook_port = free_port()
         self.health_port = free_port()
         self.metrics_port = free_port()
+        #: Where watching sidecars poll (its certificate names localhost).
+        taken = {self.webhook_port, self.health_port, self.metrics_port}
+        self.distribution_port = next(p for p in iter(free_port, None) if p not in taken)
         self.extra = extra
+        #: Serve the sidecars' watch (False: an operator from before it, a benchmark baseline).
+        self.distribution = distribution
         self.env = dict(env)
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -191,8 +197,18 @@ class OperatorProcess:
             f"http://127.0.0.1:{self.health_port}/healthz",
             "--metrics-listen",
             f"127.0.0.1:{self.metrics_port}",
+            *(
+                ("--distribution-listen", f"127.0.0.1:{self.distribution_port}")
+                if self.distribution
+                else ()
+            ),
+            *(("--distribution-url", self.distribution_url) if self.distribution else ()),
             *self.extra,
         ]
+
+    @property
+    def distribution_url(self) -> str:
+        return f"https://localhost:{self.distribution_port}"
 
     def start(self, timeout: float = 60.0) -> None:
         with open(self.log_path, "ab") as log:

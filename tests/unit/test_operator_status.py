@@ -54,6 +54,7 @@ def test_all_live_and_in_sync_is_ready_and_not_degraded() -> None:
     assert status["sidecars"] == {
         "total": 2,
         "inSync": 2,
+        "watching": 0,
         "outOfSync": [],
         "plainHttpRefused": [],
         "byZone": [],

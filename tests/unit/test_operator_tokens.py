@@ -56,3 +56,9 @@ def test_the_written_secret_is_owned_by_the_cluster_and_holds_the_token() -> Non
     }
     assert body["metadata"]["resourceVersion"] == "7"
     assert plan_token(body, "uid-1", "fresh").write is Write.NONE
+
+
+def test_with_a_push_ca_the_token_secret_holds_it_for_watching_sidecars_to_verify_with() -> None:
+    body = token_secret("ns", "graph", "uid-1", "t0k", ca_pem=b"-----BEGIN CERTIFICATE-----")
+    assert base64.b64decode(body["data"]["ca.crt"]) == b"-----BEGIN CERTIFICATE-----"
+    assert "ca.crt" not in token_secret("ns", "graph", "uid-1", "t0k")["data"]

@@ -187,6 +187,31 @@ def test_with_a_push_ca_the_admin_api_serves_https_from_the_token_secret() -> No
     assert changes["metadata"]["annotations"]["gremlinlb.io/admin-tls"] == "true"
 
 
+def test_an_injected_sidecar_watches_the_operator_verified_by_the_push_ca() -> None:
+    url = "https://gremlinlb-operator.gremlinlb-system.svc:8444"
+    how = Injection(admin_tls=True, operator_url=url)
+    changes = injection(pod(), "graph", cluster(), [], how)
+    assert changes is not None
+    env = changes["spec"]["initContainers"][0]["env"]
+    values = {e["name"]: e.get("value") for e in env}
+    fields = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in env}
+    assert values["GREMLINLB_OPERATOR_URL"] == url
+    assert values["GREMLINLB_OPERATOR_CA_FILE"] == "/var/run/gremlinlb/token/ca.crt"
+    assert fields["GREMLINLB_POD_NAME"] == "metadata.name"
+    # The kubelet expands $(...) from a variable defined before it.
+    names = [e["name"] for e in env]
+    assert names.index("GREMLINLB_POD_NAMESPACE") < names.index("GREMLINLB_OPERATOR_CLUSTER")
+    assert fields["GREMLINLB_POD_NAMESPACE"] == "metadata.namespace"
+    assert values["GREMLINLB_OPERATOR_CLUSTER"] == "$(GREMLINLB_POD_NAMESPACE)/graph"
+
+
+def test_without_a_watch_url_an_injected_sidecar_waits_for_pushes() -> None:
+    changes = injection(pod(), "graph", cluster(), [], Injection(admin_tls=True))
+    assert changes is not None
+    names = {e["name"] for e in changes["spec"]["initContainers"][0]["env"]}
+    assert "GREMLINLB_OPERATOR_URL" not in names
+
+
 def test_the_injected_memory_limit_is_sized_from_the_sidecars_memory_budget() -> None:
     default = injection(pod(), "graph", cluster(), [])
     bigger = injection(

@@ -1,0 +1,280 @@
+"""The host lists served to watching sidecars (issue 27): one encoded snapshot per cluster and
+generation, for all of them, on its own thread and event loop.
+
+A sidecar long-polls ``POST /v1/watch/<namespace>/<cluster>`` with the cluster's bearer token
+(the token of today's push, compared in constant time) and a body telling the generation it
+holds, its pod name and its view of its backends. A newer list is answered at once; otherwise
+the request is held until the cluster's list changes, or ~30 s (jittered) pass: 204, poll
+again. The operator's loop *publishes* an immutable :class:`DistributionView` (a reference
+swap, then one wake-up per changed cluster); the server never computes a list. Each poll's
+report goes back to the operator's loop: it is the sidecar's health and its acknowledgement
+(push.py then neither pushes to it nor reads its health).
+
+Only the leader answers: a standby answers 503 with a jittered ``Retry-After``. Concurrent
+watches are capped per cluster and in all (429 with ``Retry-After`` beyond), so a fleet cannot
+hold more sockets than the operator's file descriptors allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import random
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from gremlinlb.operator.push import BackendHealth
+from gremlinlb.operator.sender import backend_health
+from gremlinlb.operator.threaded import ThreadedSite
+
+from gremlinlb.core.errors import GremlinLBError
+
+log = logging.getLogger(__name__)
+
+WATCH_PATH = "/v1/watch/{namespace}/{cluster}"
+#: How long a poll is held without news, before jitter (a sidecar polls again at once).
+HOLD = 30.0
+#: What a standby tells sidecars to wait before polling again (jittered by half).
+STANDBY_RETRY = 5.0
+#: Polls a sidecar may make before the operator counts it as not watching any more.
+WATCH_LEASE = 2.5 * HOLD
+#: The longest pod name taken (a Kubernetes name is at most 253 characters).
+MAX_POD_NAME = 253
+MAX_POLL_BYTES = 1024 * 1024
+
+
+class BadPollError(GremlinLBError, ValueError):
+    """A poll body that cannot be read; the message says what to send."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One cluster's current list as served: already encoded, never recomputed per sidecar."""
+
+    generation: int
+    body: bytes = field(repr=False)
+    #: The bearer token a poll must carry (None: not known yet; polls get 503).
+    token: str | None = field(repr=False, default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class DistributionView:
+    """What the server serves, as of one moment (never mutated)."""
+
+    leading: bool = False
+    clusters: Mapping[tuple[str, str], Snapshot] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchReport:
+    """What one poll told: who polled, what it holds, how it sees its backends."""
+
+    pod: str
+    generation: int
+    health: BackendHealth | None
+    #: Why the sidecar refused the last list it was given (None: it took it).
+    error: str | None = None
+
+
+def parse_poll(body: bytes) -> WatchReport:
+    """The poll's body, ``{generation, pod, health?, error?}``; BadPollError otherwise."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadPollError("the body is not JSON; send {generation, pod, health}") from None
+    if not isinstance(document, dict):
+        raise BadPollError("the body must be a JSON object {generation, pod, health}")
+    generation = document.get("generation")
+    if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+        raise BadPollError(
+            f"generation must be the integer >= 0 of the list held, got {generation!r}"
+        )
+    pod = document.get("pod")
+    if not isinstance(pod, str) or not pod or len(pod) > MAX_POD_NAME or not pod.isprintable():
+        raise BadPollError(f"pod must be this sidecar's pod name (--pod-name), got {pod!r}")
+    health = document.get("health")
+    error = document.get("error")
+    return WatchReport(
+        pod,
+        generation,
+        None if not isinstance(health, dict) else backend_health(health),
+        str(error)[:300] if error else None,
+    )
+
+
+#: A TLS record is at most 16 KiB: reading by records costs nothing for a poll's small body.
+TLS_READ_BUFFER = 16 * 1024
+
+
+def small_tls_buffers() -> None:
+    """asyncio gives every TLS connection a 256 KiB read buffer of its own (sslproto's
+    ``max_size``, filled at connection): 5,000 held polls would hold 1.25 GiB for nothing
+    (bench/operator_scale.py: 146 -> 290 MiB at 500). This process reads by TLS records."""
+    import asyncio.sslproto
+
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+
+
+def newer(snapshot: Snapshot, held: int) -> bool:
+    """Whether the poller gets ``snapshot`` at once. A sidecar *ahead* of the operator (lists of
+    another instance, a lost status write) is held instead: its report moves the operator past
+    its generation (push.py's conflict rule), which then answers the poll."""
+    return snapshot.generation > held
+
+
+def bearer_matches(header: str, token: str) -> bool:
+    scheme, _, presented = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        presented.strip().encode("utf-8"), token.encode("utf-8")
+    )
+
+
+Reporter = Callable[[tuple[str, str], WatchReport], None]
+
+
+class DistributionServer:
+    """Serves the watch over TLS on its own thread; :meth:`publish` hands it a new view."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        tls: ssl.SSLContext | None,
+        on_report: Reporter,
+        *,
+        hold: float = HOLD,
+        per_cluster: int = 10_000,
+        total: int = 15_000,
+    ) -> None:
+        self._on_report = on_report
+        self._hold = hold
+        self._per_cluster, self._total = per_cluster, total
+        self.view = DistributionView()
+        self._waiting: dict[tuple[str, str], int] = {}
+        self._changed: dict[tuple[str, str], asyncio.Event] = {}
+        self._main: asyncio.AbstractEventLoop | None = None
+        self._site = ThreadedSite("the sidecars' watch", host, port, tls, self._application)
+
+    def publish(self, view: DistributionView) -> None:
+        """Swap in ``view`` (from the operator's loop) and wake the polls whose list changed."""
+        previous, self.view = self.view, view
+        loop = self._site.loop
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(self._wake, previous, view)
+
+    def _wake(self, previous: DistributionView, view: DistributionView) -> None:
+        for key, event in list(self._changed.items()):
+            if previous.leading != view.leading or previous.clusters.get(key) is not (
+                view.clusters.get(key)
+            ):
+                event.set()
+                del self._changed[key]
+
+    @property
+    def port(self) -> int:
+        return self._site.port
+
+    async def start(self) -> None:
+        self._main = asyncio.get_running_loop()
+        small_tls_buffers()
+        await self._site.start()
+
+    async def stop(self) -> None:
+        await self._site.stop()
+
+    def _application(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_POLL_BYTES)
+        app.router.add_post(WATCH_PATH, self._handle)
+        return app
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        key = (request.match_info["namespace"], request.match_info["cluster"])
+        view = self.view
+        if not view.leading:
+            return _standby()
+        snapshot = view.clusters.get(key)
+        if snapshot is None:
+            return _error(
+                404,
+                f"this operator follows no GremlinCluster {key[0]}/{key[1]}: check the sidecar's "
+                "--operator-cluster (namespace/name) and that the cluster exists",
+            )
+        if snapshot.token is None:
+            return _error(503, "the cluster's token is not ready yet", retry=STANDBY_RETRY)
+        if not bearer_matches(request.headers.get("Authorization", ""), snapshot.token):
+            return _error(
+                401,
+                "missing or wrong bearer token: send 'Authorization: Bearer <token>' with the "
+                f"token of Secret {key[1]}-gremlinlb-token (the sidecar's --token-file)",
+            )
+        try:
+            report = parse_poll(await request.read())
+        except BadPollError as error:
+            return _error(400, str(error))
+        except web.HTTPRequestEntityTooLarge:
+            return _error(400, f"the body is larger than {MAX_POLL_BYTES} bytes")
+        assert self._main is not None
+        self._main.call_soon_threadsafe(self._on_report, key, report)
+        if newer(snapshot, report.generation):
+            return _list(snapshot)
+        waiting = self._waiting.get(key, 0)
+        if waiting >= self._per_cluster or sum(self._waiting.values()) >= self._total:
+            return _error(
+                429,
+                "too many sidecars are watching this operator; polling again later "
+                "(raise --distribution-max-watches if the fleet is this large)",
+                retry=HOLD,
+            )
+        return await self._hold_until_news(key, report.generation)
+
+    async def _hold_until_news(self, key: tuple[str, str], held: int) -> web.StreamResponse:
+        self._waiting[key] = self._waiting.get(key, 0) + 1
+        try:
+            event = self._changed.setdefault(key, asyncio.Event())
+            hold = self._hold * random.uniform(0.8, 1.0)
+            deadline = asyncio.get_running_loop().time() + hold
+            while True:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    return web.Response(status=204)
+                try:
+                    await asyncio.wait_for(event.wait(), left)
+                except TimeoutError:
+                    return web.Response(status=204)
+                view = self.view
+                if not view.leading:
+                    return _standby()
+                snapshot = view.clusters.get(key)
+                if snapshot is None:
+                    return _error(404, f"GremlinCluster {key[0]}/{key[1]} is no longer followed")
+                if newer(snapshot, held):
+                    return _list(snapshot)
+                event = self._changed.setdefault(key, asyncio.Event())
+        finally:
+            self._waiting[key] -= 1
+
+
+def _list(snapshot: Snapshot) -> web.Response:
+    return web.Response(body=snapshot.body, content_type="application/json")
+
+
+def _standby() -> web.Response:
+    return _error(
+        503,
+        "this operator replica is a standby: poll again (the leader answers)",
+        retry=STANDBY_RETRY,
+    )
+
+
+def _error(status: int, message: str, *, retry: float | None = None) -> web.Response:
+    headers: dict[str, Any] = {}
+    if retry is not None:
+        headers["Retry-After"] = str(max(1, round(retry * random.uniform(0.5, 1.5))))
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="gremlinlb-operator"'
+    return web.json_response({"error": message}, status=status, headers=headers)
