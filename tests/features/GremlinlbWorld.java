@@ -48,7 +48,7 @@ public final class GremlinlbWorld implements World {
         } else {
             source = "g" + graphData.name().toLowerCase();
         }
-        return AnonymousTraversalSource.traversal().withRemote(DriverRemoteConnection.using(client, source));
+        return AnonymousTraversalSource.traversal().with(DriverRemoteConnection.using(client, source));
     }
 
     @Override

@@ -44,32 +44,12 @@ classes_ok() { [[ -f "$classes/.built" && "$(cat "$classes/.built")" == "$classe
 
 if lib_ok && classes_ok; then exit 0; fi
 
-for tool in mvn javac unzip; do
-    command -v "$tool" >/dev/null || { log "$tool not found on PATH (a JDK 11+, Maven and unzip are needed)"; exit 1; }
-done
-
-mkdir -p "$out"
-exec 9>"$out/.build.lock"
-flock 9
+command -v unzip >/dev/null || { log "unzip not found on PATH"; exit 1; }
 start=$SECONDS
-
-if ! lib_ok; then
-    staging="$out/lib.partial-$$"
-    rm -rf "$staging"
-    log "fetching gremlin-test and the cucumber runner with Maven into $lib"
-    if ! mvn --batch-mode --no-transfer-progress -Dstyle.color=never -f "$here/pom.xml" \
-        "-Dmaven.repo.local=$cache/m2" "-Drunner.lib=$staging" dependency:copy-dependencies \
-        >"$out/maven.log" 2>&1; then
-        rm -rf "$staging"
-        tail -n 30 "$out/maven.log" >&2
-        log "Maven failed (full log: $out/maven.log)"
-        exit 1
-    fi
-    ls "$staging"/gremlin-test-*.jar >/dev/null || { log "no gremlin-test jar in $staging"; exit 1; }
-    rm -rf "$lib"
-    mv "$staging" "$lib"
-    echo "$lib_hash" >"$lib/.complete"
-fi
+# shellcheck source=../maven-jars.sh
+source "$here/../maven-jars.sh"
+maven_jars "$here/pom.xml" runner.lib "$lib" "$lib_hash" 'gremlin-test-*.jar' \
+    "gremlin-test and the cucumber runner"
 
 if ! classes_ok; then
     log "compiling GremlinlbWorld.java into $classes"
