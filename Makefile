@@ -93,9 +93,10 @@ go-driver:
 # TinkerPop's own feature suite (the .feature files and Java step definitions of gremlin-test
 # 3.8.1, unchanged, with cucumber; about 40 MB with Maven into .cache/tinkerpop-features, sharing
 # .cache/m2) plus the one adapter class that names the endpoint: tests/features/build.sh returns
-# at once when built. `make features` runs the whole suite through a sidecar and direct against
-# a Gremlin Server holding TinkerPop's test graphs, and fails if a scenario that passes direct
-# does not pass through the sidecar (about 2 minutes; tests/feature_support.py).
+# at once when built. `make features` runs the whole suite through a sidecar over a Gremlin
+# Server holding TinkerPop's test graphs, through a sidecar over two such servers, and direct,
+# and fails if a scenario that passes direct does not pass through the sidecar (over two
+# servers: one on a loaded test graph); 1 to 4 minutes, tests/feature_support.py.
 features-runner:
 	tests/features/build.sh
 

@@ -1,10 +1,11 @@
 """TinkerPop's own feature suite passes through the sidecar unchanged.
 
 The suite (gremlin-test 3.8.1's Gherkin files and Java step definitions, as fetched by
-`make features-runner`) runs once through a sidecar over a Gremlin Server holding TinkerPop's
-test graphs, then once directly against that server (tests/feature_support.py; about 2 minutes
-on the reference machine). The comparison's report (counts, every scenario that does not pass
-direct with its reason) is printed and shows with -s or on a failure.
+`make features-runner`) runs through a sidecar over a Gremlin Server holding TinkerPop's test
+graphs, through a sidecar over two such servers, then directly against the first
+(tests/feature_support.py; 2 to 3 minutes on the reference machine). The comparison's report
+(counts, every scenario that does not pass direct with its reason) is printed and shows with -s
+or on a failure.
 """
 
 from __future__ import annotations
@@ -43,6 +44,17 @@ def test_every_scenario_that_passes_direct_passes_through_the_sidecar(
 def test_the_run_through_the_sidecar_was_relayed_by_the_sidecar(comparison: Comparison) -> None:
     # Each scenario sends at least one request (its traversal) through the sidecar.
     assert comparison.sidecar_requests >= len(comparison.through_sidecar.results)
+
+
+def test_every_scenario_on_a_test_graph_that_passes_direct_passes_balanced_over_two_servers(
+    comparison: Comparison,
+) -> None:
+    assert comparison.balanced_regressions() == [], comparison.report()
+
+
+def test_balanced_over_two_servers_both_servers_answer(comparison: Comparison) -> None:
+    assert len(comparison.balanced_requests) == 2
+    assert min(comparison.balanced_requests.values()) > 0, comparison.balanced_requests
 
 
 def test_direct_every_scenario_passes_but_those_the_suite_itself_skips(
