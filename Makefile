@@ -13,7 +13,7 @@ include hack/k8s/k8s.mk
 # gremlinlb.sidecar and gremlinlb.operator live outside src/.
 LINK_TREE = $(firstword $(wildcard build/__editable__.gremlinlb-*))
 
-.PHONY: prometheus setup runtime-deps compile-deps dev-deps package jars janusgraph lock demo test lint typecheck unit integration clean js-driver java-driver go-driver kind-e2e cluster-e2e generate bench bench-deps haproxy bench-micro
+.PHONY: prometheus setup runtime-deps compile-deps dev-deps package jars janusgraph lock demo test lint typecheck unit integration clean js-driver java-driver go-driver kind-e2e cluster-e2e generate bench bench-deps haproxy bench-micro features features-runner
 
 # Every Python dependency, transitive ones included, comes from a lock file with hashes
 # (requirements/*.txt, regenerated from pyproject.toml by `make lock`), so every machine installs
@@ -24,7 +24,7 @@ LINK_TREE = $(firstword $(wildcard build/__editable__.gremlinlb-*))
 LOCK := requirements
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check --require-hashes
 
-setup: dev-deps package jars janusgraph js-driver java-driver go-driver
+setup: dev-deps package jars janusgraph js-driver java-driver go-driver features-runner
 
 runtime-deps: $(VENV)/.runtime-stamp
 $(VENV)/.runtime-stamp: $(LOCK)/runtime.txt
@@ -89,6 +89,19 @@ java-driver:
 
 go-driver:
 	tests/drivers/go/build.sh
+
+# TinkerPop's own feature suite (the .feature files and Java step definitions of gremlin-test
+# 3.8.1, unchanged, with cucumber; about 40 MB with Maven into .cache/tinkerpop-features, sharing
+# .cache/m2) plus the one adapter class that names the endpoint: tests/features/build.sh returns
+# at once when built. `make features` runs the whole suite through a sidecar over a Gremlin
+# Server holding TinkerPop's test graphs, through a sidecar over two such servers, and direct,
+# and fails if a scenario that passes direct does not pass through the sidecar (over two
+# servers: one on a loaded test graph); 1 to 4 minutes, tests/feature_support.py.
+features-runner:
+	tests/features/build.sh
+
+features: package jars features-runner
+	$(PY) -m tests.feature_support
 
 # Only what the demo needs (no test tools, no test drivers), and only its narrative: log lines at
 # WARNING and above unless asked (make demo DEMO_LOG_LEVEL=INFO).

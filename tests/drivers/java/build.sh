@@ -30,32 +30,10 @@ classes_ok() { [[ -f "$classes/.built" && "$(cat "$classes/.built")" == "$classe
 
 if lib_ok && classes_ok; then exit 0; fi
 
-for tool in mvn javac; do
-    command -v "$tool" >/dev/null || { log "$tool not found on PATH (a JDK 11+ and Maven are needed)"; exit 1; }
-done
-
-mkdir -p "$out"
-exec 9>"$out/.build.lock"
-flock 9
 start=$SECONDS
-
-if ! lib_ok; then
-    staging="$out/lib.partial-$$"
-    rm -rf "$staging"
-    log "fetching gremlin-driver with Maven into $lib"
-    if ! mvn --batch-mode --no-transfer-progress -Dstyle.color=never -f "$here/pom.xml" \
-        "-Dmaven.repo.local=$cache/m2" "-Ddriver.lib=$staging" dependency:copy-dependencies \
-        >"$out/maven.log" 2>&1; then
-        rm -rf "$staging"
-        tail -n 30 "$out/maven.log" >&2
-        log "Maven failed (full log: $out/maven.log)"
-        exit 1
-    fi
-    ls "$staging"/gremlin-driver-*.jar >/dev/null || { log "no gremlin-driver jar in $staging"; exit 1; }
-    rm -rf "$lib"
-    mv "$staging" "$lib"
-    echo "$lib_hash" >"$lib/.complete"
-fi
+# shellcheck source=../../maven-jars.sh
+source "$here/../../maven-jars.sh"
+maven_jars "$here/pom.xml" driver.lib "$lib" "$lib_hash" 'gremlin-driver-*.jar' gremlin-driver
 
 if ! classes_ok; then
     log "compiling SidecarClient.java into $classes"
