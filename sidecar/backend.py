@@ -409,6 +409,13 @@ class BackendConnection:
 _BACKGROUND: set[asyncio.Task[None]] = set()
 
 
+async def background_closes(within: float) -> None:
+    """Let this loop's socket closes finish (bounded): a stop must not destroy them pending."""
+    loop = asyncio.get_running_loop()
+    if mine := [task for task in _BACKGROUND if task.get_loop() is loop]:
+        await asyncio.wait(mine, timeout=within)
+
+
 def _consume_error(task: asyncio.Task[BackendConnection]) -> None:
     """A connection opened ahead of need may fail with nobody awaiting it; the request that
     next needs the host finds out itself."""

@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 from gremlinlb.sidecar.addresses import address_of, is_local
 from gremlinlb.sidecar.admin import AdminApi
-from gremlinlb.sidecar.backend import Backends
+from gremlinlb.sidecar.backend import Backends, background_closes
 from gremlinlb.sidecar.config import Address, SidecarConfig
 from gremlinlb.sidecar.health import HealthLoop
 from gremlinlb.sidecar.hostcheck import HostCheck
@@ -251,6 +251,7 @@ class Sidecar:
         self.backends.close()
         self.proxy.close()
         self.balancer.close()
+        await background_closes(within=2.0)
         for runner in self._runners:
             await runner.cleanup()
         await self.http.close()
