@@ -7,9 +7,11 @@ each answering `PUT /v1/hosts` like the sidecar does (bearer token, generations,
 recording when each generation arrived. N client pods (created through the injection webhook)
 point at those ports.
 
-Creating the N client pods is timed too: the creation rate, each pod's creation (its create
-call waits for the injection webhook's admission answer, then its status is written as a
-kubelet would: p50/p99 of the two calls bound the admission latency during a rollout) and the
+Creating the N client pods is timed too (and, before the operator starts, N pods without the
+inject label, which the webhook's objectSelector skips: the cost without it): the creation
+rate, each pod's creation (its create call waits for the injection webhook's admission answer,
+then its status is written as a kubelet would: p50/p99 of the two calls bound the admission
+latency during a rollout) and the
 operator's CPU per client pod created (its ADDED and status MODIFIED events). After the
 rounds, the idle operator's share of a core is read over ``--idle`` seconds. ``--baseline DIR``
 runs the whole measurement first with the operator from another checkout's link tree (see
@@ -233,7 +235,13 @@ def run(args: argparse.Namespace, tree: Path | None = None) -> dict[str, Any]:
         create_namespace,
         create_service,
     )
-    from tests.operator_support import OperatorProcess, create_client_pod, wait_for
+    from tests.devcluster.objects import create_running_pod
+    from tests.operator_support import (
+        OperatorProcess,
+        create_client_pod,
+        sidecar_container,
+        wait_for,
+    )
 
     work = Path(tempfile.mkdtemp(prefix="gremlinlb-operator-bench-"))
     plane = ControlPlane(work / "cp")
@@ -249,6 +257,25 @@ def run(args: argparse.Namespace, tree: Path | None = None) -> dict[str, Any]:
         service = create_service(api, namespace, "gremlin", 8182)
         base = [EndpointSpec(f"10.213.0.{i}") for i in range(10, 13)]
         apply_endpoint_slice(api, namespace, "gremlin", base, port=8182, owner=service)
+
+        # The same pods with no gremlinlb.io/inject label (the webhook's objectSelector skips
+        # them), before the operator runs: what creating them costs without it.
+        bare_namespace = create_namespace(api, prefix="bench-bare-")
+
+        def create_bare(index: int) -> None:
+            create_running_pod(
+                api,
+                bare_namespace,
+                f"bare-{index}",
+                "127.0.0.1",
+                containers=[k8s.V1Container(name="app", image="app:test"), sidecar_container(9901)],
+            )
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(create_bare, range(args.sidecars)))
+        bare_creation = time.monotonic() - started
+        print(f"created {args.sidecars} pods without the webhook in {bare_creation:.1f} s")
 
         watching = tree is None and not args.push
         operator = OperatorProcess(
@@ -402,6 +429,7 @@ def run(args: argparse.Namespace, tree: Path | None = None) -> dict[str, Any]:
             "create_p50": percentile(admissions, 0.50),
             "create_p99": percentile(admissions, 0.99),
             "webhook_refusals": len(refusals),
+            "bare_creation_seconds": bare_creation,
             "cpu_per_pod_created": cpu_creating / len(ports),
             "idle_share": idle_share,
             "sidecars": len(ports),
@@ -435,9 +463,10 @@ def report(results: list[dict[str, Any]], command: str) -> str:
         "",
         "| operator | sidecars | rounds | 50% hold it (median) | 99% hold it (median) "
         "| 99% (worst round) | 100% (worst round) | CPU per change | creating the pods "
-        "| pod creation p50 / p99 | creates refused (webhook timeout) | CPU per pod created "
+        "| the same pods without the webhook | pod creation p50 / p99 "
+        "| creates refused (webhook timeout) | CPU per pod created "
         "| idle CPU | RSS (peak) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         rounds = result["rounds"]
@@ -449,6 +478,7 @@ def report(results: list[dict[str, Any]], command: str) -> str:
             f"{statistics.median(p99):.3f} s | {max(p99):.3f} s | "
             f"{max(r['max'] for r in rounds):.3f} s | "
             f"{result['cpu_per_round'] * 1000:.0f} ms | {result['creation_seconds']:.1f} s | "
+            f"{result['bare_creation_seconds']:.1f} s | "
             f"{result['create_p50'] * 1000:.0f} / {result['create_p99'] * 1000:.0f} ms | "
             f"{result.get('webhook_refusals', 0)} | "
             f"{result['cpu_per_pod_created'] * 1000:.2f} ms | "
