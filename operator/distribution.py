@@ -23,6 +23,7 @@ import json
 import logging
 import random
 import ssl
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +37,7 @@ from gremlinlb.core.errors import GremlinLBError
 
 log = logging.getLogger(__name__)
 
-WATCH_PATH = "/v1/watch/{namespace}/{cluster}"
+WATCH_PREFIX = "/v1/watch/"
 #: How long a poll is held without news, before jitter (a sidecar polls again at once).
 HOLD = 30.0
 #: What a standby tells sidecars to wait before polling again (jittered by half).
@@ -156,8 +157,14 @@ class DistributionServer:
         self._per_cluster, self._total = per_cluster, total
         self.view = DistributionView()
         self._waiting: dict[tuple[str, str], int] = {}
-        self._changed: dict[tuple[str, str], asyncio.Event] = {}
+        #: The held polls of each cluster, each a future set (True) when its list changes.
+        self._held: dict[tuple[str, str], set[asyncio.Future[bool]]] = {}
         self._main: asyncio.AbstractEventLoop | None = None
+        #: Reports not handed to the operator's loop yet: one wake-up of it per batch, not
+        #: per poll (a change makes every sidecar poll at once).
+        self._reports: list[tuple[tuple[str, str], WatchReport]] = []
+        self._delivery_due = False
+        self._reports_lock = threading.Lock()
         self._site = ThreadedSite("the sidecars' watch", host, port, tls, self._application)
 
     def publish(self, view: DistributionView) -> None:
@@ -168,12 +175,31 @@ class DistributionServer:
             loop.call_soon_threadsafe(self._wake, previous, view)
 
     def _wake(self, previous: DistributionView, view: DistributionView) -> None:
-        for key, event in list(self._changed.items()):
+        for key in list(self._held):
             if previous.leading != view.leading or previous.clusters.get(key) is not (
                 view.clusters.get(key)
             ):
-                event.set()
-                del self._changed[key]
+                for waiter in self._held.pop(key):
+                    if not waiter.done():
+                        waiter.set_result(True)
+
+    def _report(self, key: tuple[str, str], report: WatchReport) -> None:
+        """Queue a poll's report for the operator's loop (from the watch thread)."""
+        with self._reports_lock:
+            self._reports.append((key, report))
+            if self._delivery_due:
+                return
+            self._delivery_due = True
+        assert self._main is not None
+        self._main.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        """Hand the queued reports over, in the order polled (on the operator's loop)."""
+        with self._reports_lock:
+            reports, self._reports = self._reports, []
+            self._delivery_due = False
+        for key, report in reports:
+            self._on_report(key, report)
 
     @property
     def port(self) -> int:
@@ -187,13 +213,21 @@ class DistributionServer:
     async def stop(self) -> None:
         await self._site.stop()
 
-    def _application(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_POLL_BYTES)
-        app.router.add_post(WATCH_PATH, self._handle)
-        return app
+    def _application(self) -> web.Server:
+        """A bare server for the one path: aiohttp's router and application machinery cost
+        about a tenth of the watch thread's CPU per poll."""
+        assert self._site.loop is not None  # called on the site's thread, its loop made
+        # A bare server's requests take bodies up to aiohttp's default: MAX_POLL_BYTES.
+        return web.Server(self._handle, loop=self._site.loop)
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        key = (request.match_info["namespace"], request.match_info["cluster"])
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        key = watched_cluster(request.path)
+        if key is None:
+            return _error(
+                404, f"no such path {request.path!r}: poll POST {WATCH_PREFIX}<namespace>/<cluster>"
+            )
+        if request.method != "POST":
+            return _error(405, f"{request.method} is not served here: poll with POST")
         view = self.view
         if not view.leading:
             return _standby()
@@ -218,8 +252,7 @@ class DistributionServer:
             return _error(400, str(error))
         except web.HTTPRequestEntityTooLarge:
             return _error(400, f"the body is larger than {MAX_POLL_BYTES} bytes")
-        assert self._main is not None
-        self._main.call_soon_threadsafe(self._on_report, key, report)
+        self._report(key, report)
         if newer(snapshot, report.generation):
             return _list(snapshot)
         waiting = self._waiting.get(key, 0)
@@ -233,18 +266,24 @@ class DistributionServer:
         return await self._hold_until_news(key, report.generation)
 
     async def _hold_until_news(self, key: tuple[str, str], held: int) -> web.StreamResponse:
+        """Held on a bare future and one timer (no task, event or wait_for per poll: at
+        thousands of held polls these were much of the watch thread's CPU per change)."""
         self._waiting[key] = self._waiting.get(key, 0) + 1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._hold * random.uniform(0.8, 1.0)
         try:
-            event = self._changed.setdefault(key, asyncio.Event())
-            hold = self._hold * random.uniform(0.8, 1.0)
-            deadline = asyncio.get_running_loop().time() + hold
             while True:
-                left = deadline - asyncio.get_running_loop().time()
-                if left <= 0:
-                    return web.Response(status=204)
+                waiter: asyncio.Future[bool] = loop.create_future()
+                self._held.setdefault(key, set()).add(waiter)
+                timer = loop.call_at(deadline, _time_up, waiter)
                 try:
-                    await asyncio.wait_for(event.wait(), left)
-                except TimeoutError:
+                    changed = await waiter
+                finally:
+                    timer.cancel()
+                    held_here = self._held.get(key)
+                    if held_here is not None:
+                        held_here.discard(waiter)
+                if not changed:
                     return web.Response(status=204)
                 view = self.view
                 if not view.leading:
@@ -254,9 +293,23 @@ class DistributionServer:
                     return _error(404, f"GremlinCluster {key[0]}/{key[1]} is no longer followed")
                 if newer(snapshot, held):
                     return _list(snapshot)
-                event = self._changed.setdefault(key, asyncio.Event())
         finally:
             self._waiting[key] -= 1
+
+
+def _time_up(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
+
+
+def watched_cluster(path: str) -> tuple[str, str] | None:
+    """``(namespace, cluster)`` of a watch path, None when the path is not one."""
+    if not path.startswith(WATCH_PREFIX):
+        return None
+    namespace, slash, cluster = path[len(WATCH_PREFIX) :].partition("/")
+    if not namespace or not slash or not cluster or "/" in cluster:
+        return None
+    return namespace, cluster
 
 
 def _list(snapshot: Snapshot) -> web.Response:

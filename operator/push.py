@@ -309,7 +309,7 @@ class PushGroup:
             if len(self._early) > MAX_EARLY:
                 del self._early[next(iter(self._early))]  # the oldest
             return
-        before = self._status(target)
+        before = self._state(target)
         previous = target.health
         target.watched_until = time.monotonic() + self._watch_lease
         target.acked = generation
@@ -326,13 +326,27 @@ class PushGroup:
             and believable_generation(generation, payload.generation)
         ):
             self._on_conflict(generation)
-        if self._status(target) != before:
+        if self._state(target) != before:
             self._on_result(self._status(target))
 
     # -- outputs -----------------------------------------------------------------------------
 
     def statuses(self) -> list[TargetStatus]:
         return [self._status(t) for t in sorted(self._targets.values(), key=lambda t: t.key)]
+
+    def _state(self, target: _Target) -> tuple[object, ...]:
+        """What :meth:`_status` tells beyond key and URL, cheaply compared: every poll of
+        every watching sidecar compares it, and most change nothing."""
+        payload = self._payload
+        return (
+            target.acked,
+            payload is not None and target.acked == payload.generation,
+            target.failures,
+            target.error,
+            target.status,
+            target.health,
+            _watching(target),
+        )
 
     def _status(self, target: _Target) -> TargetStatus:
         payload = self._payload

@@ -223,7 +223,9 @@ class BackendView:
 
     @classmethod
     def of(cls, sidecars: Sequence[TargetStatus]) -> BackendView:
-        counts: dict[str, Counter[str]] = {}
+        # Counted as (address, state) pairs by Counter.update (in C), then regrouped: this
+        # runs over every sidecar at every status write.
+        pairs: Counter[tuple[str, str]] = Counter()
         without_healthy = []
         reporting = 0
         for sidecar in sidecars:
@@ -231,10 +233,12 @@ class BackendView:
                 continue
             reporting += 1
             states = sidecar.health.states
-            for address, state in states.items():
-                counts.setdefault(address, Counter())[state] += 1
+            pairs.update(states.items())
             if states and "healthy" not in states.values():
                 without_healthy.append(sidecar)
+        counts: dict[str, Counter[str]] = {}
+        for (address, state), count in pairs.items():
+            counts.setdefault(address, Counter())[state] = count
         return cls(reporting, counts, without_healthy)
 
     @property

@@ -14,6 +14,7 @@ from gremlinlb.operator.distribution import (
     bearer_matches,
     newer,
     parse_poll,
+    watched_cluster,
 )
 from gremlinlb.operator.push import BackendHealth, PushGroup, TargetStatus
 
@@ -59,6 +60,15 @@ def test_only_a_newer_list_is_answered_at_once() -> None:
     assert newer(snapshot, 4)
     assert not newer(snapshot, 5)
     assert not newer(snapshot, 9)  # a sidecar ahead waits: its report moves the operator on
+
+
+def test_a_watch_path_names_the_namespace_and_the_cluster_and_nothing_else() -> None:
+    assert watched_cluster("/v1/watch/shop/graph") == ("shop", "graph")
+    assert watched_cluster("/v1/watch/shop") is None
+    assert watched_cluster("/v1/watch/shop/") is None
+    assert watched_cluster("/v1/watch//graph") is None
+    assert watched_cluster("/v1/watch/shop/graph/more") is None
+    assert watched_cluster("/v1/hosts") is None
 
 
 def test_the_token_must_be_presented_as_a_bearer_token_exactly() -> None:
