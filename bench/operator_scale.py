@@ -422,6 +422,7 @@ def run(args: argparse.Namespace, tree: Path | None = None) -> dict[str, Any]:
         idle_cpu = proc_cpu_seconds(operator.pid)
         time.sleep(args.idle)
         idle_share = (proc_cpu_seconds(operator.pid) - idle_cpu) / args.idle
+        in_sync_later = (status().get("sidecars") or {}).get("inSync")
         return {
             "operator": "baseline" if tree is not None else "this checkout",
             "mode": "watch" if watching else "push",
@@ -440,6 +441,7 @@ def run(args: argparse.Namespace, tree: Path | None = None) -> dict[str, Any]:
             "rss_mib": proc_rss_mib(operator.pid),
             "rss_peak_mib": rss_peak,
             "in_sync_reported": in_sync,
+            "in_sync_after_idle": in_sync_later,
         }
     finally:
         if operator is not None:
@@ -488,9 +490,12 @@ def report(results: list[dict[str, Any]], command: str) -> str:
     lines += [
         "",
         "CPU per change: the operator's CPU during the rounds over their number (one host list "
-        "change pushed to every sidecar). Status after the last round: "
+        "change pushed to every sidecar). Sidecars in sync by the GremlinCluster's status, 1 s "
+        "after the last round and after the idle period: "
         + "; ".join(
-            f"{r['operator']}: {r['in_sync_reported']} of {r['sidecars']} in sync" for r in results
+            f"{r['operator']}: {r['in_sync_reported']} and {r['in_sync_after_idle']} "
+            f"of {r['sidecars']}"
+            for r in results
         )
         + ".",
         END,
