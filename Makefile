@@ -13,7 +13,7 @@ include hack/k8s/k8s.mk
 # gremlinlb.sidecar and gremlinlb.operator live outside src/.
 LINK_TREE = $(firstword $(wildcard build/__editable__.gremlinlb-*))
 
-.PHONY: prometheus setup runtime-deps compile-deps dev-deps package jars janusgraph lock demo test lint typecheck unit integration clean js-driver java-driver go-driver kind-e2e cluster-e2e generate bench bench-deps haproxy bench-micro features features-runner
+.PHONY: test-pure prometheus setup runtime-deps compile-deps dev-deps package jars janusgraph lock demo test lint typecheck unit integration clean js-driver java-driver go-driver kind-e2e cluster-e2e generate bench bench-deps haproxy bench-micro features features-runner
 
 # Every Python dependency, transitive ones included, comes from a lock file with hashes
 # (requirements/*.txt, regenerated from pyproject.toml by `make lock`), so every machine installs
@@ -160,6 +160,11 @@ unit: dev-deps package
 test: setup k8s-bins prometheus lint typecheck
 	$(PY) -m pytest
 	GREMLINLB_PURE=1 $(PY) -m pytest -q tests/unit
+
+# The whole suite again with every compiled module loaded as its Python source: what a machine
+# without a C compiler runs (issue 26). Not part of `make test` (it doubles the integration time).
+test-pure: setup k8s-bins prometheus
+	GREMLINLB_PURE=1 $(PY) -m pytest
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
