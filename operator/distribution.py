@@ -18,7 +18,6 @@ hold more sockets than the operator's file descriptors allow.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import random
@@ -33,6 +32,7 @@ from gremlinlb.operator.push import BackendHealth
 from gremlinlb.operator.sender import backend_health
 from gremlinlb.operator.threaded import ThreadedSite
 
+from gremlinlb.core.bearer import bearer_matches
 from gremlinlb.core.errors import GremlinLBError
 
 log = logging.getLogger(__name__)
@@ -126,13 +126,6 @@ def newer(snapshot: Snapshot, held: int) -> bool:
     another instance, a lost status write) is held instead: its report moves the operator past
     its generation (push.py's conflict rule), which then answers the poll."""
     return snapshot.generation > held
-
-
-def bearer_matches(header: str, token: str) -> bool:
-    scheme, _, presented = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        presented.strip().encode("utf-8"), token.encode("utf-8")
-    )
 
 
 Reporter = Callable[[tuple[str, str], WatchReport], None]

@@ -13,7 +13,6 @@ its own ports are looked up), is refused with 400. Every request must name the s
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -37,6 +36,7 @@ from gremlinlb.sidecar.metrics import CONTENT_TYPE, SidecarMetrics
 from gremlinlb.sidecar.trust import HostPolicy
 
 from gremlinlb.core import Balancer, Endpoint, HostState, HostStatus
+from gremlinlb.core.bearer import bearer_matches
 from gremlinlb.neptune import roles_out
 from gremlinlb.schema import to_document
 
@@ -190,12 +190,7 @@ class AdminApi:
     def _authorized(self, request: web.Request) -> bool:
         if self._token is None:
             return True
-        header = request.headers.get("Authorization", "")
-        scheme, _, presented = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        expected = self._token().encode("utf-8")
-        return hmac.compare_digest(presented.strip().encode("utf-8"), expected)
+        return bearer_matches(request.headers.get("Authorization", ""), self._token())
 
     # -- probes and metrics --------------------------------------------------------------
 

@@ -11,13 +11,13 @@ from gremlinlb.operator.distribution import (
     BadPollError,
     Snapshot,
     WatchReport,
-    bearer_matches,
     newer,
     parse_poll,
     watched_cluster,
 )
 from gremlinlb.operator.push import BackendHealth, PushGroup, TargetStatus
 
+from gremlinlb.core.bearer import bearer_matches
 from tests.unit.test_operator_push import FAST, FakeHealth, FakeSidecars, payload, wait_until
 
 HEALTH = {"ready": True, "generation": 3, "hosts": {"10.0.0.1:8182": "ejected"}, "roles_out": []}
