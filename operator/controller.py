@@ -367,9 +367,8 @@ class ClusterController:
         a Secret deleted or broken out of band is recreated, and a new token is pushed with."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._token_suspect.wait(), self._options.token_check_interval
-                )
+                async with asyncio.timeout(self._options.token_check_interval):
+                    await self._token_suspect.wait()
             self._token_suspect.clear()
             try:
                 token = await self.ensure_token()

@@ -93,7 +93,7 @@ class LeaderElection:
             if self.leading:
                 self.leading = False
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(asyncio.wait_for(self._release(), self._retry))
+                    await asyncio.shield(self._release_within_retry())
 
     def _deadline(self) -> float:
         return self._renewed_at + self._renew_deadline
@@ -135,7 +135,8 @@ class LeaderElection:
         """One round of :meth:`_try`, given up after ``seconds`` (None: no answer, an error or
         a lost race)."""
         try:
-            return await asyncio.wait_for(self._try(), seconds)
+            async with asyncio.timeout(seconds):
+                return await self._try()
         except TimeoutError:
             log.info("lease %s/%s: no answer within %.1f s", self.namespace, self.name, seconds)
         except asyncio.CancelledError:
@@ -205,6 +206,10 @@ class LeaderElection:
                 return None
             raise
         return True
+
+    async def _release_within_retry(self) -> None:
+        async with asyncio.timeout(self._retry):
+            await self._release()
 
     async def _release(self) -> None:
         """Give the lease up at once (a clean stop), so a standby need not wait it out."""

@@ -508,5 +508,6 @@ def _refuses_client_zones(outcome: SendOutcome, payload: Payload) -> bool:
 async def _woken(event: asyncio.Event, delay: float) -> bool:
     """Wait for ``event`` at most ``delay`` seconds; True if it was set."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), delay)
+        async with asyncio.timeout(delay):
+            await event.wait()
     return event.is_set()

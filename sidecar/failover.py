@@ -46,5 +46,6 @@ class PushedTopology:
             self._next_list = asyncio.Event()
         applied = self._next_list
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(applied.wait(), self._ask_again)
+            async with asyncio.timeout(self._ask_again):
+                await applied.wait()
         return applied.is_set()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ class FakeLeases:
         self.version = 0
         self.hang = False
         self.hanging = 0
+        self.on_next_read: Callable[[], object] | None = None  # run once, as a read returns
 
     async def _maybe_hang(self) -> None:
         if self.hang:
@@ -28,6 +29,9 @@ class FakeLeases:
 
     async def read(self, _kind: Any, _namespace: str, _name: str) -> dict[str, Any] | None:
         await self._maybe_hang()
+        if self.on_next_read is not None:
+            action, self.on_next_read = self.on_next_read, None
+            action()
         return copy.deepcopy(self.lease)
 
     async def create(self, _kind: Any, _namespace: str, body: dict[str, Any]) -> None:
@@ -118,6 +122,27 @@ def test_a_leader_that_sees_another_holder_stops_leading() -> None:
             api.lease["metadata"]["resourceVersion"] = str(api.version)
             await wait_for(lambda: not leader.leading)
             assert events == ["started", "stopped"]
+
+    asyncio.run(scenario())
+
+
+def test_a_leader_cancelled_as_a_lease_call_returns_stops_and_releases_the_lease() -> None:
+    """asyncio.wait_for on Python 3.11 returns the inner result and drops a cancellation that
+    arrives as the inner call finishes: the operator's stop then waited forever."""
+
+    async def scenario() -> None:
+        api, events = FakeLeases(), list[str]()
+        leader = election(api, events)
+        task = asyncio.create_task(leader.run())
+        await wait_for(lambda: leader.leading)
+        api.on_next_read = task.cancel
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(5):
+                await asyncio.shield(task)
+        assert task.cancelled()
+        assert not leader.leading
+        assert api.lease is not None
+        assert api.lease["spec"]["holderIdentity"] == ""
 
     asyncio.run(scenario())
 

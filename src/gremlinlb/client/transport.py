@@ -357,7 +357,7 @@ class PhaseTaggedTransport(AbstractBaseTransport):  # type: ignore[misc]
 
 
 async def _bounded(coroutine: Coroutine[Any, Any, T], seconds: float) -> T:
-    """`coroutine` within `seconds`, else TimeoutError (as asyncio.wait_for)."""
+    """`coroutine` within `seconds`, else TimeoutError."""
     async with asyncio.timeout(seconds):
         return await coroutine
 

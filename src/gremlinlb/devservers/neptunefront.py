@@ -153,10 +153,12 @@ class NeptuneFront:
         poll), so none is left suspended when the loop stops."""
         for open_client in list(self._clients):
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(open_client.close(), 1)
+                async with asyncio.timeout(1):
+                    await open_client.close()
         if self._runner is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._runner.cleanup(), 5)
+                async with asyncio.timeout(5):
+                    await self._runner.cleanup()
         await self._http.close()
         current = asyncio.current_task()
         tasks = [t for t in asyncio.all_tasks() if t is not current]
