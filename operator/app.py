@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import datetime
 import logging
@@ -45,6 +44,7 @@ from gremlinlb.operator.webhook import (
 )
 
 from gremlinlb import certificates as certs
+from gremlinlb.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -323,11 +323,7 @@ class OperatorApp:
             ) from None
 
     async def close(self) -> None:
-        for task in self._background:
-            task.cancel()
-        for task in self._background:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self._background)
         for key in list(self.controllers):
             controller = self.controllers.pop(key)
             await controller.stop()

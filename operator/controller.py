@@ -64,6 +64,7 @@ from gremlinlb.operator.webhook import token_secret_name
 
 from gremlinlb import certificates as certs
 from gremlinlb.schema import to_document
+from gremlinlb.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -243,9 +244,7 @@ class ClusterController:
     async def stop(self) -> None:
         tasks = self._all_tasks()
         self.halt()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*tasks)
         await self.group.close()
 
     def update(self, body: Mapping[str, Any]) -> None:

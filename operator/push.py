@@ -42,6 +42,8 @@ from typing import Any, Protocol
 
 from gremlinlb.operator.backoff import Backoff
 
+from gremlinlb.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 #: Between reads of a sidecar's backend health that got no usable answer: growing, capped and
@@ -372,9 +374,7 @@ class PushGroup:
     async def close(self) -> None:
         self.halt()
         tasks, self._halted = self._halted, []
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*tasks)
 
     # -- the per-target loop -------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ from gremlinlb.core import (
 from gremlinlb.core.liveness import BUSY_NOTE, hung_error, ping_budget
 from gremlinlb.core.recycling import past_max_age
 from gremlinlb.core.sources import INVALID_REQUEST_ARGUMENTS, says_source_unknown
+from gremlinlb.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -217,9 +218,7 @@ class HealthLoop:
             pinging.cancel()
             return probing.result()
         if not pinging.result():
-            probing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await probing
+            await cancel_and_wait(probing)
             return hung_error(ping_budget(self._balancer.settings)), False
         return await probing
 

@@ -34,6 +34,7 @@ from gremlinlb.sidecar.watch import Watcher
 from gremlinlb.core import Balancer, HostEvent
 from gremlinlb.core.balancer import Listener
 from gremlinlb.neptune import NeptuneTopology
+from gremlinlb.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -244,9 +245,7 @@ class Sidecar:
             with contextlib.suppress(RuntimeError):
                 await self._gremlin_site.stop()
         await self.proxy.drain(grace)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
         self.health.close()
         self.backends.close()
         self.proxy.close()

@@ -17,7 +17,6 @@ watched list is refused for exactly what a pushed one would be.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import ssl
@@ -30,6 +29,7 @@ from gremlinlb.sidecar.admin import AdminApi
 from gremlinlb.sidecar.config import OperatorWatch
 
 from gremlinlb.core.backoff import Backoff
+from gremlinlb.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +132,7 @@ class Watcher:
                 if health_report(self._admin.backends()) != health:
                     return PollResult(retry=False)  # the finally gives the old poll up
         finally:
-            if not request.done():
-                request.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await request
+            await cancel_and_wait(request)
 
     async def _request(self, session: aiohttp.ClientSession, health: dict[str, Any]) -> PollResult:
         body = poll_body(self._admin.current.generation, self.where.pod, health, self._refusal)

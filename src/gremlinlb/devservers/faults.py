@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from gremlinlb.core.errors import GremlinLBError
+from gremlinlb.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +173,7 @@ class FaultProxy:
         """Stop listening and drop every open connection."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        await cancel_and_wait(*self._connections)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -277,9 +276,7 @@ class FaultProxy:
             # or when the watchdog finds it idle, or once close_after_upload bytes went up
             await asyncio.wait([tasks[2], watchdog, cutter], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in [*tasks, watchdog, cutter]:
-                task.cancel()
-            await asyncio.gather(*tasks, watchdog, cutter, return_exceptions=True)
+            await cancel_and_wait(*tasks, watchdog, cutter)
             server_w.close()
 
     async def _client_to_server(

@@ -39,6 +39,7 @@ from aiohttp import web
 
 from gremlinlb.devservers.faults import LOOPBACK, parse_loopback_address
 from gremlinlb.devservers.loopthread import LoopThread
+from gremlinlb.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +162,7 @@ class NeptuneFront:
                     await self._runner.cleanup()
         await self._http.close()
         current = asyncio.current_task()
-        tasks = [t for t in asyncio.all_tasks() if t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*(t for t in asyncio.all_tasks() if t is not current))
 
     def _read_role(self) -> None:
         clusters = self._client.describe_db_clusters(DBClusterIdentifier=self.cluster)
