@@ -84,7 +84,8 @@ async def leading(api: FakeLeases, events: list[str]) -> AsyncIterator[LeaderEle
     yield leader
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
+        async with asyncio.timeout(5):  # a stop that hangs fails in seconds
+            await task
 
 
 def test_a_leader_whose_renewal_hangs_stops_leading_while_the_call_still_hangs() -> None:

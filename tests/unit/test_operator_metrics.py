@@ -13,7 +13,7 @@ from gremlinlb.operator.metrics import OperatorMetrics
 from gremlinlb.operator.push import PushGroup, SendOutcome
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.unit.test_operator_push import FAST, FakeSidecars, payload, settle, wait_until
+from tests.unit.test_operator_push import FAST, FakeSidecars, closed, payload, settle, wait_until
 
 
 @dataclass
@@ -50,7 +50,7 @@ def test_a_sidecar_that_refuses_its_list_counts_as_out_of_sync() -> None:
         assert found["gremlinlb_operator_sidecars", labels] == 2
         assert found["gremlinlb_operator_sidecars_out_of_sync", labels] == 1
         assert found["gremlinlb_operator_leader", ()] == 1
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 

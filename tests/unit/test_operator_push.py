@@ -70,6 +70,15 @@ async def wait_until(check: Callable[[], bool], limit: float = 5.0) -> None:
     await asyncio.wait_for(poll(), limit)
 
 
+async def closed(group: PushGroup, limit: float = 5.0) -> None:
+    """Close ``group`` within ``limit`` seconds: a close that hangs fails here, in seconds."""
+    try:
+        async with asyncio.timeout(limit):
+            await group.close()
+    except TimeoutError:
+        raise AssertionError(f"closing push group {group.name} took over {limit} s") from None
+
+
 async def settle(group: PushGroup, generation: int, keys: list[str], limit: float = 5.0) -> None:
     def synced() -> bool:
         statuses = {s.key: s for s in group.statuses()}
@@ -88,7 +97,7 @@ def test_every_target_converges_and_pushes_are_bounded() -> None:
         await settle(group, 1, list(targets))
         assert sidecars.max_in_flight <= 5
         assert all(group.statuses()[i].in_sync for i in range(50))
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -114,7 +123,7 @@ def test_a_burst_of_changes_is_coalesced_into_the_latest_list() -> None:
         gate.set()
         await settle(group, 9, ["ns/p"])
         assert seen == [1, 9]  # 2..8 were never sent
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -137,7 +146,7 @@ def test_a_hung_sidecar_does_not_delay_the_others() -> None:
         await settle(group, 1, [k for k in targets if k != "ns/hung"], limit=2.0)
         hung = next(s for s in group.statuses() if s.key == "ns/hung")
         assert not hung.in_sync
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -165,7 +174,7 @@ def test_a_failing_sidecar_is_retried_with_backoff_until_it_answers() -> None:
         assert len(attempts) == 4
         assert [r.failures for r in results] == [1, 2, 3, 0]
         assert results[0].error == "connection refused"
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -179,7 +188,7 @@ def test_a_poke_pushes_again_to_a_sidecar_that_had_the_list() -> None:
         await settle(group, 1, ["ns/p"])
         group.poke("ns/p")  # e.g. its sidecar container restarted
         await wait_until(lambda: sidecars.received["http://s"] == [1, 1])
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -206,7 +215,7 @@ def test_a_conflict_moves_the_generation_past_the_sidecars() -> None:
         group.set_payload(payload(3))
         await settle(group, 41, ["ns/p"])
         assert sidecars.received["http://s"] == [41]
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -241,7 +250,7 @@ def test_an_absurd_generation_in_a_409_moves_nothing_and_reports_the_sidecar() -
         assert group.payload.generation == 3
         assert evil.error is not None
         assert "not believed" in evil.error
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -266,7 +275,7 @@ def test_a_halted_group_cancels_a_push_in_flight_at_once() -> None:
         await asyncio.sleep(0)
         assert sidecars.in_flight == 0
         assert group.statuses() == []
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -283,7 +292,7 @@ def test_removed_targets_stop_being_pushed_to() -> None:
         await settle(group, 2, ["ns/a"])
         assert sidecars.received["http://b"] == [1]
         assert [s.key for s in group.statuses()] == ["ns/a"]
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -326,7 +335,7 @@ def test_a_sidecar_in_sync_has_its_backend_health_read_and_reported() -> None:
         reports = len(results)
         await wait_until(lambda: len(health.reads) >= 5)
         assert len(results) == reports  # an unchanged view is not reported again
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -355,7 +364,7 @@ def test_a_sidecar_that_stops_taking_the_list_loses_its_health_view() -> None:
         group.set_payload(payload(2))
         await wait_until(lambda: group.statuses()[0].failures > 0)
         assert group.statuses()[0].health is None
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -377,7 +386,7 @@ def test_every_health_answer_is_told_with_the_previous_one_even_unchanged() -> N
         group.set_targets({"ns/p": "http://s"})
         group.set_payload(payload(1))
         await wait_until(lambda: len(told) >= 3)
-        await group.close()
+        await closed(group)
         assert told[0] == ("ns/p", None, view)
         assert told[1:3] == [("ns/p", view, view)] * 2  # the same answer, told each time
 
@@ -406,7 +415,7 @@ def test_without_a_health_reader_a_synced_sidecar_is_left_alone() -> None:
         await asyncio.sleep(0.05)
         assert sidecars.received["http://s"] == [1]
         assert group.statuses()[0].health is None
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -446,7 +455,7 @@ def test_a_sidecar_older_than_client_zones_gets_its_lists_without_them() -> None
         assert [("client_zones" in json.loads(b)) for b in bodies] == [True, False, False]
         zones = [json.loads(b)["client_zones"] for b in sidecars.bodies["http://new"]]
         assert zones == [{"a": 3, "b": 1}, {"a": 3, "b": 1}]
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 

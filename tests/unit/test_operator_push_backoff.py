@@ -18,7 +18,7 @@ from gremlinlb.operator.push import (
     failing_slots,
 )
 
-from tests.unit.test_operator_push import wait_until
+from tests.unit.test_operator_push import closed, wait_until
 
 FAST = Backoff(first=0.01, maximum=0.02, jitter=0.0)
 
@@ -94,7 +94,7 @@ def test_retries_to_hung_sidecars_hold_no_more_than_the_failing_slots() -> None:
         group.set_payload(payload(2))
         await wait_until(lambda: sidecars.received["http://ok"][-1:] == [2])
         assert all(s.failures > 0 for s in group.statuses() if s.key in hung)
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -115,7 +115,7 @@ def test_a_sidecar_answering_again_no_longer_waits_for_a_failing_slot() -> None:
             group.set_payload(payload(2))
             await wait_until(lambda: group.statuses()[0].acked_generation == 2)
         assert group.statuses()[0].failures == 0
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -157,7 +157,7 @@ def test_a_sidecar_without_a_health_answer_is_read_less_and_less_often() -> None
         # answered reads; the backoff (20, 40, 80, 80 ... ms) allows at most 6.
         await asyncio.sleep(0.3)
         assert health.reads <= 7
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -173,7 +173,7 @@ def test_a_sidecar_whose_health_answers_again_is_read_on_the_normal_schedule() -
         answered = health.reads
         # Every ~5 ms again: 20 reads well within the second one more backoff step would take.
         await wait_until(lambda: health.reads >= answered + 20, limit=1.0)
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -187,6 +187,6 @@ def test_a_sidecar_without_a_health_answer_still_gets_its_lists_at_full_speed() 
         async with failing:  # every failing slot taken: its push must not need one
             group.set_payload(payload(2))
             await wait_until(lambda: group.statuses()[0].acked_generation == 2)
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())

@@ -18,7 +18,14 @@ from gremlinlb.operator.distribution import (
 from gremlinlb.operator.push import BackendHealth, PushGroup, TargetStatus
 
 from gremlinlb.core.bearer import bearer_matches
-from tests.unit.test_operator_push import FAST, FakeHealth, FakeSidecars, payload, wait_until
+from tests.unit.test_operator_push import (
+    FAST,
+    FakeHealth,
+    FakeSidecars,
+    closed,
+    payload,
+    wait_until,
+)
 
 HEALTH = {"ready": True, "generation": 3, "hosts": {"10.0.0.1:8182": "ejected"}, "roles_out": []}
 
@@ -97,7 +104,7 @@ def test_a_watching_sidecar_gets_no_push_and_counts_as_in_sync_by_its_report() -
         status = group.statuses()[0]
         assert status.in_sync
         assert status.watching
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -118,7 +125,7 @@ def test_a_watching_sidecar_is_not_pushed_to_by_the_periodic_refresh() -> None:
         group.refresh()
         await wait_until(lambda: sidecars.received["http://q"] == [1, 1, 1])
         assert sidecars.received["http://s"] == pushed
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -132,7 +139,7 @@ def test_a_sidecar_that_stops_watching_is_pushed_to_again_after_the_lease() -> N
         group.set_payload(payload(1))
         await wait_until(lambda: sidecars.received["http://s"] == [1])
         assert not group.statuses()[0].watching
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -155,7 +162,7 @@ def test_a_watching_sidecars_health_comes_from_its_polls_not_from_reads() -> Non
         assert health.reads == []
         assert group.statuses()[0].health == view
         assert seen == [("ns/p", None, view)]
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -169,7 +176,7 @@ def test_a_watching_sidecar_ahead_of_the_operator_moves_its_generation_on() -> N
         group.report("ns/p", 7, None, None)
         group.report("ns/p", 10**9, None, None)  # not believable: ignored
         assert conflicts == [7]
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -184,7 +191,7 @@ def test_a_watching_sidecar_that_refused_its_list_shows_why() -> None:
         group.report("ns/p", 0, None, "403: 10.0.0.1:8182 is not allowed")
         assert results[-1].error == "403: 10.0.0.1:8182 is not allowed"
         assert not results[-1].in_sync
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -194,7 +201,7 @@ def test_a_report_of_a_pod_not_followed_changes_nothing() -> None:
         group = group_of(FakeSidecars())
         group.report("ns/stranger", 1, None, None)
         assert group.statuses() == []
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
 
@@ -209,6 +216,6 @@ def test_a_sidecar_that_polled_before_its_pod_was_seen_is_never_pushed_to() -> N
         await wait_until(lambda: sidecars.received["http://q"] == [1])
         assert sidecars.received["http://s"] == []
         assert group.statuses()[0].watching
-        await group.close()
+        await closed(group)
 
     asyncio.run(scenario())
