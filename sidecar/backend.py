@@ -400,10 +400,7 @@ class BackendConnection:
     def _fail_all(self, error: ConnectionLostError) -> None:
         routes, self._routes = self._routes, {}
         for sink in routes.values():
-            if sink.written:
-                sink.on_failure(error)
-            else:
-                sink.on_failure(NotSentError(str(error)))
+            sink.on_failure(error if sink.written else NotSentError(str(error)))
 
 
 _BACKGROUND: set[asyncio.Task[None]] = set()
@@ -495,10 +492,13 @@ class BackendPool:
             room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._room.append(room)
             try:
-                async with asyncio.timeout(remaining):
-                    await room
-            except TimeoutError:
-                pass
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await room
+            except asyncio.CancelledError:  # its client left: room given to it goes to the next
+                if room.done() and not room.cancelled():
+                    self._wake_one(None)
+                raise
             finally:
                 with contextlib.suppress(ValueError):
                     self._room.remove(room)
@@ -550,7 +550,7 @@ class BackendPool:
         self._wake_all()
         return connection
 
-    def _wake_one(self, _connection: BackendConnection) -> None:
+    def _wake_one(self, _connection: BackendConnection | None) -> None:
         while self._room:
             room = self._room.pop(0)
             if not room.done():

@@ -213,9 +213,14 @@ class HealthLoop:
             return await traversal
         probing = asyncio.create_task(traversal)
         pinging = asyncio.create_task(self.answers_ping(endpoint))
-        done, _ = await asyncio.wait({probing, pinging}, return_when=asyncio.FIRST_COMPLETED)
-        if probing in done:
+        try:
+            done, _ = await asyncio.wait({probing, pinging}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the sidecar stops: neither outlives the probe
+            probing.cancel()
             pinging.cancel()
+            raise
+        if probing in done:
+            pinging.cancel()  # not waited for: its socket's close must not delay the verdict
             return probing.result()
         if not pinging.result():
             await cancel_and_wait(probing)

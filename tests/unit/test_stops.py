@@ -11,14 +11,17 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any, cast
 
+import aiohttp
 import pytest
 from gremlinlb.operator.client import Kube
 from gremlinlb.operator.controller import ClusterController, ControllerOptions, NamingSender
 from gremlinlb.operator.push import Payload, PushGroup, SendOutcome
 from gremlinlb.sidecar.admin import AdminApi
-from gremlinlb.sidecar.backend import Backends
+from gremlinlb.sidecar.backend import BackendConnection, BackendOptions, BackendPool, Backends
 from gremlinlb.sidecar.config import OperatorWatch
+from gremlinlb.sidecar.frames import GRAPHBINARY_CHANNEL
 from gremlinlb.sidecar.health import HealthLoop
+from gremlinlb.sidecar.ids import IdSource
 from gremlinlb.sidecar.watch import PollResult, Watcher
 
 from gremlinlb.core import Balancer, BalancerSettings, Endpoint
@@ -197,5 +200,91 @@ def test_a_probe_cancelled_as_it_gives_up_a_hung_host_ends(monkeypatch: pytest.M
         probe.append(asyncio.create_task(health._first_probe(Endpoint("ws", "a", 1))))
         await ended(probe[0])
         assert probe[0].cancelled()
+
+    asyncio.run(scenario())
+
+
+def test_a_probe_of_a_stuck_host_cancelled_cancels_its_traversal_and_its_ping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def scenario() -> None:
+        health = HealthLoop(cast(Balancer, StuckHostBalancer()), cast(Backends, None))
+        started: list[str] = []
+        cancelled: list[str] = []
+        both = asyncio.Event()
+        both_cancelled = asyncio.Event()
+
+        async def hang(what: str) -> Any:
+            started.append(what)
+            if len(started) == 2:
+                both.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.append(what)
+                if len(cancelled) == 2:
+                    both_cancelled.set()
+                raise
+
+        async def traversal(_endpoint: Endpoint, _source: str) -> tuple[str | None, bool]:
+            return cast(tuple[str | None, bool], await hang("traversal"))
+
+        async def ping(_endpoint: Endpoint) -> bool:
+            return cast(bool, await hang("ping"))
+
+        monkeypatch.setattr(health, "_probe_source", traversal)
+        monkeypatch.setattr(health, "answers_ping", ping)
+        probe = asyncio.create_task(health._first_probe(Endpoint("ws", "a", 1)))
+        async with asyncio.timeout(BOUND):
+            await both.wait()
+        probe.cancel()  # the sidecar stops
+        await ended(probe)
+        try:
+            async with asyncio.timeout(BOUND):
+                await both_cancelled.wait()
+        except TimeoutError:
+            raise AssertionError(f"left running after the probe ended: {started}") from None
+        assert sorted(cancelled) == ["ping", "traversal"]
+
+    asyncio.run(scenario())
+
+
+class BusyConnection:
+    """A pooled backend connection that carries as many requests as it may, until ``free``."""
+
+    usable = True
+    in_flight = 1
+
+    def has_room(self) -> bool:
+        return self.in_flight == 0
+
+    def free(self) -> None:
+        self.in_flight = 0
+
+
+def test_a_request_whose_client_leaves_as_it_gets_room_passes_the_room_on() -> None:
+    """Room on a busy connection wakes one waiter; that one cancelled before it resumes (its
+    client left) must hand the room to the next, which would otherwise wait out max_wait and
+    fail with nothing sent."""
+
+    async def scenario() -> None:
+        pool = BackendPool(
+            Endpoint("ws", "a", 1),
+            GRAPHBINARY_CHANNEL,
+            BackendOptions(connections_per_host=1),
+            cast(aiohttp.ClientSession, None),
+            cast(IdSource, None),
+        )
+        busy = BusyConnection()
+        connection = cast(BackendConnection, busy)
+        pool._connections.append(connection)  # its only connection
+        leaving = asyncio.create_task(pool.lease(1.0, 2 * BOUND))
+        staying = asyncio.create_task(pool.lease(1.0, 2 * BOUND))
+        await asyncio.sleep(0)  # both wait for room
+        busy.free()
+        pool._wake_one(connection)  # what the end of a request does
+        leaving.cancel()  # its client left before it resumed
+        await ended(staying)
+        assert staying.result() is connection
 
     asyncio.run(scenario())
