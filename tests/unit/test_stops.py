@@ -1,6 +1,6 @@
-"""Every stop ends: a task cancelled while it waits for the tasks it stops ends cancelled.
+"""Every stop ends, and a cancelled wait leaves nothing behind.
 
-Each spec cancels the stopper at the one moment that lost it before: from inside a stopped
+Most specs cancel the stopper at the one moment that lost it before: from inside a stopped
 task's own cancellation, while the stopper waits for that task to end (asyncio hands the
 stopper's cancel on to the awaited task, and ``suppress(CancelledError)`` swallowed it with the
 task's). Each is bounded, so a regression fails within seconds instead of hanging the suite."""
@@ -37,7 +37,8 @@ async def ended(task: asyncio.Task[Any]) -> None:
             await asyncio.wait({task})
     except TimeoutError:
         task.cancel()
-        raise AssertionError(f"{task.get_name()} did not end within {BOUND} s") from None
+        name = getattr(task.get_coro(), "__qualname__", task.get_name())
+        raise AssertionError(f"{name} did not end within {BOUND} s") from None
 
 
 async def hang_then_cancel(stopper: list[asyncio.Task[Any]]) -> Any:
