@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import aiohttp
 import pytest
+from gremlinlb.operator.app import OperatorApp, OperatorOptions
 from gremlinlb.operator.client import Kube
 from gremlinlb.operator.controller import ClusterController, ControllerOptions, NamingSender
 from gremlinlb.operator.push import Payload, PushGroup, SendOutcome
@@ -119,6 +120,9 @@ class HangingKube:
         self.reading.set()
         return await hang_then_cancel(self.stopper)
 
+    async def close(self) -> None:
+        pass
+
 
 def test_a_cluster_controller_cancelled_while_it_stops_ends_cancelled() -> None:
     """The leader election stops every controller when it stops leading: a cancel lost there
@@ -140,6 +144,22 @@ def test_a_cluster_controller_cancelled_while_it_stops_ends_cancelled() -> None:
         stopper.append(asyncio.create_task(controller.stop()))
         await ended(stopper[0])
         assert stopper[0].cancelled()
+
+    asyncio.run(scenario())
+
+
+def test_an_operator_cancelled_while_it_closes_ends_cancelled() -> None:
+    async def scenario() -> None:
+        closer: list[asyncio.Task[Any]] = []
+        api = HangingKube(closer)
+        options = OperatorOptions(webhook=None, metrics=None, distribution=None)
+        app = OperatorApp(options, cast(Kube, api))
+        await app.start_background()  # the leader election: its first read of the Lease hangs
+        async with asyncio.timeout(BOUND):
+            await api.reading.wait()
+        closer.append(asyncio.create_task(app.close()))
+        await ended(closer[0])
+        assert closer[0].cancelled()
 
     asyncio.run(scenario())
 
