@@ -46,25 +46,28 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 
 @contextlib.contextmanager
 def held_request(
-    server: GremlinServerProcess, name: str
+    servers: Sequence[GremlinServerProcess], name: str
 ) -> Iterator[tuple[str, Callable[[], None]]]:
-    """A script that runs on `server` until released (or its 30 s evaluation timeout), then
-    answers `name`, and the release: a request still in flight at a spec's next step however
-    busy the machine, where a `Thread.sleep` would end on its own."""
+    """A script that runs on whichever of `servers` gets it until released (or that server's
+    30 s evaluation timeout), then answers `name`, and the release: a request still in flight
+    at a spec's next step however busy the machine, where a `Thread.sleep` ends on its own."""
     label = f"release-{name}"
     script = f"while (!g.V().hasLabel('{label}').hasNext()) {{ Thread.sleep(10) }}; '{name}'"
-    direct = GremlinClient(server.url, "g")
+    direct = [GremlinClient(server.url, "g") for server in servers]
 
-    def release() -> None:
-        direct.submit(f"g.addV('{label}').iterate()").all().result(30)
+    def on_each(statement: str) -> None:
+        for client in direct:
+            client.submit(statement).all().result(30)
 
     try:
-        yield script, release
+        yield script, lambda: on_each(f"g.addV('{label}').iterate()")
     finally:
         try:
-            direct.submit(f"g.V().hasLabel('{label}').drop()").all().result(30)
+            with contextlib.suppress(Exception):  # a server the spec killed, say
+                on_each(f"g.V().hasLabel('{label}').drop()")
         finally:
-            direct.close()
+            for client in direct:
+                client.close()
 
 
 def upgrade_raw_websocket(sock: socket.socket, host_port: str) -> None:

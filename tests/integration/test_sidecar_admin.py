@@ -216,7 +216,7 @@ def test_removed_host_finishes_its_in_flight_request_and_takes_no_new_ones(
 ) -> None:
     gremlin = Client(sidecar.url, "g", pool_size=2)
     try:
-        with held_request(servers[0], "finished") as (script, release):
+        with held_request(servers[:1], "finished") as (script, release):
             slow = gremlin.submit(script)  # round-robin: servers[0]
             wait_until(
                 lambda: sidecar.balancer.hosts()[0].in_flight == 1, 30, "the slow request in flight"
