@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from aiohttp import web
+from gremlin_python.driver.client import Client as GremlinClient
 from gremlin_python.process.graph_traversal import GraphTraversalSource, __
 
 from gremlinlb.core import EventKind, HostEvent, HostState
@@ -41,6 +42,32 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
     while not condition():
         assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def held_request(
+    servers: Sequence[GremlinServerProcess], name: str
+) -> Iterator[tuple[str, Callable[[], None]]]:
+    """A script that runs on whichever of `servers` gets it until released (or that server's
+    30 s evaluation timeout), then answers `name`, and the release: a request still in flight
+    at a spec's next step however busy the machine, where a `Thread.sleep` ends on its own."""
+    label = f"release-{name}"
+    script = f"while (!g.V().hasLabel('{label}').hasNext()) {{ Thread.sleep(10) }}; '{name}'"
+    direct = [GremlinClient(server.url, "g") for server in servers]
+
+    def on_each(statement: str) -> None:
+        for client in direct:
+            client.submit(statement).all().result(30)
+
+    try:
+        yield script, lambda: on_each(f"g.addV('{label}').iterate()")
+    finally:
+        try:
+            with contextlib.suppress(Exception):  # a server the spec killed, say
+                on_each(f"g.V().hasLabel('{label}').drop()")
+        finally:
+            for client in direct:
+                client.close()
 
 
 def upgrade_raw_websocket(sock: socket.socket, host_port: str) -> None:

@@ -21,7 +21,7 @@ from gremlinlb.sidecar.testing import SidecarThread
 
 from gremlinlb.core import BalancerSettings, HealthCheckSettings, HostState, parse_endpoint
 from gremlinlb.devservers import Fleet, GremlinServerProcess
-from tests.helpers import wait_until
+from tests.helpers import held_request, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -216,18 +216,20 @@ def test_removed_host_finishes_its_in_flight_request_and_takes_no_new_ones(
 ) -> None:
     gremlin = Client(sidecar.url, "g", pool_size=2)
     try:
-        slow = gremlin.submit("Thread.sleep(1500); 'finished'")  # round-robin: servers[0]
-        wait_until(
-            lambda: sidecar.balancer.hosts()[0].in_flight == 1, 5, "the slow request in flight"
-        )
-        assert put(sidecar, {"generation": 1, "hosts": [servers[1].address]})[0] == 200
-        assert sidecar.balancer.state_of(servers[0].address) is HostState.DRAINING
-        quick = [gremlin.submit("1").all().result(10) for _ in range(4)]
-        assert slow.all().result(10) == ["finished"]
+        with held_request(servers[:1], "finished") as (script, release):
+            slow = gremlin.submit(script)  # round-robin: servers[0]
+            wait_until(
+                lambda: sidecar.balancer.hosts()[0].in_flight == 1, 30, "the slow request in flight"
+            )
+            assert put(sidecar, {"generation": 1, "hosts": [servers[1].address]})[0] == 200
+            assert sidecar.balancer.state_of(servers[0].address) is HostState.DRAINING
+            quick = [gremlin.submit("1").all().result(10) for _ in range(4)]
+            release()
+            assert slow.all().result(30) == ["finished"]
     finally:
         gremlin.close()
     assert quick == [[1]] * 4
-    wait_until(lambda: hosts_of(sidecar)[1] == [servers[1].address], 5, "the drain to end")
+    wait_until(lambda: hosts_of(sidecar)[1] == [servers[1].address], 30, "the drain to end")
 
 
 def test_readyz_stays_ready_while_backends_are_down_and_readyz_backends_follows_them(
@@ -424,7 +426,7 @@ def test_a_host_that_leaves_the_list_takes_its_metric_series_with_it(
     gone = servers[0].address
     assert f'host="{gone}"' in call("GET", f"{sidecar.admin_url}/metrics")[1]
     assert put(sidecar, {"generation": 1, "hosts": [servers[1].address]})[0] == 200
-    wait_until(lambda: hosts_of(sidecar)[1] == [servers[1].address], 5, "the host to leave")
+    wait_until(lambda: hosts_of(sidecar)[1] == [servers[1].address], 30, "the host to leave")
     text = call("GET", f"{sidecar.admin_url}/metrics")[1]
     assert f'host="{gone}"' not in text
     assert f'host="{servers[1].address}"' in text

@@ -281,4 +281,4 @@ def test_an_in_process_sidecar_without_a_token_requires_the_one_it_generated(
     assert sidecar.sidecar.token_path is not None
     assert sidecar.sidecar.token_path.read_text().strip() == sidecar.token
     assert put(sidecar, {"generation": 1, "hosts": ["127.0.0.1:2"]})[0] == 200
-    wait_until(lambda: hosts_of(sidecar) == (1, ["127.0.0.1:2"]), 5, "the pushed list")
+    wait_until(lambda: hosts_of(sidecar) == (1, ["127.0.0.1:2"]), 30, "the pushed list")

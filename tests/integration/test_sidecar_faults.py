@@ -190,7 +190,7 @@ def test_write_in_flight_when_its_server_dies_is_answered_not_retried(
     servers: Sequence[GremlinServerProcess],
 ) -> None:
     pair = servers[:2]
-    with SidecarThread(config_for(pair, request_timeout=10.0)) as sidecar:
+    with SidecarThread(config_for(pair, request_timeout=60.0)) as sidecar:
         wait_until(
             lambda: all(h.state is HostState.HEALTHY for h in sidecar.balancer.hosts()),
             10,
@@ -200,9 +200,11 @@ def test_write_in_flight_when_its_server_dies_is_answered_not_retried(
         try:
             for _ in range(4):  # both hosts get an open pooled connection: the write goes out
                 gremlin.submit("1").all().result(10)
-            pending = gremlin.submit("Thread.sleep(1500); g.addV('written').iterate(); 'done'")
+            # Still running at the kill however busy the machine: the server's own evaluation
+            # timeout (30 s) ends it first, and the sidecar's request timeout is past that.
+            pending = gremlin.submit("Thread.sleep(60000); g.addV('written').iterate(); 'done'")
             wait_until(
-                lambda: any(h.in_flight for h in sidecar.balancer.hosts()), 5, "the write sent"
+                lambda: any(h.in_flight for h in sidecar.balancer.hosts()), 30, "the write sent"
             )
             busy = next(h.endpoint.address for h in sidecar.balancer.hosts() if h.in_flight)
             first, second = sorted(pair, key=lambda s: s.address != busy)

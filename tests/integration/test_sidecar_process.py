@@ -23,7 +23,7 @@ from gremlin_python.driver.protocol import GremlinServerError
 
 from gremlinlb.devservers import Fleet, GremlinServerProcess
 from gremlinlb.devservers.faults import FaultProxy
-from tests.helpers import name_servers, wait_until
+from tests.helpers import held_request, name_servers, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -174,11 +174,13 @@ def test_sigterm_stops_accepting_and_lets_in_flight_requests_finish(
     sidecar = spawn("--endpoints", endpoints(servers), "--grace-period", "20").wait_alive()
     gremlin = Client(sidecar.url, "g", pool_size=1)
     try:
-        slow = gremlin.submit("Thread.sleep(2000); 'finished'")
-        wait_in_flight(sidecar, 1)
-        sidecar.terminate()  # the signal is handled asynchronously: poll, bounded
-        wait_until(lambda: refused(sidecar.port), 10, "the listener to close")
-        assert slow.all().result(15) == ["finished"]
+        with held_request(servers, "finished") as (script, release):
+            slow = gremlin.submit(script)
+            wait_in_flight(sidecar, 1)
+            sidecar.terminate()  # the signal is handled asynchronously: poll, bounded
+            wait_until(lambda: refused(sidecar.port), 10, "the listener to close")
+            release()
+            assert slow.all().result(30) == ["finished"]
     finally:
         gremlin.close()
     assert sidecar.wait() == 0
@@ -190,15 +192,17 @@ def test_after_sigterm_readiness_fails_and_requests_on_open_connections_are_stil
     sidecar = spawn("--endpoints", endpoints(servers), "--grace-period", "60").wait_alive()
     gremlin = Client(sidecar.url, "g", pool_size=1)
     try:
-        slow = gremlin.submit("Thread.sleep(1500); 'finished'")
-        wait_in_flight(sidecar, 1)
-        sidecar.terminate()  # the signal is handled asynchronously: poll, bounded
-        wait_until(lambda: get(f"{sidecar.admin}/readyz")[0] == 503, 10, "readiness to fail")
-        status, body = get(f"{sidecar.admin}/readyz")
-        assert (status, body["reason"]) == (503, "shutting down")
-        assert refused(sidecar.port)
-        assert slow.all().result(15) == ["finished"]
-        answers = [gremlin.submit("[1]").all().result(10) for _ in range(20)]
+        with held_request(servers, "finished") as (script, release):
+            slow = gremlin.submit(script)
+            wait_in_flight(sidecar, 1)
+            sidecar.terminate()  # the signal is handled asynchronously: poll, bounded
+            wait_until(lambda: get(f"{sidecar.admin}/readyz")[0] == 503, 10, "readiness to fail")
+            status, body = get(f"{sidecar.admin}/readyz")
+            assert (status, body["reason"]) == (503, "shutting down")
+            assert refused(sidecar.port)
+            release()
+            assert slow.all().result(30) == ["finished"]
+            answers = [gremlin.submit("[1]").all().result(10) for _ in range(20)]
     finally:
         gremlin.close()
     assert answers == [[1]] * 20

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from gremlinlb.operator.backoff import Backoff
@@ -162,18 +163,28 @@ def test_a_sidecar_without_a_health_answer_is_read_less_and_less_often() -> None
     asyncio.run(scenario())
 
 
+@dataclass(frozen=True)
+class CountedBackoff(Backoff):
+    """A 1 ms backoff that notes each failure count it is asked to wait for."""
+
+    asked: list[int] = field(default_factory=list)
+
+    def delay(self, failures: int, rng: random.Random | None = None) -> float:
+        self.asked.append(failures)
+        return 0.001
+
+
 def test_a_sidecar_whose_health_answers_again_is_read_on_the_normal_schedule() -> None:
     async def scenario() -> None:
         health = FlakyHealth(silent=2)
-        # Two silent reads: 10 ms, then 100 ms; still backing off, 1 s and 10 s next.
-        group = reading(
-            health, health_backoff=Backoff(first=0.01, factor=10.0, maximum=10.0, jitter=0.0)
-        )
+        backoff = CountedBackoff()
+        group = reading(health, health_backoff=backoff)
         await wait_until(lambda: group.statuses()[0].health is not None)
         answered = health.reads
-        # Every ~5 ms again: 20 reads well within the second one more backoff step would take.
-        await wait_until(lambda: health.reads >= answered + 20, limit=1.0)
+        # Every ~5 ms again, 20 reads, and not one of them waited by the backoff.
+        await wait_until(lambda: health.reads >= answered + 20)
         await closed(group)
+        assert backoff.asked == [1, 2]
 
     asyncio.run(scenario())
 
