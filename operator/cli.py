@@ -198,8 +198,9 @@ def register(commands: Any) -> None:
         type=float,
         default=3600.0,
         metavar="SEC",
-        help="check the serving certificate this often: renewed 30 days before it expires, "
-        "reloaded when another replica or cert-manager replaced it (default 3600)",
+        help="check the serving certificates this often: renewed 30 days before they expire "
+        "(the webhook's and the watch's), the webhook's reloaded when another replica or "
+        "cert-manager replaced it (default 3600)",
     )
     hook.add_argument(
         "--no-push-tls",
