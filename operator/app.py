@@ -247,12 +247,11 @@ class OperatorApp:
         if self.election is not None:
             self._background.append(asyncio.create_task(self.election.run(), name="lease"))
         if self.options.webhook is not None:
-            renew = self._renew_webhook_certificate
-            self._background.append(asyncio.create_task(self._every_check(renew), name="cert"))
+            check = self._every_check("webhook", self._renew_webhook_certificate)
+            self._background.append(asyncio.create_task(check, name="cert"))
         if self.distribution is not None and self.distribution.certificate is not None:
-            renew = self._renew_watch_certificate
-            task = asyncio.create_task(self._every_check(renew), name="watch-cert")
-            self._background.append(task)
+            check = self._every_check("watch", self._renew_watch_certificate)
+            self._background.append(asyncio.create_task(check, name="watch-cert"))
 
     def ensure(self, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
@@ -434,47 +433,42 @@ class OperatorApp:
                 f"{key[0]}/{report.pod}", report.generation, report.health, report.error
             )
 
-    async def _every_check(self, renew: Callable[[], Awaitable[None]]) -> None:
-        """``renew`` every ``cert_check_interval``, for as long as the operator runs: a
-        certificate is renewed before it expires without a restart. A failure is logged by
-        the check that failed and tried again at the next one."""
+    async def _every_check(self, what: str, renew: Callable[[], Awaitable[bool]]) -> None:
+        """``renew`` the ``what`` certificate every ``cert_check_interval`` for as long as the
+        operator runs, so it is renewed before it expires without a restart; a failed check
+        is tried again at the next one."""
         while True:
             await asyncio.sleep(self.options.cert_check_interval)
-            await renew()
+            try:
+                if await renew():
+                    log.info("%s certificate renewed: now serving the new one", what)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("%s certificate check failed (trying again later): %s", what, error)
 
-    async def _renew_webhook_certificate(self) -> None:
+    async def _renew_webhook_certificate(self) -> bool:
         """Renew the webhook's certificate before it expires (or load the one another replica
-        renewed, or cert-manager replaced)."""
+        renewed, or cert-manager replaced); False: the one served is still good."""
         options = self.options.webhook
         assert options is not None
-        try:
-            bundle = await self._certificate(options)
-            if bundle == self._serving or self._tls is None:
-                return
-            # The caBundle first: it trusts the old and the new CA during the change.
-            await self._configure_webhook(options, bundle.ca_pem)
-            if self.admission is not None:  # loaded on the thread that serves with it
-                await self.admission.run_on_thread(certs.load_into, self._tls, bundle)
-            else:
-                certs.load_into(self._tls, bundle)
-            self._serving = bundle
-            log.info("webhook certificate renewed: now serving the new one")
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            log.warning("webhook certificate check failed (trying again later): %s", error)
+        bundle = await self._certificate(options)
+        if bundle == self._serving or self._tls is None:
+            return False
+        # The caBundle first: it trusts the old and the new CA during the change.
+        await self._configure_webhook(options, bundle.ca_pem)
+        if self.admission is not None:  # loaded on the thread that serves with it
+            await self.admission.run_on_thread(certs.load_into, self._tls, bundle)
+        else:
+            certs.load_into(self._tls, bundle)
+        self._serving = bundle
+        return True
 
-    async def _renew_watch_certificate(self) -> None:
+    async def _renew_watch_certificate(self) -> bool:
         """Re-issue the watch's certificate before it expires, served from the next handshake
-        on (held polls keep their connections)."""
+        on (held polls keep their connections); False: not due yet."""
         assert self.distribution is not None
-        try:
-            if await self.distribution.renew_certificate():
-                log.info("watch certificate renewed: now serving the new one")
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            log.warning("watch certificate check failed (trying again later): %s", error)
+        return await self.distribution.renew_certificate()
 
     async def _store_secret(self, secret: dict[str, Any], found: Mapping[str, Any] | None) -> bool:
         """Create ``secret``, or replace ``found`` (the version read) with it; False when
