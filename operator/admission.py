@@ -104,17 +104,8 @@ class AdmissionServer:
         await self._site.start()
 
     async def run_on_thread(self, action: Callable[..., object], *args: object) -> None:
-        """Run ``action(*args)`` on the server's thread, between requests (its TLS context is
-        changed there, never under a handshake in progress)."""
-        loop = self._site.loop
-        if loop is None or not loop.is_running():
-            action(*args)
-            return
-
-        async def run() -> None:
-            action(*args)
-
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), loop))
+        """Run ``action(*args)`` on the server's thread (:meth:`ThreadedSite.run_on_thread`)."""
+        await self._site.run_on_thread(action, *args)
 
     def application(self) -> web.Application:
         """The admission endpoint (served by :meth:`start` on the thread; a benchmark may

@@ -14,8 +14,7 @@ import logging
 import os
 import socket
 import ssl
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from gremlinlb.operator.distribution import (
     DistributionServer,
     DistributionView,
     Snapshot,
+    WatchCertificate,
     WatchReport,
 )
 from gremlinlb.operator.leader import LeaderElection
@@ -210,7 +210,6 @@ class OperatorApp:
         self._tls: ssl.SSLContext | None = None
         self._serving: certs.CertBundle | None = None
         self.authority: certs.Authority | None = None
-        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         self.admission: AdmissionServer | None = None
         self.distribution: DistributionServer | None = None
         #: The snapshot last published per cluster (the same object while nothing changed, so
@@ -248,7 +247,11 @@ class OperatorApp:
         if self.election is not None:
             self._background.append(asyncio.create_task(self.election.run(), name="lease"))
         if self.options.webhook is not None:
-            self._background.append(asyncio.create_task(self._keep_certificate(), name="cert"))
+            check = self._every_check("webhook", self._renew_webhook_certificate)
+            self._background.append(asyncio.create_task(check, name="cert"))
+        if self.distribution is not None and self.distribution.certificate is not None:
+            check = self._every_check("watch", self._renew_watch_certificate)
+            self._background.append(asyncio.create_task(check, name="watch-cert"))
 
     def ensure(self, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
@@ -335,8 +338,6 @@ class OperatorApp:
         await self.api.close()
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
-        if self._tempdir is not None:
-            self._tempdir.cleanup()
 
     # -- the webhook ---------------------------------------------------------------------------
 
@@ -348,11 +349,9 @@ class OperatorApp:
             return None
         await self._check_version()
         bundle = await self._certificate(options)
-        self._tempdir = tempfile.TemporaryDirectory(prefix="gremlinlb-webhook-")
-        cert_path, key_path = self._write_certificate(bundle)
         # Kept, so that a renewed certificate is loaded into it while the server runs.
         self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._tls.load_cert_chain(cert_path, key_path)
+        certs.load_into(self._tls, bundle)
         self._serving = bundle
         await self._configure_webhook(options, bundle.ca_pem)
         self.admission = AdmissionServer(
@@ -383,20 +382,14 @@ class OperatorApp:
 
     async def distribution_server(self) -> DistributionServer | None:
         """The server of the sidecars' watch, on its own thread (not started yet): HTTPS with
-        a certificate of the push CA for the URL's host (what the sidecars verify)."""
+        a certificate of the push CA for the URL's host (what the sidecars verify), renewed
+        while it runs (:meth:`_renew_watch_certificate`)."""
         options = self.options.distribution
         if options is None:
             return None
-        tls = None
+        certificate = None
         if self.authority is not None:
-            issued = certs.issue(self.authority, [options.server_name])
-            with tempfile.TemporaryDirectory(prefix="gremlinlb-distribution-") as directory:
-                cert_path, key_path = Path(directory) / "tls.crt", Path(directory) / "tls.key"
-                cert_path.write_bytes(issued.cert_pem)
-                key_path.touch(mode=0o600)
-                key_path.write_bytes(issued.key_pem)
-                tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                tls.load_cert_chain(cert_path, key_path)
+            certificate = WatchCertificate(self.authority, [options.server_name])
         else:
             log.warning(
                 "no push CA (--no-push-tls): host lists are served to watching sidecars over "
@@ -406,7 +399,7 @@ class OperatorApp:
         self.distribution = DistributionServer(
             options.listen_host,
             options.listen_port,
-            tls,
+            certificate,
             self._watch_report,
             total=options.max_watches,
         )
@@ -436,39 +429,42 @@ class OperatorApp:
                 f"{key[0]}/{report.pod}", report.generation, report.health, report.error
             )
 
-    def _write_certificate(self, bundle: certs.CertBundle) -> tuple[Path, Path]:
-        assert self._tempdir is not None
-        directory = Path(self._tempdir.name)
-        cert_path, key_path = directory / "tls.crt", directory / "tls.key"
-        cert_path.write_bytes(bundle.cert_pem)
-        key_path.touch(mode=0o600)
-        key_path.write_bytes(bundle.key_pem)
-        return cert_path, key_path
-
-    async def _keep_certificate(self) -> None:
-        """Check the certificate every ``cert_check_interval``: renew it before it expires (or
-        load the one another replica renewed, or cert-manager replaced) without a restart."""
-        options = self.options.webhook
-        assert options is not None
+    async def _every_check(self, what: str, renew: Callable[[], Awaitable[bool]]) -> None:
+        """``renew`` the ``what`` certificate every ``cert_check_interval`` for as long as the
+        operator runs, so it is renewed before it expires without a restart; a failed check
+        is tried again at the next one."""
         while True:
             await asyncio.sleep(self.options.cert_check_interval)
             try:
-                bundle = await self._certificate(options)
-                if bundle == self._serving or self._tls is None:
-                    continue
-                # The caBundle first: it trusts the old and the new CA during the change.
-                await self._configure_webhook(options, bundle.ca_pem)
-                paths = self._write_certificate(bundle)
-                if self.admission is not None:  # loaded on the thread that serves with it
-                    await self.admission.run_on_thread(self._tls.load_cert_chain, *paths)
-                else:
-                    self._tls.load_cert_chain(*paths)
-                self._serving = bundle
-                log.info("webhook certificate renewed: now serving the new one")
+                if await renew():
+                    log.info("%s certificate renewed: now serving the new one", what)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                log.warning("webhook certificate check failed (trying again later): %s", error)
+                log.warning("%s certificate check failed (trying again later): %s", what, error)
+
+    async def _renew_webhook_certificate(self) -> bool:
+        """Renew the webhook's certificate before it expires (or load the one another replica
+        renewed, or cert-manager replaced); False: the one served is still good."""
+        options = self.options.webhook
+        assert options is not None
+        bundle = await self._certificate(options)
+        if bundle == self._serving or self._tls is None:
+            return False
+        # The caBundle first: it trusts the old and the new CA during the change.
+        await self._configure_webhook(options, bundle.ca_pem)
+        if self.admission is not None:  # loaded on the thread that serves with it
+            await self.admission.run_on_thread(certs.load_into, self._tls, bundle)
+        else:
+            certs.load_into(self._tls, bundle)
+        self._serving = bundle
+        return True
+
+    async def _renew_watch_certificate(self) -> bool:
+        """Re-issue the watch's certificate before it expires, served from the next handshake
+        on (held polls keep their connections); False: not due yet."""
+        assert self.distribution is not None
+        return await self.distribution.renew_certificate()
 
     async def _store_secret(self, secret: dict[str, Any], found: Mapping[str, Any] | None) -> bool:
         """Create ``secret``, or replace ``found`` (the version read) with it; False when

@@ -198,8 +198,9 @@ def register(commands: Any) -> None:
         type=float,
         default=3600.0,
         metavar="SEC",
-        help="check the serving certificate this often: renewed 30 days before it expires, "
-        "reloaded when another replica or cert-manager replaced it (default 3600)",
+        help="check the serving certificates this often: renewed 30 days before they expire "
+        "(the webhook's and the watch's), the webhook's reloaded when another replica or "
+        "cert-manager replaced it (default 3600)",
     )
     hook.add_argument(
         "--no-push-tls",
@@ -324,6 +325,20 @@ def _distribution(args: argparse.Namespace) -> DistributionOptions | None:
     url = args.distribution_url
     if not url.startswith(("https://", "http://")):
         raise ValueError(f"--distribution-url: expected an https:// URL, got {url!r}")
+    # The watch serves HTTPS exactly when there is a push CA to issue its certificate.
+    if args.no_push_tls and url.startswith("https://"):
+        raise ValueError(
+            f"--distribution-url: {url} is https://, but with --no-push-tls the watch has no "
+            "certificate and serves plain HTTP. Drop --no-push-tls, give an http:// URL (its "
+            "sidecars then send their token in clear; only clusters with "
+            "spec.sidecar.allowPlainHttpPush are injected with it), or --distribution-listen '' "
+            "(pushes only)"
+        )
+    if not args.no_push_tls and url.startswith("http://"):
+        raise ValueError(
+            f"--distribution-url: {url} is plain HTTP, but the watch serves HTTPS (a "
+            "certificate of the push CA): give its https:// URL"
+        )
     if args.distribution_max_watches < 1:
         raise ValueError(
             f"--distribution-max-watches: must be >= 1, got {args.distribution_max_watches}"

@@ -267,9 +267,11 @@ def spec_schema() -> dict[str, Any]:
                     "default": False,
                     "description": "Push host lists, bearer token included, over plain HTTP to "
                     "client pods without the gremlinlb.io/admin-tls annotation (sidecars not "
-                    "injected with admin TLS). Off: such pods get no push, and an Event and the "
-                    "Degraded condition say so. Turn on only where nobody else can read this "
-                    "namespace's pod traffic.",
+                    "injected with admin TLS), and inject sidecars with the operator's watch "
+                    "when it is plain HTTP (operator --no-push-tls; the sidecar's "
+                    "--allow-plain-http-watch). Off: such pods get no push and no watch, and an "
+                    "Event and the Degraded condition say so. Turn on only where nobody else "
+                    "can read this namespace's pod traffic.",
                 },
                 **{option.cr_path[-1]: _sidecar_option_schema(option) for option in SIDECAR_MEMORY},
                 "resources": {

@@ -13,17 +13,21 @@ report goes back to the operator's loop: it is the sidecar's health and its ackn
 Only the leader answers: a standby answers 503 with a jittered ``Retry-After``. Concurrent
 watches are capped per cluster and in all (429 with ``Retry-After`` beyond), so a fleet cannot
 hold more sockets than the operator's file descriptors allow.
+
+The server's certificate (:class:`WatchCertificate`) is renewed while it runs, and the new one
+is presented from the next handshake on: held polls keep their connections.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
 import random
 import ssl
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +36,7 @@ from gremlinlb.operator.push import BackendHealth
 from gremlinlb.operator.sender import backend_health
 from gremlinlb.operator.threaded import ThreadedSite
 
+from gremlinlb import certificates as certs
 from gremlinlb.core.bearer import bearer_matches
 from gremlinlb.core.errors import GremlinLBError
 
@@ -131,6 +136,35 @@ def newer(snapshot: Snapshot, held: int) -> bool:
 Reporter = Callable[[tuple[str, str], WatchReport], None]
 
 
+class WatchCertificate:
+    """The watch's serving certificate: issued by the push CA for the host of the sidecars'
+    URL, in memory only (each replica issues its own; sidecars trust the CA, not a leaf), and
+    re-issued by the webhook certificate's rule (:func:`certs.still_good`: 30 days before it
+    expires) while the operator runs. ``now`` is for specs; None: the clock."""
+
+    def __init__(
+        self,
+        authority: certs.Authority,
+        names: Sequence[str],
+        now: datetime.datetime | None = None,
+    ) -> None:
+        self._authority, self.names = authority, tuple(names)
+        self.bundle = certs.issue(authority, self.names, now)
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        certs.load_into(self.context, self.bundle)
+
+    def renewal(self, now: datetime.datetime | None = None) -> certs.CertBundle | None:
+        """A new certificate when this one is due for renewal; None while it is still good."""
+        if certs.still_good(self.bundle, self.names, now):
+            return None
+        return certs.issue(self._authority, self.names, now)
+
+    def serve(self, bundle: certs.CertBundle) -> None:
+        """Present ``bundle`` from the next handshake on (on the serving thread)."""
+        certs.load_into(self.context, bundle)
+        self.bundle = bundle
+
+
 class DistributionServer:
     """Serves the watch over TLS on its own thread; :meth:`publish` hands it a new view."""
 
@@ -138,7 +172,7 @@ class DistributionServer:
         self,
         host: str,
         port: int,
-        tls: ssl.SSLContext | None,
+        certificate: WatchCertificate | None,
         on_report: Reporter,
         *,
         hold: float = HOLD,
@@ -158,6 +192,9 @@ class DistributionServer:
         self._reports: list[tuple[tuple[str, str], WatchReport]] = []
         self._delivery_due = False
         self._reports_lock = threading.Lock()
+        #: None: plain HTTP (an operator without a push CA).
+        self.certificate = certificate
+        tls = None if certificate is None else certificate.context
         self._site = ThreadedSite("the sidecars' watch", host, port, tls, self._application)
 
     def publish(self, view: DistributionView) -> None:
@@ -205,6 +242,17 @@ class DistributionServer:
 
     async def stop(self) -> None:
         await self._site.stop()
+
+    async def renew_certificate(self, now: datetime.datetime | None = None) -> bool:
+        """Renew the certificate when it is due, into the live TLS context, on the watch's
+        thread between requests: new handshakes get the new one, and held polls keep their
+        connections (and the certificate they began with). False: nothing was due."""
+        certificate = self.certificate
+        fresh = None if certificate is None else certificate.renewal(now)
+        if certificate is None or fresh is None:
+            return False
+        await self._site.run_on_thread(certificate.serve, fresh)
+        return True
 
     def _application(self) -> web.Server:
         """A bare server for the one path: aiohttp's router and application machinery cost

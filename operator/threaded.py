@@ -68,6 +68,19 @@ class ThreadedSite:
         loop.run_until_complete(runner.cleanup())
         loop.close()
 
+    async def run_on_thread(self, action: Callable[..., object], *args: object) -> None:
+        """Run ``action(*args)`` on the site's thread, between requests: a TLS context is
+        changed there, never under a handshake in progress."""
+        loop = self.loop
+        if loop is None or not loop.is_running():
+            action(*args)
+            return
+
+        async def run() -> None:
+            action(*args)
+
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), loop))
+
     async def stop(self) -> None:
         loop, thread = self.loop, self._thread
         if loop is None or thread is None or not thread.is_alive():

@@ -136,6 +136,17 @@ def unknown_cluster_message(namespace: str, name: str, known: Sequence[str]) -> 
     )
 
 
+def watch_url(how: Injection, spec: ClusterSpec) -> str | None:
+    """The URL the cluster's injected sidecars watch (None: they wait for pushes). A plain
+    ``http://`` one (``--no-push-tls``) only with the cluster's plain-HTTP opt-in, as for
+    pushes: without it the token would travel in clear, so the sidecars get no watch and are
+    pushed to or refused, and the status says why, as any plain-HTTP sidecar."""
+    url = how.operator_url
+    if url is None or url.startswith("https://") or spec.sidecar.allow_plain_http_push:
+        return url
+    return None
+
+
 def sidecar_container(
     cluster: str,
     spec: ClusterSpec,
@@ -171,8 +182,11 @@ def sidecar_container(
     if how.admin_tls:
         put("admin_tls_cert_file", f"{TOKEN_DIR}/tls.crt")
         put("admin_tls_key_file", f"{TOKEN_DIR}/tls.key")
-    if how.operator_url is not None:
-        put("operator_url", how.operator_url)
+    url = watch_url(how, spec)
+    if url is not None:
+        put("operator_url", url)
+        if not url.startswith("https://"):
+            put("allow_plain_http_watch", "true")
         if how.admin_tls:  # the push CA, which issued the operator's certificate
             put("operator_ca_file", f"{TOKEN_DIR}/ca.crt")
         # $(VAR) is expanded by the kubelet from the variable set just before it.

@@ -245,17 +245,24 @@ def load_config(
         max_hosts=tuned.max_hosts,
         zone=(values.optional_text("zone") or "").strip() or None,
         neptune=_neptune(values),
-        operator=_operator(values),
+        operator=_operator(values, tuned),
     )
 
 
-def _operator(values: _Values) -> OperatorWatch | None:
+def _operator(values: _Values, tuned: Tunables) -> OperatorWatch | None:
     url = (values.optional_text("operator_url") or "").strip()
     if not url:
         return None
     if not url.startswith(("https://", "http://")):
         raise ConfigError(
             f"{values.source('operator_url')}: expected the operator's https:// URL, got {url!r}"
+        )
+    if url.startswith("http://") and not tuned.allow_plain_http_watch:
+        raise ConfigError(
+            f"{values.source('operator_url')}: {url} is plain HTTP, so every poll would send "
+            "the cluster's token in clear. Give the operator's https:// URL (and "
+            "--operator-ca-file, the token Secret's ca.crt), or set --allow-plain-http-watch "
+            "true if nobody else can read this pod's traffic"
         )
     cluster = (values.optional_text("operator_cluster") or "").strip()
     namespace, sep, name = cluster.partition("/")

@@ -182,6 +182,12 @@ class Tunables:
     backend_tls: bool | None = setting(
         None, "backends only over wss://: refuse ws:// hosts (default: true with --backend-ca-file)"
     )
+    allow_plain_http_watch: bool = setting(
+        False,
+        "watch the operator over plain http://, the cluster's token included in clear (off: an "
+        "http:// --operator-url is refused at start); only where nobody else can read this "
+        "pod's traffic",
+    )
     grace_period: float = setting(
         15.0, "seconds open connections keep being served after SIGTERM", unit="seconds", ge=0
     )

@@ -7,7 +7,8 @@ applied through the very path and checks of ``PUT /v1/hosts`` (:meth:`AdminApi.a
 watched list is refused for exactly what a pushed one would be.
 
 * The operator is verified: HTTPS against ``--operator-ca-file`` (the operator's push CA); the
-  token is never sent in clear.
+  token is never sent in clear (an ``http://`` URL stops the sidecar at start, unless
+  ``--allow-plain-http-watch`` says nobody else can read this pod's traffic).
 * Health travels on the same channel: when the backends' states change, the poll in flight is
   given up and a new one carries the new view (checked every ``check_every`` seconds).
 * The last good list stays while the operator is away (a restart, a standby's 503, a network
@@ -97,10 +98,10 @@ class Watcher:
         return ssl.create_default_context(cafile=str(self.where.ca_file))
 
     async def run(self) -> None:
-        if not self.where.url.startswith("https://"):
+        if not self.where.url.startswith("https://"):  # config.py took it: the opt-in is set
             log.warning(
-                "--operator-url %s is not https: the token is sent in clear; use the "
-                "operator's https:// URL and --operator-ca-file",
+                "--operator-url %s is plain HTTP (--allow-plain-http-watch): every poll sends "
+                "the cluster's token in clear",
                 self.where.url,
             )
         connector = aiohttp.TCPConnector(limit=2, ssl=self._tls())

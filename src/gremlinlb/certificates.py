@@ -1,18 +1,24 @@
-"""Serving certificates from a private CA: the operator's webhook and the test apiserver.
+"""Serving certificates from a private CA: the operator's webhook and watch, and the test
+apiserver.
 
 Generated with ``cryptography`` (kopf's own self-signed path needs oscrypto, which cannot find
 libcrypto on some distributions). The operator keeps its pair in a Secret, so a restart reuses
 it and the apiserver's caBundle stays valid; it is renewed when names change or expiry nears,
 while running. A renewed bundle's CA PEM also holds the previous CA while that is valid, so
 the caBundle trusts replicas still serving the old certificate until they load the new one.
+The watch's certificate is issued by the push CA and kept in memory only, renewed by the same
+rule (:func:`still_good`).
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -186,3 +192,15 @@ def still_good(
         return False
     have = set(sans)
     return all(name in have for name in _general_names(names))
+
+
+def load_into(context: ssl.SSLContext, bundle: CertBundle) -> None:
+    """Serve ``bundle`` from ``context``. ssl reads a certificate and its key only from files:
+    they go through an owner-only temporary directory, removed at once. On the context of a
+    running server this changes the handshakes to come; open connections keep theirs."""
+    with tempfile.TemporaryDirectory(prefix="gremlinlb-tls-") as directory:
+        cert_path, key_path = Path(directory) / "tls.crt", Path(directory) / "tls.key"
+        cert_path.write_bytes(bundle.cert_pem)
+        key_path.touch(mode=0o600)
+        key_path.write_bytes(bundle.key_pem)
+        context.load_cert_chain(cert_path, key_path)

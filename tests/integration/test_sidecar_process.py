@@ -384,3 +384,56 @@ def test_a_plain_sidecar_probing_and_serving_imports_neither_botocore_nor_gremli
     assert imported.isdisjoint(NOT_FOR_A_PLAIN_SIDECAR), sorted(
         imported & set(NOT_FOR_A_PLAIN_SIDECAR)
     )
+
+
+@pytest.fixture
+def operator_stand_in() -> Iterator[socket.socket]:
+    """A loopback listener where an operator's watch would be: what reaches it is what the
+    sidecar sent (a connection stays in its queue even after the sidecar has exited)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield listener
+
+
+def watch_flags(listener: socket.socket, tmp_path: Path) -> tuple[str, ...]:
+    token = tmp_path / "token"
+    token.write_text("cluster-token\n")
+    return (
+        *("--state-dir", str(tmp_path / "state"), "--token-file", str(token)),
+        *("--operator-url", f"http://127.0.0.1:{listener.getsockname()[1]}"),
+        *("--operator-cluster", "shop/graph", "--pod-name", "app-1"),
+    )
+
+
+def test_a_plain_http_operator_url_stops_the_sidecar_at_start_before_anything_is_sent(
+    spawn: Any, operator_stand_in: socket.socket, tmp_path: Path
+) -> None:
+    sidecar = spawn(*watch_flags(operator_stand_in, tmp_path))
+    assert sidecar.wait() == 2
+    complaint = sidecar.stderr()
+    assert "--operator-url: http://127.0.0.1:" in complaint
+    assert "is plain HTTP" in complaint
+    assert "--allow-plain-http-watch true" in complaint
+    operator_stand_in.setblocking(False)
+    with pytest.raises(BlockingIOError):  # no connection was ever made
+        operator_stand_in.accept()
+
+
+def test_with_the_opt_in_a_sidecar_watches_a_plain_http_operator_sending_its_token(
+    spawn: Any, operator_stand_in: socket.socket, tmp_path: Path
+) -> None:
+    sidecar = spawn(*watch_flags(operator_stand_in, tmp_path), "--allow-plain-http-watch", "true")
+    operator_stand_in.settimeout(30)
+    connection, _ = operator_stand_in.accept()
+    with connection:
+        connection.settimeout(30)
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < 65536:
+            chunk = connection.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    assert head.startswith(b"POST /v1/watch/shop/graph HTTP/1.1\r\n"), head
+    assert b"\r\nAuthorization: Bearer cluster-token\r\n" in head
+    assert sidecar.process.poll() is None

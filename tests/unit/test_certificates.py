@@ -1,10 +1,12 @@
-"""The webhook certificate: when it is renewed, and what a renewed bundle trusts."""
+"""The webhook's and the watch's certificates: when they are renewed, and what a renewed bundle
+trusts."""
 
 from __future__ import annotations
 
 import datetime
 
 from cryptography import x509
+from gremlinlb.operator.distribution import WatchCertificate
 
 from gremlinlb import certificates as certs
 
@@ -43,3 +45,23 @@ def test_a_name_longer_than_a_common_name_may_be_is_still_certified() -> None:
     name = "a-rather-long-cluster-name.t-a-rather-long-namespace-name.gremlinlb-sidecar"
     bundle = certs.issue(certs.new_authority("ca"), [name])
     assert certs.still_good(bundle, [name])
+
+
+PUSH_CA = certs.new_authority("push-ca", NOW, validity=datetime.timedelta(days=5 * 365))
+
+
+def test_the_watch_certificate_is_kept_until_thirty_days_before_its_expiry() -> None:
+    certificate = WatchCertificate(PUSH_CA, NAMES, NOW)
+    assert certificate.renewal(NOW + datetime.timedelta(days=334)) is None
+
+
+def test_the_watch_certificate_is_reissued_by_the_push_ca_within_thirty_days_of_expiry() -> None:
+    certificate = WatchCertificate(PUSH_CA, NAMES, NOW)
+    later = NOW + datetime.timedelta(days=336)
+    fresh = certificate.renewal(later)
+    assert fresh is not None
+    assert certs.issued_by(fresh.cert_pem, PUSH_CA.ca_pem)
+    assert certs.still_good(fresh, NAMES, later)
+    certificate.serve(fresh)
+    assert certificate.bundle == fresh
+    assert certificate.renewal(later) is None  # the new one is kept in turn

@@ -18,6 +18,7 @@ from gremlinlb.operator.distribution import (
 from gremlinlb.operator.push import BackendHealth, PushGroup, TargetStatus
 
 from gremlinlb.core.bearer import bearer_matches
+from tests.unit.test_operator_metrics import operator_options
 from tests.unit.test_operator_push import (
     FAST,
     FakeHealth,
@@ -219,3 +220,17 @@ def test_a_sidecar_that_polled_before_its_pod_was_seen_is_never_pushed_to() -> N
         await closed(group)
 
     asyncio.run(scenario())
+
+
+def test_a_plain_http_watch_url_is_refused_when_the_watch_serves_https() -> None:
+    with pytest.raises(ValueError, match=r"--distribution-url: http://op:8444 is plain HTTP"):
+        operator_options("--distribution-url", "http://op:8444")
+
+
+def test_without_push_tls_the_watch_url_must_be_plain_http() -> None:
+    with pytest.raises(ValueError, match=r"with --no-push-tls the watch has no certificate"):
+        operator_options("--no-push-tls")
+    plain = operator_options("--no-push-tls", "--distribution-url", "http://op:8444")
+    assert plain.distribution is not None
+    assert plain.distribution.url == "http://op:8444"
+    assert operator_options("--no-push-tls", "--distribution-listen", "").distribution is None

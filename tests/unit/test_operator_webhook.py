@@ -205,6 +205,29 @@ def test_an_injected_sidecar_watches_the_operator_verified_by_the_push_ca() -> N
     assert values["GREMLINLB_OPERATOR_CLUSTER"] == "$(GREMLINLB_POD_NAMESPACE)/graph"
 
 
+def injected_env(how: Injection, **extra: Any) -> dict[str, Any]:
+    changes = injection(pod(), "graph", cluster(**extra), [], how)
+    assert changes is not None
+    return {e["name"]: e.get("value") for e in changes["spec"]["initContainers"][0]["env"]}
+
+
+def test_a_plain_http_watch_is_injected_only_into_a_cluster_that_allows_plain_http() -> None:
+    how = Injection(operator_url="http://gremlinlb-operator.gremlinlb-system.svc:8444")
+    allowed = injected_env(how, sidecar={"allowPlainHttpPush": True})
+    assert allowed["GREMLINLB_OPERATOR_URL"] == how.operator_url
+    assert allowed["GREMLINLB_ALLOW_PLAIN_HTTP_WATCH"] == "true"
+    refused = injected_env(how)
+    assert "GREMLINLB_OPERATOR_URL" not in refused
+    assert "GREMLINLB_ALLOW_PLAIN_HTTP_WATCH" not in refused
+
+
+def test_an_https_watch_is_injected_without_the_plain_http_opt_in() -> None:
+    how = Injection(admin_tls=True, operator_url="https://op.example:8444")
+    env = injected_env(how, sidecar={"allowPlainHttpPush": True})
+    assert env["GREMLINLB_OPERATOR_URL"] == "https://op.example:8444"
+    assert "GREMLINLB_ALLOW_PLAIN_HTTP_WATCH" not in env
+
+
 def test_without_a_watch_url_an_injected_sidecar_waits_for_pushes() -> None:
     changes = injection(pod(), "graph", cluster(), [], Injection(admin_tls=True))
     assert changes is not None

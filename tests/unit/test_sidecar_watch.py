@@ -81,6 +81,36 @@ def test_a_watch_missing_what_it_needs_is_refused_at_start(
         load(tmp_path, **flags)
 
 
+def test_a_plain_http_operator_url_is_refused_at_start_saying_what_to_do(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load(tmp_path, operator_url="http://op.example:8444")
+    message = str(refused.value)
+    assert message.startswith("--operator-url: http://op.example:8444 is plain HTTP")
+    assert "token in clear" in message
+    assert "https:// URL" in message
+    assert "--allow-plain-http-watch true" in message
+
+
+def test_the_plain_http_refusal_names_where_the_url_came_from(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t")
+    env = {"GREMLINLB_OPERATOR_URL": "http://op.example:8444"}
+    with pytest.raises(ConfigError, match=r"^GREMLINLB_OPERATOR_URL: .* is plain HTTP"):
+        load_config({"token_file": str(token), **WATCH, "operator_url": None}, env)
+
+
+def test_a_plain_http_operator_url_is_taken_with_the_explicit_opt_in(tmp_path: Path) -> None:
+    config = load(tmp_path, operator_url="http://op.example:8444", allow_plain_http_watch="true")
+    assert config.operator.endpoint == "http://op.example:8444/v1/watch/shop/graph"
+
+
+def test_the_plain_http_opt_in_must_be_a_boolean(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--allow-plain-http-watch"):
+        load(tmp_path, operator_url="http://op.example:8444", allow_plain_http_watch="maybe")
+
+
 def test_a_watch_needs_the_clusters_token() -> None:
     with pytest.raises(ConfigError, match="--token-file"):
         load_config(WATCH, {})
