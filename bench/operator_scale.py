@@ -250,7 +250,7 @@ def run(args: argparse.Namespace, tree: Path | None = None) -> dict[str, Any]:
     operator: OperatorProcess | None = None
     try:
         plane.kubectl("apply", "-f", str(REPO / "crds"))
-        plane.kubectl("wait", "--for=condition=Established", "crd/gremlinclusters.gremlinlb.io")
+        plane.wait_established("gremlinclusters.gremlinlb.io")
         plane.kubectl("apply", "-f", str(REPO / "manifests"))
         api = plane.api_client("admin")
         namespace = create_namespace(api, prefix="bench-")

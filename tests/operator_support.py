@@ -94,9 +94,7 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval:
 def applied_manifests(control_plane: ControlPlane) -> Iterator[ControlPlane]:
     """crds/ (established) and manifests/ applied with kubectl."""
     control_plane.kubectl("apply", "-f", str(REPO / "crds"))
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd/gremlinclusters.gremlinlb.io", "--timeout=30s"
-    )
+    control_plane.wait_established("gremlinclusters.gremlinlb.io")
     control_plane.kubectl("apply", "-f", str(REPO / "manifests"))
     try:
         yield control_plane

@@ -373,6 +373,23 @@ class ControlPlane:
             )
         return done
 
+    def wait_established(self, crd: str, limit: float = 60.0) -> None:
+        """Wait until the CustomResourceDefinition ``crd`` serves its kind. Not ``kubectl wait
+        --for=condition=Established``: straight after the apply the CRD may have no status yet,
+        and kubectl then fails at once (".status.conditions accessor error") instead of waiting."""
+        jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+        deadline = time.monotonic() + limit
+        while True:
+            done = self.kubectl("get", "crd", crd, "-o", f"jsonpath={jsonpath}", check=False)
+            if done.returncode == 0 and done.stdout.strip() == "True":
+                return
+            if time.monotonic() > deadline:
+                raise DevClusterError(
+                    f"CRD {crd} not Established within {limit:g} s "
+                    f"(last: {done.stdout.strip() or done.stderr.strip() or 'no condition'})"
+                )
+            time.sleep(0.2)
+
     # -- internals -----------------------------------------------------------------------------
 
     def _start_etcd(self, binaries: Binaries) -> None:
