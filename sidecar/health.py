@@ -33,7 +33,8 @@ import time
 from collections.abc import Callable
 
 from gremlinlb.sidecar import frames
-from gremlinlb.sidecar.backend import BackendConnection, Backends
+from gremlinlb.sidecar.backend import Backends
+from gremlinlb.sidecar.backend_connection import BackendConnection
 from gremlinlb.sidecar.frames import GRAPHBINARY_CHANNEL, GRAPHBINARY_VERSION, ResponseHeader
 from gremlinlb.sidecar.neptune_retry import status_message
 

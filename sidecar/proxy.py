@@ -29,7 +29,8 @@ from gremlinlb.sidecar import answers, frames
 from gremlinlb.sidecar.answers import AnswerTooLargeError as AnswerTooLargeError
 from gremlinlb.sidecar.answers import ClientLeftError as ClientLeftError
 from gremlinlb.sidecar.answers import StatusError as StatusError
-from gremlinlb.sidecar.backend import BackendConnection, Backends
+from gremlinlb.sidecar.backend import Backends
+from gremlinlb.sidecar.backend_connection import BackendConnection
 from gremlinlb.sidecar.bigframes import backend_frame, off_loop, prepare_first_attempt
 from gremlinlb.sidecar.clients import ClientConnection
 from gremlinlb.sidecar.exchange import Attempt, Exchange, ExchangeState, may_become

@@ -14,7 +14,8 @@ import aiohttp
 from aiohttp import web
 from gremlinlb.sidecar.addresses import address_of, is_local
 from gremlinlb.sidecar.admin import AdminApi
-from gremlinlb.sidecar.backend import Backends, background_closes
+from gremlinlb.sidecar.backend import Backends
+from gremlinlb.sidecar.backend_connection import background_closes
 from gremlinlb.sidecar.config import Address, SidecarConfig
 from gremlinlb.sidecar.health import HealthLoop
 from gremlinlb.sidecar.hostcheck import HostCheck

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from gremlinlb.sidecar import answers
 from gremlinlb.sidecar.answers import ANSWERED, ClientLeftError
-from gremlinlb.sidecar.backend import BackendConnection
+from gremlinlb.sidecar.backend_connection import BackendConnection
 from gremlinlb.sidecar.bigframes import backend_frame
 from gremlinlb.sidecar.exchange import Attempt, Exchange
 from gremlinlb.sidecar.frames import Channel

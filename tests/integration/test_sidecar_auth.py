@@ -16,8 +16,8 @@ from gremlin_python.driver.client import Client
 from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
 from gremlin_python.driver.protocol import GremlinServerError
 from gremlin_python.process.anonymous_traversal import traversal
-from gremlinlb.sidecar.backend import BackendOptions
 from gremlinlb.sidecar.config import SidecarConfig
+from gremlinlb.sidecar.options import BackendOptions
 from gremlinlb.sidecar.testing import SidecarThread
 
 from gremlinlb.core import BalancerSettings, BufferSettings, HealthCheckSettings, parse_endpoint

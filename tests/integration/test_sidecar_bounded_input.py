@@ -24,9 +24,9 @@ from gremlin_python.process.traversal import Bytecode
 from gremlinlb.sidecar import frames as frames_module
 from gremlinlb.sidecar import inbound as inbound_module
 from gremlinlb.sidecar import proxy as proxy_module
-from gremlinlb.sidecar.backend import BackendOptions
 from gremlinlb.sidecar.config import SidecarConfig
 from gremlinlb.sidecar.memory import MemoryLimits
+from gremlinlb.sidecar.options import BackendOptions
 from gremlinlb.sidecar.proxy import ProxyOptions
 from gremlinlb.sidecar.testing import SidecarThread
 

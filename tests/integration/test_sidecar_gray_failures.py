@@ -22,9 +22,9 @@ from gremlin_python.driver.driver_remote_connection import DriverRemoteConnectio
 from gremlin_python.driver.protocol import GremlinServerError
 from gremlin_python.process.anonymous_traversal import traversal
 from gremlinlb.sidecar import frames
-from gremlinlb.sidecar.backend import BackendOptions
 from gremlinlb.sidecar.config import SidecarConfig
 from gremlinlb.sidecar.frames import GRAPHBINARY_CHANNEL
+from gremlinlb.sidecar.options import BackendOptions
 from gremlinlb.sidecar.proxy import ProxyOptions
 from gremlinlb.sidecar.testing import SidecarThread
 

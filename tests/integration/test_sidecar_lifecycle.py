@@ -31,9 +31,9 @@ from gremlin_python.driver.request import RequestMessage
 from gremlin_python.driver.serializer import GraphBinarySerializersV1
 from gremlin_python.process.anonymous_traversal import traversal
 from gremlin_python.process.graph_traversal import __
-from gremlinlb.sidecar.backend import BackendOptions
 from gremlinlb.sidecar.config import SidecarConfig
 from gremlinlb.sidecar.memory import MemoryLimits
+from gremlinlb.sidecar.options import BackendOptions
 from gremlinlb.sidecar.proxy import ProxyOptions
 from gremlinlb.sidecar.testing import SidecarThread
 

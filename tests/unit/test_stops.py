@@ -18,11 +18,13 @@ from gremlinlb.operator.client import Kube
 from gremlinlb.operator.controller import ClusterController, ControllerOptions, NamingSender
 from gremlinlb.operator.push import Payload, PushGroup, SendOutcome
 from gremlinlb.sidecar.admin import AdminApi
-from gremlinlb.sidecar.backend import BackendConnection, BackendOptions, BackendPool, Backends
+from gremlinlb.sidecar.backend import BackendPool, Backends
+from gremlinlb.sidecar.backend_connection import BackendConnection
 from gremlinlb.sidecar.config import OperatorWatch
 from gremlinlb.sidecar.frames import GRAPHBINARY_CHANNEL
 from gremlinlb.sidecar.health import HealthLoop
 from gremlinlb.sidecar.ids import IdSource
+from gremlinlb.sidecar.options import BackendOptions
 from gremlinlb.sidecar.watch import PollResult, Watcher
 
 from gremlinlb.core import Balancer, BalancerSettings, Endpoint
