@@ -88,6 +88,20 @@ def pushes(operator: OperatorProcess) -> float:
     )
 
 
+def settled_pushes(operator: OperatorProcess) -> float:
+    """The PUT count once no PUT is still on its way: a push that started before the sidecar
+    was counted as watching may end (and be counted) after it was."""
+    last = [pushes(operator)]
+
+    def unchanged() -> bool:
+        now = pushes(operator)
+        steady, last[0] = now == last[0], now
+        return steady
+
+    wait_for(unchanged, SETTLE, "no push in flight", interval=1.0)
+    return last[0]
+
+
 def poll(
     operator: OperatorProcess, graph: Cluster, token: str, body: dict[str, Any]
 ) -> tuple[int, dict[str, str], Any]:
@@ -132,7 +146,7 @@ def test_a_change_reaches_a_watching_sidecar_without_any_push(
         SETTLE,
         "the sidecar counted as watching",
     )
-    before = pushes(operator)
+    before = settled_pushes(operator)
     set_max_attempts(cluster, 7)
     wait_for(lambda: settings_of(sidecar).get("max_attempts") == 7 or None, SETTLE, "the change")
     assert sidecar.host_list()[0] > first
