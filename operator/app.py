@@ -250,7 +250,7 @@ class OperatorApp:
             check = self._every_check("webhook", self._renew_webhook_certificate)
             self._background.append(asyncio.create_task(check, name="cert"))
         if self.distribution is not None and self.distribution.certificate is not None:
-            check = self._every_check("watch", self._renew_watch_certificate)
+            check = self._every_check("watch", self.distribution.renew_certificate)
             self._background.append(asyncio.create_task(check, name="watch-cert"))
 
     def ensure(self, body: Mapping[str, Any]) -> None:
@@ -383,7 +383,7 @@ class OperatorApp:
     async def distribution_server(self) -> DistributionServer | None:
         """The server of the sidecars' watch, on its own thread (not started yet): HTTPS with
         a certificate of the push CA for the URL's host (what the sidecars verify), renewed
-        while it runs (:meth:`_renew_watch_certificate`)."""
+        while it runs (:meth:`DistributionServer.renew_certificate`)."""
         options = self.options.distribution
         if options is None:
             return None
@@ -459,12 +459,6 @@ class OperatorApp:
             certs.load_into(self._tls, bundle)
         self._serving = bundle
         return True
-
-    async def _renew_watch_certificate(self) -> bool:
-        """Re-issue the watch's certificate before it expires, served from the next handshake
-        on (held polls keep their connections); False: not due yet."""
-        assert self.distribution is not None
-        return await self.distribution.renew_certificate()
 
     async def _store_secret(self, secret: dict[str, Any], found: Mapping[str, Any] | None) -> bool:
         """Create ``secret``, or replace ``found`` (the version read) with it; False when

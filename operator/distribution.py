@@ -248,8 +248,10 @@ class DistributionServer:
         thread between requests: new handshakes get the new one, and held polls keep their
         connections (and the certificate they began with). False: nothing was due."""
         certificate = self.certificate
-        fresh = None if certificate is None else certificate.renewal(now)
-        if certificate is None or fresh is None:
+        if certificate is None:
+            return False  # plain HTTP: nothing to renew
+        fresh = certificate.renewal(now)
+        if fresh is None:
             return False
         await self._site.run_on_thread(certificate.serve, fresh)
         return True
